@@ -1,0 +1,289 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::MetadataError;
+use crate::state::{BrokerInfo, MetadataState, PartitionInfo, TopicInfo};
+use crate::topic_name;
+
+/// Kafka's ceiling on partitions per topic we accept in one request; a bound, not a target.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
+/// The largest producer-id block one command may allocate.
+pub const MAX_PRODUCER_ID_BLOCK: i64 = 1_000_000;
+
+/// A change to the metadata. Deterministic: every input a replica needs is in the command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataCommand {
+    /// Adds or updates a broker's advertised address.
+    RegisterBroker(BrokerInfo),
+    CreateTopic {
+        name: String,
+        id: Uuid,
+        partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        internal: bool,
+    },
+    DeleteTopic {
+        name: String,
+    },
+    /// Grows a topic to `total` partitions.
+    CreatePartitions {
+        name: String,
+        total: i32,
+    },
+    /// Replaces the topic's explicit config overrides.
+    SetTopicConfigs {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
+    AllocateProducerIds {
+        count: i64,
+    },
+    SetPartitionSealed {
+        topic: String,
+        partition: i32,
+        sealed: bool,
+    },
+}
+
+/// What applying a command produced, for the proposer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Done,
+    Topic(TopicInfo),
+    /// Producer ids `[first, first + count)` now belong to the proposer.
+    ProducerIds {
+        first: i64,
+        count: i64,
+    },
+}
+
+impl MetadataState {
+    /// Applies one command. On error the state is unchanged.
+    pub fn apply(&mut self, cmd: &MetadataCommand) -> Result<Outcome, MetadataError> {
+        let outcome = match cmd {
+            MetadataCommand::RegisterBroker(b) => {
+                self.brokers.insert(b.node_id, b.clone());
+                Outcome::Done
+            }
+            MetadataCommand::CreateTopic {
+                name,
+                id,
+                partitions,
+                replication_factor,
+                configs,
+                internal,
+            } => {
+                topic_name::validate(name).map_err(|reason| MetadataError::InvalidTopicName {
+                    name: name.clone(),
+                    reason,
+                })?;
+                if self.topics.contains_key(name) {
+                    return Err(MetadataError::TopicExists(name.clone()));
+                }
+                check_partition_count(*partitions)?;
+                let placed = self.place(0, *partitions, *replication_factor)?;
+                let topic = TopicInfo {
+                    name: name.clone(),
+                    id: *id,
+                    configs: configs.clone(),
+                    partitions: placed,
+                    internal: *internal,
+                };
+                self.topics.insert(name.clone(), topic.clone());
+                Outcome::Topic(topic)
+            }
+            MetadataCommand::DeleteTopic { name } => {
+                self.topics
+                    .remove(name)
+                    .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
+                Outcome::Done
+            }
+            MetadataCommand::CreatePartitions { name, total } => {
+                let topic = self
+                    .topics
+                    .get(name)
+                    .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
+                let current = topic.partitions.len() as i32;
+                if *total <= current {
+                    return Err(MetadataError::InvalidPartitions {
+                        requested: *total,
+                        reason: format!("topic {name} already has {current} partitions"),
+                    });
+                }
+                check_partition_count(*total)?;
+                let rf = topic.partitions[0].replicas.len() as i16;
+                let extra = self.place(current, *total - current, rf)?;
+                let topic = self.topics.get_mut(name).expect("checked above");
+                topic.partitions.extend(extra);
+                Outcome::Topic(topic.clone())
+            }
+            MetadataCommand::SetTopicConfigs { name, configs } => {
+                let topic = self
+                    .topics
+                    .get_mut(name)
+                    .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
+                topic.configs = configs.clone();
+                Outcome::Topic(topic.clone())
+            }
+            MetadataCommand::AllocateProducerIds { count } => {
+                let count = (*count).clamp(1, MAX_PRODUCER_ID_BLOCK);
+                let first = self.next_producer_id;
+                self.next_producer_id += count;
+                Outcome::ProducerIds { first, count }
+            }
+            MetadataCommand::SetPartitionSealed {
+                topic,
+                partition,
+                sealed,
+            } => {
+                let t = self
+                    .topics
+                    .get_mut(topic)
+                    .ok_or_else(|| MetadataError::UnknownTopic(topic.clone()))?;
+                let p = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|i| t.partitions.get_mut(i))
+                    .ok_or_else(|| MetadataError::InvalidPartitions {
+                        requested: *partition,
+                        reason: format!("topic {topic} has no such partition"),
+                    })?;
+                p.sealed = *sealed;
+                Outcome::Done
+            }
+        };
+        self.applied += 1;
+        debug_assert_eq!(self.check_invariants(), Ok(()));
+        Ok(outcome)
+    }
+
+    /// Places `count` new partitions starting at index `first` over the registered brokers,
+    /// round-robin so replicas and leaders spread evenly; the first replica leads.
+    fn place(
+        &self,
+        first: i32,
+        count: i32,
+        replication_factor: i16,
+    ) -> Result<Vec<PartitionInfo>, MetadataError> {
+        let brokers: Vec<i32> = self.brokers.keys().copied().collect();
+        let rf = if replication_factor <= 0 {
+            1
+        } else {
+            replication_factor as usize
+        };
+        if brokers.is_empty() || rf > brokers.len() {
+            return Err(MetadataError::InvalidReplicationFactor(
+                replication_factor as i32,
+                brokers.len(),
+            ));
+        }
+        Ok((first..first + count)
+            .map(|p| {
+                let replicas: Vec<i32> = (0..rf)
+                    .map(|r| brokers[(p as usize + r) % brokers.len()])
+                    .collect();
+                PartitionInfo {
+                    leader: replicas[0],
+                    leader_epoch: 0,
+                    isr: replicas.clone(),
+                    replicas,
+                    sealed: false,
+                }
+            })
+            .collect())
+    }
+}
+
+fn check_partition_count(n: i32) -> Result<(), MetadataError> {
+    if n < 1 || n > MAX_PARTITIONS_PER_TOPIC {
+        return Err(MetadataError::InvalidPartitions {
+            requested: n,
+            reason: format!("must be between 1 and {MAX_PARTITIONS_PER_TOPIC}"),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state_with_brokers(n: i32) -> MetadataState {
+        let mut s = MetadataState::new("c".into());
+        for id in 1..=n {
+            s.apply(&MetadataCommand::RegisterBroker(BrokerInfo {
+                node_id: id,
+                host: "h".into(),
+                port: 9092,
+                rack: None,
+            }))
+            .unwrap();
+        }
+        s
+    }
+
+    fn create(name: &str, partitions: i32, rf: i16) -> MetadataCommand {
+        MetadataCommand::CreateTopic {
+            name: name.into(),
+            id: Uuid::from_u128(7),
+            partitions,
+            replication_factor: rf,
+            configs: BTreeMap::new(),
+            internal: false,
+        }
+    }
+
+    #[test]
+    fn create_grow_delete() {
+        let mut s = state_with_brokers(1);
+        s.apply(&create("t", 2, 1)).unwrap();
+        assert!(matches!(
+            s.apply(&create("t", 2, 1)),
+            Err(MetadataError::TopicExists(_))
+        ));
+        s.apply(&MetadataCommand::CreatePartitions {
+            name: "t".into(),
+            total: 5,
+        })
+        .unwrap();
+        assert_eq!(s.topic("t").unwrap().partitions.len(), 5);
+        assert!(s
+            .apply(&MetadataCommand::CreatePartitions {
+                name: "t".into(),
+                total: 3,
+            })
+            .is_err());
+        s.apply(&MetadataCommand::DeleteTopic { name: "t".into() })
+            .unwrap();
+        assert!(s.topic("t").is_none());
+    }
+
+    #[test]
+    fn refuses_bad_input_without_changing_state() {
+        let mut s = state_with_brokers(1);
+        let before = s.clone();
+        assert!(s.apply(&create("bad/name", 1, 1)).is_err());
+        assert!(s.apply(&create("t", 0, 1)).is_err());
+        assert!(s.apply(&create("t", 1, 3)).is_err());
+        assert_eq!(s, before);
+    }
+
+    #[test]
+    fn placement_spreads_leaders() {
+        let mut s = state_with_brokers(3);
+        s.apply(&create("t", 6, 3)).unwrap();
+        let leaders: Vec<i32> = s.topic("t").unwrap().partitions.iter().map(|p| p.leader).collect();
+        assert_eq!(leaders, vec![1, 2, 3, 1, 2, 3]);
+    }
+
+    #[test]
+    fn producer_ids_are_unique() {
+        let mut s = state_with_brokers(1);
+        let a = s.apply(&MetadataCommand::AllocateProducerIds { count: 10 }).unwrap();
+        let b = s.apply(&MetadataCommand::AllocateProducerIds { count: 10 }).unwrap();
+        assert_eq!(a, Outcome::ProducerIds { first: 0, count: 10 });
+        assert_eq!(b, Outcome::ProducerIds { first: 10, count: 10 });
+    }
+}
