@@ -15,7 +15,7 @@ mod state;
 mod store;
 pub mod topic_name;
 
-pub use command::{MetadataCommand, Outcome};
+pub use command::{MetadataCommand, Outcome, MAX_PARTITIONS_PER_TOPIC, MAX_PRODUCER_ID_BLOCK};
 pub use error::MetadataError;
 pub use state::{BrokerInfo, MetadataState, PartitionInfo, TopicInfo};
 pub use store::{LocalStore, NodeIdentity};

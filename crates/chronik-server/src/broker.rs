@@ -1,0 +1,381 @@
+//! The broker's shared state: identity, metadata, and the partitions this node serves.
+//!
+//! Topic administration (create, delete, grow) goes through the metadata state machine
+//! first and then opens or removes WAL partitions; one async lock serializes these so the
+//! WAL directories always follow the metadata.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chronik_metadata::{
+    BrokerInfo, LocalStore, MetadataCommand, MetadataError, MetadataState, Outcome, TopicInfo,
+};
+use chronik_wal::{PartitionLog, WalError};
+use dashmap::DashMap;
+use kafka_protocol::ResponseError;
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::config::BrokerConfig;
+use crate::partition::Partition;
+use crate::shutdown::Shutdown;
+use crate::topic_config::{self, TopicConfig};
+
+/// How many producer ids one metadata command reserves for this broker.
+const PRODUCER_ID_BLOCK: i64 = 1000;
+
+/// Why the broker could not start. Printed once; the process exits non-zero.
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("cannot open partition {topic}-{partition}: {source}")]
+    Wal {
+        topic: String,
+        partition: i32,
+        #[source]
+        source: WalError,
+    },
+    #[error("cannot prepare data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A refused topic operation: the Kafka error and a message for the client.
+#[derive(Debug, Clone)]
+pub struct TopicError {
+    pub code: ResponseError,
+    pub message: String,
+}
+
+impl TopicError {
+    fn new(code: ResponseError, message: impl Into<String>) -> Self {
+        TopicError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<MetadataError> for TopicError {
+    fn from(e: MetadataError) -> Self {
+        let code = match &e {
+            MetadataError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+            MetadataError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+            MetadataError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
+            MetadataError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
+            MetadataError::InvalidReplicationFactor(..) => ResponseError::InvalidReplicationFactor,
+            MetadataError::Io { .. } | MetadataError::Corrupt { .. } => ResponseError::KafkaStorageError,
+        };
+        TopicError::new(code, e.to_string())
+    }
+}
+
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub node_id: i32,
+    pub cluster_id: String,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    metadata: Arc<LocalStore>,
+    wal_root: PathBuf,
+    /// topic -> its partitions on this node, index = partition id.
+    partitions: DashMap<String, Vec<Arc<Partition>>>,
+    /// Serializes topic create/delete/grow so WAL directories follow metadata.
+    topic_admin: tokio::sync::Mutex<()>,
+    /// `[next, end)` of the producer-id block this broker owns.
+    producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    pub shutdown: Shutdown,
+}
+
+impl Broker {
+    /// Opens metadata and every partition (recovering each WAL), registers this broker.
+    pub async fn start(
+        config: BrokerConfig,
+        bound: SocketAddr,
+        shutdown: Shutdown,
+    ) -> Result<Arc<Broker>, StartError> {
+        let meta_dir = config.data_dir.join("metadata");
+        let wal_root = config.data_dir.join("wal");
+        std::fs::create_dir_all(&wal_root).map_err(|source| StartError::DataDir {
+            path: wal_root.display().to_string(),
+            source,
+        })?;
+        let node_id = config.node_id;
+        let (store, identity) = {
+            let dir = meta_dir.clone();
+            tokio::task::spawn_blocking(move || LocalStore::open(&dir, node_id))
+                .await
+                .expect("metadata open task panicked")?
+        };
+        let (host, port) = config.advertised(bound);
+        let broker = Arc::new(Broker {
+            node_id,
+            cluster_id: identity.cluster_id.clone(),
+            advertised_host: host.clone(),
+            advertised_port: port,
+            metadata: Arc::new(store),
+            wal_root,
+            partitions: DashMap::new(),
+            topic_admin: tokio::sync::Mutex::new(()),
+            producer_ids: tokio::sync::Mutex::new((0, 0)),
+            shutdown,
+            config,
+        });
+        let me = BrokerInfo {
+            node_id,
+            host,
+            port,
+            rack: None,
+        };
+        if broker.metadata().brokers.get(&node_id) != Some(&me) {
+            broker
+                .apply(MetadataCommand::RegisterBroker(me))
+                .await
+                .map_err(|e| StartError::Metadata(MetadataError::Corrupt {
+                    path: meta_dir.display().to_string(),
+                    reason: e.message,
+                }))?;
+        }
+        broker.remove_orphan_dirs();
+        let state = broker.metadata();
+        for topic in state.topics.values() {
+            broker.open_partitions(topic, 0).await.map_err(|(partition, source)| StartError::Wal {
+                topic: topic.name.clone(),
+                partition,
+                source,
+            })?;
+        }
+        Ok(broker)
+    }
+
+    /// A consistent snapshot of the metadata.
+    pub fn metadata(&self) -> Arc<MetadataState> {
+        self.metadata.snapshot()
+    }
+
+    /// The effective config of `topic`.
+    pub fn topic_config(&self, topic: &TopicInfo) -> TopicConfig {
+        TopicConfig::resolve(&self.config.topic_defaults, &topic.configs)
+    }
+
+    /// The partition if this node serves it.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        let parts = self.partitions.get(topic)?;
+        usize::try_from(partition).ok().and_then(|i| parts.get(i).cloned())
+    }
+
+    /// Every partition this node serves.
+    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .iter()
+            .flat_map(|e| e.value().clone())
+            .collect()
+    }
+
+    async fn apply(&self, cmd: MetadataCommand) -> Result<Outcome, TopicError> {
+        let store = self.metadata.clone();
+        tokio::task::spawn_blocking(move || store.apply(&cmd))
+            .await
+            .map_err(|e| TopicError::new(ResponseError::UnknownServerError, e.to_string()))?
+            .map_err(TopicError::from)
+    }
+
+    /// Creates a topic and opens its partitions. `num_partitions`/`replication_factor` of
+    /// -1 mean the broker default.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        num_partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<TopicInfo, TopicError> {
+        chronik_metadata::topic_name::validate(name)
+            .map_err(|r| TopicError::new(ResponseError::InvalidTopicException, r))?;
+        topic_config::validate_overrides(&configs)
+            .map_err(|e| TopicError::new(ResponseError::InvalidConfig, e.to_string()))?;
+        let partitions = if num_partitions == -1 {
+            self.config.num_partitions
+        } else {
+            num_partitions
+        };
+        let rf = if replication_factor == -1 { 1 } else { replication_factor };
+        if rf < 1 {
+            return Err(TopicError::new(
+                ResponseError::InvalidReplicationFactor,
+                format!("replication factor {rf} must be at least 1"),
+            ));
+        }
+        let cmd = MetadataCommand::CreateTopic {
+            name: name.to_string(),
+            id: Uuid::new_v4(),
+            partitions,
+            replication_factor: rf,
+            configs,
+            internal: false,
+        };
+        let _admin = self.topic_admin.lock().await;
+        if validate_only {
+            let mut scratch = (*self.metadata()).clone();
+            return match scratch.apply(&cmd)? {
+                Outcome::Topic(t) => Ok(t),
+                _ => unreachable!("CreateTopic yields a topic"),
+            };
+        }
+        let topic = match self.apply(cmd).await? {
+            Outcome::Topic(t) => t,
+            _ => unreachable!("CreateTopic yields a topic"),
+        };
+        self.open_partitions(&topic, 0)
+            .await
+            .map_err(|(p, e)| TopicError::new(ResponseError::KafkaStorageError, format!("partition {p}: {e}")))?;
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// Returns the topic, creating it with broker defaults if it is missing and
+    /// auto-creation is on. `Ok(None)`: missing and not created.
+    pub async fn get_or_auto_create(&self, name: &str, allow: bool) -> Result<Option<TopicInfo>, TopicError> {
+        if let Some(t) = self.metadata().topic(name) {
+            return Ok(Some(t.clone()));
+        }
+        if !(allow && self.config.auto_create_topics) {
+            return Ok(None);
+        }
+        match self.create_topic(name, -1, -1, BTreeMap::new(), false).await {
+            Ok(t) => Ok(Some(t)),
+            Err(e) if e.code == ResponseError::TopicAlreadyExists => {
+                Ok(self.metadata().topic(name).cloned())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+        let _admin = self.topic_admin.lock().await;
+        self.apply(MetadataCommand::DeleteTopic { name: name.to_string() }).await?;
+        if let Some((_, parts)) = self.partitions.remove(name) {
+            for p in parts {
+                if let Err(e) = p.log.delete().await {
+                    tracing::error!(topic = name, partition = p.index, error = %e, "failed to delete partition data");
+                }
+            }
+        }
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    pub async fn create_partitions(&self, name: &str, total: i32, validate_only: bool) -> Result<(), TopicError> {
+        let cmd = MetadataCommand::CreatePartitions {
+            name: name.to_string(),
+            total,
+        };
+        let _admin = self.topic_admin.lock().await;
+        if validate_only {
+            (*self.metadata()).clone().apply(&cmd)?;
+            return Ok(());
+        }
+        let before = self.metadata().topic(name).map(|t| t.partitions.len()).unwrap_or(0);
+        let topic = match self.apply(cmd).await? {
+            Outcome::Topic(t) => t,
+            _ => unreachable!("CreatePartitions yields a topic"),
+        };
+        self.open_partitions(&topic, before)
+            .await
+            .map_err(|(p, e)| TopicError::new(ResponseError::KafkaStorageError, format!("partition {p}: {e}")))?;
+        tracing::info!(topic = name, from = before, to = total, "added partitions");
+        Ok(())
+    }
+
+    /// Opens partitions `from..` of `topic` that this node hosts and publishes them.
+    async fn open_partitions(&self, topic: &TopicInfo, from: usize) -> Result<(), (i32, WalError)> {
+        let config = self.topic_config(topic).log_config(self.config.fsync.clone());
+        let mut opened = Vec::new();
+        for (i, info) in topic.partitions.iter().enumerate().skip(from) {
+            if !info.replicas.contains(&self.node_id) {
+                continue;
+            }
+            let log = PartitionLog::open(&self.wal_root, &topic.name, i as i32, config.clone())
+                .await
+                .map_err(|e| (i as i32, e))?;
+            if info.sealed {
+                log.seal();
+            }
+            opened.push(Partition::open(log).await.map_err(|e| (i as i32, e))?);
+        }
+        let mut entry = self.partitions.entry(topic.name.clone()).or_default();
+        entry.truncate(from);
+        entry.extend(opened);
+        Ok(())
+    }
+
+    /// Removes WAL directories of topics the metadata no longer has (a delete that was
+    /// interrupted by a crash after the metadata change).
+    fn remove_orphan_dirs(&self) {
+        let state = self.metadata();
+        let Ok(entries) = std::fs::read_dir(&self.wal_root) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if entry.path().is_dir() && !state.topics.contains_key(&name) {
+                tracing::warn!(topic = %name, "removing data of a deleted topic");
+                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                    tracing::error!(topic = %name, error = %e, "cannot remove data of a deleted topic");
+                }
+            }
+        }
+    }
+
+    /// The next producer id, reserving a new block through metadata when one runs out.
+    pub async fn next_producer_id(&self) -> Result<i64, TopicError> {
+        let mut ids = self.producer_ids.lock().await;
+        if ids.0 >= ids.1 {
+            match self
+                .apply(MetadataCommand::AllocateProducerIds {
+                    count: PRODUCER_ID_BLOCK,
+                })
+                .await?
+            {
+                Outcome::ProducerIds { first, count } => *ids = (first, first + count),
+                _ => unreachable!("AllocateProducerIds yields ids"),
+            }
+        }
+        let id = ids.0;
+        ids.0 += 1;
+        Ok(id)
+    }
+
+    /// Applies retention to every partition; called periodically.
+    pub fn enforce_retention(&self) {
+        let now_ms = now_ms();
+        for p in self.all_partitions() {
+            match p.log.enforce_retention(now_ms) {
+                Ok(outcome) => tracing::debug!(topic = %p.topic, partition = p.index, ?outcome, "retention"),
+                Err(e) => tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed"),
+            }
+        }
+    }
+
+    /// Flushes and closes every partition; the last step of a graceful shutdown.
+    pub async fn close(&self) {
+        for p in self.all_partitions() {
+            if let Err(e) = p.log.close().await {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "close failed");
+            }
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

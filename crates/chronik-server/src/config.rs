@@ -1,0 +1,311 @@
+//! Broker settings: command-line flags, `CHRONIK_*` environment variables and an optional
+//! TOML file, merged with the precedence flag > env > file > default.
+//!
+//! clap gives flag > env for free (`env = ...`); every flag is an `Option` so that "not
+//! given" can fall through to the file and then to the default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use chronik_wal::FsyncPolicy;
+use clap::{Args, Parser, Subcommand};
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::topic_config::TopicDefaults;
+
+#[derive(Debug, Parser)]
+#[command(name = "chronik-server", version, about = "Chronik: a Kafka-compatible streaming broker")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a single-node broker (a one-node cluster).
+    Standalone(ServerArgs),
+}
+
+/// Flags of `chronik-server standalone`. Every one can also be set by its environment
+/// variable or by the same key (with `_` instead of `-`) in the `--config` TOML file.
+#[derive(Debug, Args, Default)]
+pub struct ServerArgs {
+    /// TOML config file; its keys are the flag names with `_` instead of `-`.
+    #[arg(long, env = "CHRONIK_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory for the WAL and metadata [default: ./data]
+    #[arg(long, env = "CHRONIK_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address the Kafka listener binds; port 0 lets the OS pick [default: 127.0.0.1:9092]
+    #[arg(long, env = "CHRONIK_KAFKA_ADDR")]
+    pub kafka_addr: Option<SocketAddr>,
+    /// HOST[:PORT] given to clients in Metadata [default: the bound Kafka address]
+    #[arg(long, env = "CHRONIK_ADVERTISED_ADDR")]
+    pub advertised_addr: Option<String>,
+    /// This broker's id; it must match the id stored in the data directory [default: 1]
+    #[arg(long, env = "CHRONIK_NODE_ID")]
+    pub node_id: Option<i32>,
+    /// When an append is acknowledged: always | interval:<ms> | never [default: always]
+    #[arg(long, env = "CHRONIK_FSYNC", value_parser = FsyncPolicy::from_str)]
+    pub fsync: Option<FsyncPolicy>,
+    /// Partitions of an auto-created topic [default: 1]
+    #[arg(long, env = "CHRONIK_NUM_PARTITIONS")]
+    pub num_partitions: Option<i32>,
+    /// Create unknown topics on Metadata requests [default: true]
+    #[arg(long, env = "CHRONIK_AUTO_CREATE_TOPICS")]
+    pub auto_create_topics: Option<bool>,
+    /// Default retention.ms of topics; -1 keeps data forever [default: 604800000]
+    #[arg(long, env = "CHRONIK_RETENTION_MS", allow_hyphen_values = true)]
+    pub retention_ms: Option<i64>,
+    /// Default retention.bytes per partition; -1 is unlimited [default: -1]
+    #[arg(long, env = "CHRONIK_RETENTION_BYTES", allow_hyphen_values = true)]
+    pub retention_bytes: Option<i64>,
+    /// Default segment.bytes [default: 1073741824]
+    #[arg(long, env = "CHRONIK_SEGMENT_BYTES")]
+    pub segment_bytes: Option<i64>,
+    /// Default segment.ms [default: 604800000]
+    #[arg(long, env = "CHRONIK_SEGMENT_MS")]
+    pub segment_ms: Option<i64>,
+    /// Default max.message.bytes, the largest record batch accepted [default: 1048588]
+    #[arg(long, env = "CHRONIK_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<i64>,
+    /// How often retention runs, in ms [default: 300000]
+    #[arg(long, env = "CHRONIK_RETENTION_CHECK_INTERVAL_MS")]
+    pub retention_check_interval_ms: Option<u64>,
+    /// Most concurrent client connections; more are refused [default: 10000]
+    #[arg(long, env = "CHRONIK_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Log format: text | json [default: text]
+    #[arg(long, env = "CHRONIK_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+/// The `--config` file. Unknown keys are an error, so a typo never silently falls back.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    kafka_addr: Option<SocketAddr>,
+    advertised_addr: Option<String>,
+    node_id: Option<i32>,
+    fsync: Option<String>,
+    num_partitions: Option<i32>,
+    auto_create_topics: Option<bool>,
+    retention_ms: Option<i64>,
+    retention_bytes: Option<i64>,
+    segment_bytes: Option<i64>,
+    segment_ms: Option<i64>,
+    max_message_bytes: Option<i64>,
+    retention_check_interval_ms: Option<u64>,
+    max_connections: Option<usize>,
+    log_format: Option<LogFormat>,
+}
+
+/// A setting that is present but wrong. Printed as one line; the process exits with 2.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("invalid value for {key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// The merged, validated settings of one broker.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub data_dir: PathBuf,
+    pub kafka_addr: SocketAddr,
+    pub advertised_addr: Option<String>,
+    pub node_id: i32,
+    pub fsync: FsyncPolicy,
+    pub num_partitions: i32,
+    pub auto_create_topics: bool,
+    pub topic_defaults: TopicDefaults,
+    pub retention_check_interval_ms: u64,
+    pub max_connections: usize,
+    pub log_format: LogFormat,
+}
+
+impl BrokerConfig {
+    /// Merges flags/env (already folded by clap) over the config file over defaults.
+    pub fn resolve(args: ServerArgs) -> Result<BrokerConfig, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let fsync = match (args.fsync, file.fsync) {
+            (Some(f), _) => f,
+            (None, Some(s)) => FsyncPolicy::from_str(&s).map_err(|e| ConfigError::Invalid {
+                key: "fsync",
+                reason: e.to_string(),
+            })?,
+            (None, None) => FsyncPolicy::Always,
+        };
+        let d = TopicDefaults::default();
+        let topic_defaults = TopicDefaults {
+            retention_ms: args.retention_ms.or(file.retention_ms).unwrap_or(d.retention_ms),
+            retention_bytes: args
+                .retention_bytes
+                .or(file.retention_bytes)
+                .unwrap_or(d.retention_bytes),
+            segment_bytes: args.segment_bytes.or(file.segment_bytes).unwrap_or(d.segment_bytes),
+            segment_ms: args.segment_ms.or(file.segment_ms).unwrap_or(d.segment_ms),
+            max_message_bytes: args
+                .max_message_bytes
+                .or(file.max_message_bytes)
+                .unwrap_or(d.max_message_bytes),
+        };
+        topic_defaults
+            .validate()
+            .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
+        let cfg = BrokerConfig {
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./data")),
+            kafka_addr: args
+                .kafka_addr
+                .or(file.kafka_addr)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092))),
+            advertised_addr: args.advertised_addr.or(file.advertised_addr),
+            node_id: args.node_id.or(file.node_id).unwrap_or(1),
+            fsync,
+            num_partitions: args.num_partitions.or(file.num_partitions).unwrap_or(1),
+            auto_create_topics: args
+                .auto_create_topics
+                .or(file.auto_create_topics)
+                .unwrap_or(true),
+            topic_defaults,
+            retention_check_interval_ms: args
+                .retention_check_interval_ms
+                .or(file.retention_check_interval_ms)
+                .unwrap_or(300_000),
+            max_connections: args.max_connections.or(file.max_connections).unwrap_or(10_000),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, reason: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                reason: reason.to_string(),
+            })
+        };
+        if self.node_id < 0 {
+            return invalid("node-id", "must be >= 0");
+        }
+        if !(1..=chronik_metadata::MAX_PARTITIONS_PER_TOPIC).contains(&self.num_partitions) {
+            return invalid("num-partitions", "must be between 1 and 10000");
+        }
+        if self.retention_check_interval_ms == 0 {
+            return invalid("retention-check-interval-ms", "must be > 0");
+        }
+        if self.max_connections == 0 {
+            return invalid("max-connections", "must be > 0");
+        }
+        if let Some(a) = &self.advertised_addr {
+            parse_host_port(a, 0).map_err(|reason| ConfigError::Invalid {
+                key: "advertised-addr",
+                reason,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The host and port given to clients: `--advertised-addr` (its port defaulting to the
+    /// bound one), else the bound address itself.
+    pub fn advertised(&self, bound: SocketAddr) -> (String, i32) {
+        match &self.advertised_addr {
+            Some(a) => parse_host_port(a, bound.port()).unwrap_or((bound.ip().to_string(), bound.port() as i32)),
+            None => (bound.ip().to_string(), bound.port() as i32),
+        }
+    }
+}
+
+/// Parses `HOST` or `HOST:PORT` (IPv6 as `[::1]:9092`).
+fn parse_host_port(s: &str, default_port: u16) -> Result<(String, i32), String> {
+    if s.is_empty() {
+        return Err("empty address".into());
+    }
+    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+        let (h, after) = rest.split_once(']').ok_or("unclosed '[' in IPv6 address")?;
+        match after.strip_prefix(':') {
+            Some(p) => (h.to_string(), p),
+            None if after.is_empty() => return Ok((h.to_string(), default_port as i32)),
+            None => return Err(format!("unexpected '{after}' after IPv6 address")),
+        }
+    } else {
+        match s.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), p),
+            None => return Ok((s.to_string(), default_port as i32)),
+        }
+    };
+    let port: u16 = port.parse().map_err(|_| format!("bad port '{port}'"))?;
+    if host.is_empty() {
+        return Err("empty host".into());
+    }
+    Ok((host, port as i32))
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: path.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::File {
+        path: path.display().to_string(),
+        reason: e.message().to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_flag_over_file_over_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "num_partitions = 4\nfsync = \"never\"\nnode_id = 3\n").unwrap();
+        let args = ServerArgs {
+            config: Some(path.clone()),
+            num_partitions: Some(7),
+            ..Default::default()
+        };
+        let cfg = BrokerConfig::resolve(args).unwrap();
+        assert_eq!(cfg.num_partitions, 7);
+        assert_eq!(cfg.node_id, 3);
+        assert!(matches!(cfg.fsync, FsyncPolicy::Never));
+        assert_eq!(cfg.data_dir, PathBuf::from("./data"));
+
+        std::fs::write(&path, "num_partitons = 4\n").unwrap();
+        let err = BrokerConfig::resolve(ServerArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("num_partitons"), "{err}");
+    }
+
+    #[test]
+    fn host_port() {
+        assert_eq!(parse_host_port("kafka.local", 9092).unwrap(), ("kafka.local".into(), 9092));
+        assert_eq!(parse_host_port("h:1", 9092).unwrap(), ("h".into(), 1));
+        assert_eq!(parse_host_port("[::1]:5", 9092).unwrap(), ("::1".into(), 5));
+        assert!(parse_host_port("h:x", 1).is_err());
+        assert!(parse_host_port(":1", 1).is_err());
+    }
+}

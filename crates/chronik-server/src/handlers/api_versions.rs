@@ -1,0 +1,8 @@
+use chronik_protocol::versions::api_versions_response;
+use kafka_protocol::messages::{ApiVersionsRequest, ResponseKind};
+
+use super::Reply;
+
+pub fn handle(_req: ApiVersionsRequest, _version: i16) -> Reply {
+    Reply::Now(ResponseKind::ApiVersions(api_versions_response(0)))
+}

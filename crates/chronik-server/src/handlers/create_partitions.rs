@@ -1,0 +1,37 @@
+use std::sync::Arc;
+
+use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse, ResponseKind};
+use kafka_protocol::ResponseError;
+
+use super::{str_bytes, topic_str, Reply};
+use crate::broker::Broker;
+
+pub async fn handle(broker: &Arc<Broker>, req: CreatePartitionsRequest, _version: i16) -> Reply {
+    let mut results = Vec::with_capacity(req.topics.len());
+    for t in req.topics {
+        let name = topic_str(&t.name).to_string();
+        let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
+        let manual = t.assignments.as_ref().is_some_and(|a| {
+            a.iter().any(|x| x.broker_ids.iter().any(|b| b.0 != broker.node_id))
+        });
+        let outcome = if manual {
+            Err((
+                ResponseError::InvalidReplicaAssignment,
+                "manual replica assignment to other brokers is not supported".to_string(),
+            ))
+        } else {
+            broker
+                .create_partitions(&name, t.count, req.validate_only)
+                .await
+                .map_err(|e| (e.code, e.message))
+        };
+        results.push(match outcome {
+            Ok(()) => result,
+            Err((code, msg)) => result
+                .with_error_code(code.code())
+                .with_error_message(Some(str_bytes(msg))),
+        });
+    }
+    Reply::Now(ResponseKind::CreatePartitions(CreatePartitionsResponse::default().with_results(results)))
+}

@@ -1,0 +1,153 @@
+//! Fetch with long poll: read up to the high watermark; if fewer than `min_bytes` are
+//! ready, sleep until one of the partitions commits more data (woken by the WAL's
+//! commit watch, not by polling), the wait expires, or the broker shuts down.
+//!
+//! Sessions (KIP-227) are not kept: every answer carries session id 0, which tells
+//! clients to keep sending full fetch requests.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use chronik_wal::WalError;
+use futures::future::select_all;
+use kafka_protocol::messages::fetch_request::FetchTopic;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
+use kafka_protocol::ResponseError;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{topic_name, topic_str, Reply};
+use crate::broker::Broker;
+
+/// Longest long-poll we honour, whatever the client asks.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Most bytes in one fetch response, whatever the client asks (below the frame limit).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
+
+pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
+    let broker = broker.clone();
+    Reply::Later(Box::pin(async move {
+        let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT);
+        let deadline = Instant::now() + wait;
+        let min_bytes = req.min_bytes.max(0) as usize;
+        let max_bytes = if req.max_bytes <= 0 {
+            MAX_RESPONSE_BYTES
+        } else {
+            (req.max_bytes as usize).min(MAX_RESPONSE_BYTES)
+        };
+        loop {
+            let mut watches = Vec::new();
+            let (responses, total, errored) = read_once(&broker, &req.topics, version, max_bytes, &mut watches);
+            let expired = Instant::now() >= deadline;
+            if total >= min_bytes || errored || expired || watches.is_empty() || broker.shutdown.is_triggered() {
+                return ResponseKind::Fetch(
+                    FetchResponse::default()
+                        .with_session_id(0)
+                        .with_responses(responses),
+                );
+            }
+            let changed = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+            tokio::select! {
+                _ = changed => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+                _ = broker.shutdown.wait() => {}
+            }
+        }
+    }))
+}
+
+/// One pass over the requested partitions. Subscribes to each partition's commit watch
+/// *before* reading it, so a commit that lands after the read still wakes the waiter.
+fn read_once(
+    broker: &Broker,
+    topics: &[FetchTopic],
+    version: i16,
+    max_bytes: usize,
+    watches: &mut Vec<watch::Receiver<i64>>,
+) -> (Vec<FetchableTopicResponse>, usize, bool) {
+    let state = broker.metadata();
+    let mut total = 0usize;
+    let mut errored = false;
+    let mut out = Vec::with_capacity(topics.len());
+    for t in topics {
+        let name = if version >= 13 {
+            state.topic_by_id(&t.topic_id).map(|i| i.name.clone())
+        } else {
+            Some(topic_str(&t.topic).to_string())
+        };
+        let unknown = if version >= 13 {
+            ResponseError::UnknownTopicId
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let mut pd = PartitionData::default()
+                .with_partition_index(p.partition)
+                .with_high_watermark(-1)
+                .with_last_stable_offset(-1)
+                .with_log_start_offset(-1)
+                .with_aborted_transactions(Some(Vec::new()))
+                .with_records(Some(Bytes::new()));
+            let info = name.as_deref().and_then(|n| state.topic(n));
+            let part_info = info.and_then(|i| usize::try_from(p.partition).ok().and_then(|x| i.partitions.get(x)));
+            let partition = name.as_deref().and_then(|n| broker.partition(n, p.partition));
+            let (Some(part_info), Some(partition)) = (part_info, partition) else {
+                errored = true;
+                parts.push(pd.with_error_code(unknown.code()));
+                continue;
+            };
+            if p.current_leader_epoch >= 0 && p.current_leader_epoch != part_info.leader_epoch {
+                errored = true;
+                let code = if p.current_leader_epoch > part_info.leader_epoch {
+                    ResponseError::UnknownLeaderEpoch
+                } else {
+                    ResponseError::FencedLeaderEpoch
+                };
+                parts.push(pd.with_error_code(code.code()));
+                continue;
+            }
+            let log = &partition.log;
+            watches.push(log.subscribe());
+            let hw = log.committed_offset();
+            pd = pd
+                .with_high_watermark(hw)
+                .with_last_stable_offset(hw)
+                .with_log_start_offset(log.log_start_offset());
+            let budget = (p.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
+            if budget == 0 || p.fetch_offset == hw {
+                parts.push(pd);
+                continue;
+            }
+            match log.read(p.fetch_offset, budget, hw) {
+                Ok(read) => {
+                    // Only the first data in a response may exceed the limits (KIP-74),
+                    // so a consumer can always make progress past a large batch.
+                    if total == 0 || read.data.len() <= budget {
+                        total += read.data.len();
+                        pd = pd.with_records(Some(read.data));
+                    }
+                    parts.push(pd);
+                }
+                Err(WalError::OffsetOutOfRange { .. }) => {
+                    errored = true;
+                    parts.push(pd.with_error_code(ResponseError::OffsetOutOfRange.code()));
+                }
+                Err(e) => {
+                    tracing::error!(topic = %partition.topic, partition = p.partition, error = %e, "fetch read failed");
+                    errored = true;
+                    parts.push(pd.with_error_code(ResponseError::KafkaStorageError.code()));
+                }
+            }
+        }
+        out.push(
+            FetchableTopicResponse::default()
+                .with_topic(name.as_deref().map(topic_name).unwrap_or_else(|| t.topic.clone()))
+                .with_topic_id(t.topic_id)
+                .with_partitions(parts),
+        );
+    }
+    (out, total, errored)
+}

@@ -1,0 +1,105 @@
+//! ListOffsets: earliest (-2), latest (-1, the high watermark) and by timestamp: the
+//! earliest offset whose timestamp is >= the target, found through the WAL's time index
+//! and then record by record inside that one batch.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, ResponseKind};
+use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::ResponseError;
+
+use super::{topic_str, Reply};
+use crate::broker::Broker;
+use crate::partition::Partition;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+/// Attribute bit: the batch uses LogAppendTime, so every record has the batch's max timestamp.
+const LOG_APPEND_TIME_FLAG: i16 = 0x08;
+
+pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, _version: i16) -> Reply {
+    let state = broker.metadata();
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let name = topic_str(&t.name).to_string();
+            let partitions = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let resp = ListOffsetsPartitionResponse::default()
+                        .with_partition_index(p.partition_index)
+                        .with_timestamp(-1)
+                        .with_offset(-1);
+                    let info = state
+                        .topic(&name)
+                        .and_then(|i| usize::try_from(p.partition_index).ok().and_then(|x| i.partitions.get(x)));
+                    let (Some(info), Some(partition)) = (info, broker.partition(&name, p.partition_index)) else {
+                        return resp.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    let resp = resp.with_leader_epoch(info.leader_epoch);
+                    if p.current_leader_epoch >= 0 && p.current_leader_epoch != info.leader_epoch {
+                        let code = if p.current_leader_epoch > info.leader_epoch {
+                            ResponseError::UnknownLeaderEpoch
+                        } else {
+                            ResponseError::FencedLeaderEpoch
+                        };
+                        return resp.with_error_code(code.code());
+                    }
+                    match lookup(&partition, p.timestamp) {
+                        Ok((offset, timestamp)) => resp.with_offset(offset).with_timestamp(timestamp),
+                        Err(code) => resp.with_error_code(code.code()),
+                    }
+                })
+                .collect();
+            ListOffsetsTopicResponse::default()
+                .with_name(t.name)
+                .with_partitions(partitions)
+        })
+        .collect();
+    Reply::Now(ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics)))
+}
+
+/// (offset, timestamp) for one partition; (-1, -1) when no record is that recent.
+fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), ResponseError> {
+    let log = &partition.log;
+    let hw = log.committed_offset();
+    match timestamp {
+        LATEST => Ok((hw, -1)),
+        EARLIEST => Ok((log.log_start_offset(), -1)),
+        ts if ts >= 0 => {
+            let batch = log.find_batch_by_timestamp(ts).map_err(|e| {
+                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "timestamp lookup failed");
+                ResponseError::KafkaStorageError
+            })?;
+            match batch.and_then(|b| first_record_at_or_after(b, ts)) {
+                Some((offset, t)) if offset < hw => Ok((offset, t)),
+                _ => Ok((-1, -1)),
+            }
+        }
+        _ => Err(ResponseError::InvalidRequest),
+    }
+}
+
+/// The first record in `batch` with timestamp >= `ts`.
+fn first_record_at_or_after(batch: Bytes, ts: i64) -> Option<(i64, i64)> {
+    let header = chronik_wal::BatchHeader::parse(&batch).ok()?;
+    if header.attributes & LOG_APPEND_TIME_FLAG != 0 {
+        return (header.max_timestamp >= ts).then_some((header.base_offset, header.max_timestamp));
+    }
+    let mut buf = batch;
+    let set = match RecordBatchDecoder::decode(&mut buf) {
+        Ok(set) => set,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot decode a stored batch for a timestamp lookup");
+            return None;
+        }
+    };
+    set.records
+        .iter()
+        .find(|r| r.timestamp >= ts)
+        .map(|r| (r.offset, r.timestamp))
+}

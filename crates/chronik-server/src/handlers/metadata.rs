@@ -1,0 +1,97 @@
+//! Metadata: brokers, and topics with each partition's leader, replicas and ISR.
+//! Unknown topics are auto-created when the client allows it and the broker is set to.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, ResponseKind};
+use kafka_protocol::ResponseError;
+
+use super::{str_bytes, topic_name, topic_str, Reply};
+use crate::broker::Broker;
+use chronik_metadata::TopicInfo;
+
+pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Reply {
+    // v4+ lets the client say whether to auto-create; before that it always could.
+    let allow_create = version < 4 || req.allow_auto_topic_creation;
+    let topics = match req.topics {
+        None => all_topics(broker),
+        Some(list) if list.is_empty() && version == 0 => all_topics(broker),
+        Some(list) => {
+            let mut out = Vec::with_capacity(list.len());
+            for t in list {
+                let state = broker.metadata();
+                let name = match &t.name {
+                    Some(n) => topic_str(n).to_string(),
+                    None => match state.topic_by_id(&t.topic_id) {
+                        Some(info) => info.name.clone(),
+                        None => {
+                            out.push(
+                                MetadataResponseTopic::default()
+                                    .with_topic_id(t.topic_id)
+                                    .with_error_code(ResponseError::UnknownTopicId.code()),
+                            );
+                            continue;
+                        }
+                    },
+                };
+                out.push(match broker.get_or_auto_create(&name, allow_create).await {
+                    Ok(Some(info)) => topic_response(&info),
+                    Ok(None) => MetadataResponseTopic::default()
+                        .with_name(Some(topic_name(&name)))
+                        .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+                    Err(e) => MetadataResponseTopic::default()
+                        .with_name(Some(topic_name(&name)))
+                        .with_error_code(e.code.code()),
+                });
+            }
+            out
+        }
+    };
+    let state = broker.metadata();
+    let brokers = state
+        .brokers
+        .values()
+        .map(|b| {
+            MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(str_bytes(b.host.clone()))
+                .with_port(b.port)
+                .with_rack(b.rack.clone().map(str_bytes))
+        })
+        .collect();
+    Reply::Now(ResponseKind::Metadata(
+        MetadataResponse::default()
+            .with_brokers(brokers)
+            .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
+            .with_controller_id(BrokerId(broker.node_id))
+            .with_topics(topics),
+    ))
+}
+
+fn all_topics(broker: &Broker) -> Vec<MetadataResponseTopic> {
+    broker.metadata().topics.values().map(topic_response).collect()
+}
+
+fn topic_response(info: &TopicInfo) -> MetadataResponseTopic {
+    let partitions = info
+        .partitions
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            MetadataResponsePartition::default()
+                .with_partition_index(i as i32)
+                .with_leader_id(BrokerId(p.leader))
+                .with_leader_epoch(p.leader_epoch)
+                .with_replica_nodes(p.replicas.iter().map(|&r| BrokerId(r)).collect())
+                .with_isr_nodes(p.isr.iter().map(|&r| BrokerId(r)).collect())
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(topic_name(&info.name)))
+        .with_topic_id(info.id)
+        .with_is_internal(info.internal)
+        .with_partitions(partitions)
+}

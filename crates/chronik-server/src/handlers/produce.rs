@@ -1,0 +1,121 @@
+//! Produce: validate and append each partition's batches now (in request order), then
+//! answer once every append is committed under the fsync policy. acks=0 gets no answer.
+//!
+//! The promise: error_code 0 is sent only after `wait_committed` confirmed the data is
+//! stored per the fsync policy. A timeout or storage failure is an error, never success.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
+use kafka_protocol::ResponseError;
+
+use super::{str_bytes, topic_str, Reply};
+use crate::broker::Broker;
+
+/// The shortest wait for a commit we grant, whatever the client's timeout says: the
+/// local fsync is part of the append, not something a short timeout may skip.
+const MIN_COMMIT_WAIT: Duration = Duration::from_secs(30);
+
+pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply {
+    let acks = req.acks;
+    let state = broker.metadata();
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    // (topic index, partition index, end offset to wait for, log)
+    let mut waits = Vec::new();
+    for topic in req.topic_data {
+        let name = topic_str(&topic.name).to_string();
+        let info = state.topic(&name);
+        let mut partitions = Vec::with_capacity(topic.partition_data.len());
+        for pd in topic.partition_data {
+            let pr = PartitionProduceResponse::default()
+                .with_index(pd.index)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1);
+            let fail = |pr: PartitionProduceResponse, code: ResponseError, msg: String| {
+                pr.with_error_code(code.code()).with_error_message(Some(str_bytes(msg)))
+            };
+            let part_info = info.and_then(|t| usize::try_from(pd.index).ok().and_then(|i| t.partitions.get(i)));
+            let partition = broker.partition(&name, pd.index);
+            let pr = if req.transactional_id.is_some() {
+                fail(pr, ResponseError::InvalidRequest, "transactions are not supported yet".into())
+            } else if !matches!(acks, -1..=1) {
+                fail(pr, ResponseError::InvalidRequiredAcks, format!("acks={acks} is not -1, 0 or 1"))
+            } else if let (Some(topic_info), Some(p_info), Some(partition)) = (info, part_info, partition) {
+                let config = broker.topic_config(topic_info);
+                if acks == -1 && p_info.isr.len() < config.min_insync_replicas() {
+                    fail(
+                        pr,
+                        ResponseError::NotEnoughReplicas,
+                        format!(
+                            "ISR has {} replica(s), min.insync.replicas is {}",
+                            p_info.isr.len(),
+                            config.min_insync_replicas()
+                        ),
+                    )
+                } else {
+                    let records = pd.records.unwrap_or_default();
+                    match partition.append(&records, config.max_message_bytes(), p_info.leader_epoch) {
+                        Ok(accepted) => {
+                            if acks != 0 {
+                                waits.push((responses.len(), partitions.len(), accepted.end_offset, partition.log.clone()));
+                            }
+                            pr.with_base_offset(accepted.base_offset)
+                                .with_log_start_offset(partition.log.log_start_offset())
+                        }
+                        Err(e) => {
+                            let code = e.code();
+                            if code == ResponseError::KafkaStorageError {
+                                tracing::error!(topic = %name, partition = pd.index, error = %e, "append failed");
+                            } else {
+                                tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
+                            }
+                            fail(pr, code, e.to_string())
+                        }
+                    }
+                }
+            } else {
+                fail(pr, ResponseError::UnknownTopicOrPartition, format!("unknown partition {name}-{}", pd.index))
+            };
+            partitions.push(pr);
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic.name)
+                .with_partition_responses(partitions),
+        );
+    }
+    if acks == 0 {
+        return Reply::None;
+    }
+    let done = |responses| ResponseKind::Produce(ProduceResponse::default().with_responses(responses));
+    if waits.is_empty() {
+        return Reply::Now(done(responses));
+    }
+    let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64).max(MIN_COMMIT_WAIT);
+    Reply::Later(Box::pin(async move {
+        let results = join_all(waits.into_iter().map(|(t, p, end, log)| async move {
+            let r = tokio::time::timeout(timeout, log.wait_committed(end)).await;
+            (t, p, r)
+        }))
+        .await;
+        for (t, p, r) in results {
+            let error = match r {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "commit failed; answering KAFKA_STORAGE_ERROR");
+                    (ResponseError::KafkaStorageError, e.to_string())
+                }
+                Err(_) => (ResponseError::RequestTimedOut, "timed out waiting for the commit".to_string()),
+            };
+            let pr = &mut responses[t].partition_responses[p];
+            pr.error_code = error.0.code();
+            pr.error_message = Some(str_bytes(error.1));
+            pr.base_offset = -1;
+        }
+        done(responses)
+    }))
+}

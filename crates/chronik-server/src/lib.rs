@@ -1,0 +1,16 @@
+//! The Chronik broker.
+//!
+//! Layering (mini-redis style): [`server`] accepts connections; [`connection`] reads
+//! frames and writes responses in order; [`handlers`] has one module per Kafka API;
+//! [`broker`] holds the shared state (metadata + partitions); [`partition`] puts the
+//! idempotent-producer checks in front of each partition's WAL.
+
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod handlers;
+pub mod partition;
+pub mod producer_state;
+pub mod server;
+pub mod shutdown;
+pub mod topic_config;

@@ -1,0 +1,123 @@
+//! `chronik-server`: parses settings, starts the broker, prints one ready line on stdout,
+//! and shuts down gracefully on SIGTERM/SIGINT (stop accepting, finish in-flight
+//! requests, fsync, exit 0). A bad flag or setting exits with code 2.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use chronik_server::broker::Broker;
+use chronik_server::config::{BrokerConfig, Cli, Command, LogFormat};
+use chronik_server::server;
+use chronik_server::shutdown::Shutdown;
+use clap::Parser;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse(); // clap prints usage errors and exits with code 2
+    let Command::Standalone(args) = cli.command;
+    let config = match BrokerConfig::resolve(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("chronik-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chronik-server: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("chronik-server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("CHRONIK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(config: BrokerConfig) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(config.kafka_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.kafka_addr))?;
+    let bound = listener.local_addr()?;
+    let shutdown = Shutdown::new();
+    let broker = Broker::start(config, bound, shutdown.clone())
+        .await
+        .context("cannot start the broker")?;
+
+    spawn_signal_handler(shutdown.clone())?;
+    spawn_retention(broker.clone());
+
+    tracing::info!(
+        node_id = broker.node_id,
+        cluster_id = %broker.cluster_id,
+        kafka = %bound,
+        fsync = %broker.config.fsync,
+        data_dir = %broker.config.data_dir.display(),
+        "chronik-server ready"
+    );
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(
+            out,
+            "chronik-server ready kafka={bound} node_id={} cluster_id={}",
+            broker.node_id, broker.cluster_id
+        )?;
+        out.flush()?;
+    }
+
+    server::serve(listener, broker.clone()).await;
+    tracing::info!("shutting down: flushing partitions");
+    broker.close().await;
+    tracing::info!("shutdown complete");
+    Ok(())
+}
+
+fn spawn_signal_handler(shutdown: Shutdown) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate()).context("cannot install SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot install SIGINT handler")?;
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = int.recv() => tracing::info!("SIGINT received"),
+        }
+        shutdown.trigger();
+    });
+    Ok(())
+}
+
+fn spawn_retention(broker: std::sync::Arc<Broker>) {
+    let every = Duration::from_millis(broker.config.retention_check_interval_ms);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await; // the first tick fires at once; start after one interval
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = broker.shutdown.wait() => return,
+            }
+            let b = broker.clone();
+            if let Err(e) = tokio::task::spawn_blocking(move || b.enforce_retention()).await {
+                tracing::error!(error = %e, "retention task panicked");
+            }
+        }
+    });
+}

@@ -1,0 +1,217 @@
+//! A partition as the broker serves it: its WAL plus its idempotent-producer state.
+//!
+//! Invariant: producer-sequence checks and offset assignment happen under one lock
+//! (`producers`), so the order of sequence numbers always matches the order of offsets.
+//! Waiting for durability happens after the lock is released, so appends from other
+//! producers pipeline behind a single group commit.
+
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use chronik_wal::{verify_batch_crc, BatchHeader, PartitionLog, WalError};
+use kafka_protocol::ResponseError;
+use thiserror::Error;
+
+use crate::producer_state::{ProducerStateTable, SeqCheck};
+
+/// Why a produce to this partition was refused; each maps to one Kafka error code.
+#[derive(Debug, Error)]
+pub enum AppendError {
+    #[error("corrupt record batch: {0}")]
+    Corrupt(String),
+    #[error("record batch of {size} bytes is over max.message.bytes={max}")]
+    TooLarge { size: usize, max: usize },
+    #[error("unsupported record batch: {0}")]
+    Unsupported(String),
+    #[error("out of order sequence number: expected {expected}, got {got}")]
+    OutOfOrder { expected: i32, got: i32 },
+    #[error("producer epoch {got} is older than the current epoch {current}")]
+    Fenced { current: i16, got: i16 },
+    #[error("partition is sealed")]
+    Sealed,
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl AppendError {
+    pub fn code(&self) -> ResponseError {
+        match self {
+            AppendError::Corrupt(_) => ResponseError::CorruptMessage,
+            AppendError::TooLarge { .. } => ResponseError::MessageTooLarge,
+            AppendError::Unsupported(_) => ResponseError::InvalidRecord,
+            AppendError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
+            AppendError::Fenced { .. } => ResponseError::InvalidProducerEpoch,
+            AppendError::Sealed => ResponseError::NotLeaderOrFollower,
+            AppendError::Storage(_) => ResponseError::KafkaStorageError,
+        }
+    }
+}
+
+impl From<WalError> for AppendError {
+    fn from(e: WalError) -> Self {
+        match e {
+            WalError::Sealed { .. } => AppendError::Sealed,
+            WalError::InvalidBatch(b) => AppendError::Corrupt(b.to_string()),
+            other => AppendError::Storage(other.to_string()),
+        }
+    }
+}
+
+/// Where an accepted produce landed. `end_offset` is what to wait for before answering.
+#[derive(Debug, Clone, Copy)]
+pub struct Accepted {
+    pub base_offset: i64,
+    pub end_offset: i64,
+    pub duplicate: bool,
+}
+
+pub struct Partition {
+    pub topic: String,
+    pub index: i32,
+    pub log: Arc<PartitionLog>,
+    producers: Mutex<ProducerStateTable>,
+}
+
+impl Partition {
+    /// Opens the partition's log and rebuilds producer state from the batch headers.
+    pub async fn open(log: Arc<PartitionLog>) -> Result<Arc<Partition>, WalError> {
+        let scan_log = log.clone();
+        let producers = tokio::task::spawn_blocking(move || {
+            let mut table = ProducerStateTable::default();
+            let start = scan_log.log_start_offset();
+            scan_log.scan_headers(start, &mut |h: &BatchHeader| table.record(h, h.base_offset))?;
+            Ok::<_, WalError>(table)
+        })
+        .await
+        .map_err(|e| WalError::Failed(format!("producer state rebuild panicked: {e}")))??;
+        if !producers.is_empty() {
+            tracing::info!(
+                topic = log.topic(),
+                partition = log.partition(),
+                producers = producers.len(),
+                "rebuilt idempotent producer state from the log"
+            );
+        }
+        Ok(Arc::new(Partition {
+            topic: log.topic().to_string(),
+            index: log.partition(),
+            log,
+            producers: Mutex::new(producers),
+        }))
+    }
+
+    /// Validates and appends the record batches of one produce request partition.
+    ///
+    /// All batches are checked before any is written, so a bad batch rejects the whole
+    /// partition's data, as in Kafka.
+    pub fn append(
+        &self,
+        records: &[u8],
+        max_message_bytes: usize,
+        leader_epoch: i32,
+    ) -> Result<Accepted, AppendError> {
+        let batches = validate_batches(records, max_message_bytes)?;
+        let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+        // First pass: sequence checks, so nothing is written if any batch is refused.
+        // `pending` carries sequences of earlier batches of this same request.
+        let mut pending: Vec<(i64, i16, i32)> = Vec::new();
+        let mut verdicts = Vec::with_capacity(batches.len());
+        for (header, _) in &batches {
+            let verdict = match pending.iter().find(|(pid, _, _)| *pid == header.producer_id) {
+                Some(&(_, epoch, last)) => {
+                    let expected = if last == i32::MAX { 0 } else { last + 1 };
+                    if header.producer_epoch == epoch && header.base_sequence == expected {
+                        SeqCheck::Append
+                    } else {
+                        SeqCheck::OutOfOrder {
+                            expected,
+                            got: header.base_sequence,
+                        }
+                    }
+                }
+                None => producers.check(header),
+            };
+            if verdict == SeqCheck::Append && header.producer_id >= 0 {
+                pending.push((
+                    header.producer_id,
+                    header.producer_epoch,
+                    crate::producer_state::last_seq(header),
+                ));
+            }
+            match verdict {
+                SeqCheck::OutOfOrder { expected, got } => {
+                    return Err(AppendError::OutOfOrder { expected, got })
+                }
+                SeqCheck::Fenced { current, got } => {
+                    return Err(AppendError::Fenced { current, got })
+                }
+                v => verdicts.push(v),
+            }
+        }
+        let mut result: Option<Accepted> = None;
+        for ((header, range), verdict) in batches.iter().zip(verdicts) {
+            let accepted = match verdict {
+                SeqCheck::Duplicate(meta) => Accepted {
+                    base_offset: meta.base_offset,
+                    end_offset: meta.last_offset + 1,
+                    duplicate: true,
+                },
+                _ => {
+                    let mut batch = records[range.clone()].to_vec();
+                    let appended = self.log.append(&mut batch, leader_epoch)?;
+                    producers.record(header, appended.base_offset);
+                    Accepted {
+                        base_offset: appended.base_offset,
+                        end_offset: appended.last_offset + 1,
+                        duplicate: false,
+                    }
+                }
+            };
+            result = Some(match result {
+                None => accepted,
+                Some(first) => Accepted {
+                    end_offset: first.end_offset.max(accepted.end_offset),
+                    duplicate: first.duplicate && accepted.duplicate,
+                    ..first
+                },
+            });
+        }
+        result.ok_or_else(|| AppendError::Corrupt("no record batch in request".into()))
+    }
+}
+
+/// Splits and checks the batches of a produce: v2 format, CRC32C, size, offsets.
+fn validate_batches(
+    records: &[u8],
+    max_message_bytes: usize,
+) -> Result<Vec<(BatchHeader, Range<usize>)>, AppendError> {
+    let ranges = chronik_wal::split_batches(records).map_err(|e| AppendError::Corrupt(e.to_string()))?;
+    if ranges.is_empty() {
+        return Err(AppendError::Corrupt("no record batch in request".into()));
+    }
+    let mut out = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        let bytes = &records[range.clone()];
+        let header = BatchHeader::parse(bytes).map_err(|e| AppendError::Corrupt(e.to_string()))?;
+        if bytes.len() > max_message_bytes {
+            return Err(AppendError::TooLarge {
+                size: bytes.len(),
+                max: max_message_bytes,
+            });
+        }
+        verify_batch_crc(bytes).map_err(|e| AppendError::Corrupt(e.to_string()))?;
+        if header.records_count <= 0 || header.last_offset_delta != header.records_count - 1 {
+            return Err(AppendError::Corrupt(format!(
+                "batch claims {} records but a last offset delta of {}",
+                header.records_count, header.last_offset_delta
+            )));
+        }
+        if header.is_transactional() || header.is_control() {
+            return Err(AppendError::Unsupported(
+                "transactional and control batches are not supported yet".into(),
+            ));
+        }
+        out.push((header, range));
+    }
+    Ok(out)
+}
