@@ -36,6 +36,11 @@ pub fn supported(key: ApiKey) -> Option<VersionRange> {
         })
 }
 
+/// Every API Chronik serves with its supported range.
+pub fn all() -> impl Iterator<Item = (ApiKey, VersionRange)> {
+    SUPPORTED.iter().filter_map(|&(key, _, _)| supported(key).map(|r| (key, r)))
+}
+
 /// The body of an ApiVersions answer with `error_code` and the full table.
 pub fn api_versions_response(error_code: i16) -> ApiVersionsResponse {
     let api_keys = SUPPORTED

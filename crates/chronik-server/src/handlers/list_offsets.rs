@@ -19,7 +19,7 @@ const EARLIEST: i64 = -2;
 /// Attribute bit: the batch uses LogAppendTime, so every record has the batch's max timestamp.
 const LOG_APPEND_TIME_FLAG: i16 = 0x08;
 
-pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, _version: i16) -> Reply {
+pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Reply {
     let state = broker.metadata();
     let topics = req
         .topics
@@ -40,7 +40,12 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, _version: i16) -> R
                     let (Some(info), Some(partition)) = (info, broker.partition(&name, p.partition_index)) else {
                         return resp.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
-                    let resp = resp.with_leader_epoch(info.leader_epoch);
+                    // leader_epoch exists from v4; older versions must keep the default.
+                    let resp = if version >= 4 {
+                        resp.with_leader_epoch(info.leader_epoch)
+                    } else {
+                        resp
+                    };
                     if p.current_leader_epoch >= 0 && p.current_leader_epoch != info.leader_epoch {
                         let code = if p.current_leader_epoch > info.leader_epoch {
                             ResponseError::UnknownLeaderEpoch

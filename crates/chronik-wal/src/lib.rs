@@ -1,0 +1,40 @@
+//! Chronik's per-partition write-ahead log.
+//!
+//! Each partition is a directory of segment files holding CRC-framed Kafka v2 record batches,
+//! with sparse offset and time indexes, group commit under an explicit [`FsyncPolicy`], crash
+//! recovery, retention and truncation. The on-disk format and the recovery rules are documented
+//! in `docs/wal-format.md` and next to the code that writes each file (`segment`, `index`).
+//!
+//! The WAL knows nothing of Kafka requests, Raft or the network; it only knows the v2
+//! `RecordBatch` header layout ([`batch`]) because that is the stored payload.
+//!
+//! Bounds: a batch is at most [`MAX_FRAME_PAYLOAD_BYTES`] (64 MiB); `segment_bytes` is at most
+//! [`MAX_SEGMENT_BYTES`] (2 GiB); at most [`MAX_PENDING_SEALS`] rolled segments wait for their
+//! seal; the write path is one `writev` under the partition lock, so its work is bounded by the
+//! caller holding that lock for one batch.
+
+pub mod batch;
+mod config;
+mod error;
+mod index;
+mod log;
+mod recovery;
+mod segment;
+
+#[cfg(test)]
+mod tests;
+
+pub use batch::{
+    set_base_offset, set_partition_leader_epoch, split_batches, verify_batch_crc, BatchError,
+    BatchHeader,
+};
+pub use config::{FsyncPolicy, LogConfig, ParseFsyncPolicyError};
+pub use error::WalError;
+pub use log::{
+    Appended, DeletedSegment, PartitionLog, ReadResult, RetentionOutcome, RetentionReason,
+    MAX_PENDING_SEALS,
+};
+pub use segment::{
+    segment_file_path, FileKind, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES, MAX_SEGMENT_BYTES,
+    SEGMENT_HEADER_BYTES,
+};

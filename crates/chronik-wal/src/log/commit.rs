@@ -1,0 +1,227 @@
+//! The group-commit task: one per partition. It waits for work, then runs a *pass* on the
+//! blocking pool: fdatasync rolled segments and persist their indexes (index strictly after data),
+//! fsync the directory when files were created, fdatasync the active segment, and publish the
+//! synced end as committed. Appends keep going meanwhile, so one pass covers every append that
+//! arrived while the previous one was syncing.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{debug, info};
+
+use super::{LifeState, Shared};
+use crate::config::FsyncPolicy;
+use crate::error::WalError;
+use crate::index::{write_index_files, IndexMeta, SegmentIndex};
+use crate::recovery::fsync_dir;
+
+/// A sealed segment whose data must be synced and whose index must then be persisted.
+struct SealJob {
+    base_offset: i64,
+    file: Arc<File>,
+    path: Arc<Path>,
+    meta: IndexMeta,
+    index: Arc<SegmentIndex>,
+}
+
+enum Step {
+    Pass { sync_active: bool },
+    Wait(Option<Duration>),
+    Exit,
+}
+
+impl Shared {
+    fn next_step(&self) -> Step {
+        let inner = self.lock();
+        if inner.failure.is_some() || inner.state != LifeState::Open {
+            return Step::Exit;
+        }
+        let dirty = inner.log_end > inner.synced_end;
+        let seal_work = !inner.pending_seals.is_empty() || inner.dir_gen > inner.dir_synced_gen;
+        match inner.config.fsync {
+            FsyncPolicy::Always => {
+                if dirty || seal_work {
+                    Step::Pass { sync_active: dirty }
+                } else {
+                    Step::Wait(None)
+                }
+            }
+            FsyncPolicy::Interval(every) => {
+                let elapsed = inner.last_sync.elapsed();
+                let due = dirty && elapsed >= every;
+                if due || seal_work {
+                    Step::Pass { sync_active: due }
+                } else if dirty {
+                    Step::Wait(Some(every - elapsed))
+                } else {
+                    Step::Wait(None)
+                }
+            }
+            FsyncPolicy::Never => {
+                if seal_work {
+                    Step::Pass { sync_active: false }
+                } else {
+                    Step::Wait(None)
+                }
+            }
+        }
+    }
+
+    /// One commit pass: sync sealed segments and persist their indexes, fsync the directory,
+    /// fdatasync the active segment (if asked and dirty), then publish. Blocking; runs on the
+    /// blocking pool (or inline during close). Failures poison the partition.
+    fn run_pass(&self, sync_active: bool) {
+        let _m = self.lock_maintenance();
+        let (jobs, dir_gen, active, target) = {
+            let inner = self.lock();
+            if inner.failure.is_some() {
+                return;
+            }
+            let jobs: Vec<SealJob> = inner
+                .pending_seals
+                .iter()
+                .filter_map(|b| inner.segments.iter().find(|s| s.base_offset == *b))
+                .map(|s| SealJob {
+                    base_offset: s.base_offset,
+                    file: s.file.clone(),
+                    path: s.path.clone(),
+                    meta: s.meta(),
+                    index: s.index.clone(),
+                })
+                .collect();
+            assert_eq!(
+                jobs.len(),
+                inner.pending_seals.len(),
+                "pending seal names a missing segment"
+            );
+            let dirty = inner.log_end > inner.synced_end;
+            let active = (sync_active && dirty).then(|| inner.active().file.clone());
+            let dir_gen = (inner.dir_gen > inner.dir_synced_gen).then_some(inner.dir_gen);
+            (jobs, dir_gen, active, inner.log_end)
+        };
+
+        let result = (|| -> Result<(), String> {
+            #[cfg(test)]
+            if self
+                .inject_sync_failure
+                .swap(false, std::sync::atomic::Ordering::SeqCst)
+            {
+                return Err("injected fdatasync failure".into());
+            }
+            for job in &jobs {
+                job.file.sync_data().map_err(|e| {
+                    format!(
+                        "fdatasync of sealed segment {} failed: {e}",
+                        job.path.display()
+                    )
+                })?;
+                self.count_fsyncs(1);
+                let n = write_index_files(&self.dir, self.partition, &job.meta, &job.index)
+                    .map_err(|e| {
+                        format!("writing index of segment {} failed: {e}", job.base_offset)
+                    })?;
+                self.count_fsyncs(n);
+            }
+            if dir_gen.is_some() || !jobs.is_empty() {
+                fsync_dir(&self.dir)
+                    .map_err(|e| format!("fsync of {} failed: {e}", self.dir.display()))?;
+                self.count_fsyncs(1);
+            }
+            if let Some(f) = &active {
+                f.sync_data()
+                    .map_err(|e| format!("fdatasync of active segment failed: {e}"))?;
+                self.count_fsyncs(1);
+            }
+            Ok(())
+        })();
+
+        let mut inner = self.lock();
+        if let Err(reason) = result {
+            self.poison(&mut inner, reason);
+            return;
+        }
+        if let Some(g) = dir_gen {
+            inner.dir_synced_gen = inner.dir_synced_gen.max(g);
+        }
+        for job in &jobs {
+            inner.pending_seals.retain(|b| *b != job.base_offset);
+            if let Some(s) = inner
+                .segments
+                .iter_mut()
+                .find(|s| s.base_offset == job.base_offset)
+            {
+                s.persisted = true;
+            }
+            debug!(topic = %self.topic, partition = self.partition, segment = job.base_offset,
+                "sealed segment synced and indexed");
+        }
+        if active.is_some() {
+            // `maintenance` is held, so no truncation ran since the snapshot: target <= log_end.
+            debug_assert!(target <= inner.log_end);
+            inner.synced_end = inner.synced_end.max(target);
+            inner.last_sync = Instant::now();
+        }
+        // Everything below synced_end is durable (data below `target` lives in the files synced
+        // above or in earlier passes), so under every policy it is committed.
+        if inner.synced_end > self.committed() {
+            self.publish_committed(&inner, inner.synced_end);
+        }
+        inner.check_invariants();
+    }
+}
+
+pub(super) async fn commit_loop(shared: Arc<Shared>) {
+    loop {
+        match shared.next_step() {
+            Step::Exit => break,
+            Step::Wait(None) => shared.wake.notified().await,
+            Step::Wait(Some(d)) => {
+                let _ = tokio::time::timeout(d, shared.wake.notified()).await;
+            }
+            Step::Pass { sync_active } => {
+                let s = shared.clone();
+                if let Err(e) = tokio::task::spawn_blocking(move || s.run_pass(sync_active)).await {
+                    let mut inner = shared.lock();
+                    shared.poison(&mut inner, format!("commit pass did not complete: {e}"));
+                    break;
+                }
+            }
+        }
+    }
+    debug!(topic = %shared.topic, partition = shared.partition, "commit task stopped");
+}
+
+impl Shared {
+    pub(super) fn finish_close(&self) -> Result<(), WalError> {
+        // Final pass: seals, directory and active segment, whatever the policy.
+        self.run_pass(true);
+        let _m = self.lock_maintenance();
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let result = match &inner.failure {
+            Some(f) => Err(WalError::Failed(f.clone())),
+            None => {
+                assert_eq!(inner.synced_end, inner.log_end, "close left unsynced data");
+                let seg = inner
+                    .segments
+                    .back_mut()
+                    .expect("partition log has no segment");
+                let r = write_index_files(&self.dir, self.partition, &seg.meta(), &seg.index)
+                    .and_then(|n| fsync_dir(&self.dir).map(|()| n + 1))
+                    .map_err(WalError::io("write index files", &self.dir));
+                if let Ok(n) = &r {
+                    self.count_fsyncs(*n);
+                    seg.persisted = true;
+                }
+                r.map(|_| ())
+            }
+        };
+        inner.state = LifeState::Closed;
+        self.committed_tx.send_modify(|_| {});
+        info!(topic = %self.topic, partition = self.partition, log_end_offset = inner.log_end,
+            "closed partition log");
+        result
+    }
+}

@@ -1,0 +1,1055 @@
+//! [`PartitionLog`]: one partition's segments, the append path, reads, retention, truncation and
+//! the group-commit task.
+//!
+//! ## Concurrency
+//!
+//! * `inner` (a `std::sync::Mutex`) guards the in-memory state. `append` holds it for offset
+//!   assignment, an occasional segment roll (file creation, no fsync) and one `writev` into the
+//!   page cache. Nothing ever fsyncs while holding it, so appends never wait behind a sync.
+//! * `maintenance` serialises the operations that sync, rewrite or delete files: commit passes,
+//!   retention, truncation and close. Lock order is always `maintenance` then `inner`.
+//! * Reads take `inner` only to locate the start position and to clone the segment's
+//!   `Arc<File>`; the `pread`s happen outside the lock.
+//! * The commit task is the only place that fdatasyncs the active segment and the only place that
+//!   publishes `committed` under `FsyncPolicy::Always`. It syncs on an `Arc<File>` from
+//!   `spawn_blocking`, then publishes `committed = target` on a watch channel, waking every waiter
+//!   at once: many appends, one fdatasync.
+//!
+//! ## Invariants (asserted where they are enforced)
+//!
+//! * Segments are contiguous: `segments[i].next_offset == segments[i + 1].base_offset`, and
+//!   `log_start == segments[0].base_offset`, `log_end == segments.last().next_offset`.
+//! * `committed <= log_end` and, under `Always`, `committed <= synced_end`.
+//! * Every offset below `synced_end` lives in a file that was fdatasynced, in a directory whose
+//!   entry for that file was fsynced.
+//! * `pending_seals` names non-active segments whose data sync + index write has not happened yet;
+//!   it is bounded by `MAX_PENDING_SEALS` (rotation is deferred while it is full).
+
+mod commit;
+mod read;
+
+use std::collections::VecDeque;
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn, Instrument};
+
+use self::commit::commit_loop;
+use self::read::SegmentView;
+use crate::batch::{
+    set_base_offset, set_partition_leader_epoch, verify_batch_crc, BatchError, BatchHeader,
+};
+use crate::config::{FsyncPolicy, LogConfig};
+use crate::error::WalError;
+use crate::index::SegmentIndex;
+use crate::recovery::{fsync_dir, recover, remove_index_files_durably, remove_segment_files};
+use crate::segment::{
+    create_segment_file, frame_header, scan_segment, segment_file_path, write_frame, FileKind,
+    Segment, SegmentHeader, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES, MAX_RELATIVE_OFFSET,
+    MAX_SEGMENT_FILE_BYTES, SCAN_READ_AHEAD, SEGMENT_HEADER_BYTES,
+};
+
+/// Bound on sealed segments waiting for their data sync and index write. While the queue is
+/// full, rotation is deferred (the active segment grows past `segment_bytes`, up to the hard file
+/// bound, after which appends fail with `SegmentFull`).
+pub const MAX_PENDING_SEALS: usize = 64;
+/// Largest read-ahead window used by `read`.
+const MAX_READ_AHEAD: usize = 1 << 20;
+/// Longest accepted topic name (Kafka's limit).
+const MAX_TOPIC_NAME_LEN: usize = 249;
+
+/// Offsets assigned to an appended batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+/// Whole batches returned by [`PartitionLog::read`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Concatenated batches, frame headers stripped (ready for a Fetch response).
+    pub data: Bytes,
+    /// Base offset of the first batch (it may be below the requested offset).
+    pub first_offset: Option<i64>,
+    /// Number of batches in `data`.
+    pub batches: usize,
+}
+
+/// Why a segment was deleted by retention.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetentionReason {
+    /// Its newest timestamp is older than `retention_ms`.
+    Time,
+    /// The partition is larger than `retention_bytes`.
+    Size,
+}
+
+/// One segment removed by retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedSegment {
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub size_bytes: u64,
+    pub reason: RetentionReason,
+}
+
+/// What [`PartitionLog::enforce_retention`] deleted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    pub deleted: Vec<DeletedSegment>,
+    /// Log start offset after the deletions.
+    pub log_start_offset: i64,
+}
+
+impl RetentionOutcome {
+    pub fn deleted_segments(&self) -> usize {
+        self.deleted.len()
+    }
+
+    pub fn deleted_bytes(&self) -> u64 {
+        self.deleted.iter().map(|d| d.size_bytes).sum()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LifeState {
+    Open,
+    /// `close()` started: appends are refused, the final sync is under way.
+    Closing,
+    Closed,
+}
+
+struct Inner {
+    config: LogConfig,
+    segments: VecDeque<Segment>,
+    log_start: i64,
+    log_end: i64,
+    /// Every offset below this is durable (data, and directory entries of its files).
+    synced_end: i64,
+    total_bytes: u64,
+    sealed: bool,
+    state: LifeState,
+    /// Set when a write or sync failed; the partition is poisoned from then on.
+    failure: Option<String>,
+    /// Base offsets of sealed segments whose data sync + index write is pending.
+    pending_seals: Vec<i64>,
+    /// Bumped when a file is created in the directory; the commit task fsyncs the directory
+    /// until `dir_synced_gen` catches up.
+    dir_gen: u64,
+    dir_synced_gen: u64,
+    last_sync: Instant,
+    deferred_roll_warned: bool,
+}
+
+impl Inner {
+    /// Index of the segment containing `offset` (the last one whose base is <= offset).
+    fn segment_index_for(&self, offset: i64) -> usize {
+        self.segments
+            .partition_point(|s| s.base_offset <= offset)
+            .saturating_sub(1)
+    }
+
+    fn active(&self) -> &Segment {
+        // Invariant: there is always at least one segment (recovery creates one, retention and
+        // truncation never remove the last one).
+        self.segments.back().expect("partition log has no segment")
+    }
+
+    fn check_invariants(&self) {
+        debug_assert!(!self.segments.is_empty());
+        debug_assert_eq!(self.log_start, self.segments[0].base_offset);
+        debug_assert_eq!(self.log_end, self.active().next_offset);
+        debug_assert!(self.synced_end <= self.log_end);
+        debug_assert!(self.pending_seals.len() <= MAX_PENDING_SEALS);
+        debug_assert!(self
+            .segments
+            .iter()
+            .zip(self.segments.iter().skip(1))
+            .all(|(a, b)| a.next_offset == b.base_offset));
+        debug_assert_eq!(
+            self.total_bytes,
+            self.segments.iter().map(|s| s.size_bytes).sum::<u64>()
+        );
+    }
+}
+
+/// State shared between the handle and the commit task.
+struct Shared {
+    topic: String,
+    partition: i32,
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+    maintenance: Mutex<()>,
+    committed_tx: watch::Sender<i64>,
+    wake: Notify,
+    fsync_count: AtomicU64,
+    /// Test hook: make the next commit pass fail as if fdatasync returned EIO.
+    #[cfg(test)]
+    inject_sync_failure: std::sync::atomic::AtomicBool,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+fn validate_name(topic: &str, partition: i32) -> Result<(), WalError> {
+    let ok_char = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-';
+    if topic.is_empty()
+        || topic.len() > MAX_TOPIC_NAME_LEN
+        || topic == "."
+        || topic == ".."
+        || !topic.bytes().all(ok_char)
+    {
+        return Err(WalError::InvalidConfig(format!(
+            "invalid topic name {topic:?}"
+        )));
+    }
+    if partition < 0 {
+        return Err(WalError::InvalidConfig(format!(
+            "invalid partition {partition}"
+        )));
+    }
+    Ok(())
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        match self.inner.lock() {
+            Ok(g) => g,
+            Err(poisoned) => {
+                // A panic while holding the lock may have left the state half-updated: stop
+                // accepting writes rather than guess.
+                let mut g = poisoned.into_inner();
+                if g.failure.is_none() {
+                    g.failure = Some("internal panic while holding the partition lock".into());
+                    error!(topic = %self.topic, partition = self.partition,
+                        "partition log poisoned by a panic under its lock");
+                    self.committed_tx.send_modify(|_| {});
+                }
+                g
+            }
+        }
+    }
+
+    fn lock_maintenance(&self) -> MutexGuard<'_, ()> {
+        self.maintenance
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn count_fsyncs(&self, n: u64) {
+        self.fsync_count.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn committed(&self) -> i64 {
+        *self.committed_tx.borrow()
+    }
+
+    /// Publishes a new committed offset. Called with `inner` locked so publications are ordered.
+    fn publish_committed(&self, inner: &Inner, value: i64) {
+        assert!(
+            value <= inner.log_end,
+            "committed {value} beyond log end {}",
+            inner.log_end
+        );
+        self.committed_tx.send_replace(value);
+    }
+
+    /// Poisons the partition: every current waiter and every later append or wait fails.
+    fn poison(&self, inner: &mut Inner, reason: String) {
+        if inner.failure.is_none() {
+            error!(topic = %self.topic, partition = self.partition, %reason,
+                "partition log poisoned; every later append and wait fails until reopened");
+            inner.failure = Some(reason);
+        }
+        self.committed_tx.send_modify(|_| {});
+        self.wake.notify_one();
+    }
+
+    fn check_open(&self, inner: &Inner) -> Result<(), WalError> {
+        if let Some(f) = &inner.failure {
+            return Err(WalError::Failed(f.clone()));
+        }
+        match inner.state {
+            LifeState::Open => Ok(()),
+            LifeState::Closing | LifeState::Closed => Err(WalError::Closed),
+        }
+    }
+
+    fn check_readable(&self, inner: &Inner) -> Result<(), WalError> {
+        match inner.state {
+            LifeState::Closed => Err(WalError::Closed),
+            _ => Ok(()),
+        }
+    }
+
+    /// Creates a new active segment at `log_end` and queues the old one for sealing.
+    fn roll(&self, inner: &mut Inner, now_ms: i64, reason: &'static str) -> Result<(), WalError> {
+        let base = inner.log_end;
+        let path = segment_file_path(&self.dir, self.partition, base, FileKind::Log);
+        let file = create_segment_file(
+            &path,
+            SegmentHeader {
+                base_offset: base,
+                created_ms: now_ms,
+            },
+        )
+        .map_err(WalError::io("create segment", &path))?;
+        let old = inner.active();
+        assert!(!old.is_empty(), "rolling an empty segment");
+        let old_base = old.base_offset;
+        inner.pending_seals.push(old_base);
+        inner.segments.push_back(Segment {
+            base_offset: base,
+            next_offset: base,
+            size_bytes: SEGMENT_HEADER_BYTES,
+            max_timestamp: i64::MIN,
+            created_ms: now_ms,
+            roll_clock_ms: None,
+            file: Arc::new(file),
+            path: Arc::from(path.as_path()),
+            index: Arc::new(SegmentIndex::default()),
+            persisted: false,
+        });
+        inner.total_bytes += SEGMENT_HEADER_BYTES;
+        inner.dir_gen += 1;
+        inner.deferred_roll_warned = false;
+        self.wake.notify_one();
+        info!(topic = %self.topic, partition = self.partition, base_offset = base,
+            previous_segment = old_base, reason, "rolled to a new segment");
+        Ok(())
+    }
+}
+
+/// One partition's write-ahead log. See the module docs for the locking and commit model.
+///
+/// A partition directory must be opened by at most one `PartitionLog` at a time.
+pub struct PartitionLog {
+    shared: Arc<Shared>,
+    /// Serialises `close`/`delete`; holds the commit task handle until it is joined.
+    lifecycle: tokio::sync::Mutex<Lifecycle>,
+}
+
+struct Lifecycle {
+    task: Option<JoinHandle<()>>,
+    closed: bool,
+}
+
+impl PartitionLog {
+    /// Opens or creates `{root}/{topic}/{partition}` and recovers it (see `docs/wal-format.md`).
+    /// Spawns its commit task on the current tokio runtime.
+    pub async fn open(
+        root: &Path,
+        topic: &str,
+        partition: i32,
+        config: LogConfig,
+    ) -> Result<Arc<PartitionLog>, WalError> {
+        validate_name(topic, partition)?;
+        config.validate()?;
+        let dir = root.join(topic).join(partition.to_string());
+        let recovered = {
+            let dir = dir.clone();
+            let topic = topic.to_string();
+            let config = config.clone();
+            tokio::task::spawn_blocking(move || recover(&dir, &topic, partition, &config, now_ms()))
+                .await
+                .map_err(|e| WalError::Failed(format!("recovery task failed: {e}")))??
+        };
+        let segments: VecDeque<Segment> = recovered.segments.into();
+        let log_start = segments.front().map_or(0, |s| s.base_offset);
+        let log_end = segments.back().map_or(0, |s| s.next_offset);
+        let total_bytes = segments.iter().map(|s| s.size_bytes).sum();
+        let inner = Inner {
+            config,
+            segments,
+            log_start,
+            log_end,
+            synced_end: log_end,
+            total_bytes,
+            sealed: false,
+            state: LifeState::Open,
+            failure: None,
+            pending_seals: Vec::new(),
+            dir_gen: 0,
+            dir_synced_gen: 0,
+            last_sync: Instant::now(),
+            deferred_roll_warned: false,
+        };
+        inner.check_invariants();
+        let (committed_tx, _) = watch::channel(log_end);
+        let shared = Arc::new(Shared {
+            topic: topic.to_string(),
+            partition,
+            dir,
+            inner: Mutex::new(inner),
+            maintenance: Mutex::new(()),
+            committed_tx,
+            wake: Notify::new(),
+            fsync_count: AtomicU64::new(recovered.fsyncs),
+            #[cfg(test)]
+            inject_sync_failure: std::sync::atomic::AtomicBool::new(false),
+        });
+        let span = tracing::info_span!("wal_commit", topic = %topic, partition);
+        let task = tokio::spawn(commit_loop(shared.clone()).instrument(span));
+        Ok(Arc::new(PartitionLog {
+            shared,
+            lifecycle: tokio::sync::Mutex::new(Lifecycle {
+                task: Some(task),
+                closed: false,
+            }),
+        }))
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.shared.topic
+    }
+
+    pub fn partition(&self) -> i32 {
+        self.shared.partition
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.shared.dir
+    }
+
+    /// Number of fsync/fdatasync calls issued on this partition's files and directory since
+    /// open (recovery included).
+    pub fn fsync_count(&self) -> u64 {
+        self.shared.fsync_count.load(Ordering::Relaxed)
+    }
+
+    /// Test hook: the next commit pass fails as if fdatasync returned an error.
+    #[cfg(test)]
+    pub(crate) fn inject_sync_failure(&self) {
+        self.shared
+            .inject_sync_failure
+            .store(true, Ordering::SeqCst);
+        self.shared.wake.notify_one();
+    }
+
+    /// Appends one v2 batch: checks it (header, exact length, CRC32C, at most
+    /// [`MAX_FRAME_PAYLOAD_BYTES`]), then under the partition lock assigns offsets (patching the
+    /// base offset and `leader_epoch` into `batch`), rolls the segment if needed, writes the frame
+    /// to the active segment (page cache, one `writev`), updates the indexes and queues it for
+    /// the group commit. Returns without waiting for durability; see
+    /// [`wait_committed`](Self::wait_committed). Fails with `Sealed` if sealed, `Failed` if
+    /// poisoned, `Closed` after close.
+    pub fn append(&self, batch: &mut [u8], leader_epoch: i32) -> Result<Appended, WalError> {
+        if batch.len() > MAX_FRAME_PAYLOAD_BYTES {
+            return Err(WalError::BatchTooLarge {
+                size: batch.len(),
+                max: MAX_FRAME_PAYLOAD_BYTES,
+            });
+        }
+        let header = BatchHeader::parse(batch)?;
+        if header.total_size() != batch.len() {
+            return Err(WalError::InvalidBatch(BatchError::TrailingBytes {
+                expected: header.total_size(),
+                actual: batch.len(),
+            }));
+        }
+        verify_batch_crc(batch)?;
+        let now = now_ms();
+        let frame_bytes = FRAME_HEADER_BYTES + batch.len() as u64;
+
+        let s = &*self.shared;
+        let mut guard = s.lock();
+        let inner = &mut *guard;
+        s.check_open(inner)?;
+        if inner.sealed {
+            return Err(WalError::Sealed {
+                topic: s.topic.clone(),
+                partition: s.partition,
+            });
+        }
+        let base = inner.log_end;
+        let last = base
+            .checked_add(i64::from(header.last_offset_delta))
+            .filter(|l| *l < i64::MAX)
+            .ok_or(WalError::OffsetOverflow {
+                log_end: base,
+                last_offset_delta: header.last_offset_delta,
+            })?;
+
+        if let Some(reason) = roll_reason(inner, frame_bytes, last, now) {
+            if inner.pending_seals.len() < MAX_PENDING_SEALS {
+                s.roll(inner, now, reason)?;
+            } else if !inner.deferred_roll_warned {
+                inner.deferred_roll_warned = true;
+                warn!(topic = %s.topic, partition = s.partition, reason,
+                    pending = inner.pending_seals.len(), "segment roll deferred: too many segments waiting to be sealed");
+            }
+        }
+        let seg = inner
+            .segments
+            .back_mut()
+            .expect("partition log has no segment");
+        if seg.size_bytes + frame_bytes > MAX_SEGMENT_FILE_BYTES
+            || last - seg.base_offset > MAX_RELATIVE_OFFSET
+        {
+            return Err(WalError::SegmentFull {
+                size_bytes: seg.size_bytes,
+            });
+        }
+
+        set_base_offset(batch, base);
+        set_partition_leader_epoch(batch, leader_epoch);
+        let fh = frame_header(batch);
+        let position = seg.size_bytes;
+        if let Err(e) = write_frame(&seg.file, &fh, batch) {
+            let path = seg.path.to_path_buf();
+            s.poison(inner, format!("write to {} failed: {e}", path.display()));
+            return Err(WalError::Io {
+                op: "append",
+                path,
+                source: e,
+            });
+        }
+        seg.size_bytes += frame_bytes;
+        seg.max_timestamp = seg.max_timestamp.max(header.max_timestamp);
+        let max_ts = seg.max_timestamp;
+        Arc::make_mut(&mut seg.index).on_append(
+            inner.config.index_interval_bytes,
+            (base - seg.base_offset) as u32,
+            position as u32,
+            frame_bytes,
+            max_ts,
+        );
+        seg.roll_clock_ms.get_or_insert(now);
+        seg.next_offset = last + 1;
+        inner.total_bytes += frame_bytes;
+        inner.log_end = last + 1;
+
+        match inner.config.fsync {
+            FsyncPolicy::Always => s.wake.notify_one(),
+            FsyncPolicy::Interval(_) => {
+                if inner.synced_end == base {
+                    // Clean -> dirty: start the interval timer.
+                    s.wake.notify_one();
+                }
+                s.publish_committed(inner, inner.log_end);
+            }
+            FsyncPolicy::Never => s.publish_committed(inner, inner.log_end),
+        }
+        inner.check_invariants();
+        Ok(Appended {
+            base_offset: base,
+            last_offset: last,
+        })
+    }
+
+    /// Resolves once every offset below `end_offset` is committed under the fsync policy
+    /// (`Always`: fdatasynced; `Interval`/`Never`: written). Offsets already committed resolve
+    /// `Ok` even afterwards; otherwise fails with `Failed` once the partition is poisoned and with
+    /// `Closed` once it is closed.
+    pub async fn wait_committed(&self, end_offset: i64) -> Result<(), WalError> {
+        let mut rx = self.shared.committed_tx.subscribe();
+        loop {
+            let committed = *rx.borrow_and_update();
+            if committed >= end_offset {
+                return Ok(());
+            }
+            {
+                let inner = self.shared.lock();
+                if let Some(f) = &inner.failure {
+                    return Err(WalError::Failed(f.clone()));
+                }
+                if inner.state == LifeState::Closed {
+                    return Err(WalError::Closed);
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(WalError::Closed);
+            }
+        }
+    }
+
+    pub fn log_start_offset(&self) -> i64 {
+        self.shared.lock().log_start
+    }
+
+    /// Next offset to be assigned.
+    pub fn log_end_offset(&self) -> i64 {
+        self.shared.lock().log_end
+    }
+
+    /// End (exclusive) of the committed offsets; the high watermark of a standalone broker.
+    pub fn committed_offset(&self) -> i64 {
+        self.shared.committed()
+    }
+
+    /// Watch of [`committed_offset`](Self::committed_offset); fetch long-polls wait on it. It also
+    /// fires (without a new value) when the partition is poisoned or closed.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.shared.committed_tx.subscribe()
+    }
+
+    /// Reads whole batches starting with the batch that contains `start_offset`, never including
+    /// a batch whose last offset is >= `max_offset_exclusive`. Returns at least one batch when one
+    /// is available (even if larger than `max_bytes`), otherwise stops before exceeding
+    /// `max_bytes`. `OffsetOutOfRange` when `start_offset` is outside `[log_start, log_end]`.
+    /// Uses the sparse index plus a short scan.
+    pub fn read(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) -> Result<ReadResult, WalError> {
+        let s = &*self.shared;
+        let (view, pos) = {
+            let inner = s.lock();
+            s.check_readable(&inner)?;
+            if start_offset < inner.log_start || start_offset > inner.log_end {
+                return Err(WalError::OffsetOutOfRange {
+                    requested: start_offset,
+                    log_start: inner.log_start,
+                    log_end: inner.log_end,
+                });
+            }
+            if start_offset == inner.log_end || start_offset >= max_offset_exclusive {
+                return Ok(ReadResult::default());
+            }
+            let seg = &inner.segments[inner.segment_index_for(start_offset)];
+            let pos = seg
+                .index
+                .position_for((start_offset - seg.base_offset) as u32);
+            (SegmentView::of(seg), pos)
+        };
+        let mut out = BytesMut::new();
+        let mut first_offset = None;
+        let mut batches = 0usize;
+        let read_ahead = max_bytes.clamp(SCAN_READ_AHEAD / 16, MAX_READ_AHEAD);
+        s.walk(view, pos, read_ahead, &mut |ctx| {
+            let h = *ctx.header();
+            if h.last_offset() < start_offset {
+                return Ok(true);
+            }
+            if h.last_offset() >= max_offset_exclusive {
+                return Ok(false);
+            }
+            let len = h.total_size();
+            if batches > 0 && out.len() + len > max_bytes {
+                return Ok(false);
+            }
+            let payload = ctx.payload()?;
+            if out.is_empty() {
+                out.reserve(len.max(max_bytes.min(MAX_READ_AHEAD)));
+            }
+            out.extend_from_slice(payload);
+            first_offset.get_or_insert(h.base_offset);
+            batches += 1;
+            Ok(out.len() < max_bytes)
+        })?;
+        Ok(ReadResult {
+            data: out.freeze(),
+            first_offset,
+            batches,
+        })
+    }
+
+    /// First batch (in offset order) whose `max_timestamp >= ts_ms`, returned whole. Uses the
+    /// per-segment max timestamp, the time index and a short scan. `None` if there is none.
+    pub fn find_batch_by_timestamp(&self, ts_ms: i64) -> Result<Option<Bytes>, WalError> {
+        let s = &*self.shared;
+        let (view, pos) = {
+            let inner = s.lock();
+            s.check_readable(&inner)?;
+            let Some(seg) = inner.segments.iter().find(|s| s.max_timestamp >= ts_ms) else {
+                return Ok(None);
+            };
+            let rel = seg.index.scan_start_for_timestamp(ts_ms);
+            (SegmentView::of(seg), seg.index.position_for(rel))
+        };
+        let mut found = None;
+        s.walk(view, pos, SCAN_READ_AHEAD, &mut |ctx| {
+            if ctx.header().max_timestamp < ts_ms {
+                return Ok(true);
+            }
+            found = Some(Bytes::copy_from_slice(ctx.payload()?));
+            Ok(false)
+        })?;
+        Ok(found)
+    }
+
+    /// Calls `f` with the header of every batch from the one containing `from_offset` (clamped
+    /// to the log start) to the end of the log as of the call, reading sequentially. Blocking:
+    /// call it from a blocking context for large logs.
+    pub fn scan_headers(
+        &self,
+        from_offset: i64,
+        f: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<(), WalError> {
+        let s = &*self.shared;
+        let (view, pos, from, end) = {
+            let inner = s.lock();
+            s.check_readable(&inner)?;
+            let from = from_offset.max(inner.log_start);
+            if from >= inner.log_end {
+                return Ok(());
+            }
+            let seg = &inner.segments[inner.segment_index_for(from)];
+            let pos = seg.index.position_for((from - seg.base_offset) as u32);
+            (SegmentView::of(seg), pos, from, inner.log_end)
+        };
+        s.walk(view, pos, SCAN_READ_AHEAD, &mut |ctx| {
+            let h = ctx.header();
+            if h.base_offset >= end {
+                return Ok(false);
+            }
+            if h.last_offset() >= from {
+                f(h);
+            }
+            Ok(true)
+        })
+    }
+
+    /// Refuses further appends (with `Sealed`) until [`resume`](Self::resume).
+    pub fn seal(&self) {
+        self.shared.lock().sealed = true;
+    }
+
+    pub fn resume(&self) {
+        self.shared.lock().sealed = false;
+    }
+
+    pub fn is_sealed(&self) -> bool {
+        self.shared.lock().sealed
+    }
+
+    /// Deletes whole non-active, fully committed segments, oldest first, while the oldest one's
+    /// newest timestamp is older than `now_ms - retention_ms` or the partition minus that segment
+    /// is still at least `retention_bytes`; advances the log start. Segments without timestamps (all batches
+    /// at -1) use the file's modification time.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome, WalError> {
+        let s = &*self.shared;
+        let _m = s.lock_maintenance();
+        let (removed, log_start) = {
+            let mut guard = s.lock();
+            let inner = &mut *guard;
+            s.check_open(inner)?;
+            let mut removed = Vec::new();
+            // At most segments.len() - 1 iterations: the active segment is never deleted.
+            let committed = s.committed();
+            while inner.segments.len() > 1 {
+                let Some(seg) = inner.segments.front() else {
+                    break;
+                };
+                if seg.next_offset > committed {
+                    // Like Kafka, never delete data above the high watermark.
+                    break;
+                }
+                let by_time = inner.config.retention_ms.is_some_and(|r| {
+                    segment_time(seg) < now_ms.saturating_sub(i64::try_from(r).unwrap_or(i64::MAX))
+                });
+                let by_size = inner
+                    .config
+                    .retention_bytes
+                    .is_some_and(|r| inner.total_bytes - seg.size_bytes >= r);
+                let reason = match (by_time, by_size) {
+                    (true, _) => RetentionReason::Time,
+                    (false, true) => RetentionReason::Size,
+                    (false, false) => break,
+                };
+                let Some(seg) = inner.segments.pop_front() else {
+                    break;
+                };
+                inner.total_bytes -= seg.size_bytes;
+                inner.pending_seals.retain(|b| *b != seg.base_offset);
+                removed.push((
+                    DeletedSegment {
+                        base_offset: seg.base_offset,
+                        next_offset: seg.next_offset,
+                        size_bytes: seg.size_bytes,
+                        reason,
+                    },
+                    seg,
+                ));
+            }
+            if let Some(first) = inner.segments.front() {
+                inner.log_start = first.base_offset;
+            }
+            inner.check_invariants();
+            (removed, inner.log_start)
+        };
+        for (d, seg) in &removed {
+            info!(topic = %s.topic, partition = s.partition, segment = d.base_offset,
+                next_offset = d.next_offset, size_bytes = d.size_bytes, reason = ?d.reason,
+                "retention deleted segment");
+            remove_segment_files(&s.dir, s.partition, &[seg.base_offset])?;
+            // One directory fsync per segment, oldest first: a crash never leaves a gap.
+            fsync_dir(&s.dir).map_err(WalError::io("fsync directory", &s.dir))?;
+            s.count_fsyncs(1);
+        }
+        Ok(RetentionOutcome {
+            deleted: removed.into_iter().map(|(d, _)| d).collect(),
+            log_start_offset: log_start,
+        })
+    }
+
+    /// Applies a changed topic config. An invalid config is refused with a warning and the
+    /// previous one stays in force; use [`try_set_config`](Self::try_set_config) to get the error.
+    pub fn set_config(&self, config: LogConfig) {
+        if let Err(e) = self.try_set_config(config) {
+            warn!(topic = %self.shared.topic, partition = self.shared.partition, error = %e,
+                "ignoring invalid log config");
+        }
+    }
+
+    /// Like [`set_config`](Self::set_config) but returns validation errors.
+    pub fn try_set_config(&self, config: LogConfig) -> Result<(), WalError> {
+        config.validate()?;
+        let s = &*self.shared;
+        let mut inner = s.lock();
+        inner.config = config;
+        if inner.config.fsync != FsyncPolicy::Always && s.committed() < inner.log_end {
+            s.publish_committed(&inner, inner.log_end);
+        }
+        s.wake.notify_one();
+        Ok(())
+    }
+
+    pub fn config(&self) -> LogConfig {
+        self.shared.lock().config.clone()
+    }
+
+    /// Total size of the segment files, headers included.
+    pub fn size_bytes(&self) -> u64 {
+        self.shared.lock().total_bytes
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.shared.lock().segments.len()
+    }
+
+    /// Graceful close: refuses new appends, stops the commit task, syncs everything written
+    /// (pending seals, directory, active segment), publishes it as committed, persists the active
+    /// segment's indexes, and wakes remaining waiters with `Closed`. Idempotent: later calls
+    /// return `Ok` immediately. Returns `Failed` if the partition was poisoned.
+    pub async fn close(&self) -> Result<(), WalError> {
+        let mut lc = self.lifecycle.lock().await;
+        if lc.closed {
+            return Ok(());
+        }
+        {
+            let mut inner = self.shared.lock();
+            if inner.state == LifeState::Open {
+                inner.state = LifeState::Closing;
+            }
+        }
+        self.shared.wake.notify_one();
+        if let Some(task) = lc.task.take() {
+            if let Err(e) = task.await {
+                warn!(topic = %self.shared.topic, partition = self.shared.partition, error = %e,
+                    "commit task ended abnormally");
+            }
+        }
+        let s = self.shared.clone();
+        let result = tokio::task::spawn_blocking(move || s.finish_close())
+            .await
+            .map_err(|e| WalError::Failed(format!("close did not complete: {e}")))
+            .and_then(|r| r);
+        lc.closed = true;
+        result
+    }
+
+    /// `close()` and remove the partition directory (topic deletion). Also removes the topic
+    /// directory if this was its last partition.
+    pub async fn delete(&self) -> Result<(), WalError> {
+        if let Err(e) = self.close().await {
+            // The data is being deleted anyway; a failed final sync does not matter.
+            debug!(topic = %self.shared.topic, partition = self.shared.partition, error = %e,
+                "close before delete failed");
+        }
+        let dir = self.shared.dir.clone();
+        let (topic, partition) = (self.shared.topic.clone(), self.shared.partition);
+        tokio::task::spawn_blocking(move || -> Result<(), WalError> {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+                Err(e) => return Err(WalError::io("remove partition directory", &dir)(e)),
+            }
+            if let Some(topic_dir) = dir.parent() {
+                // Fails (harmlessly) while other partitions of the topic remain.
+                let removed_topic_dir = std::fs::remove_dir(topic_dir).is_ok();
+                let sync_dir = if removed_topic_dir {
+                    topic_dir.parent()
+                } else {
+                    Some(topic_dir)
+                };
+                if let Some(d) = sync_dir {
+                    fsync_dir(d).map_err(WalError::io("fsync directory", d))?;
+                }
+            }
+            info!(topic, partition, "deleted partition log");
+            Ok(())
+        })
+        .await
+        .map_err(|e| WalError::Failed(format!("delete did not complete: {e}")))?
+    }
+
+    /// Truncates the log so that `log_end_offset() == offset`: removes whole later segments and
+    /// cuts the containing one at a batch boundary (`NotBatchBoundary` otherwise). The cut
+    /// segment is rescanned to rebuild its in-memory index (cost bounded by `segment_bytes`).
+    /// Lowers `committed` if needed. I/O failures poison the partition.
+    pub fn truncate_to(&self, offset: i64) -> Result<(), WalError> {
+        let s = &*self.shared;
+        let _m = s.lock_maintenance();
+        let mut guard = s.lock();
+        let inner = &mut *guard;
+        s.check_open(inner)?;
+        if offset < inner.log_start || offset > inner.log_end {
+            return Err(WalError::OffsetOutOfRange {
+                requested: offset,
+                log_start: inner.log_start,
+                log_end: inner.log_end,
+            });
+        }
+        if offset == inner.log_end {
+            return Ok(());
+        }
+        let idx = inner.segment_index_for(offset);
+        let seg = &inner.segments[idx];
+        let out = scan_segment(
+            &seg.file,
+            seg.size_bytes,
+            seg.base_offset,
+            inner.config.index_interval_bytes,
+            offset,
+        )
+        .map_err(WalError::io("scan segment", &seg.path))?;
+        if let Some((pos, problem)) = out.problem {
+            return Err(WalError::Corrupt {
+                path: seg.path.to_path_buf(),
+                position: pos,
+                reason: problem.to_string(),
+            });
+        }
+        if out.next_offset != offset {
+            return Err(WalError::NotBatchBoundary { offset });
+        }
+
+        // From here on, any I/O failure leaves memory and disk disagreeing: poison.
+        let result = (|| -> Result<(), WalError> {
+            let later: Vec<i64> = inner
+                .segments
+                .range(idx + 1..)
+                .map(|s| s.base_offset)
+                .collect();
+            remove_segment_files(&s.dir, s.partition, &later)?;
+            let seg = &inner.segments[idx];
+            // Later segments and the cut segment's index are gone durably before its data
+            // changes, so no stale index can ever describe the cut file.
+            s.count_fsyncs(remove_index_files_durably(
+                &s.dir,
+                s.partition,
+                seg.base_offset,
+            )?);
+            seg.file
+                .set_len(out.valid_len)
+                .map_err(WalError::io("truncate segment", &seg.path))?;
+            seg.file
+                .sync_all()
+                .map_err(WalError::io("fsync segment", &seg.path))?;
+            (&*seg.file)
+                .seek(SeekFrom::Start(out.valid_len))
+                .map_err(WalError::io("seek segment", &seg.path))?;
+            s.count_fsyncs(1);
+            Ok(())
+        })();
+
+        let removed: Vec<Segment> = inner.segments.drain(idx + 1..).collect();
+        let seg = &mut inner.segments[idx];
+        let cut_bytes = seg.size_bytes - out.valid_len;
+        seg.size_bytes = out.valid_len;
+        seg.next_offset = out.next_offset;
+        seg.max_timestamp = out.max_timestamp;
+        seg.index = Arc::new(out.index);
+        seg.persisted = false;
+        seg.roll_clock_ms = (out.frames > 0).then_some(seg.created_ms);
+        let active_base = seg.base_offset;
+        inner.pending_seals.retain(|b| *b < active_base);
+        inner.total_bytes -= cut_bytes + removed.iter().map(|s| s.size_bytes).sum::<u64>();
+        inner.log_end = offset;
+        inner.synced_end = inner.synced_end.min(offset);
+        if s.committed() > offset {
+            s.publish_committed(inner, offset);
+        }
+        inner.check_invariants();
+        if let Err(e) = result {
+            s.poison(inner, format!("truncate_to({offset}) failed: {e}"));
+            return Err(e);
+        }
+        info!(topic = %s.topic, partition = s.partition, offset, removed_segments = removed.len(),
+            cut_bytes, "truncated log");
+        Ok(())
+    }
+}
+
+impl Drop for PartitionLog {
+    fn drop(&mut self) {
+        // Without close(): stop the commit task; written data stays in the page cache and is
+        // recovered (and synced) by the next open.
+        let mut inner = self.shared.lock();
+        if inner.state != LifeState::Closed {
+            inner.state = LifeState::Closed;
+        }
+        drop(inner);
+        self.shared.wake.notify_one();
+        self.shared.committed_tx.send_modify(|_| {});
+    }
+}
+
+/// Why the active segment must roll before an append of `frame_bytes` ending at `last_offset`.
+fn roll_reason(
+    inner: &Inner,
+    frame_bytes: u64,
+    last_offset: i64,
+    now_ms: i64,
+) -> Option<&'static str> {
+    let active = inner.active();
+    if active.is_empty() {
+        // Whatever its size, a batch goes into an empty segment.
+        return None;
+    }
+    if active.size_bytes + frame_bytes > inner.config.segment_bytes {
+        return Some("segment.bytes");
+    }
+    let segment_ms = i64::try_from(inner.config.segment_ms).unwrap_or(i64::MAX);
+    if active
+        .roll_clock_ms
+        .is_some_and(|t| now_ms.saturating_sub(t) >= segment_ms)
+    {
+        return Some("segment.ms");
+    }
+    if last_offset - active.base_offset > MAX_RELATIVE_OFFSET {
+        return Some("offset span");
+    }
+    None
+}
+
+/// The timestamp retention compares against: the newest batch timestamp, or the file's
+/// modification time when the segment has no real timestamps.
+fn segment_time(seg: &Segment) -> i64 {
+    if seg.max_timestamp >= 0 {
+        return seg.max_timestamp;
+    }
+    seg.file
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(i64::MAX, |d| {
+            i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+        })
+}

@@ -1,0 +1,370 @@
+//! Opening a partition directory: listing segments, trusting or rebuilding indexes, and cutting
+//! torn or corrupt tails. The rules are written down in `docs/wal-format.md`; in short:
+//!
+//! * A non-last segment whose header is valid and whose two index files are valid (CRC, and they
+//!   describe exactly the current file size and end at the next segment's base offset) is trusted
+//!   without reading its frames: index files are written only after the data was synced.
+//! * The last segment, and any segment without a trusted index, is scanned frame by frame. At the
+//!   first bad frame the file is cut there (ftruncate + fsync). If that segment is not the last,
+//!   every later segment is deleted too, because the log must stay contiguous.
+//! * A damaged segment header (short, bad magic or CRC) is rewritten from the file name and the
+//!   segment is scanned as above (garbage after it is cut). An intact header (valid CRC) that is
+//!   not understood (other version) or whose base offset disagrees with the file name is reported
+//!   as `WalError::Corrupt` and the file is left alone: that is not a crash artifact.
+
+use std::collections::BTreeSet;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use tracing::{error, info, warn};
+
+use crate::config::LogConfig;
+use crate::error::WalError;
+use crate::index::{load_index_files, remove_index_files, write_index_files};
+use crate::segment::{
+    create_segment_file, parse_file_name, scan_segment, segment_file_path, FileKind, HeaderError,
+    Segment, SegmentHeader, SEGMENT_HEADER_BYTES,
+};
+
+/// What recovery found, ready to become the partition's in-memory state.
+pub(crate) struct Recovered {
+    /// Contiguous segments in offset order; never empty. The last one is the active segment and
+    /// its file cursor is at its end.
+    pub segments: Vec<Segment>,
+    /// fsync/fdatasync calls issued during recovery.
+    pub fsyncs: u64,
+}
+
+/// fsyncs a directory so that file creations, renames and removals in it are durable.
+pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Reads up to `buf.len()` bytes from the start of `file`; returns how many were read.
+fn read_prefix(file: &File, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    // Each successful iteration reads at least one byte, so at most buf.len() iterations.
+    while n < buf.len() {
+        match file.read_at(&mut buf[n..], n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Removes whole segments (log and index files), newest first so that a crash in the middle
+/// leaves a contiguous prefix. The caller fsyncs the directory.
+pub(crate) fn remove_segment_files(
+    dir: &Path,
+    partition: i32,
+    bases_ascending: &[i64],
+) -> Result<(), WalError> {
+    for &base in bases_ascending.iter().rev() {
+        remove_index_files(dir, partition, base)
+            .map_err(WalError::io("remove index files", dir))?;
+        let path = segment_file_path(dir, partition, base, FileKind::Log);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(WalError::io("remove segment", &path)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// Removes a segment's index files and fsyncs the directory, so that a stale index can never
+/// describe data that is about to be modified (cut or rewritten). Returns the fsyncs issued.
+pub(crate) fn remove_index_files_durably(
+    dir: &Path,
+    partition: i32,
+    base_offset: i64,
+) -> Result<u64, WalError> {
+    remove_index_files(dir, partition, base_offset)
+        .map_err(WalError::io("remove index files", dir))?;
+    fsync_dir(dir).map_err(WalError::io("fsync directory", dir))?;
+    Ok(1)
+}
+
+/// Opens or creates the partition directory and recovers it. Blocking; run it off the async
+/// executor.
+pub(crate) fn recover(
+    dir: &Path,
+    topic: &str,
+    partition: i32,
+    config: &LogConfig,
+    now_ms: i64,
+) -> Result<Recovered, WalError> {
+    let mut fsyncs = 0u64;
+    let mut dir_changed = false;
+
+    if !dir.is_dir() {
+        std::fs::create_dir_all(dir).map_err(WalError::io("create partition directory", dir))?;
+        // Make the new directory entries durable: the topic directory and the root.
+        for p in [dir.parent(), dir.parent().and_then(Path::parent)]
+            .into_iter()
+            .flatten()
+        {
+            fsync_dir(p).map_err(WalError::io("fsync directory", p))?;
+            fsyncs += 1;
+        }
+    }
+
+    let mut logs = BTreeSet::new();
+    let mut index_files = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(WalError::io("list partition directory", dir))?;
+    for entry in entries {
+        let entry = entry.map_err(WalError::io("list partition directory", dir))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            warn!(topic, partition, file = ?name, "ignoring non-UTF-8 file in partition directory");
+            continue;
+        };
+        match parse_file_name(name) {
+            Some((p, base, kind)) if p == partition => match kind {
+                FileKind::Log => {
+                    logs.insert(base);
+                }
+                _ => index_files.push((base, entry.path())),
+            },
+            Some((p, _, _)) => {
+                warn!(
+                    topic,
+                    partition,
+                    file = name,
+                    other_partition = p,
+                    "ignoring file of another partition"
+                );
+            }
+            None => warn!(
+                topic,
+                partition,
+                file = name,
+                "ignoring unknown file in partition directory"
+            ),
+        }
+    }
+    for (base, path) in index_files {
+        if !logs.contains(&base) {
+            warn!(topic, partition, file = %path.display(), "removing index file without a segment");
+            match std::fs::remove_file(&path) {
+                Ok(()) => dir_changed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(WalError::io("remove orphan index", &path)(e)),
+            }
+        }
+    }
+
+    let mut bases: Vec<i64> = logs.into_iter().collect();
+    if bases.is_empty() {
+        let path = segment_file_path(dir, partition, 0, FileKind::Log);
+        let f = create_segment_file(
+            &path,
+            SegmentHeader {
+                base_offset: 0,
+                created_ms: now_ms,
+            },
+        )
+        .map_err(WalError::io("create segment", &path))?;
+        f.sync_all().map_err(WalError::io("fsync segment", &path))?;
+        fsyncs += 1;
+        dir_changed = true;
+        bases.push(0);
+        info!(topic, partition, "created partition log");
+    }
+
+    let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
+    let mut i = 0;
+    // `bases` only shrinks inside the loop, so this runs at most bases.len() times.
+    while i < bases.len() {
+        let base = bases[i];
+        let next_base = bases.get(i + 1).copied();
+        let path = segment_file_path(dir, partition, base, FileKind::Log);
+        let seg_name = path.display().to_string();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(WalError::io("open segment", &path))?;
+        let mut file_len = file
+            .metadata()
+            .map_err(WalError::io("stat segment", &path))?
+            .len();
+
+        let mut hbuf = [0u8; SEGMENT_HEADER_BYTES as usize];
+        let n =
+            read_prefix(&file, &mut hbuf).map_err(WalError::io("read segment header", &path))?;
+        let mut trust_index = next_base.is_some();
+        let created_ms = match SegmentHeader::decode(&hbuf[..n]) {
+            Ok(h) if h.base_offset == base => h.created_ms,
+            Ok(h) => {
+                return Err(WalError::Corrupt {
+                    path,
+                    position: 12,
+                    reason: format!(
+                        "segment header says base offset {} but the file name says {base}",
+                        h.base_offset
+                    ),
+                })
+            }
+            Err(HeaderError::Unsupported(reason)) => {
+                return Err(WalError::Corrupt {
+                    path,
+                    position: 0,
+                    reason,
+                })
+            }
+            Err(HeaderError::Damaged(reason)) => {
+                warn!(topic, partition, segment = %seg_name, %reason,
+                    "segment header damaged; rewriting it and scanning the segment");
+                fsyncs += remove_index_files_durably(dir, partition, base)?;
+                if file_len < SEGMENT_HEADER_BYTES {
+                    file.set_len(0)
+                        .map_err(WalError::io("truncate segment", &path))?;
+                }
+                let header = SegmentHeader {
+                    base_offset: base,
+                    created_ms: now_ms,
+                };
+                file.write_all_at(&header.encode(), 0)
+                    .map_err(WalError::io("rewrite segment header", &path))?;
+                file.sync_all()
+                    .map_err(WalError::io("fsync segment", &path))?;
+                fsyncs += 1;
+                file_len = file_len.max(SEGMENT_HEADER_BYTES);
+                dir_changed = true;
+                trust_index = false;
+                now_ms
+            }
+        };
+
+        let loaded = match next_base {
+            Some(nb) if trust_index => match load_index_files(dir, partition, base, nb, file_len) {
+                Ok(x) => Some(x),
+                Err(reason) => {
+                    info!(topic, partition, segment = %seg_name, %reason,
+                        "segment index missing or invalid; rebuilding it by scanning the segment");
+                    None
+                }
+            },
+            _ => None,
+        };
+
+        let segment = if let Some((index, meta)) = loaded {
+            Segment {
+                base_offset: base,
+                next_offset: meta.next_offset,
+                size_bytes: file_len,
+                max_timestamp: meta.max_timestamp,
+                created_ms,
+                roll_clock_ms: Some(created_ms),
+                file: Arc::new(file),
+                path: Arc::from(path.as_path()),
+                index: Arc::new(index),
+                persisted: true,
+            }
+        } else {
+            let out = scan_segment(&file, file_len, base, config.index_interval_bytes, i64::MAX)
+                .map_err(WalError::io("scan segment", &path))?;
+            if let Some((pos, problem)) = &out.problem {
+                warn!(topic, partition, segment = %seg_name, position = pos,
+                    offset = out.next_offset, bytes_cut = file_len - pos, %problem,
+                    "truncating segment at its first bad frame");
+                fsyncs += remove_index_files_durably(dir, partition, base)?;
+                file.set_len(*pos)
+                    .map_err(WalError::io("truncate segment", &path))?;
+                file.sync_all()
+                    .map_err(WalError::io("fsync segment", &path))?;
+                fsyncs += 1;
+                dir_changed = true;
+                if i + 1 < bases.len() {
+                    error!(topic, partition, segment = %seg_name, deleted_segments = bases.len() - i - 1,
+                        "corruption in a non-last segment; deleting all later segments");
+                    remove_segment_files(dir, partition, &bases[i + 1..])?;
+                    bases.truncate(i + 1);
+                }
+            }
+            if let Some(&nb) = bases.get(i + 1) {
+                if out.next_offset != nb {
+                    error!(topic, partition, segment = %seg_name, next_offset = out.next_offset,
+                        next_segment_base = nb, deleted_segments = bases.len() - i - 1,
+                        "segment does not end where the next one starts; deleting all later segments");
+                    remove_segment_files(dir, partition, &bases[i + 1..])?;
+                    bases.truncate(i + 1);
+                    dir_changed = true;
+                }
+            }
+            let mut segment = Segment {
+                base_offset: base,
+                next_offset: out.next_offset,
+                size_bytes: out.valid_len,
+                max_timestamp: out.max_timestamp,
+                created_ms,
+                roll_clock_ms: (out.frames > 0).then_some(created_ms),
+                file: Arc::new(file),
+                path: Arc::from(path.as_path()),
+                index: Arc::new(out.index),
+                persisted: false,
+            };
+            if i + 1 < bases.len() {
+                // A sealed segment with a rebuilt index: sync its data, then persist the index.
+                segment
+                    .file
+                    .sync_data()
+                    .map_err(WalError::io("fdatasync segment", &path))?;
+                fsyncs += 1;
+                fsyncs += write_index_files(dir, partition, &segment.meta(), &segment.index)
+                    .map_err(WalError::io("write index files", dir))?;
+                segment.persisted = true;
+                dir_changed = true;
+                info!(topic, partition, segment = %seg_name, "rebuilt segment index");
+            }
+            segment
+        };
+        if let Some(prev) = segments.last() {
+            // Guaranteed by the checks above (trusted indexes end at the next base).
+            assert_eq!(
+                prev.next_offset, segment.base_offset,
+                "segments not contiguous"
+            );
+        }
+        segments.push(segment);
+        i += 1;
+    }
+
+    let Some(active) = segments.last_mut() else {
+        // bases was non-empty and only truncated to at least i + 1 elements.
+        unreachable!("recovery produced no segment");
+    };
+    // Everything recovered counts as committed, so make it durable now.
+    active
+        .file
+        .sync_data()
+        .map_err(WalError::io("fdatasync segment", &active.path))?;
+    fsyncs += 1;
+    (&*active.file)
+        .seek(SeekFrom::Start(active.size_bytes))
+        .map_err(WalError::io("seek segment", &active.path))?;
+    if dir_changed {
+        fsync_dir(dir).map_err(WalError::io("fsync directory", dir))?;
+        fsyncs += 1;
+    }
+    info!(
+        topic,
+        partition,
+        segments = segments.len(),
+        log_start_offset = segments[0].base_offset,
+        log_end_offset = active_end(&segments),
+        "recovered partition log"
+    );
+    Ok(Recovered { segments, fsyncs })
+}
+
+fn active_end(segments: &[Segment]) -> i64 {
+    segments.last().map_or(0, |s| s.next_offset)
+}

@@ -1,0 +1,639 @@
+//! Segment files: naming, the versioned segment header, frames, and sequential frame scanning.
+//!
+//! ## Segment file (`wal_{partition}_{base:020}.log`)
+//!
+//! ```text
+//! [segment header, 32 bytes][frame][frame]...
+//! ```
+//!
+//! Segment header (little-endian):
+//!
+//! | bytes  | field        | notes |
+//! |--------|--------------|-------|
+//! | 0..8   | magic        | `b"CHRNKWAL"` |
+//! | 8..10  | version      | u16, currently 1 |
+//! | 10..12 | header_len   | u16, 32 for version 1 (lets later versions grow the header) |
+//! | 12..20 | base_offset  | i64, offset of the first batch; equals the number in the file name |
+//! | 20..28 | created_ms   | i64, wall clock when the segment was created |
+//! | 28..32 | header_crc   | u32, CRC32 (IEEE, `crc32fast`) of bytes 0..28 |
+//!
+//! Frame (little-endian):
+//!
+//! ```text
+//! [payload_len u32][crc32 u32 = crc32fast(payload)][payload = one Kafka v2 RecordBatch]
+//! ```
+//!
+//! The payload's base offset and partition leader epoch are already patched in. `payload_len` is
+//! at least 61 (a batch header) and at most [`MAX_FRAME_PAYLOAD_BYTES`].
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, IoSlice, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::batch::{BatchError, BatchHeader};
+use crate::index::{IndexMeta, SegmentIndex};
+
+/// Magic bytes opening every segment file.
+pub const SEGMENT_MAGIC: [u8; 8] = *b"CHRNKWAL";
+/// Current segment format version.
+pub const SEGMENT_VERSION: u16 = 1;
+/// Size of the version-1 segment header.
+pub const SEGMENT_HEADER_BYTES: u64 = 32;
+/// `[payload_len u32][crc32 u32]`.
+pub const FRAME_HEADER_BYTES: u64 = 8;
+/// Largest batch (frame payload) the log accepts: 64 MiB.
+pub const MAX_FRAME_PAYLOAD_BYTES: usize = 64 << 20;
+/// Smallest possible frame: frame header plus a bare batch header.
+pub const MIN_FRAME_BYTES: u64 = FRAME_HEADER_BYTES + BatchHeader::SIZE as u64;
+/// Largest `segment.bytes` (2 GiB, Kafka's limit). With one oversized frame on top a segment file
+/// stays below 4 GiB, so file positions fit the u32 entries of the offset index.
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 31;
+/// Hard bound on a segment file's size; appends beyond it are refused.
+pub const MAX_SEGMENT_FILE_BYTES: u64 = u32::MAX as u64;
+/// Largest offset span of one segment: relative offsets are stored as u32.
+pub const MAX_RELATIVE_OFFSET: i64 = u32::MAX as i64;
+
+/// File-name kinds inside a partition directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileKind {
+    Log,
+    OffsetIndex,
+    TimeIndex,
+}
+
+impl FileKind {
+    fn ext(self) -> &'static str {
+        match self {
+            FileKind::Log => "log",
+            FileKind::OffsetIndex => "index",
+            FileKind::TimeIndex => "timeindex",
+        }
+    }
+}
+
+/// `{dir}/wal_{partition}_{base:020}.{ext}`.
+pub fn segment_file_path(dir: &Path, partition: i32, base_offset: i64, kind: FileKind) -> PathBuf {
+    dir.join(format!("wal_{partition}_{base_offset:020}.{}", kind.ext()))
+}
+
+/// Parses a file name made by [`segment_file_path`]; returns `(partition, base_offset, kind)`.
+pub fn parse_file_name(name: &str) -> Option<(i32, i64, FileKind)> {
+    let rest = name.strip_prefix("wal_")?;
+    let (stem, ext) = rest.rsplit_once('.')?;
+    let kind = match ext {
+        "log" => FileKind::Log,
+        "index" => FileKind::OffsetIndex,
+        "timeindex" => FileKind::TimeIndex,
+        _ => return None,
+    };
+    let (p, base) = stem.split_once('_')?;
+    if base.len() != 20 || !base.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let partition: i32 = p.parse().ok()?;
+    let base: i64 = base.parse().ok()?;
+    Some((partition, base, kind))
+}
+
+/// Decoded segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentHeader {
+    pub base_offset: i64,
+    pub created_ms: i64,
+}
+
+impl SegmentHeader {
+    pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES as usize] {
+        let mut h = [0u8; SEGMENT_HEADER_BYTES as usize];
+        h[0..8].copy_from_slice(&SEGMENT_MAGIC);
+        h[8..10].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
+        h[10..12].copy_from_slice(&(SEGMENT_HEADER_BYTES as u16).to_le_bytes());
+        h[12..20].copy_from_slice(&self.base_offset.to_le_bytes());
+        h[20..28].copy_from_slice(&self.created_ms.to_le_bytes());
+        let crc = crc32fast::hash(&h[0..28]);
+        h[28..32].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    /// Decodes and checks a header. Never panics.
+    pub fn decode(buf: &[u8]) -> Result<SegmentHeader, HeaderError> {
+        let h: &[u8; SEGMENT_HEADER_BYTES as usize] = buf
+            .get(..SEGMENT_HEADER_BYTES as usize)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| {
+                HeaderError::Damaged(format!(
+                    "file is {} bytes, shorter than the header",
+                    buf.len()
+                ))
+            })?;
+        if h[0..8] != SEGMENT_MAGIC {
+            return Err(HeaderError::Damaged("bad magic".into()));
+        }
+        let crc = u32::from_le_bytes([h[28], h[29], h[30], h[31]]);
+        let computed = crc32fast::hash(&h[0..28]);
+        if crc != computed {
+            return Err(HeaderError::Damaged(format!(
+                "header CRC mismatch (stored {crc:#010x}, computed {computed:#010x})"
+            )));
+        }
+        // Magic and CRC are intact: anything unknown from here on was written on purpose by
+        // another format version, not by a crash.
+        let version = u16::from_le_bytes([h[8], h[9]]);
+        if version != SEGMENT_VERSION {
+            return Err(HeaderError::Unsupported(format!(
+                "unsupported segment format version {version}"
+            )));
+        }
+        let header_len = u16::from_le_bytes([h[10], h[11]]);
+        if u64::from(header_len) != SEGMENT_HEADER_BYTES {
+            return Err(HeaderError::Unsupported(format!(
+                "unexpected header length {header_len}"
+            )));
+        }
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&h[12..20]);
+        let base_offset = i64::from_le_bytes(b);
+        b.copy_from_slice(&h[20..28]);
+        let created_ms = i64::from_le_bytes(b);
+        if base_offset < 0 {
+            return Err(HeaderError::Unsupported(format!(
+                "negative base offset {base_offset}"
+            )));
+        }
+        Ok(SegmentHeader {
+            base_offset,
+            created_ms,
+        })
+    }
+}
+
+/// Why a segment header was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderError {
+    /// Torn or garbage bytes (short file, bad magic, bad CRC): recovery rewrites the header.
+    Damaged(String),
+    /// An intact header this code does not understand (another format version): recovery refuses
+    /// to touch the file.
+    Unsupported(String),
+}
+
+impl std::fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeaderError::Damaged(r) | HeaderError::Unsupported(r) => f.write_str(r),
+        }
+    }
+}
+
+/// Creates (or truncates) a segment file and writes its header. Not synced: the caller fsyncs the
+/// file and the directory before any of its data is reported committed. The file cursor is left
+/// at the end of the header, where the first frame goes.
+pub fn create_segment_file(path: &Path, header: SegmentHeader) -> io::Result<File> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    file.write_all(&header.encode())?;
+    Ok(file)
+}
+
+/// Encodes a frame header for `payload`.
+pub fn frame_header(payload: &[u8]) -> [u8; FRAME_HEADER_BYTES as usize] {
+    debug_assert!(payload.len() <= MAX_FRAME_PAYLOAD_BYTES);
+    let mut h = [0u8; FRAME_HEADER_BYTES as usize];
+    h[0..4].copy_from_slice(&(payload.len() as u32).to_le_bytes());
+    h[4..8].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    h
+}
+
+/// Writes a frame at the file cursor with `writev` (normally one syscall). Loops on short writes;
+/// each iteration makes progress, so the loop runs at most `payload.len() + 8` times.
+pub fn write_frame(file: &File, header: &[u8], payload: &[u8]) -> io::Result<()> {
+    let mut bufs = [IoSlice::new(header), IoSlice::new(payload)];
+    let mut slices: &mut [IoSlice<'_>] = &mut bufs;
+    let mut writer = file;
+    while !slices.is_empty() {
+        match writer.write_vectored(slices) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => IoSlice::advance_slices(&mut slices, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Why a frame could not be accepted during a scan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FrameProblem {
+    /// The file ends inside the frame (torn write).
+    Torn { needed: u64, available: u64 },
+    /// `payload_len` is outside `[61, MAX_FRAME_PAYLOAD_BYTES]`.
+    BadLength(u32),
+    /// The frame CRC does not match the payload.
+    CrcMismatch { stored: u32, computed: u32 },
+    /// The payload is not a valid batch header.
+    BadBatch(BatchError),
+    /// The batch's own length disagrees with the frame length.
+    LengthMismatch { frame: u32, batch: usize },
+    /// The batch does not continue the offset sequence.
+    OffsetMismatch { expected: i64, found: i64 },
+    /// The batch's offsets do not fit this segment (relative offset > u32 or i64 overflow).
+    OffsetSpan { base_offset: i64, last_offset: i64 },
+    /// The frame would end beyond [`MAX_SEGMENT_FILE_BYTES`].
+    FileTooLarge { end: u64 },
+}
+
+impl std::fmt::Display for FrameProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FrameProblem::Torn { needed, available } => {
+                write!(f, "torn frame: need {needed} bytes, file has {available}")
+            }
+            FrameProblem::BadLength(l) => write!(f, "frame length {l} out of bounds"),
+            FrameProblem::CrcMismatch { stored, computed } => write!(
+                f,
+                "frame CRC mismatch (stored {stored:#010x}, computed {computed:#010x})"
+            ),
+            FrameProblem::BadBatch(e) => write!(f, "bad batch header: {e}"),
+            FrameProblem::LengthMismatch { frame, batch } => {
+                write!(f, "frame length {frame} but batch length {batch}")
+            }
+            FrameProblem::OffsetMismatch { expected, found } => {
+                write!(f, "expected base offset {expected}, found {found}")
+            }
+            FrameProblem::OffsetSpan {
+                base_offset,
+                last_offset,
+            } => write!(
+                f,
+                "batch offsets {base_offset}..={last_offset} do not fit the segment"
+            ),
+            FrameProblem::FileTooLarge { end } => {
+                write!(
+                    f,
+                    "frame would end at byte {end}, beyond the segment size limit"
+                )
+            }
+        }
+    }
+}
+
+/// Sequential positional reader over one segment file with a read-ahead window, so scanning many
+/// small frames costs one `pread` per window rather than two per frame. Never reads at or beyond
+/// `limit` (the end of valid data captured under the partition lock).
+pub struct FrameReader<'a> {
+    file: &'a File,
+    limit: u64,
+    read_ahead: usize,
+    window: Vec<u8>,
+    window_pos: u64,
+}
+
+/// Default read-ahead for sequential scans.
+pub const SCAN_READ_AHEAD: usize = 64 * 1024;
+
+/// A frame located by [`FrameReader::frame_at`].
+#[derive(Debug, Clone, Copy)]
+pub struct FrameInfo {
+    pub position: u64,
+    pub payload_len: u32,
+    pub crc: u32,
+    pub header: BatchHeader,
+}
+
+impl FrameInfo {
+    pub fn end(&self) -> u64 {
+        self.position + FRAME_HEADER_BYTES + u64::from(self.payload_len)
+    }
+}
+
+/// What went wrong reading a frame: the bytes on disk, or the read itself.
+#[derive(Debug)]
+pub enum ReadFrameError {
+    Problem(FrameProblem),
+    Io(io::Error),
+}
+
+impl From<io::Error> for ReadFrameError {
+    fn from(e: io::Error) -> Self {
+        ReadFrameError::Io(e)
+    }
+}
+
+impl<'a> FrameReader<'a> {
+    pub fn new(file: &'a File, limit: u64, read_ahead: usize) -> Self {
+        FrameReader {
+            file,
+            limit,
+            read_ahead: read_ahead.max(MIN_FRAME_BYTES as usize),
+            window: Vec::new(),
+            window_pos: 0,
+        }
+    }
+
+    /// Returns `len` bytes at `pos`; the caller guarantees `pos + len <= limit`.
+    pub fn bytes(&mut self, pos: u64, len: usize) -> io::Result<&[u8]> {
+        let end = pos + len as u64;
+        if end > self.limit {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("read of {len} bytes at {pos} beyond limit {}", self.limit),
+            ));
+        }
+        let win_end = self.window_pos + self.window.len() as u64;
+        if pos < self.window_pos || end > win_end {
+            let want = (len.max(self.read_ahead) as u64).min(self.limit - pos) as usize;
+            debug_assert!(want >= len);
+            self.window.resize(want, 0);
+            self.window_pos = pos;
+            if let Err(e) = self.file.read_exact_at(&mut self.window, pos) {
+                self.window.clear();
+                return Err(e);
+            }
+        }
+        let start = (pos - self.window_pos) as usize;
+        Ok(&self.window[start..start + len])
+    }
+
+    /// Reads and sanity-checks the frame header and batch header at `pos` (no CRC check).
+    pub fn frame_at(&mut self, pos: u64) -> Result<FrameInfo, ReadFrameError> {
+        let available = self.limit.saturating_sub(pos);
+        if available < FRAME_HEADER_BYTES {
+            return Err(ReadFrameError::Problem(FrameProblem::Torn {
+                needed: FRAME_HEADER_BYTES,
+                available,
+            }));
+        }
+        let fh = self.bytes(pos, FRAME_HEADER_BYTES as usize)?;
+        let payload_len = u32::from_le_bytes([fh[0], fh[1], fh[2], fh[3]]);
+        let crc = u32::from_le_bytes([fh[4], fh[5], fh[6], fh[7]]);
+        if (payload_len as usize) < BatchHeader::SIZE
+            || payload_len as usize > MAX_FRAME_PAYLOAD_BYTES
+        {
+            return Err(ReadFrameError::Problem(FrameProblem::BadLength(
+                payload_len,
+            )));
+        }
+        let needed = FRAME_HEADER_BYTES + u64::from(payload_len);
+        if pos + needed > MAX_SEGMENT_FILE_BYTES {
+            return Err(ReadFrameError::Problem(FrameProblem::FileTooLarge {
+                end: pos + needed,
+            }));
+        }
+        if available < needed {
+            return Err(ReadFrameError::Problem(FrameProblem::Torn {
+                needed,
+                available,
+            }));
+        }
+        let hb = self.bytes(pos + FRAME_HEADER_BYTES, BatchHeader::SIZE)?;
+        // The rest of the payload is present (checked above); its length is compared with the
+        // batch's own length right below.
+        let header = BatchHeader::parse_prefix(hb)
+            .map_err(|e| ReadFrameError::Problem(FrameProblem::BadBatch(e)))?;
+        if header.total_size() != payload_len as usize {
+            return Err(ReadFrameError::Problem(FrameProblem::LengthMismatch {
+                frame: payload_len,
+                batch: header.total_size(),
+            }));
+        }
+        Ok(FrameInfo {
+            position: pos,
+            payload_len,
+            crc,
+            header,
+        })
+    }
+
+    /// The payload of a frame found by [`frame_at`](Self::frame_at).
+    pub fn payload(&mut self, frame: &FrameInfo) -> io::Result<&[u8]> {
+        self.bytes(
+            frame.position + FRAME_HEADER_BYTES,
+            frame.payload_len as usize,
+        )
+    }
+}
+
+/// Result of scanning a segment's frames.
+#[derive(Debug)]
+pub struct ScanOutcome {
+    /// Offset after the last good batch.
+    pub next_offset: i64,
+    /// Byte length of the good prefix (header + good frames).
+    pub valid_len: u64,
+    /// Largest batch max_timestamp among good frames (`i64::MIN` if none).
+    pub max_timestamp: i64,
+    /// Sparse indexes rebuilt from the good frames.
+    pub index: SegmentIndex,
+    /// First bad frame: its position and what is wrong with it. `None` if the scan reached
+    /// `limit` (or `stop_offset`) cleanly.
+    pub problem: Option<(u64, FrameProblem)>,
+    /// Number of good frames.
+    pub frames: u64,
+}
+
+/// Scans frames from the segment header to `limit`, verifying length sanity, the frame CRC, that
+/// the payload is a batch whose length matches, and offset continuity from `base_offset`. Stops
+/// cleanly before the first frame whose base offset is >= `stop_offset`. Rebuilds the sparse
+/// indexes as appends would. Only I/O errors are returned as `Err`; bad data ends the scan with
+/// `problem` set. Never panics on file contents.
+pub fn scan_segment(
+    file: &File,
+    limit: u64,
+    base_offset: i64,
+    index_interval_bytes: u32,
+    stop_offset: i64,
+) -> io::Result<ScanOutcome> {
+    let mut out = ScanOutcome {
+        next_offset: base_offset,
+        valid_len: SEGMENT_HEADER_BYTES.min(limit),
+        max_timestamp: i64::MIN,
+        index: SegmentIndex::default(),
+        problem: None,
+        frames: 0,
+    };
+    if limit < SEGMENT_HEADER_BYTES {
+        return Ok(out);
+    }
+    let mut reader = FrameReader::new(file, limit, SCAN_READ_AHEAD);
+    let mut pos = SEGMENT_HEADER_BYTES;
+    // Each iteration consumes at least MIN_FRAME_BYTES, so at most limit / 69 iterations.
+    while pos < limit {
+        let frame = match reader.frame_at(pos) {
+            Ok(f) => f,
+            Err(ReadFrameError::Problem(p)) => {
+                out.problem = Some((pos, p));
+                break;
+            }
+            Err(ReadFrameError::Io(e)) => return Err(e),
+        };
+        let h = frame.header;
+        if h.base_offset >= stop_offset {
+            break;
+        }
+        let payload = reader.payload(&frame)?;
+        let computed = crc32fast::hash(payload);
+        if computed != frame.crc {
+            out.problem = Some((
+                pos,
+                FrameProblem::CrcMismatch {
+                    stored: frame.crc,
+                    computed,
+                },
+            ));
+            break;
+        }
+        if h.base_offset != out.next_offset {
+            out.problem = Some((
+                pos,
+                FrameProblem::OffsetMismatch {
+                    expected: out.next_offset,
+                    found: h.base_offset,
+                },
+            ));
+            break;
+        }
+        let last = h.base_offset.checked_add(i64::from(h.last_offset_delta));
+        let Some(last) = last.filter(|l| *l < i64::MAX && *l - base_offset <= MAX_RELATIVE_OFFSET)
+        else {
+            out.problem = Some((
+                pos,
+                FrameProblem::OffsetSpan {
+                    base_offset: h.base_offset,
+                    last_offset: h.last_offset(),
+                },
+            ));
+            break;
+        };
+        out.max_timestamp = out.max_timestamp.max(h.max_timestamp);
+        out.index.on_append(
+            index_interval_bytes,
+            (h.base_offset - base_offset) as u32,
+            pos as u32,
+            frame.end() - pos,
+            out.max_timestamp,
+        );
+        out.next_offset = last + 1;
+        pos = frame.end();
+        out.valid_len = pos;
+        out.frames += 1;
+    }
+    Ok(out)
+}
+
+/// In-memory state of one segment file. Owned by the partition log under its lock.
+#[derive(Debug)]
+pub struct Segment {
+    pub base_offset: i64,
+    /// Offset after the last batch (== `base_offset` when empty).
+    pub next_offset: i64,
+    /// File length including the header; only whole frames are counted.
+    pub size_bytes: u64,
+    /// Largest batch `max_timestamp` (`i64::MIN` when empty).
+    pub max_timestamp: i64,
+    pub created_ms: i64,
+    /// Start of the `segment.ms` age clock: first append (or creation time for a recovered
+    /// non-empty segment); `None` while empty.
+    pub roll_clock_ms: Option<i64>,
+    pub file: Arc<File>,
+    pub path: Arc<Path>,
+    /// Copy-on-write so the commit task can persist a sealed segment's index without holding the
+    /// partition lock.
+    pub index: Arc<SegmentIndex>,
+    /// Index files on disk describe exactly this segment (sealed and synced).
+    pub persisted: bool,
+}
+
+impl Segment {
+    pub fn is_empty(&self) -> bool {
+        self.next_offset == self.base_offset
+    }
+
+    pub fn meta(&self) -> IndexMeta {
+        IndexMeta {
+            base_offset: self.base_offset,
+            next_offset: self.next_offset,
+            segment_bytes: self.size_bytes,
+            max_timestamp: self.max_timestamp,
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    #[test]
+    fn file_names_round_trip() {
+        let dir = Path::new("/d");
+        let p = segment_file_path(dir, 3, 42, FileKind::Log);
+        assert_eq!(p, Path::new("/d/wal_3_00000000000000000042.log"));
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(parse_file_name(name), Some((3, 42, FileKind::Log)));
+        let p = segment_file_path(dir, 0, i64::MAX, FileKind::TimeIndex);
+        let name = p.file_name().unwrap().to_str().unwrap();
+        assert_eq!(
+            parse_file_name(name),
+            Some((0, i64::MAX, FileKind::TimeIndex))
+        );
+        for bad in [
+            "wal_1_42.log",
+            "wal__00000000000000000042.log",
+            "wal_1_00000000000000000042.txt",
+            "x_1_00000000000000000042.log",
+            "wal_1_99999999999999999999.log",
+            "wal_-1_00000000000000000042.log",
+        ] {
+            assert_eq!(parse_file_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn segment_header_round_trip_and_damage() {
+        let h = SegmentHeader {
+            base_offset: 77,
+            created_ms: 123456,
+        };
+        let enc = h.encode();
+        assert_eq!(SegmentHeader::decode(&enc).unwrap(), h);
+        for i in 0..enc.len() {
+            let mut d = enc;
+            d[i] ^= 0x10;
+            assert!(SegmentHeader::decode(&d).is_err(), "byte {i}");
+        }
+        assert!(SegmentHeader::decode(&enc[..31]).is_err());
+        assert!(SegmentHeader::decode(&[]).is_err());
+        // An intact header of another version is "unsupported", not "damaged".
+        assert!(matches!(
+            SegmentHeader::decode(&future_header(77)),
+            Err(HeaderError::Unsupported(_))
+        ));
+        let mut d = enc;
+        d[3] ^= 1;
+        assert!(matches!(
+            SegmentHeader::decode(&d),
+            Err(HeaderError::Damaged(_))
+        ));
+    }
+
+    /// A well-formed header of a hypothetical format version 2.
+    pub(crate) fn future_header(base_offset: i64) -> [u8; 32] {
+        let mut h = SegmentHeader {
+            base_offset,
+            created_ms: 1,
+        }
+        .encode();
+        h[8..10].copy_from_slice(&2u16.to_le_bytes());
+        let crc = crc32fast::hash(&h[0..28]);
+        h[28..32].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+}

@@ -1,0 +1,203 @@
+use std::time::Duration;
+
+use super::*;
+use crate::batch::test_util::batch;
+use crate::WalError;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_commit_shares_fdatasyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default()).await;
+    let before = log.fsync_count();
+    const PRODUCERS: usize = 64;
+    const PER_PRODUCER: usize = 40;
+    let mut tasks = Vec::new();
+    for p in 0..PRODUCERS {
+        let log = log.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut offsets = Vec::new();
+            for i in 0..PER_PRODUCER {
+                let mut b = batch(2, 20 + (p + i) % 50);
+                let a = log.append(&mut b, 1).unwrap();
+                log.wait_committed(a.last_offset + 1).await.unwrap();
+                assert!(log.committed_offset() > a.last_offset);
+                offsets.push(a.base_offset);
+            }
+            offsets
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let appends = (PRODUCERS * PER_PRODUCER) as u64;
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len() as u64, appends, "offsets are unique");
+    assert_eq!(log.log_end_offset(), 2 * appends as i64);
+    assert_eq!(log.committed_offset(), log.log_end_offset());
+    let syncs = log.fsync_count() - before;
+    eprintln!("group commit: {syncs} fdatasyncs for {appends} appends");
+    assert!(
+        syncs * 10 < appends,
+        "{syncs} fdatasyncs for {appends} appends"
+    );
+    log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn always_policy_commits_only_after_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config()).await;
+    let mut rx = log.subscribe();
+    let before = log.fsync_count();
+    let a = append_many(&log, 1, 1).remove(0);
+    // Nothing has run the commit task yet on this current-thread runtime.
+    assert_eq!(log.committed_offset(), 0);
+    log.wait_committed(a.last + 1).await.unwrap();
+    assert!(log.fsync_count() > before);
+    rx.changed().await.unwrap();
+    assert_eq!(*rx.borrow(), 1);
+    log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn never_and_interval_commit_on_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        fsync: FsyncPolicy::Never,
+        segment_bytes: 1 << 20,
+        ..small_config()
+    };
+    let log = open(dir.path(), cfg.clone()).await;
+    let before = log.fsync_count();
+    append_many(&log, 20, 1);
+    assert_eq!(log.committed_offset(), 20);
+    log.wait_committed(20).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(log.fsync_count(), before, "never policy does not sync");
+    log.close().await.unwrap();
+    assert!(log.fsync_count() > before, "close syncs");
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        fsync: FsyncPolicy::Interval(Duration::from_millis(10)),
+        ..cfg
+    };
+    let log = open(dir.path(), cfg).await;
+    let before = log.fsync_count();
+    append_many(&log, 5, 1);
+    assert_eq!(log.committed_offset(), 5);
+    let mut waited_ms = 0;
+    while log.fsync_count() == before {
+        assert!(waited_ms < 5_000, "interval policy never synced dirty data");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        waited_ms += 5;
+    }
+    let after = log.fsync_count();
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    assert_eq!(log.fsync_count(), after, "no sync when clean");
+    log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn rotation_syncs_and_indexes_old_segment_under_never() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        fsync: FsyncPolicy::Never,
+        ..small_config()
+    };
+    let log = open(dir.path(), cfg).await;
+    append_many(&log, 30, 1);
+    let bases = segment_bases(dir.path());
+    assert!(bases.len() > 2);
+    // Let the commit task seal the rolled segments.
+    for _ in 0..200 {
+        if bases[..bases.len() - 1]
+            .iter()
+            .all(|b| index_path(dir.path(), *b, FileKind::TimeIndex).exists())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for (i, b) in bases.iter().enumerate().take(bases.len() - 1) {
+        let size = std::fs::metadata(log_path(dir.path(), *b)).unwrap().len();
+        crate::index::load_index_files(&part_dir(dir.path()), PARTITION, *b, bases[i + 1], size)
+            .unwrap();
+    }
+    log.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fsync_failure_poisons_the_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default()).await;
+    let first = append_many(&log, 1, 1).remove(0);
+    log.wait_committed(first.last + 1).await.unwrap();
+
+    log.inject_sync_failure();
+    let mut b = batch(1, 10);
+    let a = log.append(&mut b, 0).unwrap();
+    let r = log.wait_committed(a.last_offset + 1).await;
+    assert!(matches!(r, Err(WalError::Failed(_))), "{r:?}");
+    assert_eq!(
+        log.committed_offset(),
+        first.last + 1,
+        "unsynced data never committed"
+    );
+    let mut b = batch(1, 10);
+    assert!(matches!(log.append(&mut b, 0), Err(WalError::Failed(_))));
+    assert!(matches!(
+        log.wait_committed(100).await,
+        Err(WalError::Failed(_))
+    ));
+    // Offsets committed before the failure stay committed.
+    log.wait_committed(first.last + 1).await.unwrap();
+    assert!(matches!(log.truncate_to(0), Err(WalError::Failed(_))));
+    assert!(matches!(log.close().await, Err(WalError::Failed(_))));
+
+    // Reopening recovers: the data written before the failure is still there.
+    let log = open(dir.path(), LogConfig::default()).await;
+    assert_eq!(log.log_end_offset(), 2);
+    log.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_completes_queued_appends_and_releases_waiters() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config()).await;
+    let stored = append_many(&log, 30, 1);
+    let waiter = {
+        let log = log.clone();
+        tokio::spawn(async move { log.wait_committed(30).await })
+    };
+    let stuck = {
+        let log = log.clone();
+        tokio::spawn(async move { log.wait_committed(1_000).await })
+    };
+    log.close().await.unwrap();
+    assert_eq!(log.committed_offset(), 30);
+    waiter.await.unwrap().unwrap();
+    assert!(matches!(stuck.await.unwrap(), Err(WalError::Closed)));
+    let log = open(dir.path(), small_config()).await;
+    assert_eq!(read_all(&log, 0), concat(&stored));
+    log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn switching_policy_at_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config()).await;
+    append_many(&log, 3, 1);
+    assert_eq!(log.committed_offset(), 0);
+    log.set_config(LogConfig {
+        fsync: FsyncPolicy::Never,
+        ..small_config()
+    });
+    assert_eq!(log.committed_offset(), 3);
+    log.set_config(small_config());
+    append_many(&log, 1, 1);
+    log.wait_committed(4).await.unwrap();
+    log.close().await.unwrap();
+}
