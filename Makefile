@@ -1,0 +1,86 @@
+# Chronik developer and CI entry points.
+#
+#   make build     debug build of every binary in the workspace
+#   make release   optimised build of every binary
+#   make run       optimised standalone broker on 127.0.0.1:9092, data in ./data
+#   make deps      what the tests need (kcat from apt, a Python venv in .venv); idempotent
+#   make test      deps, cargo tests, debug binaries, then the client-compatibility suite (pytest)
+#   make fmt       rustfmt the workspace
+#   make clippy    clippy on all targets, warnings are errors
+#   make clean     remove build output, the venv and ./data
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+CARGO ?= cargo
+PYTHON ?= python3
+VENV := .venv
+REQUIREMENTS := tests/requirements.txt
+# Holds the sha256 of the requirements file the venv was last installed from.
+VENV_STAMP := $(VENV)/.requirements.sha256
+# Per-test limit for pytest, in seconds; a hung test fails instead of hanging CI.
+PYTEST_TIMEOUT_S ?= 240
+PYTEST_ARGS ?=
+
+# Root runs apt-get directly; anyone else goes through sudo.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: build release run deps deps-apt deps-venv test fmt clippy clean
+
+build:
+	$(CARGO) build --workspace --bins
+
+release:
+	$(CARGO) build --release --workspace --bins
+
+run:
+	$(CARGO) run --release --bin chronik-server -- standalone --data-dir ./data --kafka-addr 127.0.0.1:9092
+
+deps: deps-apt deps-venv
+
+# `apt-get update` only when apt does not know a candidate for kcat yet (fresh machine, empty lists).
+deps-apt:
+	@if command -v kcat >/dev/null 2>&1; then \
+	  echo "deps: kcat present ($$(command -v kcat))"; \
+	else \
+	  if ! apt-cache policy kcat 2>/dev/null | grep -Eq 'Candidate: [0-9]'; then \
+	    echo "deps: apt-get update"; \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update; \
+	  fi; \
+	  echo "deps: apt-get install kcat"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends kcat; \
+	fi
+
+# The venv is (re)installed only when the requirements file's content differs from the stamp,
+# or when the venv's interpreter is missing or broken.
+deps-venv:
+	@want="$$(sha256sum $(REQUIREMENTS) | cut -d' ' -f1)"; \
+	have="$$(cat $(VENV_STAMP) 2>/dev/null || true)"; \
+	if [ "$$want" = "$$have" ] && $(VENV)/bin/python -c 'import sys' >/dev/null 2>&1; then \
+	  echo "deps: $(VENV) up to date with $(REQUIREMENTS)"; \
+	else \
+	  if ! $(VENV)/bin/python -c 'import sys' >/dev/null 2>&1; then \
+	    rm -rf $(VENV); \
+	    echo "deps: creating $(VENV)"; \
+	    $(PYTHON) -m venv $(VENV); \
+	  fi; \
+	  echo "deps: installing $(REQUIREMENTS) into $(VENV)"; \
+	  $(VENV)/bin/python -m pip install --disable-pip-version-check -q -r $(REQUIREMENTS); \
+	  echo "$$want" > $(VENV_STAMP); \
+	fi
+
+test: deps
+	$(CARGO) test --workspace
+	$(CARGO) build --workspace --bins
+	$(VENV)/bin/pytest tests/ -v --timeout=$(PYTEST_TIMEOUT_S) $(PYTEST_ARGS)
+
+fmt:
+	$(CARGO) fmt --all
+
+clippy:
+	$(CARGO) clippy --all-targets -- -D warnings
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV) ./data .pytest_cache tests/__pycache__

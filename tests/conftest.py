@@ -1,0 +1,285 @@
+"""Fixtures for the client-compatibility suite: a real chronik-server process per test (or module).
+
+`Broker` starts `target/debug/chronik-server standalone` (or $CHRONIK_SERVER_BIN) on
+`--kafka-addr 127.0.0.1:0` with a data dir under pytest's tmp_path, waits for the one ready
+line on stdout (`chronik-server ready kafka=HOST:PORT node_id=N cluster_id=ID`) with a deadline,
+and exposes the address it printed as `bootstrap`. Everything it starts is killed at fixture
+teardown, at interpreter exit, and (through PR_SET_PDEATHSIG) if pytest itself dies.
+
+On a test failure, the tail of the stderr log of every broker the test used is attached to the
+report.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SERVER_BIN = Path(os.environ.get("CHRONIK_SERVER_BIN", REPO_ROOT / "target" / "debug" / "chronik-server"))
+
+READY_RE = re.compile(
+    r"^chronik-server ready kafka=(?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+) node_id=(?P<node_id>\d+) cluster_id=(?P<cluster_id>\S+)$"
+)
+
+ANSI_ESCAPE_RE = re.compile(r"\x1b\[[0-9;]*m")
+
+# How long a broker may take from exec to its ready line (debug build, busy 2-core machine).
+READY_TIMEOUT_S = 30.0
+# How long a graceful shutdown may take after SIGTERM/SIGINT.
+SHUTDOWN_TIMEOUT_S = 20.0
+
+
+def clean_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """The test process's environment minus any CHRONIK_* variable, plus `overrides`.
+
+    A developer's shell exporting CHRONIK_FSYNC must not change what a test measures.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CHRONIK_")}
+    env.setdefault("RUST_BACKTRACE", "1")
+    env.update(overrides or {})
+    return env
+
+
+def _die_with_parent() -> None:
+    """Runs in the child before exec: SIGKILL the broker if the pytest process dies."""
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class BrokerError(AssertionError):
+    pass
+
+
+class Broker:
+    """One chronik-server process over the lifetime of one data dir (it may be restarted)."""
+
+    _all: list["Broker"] = []
+
+    def __init__(self, workdir: Path, *, name: str = "broker", args: list[str] | None = None,
+                 env: dict[str, str] | None = None, data_dir: Path | None = None, data_dir_flag: bool = True):
+        self.name = name
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.data_dir = Path(data_dir) if data_dir else self.workdir / "data"
+        # False: no --data-dir flag, so the broker takes it from CHRONIK_DATA_DIR, --config or its default.
+        self.data_dir_flag = data_dir_flag
+        self.args = list(args or [])
+        self.env = dict(env or {})
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+        self.host: str | None = None
+        self.port: int | None = None
+        self.node_id: int | None = None
+        self.cluster_id: str | None = None
+        self.ready_line: str | None = None
+        self.stdout_path: Path | None = None
+        self.stderr_path: Path | None = None
+        self.started_by_test: str | None = None
+        Broker._all.append(self)
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def bootstrap(self) -> str:
+        assert self.port is not None, "broker not started"
+        return f"{self.host}:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def command(self, kafka_addr: str | None) -> list[str]:
+        cmd = [str(SERVER_BIN), "standalone"]
+        if self.data_dir_flag:
+            cmd += ["--data-dir", str(self.data_dir)]
+        if kafka_addr is not None:
+            cmd += ["--kafka-addr", kafka_addr]
+        return cmd + self.args
+
+    def start(self, kafka_addr: str | None = "127.0.0.1:0", timeout_s: float = READY_TIMEOUT_S) -> "Broker":
+        """Start and wait for the ready line. kafka_addr=None passes no --kafka-addr flag."""
+        assert not self.alive(), "broker already running"
+        if not SERVER_BIN.exists():
+            raise BrokerError(f"{SERVER_BIN} does not exist: run `cargo build --bin chronik-server` "
+                              "or set CHRONIK_SERVER_BIN")
+        self.starts += 1
+        self.started_by_test = os.environ.get("PYTEST_CURRENT_TEST")
+        self.stdout_path = self.workdir / f"{self.name}.{self.starts}.stdout"
+        self.stderr_path = self.workdir / f"{self.name}.{self.starts}.stderr"
+        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+            self.proc = subprocess.Popen(
+                self.command(kafka_addr), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+                env=clean_env(self.env), cwd=self.workdir, preexec_fn=_die_with_parent,
+            )
+        self._wait_ready(timeout_s)
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            text = self.stdout_path.read_text(errors="replace")
+            for line in text.splitlines():
+                m = READY_RE.match(line.strip())
+                if m:
+                    self.ready_line = line.strip()
+                    self.host = m["host"]
+                    self.port = int(m["port"])
+                    self.node_id = int(m["node_id"])
+                    self.cluster_id = m["cluster_id"]
+                    if self.port == 0:
+                        raise BrokerError(f"ready line reports port 0: {line!r}")
+                    return
+            code = self.proc.poll()
+            if code is not None:
+                raise BrokerError(f"{self.name} exited with code {code} before its ready line; "
+                                  f"stdout={text!r}\nstderr tail:\n{self.stderr_tail()}")
+            if time.monotonic() > deadline:
+                self.kill()
+                raise BrokerError(f"{self.name} printed no ready line within {timeout_s}s; stdout={text!r}\n"
+                                  f"stderr tail:\n{self.stderr_tail()}")
+            time.sleep(0.02)
+
+    def kill(self) -> int | None:
+        """SIGKILL (a crash): no chance to flush or clean up. Returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.kill()
+        return self.proc.wait(timeout=SHUTDOWN_TIMEOUT_S)
+
+    def signal_and_wait(self, sig: int, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> int:
+        assert self.alive(), f"{self.name} is not running (exit code {self.proc and self.proc.poll()})"
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise BrokerError(f"{self.name} did not exit within {timeout_s}s of {signal.Signals(sig).name}\n"
+                              f"stderr tail:\n{self.stderr_tail()}")
+
+    def terminate(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
+        """SIGTERM; the broker must shut down gracefully and exit 0."""
+        code = self.signal_and_wait(signal.SIGTERM, timeout_s)
+        if code != 0:
+            raise BrokerError(f"{self.name} exited with {code} after SIGTERM, expected 0\n"
+                              f"stderr tail:\n{self.stderr_tail()}")
+
+    def restart(self, *, same_port: bool = False, timeout_s: float = READY_TIMEOUT_S) -> "Broker":
+        """Start again on the same data dir. A running broker is first stopped with SIGTERM.
+
+        same_port=True binds the port of the previous run, so clients that are still running
+        reconnect to the restarted broker on their own.
+        """
+        if self.alive():
+            self.terminate()
+        addr = f"127.0.0.1:{self.port}" if same_port and self.port else "127.0.0.1:0"
+        return self.start(kafka_addr=addr, timeout_s=timeout_s)
+
+    def cleanup(self) -> None:
+        if self.alive():
+            self.kill()
+
+    # ------------------------------------------------------------------ diagnostics
+    def stderr_tail(self, lines: int = 60, max_bytes: int = 64 * 1024) -> str:
+        if not self.stderr_path or not self.stderr_path.exists():
+            return "(no stderr file)"
+        with open(self.stderr_path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - max_bytes))
+            data = f.read().decode(errors="replace")
+        data = ANSI_ESCAPE_RE.sub("", data)
+        return "\n".join(data.splitlines()[-lines:]) or "(empty)"
+
+    def rss_bytes(self) -> int:
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def __repr__(self) -> str:
+        state = "running" if self.alive() else f"exited({self.proc and self.proc.returncode})"
+        return f"<Broker {self.name} {self.bootstrap if self.port else '-'} {state} data={self.data_dir}>"
+
+
+@atexit.register
+def _kill_all_brokers() -> None:
+    for b in Broker._all:
+        try:
+            b.cleanup()
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------------- fixtures
+class BrokerFactory:
+    def __init__(self, base: Path):
+        self.base = base
+        self.brokers: list[Broker] = []
+
+    def __call__(self, *, name: str | None = None, args: list[str] | None = None,
+                 env: dict[str, str] | None = None, start: bool = True, **kw) -> Broker:
+        name = name or f"broker{len(self.brokers)}"
+        b = Broker(self.base / name, name=name, args=args, env=env, **kw)
+        self.brokers.append(b)
+        if start:
+            b.start()
+        return b
+
+    def cleanup(self) -> None:
+        for b in self.brokers:
+            b.cleanup()
+
+
+@pytest.fixture
+def broker_factory(tmp_path):
+    """Call it to start a broker with its own data dir: broker_factory(args=[...], env={...})."""
+    f = BrokerFactory(tmp_path)
+    yield f
+    f.cleanup()
+
+
+@pytest.fixture
+def broker(broker_factory) -> Broker:
+    """A fresh standalone broker with default settings and its own data dir."""
+    return broker_factory(name="broker")
+
+
+@pytest.fixture(scope="module")
+def module_broker(tmp_path_factory) -> Broker:
+    """One broker shared by a module whose tests use distinct topic names."""
+    f = BrokerFactory(tmp_path_factory.mktemp("module-broker"))
+    b = f(name="shared")
+    yield b
+    f.cleanup()
+
+
+# ---------------------------------------------------------------------- failure reports
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    rep = yield
+    if not rep.failed:
+        return rep
+    for b in Broker._all:
+        used_here = (b.started_by_test or "").split(" ")[0] == item.nodeid
+        if not (used_here or b.alive()):
+            continue
+        state = "running" if b.alive() else f"exit code {b.proc.returncode if b.proc else None}"
+        rep.sections.append((f"chronik-server {b.name} ({state}) stderr tail: {b.stderr_path}", b.stderr_tail()))
+    return rep
