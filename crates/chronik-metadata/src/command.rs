@@ -197,7 +197,7 @@ impl MetadataState {
 }
 
 fn check_partition_count(n: i32) -> Result<(), MetadataError> {
-    if n < 1 || n > MAX_PARTITIONS_PER_TOPIC {
+    if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&n) {
         return Err(MetadataError::InvalidPartitions {
             requested: n,
             reason: format!("must be between 1 and {MAX_PARTITIONS_PER_TOPIC}"),
@@ -274,16 +274,38 @@ mod tests {
     fn placement_spreads_leaders() {
         let mut s = state_with_brokers(3);
         s.apply(&create("t", 6, 3)).unwrap();
-        let leaders: Vec<i32> = s.topic("t").unwrap().partitions.iter().map(|p| p.leader).collect();
+        let leaders: Vec<i32> = s
+            .topic("t")
+            .unwrap()
+            .partitions
+            .iter()
+            .map(|p| p.leader)
+            .collect();
         assert_eq!(leaders, vec![1, 2, 3, 1, 2, 3]);
     }
 
     #[test]
     fn producer_ids_are_unique() {
         let mut s = state_with_brokers(1);
-        let a = s.apply(&MetadataCommand::AllocateProducerIds { count: 10 }).unwrap();
-        let b = s.apply(&MetadataCommand::AllocateProducerIds { count: 10 }).unwrap();
-        assert_eq!(a, Outcome::ProducerIds { first: 0, count: 10 });
-        assert_eq!(b, Outcome::ProducerIds { first: 10, count: 10 });
+        let a = s
+            .apply(&MetadataCommand::AllocateProducerIds { count: 10 })
+            .unwrap();
+        let b = s
+            .apply(&MetadataCommand::AllocateProducerIds { count: 10 })
+            .unwrap();
+        assert_eq!(
+            a,
+            Outcome::ProducerIds {
+                first: 0,
+                count: 10
+            }
+        );
+        assert_eq!(
+            b,
+            Outcome::ProducerIds {
+                first: 10,
+                count: 10
+            }
+        );
     }
 }

@@ -58,7 +58,10 @@ impl LocalStore {
         let identity = if node_path.exists() {
             let identity: NodeIdentity = read_json(&node_path)?;
             if identity.version != FORMAT_VERSION {
-                return Err(corrupt(&node_path, format!("unknown version {}", identity.version)));
+                return Err(corrupt(
+                    &node_path,
+                    format!("unknown version {}", identity.version),
+                ));
             }
             if identity.node_id != node_id {
                 return Err(corrupt(
@@ -84,7 +87,10 @@ impl LocalStore {
         let state = if state_path.exists() {
             let file: StateFile = read_json(&state_path)?;
             if file.version != FORMAT_VERSION {
-                return Err(corrupt(&state_path, format!("unknown version {}", file.version)));
+                return Err(corrupt(
+                    &state_path,
+                    format!("unknown version {}", file.version),
+                ));
             }
             file.state
                 .check_invariants()
@@ -150,7 +156,10 @@ fn corrupt(path: &Path, reason: String) -> MetadataError {
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, MetadataError> {
     let len = fs::metadata(path).map_err(|e| io_err(path, e))?.len();
     if len > MAX_FILE_BYTES {
-        return Err(corrupt(path, format!("{len} bytes is over the {MAX_FILE_BYTES} limit")));
+        return Err(corrupt(
+            path,
+            format!("{len} bytes is over the {MAX_FILE_BYTES} limit"),
+        ));
     }
     let bytes = fs::read(path).map_err(|e| io_err(path, e))?;
     serde_json::from_slice(&bytes).map_err(|e| corrupt(path, e.to_string()))

@@ -61,7 +61,10 @@ mod tests {
     #[tokio::test]
     async fn reads_frames_and_rejects_bad_sizes() {
         let mut data: &[u8] = &[0, 0, 0, 2, 7, 8, 0, 0, 0, 0];
-        assert_eq!(&read_frame(&mut data, 10).await.unwrap().unwrap()[..], &[7, 8]);
+        assert_eq!(
+            &read_frame(&mut data, 10).await.unwrap().unwrap()[..],
+            &[7, 8]
+        );
         assert_eq!(read_frame(&mut data, 10).await.unwrap().unwrap().len(), 0);
         assert!(read_frame(&mut data, 10).await.unwrap().is_none());
 

@@ -43,7 +43,9 @@ pub enum DecodeError {
         version: i16,
         correlation_id: i32,
     },
-    #[error("malformed {api_key:?} v{version} request (correlation id {correlation_id}): {reason}")]
+    #[error(
+        "malformed {api_key:?} v{version} request (correlation id {correlation_id}): {reason}"
+    )]
     Malformed {
         api_key: ApiKey,
         version: i16,
@@ -115,7 +117,8 @@ mod tests {
 
     #[test]
     fn decodes_and_refuses() {
-        let ok = decode_request(frame_for(ApiKey::Metadata, 9, &MetadataRequest::default())).unwrap();
+        let ok =
+            decode_request(frame_for(ApiKey::Metadata, 9, &MetadataRequest::default())).unwrap();
         assert_eq!(ok.correlation_id(), 42);
         assert!(matches!(ok.body, RequestKind::Metadata(_)));
 
@@ -125,7 +128,10 @@ mod tests {
         unknown.put_i32(7);
         assert!(matches!(
             decode_request(unknown.freeze()),
-            Err(DecodeError::UnknownApiKey { api_key: 9999, correlation_id: 7 })
+            Err(DecodeError::UnknownApiKey {
+                api_key: 9999,
+                correlation_id: 7
+            })
         ));
 
         let too_new = frame_for(ApiKey::Metadata, 12, &MetadataRequest::default());
@@ -138,17 +144,27 @@ mod tests {
 
         let mut cut = frame_for(ApiKey::Metadata, 9, &MetadataRequest::default());
         cut.truncate(cut.len() - 1);
-        assert!(matches!(decode_request(cut), Err(DecodeError::Malformed { .. })));
-        assert!(matches!(decode_request(Bytes::from_static(&[0, 1])), Err(DecodeError::TooShort(2))));
+        assert!(matches!(
+            decode_request(cut),
+            Err(DecodeError::Malformed { .. })
+        ));
+        assert!(matches!(
+            decode_request(Bytes::from_static(&[0, 1])),
+            Err(DecodeError::TooShort(2))
+        ));
     }
 
     #[test]
     fn forged_array_length_does_not_allocate() {
         // Metadata v1: header then topics array with a length of i32::MAX and nothing else.
-        let mut buf = BytesMut::from(&frame_for(ApiKey::Metadata, 1, &MetadataRequest::default())[..]);
+        let mut buf =
+            BytesMut::from(&frame_for(ApiKey::Metadata, 1, &MetadataRequest::default())[..]);
         let len = buf.len();
         buf.truncate(len - 4);
         buf.put_i32(i32::MAX);
-        assert!(matches!(decode_request(buf.freeze()), Err(DecodeError::Malformed { .. })));
+        assert!(matches!(
+            decode_request(buf.freeze()),
+            Err(DecodeError::Malformed { .. })
+        ));
     }
 }

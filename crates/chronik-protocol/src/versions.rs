@@ -31,14 +31,15 @@ pub fn supported(key: ApiKey) -> Option<VersionRange> {
         .find(|(k, _, _)| *k == key)
         .map(|&(_, min, max)| {
             // Never claim more than the codec can decode.
-            key.valid_versions()
-                .intersect(&VersionRange { min, max })
+            key.valid_versions().intersect(&VersionRange { min, max })
         })
 }
 
 /// Every API Chronik serves with its supported range.
 pub fn all() -> impl Iterator<Item = (ApiKey, VersionRange)> {
-    SUPPORTED.iter().filter_map(|&(key, _, _)| supported(key).map(|r| (key, r)))
+    SUPPORTED
+        .iter()
+        .filter_map(|&(key, _, _)| supported(key).map(|r| (key, r)))
 }
 
 /// The body of an ApiVersions answer with `error_code` and the full table.

@@ -70,7 +70,9 @@ impl From<MetadataError> for TopicError {
             MetadataError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
             MetadataError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
             MetadataError::InvalidReplicationFactor(..) => ResponseError::InvalidReplicationFactor,
-            MetadataError::Io { .. } | MetadataError::Corrupt { .. } => ResponseError::KafkaStorageError,
+            MetadataError::Io { .. } | MetadataError::Corrupt { .. } => {
+                ResponseError::KafkaStorageError
+            }
         };
         TopicError::new(code, e.to_string())
     }
@@ -137,19 +139,24 @@ impl Broker {
             broker
                 .apply(MetadataCommand::RegisterBroker(me))
                 .await
-                .map_err(|e| StartError::Metadata(MetadataError::Corrupt {
-                    path: meta_dir.display().to_string(),
-                    reason: e.message,
-                }))?;
+                .map_err(|e| {
+                    StartError::Metadata(MetadataError::Corrupt {
+                        path: meta_dir.display().to_string(),
+                        reason: e.message,
+                    })
+                })?;
         }
         broker.remove_orphan_dirs();
         let state = broker.metadata();
         for topic in state.topics.values() {
-            broker.open_partitions(topic, 0).await.map_err(|(partition, source)| StartError::Wal {
-                topic: topic.name.clone(),
-                partition,
-                source,
-            })?;
+            broker
+                .open_partitions(topic, 0)
+                .await
+                .map_err(|(partition, source)| StartError::Wal {
+                    topic: topic.name.clone(),
+                    partition,
+                    source,
+                })?;
         }
         Ok(broker)
     }
@@ -167,7 +174,9 @@ impl Broker {
     /// The partition if this node serves it.
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
         let parts = self.partitions.get(topic)?;
-        usize::try_from(partition).ok().and_then(|i| parts.get(i).cloned())
+        usize::try_from(partition)
+            .ok()
+            .and_then(|i| parts.get(i).cloned())
     }
 
     /// Every partition this node serves.
@@ -205,7 +214,11 @@ impl Broker {
         } else {
             num_partitions
         };
-        let rf = if replication_factor == -1 { 1 } else { replication_factor };
+        let rf = if replication_factor == -1 {
+            1
+        } else {
+            replication_factor
+        };
         if rf < 1 {
             return Err(TopicError::new(
                 ResponseError::InvalidReplicationFactor,
@@ -232,23 +245,33 @@ impl Broker {
             Outcome::Topic(t) => t,
             _ => unreachable!("CreateTopic yields a topic"),
         };
-        self.open_partitions(&topic, 0)
-            .await
-            .map_err(|(p, e)| TopicError::new(ResponseError::KafkaStorageError, format!("partition {p}: {e}")))?;
+        self.open_partitions(&topic, 0).await.map_err(|(p, e)| {
+            TopicError::new(
+                ResponseError::KafkaStorageError,
+                format!("partition {p}: {e}"),
+            )
+        })?;
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
     }
 
     /// Returns the topic, creating it with broker defaults if it is missing and
     /// auto-creation is on. `Ok(None)`: missing and not created.
-    pub async fn get_or_auto_create(&self, name: &str, allow: bool) -> Result<Option<TopicInfo>, TopicError> {
+    pub async fn get_or_auto_create(
+        &self,
+        name: &str,
+        allow: bool,
+    ) -> Result<Option<TopicInfo>, TopicError> {
         if let Some(t) = self.metadata().topic(name) {
             return Ok(Some(t.clone()));
         }
         if !(allow && self.config.auto_create_topics) {
             return Ok(None);
         }
-        match self.create_topic(name, -1, -1, BTreeMap::new(), false).await {
+        match self
+            .create_topic(name, -1, -1, BTreeMap::new(), false)
+            .await
+        {
             Ok(t) => Ok(Some(t)),
             Err(e) if e.code == ResponseError::TopicAlreadyExists => {
                 Ok(self.metadata().topic(name).cloned())
@@ -259,7 +282,10 @@ impl Broker {
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
         let _admin = self.topic_admin.lock().await;
-        self.apply(MetadataCommand::DeleteTopic { name: name.to_string() }).await?;
+        self.apply(MetadataCommand::DeleteTopic {
+            name: name.to_string(),
+        })
+        .await?;
         if let Some((_, parts)) = self.partitions.remove(name) {
             for p in parts {
                 if let Err(e) = p.log.delete().await {
@@ -271,7 +297,12 @@ impl Broker {
         Ok(())
     }
 
-    pub async fn create_partitions(&self, name: &str, total: i32, validate_only: bool) -> Result<(), TopicError> {
+    pub async fn create_partitions(
+        &self,
+        name: &str,
+        total: i32,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
         let cmd = MetadataCommand::CreatePartitions {
             name: name.to_string(),
             total,
@@ -281,21 +312,32 @@ impl Broker {
             (*self.metadata()).clone().apply(&cmd)?;
             return Ok(());
         }
-        let before = self.metadata().topic(name).map(|t| t.partitions.len()).unwrap_or(0);
+        let before = self
+            .metadata()
+            .topic(name)
+            .map(|t| t.partitions.len())
+            .unwrap_or(0);
         let topic = match self.apply(cmd).await? {
             Outcome::Topic(t) => t,
             _ => unreachable!("CreatePartitions yields a topic"),
         };
         self.open_partitions(&topic, before)
             .await
-            .map_err(|(p, e)| TopicError::new(ResponseError::KafkaStorageError, format!("partition {p}: {e}")))?;
+            .map_err(|(p, e)| {
+                TopicError::new(
+                    ResponseError::KafkaStorageError,
+                    format!("partition {p}: {e}"),
+                )
+            })?;
         tracing::info!(topic = name, from = before, to = total, "added partitions");
         Ok(())
     }
 
     /// Opens partitions `from..` of `topic` that this node hosts and publishes them.
     async fn open_partitions(&self, topic: &TopicInfo, from: usize) -> Result<(), (i32, WalError)> {
-        let config = self.topic_config(topic).log_config(self.config.fsync.clone());
+        let config = self
+            .topic_config(topic)
+            .log_config(self.config.fsync);
         let mut opened = Vec::new();
         for (i, info) in topic.partitions.iter().enumerate().skip(from) {
             if !info.replicas.contains(&self.node_id) {
@@ -357,8 +399,12 @@ impl Broker {
         let now_ms = now_ms();
         for p in self.all_partitions() {
             match p.log.enforce_retention(now_ms) {
-                Ok(outcome) => tracing::debug!(topic = %p.topic, partition = p.index, ?outcome, "retention"),
-                Err(e) => tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed"),
+                Ok(outcome) => {
+                    tracing::debug!(topic = %p.topic, partition = p.index, ?outcome, "retention")
+                }
+                Err(e) => {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
+                }
             }
         }
     }

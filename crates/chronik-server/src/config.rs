@@ -16,7 +16,11 @@ use thiserror::Error;
 use crate::topic_config::TopicDefaults;
 
 #[derive(Debug, Parser)]
-#[command(name = "chronik-server", version, about = "Chronik: a Kafka-compatible streaming broker")]
+#[command(
+    name = "chronik-server",
+    version,
+    about = "Chronik: a Kafka-compatible streaming broker"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -153,12 +157,18 @@ impl BrokerConfig {
         };
         let d = TopicDefaults::default();
         let topic_defaults = TopicDefaults {
-            retention_ms: args.retention_ms.or(file.retention_ms).unwrap_or(d.retention_ms),
+            retention_ms: args
+                .retention_ms
+                .or(file.retention_ms)
+                .unwrap_or(d.retention_ms),
             retention_bytes: args
                 .retention_bytes
                 .or(file.retention_bytes)
                 .unwrap_or(d.retention_bytes),
-            segment_bytes: args.segment_bytes.or(file.segment_bytes).unwrap_or(d.segment_bytes),
+            segment_bytes: args
+                .segment_bytes
+                .or(file.segment_bytes)
+                .unwrap_or(d.segment_bytes),
             segment_ms: args.segment_ms.or(file.segment_ms).unwrap_or(d.segment_ms),
             max_message_bytes: args
                 .max_message_bytes
@@ -190,7 +200,10 @@ impl BrokerConfig {
                 .retention_check_interval_ms
                 .or(file.retention_check_interval_ms)
                 .unwrap_or(300_000),
-            max_connections: args.max_connections.or(file.max_connections).unwrap_or(10_000),
+            max_connections: args
+                .max_connections
+                .or(file.max_connections)
+                .unwrap_or(10_000),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
         };
         cfg.validate()?;
@@ -229,7 +242,8 @@ impl BrokerConfig {
     /// bound one), else the bound address itself.
     pub fn advertised(&self, bound: SocketAddr) -> (String, i32) {
         match &self.advertised_addr {
-            Some(a) => parse_host_port(a, bound.port()).unwrap_or((bound.ip().to_string(), bound.port() as i32)),
+            Some(a) => parse_host_port(a, bound.port())
+                .unwrap_or((bound.ip().to_string(), bound.port() as i32)),
             None => (bound.ip().to_string(), bound.port() as i32),
         }
     }
@@ -279,7 +293,11 @@ mod tests {
     fn precedence_flag_over_file_over_default() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(&path, "num_partitions = 4\nfsync = \"never\"\nnode_id = 3\n").unwrap();
+        std::fs::write(
+            &path,
+            "num_partitions = 4\nfsync = \"never\"\nnode_id = 3\n",
+        )
+        .unwrap();
         let args = ServerArgs {
             config: Some(path.clone()),
             num_partitions: Some(7),
@@ -302,7 +320,10 @@ mod tests {
 
     #[test]
     fn host_port() {
-        assert_eq!(parse_host_port("kafka.local", 9092).unwrap(), ("kafka.local".into(), 9092));
+        assert_eq!(
+            parse_host_port("kafka.local", 9092).unwrap(),
+            ("kafka.local".into(), 9092)
+        );
         assert_eq!(parse_host_port("h:1", 9092).unwrap(), ("h".into(), 1));
         assert_eq!(parse_host_port("[::1]:5", 9092).unwrap(), ("::1".into(), 5));
         assert!(parse_host_port("h:x", 1).is_err());

@@ -40,7 +40,7 @@ pub async fn run(socket: TcpStream, broker: Arc<Broker>) {
         while let Some(out) = rx.recv().await {
             let body: Option<ResponseKind> = match out.reply {
                 Reply::None => None,
-                Reply::Now(body) => Some(body),
+                Reply::Now(body) => Some(*body),
                 Reply::Later(fut) => Some(fut.await),
             };
             let Some(body) = body else { continue };
@@ -80,7 +80,8 @@ pub async fn run(socket: TcpStream, broker: Arc<Broker>) {
         };
         let out = match decode_request(frame) {
             Ok(req) => {
-                let (api_key, version, correlation_id) = (req.api_key, req.version, req.correlation_id());
+                let (api_key, version, correlation_id) =
+                    (req.api_key, req.version, req.correlation_id());
                 let reply = handlers::dispatch(&broker, req).await;
                 Outgoing {
                     api_key,
@@ -101,7 +102,7 @@ pub async fn run(socket: TcpStream, broker: Arc<Broker>) {
                     api_key: ApiKey::ApiVersions,
                     version: 0,
                     correlation_id,
-                    reply: Reply::Now(ResponseKind::ApiVersions(versions::api_versions_response(
+                    reply: Reply::now(ResponseKind::ApiVersions(versions::api_versions_response(
                         ResponseError::UnsupportedVersion.code(),
                     ))),
                 }

@@ -117,7 +117,10 @@ impl Partition {
         let mut pending: Vec<(i64, i16, i32)> = Vec::new();
         let mut verdicts = Vec::with_capacity(batches.len());
         for (header, _) in &batches {
-            let verdict = match pending.iter().find(|(pid, _, _)| *pid == header.producer_id) {
+            let verdict = match pending
+                .iter()
+                .find(|(pid, _, _)| *pid == header.producer_id)
+            {
                 Some(&(_, epoch, last)) => {
                     let expected = if last == i32::MAX { 0 } else { last + 1 };
                     if header.producer_epoch == epoch && header.base_sequence == expected {
@@ -185,7 +188,8 @@ fn validate_batches(
     records: &[u8],
     max_message_bytes: usize,
 ) -> Result<Vec<(BatchHeader, Range<usize>)>, AppendError> {
-    let ranges = chronik_wal::split_batches(records).map_err(|e| AppendError::Corrupt(e.to_string()))?;
+    let ranges =
+        chronik_wal::split_batches(records).map_err(|e| AppendError::Corrupt(e.to_string()))?;
     if ranges.is_empty() {
         return Err(AppendError::Corrupt("no record batch in request".into()));
     }

@@ -39,9 +39,15 @@ pub enum SeqCheck {
     Append,
     /// Already written: answer with these offsets without writing again.
     Duplicate(BatchMeta),
-    OutOfOrder { expected: i32, got: i32 },
+    OutOfOrder {
+        expected: i32,
+        got: i32,
+    },
     /// The producer's epoch is older than one already seen.
-    Fenced { current: i16, got: i16 },
+    Fenced {
+        current: i16,
+        got: i16,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -109,7 +115,11 @@ impl ProducerStateTable {
         {
             return SeqCheck::Duplicate(*dup);
         }
-        let expected = entry.batches.back().map(|b| next_seq(b.last_seq)).unwrap_or(first);
+        let expected = entry
+            .batches
+            .back()
+            .map(|b| next_seq(b.last_seq))
+            .unwrap_or(first);
         if first == expected {
             SeqCheck::Append
         } else {
@@ -202,11 +212,26 @@ mod tests {
                 last_offset: 12
             })
         );
-        assert_eq!(t.check(&h(1, 0, 9, 1)), SeqCheck::OutOfOrder { expected: 5, got: 9 });
+        assert_eq!(
+            t.check(&h(1, 0, 9, 1)),
+            SeqCheck::OutOfOrder {
+                expected: 5,
+                got: 9
+            }
+        );
         assert_eq!(t.check(&h(1, 1, 0, 1)), SeqCheck::Append);
-        assert_eq!(t.check(&h(1, 1, 4, 1)), SeqCheck::OutOfOrder { expected: 0, got: 4 });
+        assert_eq!(
+            t.check(&h(1, 1, 4, 1)),
+            SeqCheck::OutOfOrder {
+                expected: 0,
+                got: 4
+            }
+        );
         t.record(&h(1, 1, 0, 1), 15);
-        assert_eq!(t.check(&h(1, 0, 5, 1)), SeqCheck::Fenced { current: 1, got: 0 });
+        assert_eq!(
+            t.check(&h(1, 0, 5, 1)),
+            SeqCheck::Fenced { current: 1, got: 0 }
+        );
         // Non-idempotent batches always pass.
         assert_eq!(t.check(&h(-1, -1, -1, 1)), SeqCheck::Append);
     }
@@ -217,7 +242,13 @@ mod tests {
         for i in 0..7 {
             t.record(&h(2, 0, i, 1), i as i64);
         }
-        assert_eq!(t.check(&h(2, 0, 0, 1)), SeqCheck::OutOfOrder { expected: 7, got: 0 });
+        assert_eq!(
+            t.check(&h(2, 0, 0, 1)),
+            SeqCheck::OutOfOrder {
+                expected: 7,
+                got: 0
+            }
+        );
         assert!(matches!(t.check(&h(2, 0, 6, 1)), SeqCheck::Duplicate(_)));
         t.record(&h(3, 0, i32::MAX - 1, 2), 0);
         assert_eq!(t.check(&h(3, 0, 0, 1)), SeqCheck::Append);

@@ -58,7 +58,10 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
     })
     .await;
     if drained.is_err() {
-        tracing::warn!(remaining = connections.len(), "shutdown: abandoning connections that did not finish in time");
+        tracing::warn!(
+            remaining = connections.len(),
+            "shutdown: abandoning connections that did not finish in time"
+        );
         connections.abort_all();
     }
 }

@@ -102,7 +102,9 @@ const SPECS: &[Spec] = &[
             p if p.contains("compact") => {
                 Err("cleanup.policy=compact is not supported yet; only 'delete' is".into())
             }
-            p => Err(format!("unknown cleanup.policy '{p}'; only 'delete' is supported")),
+            p => Err(format!(
+                "unknown cleanup.policy '{p}'; only 'delete' is supported"
+            )),
         },
     },
     Spec {
@@ -111,7 +113,10 @@ const SPECS: &[Spec] = &[
         default: "producer",
         check: |v| match v.trim() {
             "producer" => Ok(()),
-            _ => Err("only 'producer' is supported: batches are stored as the producer compressed them".into()),
+            _ => Err(
+                "only 'producer' is supported: batches are stored as the producer compressed them"
+                    .into(),
+            ),
         },
     },
     Spec {
@@ -165,7 +170,11 @@ pub struct InvalidConfig {
 
 impl std::fmt::Display for InvalidConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid value for topic config {}: {}", self.key, self.reason)
+        write!(
+            f,
+            "invalid value for topic config {}: {}",
+            self.key, self.reason
+        )
     }
 }
 
@@ -263,12 +272,18 @@ mod tests {
     use super::*;
 
     fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn validation() {
-        assert!(validate_overrides(&map(&[("retention.ms", "1000"), ("segment.bytes", "1024")])).is_ok());
+        assert!(
+            validate_overrides(&map(&[("retention.ms", "1000"), ("segment.bytes", "1024")]))
+                .is_ok()
+        );
         assert!(validate_overrides(&map(&[("retention.ms", "-1")])).is_ok());
         let e = validate_overrides(&map(&[("cleanup.policy", "compact")])).unwrap_err();
         assert!(e.reason.contains("compact"));

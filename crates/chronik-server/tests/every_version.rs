@@ -15,7 +15,9 @@ use chronik_server::handlers::{dispatch, Reply};
 use chronik_server::shutdown::Shutdown;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 fn name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
@@ -58,80 +60,129 @@ fn requests(key: ApiKey, v: i16, topic_id: uuid::Uuid) -> Vec<RequestKind> {
         ApiKey::Metadata => {
             let some = MetadataRequest::default().with_topics(Some(vec![
                 metadata_request::MetadataRequestTopic::default().with_name(Some(name("t"))),
-                metadata_request::MetadataRequestTopic::default().with_name(Some(name(&format!("auto-{v}")))),
+                metadata_request::MetadataRequestTopic::default()
+                    .with_name(Some(name(&format!("auto-{v}")))),
             ]));
-            let some = if v >= 4 { some.with_allow_auto_topic_creation(true) } else { some };
-            let all = MetadataRequest::default().with_topics(if v == 0 { Some(vec![]) } else { None });
+            let some = if v >= 4 {
+                some.with_allow_auto_topic_creation(true)
+            } else {
+                some
+            };
+            let all =
+                MetadataRequest::default().with_topics(if v == 0 { Some(vec![]) } else { None });
             vec![RequestKind::Metadata(some), RequestKind::Metadata(all)]
         }
         ApiKey::Produce => vec![RequestKind::Produce(
-            ProduceRequest::default().with_acks(1).with_timeout_ms(5000).with_topic_data(vec![
-                produce_request::TopicProduceData::default().with_name(name("t")).with_partition_data(vec![
-                    produce_request::PartitionProduceData::default().with_index(0).with_records(Some(batch(3))),
-                    produce_request::PartitionProduceData::default().with_index(9).with_records(Some(batch(1))),
-                ]),
-            ]),
+            ProduceRequest::default()
+                .with_acks(1)
+                .with_timeout_ms(5000)
+                .with_topic_data(vec![produce_request::TopicProduceData::default()
+                    .with_name(name("t"))
+                    .with_partition_data(vec![
+                        produce_request::PartitionProduceData::default()
+                            .with_index(0)
+                            .with_records(Some(batch(3))),
+                        produce_request::PartitionProduceData::default()
+                            .with_index(9)
+                            .with_records(Some(batch(1))),
+                    ])]),
         )],
         ApiKey::Fetch => {
             let topic = fetch_request::FetchTopic::default().with_partitions(vec![
-                fetch_request::FetchPartition::default().with_partition(0).with_fetch_offset(0).with_partition_max_bytes(1 << 20),
-                fetch_request::FetchPartition::default().with_partition(0).with_fetch_offset(1 << 40).with_partition_max_bytes(1 << 20),
+                fetch_request::FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20),
+                fetch_request::FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(1 << 40)
+                    .with_partition_max_bytes(1 << 20),
             ]);
-            let topic = if v >= 13 { topic.with_topic_id(topic_id) } else { topic.with_topic(name("t")) };
+            let topic = if v >= 13 {
+                topic.with_topic_id(topic_id)
+            } else {
+                topic.with_topic(name("t"))
+            };
             vec![RequestKind::Fetch(
-                FetchRequest::default().with_max_wait_ms(0).with_max_bytes(1 << 20).with_topics(vec![topic]),
+                FetchRequest::default()
+                    .with_max_wait_ms(0)
+                    .with_max_bytes(1 << 20)
+                    .with_topics(vec![topic]),
             )]
         }
-        ApiKey::ListOffsets => vec![RequestKind::ListOffsets(ListOffsetsRequest::default().with_topics(vec![
-            list_offsets_request::ListOffsetsTopic::default().with_name(name("t")).with_partitions(
-                [-1i64, -2, 0, 1_001, i64::MAX]
-                    .iter()
-                    .map(|&ts| list_offsets_request::ListOffsetsPartition::default().with_partition_index(0).with_timestamp(ts))
-                    .collect(),
-            ),
-        ]))],
-        ApiKey::CreateTopics => vec![RequestKind::CreateTopics(CreateTopicsRequest::default().with_topics(vec![
-            create_topics_request::CreatableTopic::default()
-                .with_name(name(&format!("ct-{v}")))
-                .with_num_partitions(2)
-                .with_replication_factor(1)
-                .with_configs(vec![create_topics_request::CreatableTopicConfig::default()
-                    .with_name(StrBytes::from_static_str("retention.ms"))
-                    .with_value(Some(StrBytes::from_static_str("1000")))]),
-            create_topics_request::CreatableTopic::default()
-                .with_name(name("bad name"))
-                .with_num_partitions(1)
-                .with_replication_factor(1),
-        ]))],
+        ApiKey::ListOffsets => vec![RequestKind::ListOffsets(
+            ListOffsetsRequest::default().with_topics(vec![
+                list_offsets_request::ListOffsetsTopic::default()
+                    .with_name(name("t"))
+                    .with_partitions(
+                        [-1i64, -2, 0, 1_001, i64::MAX]
+                            .iter()
+                            .map(|&ts| {
+                                list_offsets_request::ListOffsetsPartition::default()
+                                    .with_partition_index(0)
+                                    .with_timestamp(ts)
+                            })
+                            .collect(),
+                    ),
+            ]),
+        )],
+        ApiKey::CreateTopics => vec![RequestKind::CreateTopics(
+            CreateTopicsRequest::default().with_topics(vec![
+                create_topics_request::CreatableTopic::default()
+                    .with_name(name(&format!("ct-{v}")))
+                    .with_num_partitions(2)
+                    .with_replication_factor(1)
+                    .with_configs(vec![create_topics_request::CreatableTopicConfig::default()
+                        .with_name(StrBytes::from_static_str("retention.ms"))
+                        .with_value(Some(StrBytes::from_static_str("1000")))]),
+                create_topics_request::CreatableTopic::default()
+                    .with_name(name("bad name"))
+                    .with_num_partitions(1)
+                    .with_replication_factor(1),
+            ]),
+        )],
         ApiKey::DeleteTopics => {
             let req = if v >= 6 {
                 DeleteTopicsRequest::default().with_topics(vec![
-                    delete_topics_request::DeleteTopicState::default().with_name(Some(name(&format!("auto-{v}")))),
-                    delete_topics_request::DeleteTopicState::default().with_topic_id(uuid::Uuid::from_u128(1)),
+                    delete_topics_request::DeleteTopicState::default()
+                        .with_name(Some(name(&format!("auto-{v}")))),
+                    delete_topics_request::DeleteTopicState::default()
+                        .with_topic_id(uuid::Uuid::from_u128(1)),
                 ])
             } else {
-                DeleteTopicsRequest::default().with_topic_names(vec![name(&format!("auto-{v}")), name("missing")])
+                DeleteTopicsRequest::default()
+                    .with_topic_names(vec![name(&format!("auto-{v}")), name("missing")])
             };
             vec![RequestKind::DeleteTopics(req)]
         }
-        ApiKey::CreatePartitions => vec![RequestKind::CreatePartitions(CreatePartitionsRequest::default().with_topics(vec![
-            create_partitions_request::CreatePartitionsTopic::default().with_name(name("grow")).with_count(2 + v as i32),
-            create_partitions_request::CreatePartitionsTopic::default().with_name(name("missing")).with_count(3),
-        ]))],
-        ApiKey::DescribeConfigs => vec![RequestKind::DescribeConfigs(
-            DescribeConfigsRequest::default().with_include_synonyms(true).with_resources(vec![
-                describe_configs_request::DescribeConfigsResource::default()
-                    .with_resource_type(2)
-                    .with_resource_name(StrBytes::from_static_str("t")),
-                describe_configs_request::DescribeConfigsResource::default()
-                    .with_resource_type(4)
-                    .with_resource_name(StrBytes::from_static_str("1")),
-                describe_configs_request::DescribeConfigsResource::default()
-                    .with_resource_type(2)
-                    .with_resource_name(StrBytes::from_static_str("missing")),
+        ApiKey::CreatePartitions => vec![RequestKind::CreatePartitions(
+            CreatePartitionsRequest::default().with_topics(vec![
+                create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(name("grow"))
+                    .with_count(2 + v as i32),
+                create_partitions_request::CreatePartitionsTopic::default()
+                    .with_name(name("missing"))
+                    .with_count(3),
             ]),
         )],
-        ApiKey::DescribeCluster => vec![RequestKind::DescribeCluster(DescribeClusterRequest::default())],
+        ApiKey::DescribeConfigs => vec![RequestKind::DescribeConfigs(
+            DescribeConfigsRequest::default()
+                .with_include_synonyms(true)
+                .with_resources(vec![
+                    describe_configs_request::DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_static_str("t")),
+                    describe_configs_request::DescribeConfigsResource::default()
+                        .with_resource_type(4)
+                        .with_resource_name(StrBytes::from_static_str("1")),
+                    describe_configs_request::DescribeConfigsResource::default()
+                        .with_resource_type(2)
+                        .with_resource_name(StrBytes::from_static_str("missing")),
+                ]),
+        )],
+        ApiKey::DescribeCluster => vec![RequestKind::DescribeCluster(
+            DescribeClusterRequest::default(),
+        )],
         ApiKey::InitProducerId => vec![RequestKind::InitProducerId(
             InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
         )],
@@ -147,11 +198,21 @@ async fn every_advertised_version_answers_and_encodes() {
         ..Default::default()
     })
     .unwrap();
-    let broker: Arc<Broker> = Broker::start(config, SocketAddr::from(([127, 0, 0, 1], 9092)), Shutdown::new())
+    let broker: Arc<Broker> = Broker::start(
+        config,
+        SocketAddr::from(([127, 0, 0, 1], 9092)),
+        Shutdown::new(),
+    )
+    .await
+    .unwrap();
+    let t = broker
+        .create_topic("t", 1, 1, BTreeMap::new(), false)
         .await
         .unwrap();
-    let t = broker.create_topic("t", 1, 1, BTreeMap::new(), false).await.unwrap();
-    broker.create_topic("grow", 1, 1, BTreeMap::new(), false).await.unwrap();
+    broker
+        .create_topic("grow", 1, 1, BTreeMap::new(), false)
+        .await
+        .unwrap();
 
     let mut checked = 0;
     for (key, range) in versions::all() {
@@ -160,19 +221,23 @@ async fn every_advertised_version_answers_and_encodes() {
                 let req = Request {
                     api_key: key,
                     version: v,
-                    header: RequestHeader::default().with_request_api_key(key as i16).with_request_api_version(v),
+                    header: RequestHeader::default()
+                        .with_request_api_key(key as i16)
+                        .with_request_api_version(v),
                     body,
                 };
                 let resp = match dispatch(&broker, req).await {
                     Reply::None => panic!("{key:?} v{v}: no reply"),
-                    Reply::Now(r) => r,
+                    Reply::Now(r) => *r,
                     Reply::Later(f) => f.await,
                 };
                 let frame = encode_response(key, v, 7, &resp).unwrap_or_else(|e| panic!("{e}"));
                 let mut body = frame.slice(4..);
-                let header = ResponseHeader::decode(&mut body, key.response_header_version(v)).unwrap();
+                let header =
+                    ResponseHeader::decode(&mut body, key.response_header_version(v)).unwrap();
                 assert_eq!(header.correlation_id, 7);
-                ResponseKind::decode(key, &mut body, v).unwrap_or_else(|e| panic!("{key:?} v{v}: {e}"));
+                ResponseKind::decode(key, &mut body, v)
+                    .unwrap_or_else(|e| panic!("{key:?} v{v}: {e}"));
                 checked += 1;
             }
         }

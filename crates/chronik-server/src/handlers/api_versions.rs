@@ -4,5 +4,5 @@ use kafka_protocol::messages::{ApiVersionsRequest, ResponseKind};
 use super::Reply;
 
 pub fn handle(_req: ApiVersionsRequest, _version: i16) -> Reply {
-    Reply::Now(ResponseKind::ApiVersions(api_versions_response(0)))
+    Reply::now(ResponseKind::ApiVersions(api_versions_response(0)))
 }

@@ -13,7 +13,8 @@ pub async fn handle(broker: &Arc<Broker>, req: CreatePartitionsRequest, _version
         let name = topic_str(&t.name).to_string();
         let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
         let manual = t.assignments.as_ref().is_some_and(|a| {
-            a.iter().any(|x| x.broker_ids.iter().any(|b| b.0 != broker.node_id))
+            a.iter()
+                .any(|x| x.broker_ids.iter().any(|b| b.0 != broker.node_id))
         });
         let outcome = if manual {
             Err((
@@ -33,5 +34,7 @@ pub async fn handle(broker: &Arc<Broker>, req: CreatePartitionsRequest, _version
                 .with_error_message(Some(str_bytes(msg))),
         });
     }
-    Reply::Now(ResponseKind::CreatePartitions(CreatePartitionsResponse::default().with_results(results)))
+    Reply::now(ResponseKind::CreatePartitions(
+        CreatePartitionsResponse::default().with_results(results),
+    ))
 }

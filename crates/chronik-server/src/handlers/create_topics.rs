@@ -1,7 +1,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 
@@ -23,7 +25,10 @@ pub async fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, _version: i1
                 .with_error_message(Some(str_bytes(msg)))
         };
         if req.topics.iter().filter(|o| o.name == t.name).count() > 1 {
-            results.push(fail(ResponseError::InvalidRequest, format!("topic {name} appears more than once")));
+            results.push(fail(
+                ResponseError::InvalidRequest,
+                format!("topic {name} appears more than once"),
+            ));
             continue;
         }
         if !t.assignments.is_empty() {
@@ -36,10 +41,20 @@ pub async fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, _version: i1
         let configs: BTreeMap<String, String> = t
             .configs
             .iter()
-            .filter_map(|c| c.value.as_ref().map(|v| (c.name.to_string(), v.to_string())))
+            .filter_map(|c| {
+                c.value
+                    .as_ref()
+                    .map(|v| (c.name.to_string(), v.to_string()))
+            })
             .collect();
         match broker
-            .create_topic(&name, t.num_partitions, t.replication_factor, configs, req.validate_only)
+            .create_topic(
+                &name,
+                t.num_partitions,
+                t.replication_factor,
+                configs,
+                req.validate_only,
+            )
             .await
         {
             Ok(info) => {
@@ -65,5 +80,7 @@ pub async fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, _version: i1
             Err(e) => results.push(fail(e.code, e.message)),
         }
     }
-    Reply::Now(ResponseKind::CreateTopics(CreateTopicsResponse::default().with_topics(results)))
+    Reply::now(ResponseKind::CreateTopics(
+        CreateTopicsResponse::default().with_topics(results),
+    ))
 }

@@ -13,10 +13,18 @@ pub async fn handle(broker: &Arc<Broker>, req: DeleteTopicsRequest, version: i16
     let targets: Vec<(Option<String>, Uuid)> = if version >= 6 {
         req.topics
             .iter()
-            .map(|t| (t.name.as_ref().map(|n| topic_str(n).to_string()), t.topic_id))
+            .map(|t| {
+                (
+                    t.name.as_ref().map(|n| topic_str(n).to_string()),
+                    t.topic_id,
+                )
+            })
             .collect()
     } else {
-        req.topic_names.iter().map(|n| (Some(topic_str(n).to_string()), Uuid::nil())).collect()
+        req.topic_names
+            .iter()
+            .map(|n| (Some(topic_str(n).to_string()), Uuid::nil()))
+            .collect()
     };
     let mut responses = Vec::with_capacity(targets.len());
     for (name, id) in targets {
@@ -45,5 +53,7 @@ pub async fn handle(broker: &Arc<Broker>, req: DeleteTopicsRequest, version: i16
                 .with_error_message(Some(str_bytes(e.message))),
         });
     }
-    Reply::Now(ResponseKind::DeleteTopics(DeleteTopicsResponse::default().with_responses(responses)))
+    Reply::now(ResponseKind::DeleteTopics(
+        DeleteTopicsResponse::default().with_responses(responses),
+    ))
 }

@@ -1,7 +1,9 @@
 use std::sync::Arc;
 
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
-use kafka_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse, ResponseKind};
+use kafka_protocol::messages::{
+    BrokerId, DescribeClusterRequest, DescribeClusterResponse, ResponseKind,
+};
 
 use super::{str_bytes, Reply};
 use crate::broker::Broker;
@@ -19,7 +21,7 @@ pub fn handle(broker: &Arc<Broker>, _req: DescribeClusterRequest, _version: i16)
                 .with_rack(b.rack.clone().map(str_bytes))
         })
         .collect();
-    Reply::Now(ResponseKind::DescribeCluster(
+    Reply::now(ResponseKind::DescribeCluster(
         DescribeClusterResponse::default()
             .with_cluster_id(str_bytes(broker.cluster_id.clone()))
             .with_controller_id(BrokerId(broker.node_id))

@@ -35,7 +35,10 @@ pub fn handle(broker: &Arc<Broker>, req: DescribeConfigsRequest, _version: i16) 
             let entries = match r.resource_type {
                 RESOURCE_TOPIC => topic_entries(broker, r.resource_name.as_str()),
                 RESOURCE_BROKER => broker_entries(broker, r.resource_name.as_str()),
-                t => Err((ResponseError::InvalidRequest, format!("resource type {t} is not supported"))),
+                t => Err((
+                    ResponseError::InvalidRequest,
+                    format!("resource type {t} is not supported"),
+                )),
             };
             match entries {
                 Ok(entries) => result.with_configs(
@@ -71,14 +74,19 @@ pub fn handle(broker: &Arc<Broker>, req: DescribeConfigsRequest, _version: i16) 
             }
         })
         .collect();
-    Reply::Now(ResponseKind::DescribeConfigs(DescribeConfigsResponse::default().with_results(results)))
+    Reply::now(ResponseKind::DescribeConfigs(
+        DescribeConfigsResponse::default().with_results(results),
+    ))
 }
 
 fn topic_entries(broker: &Broker, name: &str) -> Result<Vec<Entry>, (ResponseError, String)> {
     let state = broker.metadata();
-    let topic = state
-        .topic(name)
-        .ok_or_else(|| (ResponseError::UnknownTopicOrPartition, format!("unknown topic {name}")))?;
+    let topic = state.topic(name).ok_or_else(|| {
+        (
+            ResponseError::UnknownTopicOrPartition,
+            format!("unknown topic {name}"),
+        )
+    })?;
     Ok(broker
         .topic_config(topic)
         .entries()
@@ -95,24 +103,78 @@ fn topic_entries(broker: &Broker, name: &str) -> Result<Vec<Entry>, (ResponseErr
 
 fn broker_entries(broker: &Broker, name: &str) -> Result<Vec<Entry>, (ResponseError, String)> {
     if !name.is_empty() && name != broker.node_id.to_string() {
-        return Err((ResponseError::InvalidRequest, format!("broker {name} is not this broker ({})", broker.node_id)));
+        return Err((
+            ResponseError::InvalidRequest,
+            format!("broker {name} is not this broker ({})", broker.node_id),
+        ));
     }
     let c = &broker.config;
     let d = &c.topic_defaults;
     let default = crate::topic_config::TopicDefaults::default();
-    let src = |is_default: bool| if is_default { SOURCE_DEFAULT } else { SOURCE_STATIC_BROKER };
+    let src = |is_default: bool| {
+        if is_default {
+            SOURCE_DEFAULT
+        } else {
+            SOURCE_STATIC_BROKER
+        }
+    };
     // (name, value, is default, Kafka config type: 1 bool, 2 string, 3 int, 5 long)
     let rows: Vec<(&str, String, bool, i8)> = vec![
         ("broker.id", c.node_id.to_string(), false, 3),
-        ("log.dirs", c.data_dir.join("wal").display().to_string(), false, 2),
-        ("num.partitions", c.num_partitions.to_string(), c.num_partitions == 1, 3),
-        ("auto.create.topics.enable", c.auto_create_topics.to_string(), c.auto_create_topics, 1),
-        ("log.retention.ms", d.retention_ms.to_string(), d.retention_ms == default.retention_ms, 5),
-        ("log.retention.bytes", d.retention_bytes.to_string(), d.retention_bytes == default.retention_bytes, 5),
-        ("log.segment.bytes", d.segment_bytes.to_string(), d.segment_bytes == default.segment_bytes, 3),
-        ("log.roll.ms", d.segment_ms.to_string(), d.segment_ms == default.segment_ms, 5),
-        ("message.max.bytes", d.max_message_bytes.to_string(), d.max_message_bytes == default.max_message_bytes, 3),
-        ("log.flush.policy", c.fsync.to_string(), matches!(c.fsync, chronik_wal::FsyncPolicy::Always), 2),
+        (
+            "log.dirs",
+            c.data_dir.join("wal").display().to_string(),
+            false,
+            2,
+        ),
+        (
+            "num.partitions",
+            c.num_partitions.to_string(),
+            c.num_partitions == 1,
+            3,
+        ),
+        (
+            "auto.create.topics.enable",
+            c.auto_create_topics.to_string(),
+            c.auto_create_topics,
+            1,
+        ),
+        (
+            "log.retention.ms",
+            d.retention_ms.to_string(),
+            d.retention_ms == default.retention_ms,
+            5,
+        ),
+        (
+            "log.retention.bytes",
+            d.retention_bytes.to_string(),
+            d.retention_bytes == default.retention_bytes,
+            5,
+        ),
+        (
+            "log.segment.bytes",
+            d.segment_bytes.to_string(),
+            d.segment_bytes == default.segment_bytes,
+            3,
+        ),
+        (
+            "log.roll.ms",
+            d.segment_ms.to_string(),
+            d.segment_ms == default.segment_ms,
+            5,
+        ),
+        (
+            "message.max.bytes",
+            d.max_message_bytes.to_string(),
+            d.max_message_bytes == default.max_message_bytes,
+            3,
+        ),
+        (
+            "log.flush.policy",
+            c.fsync.to_string(),
+            matches!(c.fsync, chronik_wal::FsyncPolicy::Always),
+            2,
+        ),
     ];
     Ok(rows
         .into_iter()

@@ -39,9 +39,15 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
         };
         loop {
             let mut watches = Vec::new();
-            let (responses, total, errored) = read_once(&broker, &req.topics, version, max_bytes, &mut watches);
+            let (responses, total, errored) =
+                read_once(&broker, &req.topics, version, max_bytes, &mut watches);
             let expired = Instant::now() >= deadline;
-            if total >= min_bytes || errored || expired || watches.is_empty() || broker.shutdown.is_triggered() {
+            if total >= min_bytes
+                || errored
+                || expired
+                || watches.is_empty()
+                || broker.shutdown.is_triggered()
+            {
                 return ResponseKind::Fetch(
                     FetchResponse::default()
                         .with_session_id(0)
@@ -92,8 +98,14 @@ fn read_once(
                 .with_aborted_transactions(Some(Vec::new()))
                 .with_records(Some(Bytes::new()));
             let info = name.as_deref().and_then(|n| state.topic(n));
-            let part_info = info.and_then(|i| usize::try_from(p.partition).ok().and_then(|x| i.partitions.get(x)));
-            let partition = name.as_deref().and_then(|n| broker.partition(n, p.partition));
+            let part_info = info.and_then(|i| {
+                usize::try_from(p.partition)
+                    .ok()
+                    .and_then(|x| i.partitions.get(x))
+            });
+            let partition = name
+                .as_deref()
+                .and_then(|n| broker.partition(n, p.partition));
             let (Some(part_info), Some(partition)) = (part_info, partition) else {
                 errored = true;
                 parts.push(pd.with_error_code(unknown.code()));
@@ -116,7 +128,8 @@ fn read_once(
                 .with_high_watermark(hw)
                 .with_last_stable_offset(hw)
                 .with_log_start_offset(log.log_start_offset());
-            let budget = (p.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
+            let budget =
+                (p.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
             if budget == 0 || p.fetch_offset == hw {
                 parts.push(pd);
                 continue;
@@ -144,7 +157,11 @@ fn read_once(
         }
         out.push(
             FetchableTopicResponse::default()
-                .with_topic(name.as_deref().map(topic_name).unwrap_or_else(|| t.topic.clone()))
+                .with_topic(
+                    name.as_deref()
+                        .map(topic_name)
+                        .unwrap_or_else(|| t.topic.clone()),
+                )
                 .with_topic_id(t.topic_id)
                 .with_partitions(parts),
         );

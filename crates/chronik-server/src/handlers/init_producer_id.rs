@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId, ResponseKind};
+use kafka_protocol::messages::{
+    InitProducerIdRequest, InitProducerIdResponse, ProducerId, ResponseKind,
+};
 use kafka_protocol::ResponseError;
 
 use super::Reply;
@@ -13,14 +15,18 @@ pub async fn handle(broker: &Arc<Broker>, req: InitProducerIdRequest, _version: 
     let resp = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(-1))
         .with_producer_epoch(-1);
-    if req.transactional_id.as_ref().is_some_and(|t| !t.0.is_empty()) {
-        return Reply::Now(ResponseKind::InitProducerId(
+    if req
+        .transactional_id
+        .as_ref()
+        .is_some_and(|t| !t.0.is_empty())
+    {
+        return Reply::now(ResponseKind::InitProducerId(
             resp.with_error_code(ResponseError::InvalidRequest.code()),
         ));
     }
     // KIP-360: a producer that already has an id may ask for the next epoch.
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
-        return Reply::Now(ResponseKind::InitProducerId(
+        return Reply::now(ResponseKind::InitProducerId(
             resp.with_producer_id(req.producer_id)
                 .with_producer_epoch(req.producer_epoch + 1),
         ));
@@ -32,5 +38,5 @@ pub async fn handle(broker: &Arc<Broker>, req: InitProducerIdRequest, _version: 
             resp.with_error_code(e.code.code())
         }
     };
-    Reply::Now(ResponseKind::InitProducerId(resp))
+    Reply::now(ResponseKind::InitProducerId(resp))
 }

@@ -5,7 +5,9 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
 use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse, ResponseKind};
 use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
@@ -34,10 +36,14 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Re
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1);
-                    let info = state
-                        .topic(&name)
-                        .and_then(|i| usize::try_from(p.partition_index).ok().and_then(|x| i.partitions.get(x)));
-                    let (Some(info), Some(partition)) = (info, broker.partition(&name, p.partition_index)) else {
+                    let info = state.topic(&name).and_then(|i| {
+                        usize::try_from(p.partition_index)
+                            .ok()
+                            .and_then(|x| i.partitions.get(x))
+                    });
+                    let (Some(info), Some(partition)) =
+                        (info, broker.partition(&name, p.partition_index))
+                    else {
                         return resp.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
                     // leader_epoch exists from v4; older versions must keep the default.
@@ -55,7 +61,9 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Re
                         return resp.with_error_code(code.code());
                     }
                     match lookup(&partition, p.timestamp) {
-                        Ok((offset, timestamp)) => resp.with_offset(offset).with_timestamp(timestamp),
+                        Ok((offset, timestamp)) => {
+                            resp.with_offset(offset).with_timestamp(timestamp)
+                        }
                         Err(code) => resp.with_error_code(code.code()),
                     }
                 })
@@ -65,7 +73,9 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Re
                 .with_partitions(partitions)
         })
         .collect();
-    Reply::Now(ResponseKind::ListOffsets(ListOffsetsResponse::default().with_topics(topics)))
+    Reply::now(ResponseKind::ListOffsets(
+        ListOffsetsResponse::default().with_topics(topics),
+    ))
 }
 
 /// (offset, timestamp) for one partition; (-1, -1) when no record is that recent.

@@ -62,7 +62,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
                 .with_rack(b.rack.clone().map(str_bytes))
         })
         .collect();
-    Reply::Now(ResponseKind::Metadata(
+    Reply::now(ResponseKind::Metadata(
         MetadataResponse::default()
             .with_brokers(brokers)
             .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
@@ -72,7 +72,12 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
 }
 
 fn all_topics(broker: &Broker) -> Vec<MetadataResponseTopic> {
-    broker.metadata().topics.values().map(topic_response).collect()
+    broker
+        .metadata()
+        .topics
+        .values()
+        .map(topic_response)
+        .collect()
 }
 
 fn topic_response(info: &TopicInfo) -> MetadataResponseTopic {

@@ -27,9 +27,16 @@ mod produce;
 pub enum Reply {
     /// No response at all (produce with acks=0).
     None,
-    Now(ResponseKind),
+    /// A response that is ready now; boxed because responses are large and replies queue up.
+    Now(Box<ResponseKind>),
     /// A response that is ready once the future resolves (fsync, long poll).
     Later(Pin<Box<dyn Future<Output = ResponseKind> + Send>>),
+}
+
+impl Reply {
+    pub fn now(body: ResponseKind) -> Self {
+        Reply::Now(Box::new(body))
+    }
 }
 
 pub async fn dispatch(broker: &Arc<Broker>, req: Request) -> Reply {

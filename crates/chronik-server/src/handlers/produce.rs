@@ -36,15 +36,30 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
             let fail = |pr: PartitionProduceResponse, code: ResponseError, msg: String| {
-                pr.with_error_code(code.code()).with_error_message(Some(str_bytes(msg)))
+                pr.with_error_code(code.code())
+                    .with_error_message(Some(str_bytes(msg)))
             };
-            let part_info = info.and_then(|t| usize::try_from(pd.index).ok().and_then(|i| t.partitions.get(i)));
+            let part_info = info.and_then(|t| {
+                usize::try_from(pd.index)
+                    .ok()
+                    .and_then(|i| t.partitions.get(i))
+            });
             let partition = broker.partition(&name, pd.index);
             let pr = if req.transactional_id.is_some() {
-                fail(pr, ResponseError::InvalidRequest, "transactions are not supported yet".into())
+                fail(
+                    pr,
+                    ResponseError::InvalidRequest,
+                    "transactions are not supported yet".into(),
+                )
             } else if !matches!(acks, -1..=1) {
-                fail(pr, ResponseError::InvalidRequiredAcks, format!("acks={acks} is not -1, 0 or 1"))
-            } else if let (Some(topic_info), Some(p_info), Some(partition)) = (info, part_info, partition) {
+                fail(
+                    pr,
+                    ResponseError::InvalidRequiredAcks,
+                    format!("acks={acks} is not -1, 0 or 1"),
+                )
+            } else if let (Some(topic_info), Some(p_info), Some(partition)) =
+                (info, part_info, partition)
+            {
                 let config = broker.topic_config(topic_info);
                 if acks == -1 && p_info.isr.len() < config.min_insync_replicas() {
                     fail(
@@ -58,10 +73,19 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
                     )
                 } else {
                     let records = pd.records.unwrap_or_default();
-                    match partition.append(&records, config.max_message_bytes(), p_info.leader_epoch) {
+                    match partition.append(
+                        &records,
+                        config.max_message_bytes(),
+                        p_info.leader_epoch,
+                    ) {
                         Ok(accepted) => {
                             if acks != 0 {
-                                waits.push((responses.len(), partitions.len(), accepted.end_offset, partition.log.clone()));
+                                waits.push((
+                                    responses.len(),
+                                    partitions.len(),
+                                    accepted.end_offset,
+                                    partition.log.clone(),
+                                ));
                             }
                             pr.with_base_offset(accepted.base_offset)
                                 .with_log_start_offset(partition.log.log_start_offset())
@@ -78,7 +102,11 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
                     }
                 }
             } else {
-                fail(pr, ResponseError::UnknownTopicOrPartition, format!("unknown partition {name}-{}", pd.index))
+                fail(
+                    pr,
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("unknown partition {name}-{}", pd.index),
+                )
             };
             partitions.push(pr);
         }
@@ -91,9 +119,10 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
     if acks == 0 {
         return Reply::None;
     }
-    let done = |responses| ResponseKind::Produce(ProduceResponse::default().with_responses(responses));
+    let done =
+        |responses| ResponseKind::Produce(ProduceResponse::default().with_responses(responses));
     if waits.is_empty() {
-        return Reply::Now(done(responses));
+        return Reply::now(done(responses));
     }
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64).max(MIN_COMMIT_WAIT);
     Reply::Later(Box::pin(async move {
@@ -109,7 +138,10 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
                     tracing::error!(error = %e, "commit failed; answering KAFKA_STORAGE_ERROR");
                     (ResponseError::KafkaStorageError, e.to_string())
                 }
-                Err(_) => (ResponseError::RequestTimedOut, "timed out waiting for the commit".to_string()),
+                Err(_) => (
+                    ResponseError::RequestTimedOut,
+                    "timed out waiting for the commit".to_string(),
+                ),
             };
             let pr = &mut responses[t].partition_responses[p];
             pr.error_code = error.0.code();
