@@ -5,6 +5,7 @@
 #   make run       optimised standalone broker on 127.0.0.1:9092, data in ./data
 #   make deps      what the tests need (kcat from apt, a Python venv in .venv); idempotent
 #   make test      deps, cargo tests, debug binaries, then the client-compatibility suite (pytest)
+#   make bench     release binaries, then the standard scenarios; writes docs/benchmarks.md
 #   make fmt       rustfmt the workspace
 #   make clippy    clippy on all targets, warnings are errors
 #   make clean     remove build output, the venv and ./data
@@ -26,7 +27,7 @@ PYTEST_ARGS ?=
 # Root runs apt-get directly; anyone else goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build release run deps deps-apt deps-venv test fmt clippy clean
+.PHONY: build release run deps deps-apt deps-venv test bench fmt clippy clean
 
 build:
 	$(CARGO) build --workspace --bins
@@ -74,6 +75,11 @@ test: deps
 	$(CARGO) test --workspace
 	$(CARGO) build --workspace --bins
 	$(VENV)/bin/pytest tests/ -v --timeout=$(PYTEST_TIMEOUT_S) $(PYTEST_ARGS)
+
+# BENCH_ARGS: e.g. `--seconds 10` or `--only reference` (see scripts/bench.py --help).
+BENCH_ARGS ?=
+bench: release
+	$(PYTHON) scripts/bench.py $(BENCH_ARGS)
 
 fmt:
 	$(CARGO) fmt --all

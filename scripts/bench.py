@@ -1,0 +1,250 @@
+#!/usr/bin/env python3
+"""`make bench`: the standard scenarios against a freshly started release broker.
+
+Measures the raw disk first (`chronik-bench disk`), then runs each scenario with
+`chronik-bench --json` against its own fresh broker (fsync=always, every message verified
+stored), and writes docs/benchmarks.md: machine, commit, date, the disk limits, and each
+scenario's figures with ratios to those limits, all taken in this one run.
+
+Standard library only, so it runs before any venv exists. Options: --seconds N shortens
+every scenario (the standard is 30), --out FILE writes elsewhere, --only NAME runs one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+SERVER = REPO / "target" / "release" / "chronik-server"
+BENCH = REPO / "target" / "release" / "chronik-bench"
+READY_RE = re.compile(r"^chronik-server ready kafka=(\S+) ")
+READY_TIMEOUT_S = 60
+
+
+@dataclass
+class Scenario:
+    name: str
+    what: str
+    args: list[str]
+    # Targets from the issue, checked and shown in the table.
+    target: str = ""
+    broker_args: list[str] = field(default_factory=list)
+
+
+def scenarios(seconds: int) -> list[Scenario]:
+    d = ["--duration", str(seconds), "--warmup", "2"]
+    return [
+        Scenario("reference", "c=128, 256 B, acks=1, 3 partitions",
+                 [*d, "--concurrency", "128", "--message-size", "256", "--acks", "1", "--partitions", "3"],
+                 target="≥ 150,000 msg/s, p99 ≤ 2 ms"),
+        Scenario("durable", "c=128, 256 B, acks=all, 3 partitions",
+                 [*d, "--concurrency", "128", "--message-size", "256", "--acks", "all", "--partitions", "3"]),
+        Scenario("throughput", "c=2048, 1 KiB, linger 5 ms, acks=all, 16 partitions",
+                 [*d, "--concurrency", "2048", "--message-size", "1024", "--linger-ms", "5",
+                  "--batch-size", "262144", "--acks", "all", "--partitions", "16"],
+                 target="≥ 70% of the fsync'd sequential disk bandwidth"),
+        Scenario("e2e-latency", "produce → consumer fetch at 10k msg/s, 256 B, acks=all, 3 partitions",
+                 [*d, "--mode", "roundtrip", "--rate-limit", "10000", "--concurrency", "64",
+                  "--message-size", "256", "--acks", "all", "--partitions", "3"],
+                 target="p99 ≤ 3 ms"),
+    ]
+
+
+class BrokerProcess:
+    def __init__(self, workdir: Path, extra: list[str]):
+        self.workdir = workdir
+        self.stderr = open(workdir / "broker.stderr", "wb")
+        self.proc = subprocess.Popen(
+            [str(SERVER), "standalone", "--data-dir", str(workdir / "data"), "--kafka-addr", "127.0.0.1:0",
+             "--fsync", "always", *extra],
+            stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL, text=True,
+            env={k: v for k, v in os.environ.items() if not k.startswith("CHRONIK_")},
+        )
+        self.addr = self._wait_ready()
+
+    def _wait_ready(self) -> str:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        assert self.proc.stdout is not None
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        buf = ""
+        while time.monotonic() < deadline:
+            chunk = self.proc.stdout.read()
+            if chunk:
+                buf += chunk
+                for line in buf.splitlines():
+                    m = READY_RE.match(line)
+                    if m:
+                        return m.group(1)
+            if self.proc.poll() is not None:
+                raise SystemExit(f"bench: broker exited with {self.proc.returncode} before it was ready")
+            time.sleep(0.02)
+        self.stop()
+        raise SystemExit("bench: broker printed no ready line in time")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+
+
+def run_json(cmd: list[str], timeout_s: float) -> tuple[int, dict | None, str]:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+    try:
+        report = json.loads(r.stdout.strip().splitlines()[-1]) if r.stdout.strip() else None
+    except json.JSONDecodeError:
+        report = None
+    return r.returncode, report, r.stderr
+
+
+def commit() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip()
+        return rev + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def ms(us: float | None) -> str:
+    return "-" if us is None else f"{us / 1000:.2f}"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seconds", type=int, default=30, help="measured seconds per scenario (standard: 30)")
+    ap.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
+    ap.add_argument("--only", action="append", help="run only this scenario (repeatable)")
+    args = ap.parse_args()
+    if args.seconds < 1:
+        ap.error("--seconds must be at least 1")
+    for b in (SERVER, BENCH):
+        if not b.exists():
+            ap.error(f"{b} is missing: run `cargo build --release --workspace --bins` first")
+    chosen = [s for s in scenarios(args.seconds) if not args.only or s.name in args.only]
+    if not chosen:
+        ap.error(f"no scenario named {args.only}")
+
+    base = Path(tempfile.mkdtemp(prefix="chronik-bench-", dir=REPO / "target"))
+    try:
+        print("bench: measuring the raw disk", flush=True)
+        rc, disk, err = run_json([str(BENCH), "disk", "--dir", str(base), "--seconds", "5", "--json"], 120)
+        if rc != 0 or disk is None:
+            print(err, file=sys.stderr)
+            raise SystemExit(f"bench: disk probe failed with {rc}")
+        print(f"bench: disk {json.dumps(disk)}", flush=True)
+
+        results = []
+        for s in chosen:
+            workdir = base / s.name
+            workdir.mkdir()
+            broker = BrokerProcess(workdir, s.broker_args)
+            try:
+                cmd = [str(BENCH), "--bootstrap-servers", broker.addr, "--topic", f"bench-{s.name}",
+                       "--verify", "count", "--json", *s.args]
+                print(f"bench: {s.name}: {' '.join(cmd[1:])}", flush=True)
+                rc, report, err = run_json(cmd, args.seconds * 4 + 120)
+            finally:
+                broker.stop()
+            if report is None:
+                print(err[-4000:], file=sys.stderr)
+                raise SystemExit(f"bench: scenario {s.name} produced no report (exit {rc})")
+            print(f"bench: {s.name}: exit {rc} {json.dumps(report)}", flush=True)
+            results.append((s, rc, report))
+        write_report(args.out, disk, results, args.seconds)
+        print(f"bench: wrote {args.out}")
+        failed = [s.name for s, rc, _ in results if rc != 0]
+        if failed:
+            print(f"bench: scenarios that failed or did not verify: {failed}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def write_report(out: Path, disk: dict, results: list, seconds: int) -> None:
+    seq_mb_s = float(disk["seq_fsync_mb_per_s"])
+    fsync_p50 = float(disk["fsync_4k_p50_us"])
+    lines = [
+        "# Benchmarks",
+        "",
+        "Written by `make bench` (scripts/bench.py); do not edit by hand. Every figure below comes from",
+        "one run on one machine: compare them as ratios, not with figures from other runs.",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| date | {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} |",
+        f"| commit | {commit()} |",
+        f"| machine | {os.cpu_count()} cores, {cpu_model()}, {platform.system()} {platform.release()} |",
+        f"| broker | release build, standalone, `--fsync always` (acknowledged = fdatasync'd) |",
+        f"| seconds per scenario | {seconds} measured, after 2 s of warm-up |",
+        "",
+        "## The disk's limits (chronik-bench disk)",
+        "",
+        "| 4 KiB append + fdatasync p50 | p99 | p99.9 | rate, one writer | sequential write, fdatasync per MiB |",
+        "|---|---|---|---|---|",
+        f"| {fsync_p50:.0f} µs | {float(disk['fsync_4k_p99_us']):.0f} µs | {float(disk['fsync_4k_p999_us']):.0f} µs "
+        f"| {float(disk['fsync_4k_per_s']):,.0f}/s | {seq_mb_s:,.1f} MB/s |",
+        "",
+        "## Scenarios",
+        "",
+        "| scenario | settings | msg/s | MB/s | MB/s ÷ disk seq. | p50 ms | p99 ms | p99.9 ms | max ms "
+        "| p99 ÷ fsync p50 | acked | failed | verified | target |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s, rc, r in results:
+        lat = r.get("latency_us", {})
+        v = r.get("verify", {})
+        verified = ("yes" if v.get("ok") else "**NO**") + f" ({v.get('mode', '?')})"
+        mb = float(r.get("mb_per_s", 0))
+        p99 = lat.get("p99")
+        lines.append(
+            f"| {s.name} | {s.what} | {float(r.get('msgs_per_s', 0)):,.0f} | {mb:,.1f} | {mb / seq_mb_s:.0%} "
+            f"| {ms(lat.get('p50'))} | {ms(p99)} | {ms(lat.get('p999'))} | {ms(lat.get('max'))} "
+            f"| {'-' if p99 is None else f'{p99 / fsync_p50:.1f}×'} | {r.get('acked', 0):,} | {r.get('failed', 0):,} "
+            f"| {verified}{'' if rc == 0 else f', exit {rc}'} | {s.target or '-'} |")
+    lines += [
+        "",
+        "Latency is per message, from the producer task's send to its acknowledgement (for e2e-latency: to",
+        "the consumer's fetch returning it), from an HDR histogram of every sample. `--concurrency C` is C",
+        "tasks with one message in flight each, sharing one connection per broker like threads sharing a",
+        "producer. The exact command lines are printed by `make bench`.",
+        "",
+    ]
+    extra = out.with_name(out.stem + "-notes.md")
+    if extra.exists():
+        lines += [f"See [{extra.name}]({extra.name}) for the method, the client choice and profiles.", ""]
+    out.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
