@@ -1,0 +1,265 @@
+//! chronik-bench: drives any Kafka-compatible broker and reports numbers that can be trusted,
+//! because after a produce run it checks that the broker stored what it acknowledged.
+//!
+//! Exit codes: 0 done (and verified), 1 error, 2 bad command line, 3 verification failed.
+
+mod args;
+mod client;
+mod cluster;
+mod disk;
+mod fetch;
+mod payload;
+mod producer;
+mod report;
+mod verify;
+mod workload;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::time::Instant;
+
+use args::{Acks, Cli, Command, Mode, RunArgs, Verify};
+use report::{Latency, Report};
+use workload::{Live, RoundtripConsumer, Timing};
+
+const EXIT_ERROR: i32 = 1;
+const EXIT_VERIFY_FAILED: i32 = 3;
+
+fn main() {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Some(Command::Disk(d)) => match disk::probe(&d.dir, d.seconds) {
+            Ok(r) => {
+                if d.json {
+                    println!("{}", serde_json::to_string(&r).unwrap_or_default());
+                } else {
+                    disk::print_text(&r);
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("chronik-bench disk: {e:#}");
+                EXIT_ERROR
+            }
+        },
+        None => {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("chronik-bench: cannot start the runtime: {e}");
+                    std::process::exit(EXIT_ERROR);
+                }
+            };
+            match rt.block_on(run(cli.run)) {
+                Ok(report) => {
+                    if report.mode_json {
+                        println!(
+                            "{}",
+                            serde_json::to_string(&report.report).unwrap_or_default()
+                        );
+                    } else {
+                        report.report.print_text();
+                    }
+                    if !report.report.verify.ok {
+                        eprintln!(
+                            "chronik-bench: VERIFICATION FAILED: {}",
+                            report.report.verify.detail
+                        );
+                        EXIT_VERIFY_FAILED
+                    } else {
+                        0
+                    }
+                }
+                Err(e) => {
+                    eprintln!("chronik-bench: {e:#}");
+                    EXIT_ERROR
+                }
+            }
+        }
+    };
+    std::process::exit(code);
+}
+
+struct Outcome {
+    report: Report,
+    mode_json: bool,
+}
+
+async fn run(args: RunArgs) -> Result<Outcome> {
+    if args.mode == Mode::Roundtrip && args.acks == Acks::None {
+        bail!("--mode roundtrip needs acknowledgements: use --acks 1 or all");
+    }
+    let boot = cluster::bootstrap(&args.bootstrap_servers).await?;
+    let create = args.mode != Mode::Consume;
+    let layout = cluster::prepare_topic(&boot, &args.topic, args.partitions, create).await?;
+    let timeout = Duration::from_millis(args.request_timeout_ms);
+    let before = cluster::end_offsets(&layout).await?;
+    let live = Arc::new(Live::default());
+    let mut report = Report {
+        mode: format!("{:?}", args.mode).to_lowercase(),
+        topic: args.topic.clone(),
+        partitions: layout.partitions.len(),
+        concurrency: args.concurrency,
+        message_size: args.message_size,
+        acks: match args.acks {
+            Acks::None => "0",
+            Acks::Leader => "1",
+            Acks::All => "all",
+        }
+        .into(),
+        warmup_s: args.warmup as f64,
+        ..Default::default()
+    };
+
+    if args.mode == Mode::Consume {
+        let from = cluster::start_offsets(&layout).await?;
+        let timing = Arc::new(Timing::new(&args));
+        let bar = progress(&args, live.clone(), "read");
+        let o = workload::consume(&args, &layout, from, before, live.clone(), timing.clone()).await;
+        bar.finish_and_clear();
+        let o = o?;
+        let secs = o
+            .last_done
+            .saturating_duration_since(timing.measure_start)
+            .as_secs_f64();
+        report.measured = o.messages;
+        report.sent = o.messages;
+        fill_rates(&mut report, o.messages, o.bytes, secs);
+        report.latency_us = Latency::of(&o.hist);
+        report.verify = report::VerifyReport {
+            mode: "none".into(),
+            ok: true,
+            detail: "consume mode reads only".into(),
+            ..Default::default()
+        };
+        return Ok(Outcome {
+            report,
+            mode_json: args.json,
+        });
+    }
+
+    let producer = producer::Producer::start(
+        &layout,
+        producer::ProducerConfig {
+            acks: args.acks.wire(),
+            compression: args.compression.compression(),
+            linger: Duration::from_millis(args.linger_ms),
+            batch_size: args.batch_size as usize,
+            max_in_flight: args.max_in_flight as usize,
+            idempotence: args.idempotence,
+            request_timeout: timeout,
+            queue_len: args.concurrency as usize,
+        },
+    )
+    .await?;
+    let timing = Arc::new(Timing::new(&args));
+    let consumer = (args.mode == Mode::Roundtrip)
+        .then(|| RoundtripConsumer::start(&layout, &before, timing.clone(), timeout));
+    let bar = progress(&args, live.clone(), "acked");
+    let tasks = workload::produce(&args, &layout, producer, live.clone(), timing.clone()).await;
+    bar.finish_and_clear();
+    drop(boot);
+
+    let mut hist = report::new_histogram();
+    let mut measured_bytes = 0u64;
+    let mut last_done = timing.measure_start;
+    for t in &tasks {
+        let _ = hist.add(&t.hist);
+        report.sent += t.sent;
+        report.acked += t.acked;
+        report.failed += t.failed;
+        report.measured += t.measured;
+        measured_bytes += t.measured_bytes;
+        last_done = last_done.max(t.last_done);
+        for (e, n) in &t.errors {
+            *report.errors.entry(e.clone()).or_default() += n;
+        }
+    }
+    let secs = last_done
+        .saturating_duration_since(timing.measure_start)
+        .as_secs_f64();
+    let measured = report.measured;
+    fill_rates(&mut report, measured, measured_bytes, secs);
+    report.latency_us = Latency::of(&hist);
+    if report.measured == 0 && report.sent > 0 && !args.json {
+        eprintln!("chronik-bench: nothing was acknowledged inside the measured window");
+    }
+
+    if let Some(c) = consumer {
+        let (e2e, _seen) = c.finish(report.acked, Duration::from_secs(30)).await?;
+        report.ack_latency_us = Some(report.latency_us.clone());
+        report.latency_us = Latency::of(&e2e);
+    }
+
+    report.verify = verify::verify(
+        args.verify,
+        &layout,
+        &before,
+        &tasks,
+        args.acks == Acks::None,
+        timeout,
+    )
+    .await?;
+    if args.verify == Verify::None {
+        report.verify.ok = true;
+    }
+    Ok(Outcome {
+        report,
+        mode_json: args.json,
+    })
+}
+
+fn fill_rates(report: &mut Report, messages: u64, bytes: u64, secs: f64) {
+    report.duration_s = secs;
+    if secs > 0.0 {
+        report.msgs_per_s = messages as f64 / secs;
+        report.mb_per_s = bytes as f64 / 1e6 / secs;
+    }
+}
+
+/// A live line on stderr with msg/s, MB/s and errors; hidden with --json or off a terminal.
+fn progress(args: &RunArgs, live: Arc<Live>, verb: &'static str) -> ProgressBar {
+    let bar = if args.json {
+        ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden())
+    } else {
+        ProgressBar::new_spinner()
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} {elapsed} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+    );
+    let b = bar.clone();
+    tokio::spawn(async move {
+        let (mut last_n, mut last_bytes, mut last_t) = (0u64, 0u64, Instant::now());
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            if b.is_finished() {
+                return;
+            }
+            let (n, bytes) = (
+                live.acked.load(Ordering::Relaxed),
+                live.bytes.load(Ordering::Relaxed),
+            );
+            let now = Instant::now();
+            let dt = (now - last_t).as_secs_f64().max(1e-3);
+            b.set_message(format!(
+                "{verb} {n}  {:.0} msg/s  {:.1} MB/s  errors {}",
+                (n - last_n) as f64 / dt,
+                (bytes - last_bytes) as f64 / 1e6 / dt,
+                live.failed.load(Ordering::Relaxed)
+            ));
+            b.tick();
+            (last_n, last_bytes, last_t) = (n, bytes, now);
+        }
+    });
+    bar
+}

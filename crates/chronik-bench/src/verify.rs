@@ -1,0 +1,159 @@
+//! After producing: did the broker store what it acknowledged?
+//!
+//! `count` compares how far the high watermarks moved with what was acknowledged: every
+//! acknowledged message must be accounted for (`acked <= stored`), and nothing may appear
+//! from nowhere (`stored <= sent`). `full` reads the range back and checks each message by
+//! its stamp: every acknowledged (task, seq) present, none twice, every payload intact.
+//! Both assume nobody else writes to the topic during the run.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::args::Verify;
+
+/// Upper bound on reading one leader's share back.
+const READ_BACK_TIMEOUT: Duration = Duration::from_secs(300);
+use crate::cluster::{end_offsets, TopicLayout};
+use crate::fetch::fetch;
+use crate::payload;
+use crate::report::VerifyReport;
+use crate::workload::{Bits, TaskOutcome};
+
+pub async fn verify(
+    mode: Verify,
+    layout: &TopicLayout,
+    before: &BTreeMap<i32, i64>,
+    tasks: &[TaskOutcome],
+    acks_none: bool,
+    timeout: Duration,
+) -> Result<VerifyReport> {
+    let sent: u64 = tasks.iter().map(|t| t.sent).sum();
+    let acked: u64 = tasks.iter().map(|t| t.acked).sum();
+    if mode == Verify::None {
+        return Ok(VerifyReport {
+            mode: "none".into(),
+            ok: true,
+            detail: "not checked (--verify none)".into(),
+            ..Default::default()
+        });
+    }
+    let after = end_offsets(layout).await?;
+    let stored: u64 = after
+        .iter()
+        .map(|(p, e)| (e - before.get(p).copied().unwrap_or(0)).max(0) as u64)
+        .sum();
+    let mut r = VerifyReport {
+        mode: if mode == Verify::Full {
+            "full"
+        } else {
+            "count"
+        }
+        .into(),
+        stored: Some(stored),
+        ..Default::default()
+    };
+    // With acks=0 nothing is acknowledged: only "no more than sent" can be checked.
+    let floor = if acks_none { 0 } else { acked };
+    r.missing = floor.saturating_sub(stored);
+    let count_ok = stored >= floor && stored <= sent;
+    r.detail = format!(
+        "high watermarks advanced by {stored}; sent {sent}, acknowledged {acked}{}",
+        if acks_none {
+            " (acks=0: a loss cannot be told from a failure)"
+        } else {
+            ""
+        }
+    );
+    if stored < floor {
+        r.detail += &format!("; {} acknowledged messages are not stored", floor - stored);
+    }
+    if stored > sent {
+        r.detail += &format!("; {} more messages stored than were sent", stored - sent);
+    }
+    r.ok = count_ok;
+    if mode == Verify::Count {
+        return Ok(r);
+    }
+
+    // Full: read [before, after) of every partition and check each message.
+    let mut seen: Vec<Bits> = vec![Bits::default(); tasks.len()];
+    let mut foreign = 0u64;
+    for (broker, parts) in layout.by_leader() {
+        let conn = &layout.leaders[&broker];
+        let mut positions: BTreeMap<i32, i64> = parts
+            .iter()
+            .filter(|p| before[p] < after[p])
+            .map(|p| (*p, before[p]))
+            .collect();
+        let deadline = tokio::time::Instant::now() + READ_BACK_TIMEOUT;
+        while !positions.is_empty() {
+            if tokio::time::Instant::now() > deadline {
+                anyhow::bail!(
+                    "reading back partitions {:?} made no progress within {READ_BACK_TIMEOUT:?}",
+                    positions
+                );
+            }
+            let got = fetch(
+                conn,
+                &layout.topic,
+                &positions,
+                Duration::from_millis(100),
+                timeout,
+            )
+            .await?;
+            for pf in got {
+                let end = after[&pf.partition];
+                let mut progressed = false;
+                for rec in pf.records {
+                    if rec.offset >= end {
+                        break;
+                    }
+                    if rec.offset < positions[&pf.partition] {
+                        continue;
+                    }
+                    progressed = true;
+                    positions.insert(pf.partition, rec.offset + 1);
+                    match rec.value.as_deref().and_then(payload::parse) {
+                        None => r.corrupt += 1,
+                        Some(s) => match seen.get_mut(s.task as usize) {
+                            Some(bits) if s.seq < tasks[s.task as usize].sent => {
+                                if bits.set(s.seq) {
+                                    r.duplicates += 1;
+                                }
+                            }
+                            _ => foreign += 1,
+                        },
+                    }
+                }
+                if positions[&pf.partition] >= end {
+                    positions.remove(&pf.partition);
+                } else if !progressed && pf.high_watermark < end {
+                    anyhow::bail!(
+                        "partition {} high watermark went back from {end} to {}",
+                        pf.partition,
+                        pf.high_watermark
+                    );
+                }
+            }
+        }
+    }
+    let mut missing = 0u64;
+    for (t, s) in tasks.iter().zip(&seen) {
+        for seq in 0..t.sent {
+            if t.acked_seqs.get(seq) && !s.get(seq) {
+                missing += 1;
+            }
+        }
+    }
+    let found: u64 = seen.iter().map(Bits::count).sum();
+    r.missing = missing;
+    r.corrupt += foreign;
+    r.ok = count_ok && missing == 0 && r.duplicates == 0 && r.corrupt == 0;
+    r.detail += &format!(
+        "; read back {found} intact messages: {missing} acknowledged missing, {} duplicated, {} corrupt or foreign",
+        r.duplicates, r.corrupt
+    );
+    Ok(r)
+}
