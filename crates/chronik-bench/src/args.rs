@@ -154,6 +154,10 @@ pub struct RunArgs {
     /// Requests in flight per broker connection (Kafka's max.in.flight.requests.per.connection).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub max_in_flight: u32,
+    /// Runtime worker threads of the bench itself; keep it small so the broker under test
+    /// keeps the machine's other cores.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub threads: u16,
     /// Give up on a request after this many milliseconds (counted as failed).
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub request_timeout_ms: u64,

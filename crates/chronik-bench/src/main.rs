@@ -49,6 +49,7 @@ fn main() {
         },
         None => {
             let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(usize::from(cli.run.threads))
                 .enable_all()
                 .build()
             {
@@ -164,15 +165,23 @@ async fn run(args: RunArgs) -> Result<Outcome> {
     let consumer = (args.mode == Mode::Roundtrip)
         .then(|| RoundtripConsumer::start(&layout, &before, timing.clone(), timeout));
     let bar = progress(&args, live.clone(), "acked");
-    let tasks = workload::produce(&args, &layout, producer, live.clone(), timing.clone()).await;
+    let recorder = Arc::new(report::Recorder::new(16));
+    let tasks = workload::produce(
+        &args,
+        &layout,
+        producer,
+        live.clone(),
+        timing.clone(),
+        recorder.clone(),
+    )
+    .await;
     bar.finish_and_clear();
     drop(boot);
 
-    let mut hist = report::new_histogram();
+    let hist = recorder.merged();
     let mut measured_bytes = 0u64;
     let mut last_done = timing.measure_start;
     for t in &tasks {
-        let _ = hist.add(&t.hist);
         report.sent += t.sent;
         report.acked += t.acked;
         report.failed += t.failed;

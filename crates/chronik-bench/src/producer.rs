@@ -119,6 +119,33 @@ impl Producer {
     }
 }
 
+/// How full the pending batches are.
+struct Fill {
+    batch_size: usize,
+    per_partition: HashMap<i32, usize>,
+    bytes: usize,
+    /// Some partition has a full batch.
+    full: bool,
+}
+
+impl Fill {
+    fn new(batch_size: usize) -> Fill {
+        Fill {
+            batch_size,
+            per_partition: HashMap::new(),
+            bytes: 0,
+            full: false,
+        }
+    }
+
+    fn add(&mut self, m: &Message) {
+        let b = self.per_partition.entry(m.partition).or_default();
+        *b += m.value.len();
+        self.full |= *b >= self.batch_size;
+        self.bytes += m.value.len();
+    }
+}
+
 struct LeaderSender {
     conn: Connection,
     topic: String,
@@ -146,22 +173,31 @@ impl LeaderSender {
             let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
                 return;
             };
-            let mut bytes: usize = self.carry.iter().map(|m| m.value.len()).sum();
-            while bytes < request_limit {
+            // Let tasks that are already runnable (typically the ones the last answer just
+            // acknowledged) queue their next message first, as a producer's sender thread
+            // does by the time it wakes: one request per wave instead of a lone first message.
+            tokio::task::yield_now().await;
+            // Ready (Kafka's rule): some partition's batch is full, or the oldest message
+            // has lingered long enough. Then everything pending for this broker goes out.
+            let mut fill = Fill::new(self.cfg.batch_size);
+            for m in &self.carry {
+                fill.add(m);
+            }
+            while fill.bytes < request_limit {
                 match rx.try_recv() {
                     Ok(m) => {
-                        bytes += m.value.len();
+                        fill.add(&m);
                         self.carry.push_back(m);
                     }
                     Err(_) => break,
                 }
             }
-            if !self.cfg.linger.is_zero() && bytes < request_limit {
+            if !self.cfg.linger.is_zero() && !fill.full {
                 let deadline = self.carry[0].enqueued + self.cfg.linger;
-                while bytes < request_limit {
+                while !fill.full && fill.bytes < request_limit {
                     tokio::select! {
                         m = rx.recv() => match m {
-                            Some(m) => { bytes += m.value.len(); self.carry.push_back(m); }
+                            Some(m) => { fill.add(&m); self.carry.push_back(m); }
                             None => break,
                         },
                         _ = tokio::time::sleep_until(deadline) => break,

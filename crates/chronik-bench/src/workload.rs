@@ -1,6 +1,6 @@
 //! The load itself: producing tasks (each with one message in flight), the roundtrip
-//! consumer, and the consume mode. Each task keeps its own histogram and merges at the end,
-//! so recording a sample never contends.
+//! consumer, and the consume mode. Tasks record latencies into a sharded shared histogram
+//! ([`Recorder`]) that keeps every sample.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +16,7 @@ use crate::cluster::TopicLayout;
 use crate::fetch::fetch;
 use crate::payload::{self, Stamp};
 use crate::producer::Producer;
-use crate::report::{new_histogram, record};
+use crate::report::{new_histogram, record, Recorder};
 
 /// Counters the progress line reads while the run goes on.
 #[derive(Default)]
@@ -52,7 +52,6 @@ impl Bits {
 
 /// What one producing task did.
 pub struct TaskOutcome {
-    pub hist: Histogram<u64>,
     /// Sequence numbers (per task) that were acknowledged.
     pub acked_seqs: Bits,
     /// Sequence numbers sent run 0..sent.
@@ -98,6 +97,7 @@ pub async fn produce(
     producer: Producer,
     live: Arc<Live>,
     timing: Arc<Timing>,
+    recorder: Arc<Recorder>,
 ) -> Vec<TaskOutcome> {
     let budget = args.messages.map(|n| Arc::new(AtomicU64::new(n)));
     let partitions = Arc::new(layout.partitions.clone());
@@ -113,6 +113,7 @@ pub async fn produce(
             producer: producer.clone(),
             live: live.clone(),
             timing: timing.clone(),
+            recorder: recorder.clone(),
         };
         handles.push(tokio::spawn(ctx.run()));
     }
@@ -136,12 +137,12 @@ struct TaskCtx {
     producer: Producer,
     live: Arc<Live>,
     timing: Arc<Timing>,
+    recorder: Arc<Recorder>,
 }
 
 impl TaskCtx {
     async fn run(self) -> TaskOutcome {
         let mut o = TaskOutcome {
-            hist: new_histogram(),
             acked_seqs: Bits::default(),
             sent: 0,
             acked: 0,
@@ -197,7 +198,8 @@ impl TaskCtx {
                     if measured {
                         o.measured += 1;
                         o.measured_bytes += self.size as u64;
-                        record(&mut o.hist, (done - now).as_micros() as u64);
+                        self.recorder
+                            .record(self.task as usize, (done - now).as_micros() as u64);
                     }
                 }
                 Err(e) => {

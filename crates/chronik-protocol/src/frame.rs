@@ -46,12 +46,17 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
             max: max_bytes,
         });
     }
-    let mut buf = BytesMut::zeroed(size as usize);
-    match reader.read_exact(&mut buf).await {
-        Ok(_) => Ok(Some(buf)),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(FrameError::Truncated),
-        Err(e) => Err(e.into()),
+    // Read into uninitialised capacity: zeroing a large produce frame first would cost as
+    // much as copying it.
+    let size = size as usize;
+    let mut buf = BytesMut::with_capacity(size);
+    while buf.len() < size {
+        let want = (size - buf.len()) as u64;
+        if (&mut *reader).take(want).read_buf(&mut buf).await? == 0 {
+            return Err(FrameError::Truncated);
+        }
     }
+    Ok(Some(buf))
 }
 
 #[cfg(test)]

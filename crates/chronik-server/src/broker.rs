@@ -335,9 +335,7 @@ impl Broker {
 
     /// Opens partitions `from..` of `topic` that this node hosts and publishes them.
     async fn open_partitions(&self, topic: &TopicInfo, from: usize) -> Result<(), (i32, WalError)> {
-        let config = self
-            .topic_config(topic)
-            .log_config(self.config.fsync);
+        let config = self.topic_config(topic).log_config(self.config.fsync);
         let mut opened = Vec::new();
         for (i, info) in topic.partitions.iter().enumerate().skip(from) {
             if !info.replicas.contains(&self.node_id) {

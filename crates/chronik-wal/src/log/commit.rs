@@ -181,8 +181,20 @@ pub(super) async fn commit_loop(shared: Arc<Shared>) {
                 let _ = tokio::time::timeout(d, shared.wake.notified()).await;
             }
             Step::Pass { sync_active } => {
+                // Under load, passes run back to back on the blocking thread: returning to
+                // this task between them would add two thread hand-offs per fdatasync.
                 let s = shared.clone();
-                if let Err(e) = tokio::task::spawn_blocking(move || s.run_pass(sync_active)).await {
+                let passes = tokio::task::spawn_blocking(move || {
+                    let mut sync_active = sync_active;
+                    loop {
+                        s.run_pass(sync_active);
+                        match s.next_step() {
+                            Step::Pass { sync_active: next } => sync_active = next,
+                            _ => break,
+                        }
+                    }
+                });
+                if let Err(e) = passes.await {
                     let mut inner = shared.lock();
                     shared.poison(&mut inner, format!("commit pass did not complete: {e}"));
                     break;
