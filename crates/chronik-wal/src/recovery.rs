@@ -25,8 +25,8 @@ use crate::config::LogConfig;
 use crate::error::WalError;
 use crate::index::{load_index_files, remove_index_files, write_index_files};
 use crate::segment::{
-    create_segment_file, parse_file_name, scan_segment, segment_file_path, FileKind, HeaderError,
-    Segment, SegmentHeader, SEGMENT_HEADER_BYTES,
+    create_segment_file, is_zero_tail, parse_file_name, scan_segment, segment_file_path, FileKind,
+    HeaderError, Segment, SegmentHeader, SEGMENT_HEADER_BYTES,
 };
 
 /// What recovery found, ready to become the partition's in-memory state.
@@ -260,6 +260,7 @@ pub(crate) fn recover(
                 base_offset: base,
                 next_offset: meta.next_offset,
                 size_bytes: file_len,
+                allocated_bytes: file_len,
                 max_timestamp: meta.max_timestamp,
                 created_ms,
                 roll_clock_ms: Some(created_ms),
@@ -271,7 +272,24 @@ pub(crate) fn recover(
         } else {
             let out = scan_segment(&file, file_len, base, config.index_interval_bytes, i64::MAX)
                 .map_err(WalError::io("scan segment", &path))?;
-            if let Some((pos, problem)) = &out.problem {
+            let zero_tail = match &out.problem {
+                Some((pos, _)) => is_zero_tail(&file, *pos, file_len)
+                    .map_err(WalError::io("read segment tail", &path))?,
+                None => false,
+            };
+            if let (true, Some((pos, _))) = (zero_tail, &out.problem) {
+                // Preallocated space after the last frame: the data is whole. Trim it so the
+                // file length is exact again; preallocation restarts on the next append.
+                info!(topic, partition, segment = %seg_name, position = pos,
+                    bytes = file_len - pos, "trimming preallocated zeros after the last frame");
+                fsyncs += remove_index_files_durably(dir, partition, base)?;
+                file.set_len(*pos)
+                    .map_err(WalError::io("truncate segment", &path))?;
+                file.sync_all()
+                    .map_err(WalError::io("fsync segment", &path))?;
+                fsyncs += 1;
+                dir_changed = true;
+            } else if let Some((pos, problem)) = &out.problem {
                 warn!(topic, partition, segment = %seg_name, position = pos,
                     offset = out.next_offset, bytes_cut = file_len - pos, %problem,
                     "truncating segment at its first bad frame");
@@ -303,6 +321,7 @@ pub(crate) fn recover(
                 base_offset: base,
                 next_offset: out.next_offset,
                 size_bytes: out.valid_len,
+                allocated_bytes: out.valid_len,
                 max_timestamp: out.max_timestamp,
                 created_ms,
                 roll_clock_ms: (out.frames > 0).then_some(created_ms),

@@ -52,6 +52,14 @@ pub const MIN_FRAME_BYTES: u64 = FRAME_HEADER_BYTES + BatchHeader::SIZE as u64;
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 31;
 /// Hard bound on a segment file's size; appends beyond it are refused.
 pub const MAX_SEGMENT_FILE_BYTES: u64 = u32::MAX as u64;
+/// The active segment is kept ahead of its data by zeros written in steps of this size.
+/// Overwriting already-written blocks lets fdatasync skip the metadata journal commit an
+/// appending write needs (new blocks, new file size): on ext4 that cut fdatasync latency by
+/// about a third here. Zeros are never data: a frame length of 0 is invalid, and recovery
+/// trims an all-zero tail.
+pub const PREALLOC_STEP_BYTES: u64 = 512 * 1024;
+/// Extend the zeros once fewer than this many bytes are left ahead of the data.
+pub const PREALLOC_LOW_WATER_BYTES: u64 = PREALLOC_STEP_BYTES / 2;
 /// Largest offset span of one segment: relative offsets are stored as u32.
 pub const MAX_RELATIVE_OFFSET: i64 = u32::MAX as i64;
 
@@ -202,6 +210,48 @@ pub fn create_segment_file(path: &Path, header: SegmentHeader) -> io::Result<Fil
         .open(path)?;
     file.write_all(&header.encode())?;
     Ok(file)
+}
+
+/// Writes `len` zero bytes at `pos` (positioned writes; the file cursor does not move).
+pub fn write_zeros(file: &File, mut pos: u64, len: u64) -> io::Result<()> {
+    static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+    let end = pos + len;
+    while pos < end {
+        let n = (end - pos).min(ZEROS.len() as u64) as usize;
+        file.write_all_at(&ZEROS[..n], pos)?;
+        pos += n as u64;
+    }
+    Ok(())
+}
+
+/// True if every byte of `pos..end` is zero: preallocated space, not a torn frame.
+pub fn is_zero_tail(file: &File, mut pos: u64, end: u64) -> io::Result<bool> {
+    let mut buf = vec![0u8; 64 * 1024];
+    while pos < end {
+        let n = (end - pos).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], pos)?;
+        if buf[..n].iter().any(|b| *b != 0) {
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    Ok(true)
+}
+
+/// Starts writeback of `pos..pos+len` without waiting for it, so a later fdatasync finds
+/// those pages already on their way. Advisory: errors surface at that fdatasync.
+pub fn start_writeback(file: &File, pos: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: sync_file_range only reads its integer arguments; the fd is open for the
+    // lifetime of `file`.
+    unsafe {
+        libc::sync_file_range(
+            file.as_raw_fd(),
+            pos as libc::off64_t,
+            len as libc::off64_t,
+            libc::SYNC_FILE_RANGE_WRITE,
+        );
+    }
 }
 
 /// Encodes a frame header for `payload`.
@@ -535,8 +585,13 @@ pub struct Segment {
     pub base_offset: i64,
     /// Offset after the last batch (== `base_offset` when empty).
     pub next_offset: i64,
-    /// File length including the header; only whole frames are counted.
+    /// Length of the data: header plus whole frames. Appends go here.
     pub size_bytes: u64,
+    /// File length: `size_bytes` plus preallocated zeros (see [`PREALLOC_STEP_BYTES`]).
+    /// Invariant: `size_bytes <= allocated_bytes` while the segment is active, and the bytes
+    /// in `size_bytes..allocated_bytes` are zeros. Sealed segments are trimmed to
+    /// `size_bytes` before their index is written, so their file length is exact.
+    pub allocated_bytes: u64,
     /// Largest batch `max_timestamp` (`i64::MIN` when empty).
     pub max_timestamp: i64,
     pub created_ms: i64,

@@ -9,17 +9,20 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use super::{LifeState, Shared};
 use crate::config::FsyncPolicy;
 use crate::error::WalError;
 use crate::index::{write_index_files, IndexMeta, SegmentIndex};
 use crate::recovery::fsync_dir;
+use crate::segment::{start_writeback, write_zeros, PREALLOC_LOW_WATER_BYTES, PREALLOC_STEP_BYTES};
 
 /// A sealed segment whose data must be synced and whose index must then be persisted.
 struct SealJob {
     base_offset: i64,
+    /// Cut preallocated zeros off before syncing, so the sealed file is exactly its data.
+    trim_to: Option<u64>,
     file: Arc<File>,
     path: Arc<Path>,
     meta: IndexMeta,
@@ -85,6 +88,7 @@ impl Shared {
                 .filter_map(|b| inner.segments.iter().find(|s| s.base_offset == *b))
                 .map(|s| SealJob {
                     base_offset: s.base_offset,
+                    trim_to: (s.allocated_bytes > s.size_bytes).then_some(s.size_bytes),
                     file: s.file.clone(),
                     path: s.path.clone(),
                     meta: s.meta(),
@@ -111,6 +115,14 @@ impl Shared {
                 return Err("injected fdatasync failure".into());
             }
             for job in &jobs {
+                if let Some(len) = job.trim_to {
+                    job.file.set_len(len).map_err(|e| {
+                        format!(
+                            "trimming preallocated zeros of sealed segment {} failed: {e}",
+                            job.path.display()
+                        )
+                    })?;
+                }
                 job.file.sync_data().map_err(|e| {
                     format!(
                         "fdatasync of sealed segment {} failed: {e}",
@@ -153,6 +165,7 @@ impl Shared {
                 .find(|s| s.base_offset == job.base_offset)
             {
                 s.persisted = true;
+                s.allocated_bytes = s.size_bytes;
             }
             debug!(topic = %self.topic, partition = self.partition, segment = job.base_offset,
                 "sealed segment synced and indexed");
@@ -169,6 +182,40 @@ impl Shared {
             self.publish_committed(&inner, inner.synced_end);
         }
         inner.check_invariants();
+        if active.is_some() {
+            self.preallocate(inner);
+        }
+    }
+
+    /// Keeps zeros ahead of the active segment's data (see [`PREALLOC_STEP_BYTES`]), after
+    /// the pass has published, so no waiting append pays for it. The zeros are written under
+    /// the partition lock (appends write at the data end, never into a range being zeroed)
+    /// and their writeback is started at once, so the next fdatasync mostly finds it done.
+    /// A failure here costs only speed: it is logged and appends extend the file as before.
+    fn preallocate(&self, mut inner: std::sync::MutexGuard<'_, super::Inner>) {
+        let limit = inner.config.segment_bytes;
+        let seg = inner
+            .segments
+            .back_mut()
+            .expect("partition log has no segment");
+        if seg.allocated_bytes - seg.size_bytes >= PREALLOC_LOW_WATER_BYTES {
+            return;
+        }
+        // Data never grows past segment.bytes except by one oversized batch: no zeros there.
+        let target = (seg.size_bytes + PREALLOC_STEP_BYTES).min(limit.max(seg.size_bytes));
+        if target <= seg.allocated_bytes {
+            return;
+        }
+        let (from, len) = (seg.allocated_bytes, target - seg.allocated_bytes);
+        if let Err(e) = write_zeros(&seg.file, from, len) {
+            warn!(topic = %self.topic, partition = self.partition, error = %e,
+                "could not preallocate segment space; appends extend the file instead");
+            return;
+        }
+        seg.allocated_bytes = target;
+        let file = seg.file.clone();
+        drop(inner);
+        start_writeback(&file, from, len);
     }
 }
 
@@ -220,6 +267,21 @@ impl Shared {
                     .segments
                     .back_mut()
                     .expect("partition log has no segment");
+                if seg.allocated_bytes > seg.size_bytes {
+                    // A clean close leaves exact files: cut the preallocated zeros.
+                    let trimmed = seg
+                        .file
+                        .set_len(seg.size_bytes)
+                        .and_then(|()| seg.file.sync_all());
+                    match trimmed {
+                        Ok(()) => {
+                            self.count_fsyncs(1);
+                            seg.allocated_bytes = seg.size_bytes;
+                        }
+                        Err(e) => warn!(topic = %self.topic, partition = self.partition,
+                            error = %e, "could not trim preallocated zeros on close; recovery will"),
+                    }
+                }
                 let r = write_index_files(&self.dir, self.partition, &seg.meta(), &seg.index)
                     .and_then(|n| fsync_dir(&self.dir).map(|()| n + 1))
                     .map_err(WalError::io("write index files", &self.dir));

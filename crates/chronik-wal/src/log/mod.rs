@@ -167,6 +167,7 @@ impl Inner {
         debug_assert_eq!(self.log_start, self.segments[0].base_offset);
         debug_assert_eq!(self.log_end, self.active().next_offset);
         debug_assert!(self.synced_end <= self.log_end);
+        debug_assert!(self.segments.iter().all(|s| s.size_bytes <= s.allocated_bytes));
         debug_assert!(self.pending_seals.len() <= MAX_PENDING_SEALS);
         debug_assert!(self
             .segments
@@ -313,6 +314,7 @@ impl Shared {
             base_offset: base,
             next_offset: base,
             size_bytes: SEGMENT_HEADER_BYTES,
+            allocated_bytes: SEGMENT_HEADER_BYTES,
             max_timestamp: i64::MIN,
             created_ms: now_ms,
             roll_clock_ms: None,
@@ -517,6 +519,7 @@ impl PartitionLog {
             });
         }
         seg.size_bytes += frame_bytes;
+        seg.allocated_bytes = seg.allocated_bytes.max(seg.size_bytes);
         seg.max_timestamp = seg.max_timestamp.max(header.max_timestamp);
         let max_ts = seg.max_timestamp;
         Arc::make_mut(&mut seg.index).on_append(
@@ -972,6 +975,7 @@ impl PartitionLog {
         let seg = &mut inner.segments[idx];
         let cut_bytes = seg.size_bytes - out.valid_len;
         seg.size_bytes = out.valid_len;
+        seg.allocated_bytes = out.valid_len;
         seg.next_offset = out.next_offset;
         seg.max_timestamp = out.max_timestamp;
         seg.index = Arc::new(out.index);

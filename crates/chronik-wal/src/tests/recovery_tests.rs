@@ -271,3 +271,77 @@ async fn segment_of_an_unknown_version_is_refused_untouched() {
     assert!(matches!(r, Err(WalError::Corrupt { .. })), "{:?}", r.err());
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
 }
+
+#[tokio::test]
+async fn preallocated_zeros_are_kept_ahead_and_trimmed_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 4 << 20,
+        ..small_config()
+    };
+    let log = open(dir.path(), cfg.clone()).await;
+    let stored = append_many(&log, 50, 2);
+    log.wait_committed(stored.last().unwrap().last + 1)
+        .await
+        .unwrap();
+    let path = log_path(dir.path(), 0);
+    let data_len = log.size_bytes();
+    // A commit pass ran, so zeros now lie ahead of the data.
+    let file_len = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        file_len >= data_len + crate::segment::PREALLOC_LOW_WATER_BYTES,
+        "file {file_len} data {data_len}"
+    );
+    // Crash: no close, so the zeros stay on disk.
+    drop(log);
+    let log = open(dir.path(), cfg.clone()).await;
+    assert_eq!(read_all(&log, 0), concat(&stored));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), data_len);
+    // Appends continue where the data ended, not after the zeros.
+    let more = append_many(&log, 5, 1);
+    assert_eq!(more[0].base, stored.last().unwrap().last + 1);
+    log.close().await.unwrap();
+    let log = open(dir.path(), cfg).await;
+    assert_eq!(
+        read_all(&log, 0),
+        concat(&stored.iter().chain(&more).cloned().collect::<Vec<_>>())
+    );
+    log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn zeros_after_a_sealed_segment_are_not_corruption() {
+    // A crash after a roll but before the old segment was trimmed and indexed leaves zeros
+    // after its last frame: recovery must keep it and every later segment.
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config()).await;
+    let stored = append_many(&log, 40, 1);
+    log.close().await.unwrap();
+    let bases = segment_bases(dir.path());
+    assert!(bases.len() >= 4);
+    let victim = bases[1];
+    append_bytes(&log_path(dir.path(), victim), &[0u8; 3000]);
+    std::fs::remove_file(index_path(dir.path(), victim, FileKind::OffsetIndex)).unwrap();
+
+    let log = open(dir.path(), small_config()).await;
+    assert_eq!(segment_bases(dir.path()), bases);
+    assert_eq!(read_all(&log, 0), concat(&stored));
+    log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn zeros_with_any_other_byte_are_still_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config()).await;
+    let stored = append_many(&log, 3, 1);
+    log.close().await.unwrap();
+    let path = log_path(dir.path(), 0);
+    let len = std::fs::metadata(&path).unwrap().len();
+    let mut tail = vec![0u8; 500];
+    tail[400] = 1;
+    append_bytes(&path, &tail);
+    let log = open(dir.path(), small_config()).await;
+    assert_eq!(read_all(&log, 0), concat(&stored));
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+    log.close().await.unwrap();
+}
