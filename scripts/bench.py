@@ -17,6 +17,7 @@ import datetime as dt
 import json
 import os
 import platform
+import select
 import re
 import shutil
 import signal
@@ -70,31 +71,38 @@ class BrokerProcess:
         self.proc = subprocess.Popen(
             [str(SERVER), "standalone", "--data-dir", str(workdir / "data"), "--kafka-addr", "127.0.0.1:0",
              "--fsync", "always", *extra],
-            stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL, text=True,
+            stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL,
             env={k: v for k, v in os.environ.items() if not k.startswith("CHRONIK_")},
         )
-        self.addr = self._wait_ready()
+        try:
+            self.addr = self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
 
     def _wait_ready(self) -> str:
+        """Polls stdout (select with a short timeout) for the ready line, until the deadline."""
         deadline = time.monotonic() + READY_TIMEOUT_S
         assert self.proc.stdout is not None
-        os.set_blocking(self.proc.stdout.fileno(), False)
-        buf = ""
+        fd = self.proc.stdout.fileno()
+        buf = b""
         while time.monotonic() < deadline:
-            chunk = self.proc.stdout.read()
-            if chunk:
+            ready, _, _ = select.select([fd], [], [], 0.05)
+            if ready:
+                chunk = os.read(fd, 4096)
                 buf += chunk
-                for line in buf.splitlines():
+                for line in buf.decode(errors="replace").splitlines():
                     m = READY_RE.match(line)
                     if m:
                         return m.group(1)
             if self.proc.poll() is not None:
                 raise SystemExit(f"bench: broker exited with {self.proc.returncode} before it was ready")
-            time.sleep(0.02)
         self.stop()
         raise SystemExit("bench: broker printed no ready line in time")
 
     def stop(self) -> None:
+        if self.stderr.closed:
+            return
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -103,6 +111,30 @@ class BrokerProcess:
                 self.proc.kill()
                 self.proc.wait()
         self.stderr.close()
+
+
+def settle(max_wait_s: float = 60.0) -> None:
+    """Waits (polling, with a deadline) until the disk is quiet: less than 5% of each of two
+    consecutive half seconds stalled on I/O (/proc/pressure/io). The disk probe's deletes
+    (ext4 here is mounted with `discard`) and the previous scenario's writeback otherwise slow
+    the next scenario down."""
+    path = Path("/proc/pressure/io")
+    if not path.exists():
+        return
+
+    def stalled_us() -> int:
+        line = path.read_text().splitlines()[0]  # "some avg10=.. avg60=.. avg300=.. total=N"
+        return int(line.rsplit("total=", 1)[1])
+
+    start = time.monotonic()
+    quiet, prev = 0, stalled_us()
+    while time.monotonic() - start < max_wait_s and quiet < 2:
+        time.sleep(0.5)
+        cur = stalled_us()
+        quiet = quiet + 1 if cur - prev < 25_000 else 0
+        prev = cur
+    waited = time.monotonic() - start
+    print(f"bench: disk {'quiet' if quiet >= 2 else 'still busy'} after {waited:.1f} s", flush=True)
 
 
 def run_json(cmd: list[str], timeout_s: float) -> tuple[int, dict | None, str]:
@@ -167,6 +199,7 @@ def main() -> int:
         for s in chosen:
             workdir = base / s.name
             workdir.mkdir()
+            settle()
             broker = BrokerProcess(workdir, s.broker_args)
             try:
                 cmd = [str(BENCH), "--bootstrap-servers", broker.addr, "--topic", f"bench-{s.name}",

@@ -3,7 +3,8 @@
 //!
 //! Layout (big-endian):
 //! `[crc32c of bytes 4.. : u32][task: u32][seq: u64][sent_us: u64][filler]`
-//! The filler is a deterministic function of (task, seq), so the CRC covers real content.
+//! The filler is a window of a fixed pseudo-random block chosen by (task, seq), so the CRC
+//! covers content that differs between messages.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -18,6 +19,26 @@ pub struct Stamp {
     pub sent_us: u64,
 }
 
+/// Pseudo-random filler the payloads are cut from, so building one costs a copy, not a
+/// random-number loop per byte. 64 KiB plus the largest offset used below.
+fn filler() -> &'static [u8] {
+    static FILLER: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    FILLER.get_or_init(|| {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        (0..FILLER_BYTES + FILLER_BYTES / 2)
+            .map(|_| {
+                // xorshift64
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect()
+    })
+}
+
+const FILLER_BYTES: usize = 64 * 1024;
+
 pub fn build(size: usize, stamp: Stamp) -> Bytes {
     debug_assert!(size >= HEADER_BYTES);
     let mut b = BytesMut::with_capacity(size);
@@ -25,16 +46,13 @@ pub fn build(size: usize, stamp: Stamp) -> Bytes {
     b.put_u32(stamp.task);
     b.put_u64(stamp.seq);
     b.put_u64(stamp.sent_us);
-    let mut x = (u64::from(stamp.task) << 40) ^ stamp.seq ^ 0x9E37_79B9_7F4A_7C15;
-    while b.len() + 8 <= size {
-        // xorshift64: cheap, and different for every message.
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        b.put_u64(x);
-    }
+    // A different window of the filler for each (task, seq); messages over 64 KiB repeat it.
+    let f = filler();
+    let start = ((u64::from(stamp.task).wrapping_mul(7919) ^ stamp.seq.wrapping_mul(104_729))
+        % (FILLER_BYTES as u64 / 2)) as usize;
     while b.len() < size {
-        b.put_u8(x as u8);
+        let n = (size - b.len()).min(FILLER_BYTES);
+        b.put_slice(&f[start..start + n]);
     }
     let crc = crc32c::crc32c(&b[4..]);
     b[0..4].copy_from_slice(&crc.to_be_bytes());
