@@ -167,7 +167,10 @@ impl Inner {
         debug_assert_eq!(self.log_start, self.segments[0].base_offset);
         debug_assert_eq!(self.log_end, self.active().next_offset);
         debug_assert!(self.synced_end <= self.log_end);
-        debug_assert!(self.segments.iter().all(|s| s.size_bytes <= s.allocated_bytes));
+        debug_assert!(self
+            .segments
+            .iter()
+            .all(|s| s.size_bytes <= s.allocated_bytes));
         debug_assert!(self.pending_seals.len() <= MAX_PENDING_SEALS);
         debug_assert!(self
             .segments
