@@ -53,8 +53,8 @@ pub const MAX_SEGMENT_BYTES: u64 = 1 << 31;
 /// Hard bound on a segment file's size; appends beyond it are refused.
 pub const MAX_SEGMENT_FILE_BYTES: u64 = u32::MAX as u64;
 /// The active segment is kept ahead of its data by zeros written in steps of this size.
-/// Overwriting already-written blocks lets fdatasync skip the metadata journal commit an
-/// appending write needs (new blocks, new file size): on ext4 that cut fdatasync latency by
+/// Overwriting already-written blocks lets fdatasync skip the metadata writes an appending
+/// write needs (new blocks, new file size): on ext4 that cut fdatasync latency by
 /// about a third here. Zeros are never data: a frame length of 0 is invalid, and recovery
 /// trims an all-zero tail.
 pub const PREALLOC_STEP_BYTES: u64 = 512 * 1024;
