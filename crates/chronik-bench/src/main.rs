@@ -7,9 +7,9 @@ mod args;
 mod client;
 mod cluster;
 mod disk;
+mod driver;
 mod fetch;
 mod payload;
-mod producer;
 mod report;
 mod verify;
 mod workload;
@@ -147,9 +147,13 @@ async fn run(args: RunArgs) -> Result<Outcome> {
         });
     }
 
-    let producer = producer::Producer::start(
+    let timing = Arc::new(Timing::new(&args));
+    let consumer = (args.mode == Mode::Roundtrip)
+        .then(|| RoundtripConsumer::start(&layout, &before, timing.clone(), timeout));
+    let bar = progress(&args, live.clone(), "acked");
+    let outcome = driver::produce(
         &layout,
-        producer::ProducerConfig {
+        driver::DriverConfig {
             acks: args.acks.wire(),
             compression: args.compression.compression(),
             linger: Duration::from_millis(args.linger_ms),
@@ -157,47 +161,35 @@ async fn run(args: RunArgs) -> Result<Outcome> {
             max_in_flight: args.max_in_flight as usize,
             idempotence: args.idempotence,
             request_timeout: timeout,
-            queue_len: args.concurrency as usize,
+            concurrency: args.concurrency,
+            message_size: args.message_size,
+            rate: args.rate_limit,
+            budget: args.messages,
         },
-    )
-    .await?;
-    let timing = Arc::new(Timing::new(&args));
-    let consumer = (args.mode == Mode::Roundtrip)
-        .then(|| RoundtripConsumer::start(&layout, &before, timing.clone(), timeout));
-    let bar = progress(&args, live.clone(), "acked");
-    let recorder = Arc::new(report::Recorder::new(16));
-    let tasks = workload::produce(
-        &args,
-        &layout,
-        producer,
         live.clone(),
         timing.clone(),
-        recorder.clone(),
     )
     .await;
     bar.finish_and_clear();
+    let outcome = outcome?;
     drop(boot);
 
-    let hist = recorder.merged();
-    let mut measured_bytes = 0u64;
-    let mut last_done = timing.measure_start;
-    for t in &tasks {
-        report.sent += t.sent;
-        report.acked += t.acked;
-        report.failed += t.failed;
-        report.measured += t.measured;
-        measured_bytes += t.measured_bytes;
-        last_done = last_done.max(t.last_done);
-        for (e, n) in &t.errors {
-            *report.errors.entry(e.clone()).or_default() += n;
-        }
+    for s in &outcome.slots {
+        report.sent += s.sent;
+        report.acked += s.acked;
+        report.failed += s.failed;
     }
+    report.measured = outcome.measured;
+    report.errors = outcome.errors.clone();
+    let measured_bytes = outcome.measured_bytes;
+    let last_done = outcome.last_done.max(timing.measure_start);
+    let hist = &outcome.hist;
     let secs = last_done
         .saturating_duration_since(timing.measure_start)
         .as_secs_f64();
     let measured = report.measured;
     fill_rates(&mut report, measured, measured_bytes, secs);
-    report.latency_us = Latency::of(&hist);
+    report.latency_us = Latency::of(hist);
     if report.measured == 0 && report.sent > 0 && !args.json {
         eprintln!("chronik-bench: nothing was acknowledged inside the measured window");
     }
@@ -212,7 +204,7 @@ async fn run(args: RunArgs) -> Result<Outcome> {
         args.verify,
         &layout,
         &before,
-        &tasks,
+        &outcome.slots,
         args.acks == Acks::None,
         timeout,
     )

@@ -14,38 +14,6 @@ pub fn record(h: &mut Histogram<u64>, us: u64) {
     h.saturating_record(us.max(1));
 }
 
-/// One histogram shared by many tasks, in a few locked shards. A histogram per task would
-/// cost ~150 KiB each (hundreds of MiB at high concurrency); a shard lock is uncontended
-/// most of the time.
-pub struct Recorder {
-    shards: Vec<std::sync::Mutex<Histogram<u64>>>,
-}
-
-impl Recorder {
-    pub fn new(shards: usize) -> Recorder {
-        Recorder {
-            shards: (0..shards.max(1))
-                .map(|_| std::sync::Mutex::new(new_histogram()))
-                .collect(),
-        }
-    }
-
-    pub fn record(&self, key: usize, us: u64) {
-        let shard = &self.shards[key % self.shards.len()];
-        let mut h = shard.lock().unwrap_or_else(|e| e.into_inner());
-        record(&mut h, us);
-    }
-
-    pub fn merged(&self) -> Histogram<u64> {
-        let mut out = new_histogram();
-        for s in &self.shards {
-            let h = s.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = out.add(&*h);
-        }
-        out
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Default)]
 pub struct Latency {
     pub count: u64,

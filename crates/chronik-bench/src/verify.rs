@@ -16,16 +16,17 @@ use crate::args::Verify;
 /// Upper bound on reading one leader's share back.
 const READ_BACK_TIMEOUT: Duration = Duration::from_secs(300);
 use crate::cluster::{end_offsets, TopicLayout};
+use crate::driver::SlotOutcome;
 use crate::fetch::fetch;
 use crate::payload;
 use crate::report::VerifyReport;
-use crate::workload::{Bits, TaskOutcome};
+use crate::workload::Bits;
 
 pub async fn verify(
     mode: Verify,
     layout: &TopicLayout,
     before: &BTreeMap<i32, i64>,
-    tasks: &[TaskOutcome],
+    tasks: &[SlotOutcome],
     acks_none: bool,
     timeout: Duration,
 ) -> Result<VerifyReport> {

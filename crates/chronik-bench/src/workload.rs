@@ -1,6 +1,5 @@
-//! The load itself: producing tasks (each with one message in flight), the roundtrip
-//! consumer, and the consume mode. Tasks record latencies into a sharded shared histogram
-//! ([`Recorder`]) that keeps every sample.
+//! Shared state of a run (live counters, the clock), the roundtrip consumer and the consume
+//! mode. The produce load itself is in `driver.rs`.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,9 +13,8 @@ use tokio::time::Instant;
 use crate::args::RunArgs;
 use crate::cluster::TopicLayout;
 use crate::fetch::fetch;
-use crate::payload::{self, Stamp};
-use crate::producer::Producer;
-use crate::report::{new_histogram, record, Recorder};
+use crate::payload;
+use crate::report::{new_histogram, record};
 
 /// Counters the progress line reads while the run goes on.
 #[derive(Default)]
@@ -50,20 +48,6 @@ impl Bits {
     }
 }
 
-/// What one producing task did.
-pub struct TaskOutcome {
-    /// Sequence numbers (per task) that were acknowledged.
-    pub acked_seqs: Bits,
-    /// Sequence numbers sent run 0..sent.
-    pub sent: u64,
-    pub acked: u64,
-    pub failed: u64,
-    pub measured: u64,
-    pub measured_bytes: u64,
-    pub errors: BTreeMap<String, u64>,
-    pub last_done: Instant,
-}
-
 pub struct Timing {
     /// The clock origin that payload stamps count microseconds from.
     pub origin: Instant,
@@ -88,128 +72,6 @@ impl Timing {
     }
     pub fn us_since_origin(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.origin).as_micros() as u64
-    }
-}
-
-pub async fn produce(
-    args: &RunArgs,
-    layout: &TopicLayout,
-    producer: Producer,
-    live: Arc<Live>,
-    timing: Arc<Timing>,
-    recorder: Arc<Recorder>,
-) -> Vec<TaskOutcome> {
-    let budget = args.messages.map(|n| Arc::new(AtomicU64::new(n)));
-    let partitions = Arc::new(layout.partitions.clone());
-    let mut handles = Vec::with_capacity(args.concurrency as usize);
-    for task in 0..args.concurrency {
-        let ctx = TaskCtx {
-            task,
-            concurrency: args.concurrency,
-            size: args.message_size,
-            rate: args.rate_limit,
-            budget: budget.clone(),
-            partitions: partitions.clone(),
-            producer: producer.clone(),
-            live: live.clone(),
-            timing: timing.clone(),
-            recorder: recorder.clone(),
-        };
-        handles.push(tokio::spawn(ctx.run()));
-    }
-    let mut out = Vec::with_capacity(handles.len());
-    for h in handles {
-        match h.await {
-            Ok(o) => out.push(o),
-            Err(e) => eprintln!("chronik-bench: a producing task died: {e}"),
-        }
-    }
-    out
-}
-
-struct TaskCtx {
-    task: u32,
-    concurrency: u32,
-    size: usize,
-    rate: u64,
-    budget: Option<Arc<AtomicU64>>,
-    partitions: Arc<Vec<i32>>,
-    producer: Producer,
-    live: Arc<Live>,
-    timing: Arc<Timing>,
-    recorder: Arc<Recorder>,
-}
-
-impl TaskCtx {
-    async fn run(self) -> TaskOutcome {
-        let mut o = TaskOutcome {
-            acked_seqs: Bits::default(),
-            sent: 0,
-            acked: 0,
-            failed: 0,
-            measured: 0,
-            measured_bytes: 0,
-            errors: BTreeMap::new(),
-            last_done: Instant::now(),
-        };
-        let t = &self.timing;
-        let np = self.partitions.len() as u64;
-        for seq in 0u64.. {
-            if let Some(b) = &self.budget {
-                if b.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-                    .is_err()
-                {
-                    break;
-                }
-            }
-            if self.rate > 0 {
-                // Task i's k-th message is due at (k·C + i) / R seconds: an even global rate.
-                let slot = seq * u64::from(self.concurrency) + u64::from(self.task);
-                let due = t.origin + Duration::from_secs_f64(slot as f64 / self.rate as f64);
-                tokio::time::sleep_until(due).await;
-            }
-            let now = Instant::now();
-            if t.end.is_some_and(|end| now >= end) {
-                break;
-            }
-            let partition = self.partitions[((u64::from(self.task) + seq) % np) as usize];
-            let value = payload::build(
-                self.size,
-                Stamp {
-                    task: self.task,
-                    seq,
-                    sent_us: t.us_since_origin(now),
-                },
-            );
-            o.sent += 1;
-            self.live.sent.fetch_add(1, Ordering::Relaxed);
-            let result = self.producer.send(partition, value).await;
-            let done = Instant::now();
-            o.last_done = done;
-            let measured = now >= t.measure_start;
-            match result {
-                Ok(()) => {
-                    o.acked += 1;
-                    o.acked_seqs.set(seq);
-                    self.live.acked.fetch_add(1, Ordering::Relaxed);
-                    self.live
-                        .bytes
-                        .fetch_add(self.size as u64, Ordering::Relaxed);
-                    if measured {
-                        o.measured += 1;
-                        o.measured_bytes += self.size as u64;
-                        self.recorder
-                            .record(self.task as usize, (done - now).as_micros() as u64);
-                    }
-                }
-                Err(e) => {
-                    o.failed += 1;
-                    self.live.failed.fetch_add(1, Ordering::Relaxed);
-                    *o.errors.entry(e).or_default() += 1;
-                }
-            }
-        }
-        o
     }
 }
 
