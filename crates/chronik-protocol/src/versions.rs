@@ -9,7 +9,8 @@ use kafka_protocol::protocol::VersionRange;
 ///
 /// Produce stops at v11 (v12+ carry transaction-v2 semantics and topic ids), Fetch at v16
 /// (v17+ add KRaft replica-directory fields), ListOffsets at v6 (v7+ add the max-timestamp
-/// and tiered-storage specs), Metadata at v12.
+/// and tiered-storage specs), Metadata at v12. FindCoordinator stops at v4, OffsetCommit at
+/// v8 and OffsetFetch at v8: later versions belong to the new consumer protocol (KIP-848).
 const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 11),
     (ApiKey::Fetch, 4, 16),
@@ -22,6 +23,9 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
 ];
 
 /// The supported range for `key`, or `None` if Chronik does not serve it.

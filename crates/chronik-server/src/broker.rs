@@ -7,8 +7,9 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use chronik_groups::OFFSETS_TOPIC;
 use chronik_metadata::{
     BrokerInfo, LocalStore, MetadataCommand, MetadataError, MetadataState, Outcome, TopicInfo,
 };
@@ -19,6 +20,7 @@ use thiserror::Error;
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
+use crate::offsets::Offsets;
 use crate::partition::Partition;
 use crate::shutdown::Shutdown;
 use crate::topic_config::{self, TopicConfig};
@@ -44,6 +46,8 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot open the committed offsets: {0}")]
+    Offsets(String),
 }
 
 /// A refused topic operation: the Kafka error and a message for the client.
@@ -92,6 +96,8 @@ pub struct Broker {
     topic_admin: tokio::sync::Mutex<()>,
     /// `[next, end)` of the producer-id block this broker owns.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
+    /// Committed offsets; set once at start, after the offsets topic is open.
+    offsets: OnceLock<Offsets>,
     pub shutdown: Shutdown,
 }
 
@@ -126,6 +132,7 @@ impl Broker {
             partitions: DashMap::new(),
             topic_admin: tokio::sync::Mutex::new(()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
+            offsets: OnceLock::new(),
             shutdown,
             config,
         });
@@ -158,7 +165,50 @@ impl Broker {
                     source,
                 })?;
         }
+        broker.open_offsets().await?;
         Ok(broker)
+    }
+
+    /// Creates the `__consumer_offsets` topic on first start, then rebuilds the committed
+    /// offsets by replaying it.
+    async fn open_offsets(self: &Arc<Self>) -> Result<(), StartError> {
+        let want = self.config.offsets_topic_partitions;
+        match self.metadata().topic(OFFSETS_TOPIC) {
+            Some(t) if t.partitions.len() as i32 != want => {
+                tracing::warn!(
+                    topic = OFFSETS_TOPIC,
+                    partitions = t.partitions.len(),
+                    configured = want,
+                    "the offsets topic keeps the partition count it was created with"
+                );
+            }
+            Some(_) => {}
+            None => {
+                // Offsets must outlive any time or size retention (compaction is still to come).
+                let configs = BTreeMap::from([
+                    ("retention.ms".to_string(), "-1".to_string()),
+                    ("retention.bytes".to_string(), "-1".to_string()),
+                    ("segment.bytes".to_string(), (100 << 20).to_string()),
+                ]);
+                self.create_topic_checked(OFFSETS_TOPIC, want, 1, configs, true, false)
+                    .await
+                    .map_err(|e| StartError::Offsets(e.message))?;
+            }
+        }
+        let me = self.clone();
+        let offsets = tokio::task::spawn_blocking(move || Offsets::rebuild(&me))
+            .await
+            .map_err(|e| StartError::Offsets(format!("offsets replay panicked: {e}")))?
+            .map_err(|e| StartError::Offsets(e.to_string()))?;
+        let _ = self.offsets.set(offsets);
+        Ok(())
+    }
+
+    /// Committed offsets (set during start).
+    pub fn offsets(&self) -> &Offsets {
+        self.offsets
+            .get()
+            .expect("offsets are opened before the broker serves requests")
     }
 
     /// A consistent snapshot of the metadata.
@@ -207,8 +257,35 @@ impl Broker {
     ) -> Result<TopicInfo, TopicError> {
         chronik_metadata::topic_name::validate(name)
             .map_err(|r| TopicError::new(ResponseError::InvalidTopicException, r))?;
+        if name == OFFSETS_TOPIC {
+            return Err(TopicError::new(
+                ResponseError::TopicAlreadyExists,
+                format!("{OFFSETS_TOPIC} is internal and created by the broker"),
+            ));
+        }
         topic_config::validate_overrides(&configs)
             .map_err(|e| TopicError::new(ResponseError::InvalidConfig, e.to_string()))?;
+        self.create_topic_checked(
+            name,
+            num_partitions,
+            replication_factor,
+            configs,
+            false,
+            validate_only,
+        )
+        .await
+    }
+
+    /// Creates a topic whose name and configs were already checked.
+    async fn create_topic_checked(
+        &self,
+        name: &str,
+        num_partitions: i32,
+        replication_factor: i16,
+        configs: BTreeMap<String, String>,
+        internal: bool,
+        validate_only: bool,
+    ) -> Result<TopicInfo, TopicError> {
         let partitions = if num_partitions == -1 {
             self.config.num_partitions
         } else {
@@ -231,7 +308,7 @@ impl Broker {
             partitions,
             replication_factor: rf,
             configs,
-            internal: false,
+            internal,
         };
         let _admin = self.topic_admin.lock().await;
         if validate_only {
@@ -281,6 +358,12 @@ impl Broker {
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+        if name == OFFSETS_TOPIC {
+            return Err(TopicError::new(
+                ResponseError::InvalidRequest,
+                format!("{OFFSETS_TOPIC} is internal and cannot be deleted"),
+            ));
+        }
         let _admin = self.topic_admin.lock().await;
         self.apply(MetadataCommand::DeleteTopic {
             name: name.to_string(),

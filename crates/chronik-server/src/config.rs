@@ -54,6 +54,10 @@ pub struct ServerArgs {
     /// When an append is acknowledged: always | interval:<ms> | never [default: always]
     #[arg(long, env = "CHRONIK_FSYNC", value_parser = FsyncPolicy::from_str)]
     pub fsync: Option<FsyncPolicy>,
+    /// Partitions of the internal __consumer_offsets topic, fixed when it is first created
+    /// [default: 16]
+    #[arg(long, env = "CHRONIK_OFFSETS_TOPIC_PARTITIONS")]
+    pub offsets_topic_partitions: Option<i32>,
     /// Partitions of an auto-created topic [default: 1]
     #[arg(long, env = "CHRONIK_NUM_PARTITIONS")]
     pub num_partitions: Option<i32>,
@@ -103,6 +107,7 @@ struct FileConfig {
     advertised_addr: Option<String>,
     node_id: Option<i32>,
     fsync: Option<String>,
+    offsets_topic_partitions: Option<i32>,
     num_partitions: Option<i32>,
     auto_create_topics: Option<bool>,
     retention_ms: Option<i64>,
@@ -132,6 +137,7 @@ pub struct BrokerConfig {
     pub advertised_addr: Option<String>,
     pub node_id: i32,
     pub fsync: FsyncPolicy,
+    pub offsets_topic_partitions: i32,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
     pub topic_defaults: TopicDefaults,
@@ -155,6 +161,16 @@ impl BrokerConfig {
             })?,
             (None, None) => FsyncPolicy::Always,
         };
+        let offsets_topic_partitions = args
+            .offsets_topic_partitions
+            .or(file.offsets_topic_partitions)
+            .unwrap_or(16);
+        if !(1..=1000).contains(&offsets_topic_partitions) {
+            return Err(ConfigError::Invalid {
+                key: "offsets_topic_partitions",
+                reason: format!("{offsets_topic_partitions} is not between 1 and 1000"),
+            });
+        }
         let d = TopicDefaults::default();
         let topic_defaults = TopicDefaults {
             retention_ms: args
@@ -190,6 +206,7 @@ impl BrokerConfig {
             advertised_addr: args.advertised_addr.or(file.advertised_addr),
             node_id: args.node_id.or(file.node_id).unwrap_or(1),
             fsync,
+            offsets_topic_partitions,
             num_partitions: args.num_partitions.or(file.num_partitions).unwrap_or(1),
             auto_create_topics: args
                 .auto_create_topics

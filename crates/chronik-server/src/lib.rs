@@ -3,12 +3,14 @@
 //! Layering (mini-redis style): [`server`] accepts connections; [`connection`] reads
 //! frames and writes responses in order; [`handlers`] has one module per Kafka API;
 //! [`broker`] holds the shared state (metadata + partitions); [`partition`] puts the
-//! idempotent-producer checks in front of each partition's WAL.
+//! idempotent-producer checks in front of each partition's WAL; [`offsets`] keeps committed
+//! offsets in the `__consumer_offsets` log.
 
 pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod handlers;
+pub mod offsets;
 pub mod partition;
 pub mod producer_state;
 pub mod server;

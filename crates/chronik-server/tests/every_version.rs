@@ -186,6 +186,70 @@ fn requests(key: ApiKey, v: i16, topic_id: uuid::Uuid) -> Vec<RequestKind> {
         ApiKey::InitProducerId => vec![RequestKind::InitProducerId(
             InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
         )],
+        ApiKey::FindCoordinator => {
+            let req = if v >= 4 {
+                FindCoordinatorRequest::default().with_coordinator_keys(vec![
+                    StrBytes::from_static_str("g"),
+                    StrBytes::from_static_str(""),
+                ])
+            } else {
+                FindCoordinatorRequest::default().with_key(StrBytes::from_static_str("g"))
+            };
+            vec![
+                RequestKind::FindCoordinator(req),
+                RequestKind::FindCoordinator(
+                    FindCoordinatorRequest::default()
+                        .with_key(StrBytes::from_static_str("tx"))
+                        .with_key_type(if v >= 1 { 1 } else { 0 }),
+                ),
+            ]
+        }
+        ApiKey::OffsetCommit => vec![RequestKind::OffsetCommit(
+            OffsetCommitRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_generation_id_or_member_epoch(-1)
+                .with_topics(vec![
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(name("t"))
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(0)
+                                .with_committed_offset(1 + v as i64)
+                                .with_committed_metadata(Some(StrBytes::from_static_str("m"))),
+                        ]),
+                    offset_commit_request::OffsetCommitRequestTopic::default()
+                        .with_name(name("missing"))
+                        .with_partitions(vec![
+                            offset_commit_request::OffsetCommitRequestPartition::default()
+                                .with_partition_index(0),
+                        ]),
+                ]),
+        )],
+        ApiKey::OffsetFetch => {
+            let req = if v >= 8 {
+                OffsetFetchRequest::default().with_groups(vec![
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                        .with_topics(None),
+                    offset_fetch_request::OffsetFetchRequestGroup::default()
+                        .with_group_id(GroupId(StrBytes::from_static_str("other")))
+                        .with_topics(Some(vec![
+                            offset_fetch_request::OffsetFetchRequestTopics::default()
+                                .with_name(name("t"))
+                                .with_partition_indexes(vec![0]),
+                        ])),
+                ])
+            } else {
+                OffsetFetchRequest::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                    .with_topics(Some(vec![
+                        offset_fetch_request::OffsetFetchRequestTopic::default()
+                            .with_name(name("t"))
+                            .with_partition_indexes(vec![0, 5]),
+                    ]))
+            };
+            vec![RequestKind::OffsetFetch(req)]
+        }
         other => panic!("no request built for advertised API {other:?}: add one here"),
     }
 }

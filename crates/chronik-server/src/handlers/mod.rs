@@ -18,9 +18,12 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod fetch;
+mod find_coordinator;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_fetch;
 mod produce;
 
 /// What a handler hands back to the connection's ordered writer.
@@ -53,6 +56,9 @@ pub async fn dispatch(broker: &Arc<Broker>, req: Request) -> Reply {
         RequestKind::DescribeConfigs(r) => describe_configs::handle(broker, r, v),
         RequestKind::DescribeCluster(r) => describe_cluster::handle(broker, r, v),
         RequestKind::InitProducerId(r) => init_producer_id::handle(broker, r, v).await,
+        RequestKind::FindCoordinator(r) => find_coordinator::handle(broker, r, v),
+        RequestKind::OffsetCommit(r) => offset_commit::handle(broker, r, v),
+        RequestKind::OffsetFetch(r) => offset_fetch::handle(broker, r, v),
         other => {
             // The decoder only lets through keys in the versions table, all listed above.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for an advertised API");

@@ -1,0 +1,213 @@
+//! The committed offsets of the groups one `__consumer_offsets` partition coordinates, and the
+//! replay that rebuilds them from that partition's log.
+//!
+//! Invariant: an entry always holds the value of the *last* record for its key in log order.
+//! `apply` takes the record's log offset and ignores anything older than what it holds, so
+//! commits whose appends complete out of order still leave the state the log describes.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chronik_wal::{PartitionLog, WalError};
+use kafka_protocol::records::RecordBatchDecoder;
+use thiserror::Error;
+use tracing::warn;
+
+use crate::record::{Key, OffsetKey, OffsetValue};
+
+/// One committed offset, with where its record sits in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    pub value: OffsetValue,
+    pub log_offset: i64,
+}
+
+/// Committed offsets by group, then by (topic, partition).
+#[derive(Debug, Default)]
+pub struct OffsetStore {
+    groups: HashMap<String, BTreeMap<(String, i32), Committed>>,
+}
+
+#[derive(Debug, Error)]
+pub enum ReplayError {
+    #[error("reading the offsets log: {0}")]
+    Wal(#[from] WalError),
+}
+
+/// Most bytes one read of the replay asks for.
+const REPLAY_READ_BYTES: usize = 4 << 20;
+
+impl OffsetStore {
+    /// Applies one record: `value` None is a tombstone.
+    pub fn apply(&mut self, key: OffsetKey, value: Option<OffsetValue>, log_offset: i64) {
+        let entries = self.groups.entry(key.group).or_default();
+        let tp = (key.topic, key.partition);
+        if entries.get(&tp).is_some_and(|c| c.log_offset > log_offset) {
+            return;
+        }
+        match value {
+            Some(value) => {
+                entries.insert(tp, Committed { value, log_offset });
+            }
+            None => {
+                entries.remove(&tp);
+            }
+        }
+    }
+
+    pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<&OffsetValue> {
+        self.groups
+            .get(group)?
+            .get(&(topic.to_string(), partition))
+            .map(|c| &c.value)
+    }
+
+    /// Every committed offset of `group`, ordered by topic then partition.
+    pub fn group(&self, group: &str) -> Vec<(&str, i32, &OffsetValue)> {
+        self.groups
+            .get(group)
+            .map(|m| {
+                m.iter()
+                    .map(|((t, p), c)| (t.as_str(), *p, &c.value))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Rebuilds the state of one `__consumer_offsets` partition by reading its log from the
+    /// start to its committed end. This is the one place group state comes from on start,
+    /// and (with replication) when this node becomes the partition's leader.
+    ///
+    /// Records that do not decode are logged and skipped: one bad record must not take every
+    /// group of the partition down with it.
+    pub fn rebuild(log: &PartitionLog) -> Result<OffsetStore, ReplayError> {
+        let mut store = OffsetStore::default();
+        let end = log.committed_offset();
+        let mut next = log.log_start_offset();
+        while next < end {
+            let read = log.read(next, REPLAY_READ_BYTES, end)?;
+            if read.batches == 0 {
+                break;
+            }
+            let mut data = read.data;
+            let before = next;
+            while !data.is_empty() {
+                let set = match RecordBatchDecoder::decode(&mut data) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        warn!(topic = log.topic(), partition = log.partition(), offset = next,
+                            error = %e, "skipping an undecodable batch in the offsets log");
+                        break;
+                    }
+                };
+                for r in set.records {
+                    next = next.max(r.offset + 1);
+                    if r.offset < before || r.control {
+                        continue;
+                    }
+                    store.apply_raw(r.key.as_deref(), r.value.as_deref(), r.offset, log);
+                }
+            }
+            if next == before {
+                break; // no progress: nothing decodable at this position
+            }
+        }
+        Ok(store)
+    }
+
+    fn apply_raw(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        offset: i64,
+        log: &PartitionLog,
+    ) {
+        let Some(key) = key else { return };
+        let key = match Key::decode(key) {
+            Ok(Key::Offset(k)) => k,
+            Ok(Key::Other(_)) => return,
+            Err(e) => {
+                warn!(topic = log.topic(), partition = log.partition(), offset, error = %e,
+                    "skipping an offsets record with a bad key");
+                return;
+            }
+        };
+        let value = match value.map(OffsetValue::decode) {
+            None => None,
+            Some(Ok(v)) => Some(v),
+            Some(Err(e)) => {
+                warn!(topic = log.topic(), partition = log.partition(), offset, error = %e,
+                    "skipping an offsets record with a bad value");
+                return;
+            }
+        };
+        self.apply(key, value, offset);
+    }
+}
+
+/// The `__consumer_offsets` partition that coordinates `group`: Kafka's
+/// `abs(groupId.hashCode()) % partitions`, with Java's String.hashCode, so a group lands on
+/// the same partition number as it would in Apache Kafka.
+pub fn partition_for(group: &str, partitions: i32) -> i32 {
+    let mut h: i32 = 0;
+    for unit in group.encode_utf16() {
+        h = h.wrapping_mul(31).wrapping_add(i32::from(unit));
+    }
+    // Kafka's Utils.abs maps i32::MIN to 0.
+    let abs = if h == i32::MIN { 0 } else { h.abs() };
+    abs % partitions.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(g: &str, t: &str, p: i32) -> OffsetKey {
+        OffsetKey {
+            group: g.into(),
+            topic: t.into(),
+            partition: p,
+        }
+    }
+
+    fn val(offset: i64) -> OffsetValue {
+        OffsetValue {
+            offset,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 0,
+        }
+    }
+
+    #[test]
+    fn later_log_offsets_win_whatever_the_order_applied() {
+        let mut s = OffsetStore::default();
+        s.apply(key("g", "t", 0), Some(val(10)), 5);
+        s.apply(key("g", "t", 0), Some(val(7)), 3); // older record applied late
+        assert_eq!(s.get("g", "t", 0).unwrap().offset, 10);
+        s.apply(key("g", "t", 0), None, 6);
+        assert!(s.get("g", "t", 0).is_none());
+        s.apply(key("g", "t", 1), Some(val(1)), 7);
+        s.apply(key("g", "a", 0), Some(val(2)), 8);
+        let all: Vec<_> = s
+            .group("g")
+            .into_iter()
+            .map(|(t, p, v)| (t.to_string(), p, v.offset))
+            .collect();
+        assert_eq!(all, vec![("a".to_string(), 0, 2), ("t".to_string(), 1, 1)]);
+        assert!(s.group("other").is_empty());
+    }
+
+    #[test]
+    fn partition_for_matches_java_string_hash_code() {
+        // Java: "my-group".hashCode() == 1_025_200_466 ... checked against known values:
+        // "".hashCode() == 0, "a".hashCode() == 97, "group".hashCode() == 98629247.
+        assert_eq!(partition_for("", 50), 0);
+        assert_eq!(partition_for("a", 50), 97 % 50);
+        assert_eq!(partition_for("group", 50), 98_629_247 % 50);
+        // "polygenelubricants".hashCode() == Integer.MIN_VALUE: Kafka's abs gives 0.
+        assert_eq!(partition_for("polygenelubricants", 50), 0);
+        for g in ["x", "consumer-1", "ünïcödé"] {
+            assert!((0..7).contains(&partition_for(g, 7)));
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! FindCoordinator: the coordinator of a group is the leader of its `__consumer_offsets`
+//! partition. Standalone, that is this node. v4+ answers a batch of keys.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{
+    BrokerId, FindCoordinatorRequest, FindCoordinatorResponse, ResponseKind,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::{str_bytes, Reply};
+use crate::broker::Broker;
+
+/// `key_type` of a consumer group (1 is a transactional id, not served yet).
+const KEY_TYPE_GROUP: i8 = 0;
+
+/// The coordinator for one key, or the error that explains why there is none.
+fn coordinator(broker: &Broker, key: &str, key_type: i8) -> Result<(), (ResponseError, String)> {
+    if key_type != KEY_TYPE_GROUP {
+        return Err((
+            ResponseError::CoordinatorNotAvailable,
+            "transaction coordinators are not supported yet".into(),
+        ));
+    }
+    if key.is_empty() {
+        return Err((ResponseError::InvalidGroupId, "group id is empty".into()));
+    }
+    let p = broker.offsets().partition_of(key);
+    match broker.partition(chronik_groups::OFFSETS_TOPIC, p) {
+        Some(_) => Ok(()),
+        None => Err((
+            ResponseError::CoordinatorNotAvailable,
+            format!("offsets partition {p} is not open on this node"),
+        )),
+    }
+}
+
+pub fn handle(broker: &Arc<Broker>, req: FindCoordinatorRequest, version: i16) -> Reply {
+    let node = BrokerId(broker.node_id);
+    let host = str_bytes(broker.advertised_host.clone());
+    let port = broker.advertised_port;
+    let resp = if version >= 4 {
+        let coordinators = req
+            .coordinator_keys
+            .iter()
+            .map(|key| {
+                let c = Coordinator::default().with_key(key.clone());
+                match coordinator(broker, key.as_str(), req.key_type) {
+                    Ok(()) => c.with_node_id(node).with_host(host.clone()).with_port(port),
+                    Err((code, msg)) => c
+                        .with_node_id(BrokerId(-1))
+                        .with_host(StrBytes::default())
+                        .with_port(-1)
+                        .with_error_code(code.code())
+                        .with_error_message(Some(str_bytes(msg))),
+                }
+            })
+            .collect();
+        FindCoordinatorResponse::default().with_coordinators(coordinators)
+    } else {
+        match coordinator(broker, req.key.as_str(), req.key_type) {
+            Ok(()) => FindCoordinatorResponse::default()
+                .with_node_id(node)
+                .with_host(host)
+                .with_port(port),
+            Err((code, msg)) => FindCoordinatorResponse::default()
+                .with_node_id(BrokerId(-1))
+                .with_port(-1)
+                .with_error_code(code.code())
+                .with_error_message(Some(str_bytes(msg))),
+        }
+    };
+    Reply::now(ResponseKind::FindCoordinator(resp))
+}

@@ -1,0 +1,109 @@
+//! OffsetCommit. Without group membership (still to come) a group has no members, so, as in
+//! Kafka, only "simple" commits are accepted: generation -1 (a consumer that assigns its
+//! partitions itself). Every partition gets its own error code; the valid ones of a request
+//! are written as one batch to the group's `__consumer_offsets` partition and answered once
+//! that batch is durable.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use chronik_groups::{OffsetKey, OffsetValue, MAX_OFFSET_METADATA_BYTES, OFFSETS_TOPIC};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, ResponseKind};
+use kafka_protocol::ResponseError;
+
+use super::{topic_str, Reply};
+use crate::broker::Broker;
+
+pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, _version: i16) -> Reply {
+    let group = req.group_id.0.to_string();
+    let state = broker.metadata();
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    // The whole request fails one way: an invalid group, or a generation of a group that has
+    // no members.
+    let request_error = if group.is_empty() {
+        Some(ResponseError::InvalidGroupId)
+    } else if req.generation_id_or_member_epoch >= 0 {
+        Some(ResponseError::IllegalGeneration)
+    } else if !req.member_id.is_empty() {
+        Some(ResponseError::UnknownMemberId)
+    } else {
+        None
+    };
+    // (topic index, partition index) of each entry to write, in request order.
+    let mut slots = Vec::new();
+    let mut entries = Vec::new();
+    let mut topics = Vec::with_capacity(req.topics.len());
+    for t in &req.topics {
+        let name = topic_str(&t.name);
+        let info = state
+            .topic(name)
+            .filter(|i| name != OFFSETS_TOPIC || i.internal);
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let code = if let Some(e) = request_error {
+                e.code()
+            } else if !info.is_some_and(|i| {
+                p.partition_index >= 0 && (p.partition_index as usize) < i.partitions.len()
+            }) {
+                ResponseError::UnknownTopicOrPartition.code()
+            } else if p
+                .committed_metadata
+                .as_ref()
+                .is_some_and(|m| m.len() > MAX_OFFSET_METADATA_BYTES)
+            {
+                ResponseError::OffsetMetadataTooLarge.code()
+            } else {
+                slots.push((topics.len(), parts.len()));
+                entries.push((
+                    OffsetKey {
+                        group: group.clone(),
+                        topic: name.to_string(),
+                        partition: p.partition_index,
+                    },
+                    OffsetValue {
+                        offset: p.committed_offset,
+                        leader_epoch: p.committed_leader_epoch,
+                        metadata: p
+                            .committed_metadata
+                            .as_ref()
+                            .map(|m| m.to_string())
+                            .unwrap_or_default(),
+                        commit_timestamp_ms: now_ms,
+                    },
+                ));
+                0
+            };
+            parts.push(
+                OffsetCommitResponsePartition::default()
+                    .with_partition_index(p.partition_index)
+                    .with_error_code(code),
+            );
+        }
+        topics.push(
+            OffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(parts),
+        );
+    }
+    let done =
+        |topics| ResponseKind::OffsetCommit(OffsetCommitResponse::default().with_topics(topics));
+    if entries.is_empty() {
+        return Reply::now(done(topics));
+    }
+    let broker = broker.clone();
+    Reply::Later(Box::pin(async move {
+        if let Err(e) = broker.offsets().commit(&broker, &group, entries).await {
+            tracing::warn!(group = %group, error = %e, "offset commit failed");
+            for (t, p) in slots {
+                topics[t].partitions[p].error_code = e.code().code();
+            }
+        }
+        done(topics)
+    }))
+}

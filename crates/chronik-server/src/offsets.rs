@@ -1,0 +1,141 @@
+//! Committed offsets, kept in the internal `__consumer_offsets` topic.
+//!
+//! A group belongs to partition `partition_for(group)` of that topic; this node coordinates it
+//! when it leads that partition (standalone: always). A commit is encoded as one record batch
+//! (one record per committed partition, Kafka's record layout, see `chronik_groups::record`),
+//! appended through the partition's WAL like any produce, and applied to the in-memory
+//! [`OffsetStore`] only once it is durable. On start every partition's store is rebuilt by
+//! replaying its log (`OffsetStore::rebuild`), so offsets are exactly what the log says.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chronik_groups::{
+    encode_commit_batch, partition_for, OffsetKey, OffsetStore, OffsetValue, OFFSETS_TOPIC,
+};
+use kafka_protocol::ResponseError;
+use thiserror::Error;
+
+use crate::broker::{now_ms, Broker};
+use crate::partition::AppendError;
+
+/// Longest a commit waits for its fdatasync before it is answered with an error.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Error)]
+pub enum OffsetsError {
+    #[error("the offsets topic has no partition {0} on this node")]
+    NotHere(i32),
+    #[error("encoding the offsets record: {0}")]
+    Encode(String),
+    #[error("appending to the offsets log: {0}")]
+    Append(String),
+    #[error("the offsets log did not commit in time")]
+    Timeout,
+}
+
+impl OffsetsError {
+    /// The code Kafka answers when its offsets log append fails this way.
+    pub fn code(&self) -> ResponseError {
+        match self {
+            OffsetsError::NotHere(_) => ResponseError::NotCoordinator,
+            OffsetsError::Encode(_) => ResponseError::InvalidCommitOffsetSize,
+            OffsetsError::Append(_) | OffsetsError::Timeout => {
+                ResponseError::CoordinatorNotAvailable
+            }
+        }
+    }
+}
+
+/// One offsets partition's state. The mutex is held only to read or apply, never across I/O.
+pub struct Offsets {
+    partitions: i32,
+    stores: Vec<Mutex<OffsetStore>>,
+}
+
+impl Offsets {
+    /// Replays every offsets partition this node hosts. The topic must exist and be open.
+    pub fn rebuild(broker: &Broker) -> Result<Offsets, chronik_groups::ReplayError> {
+        let partitions = broker
+            .metadata()
+            .topic(OFFSETS_TOPIC)
+            .map_or(0, |t| t.partitions.len() as i32);
+        let mut stores = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            let store = match broker.partition(OFFSETS_TOPIC, p) {
+                Some(part) => OffsetStore::rebuild(&part.log)?,
+                None => OffsetStore::default(),
+            };
+            stores.push(Mutex::new(store));
+        }
+        Ok(Offsets { partitions, stores })
+    }
+
+    pub fn partition_of(&self, group: &str) -> i32 {
+        partition_for(group, self.partitions)
+    }
+
+    fn store(&self, group: &str) -> std::sync::MutexGuard<'_, OffsetStore> {
+        let p = self.partition_of(group) as usize;
+        self.stores[p].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Appends `entries` for `group` as one batch, waits until it is durable, then applies it.
+    pub async fn commit(
+        &self,
+        broker: &Arc<Broker>,
+        group: &str,
+        entries: Vec<(OffsetKey, OffsetValue)>,
+    ) -> Result<(), OffsetsError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let p = self.partition_of(group);
+        let part = broker
+            .partition(OFFSETS_TOPIC, p)
+            .ok_or(OffsetsError::NotHere(p))?;
+        let batch = encode_commit_batch(&entries, now_ms())
+            .map_err(|e| OffsetsError::Encode(e.to_string()))?;
+        let state = broker.metadata();
+        let topic = state.topic(OFFSETS_TOPIC).ok_or(OffsetsError::NotHere(p))?;
+        let epoch = topic
+            .partitions
+            .get(p as usize)
+            .map_or(0, |i| i.leader_epoch);
+        let max_bytes = broker.topic_config(topic).max_message_bytes();
+        let accepted = part.append(&batch, max_bytes, epoch).map_err(|e| match e {
+            AppendError::TooLarge { size, max } => OffsetsError::Encode(format!(
+                "commit of {size} bytes is over the offsets topic's max.message.bytes={max}"
+            )),
+            other => OffsetsError::Append(other.to_string()),
+        })?;
+        match tokio::time::timeout(COMMIT_TIMEOUT, part.log.wait_committed(accepted.end_offset))
+            .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(OffsetsError::Append(e.to_string())),
+            Err(_) => return Err(OffsetsError::Timeout),
+        }
+        let mut store = self.stores[p as usize]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (i, (k, v)) in entries.into_iter().enumerate() {
+            store.apply(k, Some(v), accepted.base_offset + i as i64);
+        }
+        Ok(())
+    }
+
+    pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<OffsetValue> {
+        self.store(group).get(group, topic, partition).cloned()
+    }
+
+    /// All committed offsets of `group` by topic.
+    pub fn group(&self, group: &str) -> BTreeMap<String, Vec<(i32, OffsetValue)>> {
+        let mut out: BTreeMap<String, Vec<(i32, OffsetValue)>> = BTreeMap::new();
+        for (t, p, v) in self.store(group).group(group) {
+            out.entry(t.to_string()).or_default().push((p, v.clone()));
+        }
+        out
+    }
+}
