@@ -24,14 +24,18 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, _version: i16) -> 
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    // The whole request fails one way: an invalid group, or a generation of a group that has
-    // no members.
+    // The whole request fails one way: an invalid group (Kafka 4 refuses an empty id), or a
+    // member's commit (generation >= 0) to a group that has no members: Kafka answers
+    // ILLEGAL_GENERATION for a group it has never seen and UNKNOWN_MEMBER_ID for an empty
+    // one that has offsets. A generation of -1 is a simple commit, whatever the member id.
     let request_error = if group.is_empty() {
         Some(ResponseError::InvalidGroupId)
     } else if req.generation_id_or_member_epoch >= 0 {
-        Some(ResponseError::IllegalGeneration)
-    } else if !req.member_id.is_empty() {
-        Some(ResponseError::UnknownMemberId)
+        if broker.offsets().group(&group).is_empty() {
+            Some(ResponseError::IllegalGeneration)
+        } else {
+            Some(ResponseError::UnknownMemberId)
+        }
     } else {
         None
     };
