@@ -1,16 +1,17 @@
-//! Consumer groups. This first part holds committed offsets: the record format of the
-//! `__consumer_offsets` topic ([`record`]), the per-partition state and the replay that
-//! rebuilds it from the log ([`store`]). Group membership (join, sync, heartbeats) builds on
-//! the same store and is still to come.
+//! Consumer groups: committed offsets (the record format of the `__consumer_offsets` topic in
+//! [`record`], the per-partition state and the replay that rebuilds it from the log in
+//! [`store`]) and membership with Kafka's classic protocol ([`membership`]).
 //!
 //! Nothing here touches sockets or Kafka requests: the broker decodes requests, appends the
 //! records this crate encodes through the partition's WAL, and applies them here once they
 //! are durable.
 
+pub mod membership;
 pub mod record;
 pub mod store;
 
-pub use record::{encode_commit_batch, Key, OffsetKey, OffsetValue, RecordError};
+pub use membership::{GroupConfig, GroupManager};
+pub use record::{encode_offsets_batch, Key, OffsetKey, OffsetValue, RecordError};
 pub use store::{partition_for, Committed, OffsetStore, ReplayError};
 
 /// The internal topic that holds committed offsets and (later) group metadata.

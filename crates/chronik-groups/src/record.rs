@@ -169,10 +169,10 @@ impl Key {
     }
 }
 
-/// One record batch committing `entries` (one record per entry, in order), ready to append
-/// to a `__consumer_offsets` partition. Record `i` lands at the batch's base offset + `i`.
-pub fn encode_commit_batch(
-    entries: &[(OffsetKey, OffsetValue)],
+/// One record batch for a `__consumer_offsets` partition: one record per entry, in order, a
+/// `None` value being a tombstone. Record `i` lands at the batch's base offset + `i`.
+pub fn encode_offsets_batch(
+    entries: &[(OffsetKey, Option<OffsetValue>)],
     timestamp_ms: i64,
 ) -> Result<BytesMut, RecordError> {
     let mut records = Vec::with_capacity(entries.len());
@@ -190,7 +190,7 @@ pub fn encode_commit_batch(
             sequence: i as i32 - 1,
             timestamp: timestamp_ms,
             key: Some(k.encode()?),
-            value: Some(v.encode()?),
+            value: v.as_ref().map(OffsetValue::encode).transpose()?,
             headers: IndexMap::new(),
         });
     }

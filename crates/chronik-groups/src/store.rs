@@ -61,6 +61,15 @@ impl OffsetStore {
             .map(|c| &c.value)
     }
 
+    /// Groups with at least one committed offset.
+    pub fn group_ids(&self) -> Vec<String> {
+        self.groups
+            .iter()
+            .filter(|(_, m)| !m.is_empty())
+            .map(|(g, _)| g.clone())
+            .collect()
+    }
+
     /// Every committed offset of `group`, ordered by topic then partition.
     pub fn group(&self, group: &str) -> Vec<(&str, i32, &OffsetValue)> {
         self.groups

@@ -3,7 +3,7 @@
 //! wins, tombstones delete, and a damaged record costs only itself.
 
 use bytes::{BufMut, BytesMut};
-use chronik_groups::{encode_commit_batch, OffsetKey, OffsetStore, OffsetValue};
+use chronik_groups::{encode_offsets_batch, OffsetKey, OffsetStore, OffsetValue};
 use chronik_wal::{LogConfig, PartitionLog};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::records::{
@@ -77,11 +77,11 @@ async fn replay_rebuilds_exactly_what_the_log_says() {
         .unwrap();
     append(
         &log,
-        encode_commit_batch(
+        encode_offsets_batch(
             &[
-                (key("g1", "t", 0), value(10, "a")),
-                (key("g1", "t", 1), value(20, "")),
-                (key("g2", "t", 0), value(5, "x")),
+                (key("g1", "t", 0), Some(value(10, "a"))),
+                (key("g1", "t", 1), Some(value(20, ""))),
+                (key("g2", "t", 0), Some(value(5, "x"))),
             ],
             1,
         )
@@ -91,7 +91,7 @@ async fn replay_rebuilds_exactly_what_the_log_says() {
     // A later commit of the same key wins.
     append(
         &log,
-        encode_commit_batch(&[(key("g1", "t", 0), value(11, "b"))], 2).unwrap(),
+        encode_offsets_batch(&[(key("g1", "t", 0), Some(value(11, "b")))], 2).unwrap(),
     )
     .await;
     // A tombstone deletes; a damaged key and a damaged value are skipped, not fatal; a

@@ -26,6 +26,13 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::FindCoordinator, 0, 4),
     (ApiKey::OffsetCommit, 2, 8),
     (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::ListGroups, 0, 4),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// The supported range for `key`, or `None` if Chronik does not serve it.
@@ -74,6 +81,6 @@ mod tests {
             let r = supported(key).unwrap();
             assert_eq!((r.min, r.max), (min, max), "{key:?} outside codec range");
         }
-        assert!(supported(ApiKey::JoinGroup).is_none());
+        assert!(supported(ApiKey::EndTxn).is_none());
     }
 }

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use chronik_groups::OFFSETS_TOPIC;
+use chronik_groups::{GroupConfig, GroupManager, OFFSETS_TOPIC};
 use chronik_metadata::{
     BrokerInfo, LocalStore, MetadataCommand, MetadataError, MetadataState, Outcome, TopicInfo,
 };
@@ -98,6 +98,8 @@ pub struct Broker {
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     /// Committed offsets; set once at start, after the offsets topic is open.
     offsets: OnceLock<Offsets>,
+    /// Group membership. Held only for short, non-blocking state changes.
+    groups: std::sync::Mutex<GroupManager>,
     pub shutdown: Shutdown,
 }
 
@@ -133,6 +135,12 @@ impl Broker {
             topic_admin: tokio::sync::Mutex::new(()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             offsets: OnceLock::new(),
+            groups: std::sync::Mutex::new(GroupManager::new(GroupConfig {
+                initial_rebalance_delay: std::time::Duration::from_millis(
+                    config.group_initial_rebalance_delay_ms,
+                ),
+                ..GroupConfig::default()
+            })),
             shutdown,
             config,
         });
@@ -166,7 +174,30 @@ impl Broker {
                 })?;
         }
         broker.open_offsets().await?;
+        broker.start_group_timer();
         Ok(broker)
+    }
+
+    /// Drives group timers (session expiry, rebalance deadlines) every 100 ms until shutdown.
+    fn start_group_timer(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    _ = tick.tick() => {}
+                }
+                let Some(broker) = me.upgrade() else { return };
+                broker.groups().tick(std::time::Instant::now());
+            }
+        });
+    }
+
+    /// Group membership state.
+    pub fn groups(&self) -> std::sync::MutexGuard<'_, GroupManager> {
+        self.groups.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Creates the `__consumer_offsets` topic on first start, then rebuilds the committed

@@ -58,6 +58,10 @@ pub struct ServerArgs {
     /// [default: 16]
     #[arg(long, env = "CHRONIK_OFFSETS_TOPIC_PARTITIONS")]
     pub offsets_topic_partitions: Option<i32>,
+    /// How long the first member of an empty group waits for others before the first
+    /// generation is formed (Kafka's group.initial.rebalance.delay.ms) [default: 3000]
+    #[arg(long, env = "CHRONIK_GROUP_INITIAL_REBALANCE_DELAY_MS")]
+    pub group_initial_rebalance_delay_ms: Option<u64>,
     /// Partitions of an auto-created topic [default: 1]
     #[arg(long, env = "CHRONIK_NUM_PARTITIONS")]
     pub num_partitions: Option<i32>,
@@ -108,6 +112,7 @@ struct FileConfig {
     node_id: Option<i32>,
     fsync: Option<String>,
     offsets_topic_partitions: Option<i32>,
+    group_initial_rebalance_delay_ms: Option<u64>,
     num_partitions: Option<i32>,
     auto_create_topics: Option<bool>,
     retention_ms: Option<i64>,
@@ -138,6 +143,7 @@ pub struct BrokerConfig {
     pub node_id: i32,
     pub fsync: FsyncPolicy,
     pub offsets_topic_partitions: i32,
+    pub group_initial_rebalance_delay_ms: u64,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
     pub topic_defaults: TopicDefaults,
@@ -169,6 +175,16 @@ impl BrokerConfig {
             return Err(ConfigError::Invalid {
                 key: "offsets_topic_partitions",
                 reason: format!("{offsets_topic_partitions} is not between 1 and 1000"),
+            });
+        }
+        let group_initial_rebalance_delay_ms = args
+            .group_initial_rebalance_delay_ms
+            .or(file.group_initial_rebalance_delay_ms)
+            .unwrap_or(3000);
+        if group_initial_rebalance_delay_ms > 300_000 {
+            return Err(ConfigError::Invalid {
+                key: "group_initial_rebalance_delay_ms",
+                reason: format!("{group_initial_rebalance_delay_ms} is over 300000"),
             });
         }
         let d = TopicDefaults::default();
@@ -207,6 +223,7 @@ impl BrokerConfig {
             node_id: args.node_id.or(file.node_id).unwrap_or(1),
             fsync,
             offsets_topic_partitions,
+            group_initial_rebalance_delay_ms,
             num_partitions: args.num_partitions.or(file.num_partitions).unwrap_or(1),
             auto_create_topics: args
                 .auto_create_topics

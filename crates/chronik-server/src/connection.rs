@@ -32,6 +32,10 @@ struct Outgoing {
 }
 
 pub async fn run(socket: TcpStream, broker: Arc<Broker>) {
+    let client_host = socket
+        .peer_addr()
+        .map(|a| format!("/{}", a.ip()))
+        .unwrap_or_default();
     let (read_half, mut write_half) = socket.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let (tx, mut rx) = mpsc::channel::<Outgoing>(MAX_IN_FLIGHT);
@@ -82,7 +86,7 @@ pub async fn run(socket: TcpStream, broker: Arc<Broker>) {
             Ok(req) => {
                 let (api_key, version, correlation_id) =
                     (req.api_key, req.version, req.correlation_id());
-                let reply = handlers::dispatch(&broker, req).await;
+                let reply = handlers::dispatch(&broker, req, &client_host).await;
                 Outgoing {
                     api_key,
                     version,

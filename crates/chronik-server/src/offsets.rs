@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chronik_groups::{
-    encode_commit_batch, partition_for, OffsetKey, OffsetStore, OffsetValue, OFFSETS_TOPIC,
+    encode_offsets_batch, partition_for, OffsetKey, OffsetStore, OffsetValue, OFFSETS_TOPIC,
 };
 use kafka_protocol::ResponseError;
 use thiserror::Error;
@@ -88,6 +88,41 @@ impl Offsets {
         group: &str,
         entries: Vec<(OffsetKey, OffsetValue)>,
     ) -> Result<(), OffsetsError> {
+        let entries = entries.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        self.write(broker, group, entries).await
+    }
+
+    /// Deletes every committed offset of `group` (tombstones in the log).
+    pub async fn delete_group(
+        &self,
+        broker: &Arc<Broker>,
+        group: &str,
+    ) -> Result<(), OffsetsError> {
+        let keys: Vec<(OffsetKey, Option<OffsetValue>)> = self
+            .group(group)
+            .into_iter()
+            .flat_map(|(topic, parts)| {
+                parts.into_iter().map(move |(p, _)| {
+                    (
+                        OffsetKey {
+                            group: group.to_string(),
+                            topic: topic.clone(),
+                            partition: p,
+                        },
+                        None,
+                    )
+                })
+            })
+            .collect();
+        self.write(broker, group, keys).await
+    }
+
+    async fn write(
+        &self,
+        broker: &Arc<Broker>,
+        group: &str,
+        entries: Vec<(OffsetKey, Option<OffsetValue>)>,
+    ) -> Result<(), OffsetsError> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -95,7 +130,7 @@ impl Offsets {
         let part = broker
             .partition(OFFSETS_TOPIC, p)
             .ok_or(OffsetsError::NotHere(p))?;
-        let batch = encode_commit_batch(&entries, now_ms())
+        let batch = encode_offsets_batch(&entries, now_ms())
             .map_err(|e| OffsetsError::Encode(e.to_string()))?;
         let state = broker.metadata();
         let topic = state.topic(OFFSETS_TOPIC).ok_or(OffsetsError::NotHere(p))?;
@@ -121,9 +156,22 @@ impl Offsets {
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         for (i, (k, v)) in entries.into_iter().enumerate() {
-            store.apply(k, Some(v), accepted.base_offset + i as i64);
+            store.apply(k, v, accepted.base_offset + i as i64);
         }
         Ok(())
+    }
+
+    /// Groups that have committed offsets.
+    pub fn group_ids(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in &self.stores {
+            out.extend(s.lock().unwrap_or_else(|e| e.into_inner()).group_ids());
+        }
+        out
+    }
+
+    pub fn has_group(&self, group: &str) -> bool {
+        !self.store(group).group(group).is_empty()
     }
 
     pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<OffsetValue> {

@@ -250,6 +250,63 @@ fn requests(key: ApiKey, v: i16, topic_id: uuid::Uuid) -> Vec<RequestKind> {
             };
             vec![RequestKind::OffsetFetch(req)]
         }
+        ApiKey::JoinGroup => {
+            let join = |member: &'static str, session_ms: i32| {
+                JoinGroupRequest::default()
+                    .with_group_id(GroupId(StrBytes::from_static_str("jg")))
+                    .with_member_id(StrBytes::from_static_str(member))
+                    .with_session_timeout_ms(session_ms)
+                    .with_rebalance_timeout_ms(10_000)
+                    .with_protocol_type(StrBytes::from_static_str("consumer"))
+                    .with_protocols(vec![join_group_request::JoinGroupRequestProtocol::default(
+                    )
+                    .with_name(StrBytes::from_static_str("range"))
+                    .with_metadata(Bytes::from_static(b"meta"))])
+            };
+            // Answered at once: a session timeout out of range, an unknown member, and (v4+)
+            // the member-id-required round.
+            let mut reqs = vec![
+                RequestKind::JoinGroup(join("", 10)),
+                RequestKind::JoinGroup(join("ghost", 10_000)),
+            ];
+            if v >= 4 {
+                reqs.push(RequestKind::JoinGroup(join("", 10_000)));
+            }
+            reqs
+        }
+        ApiKey::SyncGroup => vec![RequestKind::SyncGroup(
+            SyncGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("jg")))
+                .with_member_id(StrBytes::from_static_str("ghost"))
+                .with_generation_id(1),
+        )],
+        ApiKey::Heartbeat => vec![RequestKind::Heartbeat(
+            HeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("jg")))
+                .with_member_id(StrBytes::from_static_str("ghost"))
+                .with_generation_id(1),
+        )],
+        ApiKey::LeaveGroup => vec![RequestKind::LeaveGroup(if v >= 3 {
+            LeaveGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("jg")))
+                .with_members(vec![leave_group_request::MemberIdentity::default()
+                    .with_member_id(StrBytes::from_static_str("ghost"))])
+        } else {
+            LeaveGroupRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("jg")))
+                .with_member_id(StrBytes::from_static_str("ghost"))
+        })],
+        ApiKey::ListGroups => vec![RequestKind::ListGroups(ListGroupsRequest::default())],
+        ApiKey::DescribeGroups => vec![RequestKind::DescribeGroups(
+            DescribeGroupsRequest::default().with_groups(vec![
+                GroupId(StrBytes::from_static_str("g")),
+                GroupId(StrBytes::from_static_str("never")),
+            ]),
+        )],
+        ApiKey::DeleteGroups => vec![RequestKind::DeleteGroups(
+            DeleteGroupsRequest::default()
+                .with_groups_names(vec![GroupId(StrBytes::from_static_str("never"))]),
+        )],
         other => panic!("no request built for advertised API {other:?}: add one here"),
     }
 }
@@ -290,7 +347,7 @@ async fn every_advertised_version_answers_and_encodes() {
                         .with_request_api_version(v),
                     body,
                 };
-                let resp = match dispatch(&broker, req).await {
+                let resp = match dispatch(&broker, req, "/127.0.0.1").await {
                     Reply::None => panic!("{key:?} v{v}: no reply"),
                     Reply::Now(r) => *r,
                     Reply::Later(f) => f.await,

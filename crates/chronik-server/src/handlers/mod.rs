@@ -19,6 +19,7 @@ mod describe_cluster;
 mod describe_configs;
 mod fetch;
 mod find_coordinator;
+mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
@@ -42,8 +43,10 @@ impl Reply {
     }
 }
 
-pub async fn dispatch(broker: &Arc<Broker>, req: Request) -> Reply {
+/// `client_host` is the peer as Kafka shows it in DescribeGroups (`/ip`).
+pub async fn dispatch(broker: &Arc<Broker>, req: Request, client_host: &str) -> Reply {
     let v = req.version;
+    let client_id = req.client_id().to_string();
     match req.body {
         RequestKind::ApiVersions(r) => api_versions::handle(r, v),
         RequestKind::Metadata(r) => metadata::handle(broker, r, v).await,
@@ -59,6 +62,13 @@ pub async fn dispatch(broker: &Arc<Broker>, req: Request) -> Reply {
         RequestKind::FindCoordinator(r) => find_coordinator::handle(broker, r, v),
         RequestKind::OffsetCommit(r) => offset_commit::handle(broker, r, v),
         RequestKind::OffsetFetch(r) => offset_fetch::handle(broker, r, v),
+        RequestKind::JoinGroup(r) => groups::join(broker, r, v, &client_id, client_host),
+        RequestKind::SyncGroup(r) => groups::sync(broker, r, v),
+        RequestKind::Heartbeat(r) => groups::heartbeat(broker, r, v),
+        RequestKind::LeaveGroup(r) => groups::leave(broker, r, v),
+        RequestKind::ListGroups(r) => groups::list(broker, r, v),
+        RequestKind::DescribeGroups(r) => groups::describe(broker, r, v),
+        RequestKind::DeleteGroups(r) => groups::delete(broker, r, v).await,
         other => {
             // The decoder only lets through keys in the versions table, all listed above.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for an advertised API");

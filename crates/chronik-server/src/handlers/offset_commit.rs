@@ -1,12 +1,12 @@
-//! OffsetCommit. Without group membership (still to come) a group has no members, so, as in
-//! Kafka, only "simple" commits are accepted: generation -1 (a consumer that assigns its
-//! partitions itself). Every partition gets its own error code; the valid ones of a request
+//! OffsetCommit. Members of a group commit with their generation; a group without members
+//! accepts "simple" commits (generation -1, a consumer that assigns its partitions itself). Every partition gets its own error code; the valid ones of a request
 //! are written as one batch to the group's `__consumer_offsets` partition and answered once
 //! that batch is durable.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use chronik_groups::membership::CommitCheck;
 use chronik_groups::{OffsetKey, OffsetValue, MAX_OFFSET_METADATA_BYTES, OFFSETS_TOPIC};
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -24,20 +24,29 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, _version: i16) -> 
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    // The whole request fails one way: an invalid group (Kafka 4 refuses an empty id), or a
-    // member's commit (generation >= 0) to a group that has no members: Kafka answers
-    // ILLEGAL_GENERATION for a group it has never seen and UNKNOWN_MEMBER_ID for an empty
-    // one that has offsets. A generation of -1 is a simple commit, whatever the member id.
+    // The whole request fails one way: an invalid group (Kafka 4 refuses an empty id), a
+    // commit the group's membership refuses, or a member's commit (generation >= 0) to a
+    // group without members: Kafka answers ILLEGAL_GENERATION for a group it has never seen
+    // and UNKNOWN_MEMBER_ID for an empty one that has offsets. Generation -1 to a group
+    // without members is a simple commit, whatever the member id.
+    let check = broker.groups().check_commit(
+        &group,
+        req.member_id.as_str(),
+        req.group_instance_id.as_deref(),
+        req.generation_id_or_member_epoch,
+    );
     let request_error = if group.is_empty() {
-        Some(ResponseError::InvalidGroupId)
-    } else if req.generation_id_or_member_epoch >= 0 {
-        if broker.offsets().group(&group).is_empty() {
-            Some(ResponseError::IllegalGeneration)
-        } else {
-            Some(ResponseError::UnknownMemberId)
-        }
+        Some(ResponseError::InvalidGroupId.code())
     } else {
-        None
+        match check {
+            CommitCheck::Allowed => None,
+            CommitCheck::Refused(code) => Some(code),
+            CommitCheck::NoMembers if req.generation_id_or_member_epoch < 0 => None,
+            CommitCheck::NoMembers if broker.offsets().has_group(&group) => {
+                Some(ResponseError::UnknownMemberId.code())
+            }
+            CommitCheck::NoMembers => Some(ResponseError::IllegalGeneration.code()),
+        }
     };
     // (topic index, partition index) of each entry to write, in request order.
     let mut slots = Vec::new();
@@ -51,7 +60,7 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, _version: i16) -> 
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
             let code = if let Some(e) = request_error {
-                e.code()
+                e
             } else if !info.is_some_and(|i| {
                 p.partition_index >= 0 && (p.partition_index as usize) < i.partitions.len()
             }) {

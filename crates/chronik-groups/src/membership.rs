@@ -1,0 +1,1045 @@
+//! Group membership with Kafka's classic protocol: join, sync, heartbeat, leave, rebalances,
+//! session expiry and static members (group.instance.id).
+//!
+//! A group moves Empty → PreparingRebalance → CompletingRebalance → Stable, back to
+//! PreparingRebalance whenever its membership or a member's protocols change. A rebalance
+//! completes when every member has rejoined, or when the longest rebalance timeout passes
+//! (members that did not rejoin are removed). The first join of an empty group waits
+//! `initial_rebalance_delay` so that members starting together land in one generation.
+//!
+//! This is plain state: callers pass `now`, requests that must wait (JoinGroup, SyncGroup)
+//! get a oneshot receiver, and [`GroupManager::tick`] drives the timers. Kafka error codes
+//! are returned as numbers because they are the protocol's answer, not failures of this code.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+
+/// Kafka error codes this module answers with.
+pub mod code {
+    pub const NONE: i16 = 0;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+    pub const ILLEGAL_GENERATION: i16 = 22;
+    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
+    pub const INVALID_GROUP_ID: i16 = 24;
+    pub const UNKNOWN_MEMBER_ID: i16 = 25;
+    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
+    pub const REBALANCE_IN_PROGRESS: i16 = 27;
+    pub const NON_EMPTY_GROUP: i16 = 68;
+    pub const GROUP_ID_NOT_FOUND: i16 = 69;
+    pub const MEMBER_ID_REQUIRED: i16 = 79;
+    pub const FENCED_INSTANCE_ID: i16 = 82;
+}
+
+/// Broker-wide group settings (Kafka's group.* broker configs).
+#[derive(Debug, Clone)]
+pub struct GroupConfig {
+    pub initial_rebalance_delay: Duration,
+    pub min_session_timeout: Duration,
+    pub max_session_timeout: Duration,
+    /// Upper bound on members of one group (Kafka's group.max.size).
+    pub max_members: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        GroupConfig {
+            initial_rebalance_delay: Duration::from_millis(3000),
+            min_session_timeout: Duration::from_millis(6000),
+            max_session_timeout: Duration::from_millis(1_800_000),
+            max_members: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl State {
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Empty => "Empty",
+            State::PreparingRebalance => "PreparingRebalance",
+            State::CompletingRebalance => "CompletingRebalance",
+            State::Stable => "Stable",
+        }
+    }
+}
+
+/// A JoinGroup as the coordinator sees it.
+#[derive(Debug, Clone)]
+pub struct JoinRequest {
+    pub group: String,
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout: Duration,
+    pub rebalance_timeout: Duration,
+    pub protocol_type: String,
+    /// (name, metadata) in the member's order of preference.
+    pub protocols: Vec<(String, Bytes)>,
+    /// v4+: a new dynamic member first gets MEMBER_ID_REQUIRED and a member id.
+    pub require_known_member_id: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JoinMember {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub metadata: Bytes,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct JoinResponse {
+    pub error: i16,
+    pub generation: i32,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub leader: String,
+    pub member_id: String,
+    /// Only for the leader: every member with its metadata for the chosen protocol.
+    pub members: Vec<JoinMember>,
+    /// v9: the leader must not compute a new assignment (a static member came back).
+    pub skip_assignment: bool,
+}
+
+impl JoinResponse {
+    fn error(error: i16, member_id: &str) -> JoinResponse {
+        JoinResponse {
+            error,
+            generation: -1,
+            member_id: member_id.to_string(),
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SyncResponse {
+    pub error: i16,
+    pub protocol_type: Option<String>,
+    pub protocol_name: Option<String>,
+    pub assignment: Bytes,
+}
+
+impl SyncResponse {
+    fn error(error: i16) -> SyncResponse {
+        SyncResponse {
+            error,
+            ..Default::default()
+        }
+    }
+}
+
+/// An answer now, or one to wait for.
+pub enum Reply<T> {
+    Now(T),
+    Wait(oneshot::Receiver<T>),
+}
+
+/// What DescribeGroups shows of a member.
+#[derive(Debug, Clone)]
+pub struct MemberDescription {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub metadata: Bytes,
+    pub assignment: Bytes,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupDescription {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    pub members: Vec<MemberDescription>,
+}
+
+/// Whether an OffsetCommit may go ahead for this group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitCheck {
+    /// The group has no members: only simple commits (generation < 0) are allowed.
+    NoMembers,
+    /// A member of the current generation may commit.
+    Allowed,
+    /// Refused with this error code.
+    Refused(i16),
+}
+
+struct Member {
+    instance_id: Option<String>,
+    client_id: String,
+    client_host: String,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    join_waiter: Option<oneshot::Sender<JoinResponse>>,
+    sync_waiter: Option<oneshot::Sender<SyncResponse>>,
+    last_heartbeat: Instant,
+}
+
+impl Member {
+    fn metadata_for(&self, protocol: &str) -> Bytes {
+        self.protocols
+            .iter()
+            .find(|(n, _)| n == protocol)
+            .map(|(_, m)| m.clone())
+            .unwrap_or_default()
+    }
+}
+
+struct Group {
+    state: State,
+    generation: i32,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    /// group.instance.id → its current member id.
+    static_members: HashMap<String, String>,
+    /// Member ids handed out with MEMBER_ID_REQUIRED, with when they stop being valid.
+    pending: HashMap<String, Instant>,
+    rebalance_deadline: Option<Instant>,
+}
+
+impl Group {
+    fn new() -> Group {
+        Group {
+            state: State::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            static_members: HashMap::new(),
+            pending: HashMap::new(),
+            rebalance_deadline: None,
+        }
+    }
+
+    /// A protocol every member supports, by the members' summed preference.
+    fn select_protocol(&self) -> Option<String> {
+        let first = self.members.values().next()?;
+        let candidates: Vec<&String> = first
+            .protocols
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(p, _)| p == *n))
+            })
+            .collect();
+        candidates
+            .into_iter()
+            .min_by_key(|n| {
+                self.members
+                    .values()
+                    .map(|m| m.protocols.iter().position(|(p, _)| p == *n).unwrap_or(0))
+                    .sum::<usize>()
+            })
+            .cloned()
+    }
+
+    fn supports(&self, protocol_type: &str, protocols: &[(String, Bytes)]) -> bool {
+        if self.members.is_empty() {
+            return !protocol_type.is_empty() && !protocols.is_empty();
+        }
+        self.protocol_type.as_deref() == Some(protocol_type)
+            && protocols.iter().any(|(n, _)| {
+                self.members
+                    .values()
+                    .all(|m| m.protocols.iter().any(|(p, _)| p == n))
+            })
+    }
+
+    fn join_response(&self, member_id: &str) -> JoinResponse {
+        let leader = self.leader.clone().unwrap_or_default();
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let members = if leader == member_id {
+            self.members
+                .iter()
+                .map(|(id, m)| JoinMember {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    metadata: m.metadata_for(&protocol),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        JoinResponse {
+            error: code::NONE,
+            generation: self.generation,
+            protocol_type: self.protocol_type.clone(),
+            protocol_name: self.protocol.clone(),
+            leader,
+            member_id: member_id.to_string(),
+            members,
+            skip_assignment: false,
+        }
+    }
+
+    fn prepare_rebalance(&mut self, now: Instant, initial_delay: Duration) {
+        if self.state == State::CompletingRebalance {
+            for m in self.members.values_mut() {
+                if let Some(w) = m.sync_waiter.take() {
+                    let _ = w.send(SyncResponse::error(code::REBALANCE_IN_PROGRESS));
+                }
+            }
+        }
+        let longest = self
+            .members
+            .values()
+            .map(|m| m.rebalance_timeout)
+            .max()
+            .unwrap_or(Duration::ZERO);
+        let wait = if self.state == State::Empty {
+            initial_delay.min(longest.max(initial_delay))
+        } else {
+            longest
+        };
+        self.state = State::PreparingRebalance;
+        self.rebalance_deadline = Some(now + wait);
+    }
+
+    /// Completes the join phase if every member rejoined (after any initial delay) or the
+    /// deadline passed; members that did not rejoin by then are removed.
+    fn try_complete_join(&mut self, now: Instant) {
+        if self.state != State::PreparingRebalance {
+            return;
+        }
+        let deadline_passed = self.rebalance_deadline.is_none_or(|d| now >= d);
+        let all_joined = self.members.values().all(|m| m.join_waiter.is_some());
+        let in_initial_delay = self.generation == 0 && !deadline_passed;
+        if !(deadline_passed || (all_joined && !in_initial_delay)) {
+            return;
+        }
+        let gone: Vec<String> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.join_waiter.is_none())
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in gone {
+            self.remove_member(&id);
+        }
+        self.generation += 1;
+        self.rebalance_deadline = None;
+        if self.members.is_empty() {
+            self.state = State::Empty;
+            self.protocol = None;
+            self.protocol_type = None;
+            self.leader = None;
+            return;
+        }
+        self.protocol = self.select_protocol();
+        if self
+            .leader
+            .as_ref()
+            .is_none_or(|l| !self.members.contains_key(l))
+        {
+            self.leader = self.members.keys().next().cloned();
+        }
+        self.state = State::CompletingRebalance;
+        let ids: Vec<String> = self.members.keys().cloned().collect();
+        for id in ids {
+            let resp = self.join_response(&id);
+            if let Some(m) = self.members.get_mut(&id) {
+                m.last_heartbeat = now;
+                m.assignment = Bytes::new();
+                if let Some(w) = m.join_waiter.take() {
+                    let _ = w.send(resp);
+                }
+            }
+        }
+    }
+
+    fn remove_member(&mut self, id: &str) {
+        if let Some(m) = self.members.remove(id) {
+            if let Some(i) = &m.instance_id {
+                if self.static_members.get(i).map(String::as_str) == Some(id) {
+                    self.static_members.remove(i);
+                }
+            }
+            if let Some(w) = m.join_waiter {
+                let _ = w.send(JoinResponse::error(code::UNKNOWN_MEMBER_ID, id));
+            }
+            if let Some(w) = m.sync_waiter {
+                let _ = w.send(SyncResponse::error(code::UNKNOWN_MEMBER_ID));
+            }
+        }
+        if self.leader.as_deref() == Some(id) {
+            self.leader = None;
+        }
+    }
+
+    /// Checks the member and its static identity; `Err` is the error code to answer.
+    fn check_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), i16> {
+        if let Some(i) = instance_id {
+            match self.static_members.get(i) {
+                Some(current) if current != member_id => return Err(code::FENCED_INSTANCE_ID),
+                None if !member_id.is_empty() && self.members.contains_key(member_id) => {
+                    return Err(code::FENCED_INSTANCE_ID)
+                }
+                _ => {}
+            }
+        }
+        if !self.members.contains_key(member_id) {
+            return Err(code::UNKNOWN_MEMBER_ID);
+        }
+        Ok(())
+    }
+}
+
+/// All groups this node coordinates.
+pub struct GroupManager {
+    config: GroupConfig,
+    groups: HashMap<String, Group>,
+    next_member: u64,
+}
+
+impl GroupManager {
+    pub fn new(config: GroupConfig) -> GroupManager {
+        GroupManager {
+            config,
+            groups: HashMap::new(),
+            next_member: 0,
+        }
+    }
+
+    fn new_member_id(&mut self, client_id: &str) -> String {
+        self.next_member += 1;
+        // Kafka's shape: client id, a dash, something unique.
+        format!(
+            "{client_id}-{:016x}-{}",
+            rand_u64(self.next_member),
+            self.next_member
+        )
+    }
+
+    pub fn join(&mut self, req: JoinRequest, now: Instant) -> Reply<JoinResponse> {
+        if req.group.is_empty() {
+            return Reply::Now(JoinResponse::error(code::INVALID_GROUP_ID, &req.member_id));
+        }
+        if req.session_timeout < self.config.min_session_timeout
+            || req.session_timeout > self.config.max_session_timeout
+        {
+            return Reply::Now(JoinResponse::error(
+                code::INVALID_SESSION_TIMEOUT,
+                &req.member_id,
+            ));
+        }
+        let group_exists = self.groups.contains_key(&req.group);
+        if !group_exists && !req.member_id.is_empty() {
+            return Reply::Now(JoinResponse::error(code::UNKNOWN_MEMBER_ID, &req.member_id));
+        }
+        let new_id = if req.member_id.is_empty() {
+            Some(self.new_member_id(&req.client_id))
+        } else {
+            None
+        };
+        let delay = self.config.initial_rebalance_delay;
+        let max_members = self.config.max_members;
+        let group = self
+            .groups
+            .entry(req.group.clone())
+            .or_insert_with(Group::new);
+        if !group.supports(&req.protocol_type, &req.protocols) {
+            return Reply::Now(JoinResponse::error(
+                code::INCONSISTENT_GROUP_PROTOCOL,
+                &req.member_id,
+            ));
+        }
+        group.pending.retain(|_, until| *until > now);
+
+        let member_id = match (new_id, req.instance_id.clone()) {
+            // A static member coming back under a new member id.
+            (Some(id), Some(instance)) if group.static_members.contains_key(&instance) => {
+                let old = group.static_members[&instance].clone();
+                let Some(mut m) = group.members.remove(&old) else {
+                    group.static_members.remove(&instance);
+                    return Reply::Now(JoinResponse::error(code::UNKNOWN_MEMBER_ID, ""));
+                };
+                if let Some(w) = m.join_waiter.take() {
+                    let _ = w.send(JoinResponse::error(code::FENCED_INSTANCE_ID, &old));
+                }
+                if let Some(w) = m.sync_waiter.take() {
+                    let _ = w.send(SyncResponse::error(code::FENCED_INSTANCE_ID));
+                }
+                let same_protocols = m.protocols == req.protocols;
+                m.protocols = req.protocols.clone();
+                m.session_timeout = req.session_timeout;
+                m.rebalance_timeout = req.rebalance_timeout;
+                m.client_id = req.client_id.clone();
+                m.client_host = req.client_host.clone();
+                m.last_heartbeat = now;
+                group.members.insert(id.clone(), m);
+                group.static_members.insert(instance, id.clone());
+                if group.leader.as_deref() == Some(&old) {
+                    group.leader = Some(id.clone());
+                }
+                if group.state == State::Stable && same_protocols {
+                    // No rebalance: the member gets its old assignment from SyncGroup.
+                    let mut resp = group.join_response(&id);
+                    resp.skip_assignment = group.leader.as_deref() == Some(&id);
+                    return Reply::Now(resp);
+                }
+                id
+            }
+            (Some(id), instance) => {
+                if instance.is_none() && req.require_known_member_id {
+                    group.pending.insert(id.clone(), now + req.session_timeout);
+                    return Reply::Now(JoinResponse::error(code::MEMBER_ID_REQUIRED, &id));
+                }
+                if group.members.len() >= max_members {
+                    return Reply::Now(JoinResponse::error(code::UNKNOWN_MEMBER_ID, ""));
+                }
+                add_member(group, &id, &req, now);
+                group.prepare_or_keep(now, delay);
+                id
+            }
+            (None, _) => {
+                let id = req.member_id.clone();
+                if !group.members.contains_key(&id) {
+                    if group.pending.remove(&id).is_none() {
+                        return Reply::Now(JoinResponse::error(code::UNKNOWN_MEMBER_ID, &id));
+                    }
+                    if group.members.len() >= max_members {
+                        return Reply::Now(JoinResponse::error(code::UNKNOWN_MEMBER_ID, &id));
+                    }
+                    add_member(group, &id, &req, now);
+                    group.prepare_or_keep(now, delay);
+                } else {
+                    if let Err(e) = group.check_member(&id, req.instance_id.as_deref()) {
+                        return Reply::Now(JoinResponse::error(e, &id));
+                    }
+                    let m = group.members.get_mut(&id).expect("checked");
+                    let changed = m.protocols != req.protocols;
+                    m.protocols = req.protocols.clone();
+                    m.session_timeout = req.session_timeout;
+                    m.rebalance_timeout = req.rebalance_timeout;
+                    m.last_heartbeat = now;
+                    match group.state {
+                        State::CompletingRebalance | State::Stable
+                            if !changed && group.leader.as_deref() != Some(&id) =>
+                        {
+                            return Reply::Now(group.join_response(&id));
+                        }
+                        State::CompletingRebalance if !changed => {
+                            return Reply::Now(group.join_response(&id));
+                        }
+                        State::PreparingRebalance => {}
+                        _ => group.prepare_rebalance(now, delay),
+                    }
+                }
+                id
+            }
+        };
+        let (tx, rx) = oneshot::channel();
+        if let Some(m) = group.members.get_mut(&member_id) {
+            if let Some(old) = m.join_waiter.replace(tx) {
+                let _ = old.send(JoinResponse::error(code::REBALANCE_IN_PROGRESS, &member_id));
+            }
+        }
+        group.try_complete_join(now);
+        Reply::Wait(rx)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn sync(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        protocol_type: Option<&str>,
+        protocol_name: Option<&str>,
+        assignments: Vec<(String, Bytes)>,
+        now: Instant,
+    ) -> Reply<SyncResponse> {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return Reply::Now(SyncResponse::error(code::UNKNOWN_MEMBER_ID));
+        };
+        if let Err(e) = group.check_member(member_id, instance_id) {
+            return Reply::Now(SyncResponse::error(e));
+        }
+        if generation != group.generation {
+            return Reply::Now(SyncResponse::error(code::ILLEGAL_GENERATION));
+        }
+        if protocol_type.is_some_and(|t| Some(t) != group.protocol_type.as_deref())
+            || protocol_name.is_some_and(|n| Some(n) != group.protocol.as_deref())
+        {
+            return Reply::Now(SyncResponse::error(code::INCONSISTENT_GROUP_PROTOCOL));
+        }
+        let ok = |g: &Group, a: Bytes| SyncResponse {
+            error: code::NONE,
+            protocol_type: g.protocol_type.clone(),
+            protocol_name: g.protocol.clone(),
+            assignment: a,
+        };
+        if let Some(m) = group.members.get_mut(member_id) {
+            m.last_heartbeat = now;
+        }
+        match group.state {
+            State::PreparingRebalance => {
+                Reply::Now(SyncResponse::error(code::REBALANCE_IN_PROGRESS))
+            }
+            State::Empty => Reply::Now(SyncResponse::error(code::UNKNOWN_MEMBER_ID)),
+            State::Stable => {
+                let a = group.members[member_id].assignment.clone();
+                Reply::Now(ok(group, a))
+            }
+            State::CompletingRebalance => {
+                let (tx, rx) = oneshot::channel();
+                if let Some(m) = group.members.get_mut(member_id) {
+                    if let Some(old) = m.sync_waiter.replace(tx) {
+                        let _ = old.send(SyncResponse::error(code::REBALANCE_IN_PROGRESS));
+                    }
+                }
+                if group.leader.as_deref() == Some(member_id) {
+                    let mut by_member: HashMap<String, Bytes> = assignments.into_iter().collect();
+                    for (id, m) in group.members.iter_mut() {
+                        m.assignment = by_member.remove(id).unwrap_or_default();
+                    }
+                    group.state = State::Stable;
+                    let ids: Vec<String> = group.members.keys().cloned().collect();
+                    for id in ids {
+                        let resp = {
+                            let m = &group.members[&id];
+                            ok(group, m.assignment.clone())
+                        };
+                        if let Some(w) = group
+                            .members
+                            .get_mut(&id)
+                            .and_then(|m| m.sync_waiter.take())
+                        {
+                            let _ = w.send(resp);
+                        }
+                    }
+                }
+                Reply::Wait(rx)
+            }
+        }
+    }
+
+    pub fn heartbeat(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+        now: Instant,
+    ) -> i16 {
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return code::UNKNOWN_MEMBER_ID;
+        };
+        if let Err(e) = group.check_member(member_id, instance_id) {
+            return e;
+        }
+        if let Some(m) = group.members.get_mut(member_id) {
+            m.last_heartbeat = now;
+        }
+        match group.state {
+            State::Empty => code::UNKNOWN_MEMBER_ID,
+            State::PreparingRebalance => code::REBALANCE_IN_PROGRESS,
+            State::CompletingRebalance | State::Stable if generation != group.generation => {
+                code::ILLEGAL_GENERATION
+            }
+            _ => code::NONE,
+        }
+    }
+
+    /// Removes members (by member id, or by instance id for static members). Returns the
+    /// error for each, in order.
+    pub fn leave(
+        &mut self,
+        group_id: &str,
+        members: &[(String, Option<String>)],
+        now: Instant,
+    ) -> Vec<i16> {
+        let delay = self.config.initial_rebalance_delay;
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return vec![code::UNKNOWN_MEMBER_ID; members.len()];
+        };
+        let mut out = Vec::with_capacity(members.len());
+        let mut removed = false;
+        for (id, instance) in members {
+            let id = match instance {
+                Some(i) => match group.static_members.get(i) {
+                    Some(current) if id.is_empty() || current == id => current.clone(),
+                    Some(_) => {
+                        out.push(code::FENCED_INSTANCE_ID);
+                        continue;
+                    }
+                    None => {
+                        out.push(code::UNKNOWN_MEMBER_ID);
+                        continue;
+                    }
+                },
+                None => id.clone(),
+            };
+            if !group.members.contains_key(&id) {
+                out.push(code::UNKNOWN_MEMBER_ID);
+                continue;
+            }
+            group.remove_member(&id);
+            removed = true;
+            out.push(code::NONE);
+        }
+        if removed {
+            match group.state {
+                State::Stable | State::CompletingRebalance => group.prepare_rebalance(now, delay),
+                _ => {}
+            }
+            if group.members.is_empty() && group.state == State::PreparingRebalance {
+                group.rebalance_deadline = Some(now);
+            }
+            group.try_complete_join(now);
+        }
+        out
+    }
+
+    /// Expires members whose session ran out and completes rebalances whose time has come.
+    pub fn tick(&mut self, now: Instant) {
+        let delay = self.config.initial_rebalance_delay;
+        for group in self.groups.values_mut() {
+            let expired: Vec<String> = group
+                .members
+                .iter()
+                .filter(|(_, m)| {
+                    // A member waiting in a join is judged by the rebalance deadline instead.
+                    m.join_waiter.is_none() && now >= m.last_heartbeat + m.session_timeout
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            if !expired.is_empty() {
+                for id in &expired {
+                    group.remove_member(id);
+                }
+                match group.state {
+                    State::Stable | State::CompletingRebalance => {
+                        group.prepare_rebalance(now, delay)
+                    }
+                    State::PreparingRebalance if group.members.is_empty() => {
+                        group.rebalance_deadline = Some(now)
+                    }
+                    _ => {}
+                }
+            }
+            group.pending.retain(|_, until| *until > now);
+            group.try_complete_join(now);
+        }
+    }
+
+    /// May an OffsetCommit from this member go ahead?
+    pub fn check_commit(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: Option<&str>,
+        generation: i32,
+    ) -> CommitCheck {
+        let Some(group) = self.groups.get(group_id) else {
+            return CommitCheck::NoMembers;
+        };
+        if group.state == State::Empty {
+            return CommitCheck::NoMembers;
+        }
+        if group.state == State::CompletingRebalance {
+            return CommitCheck::Refused(code::REBALANCE_IN_PROGRESS);
+        }
+        if let Err(e) = group.check_member(member_id, instance_id) {
+            return CommitCheck::Refused(e);
+        }
+        if generation != group.generation {
+            return CommitCheck::Refused(code::ILLEGAL_GENERATION);
+        }
+        CommitCheck::Allowed
+    }
+
+    /// (group id, protocol type, state) of every group with members or history.
+    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+        let mut out: Vec<_> = self
+            .groups
+            .iter()
+            .map(|(id, g)| {
+                (
+                    id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state.name(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    pub fn describe(&self, group_id: &str) -> Option<GroupDescription> {
+        let g = self.groups.get(group_id)?;
+        let protocol = g.protocol.clone().unwrap_or_default();
+        Some(GroupDescription {
+            state: g.state.name(),
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol: protocol.clone(),
+            members: g
+                .members
+                .iter()
+                .map(|(id, m)| MemberDescription {
+                    member_id: id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    client_id: m.client_id.clone(),
+                    client_host: m.client_host.clone(),
+                    metadata: m.metadata_for(&protocol),
+                    assignment: m.assignment.clone(),
+                })
+                .collect(),
+        })
+    }
+
+    /// Forgets an empty group's membership state. `Err` is NON_EMPTY_GROUP.
+    pub fn delete(&mut self, group_id: &str) -> Result<bool, i16> {
+        match self.groups.get(group_id) {
+            Some(g) if !g.members.is_empty() => Err(code::NON_EMPTY_GROUP),
+            Some(_) => {
+                self.groups.remove(group_id);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    pub fn has_members(&self, group_id: &str) -> bool {
+        self.groups
+            .get(group_id)
+            .is_some_and(|g| !g.members.is_empty())
+    }
+}
+
+impl Group {
+    /// A membership change: start a rebalance unless one is already under way.
+    fn prepare_or_keep(&mut self, now: Instant, delay: Duration) {
+        if self.state != State::PreparingRebalance {
+            self.prepare_rebalance(now, delay);
+        }
+    }
+}
+
+fn add_member(group: &mut Group, id: &str, req: &JoinRequest, now: Instant) {
+    if group.members.is_empty() {
+        group.protocol_type = Some(req.protocol_type.clone());
+    }
+    if let Some(i) = &req.instance_id {
+        group.static_members.insert(i.clone(), id.to_string());
+    }
+    group.members.insert(
+        id.to_string(),
+        Member {
+            instance_id: req.instance_id.clone(),
+            client_id: req.client_id.clone(),
+            client_host: req.client_host.clone(),
+            session_timeout: req.session_timeout,
+            rebalance_timeout: req.rebalance_timeout,
+            protocols: req.protocols.clone(),
+            assignment: Bytes::new(),
+            join_waiter: None,
+            sync_waiter: None,
+            last_heartbeat: now,
+        },
+    );
+}
+
+/// A cheap unique-looking suffix for member ids (uniqueness comes from the counter).
+fn rand_u64(n: u64) -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = t ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^= x >> 33;
+    x
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> GroupConfig {
+        GroupConfig {
+            initial_rebalance_delay: Duration::ZERO,
+            ..GroupConfig::default()
+        }
+    }
+
+    fn join_req(group: &str, member: &str, instance: Option<&str>) -> JoinRequest {
+        JoinRequest {
+            group: group.into(),
+            member_id: member.into(),
+            instance_id: instance.map(String::from),
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout: Duration::from_secs(10),
+            rebalance_timeout: Duration::from_secs(30),
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::from_static(b"m"))],
+            require_known_member_id: true,
+        }
+    }
+
+    fn now_join(m: &mut GroupManager, r: JoinRequest, now: Instant) -> JoinResponse {
+        match m.join(r, now) {
+            Reply::Now(r) => r,
+            Reply::Wait(mut rx) => rx.try_recv().expect("join should have completed"),
+        }
+    }
+
+    #[test]
+    fn two_members_join_sync_heartbeat_and_leave() {
+        let mut m = GroupManager::new(cfg());
+        let t0 = Instant::now();
+        let r = now_join(&mut m, join_req("g", "", None), t0);
+        assert_eq!(r.error, code::MEMBER_ID_REQUIRED);
+        let a = r.member_id;
+        let r = now_join(&mut m, join_req("g", &a, None), t0);
+        assert_eq!(
+            (r.error, r.generation, r.leader.as_str()),
+            (0, 1, a.as_str())
+        );
+        assert_eq!(r.members.len(), 1);
+        let Reply::Wait(mut rx) = m.sync(
+            "g",
+            &a,
+            None,
+            1,
+            None,
+            None,
+            vec![(a.clone(), Bytes::from_static(b"A"))],
+            t0,
+        ) else {
+            panic!()
+        };
+        assert_eq!(&rx.try_recv().unwrap().assignment[..], b"A");
+        assert_eq!(m.heartbeat("g", &a, None, 1, t0), 0);
+        assert_eq!(m.heartbeat("g", &a, None, 2, t0), code::ILLEGAL_GENERATION);
+        assert_eq!(
+            m.heartbeat("g", "nobody", None, 1, t0),
+            code::UNKNOWN_MEMBER_ID
+        );
+
+        // A second member: the first learns of the rebalance from its heartbeat.
+        let b = now_join(&mut m, join_req("g", "", None), t0).member_id;
+        let Reply::Wait(mut b_join) = m.join(join_req("g", &b, None), t0) else {
+            panic!()
+        };
+        assert_eq!(
+            m.heartbeat("g", &a, None, 1, t0),
+            code::REBALANCE_IN_PROGRESS
+        );
+        let r = now_join(&mut m, join_req("g", &a, None), t0);
+        assert_eq!((r.generation, r.members.len()), (2, 2));
+        assert_eq!(b_join.try_recv().unwrap().generation, 2);
+        assert_eq!(
+            m.check_commit("g", &a, None, 1),
+            CommitCheck::Refused(code::REBALANCE_IN_PROGRESS)
+        );
+
+        assert_eq!(m.leave("g", &[(b.clone(), None)], t0), vec![0]);
+        assert_eq!(
+            m.leave("g", &[(b.clone(), None)], t0),
+            vec![code::UNKNOWN_MEMBER_ID]
+        );
+        assert_eq!(m.delete("g"), Err(code::NON_EMPTY_GROUP));
+    }
+
+    #[test]
+    fn sessions_expire_and_silent_members_are_dropped_at_the_deadline() {
+        let mut m = GroupManager::new(cfg());
+        let t0 = Instant::now();
+        let a = now_join(&mut m, join_req("g", "", None), t0).member_id;
+        now_join(&mut m, join_req("g", &a, None), t0);
+        m.tick(t0 + Duration::from_secs(11));
+        assert_eq!(m.describe("g").unwrap().state, "Empty");
+        assert_eq!(m.check_commit("g", "", None, -1), CommitCheck::NoMembers);
+        assert_eq!(m.delete("g"), Ok(true));
+    }
+
+    #[test]
+    fn a_static_member_comes_back_without_a_rebalance() {
+        let mut m = GroupManager::new(cfg());
+        let t0 = Instant::now();
+        let a = now_join(&mut m, join_req("g", "", Some("i-a")), t0);
+        assert_eq!(a.generation, 1);
+        let Reply::Wait(_rx) = m.sync(
+            "g",
+            &a.member_id,
+            Some("i-a"),
+            1,
+            None,
+            None,
+            vec![(a.member_id.clone(), Bytes::from_static(b"P"))],
+            t0,
+        ) else {
+            panic!()
+        };
+        // Restart: a new join with no member id but the same instance id.
+        let again = now_join(&mut m, join_req("g", "", Some("i-a")), t0);
+        assert_eq!((again.error, again.generation), (0, 1), "no new generation");
+        assert_ne!(again.member_id, a.member_id);
+        // The old incarnation is fenced; the new one gets the old assignment.
+        assert_eq!(
+            m.heartbeat("g", &a.member_id, Some("i-a"), 1, t0),
+            code::FENCED_INSTANCE_ID
+        );
+        let Reply::Now(s) = m.sync(
+            "g",
+            &again.member_id,
+            Some("i-a"),
+            1,
+            None,
+            None,
+            vec![],
+            t0,
+        ) else {
+            panic!()
+        };
+        assert_eq!(&s.assignment[..], b"P");
+    }
+
+    #[test]
+    fn bad_joins_are_refused() {
+        let mut m = GroupManager::new(cfg());
+        let t0 = Instant::now();
+        assert_eq!(
+            now_join(&mut m, join_req("", "", None), t0).error,
+            code::INVALID_GROUP_ID
+        );
+        let mut r = join_req("g", "", None);
+        r.session_timeout = Duration::from_millis(10);
+        assert_eq!(now_join(&mut m, r, t0).error, code::INVALID_SESSION_TIMEOUT);
+        assert_eq!(
+            now_join(&mut m, join_req("g2", "ghost", None), t0).error,
+            code::UNKNOWN_MEMBER_ID
+        );
+        let a = now_join(&mut m, join_req("g", "", None), t0).member_id;
+        now_join(&mut m, join_req("g", &a, None), t0);
+        let mut other = join_req("g", "", None);
+        other.protocols = vec![("roundrobin-only".into(), Bytes::new())];
+        other.require_known_member_id = false;
+        assert_eq!(
+            now_join(&mut m, other, t0).error,
+            code::INCONSISTENT_GROUP_PROTOCOL
+        );
+    }
+}
