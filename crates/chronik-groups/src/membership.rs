@@ -819,6 +819,35 @@ impl GroupManager {
         }
     }
 
+    /// Topics the members of a "consumer" group subscribe to (from their protocol metadata);
+    /// None when the group has no members. Metadata that does not decode counts as
+    /// subscribing to nothing.
+    pub fn subscribed_topics(&self, group_id: &str) -> Option<std::collections::HashSet<String>> {
+        use kafka_protocol::messages::ConsumerProtocolSubscription;
+        use kafka_protocol::protocol::Decodable;
+        let g = self.groups.get(group_id)?;
+        if g.members.is_empty() {
+            return None;
+        }
+        let mut out = std::collections::HashSet::new();
+        if g.protocol_type.as_deref() != Some("consumer") {
+            return Some(out);
+        }
+        let protocol = g.protocol.clone().unwrap_or_default();
+        for m in g.members.values() {
+            let mut meta = m.metadata_for(&protocol);
+            if meta.len() < 2 {
+                continue;
+            }
+            let version = i16::from_be_bytes([meta[0], meta[1]]);
+            let _ = bytes::Buf::get_i16(&mut meta);
+            if let Ok(sub) = ConsumerProtocolSubscription::decode(&mut meta, version.clamp(0, 3)) {
+                out.extend(sub.topics.iter().map(|t| t.to_string()));
+            }
+        }
+        Some(out)
+    }
+
     pub fn has_members(&self, group_id: &str) -> bool {
         self.groups
             .get(group_id)

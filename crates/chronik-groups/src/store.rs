@@ -61,6 +61,19 @@ impl OffsetStore {
             .map(|c| &c.value)
     }
 
+    /// Groups whose newest commit is older than `now_ms - retention_ms`: candidates for
+    /// Kafka's offsets retention (the caller skips groups that still have members).
+    pub fn expired_groups(&self, now_ms: i64, retention_ms: i64) -> Vec<String> {
+        let cutoff = now_ms.saturating_sub(retention_ms);
+        self.groups
+            .iter()
+            .filter(|(_, m)| {
+                !m.is_empty() && m.values().all(|c| c.value.commit_timestamp_ms < cutoff)
+            })
+            .map(|(g, _)| g.clone())
+            .collect()
+    }
+
     /// Groups with at least one committed offset.
     pub fn group_ids(&self) -> Vec<String> {
         self.groups
@@ -204,6 +217,26 @@ mod tests {
             .collect();
         assert_eq!(all, vec![("a".to_string(), 0, 2), ("t".to_string(), 1, 1)]);
         assert!(s.group("other").is_empty());
+    }
+
+    #[test]
+    fn only_groups_whose_newest_commit_is_old_expire() {
+        let mut s = OffsetStore::default();
+        let at = |offset, ts| OffsetValue {
+            commit_timestamp_ms: ts,
+            ..val(offset)
+        };
+        s.apply(key("old", "t", 0), Some(at(1, 100)), 1);
+        s.apply(key("old", "t", 1), Some(at(1, 200)), 2);
+        s.apply(key("mixed", "t", 0), Some(at(1, 100)), 3);
+        s.apply(key("mixed", "t", 1), Some(at(1, 5_000)), 4);
+        s.apply(key("gone", "t", 0), Some(at(1, 100)), 5);
+        s.apply(key("gone", "t", 0), None, 6);
+        assert_eq!(s.expired_groups(1_300, 1_000), vec!["old".to_string()]);
+        let mut all = s.expired_groups(10_000, 1_000);
+        all.sort();
+        assert_eq!(all, vec!["mixed".to_string(), "old".to_string()]);
+        assert!(s.expired_groups(1_300, 100_000).is_empty());
     }
 
     #[test]

@@ -521,6 +521,21 @@ impl Broker {
         }
     }
 
+    /// Kafka's offsets retention: forgets the offsets of groups without members whose every
+    /// commit is older than `offsets.retention.minutes`.
+    pub async fn expire_offsets(self: &Arc<Self>) {
+        let retention_ms = self.config.offsets_retention_minutes.saturating_mul(60_000) as i64;
+        for group in self.offsets().expired_groups(now_ms(), retention_ms) {
+            if self.groups().has_members(&group) {
+                continue;
+            }
+            match self.offsets().delete_group(self, &group).await {
+                Ok(()) => tracing::info!(group = %group, "expired the offsets of an idle group"),
+                Err(e) => tracing::warn!(group = %group, error = %e, "offsets expiry failed"),
+            }
+        }
+    }
+
     /// Flushes and closes every partition; the last step of a graceful shutdown.
     pub async fn close(&self) {
         for p in self.all_partitions() {

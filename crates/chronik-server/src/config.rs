@@ -62,6 +62,10 @@ pub struct ServerArgs {
     /// generation is formed (Kafka's group.initial.rebalance.delay.ms) [default: 3000]
     #[arg(long, env = "CHRONIK_GROUP_INITIAL_REBALANCE_DELAY_MS")]
     pub group_initial_rebalance_delay_ms: Option<u64>,
+    /// Committed offsets of a group without members are deleted once its newest commit is
+    /// this old (Kafka's offsets.retention.minutes) [default: 10080]
+    #[arg(long, env = "CHRONIK_OFFSETS_RETENTION_MINUTES")]
+    pub offsets_retention_minutes: Option<u64>,
     /// Partitions of an auto-created topic [default: 1]
     #[arg(long, env = "CHRONIK_NUM_PARTITIONS")]
     pub num_partitions: Option<i32>,
@@ -113,6 +117,7 @@ struct FileConfig {
     fsync: Option<String>,
     offsets_topic_partitions: Option<i32>,
     group_initial_rebalance_delay_ms: Option<u64>,
+    offsets_retention_minutes: Option<u64>,
     num_partitions: Option<i32>,
     auto_create_topics: Option<bool>,
     retention_ms: Option<i64>,
@@ -144,6 +149,7 @@ pub struct BrokerConfig {
     pub fsync: FsyncPolicy,
     pub offsets_topic_partitions: i32,
     pub group_initial_rebalance_delay_ms: u64,
+    pub offsets_retention_minutes: u64,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
     pub topic_defaults: TopicDefaults,
@@ -187,6 +193,16 @@ impl BrokerConfig {
                 reason: format!("{group_initial_rebalance_delay_ms} is over 300000"),
             });
         }
+        let offsets_retention_minutes = args
+            .offsets_retention_minutes
+            .or(file.offsets_retention_minutes)
+            .unwrap_or(10_080);
+        if !(1..=525_600_000).contains(&offsets_retention_minutes) {
+            return Err(ConfigError::Invalid {
+                key: "offsets_retention_minutes",
+                reason: format!("{offsets_retention_minutes} is not between 1 and 525600000"),
+            });
+        }
         let d = TopicDefaults::default();
         let topic_defaults = TopicDefaults {
             retention_ms: args
@@ -224,6 +240,7 @@ impl BrokerConfig {
             fsync,
             offsets_topic_partitions,
             group_initial_rebalance_delay_ms,
+            offsets_retention_minutes,
             num_partitions: args.num_partitions.or(file.num_partitions).unwrap_or(1),
             auto_create_topics: args
                 .auto_create_topics

@@ -123,6 +123,7 @@ fn spawn_retention(broker: std::sync::Arc<Broker>) {
             if let Err(e) = tokio::task::spawn_blocking(move || b.enforce_retention()).await {
                 tracing::error!(error = %e, "retention task panicked");
             }
+            broker.expire_offsets().await;
         }
     });
 }

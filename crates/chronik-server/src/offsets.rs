@@ -92,6 +92,30 @@ impl Offsets {
         self.write(broker, group, entries).await
     }
 
+    /// Deletes the committed offsets of `partitions` (those that have one) of `group`.
+    pub async fn delete(
+        &self,
+        broker: &Arc<Broker>,
+        group: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<(), OffsetsError> {
+        let keys = partitions
+            .iter()
+            .filter(|(t, p)| self.get(group, t, *p).is_some())
+            .map(|(t, p)| {
+                (
+                    OffsetKey {
+                        group: group.to_string(),
+                        topic: t.clone(),
+                        partition: *p,
+                    },
+                    None,
+                )
+            })
+            .collect();
+        self.write(broker, group, keys).await
+    }
+
     /// Deletes every committed offset of `group` (tombstones in the log).
     pub async fn delete_group(
         &self,
@@ -159,6 +183,19 @@ impl Offsets {
             store.apply(k, v, accepted.base_offset + i as i64);
         }
         Ok(())
+    }
+
+    /// Groups whose every commit is older than the retention.
+    pub fn expired_groups(&self, now_ms: i64, retention_ms: i64) -> Vec<String> {
+        let mut out = Vec::new();
+        for s in &self.stores {
+            out.extend(
+                s.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .expired_groups(now_ms, retention_ms),
+            );
+        }
+        out
     }
 
     /// Groups that have committed offsets.

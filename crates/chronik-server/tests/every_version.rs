@@ -307,6 +307,18 @@ fn requests(key: ApiKey, v: i16, topic_id: uuid::Uuid) -> Vec<RequestKind> {
             DeleteGroupsRequest::default()
                 .with_groups_names(vec![GroupId(StrBytes::from_static_str("never"))]),
         )],
+        ApiKey::OffsetDelete => vec![RequestKind::OffsetDelete(
+            OffsetDeleteRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_topics(vec![
+                    offset_delete_request::OffsetDeleteRequestTopic::default()
+                        .with_name(name("t"))
+                        .with_partitions(vec![
+                            offset_delete_request::OffsetDeleteRequestPartition::default()
+                                .with_partition_index(0),
+                        ]),
+                ]),
+        )],
         other => panic!("no request built for advertised API {other:?}: add one here"),
     }
 }

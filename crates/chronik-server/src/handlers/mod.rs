@@ -24,6 +24,7 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod offset_commit;
+mod offset_delete;
 mod offset_fetch;
 mod produce;
 
@@ -69,6 +70,7 @@ pub async fn dispatch(broker: &Arc<Broker>, req: Request, client_host: &str) -> 
         RequestKind::ListGroups(r) => groups::list(broker, r, v),
         RequestKind::DescribeGroups(r) => groups::describe(broker, r, v),
         RequestKind::DeleteGroups(r) => groups::delete(broker, r, v).await,
+        RequestKind::OffsetDelete(r) => offset_delete::handle(broker, r, v).await,
         other => {
             // The decoder only lets through keys in the versions table, all listed above.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for an advertised API");
