@@ -11,7 +11,10 @@ pub mod record;
 pub mod store;
 
 pub use membership::{GroupConfig, GroupManager};
-pub use record::{encode_offsets_batch, Key, OffsetKey, OffsetValue, RecordError};
+pub use record::{
+    encode_group_batch, encode_offsets_batch, group_key, GroupMemberRecord, GroupRecord, Key,
+    OffsetKey, OffsetValue, RecordError,
+};
 pub use store::{partition_for, Committed, OffsetStore, ReplayError};
 
 /// The internal topic that holds committed offsets and (later) group metadata.

@@ -210,6 +210,9 @@ struct Group {
     /// Member ids handed out with MEMBER_ID_REQUIRED, with when they stop being valid.
     pending: HashMap<String, Instant>,
     rebalance_deadline: Option<Instant>,
+    /// Its membership changed in a way worth recording in the log (a generation became
+    /// Stable, or the group became Empty).
+    dirty: bool,
 }
 
 impl Group {
@@ -224,6 +227,7 @@ impl Group {
             static_members: HashMap::new(),
             pending: HashMap::new(),
             rebalance_deadline: None,
+            dirty: false,
         }
     }
 
@@ -341,6 +345,7 @@ impl Group {
             self.protocol = None;
             self.protocol_type = None;
             self.leader = None;
+            self.dirty = true;
             return;
         }
         self.protocol = self.select_protocol();
@@ -613,6 +618,7 @@ impl GroupManager {
                         m.assignment = by_member.remove(id).unwrap_or_default();
                     }
                     group.state = State::Stable;
+                    group.dirty = true;
                     let ids: Vec<String> = group.members.keys().cloned().collect();
                     for id in ids {
                         let resp = {
@@ -848,6 +854,54 @@ impl GroupManager {
         Some(out)
     }
 
+    /// Groups whose membership should be recorded now, with the record to write; clears the
+    /// marks.
+    pub fn take_dirty(&mut self) -> Vec<(String, crate::record::GroupRecord)> {
+        let mut out = Vec::new();
+        for (id, g) in self.groups.iter_mut() {
+            if std::mem::take(&mut g.dirty) {
+                out.push((id.clone(), snapshot(g)));
+            }
+        }
+        out
+    }
+
+    /// Puts back a group from its latest record (on start): members get a fresh session to
+    /// heartbeat in, so consumers carry on in their generation without a rebalance.
+    pub fn restore(&mut self, group_id: &str, r: &crate::record::GroupRecord, now: Instant) {
+        let mut g = Group::new();
+        g.generation = r.generation;
+        if !r.members.is_empty() {
+            g.state = State::Stable;
+            g.protocol_type = Some(r.protocol_type.clone());
+            g.protocol = r.protocol.clone();
+            g.leader = r.leader.clone();
+            let protocol = r.protocol.clone().unwrap_or_default();
+            for m in &r.members {
+                if let Some(i) = &m.instance_id {
+                    g.static_members.insert(i.clone(), m.member_id.clone());
+                }
+                let ms = |v: i32| Duration::from_millis(v.max(0) as u64);
+                g.members.insert(
+                    m.member_id.clone(),
+                    Member {
+                        instance_id: m.instance_id.clone(),
+                        client_id: m.client_id.clone(),
+                        client_host: m.client_host.clone(),
+                        session_timeout: ms(m.session_timeout_ms),
+                        rebalance_timeout: ms(m.rebalance_timeout_ms.max(m.session_timeout_ms)),
+                        protocols: vec![(protocol.clone(), m.subscription.clone())],
+                        assignment: m.assignment.clone(),
+                        join_waiter: None,
+                        sync_waiter: None,
+                        last_heartbeat: now,
+                    },
+                );
+            }
+        }
+        self.groups.insert(group_id.to_string(), g);
+    }
+
     pub fn has_members(&self, group_id: &str) -> bool {
         self.groups
             .get(group_id)
@@ -861,6 +915,34 @@ impl Group {
         if self.state != State::PreparingRebalance {
             self.prepare_rebalance(now, delay);
         }
+    }
+}
+
+fn snapshot(g: &Group) -> crate::record::GroupRecord {
+    let protocol = g.protocol.clone().unwrap_or_default();
+    crate::record::GroupRecord {
+        protocol_type: g.protocol_type.clone().unwrap_or_default(),
+        generation: g.generation,
+        protocol: g.protocol.clone(),
+        leader: g.leader.clone(),
+        state_timestamp_ms: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0),
+        members: g
+            .members
+            .iter()
+            .map(|(id, m)| crate::record::GroupMemberRecord {
+                member_id: id.clone(),
+                instance_id: m.instance_id.clone(),
+                client_id: m.client_id.clone(),
+                client_host: m.client_host.clone(),
+                rebalance_timeout_ms: m.rebalance_timeout.as_millis().min(i32::MAX as u128) as i32,
+                session_timeout_ms: m.session_timeout.as_millis().min(i32::MAX as u128) as i32,
+                subscription: m.metadata_for(&protocol),
+                assignment: m.assignment.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -1044,6 +1126,39 @@ mod tests {
             panic!()
         };
         assert_eq!(&s.assignment[..], b"P");
+    }
+
+    #[test]
+    fn a_restored_group_carries_on_in_its_generation() {
+        let mut m = GroupManager::new(cfg());
+        let t0 = Instant::now();
+        let a = now_join(&mut m, join_req("g", "", Some("i-a")), t0);
+        let assignment = vec![(a.member_id.clone(), Bytes::from_static(b"P"))];
+        let Reply::Wait(_rx) = m.sync(
+            "g",
+            &a.member_id,
+            Some("i-a"),
+            1,
+            None,
+            None,
+            assignment,
+            t0,
+        ) else {
+            panic!("the leader's sync completes the generation")
+        };
+        let dirty = m.take_dirty();
+        assert_eq!(dirty.len(), 1, "becoming Stable is recorded");
+        assert!(m.take_dirty().is_empty());
+        // A new coordinator (a restarted broker) restores the record.
+        let mut m2 = GroupManager::new(cfg());
+        m2.restore("g", &dirty[0].1, t0);
+        assert_eq!(m2.heartbeat("g", &a.member_id, Some("i-a"), 1, t0), 0);
+        let Reply::Now(s) = m2.sync("g", &a.member_id, Some("i-a"), 1, None, None, vec![], t0)
+        else {
+            panic!("a Stable group answers SyncGroup at once")
+        };
+        assert_eq!(&s.assignment[..], b"P");
+        assert_eq!(m2.describe("g").unwrap().state, "Stable");
     }
 
     #[test]

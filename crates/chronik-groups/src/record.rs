@@ -20,6 +20,8 @@ use thiserror::Error;
 
 pub const OFFSET_KEY_VERSION: i16 = 1;
 pub const OFFSET_VALUE_VERSION: i16 = 3;
+pub const GROUP_KEY_VERSION: i16 = 2;
+pub const GROUP_VALUE_VERSION: i16 = 3;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RecordError {
@@ -53,12 +55,161 @@ pub struct OffsetValue {
     pub commit_timestamp_ms: i64,
 }
 
+/// One member in a group metadata record.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupMemberRecord {
+    pub member_id: String,
+    pub instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub rebalance_timeout_ms: i32,
+    pub session_timeout_ms: i32,
+    pub subscription: Bytes,
+    pub assignment: Bytes,
+}
+
+/// A group's membership as of a generation (Kafka's GroupMetadataValue, version 3).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GroupRecord {
+    pub protocol_type: String,
+    pub generation: i32,
+    pub protocol: Option<String>,
+    pub leader: Option<String>,
+    pub state_timestamp_ms: i64,
+    pub members: Vec<GroupMemberRecord>,
+}
+
 /// What the key of a `__consumer_offsets` record is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Key {
     Offset(OffsetKey),
-    /// A key version this code does not handle (group metadata, future versions).
+    /// Group metadata (key version 2).
+    Group(String),
+    /// A key version this code does not handle.
     Other(i16),
+}
+
+/// The key of `group`'s metadata record.
+pub fn group_key(group: &str) -> Result<Bytes, RecordError> {
+    let mut b = BytesMut::with_capacity(4 + group.len());
+    b.put_i16(GROUP_KEY_VERSION);
+    put_str(&mut b, group)?;
+    Ok(b.freeze())
+}
+
+fn put_nullable_str(b: &mut BytesMut, s: Option<&str>) -> Result<(), RecordError> {
+    match s {
+        Some(s) => put_str(b, s),
+        None => {
+            b.put_i16(-1);
+            Ok(())
+        }
+    }
+}
+
+fn get_nullable_str(b: &mut &[u8]) -> Result<Option<String>, RecordError> {
+    if b.len() >= 2 && i16::from_be_bytes([b[0], b[1]]) < 0 {
+        b.advance(2);
+        return Ok(None);
+    }
+    get_str(b).map(Some)
+}
+
+fn put_bytes(b: &mut BytesMut, v: &[u8]) -> Result<(), RecordError> {
+    let len = i32::try_from(v.len()).map_err(|_| RecordError::TooLong(v.len()))?;
+    b.put_i32(len);
+    b.put_slice(v);
+    Ok(())
+}
+
+fn get_bytes(b: &mut &[u8]) -> Result<Bytes, RecordError> {
+    let len = get_i32(b)?;
+    if len < 0 {
+        return Ok(Bytes::new());
+    }
+    let len = len as usize;
+    if b.len() < len {
+        return Err(RecordError::Truncated);
+    }
+    let out = Bytes::copy_from_slice(&b[..len]);
+    b.advance(len);
+    Ok(out)
+}
+
+impl GroupRecord {
+    pub fn encode(&self) -> Result<Bytes, RecordError> {
+        let mut b = BytesMut::new();
+        b.put_i16(GROUP_VALUE_VERSION);
+        put_str(&mut b, &self.protocol_type)?;
+        b.put_i32(self.generation);
+        put_nullable_str(&mut b, self.protocol.as_deref())?;
+        put_nullable_str(&mut b, self.leader.as_deref())?;
+        b.put_i64(self.state_timestamp_ms);
+        b.put_i32(self.members.len() as i32);
+        for m in &self.members {
+            put_str(&mut b, &m.member_id)?;
+            put_nullable_str(&mut b, m.instance_id.as_deref())?;
+            put_str(&mut b, &m.client_id)?;
+            put_str(&mut b, &m.client_host)?;
+            b.put_i32(m.rebalance_timeout_ms);
+            b.put_i32(m.session_timeout_ms);
+            put_bytes(&mut b, &m.subscription)?;
+            put_bytes(&mut b, &m.assignment)?;
+        }
+        Ok(b.freeze())
+    }
+
+    /// Decodes versions 0-3 of Kafka's group metadata value.
+    pub fn decode(mut b: &[u8]) -> Result<GroupRecord, RecordError> {
+        let b = &mut b;
+        let version = get_i16(b)?;
+        if !(0..=3).contains(&version) {
+            return Err(RecordError::ValueVersion(version));
+        }
+        let protocol_type = get_str(b)?;
+        let generation = get_i32(b)?;
+        let protocol = get_nullable_str(b)?;
+        let leader = get_nullable_str(b)?;
+        let state_timestamp_ms = if version >= 2 { get_i64(b)? } else { -1 };
+        let count = get_i32(b)?;
+        // Bounded by the record's own length: each member needs at least 20 bytes.
+        if count < 0 || count as usize > b.len() / 20 + 1 {
+            return Err(RecordError::Truncated);
+        }
+        let mut members = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let member_id = get_str(b)?;
+            let instance_id = if version >= 3 {
+                get_nullable_str(b)?
+            } else {
+                None
+            };
+            let client_id = get_str(b)?;
+            let client_host = get_str(b)?;
+            let rebalance_timeout_ms = if version >= 1 { get_i32(b)? } else { -1 };
+            let session_timeout_ms = get_i32(b)?;
+            let subscription = get_bytes(b)?;
+            let assignment = get_bytes(b)?;
+            members.push(GroupMemberRecord {
+                member_id,
+                instance_id,
+                client_id,
+                client_host,
+                rebalance_timeout_ms,
+                session_timeout_ms,
+                subscription,
+                assignment,
+            });
+        }
+        Ok(GroupRecord {
+            protocol_type,
+            generation,
+            protocol,
+            leader,
+            state_timestamp_ms,
+            members,
+        })
+    }
 }
 
 fn put_str(b: &mut BytesMut, s: &str) -> Result<(), RecordError> {
@@ -158,6 +309,9 @@ impl Key {
     pub fn decode(mut b: &[u8]) -> Result<Key, RecordError> {
         let b = &mut b;
         let version = get_i16(b)?;
+        if version == GROUP_KEY_VERSION {
+            return Ok(Key::Group(get_str(b)?));
+        }
         if version > OFFSET_KEY_VERSION {
             return Ok(Key::Other(version));
         }
@@ -175,9 +329,39 @@ pub fn encode_offsets_batch(
     entries: &[(OffsetKey, Option<OffsetValue>)],
     timestamp_ms: i64,
 ) -> Result<BytesMut, RecordError> {
-    let mut records = Vec::with_capacity(entries.len());
-    for (i, (k, v)) in entries.iter().enumerate() {
-        records.push(Record {
+    let mut raw = Vec::with_capacity(entries.len());
+    for (k, v) in entries {
+        raw.push((
+            k.encode()?,
+            v.as_ref().map(OffsetValue::encode).transpose()?,
+        ));
+    }
+    encode_batch(&raw, timestamp_ms)
+}
+
+/// The batch that records `group`'s membership (`None`: the group is gone).
+pub fn encode_group_batch(
+    group: &str,
+    record: Option<&GroupRecord>,
+    timestamp_ms: i64,
+) -> Result<BytesMut, RecordError> {
+    encode_batch(
+        &[(
+            group_key(group)?,
+            record.map(GroupRecord::encode).transpose()?,
+        )],
+        timestamp_ms,
+    )
+}
+
+fn encode_batch(
+    records: &[(Bytes, Option<Bytes>)],
+    timestamp_ms: i64,
+) -> Result<BytesMut, RecordError> {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
             transactional: false,
             control: false,
             delete_horizon: false,
@@ -189,11 +373,11 @@ pub fn encode_offsets_batch(
             // The encoder keeps one batch while offset - sequence stays constant.
             sequence: i as i32 - 1,
             timestamp: timestamp_ms,
-            key: Some(k.encode()?),
-            value: v.as_ref().map(OffsetValue::encode).transpose()?,
+            key: Some(k.clone()),
+            value: v.clone(),
             headers: IndexMap::new(),
-        });
-    }
+        })
+        .collect();
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
@@ -237,7 +421,40 @@ mod tests {
                 "value cut at {cut}"
             );
         }
-        assert_eq!(Key::decode(&[0, 2, 0, 0]).unwrap(), Key::Other(2));
+        assert_eq!(
+            Key::decode(&[0, 2, 0, 0]).unwrap(),
+            Key::Group(String::new())
+        );
+        assert_eq!(Key::decode(&[0, 7, 0, 0]).unwrap(), Key::Other(7));
+        let g = GroupRecord {
+            protocol_type: "consumer".into(),
+            generation: 4,
+            protocol: Some("range".into()),
+            leader: Some("m1".into()),
+            state_timestamp_ms: 5,
+            members: vec![GroupMemberRecord {
+                member_id: "m1".into(),
+                instance_id: Some("i".into()),
+                client_id: "c".into(),
+                client_host: "/1.2.3.4".into(),
+                rebalance_timeout_ms: 300_000,
+                session_timeout_ms: 10_000,
+                subscription: Bytes::from_static(b"sub"),
+                assignment: Bytes::from_static(b"asg"),
+            }],
+        };
+        let gb = g.encode().unwrap();
+        assert_eq!(GroupRecord::decode(&gb).unwrap(), g);
+        assert_eq!(
+            Key::decode(&group_key("grp").unwrap()).unwrap(),
+            Key::Group("grp".into())
+        );
+        for cut in 0..gb.len() {
+            assert!(
+                GroupRecord::decode(&gb[..cut]).is_err(),
+                "group value cut at {cut}"
+            );
+        }
         assert_eq!(
             OffsetValue::decode(&[0, 9]),
             Err(RecordError::ValueVersion(9))

@@ -12,7 +12,7 @@ use kafka_protocol::records::RecordBatchDecoder;
 use thiserror::Error;
 use tracing::warn;
 
-use crate::record::{Key, OffsetKey, OffsetValue};
+use crate::record::{GroupRecord, Key, OffsetKey, OffsetValue};
 
 /// One committed offset, with where its record sits in the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,10 +21,13 @@ pub struct Committed {
     pub log_offset: i64,
 }
 
-/// Committed offsets by group, then by (topic, partition).
+/// Committed offsets by group, then by (topic, partition); and each group's latest
+/// membership record.
 #[derive(Debug, Default)]
 pub struct OffsetStore {
     groups: HashMap<String, BTreeMap<(String, i32), Committed>>,
+    /// group → (its latest metadata record, that record's log offset).
+    metadata: HashMap<String, (GroupRecord, i64)>,
 }
 
 #[derive(Debug, Error)]
@@ -52,6 +55,30 @@ impl OffsetStore {
                 entries.remove(&tp);
             }
         }
+    }
+
+    /// Applies a group metadata record: `None` is a tombstone.
+    pub fn apply_group(&mut self, group: String, record: Option<GroupRecord>, log_offset: i64) {
+        if self
+            .metadata
+            .get(&group)
+            .is_some_and(|(_, o)| *o > log_offset)
+        {
+            return;
+        }
+        match record {
+            Some(r) => {
+                self.metadata.insert(group, (r, log_offset));
+            }
+            None => {
+                self.metadata.remove(&group);
+            }
+        }
+    }
+
+    /// Every group's latest metadata record (what a coordinator restores on start).
+    pub fn group_records(&self) -> impl Iterator<Item = (&str, &GroupRecord)> {
+        self.metadata.iter().map(|(g, (r, _))| (g.as_str(), r))
     }
 
     pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<&OffsetValue> {
@@ -146,6 +173,15 @@ impl OffsetStore {
         let Some(key) = key else { return };
         let key = match Key::decode(key) {
             Ok(Key::Offset(k)) => k,
+            Ok(Key::Group(g)) => {
+                match value.map(GroupRecord::decode) {
+                    None => self.apply_group(g, None, offset),
+                    Some(Ok(r)) => self.apply_group(g, Some(r), offset),
+                    Some(Err(e)) => warn!(topic = log.topic(), partition = log.partition(), offset,
+                        error = %e, "skipping a group metadata record with a bad value"),
+                }
+                return;
+            }
             Ok(Key::Other(_)) => return,
             Err(e) => {
                 warn!(topic = log.topic(), partition = log.partition(), offset, error = %e,

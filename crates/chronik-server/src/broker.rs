@@ -178,7 +178,8 @@ impl Broker {
         Ok(broker)
     }
 
-    /// Drives group timers (session expiry, rebalance deadlines) every 100 ms until shutdown.
+    /// Drives group timers (session expiry, rebalance deadlines) every 100 ms until shutdown,
+    /// and records membership changes in the offsets log.
     fn start_group_timer(self: &Arc<Self>) {
         let me = Arc::downgrade(self);
         let shutdown = self.shutdown.clone();
@@ -190,7 +191,20 @@ impl Broker {
                     _ = tick.tick() => {}
                 }
                 let Some(broker) = me.upgrade() else { return };
-                broker.groups().tick(std::time::Instant::now());
+                let dirty = {
+                    let mut groups = broker.groups();
+                    groups.tick(std::time::Instant::now());
+                    groups.take_dirty()
+                };
+                // Membership changes are recorded in the log, off this timer's path.
+                for (group, record) in dirty {
+                    let b = broker.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = b.offsets().write_group(&b, &group, record).await {
+                            tracing::warn!(group = %group, error = %e, "could not record group membership");
+                        }
+                    });
+                }
             }
         });
     }
@@ -231,7 +245,19 @@ impl Broker {
             .await
             .map_err(|e| StartError::Offsets(format!("offsets replay panicked: {e}")))?
             .map_err(|e| StartError::Offsets(e.to_string()))?;
+        let now = std::time::Instant::now();
+        let records = offsets.group_records();
         let _ = self.offsets.set(offsets);
+        let mut groups = self.groups();
+        for (group, record) in &records {
+            groups.restore(group, record, now);
+        }
+        if !records.is_empty() {
+            tracing::info!(
+                groups = records.len(),
+                "restored consumer groups from the offsets log"
+            );
+        }
         Ok(())
     }
 

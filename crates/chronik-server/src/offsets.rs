@@ -12,7 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chronik_groups::{
-    encode_offsets_batch, partition_for, OffsetKey, OffsetStore, OffsetValue, OFFSETS_TOPIC,
+    encode_group_batch, encode_offsets_batch, partition_for, GroupRecord, OffsetKey, OffsetStore,
+    OffsetValue, OFFSETS_TOPIC,
 };
 use kafka_protocol::ResponseError;
 use thiserror::Error;
@@ -138,7 +139,15 @@ impl Offsets {
                 })
             })
             .collect();
-        self.write(broker, group, keys).await
+        self.write(broker, group, keys).await?;
+        let has_record = self.store(group).group_records().any(|(g, _)| g == group);
+        if has_record {
+            let batch = encode_group_batch(group, None, now_ms())
+                .map_err(|e| OffsetsError::Encode(e.to_string()))?;
+            let base = self.append_durably(broker, group, &batch).await?;
+            self.store(group).apply_group(group.to_string(), None, base);
+        }
+        Ok(())
     }
 
     async fn write(
@@ -150,12 +159,53 @@ impl Offsets {
         if entries.is_empty() {
             return Ok(());
         }
+        let batch = encode_offsets_batch(&entries, now_ms())
+            .map_err(|e| OffsetsError::Encode(e.to_string()))?;
+        let base = self.append_durably(broker, group, &batch).await?;
+        let mut store = self.store(group);
+        for (i, (k, v)) in entries.into_iter().enumerate() {
+            store.apply(k, v, base + i as i64);
+        }
+        Ok(())
+    }
+
+    /// Records `group`'s membership in its offsets partition (see `GroupManager::take_dirty`).
+    pub async fn write_group(
+        &self,
+        broker: &Arc<Broker>,
+        group: &str,
+        record: GroupRecord,
+    ) -> Result<(), OffsetsError> {
+        let batch = encode_group_batch(group, Some(&record), now_ms())
+            .map_err(|e| OffsetsError::Encode(e.to_string()))?;
+        let base = self.append_durably(broker, group, &batch).await?;
+        self.store(group)
+            .apply_group(group.to_string(), Some(record), base);
+        Ok(())
+    }
+
+    /// Every group's latest membership record, for restoring them on start.
+    pub fn group_records(&self) -> Vec<(String, GroupRecord)> {
+        let mut out = Vec::new();
+        for s in &self.stores {
+            let s = s.lock().unwrap_or_else(|e| e.into_inner());
+            out.extend(s.group_records().map(|(g, r)| (g.to_string(), r.clone())));
+        }
+        out
+    }
+
+    /// Appends one batch to `group`'s offsets partition and waits until it is durable;
+    /// returns the batch's base offset.
+    async fn append_durably(
+        &self,
+        broker: &Arc<Broker>,
+        group: &str,
+        batch: &[u8],
+    ) -> Result<i64, OffsetsError> {
         let p = self.partition_of(group);
         let part = broker
             .partition(OFFSETS_TOPIC, p)
             .ok_or(OffsetsError::NotHere(p))?;
-        let batch = encode_offsets_batch(&entries, now_ms())
-            .map_err(|e| OffsetsError::Encode(e.to_string()))?;
         let state = broker.metadata();
         let topic = state.topic(OFFSETS_TOPIC).ok_or(OffsetsError::NotHere(p))?;
         let epoch = topic
@@ -163,7 +213,7 @@ impl Offsets {
             .get(p as usize)
             .map_or(0, |i| i.leader_epoch);
         let max_bytes = broker.topic_config(topic).max_message_bytes();
-        let accepted = part.append(&batch, max_bytes, epoch).map_err(|e| match e {
+        let accepted = part.append(batch, max_bytes, epoch).map_err(|e| match e {
             AppendError::TooLarge { size, max } => OffsetsError::Encode(format!(
                 "commit of {size} bytes is over the offsets topic's max.message.bytes={max}"
             )),
@@ -172,17 +222,10 @@ impl Offsets {
         match tokio::time::timeout(COMMIT_TIMEOUT, part.log.wait_committed(accepted.end_offset))
             .await
         {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(OffsetsError::Append(e.to_string())),
-            Err(_) => return Err(OffsetsError::Timeout),
+            Ok(Ok(())) => Ok(accepted.base_offset),
+            Ok(Err(e)) => Err(OffsetsError::Append(e.to_string())),
+            Err(_) => Err(OffsetsError::Timeout),
         }
-        let mut store = self.stores[p as usize]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        for (i, (k, v)) in entries.into_iter().enumerate() {
-            store.apply(k, v, accepted.base_offset + i as i64);
-        }
-        Ok(())
     }
 
     /// Groups whose every commit is older than the retention.
