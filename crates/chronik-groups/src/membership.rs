@@ -88,6 +88,8 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
     /// v4+: a new dynamic member first gets MEMBER_ID_REQUIRED and a member id.
     pub require_known_member_id: bool,
+    /// v9+: the response can carry skip_assignment.
+    pub supports_skip_assignment: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -495,9 +497,19 @@ impl GroupManager {
                     group.leader = Some(id.clone());
                 }
                 if group.state == State::Stable && same_protocols {
-                    // No rebalance: the member gets its old assignment from SyncGroup.
+                    // No rebalance: the member gets its old assignment from SyncGroup. A
+                    // returning leader must not assign again (KIP-814): v9+ says so with
+                    // skip_assignment; older versions name the old member id as leader, so
+                    // the client acts as a follower.
                     let mut resp = group.join_response(&id);
-                    resp.skip_assignment = group.leader.as_deref() == Some(&id);
+                    if group.leader.as_deref() == Some(&id) {
+                        if req.supports_skip_assignment {
+                            resp.skip_assignment = true;
+                        } else {
+                            resp.leader = old;
+                            resp.members.clear();
+                        }
+                    }
                     return Reply::Now(resp);
                 }
                 id
@@ -1006,6 +1018,7 @@ mod tests {
             protocol_type: "consumer".into(),
             protocols: vec![("range".into(), Bytes::from_static(b"m"))],
             require_known_member_id: true,
+            supports_skip_assignment: false,
         }
     }
 
@@ -1108,6 +1121,9 @@ mod tests {
         let again = now_join(&mut m, join_req("g", "", Some("i-a")), t0);
         assert_eq!((again.error, again.generation), (0, 1), "no new generation");
         assert_ne!(again.member_id, a.member_id);
+        // Below v9 the returning leader is told the old id leads, so it does not reassign.
+        assert_eq!(again.leader, a.member_id);
+        assert!(again.members.is_empty() && !again.skip_assignment);
         // The old incarnation is fenced; the new one gets the old assignment.
         assert_eq!(
             m.heartbeat("g", &a.member_id, Some("i-a"), 1, t0),

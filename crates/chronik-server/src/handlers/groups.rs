@@ -91,6 +91,7 @@ pub fn join(
             .map(|p| (p.name.to_string(), p.metadata.clone()))
             .collect(),
         require_known_member_id: version >= 4,
+        supports_skip_assignment: version >= 9,
     };
     let member_id = request.member_id.clone();
     match broker.groups().join(request, Instant::now()) {
