@@ -28,6 +28,14 @@ pub struct OffsetStore {
     groups: HashMap<String, BTreeMap<(String, i32), Committed>>,
     /// group → (its latest metadata record, that record's log offset).
     metadata: HashMap<String, (GroupRecord, i64)>,
+    /// Records read by the replay that built this store.
+    replayed: u64,
+}
+
+/// A store's live state: every committed offset and every group's latest record.
+pub struct Snapshot {
+    pub offsets: Vec<(OffsetKey, OffsetValue)>,
+    pub groups: Vec<(String, GroupRecord)>,
 }
 
 #[derive(Debug, Error)]
@@ -74,6 +82,42 @@ impl OffsetStore {
                 self.metadata.remove(&group);
             }
         }
+    }
+
+    /// Records the replay read (a measure of how long the next replay will take).
+    pub fn replayed(&self) -> u64 {
+        self.replayed
+    }
+
+    /// Live keys: committed offsets plus group records. A snapshot writes this many records.
+    pub fn live(&self) -> u64 {
+        (self.groups.values().map(|m| m.len()).sum::<usize>() + self.metadata.len()) as u64
+    }
+
+    /// Everything live, as records to append: the snapshot that lets older segments go.
+    pub fn snapshot(&self) -> Snapshot {
+        let offsets = self
+            .groups
+            .iter()
+            .flat_map(|(g, m)| {
+                m.iter().map(move |((t, p), c)| {
+                    (
+                        OffsetKey {
+                            group: g.clone(),
+                            topic: t.clone(),
+                            partition: *p,
+                        },
+                        c.value.clone(),
+                    )
+                })
+            })
+            .collect();
+        let groups = self
+            .metadata
+            .iter()
+            .map(|(g, (r, _))| (g.clone(), r.clone()))
+            .collect();
+        Snapshot { offsets, groups }
     }
 
     /// Every group's latest metadata record (what a coordinator restores on start).
@@ -153,6 +197,7 @@ impl OffsetStore {
                     if r.offset < before || r.control {
                         continue;
                     }
+                    store.replayed += 1;
                     store.apply_raw(r.key.as_deref(), r.value.as_deref(), r.offset, log);
                 }
             }

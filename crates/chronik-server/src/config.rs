@@ -66,6 +66,10 @@ pub struct ServerArgs {
     /// this old (Kafka's offsets.retention.minutes) [default: 10080]
     #[arg(long, env = "CHRONIK_OFFSETS_RETENTION_MINUTES")]
     pub offsets_retention_minutes: Option<u64>,
+    /// Snapshot an offsets partition (and delete its older segments) once this many records
+    /// were written to it since the last snapshot, and at least 4x its live keys [default: 10000]
+    #[arg(long, env = "CHRONIK_OFFSETS_COMPACT_AFTER_RECORDS")]
+    pub offsets_compact_after_records: Option<u64>,
     /// Partitions of an auto-created topic [default: 1]
     #[arg(long, env = "CHRONIK_NUM_PARTITIONS")]
     pub num_partitions: Option<i32>,
@@ -118,6 +122,7 @@ struct FileConfig {
     offsets_topic_partitions: Option<i32>,
     group_initial_rebalance_delay_ms: Option<u64>,
     offsets_retention_minutes: Option<u64>,
+    offsets_compact_after_records: Option<u64>,
     num_partitions: Option<i32>,
     auto_create_topics: Option<bool>,
     retention_ms: Option<i64>,
@@ -150,6 +155,7 @@ pub struct BrokerConfig {
     pub offsets_topic_partitions: i32,
     pub group_initial_rebalance_delay_ms: u64,
     pub offsets_retention_minutes: u64,
+    pub offsets_compact_after_records: u64,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
     pub topic_defaults: TopicDefaults,
@@ -203,6 +209,16 @@ impl BrokerConfig {
                 reason: format!("{offsets_retention_minutes} is not between 1 and 525600000"),
             });
         }
+        let offsets_compact_after_records = args
+            .offsets_compact_after_records
+            .or(file.offsets_compact_after_records)
+            .unwrap_or(10_000);
+        if offsets_compact_after_records == 0 {
+            return Err(ConfigError::Invalid {
+                key: "offsets_compact_after_records",
+                reason: "must be at least 1".into(),
+            });
+        }
         let d = TopicDefaults::default();
         let topic_defaults = TopicDefaults {
             retention_ms: args
@@ -241,6 +257,7 @@ impl BrokerConfig {
             offsets_topic_partitions,
             group_initial_rebalance_delay_ms,
             offsets_retention_minutes,
+            offsets_compact_after_records,
             num_partitions: args.num_partitions.or(file.num_partitions).unwrap_or(1),
             auto_create_topics: args
                 .auto_create_topics

@@ -8,12 +8,14 @@
 //! replaying its log (`OffsetStore::rebuild`), so offsets are exactly what the log says.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use chronik_groups::{
-    encode_group_batch, encode_offsets_batch, partition_for, GroupRecord, OffsetKey, OffsetStore,
-    OffsetValue, OFFSETS_TOPIC,
+    encode_group_batch, encode_offsets_batch, encode_snapshot_batch, partition_for, GroupRecord,
+    OffsetKey, OffsetStore, OffsetValue, OFFSETS_TOPIC,
 };
 use kafka_protocol::ResponseError;
 use thiserror::Error;
@@ -49,10 +51,22 @@ impl OffsetsError {
     }
 }
 
-/// One offsets partition's state. The mutex is held only to read or apply, never across I/O.
+/// Records per snapshot batch (bounded so a batch stays far below max.message.bytes).
+const SNAPSHOT_BATCH_RECORDS: usize = 500;
+
+/// The state of every offsets partition. A store's mutex is held only to read or apply,
+/// never across I/O.
 pub struct Offsets {
     partitions: i32,
     stores: Vec<Mutex<OffsetStore>>,
+    /// Writes hold a partition's lock shared from append to apply; a snapshot holds it
+    /// exclusively, so the state it writes is exactly what the log says.
+    write_locks: Vec<tokio::sync::RwLock<()>>,
+    /// Records in each partition's log since its last snapshot (from the replay on start).
+    since_snapshot: Vec<AtomicU64>,
+    snapshotting: Vec<AtomicBool>,
+    /// Snapshot a partition once this many records (and 4x its live keys) accumulated.
+    compact_after: u64,
 }
 
 impl Offsets {
@@ -63,14 +77,25 @@ impl Offsets {
             .topic(OFFSETS_TOPIC)
             .map_or(0, |t| t.partitions.len() as i32);
         let mut stores = Vec::with_capacity(partitions as usize);
+        let mut since_snapshot = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
             let store = match broker.partition(OFFSETS_TOPIC, p) {
                 Some(part) => OffsetStore::rebuild(&part.log)?,
                 None => OffsetStore::default(),
             };
+            since_snapshot.push(AtomicU64::new(store.replayed()));
             stores.push(Mutex::new(store));
         }
-        Ok(Offsets { partitions, stores })
+        Ok(Offsets {
+            partitions,
+            stores,
+            write_locks: (0..partitions)
+                .map(|_| tokio::sync::RwLock::new(()))
+                .collect(),
+            since_snapshot,
+            snapshotting: (0..partitions).map(|_| AtomicBool::new(false)).collect(),
+            compact_after: broker.config.offsets_compact_after_records.max(1),
+        })
     }
 
     pub fn partition_of(&self, group: &str) -> i32 {
@@ -144,8 +169,13 @@ impl Offsets {
         if has_record {
             let batch = encode_group_batch(group, None, now_ms())
                 .map_err(|e| OffsetsError::Encode(e.to_string()))?;
-            let base = self.append_durably(broker, group, &batch).await?;
-            self.store(group).apply_group(group.to_string(), None, base);
+            let p = self.partition_of(group) as usize;
+            {
+                let _shared = self.write_locks[p].read().await;
+                let base = self.append_durably(broker, group, &batch).await?;
+                self.store(group).apply_group(group.to_string(), None, base);
+            }
+            self.wrote(broker, p, 1);
         }
         Ok(())
     }
@@ -161,11 +191,94 @@ impl Offsets {
         }
         let batch = encode_offsets_batch(&entries, now_ms())
             .map_err(|e| OffsetsError::Encode(e.to_string()))?;
-        let base = self.append_durably(broker, group, &batch).await?;
-        let mut store = self.store(group);
-        for (i, (k, v)) in entries.into_iter().enumerate() {
-            store.apply(k, v, base + i as i64);
+        let p = self.partition_of(group) as usize;
+        let n = entries.len() as u64;
+        {
+            let _shared = self.write_locks[p].read().await;
+            let base = self.append_durably(broker, group, &batch).await?;
+            let mut store = self.store(group);
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                store.apply(k, v, base + i as i64);
+            }
         }
+        self.wrote(broker, p, n);
+        Ok(())
+    }
+
+    /// Counts written records and starts a snapshot of the partition when its log has grown
+    /// well past its live state.
+    fn wrote(&self, broker: &Arc<Broker>, p: usize, records: u64) {
+        let since = self.since_snapshot[p].fetch_add(records, Ordering::Relaxed) + records;
+        let live = self.stores[p]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .live();
+        if since < self.compact_after.max(live.saturating_mul(4)) {
+            return;
+        }
+        if self.snapshotting[p].swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let b = broker.clone();
+        tokio::spawn(async move {
+            let offsets = b.offsets();
+            if let Err(e) = offsets.snapshot(&b, p).await {
+                tracing::warn!(topic = OFFSETS_TOPIC, partition = p, error = %e, "offsets snapshot failed");
+            }
+            offsets.snapshotting[p].store(false, Ordering::Release);
+        });
+    }
+
+    /// Appends the partition's whole live state in a fresh segment, then deletes every older
+    /// segment: replay cost stays proportional to the live state, not to history.
+    pub async fn snapshot(&self, broker: &Arc<Broker>, p: usize) -> Result<(), OffsetsError> {
+        let part = broker
+            .partition(OFFSETS_TOPIC, p as i32)
+            .ok_or(OffsetsError::NotHere(p as i32))?;
+        let _exclusive = self.write_locks[p].write().await;
+        let chronik_groups::store::Snapshot { offsets, groups } = self.stores[p]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .snapshot();
+        part.log
+            .roll()
+            .map_err(|e| OffsetsError::Append(e.to_string()))?;
+        let mut first_base = None;
+        let now = now_ms();
+        let mut chunks: Vec<BytesMut> = Vec::new();
+        for chunk in offsets.chunks(SNAPSHOT_BATCH_RECORDS) {
+            chunks.push(
+                encode_snapshot_batch(chunk, &[], now)
+                    .map_err(|e| OffsetsError::Encode(e.to_string()))?,
+            );
+        }
+        for chunk in groups.chunks(SNAPSHOT_BATCH_RECORDS) {
+            chunks.push(
+                encode_snapshot_batch(&[], chunk, now)
+                    .map_err(|e| OffsetsError::Encode(e.to_string()))?,
+            );
+        }
+        let written: u64 = (offsets.len() + groups.len()) as u64;
+        for batch in &chunks {
+            let base = self.append_durably_to(broker, p as i32, batch).await?;
+            first_base.get_or_insert(base);
+        }
+        // Everything before the snapshot is superseded by it (an empty state needs nothing).
+        let cut = first_base.unwrap_or_else(|| part.log.log_end_offset());
+        let log = part.log.clone();
+        let out = tokio::task::spawn_blocking(move || log.delete_segments_before(cut))
+            .await
+            .map_err(|e| OffsetsError::Append(format!("snapshot cleanup panicked: {e}")))?
+            .map_err(|e| OffsetsError::Append(e.to_string()))?;
+        self.since_snapshot[p].store(written, Ordering::Relaxed);
+        tracing::info!(
+            topic = OFFSETS_TOPIC,
+            partition = p,
+            records = written,
+            deleted_segments = out.deleted.len(),
+            log_start_offset = out.log_start_offset,
+            "snapshotted committed offsets and group state"
+        );
         Ok(())
     }
 
@@ -202,7 +315,16 @@ impl Offsets {
         group: &str,
         batch: &[u8],
     ) -> Result<i64, OffsetsError> {
-        let p = self.partition_of(group);
+        self.append_durably_to(broker, self.partition_of(group), batch)
+            .await
+    }
+
+    async fn append_durably_to(
+        &self,
+        broker: &Arc<Broker>,
+        p: i32,
+        batch: &[u8],
+    ) -> Result<i64, OffsetsError> {
         let part = broker
             .partition(OFFSETS_TOPIC, p)
             .ok_or(OffsetsError::NotHere(p))?;

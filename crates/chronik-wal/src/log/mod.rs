@@ -89,6 +89,8 @@ pub enum RetentionReason {
     Time,
     /// The partition is larger than `retention_bytes`.
     Size,
+    /// Everything in it was superseded by later records (`delete_segments_before`).
+    Superseded,
 }
 
 /// One segment removed by retention.
@@ -738,6 +740,51 @@ impl PartitionLog {
     /// is still at least `retention_bytes`; advances the log start. Segments without timestamps (all batches
     /// at -1) use the file's modification time.
     pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome, WalError> {
+        self.delete_front(|config, total_bytes, seg| {
+            let by_time = config.retention_ms.is_some_and(|r| {
+                segment_time(seg) < now_ms.saturating_sub(i64::try_from(r).unwrap_or(i64::MAX))
+            });
+            let by_size = config
+                .retention_bytes
+                .is_some_and(|r| total_bytes - seg.size_bytes >= r);
+            match (by_time, by_size) {
+                (true, _) => Some(RetentionReason::Time),
+                (false, true) => Some(RetentionReason::Size),
+                (false, false) => None,
+            }
+        })
+    }
+
+    /// Deletes the oldest whole segments that end at or before `offset` (never the active
+    /// one, never above the committed offset): for a log whose records before `offset` were
+    /// superseded, such as `__consumer_offsets` after a snapshot of its state was appended.
+    pub fn delete_segments_before(&self, offset: i64) -> Result<RetentionOutcome, WalError> {
+        self.delete_front(|_, _, seg| {
+            (seg.next_offset <= offset).then_some(RetentionReason::Superseded)
+        })
+    }
+
+    /// Starts a new active segment now (if the active one holds data), so that everything
+    /// written so far becomes deletable by [`delete_segments_before`](Self::delete_segments_before).
+    pub fn roll(&self) -> Result<(), WalError> {
+        let s = &*self.shared;
+        let mut guard = s.lock();
+        let inner = &mut *guard;
+        s.check_open(inner)?;
+        if inner.active().is_empty() || inner.pending_seals.len() >= MAX_PENDING_SEALS {
+            return Ok(());
+        }
+        s.roll(inner, now_ms(), "requested")?;
+        inner.check_invariants();
+        Ok(())
+    }
+
+    /// Deletes front segments while `decide` names a reason, oldest first. The active segment
+    /// and data above the committed offset are never deleted.
+    fn delete_front(
+        &self,
+        decide: impl Fn(&LogConfig, u64, &Segment) -> Option<RetentionReason>,
+    ) -> Result<RetentionOutcome, WalError> {
         let s = &*self.shared;
         let _m = s.lock_maintenance();
         let (removed, log_start) = {
@@ -755,17 +802,8 @@ impl PartitionLog {
                     // Like Kafka, never delete data above the high watermark.
                     break;
                 }
-                let by_time = inner.config.retention_ms.is_some_and(|r| {
-                    segment_time(seg) < now_ms.saturating_sub(i64::try_from(r).unwrap_or(i64::MAX))
-                });
-                let by_size = inner
-                    .config
-                    .retention_bytes
-                    .is_some_and(|r| inner.total_bytes - seg.size_bytes >= r);
-                let reason = match (by_time, by_size) {
-                    (true, _) => RetentionReason::Time,
-                    (false, true) => RetentionReason::Size,
-                    (false, false) => break,
+                let Some(reason) = decide(&inner.config, inner.total_bytes, seg) else {
+                    break;
                 };
                 let Some(seg) = inner.segments.pop_front() else {
                     break;
@@ -791,7 +829,7 @@ impl PartitionLog {
         for (d, seg) in &removed {
             info!(topic = %s.topic, partition = s.partition, segment = d.base_offset,
                 next_offset = d.next_offset, size_bytes = d.size_bytes, reason = ?d.reason,
-                "retention deleted segment");
+                "deleted segment");
             remove_segment_files(&s.dir, s.partition, &[seg.base_offset])?;
             // One directory fsync per segment, oldest first: a crash never leaves a gap.
             fsync_dir(&s.dir).map_err(WalError::io("fsync directory", &s.dir))?;

@@ -553,3 +553,39 @@ async fn timestamps_of_a_batch_written_at_time() {
     );
     log.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn roll_then_delete_segments_before_an_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 1 << 20,
+        ..small_config()
+    };
+    let log = open(dir.path(), cfg.clone()).await;
+    let first = append_many(&log, 10, 2);
+    log.roll().unwrap();
+    let second = append_many(&log, 5, 1);
+    let end = second.last().unwrap().last + 1;
+    log.wait_committed(end).await.unwrap();
+    assert_eq!(log.segment_count(), 2);
+    // Rolling an empty active segment does nothing.
+    log.roll().unwrap();
+    log.roll().unwrap();
+    assert!(log.segment_count() <= 3);
+
+    // Nothing ends before offset 5: nothing is deleted.
+    assert!(log.delete_segments_before(5).unwrap().deleted.is_empty());
+    let boundary = second[0].base;
+    let out = log.delete_segments_before(boundary).unwrap();
+    assert_eq!(out.deleted.len(), 1);
+    assert_eq!(out.log_start_offset, boundary);
+    assert_eq!(log.log_start_offset(), boundary);
+    assert_eq!(read_all(&log, boundary), concat(&second));
+    assert!(first.iter().all(|s| s.last < boundary));
+    log.close().await.unwrap();
+    // The deletion is durable and the rest reopens intact.
+    let log = open(dir.path(), cfg).await;
+    assert_eq!(log.log_start_offset(), boundary);
+    assert_eq!(read_all(&log, boundary), concat(&second));
+    log.close().await.unwrap();
+}
