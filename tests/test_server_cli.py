@@ -205,3 +205,22 @@ def test_fsync_setting_from_config_file_is_accepted(broker_factory, tmp_path):
     cfg.write_text(f'{CFG_FSYNC} = "interval:50"\n')
     b = broker_factory(args=["--config", str(cfg)])
     assert not produce_all(producer(b.bootstrap), unique_topic("fsync-cfg"), [(b"k", b"v")]).failed
+
+
+def test_a_second_broker_on_the_same_data_dir_is_refused(broker, tmp_path):
+    """Two processes appending to one WAL would corrupt it: the data directory is locked."""
+    r = subprocess.run([str(SERVER_BIN), "standalone", "--data-dir", str(broker.data_dir),
+                        "--kafka-addr", "127.0.0.1:0"],
+                       capture_output=True, timeout=BAD_START_TIMEOUT_S, env=clean_env(), cwd=tmp_path)
+    err = r.stderr.decode(errors="replace")
+    assert r.returncode != 0, err
+    assert b"ready" not in r.stdout
+    assert "in use by another chronik-server" in err and str(broker.data_dir) in err, err
+    # The first broker is unaffected, and the lock dies with its process.
+    topic = unique_topic("lock")
+    p = producer(broker.bootstrap)
+    log = produce_all(p, topic, [(None, b"still here")])
+    assert len(log.ok) == 1 and not log.failed, log.failed
+    broker.kill()
+    broker.restart()
+    assert broker.alive()

@@ -48,6 +48,10 @@ pub enum StartError {
     },
     #[error("cannot open the committed offsets: {0}")]
     Offsets(String),
+    #[error(
+        "data directory {path} is in use by another chronik-server (lock file {path}/chronik.lock)"
+    )]
+    Locked { path: String },
 }
 
 /// A refused topic operation: the Kafka error and a message for the client.
@@ -98,6 +102,9 @@ pub struct Broker {
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     /// Committed offsets; set once at start, after the offsets topic is open.
     offsets: OnceLock<Offsets>,
+    /// An exclusive lock on the data directory, held for the broker's life: two processes
+    /// writing one WAL would corrupt it. The OS releases it when the process dies.
+    _data_dir_lock: std::fs::File,
     /// Group membership. Held only for short, non-blocking state changes.
     groups: std::sync::Mutex<GroupManager>,
     pub shutdown: Shutdown,
@@ -116,6 +123,7 @@ impl Broker {
             path: wal_root.display().to_string(),
             source,
         })?;
+        let data_dir_lock = lock_data_dir(&config.data_dir)?;
         let node_id = config.node_id;
         let (store, identity) = {
             let dir = meta_dir.clone();
@@ -135,6 +143,7 @@ impl Broker {
             topic_admin: tokio::sync::Mutex::new(()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             offsets: OnceLock::new(),
+            _data_dir_lock: data_dir_lock,
             groups: std::sync::Mutex::new(GroupManager::new(GroupConfig {
                 initial_rebalance_delay: std::time::Duration::from_millis(
                     config.group_initial_rebalance_delay_ms,
@@ -569,6 +578,30 @@ impl Broker {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "close failed");
             }
         }
+    }
+}
+
+/// Takes the data directory's lock file, or fails if another process holds it.
+fn lock_data_dir(dir: &std::path::Path) -> Result<std::fs::File, StartError> {
+    let path = dir.join("chronik.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| StartError::DataDir {
+            path: path.display().to_string(),
+            source,
+        })?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(StartError::Locked {
+            path: dir.display().to_string(),
+        }),
+        Err(std::fs::TryLockError::Error(source)) => Err(StartError::DataDir {
+            path: path.display().to_string(),
+            source,
+        }),
     }
 }
 
