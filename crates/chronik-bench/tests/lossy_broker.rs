@@ -211,7 +211,8 @@ fn answer(fake: &Fake, key: ApiKey, version: i16, buf: &mut Bytes) -> Option<Byt
                 for p in t.partition_data {
                     let records = p.records.unwrap_or_default();
                     store.batches_seen += 1;
-                    let lose = fake.drop_every > 0 && store.batches_seen % fake.drop_every == 0;
+                    let lose =
+                        fake.drop_every > 0 && store.batches_seen.is_multiple_of(fake.drop_every);
                     let base = store.ends.get(&p.index).copied().unwrap_or(0);
                     if !lose {
                         // Bytes 23..27 of a v2 batch: last offset delta.
