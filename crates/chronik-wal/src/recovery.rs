@@ -272,16 +272,20 @@ pub(crate) fn recover(
         } else {
             let out = scan_segment(&file, file_len, base, config.index_interval_bytes, i64::MAX)
                 .map_err(WalError::io("scan segment", &path))?;
-            let zero_tail = match &out.problem {
-                Some((pos, _)) => is_zero_tail(&file, *pos, file_len)
-                    .map_err(WalError::io("read segment tail", &path))?,
-                None => false,
-            };
-            if let (true, Some((pos, _))) = (zero_tail, &out.problem) {
-                // Preallocated space after the last frame: the data is whole. Trim it so the
-                // file length is exact again; preallocation restarts on the next append.
-                info!(topic, partition, segment = %seg_name, position = pos,
-                    bytes = file_len - pos, "trimming preallocated zeros after the last frame");
+            if let Some((pos, problem)) = &out.problem {
+                // All zeros after the last frame is preallocated space: the data is whole.
+                let zero_tail = is_zero_tail(&file, *pos, file_len)
+                    .map_err(WalError::io("read segment tail", &path))?;
+                if zero_tail {
+                    info!(topic, partition, segment = %seg_name, position = pos,
+                        bytes = file_len - pos, "trimming preallocated zeros after the last frame");
+                } else {
+                    warn!(topic, partition, segment = %seg_name, position = pos,
+                        offset = out.next_offset, bytes_cut = file_len - pos, %problem,
+                        "truncating segment at its first bad frame");
+                }
+                // Either way the file is cut to its whole frames, durably, before its index
+                // is rebuilt.
                 fsyncs += remove_index_files_durably(dir, partition, base)?;
                 file.set_len(*pos)
                     .map_err(WalError::io("truncate segment", &path))?;
@@ -289,18 +293,7 @@ pub(crate) fn recover(
                     .map_err(WalError::io("fsync segment", &path))?;
                 fsyncs += 1;
                 dir_changed = true;
-            } else if let Some((pos, problem)) = &out.problem {
-                warn!(topic, partition, segment = %seg_name, position = pos,
-                    offset = out.next_offset, bytes_cut = file_len - pos, %problem,
-                    "truncating segment at its first bad frame");
-                fsyncs += remove_index_files_durably(dir, partition, base)?;
-                file.set_len(*pos)
-                    .map_err(WalError::io("truncate segment", &path))?;
-                file.sync_all()
-                    .map_err(WalError::io("fsync segment", &path))?;
-                fsyncs += 1;
-                dir_changed = true;
-                if i + 1 < bases.len() {
+                if !zero_tail && i + 1 < bases.len() {
                     error!(topic, partition, segment = %seg_name, deleted_segments = bases.len() - i - 1,
                         "corruption in a non-last segment; deleting all later segments");
                     remove_segment_files(dir, partition, &bases[i + 1..])?;
