@@ -14,10 +14,11 @@ use tracing::warn;
 
 use crate::record::{GroupRecord, Key, OffsetKey, OffsetValue};
 
-/// One committed offset, with where its record sits in the log.
+/// The last record of one key, with where it sits in the log. `value` None is a tombstone,
+/// kept so that an older record applied late cannot bring the key back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Committed {
-    pub value: OffsetValue,
+    pub value: Option<OffsetValue>,
     pub log_offset: i64,
 }
 
@@ -26,8 +27,10 @@ pub struct Committed {
 #[derive(Debug, Default)]
 pub struct OffsetStore {
     groups: HashMap<String, BTreeMap<(String, i32), Committed>>,
-    /// group → (its latest metadata record, that record's log offset).
-    metadata: HashMap<String, (GroupRecord, i64)>,
+    /// group → (its latest metadata record or tombstone, that record's log offset).
+    metadata: HashMap<String, (Option<GroupRecord>, i64)>,
+    /// Keys with a value (offsets and group records): what a snapshot writes.
+    live: u64,
     /// Records read by the replay that built this store.
     replayed: u64,
 }
@@ -52,36 +55,34 @@ impl OffsetStore {
     pub fn apply(&mut self, key: OffsetKey, value: Option<OffsetValue>, log_offset: i64) {
         let entries = self.groups.entry(key.group).or_default();
         let tp = (key.topic, key.partition);
-        if entries.get(&tp).is_some_and(|c| c.log_offset > log_offset) {
-            return;
-        }
-        match value {
-            Some(value) => {
-                entries.insert(tp, Committed { value, log_offset });
-            }
-            None => {
-                entries.remove(&tp);
-            }
-        }
+        let was_live = match entries.get(&tp) {
+            Some(c) if c.log_offset > log_offset => return,
+            Some(c) => c.value.is_some(),
+            None => false,
+        };
+        self.live = self.live + u64::from(value.is_some()) - u64::from(was_live);
+        entries.insert(tp, Committed { value, log_offset });
     }
 
     /// Applies a group metadata record: `None` is a tombstone.
     pub fn apply_group(&mut self, group: String, record: Option<GroupRecord>, log_offset: i64) {
-        if self
-            .metadata
-            .get(&group)
-            .is_some_and(|(_, o)| *o > log_offset)
-        {
-            return;
+        let was_live = match self.metadata.get(&group) {
+            Some((_, o)) if *o > log_offset => return,
+            Some((r, _)) => r.is_some(),
+            None => false,
+        };
+        self.live = self.live + u64::from(record.is_some()) - u64::from(was_live);
+        self.metadata.insert(group, (record, log_offset));
+    }
+
+    /// Drops tombstones. Only safe when no write can be applied late (a snapshot holds every
+    /// writer off), since a tombstone is what keeps an older record from coming back.
+    pub fn forget_tombstones(&mut self) {
+        for m in self.groups.values_mut() {
+            m.retain(|_, c| c.value.is_some());
         }
-        match record {
-            Some(r) => {
-                self.metadata.insert(group, (r, log_offset));
-            }
-            None => {
-                self.metadata.remove(&group);
-            }
-        }
+        self.groups.retain(|_, m| !m.is_empty());
+        self.metadata.retain(|_, (r, _)| r.is_some());
     }
 
     /// Records the replay read (a measure of how long the next replay will take).
@@ -91,7 +92,7 @@ impl OffsetStore {
 
     /// Live keys: committed offsets plus group records. A snapshot writes this many records.
     pub fn live(&self) -> u64 {
-        (self.groups.values().map(|m| m.len()).sum::<usize>() + self.metadata.len()) as u64
+        self.live
     }
 
     /// Everything live, as records to append: the snapshot that lets older segments go.
@@ -100,36 +101,38 @@ impl OffsetStore {
             .groups
             .iter()
             .flat_map(|(g, m)| {
-                m.iter().map(move |((t, p), c)| {
-                    (
-                        OffsetKey {
-                            group: g.clone(),
-                            topic: t.clone(),
-                            partition: *p,
-                        },
-                        c.value.clone(),
-                    )
+                m.iter().filter_map(move |((t, p), c)| {
+                    let key = OffsetKey {
+                        group: g.clone(),
+                        topic: t.clone(),
+                        partition: *p,
+                    };
+                    c.value.clone().map(|v| (key, v))
                 })
             })
             .collect();
-        let groups = self
-            .metadata
-            .iter()
-            .map(|(g, (r, _))| (g.clone(), r.clone()))
-            .collect();
-        Snapshot { offsets, groups }
+        Snapshot {
+            offsets,
+            groups: self
+                .group_records()
+                .map(|(g, r)| (g.to_string(), r.clone()))
+                .collect(),
+        }
     }
 
     /// Every group's latest metadata record (what a coordinator restores on start).
     pub fn group_records(&self) -> impl Iterator<Item = (&str, &GroupRecord)> {
-        self.metadata.iter().map(|(g, (r, _))| (g.as_str(), r))
+        self.metadata
+            .iter()
+            .filter_map(|(g, (r, _))| r.as_ref().map(|r| (g.as_str(), r)))
     }
 
     pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<&OffsetValue> {
         self.groups
             .get(group)?
-            .get(&(topic.to_string(), partition))
-            .map(|c| &c.value)
+            .get(&(topic.to_string(), partition))?
+            .value
+            .as_ref()
     }
 
     /// Groups whose newest commit is older than `now_ms - retention_ms`: candidates for
@@ -137,11 +140,12 @@ impl OffsetStore {
     pub fn expired_groups(&self, now_ms: i64, retention_ms: i64) -> Vec<String> {
         let cutoff = now_ms.saturating_sub(retention_ms);
         self.groups
-            .iter()
-            .filter(|(_, m)| {
-                !m.is_empty() && m.values().all(|c| c.value.commit_timestamp_ms < cutoff)
+            .keys()
+            .filter(|g| {
+                let live = self.group(g);
+                !live.is_empty() && live.iter().all(|(_, _, v)| v.commit_timestamp_ms < cutoff)
             })
-            .map(|(g, _)| g.clone())
+            .cloned()
             .collect()
     }
 
@@ -149,7 +153,7 @@ impl OffsetStore {
     pub fn group_ids(&self) -> Vec<String> {
         self.groups
             .iter()
-            .filter(|(_, m)| !m.is_empty())
+            .filter(|(_, m)| m.values().any(|c| c.value.is_some()))
             .map(|(g, _)| g.clone())
             .collect()
     }
@@ -160,7 +164,7 @@ impl OffsetStore {
             .get(group)
             .map(|m| {
                 m.iter()
-                    .map(|((t, p), c)| (t.as_str(), *p, &c.value))
+                    .filter_map(|((t, p), c)| c.value.as_ref().map(|v| (t.as_str(), *p, v)))
                     .collect()
             })
             .unwrap_or_default()
@@ -289,6 +293,10 @@ mod tests {
         assert_eq!(s.get("g", "t", 0).unwrap().offset, 10);
         s.apply(key("g", "t", 0), None, 6);
         assert!(s.get("g", "t", 0).is_none());
+        // An older record applied after the tombstone does not bring the key back.
+        s.apply(key("g", "t", 0), Some(val(9)), 4);
+        assert!(s.get("g", "t", 0).is_none());
+        assert_eq!(s.live(), 0);
         s.apply(key("g", "t", 1), Some(val(1)), 7);
         s.apply(key("g", "a", 0), Some(val(2)), 8);
         let all: Vec<_> = s
@@ -297,6 +305,10 @@ mod tests {
             .map(|(t, p, v)| (t.to_string(), p, v.offset))
             .collect();
         assert_eq!(all, vec![("a".to_string(), 0, 2), ("t".to_string(), 1, 1)]);
+        assert_eq!(s.live(), 2);
+        s.forget_tombstones();
+        assert_eq!(s.live(), 2);
+        assert_eq!(s.snapshot().offsets.len(), 2);
         assert!(s.group("other").is_empty());
     }
 

@@ -236,10 +236,12 @@ impl Offsets {
             .partition(OFFSETS_TOPIC, p as i32)
             .ok_or(OffsetsError::NotHere(p as i32))?;
         let _exclusive = self.write_locks[p].write().await;
-        let chronik_groups::store::Snapshot { offsets, groups } = self.stores[p]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .snapshot();
+        let chronik_groups::store::Snapshot { offsets, groups } = {
+            let mut store = self.stores[p].lock().unwrap_or_else(|e| e.into_inner());
+            // Every writer is held off, so no late apply needs a tombstone to stop it.
+            store.forget_tombstones();
+            store.snapshot()
+        };
         part.log
             .roll()
             .map_err(|e| OffsetsError::Append(e.to_string()))?;
