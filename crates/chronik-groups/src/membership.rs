@@ -215,6 +215,8 @@ struct Group {
     /// Its membership changed in a way worth recording in the log (a generation became
     /// Stable, or the group became Empty).
     dirty: bool,
+    /// The current rebalance started from Empty and waits out the initial delay.
+    initial_delay: bool,
 }
 
 impl Group {
@@ -230,6 +232,7 @@ impl Group {
             pending: HashMap::new(),
             rebalance_deadline: None,
             dirty: false,
+            initial_delay: false,
         }
     }
 
@@ -310,8 +313,11 @@ impl Group {
             .map(|m| m.rebalance_timeout)
             .max()
             .unwrap_or(Duration::ZERO);
-        let wait = if self.state == State::Empty {
-            initial_delay.min(longest.max(initial_delay))
+        // The first join of an empty group waits the initial delay (bounded by the
+        // rebalance timeout) for other members, even if everyone known has joined.
+        self.initial_delay = self.state == State::Empty && !initial_delay.is_zero();
+        let wait = if self.initial_delay {
+            initial_delay.min(longest)
         } else {
             longest
         };
@@ -327,7 +333,7 @@ impl Group {
         }
         let deadline_passed = self.rebalance_deadline.is_none_or(|d| now >= d);
         let all_joined = self.members.values().all(|m| m.join_waiter.is_some());
-        let in_initial_delay = self.generation == 0 && !deadline_passed;
+        let in_initial_delay = self.initial_delay && !deadline_passed;
         if !(deadline_passed || (all_joined && !in_initial_delay)) {
             return;
         }
@@ -413,7 +419,6 @@ impl Group {
 pub struct GroupManager {
     config: GroupConfig,
     groups: HashMap<String, Group>,
-    next_member: u64,
 }
 
 impl GroupManager {
@@ -421,18 +426,12 @@ impl GroupManager {
         GroupManager {
             config,
             groups: HashMap::new(),
-            next_member: 0,
         }
     }
 
-    fn new_member_id(&mut self, client_id: &str) -> String {
-        self.next_member += 1;
-        // Kafka's shape: client id, a dash, something unique.
-        format!(
-            "{client_id}-{:016x}-{}",
-            rand_u64(self.next_member),
-            self.next_member
-        )
+    /// Kafka's shape: the client id, a dash, a random UUID.
+    fn new_member_id(client_id: &str) -> String {
+        format!("{client_id}-{}", uuid::Uuid::new_v4())
     }
 
     pub fn join(&mut self, req: JoinRequest, now: Instant) -> Reply<JoinResponse> {
@@ -452,7 +451,7 @@ impl GroupManager {
             return Reply::Now(JoinResponse::error(code::UNKNOWN_MEMBER_ID, &req.member_id));
         }
         let new_id = if req.member_id.is_empty() {
-            Some(self.new_member_id(&req.client_id))
+            Some(Self::new_member_id(&req.client_id))
         } else {
             None
         };
@@ -547,13 +546,15 @@ impl GroupManager {
                     m.session_timeout = req.session_timeout;
                     m.rebalance_timeout = req.rebalance_timeout;
                     m.last_heartbeat = now;
+                    // As Kafka: a known member rejoining with the same protocols just learns
+                    // the current generation, except the leader of a Stable group, whose
+                    // rejoin asks for a new assignment.
+                    let is_leader = group.leader.as_deref() == Some(id.as_str());
                     match group.state {
-                        State::CompletingRebalance | State::Stable
-                            if !changed && group.leader.as_deref() != Some(&id) =>
-                        {
+                        State::CompletingRebalance if !changed => {
                             return Reply::Now(group.join_response(&id));
                         }
-                        State::CompletingRebalance if !changed => {
+                        State::Stable if !changed && !is_leader => {
                             return Reply::Now(group.join_response(&id));
                         }
                         State::PreparingRebalance => {}
@@ -982,19 +983,6 @@ fn add_member(group: &mut Group, id: &str, req: &JoinRequest, now: Instant) {
     );
 }
 
-/// A cheap unique-looking suffix for member ids (uniqueness comes from the counter).
-fn rand_u64(n: u64) -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut x = t ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    x ^= x >> 33;
-    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    x ^= x >> 33;
-    x
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1175,6 +1163,36 @@ mod tests {
         };
         assert_eq!(&s.assignment[..], b"P");
         assert_eq!(m2.describe("g").unwrap().state, "Stable");
+    }
+
+    #[test]
+    fn an_empty_group_waits_the_initial_delay_every_time_it_forms() {
+        let mut m = GroupManager::new(GroupConfig {
+            initial_rebalance_delay: Duration::from_secs(3),
+            ..GroupConfig::default()
+        });
+        let t0 = Instant::now();
+        for round in 0..2u64 {
+            let t = t0 + Duration::from_secs(100 * round);
+            let mut r = join_req("g", "", None);
+            r.require_known_member_id = false;
+            let Reply::Wait(mut rx) = m.join(r, t) else {
+                panic!("the first join waits")
+            };
+            m.tick(t + Duration::from_secs(1));
+            assert!(
+                rx.try_recv().is_err(),
+                "round {round}: still in the initial delay"
+            );
+            m.tick(t + Duration::from_secs(3));
+            let resp = rx.try_recv().expect("completed after the delay");
+            assert_eq!(resp.generation, 1 + 2 * round as i32);
+            assert_eq!(
+                m.leave("g", &[(resp.member_id, None)], t + Duration::from_secs(4)),
+                vec![0]
+            );
+            assert_eq!(m.describe("g").unwrap().state, "Empty");
+        }
     }
 
     #[test]
