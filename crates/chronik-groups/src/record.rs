@@ -336,7 +336,7 @@ pub fn encode_offsets_batch(
             v.as_ref().map(OffsetValue::encode).transpose()?,
         ));
     }
-    encode_batch(&raw, timestamp_ms)
+    encode_raw_batch(&raw, timestamp_ms)
 }
 
 /// One batch holding offsets and group records together (a snapshot chunk).
@@ -352,7 +352,7 @@ pub fn encode_snapshot_batch(
     for (g, r) in groups {
         raw.push((group_key(g)?, Some(r.encode()?)));
     }
-    encode_batch(&raw, timestamp_ms)
+    encode_raw_batch(&raw, timestamp_ms)
 }
 
 /// The batch that records `group`'s membership (`None`: the group is gone).
@@ -361,7 +361,7 @@ pub fn encode_group_batch(
     record: Option<&GroupRecord>,
     timestamp_ms: i64,
 ) -> Result<BytesMut, RecordError> {
-    encode_batch(
+    encode_raw_batch(
         &[(
             group_key(group)?,
             record.map(GroupRecord::encode).transpose()?,
@@ -370,7 +370,9 @@ pub fn encode_group_batch(
     )
 }
 
-fn encode_batch(
+/// One batch of already-encoded (key, value) records, a `None` value being a tombstone. The
+/// other encoders build on it; tests use it to write damaged records.
+pub fn encode_raw_batch(
     records: &[(Bytes, Option<Bytes>)],
     timestamp_ms: i64,
 ) -> Result<BytesMut, RecordError> {

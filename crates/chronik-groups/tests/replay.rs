@@ -2,13 +2,9 @@
 //! restarted (or newly leading) coordinator sees is exactly what was committed, last write
 //! wins, tombstones delete, and a damaged record costs only itself.
 
-use bytes::{BufMut, BytesMut};
-use chronik_groups::{encode_offsets_batch, OffsetKey, OffsetStore, OffsetValue};
+use bytes::{BufMut, Bytes, BytesMut};
+use chronik_groups::{encode_offsets_batch, encode_raw_batch, OffsetKey, OffsetStore, OffsetValue};
 use chronik_wal::{LogConfig, PartitionLog};
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
 
 fn key(group: &str, topic: &str, partition: i32) -> OffsetKey {
     OffsetKey {
@@ -28,40 +24,12 @@ fn value(offset: i64, metadata: &str) -> OffsetValue {
 }
 
 /// A batch of raw (key, value) records, for tombstones and damaged records.
-/// (key, value) of one raw record; None is a null field.
-type Raw<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
-
-fn raw_batch(records: &[Raw<'_>]) -> BytesMut {
-    let records: Vec<Record> = records
+fn raw_batch(records: &[(&[u8], Option<&[u8]>)]) -> BytesMut {
+    let raw: Vec<(Bytes, Option<Bytes>)> = records
         .iter()
-        .enumerate()
-        .map(|(i, (k, v))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32 - 1,
-            timestamp: 1,
-            key: k.map(bytes::Bytes::copy_from_slice),
-            value: v.map(bytes::Bytes::copy_from_slice),
-            headers: IndexMap::new(),
-        })
+        .map(|(k, v)| (Bytes::copy_from_slice(k), v.map(Bytes::copy_from_slice)))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf
+    encode_raw_batch(&raw, 1).unwrap()
 }
 
 async fn append(log: &PartitionLog, mut batch: BytesMut) {
@@ -104,10 +72,10 @@ async fn replay_rebuilds_exactly_what_the_log_says() {
     append(
         &log,
         raw_batch(&[
-            (Some(&tomb), None),
-            (Some(&bad_key), Some(&[0, 3])),
-            (Some(&good_key), Some(&[0, 42, 1])),
-            (Some(&[0, 2, 0, 1, b'g']), Some(b"group metadata")),
+            (&tomb, None),
+            (&bad_key, Some(&[0, 3])),
+            (&good_key, Some(&[0, 42, 1])),
+            (&[0, 2, 0, 1, b'g'], Some(b"group metadata")),
         ]),
     )
     .await;
