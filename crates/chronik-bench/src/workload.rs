@@ -114,6 +114,9 @@ impl RoundtripConsumer {
                     let start_us = timing.us_since_origin(timing.measure_start);
                     for pf in got {
                         for r in pf.records {
+                            // Move past every record, ours or not, or a foreign record would
+                            // be fetched again forever.
+                            positions.insert(pf.partition, r.offset + 1);
                             let Some(stamp) = r.value.as_deref().and_then(payload::parse) else {
                                 continue;
                             };
@@ -121,7 +124,6 @@ impl RoundtripConsumer {
                                 record(&mut hist, now_us.saturating_sub(stamp.sent_us));
                             }
                             seen.fetch_add(1, Ordering::Relaxed);
-                            positions.insert(pf.partition, r.offset + 1);
                         }
                     }
                 }
