@@ -30,6 +30,7 @@ pub mod code {
     pub const NON_EMPTY_GROUP: i16 = 68;
     pub const GROUP_ID_NOT_FOUND: i16 = 69;
     pub const MEMBER_ID_REQUIRED: i16 = 79;
+    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
     pub const FENCED_INSTANCE_ID: i16 = 82;
 }
 
@@ -515,11 +516,16 @@ impl GroupManager {
             }
             (Some(id), instance) => {
                 if instance.is_none() && req.require_known_member_id {
+                    // Handed-out ids count against the bound too: joins that never come back
+                    // must not grow the group's memory without limit.
+                    if group.members.len() + group.pending.len() >= max_members {
+                        return Reply::Now(JoinResponse::error(code::GROUP_MAX_SIZE_REACHED, ""));
+                    }
                     group.pending.insert(id.clone(), now + req.session_timeout);
                     return Reply::Now(JoinResponse::error(code::MEMBER_ID_REQUIRED, &id));
                 }
                 if group.members.len() >= max_members {
-                    return Reply::Now(JoinResponse::error(code::UNKNOWN_MEMBER_ID, ""));
+                    return Reply::Now(JoinResponse::error(code::GROUP_MAX_SIZE_REACHED, ""));
                 }
                 add_member(group, &id, &req, now);
                 group.prepare_or_keep(now, delay);
@@ -532,7 +538,7 @@ impl GroupManager {
                         return Reply::Now(JoinResponse::error(code::UNKNOWN_MEMBER_ID, &id));
                     }
                     if group.members.len() >= max_members {
-                        return Reply::Now(JoinResponse::error(code::UNKNOWN_MEMBER_ID, &id));
+                        return Reply::Now(JoinResponse::error(code::GROUP_MAX_SIZE_REACHED, &id));
                     }
                     add_member(group, &id, &req, now);
                     group.prepare_or_keep(now, delay);
@@ -1193,6 +1199,34 @@ mod tests {
             );
             assert_eq!(m.describe("g").unwrap().state, "Empty");
         }
+    }
+
+    #[test]
+    fn a_full_group_refuses_new_members_and_unfinished_joins_count() {
+        let mut m = GroupManager::new(GroupConfig {
+            max_members: 2,
+            ..cfg()
+        });
+        let t0 = Instant::now();
+        let a = now_join(&mut m, join_req("g", "", None), t0).member_id;
+        let _b = now_join(&mut m, join_req("g", "", None), t0).member_id;
+        // Two ids handed out and never used: the third join is refused.
+        assert_eq!(
+            now_join(&mut m, join_req("g", "", None), t0).error,
+            code::GROUP_MAX_SIZE_REACHED
+        );
+        // Handed-out ids expire with the session timeout; then there is room again.
+        now_join(&mut m, join_req("g", &a, None), t0);
+        m.tick(t0 + Duration::from_secs(11));
+        assert_eq!(
+            now_join(
+                &mut m,
+                join_req("g", "", None),
+                t0 + Duration::from_secs(11)
+            )
+            .error,
+            code::MEMBER_ID_REQUIRED
+        );
     }
 
     #[test]
