@@ -205,14 +205,12 @@ impl Broker {
                     groups.tick(std::time::Instant::now());
                     groups.take_dirty()
                 };
-                // Membership changes are recorded in the log, off this timer's path.
+                // Recorded one after another, in the order the changes happened, so the last
+                // record of a group in the log is its latest membership. Timers wait meanwhile.
                 for (group, record) in dirty {
-                    let b = broker.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = b.offsets().write_group(&b, &group, record).await {
-                            tracing::warn!(group = %group, error = %e, "could not record group membership");
-                        }
-                    });
+                    if let Err(e) = broker.offsets().write_group(&broker, &group, record).await {
+                        tracing::warn!(group = %group, error = %e, "could not record group membership");
+                    }
                 }
             }
         });
