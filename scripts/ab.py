@@ -23,6 +23,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench import settle
+
 REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "target" / "release" / "chronik-bench"
 READY_RE = re.compile(r"kafka=(\S+)")
@@ -70,7 +72,10 @@ def main() -> int:
         for _ in range(args.rounds):
             for s in args.servers:
                 n += 1
+                settle()
                 r = one_run(s, base / f"run{n}", shlex.split(args.bench_args))
+                # Each run starts from the same state: no earlier run's files in the page cache.
+                shutil.rmtree(base / f"run{n}", ignore_errors=True)
                 if r:
                     results[s].append(r)
     finally:

@@ -268,6 +268,8 @@ pub(crate) fn recover(
                 path: Arc::from(path.as_path()),
                 index: Arc::new(index),
                 persisted: true,
+                cache_dropped_to: 0,
+                synced_bytes: file_len,
             }
         } else {
             let out = scan_segment(&file, file_len, base, config.index_interval_bytes, i64::MAX)
@@ -322,6 +324,8 @@ pub(crate) fn recover(
                 path: Arc::from(path.as_path()),
                 index: Arc::new(out.index),
                 persisted: false,
+                cache_dropped_to: 0,
+                synced_bytes: out.valid_len,
             };
             if i + 1 < bases.len() {
                 // A sealed segment with a rebuilt index: sync its data, then persist the index.

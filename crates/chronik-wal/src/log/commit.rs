@@ -16,7 +16,10 @@ use crate::config::FsyncPolicy;
 use crate::error::WalError;
 use crate::index::{write_index_files, IndexMeta, SegmentIndex};
 use crate::recovery::fsync_dir;
-use crate::segment::{start_writeback, write_zeros, PREALLOC_LOW_WATER_BYTES, PREALLOC_STEP_BYTES};
+use crate::segment::{
+    drop_cached, start_writeback, write_zeros, CACHE_DROP_STEP_BYTES, CACHE_KEEP_BYTES,
+    PREALLOC_LOW_WATER_BYTES, PREALLOC_MAX_PASS_BYTES, PREALLOC_STEP_BYTES,
+};
 
 /// A sealed segment whose data must be synced and whose index must then be persisted.
 struct SealJob {
@@ -101,7 +104,10 @@ impl Shared {
                 "pending seal names a missing segment"
             );
             let dirty = inner.log_end > inner.synced_end;
-            let active = (sync_active && dirty).then(|| inner.active().file.clone());
+            let active = (sync_active && dirty).then(|| {
+                let seg = inner.active();
+                (seg.file.clone(), seg.base_offset, seg.size_bytes)
+            });
             let dir_gen = (inner.dir_gen > inner.dir_synced_gen).then_some(inner.dir_gen);
             (jobs, dir_gen, active, inner.log_end)
         };
@@ -141,7 +147,7 @@ impl Shared {
                     .map_err(|e| format!("fsync of {} failed: {e}", self.dir.display()))?;
                 self.count_fsyncs(1);
             }
-            if let Some(f) = &active {
+            if let Some((f, _, _)) = &active {
                 f.sync_data()
                     .map_err(|e| format!("fdatasync of active segment failed: {e}"))?;
                 self.count_fsyncs(1);
@@ -182,9 +188,43 @@ impl Shared {
             self.publish_committed(&inner, inner.synced_end);
         }
         inner.check_invariants();
-        if active.is_some() {
-            self.preallocate(inner);
+        if let Some((file, base, synced_pos)) = active {
+            let uncache = Self::cache_drop_range(&mut inner, base, synced_pos);
+            let pass_bytes = match inner.segments.iter_mut().find(|s| s.base_offset == base) {
+                Some(seg) => {
+                    let before = seg.synced_bytes;
+                    seg.synced_bytes = before.max(synced_pos);
+                    synced_pos.saturating_sub(before)
+                }
+                None => 0,
+            };
+            if pass_bytes < PREALLOC_MAX_PASS_BYTES {
+                self.preallocate(inner);
+            } else {
+                drop(inner);
+            }
+            if let Some((from, len)) = uncache {
+                drop_cached(&file, from, len);
+            }
         }
+    }
+
+    /// The range of the active segment `base` to drop from the page cache now that its bytes
+    /// below `synced_pos` are durable: everything synced except the newest
+    /// [`CACHE_KEEP_BYTES`], once at least [`CACHE_DROP_STEP_BYTES`] has gathered. Marks the
+    /// range dropped.
+    fn cache_drop_range(
+        inner: &mut super::Inner,
+        base: i64,
+        synced_pos: u64,
+    ) -> Option<(u64, u64)> {
+        let seg = inner.segments.iter_mut().find(|s| s.base_offset == base)?;
+        let to = synced_pos.checked_sub(CACHE_KEEP_BYTES)?;
+        if to < seg.cache_dropped_to + CACHE_DROP_STEP_BYTES {
+            return None;
+        }
+        let from = std::mem::replace(&mut seg.cache_dropped_to, to);
+        Some((from, to - from))
     }
 
     /// Keeps zeros ahead of the active segment's data (see [`PREALLOC_STEP_BYTES`]), after

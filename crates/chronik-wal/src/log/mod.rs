@@ -327,6 +327,8 @@ impl Shared {
             path: Arc::from(path.as_path()),
             index: Arc::new(SegmentIndex::default()),
             persisted: false,
+            cache_dropped_to: 0,
+            synced_bytes: SEGMENT_HEADER_BYTES,
         });
         inner.total_bytes += SEGMENT_HEADER_BYTES;
         inner.dir_gen += 1;
@@ -443,6 +445,12 @@ impl PartitionLog {
             .inject_sync_failure
             .store(true, Ordering::SeqCst);
         self.shared.wake.notify_one();
+    }
+
+    /// Test view: how far the active segment's synced bytes were dropped from the page cache.
+    #[cfg(test)]
+    pub(crate) fn active_cache_dropped_to(&self) -> u64 {
+        self.shared.lock().active().cache_dropped_to
     }
 
     /// Appends one v2 batch: checks it (header, exact length, CRC32C, at most

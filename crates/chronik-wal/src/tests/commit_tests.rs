@@ -201,3 +201,90 @@ async fn switching_policy_at_runtime() {
     log.wait_committed(4).await.unwrap();
     log.close().await.unwrap();
 }
+
+/// Polls `f` until it holds or the deadline passes (commit passes run on the blocking pool and
+/// write zeros after they publish).
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn zeros_follow_small_passes_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config_with(8 << 20)).await;
+    let path = log_path(dir.path(), 0);
+    let file_len = || std::fs::metadata(&path).unwrap().len();
+    // One pass that syncs more than PREALLOC_MAX_PASS_BYTES: no zeros after it.
+    let mut big = batch(1, 2 * crate::segment::PREALLOC_MAX_PASS_BYTES as usize);
+    let a = log.append(&mut big, 1).unwrap();
+    log.wait_committed(a.last_offset + 1).await.unwrap();
+    // A small pass afterwards: zeros appear ahead of the data.
+    let small = append_many(&log, 1, 1).remove(0);
+    log.wait_committed(small.last + 1).await.unwrap();
+    let data = log.size_bytes();
+    eventually("zeros after the small pass", || {
+        file_len() >= data + crate::segment::PREALLOC_LOW_WATER_BYTES
+    })
+    .await;
+    log.close().await.unwrap();
+    assert_eq!(file_len(), data, "close trims the zeros");
+
+    // The big pass alone left the file exactly its data.
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config_with(8 << 20)).await;
+    let path = log_path(dir.path(), 0);
+    let mut big = batch(1, 2 * crate::segment::PREALLOC_MAX_PASS_BYTES as usize);
+    let a = log.append(&mut big, 1).unwrap();
+    log.wait_committed(a.last_offset + 1).await.unwrap();
+    // Give a (wrong) preallocation the time it would take, then check none happened.
+    let data = log.size_bytes();
+    let deadline = std::time::Instant::now() + Duration::from_millis(200);
+    while std::time::Instant::now() < deadline {
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), data);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    log.close().await.unwrap();
+}
+
+fn small_config_with(segment_bytes: u64) -> LogConfig {
+    LogConfig {
+        segment_bytes,
+        ..small_config()
+    }
+}
+
+#[tokio::test]
+async fn synced_data_far_behind_the_end_leaves_the_page_cache_and_reads_back() {
+    use crate::segment::{CACHE_DROP_STEP_BYTES, CACHE_KEEP_BYTES};
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config_with(1 << 30)).await;
+    let mut stored = Vec::new();
+    let mut last = 0;
+    while log.size_bytes() < CACHE_KEEP_BYTES + 2 * CACHE_DROP_STEP_BYTES {
+        let mut b = batch(4, 64 * 1024);
+        let a = log.append(&mut b, 1).unwrap();
+        last = a.last_offset;
+        stored.push(Stored {
+            base: a.base_offset,
+            last: a.last_offset,
+            bytes: b,
+        });
+    }
+    log.wait_committed(last + 1).await.unwrap();
+    // One more pass, so the drop runs after a sync that covers everything above.
+    let more = append_many(&log, 1, 1);
+    log.wait_committed(more[0].last + 1).await.unwrap();
+    let dropped = log.active_cache_dropped_to();
+    assert!(
+        dropped >= CACHE_DROP_STEP_BYTES && dropped + CACHE_KEEP_BYTES <= log.size_bytes(),
+        "dropped to {dropped} of {}",
+        log.size_bytes()
+    );
+    stored.extend(more);
+    assert_eq!(read_all(&log, 0), concat(&stored));
+    log.close().await.unwrap();
+}
