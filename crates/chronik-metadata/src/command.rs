@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::error::MetadataError;
+use crate::error::Refusal;
 use crate::state::{BrokerInfo, MetadataState, PartitionInfo, TopicInfo};
 use crate::topic_name;
 
@@ -49,7 +49,7 @@ pub enum MetadataCommand {
 }
 
 /// What applying a command produced, for the proposer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     Done,
     Topic(TopicInfo),
@@ -62,7 +62,7 @@ pub enum Outcome {
 
 impl MetadataState {
     /// Applies one command. On error the state is unchanged.
-    pub fn apply(&mut self, cmd: &MetadataCommand) -> Result<Outcome, MetadataError> {
+    pub fn apply(&mut self, cmd: &MetadataCommand) -> Result<Outcome, Refusal> {
         let outcome = match cmd {
             MetadataCommand::RegisterBroker(b) => {
                 self.brokers.insert(b.node_id, b.clone());
@@ -76,12 +76,12 @@ impl MetadataState {
                 configs,
                 internal,
             } => {
-                topic_name::validate(name).map_err(|reason| MetadataError::InvalidTopicName {
+                topic_name::validate(name).map_err(|reason| Refusal::InvalidTopicName {
                     name: name.clone(),
-                    reason,
+                    reason: reason.to_string(),
                 })?;
                 if self.topics.contains_key(name) {
-                    return Err(MetadataError::TopicExists(name.clone()));
+                    return Err(Refusal::TopicExists(name.clone()));
                 }
                 check_partition_count(*partitions)?;
                 let placed = self.place(0, *partitions, *replication_factor)?;
@@ -98,17 +98,17 @@ impl MetadataState {
             MetadataCommand::DeleteTopic { name } => {
                 self.topics
                     .remove(name)
-                    .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
+                    .ok_or_else(|| Refusal::UnknownTopic(name.clone()))?;
                 Outcome::Done
             }
             MetadataCommand::CreatePartitions { name, total } => {
                 let topic = self
                     .topics
                     .get(name)
-                    .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
+                    .ok_or_else(|| Refusal::UnknownTopic(name.clone()))?;
                 let current = topic.partitions.len() as i32;
                 if *total <= current {
-                    return Err(MetadataError::InvalidPartitions {
+                    return Err(Refusal::InvalidPartitions {
                         requested: *total,
                         reason: format!("topic {name} already has {current} partitions"),
                     });
@@ -124,7 +124,7 @@ impl MetadataState {
                 let topic = self
                     .topics
                     .get_mut(name)
-                    .ok_or_else(|| MetadataError::UnknownTopic(name.clone()))?;
+                    .ok_or_else(|| Refusal::UnknownTopic(name.clone()))?;
                 topic.configs = configs.clone();
                 Outcome::Topic(topic.clone())
             }
@@ -142,11 +142,11 @@ impl MetadataState {
                 let t = self
                     .topics
                     .get_mut(topic)
-                    .ok_or_else(|| MetadataError::UnknownTopic(topic.clone()))?;
+                    .ok_or_else(|| Refusal::UnknownTopic(topic.clone()))?;
                 let p = usize::try_from(*partition)
                     .ok()
                     .and_then(|i| t.partitions.get_mut(i))
-                    .ok_or_else(|| MetadataError::InvalidPartitions {
+                    .ok_or_else(|| Refusal::InvalidPartitions {
                         requested: *partition,
                         reason: format!("topic {topic} has no such partition"),
                     })?;
@@ -166,7 +166,7 @@ impl MetadataState {
         first: i32,
         count: i32,
         replication_factor: i16,
-    ) -> Result<Vec<PartitionInfo>, MetadataError> {
+    ) -> Result<Vec<PartitionInfo>, Refusal> {
         let brokers: Vec<i32> = self.brokers.keys().copied().collect();
         let rf = if replication_factor <= 0 {
             1
@@ -174,7 +174,7 @@ impl MetadataState {
             replication_factor as usize
         };
         if brokers.is_empty() || rf > brokers.len() {
-            return Err(MetadataError::InvalidReplicationFactor(
+            return Err(Refusal::InvalidReplicationFactor(
                 replication_factor as i32,
                 brokers.len(),
             ));
@@ -196,9 +196,9 @@ impl MetadataState {
     }
 }
 
-fn check_partition_count(n: i32) -> Result<(), MetadataError> {
+fn check_partition_count(n: i32) -> Result<(), Refusal> {
     if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&n) {
-        return Err(MetadataError::InvalidPartitions {
+        return Err(Refusal::InvalidPartitions {
             requested: n,
             reason: format!("must be between 1 and {MAX_PARTITIONS_PER_TOPIC}"),
         });
@@ -241,7 +241,7 @@ mod tests {
         s.apply(&create("t", 2, 1)).unwrap();
         assert!(matches!(
             s.apply(&create("t", 2, 1)),
-            Err(MetadataError::TopicExists(_))
+            Err(Refusal::TopicExists(_))
         ));
         s.apply(&MetadataCommand::CreatePartitions {
             name: "t".into(),

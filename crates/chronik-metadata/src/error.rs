@@ -1,21 +1,31 @@
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-/// Why a metadata command was refused or could not be stored.
+/// Why the state machine refused a command. Deterministic (every replica refuses the same
+/// command the same way) and serializable, because refusals travel back to the proposer as
+/// the command's reply through Raft.
 ///
 /// Variants map one-to-one onto the Kafka error a client should see, so the protocol
 /// layer can translate without inspecting strings.
-#[derive(Debug, Error)]
-pub enum MetadataError {
+#[derive(Debug, Clone, PartialEq, Eq, Error, Serialize, Deserialize)]
+pub enum Refusal {
     #[error("topic '{0}' already exists")]
     TopicExists(String),
     #[error("topic '{0}' does not exist")]
     UnknownTopic(String),
     #[error("invalid topic name '{name}': {reason}")]
-    InvalidTopicName { name: String, reason: &'static str },
+    InvalidTopicName { name: String, reason: String },
     #[error("invalid partition count {requested}: {reason}")]
     InvalidPartitions { requested: i32, reason: String },
     #[error("invalid replication factor {0}: only {1} broker(s) available")]
     InvalidReplicationFactor(i32, usize),
+}
+
+/// Why a metadata command was refused or could not be stored.
+#[derive(Debug, Error)]
+pub enum MetadataError {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
     #[error("metadata store I/O error at {path}: {source}")]
     Io {
         path: String,

@@ -16,6 +16,6 @@ mod store;
 pub mod topic_name;
 
 pub use command::{MetadataCommand, Outcome, MAX_PARTITIONS_PER_TOPIC, MAX_PRODUCER_ID_BLOCK};
-pub use error::MetadataError;
+pub use error::{MetadataError, Refusal};
 pub use state::{BrokerInfo, MetadataState, PartitionInfo, TopicInfo};
 pub use store::{LocalStore, NodeIdentity};

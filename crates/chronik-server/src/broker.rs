@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use chronik_groups::{GroupConfig, GroupManager, OFFSETS_TOPIC};
 use chronik_metadata::{
-    BrokerInfo, LocalStore, MetadataCommand, MetadataError, MetadataState, Outcome, TopicInfo,
+    BrokerInfo, LocalStore, MetadataCommand, MetadataError, MetadataState, Outcome, Refusal, TopicInfo,
 };
 use chronik_wal::{PartitionLog, WalError};
 use dashmap::DashMap;
@@ -70,14 +70,22 @@ impl TopicError {
     }
 }
 
+impl From<Refusal> for TopicError {
+    fn from(r: Refusal) -> Self {
+        MetadataError::Refused(r).into()
+    }
+}
+
 impl From<MetadataError> for TopicError {
     fn from(e: MetadataError) -> Self {
         let code = match &e {
-            MetadataError::TopicExists(_) => ResponseError::TopicAlreadyExists,
-            MetadataError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
-            MetadataError::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
-            MetadataError::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
-            MetadataError::InvalidReplicationFactor(..) => ResponseError::InvalidReplicationFactor,
+            MetadataError::Refused(r) => match r {
+                Refusal::TopicExists(_) => ResponseError::TopicAlreadyExists,
+                Refusal::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+                Refusal::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
+                Refusal::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
+                Refusal::InvalidReplicationFactor(..) => ResponseError::InvalidReplicationFactor,
+            },
             MetadataError::Io { .. } | MetadataError::Corrupt { .. } => {
                 ResponseError::KafkaStorageError
             }
