@@ -15,6 +15,11 @@ pub const MAX_PRODUCER_ID_BLOCK: i64 = 1_000_000;
 /// A change to the metadata. Deterministic: every input a replica needs is in the command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataCommand {
+    /// Names the cluster. The first one applied wins; later ones (another node's proposal
+    /// when several start at once) change nothing.
+    InitCluster {
+        cluster_id: String,
+    },
     /// Adds or updates a broker's advertised address.
     RegisterBroker(BrokerInfo),
     CreateTopic {
@@ -64,6 +69,12 @@ impl MetadataState {
     /// Applies one command. On error the state is unchanged.
     pub fn apply(&mut self, cmd: &MetadataCommand) -> Result<Outcome, Refusal> {
         let outcome = match cmd {
+            MetadataCommand::InitCluster { cluster_id } => {
+                if self.cluster_id.is_empty() {
+                    self.cluster_id = cluster_id.clone();
+                }
+                Outcome::Done
+            }
             MetadataCommand::RegisterBroker(b) => {
                 self.brokers.insert(b.node_id, b.clone());
                 Outcome::Done

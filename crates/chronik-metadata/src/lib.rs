@@ -11,6 +11,8 @@
 
 mod command;
 mod error;
+mod files;
+pub mod raft;
 mod state;
 mod store;
 pub mod topic_name;

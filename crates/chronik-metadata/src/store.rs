@@ -8,8 +8,7 @@
 //!
 //! A command is acknowledged to its proposer only after the new state is on disk.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -18,13 +17,12 @@ use uuid::Uuid;
 
 use crate::command::{MetadataCommand, Outcome};
 use crate::error::MetadataError;
+use crate::files::{corrupt, io_err, read_json, write_json_atomic};
 use crate::state::MetadataState;
 
 const FORMAT_VERSION: u32 = 1;
 const NODE_FILE: &str = "node.json";
 const STATE_FILE: &str = "state.json";
-/// A metadata file larger than this is refused as corrupt rather than read into memory.
-const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Who this node is, stable across restarts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -137,53 +135,6 @@ impl LocalStore {
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(next);
         Ok(outcome)
     }
-}
-
-fn io_err(path: &Path, source: std::io::Error) -> MetadataError {
-    MetadataError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-fn corrupt(path: &Path, reason: String) -> MetadataError {
-    MetadataError::Corrupt {
-        path: path.display().to_string(),
-        reason,
-    }
-}
-
-fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T, MetadataError> {
-    let len = fs::metadata(path).map_err(|e| io_err(path, e))?.len();
-    if len > MAX_FILE_BYTES {
-        return Err(corrupt(
-            path,
-            format!("{len} bytes is over the {MAX_FILE_BYTES} limit"),
-        ));
-    }
-    let bytes = fs::read(path).map_err(|e| io_err(path, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| corrupt(path, e.to_string()))
-}
-
-/// Replaces `dir/name` atomically and durably: temp file, fsync, rename, fsync directory.
-fn write_json_atomic<T: Serialize>(dir: &Path, name: &str, value: &T) -> Result<(), MetadataError> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let dst = dir.join(name);
-    let bytes = serde_json::to_vec_pretty(value).map_err(|e| corrupt(&dst, e.to_string()))?;
-    let mut f = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| io_err(&tmp, e))?;
-    f.write_all(&bytes).map_err(|e| io_err(&tmp, e))?;
-    f.sync_all().map_err(|e| io_err(&tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, &dst).map_err(|e| io_err(&dst, e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err(dir, e))?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use std::sync::{Arc, OnceLock};
 
 use chronik_groups::{GroupConfig, GroupManager, OFFSETS_TOPIC};
 use chronik_metadata::{
-    BrokerInfo, LocalStore, MetadataCommand, MetadataError, MetadataState, Outcome, Refusal, TopicInfo,
+    BrokerInfo, LocalStore, MetadataCommand, MetadataError, MetadataState, Outcome, Refusal,
+    TopicInfo,
 };
 use chronik_wal::{PartitionLog, WalError};
 use dashmap::DashMap;
