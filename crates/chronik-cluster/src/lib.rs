@@ -1,1 +1,18 @@
-pub fn placeholder() {}
+//! The metadata cluster: openraft nodes talking gRPC (`proto/raft.proto`), formed from a
+//! `--cluster` peer list, with metadata writes accepted on any node and committed by the
+//! leader. The state machine and its storage live in `chronik-metadata`; this crate adds the
+//! network.
+
+pub mod network;
+pub mod node;
+pub mod peers;
+pub mod service;
+
+pub use node::{ClusterError, MetadataNode, NodeConfig, ProposeError};
+pub use peers::PeerList;
+
+/// Generated gRPC code for `proto/raft.proto`.
+pub mod pb {
+    #![allow(clippy::all)]
+    tonic::include_proto!("chronik.raft");
+}

@@ -1,0 +1,422 @@
+//! One node of the metadata cluster: its Raft instance, the gRPC server that peers talk to,
+//! cluster formation from the peer list, and writes that reach the leader from any node.
+//!
+//! Formation: every node started with the same peer list calls openraft's `initialize` with
+//! that list while its log is pristine. openraft documents this as safe when the lists are
+//! equal: they all write the same first membership entry, then elect one leader. There is no
+//! separate init step, and start order does not matter. The first leader names the cluster
+//! (`InitCluster` with a fresh id; the first one applied wins).
+//!
+//! A node remembers its id and peer list in `cluster.json`; started later with a different
+//! list it refuses to start rather than form a second cluster.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chronik_metadata::raft::{open_storage, CommandReply, NodeId, TypeConfig};
+use chronik_metadata::{MetadataCommand, MetadataState, Outcome, Refusal};
+use openraft::error::{ClientWriteError, InitializeError, RaftError};
+use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, watch};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::network::{channel, Network};
+use crate::pb::propose_reply::Result as ProposeResult;
+use crate::pb::raft_client::RaftClient;
+use crate::pb::raft_server::RaftServer;
+use crate::pb::ProposeRequest;
+use crate::peers::PeerList;
+use crate::service::{RaftService, MAX_MESSAGE_BYTES};
+
+const IDENTITY_FILE: &str = "cluster.json";
+/// Pause between attempts while no leader is known or the leader is unreachable.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// How to start one node.
+pub struct NodeConfig {
+    pub node_id: NodeId,
+    pub peers: PeerList,
+    /// Directory for `cluster.json` and the Raft log and snapshot.
+    pub dir: PathBuf,
+    /// Already bound, so tests can use port 0 and the peer list names the real port.
+    pub rpc_listener: TcpListener,
+    /// How long a metadata write may wait for a leader and a quorum before it fails.
+    pub propose_timeout: Duration,
+    /// Raft heartbeat; elections time out after 4-8 heartbeats.
+    pub heartbeat: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("node id {0} is not in the peer list {1}")]
+    NotInPeerList(NodeId, PeerList),
+    #[error(
+        "{path} says this data directory is node {found_id} of cluster {found_peers}, \
+         but this node was started as node {id} with --cluster {peers}; \
+         start it with its original id and peer list, or use an empty data directory"
+    )]
+    PeerListConflict {
+        path: String,
+        found_id: NodeId,
+        found_peers: PeerList,
+        id: NodeId,
+        peers: PeerList,
+    },
+    #[error("metadata storage at {path}: {source}")]
+    Storage {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Why a metadata write did not happen.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProposeError {
+    /// The state machine refused it (on every node alike).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// No leader with a quorum committed it in time. It may still be applied later if it
+    /// reached the leader's log.
+    #[error("metadata quorum unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Identity {
+    version: u32,
+    node_id: NodeId,
+    peers: PeerList,
+}
+
+/// A running metadata node.
+pub struct MetadataNode {
+    pub node_id: NodeId,
+    raft: Raft<TypeConfig>,
+    state: watch::Receiver<Arc<MetadataState>>,
+    peers: PeerList,
+    propose_timeout: Duration,
+    stop_server: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+}
+
+fn check_identity(dir: &Path, node_id: NodeId, peers: &PeerList) -> Result<(), ClusterError> {
+    let path = dir.join(IDENTITY_FILE);
+    let storage = |source| ClusterError::Storage {
+        path: path.display().to_string(),
+        source,
+    };
+    if path.exists() {
+        let bytes = std::fs::read(&path).map_err(storage)?;
+        let found: Identity = serde_json::from_slice(&bytes)
+            .map_err(|e| storage(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
+        if found.node_id != node_id || &found.peers != peers {
+            return Err(ClusterError::PeerListConflict {
+                path: path.display().to_string(),
+                found_id: found.node_id,
+                found_peers: found.peers,
+                id: node_id,
+                peers: peers.clone(),
+            });
+        }
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).map_err(storage)?;
+    let id = Identity {
+        version: 1,
+        node_id,
+        peers: peers.clone(),
+    };
+    let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
+    let bytes = serde_json::to_vec_pretty(&id).map_err(|e| storage(std::io::Error::other(e)))?;
+    (|| {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })()
+    .map_err(storage)
+}
+
+impl MetadataNode {
+    /// Opens storage, starts Raft and its gRPC server, and forms the cluster if this node's
+    /// log is pristine. Returns once the node runs; [`MetadataNode::wait_ready`] waits for a
+    /// named cluster.
+    pub async fn start(cfg: NodeConfig) -> Result<Arc<MetadataNode>, ClusterError> {
+        if !cfg.peers.0.contains_key(&cfg.node_id) {
+            return Err(ClusterError::NotInPeerList(cfg.node_id, cfg.peers));
+        }
+        check_identity(&cfg.dir, cfg.node_id, &cfg.peers)?;
+        let raft_dir = cfg.dir.join("raft");
+        let (log, sm) = open_storage(&raft_dir).map_err(|source| ClusterError::Storage {
+            path: raft_dir.display().to_string(),
+            source,
+        })?;
+        let state = sm.subscribe();
+        let hb = cfg.heartbeat.as_millis().max(10) as u64;
+        let config = openraft::Config {
+            cluster_name: "chronik".into(),
+            heartbeat_interval: hb,
+            election_timeout_min: hb * 4,
+            election_timeout_max: hb * 8,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
+            max_in_snapshot_log_to_keep: 100,
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let raft = Raft::new(cfg.node_id, Arc::new(config), Network, log, sm)
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let service = RaftServer::new(RaftService { raft: raft.clone() })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let incoming = tokio_stream_from(cfg.rpc_listener);
+        tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                warn!(error = %e, "raft rpc server stopped");
+            }
+        });
+
+        let node = Arc::new(MetadataNode {
+            node_id: cfg.node_id,
+            raft,
+            state,
+            peers: cfg.peers,
+            propose_timeout: cfg.propose_timeout,
+            stop_server: std::sync::Mutex::new(Some(stop_tx)),
+        });
+        node.form().await?;
+        node.spawn_observer();
+        Ok(node)
+    }
+
+    /// Writes the peer list as the first membership if this node's log is pristine.
+    async fn form(&self) -> Result<(), ClusterError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        let members: BTreeMap<NodeId, BasicNode> = self
+            .peers
+            .0
+            .iter()
+            .map(|(id, addr)| (*id, BasicNode::new(addr)))
+            .collect();
+        match self.raft.initialize(members).await {
+            Ok(()) => {
+                info!(node = self.node_id, peers = %self.peers, "formed the metadata cluster from the peer list");
+                Ok(())
+            }
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(ClusterError::Raft(e.to_string())),
+        }
+    }
+
+    /// Logs role changes and Raft metrics on change, and has the first leader name the
+    /// cluster.
+    fn spawn_observer(self: &Arc<Self>) {
+        let mut metrics = self.raft.metrics();
+        let me = Arc::downgrade(self);
+        let node = self.node_id;
+        tokio::spawn(async move {
+            let mut last_role = None;
+            let mut last_line = String::new();
+            loop {
+                let m = metrics.borrow_and_update().clone();
+                if last_role != Some(m.state) {
+                    info!(node, role = ?m.state, term = m.current_term, leader = ?m.current_leader,
+                        "raft role changed");
+                    last_role = Some(m.state);
+                }
+                let line = format!(
+                    "term={} role={:?} leader={:?} last_log={:?} applied={:?} snapshot={:?} voters={:?}",
+                    m.current_term,
+                    m.state,
+                    m.current_leader,
+                    m.last_log_index,
+                    m.last_applied.map(|l| l.index),
+                    m.snapshot.map(|l| l.index),
+                    m.membership_config.membership().voter_ids().collect::<Vec<_>>(),
+                );
+                if line != last_line {
+                    info!(node, metrics = %line, "raft metrics");
+                    last_line = line;
+                }
+                if m.state == ServerState::Leader {
+                    if let Some(me) = me.upgrade() {
+                        if me.state().cluster_id.is_empty() {
+                            let cluster_id = uuid::Uuid::new_v4().simple().to_string();
+                            let n = me.clone();
+                            tokio::spawn(async move {
+                                if let Err(e) =
+                                    n.propose(MetadataCommand::InitCluster { cluster_id }).await
+                                {
+                                    warn!(node = n.node_id, error = %e, "could not name the cluster yet");
+                                }
+                            });
+                        }
+                    }
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// The applied metadata: cheap to take, consistent, possibly behind the leader's.
+    pub fn state(&self) -> Arc<MetadataState> {
+        self.state.borrow().clone()
+    }
+
+    /// Wakes on every applied batch.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataState>> {
+        self.state.clone()
+    }
+
+    pub fn raft(&self) -> &Raft<TypeConfig> {
+        &self.raft
+    }
+
+    /// The current leader, if known.
+    pub fn leader(&self) -> Option<NodeId> {
+        self.raft.metrics().borrow().current_leader
+    }
+
+    /// Waits until the cluster is named (formed, with a leader that committed `InitCluster`)
+    /// and this node has applied that.
+    pub async fn wait_ready(&self, timeout: Duration) -> Result<Arc<MetadataState>, ClusterError> {
+        let mut rx = self.state.clone();
+        let ready = tokio::time::timeout(timeout, rx.wait_for(|s| !s.cluster_id.is_empty())).await;
+        match ready {
+            Ok(Ok(s)) => Ok(s.clone()),
+            Ok(Err(_)) => Err(ClusterError::Raft("the state machine stopped".into())),
+            Err(_) => Err(ClusterError::Raft(format!(
+                "no metadata quorum formed within {timeout:?}: are a majority of {} running?",
+                self.peers
+            ))),
+        }
+    }
+
+    /// Commits `cmd` through the leader, wherever it is, and returns what applying it gave.
+    /// Fails with [`ProposeError::Unavailable`] when no leader commits it within the
+    /// propose timeout.
+    pub async fn propose(&self, cmd: MetadataCommand) -> Result<Outcome, ProposeError> {
+        let deadline = Instant::now() + self.propose_timeout;
+        let outcome = tokio::time::timeout_at(deadline, self.propose_until_done(cmd)).await;
+        match outcome {
+            Ok(r) => r,
+            Err(_) => Err(ProposeError::Unavailable(format!(
+                "not committed within {:?} (leader: {}); if it reached the leader's log it may \
+                 still be applied",
+                self.propose_timeout,
+                self.leader()
+                    .map_or("none known".to_string(), |l| format!("node {l}")),
+            ))),
+        }
+    }
+
+    async fn propose_until_done(&self, cmd: MetadataCommand) -> Result<Outcome, ProposeError> {
+        loop {
+            let leader = match self.raft.client_write(cmd.clone()).await {
+                Ok(resp) => return Ok(resp.data?),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_id,
+                Err(e) => return Err(ProposeError::Unavailable(e.to_string())),
+            };
+            if let Some(l) = leader.filter(|l| *l != self.node_id) {
+                if let Forwarded::Done(r) = self.forward(l, &cmd).await {
+                    return r;
+                }
+            }
+            tokio::time::sleep(RETRY_PAUSE).await;
+        }
+    }
+
+    async fn forward(&self, leader: NodeId, cmd: &MetadataCommand) -> Forwarded {
+        let Some(addr) = self.peers.0.get(&leader) else {
+            return Forwarded::Retry;
+        };
+        let Ok(ch) = channel(addr) else {
+            return Forwarded::Retry;
+        };
+        let command_json = match serde_json::to_vec(cmd) {
+            Ok(j) => j,
+            Err(e) => return Forwarded::Done(Err(ProposeError::Unavailable(e.to_string()))),
+        };
+        let reply = RaftClient::new(ch)
+            .propose(ProposeRequest {
+                from_node: self.node_id,
+                command_json,
+            })
+            .await;
+        match reply.map(|r| r.into_inner().result) {
+            // Not sent: safe to try again.
+            Err(s) if s.code() == tonic::Code::Unavailable => Forwarded::Retry,
+            Err(s) => Forwarded::Done(Err(ProposeError::Unavailable(format!(
+                "forwarding to leader node {leader}: {}",
+                s.message()
+            )))),
+            Ok(Some(ProposeResult::ReplyJson(j))) => {
+                match serde_json::from_slice::<CommandReply>(&j) {
+                    Ok(r) => Forwarded::Done(r.map_err(ProposeError::from)),
+                    Err(e) => Forwarded::Done(Err(ProposeError::Unavailable(format!(
+                        "undecodable reply from node {leader}: {e}"
+                    )))),
+                }
+            }
+            Ok(Some(ProposeResult::NotLeaderLeaderId(_))) => Forwarded::Retry,
+            Ok(Some(ProposeResult::Error(e))) => Forwarded::Done(Err(ProposeError::Unavailable(
+                format!("leader node {leader}: {e}"),
+            ))),
+            Ok(None) => Forwarded::Retry,
+        }
+    }
+
+    /// Stops Raft and the RPC server.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            warn!(node = self.node_id, error = %e, "raft shutdown");
+        }
+        if let Some(tx) = self
+            .stop_server
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            let _ = tx.send(());
+        }
+    }
+}
+
+enum Forwarded {
+    Done(Result<Outcome, ProposeError>),
+    Retry,
+}
+
+/// Accepted connections of `listener` as the stream tonic serves.
+fn tokio_stream_from(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
+    tokio_stream::wrappers::TcpListenerStream::new(listener)
+}
