@@ -113,6 +113,12 @@ class Broker:
 
     def start(self, kafka_addr: str | None = "127.0.0.1:0", timeout_s: float = READY_TIMEOUT_S) -> "Broker":
         """Start and wait for the ready line. kafka_addr=None passes no --kafka-addr flag."""
+        self.launch(kafka_addr)
+        self._wait_ready(timeout_s)
+        return self
+
+    def launch(self, kafka_addr: str | None = "127.0.0.1:0") -> "Broker":
+        """Start the process without waiting for its ready line (see `wait_ready`)."""
         assert not self.alive(), "broker already running"
         if not SERVER_BIN.exists():
             raise BrokerError(f"{SERVER_BIN} does not exist: run `cargo build --bin chronik-server` "
@@ -126,6 +132,9 @@ class Broker:
                 self.command(kafka_addr), stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                 env=clean_env(self.env), cwd=self.workdir, preexec_fn=_die_with_parent,
             )
+        return self
+
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S) -> "Broker":
         self._wait_ready(timeout_s)
         return self
 
@@ -216,6 +225,83 @@ class Broker:
     def __repr__(self) -> str:
         state = "running" if self.alive() else f"exited({self.proc and self.proc.returncode})"
         return f"<Broker {self.name} {self.bootstrap if self.port else '-'} {state} data={self.data_dir}>"
+
+
+def free_port() -> int:
+    """A port the OS just handed out and released (bind to port 0, read it, close)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class ClusterNode(Broker):
+    """One node of a multi-node cluster: `chronik-server --node-id N --cluster ...` with fixed
+    Kafka and RPC ports, so restarts keep the addresses its peers and clients know."""
+
+    def __init__(self, workdir: Path, *, node_id: int, peers: str, kafka_port: int, **kw):
+        super().__init__(workdir, name=f"node{node_id}", **kw)
+        self.cluster_node_id = node_id
+        self.peers = peers
+        self.kafka_port = kafka_port
+
+    def command(self, kafka_addr: str | None) -> list[str]:
+        return [str(SERVER_BIN), "--node-id", str(self.cluster_node_id), "--cluster", self.peers,
+                "--data-dir", str(self.data_dir), "--kafka-addr", f"127.0.0.1:{self.kafka_port}", *self.args]
+
+    def launch(self, kafka_addr: str | None = None) -> "Broker":
+        return super().launch(None)
+
+    def start(self, kafka_addr: str | None = None, timeout_s: float = READY_TIMEOUT_S) -> "Broker":
+        return super().start(None, timeout_s)
+
+
+class Cluster:
+    """N nodes formed from one peer list. `start()` launches them all at once and waits for
+    every ready line."""
+
+    def __init__(self, base: Path, n: int, args: list[str] | None = None):
+        rpc = {i: free_port() for i in range(1, n + 1)}
+        self.peers = ",".join(f"{i}@127.0.0.1:{p}" for i, p in rpc.items())
+        self.nodes = {i: ClusterNode(base / f"node{i}", node_id=i, peers=self.peers,
+                                     kafka_port=free_port(), args=args)
+                      for i in rpc}
+
+    def start(self, timeout_s: float = READY_TIMEOUT_S * 2) -> "Cluster":
+        for n in self.nodes.values():
+            n.launch()
+        for n in self.nodes.values():
+            n.wait_ready(timeout_s)
+        return self
+
+    def node(self, i: int) -> ClusterNode:
+        return self.nodes[i]
+
+    def bootstrap(self, *ids: int) -> str:
+        return ",".join(self.nodes[i].bootstrap if self.nodes[i].port else
+                        f"127.0.0.1:{self.nodes[i].kafka_port}" for i in (ids or self.nodes))
+
+    def alive(self) -> list[ClusterNode]:
+        return [n for n in self.nodes.values() if n.alive()]
+
+    def cleanup(self) -> None:
+        for n in self.nodes.values():
+            n.cleanup()
+
+
+@pytest.fixture
+def cluster_factory(tmp_path):
+    """Call it to make an unstarted cluster of n nodes: cluster_factory(3, args=[...])."""
+    made: list[Cluster] = []
+
+    def make(n: int = 3, args: list[str] | None = None) -> Cluster:
+        c = Cluster(tmp_path / f"cluster{len(made)}", n, args)
+        made.append(c)
+        return c
+
+    yield make
+    for c in made:
+        c.cleanup()
 
 
 @atexit.register

@@ -44,7 +44,8 @@ pub struct NodeConfig {
     /// Directory for `cluster.json` and the Raft log and snapshot.
     pub dir: PathBuf,
     /// Already bound, so tests can use port 0 and the peer list names the real port.
-    pub rpc_listener: TcpListener,
+    /// `None` for a one-node cluster that no peer ever calls (standalone).
+    pub rpc_listener: Option<TcpListener>,
     /// How long a metadata write may wait for a leader and a quorum before it fails.
     pub propose_timeout: Duration,
     /// Raft heartbeat; elections time out after 4-8 heartbeats.
@@ -178,21 +179,9 @@ impl MetadataNode {
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
 
         let (stop_tx, stop_rx) = oneshot::channel();
-        let service = RaftServer::new(RaftService { raft: raft.clone() })
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let incoming = tokio_stream_from(cfg.rpc_listener);
-        tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming_shutdown(incoming, async {
-                    let _ = stop_rx.await;
-                })
-                .await;
-            if let Err(e) = served {
-                warn!(error = %e, "raft rpc server stopped");
-            }
-        });
+        if let Some(listener) = cfg.rpc_listener {
+            Self::serve(raft.clone(), listener, stop_rx);
+        }
 
         let node = Arc::new(MetadataNode {
             node_id: cfg.node_id,
@@ -205,6 +194,25 @@ impl MetadataNode {
         node.form().await?;
         node.spawn_observer();
         Ok(node)
+    }
+
+    /// Serves the Raft gRPC service on `listener` until `stop` fires.
+    fn serve(raft: Raft<TypeConfig>, listener: TcpListener, stop_rx: oneshot::Receiver<()>) {
+        let service = RaftServer::new(RaftService { raft })
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+        let incoming = tokio_stream_from(listener);
+        tokio::spawn(async move {
+            let served = tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(incoming, async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+            if let Err(e) = served {
+                warn!(error = %e, "raft rpc server stopped");
+            }
+        });
     }
 
     /// Writes the peer list as the first membership if this node's log is pristine.

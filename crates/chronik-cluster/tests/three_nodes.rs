@@ -19,7 +19,7 @@ async fn start(id: u64, peers: &PeerList, root: &Path, listener: TcpListener) ->
         node_id: id,
         peers: peers.clone(),
         dir: root.join(format!("n{id}")),
-        rpc_listener: listener,
+        rpc_listener: Some(listener),
         propose_timeout: Duration::from_secs(3),
         heartbeat: Duration::from_millis(100),
     })
@@ -217,7 +217,7 @@ async fn a_node_refuses_a_peer_list_that_conflicts_with_its_data() {
         node_id: 1,
         peers: other,
         dir: root.path().join("n1"),
-        rpc_listener: l,
+        rpc_listener: Some(l),
         propose_timeout: Duration::from_secs(1),
         heartbeat: Duration::from_millis(100),
     })

@@ -3,9 +3,9 @@
 //! The metadata is a deterministic state machine ([`MetadataState`]) changed only by
 //! applying [`MetadataCommand`]s. Everything non-deterministic (topic ids, the cluster id,
 //! wall-clock time) is decided by whoever *proposes* a command and travels inside it, so
-//! replaying the same commands anywhere yields the same state. Standalone runs the state
-//! machine behind [`LocalStore`], a durable single-node log-less store; the Raft cluster
-//! (a later step) puts the very same commands through a replicated log.
+//! replaying the same commands anywhere yields the same state. [`raft`] puts the commands
+//! through openraft: a durable log, a snapshotting state machine. Standalone is a one-node
+//! Raft cluster running the same code.
 //!
 //! This crate knows nothing of sockets or Kafka requests.
 
@@ -14,10 +14,8 @@ mod error;
 mod files;
 pub mod raft;
 mod state;
-mod store;
 pub mod topic_name;
 
 pub use command::{MetadataCommand, Outcome, MAX_PARTITIONS_PER_TOPIC, MAX_PRODUCER_ID_BLOCK};
 pub use error::{MetadataError, Refusal};
 pub use state::{BrokerInfo, MetadataState, PartitionInfo, TopicInfo};
-pub use store::{LocalStore, NodeIdentity};

@@ -9,10 +9,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+use chronik_cluster::{ClusterError, MetadataNode, NodeConfig, PeerList, ProposeError};
 use chronik_groups::{GroupConfig, GroupManager, OFFSETS_TOPIC};
 use chronik_metadata::{
-    BrokerInfo, LocalStore, MetadataCommand, MetadataError, MetadataState, Outcome, Refusal,
-    TopicInfo,
+    BrokerInfo, MetadataCommand, MetadataError, MetadataState, Outcome, Refusal, TopicInfo,
 };
 use chronik_wal::{PartitionLog, WalError};
 use dashmap::DashMap;
@@ -34,6 +34,18 @@ const PRODUCER_ID_BLOCK: i64 = 1000;
 pub enum StartError {
     #[error(transparent)]
     Metadata(#[from] MetadataError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(
+        "{path} was written by an older chronik-server whose metadata was not replicated; \
+         this version keeps metadata in a Raft log and cannot read it: start with an empty \
+         data directory"
+    )]
+    OldMetadata { path: String },
+    #[error("shut down before the metadata cluster was ready")]
+    Interrupted,
+    #[error("cannot register this broker in the metadata: {0}")]
+    Register(String),
     #[error("cannot open partition {topic}-{partition}: {source}")]
     Wal {
         topic: String,
@@ -95,18 +107,28 @@ impl From<MetadataError> for TopicError {
     }
 }
 
+/// The partitions of one topic that this node hosts. The topic id tells a topic apart from
+/// a deleted one of the same name.
+struct LocalTopic {
+    id: Uuid,
+    /// Index = partition id; `None` where this node is not a replica.
+    parts: Vec<Option<Arc<Partition>>>,
+}
+
 pub struct Broker {
     pub config: BrokerConfig,
     pub node_id: i32,
     pub cluster_id: String,
     pub advertised_host: String,
     pub advertised_port: i32,
-    metadata: Arc<LocalStore>,
+    metadata: Arc<MetadataNode>,
     wal_root: PathBuf,
-    /// topic -> its partitions on this node, index = partition id.
-    partitions: DashMap<String, Vec<Arc<Partition>>>,
+    /// topic -> its partitions on this node.
+    partitions: DashMap<String, LocalTopic>,
     /// Serializes topic create/delete/grow so WAL directories follow metadata.
     topic_admin: tokio::sync::Mutex<()>,
+    /// Serializes [`Broker::sync_partitions`].
+    partition_sync: tokio::sync::Mutex<()>,
     /// `[next, end)` of the producer-id block this broker owns.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     /// Committed offsets; set once at start, after the offsets topic is open.
@@ -120,10 +142,12 @@ pub struct Broker {
 }
 
 impl Broker {
-    /// Opens metadata and every partition (recovering each WAL), registers this broker.
+    /// Joins (or, standalone, forms) the metadata cluster, registers this broker, opens the
+    /// partitions it hosts (recovering each WAL) and the committed offsets.
     pub async fn start(
         config: BrokerConfig,
         bound: SocketAddr,
+        rpc_listener: Option<tokio::net::TcpListener>,
         shutdown: Shutdown,
     ) -> Result<Arc<Broker>, StartError> {
         let meta_dir = config.data_dir.join("metadata");
@@ -133,23 +157,50 @@ impl Broker {
             source,
         })?;
         let data_dir_lock = lock_data_dir(&config.data_dir)?;
+        let old = meta_dir.join("state.json");
+        if old.exists() {
+            return Err(StartError::OldMetadata {
+                path: old.display().to_string(),
+            });
+        }
         let node_id = config.node_id;
-        let (store, identity) = {
-            let dir = meta_dir.clone();
-            tokio::task::spawn_blocking(move || LocalStore::open(&dir, node_id))
-                .await
-                .expect("metadata open task panicked")?
+        let peers = match &config.cluster {
+            Some(c) => c.peers.clone(),
+            // A one-node cluster nobody dials: the address is a name, never connected to.
+            None => PeerList(BTreeMap::from([(node_id as u64, "standalone".to_string())])),
+        };
+        let node = MetadataNode::start(NodeConfig {
+            node_id: node_id as u64,
+            peers: peers.clone(),
+            dir: meta_dir,
+            rpc_listener,
+            propose_timeout: config.metadata_timeout,
+            heartbeat: std::time::Duration::from_millis(100),
+        })
+        .await?;
+        let state = loop {
+            tokio::select! {
+                _ = shutdown.wait() => {
+                    node.shutdown().await;
+                    return Err(StartError::Interrupted);
+                }
+                r = node.wait_ready(std::time::Duration::from_secs(5)) => match r {
+                    Ok(s) => break s,
+                    Err(e) => tracing::warn!(node = node_id, error = %e, "waiting for the metadata cluster"),
+                }
+            }
         };
         let (host, port) = config.advertised(bound);
         let broker = Arc::new(Broker {
             node_id,
-            cluster_id: identity.cluster_id.clone(),
+            cluster_id: state.cluster_id.clone(),
             advertised_host: host.clone(),
             advertised_port: port,
-            metadata: Arc::new(store),
+            metadata: node,
             wal_root,
             partitions: DashMap::new(),
             topic_admin: tokio::sync::Mutex::new(()),
+            partition_sync: tokio::sync::Mutex::new(()),
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             offsets: OnceLock::new(),
             _data_dir_lock: data_dir_lock,
@@ -172,28 +223,77 @@ impl Broker {
             broker
                 .apply(MetadataCommand::RegisterBroker(me))
                 .await
-                .map_err(|e| {
-                    StartError::Metadata(MetadataError::Corrupt {
-                        path: meta_dir.display().to_string(),
-                        reason: e.message,
-                    })
-                })?;
+                .map_err(|e| StartError::Register(e.message))?;
         }
         broker.remove_orphan_dirs();
         let state = broker.metadata();
-        for topic in state.topics.values() {
-            broker
-                .open_partitions(topic, 0)
-                .await
-                .map_err(|(partition, source)| StartError::Wal {
-                    topic: topic.name.clone(),
-                    partition,
-                    source,
-                })?;
-        }
-        broker.open_offsets().await?;
+        broker
+            .sync_partitions(&state)
+            .await
+            .map_err(|(topic, partition, source)| StartError::Wal {
+                topic,
+                partition,
+                source,
+            })?;
+        broker.open_offsets(peers.0.len()).await?;
         broker.start_group_timer();
+        broker.start_metadata_follower();
         Ok(broker)
+    }
+
+    /// Opens and closes local partitions as the metadata changes, whoever changed it.
+    fn start_metadata_follower(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let mut changes = self.metadata.subscribe();
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    r = changes.changed() => if r.is_err() { return },
+                }
+                let Some(broker) = me.upgrade() else { return };
+                let state = changes.borrow_and_update().clone();
+                if let Err((topic, partition, e)) = broker.sync_partitions(&state).await {
+                    tracing::error!(topic = %topic, partition, error = %e, "cannot open partition");
+                }
+            }
+        });
+    }
+
+    /// Makes the local partitions match `state`: opens the partitions of topics this node is a
+    /// replica of, and deletes the data of topics the metadata no longer has (or has again
+    /// under a new id).
+    async fn sync_partitions(&self, state: &MetadataState) -> Result<(), (String, i32, WalError)> {
+        let _sync = self.partition_sync.lock().await;
+        let gone: Vec<String> = self
+            .partitions
+            .iter()
+            .filter(|e| state.topic(e.key()).is_none_or(|t| t.id != e.value().id))
+            .map(|e| e.key().clone())
+            .collect();
+        for name in gone {
+            if let Some((_, local)) = self.partitions.remove(&name) {
+                for p in local.parts.into_iter().flatten() {
+                    if let Err(e) = p.log.delete().await {
+                        tracing::error!(topic = %name, partition = p.index, error = %e, "failed to delete partition data");
+                    }
+                }
+                tracing::info!(topic = %name, "removed local data of a deleted topic");
+            }
+        }
+        for topic in state.topics.values() {
+            let have = self
+                .partitions
+                .get(&topic.name)
+                .map_or(0, |t| t.parts.len());
+            if have < topic.partitions.len() {
+                self.open_partitions(topic, have)
+                    .await
+                    .map_err(|(p, e)| (topic.name.clone(), p, e))?;
+            }
+        }
+        Ok(())
     }
 
     /// Drives group timers (session expiry, rebalance deadlines) every 100 ms until shutdown,
@@ -232,8 +332,19 @@ impl Broker {
 
     /// Creates the `__consumer_offsets` topic on first start, then rebuilds the committed
     /// offsets by replaying it.
-    async fn open_offsets(self: &Arc<Self>) -> Result<(), StartError> {
+    async fn open_offsets(self: &Arc<Self>, cluster_size: usize) -> Result<(), StartError> {
         let want = self.config.offsets_topic_partitions;
+        if self.metadata().topic(OFFSETS_TOPIC).is_none() {
+            // Spread the offsets partitions over the whole cluster: give the other brokers
+            // a bounded while to register first.
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+            while self.metadata().brokers.len() < cluster_size
+                && self.metadata().topic(OFFSETS_TOPIC).is_none()
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
         match self.metadata().topic(OFFSETS_TOPIC) {
             Some(t) if t.partitions.len() as i32 != want => {
                 tracing::warn!(
@@ -251,9 +362,23 @@ impl Broker {
                     ("retention.bytes".to_string(), "-1".to_string()),
                     ("segment.bytes".to_string(), (100 << 20).to_string()),
                 ]);
-                self.create_topic_checked(OFFSETS_TOPIC, want, 1, configs, true, false)
+                match self
+                    .create_topic_checked(OFFSETS_TOPIC, want, 1, configs, true, false)
                     .await
-                    .map_err(|e| StartError::Offsets(e.message))?;
+                {
+                    Ok(_) => {}
+                    // Another broker created it first.
+                    Err(e) if e.code == ResponseError::TopicAlreadyExists => {}
+                    Err(e) => return Err(StartError::Offsets(e.message)),
+                }
+                let state = self.metadata();
+                self.sync_partitions(&state)
+                    .await
+                    .map_err(|(topic, partition, source)| StartError::Wal {
+                        topic,
+                        partition,
+                        source,
+                    })?;
             }
         }
         let me = self.clone();
@@ -284,9 +409,21 @@ impl Broker {
             .expect("offsets are opened before the broker serves requests")
     }
 
-    /// A consistent snapshot of the metadata.
+    /// A consistent snapshot of the metadata as this node has applied it.
     pub fn metadata(&self) -> Arc<MetadataState> {
-        self.metadata.snapshot()
+        self.metadata.state()
+    }
+
+    /// The controller id given to clients: this broker, as in Kafka's KRaft mode. Any broker
+    /// takes admin requests and forwards their metadata changes to the Raft leader, so a
+    /// client never waits on a dead leader it was told about.
+    pub fn controller_id(&self) -> i32 {
+        self.node_id
+    }
+
+    /// The Raft leader, if this node knows one.
+    pub fn raft_leader(&self) -> Option<i32> {
+        self.metadata.leader().map(|l| l as i32)
     }
 
     /// The effective config of `topic`.
@@ -294,28 +431,56 @@ impl Broker {
         TopicConfig::resolve(&self.config.topic_defaults, &topic.configs)
     }
 
-    /// The partition if this node serves it.
+    /// The partition if this node leads it (by the metadata it has applied) and has it open:
+    /// the one to produce to and fetch from.
     pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
-        let parts = self.partitions.get(topic)?;
-        usize::try_from(partition)
-            .ok()
-            .and_then(|i| parts.get(i).cloned())
+        let i = usize::try_from(partition).ok()?;
+        let leads = self
+            .metadata()
+            .topic(topic)
+            .and_then(|t| t.partitions.get(i))
+            .is_some_and(|p| p.leader == self.node_id);
+        if !leads {
+            return None;
+        }
+        self.partitions.get(topic)?.parts.get(i).cloned().flatten()
     }
 
-    /// Every partition this node serves.
+    /// Every partition this node hosts.
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
         self.partitions
             .iter()
-            .flat_map(|e| e.value().clone())
+            .flat_map(|e| {
+                e.value()
+                    .parts
+                    .iter()
+                    .flatten()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
             .collect()
     }
 
+    /// Commits a metadata command through the Raft leader, wherever it is.
     async fn apply(&self, cmd: MetadataCommand) -> Result<Outcome, TopicError> {
-        let store = self.metadata.clone();
-        tokio::task::spawn_blocking(move || store.apply(&cmd))
-            .await
-            .map_err(|e| TopicError::new(ResponseError::UnknownServerError, e.to_string()))?
-            .map_err(TopicError::from)
+        self.metadata.propose(cmd).await.map_err(|e| match e {
+            ProposeError::Refused(r) => TopicError::from(r),
+            ProposeError::Unavailable(msg) => TopicError::new(ResponseError::RequestTimedOut, msg),
+        })
+    }
+
+    /// Waits (bounded by the metadata timeout) until this node has applied a change the
+    /// leader committed, so the local partitions can follow it before the client hears back.
+    async fn applied_locally(&self, done: impl Fn(&MetadataState) -> bool) -> Arc<MetadataState> {
+        let mut rx = self.metadata.subscribe();
+        let waited = tokio::time::timeout(self.config.metadata_timeout, async {
+            rx.wait_for(|s| done(s)).await.map(|s| s.clone())
+        })
+        .await;
+        match waited {
+            Ok(Ok(s)) => s,
+            _ => self.metadata(),
+        }
     }
 
     /// Creates a topic and opens its partitions. `num_partitions`/`replication_factor` of
@@ -395,7 +560,10 @@ impl Broker {
             Outcome::Topic(t) => t,
             _ => unreachable!("CreateTopic yields a topic"),
         };
-        self.open_partitions(&topic, 0).await.map_err(|(p, e)| {
+        let state = self
+            .applied_locally(|s| s.topic(name).is_some_and(|t| t.id == topic.id))
+            .await;
+        self.sync_partitions(&state).await.map_err(|(_, p, e)| {
             TopicError::new(
                 ResponseError::KafkaStorageError,
                 format!("partition {p}: {e}"),
@@ -438,16 +606,16 @@ impl Broker {
             ));
         }
         let _admin = self.topic_admin.lock().await;
+        let id = self.metadata().topic(name).map(|t| t.id);
         self.apply(MetadataCommand::DeleteTopic {
             name: name.to_string(),
         })
         .await?;
-        if let Some((_, parts)) = self.partitions.remove(name) {
-            for p in parts {
-                if let Err(e) = p.log.delete().await {
-                    tracing::error!(topic = name, partition = p.index, error = %e, "failed to delete partition data");
-                }
-            }
+        let state = self
+            .applied_locally(|s| s.topic(name).map(|t| t.id) != id)
+            .await;
+        if let Err((_, p, e)) = self.sync_partitions(&state).await {
+            tracing::error!(topic = name, partition = p, error = %e, "cannot open partition");
         }
         tracing::info!(topic = name, "deleted topic");
         Ok(())
@@ -473,28 +641,32 @@ impl Broker {
             .topic(name)
             .map(|t| t.partitions.len())
             .unwrap_or(0);
-        let topic = match self.apply(cmd).await? {
-            Outcome::Topic(t) => t,
+        match self.apply(cmd).await? {
+            Outcome::Topic(_) => {}
             _ => unreachable!("CreatePartitions yields a topic"),
         };
-        self.open_partitions(&topic, before)
-            .await
-            .map_err(|(p, e)| {
-                TopicError::new(
-                    ResponseError::KafkaStorageError,
-                    format!("partition {p}: {e}"),
-                )
-            })?;
+        let want = total as usize;
+        let state = self
+            .applied_locally(|s| s.topic(name).is_some_and(|t| t.partitions.len() >= want))
+            .await;
+        self.sync_partitions(&state).await.map_err(|(_, p, e)| {
+            TopicError::new(
+                ResponseError::KafkaStorageError,
+                format!("partition {p}: {e}"),
+            )
+        })?;
         tracing::info!(topic = name, from = before, to = total, "added partitions");
         Ok(())
     }
 
-    /// Opens partitions `from..` of `topic` that this node hosts and publishes them.
+    /// Opens partitions `from..` of `topic` that this node hosts and publishes them. Called
+    /// with `partition_sync` held.
     async fn open_partitions(&self, topic: &TopicInfo, from: usize) -> Result<(), (i32, WalError)> {
         let config = self.topic_config(topic).log_config(self.config.fsync);
         let mut opened = Vec::new();
         for (i, info) in topic.partitions.iter().enumerate().skip(from) {
             if !info.replicas.contains(&self.node_id) {
+                opened.push(None);
                 continue;
             }
             let log = PartitionLog::open(&self.wal_root, &topic.name, i as i32, config.clone())
@@ -503,11 +675,17 @@ impl Broker {
             if info.sealed {
                 log.seal();
             }
-            opened.push(Partition::open(log).await.map_err(|e| (i as i32, e))?);
+            opened.push(Some(Partition::open(log).await.map_err(|e| (i as i32, e))?));
         }
-        let mut entry = self.partitions.entry(topic.name.clone()).or_default();
-        entry.truncate(from);
-        entry.extend(opened);
+        let mut entry = self
+            .partitions
+            .entry(topic.name.clone())
+            .or_insert_with(|| LocalTopic {
+                id: topic.id,
+                parts: Vec::new(),
+            });
+        entry.parts.truncate(from);
+        entry.parts.extend(opened);
         Ok(())
     }
 

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::topic_config::TopicDefaults;
+pub use chronik_cluster::PeerList;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -21,15 +22,46 @@ use crate::topic_config::TopicDefaults;
     version,
     about = "Chronik: a Kafka-compatible streaming broker"
 )]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+    /// Cluster mode: `chronik-server --node-id N --cluster 1@HOST:RPC,... [flags]`.
+    #[command(flatten)]
+    pub args: ServerArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a single-node broker (a one-node cluster).
     Standalone(ServerArgs),
+}
+
+impl Cli {
+    /// The settings to run with: `standalone` (refusing cluster flags) or cluster mode
+    /// (requiring `--cluster`).
+    pub fn into_args(self) -> Result<ServerArgs, ConfigError> {
+        match self.command {
+            Some(Command::Standalone(args)) => {
+                if args.cluster.is_some() || args.rpc_addr.is_some() {
+                    return Err(ConfigError::Invalid {
+                        key: "cluster",
+                        reason: "standalone runs a one-node cluster; for a cluster run \
+                                 `chronik-server --node-id N --cluster ...` without `standalone`"
+                            .into(),
+                    });
+                }
+                Ok(args)
+            }
+            None if self.args.cluster.is_none() => Err(ConfigError::Invalid {
+                key: "cluster",
+                reason: "missing: run `chronik-server standalone` for one node, or \
+                         `chronik-server --node-id N --cluster 1@HOST:PORT,...` for a cluster"
+                    .into(),
+            }),
+            None => Ok(self.args),
+        }
+    }
 }
 
 /// Flags of `chronik-server standalone`. Every one can also be set by its environment
@@ -100,6 +132,17 @@ pub struct ServerArgs {
     /// Log format: text | json [default: text]
     #[arg(long, env = "CHRONIK_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// The metadata cluster's voters, ID@HOST:PORT of each node's Raft RPC listener, the same
+    /// list on every node (cluster mode only)
+    #[arg(long, env = "CHRONIK_CLUSTER", value_parser = PeerList::from_str)]
+    pub cluster: Option<PeerList>,
+    /// Address the Raft RPC listener binds [default: this node's entry in --cluster]
+    #[arg(long, env = "CHRONIK_RPC_ADDR")]
+    pub rpc_addr: Option<SocketAddr>,
+    /// How long a metadata change (topic create/delete, ...) may wait for the metadata quorum
+    /// before it fails [default: 10000]
+    #[arg(long, env = "CHRONIK_METADATA_TIMEOUT_MS")]
+    pub metadata_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -133,6 +176,9 @@ struct FileConfig {
     retention_check_interval_ms: Option<u64>,
     max_connections: Option<usize>,
     log_format: Option<LogFormat>,
+    cluster: Option<String>,
+    rpc_addr: Option<SocketAddr>,
+    metadata_timeout_ms: Option<u64>,
 }
 
 /// A setting that is present but wrong. Printed as one line; the process exits with 2.
@@ -162,6 +208,16 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     pub max_connections: usize,
     pub log_format: LogFormat,
+    /// `None`: standalone (a one-node cluster without an RPC listener).
+    pub cluster: Option<ClusterSettings>,
+    pub metadata_timeout: std::time::Duration,
+}
+
+/// Cluster mode: the voters and where this node's Raft RPC listener binds.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    pub peers: PeerList,
+    pub rpc_addr: SocketAddr,
 }
 
 impl BrokerConfig {
@@ -242,7 +298,7 @@ impl BrokerConfig {
         topic_defaults
             .validate()
             .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
-        let cfg = BrokerConfig {
+        let mut cfg = BrokerConfig {
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
@@ -273,7 +329,44 @@ impl BrokerConfig {
                 .or(file.max_connections)
                 .unwrap_or(10_000),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            cluster: None,
+            metadata_timeout: std::time::Duration::from_millis(
+                args.metadata_timeout_ms
+                    .or(file.metadata_timeout_ms)
+                    .unwrap_or(10_000),
+            ),
         };
+        let peers = match (args.cluster, file.cluster) {
+            (Some(p), _) => Some(p),
+            (None, Some(s)) => {
+                Some(
+                    PeerList::from_str(&s).map_err(|reason| ConfigError::Invalid {
+                        key: "cluster",
+                        reason,
+                    })?,
+                )
+            }
+            (None, None) => None,
+        };
+        if let Some(peers) = peers {
+            let own = peers
+                .0
+                .get(&(cfg.node_id as u64))
+                .ok_or_else(|| ConfigError::Invalid {
+                    key: "node-id",
+                    reason: format!("node id {} is not in --cluster {peers}", cfg.node_id),
+                })?;
+            let rpc_addr = match args.rpc_addr.or(file.rpc_addr) {
+                Some(a) => a,
+                None => own.parse().map_err(|_| ConfigError::Invalid {
+                    key: "rpc-addr",
+                    reason: format!(
+                        "this node's --cluster entry {own} is not IP:PORT; give --rpc-addr to bind"
+                    ),
+                })?,
+            };
+            cfg.cluster = Some(ClusterSettings { peers, rpc_addr });
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -287,6 +380,12 @@ impl BrokerConfig {
         };
         if self.node_id < 0 {
             return invalid("node-id", "must be >= 0");
+        }
+        if self.cluster.is_some() && self.node_id == 0 {
+            return invalid("node-id", "cluster node ids start at 1");
+        }
+        if !(100..=600_000).contains(&(self.metadata_timeout.as_millis() as u64)) {
+            return invalid("metadata-timeout-ms", "must be between 100 and 600000");
         }
         if !(1..=chronik_metadata::MAX_PARTITIONS_PER_TOPIC).contains(&self.num_partitions) {
             return invalid("num-partitions", "must be between 1 and 10000");

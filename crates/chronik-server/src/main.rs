@@ -7,8 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use chronik_server::broker::Broker;
-use chronik_server::config::{BrokerConfig, Cli, Command, LogFormat};
+use chronik_cluster::ClusterError;
+use chronik_server::broker::{Broker, StartError};
+use chronik_server::config::{BrokerConfig, Cli, LogFormat};
 use chronik_server::server;
 use chronik_server::shutdown::Shutdown;
 use clap::Parser;
@@ -18,8 +19,7 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // clap prints usage errors and exits with code 2
-    let Command::Standalone(args) = cli.command;
-    let config = match BrokerConfig::resolve(args) {
+    let config = match cli.into_args().and_then(BrokerConfig::resolve) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("chronik-server: {e}");
@@ -42,13 +42,31 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("chronik-server: {e:#}");
-            ExitCode::FAILURE
+            // A data directory that belongs to another node or cluster is a configuration
+            // error, like a bad flag.
+            let misconfigured = matches!(
+                e.downcast_ref::<StartError>(),
+                Some(StartError::Cluster(
+                    ClusterError::PeerListConflict { .. } | ClusterError::NotInPeerList(..)
+                ))
+            );
+            if misconfigured {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
 
+/// openraft's own logs are off by default: it logs an error every election timeout for each
+/// unreachable peer. Chronik logs Raft role changes and metrics itself (`CHRONIK_LOG` can turn
+/// openraft back on, e.g. `info,openraft=info`).
+const DEFAULT_LOG_FILTER: &str = "info,openraft=off";
+
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("CHRONIK_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_env("CHRONIK_LOG")
+        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -63,12 +81,21 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.kafka_addr))?;
     let bound = listener.local_addr()?;
+    let rpc_listener = match &config.cluster {
+        Some(c) => Some(
+            TcpListener::bind(c.rpc_addr)
+                .await
+                .with_context(|| format!("cannot listen on {} (--rpc-addr)", c.rpc_addr))?,
+        ),
+        None => None,
+    };
     let shutdown = Shutdown::new();
-    let broker = Broker::start(config, bound, shutdown.clone())
+    // Installed first: a node waiting for its cluster must still stop on SIGTERM.
+    spawn_signal_handler(shutdown.clone())?;
+    let broker = Broker::start(config, bound, rpc_listener, shutdown.clone())
         .await
         .context("cannot start the broker")?;
 
-    spawn_signal_handler(shutdown.clone())?;
     spawn_retention(broker.clone());
 
     tracing::info!(

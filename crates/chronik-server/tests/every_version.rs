@@ -334,6 +334,7 @@ async fn every_advertised_version_answers_and_encodes() {
     let broker: Arc<Broker> = Broker::start(
         config,
         SocketAddr::from(([127, 0, 0, 1], 9092)),
+        None,
         Shutdown::new(),
     )
     .await

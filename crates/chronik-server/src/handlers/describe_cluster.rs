@@ -24,7 +24,7 @@ pub fn handle(broker: &Arc<Broker>, _req: DescribeClusterRequest, _version: i16)
     Reply::now(ResponseKind::DescribeCluster(
         DescribeClusterResponse::default()
             .with_cluster_id(str_bytes(broker.cluster_id.clone()))
-            .with_controller_id(BrokerId(broker.node_id))
+            .with_controller_id(BrokerId(broker.controller_id()))
             .with_brokers(brokers),
     ))
 }

@@ -108,7 +108,12 @@ fn read_once(
                 .and_then(|n| broker.partition(n, p.partition));
             let (Some(part_info), Some(partition)) = (part_info, partition) else {
                 errored = true;
-                parts.push(pd.with_error_code(unknown.code()));
+                let code = if part_info.is_some() {
+                    ResponseError::NotLeaderOrFollower
+                } else {
+                    unknown
+                };
+                parts.push(pd.with_error_code(code.code()));
                 continue;
             };
             if p.current_leader_epoch >= 0 && p.current_leader_epoch != part_info.leader_epoch {

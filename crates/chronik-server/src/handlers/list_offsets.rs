@@ -41,10 +41,11 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Re
                             .ok()
                             .and_then(|x| i.partitions.get(x))
                     });
-                    let (Some(info), Some(partition)) =
-                        (info, broker.partition(&name, p.partition_index))
-                    else {
+                    let Some(info) = info else {
                         return resp.with_error_code(ResponseError::UnknownTopicOrPartition.code());
+                    };
+                    let Some(partition) = broker.partition(&name, p.partition_index) else {
+                        return resp.with_error_code(ResponseError::NotLeaderOrFollower.code());
                     };
                     // leader_epoch exists from v4; older versions must keep the default.
                     let resp = if version >= 4 {

@@ -66,7 +66,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
         MetadataResponse::default()
             .with_brokers(brokers)
             .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
-            .with_controller_id(BrokerId(broker.node_id))
+            .with_controller_id(BrokerId(broker.controller_id()))
             .with_topics(topics),
     ))
 }

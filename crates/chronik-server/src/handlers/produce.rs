@@ -101,6 +101,15 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
                         }
                     }
                 }
+            } else if let Some(p_info) = part_info {
+                fail(
+                    pr,
+                    ResponseError::NotLeaderOrFollower,
+                    format!(
+                        "node {} does not lead {name}-{}; its leader is node {}",
+                        broker.node_id, pd.index, p_info.leader
+                    ),
+                )
             } else {
                 fail(
                     pr,
