@@ -8,6 +8,7 @@ quorum; bad peer lists refused with exit code 2.
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import time
 import uuid
@@ -209,3 +210,76 @@ def test_peer_list_conflicting_with_the_data_dir_is_refused(cluster_factory):
     proc = subprocess.run(node.command(None), capture_output=True, text=True, timeout=30, env=clean_env())
     assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
     assert "started as node 1 with --cluster" in proc.stderr, proc.stderr[-2000:]
+
+
+def test_groups_find_their_coordinator_on_the_offsets_partition_leader(cluster_factory):
+    c = cluster_factory(3).start()
+    # The offsets partitions are spread over the three nodes.
+    offsets = layout(c.bootstrap(1), "__consumer_offsets")
+    assert {leader for leader, _, _ in offsets.values()} == {1, 2, 3}, offsets
+
+    name = topic_name("grouped")
+    create(c.bootstrap(1), name, 6, 3)
+    p = producer(c.bootstrap(1))
+    for i in range(300):
+        p.produce(name, value=f"a{i}".encode(), partition=i % 6)
+    assert p.flush(60) == 0
+
+    def run_group(bootstrap: str, expect: int) -> set[bytes]:
+        cons = consumer(bootstrap, **{"group.id": "g-" + name, "enable.auto.commit": False,
+                                      "enable.auto.offset.store": True,
+                                      "auto.offset.reset": "earliest"})
+        cons.subscribe([name])
+        got = set()
+        deadline = time.monotonic() + 60
+        while len(got) < expect and time.monotonic() < deadline:
+            m = cons.poll(0.5)
+            if m is not None and m.error() is None:
+                got.add(m.value())
+        cons.commit(asynchronous=False)
+        cons.close()
+        return got
+
+    assert run_group(c.bootstrap(2), 300) == {f"a{i}".encode() for i in range(300)}
+    for i in range(20):
+        p.produce(name, value=f"b{i}".encode(), partition=i % 6)
+    assert p.flush(60) == 0
+    # The same group through another node resumes from the committed offsets.
+    assert run_group(c.bootstrap(3), 20) == {f"b{i}".encode() for i in range(20)}
+
+    # Every node names the same coordinator for the group.
+    coordinators = set()
+    for n in c.nodes.values():
+        with w.Connection(n.bootstrap) as conn:
+            # FindCoordinator v0 (api key 10): the answer after the correlation id is
+            # error code, node id, host, port.
+            coordinators.add(conn.roundtrip(w.request(10, 0, 7, w.string("g-" + name)))[4:])
+    assert len(coordinators) == 1
+    r = w.Reader(coordinators.pop())
+    assert r.i16() == 0 and r.i32() in (1, 2, 3)
+
+
+def test_a_silent_broker_is_fenced_and_unfenced_when_it_returns(cluster_factory):
+    c = cluster_factory(3, args=["--broker-session-timeout-ms", "1500"]).start()
+
+    def listed(via: int) -> set[int]:
+        return set(admin(c.bootstrap(via)).list_topics(timeout=10).brokers)
+
+    wait_until(lambda: raft_leader(c.alive()) is not None, 10, "a Raft leader")
+    leader = raft_leader(c.alive())
+    quiet = next(i for i in c.nodes if i != leader)
+    other = next(i for i in c.nodes if i not in (leader, quiet))
+    assert listed(other) == {1, 2, 3}
+    c.node(quiet).proc.send_signal(signal.SIGSTOP)  # alive but silent
+    try:
+        t0 = time.monotonic()
+        wait_until(lambda: listed(other) == {1, 2, 3} - {quiet}, 10, f"broker {quiet} fenced")
+        fenced_after = time.monotonic() - t0
+        assert fenced_after >= 1.0, f"fenced after {fenced_after:.2f}s, before its session timeout"
+        # New topics avoid the fenced broker.
+        name = topic_name("while-fenced")
+        create(c.bootstrap(other), name, 4, 2)
+        assert all(quiet not in replicas for _, replicas, _ in layout(c.bootstrap(other), name).values())
+    finally:
+        c.node(quiet).proc.send_signal(signal.SIGCONT)
+    wait_until(lambda: listed(other) == {1, 2, 3}, 10, f"broker {quiet} unfenced")

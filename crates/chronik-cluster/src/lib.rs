@@ -3,11 +3,13 @@
 //! leader. The state machine and its storage live in `chronik-metadata`; this crate adds the
 //! network.
 
+pub mod liveness;
 pub mod network;
 pub mod node;
 pub mod peers;
 pub mod service;
 
+pub use liveness::LivenessConfig;
 pub use node::{ClusterError, MetadataNode, NodeConfig, ProposeError};
 pub use peers::PeerList;
 

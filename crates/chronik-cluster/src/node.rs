@@ -25,6 +25,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::liveness::Heartbeats;
 use crate::network::{channel, Network};
 use crate::pb::propose_reply::Result as ProposeResult;
 use crate::pb::raft_client::RaftClient;
@@ -50,6 +51,8 @@ pub struct NodeConfig {
     pub propose_timeout: Duration,
     /// Raft heartbeat; elections time out after 4-8 heartbeats.
     pub heartbeat: Duration,
+    /// Build a snapshot (and purge the log behind it) after this many entries.
+    pub snapshot_after_logs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +108,7 @@ pub struct MetadataNode {
     peers: PeerList,
     propose_timeout: Duration,
     stop_server: std::sync::Mutex<Option<oneshot::Sender<()>>>,
+    heartbeats: Arc<Heartbeats>,
 }
 
 fn check_identity(dir: &Path, node_id: NodeId, peers: &PeerList) -> Result<(), ClusterError> {
@@ -168,8 +172,8 @@ impl MetadataNode {
             heartbeat_interval: hb,
             election_timeout_min: hb * 4,
             election_timeout_max: hb * 8,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(1000),
-            max_in_snapshot_log_to_keep: 100,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_after_logs.max(1)),
+            max_in_snapshot_log_to_keep: (cfg.snapshot_after_logs / 10).max(1),
             ..Default::default()
         }
         .validate()
@@ -179,8 +183,9 @@ impl MetadataNode {
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
 
         let (stop_tx, stop_rx) = oneshot::channel();
+        let heartbeats = Arc::new(Heartbeats::default());
         if let Some(listener) = cfg.rpc_listener {
-            Self::serve(raft.clone(), listener, stop_rx);
+            Self::serve(raft.clone(), heartbeats.clone(), listener, stop_rx);
         }
 
         let node = Arc::new(MetadataNode {
@@ -190,6 +195,7 @@ impl MetadataNode {
             peers: cfg.peers,
             propose_timeout: cfg.propose_timeout,
             stop_server: std::sync::Mutex::new(Some(stop_tx)),
+            heartbeats,
         });
         node.form().await?;
         node.spawn_observer();
@@ -197,8 +203,13 @@ impl MetadataNode {
     }
 
     /// Serves the Raft gRPC service on `listener` until `stop` fires.
-    fn serve(raft: Raft<TypeConfig>, listener: TcpListener, stop_rx: oneshot::Receiver<()>) {
-        let service = RaftServer::new(RaftService { raft })
+    fn serve(
+        raft: Raft<TypeConfig>,
+        heartbeats: Arc<Heartbeats>,
+        listener: TcpListener,
+        stop_rx: oneshot::Receiver<()>,
+    ) {
+        let service = RaftServer::new(RaftService { raft, heartbeats })
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let incoming = tokio_stream_from(listener);
@@ -305,6 +316,16 @@ impl MetadataNode {
 
     pub fn raft(&self) -> &Raft<TypeConfig> {
         &self.raft
+    }
+
+    /// The controller's heartbeat record (used only while this node leads).
+    pub(crate) fn heartbeats(&self) -> &Heartbeats {
+        &self.heartbeats
+    }
+
+    /// The RPC address of peer `id`.
+    pub(crate) fn peer_addr(&self, id: NodeId) -> Option<String> {
+        self.peers.0.get(&id).cloned()
     }
 
     /// The current leader, if known.

@@ -1,18 +1,21 @@
 //! openraft's network, server side: the gRPC `Raft` service. Each RPC hands the decoded
 //! openraft message to the local Raft node and sends back its JSON result.
 
+use std::sync::Arc;
+
 use chronik_metadata::raft::TypeConfig;
 use chronik_metadata::MetadataCommand;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::Raft;
+use openraft::{Raft, ServerState};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 use tracing::debug;
 
+use crate::liveness::Heartbeats;
 use crate::pb::propose_reply::Result as ProposeResult;
 use crate::pb::raft_server::Raft as RaftRpc;
-use crate::pb::{ProposeReply, ProposeRequest, RaftPayload};
+use crate::pb::{HeartbeatReply, HeartbeatRequest, ProposeReply, ProposeRequest, RaftPayload};
 
 /// Largest message the service accepts: snapshot chunks are the biggest (openraft sends them
 /// in pieces of `snapshot_max_chunk_size`, 3 MiB by default).
@@ -20,6 +23,7 @@ pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 pub struct RaftService {
     pub raft: Raft<TypeConfig>,
+    pub heartbeats: Arc<Heartbeats>,
 }
 
 fn decode<T: DeserializeOwned>(p: &RaftPayload) -> Result<T, Status> {
@@ -79,5 +83,17 @@ impl RaftRpc for RaftService {
         Ok(Response::new(ProposeReply {
             result: Some(result),
         }))
+    }
+
+    /// Records a broker's heartbeat if this node is the controller.
+    async fn heartbeat(
+        &self,
+        req: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatReply>, Status> {
+        let leads = self.raft.metrics().borrow().state == ServerState::Leader;
+        if leads {
+            self.heartbeats.record(req.get_ref().node_id);
+        }
+        Ok(Response::new(HeartbeatReply { accepted: leads }))
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chronik_cluster::{MetadataNode, NodeConfig, PeerList, ProposeError};
-use chronik_metadata::{BrokerInfo, MetadataCommand, MetadataState};
+use chronik_metadata::{BrokerInfo, BrokerState, MetadataCommand, MetadataState};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
@@ -22,6 +22,7 @@ async fn start(id: u64, peers: &PeerList, root: &Path, listener: TcpListener) ->
         rpc_listener: Some(listener),
         propose_timeout: Duration::from_secs(3),
         heartbeat: Duration::from_millis(100),
+        snapshot_after_logs: 20,
     })
     .await
     .expect("start node")
@@ -33,6 +34,8 @@ fn register(id: i32) -> MetadataCommand {
         host: "127.0.0.1".into(),
         port: 9000 + id,
         rack: None,
+        rpc_addr: String::new(),
+        state: BrokerState::Alive,
     })
 }
 
@@ -220,8 +223,57 @@ async fn a_node_refuses_a_peer_list_that_conflicts_with_its_data() {
         rpc_listener: Some(l),
         propose_timeout: Duration::from_secs(1),
         heartbeat: Duration::from_millis(100),
+        snapshot_after_logs: 20,
     })
     .await;
     let msg = r.err().expect("conflicting peer list accepted").to_string();
     assert!(msg.contains("started as node 1 with --cluster"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_far_behind_catches_up_from_a_snapshot() {
+    let root = tempfile::tempdir().unwrap();
+    let mut listeners = Vec::new();
+    let mut map = BTreeMap::new();
+    for id in 1..=3u64 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        map.insert(id, l.local_addr().unwrap().to_string());
+        listeners.push(l);
+    }
+    let peers = PeerList(map);
+    let l3 = listeners.pop().unwrap();
+    let addr3 = l3.local_addr().unwrap().to_string();
+    drop(l3);
+    // Nodes 1 and 2 form a quorum and commit far more than the log keeps.
+    let mut nodes = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        nodes.push(start(i as u64 + 1, &peers, root.path(), l).await);
+    }
+    nodes[0].wait_ready(READY).await.unwrap();
+    for id in 100..200 {
+        nodes[id as usize % 2].propose(register(id)).await.unwrap();
+    }
+    let two: Vec<&Arc<MetadataNode>> = nodes.iter().collect();
+    converge(&two, "200 brokers on 1 and 2", |s| s.brokers.len() >= 100).await;
+    // The log was purged behind a snapshot: its first entries are gone.
+    let purged = nodes[0].raft().metrics().borrow().purged;
+    assert!(
+        purged.is_some_and(|p| p.index > 20),
+        "log not purged: {purged:?}"
+    );
+
+    // Node 3 starts empty and can only catch up through InstallSnapshot.
+    let n3 = start(3, &peers, root.path(), bind_again(&addr3).await).await;
+    nodes.push(n3);
+    let all: Vec<&Arc<MetadataNode>> = nodes.iter().collect();
+    let want = nodes[0].state();
+    converge(&all, "node 3 has the whole state", |s| {
+        s.brokers == want.brokers && s.cluster_id == want.cluster_id
+    })
+    .await;
+    let snap = nodes[2].raft().metrics().borrow().snapshot;
+    assert!(snap.is_some(), "node 3 has no snapshot");
+    for n in nodes {
+        n.shutdown().await;
+    }
 }

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::Refusal;
-use crate::state::{BrokerInfo, MetadataState, PartitionInfo, TopicInfo};
+use crate::state::{BrokerInfo, BrokerState, MetadataState, PartitionInfo, TopicInfo};
 use crate::topic_name;
 
 /// Kafka's ceiling on partitions per topic we accept in one request; a bound, not a target.
@@ -20,8 +20,13 @@ pub enum MetadataCommand {
     InitCluster {
         cluster_id: String,
     },
-    /// Adds or updates a broker's advertised address.
+    /// Adds or updates a broker's addresses; a (re)registered broker is alive.
     RegisterBroker(BrokerInfo),
+    /// The controller fences a silent broker or unfences one that heartbeats again.
+    SetBrokerState {
+        node_id: i32,
+        state: BrokerState,
+    },
     CreateTopic {
         name: String,
         id: Uuid,
@@ -77,6 +82,12 @@ impl MetadataState {
             }
             MetadataCommand::RegisterBroker(b) => {
                 self.brokers.insert(b.node_id, b.clone());
+                Outcome::Done
+            }
+            MetadataCommand::SetBrokerState { node_id, state } => {
+                if let Some(b) = self.brokers.get_mut(node_id) {
+                    b.state = *state;
+                }
                 Outcome::Done
             }
             MetadataCommand::CreateTopic {
@@ -178,7 +189,13 @@ impl MetadataState {
         count: i32,
         replication_factor: i16,
     ) -> Result<Vec<PartitionInfo>, Refusal> {
-        let brokers: Vec<i32> = self.brokers.keys().copied().collect();
+        // Only brokers that are alive get new replicas.
+        let brokers: Vec<i32> = self
+            .brokers
+            .values()
+            .filter(|b| b.state == BrokerState::Alive)
+            .map(|b| b.node_id)
+            .collect();
         let rf = if replication_factor <= 0 {
             1
         } else {
@@ -190,11 +207,28 @@ impl MetadataState {
                 brokers.len(),
             ));
         }
+        // Leadership is balanced across topics: each new partition is led (as its preferred,
+        // first replica) by the alive broker leading the fewest partitions so far, ties to
+        // the lowest id; its other replicas follow that broker in id order.
+        let mut leads: BTreeMap<i32, usize> = brokers.iter().map(|b| (*b, 0)).collect();
+        for t in self.topics.values() {
+            for p in &t.partitions {
+                if let Some(n) = leads.get_mut(&p.leader) {
+                    *n += 1;
+                }
+            }
+        }
         Ok((first..first + count)
-            .map(|p| {
+            .map(|_| {
+                let (start, _) = brokers
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, b)| (leads[*b], **b))
+                    .expect("brokers is not empty");
                 let replicas: Vec<i32> = (0..rf)
-                    .map(|r| brokers[(p as usize + r) % brokers.len()])
+                    .map(|r| brokers[(start + r) % brokers.len()])
                     .collect();
+                *leads.get_mut(&replicas[0]).expect("a known broker") += 1;
                 PartitionInfo {
                     leader: replicas[0],
                     leader_epoch: 0,
@@ -229,6 +263,8 @@ mod tests {
                 host: "h".into(),
                 port: 9092,
                 rack: None,
+                rpc_addr: String::new(),
+                state: BrokerState::Alive,
             }))
             .unwrap();
         }
@@ -293,6 +329,34 @@ mod tests {
             .map(|p| p.leader)
             .collect();
         assert_eq!(leaders, vec![1, 2, 3, 1, 2, 3]);
+        for p in &s.topic("t").unwrap().partitions {
+            let mut r = p.replicas.clone();
+            r.sort();
+            assert_eq!(r, vec![1, 2, 3]);
+        }
+    }
+
+    #[test]
+    fn leadership_is_balanced_across_topics_and_skips_fenced_brokers() {
+        let mut s = state_with_brokers(3);
+        for i in 0..6 {
+            s.apply(&create(&format!("t{i}"), 1, 1)).unwrap();
+        }
+        let mut per_broker = BTreeMap::new();
+        for t in s.topics.values() {
+            *per_broker.entry(t.partitions[0].leader).or_insert(0) += 1;
+        }
+        assert_eq!(per_broker, BTreeMap::from([(1, 2), (2, 2), (3, 2)]));
+        s.apply(&MetadataCommand::SetBrokerState {
+            node_id: 2,
+            state: BrokerState::Fenced,
+        })
+        .unwrap();
+        s.apply(&create("after", 4, 2)).unwrap();
+        for p in &s.topic("after").unwrap().partitions {
+            assert!(!p.replicas.contains(&2), "{p:?}");
+        }
+        assert!(s.apply(&create("rf3", 1, 3)).is_err());
     }
 
     #[test]

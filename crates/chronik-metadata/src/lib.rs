@@ -18,4 +18,4 @@ pub mod topic_name;
 
 pub use command::{MetadataCommand, Outcome, MAX_PARTITIONS_PER_TOPIC, MAX_PRODUCER_ID_BLOCK};
 pub use error::{MetadataError, Refusal};
-pub use state::{BrokerInfo, MetadataState, PartitionInfo, TopicInfo};
+pub use state::{BrokerInfo, BrokerState, MetadataState, PartitionInfo, TopicInfo};

@@ -12,6 +12,23 @@ pub struct BrokerInfo {
     /// Port advertised to Kafka clients.
     pub port: i32,
     pub rack: Option<String>,
+    /// Where peers reach its Raft and replication RPCs (empty for standalone).
+    #[serde(default)]
+    pub rpc_addr: String,
+    #[serde(default)]
+    pub state: BrokerState,
+}
+
+/// A broker's standing, set by the controller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum BrokerState {
+    /// Heartbeating: listed in Metadata, gets new replicas.
+    #[default]
+    Alive,
+    /// Missed its session timeout: left out of Metadata and placement until it heartbeats.
+    Fenced,
+    /// Being drained by an operator: gets no new replicas.
+    Decommissioning,
 }
 
 /// One partition's placement and leadership.

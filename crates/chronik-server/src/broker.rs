@@ -9,10 +9,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
-use chronik_cluster::{ClusterError, MetadataNode, NodeConfig, PeerList, ProposeError};
+use chronik_cluster::{
+    ClusterError, LivenessConfig, MetadataNode, NodeConfig, PeerList, ProposeError,
+};
 use chronik_groups::{GroupConfig, GroupManager, OFFSETS_TOPIC};
 use chronik_metadata::{
-    BrokerInfo, MetadataCommand, MetadataError, MetadataState, Outcome, Refusal, TopicInfo,
+    BrokerInfo, BrokerState, MetadataCommand, MetadataError, MetadataState, Outcome, Refusal,
+    TopicInfo,
 };
 use chronik_wal::{PartitionLog, WalError};
 use dashmap::DashMap;
@@ -176,6 +179,7 @@ impl Broker {
             rpc_listener,
             propose_timeout: config.metadata_timeout,
             heartbeat: std::time::Duration::from_millis(100),
+            snapshot_after_logs: 1000,
         })
         .await?;
         let state = loop {
@@ -218,6 +222,16 @@ impl Broker {
             host,
             port,
             rack: None,
+            rpc_addr: match &broker.config.cluster {
+                Some(c) => c
+                    .peers
+                    .0
+                    .get(&(node_id as u64))
+                    .cloned()
+                    .unwrap_or_default(),
+                None => String::new(),
+            },
+            state: BrokerState::Alive,
         };
         if broker.metadata().brokers.get(&node_id) != Some(&me) {
             broker
@@ -238,6 +252,11 @@ impl Broker {
         broker.open_offsets(peers.0.len()).await?;
         broker.start_group_timer();
         broker.start_metadata_follower();
+        let session = broker.config.broker_session_timeout;
+        broker.metadata.start_liveness(LivenessConfig {
+            heartbeat_interval: (session / 4).min(std::time::Duration::from_millis(500)),
+            session_timeout: session,
+        });
         Ok(broker)
     }
 
@@ -444,6 +463,14 @@ impl Broker {
             return None;
         }
         self.partitions.get(topic)?.parts.get(i).cloned().flatten()
+    }
+
+    /// Whether this node coordinates `group`: it leads the group's offsets partition.
+    pub fn is_coordinator(&self, group: &str) -> bool {
+        self.offsets.get().is_some_and(|o| {
+            self.partition(OFFSETS_TOPIC, o.partition_of(group))
+                .is_some()
+        })
     }
 
     /// Every partition this node hosts.

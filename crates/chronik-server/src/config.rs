@@ -143,6 +143,10 @@ pub struct ServerArgs {
     /// before it fails [default: 10000]
     #[arg(long, env = "CHRONIK_METADATA_TIMEOUT_MS")]
     pub metadata_timeout_ms: Option<u64>,
+    /// Silence after which the controller fences a broker (it heartbeats every quarter of
+    /// this, at most every 500 ms) [default: 6000]
+    #[arg(long, env = "CHRONIK_BROKER_SESSION_TIMEOUT_MS")]
+    pub broker_session_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -179,6 +183,7 @@ struct FileConfig {
     cluster: Option<String>,
     rpc_addr: Option<SocketAddr>,
     metadata_timeout_ms: Option<u64>,
+    broker_session_timeout_ms: Option<u64>,
 }
 
 /// A setting that is present but wrong. Printed as one line; the process exits with 2.
@@ -211,6 +216,7 @@ pub struct BrokerConfig {
     /// `None`: standalone (a one-node cluster without an RPC listener).
     pub cluster: Option<ClusterSettings>,
     pub metadata_timeout: std::time::Duration,
+    pub broker_session_timeout: std::time::Duration,
 }
 
 /// Cluster mode: the voters and where this node's Raft RPC listener binds.
@@ -335,6 +341,11 @@ impl BrokerConfig {
                     .or(file.metadata_timeout_ms)
                     .unwrap_or(10_000),
             ),
+            broker_session_timeout: std::time::Duration::from_millis(
+                args.broker_session_timeout_ms
+                    .or(file.broker_session_timeout_ms)
+                    .unwrap_or(6_000),
+            ),
         };
         let peers = match (args.cluster, file.cluster) {
             (Some(p), _) => Some(p),
@@ -386,6 +397,12 @@ impl BrokerConfig {
         }
         if !(100..=600_000).contains(&(self.metadata_timeout.as_millis() as u64)) {
             return invalid("metadata-timeout-ms", "must be between 100 and 600000");
+        }
+        if !(200..=600_000).contains(&(self.broker_session_timeout.as_millis() as u64)) {
+            return invalid(
+                "broker-session-timeout-ms",
+                "must be between 200 and 600000",
+            );
         }
         if !(1..=chronik_metadata::MAX_PARTITIONS_PER_TOPIC).contains(&self.num_partitions) {
             return invalid("num-partitions", "must be between 1 and 10000");

@@ -7,12 +7,15 @@ use kafka_protocol::messages::{
 
 use super::{str_bytes, Reply};
 use crate::broker::Broker;
+use chronik_metadata::BrokerState;
 
 pub fn handle(broker: &Arc<Broker>, _req: DescribeClusterRequest, _version: i16) -> Reply {
     let brokers = broker
         .metadata()
         .brokers
         .values()
+        // Fenced brokers are left out: clients should not connect to them.
+        .filter(|b| b.state != BrokerState::Fenced)
         .map(|b| {
             DescribeClusterBroker::default()
                 .with_broker_id(BrokerId(b.node_id))

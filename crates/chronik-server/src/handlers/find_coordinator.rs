@@ -17,7 +17,13 @@ use crate::broker::Broker;
 const KEY_TYPE_GROUP: i8 = 0;
 
 /// The coordinator for one key, or the error that explains why there is none.
-fn coordinator(broker: &Broker, key: &str, key_type: i8) -> Result<(), (ResponseError, String)> {
+/// The coordinator of a group: the leader of its `__consumer_offsets` partition, as
+/// (node id, host, port).
+fn coordinator(
+    broker: &Broker,
+    key: &str,
+    key_type: i8,
+) -> Result<(i32, String, i32), (ResponseError, String)> {
     if key_type != KEY_TYPE_GROUP {
         return Err((
             ResponseError::CoordinatorNotAvailable,
@@ -28,19 +34,21 @@ fn coordinator(broker: &Broker, key: &str, key_type: i8) -> Result<(), (Response
         return Err((ResponseError::InvalidGroupId, "group id is empty".into()));
     }
     let p = broker.offsets().partition_of(key);
-    match broker.partition(chronik_groups::OFFSETS_TOPIC, p) {
-        Some(_) => Ok(()),
+    let state = broker.metadata();
+    let leader = state
+        .topic(chronik_groups::OFFSETS_TOPIC)
+        .and_then(|t| t.partitions.get(p as usize))
+        .map(|info| info.leader);
+    match leader.and_then(|l| state.brokers.get(&l)) {
+        Some(b) => Ok((b.node_id, b.host.clone(), b.port)),
         None => Err((
             ResponseError::CoordinatorNotAvailable,
-            format!("offsets partition {p} is not open on this node"),
+            format!("offsets partition {p} has no live leader"),
         )),
     }
 }
 
 pub fn handle(broker: &Arc<Broker>, req: FindCoordinatorRequest, version: i16) -> Reply {
-    let node = BrokerId(broker.node_id);
-    let host = str_bytes(broker.advertised_host.clone());
-    let port = broker.advertised_port;
     let resp = if version >= 4 {
         let coordinators = req
             .coordinator_keys
@@ -48,7 +56,10 @@ pub fn handle(broker: &Arc<Broker>, req: FindCoordinatorRequest, version: i16) -
             .map(|key| {
                 let c = Coordinator::default().with_key(key.clone());
                 match coordinator(broker, key.as_str(), req.key_type) {
-                    Ok(()) => c.with_node_id(node).with_host(host.clone()).with_port(port),
+                    Ok((node, host, port)) => c
+                        .with_node_id(BrokerId(node))
+                        .with_host(str_bytes(host))
+                        .with_port(port),
                     Err((code, msg)) => c
                         .with_node_id(BrokerId(-1))
                         .with_host(StrBytes::default())
@@ -61,9 +72,9 @@ pub fn handle(broker: &Arc<Broker>, req: FindCoordinatorRequest, version: i16) -
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
         match coordinator(broker, req.key.as_str(), req.key_type) {
-            Ok(()) => FindCoordinatorResponse::default()
-                .with_node_id(node)
-                .with_host(host)
+            Ok((node, host, port)) => FindCoordinatorResponse::default()
+                .with_node_id(BrokerId(node))
+                .with_host(str_bytes(host))
                 .with_port(port),
             Err((code, msg)) => FindCoordinatorResponse::default()
                 .with_node_id(BrokerId(-1))

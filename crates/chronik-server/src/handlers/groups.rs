@@ -75,6 +75,14 @@ pub fn join(
     client_id: &str,
     client_host: &str,
 ) -> Reply {
+    if !broker.is_coordinator(req.group_id.as_str()) {
+        return Reply::now(join_response(JoinResponse {
+            error: code::NOT_COORDINATOR,
+            generation: -1,
+            member_id: req.member_id.to_string(),
+            ..Default::default()
+        }));
+    }
     let rebalance_timeout = rebalance_timeout(&req, version);
     let request = JoinRequest {
         group: req.group_id.0.to_string(),
@@ -114,6 +122,12 @@ pub fn join(
 }
 
 pub fn sync(broker: &Arc<Broker>, req: SyncGroupRequest, _version: i16) -> Reply {
+    if !broker.is_coordinator(req.group_id.as_str()) {
+        return Reply::now(sync_response(SyncResponse {
+            error: code::NOT_COORDINATOR,
+            ..Default::default()
+        }));
+    }
     let outcome = broker.groups().sync(
         req.group_id.0.as_str(),
         req.member_id.as_str(),
@@ -145,6 +159,11 @@ pub fn sync(broker: &Arc<Broker>, req: SyncGroupRequest, _version: i16) -> Reply
 }
 
 pub fn heartbeat(broker: &Arc<Broker>, req: HeartbeatRequest, _version: i16) -> Reply {
+    if !broker.is_coordinator(req.group_id.as_str()) {
+        return Reply::now(ResponseKind::Heartbeat(
+            HeartbeatResponse::default().with_error_code(code::NOT_COORDINATOR),
+        ));
+    }
     let error = broker.groups().heartbeat(
         req.group_id.0.as_str(),
         req.member_id.as_str(),
@@ -158,6 +177,11 @@ pub fn heartbeat(broker: &Arc<Broker>, req: HeartbeatRequest, _version: i16) -> 
 }
 
 pub fn leave(broker: &Arc<Broker>, req: LeaveGroupRequest, version: i16) -> Reply {
+    if !broker.is_coordinator(req.group_id.as_str()) {
+        return Reply::now(ResponseKind::LeaveGroup(
+            LeaveGroupResponse::default().with_error_code(code::NOT_COORDINATOR),
+        ));
+    }
     let members: Vec<(String, Option<String>)> = if version >= 3 {
         req.members
             .iter()

@@ -11,6 +11,7 @@ use kafka_protocol::ResponseError;
 
 use super::{str_bytes, topic_name, topic_str, Reply};
 use crate::broker::Broker;
+use chronik_metadata::BrokerState;
 use chronik_metadata::TopicInfo;
 
 pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Reply {
@@ -54,6 +55,8 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
     let brokers = state
         .brokers
         .values()
+        // Fenced brokers are left out: clients should not connect to them.
+        .filter(|b| b.state != BrokerState::Fenced)
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.node_id))

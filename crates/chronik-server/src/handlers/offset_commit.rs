@@ -37,6 +37,8 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, _version: i16) -> 
     );
     let request_error = if group.is_empty() {
         Some(ResponseError::InvalidGroupId.code())
+    } else if !broker.is_coordinator(&group) {
+        Some(ResponseError::NotCoordinator.code())
     } else {
         match check {
             CommitCheck::Allowed => None,

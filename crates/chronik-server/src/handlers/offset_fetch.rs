@@ -72,9 +72,11 @@ fn lookup(
     }
 }
 
-fn group_error(group: &str) -> i16 {
+fn group_error(broker: &Broker, group: &str) -> i16 {
     if group.is_empty() {
         ResponseError::InvalidGroupId.code()
+    } else if !broker.is_coordinator(group) {
+        ResponseError::NotCoordinator.code()
     } else {
         0
     }
@@ -112,7 +114,7 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16) -> Re
                     })
                     .collect();
                 OffsetFetchResponseGroup::default()
-                    .with_error_code(group_error(&id))
+                    .with_error_code(group_error(broker, &id))
                     .with_group_id(g.group_id)
                     .with_topics(topics)
             })
@@ -125,6 +127,9 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16) -> Re
                 .map(|t| (t.name, t.partition_indexes))
                 .collect()
         });
+        let error = group_error(broker, &id);
+        // v0 and v1 have no top-level error code: the partitions carry it.
+        let partition_error = if version < 2 { error } else { 0 };
         let topics = lookup(broker, &id, asked)
             .into_iter()
             .map(|(name, answers)| {
@@ -135,6 +140,7 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16) -> Re
                             .into_iter()
                             .map(|a| {
                                 OffsetFetchResponsePartition::default()
+                                    .with_error_code(partition_error)
                                     .with_partition_index(a.partition)
                                     .with_committed_offset(a.offset)
                                     .with_committed_leader_epoch(a.leader_epoch)
@@ -144,9 +150,12 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16) -> Re
                     )
             })
             .collect();
-        OffsetFetchResponse::default()
-            .with_error_code(group_error(&id))
-            .with_topics(topics)
+        let resp = OffsetFetchResponse::default().with_topics(topics);
+        if version >= 2 {
+            resp.with_error_code(error)
+        } else {
+            resp
+        }
     };
     Reply::now(ResponseKind::OffsetFetch(resp))
 }

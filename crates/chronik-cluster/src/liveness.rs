@@ -1,0 +1,140 @@
+//! Broker liveness: every node heartbeats the controller (the Raft leader); the controller
+//! fences a broker that misses its session timeout and unfences it when it heartbeats again.
+//! Both changes are metadata commands, so every node's Metadata answers agree on who is
+//! alive.
+//!
+//! A new controller knows nobody's last heartbeat, so it counts every broker as seen at the
+//! moment it took over: a broker is fenced only after a full session timeout of silence
+//! observed by one controller.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chronik_metadata::raft::NodeId;
+use chronik_metadata::{BrokerState, MetadataCommand};
+use openraft::ServerState;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::network::channel;
+use crate::node::MetadataNode;
+use crate::pb::raft_client::RaftClient;
+use crate::pb::HeartbeatRequest;
+
+/// Timing of heartbeats and fencing.
+#[derive(Debug, Clone, Copy)]
+pub struct LivenessConfig {
+    /// How often each node heartbeats the controller.
+    pub heartbeat_interval: Duration,
+    /// Silence after which the controller fences a broker.
+    pub session_timeout: Duration,
+}
+
+/// The controller's record of heartbeats. Only meaningful on the leader.
+#[derive(Default)]
+pub struct Heartbeats {
+    /// (term in which the record was started, node -> last heartbeat).
+    inner: Mutex<(u64, HashMap<NodeId, Instant>)>,
+}
+
+impl Heartbeats {
+    pub fn record(&self, node: NodeId) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.1.insert(node, Instant::now());
+    }
+
+    /// Last heartbeat of `node`, counting from `since` for nodes not heard in `term` yet.
+    /// A new term starts a new record.
+    fn last_seen(&self, term: u64, node: NodeId, since: Instant) -> Instant {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0 != term {
+            *g = (term, HashMap::new());
+        }
+        *g.1.entry(node).or_insert(since)
+    }
+}
+
+impl MetadataNode {
+    /// Starts this node's heartbeat sender and its controller duties (which act only while
+    /// it leads).
+    pub fn start_liveness(self: &Arc<Self>, cfg: LivenessConfig) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(cfg.heartbeat_interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut leading_since: Option<(u64, Instant)> = None;
+            loop {
+                tick.tick().await;
+                let Some(node) = me.upgrade() else { return };
+                node.send_heartbeat(cfg.heartbeat_interval).await;
+                let m = node.raft().metrics().borrow().clone();
+                if m.state != ServerState::Leader {
+                    leading_since = None;
+                    continue;
+                }
+                let since = match leading_since {
+                    Some((term, t)) if term == m.current_term => t,
+                    _ => {
+                        let t = Instant::now();
+                        leading_since = Some((m.current_term, t));
+                        t
+                    }
+                };
+                node.check_brokers(m.current_term, since, cfg.session_timeout)
+                    .await;
+            }
+        });
+    }
+
+    /// Tells the controller this node is alive: recorded directly when this node leads,
+    /// else sent to the leader. A failed heartbeat is only logged; the next one follows.
+    async fn send_heartbeat(&self, timeout: Duration) {
+        let Some(leader) = self.leader() else { return };
+        if leader == self.node_id {
+            self.heartbeats().record(self.node_id);
+            return;
+        }
+        let Some(addr) = self.peer_addr(leader) else {
+            return;
+        };
+        let Ok(ch) = channel(&addr) else { return };
+        let req = HeartbeatRequest {
+            node_id: self.node_id,
+        };
+        match tokio::time::timeout(timeout, RaftClient::new(ch).heartbeat(req)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(s)) => {
+                tracing::debug!(node = self.node_id, leader, error = %s, "heartbeat failed")
+            }
+            Err(_) => tracing::debug!(node = self.node_id, leader, "heartbeat timed out"),
+        }
+    }
+
+    /// On the controller: fences brokers silent for a session timeout, unfences brokers
+    /// heard from again.
+    async fn check_brokers(&self, term: u64, since: Instant, session_timeout: Duration) {
+        let state = self.state();
+        let now = Instant::now();
+        for (id, b) in &state.brokers {
+            let seen = self.heartbeats().last_seen(term, *id as NodeId, since);
+            let silent = now.saturating_duration_since(seen) > session_timeout;
+            let next = match (b.state, silent) {
+                (BrokerState::Alive, true) => BrokerState::Fenced,
+                (BrokerState::Fenced, false) => BrokerState::Alive,
+                _ => continue,
+            };
+            let cmd = MetadataCommand::SetBrokerState {
+                node_id: *id,
+                state: next,
+            };
+            match self.propose(cmd).await {
+                Ok(_) => info!(node = self.node_id, broker = id, state = ?next,
+                    silent_ms = now.saturating_duration_since(seen).as_millis() as u64,
+                    "controller changed broker state"),
+                Err(e) => warn!(node = self.node_id, broker = id, error = %e,
+                    "controller could not change broker state"),
+            }
+        }
+    }
+}
