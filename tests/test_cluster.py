@@ -283,3 +283,20 @@ def test_a_silent_broker_is_fenced_and_unfenced_when_it_returns(cluster_factory)
     finally:
         c.node(quiet).proc.send_signal(signal.SIGCONT)
     wait_until(lambda: listed(other) == {1, 2, 3}, 10, f"broker {quiet} unfenced")
+
+
+def test_nodes_started_one_by_one_in_any_order_form_one_cluster(cluster_factory):
+    c = cluster_factory(3)
+    # Node 3 alone cannot form a quorum: it waits, without a ready line, until a peer comes.
+    c.node(3).launch()
+    time.sleep(1.0)  # a deliberate gap between starts, not a wait for a condition
+    assert c.node(3).alive() and c.node(3).ready_line is None
+    c.node(1).launch()
+    c.node(3).wait_ready()
+    c.node(1).wait_ready()
+    c.node(2).start()
+    assert len({n.cluster_id for n in c.nodes.values()}) == 1
+    name = topic_name("staggered")
+    create(c.bootstrap(2), name, 3, 3)
+    wait_until(lambda: all(len(layout(n.bootstrap, name)) == 3 for n in c.nodes.values()), 15,
+               "the topic on every node")

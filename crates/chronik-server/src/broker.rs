@@ -221,7 +221,7 @@ impl Broker {
             node_id,
             host,
             port,
-            rack: None,
+            rack: broker.config.rack.clone(),
             rpc_addr: match &broker.config.cluster {
                 Some(c) => c
                     .peers
@@ -353,17 +353,6 @@ impl Broker {
     /// offsets by replaying it.
     async fn open_offsets(self: &Arc<Self>, cluster_size: usize) -> Result<(), StartError> {
         let want = self.config.offsets_topic_partitions;
-        if self.metadata().topic(OFFSETS_TOPIC).is_none() {
-            // Spread the offsets partitions over the whole cluster: give the other brokers
-            // a bounded while to register first.
-            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
-            while self.metadata().brokers.len() < cluster_size
-                && self.metadata().topic(OFFSETS_TOPIC).is_none()
-                && tokio::time::Instant::now() < deadline
-            {
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
         match self.metadata().topic(OFFSETS_TOPIC) {
             Some(t) if t.partitions.len() as i32 != want => {
                 tracing::warn!(
@@ -374,30 +363,31 @@ impl Broker {
                 );
             }
             Some(_) => {}
+            // Every broker of the cluster has registered (always, standalone): create it now,
+            // spread over all of them.
+            None if self.metadata().brokers.len() >= cluster_size => {
+                self.create_offsets_topic().await?;
+            }
+            // Give the others a bounded while to register first, without holding up this
+            // node's start: until the topic exists, FindCoordinator answers
+            // COORDINATOR_NOT_AVAILABLE and clients retry. A new topic holds no offsets, so
+            // the empty stores built below stay right.
             None => {
-                // Offsets must outlive any time or size retention (compaction is still to come).
-                let configs = BTreeMap::from([
-                    ("retention.ms".to_string(), "-1".to_string()),
-                    ("retention.bytes".to_string(), "-1".to_string()),
-                    ("segment.bytes".to_string(), (100 << 20).to_string()),
-                ]);
-                match self
-                    .create_topic_checked(OFFSETS_TOPIC, want, 1, configs, true, false)
-                    .await
-                {
-                    Ok(_) => {}
-                    // Another broker created it first.
-                    Err(e) if e.code == ResponseError::TopicAlreadyExists => {}
-                    Err(e) => return Err(StartError::Offsets(e.message)),
-                }
-                let state = self.metadata();
-                self.sync_partitions(&state)
-                    .await
-                    .map_err(|(topic, partition, source)| StartError::Wal {
-                        topic,
-                        partition,
-                        source,
-                    })?;
+                let me = self.clone();
+                tokio::spawn(async move {
+                    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+                    while me.metadata().brokers.len() < cluster_size
+                        && me.metadata().topic(OFFSETS_TOPIC).is_none()
+                        && tokio::time::Instant::now() < deadline
+                    {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                    if me.metadata().topic(OFFSETS_TOPIC).is_none() {
+                        if let Err(e) = me.create_offsets_topic().await {
+                            tracing::error!(error = %e, "cannot create the offsets topic");
+                        }
+                    }
+                });
             }
         }
         let me = self.clone();
@@ -419,6 +409,34 @@ impl Broker {
             );
         }
         Ok(())
+    }
+
+    /// Creates `__consumer_offsets` (unless another broker did first) and opens the
+    /// partitions this node hosts.
+    async fn create_offsets_topic(&self) -> Result<(), StartError> {
+        // Offsets must outlive any time or size retention (compaction is still to come).
+        let configs = BTreeMap::from([
+            ("retention.ms".to_string(), "-1".to_string()),
+            ("retention.bytes".to_string(), "-1".to_string()),
+            ("segment.bytes".to_string(), (100 << 20).to_string()),
+        ]);
+        let want = self.config.offsets_topic_partitions;
+        match self
+            .create_topic_checked(OFFSETS_TOPIC, want, 1, configs, true, false)
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.code == ResponseError::TopicAlreadyExists => {}
+            Err(e) => return Err(StartError::Offsets(e.message)),
+        }
+        let state = self.metadata();
+        self.sync_partitions(&state)
+            .await
+            .map_err(|(topic, partition, source)| StartError::Wal {
+                topic,
+                partition,
+                source,
+            })
     }
 
     /// Committed offsets (set during start).

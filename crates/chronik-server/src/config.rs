@@ -147,6 +147,9 @@ pub struct ServerArgs {
     /// this, at most every 500 ms) [default: 6000]
     #[arg(long, env = "CHRONIK_BROKER_SESSION_TIMEOUT_MS")]
     pub broker_session_timeout_ms: Option<u64>,
+    /// Rack given to clients in Metadata
+    #[arg(long, env = "CHRONIK_RACK")]
+    pub rack: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -184,6 +187,7 @@ struct FileConfig {
     rpc_addr: Option<SocketAddr>,
     metadata_timeout_ms: Option<u64>,
     broker_session_timeout_ms: Option<u64>,
+    rack: Option<String>,
 }
 
 /// A setting that is present but wrong. Printed as one line; the process exits with 2.
@@ -217,6 +221,7 @@ pub struct BrokerConfig {
     pub cluster: Option<ClusterSettings>,
     pub metadata_timeout: std::time::Duration,
     pub broker_session_timeout: std::time::Duration,
+    pub rack: Option<String>,
 }
 
 /// Cluster mode: the voters and where this node's Raft RPC listener binds.
@@ -341,6 +346,7 @@ impl BrokerConfig {
                     .or(file.metadata_timeout_ms)
                     .unwrap_or(10_000),
             ),
+            rack: args.rack.or(file.rack),
             broker_session_timeout: std::time::Duration::from_millis(
                 args.broker_session_timeout_ms
                     .or(file.broker_session_timeout_ms)
@@ -397,6 +403,13 @@ impl BrokerConfig {
         }
         if !(100..=600_000).contains(&(self.metadata_timeout.as_millis() as u64)) {
             return invalid("metadata-timeout-ms", "must be between 100 and 600000");
+        }
+        if self
+            .rack
+            .as_ref()
+            .is_some_and(|r| r.is_empty() || r.len() > 255)
+        {
+            return invalid("rack", "must be 1 to 255 characters");
         }
         if !(200..=600_000).contains(&(self.broker_session_timeout.as_millis() as u64)) {
             return invalid(

@@ -72,10 +72,13 @@ pub struct Offsets {
 impl Offsets {
     /// Replays every offsets partition this node hosts. The topic must exist and be open.
     pub fn rebuild(broker: &Broker) -> Result<Offsets, chronik_groups::ReplayError> {
+        // Before the topic exists (a cluster still forming) it will have the configured count.
         let partitions = broker
             .metadata()
             .topic(OFFSETS_TOPIC)
-            .map_or(0, |t| t.partitions.len() as i32);
+            .map_or(broker.config.offsets_topic_partitions, |t| {
+                t.partitions.len() as i32
+            });
         let mut stores = Vec::with_capacity(partitions as usize);
         let mut since_snapshot = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
