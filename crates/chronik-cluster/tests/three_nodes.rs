@@ -174,15 +174,22 @@ async fn three_nodes_form_fail_over_refuse_without_quorum_and_restart() {
             && s.topics.contains_key("t")
     })
     .await;
-    let states: Vec<_> = nodes.iter().map(|n| n.state()).collect();
-    // Broker 9's write may or may not have been applied (it timed out on a lone leader and
-    // stays in its log): either way every node agrees.
-    converge(&all, "agreement on broker 9", |s| {
-        s.brokers.contains_key(&9) == states[0].brokers.contains_key(&9)
-    })
-    .await;
     leader_among(&all).await;
     nodes[2].propose(register(10)).await.unwrap();
+    // Broker 9's write timed out on a lone leader and may survive in its log: once a later
+    // write is committed and applied everywhere, its fate is decided and every node agrees.
+    converge(&all, "broker 10 everywhere", |s| {
+        s.brokers.contains_key(&10)
+    })
+    .await;
+    let nine: Vec<bool> = nodes
+        .iter()
+        .map(|n| n.state().brokers.contains_key(&9))
+        .collect();
+    assert!(
+        nine.iter().all(|x| *x == nine[0]),
+        "nodes disagree on broker 9: {nine:?}"
+    );
     for n in nodes {
         n.shutdown().await;
     }
