@@ -214,7 +214,9 @@ def test_peer_list_conflicting_with_the_data_dir_is_refused(cluster_factory):
 
 def test_groups_find_their_coordinator_on_the_offsets_partition_leader(cluster_factory):
     c = cluster_factory(3).start()
-    # The offsets partitions are spread over the three nodes.
+    # The offsets partitions are spread over the three nodes (the topic is created once all
+    # three have registered, possibly just after the ready lines).
+    wait_until(lambda: len(layout(c.bootstrap(1), "__consumer_offsets")) == 16, 20, "the offsets topic")
     offsets = layout(c.bootstrap(1), "__consumer_offsets")
     assert {leader for leader, _, _ in offsets.values()} == {1, 2, 3}, offsets
 

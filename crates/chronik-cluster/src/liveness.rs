@@ -55,7 +55,69 @@ impl Heartbeats {
     }
 }
 
+/// Partition leaderships the controller should move: off each fenced broker that leads a
+/// partition with another alive ISR member, and back to preferred replicas.
+fn leader_moves(state: &chronik_metadata::MetadataState) -> (Vec<i32>, bool) {
+    let alive = |id: &i32| {
+        state
+            .brokers
+            .get(id)
+            .is_some_and(|b| b.state == BrokerState::Alive)
+    };
+    let mut off = Vec::new();
+    let mut preferred = false;
+    for t in state.topics.values() {
+        for p in &t.partitions {
+            if !alive(&p.leader)
+                && p.isr.iter().any(|r| *r != p.leader && alive(r))
+                && !off.contains(&p.leader)
+            {
+                off.push(p.leader);
+            }
+            if alive(&p.leader)
+                && p.leader != p.replicas[0]
+                && alive(&p.replicas[0])
+                && p.isr.contains(&p.replicas[0])
+            {
+                preferred = true;
+            }
+        }
+    }
+    (off, preferred)
+}
+
 impl MetadataNode {
+    /// On the controller: moves partition leadership off fenced brokers (to an alive ISR
+    /// member, new epoch) and back to preferred replicas once they are in the ISR again.
+    async fn check_leaders(&self) {
+        let (off, preferred) = leader_moves(&self.state());
+        for broker in off {
+            match self
+                .propose(MetadataCommand::MoveLeadersOff { broker })
+                .await
+            {
+                Ok(_) => info!(
+                    node = self.node_id,
+                    broker, "controller moved partition leaders off a fenced broker"
+                ),
+                Err(e) => {
+                    warn!(node = self.node_id, broker, error = %e, "controller could not move leaders")
+                }
+            }
+        }
+        if preferred {
+            match self.propose(MetadataCommand::ElectPreferredLeaders).await {
+                Ok(_) => info!(
+                    node = self.node_id,
+                    "controller returned leadership to preferred replicas"
+                ),
+                Err(e) => {
+                    warn!(node = self.node_id, error = %e, "controller could not elect preferred leaders")
+                }
+            }
+        }
+    }
+
     /// Starts this node's heartbeat sender and its controller duties (which act only while
     /// it leads).
     pub fn start_liveness(self: &Arc<Self>, cfg: LivenessConfig) {
@@ -83,6 +145,7 @@ impl MetadataNode {
                 };
                 node.check_brokers(m.current_term, since, cfg.session_timeout)
                     .await;
+                node.check_leaders().await;
             }
         });
     }

@@ -53,6 +53,8 @@ pub struct NodeConfig {
     pub heartbeat: Duration,
     /// Build a snapshot (and purge the log behind it) after this many entries.
     pub snapshot_after_logs: u64,
+    /// More gRPC services to serve on the RPC listener (WAL replication).
+    pub extra_routes: Option<tonic::service::Routes>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -185,7 +187,13 @@ impl MetadataNode {
         let (stop_tx, stop_rx) = oneshot::channel();
         let heartbeats = Arc::new(Heartbeats::default());
         if let Some(listener) = cfg.rpc_listener {
-            Self::serve(raft.clone(), heartbeats.clone(), listener, stop_rx);
+            Self::serve(
+                raft.clone(),
+                heartbeats.clone(),
+                cfg.extra_routes,
+                listener,
+                stop_rx,
+            );
         }
 
         let node = Arc::new(MetadataNode {
@@ -206,6 +214,7 @@ impl MetadataNode {
     fn serve(
         raft: Raft<TypeConfig>,
         heartbeats: Arc<Heartbeats>,
+        extra: Option<tonic::service::Routes>,
         listener: TcpListener,
         stop_rx: oneshot::Receiver<()>,
     ) {
@@ -214,8 +223,12 @@ impl MetadataNode {
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let incoming = tokio_stream_from(listener);
         tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
-                .add_service(service)
+            let mut builder = tonic::transport::Server::builder();
+            let router = match extra {
+                Some(routes) => builder.add_routes(routes).add_service(service),
+                None => builder.add_service(service),
+            };
+            let served = router
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = stop_rx.await;
                 })

@@ -51,6 +51,25 @@ pub enum MetadataCommand {
     AllocateProducerIds {
         count: i64,
     },
+    /// A partition leader changes its ISR. Applied only if `leader_epoch` is still the
+    /// partition's epoch (a deposed leader's change is refused) and the ISR holds the leader
+    /// and only replicas.
+    AlterIsr {
+        topic: String,
+        partition: i32,
+        leader_epoch: i32,
+        isr: Vec<i32>,
+    },
+    /// The controller moves leadership off `broker` (fenced): each partition it leads gets
+    /// the first alive ISR member in replica order as leader, with a new epoch; `broker`
+    /// leaves every ISR that has another member. A partition with no such member keeps its
+    /// leader (offline until it returns; unclean election is off).
+    MoveLeadersOff {
+        broker: i32,
+    },
+    /// The controller gives leadership back to each partition's preferred (first) replica
+    /// where it is alive, in the ISR, and not the leader; new epoch.
+    ElectPreferredLeaders,
     SetPartitionSealed {
         topic: String,
         partition: i32,
@@ -82,6 +101,90 @@ impl MetadataState {
             }
             MetadataCommand::RegisterBroker(b) => {
                 self.brokers.insert(b.node_id, b.clone());
+                Outcome::Done
+            }
+            MetadataCommand::AlterIsr {
+                topic,
+                partition,
+                leader_epoch,
+                isr,
+            } => {
+                let p = self
+                    .topics
+                    .get_mut(topic)
+                    .and_then(|t| t.partitions.get_mut(*partition as usize))
+                    .ok_or_else(|| Refusal::UnknownTopic(topic.clone()))?;
+                if p.leader_epoch != *leader_epoch {
+                    return Err(Refusal::StaleLeaderEpoch {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        current: p.leader_epoch,
+                        got: *leader_epoch,
+                    });
+                }
+                let bad = |reason: &str| Refusal::InvalidIsr {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    isr: isr.clone(),
+                    reason: reason.to_string(),
+                };
+                if !isr.contains(&p.leader) {
+                    return Err(bad("it must hold the leader"));
+                }
+                if isr.iter().any(|r| !p.replicas.contains(r)) {
+                    return Err(bad("it may hold only replicas"));
+                }
+                let mut next: Vec<i32> = p
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|r| isr.contains(r))
+                    .collect();
+                next.dedup();
+                p.isr = next;
+                Outcome::Done
+            }
+            MetadataCommand::MoveLeadersOff { broker } => {
+                let alive: Vec<i32> = self
+                    .brokers
+                    .values()
+                    .filter(|b| b.state == BrokerState::Alive && b.node_id != *broker)
+                    .map(|b| b.node_id)
+                    .collect();
+                for t in self.topics.values_mut() {
+                    for p in t.partitions.iter_mut() {
+                        if p.leader == *broker {
+                            let next = p
+                                .replicas
+                                .iter()
+                                .copied()
+                                .find(|r| p.isr.contains(r) && alive.contains(r));
+                            if let Some(l) = next {
+                                p.leader = l;
+                                p.leader_epoch += 1;
+                                p.isr.retain(|r| r != broker);
+                            }
+                        } else if p.isr.len() > 1 && p.isr.contains(broker) {
+                            p.isr.retain(|r| r != broker);
+                        }
+                    }
+                }
+                Outcome::Done
+            }
+            MetadataCommand::ElectPreferredLeaders => {
+                for t in self.topics.values_mut() {
+                    for p in t.partitions.iter_mut() {
+                        let preferred = p.replicas[0];
+                        let alive = self
+                            .brokers
+                            .get(&preferred)
+                            .is_some_and(|b| b.state == BrokerState::Alive);
+                        if p.leader != preferred && alive && p.isr.contains(&preferred) {
+                            p.leader = preferred;
+                            p.leader_epoch += 1;
+                        }
+                    }
+                }
                 Outcome::Done
             }
             MetadataCommand::SetBrokerState { node_id, state } => {

@@ -19,6 +19,20 @@ pub enum Refusal {
     InvalidPartitions { requested: i32, reason: String },
     #[error("invalid replication factor {0}: only {1} broker(s) available")]
     InvalidReplicationFactor(i32, usize),
+    #[error("{topic}-{partition}: leader epoch {got} is not the current {current}")]
+    StaleLeaderEpoch {
+        topic: String,
+        partition: i32,
+        current: i32,
+        got: i32,
+    },
+    #[error("{topic}-{partition}: invalid ISR {isr:?}: {reason}")]
+    InvalidIsr {
+        topic: String,
+        partition: i32,
+        isr: Vec<i32>,
+        reason: String,
+    },
 }
 
 /// Why a metadata command was refused or could not be stored.

@@ -17,6 +17,8 @@ use chronik_metadata::{
     BrokerInfo, BrokerState, MetadataCommand, MetadataError, MetadataState, Outcome, Refusal,
     TopicInfo,
 };
+use chronik_replication::pb::replication_server::ReplicationServer;
+use chronik_replication::{ReplicaManager, ReplicationConfig, ReplicationService, Role};
 use chronik_wal::{PartitionLog, WalError};
 use dashmap::DashMap;
 use kafka_protocol::ResponseError;
@@ -101,6 +103,8 @@ impl From<MetadataError> for TopicError {
                 Refusal::InvalidTopicName { .. } => ResponseError::InvalidTopicException,
                 Refusal::InvalidPartitions { .. } => ResponseError::InvalidPartitions,
                 Refusal::InvalidReplicationFactor(..) => ResponseError::InvalidReplicationFactor,
+                Refusal::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+                Refusal::InvalidIsr { .. } => ResponseError::InvalidRequest,
             },
             MetadataError::Io { .. } | MetadataError::Corrupt { .. } => {
                 ResponseError::KafkaStorageError
@@ -132,6 +136,8 @@ pub struct Broker {
     topic_admin: tokio::sync::Mutex<()>,
     /// Serializes [`Broker::sync_partitions`].
     partition_sync: tokio::sync::Mutex<()>,
+    /// WAL replication: roles, high watermarks, fetchers.
+    pub replicas: Arc<ReplicaManager>,
     /// `[next, end)` of the producer-id block this broker owns.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     /// Committed offsets; set once at start, after the offsets topic is open.
@@ -172,6 +178,17 @@ impl Broker {
             // A one-node cluster nobody dials: the address is a name, never connected to.
             None => PeerList(BTreeMap::from([(node_id as u64, "standalone".to_string())])),
         };
+        let replicas = ReplicaManager::new(
+            node_id,
+            ReplicationConfig {
+                replica_lag_max: config.replica_lag_time_max,
+                ..ReplicationConfig::default()
+            },
+        );
+        let routes =
+            tonic::service::Routes::new(ReplicationServer::new(Arc::new(ReplicationService {
+                manager: replicas.clone(),
+            })));
         let node = MetadataNode::start(NodeConfig {
             node_id: node_id as u64,
             peers: peers.clone(),
@@ -180,6 +197,7 @@ impl Broker {
             propose_timeout: config.metadata_timeout,
             heartbeat: std::time::Duration::from_millis(100),
             snapshot_after_logs: 1000,
+            extra_routes: Some(routes),
         })
         .await?;
         let state = loop {
@@ -205,6 +223,7 @@ impl Broker {
             partitions: DashMap::new(),
             topic_admin: tokio::sync::Mutex::new(()),
             partition_sync: tokio::sync::Mutex::new(()),
+            replicas,
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             offsets: OnceLock::new(),
             _data_dir_lock: data_dir_lock,
@@ -252,6 +271,7 @@ impl Broker {
         broker.open_offsets(peers.0.len()).await?;
         broker.start_group_timer();
         broker.start_metadata_follower();
+        broker.start_isr_updates();
         let session = broker.config.broker_session_timeout;
         broker.metadata.start_liveness(LivenessConfig {
             heartbeat_interval: (session / 4).min(std::time::Duration::from_millis(500)),
@@ -294,6 +314,7 @@ impl Broker {
         for name in gone {
             if let Some((_, local)) = self.partitions.remove(&name) {
                 for p in local.parts.into_iter().flatten() {
+                    self.replicas.remove(&p.topic, p.index);
                     if let Err(e) = p.log.delete().await {
                         tracing::error!(topic = %name, partition = p.index, error = %e, "failed to delete partition data");
                     }
@@ -312,7 +333,121 @@ impl Broker {
                     .map_err(|(p, e)| (topic.name.clone(), p, e))?;
             }
         }
+        self.apply_roles(state).await;
         Ok(())
+    }
+
+    /// Gives every local replica its role from `state`. A replica that becomes leader first
+    /// rebuilds its producer state (and, for an offsets partition, its committed offsets and
+    /// groups) from its log, which the previous leader filled.
+    async fn apply_roles(&self, state: &MetadataState) {
+        for topic in state.topics.values() {
+            let Some(local) = self.partitions.get(&topic.name).map(|t| t.parts.clone()) else {
+                continue;
+            };
+            for (i, info) in topic.partitions.iter().enumerate() {
+                let Some(Some(part)) = local.get(i) else {
+                    continue;
+                };
+                let role = if info.leader == self.node_id {
+                    Role::Leader {
+                        epoch: info.leader_epoch,
+                        isr: info.isr.clone(),
+                    }
+                } else {
+                    Role::Follower {
+                        leader: info.leader,
+                        epoch: info.leader_epoch,
+                    }
+                };
+                let was_leader = matches!(part.replica.role(), Role::Leader { .. });
+                if matches!(role, Role::Leader { .. }) && !was_leader {
+                    if let Err(e) = part.rebuild_producers().await {
+                        tracing::error!(topic = %topic.name, partition = i, error = %e,
+                            "cannot rebuild producer state; not taking leadership");
+                        continue;
+                    }
+                }
+                let addr = state
+                    .brokers
+                    .get(&info.leader)
+                    .map(|b| b.rpc_addr.clone())
+                    .filter(|a| !a.is_empty());
+                self.replicas
+                    .set_role(&topic.name, i as i32, role.clone(), addr.as_deref());
+                if topic.name == OFFSETS_TOPIC && matches!(role, Role::Leader { .. }) && !was_leader
+                {
+                    self.load_offsets_partition(part, i);
+                }
+            }
+        }
+    }
+
+    /// After this node took over offsets partition `p`: replay it and restore its groups.
+    fn load_offsets_partition(&self, part: &Partition, p: usize) {
+        let Some(offsets) = self.offsets.get() else {
+            return; // start: Offsets::rebuild replays every led partition itself
+        };
+        match offsets.reload_partition(&part.log, p) {
+            Ok(records) => {
+                let now = std::time::Instant::now();
+                let mut groups = self.groups();
+                for (group, record) in &records {
+                    groups.restore(group, record, now);
+                }
+                tracing::info!(
+                    partition = p,
+                    groups = records.len(),
+                    "took over an offsets partition: committed offsets and groups reloaded"
+                );
+            }
+            Err(e) => {
+                tracing::error!(partition = p, error = %e, "cannot reload an offsets partition")
+            }
+        }
+    }
+
+    /// Leaders propose ISR changes (followers lagging past `replica.lag.time.max.ms` leave,
+    /// caught-up replicas join) every 250 ms.
+    fn start_isr_updates(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = shutdown.wait() => return,
+                    _ = tick.tick() => {}
+                }
+                let Some(broker) = me.upgrade() else { return };
+                let state = broker.metadata();
+                let lag = broker.config.replica_lag_time_max;
+                for r in broker.replicas.all() {
+                    let Some(info) = state
+                        .topic(&r.topic)
+                        .and_then(|t| t.partitions.get(r.partition as usize))
+                    else {
+                        continue;
+                    };
+                    let Some((epoch, isr)) = r.isr_change(&info.replicas, lag) else {
+                        continue;
+                    };
+                    let cmd = MetadataCommand::AlterIsr {
+                        topic: r.topic.clone(),
+                        partition: r.partition,
+                        leader_epoch: epoch,
+                        isr: isr.clone(),
+                    };
+                    match broker.apply(cmd).await {
+                        Ok(_) => tracing::info!(topic = %r.topic, partition = r.partition,
+                            from = ?info.isr, to = ?isr, "ISR changed"),
+                        Err(e) => tracing::warn!(topic = %r.topic, partition = r.partition,
+                            error = %e.message, "ISR change refused"),
+                    }
+                }
+            }
+        });
     }
 
     /// Drives group timers (session expiry, rebalance deadlines) every 100 ms until shutdown,
@@ -366,7 +501,7 @@ impl Broker {
             // Every broker of the cluster has registered (always, standalone): create it now,
             // spread over all of them.
             None if self.metadata().brokers.len() >= cluster_size => {
-                self.create_offsets_topic().await?;
+                self.create_offsets_topic(cluster_size).await?;
             }
             // Give the others a bounded while to register first, without holding up this
             // node's start: until the topic exists, FindCoordinator answers
@@ -383,7 +518,7 @@ impl Broker {
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     }
                     if me.metadata().topic(OFFSETS_TOPIC).is_none() {
-                        if let Err(e) = me.create_offsets_topic().await {
+                        if let Err(e) = me.create_offsets_topic(cluster_size).await {
                             tracing::error!(error = %e, "cannot create the offsets topic");
                         }
                     }
@@ -413,7 +548,7 @@ impl Broker {
 
     /// Creates `__consumer_offsets` (unless another broker did first) and opens the
     /// partitions this node hosts.
-    async fn create_offsets_topic(&self) -> Result<(), StartError> {
+    async fn create_offsets_topic(&self, cluster_size: usize) -> Result<(), StartError> {
         // Offsets must outlive any time or size retention (compaction is still to come).
         let configs = BTreeMap::from([
             ("retention.ms".to_string(), "-1".to_string()),
@@ -421,8 +556,14 @@ impl Broker {
             ("segment.bytes".to_string(), (100 << 20).to_string()),
         ]);
         let want = self.config.offsets_topic_partitions;
+        // Replicated like Kafka's offsets.topic.replication.factor=3, on as many brokers as
+        // have registered (never more than 3).
+        let rf = cluster_size
+            .min(3)
+            .min(self.metadata().brokers.len())
+            .max(1) as i16;
         match self
-            .create_topic_checked(OFFSETS_TOPIC, want, 1, configs, true, false)
+            .create_topic_checked(OFFSETS_TOPIC, want, rf, configs, true, false)
             .await
         {
             Ok(_) => {}
@@ -480,7 +621,15 @@ impl Broker {
         if !leads {
             return None;
         }
-        self.partitions.get(topic)?.parts.get(i).cloned().flatten()
+        let part = self
+            .partitions
+            .get(topic)?
+            .parts
+            .get(i)
+            .cloned()
+            .flatten()?;
+        // The replica takes the role only after it rebuilt its producer state.
+        matches!(part.replica.role(), Role::Leader { .. }).then_some(part)
     }
 
     /// Whether this node coordinates `group`: it leads the group's offsets partition.
@@ -720,7 +869,11 @@ impl Broker {
             if info.sealed {
                 log.seal();
             }
-            opened.push(Some(Partition::open(log).await.map_err(|e| (i as i32, e))?));
+            let part = Partition::open(log, self.node_id)
+                .await
+                .map_err(|e| (i as i32, e))?;
+            self.replicas.add(part.replica.clone());
+            opened.push(Some(part));
         }
         let mut entry = self
             .partitions
@@ -803,6 +956,7 @@ impl Broker {
 
     /// Flushes and closes every partition; the last step of a graceful shutdown.
     pub async fn close(&self) {
+        self.replicas.shutdown();
         for p in self.all_partitions() {
             if let Err(e) = p.log.close().await {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "close failed");

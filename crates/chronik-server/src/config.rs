@@ -150,6 +150,10 @@ pub struct ServerArgs {
     /// Rack given to clients in Metadata
     #[arg(long, env = "CHRONIK_RACK")]
     pub rack: Option<String>,
+    /// A follower that has not caught up with its leader for this long leaves the ISR
+    /// (Kafka's replica.lag.time.max.ms) [default: 10000]
+    #[arg(long, env = "CHRONIK_REPLICA_LAG_TIME_MAX_MS")]
+    pub replica_lag_time_max_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -188,6 +192,7 @@ struct FileConfig {
     metadata_timeout_ms: Option<u64>,
     broker_session_timeout_ms: Option<u64>,
     rack: Option<String>,
+    replica_lag_time_max_ms: Option<u64>,
 }
 
 /// A setting that is present but wrong. Printed as one line; the process exits with 2.
@@ -222,6 +227,7 @@ pub struct BrokerConfig {
     pub metadata_timeout: std::time::Duration,
     pub broker_session_timeout: std::time::Duration,
     pub rack: Option<String>,
+    pub replica_lag_time_max: std::time::Duration,
 }
 
 /// Cluster mode: the voters and where this node's Raft RPC listener binds.
@@ -347,6 +353,11 @@ impl BrokerConfig {
                     .unwrap_or(10_000),
             ),
             rack: args.rack.or(file.rack),
+            replica_lag_time_max: std::time::Duration::from_millis(
+                args.replica_lag_time_max_ms
+                    .or(file.replica_lag_time_max_ms)
+                    .unwrap_or(10_000),
+            ),
             broker_session_timeout: std::time::Duration::from_millis(
                 args.broker_session_timeout_ms
                     .or(file.broker_session_timeout_ms)
@@ -410,6 +421,9 @@ impl BrokerConfig {
             .is_some_and(|r| r.is_empty() || r.len() > 255)
         {
             return invalid("rack", "must be 1 to 255 characters");
+        }
+        if !(100..=3_600_000).contains(&(self.replica_lag_time_max.as_millis() as u64)) {
+            return invalid("replica-lag-time-max-ms", "must be between 100 and 3600000");
         }
         if !(200..=600_000).contains(&(self.broker_session_timeout.as_millis() as u64)) {
             return invalid(

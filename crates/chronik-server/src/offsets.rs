@@ -303,6 +303,26 @@ impl Offsets {
     }
 
     /// Every group's latest membership record, for restoring them on start.
+    /// Replays offsets partition `p` from its log again: this node just became its leader,
+    /// and its replica's log holds what the previous leader wrote. Returns the partition's
+    /// group records, for the group manager to restore.
+    pub fn reload_partition(
+        &self,
+        log: &chronik_wal::PartitionLog,
+        p: usize,
+    ) -> Result<Vec<(String, GroupRecord)>, chronik_groups::ReplayError> {
+        let store = OffsetStore::rebuild(log)?;
+        let records = store
+            .group_records()
+            .map(|(g, r)| (g.to_string(), r.clone()))
+            .collect();
+        if let (Some(slot), Some(count)) = (self.stores.get(p), self.since_snapshot.get(p)) {
+            count.store(store.replayed(), Ordering::Relaxed);
+            *slot.lock().unwrap_or_else(|e| e.into_inner()) = store;
+        }
+        Ok(records)
+    }
+
     pub fn group_records(&self) -> Vec<(String, GroupRecord)> {
         let mut out = Vec::new();
         for s in &self.stores {
@@ -346,9 +366,9 @@ impl Offsets {
             )),
             other => OffsetsError::Append(other.to_string()),
         })?;
-        match tokio::time::timeout(COMMIT_TIMEOUT, part.log.wait_committed(accepted.end_offset))
-            .await
-        {
+        // On every ISR replica, as acks=all: a failover must not lose a commit.
+        let replicated = part.replica.wait_high_watermark(accepted.end_offset);
+        match tokio::time::timeout(COMMIT_TIMEOUT, replicated).await {
             Ok(Ok(())) => Ok(accepted.base_offset),
             Ok(Err(e)) => Err(OffsetsError::Append(e.to_string())),
             Err(_) => Err(OffsetsError::Timeout),

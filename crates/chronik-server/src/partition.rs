@@ -8,6 +8,7 @@
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
+use chronik_replication::{EpochCache, Replica};
 use chronik_wal::{verify_batch_crc, BatchHeader, PartitionLog, WalError};
 use kafka_protocol::ResponseError;
 use thiserror::Error;
@@ -69,21 +70,34 @@ pub struct Partition {
     pub topic: String,
     pub index: i32,
     pub log: Arc<PartitionLog>,
+    /// Replication state: role, leader epochs, high watermark.
+    pub replica: Arc<Replica>,
     producers: Mutex<ProducerStateTable>,
 }
 
+/// Producer state and leader epochs rebuilt from the batch headers of `log`.
+async fn scan(log: &Arc<PartitionLog>) -> Result<(ProducerStateTable, EpochCache), WalError> {
+    let scan_log = log.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut table = ProducerStateTable::default();
+        let mut epochs = EpochCache::default();
+        let start = scan_log.log_start_offset();
+        scan_log.scan_headers(start, &mut |h: &BatchHeader| {
+            epochs.record(h.partition_leader_epoch, h.base_offset);
+            table.record(h, h.base_offset)
+        })?;
+        Ok::<_, WalError>((table, epochs))
+    })
+    .await
+    .map_err(|e| WalError::Failed(format!("producer state rebuild panicked: {e}")))?
+}
+
 impl Partition {
-    /// Opens the partition's log and rebuilds producer state from the batch headers.
-    pub async fn open(log: Arc<PartitionLog>) -> Result<Arc<Partition>, WalError> {
-        let scan_log = log.clone();
-        let producers = tokio::task::spawn_blocking(move || {
-            let mut table = ProducerStateTable::default();
-            let start = scan_log.log_start_offset();
-            scan_log.scan_headers(start, &mut |h: &BatchHeader| table.record(h, h.base_offset))?;
-            Ok::<_, WalError>(table)
-        })
-        .await
-        .map_err(|e| WalError::Failed(format!("producer state rebuild panicked: {e}")))??;
+    /// Opens the partition's log and rebuilds producer state and leader epochs from the
+    /// batch headers.
+    pub async fn open(log: Arc<PartitionLog>, node_id: i32) -> Result<Arc<Partition>, WalError> {
+        let (producers, epochs) = scan(&log).await?;
+        let replica = Replica::new(log.clone(), node_id, epochs, log.log_start_offset());
         if !producers.is_empty() {
             tracing::info!(
                 topic = log.topic(),
@@ -96,8 +110,17 @@ impl Partition {
             topic: log.topic().to_string(),
             index: log.partition(),
             log,
+            replica,
             producers: Mutex::new(producers),
         }))
+    }
+
+    /// Rebuilds the idempotent-producer state from this replica's log: a follower's appends
+    /// do not track producers, so a new leader must, before it takes produces.
+    pub async fn rebuild_producers(&self) -> Result<(), WalError> {
+        let (table, _) = scan(&self.log).await?;
+        *self.producers.lock().unwrap_or_else(|e| e.into_inner()) = table;
+        Ok(())
     }
 
     /// Validates and appends the record batches of one produce request partition.
@@ -162,6 +185,8 @@ impl Partition {
                 _ => {
                     let mut batch = records[range.clone()].to_vec();
                     let appended = self.log.append(&mut batch, leader_epoch)?;
+                    self.replica
+                        .record_epoch(leader_epoch, appended.base_offset);
                     producers.record(header, appended.base_offset);
                     Accepted {
                         base_offset: appended.base_offset,

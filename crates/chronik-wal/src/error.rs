@@ -55,6 +55,9 @@ pub enum WalError {
         log_end: i64,
         last_offset_delta: i32,
     },
+    /// A replicated batch does not start at this log's end.
+    #[error("replicated batch starts at offset {got}, but the log ends at {log_end}")]
+    ReplicaGap { log_end: i64, got: i64 },
     /// `truncate_to` was asked to cut inside a batch.
     #[error("offset {offset} is not a batch boundary")]
     NotBatchBoundary { offset: i64 },

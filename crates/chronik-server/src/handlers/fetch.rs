@@ -127,8 +127,9 @@ fn read_once(
                 continue;
             }
             let log = &partition.log;
-            watches.push(log.subscribe());
-            let hw = log.committed_offset();
+            // Consumers see only what every ISR replica has: the high watermark.
+            watches.push(partition.replica.subscribe_hw());
+            let hw = partition.replica.high_watermark();
             pd = pd
                 .with_high_watermark(hw)
                 .with_last_stable_offset(hw)

@@ -82,7 +82,7 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Re
 /// (offset, timestamp) for one partition; (-1, -1) when no record is that recent.
 fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), ResponseError> {
     let log = &partition.log;
-    let hw = log.committed_offset();
+    let hw = partition.replica.high_watermark();
     match timestamp {
         LATEST => Ok((hw, -1)),
         EARLIEST => Ok((log.log_start_offset(), -1)),

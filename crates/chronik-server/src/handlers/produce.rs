@@ -84,7 +84,7 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
                                     responses.len(),
                                     partitions.len(),
                                     accepted.end_offset,
-                                    partition.log.clone(),
+                                    partition.clone(),
                                 ));
                             }
                             pr.with_base_offset(accepted.base_offset)
@@ -135,8 +135,14 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
     }
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64).max(MIN_COMMIT_WAIT);
     Reply::Later(Box::pin(async move {
-        let results = join_all(waits.into_iter().map(|(t, p, end, log)| async move {
-            let r = tokio::time::timeout(timeout, log.wait_committed(end)).await;
+        let results = join_all(waits.into_iter().map(|(t, p, end, part)| async move {
+            // acks=all: durable on every ISR replica (the high watermark passed it);
+            // acks=1: durable here under the fsync policy.
+            let r = if acks == -1 {
+                tokio::time::timeout(timeout, part.replica.wait_high_watermark(end)).await
+            } else {
+                tokio::time::timeout(timeout, part.log.wait_committed(end)).await
+            };
             (t, p, r)
         }))
         .await;

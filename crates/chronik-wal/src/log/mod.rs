@@ -461,6 +461,18 @@ impl PartitionLog {
     /// [`wait_committed`](Self::wait_committed). Fails with `Sealed` if sealed, `Failed` if
     /// poisoned, `Closed` after close.
     pub fn append(&self, batch: &mut [u8], leader_epoch: i32) -> Result<Appended, WalError> {
+        self.append_batch(batch, Some(leader_epoch))
+    }
+
+    /// Appends a batch its leader already placed, unchanged: its base offset must be this
+    /// log's end (`ReplicaGap` otherwise) and its leader epoch is kept, so a replica holds
+    /// byte-identical frames at the same offsets. Same checks and durability as `append`.
+    pub fn append_replica(&self, batch: &mut [u8]) -> Result<Appended, WalError> {
+        self.append_batch(batch, None)
+    }
+
+    /// `assign`: `Some(leader_epoch)` to assign offsets (leader), `None` to keep them (replica).
+    fn append_batch(&self, batch: &mut [u8], assign: Option<i32>) -> Result<Appended, WalError> {
         if batch.len() > MAX_FRAME_PAYLOAD_BYTES {
             return Err(WalError::BatchTooLarge {
                 size: batch.len(),
@@ -489,6 +501,12 @@ impl PartitionLog {
             });
         }
         let base = inner.log_end;
+        if assign.is_none() && header.base_offset != base {
+            return Err(WalError::ReplicaGap {
+                log_end: base,
+                got: header.base_offset,
+            });
+        }
         let last = base
             .checked_add(i64::from(header.last_offset_delta))
             .filter(|l| *l < i64::MAX)
@@ -518,8 +536,10 @@ impl PartitionLog {
             });
         }
 
-        set_base_offset(batch, base);
-        set_partition_leader_epoch(batch, leader_epoch);
+        if let Some(leader_epoch) = assign {
+            set_base_offset(batch, base);
+            set_partition_leader_epoch(batch, leader_epoch);
+        }
         let fh = frame_header(batch);
         let position = seg.size_bytes;
         if let Err(e) = write_frame(&seg.file, &fh, batch) {

@@ -1,0 +1,165 @@
+//! Follower side: one task per leader node, one gRPC stream to it, fetching every partition
+//! this node follows from that leader. After appending fetched batches the follower waits
+//! until they are durable before its next fetch, so the offset it reports is one the leader
+//! may count towards the high watermark.
+
+use std::sync::Weak;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::Endpoint;
+
+use crate::manager::{upgrade, ReplicaManager};
+use crate::pb::replication_client::ReplicationClient;
+use crate::pb::{FetchRequest, FetchResponse, PartitionFetch};
+use crate::replica::{code, BrokerId};
+
+/// Pause before reconnecting, and while there is nothing to follow.
+const BACKOFF: Duration = Duration::from_millis(200);
+/// Largest response accepted from a leader (its `max_bytes` plus framing).
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+pub(crate) async fn run(manager: Weak<ReplicaManager>, leader: BrokerId, addr: String) {
+    let Ok(endpoint) = Endpoint::from_shared(format!("http://{addr}")) else {
+        tracing::error!(leader, addr, "bad leader RPC address");
+        return;
+    };
+    let endpoint = endpoint
+        .connect_timeout(Duration::from_secs(1))
+        .tcp_nodelay(true);
+    loop {
+        let Some(m) = upgrade(&manager) else { return };
+        if *m.stopping().borrow() {
+            return;
+        }
+        if m.following(leader).is_empty() {
+            drop(m);
+            tokio::time::sleep(BACKOFF).await;
+            continue;
+        }
+        let node = m.node_id;
+        drop(m);
+        if let Err(e) = stream_once(&manager, leader, endpoint.clone()).await {
+            tracing::debug!(node, leader, error = %e, "replication stream to leader failed");
+        }
+        tokio::time::sleep(BACKOFF).await;
+    }
+}
+
+/// One stream's life: fetch, apply, repeat, until an error or nothing is left to follow.
+async fn stream_once(
+    manager: &Weak<ReplicaManager>,
+    leader: BrokerId,
+    endpoint: Endpoint,
+) -> Result<(), String> {
+    let channel = endpoint.connect_lazy();
+    let mut client = ReplicationClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let (tx, rx) = mpsc::channel(1);
+    let Some(first) = next_request(manager, leader) else {
+        return Ok(());
+    };
+    tx.send(first).await.map_err(|e| e.to_string())?;
+    let mut responses = client
+        .fetch(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| s.to_string())?
+        .into_inner();
+    loop {
+        let resp = match responses.message().await {
+            Ok(Some(r)) => r,
+            Ok(None) => return Err("leader closed the stream".into()),
+            Err(s) => return Err(s.to_string()),
+        };
+        let backoff = apply(manager, leader, resp).await;
+        if backoff {
+            tokio::time::sleep(BACKOFF).await;
+        }
+        let Some(req) = next_request(manager, leader) else {
+            return Ok(());
+        };
+        tx.send(req).await.map_err(|e| e.to_string())?;
+    }
+}
+
+fn next_request(manager: &Weak<ReplicaManager>, leader: BrokerId) -> Option<FetchRequest> {
+    let m = upgrade(manager)?;
+    let following = m.following(leader);
+    if following.is_empty() || *m.stopping().borrow() {
+        return None;
+    }
+    Some(FetchRequest {
+        follower_id: m.node_id as u64,
+        partitions: following
+            .iter()
+            .map(|(r, epoch)| PartitionFetch {
+                topic: r.topic.clone(),
+                partition: r.partition,
+                fetch_offset: r.log.log_end_offset(),
+                last_fetched_epoch: r.last_epoch(),
+                durable_offset: r.log.committed_offset(),
+                leader_epoch: *epoch,
+            })
+            .collect(),
+        max_wait_ms: m.config.max_wait.as_millis() as u32,
+        max_bytes: m.config.max_bytes as u32,
+    })
+}
+
+/// Applies one response. Returns true if the follower should pause before fetching again
+/// (the leader refused: its role or epoch differs from ours until the metadata catches up).
+async fn apply(manager: &Weak<ReplicaManager>, leader: BrokerId, resp: FetchResponse) -> bool {
+    let Some(m) = upgrade(manager) else {
+        return false;
+    };
+    let mut backoff = false;
+    let mut waits = Vec::new();
+    for pd in resp.partitions {
+        let Some(replica) = m.get(&pd.topic, pd.partition) else {
+            continue;
+        };
+        if !matches!(replica.role(), crate::replica::Role::Follower { leader: l, .. } if l == leader)
+        {
+            continue;
+        }
+        if pd.error_code != code::NONE {
+            backoff = true;
+            tracing::debug!(topic = %pd.topic, partition = pd.partition, leader, code = pd.error_code,
+                "leader refused a replica fetch");
+            continue;
+        }
+        if pd.diverging_end_offset >= 0 {
+            if let Err(e) = replica.truncate_to(pd.diverging_end_offset) {
+                tracing::error!(topic = %pd.topic, partition = pd.partition, error = %e,
+                    "cannot truncate a divergent tail");
+                backoff = true;
+            }
+            continue;
+        }
+        if !pd.records.is_empty() {
+            if let Err(e) = replica.append_fetched(&pd.records) {
+                tracing::error!(topic = %pd.topic, partition = pd.partition, error = %e,
+                    "cannot append replicated batches");
+                backoff = true;
+                continue;
+            }
+            let end = replica.log.log_end_offset();
+            waits.push((replica.clone(), end, pd.high_watermark));
+        } else {
+            replica.set_follower_high_watermark(pd.high_watermark);
+        }
+    }
+    drop(m);
+    // Durable before the next fetch reports it.
+    for (replica, end, hw) in waits {
+        if let Err(e) = replica.log.wait_committed(end).await {
+            tracing::error!(topic = %replica.topic, partition = replica.partition, error = %e,
+                "replicated batches not durable");
+            backoff = true;
+        }
+        replica.set_follower_high_watermark(hw);
+    }
+    backoff
+}

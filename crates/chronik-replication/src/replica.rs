@@ -1,0 +1,384 @@
+//! One partition's replica on this node: its log, its role, its leader epochs and its high
+//! watermark.
+//!
+//! Invariants, enforced here:
+//! - The high watermark never exceeds this log's durable end, and on a leader never exceeds
+//!   the durable end reported by any ISR member: data below it is on every ISR member's disk.
+//! - A leader's high watermark never moves backwards while it leads.
+//! - Role changes carry the leader epoch from the metadata; requests from an older epoch are
+//!   refused (FENCED_LEADER_EPOCH), from a newer one too (UNKNOWN_LEADER_EPOCH: not told yet).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use chronik_wal::{PartitionLog, WalError};
+use tokio::sync::watch;
+
+use crate::epochs::EpochCache;
+
+pub type BrokerId = i32;
+
+/// Kafka error codes a replica answers with.
+pub mod code {
+    pub const NONE: i32 = 0;
+    pub const OFFSET_OUT_OF_RANGE: i32 = 1;
+    pub const UNKNOWN_TOPIC_OR_PARTITION: i32 = 3;
+    pub const NOT_LEADER_OR_FOLLOWER: i32 = 6;
+    pub const KAFKA_STORAGE_ERROR: i32 = 56;
+    pub const FENCED_LEADER_EPOCH: i32 = 74;
+    pub const UNKNOWN_LEADER_EPOCH: i32 = 75;
+}
+
+/// What this node is for the partition, as the metadata says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Not yet told (a partition just opened).
+    Unknown,
+    Leader {
+        epoch: i32,
+        isr: Vec<BrokerId>,
+    },
+    Follower {
+        leader: BrokerId,
+        epoch: i32,
+    },
+}
+
+/// A follower as its leader sees it.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// The follower's log end (its last fetch offset).
+    log_end: i64,
+    /// The follower's durable end: what the high watermark may count.
+    durable: i64,
+    /// The last time the follower had everything the leader had committed.
+    caught_up_at: Instant,
+}
+
+struct State {
+    role: Role,
+    epochs: EpochCache,
+    /// Followers' progress while this node leads (reset on every leadership change).
+    followers: HashMap<BrokerId, Progress>,
+    /// When the current leadership began: followers count as caught up from then on.
+    leading_since: Instant,
+}
+
+/// A follower's fetch of this partition, as the leader receives it.
+#[derive(Debug, Clone, Copy)]
+pub struct FollowerFetch {
+    pub follower: BrokerId,
+    pub fetch_offset: i64,
+    pub last_fetched_epoch: i32,
+    pub durable_offset: i64,
+    pub leader_epoch: i32,
+}
+
+/// The leader's answer for one partition.
+#[derive(Debug, Clone, Default)]
+pub struct ServedFetch {
+    pub error_code: i32,
+    pub records: Bytes,
+    pub high_watermark: i64,
+    pub log_start_offset: i64,
+    /// `Some((epoch, end_offset))`: the follower must truncate to `end_offset`.
+    pub diverging: Option<(i32, i64)>,
+}
+
+pub struct Replica {
+    pub topic: String,
+    pub partition: i32,
+    pub log: Arc<PartitionLog>,
+    pub node_id: BrokerId,
+    state: Mutex<State>,
+    hw: watch::Sender<i64>,
+}
+
+impl Replica {
+    /// A replica of `log` whose batches carry the epochs in `epochs` (rebuilt by the caller's
+    /// header scan). The high watermark starts at `hw_checkpoint`, capped by the durable end.
+    pub fn new(
+        log: Arc<PartitionLog>,
+        node_id: BrokerId,
+        epochs: EpochCache,
+        hw_checkpoint: i64,
+    ) -> Arc<Replica> {
+        let hw = hw_checkpoint.clamp(log.log_start_offset(), log.committed_offset());
+        Arc::new(Replica {
+            topic: log.topic().to_string(),
+            partition: log.partition(),
+            node_id,
+            state: Mutex::new(State {
+                role: Role::Unknown,
+                epochs,
+                followers: HashMap::new(),
+                leading_since: Instant::now(),
+            }),
+            hw: watch::channel(hw).0,
+            log,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn role(&self) -> Role {
+        self.lock().role.clone()
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        *self.hw.borrow()
+    }
+
+    /// Follows the high watermark.
+    pub fn subscribe_hw(&self) -> watch::Receiver<i64> {
+        self.hw.subscribe()
+    }
+
+    /// Resolves once the high watermark reached `end` (every ISR member has the data durably).
+    pub async fn wait_high_watermark(&self, end: i64) -> Result<(), WalError> {
+        let mut rx = self.hw.subscribe();
+        rx.wait_for(|hw| *hw >= end)
+            .await
+            .map(|_| ())
+            .map_err(|_| WalError::Failed("replica dropped".into()))
+    }
+
+    /// Applies the metadata's view. Becoming leader (or a new epoch) resets follower progress:
+    /// every follower counts as caught up from now, so none is dropped from the ISR before it
+    /// had a chance to fetch.
+    pub fn set_role(&self, role: Role) {
+        let mut st = self.lock();
+        if st.role == role {
+            return;
+        }
+        let new_leadership = match (&st.role, &role) {
+            (Role::Leader { epoch: a, .. }, Role::Leader { epoch: b, .. }) => a != b,
+            (_, Role::Leader { .. }) => true,
+            _ => false,
+        };
+        if new_leadership {
+            st.followers.clear();
+            st.leading_since = Instant::now();
+        }
+        tracing::info!(topic = %self.topic, partition = self.partition, node = self.node_id,
+            ?role, "replica role");
+        st.role = role;
+        drop(st);
+        self.update_high_watermark();
+    }
+
+    /// Notes a batch appended at `base` with `epoch` (leader appends and replicated ones).
+    pub fn record_epoch(&self, epoch: i32, base: i64) {
+        self.lock().epochs.record(epoch, base);
+    }
+
+    pub fn last_epoch(&self) -> i32 {
+        self.lock().epochs.last_epoch()
+    }
+
+    /// Recomputes the high watermark: on a leader the smallest durable end over itself and
+    /// its ISR followers (a follower not heard from since this leadership began holds it
+    /// where it is); on a follower, see [`Replica::follower_high_watermark`].
+    pub fn update_high_watermark(&self) {
+        let st = self.lock();
+        let Role::Leader { isr, .. } = &st.role else {
+            return;
+        };
+        let mut hw = self.log.committed_offset();
+        for f in isr.iter().filter(|f| **f != self.node_id) {
+            match st.followers.get(f) {
+                Some(p) => hw = hw.min(p.durable),
+                None => hw = hw.min(self.high_watermark()),
+            }
+        }
+        drop(st);
+        self.hw.send_if_modified(|cur| {
+            if hw > *cur {
+                *cur = hw;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// On a follower: the leader's high watermark, capped by what this log holds durably.
+    pub fn set_follower_high_watermark(&self, leader_hw: i64) {
+        let hw = leader_hw.min(self.log.committed_offset());
+        self.hw.send_if_modified(|cur| {
+            if hw != *cur {
+                *cur = hw;
+                true
+            } else {
+                false
+            }
+        });
+    }
+
+    /// Leader side of a follower's fetch: checks epochs and divergence, records the
+    /// follower's progress, and reads up to `max_bytes` of durable batches.
+    pub fn serve_fetch(&self, f: FollowerFetch, max_bytes: usize) -> ServedFetch {
+        let mut out = ServedFetch {
+            high_watermark: self.high_watermark(),
+            log_start_offset: self.log.log_start_offset(),
+            ..Default::default()
+        };
+        let log_end = self.log.log_end_offset();
+        {
+            let mut st = self.lock();
+            let epoch = match &st.role {
+                Role::Leader { epoch, .. } => *epoch,
+                _ => {
+                    out.error_code = code::NOT_LEADER_OR_FOLLOWER;
+                    return out;
+                }
+            };
+            if f.leader_epoch < epoch {
+                out.error_code = code::FENCED_LEADER_EPOCH;
+                return out;
+            }
+            if f.leader_epoch > epoch {
+                out.error_code = code::UNKNOWN_LEADER_EPOCH;
+                return out;
+            }
+            // Divergence: the follower's last epoch must end, in this log, no earlier than
+            // where the follower's log ends.
+            if f.fetch_offset > out.log_start_offset {
+                let end = if f.last_fetched_epoch < 0 {
+                    None
+                } else {
+                    st.epochs.end_offset_for(f.last_fetched_epoch, log_end)
+                };
+                match end {
+                    Some((e, end)) if e == f.last_fetched_epoch && end >= f.fetch_offset => {}
+                    Some((e, end)) => {
+                        out.diverging = Some((e, end.min(f.fetch_offset)));
+                        return out;
+                    }
+                    None => {
+                        let start = st.epochs.first_start().unwrap_or(out.log_start_offset);
+                        out.diverging = Some((-1, start.min(f.fetch_offset)));
+                        return out;
+                    }
+                }
+            }
+            let committed = self.log.committed_offset();
+            let now = Instant::now();
+            let since = st.leading_since;
+            let caught_up = f.fetch_offset >= committed;
+            let p = st.followers.entry(f.follower).or_insert(Progress {
+                log_end: f.fetch_offset,
+                durable: f.durable_offset,
+                caught_up_at: since,
+            });
+            p.log_end = f.fetch_offset;
+            p.durable = f.durable_offset.min(f.fetch_offset);
+            if caught_up {
+                p.caught_up_at = now;
+            }
+        }
+        self.update_high_watermark();
+        out.high_watermark = self.high_watermark();
+        let committed = self.log.committed_offset();
+        if f.fetch_offset >= committed {
+            return out;
+        }
+        match self.log.read(f.fetch_offset, max_bytes, committed) {
+            Ok(r) => out.records = r.data,
+            Err(WalError::OffsetOutOfRange { .. }) => out.error_code = code::OFFSET_OUT_OF_RANGE,
+            Err(e) => {
+                tracing::error!(topic = %self.topic, partition = self.partition, error = %e,
+                    "replica read failed");
+                out.error_code = code::KAFKA_STORAGE_ERROR;
+            }
+        }
+        out
+    }
+
+    /// The ISR this leader should propose, if it differs from the current one: followers
+    /// that have not caught up within `max_lag` leave; replicas whose durable end reached the
+    /// high watermark join. `None` when nothing changes or this node does not lead.
+    pub fn isr_change(
+        &self,
+        replicas: &[BrokerId],
+        max_lag: Duration,
+    ) -> Option<(i32, Vec<BrokerId>)> {
+        let st = self.lock();
+        let Role::Leader { epoch, isr } = &st.role else {
+            return None;
+        };
+        let now = Instant::now();
+        let hw = self.high_watermark();
+        let mut next: Vec<BrokerId> = Vec::new();
+        for r in replicas {
+            if *r == self.node_id {
+                next.push(*r);
+                continue;
+            }
+            let progress = st.followers.get(r);
+            let keep = if isr.contains(r) {
+                let since = progress.map_or(st.leading_since, |p| p.caught_up_at);
+                now.duration_since(since) <= max_lag
+            } else {
+                progress
+                    .is_some_and(|p| p.durable >= hw && p.log_end >= self.log.committed_offset())
+            };
+            if keep {
+                next.push(*r);
+            }
+        }
+        let mut a = next.clone();
+        let mut b = isr.clone();
+        a.sort_unstable();
+        b.sort_unstable();
+        (a != b).then_some((*epoch, next))
+    }
+
+    /// Follower side: appends batches fetched from the leader, unchanged.
+    pub fn append_fetched(&self, records: &[u8]) -> Result<(), WalError> {
+        let mut pos = 0;
+        while pos < records.len() {
+            let header = chronik_wal::BatchHeader::parse(&records[pos..])?;
+            let len = header.total_size();
+            let end = pos + len;
+            if end > records.len() {
+                return Err(WalError::InvalidBatch(
+                    chronik_wal::BatchError::TrailingBytes {
+                        expected: len,
+                        actual: records.len() - pos,
+                    },
+                ));
+            }
+            let mut batch = records[pos..end].to_vec();
+            let appended = self.log.append_replica(&mut batch)?;
+            self.record_epoch(header.partition_leader_epoch, appended.base_offset);
+            pos = end;
+        }
+        Ok(())
+    }
+
+    /// Follower side: cuts a divergent tail at `offset` (a batch boundary in both logs).
+    pub fn truncate_to(&self, offset: i64) -> Result<(), WalError> {
+        let offset = offset.max(self.log.log_start_offset());
+        if offset >= self.log.log_end_offset() {
+            return Ok(());
+        }
+        tracing::warn!(topic = %self.topic, partition = self.partition, node = self.node_id,
+            from = self.log.log_end_offset(), to = offset, "truncating a divergent tail");
+        self.log.truncate_to(offset)?;
+        self.lock().epochs.truncate_from(offset);
+        self.hw.send_if_modified(|cur| {
+            if *cur > offset {
+                *cur = offset;
+                true
+            } else {
+                false
+            }
+        });
+        Ok(())
+    }
+}

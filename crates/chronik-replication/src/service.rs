@@ -1,0 +1,165 @@
+//! Leader side: the `Replication.Fetch` stream. Each follower node holds one stream; every
+//! request on it fetches all the partitions that follower replicates from this node. A
+//! request with nothing new is held until a partition commits or `max_wait_ms` passes.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::manager::ReplicaManager;
+use crate::pb::replication_server::Replication;
+use crate::pb::{FetchRequest, FetchResponse, PartitionData};
+use crate::replica::{code, FollowerFetch};
+
+/// Most a leader holds a fetch, whatever the follower asks.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(5);
+/// Partitions one fetch may name.
+const MAX_PARTITIONS_PER_FETCH: usize = 100_000;
+
+pub struct ReplicationService {
+    pub manager: Arc<ReplicaManager>,
+}
+
+impl ReplicationService {
+    fn answer(&self, req: &FetchRequest) -> (FetchResponse, bool) {
+        let mut budget = (req.max_bytes as usize).clamp(1, self.manager.config.max_bytes);
+        let mut any = false;
+        let mut out = Vec::with_capacity(req.partitions.len());
+        for pf in &req.partitions {
+            let mut pd = PartitionData {
+                topic: pf.topic.clone(),
+                partition: pf.partition,
+                ..Default::default()
+            };
+            let Some(replica) = self.manager.get(&pf.topic, pf.partition) else {
+                pd.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
+                out.push(pd);
+                any = true;
+                continue;
+            };
+            let served = replica.serve_fetch(
+                FollowerFetch {
+                    follower: req.follower_id as i32,
+                    fetch_offset: pf.fetch_offset,
+                    last_fetched_epoch: pf.last_fetched_epoch,
+                    durable_offset: pf.durable_offset,
+                    leader_epoch: pf.leader_epoch,
+                },
+                budget,
+            );
+            budget = budget.saturating_sub(served.records.len()).max(1);
+            any |=
+                !served.records.is_empty() || served.error_code != 0 || served.diverging.is_some();
+            pd.error_code = served.error_code;
+            pd.records = served.records;
+            pd.high_watermark = served.high_watermark;
+            pd.log_start_offset = served.log_start_offset;
+            if let Some((epoch, end)) = served.diverging {
+                pd.diverging_epoch = epoch;
+                pd.diverging_end_offset = end;
+            } else {
+                pd.diverging_epoch = -1;
+                pd.diverging_end_offset = -1;
+            }
+            out.push(pd);
+        }
+        (FetchResponse { partitions: out }, any)
+    }
+
+    /// Waits until a named partition commits or its high watermark moves, or `wait` passes.
+    async fn hold(&self, req: &FetchRequest, wait: Duration) {
+        let mut watches = Vec::new();
+        for pf in &req.partitions {
+            if let Some(r) = self.manager.get(&pf.topic, pf.partition) {
+                watches.push(r.log.subscribe());
+                let mut hw = r.subscribe_hw();
+                hw.borrow_and_update();
+                watches.push(hw);
+            }
+        }
+        if watches.is_empty() {
+            tokio::time::sleep(wait).await;
+            return;
+        }
+        let changed = futures_any(watches.iter_mut().map(|w| Box::pin(w.changed())));
+        let _ = tokio::time::timeout(wait, changed).await;
+    }
+}
+
+/// Resolves when the first of `futs` does.
+async fn futures_any<F: std::future::Future + Unpin>(futs: impl Iterator<Item = F>) {
+    let futs: Vec<F> = futs.collect();
+    if futs.is_empty() {
+        return;
+    }
+    let _ = futures_select_all(futs).await;
+}
+
+async fn futures_select_all<F: std::future::Future + Unpin>(mut futs: Vec<F>) {
+    std::future::poll_fn(|cx| {
+        for f in futs.iter_mut() {
+            if Pin::new(f).poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+type FetchStream = Pin<Box<dyn Stream<Item = Result<FetchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Replication for Arc<ReplicationService> {
+    type FetchStream = FetchStream;
+
+    async fn fetch(
+        &self,
+        req: Request<Streaming<FetchRequest>>,
+    ) -> Result<Response<FetchStream>, Status> {
+        let mut incoming = req.into_inner();
+        // One response in flight: the follower sends its next request after this one.
+        let (tx, rx) = mpsc::channel(1);
+        let me = self.clone();
+        let mut stop = me.manager.stopping();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    m = incoming.message() => m,
+                    _ = stop.changed() => return,
+                };
+                let req = match next {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "replication stream ended");
+                        return;
+                    }
+                };
+                if req.partitions.len() > MAX_PARTITIONS_PER_FETCH {
+                    let _ = tx
+                        .send(Err(Status::invalid_argument(
+                            "too many partitions in one fetch",
+                        )))
+                        .await;
+                    return;
+                }
+                let (mut resp, any) = me.answer(&req);
+                let wait = Duration::from_millis(req.max_wait_ms as u64).min(MAX_WAIT_CAP);
+                if !any && !wait.is_zero() {
+                    me.hold(&req, wait).await;
+                    resp = me.answer(&req).0;
+                }
+                if tx.send(Ok(resp)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
