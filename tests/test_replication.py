@@ -127,3 +127,246 @@ def test_a_killed_follower_leaves_the_isr_and_rejoins_after_restart(cluster_fact
     produce_acked(c.bootstrap(1), name, 1000, 3, "c")
     wait_until(lambda: sum(high_watermarks(c.bootstrap(1), name, 3).values()) == 7000, 20, "all acked visible")
     assert_identical(c, name, 3)
+
+
+def leaders(bootstrap: str, name: str) -> dict[int, int]:
+    return {p: v[0] for p, v in isr(bootstrap, name).items()}
+
+
+def test_two_of_three_down_acks_all_never_succeeds_and_reads_still_work(cluster_factory):
+    c = cluster_factory(3).start()
+    name = topic_name("too-few")
+    create(c.bootstrap(1), name, 3, 3)
+    produce_acked(c.bootstrap(1), name, 900, 3, "x")
+    lead = leaders(c.bootstrap(1), name)
+    survivor = lead[0]
+    for i in c.nodes:
+        if i != survivor:
+            c.node(i).kill()
+    # acks=all to the partition the survivor leads: never a success.
+    p = producer(c.node(survivor).bootstrap, **{"message.timeout.ms": 6000, "enable.idempotence": False,
+                                                "retries": 0})
+    results = []
+    for i in range(10):
+        p.produce(name, value=f"late{i}".encode(), partition=0,
+                  on_delivery=lambda err, msg: results.append(err))
+    p.flush(30)
+    assert len(results) == 10
+    assert all(err is not None for err in results), results
+    names = {err.name() for err in results}
+    assert names <= {"NOT_ENOUGH_REPLICAS", "REQUEST_TIMED_OUT", "_MSG_TIMED_OUT",
+                     "NOT_ENOUGH_REPLICAS_AFTER_APPEND"}, names
+    # Committed data is still readable from the survivor.
+    cons = consumer(c.node(survivor).bootstrap)
+    cons.assign([TopicPartition(name, 0, 0)])
+    got = []
+    deadline = time.monotonic() + 30
+    while len(got) < 300 and time.monotonic() < deadline:
+        m = cons.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(m.value())
+    cons.close()
+    assert got == [f"x{i}".encode() for i in range(0, 900, 3)]
+
+
+import random
+import threading
+
+import pytest
+
+
+@pytest.mark.parametrize("seed", [random.randrange(1 << 30), random.randrange(1 << 30)])
+def test_no_acknowledged_message_is_lost_when_leaders_are_killed(cluster_factory, seed):
+    print(f"seed={seed}")
+    rng = random.Random(seed)
+    c = cluster_factory(3, args=["--broker-session-timeout-ms", "2000",
+                                 "--replica-lag-time-max-ms", "2000"]).start()
+    name = topic_name("kill")
+    parts = 3
+    create(c.bootstrap(1), name, parts, 3)
+
+    acked: dict[int, list[bytes]] = {p: [] for p in range(parts)}
+    failed = []
+    stop = threading.Event()
+
+    def produce_loop():
+        p = producer(c.bootstrap(), **{"message.timeout.ms": 120000, "linger.ms": 2})
+        n = 0
+
+        def done(err, msg):
+            if err is None:
+                acked[msg.partition()].append(msg.value())
+            else:
+                failed.append(err)
+        while not stop.is_set():
+            part = n % parts
+            try:
+                p.produce(name, value=f"{part}:{n}".encode(), partition=part, on_delivery=done)
+                n += 1
+            except BufferError:
+                p.poll(0.05)
+                continue
+            if n % 100 == 0:
+                p.poll(0.01)
+                time.sleep(0.005)
+        assert p.flush(180) == 0, "messages left unacknowledged"
+
+    t = threading.Thread(target=produce_loop)
+    t.start()
+    try:
+        for round_no in range(5):
+            time.sleep(rng.uniform(0.5, 2.5))
+            wait_until(lambda: all(v[1] == (1, 2, 3) for v in isr(c.bootstrap(), name).values()), 60,
+                       "full ISR before a kill")
+            victim = leaders(c.bootstrap(), name)[rng.randrange(parts)]
+            print(f"round {round_no}: SIGKILL node {victim}")
+            c.node(victim).kill()
+            survivors = [i for i in c.nodes if i != victim]
+            wait_until(lambda: victim not in leaders(c.bootstrap(*survivors), name).values(), 30,
+                       f"leadership moved off node {victim}")
+            c.node(victim).start()
+    finally:
+        stop.set()
+        t.join(240)
+    assert not t.is_alive()
+    assert failed == [], failed[:5]
+    total = sum(len(v) for v in acked.values())
+    print(f"acknowledged {total} messages")
+    assert total > 0
+
+    # Read everything back from the current leaders.
+    hws = high_watermarks(c.bootstrap(), name, parts)
+    cons = consumer(c.bootstrap())
+    cons.assign([TopicPartition(name, p, 0) for p in range(parts)])
+    got: dict[int, list[bytes]] = {p: [] for p in range(parts)}
+    deadline = time.monotonic() + 120
+    while sum(len(v) for v in got.values()) < sum(hws.values()) and time.monotonic() < deadline:
+        m = cons.poll(0.5)
+        if m is not None and m.error() is None:
+            got[m.partition()].append(m.value())
+    cons.close()
+    for p in range(parts):
+        seen = got[p]
+        assert len(seen) == len(set(seen)), f"partition {p}: duplicates"
+        counters = [int(v.split(b":")[1]) for v in seen]
+        assert counters == sorted(counters), f"partition {p}: out of order"
+        missing = set(acked[p]) - set(seen)
+        assert not missing, f"partition {p}: {len(missing)} acknowledged messages lost, e.g. {sorted(missing)[:5]}"
+
+
+import signal
+
+import kafkawire as w
+from conftest import ANSI_ESCAPE_RE
+
+
+def test_a_deposed_leader_truncates_its_divergent_tail(cluster_factory):
+    c = cluster_factory(3, args=["--broker-session-timeout-ms", "2000",
+                                 "--replica-lag-time-max-ms", "3000"]).start()
+    name = topic_name("diverge")
+    create(c.bootstrap(1), name, 1, 3)
+    produce_acked(c.bootstrap(1), name, 100, 1, "committed")
+    old = leaders(c.bootstrap(), name)[0]
+    followers = [i for i in c.nodes if i != old]
+    # Followers paused: the leader takes acks=1 writes nobody else gets (and, without a
+    # metadata quorum, cannot drop anyone from the ISR).
+    for f in followers:
+        c.node(f).proc.send_signal(signal.SIGSTOP)
+    # Several batches: a fetch already waiting at the leader may still carry the first one to
+    # a paused follower's socket, but not the later ones.
+    p = producer(c.node(old).bootstrap, **{"acks": 1, "enable.idempotence": False})
+    for i in range(50):
+        p.produce(name, value=f"doomed{i}".encode(), partition=0)
+        if i % 5 == 4:
+            assert p.flush(30) == 0
+    # The leader pauses, the followers return and elect a new leader among themselves.
+    c.node(old).proc.send_signal(signal.SIGSTOP)
+    for f in followers:
+        c.node(f).proc.send_signal(signal.SIGCONT)
+    try:
+        wait_until(lambda: leaders(c.bootstrap(*followers), name)[0] in followers, 30, "a new leader")
+        produce_acked(c.bootstrap(*followers), name, 20, 1, "new-epoch")
+    finally:
+        c.node(old).proc.send_signal(signal.SIGCONT)
+
+    def all_frames(n):
+        return frames_below(n.data_dir, name, 0, 1 << 62)
+
+    # The old leader cuts its 50 uncommitted batches and takes the new leader's data.
+    wait_until(lambda: len({hashlib.sha256(b"".join(all_frames(n))).hexdigest() for n in c.nodes.values()}) == 1,
+               30, "three identical logs")
+    log = ANSI_ESCAPE_RE.sub("", c.node(old).stderr_path.read_text(errors="replace"))
+    assert "truncating a divergent tail" in log
+    cons = consumer(c.bootstrap())
+    cons.assign([TopicPartition(name, 0, 0)])
+    got = []
+    deadline = time.monotonic() + 30
+    while (len(got) < 120 or not got[-1].startswith(b"new-epoch19")) and time.monotonic() < deadline:
+        m = cons.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(m.value())
+    cons.close()
+    # What the new leader had of the doomed writes (a batch already in flight to it) stays;
+    # everything after is the new epoch's.
+    assert got[:100] == [f"committed{i}".encode() for i in range(100)]
+    kept = [v for v in got[100:] if v.startswith(b"doomed")]
+    assert kept == [f"doomed{i}".encode() for i in range(len(kept))] and len(kept) < 50
+    assert got[100 + len(kept):] == [f"new-epoch{i}".encode() for i in range(20)]
+
+
+def coordinator_of(bootstrap: str, group: str) -> int:
+    with w.Connection(bootstrap) as conn:
+        r = w.Reader(conn.roundtrip(w.request(10, 0, 7, w.string(group))))
+        r.i32()
+        assert r.i16() == 0
+        return r.i32()
+
+
+def test_a_group_keeps_its_committed_offsets_across_a_coordinator_failover(cluster_factory):
+    c = cluster_factory(3, args=["--broker-session-timeout-ms", "2000",
+                                 "--replica-lag-time-max-ms", "2000"]).start()
+    wait_until(lambda: len(isr(c.bootstrap(1), "__consumer_offsets")) == 16, 20, "the offsets topic")
+    name = topic_name("group-failover")
+    create(c.bootstrap(1), name, 3, 3)
+    produce_acked(c.bootstrap(1), name, 3000, 3, "v")
+    group = "g-" + name
+
+    def member():
+        return consumer(c.bootstrap(), **{"group.id": group, "auto.offset.reset": "earliest",
+                                          "enable.auto.offset.store": True, "session.timeout.ms": 10000})
+
+    cons = member()
+    cons.subscribe([name])
+    seen = set()
+    deadline = time.monotonic() + 60
+    while len(seen) < 1500 and time.monotonic() < deadline:
+        m = cons.poll(0.5)
+        if m is not None and m.error() is None:
+            seen.add(m.value())
+    cons.commit(asynchronous=False)
+    coord = coordinator_of(c.node(1).bootstrap, group)
+    c.node(coord).kill()
+    survivors = [i for i in c.nodes if i != coord]
+    # The same member goes on through the new coordinator and commits the rest.
+    deadline = time.monotonic() + 90
+    while len(seen) < 3000 and time.monotonic() < deadline:
+        m = cons.poll(0.5)
+        if m is not None and m.error() is None:
+            seen.add(m.value())
+    assert len(seen) == 3000
+    wait_until(lambda: coordinator_of(c.node(survivors[0]).bootstrap, group) in survivors, 30, "a new coordinator")
+    cons.commit(asynchronous=False)
+    cons.close()
+    c.node(coord).start()
+    # A new member of the group starts where the group left off: nothing old again.
+    produce_acked(c.bootstrap(1), name, 30, 3, "after")
+    cons = member()
+    cons.subscribe([name])
+    got = []
+    deadline = time.monotonic() + 60
+    while len(got) < 30 and time.monotonic() < deadline:
+        m = cons.poll(0.5)
+        if m is not None and m.error() is None:
+            got.append(m.value())
+    cons.close()
+    assert sorted(got) == sorted(f"after{i}".encode() for i in range(30))

@@ -6,6 +6,7 @@
 //! Knows nothing of Kafka requests or of Raft: the broker feeds it roles from the metadata
 //! and asks it for high watermarks and ISR changes.
 
+pub mod checkpoint;
 pub mod epochs;
 pub mod fetcher;
 pub mod manager;

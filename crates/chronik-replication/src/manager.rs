@@ -150,6 +150,11 @@ impl ReplicaManager {
         );
     }
 
+    /// Keeps the high-watermark checkpoint in `dir` up to date (see `checkpoint`).
+    pub fn start_checkpoints(self: &Arc<Self>, dir: std::path::PathBuf) {
+        crate::checkpoint::spawn(Arc::downgrade(self), dir);
+    }
+
     /// Stops every fetcher and watcher task.
     pub fn shutdown(&self) {
         let _ = self.stop.send(true);

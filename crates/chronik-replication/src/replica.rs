@@ -53,8 +53,12 @@ struct Progress {
     log_end: i64,
     /// The follower's durable end: what the high watermark may count.
     durable: i64,
-    /// The last time the follower had everything the leader had committed.
+    /// The last time the follower had everything the leader had committed as of its
+    /// previous fetch (Kafka's lastCaughtUpTime: under steady load a follower is never level
+    /// with the leader's latest end, but it keeps reaching where the leader was).
     caught_up_at: Instant,
+    /// The leader's durable end when this follower fetched last.
+    leader_end_at_last_fetch: i64,
 }
 
 struct State {
@@ -269,17 +273,18 @@ impl Replica {
             let committed = self.log.committed_offset();
             let now = Instant::now();
             let since = st.leading_since;
-            let caught_up = f.fetch_offset >= committed;
             let p = st.followers.entry(f.follower).or_insert(Progress {
                 log_end: f.fetch_offset,
                 durable: f.durable_offset,
                 caught_up_at: since,
+                leader_end_at_last_fetch: i64::MAX,
             });
-            p.log_end = f.fetch_offset;
-            p.durable = f.durable_offset.min(f.fetch_offset);
-            if caught_up {
+            if f.fetch_offset >= committed || f.fetch_offset >= p.leader_end_at_last_fetch {
                 p.caught_up_at = now;
             }
+            p.leader_end_at_last_fetch = committed;
+            p.log_end = f.fetch_offset;
+            p.durable = f.durable_offset.min(f.fetch_offset);
         }
         self.update_high_watermark();
         out.high_watermark = self.high_watermark();

@@ -138,6 +138,8 @@ pub struct Broker {
     partition_sync: tokio::sync::Mutex<()>,
     /// WAL replication: roles, high watermarks, fetchers.
     pub replicas: Arc<ReplicaManager>,
+    /// High watermarks as checkpointed before this start, by (topic, partition).
+    hw_checkpoints: std::collections::HashMap<(String, i32), i64>,
     /// `[next, end)` of the producer-id block this broker owns.
     producer_ids: tokio::sync::Mutex<(i64, i64)>,
     /// Committed offsets; set once at start, after the offsets topic is open.
@@ -213,6 +215,7 @@ impl Broker {
             }
         };
         let (host, port) = config.advertised(bound);
+        let hw_checkpoints = chronik_replication::checkpoint::load(&wal_root);
         let broker = Arc::new(Broker {
             node_id,
             cluster_id: state.cluster_id.clone(),
@@ -224,6 +227,7 @@ impl Broker {
             topic_admin: tokio::sync::Mutex::new(()),
             partition_sync: tokio::sync::Mutex::new(()),
             replicas,
+            hw_checkpoints,
             producer_ids: tokio::sync::Mutex::new((0, 0)),
             offsets: OnceLock::new(),
             _data_dir_lock: data_dir_lock,
@@ -272,6 +276,7 @@ impl Broker {
         broker.start_group_timer();
         broker.start_metadata_follower();
         broker.start_isr_updates();
+        broker.replicas.start_checkpoints(broker.wal_root.clone());
         let session = broker.config.broker_session_timeout;
         broker.metadata.start_liveness(LivenessConfig {
             heartbeat_interval: (session / 4).min(std::time::Duration::from_millis(500)),
@@ -869,7 +874,11 @@ impl Broker {
             if info.sealed {
                 log.seal();
             }
-            let part = Partition::open(log, self.node_id)
+            let hw = self
+                .hw_checkpoints
+                .get(&(topic.name.clone(), i as i32))
+                .copied();
+            let part = Partition::open(log, self.node_id, hw)
                 .await
                 .map_err(|e| (i as i32, e))?;
             self.replicas.add(part.replica.clone());

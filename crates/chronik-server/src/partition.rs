@@ -95,9 +95,15 @@ async fn scan(log: &Arc<PartitionLog>) -> Result<(ProducerStateTable, EpochCache
 impl Partition {
     /// Opens the partition's log and rebuilds producer state and leader epochs from the
     /// batch headers.
-    pub async fn open(log: Arc<PartitionLog>, node_id: i32) -> Result<Arc<Partition>, WalError> {
+    /// `hw_checkpoint`: the high watermark last checkpointed for it (else its log start).
+    pub async fn open(
+        log: Arc<PartitionLog>,
+        node_id: i32,
+        hw_checkpoint: Option<i64>,
+    ) -> Result<Arc<Partition>, WalError> {
         let (producers, epochs) = scan(&log).await?;
-        let replica = Replica::new(log.clone(), node_id, epochs, log.log_start_offset());
+        let hw = hw_checkpoint.unwrap_or(log.log_start_offset());
+        let replica = Replica::new(log.clone(), node_id, epochs, hw);
         if !producers.is_empty() {
             tracing::info!(
                 topic = log.topic(),
