@@ -20,6 +20,7 @@ import platform
 import select
 import re
 import shutil
+import socket
 import signal
 import subprocess
 import sys
@@ -42,9 +43,11 @@ class Scenario:
     args: list[str]
     # Targets from the issue, checked and shown in the table.
     target: str = ""
-    # (report, disk) -> met?; None when the scenario has no target.
+    # (report, disk, reports by scenario name) -> met?; None when the scenario has no target.
     check: object = None
     broker_args: list[str] = field(default_factory=list)
+    # 1: a standalone broker; 3: a three-node cluster started from one peer list.
+    nodes: int = 1
 
 
 def scenarios(seconds: int) -> list[Scenario]:
@@ -53,32 +56,61 @@ def scenarios(seconds: int) -> list[Scenario]:
         Scenario("reference", "c=128, 256 B, acks=1, 3 partitions",
                  [*d, "--concurrency", "128", "--message-size", "256", "--acks", "1", "--partitions", "3"],
                  target="≥ 150,000 msg/s, p99 ≤ 2 ms",
-                 check=lambda r, d: r["msgs_per_s"] >= 150_000 and r["latency_us"]["p99"] <= 2_000),
+                 check=lambda r, d, _: r["msgs_per_s"] >= 150_000 and r["latency_us"]["p99"] <= 2_000),
         Scenario("durable", "c=128, 256 B, acks=all, 3 partitions",
                  [*d, "--concurrency", "128", "--message-size", "256", "--acks", "all", "--partitions", "3"]),
         Scenario("throughput", "c=2048, 1 KiB, linger 5 ms, batch 64 KiB, acks=all, 16 partitions",
                  [*d, "--concurrency", "2048", "--message-size", "1024", "--linger-ms", "5",
                   "--batch-size", "65536", "--acks", "all", "--partitions", "16"],
                  target="≥ 70% of the fsync'd sequential disk bandwidth",
-                 check=lambda r, d: r["mb_per_s"] >= 0.7 * float(d["seq_fsync_mb_per_s"])),
+                 check=lambda r, d, _: r["mb_per_s"] >= 0.7 * float(d["seq_fsync_mb_per_s"])),
         Scenario("e2e-latency", "produce → consumer fetch at 10k msg/s, 256 B, acks=all, 3 partitions",
                  [*d, "--mode", "roundtrip", "--rate-limit", "10000", "--concurrency", "64",
                   "--message-size", "256", "--acks", "all", "--partitions", "3"],
                  target="p99 ≤ 3 ms",
-                 check=lambda r, d: r["latency_us"]["p99"] <= 3_000),
+                 check=lambda r, d, _: r["latency_us"]["p99"] <= 3_000),
+        Scenario("cluster", "3 nodes, RF=3, c=128, 256 B, acks=all, 3 partitions",
+                 [*d, "--concurrency", "128", "--message-size", "256", "--acks", "all", "--partitions", "3",
+                  "--replication-factor", "3"],
+                 target="≥ 40% of durable's msg/s",
+                 check=lambda r, d, all_: "durable" in all_
+                 and r["msgs_per_s"] >= 0.4 * all_["durable"]["msgs_per_s"],
+                 nodes=3),
     ]
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 class BrokerProcess:
-    def __init__(self, workdir: Path, extra: list[str]):
+    """A release chronik-server: standalone, or node `node_id` of `peers` (cluster mode) with
+    a fixed Kafka port. `wait=False` starts it without waiting for its ready line (cluster
+    nodes wait for a quorum, so they must all be started first)."""
+
+    def __init__(self, workdir: Path, extra: list[str], cluster: tuple[int, str, int] | None = None,
+                 wait: bool = True):
         self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         self.stderr = open(workdir / "broker.stderr", "wb")
+        if cluster is None:
+            cmd = [str(SERVER), "standalone", "--kafka-addr", "127.0.0.1:0"]
+        else:
+            node_id, peers, kafka_port = cluster
+            cmd = [str(SERVER), "--node-id", str(node_id), "--cluster", peers,
+                   "--kafka-addr", f"127.0.0.1:{kafka_port}"]
         self.proc = subprocess.Popen(
-            [str(SERVER), "standalone", "--data-dir", str(workdir / "data"), "--kafka-addr", "127.0.0.1:0",
-             "--fsync", "always", *extra],
+            [*cmd, "--data-dir", str(workdir / "data"), "--fsync", "always", *extra],
             stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL,
             env={k: v for k, v in os.environ.items() if not k.startswith("CHRONIK_")},
         )
+        self.addr = ""
+        if wait:
+            self.wait()
+
+    def wait(self) -> None:
         try:
             self.addr = self._wait_ready()
         except BaseException:
@@ -151,6 +183,24 @@ def run_json(cmd: list[str], timeout_s: float) -> tuple[int, dict | None, str]:
     return r.returncode, report, r.stderr
 
 
+def start_brokers(workdir: Path, s: Scenario) -> list[BrokerProcess]:
+    """One standalone broker, or `s.nodes` cluster nodes started together."""
+    if s.nodes == 1:
+        return [BrokerProcess(workdir, s.broker_args)]
+    rpc = {i: free_port() for i in range(1, s.nodes + 1)}
+    peers = ",".join(f"{i}@127.0.0.1:{p}" for i, p in rpc.items())
+    nodes = [BrokerProcess(workdir / f"node{i}", s.broker_args, (i, peers, free_port()), wait=False)
+             for i in rpc]
+    try:
+        for n in nodes:
+            n.wait()
+    except BaseException:
+        for n in nodes:
+            n.stop()
+        raise
+    return nodes
+
+
 def commit() -> str:
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True,
@@ -205,14 +255,15 @@ def main() -> int:
             workdir = base / s.name
             workdir.mkdir()
             settle()
-            broker = BrokerProcess(workdir, s.broker_args)
+            brokers = start_brokers(workdir, s)
             try:
-                cmd = [str(BENCH), "--bootstrap-servers", broker.addr, "--topic", f"bench-{s.name}",
-                       "--verify", "count", "--json", *s.args]
+                cmd = [str(BENCH), "--bootstrap-servers", ",".join(b.addr for b in brokers),
+                       "--topic", f"bench-{s.name}", "--verify", "count", "--json", *s.args]
                 print(f"bench: {s.name}: {' '.join(cmd[1:])}", flush=True)
                 rc, report, err = run_json(cmd, args.seconds * 4 + 120)
             finally:
-                broker.stop()
+                for b in brokers:
+                    b.stop()
             if report is None:
                 print(err[-4000:], file=sys.stderr)
                 raise SystemExit(f"bench: scenario {s.name} produced no report (exit {rc})")
@@ -260,10 +311,10 @@ METHOD = """
 """
 
 
-def met(s: Scenario, r: dict, disk: dict, rc: int) -> str:
+def met(s: Scenario, r: dict, disk: dict, rc: int, by_name: dict) -> str:
     if s.check is None:
         return "-"
-    ok = rc == 0 and r.get("verify", {}).get("ok") and s.check(r, disk)
+    ok = rc == 0 and r.get("verify", {}).get("ok") and s.check(r, disk, by_name)
     return "yes" if ok else "**no**"
 
 
@@ -281,7 +332,7 @@ def write_report(out: Path, disk: dict, results: list, seconds: int) -> None:
         f"| date | {dt.datetime.now(dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} |",
         f"| commit | {commit()} |",
         f"| machine | {os.cpu_count()} cores, {cpu_model()}, {platform.system()} {platform.release()} |",
-        f"| broker | release build, standalone, `--fsync always` (acknowledged = fdatasync'd) |",
+        f"| broker | release build, standalone (cluster: three nodes on this machine), `--fsync always` (acknowledged = fdatasync'd) |",
         f"| seconds per scenario | {seconds} measured, after 2 s of warm-up |",
         "",
         "## The disk's limits (chronik-bench disk)",
@@ -297,6 +348,7 @@ def write_report(out: Path, disk: dict, results: list, seconds: int) -> None:
         "| p99 ÷ fsync p50 | acked | failed | verified | target | met |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    by_name = {s.name: r for s, _, r in results}
     for s, rc, r in results:
         lat = r.get("latency_us", {})
         v = r.get("verify", {})
@@ -307,7 +359,7 @@ def write_report(out: Path, disk: dict, results: list, seconds: int) -> None:
             f"| {s.name} | {s.what} | {float(r.get('msgs_per_s', 0)):,.0f} | {mb:,.1f} | {mb / seq_mb_s:.0%} "
             f"| {ms(lat.get('p50'))} | {ms(p99)} | {ms(lat.get('p999'))} | {ms(lat.get('max'))} "
             f"| {'-' if p99 is None else f'{p99 / fsync_p50:.1f}×'} | {r.get('acked', 0):,} | {r.get('failed', 0):,} "
-            f"| {verified}{'' if rc == 0 else f', exit {rc}'} | {s.target or '-'} | {met(s, r, disk, rc)} |")
+            f"| {verified}{'' if rc == 0 else f', exit {rc}'} | {s.target or '-'} | {met(s, r, disk, rc, by_name)} |")
     lines += [
         "",
         "Latency is per message, from the producer task's send to its acknowledgement (for e2e-latency: to",

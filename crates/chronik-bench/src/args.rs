@@ -113,6 +113,10 @@ pub struct RunArgs {
     /// Create the topic with this many partitions if it does not exist.
     #[arg(long, value_parser = clap::value_parser!(i32).range(1..=10_000))]
     pub partitions: Option<i32>,
+    /// Replication factor of a topic created by --partitions [default: the broker's]
+    #[arg(long, default_value_t = -1, allow_hyphen_values = true,
+          value_parser = clap::value_parser!(i16).range(-1..=32))]
+    pub replication_factor: i16,
     /// Seconds to measure, after the warm-up.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub duration: u64,

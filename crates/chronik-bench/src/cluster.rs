@@ -65,10 +65,12 @@ pub async fn bootstrap(servers: &str) -> Result<Connection> {
 }
 
 /// Makes sure the topic exists (creating it with `partitions` if given), then maps its leaders.
+/// `replication_factor` applies when the topic is created here (-1: the broker default).
 pub async fn prepare_topic(
     boot: &Connection,
     topic: &str,
     partitions: Option<i32>,
+    replication_factor: i16,
     allow_create: bool,
 ) -> Result<TopicLayout> {
     let deadline = Instant::now() + TOPIC_READY_TIMEOUT;
@@ -100,7 +102,7 @@ pub async fn prepare_topic(
                 }
                 bail!("topic {topic} does not exist");
             };
-            create_topic(boot, topic, n).await?;
+            create_topic(boot, topic, n, replication_factor).await?;
             created = true;
             continue;
         }
@@ -162,12 +164,17 @@ fn metadata_request(topic: &str, auto_create: bool) -> MetadataRequest {
         .with_allow_auto_topic_creation(auto_create)
 }
 
-async fn create_topic(boot: &Connection, topic: &str, partitions: i32) -> Result<()> {
+async fn create_topic(
+    boot: &Connection,
+    topic: &str,
+    partitions: i32,
+    replication_factor: i16,
+) -> Result<()> {
     let req = CreateTopicsRequest::default()
         .with_topics(vec![CreatableTopic::default()
             .with_name(topic_name(topic))
             .with_num_partitions(partitions)
-            .with_replication_factor(-1)])
+            .with_replication_factor(replication_factor)])
         .with_timeout_ms(30_000);
     let resp = boot.send_timeout(req, REQUEST_TIMEOUT).await?;
     for t in resp.topics {

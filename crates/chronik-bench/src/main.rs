@@ -100,7 +100,14 @@ async fn run(args: RunArgs) -> Result<Outcome> {
     }
     let boot = cluster::bootstrap(&args.bootstrap_servers).await?;
     let create = args.mode != Mode::Consume;
-    let layout = cluster::prepare_topic(&boot, &args.topic, args.partitions, create).await?;
+    let layout = cluster::prepare_topic(
+        &boot,
+        &args.topic,
+        args.partitions,
+        args.replication_factor,
+        create,
+    )
+    .await?;
     let timeout = Duration::from_millis(args.request_timeout_ms);
     let before = cluster::end_offsets(&layout).await?;
     let live = Arc::new(Live::default());

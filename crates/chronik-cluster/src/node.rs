@@ -457,8 +457,15 @@ enum Forwarded {
 }
 
 /// Accepted connections of `listener` as the stream tonic serves.
+/// Accepted connections get TCP_NODELAY: replication answers are small and latency-bound, and
+/// Nagle plus delayed ACKs would hold each one ~40 ms.
 fn tokio_stream_from(
     listener: TcpListener,
 ) -> impl tokio_stream::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
-    tokio_stream::wrappers::TcpListenerStream::new(listener)
+    use tokio_stream::StreamExt;
+    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
+        let s = s?;
+        s.set_nodelay(true)?;
+        Ok(s)
+    })
 }
