@@ -297,6 +297,10 @@ def test_a_deposed_leader_truncates_its_divergent_tail(cluster_factory):
                30, "three identical logs")
     log = ANSI_ESCAPE_RE.sub("", c.node(old).stderr_path.read_text(errors="replace"))
     assert "truncating a divergent tail" in log
+    # OffsetForLeaderEpoch on the new leader: the old epoch ends where the new one began.
+    new = leaders(c.bootstrap(*followers), name)[0]
+    end_of_old = offset_for_leader_epoch(c.node(new).bootstrap, name, 0, 0)
+    assert end_of_old[0] == 0 and 100 <= end_of_old[1] < 150, end_of_old
     cons = consumer(c.bootstrap())
     cons.assign([TopicPartition(name, 0, 0)])
     got = []
@@ -312,6 +316,21 @@ def test_a_deposed_leader_truncates_its_divergent_tail(cluster_factory):
     kept = [v for v in got[100:] if v.startswith(b"doomed")]
     assert kept == [f"doomed{i}".encode() for i in range(len(kept))] and len(kept) < 50
     assert got[100 + len(kept):] == [f"new-epoch{i}".encode() for i in range(20)]
+
+
+def offset_for_leader_epoch(bootstrap: str, topic: str, partition: int, epoch: int) -> tuple[int, int]:
+    """OffsetForLeaderEpoch v2 (api key 23): (leader epoch, end offset) of `epoch`."""
+    # v2 has no replica id (v3 adds it): topics [name, partitions [partition, current epoch, epoch]].
+    body = (w.i32(1) + w.string(topic) + w.i32(1)
+            + w.i32(partition) + w.i32(-1) + w.i32(epoch))
+    with w.Connection(bootstrap) as conn:
+        r = w.Reader(conn.roundtrip(w.request(23, 2, 9, body)))
+    r.i32()  # correlation id
+    r.i32()  # throttle
+    assert r.i32() == 1 and r.string() == topic and r.i32() == 1
+    err, _, leader_epoch, end = r.i16(), r.i32(), r.i32(), r.i64()
+    assert err == 0, err
+    return leader_epoch, end
 
 
 def coordinator_of(bootstrap: str, group: str) -> int:
@@ -370,3 +389,32 @@ def test_a_group_keeps_its_committed_offsets_across_a_coordinator_failover(clust
             got.append(m.value())
     cons.close()
     assert sorted(got) == sorted(f"after{i}".encode() for i in range(30))
+
+
+@pytest.mark.parametrize("unclean", [False, True])
+def test_unclean_leader_election_only_when_the_topic_allows_it(cluster_factory, unclean):
+    c = cluster_factory(3, args=["--broker-session-timeout-ms", "1500",
+                                 "--replica-lag-time-max-ms", "1500"]).start()
+    name = topic_name("unclean")
+    a = admin(c.bootstrap(1))
+    fs = a.create_topics([NewTopic(name, num_partitions=1, replication_factor=2,
+                                   config={"unclean.leader.election.enable": str(unclean).lower(),
+                                           "min.insync.replicas": "1"})],
+                         operation_timeout=30, request_timeout=30)
+    fs[name].result(timeout=30)
+    leader, replicas_isr = isr(c.bootstrap(1), name)[0]
+    follower = next(r for r in replicas_isr if r != leader)
+    # The follower dies and leaves the ISR; the leader takes more writes alone, then dies.
+    c.node(follower).kill()
+    wait_until(lambda: isr(c.bootstrap(leader), name)[0][1] == (leader,), 20, "ISR of the leader alone")
+    produce_acked(c.node(leader).bootstrap, name, 10, 1, "only-on-leader")
+    c.node(leader).kill()
+    c.node(follower).start()
+    other = next(i for i in c.nodes if i not in (leader, follower))
+    if unclean:
+        wait_until(lambda: isr(c.bootstrap(other), name)[0][0] == follower, 20, "the out-of-sync replica leads")
+        produce_acked(c.node(follower).bootstrap, name, 5, 1, "after")
+    else:
+        # No clean candidate: the partition stays with its dead leader (offline), whatever time passes.
+        time.sleep(4)  # several session timeouts: a controller that would move it has had the chance
+        assert isr(c.bootstrap(other), name)[0][0] == leader

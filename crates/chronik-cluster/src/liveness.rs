@@ -67,9 +67,14 @@ fn leader_moves(state: &chronik_metadata::MetadataState) -> (Vec<i32>, bool) {
     let mut off = Vec::new();
     let mut preferred = false;
     for t in state.topics.values() {
+        let unclean = t
+            .configs
+            .get("unclean.leader.election.enable")
+            .is_some_and(|v| v.trim() == "true");
         for p in &t.partitions {
+            let candidates = if unclean { &p.replicas } else { &p.isr };
             if !alive(&p.leader)
-                && p.isr.iter().any(|r| *r != p.leader && alive(r))
+                && candidates.iter().any(|r| *r != p.leader && alive(r))
                 && !off.contains(&p.leader)
             {
                 off.push(p.leader);

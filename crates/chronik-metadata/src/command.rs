@@ -63,7 +63,8 @@ pub enum MetadataCommand {
     /// The controller moves leadership off `broker` (fenced): each partition it leads gets
     /// the first alive ISR member in replica order as leader, with a new epoch; `broker`
     /// leaves every ISR that has another member. A partition with no such member keeps its
-    /// leader (offline until it returns; unclean election is off).
+    /// leader (offline until it returns), unless its topic sets
+    /// `unclean.leader.election.enable=true`: then the first alive replica leads.
     MoveLeadersOff {
         broker: i32,
     },
@@ -152,17 +153,30 @@ impl MetadataState {
                     .map(|b| b.node_id)
                     .collect();
                 for t in self.topics.values_mut() {
+                    let unclean = t
+                        .configs
+                        .get("unclean.leader.election.enable")
+                        .is_some_and(|v| v.trim() == "true");
                     for p in t.partitions.iter_mut() {
                         if p.leader == *broker {
-                            let next = p
+                            let clean = p
                                 .replicas
                                 .iter()
                                 .copied()
                                 .find(|r| p.isr.contains(r) && alive.contains(r));
-                            if let Some(l) = next {
+                            if let Some(l) = clean {
                                 p.leader = l;
                                 p.leader_epoch += 1;
                                 p.isr.retain(|r| r != broker);
+                            } else if let Some(l) = unclean
+                                .then(|| p.replicas.iter().copied().find(|r| alive.contains(r)))
+                                .flatten()
+                            {
+                                // Unclean: an out-of-sync replica leads; what only the old
+                                // ISR had is lost. Only with the topic's explicit consent.
+                                p.leader = l;
+                                p.leader_epoch += 1;
+                                p.isr = vec![l];
                             }
                         } else if p.isr.len() > 1 && p.isr.contains(broker) {
                             p.isr.retain(|r| r != broker);

@@ -184,6 +184,13 @@ impl Replica {
         self.lock().epochs.last_epoch()
     }
 
+    /// Kafka's OffsetForLeaderEpoch on this log: the largest epoch `<= epoch` and where it
+    /// ends (the log end for the latest). `None` when the log holds no such epoch.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        let log_end = self.log.log_end_offset();
+        self.lock().epochs.end_offset_for(epoch, log_end)
+    }
+
     /// Recomputes the high watermark: on a leader the smallest durable end over itself and
     /// its ISR followers (a follower not heard from since this leadership began holds it
     /// where it is); on a follower, see [`Replica::follower_high_watermark`].

@@ -12,6 +12,7 @@ pub const SOURCE_STATIC_BROKER: i8 = 4;
 pub const SOURCE_DEFAULT: i8 = 5;
 
 /// Kafka's `config_type` values.
+const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
@@ -155,6 +156,15 @@ const SPECS: &[Spec] = &[
         default: "604800000",
         check: |v| long_at_least(1)(v),
     },
+    Spec {
+        name: "unclean.leader.election.enable",
+        config_type: TYPE_BOOLEAN,
+        default: "false",
+        check: |v| match v.trim() {
+            "true" | "false" => Ok(()),
+            other => Err(format!("'{other}' is not true or false")),
+        },
+    },
 ];
 
 fn spec(name: &str) -> Option<&'static Spec> {
@@ -251,6 +261,23 @@ impl TopicConfig {
 
     pub fn min_insync_replicas(&self) -> usize {
         self.num("min.insync.replicas").max(1) as usize
+    }
+
+    /// `min.insync.replicas` for a partition with `replication_factor` replicas: the topic's
+    /// explicit setting, else 2 from three replicas up (so acks=all survives one loss and still
+    /// means two copies), else 1.
+    pub fn min_insync_for(
+        &self,
+        explicit: &BTreeMap<String, String>,
+        replication_factor: usize,
+    ) -> usize {
+        if explicit.contains_key("min.insync.replicas") {
+            self.min_insync_replicas()
+        } else if replication_factor >= 3 {
+            2
+        } else {
+            1
+        }
     }
 
     /// The WAL settings this topic config implies.

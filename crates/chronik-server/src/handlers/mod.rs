@@ -26,6 +26,7 @@ mod metadata;
 mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
+mod offset_for_leader_epoch;
 mod produce;
 
 /// What a handler hands back to the connection's ordered writer.
@@ -71,6 +72,7 @@ pub async fn dispatch(broker: &Arc<Broker>, req: Request, client_host: &str) -> 
         RequestKind::DescribeGroups(r) => groups::describe(broker, r, v),
         RequestKind::DeleteGroups(r) => groups::delete(broker, r, v).await,
         RequestKind::OffsetDelete(r) => offset_delete::handle(broker, r, v).await,
+        RequestKind::OffsetForLeaderEpoch(r) => offset_for_leader_epoch::handle(broker, r, v),
         other => {
             // The decoder only lets through keys in the versions table, all listed above.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for an advertised API");

@@ -61,14 +61,15 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
                 (info, part_info, partition)
             {
                 let config = broker.topic_config(topic_info);
-                if acks == -1 && p_info.isr.len() < config.min_insync_replicas() {
+                let min_isr = config.min_insync_for(&topic_info.configs, p_info.replicas.len());
+                if acks == -1 && p_info.isr.len() < min_isr {
                     fail(
                         pr,
                         ResponseError::NotEnoughReplicas,
                         format!(
                             "ISR has {} replica(s), min.insync.replicas is {}",
                             p_info.isr.len(),
-                            config.min_insync_replicas()
+                            min_isr
                         ),
                     )
                 } else {
