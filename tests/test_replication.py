@@ -109,8 +109,10 @@ def test_a_killed_follower_leaves_the_isr_and_rejoins_after_restart(cluster_fact
     create(c.bootstrap(1), name, 3, 3)
     produce_acked(c.bootstrap(1), name, 3000, 3, "a")
     wait_until(lambda: all(v[1] == (1, 2, 3) for v in isr(c.bootstrap(1), name).values()), 20, "full ISR")
-    # A follower of some partition dies: every ISR it was in shrinks, produces keep working.
+    preferred = leaders(c.bootstrap(1), name)
+    # Node 3 dies: every ISR it was in shrinks, the partition it led moves, produces go on.
     victim = 3
+    assert victim in preferred.values()
     c.node(victim).kill()
     alive = [1, 2]
     t0 = time.monotonic()
@@ -124,6 +126,8 @@ def test_a_killed_follower_leaves_the_isr_and_rejoins_after_restart(cluster_fact
     wait_until(lambda: all(v[1] == (1, 2, 3) for v in isr(c.bootstrap(1), name).values()), 30,
                f"node {victim} back in every ISR")
     print(f"ISR expanded {time.monotonic() - t0:.1f}s after the restart")
+    # Back in sync, it leads its partition again (automatic preferred-leader election).
+    wait_until(lambda: leaders(c.bootstrap(1), name) == preferred, 20, "leadership back to preferred replicas")
     produce_acked(c.bootstrap(1), name, 1000, 3, "c")
     wait_until(lambda: sum(high_watermarks(c.bootstrap(1), name, 3).values()) == 7000, 20, "all acked visible")
     assert_identical(c, name, 3)
@@ -418,3 +422,35 @@ def test_unclean_leader_election_only_when_the_topic_allows_it(cluster_factory, 
         # No clean candidate: the partition stays with its dead leader (offline), whatever time passes.
         time.sleep(4)  # several session timeouts: a controller that would move it has had the chance
         assert isr(c.bootstrap(other), name)[0][0] == leader
+
+
+
+def test_a_far_behind_follower_catches_up_with_bounded_memory(cluster_factory):
+    c = cluster_factory(3, args=["--replica-lag-time-max-ms", "2000"]).start()
+    name = topic_name("catch-up")
+    create(c.bootstrap(1), name, 2, 3)
+    lagger = next(i for i in c.nodes if i not in set(leaders(c.bootstrap(1), name).values()))
+    c.node(lagger).kill()
+    # ~64 MB while it is away, then it comes back and replays all of it.
+    p = producer(c.bootstrap(1), **{"linger.ms": 20, "batch.size": 1 << 20})
+    value = b"x" * 1024
+    for i in range(64 * 1024):
+        while True:
+            try:
+                p.produce(name, value=value, partition=i % 2)
+                break
+            except BufferError:
+                p.poll(0.05)
+    assert p.flush(120) == 0
+    t0 = time.monotonic()
+    c.node(lagger).start()
+    peak = 0
+
+    def caught_up():
+        nonlocal peak
+        peak = max(peak, c.node(lagger).rss_bytes())
+        return all(lagger in v[1] for v in isr(c.bootstrap(1), name).values())
+    wait_until(caught_up, 120, "the lagging replica back in the ISR", interval_s=0.2)
+    print(f"caught up 64 MiB in {time.monotonic() - t0:.1f}s, peak RSS {peak / 2**20:.0f} MiB")
+    assert peak < 300 * 2**20, f"follower RSS peaked at {peak / 2**20:.0f} MiB while catching up"
+    assert_identical(c, name, 2)

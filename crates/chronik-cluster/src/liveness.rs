@@ -29,6 +29,8 @@ pub struct LivenessConfig {
     pub heartbeat_interval: Duration,
     /// Silence after which the controller fences a broker.
     pub session_timeout: Duration,
+    /// Give leadership back to preferred replicas once they are in the ISR again.
+    pub auto_leader_rebalance: bool,
 }
 
 /// The controller's record of heartbeats. Only meaningful on the leader.
@@ -94,8 +96,9 @@ fn leader_moves(state: &chronik_metadata::MetadataState) -> (Vec<i32>, bool) {
 impl MetadataNode {
     /// On the controller: moves partition leadership off fenced brokers (to an alive ISR
     /// member, new epoch) and back to preferred replicas once they are in the ISR again.
-    async fn check_leaders(&self) {
+    async fn check_leaders(&self, auto_rebalance: bool) {
         let (off, preferred) = leader_moves(&self.state());
+        let preferred = preferred && auto_rebalance;
         for broker in off {
             match self
                 .propose(MetadataCommand::MoveLeadersOff { broker })
@@ -150,7 +153,7 @@ impl MetadataNode {
                 };
                 node.check_brokers(m.current_term, since, cfg.session_timeout)
                     .await;
-                node.check_leaders().await;
+                node.check_leaders(cfg.auto_leader_rebalance).await;
             }
         });
     }

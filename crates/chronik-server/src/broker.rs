@@ -281,6 +281,7 @@ impl Broker {
         broker.metadata.start_liveness(LivenessConfig {
             heartbeat_interval: (session / 4).min(std::time::Duration::from_millis(500)),
             session_timeout: session,
+            auto_leader_rebalance: broker.config.auto_leader_rebalance,
         });
         Ok(broker)
     }

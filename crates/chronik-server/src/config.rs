@@ -154,6 +154,10 @@ pub struct ServerArgs {
     /// (Kafka's replica.lag.time.max.ms) [default: 10000]
     #[arg(long, env = "CHRONIK_REPLICA_LAG_TIME_MAX_MS")]
     pub replica_lag_time_max_ms: Option<u64>,
+    /// Give partition leadership back to the preferred replica once it is in the ISR again
+    /// (Kafka's auto.leader.rebalance.enable) [default: true]
+    #[arg(long, env = "CHRONIK_AUTO_LEADER_REBALANCE")]
+    pub auto_leader_rebalance: Option<bool>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -193,6 +197,7 @@ struct FileConfig {
     broker_session_timeout_ms: Option<u64>,
     rack: Option<String>,
     replica_lag_time_max_ms: Option<u64>,
+    auto_leader_rebalance: Option<bool>,
 }
 
 /// A setting that is present but wrong. Printed as one line; the process exits with 2.
@@ -228,6 +233,7 @@ pub struct BrokerConfig {
     pub broker_session_timeout: std::time::Duration,
     pub rack: Option<String>,
     pub replica_lag_time_max: std::time::Duration,
+    pub auto_leader_rebalance: bool,
 }
 
 /// Cluster mode: the voters and where this node's Raft RPC listener binds.
@@ -353,6 +359,10 @@ impl BrokerConfig {
                     .unwrap_or(10_000),
             ),
             rack: args.rack.or(file.rack),
+            auto_leader_rebalance: args
+                .auto_leader_rebalance
+                .or(file.auto_leader_rebalance)
+                .unwrap_or(true),
             replica_lag_time_max: std::time::Duration::from_millis(
                 args.replica_lag_time_max_ms
                     .or(file.replica_lag_time_max_ms)
