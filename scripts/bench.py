@@ -264,6 +264,14 @@ def main() -> int:
             finally:
                 for b in brokers:
                     b.stop()
+            if rc != 0 or report is None:
+                # Keep the brokers' logs of a failed scenario: the work dir is deleted below.
+                keep = REPO / "target" / "bench-logs" / s.name
+                shutil.rmtree(keep, ignore_errors=True)
+                keep.mkdir(parents=True)
+                for log in workdir.rglob("broker.stderr"):
+                    shutil.copy(log, keep / f"{log.parent.name}.stderr")
+                print(f"bench: {s.name}: broker logs kept in {keep}", file=sys.stderr)
             if report is None:
                 print(err[-4000:], file=sys.stderr)
                 raise SystemExit(f"bench: scenario {s.name} produced no report (exit {rc})")

@@ -207,9 +207,16 @@ async fn run(args: RunArgs) -> Result<Outcome> {
         report.latency_us = Latency::of(&e2e);
     }
 
+    // Leaders may have moved during the run (a cluster failing over): verify against the
+    // current ones.
+    let refreshed = match cluster::bootstrap(&args.bootstrap_servers).await {
+        Ok(boot) => cluster::prepare_topic(&boot, &args.topic, None, -1, false).await,
+        Err(e) => Err(e),
+    };
+    let layout_now = refreshed.unwrap_or(layout);
     report.verify = verify::verify(
         args.verify,
-        &layout,
+        &layout_now,
         &before,
         &outcome.slots,
         args.acks == Acks::None,

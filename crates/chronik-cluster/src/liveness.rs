@@ -137,7 +137,9 @@ impl MetadataNode {
             loop {
                 tick.tick().await;
                 let Some(node) = me.upgrade() else { return };
-                node.send_heartbeat(cfg.heartbeat_interval).await;
+                // A heartbeat may take up to half a session: a busy controller answering late
+                // must not get a live broker fenced.
+                node.send_heartbeat(cfg.session_timeout / 2).await;
                 let m = node.raft().metrics().borrow().clone();
                 if m.state != ServerState::Leader {
                     leading_since = None;
