@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVER_BIN = Path(os.environ.get("CHRONIK_SERVER_BIN", REPO_ROOT / "target" / "debug" / "chronik-server"))
 
 READY_RE = re.compile(
-    r"^chronik-server ready kafka=(?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+) node_id=(?P<node_id>\d+) cluster_id=(?P<cluster_id>\S+)$"
+    r"^chronik-server ready kafka=(?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+) node_id=(?P<node_id>\d+) cluster_id=(?P<cluster_id>\S+)(?: rpc=(?P<rpc>\S+))?$"
 )
 
 ANSI_ESCAPE_RE = re.compile(r"\x1b\[[0-9;]*m")
@@ -83,6 +83,7 @@ class Broker:
         self.port: int | None = None
         self.node_id: int | None = None
         self.cluster_id: str | None = None
+        self.rpc: str | None = None  # the RPC listener (admin API), when it has one
         self.ready_line: str | None = None
         self.stdout_path: Path | None = None
         self.stderr_path: Path | None = None
@@ -150,6 +151,7 @@ class Broker:
                     self.port = int(m["port"])
                     self.node_id = int(m["node_id"])
                     self.cluster_id = m["cluster_id"]
+                    self.rpc = m["rpc"]
                     if self.port == 0:
                         raise BrokerError(f"ready line reports port 0: {line!r}")
                     return
@@ -228,11 +230,19 @@ class Broker:
 
 
 def free_port() -> int:
-    """A port the OS just handed out and released (bind to port 0, read it, close)."""
+    """A free port below the kernel's ephemeral range (32768+ here), so no outgoing
+    connection takes it while a node that owns it is down for a restart."""
+    import random
     import socket
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(1000):
+        port = random.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 class ClusterNode(Broker):

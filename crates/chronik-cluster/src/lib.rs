@@ -10,7 +10,7 @@ pub mod peers;
 pub mod service;
 
 pub use liveness::LivenessConfig;
-pub use node::{ClusterError, MetadataNode, NodeConfig, ProposeError};
+pub use node::{ClusterError, MetadataNode, NodeConfig, ProposeError, RaftStatus};
 pub use peers::PeerList;
 
 /// Generated gRPC code for `proto/raft.proto`.

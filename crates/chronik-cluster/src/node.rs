@@ -341,6 +341,18 @@ impl MetadataNode {
         self.peers.0.get(&id).cloned()
     }
 
+    /// Raft membership and this node's log position, for operators.
+    pub fn status(&self) -> RaftStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        RaftStatus {
+            voters: membership.voter_ids().map(|v| v as i32).collect(),
+            learners: membership.learner_ids().map(|v| v as i32).collect(),
+            last_log_index: m.last_log_index.unwrap_or(0),
+            last_applied_index: m.last_applied.map_or(0, |l| l.index),
+        }
+    }
+
     /// The current leader, if known.
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader
@@ -449,6 +461,15 @@ impl MetadataNode {
             let _ = tx.send(());
         }
     }
+}
+
+/// See [`MetadataNode::status`].
+#[derive(Debug, Clone, Default)]
+pub struct RaftStatus {
+    pub voters: Vec<i32>,
+    pub learners: Vec<i32>,
+    pub last_log_index: u64,
+    pub last_applied_index: u64,
 }
 
 enum Forwarded {

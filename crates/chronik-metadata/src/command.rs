@@ -76,6 +76,13 @@ pub enum MetadataCommand {
         partition: i32,
         sealed: bool,
     },
+    /// An operator moves leadership to `leader` (or, `None`, the preferred first replica):
+    /// it must be a replica, alive and in the ISR. New epoch, unless it already leads.
+    ElectLeader {
+        topic: String,
+        partition: i32,
+        leader: Option<i32>,
+    },
 }
 
 /// What applying a command produced, for the proposer.
@@ -272,6 +279,51 @@ impl MetadataState {
                 let first = self.next_producer_id;
                 self.next_producer_id += count;
                 Outcome::ProducerIds { first, count }
+            }
+            MetadataCommand::ElectLeader {
+                topic,
+                partition,
+                leader,
+            } => {
+                let alive: Vec<i32> = self
+                    .brokers
+                    .values()
+                    .filter(|b| b.state == BrokerState::Alive)
+                    .map(|b| b.node_id)
+                    .collect();
+                let t = self
+                    .topics
+                    .get_mut(topic)
+                    .ok_or_else(|| Refusal::UnknownTopic(topic.clone()))?;
+                let count = t.partitions.len();
+                let p = usize::try_from(*partition)
+                    .ok()
+                    .and_then(|i| t.partitions.get_mut(i))
+                    .ok_or_else(|| Refusal::InvalidPartitions {
+                        requested: *partition,
+                        reason: format!("topic {topic} has {count} partitions"),
+                    })?;
+                let target = leader.unwrap_or(p.replicas[0]);
+                let refuse = |reason: &str| Refusal::IneligibleLeader {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    broker: target,
+                    reason: reason.to_string(),
+                };
+                if !p.replicas.contains(&target) {
+                    return Err(refuse("not a replica"));
+                }
+                if !p.isr.contains(&target) {
+                    return Err(refuse("not in the ISR"));
+                }
+                if !alive.contains(&target) {
+                    return Err(refuse("not alive"));
+                }
+                if p.leader != target {
+                    p.leader = target;
+                    p.leader_epoch += 1;
+                }
+                Outcome::Done
             }
             MetadataCommand::SetPartitionSealed {
                 topic,

@@ -26,6 +26,13 @@ pub enum Refusal {
         current: i32,
         got: i32,
     },
+    #[error("{topic}-{partition}: broker {broker} cannot lead: {reason}")]
+    IneligibleLeader {
+        topic: String,
+        partition: i32,
+        broker: i32,
+        reason: String,
+    },
     #[error("{topic}-{partition}: invalid ISR {isr:?}: {reason}")]
     InvalidIsr {
         topic: String,

@@ -139,11 +139,15 @@ async fn apply(manager: &Weak<ReplicaManager>, leader: BrokerId, resp: FetchResp
             continue;
         }
         if !pd.records.is_empty() {
-            if let Err(e) = replica.append_fetched(&pd.records) {
-                tracing::error!(topic = %pd.topic, partition = pd.partition, error = %e,
-                    "cannot append replicated batches");
-                backoff = true;
-                continue;
+            match replica.append_fetched(leader, &pd.records) {
+                Ok(true) => {}
+                Ok(false) => continue, // no longer following this leader
+                Err(e) => {
+                    tracing::error!(topic = %pd.topic, partition = pd.partition, error = %e,
+                        "cannot append replicated batches");
+                    backoff = true;
+                    continue;
+                }
             }
             let end = replica.log.log_end_offset();
             waits.push((replica.clone(), end, pd.high_watermark));

@@ -350,8 +350,31 @@ impl Replica {
         (a != b).then_some((*epoch, next))
     }
 
-    /// Follower side: appends batches fetched from the leader, unchanged.
-    pub fn append_fetched(&self, records: &[u8]) -> Result<(), WalError> {
+    /// Counts `members` towards the high watermark from now on, before the metadata has the
+    /// ISR expansion that adds them (Kafka's "maximal ISR"): the controller may elect a new ISR
+    /// member as soon as the expansion commits, so it must already hold everything this leader
+    /// acknowledges. Only widens; the next role from the metadata replaces it.
+    pub fn widen_isr(&self, members: &[BrokerId]) {
+        let mut st = self.lock();
+        if let Role::Leader { isr, .. } = &mut st.role {
+            for m in members {
+                if !isr.contains(m) {
+                    isr.push(*m);
+                }
+            }
+        }
+    }
+
+    /// Follower side: appends batches fetched from `leader`, unchanged. Returns `false` (and
+    /// appends nothing) if this replica no longer follows `leader`: the role is checked and the
+    /// batches appended under the state lock, so once [`Replica::set_role`] moved the replica
+    /// away from following, no fetched batch lands after it (a new leader's producer-state scan
+    /// then sees the whole log).
+    pub fn append_fetched(&self, leader: BrokerId, records: &[u8]) -> Result<bool, WalError> {
+        let mut st = self.lock();
+        if !matches!(st.role, Role::Follower { leader: l, .. } if l == leader) {
+            return Ok(false);
+        }
         let mut pos = 0;
         while pos < records.len() {
             let header = chronik_wal::BatchHeader::parse(&records[pos..])?;
@@ -367,10 +390,11 @@ impl Replica {
             }
             let mut batch = records[pos..end].to_vec();
             let appended = self.log.append_replica(&mut batch)?;
-            self.record_epoch(header.partition_leader_epoch, appended.base_offset);
+            st.epochs
+                .record(header.partition_leader_epoch, appended.base_offset);
             pos = end;
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Follower side: cuts a divergent tail at `offset` (a batch boundary in both logs).

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
+use chronik_admin::pb::admin_server::AdminServer;
 use chronik_cluster::{
     ClusterError, LivenessConfig, MetadataNode, NodeConfig, PeerList, ProposeError,
 };
@@ -25,6 +26,7 @@ use kafka_protocol::ResponseError;
 use thiserror::Error;
 use uuid::Uuid;
 
+use crate::admin::{AdminService, BrokerSlot};
 use crate::config::BrokerConfig;
 use crate::offsets::Offsets;
 use crate::partition::Partition;
@@ -105,6 +107,7 @@ impl From<MetadataError> for TopicError {
                 Refusal::InvalidReplicationFactor(..) => ResponseError::InvalidReplicationFactor,
                 Refusal::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
                 Refusal::InvalidIsr { .. } => ResponseError::InvalidRequest,
+                Refusal::IneligibleLeader { .. } => ResponseError::EligibleLeadersNotAvailable,
             },
             MetadataError::Io { .. } | MetadataError::Corrupt { .. } => {
                 ResponseError::KafkaStorageError
@@ -187,10 +190,14 @@ impl Broker {
                 ..ReplicationConfig::default()
             },
         );
+        let slot: BrokerSlot = Arc::new(OnceLock::new());
         let routes =
             tonic::service::Routes::new(ReplicationServer::new(Arc::new(ReplicationService {
                 manager: replicas.clone(),
-            })));
+            })))
+            .add_service(AdminServer::new(AdminService {
+                broker: slot.clone(),
+            }));
         let node = MetadataNode::start(NodeConfig {
             node_id: node_id as u64,
             peers: peers.clone(),
@@ -240,6 +247,7 @@ impl Broker {
             shutdown,
             config,
         });
+        let _ = slot.set(Arc::downgrade(&broker));
         let me = BrokerInfo {
             node_id,
             host,
@@ -368,6 +376,8 @@ impl Broker {
                 };
                 let was_leader = matches!(part.replica.role(), Role::Leader { .. });
                 if matches!(role, Role::Leader { .. }) && !was_leader {
+                    // Stop taking fetched batches first, so the scan below sees the final log.
+                    part.replica.set_role(Role::Unknown);
                     if let Err(e) = part.rebuild_producers().await {
                         tracing::error!(topic = %topic.name, partition = i, error = %e,
                             "cannot rebuild producer state; not taking leadership");
@@ -379,6 +389,12 @@ impl Broker {
                     .get(&info.leader)
                     .map(|b| b.rpc_addr.clone())
                     .filter(|a| !a.is_empty());
+                // Only a leader refuses produce; followers keep replicating what it has.
+                if info.sealed && info.leader == self.node_id {
+                    part.log.seal();
+                } else {
+                    part.log.resume();
+                }
                 self.replicas
                     .set_role(&topic.name, i as i32, role.clone(), addr.as_deref());
                 if topic.name == OFFSETS_TOPIC && matches!(role, Role::Leader { .. }) && !was_leader
@@ -439,6 +455,9 @@ impl Broker {
                     let Some((epoch, isr)) = r.isr_change(&info.replicas, lag) else {
                         continue;
                     };
+                    // Joining members count towards the high watermark before the change
+                    // commits; leaving ones until it has.
+                    r.widen_isr(&isr);
                     let cmd = MetadataCommand::AlterIsr {
                         topic: r.topic.clone(),
                         partition: r.partition,
@@ -608,6 +627,22 @@ impl Broker {
     /// The Raft leader, if this node knows one.
     pub fn raft_leader(&self) -> Option<i32> {
         self.metadata.leader().map(|l| l as i32)
+    }
+
+    /// Raft membership and this node's log position.
+    pub fn raft_status(&self) -> chronik_cluster::RaftStatus {
+        self.metadata.status()
+    }
+
+    /// Commits a metadata command (from any node) and waits, bounded, until this node applied
+    /// a state where `done` holds.
+    pub async fn propose(
+        &self,
+        cmd: MetadataCommand,
+        done: impl Fn(&MetadataState) -> bool,
+    ) -> Result<Arc<MetadataState>, TopicError> {
+        self.apply(cmd).await?;
+        Ok(self.applied_locally(done).await)
     }
 
     /// The effective config of `topic`.

@@ -43,7 +43,7 @@ impl Cli {
     pub fn into_args(self) -> Result<ServerArgs, ConfigError> {
         match self.command {
             Some(Command::Standalone(args)) => {
-                if args.cluster.is_some() || args.rpc_addr.is_some() {
+                if args.cluster.is_some() {
                     return Err(ConfigError::Invalid {
                         key: "cluster",
                         reason: "standalone runs a one-node cluster; for a cluster run \
@@ -136,7 +136,8 @@ pub struct ServerArgs {
     /// list on every node (cluster mode only)
     #[arg(long, env = "CHRONIK_CLUSTER", value_parser = PeerList::from_str)]
     pub cluster: Option<PeerList>,
-    /// Address the Raft RPC listener binds [default: this node's entry in --cluster]
+    /// Address the RPC listener (Raft, replication, admin API) binds [default: this node's
+    /// entry in --cluster; standalone: none, so no admin API]
     #[arg(long, env = "CHRONIK_RPC_ADDR")]
     pub rpc_addr: Option<SocketAddr>,
     /// How long a metadata change (topic create/delete, ...) may wait for the metadata quorum
@@ -227,8 +228,10 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     pub max_connections: usize,
     pub log_format: LogFormat,
-    /// `None`: standalone (a one-node cluster without an RPC listener).
+    /// `None`: standalone (a one-node cluster; an RPC listener only with `--rpc-addr`).
     pub cluster: Option<ClusterSettings>,
+    /// Standalone: where the RPC listener (admin API) binds, if anywhere.
+    pub standalone_rpc_addr: Option<SocketAddr>,
     pub metadata_timeout: std::time::Duration,
     pub broker_session_timeout: std::time::Duration,
     pub rack: Option<String>,
@@ -244,6 +247,14 @@ pub struct ClusterSettings {
 }
 
 impl BrokerConfig {
+    /// Where this node's RPC listener binds, if it has one.
+    pub fn rpc_listen_addr(&self) -> Option<SocketAddr> {
+        match &self.cluster {
+            Some(c) => Some(c.rpc_addr),
+            None => self.standalone_rpc_addr,
+        }
+    }
+
     /// Merges flags/env (already folded by clap) over the config file over defaults.
     pub fn resolve(args: ServerArgs) -> Result<BrokerConfig, ConfigError> {
         let file = match &args.config {
@@ -353,6 +364,7 @@ impl BrokerConfig {
                 .unwrap_or(10_000),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             cluster: None,
+            standalone_rpc_addr: None,
             metadata_timeout: std::time::Duration::from_millis(
                 args.metadata_timeout_ms
                     .or(file.metadata_timeout_ms)
@@ -404,6 +416,8 @@ impl BrokerConfig {
                 })?,
             };
             cfg.cluster = Some(ClusterSettings { peers, rpc_addr });
+        } else {
+            cfg.standalone_rpc_addr = args.rpc_addr.or(file.rpc_addr);
         }
         cfg.validate()?;
         Ok(cfg)

@@ -6,6 +6,7 @@
 //! idempotent-producer checks in front of each partition's WAL; [`offsets`] keeps committed
 //! offsets in the `__consumer_offsets` log.
 
+pub mod admin;
 pub mod broker;
 pub mod config;
 pub mod connection;

@@ -81,12 +81,16 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.kafka_addr))?;
     let bound = listener.local_addr()?;
-    let rpc_listener = match &config.cluster {
-        Some(c) => Some(
-            TcpListener::bind(c.rpc_addr)
+    let rpc_listener = match config.rpc_listen_addr() {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("cannot listen on {} (--rpc-addr)", c.rpc_addr))?,
+                .with_context(|| format!("cannot listen on {addr} (--rpc-addr)"))?,
         ),
+        None => None,
+    };
+    let rpc_bound = match &rpc_listener {
+        Some(l) => Some(l.local_addr()?),
         None => None,
     };
     let shutdown = Shutdown::new();
@@ -110,8 +114,10 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
-            "chronik-server ready kafka={bound} node_id={} cluster_id={}",
-            broker.node_id, broker.cluster_id
+            "chronik-server ready kafka={bound} node_id={} cluster_id={}{}",
+            broker.node_id,
+            broker.cluster_id,
+            rpc_bound.map(|a| format!(" rpc={a}")).unwrap_or_default()
         )?;
         out.flush()?;
     }

@@ -1,0 +1,8 @@
+//! The operator's API: generated gRPC code for `proto/admin.proto`. The broker serves it;
+//! the `chronik-admin` binary calls it.
+
+/// Generated gRPC code for `proto/admin.proto`.
+pub mod pb {
+    #![allow(clippy::all)]
+    tonic::include_proto!("chronik.admin");
+}

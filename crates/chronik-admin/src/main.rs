@@ -1,0 +1,302 @@
+//! `chronik-admin --server HOST:RPC <command>`: the operator's CLI over the admin gRPC API.
+//! Tables by default, `--output json` for scripts. Exit codes: 0 success, 1 the operation
+//! failed (the server's reason is printed), 2 usage error.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chronik_admin::pb::admin_client::AdminClient;
+use chronik_admin::pb::{
+    ChangeReply, DescribeClusterReply, DescribeClusterRequest, DescribeTopicsReply,
+    DescribeTopicsRequest, ElectLeaderRequest, PartitionInfo, PartitionRef,
+};
+use clap::{Parser, Subcommand, ValueEnum};
+use serde_json::{json, Value};
+use tonic::transport::Channel;
+
+#[derive(Parser)]
+#[command(
+    name = "chronik-admin",
+    version,
+    about = "Administer a Chronik cluster"
+)]
+struct Cli {
+    /// RPC address of any node (its --rpc-addr / --cluster entry).
+    #[arg(long, default_value = "127.0.0.1:9093")]
+    server: String,
+    #[arg(long, value_enum, default_value_t = Output::Table)]
+    output: Output,
+    /// Seconds to wait for an answer.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The cluster: id, controller, brokers, Raft voters.
+    Cluster {
+        #[command(subcommand)]
+        what: ClusterCmd,
+    },
+    /// Topics and their partitions.
+    Topic {
+        #[command(subcommand)]
+        what: TopicCmd,
+    },
+    /// Seal or resume a partition.
+    Partition {
+        #[command(subcommand)]
+        what: PartitionCmd,
+    },
+    /// Partition leadership.
+    Leader {
+        #[command(subcommand)]
+        what: LeaderCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    Describe,
+}
+
+#[derive(Subcommand)]
+enum TopicCmd {
+    /// Every topic, or the named ones.
+    Describe { topics: Vec<String> },
+}
+
+#[derive(clap::Args)]
+struct PartitionArgs {
+    #[arg(long)]
+    topic: String,
+    #[arg(long)]
+    partition: i32,
+}
+
+#[derive(Subcommand)]
+enum PartitionCmd {
+    /// Refuse produce (retriable), keep serving fetch; survives restarts.
+    Seal(PartitionArgs),
+    /// Take produce again.
+    Resume(PartitionArgs),
+}
+
+#[derive(Subcommand)]
+enum LeaderCmd {
+    /// Elect the preferred replica, or --replica N (alive and in the ISR).
+    Elect {
+        #[command(flatten)]
+        at: PartitionArgs,
+        #[arg(long)]
+        replica: Option<i32>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse(); // usage errors: clap prints them and exits with 2
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("chronik-admin: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("chronik-admin: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let channel = Channel::from_shared(format!("http://{}", cli.server))
+        .with_context(|| format!("bad --server {}", cli.server))?
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(cli.timeout))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach {}", cli.server))?;
+    let mut c = AdminClient::new(channel);
+    let status = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
+    let out = match cli.command {
+        Command::Cluster {
+            what: ClusterCmd::Describe,
+        } => {
+            let r = c
+                .describe_cluster(DescribeClusterRequest {})
+                .await
+                .map_err(status)?
+                .into_inner();
+            Printed::Cluster(r)
+        }
+        Command::Topic {
+            what: TopicCmd::Describe { topics },
+        } => {
+            let r = c
+                .describe_topics(DescribeTopicsRequest { topics })
+                .await
+                .map_err(status)?
+                .into_inner();
+            Printed::Topics(r)
+        }
+        Command::Partition { what } => {
+            let r = match what {
+                PartitionCmd::Seal(a) => c.seal_partition(part(&a)).await,
+                PartitionCmd::Resume(a) => c.resume_partition(part(&a)).await,
+            };
+            Printed::Change(r.map_err(status)?.into_inner())
+        }
+        Command::Leader {
+            what: LeaderCmd::Elect { at, replica },
+        } => {
+            let req = ElectLeaderRequest {
+                topic: at.topic,
+                partition: at.partition,
+                leader: replica.unwrap_or(0),
+            };
+            Printed::Change(c.elect_leader(req).await.map_err(status)?.into_inner())
+        }
+    };
+    match cli.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&out.json())?),
+        Output::Table => print!("{}", out.table()),
+    }
+    Ok(())
+}
+
+fn part(a: &PartitionArgs) -> PartitionRef {
+    PartitionRef {
+        topic: a.topic.clone(),
+        partition: a.partition,
+    }
+}
+
+enum Printed {
+    Cluster(DescribeClusterReply),
+    Topics(DescribeTopicsReply),
+    Change(ChangeReply),
+}
+
+fn partition_json(p: &PartitionInfo) -> Value {
+    let mut v = json!({
+        "partition": p.partition, "replicas": p.replicas, "leader": p.leader,
+        "leader_epoch": p.leader_epoch, "isr": p.isr, "sealed": p.sealed,
+    });
+    if p.local {
+        v["local"] = json!({
+            "log_end": p.local_log_end, "high_watermark": p.local_high_watermark,
+            "size_bytes": p.local_size_bytes, "segments": p.local_segments,
+        });
+    }
+    v
+}
+
+fn ids(v: &[i32]) -> String {
+    v.iter()
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+impl Printed {
+    fn json(&self) -> Value {
+        match self {
+            Printed::Cluster(r) => json!({
+                "cluster_id": r.cluster_id, "controller": r.controller,
+                "voters": r.voters, "learners": r.learners, "answered_by": r.answered_by,
+                "last_log_index": r.last_log_index, "last_applied_index": r.last_applied_index,
+                "brokers": r.brokers.iter().map(|b| json!({
+                    "node_id": b.node_id, "host": b.host, "port": b.port, "rpc_addr": b.rpc_addr,
+                    "rack": b.rack, "state": b.state,
+                })).collect::<Vec<_>>(),
+            }),
+            Printed::Topics(r) => json!(r
+                .topics
+                .iter()
+                .map(|t| json!({
+                    "name": t.name, "id": t.id, "internal": t.internal, "configs": t.configs,
+                    "partitions": t.partitions.iter().map(partition_json).collect::<Vec<_>>(),
+                }))
+                .collect::<Vec<_>>()),
+            Printed::Change(r) => r.partition.as_ref().map_or(Value::Null, partition_json),
+        }
+    }
+
+    fn table(&self) -> String {
+        let mut s = String::new();
+        match self {
+            Printed::Cluster(r) => {
+                s += &format!(
+                    "cluster {}  controller {}  voters {}  learners {}\n",
+                    r.cluster_id,
+                    r.controller,
+                    ids(&r.voters),
+                    ids(&r.learners)
+                );
+                s += &format!(
+                    "{:<6} {:<24} {:<22} {:<10} {}\n",
+                    "ID", "KAFKA", "RPC", "RACK", "STATE"
+                );
+                for b in &r.brokers {
+                    s += &format!(
+                        "{:<6} {:<24} {:<22} {:<10} {}\n",
+                        b.node_id,
+                        format!("{}:{}", b.host, b.port),
+                        b.rpc_addr,
+                        b.rack,
+                        b.state
+                    );
+                }
+            }
+            Printed::Topics(r) => {
+                s += &format!(
+                    "{:<32} {:>4} {:<10} {:>6} {:>6} {:<10} {:<7}\n",
+                    "TOPIC", "PART", "REPLICAS", "LEADER", "EPOCH", "ISR", "SEALED"
+                );
+                for t in &r.topics {
+                    for p in &t.partitions {
+                        s += &format!(
+                            "{:<32} {:>4} {:<10} {:>6} {:>6} {:<10} {:<7}\n",
+                            t.name,
+                            p.partition,
+                            ids(&p.replicas),
+                            p.leader,
+                            p.leader_epoch,
+                            ids(&p.isr),
+                            p.sealed
+                        );
+                    }
+                }
+            }
+            Printed::Change(r) => {
+                if let Some(p) = &r.partition {
+                    s += &format!(
+                        "partition {}: leader {} epoch {} replicas {} isr {} sealed {}\n",
+                        p.partition,
+                        p.leader,
+                        p.leader_epoch,
+                        ids(&p.replicas),
+                        ids(&p.isr),
+                        p.sealed
+                    );
+                }
+            }
+        }
+        s
+    }
+}

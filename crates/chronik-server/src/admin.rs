@@ -1,0 +1,223 @@
+//! The admin gRPC service (`proto/admin.proto`) on this node's RPC listener. Reads come from
+//! the applied metadata plus this node's own replicas; changes are metadata commands, so they
+//! reach the Raft leader from any node and answer once committed and applied here.
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use chronik_admin::pb::admin_server::Admin;
+use chronik_admin::pb::{
+    Broker as PbBroker, ChangeReply, DescribeClusterReply, DescribeClusterRequest,
+    DescribeTopicsReply, DescribeTopicsRequest, ElectLeaderRequest, PartitionInfo, PartitionRef,
+    TopicInfo,
+};
+use chronik_metadata::{BrokerState, MetadataCommand, MetadataState};
+use tonic::{Request, Response, Status};
+
+use crate::broker::Broker;
+
+/// Set once the broker exists (the RPC listener starts before it does).
+pub type BrokerSlot = Arc<OnceLock<Weak<Broker>>>;
+
+pub struct AdminService {
+    pub broker: BrokerSlot,
+}
+
+impl AdminService {
+    fn broker(&self) -> Result<Arc<Broker>, Status> {
+        self.broker
+            .get()
+            .and_then(|w| w.upgrade())
+            .ok_or_else(|| Status::unavailable("the broker is starting or stopping"))
+    }
+}
+
+fn state_name(s: BrokerState) -> &'static str {
+    match s {
+        BrokerState::Alive => "alive",
+        BrokerState::Fenced => "fenced",
+        BrokerState::Decommissioning => "decommissioning",
+    }
+}
+
+fn partition_info(
+    broker: &Broker,
+    state: &MetadataState,
+    topic: &str,
+    p: i32,
+) -> Option<PartitionInfo> {
+    let info = state
+        .topic(topic)?
+        .partitions
+        .get(usize::try_from(p).ok()?)?;
+    let mut out = PartitionInfo {
+        partition: p,
+        replicas: info.replicas.clone(),
+        leader: info.leader,
+        leader_epoch: info.leader_epoch,
+        isr: info.isr.clone(),
+        sealed: info.sealed,
+        ..Default::default()
+    };
+    if let Some(r) = broker.replicas.get(topic, p) {
+        out.local = true;
+        out.local_log_end = r.log.log_end_offset();
+        out.local_high_watermark = r.high_watermark();
+        out.local_size_bytes = r.log.size_bytes();
+        out.local_segments = r.log.segment_count() as u32;
+    }
+    Some(out)
+}
+
+/// Commits `cmd` and answers with the partition as this node applied it (once `done` holds).
+async fn change(
+    broker: &Broker,
+    topic: &str,
+    p: i32,
+    cmd: MetadataCommand,
+    done: impl Fn(&chronik_metadata::PartitionInfo) -> bool,
+) -> Result<Response<ChangeReply>, Status> {
+    let holds = |s: &MetadataState| {
+        s.topic(topic)
+            .and_then(|t| t.partitions.get(p as usize))
+            .is_some_and(&done)
+    };
+    broker.propose(cmd, holds).await.map_err(|e| {
+        if e.code == kafka_protocol::ResponseError::RequestTimedOut {
+            Status::unavailable(e.message)
+        } else {
+            Status::failed_precondition(e.message)
+        }
+    })?;
+    let state = broker.metadata();
+    Ok(Response::new(ChangeReply {
+        partition: partition_info(broker, &state, topic, p),
+    }))
+}
+
+/// Refuses a partition the metadata does not have, naming it.
+fn known(state: &MetadataState, topic: &str, p: i32) -> Result<(), Status> {
+    let t = state
+        .topic(topic)
+        .ok_or_else(|| Status::not_found(format!("topic '{topic}' does not exist")))?;
+    if p < 0 || p as usize >= t.partitions.len() {
+        return Err(Status::not_found(format!(
+            "partition {p} of '{topic}' does not exist ({} partitions)",
+            t.partitions.len()
+        )));
+    }
+    Ok(())
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn describe_cluster(
+        &self,
+        _: Request<DescribeClusterRequest>,
+    ) -> Result<Response<DescribeClusterReply>, Status> {
+        let b = self.broker()?;
+        let state = b.metadata();
+        let raft = b.raft_status();
+        Ok(Response::new(DescribeClusterReply {
+            cluster_id: state.cluster_id.clone(),
+            controller: b.raft_leader().unwrap_or(0),
+            brokers: state
+                .brokers
+                .values()
+                .map(|x| PbBroker {
+                    node_id: x.node_id,
+                    host: x.host.clone(),
+                    port: x.port,
+                    rpc_addr: x.rpc_addr.clone(),
+                    rack: x.rack.clone().unwrap_or_default(),
+                    state: state_name(x.state).into(),
+                })
+                .collect(),
+            voters: raft.voters,
+            learners: raft.learners,
+            answered_by: b.node_id,
+            last_log_index: raft.last_log_index,
+            last_applied_index: raft.last_applied_index,
+        }))
+    }
+
+    async fn describe_topics(
+        &self,
+        req: Request<DescribeTopicsRequest>,
+    ) -> Result<Response<DescribeTopicsReply>, Status> {
+        let b = self.broker()?;
+        let state = b.metadata();
+        let wanted = req.into_inner().topics;
+        for t in &wanted {
+            if state.topic(t).is_none() {
+                return Err(Status::not_found(format!("topic '{t}' does not exist")));
+            }
+        }
+        let topics = state
+            .topics
+            .values()
+            .filter(|t| wanted.is_empty() || wanted.contains(&t.name))
+            .map(|t| TopicInfo {
+                name: t.name.clone(),
+                id: t.id.to_string(),
+                internal: t.internal,
+                configs: t.configs.clone().into_iter().collect(),
+                partitions: (0..t.partitions.len() as i32)
+                    .filter_map(|p| partition_info(&b, &state, &t.name, p))
+                    .collect(),
+            })
+            .collect();
+        Ok(Response::new(DescribeTopicsReply { topics }))
+    }
+
+    async fn seal_partition(
+        &self,
+        req: Request<PartitionRef>,
+    ) -> Result<Response<ChangeReply>, Status> {
+        let b = self.broker()?;
+        let PartitionRef { topic, partition } = req.into_inner();
+        known(&b.metadata(), &topic, partition)?;
+        let cmd = MetadataCommand::SetPartitionSealed {
+            topic: topic.clone(),
+            partition,
+            sealed: true,
+        };
+        change(&b, &topic, partition, cmd, |p| p.sealed).await
+    }
+
+    async fn resume_partition(
+        &self,
+        req: Request<PartitionRef>,
+    ) -> Result<Response<ChangeReply>, Status> {
+        let b = self.broker()?;
+        let PartitionRef { topic, partition } = req.into_inner();
+        known(&b.metadata(), &topic, partition)?;
+        let cmd = MetadataCommand::SetPartitionSealed {
+            topic: topic.clone(),
+            partition,
+            sealed: false,
+        };
+        change(&b, &topic, partition, cmd, |p| !p.sealed).await
+    }
+
+    async fn elect_leader(
+        &self,
+        req: Request<ElectLeaderRequest>,
+    ) -> Result<Response<ChangeReply>, Status> {
+        let b = self.broker()?;
+        let ElectLeaderRequest {
+            topic,
+            partition,
+            leader,
+        } = req.into_inner();
+        known(&b.metadata(), &topic, partition)?;
+        let cmd = MetadataCommand::ElectLeader {
+            topic: topic.clone(),
+            partition,
+            leader: (leader != 0).then_some(leader),
+        };
+        change(&b, &topic, partition, cmd, |p| {
+            p.leader == if leader != 0 { leader } else { p.replicas[0] }
+        })
+        .await
+    }
+}
