@@ -67,9 +67,8 @@ async fn leader_among(nodes: &[&Arc<MetadataNode>]) -> u64 {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_form_fail_over_refuse_without_quorum_and_restart() {
-    let root = tempfile::tempdir().unwrap();
+/// Three RPC listeners on OS-picked ports and the peer list naming them.
+async fn three_listeners() -> (PeerList, Vec<TcpListener>) {
     let mut listeners = Vec::new();
     let mut map = BTreeMap::new();
     for id in 1..=3u64 {
@@ -77,7 +76,13 @@ async fn three_nodes_form_fail_over_refuse_without_quorum_and_restart() {
         map.insert(id, l.local_addr().unwrap().to_string());
         listeners.push(l);
     }
-    let peers = PeerList(map);
+    (PeerList(map), listeners)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_form_fail_over_refuse_without_quorum_and_restart() {
+    let root = tempfile::tempdir().unwrap();
+    let (peers, listeners) = three_listeners().await;
 
     // All three start at the same moment with the same list.
     let mut starts = Vec::new();
@@ -242,14 +247,7 @@ async fn a_node_refuses_a_peer_list_that_conflicts_with_its_data() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_far_behind_catches_up_from_a_snapshot() {
     let root = tempfile::tempdir().unwrap();
-    let mut listeners = Vec::new();
-    let mut map = BTreeMap::new();
-    for id in 1..=3u64 {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        map.insert(id, l.local_addr().unwrap().to_string());
-        listeners.push(l);
-    }
-    let peers = PeerList(map);
+    let (peers, mut listeners) = three_listeners().await;
     let l3 = listeners.pop().unwrap();
     let addr3 = l3.local_addr().unwrap().to_string();
     drop(l3);

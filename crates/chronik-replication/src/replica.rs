@@ -133,6 +133,12 @@ impl Replica {
         self.lock().role.clone()
     }
 
+    /// Whether this replica leads, without cloning the role (checked on every produce and
+    /// fetch).
+    pub fn is_leader(&self) -> bool {
+        matches!(self.lock().role, Role::Leader { .. })
+    }
+
     pub fn high_watermark(&self) -> i64 {
         *self.hw.borrow()
     }

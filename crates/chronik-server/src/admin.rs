@@ -23,6 +23,23 @@ pub struct AdminService {
 }
 
 impl AdminService {
+    /// Seals or resumes a known partition through Raft.
+    async fn set_sealed(
+        &self,
+        at: PartitionRef,
+        sealed: bool,
+    ) -> Result<Response<ChangeReply>, Status> {
+        let b = self.broker()?;
+        let PartitionRef { topic, partition } = at;
+        known(&b.metadata(), &topic, partition)?;
+        let cmd = MetadataCommand::SetPartitionSealed {
+            topic: topic.clone(),
+            partition,
+            sealed,
+        };
+        change(&b, &topic, partition, cmd, |p| p.sealed == sealed).await
+    }
+
     fn broker(&self) -> Result<Arc<Broker>, Status> {
         self.broker
             .get()
@@ -173,30 +190,14 @@ impl Admin for AdminService {
         &self,
         req: Request<PartitionRef>,
     ) -> Result<Response<ChangeReply>, Status> {
-        let b = self.broker()?;
-        let PartitionRef { topic, partition } = req.into_inner();
-        known(&b.metadata(), &topic, partition)?;
-        let cmd = MetadataCommand::SetPartitionSealed {
-            topic: topic.clone(),
-            partition,
-            sealed: true,
-        };
-        change(&b, &topic, partition, cmd, |p| p.sealed).await
+        self.set_sealed(req.into_inner(), true).await
     }
 
     async fn resume_partition(
         &self,
         req: Request<PartitionRef>,
     ) -> Result<Response<ChangeReply>, Status> {
-        let b = self.broker()?;
-        let PartitionRef { topic, partition } = req.into_inner();
-        known(&b.metadata(), &topic, partition)?;
-        let cmd = MetadataCommand::SetPartitionSealed {
-            topic: topic.clone(),
-            partition,
-            sealed: false,
-        };
-        change(&b, &topic, partition, cmd, |p| !p.sealed).await
+        self.set_sealed(req.into_inner(), false).await
     }
 
     async fn elect_leader(

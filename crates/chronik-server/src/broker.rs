@@ -374,7 +374,7 @@ impl Broker {
                         epoch: info.leader_epoch,
                     }
                 };
-                let was_leader = matches!(part.replica.role(), Role::Leader { .. });
+                let was_leader = part.replica.is_leader();
                 if matches!(role, Role::Leader { .. }) && !was_leader {
                     // Stop taking fetched batches first, so the scan below sees the final log.
                     part.replica.set_role(Role::Unknown);
@@ -670,7 +670,7 @@ impl Broker {
             .cloned()
             .flatten()?;
         // The replica takes the role only after it rebuilt its producer state.
-        matches!(part.replica.role(), Role::Leader { .. }).then_some(part)
+        part.replica.is_leader().then_some(part)
     }
 
     /// Whether this node coordinates `group`: it leads the group's offsets partition.
