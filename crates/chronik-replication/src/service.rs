@@ -86,30 +86,10 @@ impl ReplicationService {
             tokio::time::sleep(wait).await;
             return;
         }
-        let changed = futures_any(watches.iter_mut().map(|w| Box::pin(w.changed())));
+        let changed =
+            futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
         let _ = tokio::time::timeout(wait, changed).await;
     }
-}
-
-/// Resolves when the first of `futs` does.
-async fn futures_any<F: std::future::Future + Unpin>(futs: impl Iterator<Item = F>) {
-    let futs: Vec<F> = futs.collect();
-    if futs.is_empty() {
-        return;
-    }
-    let _ = futures_select_all(futs).await;
-}
-
-async fn futures_select_all<F: std::future::Future + Unpin>(mut futs: Vec<F>) {
-    std::future::poll_fn(|cx| {
-        for f in futs.iter_mut() {
-            if Pin::new(f).poll(cx).is_ready() {
-                return std::task::Poll::Ready(());
-            }
-        }
-        std::task::Poll::Pending
-    })
-    .await
 }
 
 type FetchStream = Pin<Box<dyn Stream<Item = Result<FetchResponse, Status>> + Send>>;
