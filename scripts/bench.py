@@ -59,9 +59,9 @@ def scenarios(seconds: int) -> list[Scenario]:
                  check=lambda r, d, _: r["msgs_per_s"] >= 150_000 and r["latency_us"]["p99"] <= 2_000),
         Scenario("durable", "c=128, 256 B, acks=all, 3 partitions",
                  [*d, "--concurrency", "128", "--message-size", "256", "--acks", "all", "--partitions", "3"]),
-        Scenario("throughput", "c=2048, 1 KiB, linger 5 ms, batch 64 KiB, acks=all, 16 partitions",
-                 [*d, "--concurrency", "2048", "--message-size", "1024", "--linger-ms", "5",
-                  "--batch-size", "65536", "--acks", "all", "--partitions", "16"],
+        Scenario("throughput", "c=8192, 1 KiB, linger 5 ms, batch 128 KiB, acks=all, 16 partitions",
+                 [*d, "--concurrency", "8192", "--message-size", "1024", "--linger-ms", "5",
+                  "--batch-size", "131072", "--acks", "all", "--partitions", "16"],
                  target="≥ 70% of the fsync'd sequential disk bandwidth",
                  check=lambda r, d, _: r["mb_per_s"] >= 0.7 * float(d["seq_fsync_mb_per_s"])),
         Scenario("e2e-latency", "produce → consumer fetch at 10k msg/s, 256 B, acks=all, 3 partitions",
@@ -250,6 +250,15 @@ def main() -> int:
             raise SystemExit(f"bench: disk probe failed with {rc}")
         print(f"bench: disk {json.dumps(disk)}", flush=True)
 
+        # A scenario can write as fast as the disk takes it: refuse to start one that would
+        # fill the disk (a full disk fails the broker's appends, and everything else here).
+        need = float(disk["seq_fsync_mb_per_s"]) * 1e6 * (args.seconds + 10) * 1.2
+        free = shutil.disk_usage(base).free
+        if free < need:
+            raise SystemExit(f"bench: {base} has {free / 1e9:.1f} GB free; a {args.seconds} s scenario "
+                             f"at the disk's {float(disk['seq_fsync_mb_per_s']):.0f} MB/s may write "
+                             f"{need / 1e9:.1f} GB (use --seconds to shorten it)")
+
         results = []
         for s in chosen:
             workdir = base / s.name
@@ -277,6 +286,8 @@ def main() -> int:
                 raise SystemExit(f"bench: scenario {s.name} produced no report (exit {rc})")
             print(f"bench: {s.name}: exit {rc} {json.dumps(report)}", flush=True)
             results.append((s, rc, report))
+            # The throughput scenario alone writes ~20 GB: free it before the next one.
+            shutil.rmtree(workdir, ignore_errors=True)
         write_report(args.out, disk, results, args.seconds)
         print(f"bench: wrote {args.out}")
         failed = [s.name for s, rc, _ in results if rc != 0]

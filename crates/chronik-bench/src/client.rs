@@ -269,7 +269,13 @@ fn api_key<R: Request>() -> ApiKey {
 }
 
 fn encode<R: Encodable>(req: &R, api: ApiKey, version: i16) -> Result<Bytes, ClientError> {
-    let mut buf = BytesMut::new();
+    // Exact capacity: growing by doubling would copy a 1 MiB produce request several times.
+    let size = req.compute_size(version).map_err(|e| ClientError::Encode {
+        api,
+        version,
+        msg: e.to_string(),
+    })?;
+    let mut buf = BytesMut::with_capacity(size);
     req.encode(&mut buf, version)
         .map_err(|e| ClientError::Encode {
             api,

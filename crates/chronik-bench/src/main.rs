@@ -9,6 +9,7 @@ mod cluster;
 mod disk;
 mod driver;
 mod fetch;
+mod heap;
 mod payload;
 mod report;
 mod verify;
@@ -32,6 +33,7 @@ const EXIT_VERIFY_FAILED: i32 = 3;
 
 fn main() {
     let cli = Cli::parse();
+    heap::tune();
     let code = match cli.command {
         Some(Command::Disk(d)) => match disk::probe(&d.dir, d.seconds) {
             Ok(r) => {
