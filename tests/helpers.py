@@ -36,7 +36,7 @@ def unique_topic(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
-def producer(bootstrap: str, **conf) -> Producer:
+def producer(bootstrap: str, logger=None, **conf) -> Producer:
     base = {
         "bootstrap.servers": bootstrap,
         "acks": "all",
@@ -46,7 +46,7 @@ def producer(bootstrap: str, **conf) -> Producer:
         "socket.timeout.ms": 10000,
     }
     base.update(conf)
-    return Producer(base)
+    return Producer(base, logger=logger) if logger is not None else Producer(base)
 
 
 def consumer(bootstrap: str, **conf) -> Consumer:

@@ -152,7 +152,7 @@ async fn apply(manager: &Weak<ReplicaManager>, leader: BrokerId, resp: FetchResp
             let end = replica.log.log_end_offset();
             waits.push((replica.clone(), end, pd.high_watermark));
         } else {
-            replica.set_follower_high_watermark(pd.high_watermark);
+            replica.set_follower_high_watermark(leader, pd.high_watermark);
         }
     }
     drop(m);
@@ -163,7 +163,7 @@ async fn apply(manager: &Weak<ReplicaManager>, leader: BrokerId, resp: FetchResp
                 "replicated batches not durable");
             backoff = true;
         }
-        replica.set_follower_high_watermark(hw);
+        replica.set_follower_high_watermark(leader, hw);
     }
     backoff
 }

@@ -7,6 +7,10 @@
 //! - A leader's high watermark never moves backwards while it leads.
 //! - Role changes carry the leader epoch from the metadata; requests from an older epoch are
 //!   refused (FENCED_LEADER_EPOCH), from a newer one too (UNKNOWN_LEADER_EPOCH: not told yet).
+//! - A write waiting for the high watermark succeeds only if the high watermark reached it
+//!   while this replica still led in the epoch the write was appended in. Once it stops
+//!   leading, its high watermark is the new leader's, and that may count offsets this log is
+//!   about to truncate and refill with other data.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -91,6 +95,18 @@ pub struct ServedFetch {
     pub diverging: Option<(i32, i64)>,
 }
 
+/// Why a write's wait for the high watermark ended without success.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitWaitError {
+    /// The replica stopped leading in the epoch the write was appended in (or never led):
+    /// the write may or may not survive on the new leader. Kafka's answer is
+    /// NOT_LEADER_OR_FOLLOWER, and an idempotent producer's retry is deduplicated there.
+    #[error("{topic}-{partition}: leadership moved before the write was replicated to the ISR")]
+    LeadershipLost { topic: String, partition: i32 },
+    #[error("{topic}-{partition}: replica closed")]
+    Closed { topic: String, partition: i32 },
+}
+
 pub struct Replica {
     pub topic: String,
     pub partition: i32,
@@ -98,6 +114,9 @@ pub struct Replica {
     pub node_id: BrokerId,
     state: Mutex<State>,
     hw: watch::Sender<i64>,
+    /// The epoch this replica leads in (`None`: it does not lead). Changed with the role,
+    /// under the state lock, so it moves before any follower high watermark is applied.
+    leading: watch::Sender<Option<i32>>,
 }
 
 impl Replica {
@@ -121,6 +140,7 @@ impl Replica {
                 leading_since: Instant::now(),
             }),
             hw: watch::channel(hw).0,
+            leading: watch::channel(None).0,
             log,
         })
     }
@@ -148,13 +168,46 @@ impl Replica {
         self.hw.subscribe()
     }
 
-    /// Resolves once the high watermark reached `end` (every ISR member has the data durably).
-    pub async fn wait_high_watermark(&self, end: i64) -> Result<(), WalError> {
-        let mut rx = self.hw.subscribe();
-        rx.wait_for(|hw| *hw >= end)
-            .await
-            .map(|_| ())
-            .map_err(|_| WalError::Failed("replica dropped".into()))
+    /// The epoch this replica leads in, if it leads. Read it with the append it belongs to.
+    pub fn leading_epoch(&self) -> Option<i32> {
+        *self.leading.borrow()
+    }
+
+    /// Resolves once the high watermark reached `end` (every ISR member has the data durably)
+    /// while this replica leads in `epoch`, the epoch read with the append. Fails with
+    /// [`CommitWaitError::LeadershipLost`] as soon as it does not (see the module invariants).
+    pub async fn wait_high_watermark(
+        &self,
+        end: i64,
+        epoch: Option<i32>,
+    ) -> Result<(), CommitWaitError> {
+        let lost = || CommitWaitError::LeadershipLost {
+            topic: self.topic.clone(),
+            partition: self.partition,
+        };
+        let Some(epoch) = epoch else {
+            return Err(lost());
+        };
+        let mut leading = self.leading.subscribe();
+        let mut hw = self.hw.subscribe();
+        tokio::select! {
+            r = hw.wait_for(|hw| *hw >= end) => {
+                if r.is_err() {
+                    return Err(CommitWaitError::Closed {
+                        topic: self.topic.clone(),
+                        partition: self.partition,
+                    });
+                }
+            }
+            _ = leading.wait_for(|l| *l != Some(epoch)) => return Err(lost()),
+        }
+        // Reached: it counts only if this replica still leads in that epoch (a follower's
+        // high watermark is applied only after the role, and with it `leading`, changed).
+        if *self.leading.borrow() == Some(epoch) {
+            Ok(())
+        } else {
+            Err(lost())
+        }
     }
 
     /// Applies the metadata's view. Becoming leader (or a new epoch) resets follower progress:
@@ -176,7 +229,17 @@ impl Replica {
         }
         tracing::info!(topic = %self.topic, partition = self.partition, node = self.node_id,
             ?role, "replica role");
+        let leading = match &role {
+            Role::Leader { epoch, .. } => Some(*epoch),
+            _ => None,
+        };
         st.role = role;
+        // Under the state lock: before any follower high watermark can be applied.
+        self.leading.send_if_modified(|cur| {
+            let changed = *cur != leading;
+            *cur = leading;
+            changed
+        });
         drop(st);
         self.update_high_watermark();
     }
@@ -223,8 +286,15 @@ impl Replica {
         });
     }
 
-    /// On a follower: the leader's high watermark, capped by what this log holds durably.
-    pub fn set_follower_high_watermark(&self, leader_hw: i64) {
+    /// On a follower of `leader`: the leader's high watermark, capped by what this log holds
+    /// durably. Ignored once this replica no longer follows `leader` (a fetch answered before
+    /// it became leader must not move its high watermark, which only grows while it leads);
+    /// checked under the state lock, which role changes take.
+    pub fn set_follower_high_watermark(&self, leader: BrokerId, leader_hw: i64) {
+        let st = self.lock();
+        if !matches!(st.role, Role::Follower { leader: l, .. } if l == leader) {
+            return;
+        }
         let hw = leader_hw.min(self.log.committed_offset());
         self.hw.send_if_modified(|cur| {
             if hw != *cur {
@@ -422,5 +492,88 @@ impl Replica {
             }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chronik_wal::LogConfig;
+
+    async fn replica(dir: &std::path::Path) -> Arc<Replica> {
+        let log = PartitionLog::open(dir, "t", 0, LogConfig::default())
+            .await
+            .expect("open log");
+        Replica::new(log, 1, EpochCache::default(), 0)
+    }
+
+    fn leader(epoch: i32) -> Role {
+        Role::Leader {
+            epoch,
+            isr: vec![1],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_commit_wait_counts_only_while_leading_in_its_epoch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = replica(dir.path()).await;
+        // Not leading yet: nothing can be confirmed.
+        assert_eq!(r.leading_epoch(), None);
+        assert!(matches!(
+            r.wait_high_watermark(0, r.leading_epoch()).await,
+            Err(CommitWaitError::LeadershipLost { .. })
+        ));
+
+        r.set_role(leader(3));
+        assert_eq!(r.leading_epoch(), Some(3));
+        r.wait_high_watermark(0, Some(3))
+            .await
+            .expect("reached while leading in epoch 3");
+        // Reached, but in another epoch than the append's.
+        assert!(matches!(
+            r.wait_high_watermark(0, Some(2)).await,
+            Err(CommitWaitError::LeadershipLost { .. })
+        ));
+
+        // A wait still pending when leadership moves fails at once, whatever the follower's
+        // high watermark does afterwards.
+        let waiting = {
+            let r = r.clone();
+            tokio::spawn(async move { r.wait_high_watermark(10, Some(3)).await })
+        };
+        tokio::task::yield_now().await;
+        r.set_role(Role::Follower {
+            leader: 2,
+            epoch: 4,
+        });
+        let result = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the wait ends with the leadership")
+            .expect("task");
+        assert!(matches!(
+            result,
+            Err(CommitWaitError::LeadershipLost { .. })
+        ));
+        assert_eq!(r.leading_epoch(), None);
+    }
+
+    #[tokio::test]
+    async fn an_isr_change_in_the_same_epoch_keeps_waits_alive() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = replica(dir.path()).await;
+        r.set_role(Role::Leader {
+            epoch: 1,
+            isr: vec![1, 2],
+        });
+        let waiting = {
+            let r = r.clone();
+            tokio::spawn(async move { r.wait_high_watermark(10, Some(1)).await })
+        };
+        tokio::task::yield_now().await;
+        r.set_role(leader(1));
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "same epoch: still leading");
+        waiting.abort();
     }
 }

@@ -71,17 +71,26 @@ impl ReplicationService {
         (FetchResponse { partitions: out }, any)
     }
 
-    /// Waits until a named partition commits or its high watermark moves, or `wait` passes.
-    async fn hold(&self, req: &FetchRequest, wait: Duration) {
+    /// Watches on the named partitions' commits and high watermarks, taken before the request
+    /// is answered: a change after that (the high watermark this very fetch moved, say) wakes
+    /// [`Self::hold`] at once instead of after `max_wait_ms`.
+    fn watches(&self, req: &FetchRequest) -> Vec<tokio::sync::watch::Receiver<i64>> {
         let mut watches = Vec::new();
         for pf in &req.partitions {
             if let Some(r) = self.manager.get(&pf.topic, pf.partition) {
-                watches.push(r.log.subscribe());
+                let mut log = r.log.subscribe();
+                log.borrow_and_update();
+                watches.push(log);
                 let mut hw = r.subscribe_hw();
                 hw.borrow_and_update();
                 watches.push(hw);
             }
         }
+        watches
+    }
+
+    /// Waits until a watched partition commits or its high watermark moves, or `wait` passes.
+    async fn hold(&self, mut watches: Vec<tokio::sync::watch::Receiver<i64>>, wait: Duration) {
         if watches.is_empty() {
             tokio::time::sleep(wait).await;
             return;
@@ -129,10 +138,11 @@ impl Replication for Arc<ReplicationService> {
                         .await;
                     return;
                 }
-                let (mut resp, any) = me.answer(&req);
                 let wait = Duration::from_millis(req.max_wait_ms as u64).min(MAX_WAIT_CAP);
+                let watches = me.watches(&req);
+                let (mut resp, any) = me.answer(&req);
                 if !any && !wait.is_zero() {
-                    me.hold(&req, wait).await;
+                    me.hold(watches, wait).await;
                     resp = me.answer(&req).0;
                 }
                 if tx.send(Ok(resp)).await.is_err() {

@@ -367,7 +367,9 @@ impl Offsets {
             other => OffsetsError::Append(other.to_string()),
         })?;
         // On every ISR replica, as acks=all: a failover must not lose a commit.
-        let replicated = part.replica.wait_high_watermark(accepted.end_offset);
+        let replicated = part
+            .replica
+            .wait_high_watermark(accepted.end_offset, accepted.leader_epoch);
         match tokio::time::timeout(COMMIT_TIMEOUT, replicated).await {
             Ok(Ok(())) => Ok(accepted.base_offset),
             Ok(Err(e)) => Err(OffsetsError::Append(e.to_string())),

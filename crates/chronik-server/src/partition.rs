@@ -64,6 +64,9 @@ pub struct Accepted {
     pub base_offset: i64,
     pub end_offset: i64,
     pub duplicate: bool,
+    /// The epoch this replica led in when it took the batches (`None`: it no longer led);
+    /// an acks=all wait must end while it still leads in it.
+    pub leader_epoch: Option<i32>,
 }
 
 pub struct Partition {
@@ -141,6 +144,9 @@ impl Partition {
     ) -> Result<Accepted, AppendError> {
         let batches = validate_batches(records, max_message_bytes)?;
         let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+        // Read before appending: if leadership moves in between, the wait fails, never the
+        // other way round.
+        let leading = self.replica.leading_epoch();
         // First pass: sequence checks, so nothing is written if any batch is refused.
         // `pending` carries sequences of earlier batches of this same request.
         let mut pending: Vec<(i64, i16, i32)> = Vec::new();
@@ -187,6 +193,7 @@ impl Partition {
                     base_offset: meta.base_offset,
                     end_offset: meta.last_offset + 1,
                     duplicate: true,
+                    leader_epoch: leading,
                 },
                 _ => {
                     let mut batch = records[range.clone()].to_vec();
@@ -198,6 +205,7 @@ impl Partition {
                         base_offset: appended.base_offset,
                         end_offset: appended.last_offset + 1,
                         duplicate: false,
+                        leader_epoch: leading,
                     }
                 }
             };

@@ -84,7 +84,7 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
                                 waits.push((
                                     responses.len(),
                                     partitions.len(),
-                                    accepted.end_offset,
+                                    accepted,
                                     partition.clone(),
                                 ));
                             }
@@ -136,29 +136,37 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
     }
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64).max(MIN_COMMIT_WAIT);
     Reply::Later(Box::pin(async move {
-        let results = join_all(waits.into_iter().map(|(t, p, end, part)| async move {
-            // acks=all: durable on every ISR replica (the high watermark passed it);
-            // acks=1: durable here under the fsync policy.
+        let results = join_all(waits.into_iter().map(|(t, p, accepted, part)| async move {
+            let end = accepted.end_offset;
+            // acks=all: durable on every ISR replica (the high watermark passed it while this
+            // node still led); acks=1: durable here under the fsync policy.
             let r = if acks == -1 {
-                tokio::time::timeout(timeout, part.replica.wait_high_watermark(end)).await
+                let wait = part.replica.wait_high_watermark(end, accepted.leader_epoch);
+                match tokio::time::timeout(timeout, wait).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => {
+                        tracing::info!(topic = %part.topic, partition = part.index, end, error = %e,
+                            "acks=all produce not confirmed; answering NOT_LEADER_OR_FOLLOWER");
+                        Err((ResponseError::NotLeaderOrFollower, e.to_string()))
+                    }
+                    Err(_) => Err(timed_out()),
+                }
             } else {
-                tokio::time::timeout(timeout, part.log.wait_committed(end)).await
+                match tokio::time::timeout(timeout, part.log.wait_committed(end)).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(e)) => {
+                        tracing::error!(topic = %part.topic, partition = part.index, error = %e,
+                            "commit failed; answering KAFKA_STORAGE_ERROR");
+                        Err((ResponseError::KafkaStorageError, e.to_string()))
+                    }
+                    Err(_) => Err(timed_out()),
+                }
             };
             (t, p, r)
         }))
         .await;
         for (t, p, r) in results {
-            let error = match r {
-                Ok(Ok(())) => continue,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "commit failed; answering KAFKA_STORAGE_ERROR");
-                    (ResponseError::KafkaStorageError, e.to_string())
-                }
-                Err(_) => (
-                    ResponseError::RequestTimedOut,
-                    "timed out waiting for the commit".to_string(),
-                ),
-            };
+            let Err(error) = r else { continue };
             let pr = &mut responses[t].partition_responses[p];
             pr.error_code = error.0.code();
             pr.error_message = Some(str_bytes(error.1));
@@ -166,4 +174,11 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
         }
         done(responses)
     }))
+}
+
+fn timed_out() -> (ResponseError, String) {
+    (
+        ResponseError::RequestTimedOut,
+        "timed out waiting for the commit".to_string(),
+    )
 }
