@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 import uuid
 
 from confluent_kafka import TopicPartition
@@ -129,3 +130,173 @@ def test_bad_requests_are_refused_and_change_nothing(cluster_factory):
     assert r.returncode == 1 and "cannot reach" in r.stderr, r.stderr
     assert ok(c.node(2).rpc, "topic", "describe", name) == before or \
         [p["sealed"] for p in ok(c.node(2).rpc, "topic", "describe", name)[0]["partitions"]] == [False]
+
+
+# ---------------------------------------------------------------- reassignment
+import signal
+import threading
+
+
+
+def rf2_topic(c) -> tuple[str, list[int]]:
+    """A one-partition RF=2 topic; returns it and its replicas (preferred leader first)."""
+    name = f"mv-{uuid.uuid4().hex[:8]}"
+    a = admin(c.bootstrap(1))
+    a.create_topics([NewTopic(name, num_partitions=1, replication_factor=2)],
+                    operation_timeout=30)[name].result(timeout=30)
+    wait_until(lambda: all(leader_of(n.bootstrap, name) > 0 for n in c.nodes.values()), 15, "topic everywhere")
+    p = ok(c.node(1).rpc, "topic", "describe", name)[0]["partitions"][0]
+    return name, p["replicas"]
+
+
+class Load:
+    """An idempotent acks=all producer running until stopped; remembers what was acknowledged."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self.acked: list[bytes] = []
+        self.errors: list = []
+        self.stop = threading.Event()
+        self.topic = topic
+        self.bootstrap = bootstrap
+        self.thread = threading.Thread(target=self.run)
+        self.thread.start()
+
+    def run(self):
+        p = producer(self.bootstrap, **{"message.timeout.ms": 120000, "linger.ms": 2})
+
+        def done(err, msg):
+            (self.errors.append(err) if err else self.acked.append(msg.value()))
+        n = 0
+        while not self.stop.is_set():
+            try:
+                p.produce(self.topic, value=f"m{n}".encode(), partition=0, on_delivery=done)
+                n += 1
+            except BufferError:
+                p.poll(0.05)
+                continue
+            if n % 50 == 0:
+                p.poll(0.01)
+                self.stop.wait(0.01)
+        assert p.flush(120) == 0
+
+    def finish(self) -> list[bytes]:
+        self.stop.set()
+        self.thread.join(180)
+        assert not self.thread.is_alive()
+        assert self.errors == [], self.errors[:5]
+        return self.acked
+
+
+def read_all(bootstrap: str, topic: str, want: list[bytes]) -> None:
+    cons = consumer(bootstrap)
+    cons.assign([TopicPartition(topic, 0, 0)])
+    missing = set(want)
+    seen = []
+    deadline = time.monotonic() + 60
+    while missing and time.monotonic() < deadline:
+        m = cons.poll(0.5)
+        if m is not None and m.error() is None:
+            missing.discard(m.value())
+            seen.append(m.value())
+    cons.close()
+    assert not missing, f"{len(missing)} acknowledged messages not read, e.g. {sorted(missing)[:3]}"
+    assert len(seen) == len(set(seen)), "duplicates"
+
+
+def wait_reassigned(server: str, name: str, target: list[int], timeout_s: float = 60) -> dict:
+    def done():
+        if any(r["topic"] == name for r in ok(server, "reassignment", "list")):
+            return None
+        p = ok(server, "topic", "describe", name)[0]["partitions"][0]
+        return p if p["replicas"] == target else None
+    return wait_until(done, timeout_s, f"reassignment of {name} to {target}", interval_s=0.2)
+
+
+def test_reassignment_under_load_moves_data_and_deletes_the_old_copy(cluster_factory):
+    c = cluster_factory(3).start()
+    name, old = rf2_topic(c)
+    gone = old[0]  # the preferred leader leaves
+    new = next(i for i in (1, 2, 3) if i not in old)
+    target = [old[1], new]
+    load = Load(c.bootstrap(), name)
+    try:
+        wait_until(lambda: len(load.acked) >= 2000, 30, "load running")
+        started = ok(c.node(new).rpc, "partition", "reassign", "--topic", name, "--partition", "0",
+                     "--replicas", ",".join(map(str, target)))
+        assert started[0]["adding"] == [new] and started[0]["removing"] == [gone]
+        p = wait_reassigned(c.node(new).rpc, name, target)
+        assert p["leader"] in target and sorted(p["isr"]) == sorted(target)
+        wait_until(lambda: leader_of(c.bootstrap(), name) in target, 15, "clients see the new leader")
+        after = len(load.acked)
+        wait_until(lambda: len(load.acked) >= after + 1000, 30, "produce goes on after the move")
+    finally:
+        acked = load.finish()
+    print(f"{len(acked)} messages acknowledged during the move {old} -> {target}")
+    # The old replica's data is gone; the new one holds the partition.
+    wal = lambda n: c.node(n).data_dir / "wal" / name / "0"  # noqa: E731
+    wait_until(lambda: not wal(gone).exists(), 15, f"node {gone}'s copy deleted")
+    assert wal(new).exists()
+    read_all(c.bootstrap(), name, acked)
+
+
+def test_reassignment_completes_across_a_controller_failover(cluster_factory):
+    c = cluster_factory(3, args=["--broker-session-timeout-ms", "2000"]).start()
+    name, old = rf2_topic(c)
+    new = next(i for i in (1, 2, 3) if i not in old)
+    target = [new, old[0]]
+    p = producer(c.bootstrap())
+    for i in range(500):
+        p.produce(name, value=f"v{i}".encode(), partition=0)
+    assert p.flush(30) == 0
+    # Hold the new replica back, so the move is still running when the controller dies.
+    c.node(new).proc.send_signal(signal.SIGSTOP)
+    try:
+        ok(c.node(old[0]).rpc, "partition", "reassign", "--topic", name, "--partition", "0",
+           "--replicas", ",".join(map(str, target)))
+        listed = ok(c.node(old[0]).rpc, "reassignment", "list")
+        assert [r["target"] for r in listed if r["topic"] == name] == [target]
+        controller = wait_until(
+            lambda: (x := ok(c.node(old[0]).rpc, "cluster", "describe")["controller"]) in old and x,
+            30, "a controller among the running nodes")
+        survivor = old[1] if controller == old[0] else old[0]
+        print(f"killing controller {controller} mid-reassignment {old} -> {target}")
+        c.node(controller).kill()
+    finally:
+        c.node(new).proc.send_signal(signal.SIGCONT)
+    c.node(controller).start()
+    wait_reassigned(c.node(survivor).rpc, name, target)
+    read_all(c.bootstrap(), name, [f"v{i}".encode() for i in range(500)])
+
+
+def test_reassignment_refusals_name_the_problem_and_change_nothing(cluster_factory):
+    c = cluster_factory(3).start()
+    name, old = rf2_topic(c)
+    before = ok(c.node(1).rpc, "topic", "describe", name)
+    for replicas, why in [("1,9", "broker 9 is not part of the cluster"), ("1,1", "repeated")]:
+        r = cli(c.node(1).rpc, "partition", "reassign", "--topic", name, "--partition", "0", "--replicas", replicas)
+        assert r.returncode == 1 and why in r.stderr, (r.returncode, r.stderr)
+    r = cli(c.node(1).rpc, "partition", "reassign", "--topic", name, "--partition", "7", "--replicas", "1,2")
+    assert r.returncode == 1 and "partition 7" in r.stderr, r.stderr
+    r = cli(c.node(1).rpc, "partition", "reassign", "--topic", name, "--partition", "0")
+    assert r.returncode == 2, "missing --replicas is a usage error"
+    r = cli(c.node(1).rpc, "reassignment", "cancel", "--topic", name, "--partition", "0")
+    assert r.returncode == 1 and "no reassignment" in r.stderr, r.stderr
+    # min.insync: an RF=3 topic (min.insync 2 by default) cannot go to one replica.
+    three = make_topic(c)
+    r = cli(c.node(1).rpc, "partition", "reassign", "--topic", three, "--partition", "0", "--replicas", "1")
+    assert r.returncode == 1 and "min.insync.replicas=2" in r.stderr, r.stderr
+    assert ok(c.node(1).rpc, "topic", "describe", name) == before
+    # Cancel: back to the old replicas, the added one leaves.
+    new = next(i for i in (1, 2, 3) if i not in old)
+    c.node(new).proc.send_signal(signal.SIGSTOP)  # it cannot catch up: the move stays open
+    try:
+        ok(c.node(old[0]).rpc, "partition", "reassign", "--topic", name, "--partition", "0",
+           "--replicas", f"{old[0]},{new}")
+        r = cli(c.node(old[0]).rpc, "partition", "reassign", "--topic", name, "--partition", "0",
+                "--replicas", f"{old[1]},{new}")
+        assert r.returncode == 1 and "already in progress" in r.stderr, r.stderr
+        back = ok(c.node(old[0]).rpc, "reassignment", "cancel", "--topic", name, "--partition", "0")
+        assert sorted(back["replicas"]) == sorted(old) and "adding" not in back
+    finally:
+        c.node(new).proc.send_signal(signal.SIGCONT)
+    assert ok(c.node(old[0]).rpc, "reassignment", "list") == []

@@ -9,7 +9,8 @@ use anyhow::{Context, Result};
 use chronik_admin::pb::admin_client::AdminClient;
 use chronik_admin::pb::{
     ChangeReply, DescribeClusterReply, DescribeClusterRequest, DescribeTopicsReply,
-    DescribeTopicsRequest, ElectLeaderRequest, PartitionInfo, PartitionRef,
+    DescribeTopicsRequest, ElectLeaderRequest, ListReassignmentsReply, ListReassignmentsRequest,
+    PartitionInfo, PartitionMove, PartitionRef, ReassignReply, ReassignRequest,
 };
 use clap::{Parser, Subcommand, ValueEnum};
 use serde_json::{json, Value};
@@ -52,10 +53,15 @@ enum Command {
         #[command(subcommand)]
         what: TopicCmd,
     },
-    /// Seal or resume a partition.
+    /// Seal, resume or reassign a partition.
     Partition {
         #[command(subcommand)]
         what: PartitionCmd,
+    },
+    /// Running reassignments.
+    Reassignment {
+        #[command(subcommand)]
+        what: ReassignmentCmd,
     },
     /// Partition leadership.
     Leader {
@@ -89,6 +95,23 @@ enum PartitionCmd {
     Seal(PartitionArgs),
     /// Take produce again.
     Resume(PartitionArgs),
+    /// Move the partition to new replicas (the first is preferred leader): new ones catch up
+    /// and join the ISR, then the controller completes the move and old ones delete their data.
+    Reassign {
+        #[command(flatten)]
+        at: PartitionArgs,
+        /// Target broker ids, comma-separated: --replicas 2,3,4
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<i32>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReassignmentCmd {
+    /// Reassignments in progress, with the added replicas that caught up.
+    List,
+    /// Abandon a reassignment: back to the old replicas.
+    Cancel(PartitionArgs),
 }
 
 #[derive(Subcommand)]
@@ -154,13 +177,51 @@ async fn run(cli: Cli) -> Result<()> {
                 .into_inner();
             Printed::Topics(r)
         }
-        Command::Partition { what } => {
-            let r = match what {
-                PartitionCmd::Seal(a) => c.seal_partition(part(&a)).await,
-                PartitionCmd::Resume(a) => c.resume_partition(part(&a)).await,
-            };
-            Printed::Change(r.map_err(status)?.into_inner())
-        }
+        Command::Partition { what } => match what {
+            PartitionCmd::Seal(a) => Printed::Change(
+                c.seal_partition(part(&a))
+                    .await
+                    .map_err(status)?
+                    .into_inner(),
+            ),
+            PartitionCmd::Resume(a) => Printed::Change(
+                c.resume_partition(part(&a))
+                    .await
+                    .map_err(status)?
+                    .into_inner(),
+            ),
+            PartitionCmd::Reassign { at, replicas } => {
+                let req = ReassignRequest {
+                    moves: vec![PartitionMove {
+                        topic: at.topic,
+                        partition: at.partition,
+                        replicas,
+                    }],
+                };
+                Printed::Moves(
+                    c.reassign_partitions(req)
+                        .await
+                        .map_err(status)?
+                        .into_inner(),
+                )
+            }
+        },
+        Command::Reassignment {
+            what: ReassignmentCmd::List,
+        } => Printed::Reassignments(
+            c.list_reassignments(ListReassignmentsRequest {})
+                .await
+                .map_err(status)?
+                .into_inner(),
+        ),
+        Command::Reassignment {
+            what: ReassignmentCmd::Cancel(a),
+        } => Printed::Change(
+            c.cancel_reassignment(part(&a))
+                .await
+                .map_err(status)?
+                .into_inner(),
+        ),
         Command::Leader {
             what: LeaderCmd::Elect { at, replica },
         } => {
@@ -190,6 +251,8 @@ enum Printed {
     Cluster(DescribeClusterReply),
     Topics(DescribeTopicsReply),
     Change(ChangeReply),
+    Moves(ReassignReply),
+    Reassignments(ListReassignmentsReply),
 }
 
 fn partition_json(p: &PartitionInfo) -> Value {
@@ -197,6 +260,10 @@ fn partition_json(p: &PartitionInfo) -> Value {
         "partition": p.partition, "replicas": p.replicas, "leader": p.leader,
         "leader_epoch": p.leader_epoch, "isr": p.isr, "sealed": p.sealed,
     });
+    if !p.adding.is_empty() || !p.removing.is_empty() {
+        v["adding"] = json!(p.adding);
+        v["removing"] = json!(p.removing);
+    }
     if p.local {
         v["local"] = json!({
             "log_end": p.local_log_end, "high_watermark": p.local_high_watermark,
@@ -234,6 +301,15 @@ impl Printed {
                 }))
                 .collect::<Vec<_>>()),
             Printed::Change(r) => r.partition.as_ref().map_or(Value::Null, partition_json),
+            Printed::Moves(r) => json!(r.partitions.iter().map(partition_json).collect::<Vec<_>>()),
+            Printed::Reassignments(r) => json!(r
+                .reassignments
+                .iter()
+                .map(|x| json!({
+                    "topic": x.topic, "target": x.target, "caught_up": x.caught_up,
+                    "partition": x.partition.as_ref().map_or(Value::Null, partition_json),
+                }))
+                .collect::<Vec<_>>()),
         }
     }
 
@@ -281,6 +357,36 @@ impl Printed {
                             p.sealed
                         );
                     }
+                }
+            }
+            Printed::Moves(r) => {
+                for p in &r.partitions {
+                    s += &format!(
+                        "partition {}: reassigning, replicas {} adding {} removing {} isr {}\n",
+                        p.partition,
+                        ids(&p.replicas),
+                        ids(&p.adding),
+                        ids(&p.removing),
+                        ids(&p.isr)
+                    );
+                }
+            }
+            Printed::Reassignments(r) => {
+                s += &format!(
+                    "{:<32} {:>4} {:<10} {:<10} {:<10} {:<10}\n",
+                    "TOPIC", "PART", "TARGET", "ADDING", "CAUGHT-UP", "REMOVING"
+                );
+                for x in &r.reassignments {
+                    let p = x.partition.clone().unwrap_or_default();
+                    s += &format!(
+                        "{:<32} {:>4} {:<10} {:<10} {:<10} {:<10}\n",
+                        x.topic,
+                        p.partition,
+                        ids(&x.target),
+                        ids(&p.adding),
+                        ids(&x.caught_up),
+                        ids(&p.removing)
+                    );
                 }
             }
             Printed::Change(r) => {

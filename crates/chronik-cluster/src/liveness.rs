@@ -93,7 +93,40 @@ fn leader_moves(state: &chronik_metadata::MetadataState) -> (Vec<i32>, bool) {
     (off, preferred)
 }
 
+/// Partitions whose running reassignment can complete: every target replica is in the ISR.
+/// Read from the state on every controller tick, so a new controller picks up where the
+/// last one stopped.
+fn completable_reassignments(state: &chronik_metadata::MetadataState) -> Vec<(String, i32)> {
+    let mut out = Vec::new();
+    for t in state.topics.values() {
+        for (i, p) in t.partitions.iter().enumerate() {
+            if p.reassigning() && p.target_replicas().iter().all(|r| p.isr.contains(r)) {
+                out.push((t.name.clone(), i as i32));
+            }
+        }
+    }
+    out
+}
+
 impl MetadataNode {
+    /// On the controller: completes reassignments whose new replicas caught up.
+    async fn complete_reassignments(&self) {
+        for (topic, partition) in completable_reassignments(&self.state()) {
+            let cmd = MetadataCommand::CompleteReassignment {
+                topic: topic.clone(),
+                partition,
+            };
+            match self.propose(cmd).await {
+                Ok(_) => {
+                    info!(node = self.node_id, %topic, partition, "controller completed a reassignment")
+                }
+                Err(e) => {
+                    warn!(node = self.node_id, %topic, partition, error = %e, "controller could not complete a reassignment")
+                }
+            }
+        }
+    }
+
     /// On the controller: moves partition leadership off fenced brokers (to an alive ISR
     /// member, new epoch) and back to preferred replicas once they are in the ISR again.
     async fn check_leaders(&self, auto_rebalance: bool) {
@@ -113,6 +146,7 @@ impl MetadataNode {
                 }
             }
         }
+        self.complete_reassignments().await;
         if preferred {
             match self.propose(MetadataCommand::ElectPreferredLeaders).await {
                 Ok(_) => info!(

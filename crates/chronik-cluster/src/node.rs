@@ -111,6 +111,10 @@ pub struct MetadataNode {
     propose_timeout: Duration,
     stop_server: std::sync::Mutex<Option<oneshot::Sender<()>>>,
     heartbeats: Arc<Heartbeats>,
+    /// The log index this node knew committed when it started: [`MetadataNode::wait_ready`]
+    /// waits until the state machine applied that far again, so nothing acts on metadata
+    /// older than what this node had already acted on (data on disk follows that).
+    startup_committed: Option<u64>,
 }
 
 fn check_identity(dir: &Path, node_id: NodeId, peers: &PeerList) -> Result<(), ClusterError> {
@@ -163,10 +167,14 @@ impl MetadataNode {
         }
         check_identity(&cfg.dir, cfg.node_id, &cfg.peers)?;
         let raft_dir = cfg.dir.join("raft");
-        let (log, sm) = open_storage(&raft_dir).map_err(|source| ClusterError::Storage {
+        let (mut log, sm) = open_storage(&raft_dir).map_err(|source| ClusterError::Storage {
             path: raft_dir.display().to_string(),
             source,
         })?;
+        let startup_committed = openraft::storage::RaftLogStorage::read_committed(&mut log)
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?
+            .map(|id| id.index);
         let state = sm.subscribe();
         let hb = cfg.heartbeat.as_millis().max(10) as u64;
         let config = openraft::Config {
@@ -204,6 +212,7 @@ impl MetadataNode {
             propose_timeout: cfg.propose_timeout,
             stop_server: std::sync::Mutex::new(Some(stop_tx)),
             heartbeats,
+            startup_committed,
         });
         node.form().await?;
         node.spawn_observer();
@@ -358,13 +367,27 @@ impl MetadataNode {
         self.raft.metrics().borrow().current_leader
     }
 
-    /// Waits until the cluster is named (formed, with a leader that committed `InitCluster`)
-    /// and this node has applied that.
+    /// Waits until the cluster is named (formed, with a leader that committed `InitCluster`),
+    /// this node has applied that, and it applied at least as far as it had committed before
+    /// it restarted.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<Arc<MetadataState>, ClusterError> {
         let mut rx = self.state.clone();
-        let ready = tokio::time::timeout(timeout, rx.wait_for(|s| !s.cluster_id.is_empty())).await;
+        let ready = tokio::time::timeout(timeout, async {
+            if let Some(index) = self.startup_committed {
+                let mut metrics = self.raft.metrics();
+                metrics
+                    .wait_for(|m| m.last_applied.is_some_and(|a| a.index >= index))
+                    .await
+                    .map_err(|_| ())?;
+            }
+            rx.wait_for(|s| !s.cluster_id.is_empty())
+                .await
+                .map(|s| s.clone())
+                .map_err(|_| ())
+        })
+        .await;
         match ready {
-            Ok(Ok(s)) => Ok(s.clone()),
+            Ok(Ok(s)) => Ok(s),
             Ok(Err(_)) => Err(ClusterError::Raft("the state machine stopped".into())),
             Err(_) => Err(ClusterError::Raft(format!(
                 "no metadata quorum formed within {timeout:?}: are a majority of {} running?",

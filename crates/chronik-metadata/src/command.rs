@@ -83,6 +83,31 @@ pub enum MetadataCommand {
         partition: i32,
         leader: Option<i32>,
     },
+    /// An operator moves a partition to the `target` replicas (Kafka's KIP-455 model). The
+    /// replicas become the target followed by the old ones not in it; `adding` and `removing`
+    /// record the difference. Added replicas fetch from the leader and join the ISR once caught
+    /// up; the controller then completes the move ([`MetadataCommand::CompleteReassignment`]).
+    /// Refused while another runs, for an empty or repeated target, or a broker the cluster does
+    /// not know. The same set in another order only reorders (the first replica is preferred).
+    ReassignPartition {
+        topic: String,
+        partition: i32,
+        target: Vec<i32>,
+    },
+    /// The controller finishes a reassignment whose target replicas are all in the ISR: the
+    /// replicas become the target, the ISR keeps only target members, and if the leader is
+    /// leaving the first target replica in the ISR that is alive leads (new epoch).
+    CompleteReassignment {
+        topic: String,
+        partition: i32,
+    },
+    /// An operator abandons a running reassignment: the replicas go back to the old set, and
+    /// the added ones leave the ISR (if one of them leads, the first old replica in the ISR takes
+    /// over with a new epoch; refused if there is none).
+    CancelReassignment {
+        topic: String,
+        partition: i32,
+    },
 }
 
 /// What applying a command produced, for the proposer.
@@ -325,6 +350,127 @@ impl MetadataState {
                 }
                 Outcome::Done
             }
+            MetadataCommand::ReassignPartition {
+                topic,
+                partition,
+                target,
+            } => {
+                let known: Vec<i32> = self.brokers.keys().copied().collect();
+                let p = partition_mut(&mut self.topics, topic, *partition)?;
+                let refuse = |reason: String| Refusal::InvalidReassignment {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    reason,
+                };
+                if p.reassigning() {
+                    return Err(refuse(format!(
+                        "one is already in progress (to {:?}); cancel it first",
+                        p.target_replicas()
+                    )));
+                }
+                if target.is_empty() {
+                    return Err(refuse("the target replica list is empty".into()));
+                }
+                let mut sorted = target.clone();
+                sorted.sort_unstable();
+                sorted.dedup();
+                if sorted.len() != target.len() {
+                    return Err(refuse(format!("broker repeated in {target:?}")));
+                }
+                if let Some(b) = target.iter().find(|b| !known.contains(b)) {
+                    return Err(refuse(format!("broker {b} is not part of the cluster")));
+                }
+                let old = p.replicas.clone();
+                let adding: Vec<i32> = target
+                    .iter()
+                    .copied()
+                    .filter(|r| !old.contains(r))
+                    .collect();
+                let removing: Vec<i32> = old
+                    .iter()
+                    .copied()
+                    .filter(|r| !target.contains(r))
+                    .collect();
+                p.replicas = target.iter().chain(&removing).copied().collect();
+                p.adding = adding;
+                p.removing = removing;
+                Outcome::Done
+            }
+            MetadataCommand::CompleteReassignment { topic, partition } => {
+                let alive: Vec<i32> = self
+                    .brokers
+                    .values()
+                    .filter(|b| b.state == BrokerState::Alive)
+                    .map(|b| b.node_id)
+                    .collect();
+                let p = partition_mut(&mut self.topics, topic, *partition)?;
+                if !p.reassigning() {
+                    return Err(Refusal::NoReassignmentInProgress {
+                        topic: topic.clone(),
+                        partition: *partition,
+                    });
+                }
+                let target = p.target_replicas();
+                if let Some(r) = target.iter().find(|r| !p.isr.contains(r)) {
+                    return Err(Refusal::InvalidReassignment {
+                        topic: topic.clone(),
+                        partition: *partition,
+                        reason: format!("target replica {r} is not in the ISR yet"),
+                    });
+                }
+                if !target.contains(&p.leader) {
+                    let next = target
+                        .iter()
+                        .copied()
+                        .find(|r| alive.contains(r))
+                        .ok_or_else(|| Refusal::InvalidReassignment {
+                            topic: topic.clone(),
+                            partition: *partition,
+                            reason: "no target replica is alive to take leadership".into(),
+                        })?;
+                    p.leader = next;
+                    p.leader_epoch += 1;
+                }
+                p.isr.retain(|r| target.contains(r));
+                p.replicas = target;
+                p.adding.clear();
+                p.removing.clear();
+                Outcome::Done
+            }
+            MetadataCommand::CancelReassignment { topic, partition } => {
+                let p = partition_mut(&mut self.topics, topic, *partition)?;
+                if !p.reassigning() {
+                    return Err(Refusal::NoReassignmentInProgress {
+                        topic: topic.clone(),
+                        partition: *partition,
+                    });
+                }
+                let old = p.original_replicas();
+                let isr: Vec<i32> = p
+                    .isr
+                    .iter()
+                    .copied()
+                    .filter(|r| !p.adding.contains(r))
+                    .collect();
+                if !old.contains(&p.leader) {
+                    let next =
+                        isr.first()
+                            .copied()
+                            .ok_or_else(|| Refusal::InvalidReassignment {
+                                topic: topic.clone(),
+                                partition: *partition,
+                                reason: "no original replica is in the ISR to take leadership back"
+                                    .into(),
+                            })?;
+                    p.leader = next;
+                    p.leader_epoch += 1;
+                }
+                p.isr = isr;
+                p.replicas = old;
+                p.adding.clear();
+                p.removing.clear();
+                Outcome::Done
+            }
             MetadataCommand::SetPartitionSealed {
                 topic,
                 partition,
@@ -404,10 +550,31 @@ impl MetadataState {
                     isr: replicas.clone(),
                     replicas,
                     sealed: false,
+                    adding: Vec::new(),
+                    removing: Vec::new(),
                 }
             })
             .collect())
     }
+}
+
+/// A partition of `topic`, or the refusal naming what does not exist.
+fn partition_mut<'a>(
+    topics: &'a mut BTreeMap<String, TopicInfo>,
+    topic: &str,
+    partition: i32,
+) -> Result<&'a mut PartitionInfo, Refusal> {
+    let t = topics
+        .get_mut(topic)
+        .ok_or_else(|| Refusal::UnknownTopic(topic.to_string()))?;
+    let count = t.partitions.len();
+    usize::try_from(partition)
+        .ok()
+        .and_then(|i| t.partitions.get_mut(i))
+        .ok_or_else(|| Refusal::InvalidPartitions {
+            requested: partition,
+            reason: format!("topic {topic} has {count} partitions"),
+        })
 }
 
 fn check_partition_count(n: i32) -> Result<(), Refusal> {
@@ -551,5 +718,108 @@ mod tests {
                 count: 10
             }
         );
+    }
+
+    fn reassign(target: &[i32]) -> MetadataCommand {
+        MetadataCommand::ReassignPartition {
+            topic: "t".into(),
+            partition: 0,
+            target: target.to_vec(),
+        }
+    }
+
+    fn p0(s: &MetadataState) -> PartitionInfo {
+        s.topic("t").unwrap().partitions[0].clone()
+    }
+
+    fn set_isr(s: &mut MetadataState, isr: &[i32]) {
+        let epoch = p0(s).leader_epoch;
+        s.apply(&MetadataCommand::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader_epoch: epoch,
+            isr: isr.to_vec(),
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn reassignment_adds_then_completes_once_the_target_is_in_sync() {
+        let mut s = state_with_brokers(4);
+        s.apply(&create("t", 1, 3)).unwrap();
+        let before = p0(&s);
+        assert_eq!(before.leader, before.replicas[0]);
+        let old = before.replicas.clone();
+        // Move off the leader, onto broker 4.
+        let target: Vec<i32> = old[1..].iter().copied().chain([4]).collect();
+        s.apply(&reassign(&target)).unwrap();
+        let during = p0(&s);
+        assert_eq!(during.adding, vec![4]);
+        assert_eq!(during.removing, vec![old[0]]);
+        assert_eq!(during.replicas[..3], target[..]);
+        assert_eq!(during.target_replicas(), target);
+        // The old set, target members first (Kafka's merged order).
+        assert_eq!(during.original_replicas(), vec![old[1], old[2], old[0]]);
+        s.check_invariants().unwrap();
+        // Another one while it runs: refused, nothing changes.
+        let snapshot = s.clone();
+        assert!(matches!(
+            s.apply(&reassign(&old)),
+            Err(Refusal::InvalidReassignment { .. })
+        ));
+        assert_eq!(s, snapshot);
+        // Not complete until 4 is in the ISR.
+        assert!(s
+            .apply(&MetadataCommand::CompleteReassignment {
+                topic: "t".into(),
+                partition: 0
+            })
+            .is_err());
+        set_isr(&mut s, &[old[0], old[1], old[2], 4]);
+        s.apply(&MetadataCommand::CompleteReassignment {
+            topic: "t".into(),
+            partition: 0,
+        })
+        .unwrap();
+        let after = p0(&s);
+        assert_eq!(after.replicas, target);
+        assert!(!after.reassigning());
+        assert!(!after.isr.contains(&old[0]));
+        // The leader was removed: the first target replica leads, with a new epoch.
+        assert_eq!(after.leader, target[0]);
+        assert_eq!(after.leader_epoch, before.leader_epoch + 1);
+        s.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn reassignment_refusals_and_cancel() {
+        let mut s = state_with_brokers(4);
+        s.apply(&create("t", 1, 3)).unwrap();
+        let before = s.clone();
+        for bad in [vec![], vec![1, 1, 2], vec![1, 2, 9]] {
+            assert!(
+                matches!(
+                    s.apply(&reassign(&bad)),
+                    Err(Refusal::InvalidReassignment { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert!(matches!(
+            s.apply(&MetadataCommand::CancelReassignment {
+                topic: "t".into(),
+                partition: 0
+            }),
+            Err(Refusal::NoReassignmentInProgress { .. })
+        ));
+        assert_eq!(s, before);
+        let old = p0(&s).replicas;
+        s.apply(&reassign(&[old[0], 4])).unwrap();
+        s.apply(&MetadataCommand::CancelReassignment {
+            topic: "t".into(),
+            partition: 0,
+        })
+        .unwrap();
+        assert_eq!(p0(&s), p0(&before));
     }
 }

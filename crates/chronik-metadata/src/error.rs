@@ -33,6 +33,14 @@ pub enum Refusal {
         broker: i32,
         reason: String,
     },
+    #[error("{topic}-{partition}: reassignment refused: {reason}")]
+    InvalidReassignment {
+        topic: String,
+        partition: i32,
+        reason: String,
+    },
+    #[error("{topic}-{partition}: no reassignment is in progress")]
+    NoReassignmentInProgress { topic: String, partition: i32 },
     #[error("{topic}-{partition}: invalid ISR {isr:?}: {reason}")]
     InvalidIsr {
         topic: String,

@@ -43,6 +43,38 @@ pub struct PartitionInfo {
     pub isr: Vec<i32>,
     /// A sealed partition refuses appends and still serves reads.
     pub sealed: bool,
+    /// While a reassignment runs (Kafka's KIP-455 model): replicas being added (they fetch
+    /// and join the ISR) and being removed (they leave when it completes). `replicas` holds
+    /// both: the target first, then the ones being removed. Both empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding: Vec<i32>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing: Vec<i32>,
+}
+
+impl PartitionInfo {
+    pub fn reassigning(&self) -> bool {
+        !self.adding.is_empty() || !self.removing.is_empty()
+    }
+
+    /// The replicas a running reassignment ends with (the replicas when none runs).
+    pub fn target_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.removing.contains(r))
+            .collect()
+    }
+
+    /// The replicas before a running reassignment (the replicas when none runs), in the
+    /// merged order: those kept by the target first. Cancelling restores this, as Kafka does.
+    pub fn original_replicas(&self) -> Vec<i32> {
+        self.replicas
+            .iter()
+            .copied()
+            .filter(|r| !self.adding.contains(r))
+            .collect()
+    }
 }
 
 /// A topic: identity, per-topic config overrides and partitions (index = partition id).
@@ -106,6 +138,17 @@ impl MetadataState {
                 }
                 if p.leader_epoch < 0 {
                     return Err(format!("{}-{i}: negative leader epoch", t.name));
+                }
+                if p.adding
+                    .iter()
+                    .chain(&p.removing)
+                    .any(|r| !p.replicas.contains(r))
+                    || p.adding.iter().any(|r| p.removing.contains(r))
+                {
+                    return Err(format!(
+                        "{}-{i}: reassignment sets not disjoint subsets of replicas",
+                        t.name
+                    ));
                 }
             }
         }

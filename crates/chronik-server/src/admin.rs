@@ -7,8 +7,9 @@ use std::sync::{Arc, OnceLock, Weak};
 use chronik_admin::pb::admin_server::Admin;
 use chronik_admin::pb::{
     Broker as PbBroker, ChangeReply, DescribeClusterReply, DescribeClusterRequest,
-    DescribeTopicsReply, DescribeTopicsRequest, ElectLeaderRequest, PartitionInfo, PartitionRef,
-    TopicInfo,
+    DescribeTopicsReply, DescribeTopicsRequest, ElectLeaderRequest, ListReassignmentsReply,
+    ListReassignmentsRequest, PartitionInfo, PartitionMove, PartitionRef, ReassignReply,
+    ReassignRequest, Reassignment, TopicInfo,
 };
 use chronik_metadata::{BrokerState, MetadataCommand, MetadataState};
 use tonic::{Request, Response, Status};
@@ -73,6 +74,8 @@ fn partition_info(
         leader_epoch: info.leader_epoch,
         isr: info.isr.clone(),
         sealed: info.sealed,
+        adding: info.adding.clone(),
+        removing: info.removing.clone(),
         ..Default::default()
     };
     if let Some(r) = broker.replicas.get(topic, p) {
@@ -109,6 +112,60 @@ async fn change(
     Ok(Response::new(ChangeReply {
         partition: partition_info(broker, &state, topic, p),
     }))
+}
+
+/// Most partition moves one request may carry.
+pub const MAX_MOVES_PER_REQUEST: usize = 10_000;
+
+/// Checks one move against the metadata before anything is proposed, so a bad move in a list
+/// changes nothing. The state machine repeats the structural checks when it applies; the
+/// min.insync check needs the broker's topic defaults, so it lives here.
+pub fn check_move(broker: &Broker, state: &MetadataState, m: &PartitionMove) -> Result<(), Status> {
+    known(state, &m.topic, m.partition)?;
+    let name = format!("{}-{}", m.topic, m.partition);
+    if m.replicas.is_empty() {
+        return Err(Status::invalid_argument(format!(
+            "{name}: the target replica list is empty"
+        )));
+    }
+    let mut sorted = m.replicas.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    if sorted.len() != m.replicas.len() {
+        return Err(Status::invalid_argument(format!(
+            "{name}: broker repeated in {:?}",
+            m.replicas
+        )));
+    }
+    if let Some(b) = m.replicas.iter().find(|b| !state.brokers.contains_key(b)) {
+        return Err(Status::invalid_argument(format!(
+            "{name}: broker {b} is not part of the cluster (brokers: {:?})",
+            state.brokers.keys().collect::<Vec<_>>()
+        )));
+    }
+    let topic = state
+        .topic(&m.topic)
+        .ok_or_else(|| Status::not_found(format!("topic '{}' does not exist", m.topic)))?;
+    let p = &topic.partitions[m.partition as usize];
+    // The topic's min.insync.replicas as it stands (its default follows the current
+    // replication factor): a move must not leave fewer replicas than acks=all needs.
+    let min_isr = broker
+        .topic_config(topic)
+        .min_insync_for(&topic.configs, p.replicas.len());
+    if m.replicas.len() < min_isr {
+        return Err(Status::failed_precondition(format!(
+            "{name}: {} replica(s) would be below min.insync.replicas={min_isr}; acks=all \
+             produce could never succeed",
+            m.replicas.len()
+        )));
+    }
+    if p.reassigning() {
+        return Err(Status::failed_precondition(format!(
+            "{name}: a reassignment to {:?} is already in progress; cancel it first",
+            p.target_replicas()
+        )));
+    }
+    Ok(())
 }
 
 /// Refuses a partition the metadata does not have, naming it.
@@ -198,6 +255,93 @@ impl Admin for AdminService {
         req: Request<PartitionRef>,
     ) -> Result<Response<ChangeReply>, Status> {
         self.set_sealed(req.into_inner(), false).await
+    }
+
+    async fn reassign_partitions(
+        &self,
+        req: Request<ReassignRequest>,
+    ) -> Result<Response<ReassignReply>, Status> {
+        let b = self.broker()?;
+        let moves = req.into_inner().moves;
+        if moves.is_empty() {
+            return Err(Status::invalid_argument("no partition to move"));
+        }
+        if moves.len() > MAX_MOVES_PER_REQUEST {
+            return Err(Status::invalid_argument(format!(
+                "{} moves in one request; at most {MAX_MOVES_PER_REQUEST}",
+                moves.len()
+            )));
+        }
+        let state = b.metadata();
+        for (i, m) in moves.iter().enumerate() {
+            check_move(&b, &state, m)?;
+            if moves[..i]
+                .iter()
+                .any(|o| o.topic == m.topic && o.partition == m.partition)
+            {
+                return Err(Status::invalid_argument(format!(
+                    "{}-{} is moved twice in one request",
+                    m.topic, m.partition
+                )));
+            }
+        }
+        let mut partitions = Vec::with_capacity(moves.len());
+        for m in moves {
+            let target = m.replicas.clone();
+            let cmd = MetadataCommand::ReassignPartition {
+                topic: m.topic.clone(),
+                partition: m.partition,
+                target: m.replicas,
+            };
+            let reply = change(&b, &m.topic, m.partition, cmd, |p| {
+                p.target_replicas() == target
+            })
+            .await?;
+            partitions.extend(reply.into_inner().partition);
+        }
+        Ok(Response::new(ReassignReply { partitions }))
+    }
+
+    async fn list_reassignments(
+        &self,
+        _: Request<ListReassignmentsRequest>,
+    ) -> Result<Response<ListReassignmentsReply>, Status> {
+        let b = self.broker()?;
+        let state = b.metadata();
+        let mut reassignments = Vec::new();
+        for t in state.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                if !p.reassigning() {
+                    continue;
+                }
+                reassignments.push(Reassignment {
+                    topic: t.name.clone(),
+                    partition: partition_info(&b, &state, &t.name, i as i32),
+                    target: p.target_replicas(),
+                    caught_up: p
+                        .adding
+                        .iter()
+                        .copied()
+                        .filter(|r| p.isr.contains(r))
+                        .collect(),
+                });
+            }
+        }
+        Ok(Response::new(ListReassignmentsReply { reassignments }))
+    }
+
+    async fn cancel_reassignment(
+        &self,
+        req: Request<PartitionRef>,
+    ) -> Result<Response<ChangeReply>, Status> {
+        let b = self.broker()?;
+        let PartitionRef { topic, partition } = req.into_inner();
+        known(&b.metadata(), &topic, partition)?;
+        let cmd = MetadataCommand::CancelReassignment {
+            topic: topic.clone(),
+            partition,
+        };
+        change(&b, &topic, partition, cmd, |p| !p.reassigning()).await
     }
 
     async fn elect_leader(

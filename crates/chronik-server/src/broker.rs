@@ -108,6 +108,8 @@ impl From<MetadataError> for TopicError {
                 Refusal::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
                 Refusal::InvalidIsr { .. } => ResponseError::InvalidRequest,
                 Refusal::IneligibleLeader { .. } => ResponseError::EligibleLeadersNotAvailable,
+                Refusal::InvalidReassignment { .. } => ResponseError::InvalidReplicaAssignment,
+                Refusal::NoReassignmentInProgress { .. } => ResponseError::NoReassignmentInProgress,
             },
             MetadataError::Io { .. } | MetadataError::Corrupt { .. } => {
                 ResponseError::KafkaStorageError
@@ -347,6 +349,7 @@ impl Broker {
                     .map_err(|(p, e)| (topic.name.clone(), p, e))?;
             }
         }
+        self.sync_replica_sets(state).await?;
         self.apply_roles(state).await;
         Ok(())
     }
@@ -897,27 +900,16 @@ impl Broker {
     /// Opens partitions `from..` of `topic` that this node hosts and publishes them. Called
     /// with `partition_sync` held.
     async fn open_partitions(&self, topic: &TopicInfo, from: usize) -> Result<(), (i32, WalError)> {
-        let config = self.topic_config(topic).log_config(self.config.fsync);
         let mut opened = Vec::new();
         for (i, info) in topic.partitions.iter().enumerate().skip(from) {
             if !info.replicas.contains(&self.node_id) {
                 opened.push(None);
                 continue;
             }
-            let log = PartitionLog::open(&self.wal_root, &topic.name, i as i32, config.clone())
+            let part = self
+                .open_partition(topic, i as i32, info)
                 .await
                 .map_err(|e| (i as i32, e))?;
-            if info.sealed {
-                log.seal();
-            }
-            let hw = self
-                .hw_checkpoints
-                .get(&(topic.name.clone(), i as i32))
-                .copied();
-            let part = Partition::open(log, self.node_id, hw)
-                .await
-                .map_err(|e| (i as i32, e))?;
-            self.replicas.add(part.replica.clone());
             opened.push(Some(part));
         }
         let mut entry = self
@@ -932,6 +924,73 @@ impl Broker {
         Ok(())
     }
 
+    /// Opens this node's replica of one partition and registers it for replication.
+    async fn open_partition(
+        &self,
+        topic: &TopicInfo,
+        index: i32,
+        info: &chronik_metadata::PartitionInfo,
+    ) -> Result<Arc<Partition>, WalError> {
+        let config = self.topic_config(topic).log_config(self.config.fsync);
+        let log = PartitionLog::open(&self.wal_root, &topic.name, index, config).await?;
+        if info.sealed {
+            log.seal();
+        }
+        let hw = self
+            .hw_checkpoints
+            .get(&(topic.name.clone(), index))
+            .copied();
+        let part = Partition::open(log, self.node_id, hw).await?;
+        self.replicas.add(part.replica.clone());
+        Ok(part)
+    }
+
+    /// Follows changes of replica sets (reassignments): opens the replicas this node was
+    /// given, which then fetch from their leader from offset 0, and deletes the data of those
+    /// it no longer holds.
+    async fn sync_replica_sets(
+        &self,
+        state: &MetadataState,
+    ) -> Result<(), (String, i32, WalError)> {
+        for topic in state.topics.values() {
+            let Some(local) = self.partitions.get(&topic.name).map(|t| t.parts.clone()) else {
+                continue;
+            };
+            for (i, info) in topic.partitions.iter().enumerate() {
+                let wanted = info.replicas.contains(&self.node_id);
+                let slot = match local.get(i) {
+                    Some(None) if wanted => {
+                        let part = self
+                            .open_partition(topic, i as i32, info)
+                            .await
+                            .map_err(|e| (topic.name.clone(), i as i32, e))?;
+                        tracing::info!(topic = %topic.name, partition = i, node = self.node_id,
+                            "this node is a new replica; catching up from the leader");
+                        Some(part)
+                    }
+                    Some(Some(part)) if !wanted => {
+                        self.replicas.remove(&topic.name, i as i32);
+                        if let Err(e) = part.log.delete().await {
+                            tracing::error!(topic = %topic.name, partition = i, error = %e,
+                                "failed to delete the data of a replica moved away");
+                        } else {
+                            tracing::info!(topic = %topic.name, partition = i, node = self.node_id,
+                                "replica moved away; its local data is deleted");
+                        }
+                        None
+                    }
+                    _ => continue,
+                };
+                if let Some(mut entry) = self.partitions.get_mut(&topic.name) {
+                    if let Some(s) = entry.parts.get_mut(i) {
+                        *s = slot;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Removes WAL directories of topics the metadata no longer has (a delete that was
     /// interrupted by a crash after the metadata change).
     fn remove_orphan_dirs(&self) {
@@ -941,6 +1000,10 @@ impl Broker {
         };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().to_string();
+            // Only whole topics: partition directories of a live topic are left alone, since
+            // right after a restart the applied metadata may trail what this node applied
+            // before it stopped, and deleting a replica on stale metadata could delete the only
+            // copy. Replicas moved away at runtime are deleted by `sync_replica_sets`.
             if entry.path().is_dir() && !state.topics.contains_key(&name) {
                 tracing::warn!(topic = %name, "removing data of a deleted topic");
                 if let Err(e) = std::fs::remove_dir_all(entry.path()) {
