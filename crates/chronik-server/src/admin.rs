@@ -8,13 +8,15 @@ use chronik_admin::pb::admin_server::Admin;
 use chronik_admin::pb::{
     Broker as PbBroker, ChangeReply, DescribeClusterReply, DescribeClusterRequest,
     DescribeTopicsReply, DescribeTopicsRequest, ElectLeaderRequest, ListReassignmentsReply,
-    ListReassignmentsRequest, PartitionInfo, PartitionMove, PartitionRef, ReassignReply,
-    ReassignRequest, Reassignment, TopicInfo,
+    ListReassignmentsRequest, PartitionInfo, PartitionRef, ReassignReply, ReassignRequest,
+    Reassignment, TopicInfo,
 };
 use chronik_metadata::{BrokerState, MetadataCommand, MetadataState};
+use kafka_protocol::ResponseError;
 use tonic::{Request, Response, Status};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, TopicError};
+use crate::reassign;
 
 /// Set once the broker exists (the RPC listener starts before it does).
 pub type BrokerSlot = Arc<OnceLock<Weak<Broker>>>;
@@ -114,58 +116,15 @@ async fn change(
     }))
 }
 
-/// Most partition moves one request may carry.
-pub const MAX_MOVES_PER_REQUEST: usize = 10_000;
-
-/// Checks one move against the metadata before anything is proposed, so a bad move in a list
-/// changes nothing. The state machine repeats the structural checks when it applies; the
-/// min.insync check needs the broker's topic defaults, so it lives here.
-pub fn check_move(broker: &Broker, state: &MetadataState, m: &PartitionMove) -> Result<(), Status> {
-    known(state, &m.topic, m.partition)?;
-    let name = format!("{}-{}", m.topic, m.partition);
-    if m.replicas.is_empty() {
-        return Err(Status::invalid_argument(format!(
-            "{name}: the target replica list is empty"
-        )));
+/// A refusal as a gRPC status: what does not exist is NOT_FOUND, no quorum is UNAVAILABLE,
+/// anything else the operator must change first.
+fn status(e: TopicError) -> Status {
+    match e.code {
+        ResponseError::UnknownTopicOrPartition => Status::not_found(e.message),
+        ResponseError::RequestTimedOut => Status::unavailable(e.message),
+        ResponseError::InvalidReplicaAssignment => Status::invalid_argument(e.message),
+        _ => Status::failed_precondition(e.message),
     }
-    let mut sorted = m.replicas.clone();
-    sorted.sort_unstable();
-    sorted.dedup();
-    if sorted.len() != m.replicas.len() {
-        return Err(Status::invalid_argument(format!(
-            "{name}: broker repeated in {:?}",
-            m.replicas
-        )));
-    }
-    if let Some(b) = m.replicas.iter().find(|b| !state.brokers.contains_key(b)) {
-        return Err(Status::invalid_argument(format!(
-            "{name}: broker {b} is not part of the cluster (brokers: {:?})",
-            state.brokers.keys().collect::<Vec<_>>()
-        )));
-    }
-    let topic = state
-        .topic(&m.topic)
-        .ok_or_else(|| Status::not_found(format!("topic '{}' does not exist", m.topic)))?;
-    let p = &topic.partitions[m.partition as usize];
-    // The topic's min.insync.replicas as it stands (its default follows the current
-    // replication factor): a move must not leave fewer replicas than acks=all needs.
-    let min_isr = broker
-        .topic_config(topic)
-        .min_insync_for(&topic.configs, p.replicas.len());
-    if m.replicas.len() < min_isr {
-        return Err(Status::failed_precondition(format!(
-            "{name}: {} replica(s) would be below min.insync.replicas={min_isr}; acks=all \
-             produce could never succeed",
-            m.replicas.len()
-        )));
-    }
-    if p.reassigning() {
-        return Err(Status::failed_precondition(format!(
-            "{name}: a reassignment to {:?} is already in progress; cancel it first",
-            p.target_replicas()
-        )));
-    }
-    Ok(())
 }
 
 /// Refuses a partition the metadata does not have, naming it.
@@ -266,15 +225,17 @@ impl Admin for AdminService {
         if moves.is_empty() {
             return Err(Status::invalid_argument("no partition to move"));
         }
-        if moves.len() > MAX_MOVES_PER_REQUEST {
+        if moves.len() > reassign::MAX_MOVES_PER_REQUEST {
             return Err(Status::invalid_argument(format!(
-                "{} moves in one request; at most {MAX_MOVES_PER_REQUEST}",
-                moves.len()
+                "{} moves in one request; at most {}",
+                moves.len(),
+                reassign::MAX_MOVES_PER_REQUEST
             )));
         }
+        // Every move is checked before any starts.
         let state = b.metadata();
         for (i, m) in moves.iter().enumerate() {
-            check_move(&b, &state, m)?;
+            reassign::check_move(&b, &state, &m.topic, m.partition, &m.replicas).map_err(status)?;
             if moves[..i]
                 .iter()
                 .any(|o| o.topic == m.topic && o.partition == m.partition)
@@ -287,17 +248,10 @@ impl Admin for AdminService {
         }
         let mut partitions = Vec::with_capacity(moves.len());
         for m in moves {
-            let target = m.replicas.clone();
-            let cmd = MetadataCommand::ReassignPartition {
-                topic: m.topic.clone(),
-                partition: m.partition,
-                target: m.replicas,
-            };
-            let reply = change(&b, &m.topic, m.partition, cmd, |p| {
-                p.target_replicas() == target
-            })
-            .await?;
-            partitions.extend(reply.into_inner().partition);
+            let state = reassign::start(&b, &m.topic, m.partition, m.replicas)
+                .await
+                .map_err(status)?;
+            partitions.extend(partition_info(&b, &state, &m.topic, m.partition));
         }
         Ok(Response::new(ReassignReply { partitions }))
     }
@@ -308,25 +262,20 @@ impl Admin for AdminService {
     ) -> Result<Response<ListReassignmentsReply>, Status> {
         let b = self.broker()?;
         let state = b.metadata();
-        let mut reassignments = Vec::new();
-        for t in state.topics.values() {
-            for (i, p) in t.partitions.iter().enumerate() {
-                if !p.reassigning() {
-                    continue;
-                }
-                reassignments.push(Reassignment {
-                    topic: t.name.clone(),
-                    partition: partition_info(&b, &state, &t.name, i as i32),
-                    target: p.target_replicas(),
-                    caught_up: p
-                        .adding
-                        .iter()
-                        .copied()
-                        .filter(|r| p.isr.contains(r))
-                        .collect(),
-                });
-            }
-        }
+        let reassignments = reassign::running(&state)
+            .into_iter()
+            .map(|(topic, i, p)| Reassignment {
+                partition: partition_info(&b, &state, &topic, i),
+                topic,
+                target: p.target_replicas(),
+                caught_up: p
+                    .adding
+                    .iter()
+                    .copied()
+                    .filter(|r| p.isr.contains(r))
+                    .collect(),
+            })
+            .collect();
         Ok(Response::new(ListReassignmentsReply { reassignments }))
     }
 
@@ -336,12 +285,12 @@ impl Admin for AdminService {
     ) -> Result<Response<ChangeReply>, Status> {
         let b = self.broker()?;
         let PartitionRef { topic, partition } = req.into_inner();
-        known(&b.metadata(), &topic, partition)?;
-        let cmd = MetadataCommand::CancelReassignment {
-            topic: topic.clone(),
-            partition,
-        };
-        change(&b, &topic, partition, cmd, |p| !p.reassigning()).await
+        let state = reassign::cancel(&b, &topic, partition)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(ChangeReply {
+            partition: partition_info(&b, &state, &topic, partition),
+        }))
     }
 
     async fn elect_leader(

@@ -82,7 +82,7 @@ pub struct TopicError {
 }
 
 impl TopicError {
-    fn new(code: ResponseError, message: impl Into<String>) -> Self {
+    pub fn new(code: ResponseError, message: impl Into<String>) -> Self {
         TopicError {
             code,
             message: message.into(),
@@ -123,6 +123,8 @@ impl From<MetadataError> for TopicError {
 /// a deleted one of the same name.
 struct LocalTopic {
     id: Uuid,
+    /// The topic's config overrides the local logs were last configured with.
+    configs: BTreeMap<String, String>,
     /// Index = partition id; `None` where this node is not a replica.
     parts: Vec<Option<Arc<Partition>>>,
 }
@@ -350,6 +352,7 @@ impl Broker {
             }
         }
         self.sync_replica_sets(state).await?;
+        self.sync_topic_configs(state);
         self.apply_roles(state).await;
         Ok(())
     }
@@ -917,6 +920,7 @@ impl Broker {
             .entry(topic.name.clone())
             .or_insert_with(|| LocalTopic {
                 id: topic.id,
+                configs: topic.configs.clone(),
                 parts: Vec::new(),
             });
         entry.parts.truncate(from);
@@ -943,6 +947,25 @@ impl Broker {
         let part = Partition::open(log, self.node_id, hw).await?;
         self.replicas.add(part.replica.clone());
         Ok(part)
+    }
+
+    /// Gives the local logs of every topic whose overrides changed (AlterConfigs) their new
+    /// log config: segment size and age, retention, index interval.
+    fn sync_topic_configs(&self, state: &MetadataState) {
+        for topic in state.topics.values() {
+            let Some(mut local) = self.partitions.get_mut(&topic.name) else {
+                continue;
+            };
+            if local.configs == topic.configs {
+                continue;
+            }
+            let config = self.topic_config(topic).log_config(self.config.fsync);
+            for part in local.parts.iter().flatten() {
+                part.log.set_config(config.clone());
+            }
+            local.configs = topic.configs.clone();
+            tracing::info!(topic = %topic.name, configs = ?topic.configs, "topic configs changed");
+        }
     }
 
     /// Follows changes of replica sets (reassignments): opens the replicas this node was

@@ -14,6 +14,7 @@ pub mod handlers;
 pub mod offsets;
 pub mod partition;
 pub mod producer_state;
+pub mod reassign;
 pub mod server;
 pub mod shutdown;
 pub mod topic_config;

@@ -11,12 +11,14 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
 
+mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod elect_leaders;
 mod fetch;
 mod find_coordinator;
 mod groups;
@@ -28,6 +30,7 @@ mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod reassignments;
 
 /// What a handler hands back to the connection's ordered writer.
 pub enum Reply {
@@ -73,6 +76,11 @@ pub async fn dispatch(broker: &Arc<Broker>, req: Request, client_host: &str) -> 
         RequestKind::DeleteGroups(r) => groups::delete(broker, r, v).await,
         RequestKind::OffsetDelete(r) => offset_delete::handle(broker, r, v).await,
         RequestKind::OffsetForLeaderEpoch(r) => offset_for_leader_epoch::handle(broker, r, v),
+        RequestKind::AlterConfigs(r) => alter_configs::alter(broker, r, v).await,
+        RequestKind::IncrementalAlterConfigs(r) => alter_configs::incremental(broker, r, v).await,
+        RequestKind::ElectLeaders(r) => elect_leaders::handle(broker, r, v).await,
+        RequestKind::AlterPartitionReassignments(r) => reassignments::alter(broker, r, v).await,
+        RequestKind::ListPartitionReassignments(r) => reassignments::list(broker, r, v),
         other => {
             // The decoder only lets through keys in the versions table, all listed above.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for an advertised API");
