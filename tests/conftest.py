@@ -266,6 +266,21 @@ class ClusterNode(Broker):
         return super().start(None, timeout_s)
 
 
+class JoiningNode(ClusterNode):
+    """A node started with `--join` (not in the original peer list): it asks a member to add it
+    as a learner. Fixed Kafka and RPC ports, like any cluster node."""
+
+    def __init__(self, workdir: Path, *, node_id: int, via: str, kafka_port: int, rpc_port: int, **kw):
+        super().__init__(workdir, node_id=node_id, peers="", kafka_port=kafka_port, **kw)
+        self.via = via
+        self.rpc_port = rpc_port
+
+    def command(self, kafka_addr: str | None) -> list[str]:
+        return [str(SERVER_BIN), "--node-id", str(self.cluster_node_id), "--join", self.via,
+                "--rpc-addr", f"127.0.0.1:{self.rpc_port}", "--data-dir", str(self.data_dir),
+                "--kafka-addr", f"127.0.0.1:{self.kafka_port}", *self.args]
+
+
 class Cluster:
     """N nodes formed from one peer list. `start()` launches them all at once and waits for
     every ready line."""
@@ -283,6 +298,15 @@ class Cluster:
         for n in self.nodes.values():
             n.wait_ready(timeout_s)
         return self
+
+    def join(self, node_id: int, via: int = 1, args: list[str] | None = None) -> JoiningNode:
+        """Starts node `node_id` with --join through node `via`'s RPC address, and adds it."""
+        base = self.node(via).workdir.parent
+        n = JoiningNode(base / f"node{node_id}", node_id=node_id, via=self.node(via).rpc,
+                        kafka_port=free_port(), rpc_port=free_port(), args=args)
+        self.nodes[node_id] = n
+        n.start()
+        return n
 
     def node(self, i: int) -> ClusterNode:
         return self.nodes[i]

@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use chronik_admin::pb::admin_client::AdminClient;
 use chronik_admin::pb::{
-    ChangeReply, DescribeClusterReply, DescribeClusterRequest, DescribeTopicsReply,
+    BrokerRef, ChangeReply, DescribeClusterReply, DescribeClusterRequest, DescribeTopicsReply,
     DescribeTopicsRequest, ElectLeaderRequest, ListReassignmentsReply, ListReassignmentsRequest,
     PartitionInfo, PartitionMove, PartitionRef, ReassignReply, ReassignRequest,
 };
@@ -58,6 +58,11 @@ enum Command {
         #[command(subcommand)]
         what: PartitionCmd,
     },
+    /// Brokers and Raft membership.
+    Broker {
+        #[command(subcommand)]
+        what: BrokerCmd,
+    },
     /// Running reassignments.
     Reassignment {
         #[command(subcommand)]
@@ -104,6 +109,22 @@ enum PartitionCmd {
         #[arg(long, value_delimiter = ',', required = true)]
         replicas: Vec<i32>,
     },
+}
+
+#[derive(clap::Args)]
+struct BrokerArgs {
+    #[arg(long)]
+    node_id: i32,
+}
+
+#[derive(Subcommand)]
+enum BrokerCmd {
+    /// Make a learner (a node started with --join) a Raft voter.
+    Add(BrokerArgs),
+    /// Move every replica off the broker, then remove it from the Raft membership.
+    Decommission(BrokerArgs),
+    /// Remove a permanently lost node from the Raft membership (never the last voter).
+    RemoveVoter(BrokerArgs),
 }
 
 #[derive(Subcommand)]
@@ -206,6 +227,17 @@ async fn run(cli: Cli) -> Result<()> {
                 )
             }
         },
+        Command::Broker { what } => {
+            let r = match what {
+                BrokerCmd::Add(a) => c.add_broker(BrokerRef { node_id: a.node_id }).await,
+                BrokerCmd::Decommission(a) => {
+                    c.decommission_broker(BrokerRef { node_id: a.node_id })
+                        .await
+                }
+                BrokerCmd::RemoveVoter(a) => c.remove_voter(BrokerRef { node_id: a.node_id }).await,
+            };
+            Printed::Cluster(r.map_err(status)?.into_inner())
+        }
         Command::Reassignment {
             what: ReassignmentCmd::List,
         } => Printed::Reassignments(

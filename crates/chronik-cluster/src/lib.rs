@@ -4,6 +4,7 @@
 //! network.
 
 pub mod liveness;
+pub mod membership;
 pub mod network;
 pub mod node;
 pub mod peers;

@@ -26,13 +26,14 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::liveness::Heartbeats;
+use crate::membership::{self, MembershipOp};
 use crate::network::{channel, Network};
 use crate::pb::propose_reply::Result as ProposeResult;
 use crate::pb::raft_client::RaftClient;
 use crate::pb::raft_server::RaftServer;
 use crate::pb::ProposeRequest;
 use crate::peers::PeerList;
-use crate::service::{RaftService, MAX_MESSAGE_BYTES};
+use crate::service::{RaftService, MAX_MESSAGE_BYTES, MEMBERSHIP_TIMEOUT};
 
 const IDENTITY_FILE: &str = "cluster.json";
 /// Pause between attempts while no leader is known or the leader is unreachable.
@@ -55,6 +56,10 @@ pub struct NodeConfig {
     pub snapshot_after_logs: u64,
     /// More gRPC services to serve on the RPC listener (WAL replication).
     pub extra_routes: Option<tonic::service::Routes>,
+    /// `--join HOST:RPC`: instead of forming a cluster from `peers` (which then holds only this
+    /// node), ask the member at this address to add this node as a learner. Used on the first
+    /// start only; a restarted node already has its membership in its Raft log.
+    pub join: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,7 +219,10 @@ impl MetadataNode {
             heartbeats,
             startup_committed,
         });
-        node.form().await?;
+        match &cfg.join {
+            Some(addr) => node.join(addr).await?,
+            None => node.form().await?,
+        }
         node.spawn_observer();
         Ok(node)
     }
@@ -272,6 +280,66 @@ impl MetadataNode {
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
             Err(e) => Err(ClusterError::Raft(e.to_string())),
         }
+    }
+
+    /// Joins the cluster a member at `addr` belongs to, as a learner, unless this node already
+    /// is a member (a restart). Retries while that member has no leader, up to the propose
+    /// timeout; a refusal (the id is taken, say) is final.
+    async fn join(&self, addr: &str) -> Result<(), ClusterError> {
+        let initialized = self
+            .raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        let own = self
+            .peers
+            .0
+            .get(&self.node_id)
+            .cloned()
+            .ok_or_else(|| ClusterError::NotInPeerList(self.node_id, self.peers.clone()))?;
+        let op = MembershipOp::AddLearner {
+            node_id: self.node_id,
+            rpc_addr: own,
+        };
+        let deadline = Instant::now() + self.propose_timeout.max(MEMBERSHIP_TIMEOUT);
+        loop {
+            let attempt = match channel(addr) {
+                Ok(ch) => RaftClient::new(ch)
+                    .change_membership(op.to_request())
+                    .await
+                    .map(|r| r.into_inner().error),
+                Err(e) => return Err(ClusterError::Raft(format!("--join {addr}: {e}"))),
+            };
+            match attempt {
+                Ok(e) if e.is_empty() => {
+                    info!(
+                        node = self.node_id,
+                        via = addr,
+                        "joined the metadata cluster as a learner"
+                    );
+                    return Ok(());
+                }
+                Ok(e) => return Err(ClusterError::Raft(format!("--join {addr} refused: {e}"))),
+                Err(s) if Instant::now() < deadline => {
+                    warn!(node = self.node_id, via = addr, error = %s.message(), "joining: retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(s) => {
+                    return Err(ClusterError::Raft(format!(
+                        "--join {addr}: no answer within the timeout: {}",
+                        s.message()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Carries out a Raft membership change (here if this node leads, else on the leader).
+    pub async fn change_membership(&self, op: &MembershipOp) -> Result<(), String> {
+        membership::change(&self.raft, self.node_id, op, MEMBERSHIP_TIMEOUT).await
     }
 
     /// Logs role changes and Raft metrics on change, and has the first leader name the
@@ -347,7 +415,7 @@ impl MetadataNode {
 
     /// The RPC address of peer `id`.
     pub(crate) fn peer_addr(&self, id: NodeId) -> Option<String> {
-        self.peers.0.get(&id).cloned()
+        membership::member_addr(&self.raft, id).or_else(|| self.peers.0.get(&id).cloned())
     }
 
     /// Raft membership and this node's log position, for operators.
@@ -431,10 +499,10 @@ impl MetadataNode {
     }
 
     async fn forward(&self, leader: NodeId, cmd: &MetadataCommand) -> Forwarded {
-        let Some(addr) = self.peers.0.get(&leader) else {
+        let Some(addr) = self.peer_addr(leader) else {
             return Forwarded::Retry;
         };
-        let Ok(ch) = channel(addr) else {
+        let Ok(ch) = channel(&addr) else {
             return Forwarded::Retry;
         };
         let command_json = match serde_json::to_vec(cmd) {

@@ -2,6 +2,7 @@
 //! openraft message to the local Raft node and sends back its JSON result.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use chronik_metadata::raft::TypeConfig;
 use chronik_metadata::MetadataCommand;
@@ -13,13 +14,21 @@ use tonic::{Request, Response, Status};
 use tracing::debug;
 
 use crate::liveness::Heartbeats;
+use crate::membership::{self, MembershipOp};
 use crate::pb::propose_reply::Result as ProposeResult;
 use crate::pb::raft_server::Raft as RaftRpc;
-use crate::pb::{HeartbeatReply, HeartbeatRequest, ProposeReply, ProposeRequest, RaftPayload};
+use crate::pb::{
+    HeartbeatReply, HeartbeatRequest, MembershipReply, MembershipRequest, ProposeReply,
+    ProposeRequest, RaftPayload,
+};
 
 /// Largest message the service accepts: snapshot chunks are the biggest (openraft sends them
 /// in pieces of `snapshot_max_chunk_size`, 3 MiB by default).
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long a forwarded membership change may wait for a leader and its commit (adding a
+/// learner includes copying the metadata to it).
+pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct RaftService {
     pub raft: Raft<TypeConfig>,
@@ -83,6 +92,21 @@ impl RaftRpc for RaftService {
         Ok(Response::new(ProposeReply {
             result: Some(result),
         }))
+    }
+
+    /// A membership change: carried out here if this node leads, else forwarded to the
+    /// leader.
+    async fn change_membership(
+        &self,
+        req: Request<MembershipRequest>,
+    ) -> Result<Response<MembershipReply>, Status> {
+        let op = MembershipOp::from_request(req.get_ref()).map_err(Status::invalid_argument)?;
+        let me = self.raft.metrics().borrow().id;
+        let error = membership::change(&self.raft, me, &op, MEMBERSHIP_TIMEOUT)
+            .await
+            .err()
+            .unwrap_or_default();
+        Ok(Response::new(MembershipReply { error }))
     }
 
     /// Records a broker's heartbeat if this node is the controller.

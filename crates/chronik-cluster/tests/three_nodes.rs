@@ -24,6 +24,7 @@ async fn start(id: u64, peers: &PeerList, root: &Path, listener: TcpListener) ->
         heartbeat: Duration::from_millis(100),
         snapshot_after_logs: 20,
         extra_routes: None,
+        join: None,
     })
     .await
     .expect("start node")
@@ -238,6 +239,7 @@ async fn a_node_refuses_a_peer_list_that_conflicts_with_its_data() {
         heartbeat: Duration::from_millis(100),
         snapshot_after_logs: 20,
         extra_routes: None,
+        join: None,
     })
     .await;
     let msg = r.err().expect("conflicting peer list accepted").to_string();

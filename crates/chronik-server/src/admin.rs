@@ -6,11 +6,12 @@ use std::sync::{Arc, OnceLock, Weak};
 
 use chronik_admin::pb::admin_server::Admin;
 use chronik_admin::pb::{
-    Broker as PbBroker, ChangeReply, DescribeClusterReply, DescribeClusterRequest,
+    Broker as PbBroker, BrokerRef, ChangeReply, DescribeClusterReply, DescribeClusterRequest,
     DescribeTopicsReply, DescribeTopicsRequest, ElectLeaderRequest, ListReassignmentsReply,
     ListReassignmentsRequest, PartitionInfo, PartitionRef, ReassignReply, ReassignRequest,
     Reassignment, TopicInfo,
 };
+use chronik_cluster::membership::MembershipOp;
 use chronik_metadata::{BrokerState, MetadataCommand, MetadataState};
 use kafka_protocol::ResponseError;
 use tonic::{Request, Response, Status};
@@ -127,6 +128,33 @@ fn status(e: TopicError) -> Status {
     }
 }
 
+/// The cluster as this node sees it.
+fn cluster_reply(b: &Broker) -> DescribeClusterReply {
+    let state = b.metadata();
+    let raft = b.raft_status();
+    DescribeClusterReply {
+        cluster_id: state.cluster_id.clone(),
+        controller: b.raft_leader().unwrap_or(0),
+        brokers: state
+            .brokers
+            .values()
+            .map(|x| PbBroker {
+                node_id: x.node_id,
+                host: x.host.clone(),
+                port: x.port,
+                rpc_addr: x.rpc_addr.clone(),
+                rack: x.rack.clone().unwrap_or_default(),
+                state: state_name(x.state).into(),
+            })
+            .collect(),
+        voters: raft.voters,
+        learners: raft.learners,
+        answered_by: b.node_id,
+        last_log_index: raft.last_log_index,
+        last_applied_index: raft.last_applied_index,
+    }
+}
+
 /// Refuses a partition the metadata does not have, naming it.
 fn known(state: &MetadataState, topic: &str, p: i32) -> Result<(), Status> {
     let t = state
@@ -148,29 +176,99 @@ impl Admin for AdminService {
         _: Request<DescribeClusterRequest>,
     ) -> Result<Response<DescribeClusterReply>, Status> {
         let b = self.broker()?;
+        Ok(Response::new(cluster_reply(&b)))
+    }
+
+    async fn add_broker(
+        &self,
+        req: Request<BrokerRef>,
+    ) -> Result<Response<DescribeClusterReply>, Status> {
+        let b = self.broker()?;
+        let id = req.into_inner().node_id;
+        if id <= 0 {
+            return Err(Status::invalid_argument(format!("bad node id {id}")));
+        }
+        b.change_membership(&MembershipOp::Promote { node_id: id as u64 })
+            .await
+            .map_err(Status::failed_precondition)?;
+        b.wait_membership(|s| s.voters.contains(&id)).await;
+        Ok(Response::new(cluster_reply(&b)))
+    }
+
+    async fn remove_voter(
+        &self,
+        req: Request<BrokerRef>,
+    ) -> Result<Response<DescribeClusterReply>, Status> {
+        let b = self.broker()?;
+        let id = req.into_inner().node_id;
+        let status = b.raft_status();
+        if !status.voters.contains(&id) && !status.learners.contains(&id) {
+            return Err(Status::not_found(format!(
+                "node {id} is not a member (voters {:?}, learners {:?})",
+                status.voters, status.learners
+            )));
+        }
+        b.change_membership(&MembershipOp::Remove { node_id: id as u64 })
+            .await
+            .map_err(Status::failed_precondition)?;
+        b.wait_membership(|s| !s.voters.contains(&id) && !s.learners.contains(&id))
+            .await;
+        Ok(Response::new(cluster_reply(&b)))
+    }
+
+    async fn decommission_broker(
+        &self,
+        req: Request<BrokerRef>,
+    ) -> Result<Response<DescribeClusterReply>, Status> {
+        let b = self.broker()?;
+        let id = req.into_inner().node_id;
         let state = b.metadata();
-        let raft = b.raft_status();
-        Ok(Response::new(DescribeClusterReply {
-            cluster_id: state.cluster_id.clone(),
-            controller: b.raft_leader().unwrap_or(0),
-            brokers: state
+        let Some(broker) = state.brokers.get(&id) else {
+            return Err(Status::not_found(format!(
+                "broker {id} is not part of the cluster (brokers: {:?})",
+                state.brokers.keys().collect::<Vec<_>>()
+            )));
+        };
+        if broker.state != BrokerState::Decommissioning {
+            // Every partition it holds needs an alive broker to move to.
+            let alive: Vec<i32> = state
                 .brokers
                 .values()
-                .map(|x| PbBroker {
-                    node_id: x.node_id,
-                    host: x.host.clone(),
-                    port: x.port,
-                    rpc_addr: x.rpc_addr.clone(),
-                    rack: x.rack.clone().unwrap_or_default(),
-                    state: state_name(x.state).into(),
-                })
-                .collect(),
-            voters: raft.voters,
-            learners: raft.learners,
-            answered_by: b.node_id,
-            last_log_index: raft.last_log_index,
-            last_applied_index: raft.last_applied_index,
-        }))
+                .filter(|x| x.state == BrokerState::Alive && x.node_id != id)
+                .map(|x| x.node_id)
+                .collect();
+            for t in state.topics.values() {
+                for (i, p) in t.partitions.iter().enumerate() {
+                    if p.replicas.contains(&id) && alive.iter().all(|a| p.replicas.contains(a)) {
+                        return Err(Status::failed_precondition(format!(
+                            "{}-{i} (replicas {:?}) has no alive broker to move to; add a \
+                             broker first or lower its replication factor",
+                            t.name, p.replicas
+                        )));
+                    }
+                }
+            }
+            let status = b.raft_status();
+            if status.voters == vec![id] {
+                return Err(Status::failed_precondition(format!(
+                    "node {id} is the last voter; removing it would leave no cluster"
+                )));
+            }
+            b.propose(
+                MetadataCommand::SetBrokerState {
+                    node_id: id,
+                    state: BrokerState::Decommissioning,
+                },
+                |s| {
+                    s.brokers
+                        .get(&id)
+                        .is_some_and(|x| x.state == BrokerState::Decommissioning)
+                },
+            )
+            .await
+            .map_err(|e| Status::unavailable(e.message))?;
+        }
+        Ok(Response::new(cluster_reply(&b)))
     }
 
     async fn describe_topics(

@@ -211,6 +211,7 @@ impl Broker {
             heartbeat: std::time::Duration::from_millis(100),
             snapshot_after_logs: 1000,
             extra_routes: Some(routes),
+            join: config.cluster.as_ref().and_then(|c| c.join.clone()),
         })
         .await?;
         let state = loop {
@@ -638,6 +639,23 @@ impl Broker {
     /// Raft membership and this node's log position.
     pub fn raft_status(&self) -> chronik_cluster::RaftStatus {
         self.metadata.status()
+    }
+
+    /// A Raft membership change, carried out by the leader.
+    pub async fn change_membership(
+        &self,
+        op: &chronik_cluster::membership::MembershipOp,
+    ) -> Result<(), String> {
+        self.metadata.change_membership(op).await
+    }
+
+    /// Waits (bounded by the metadata timeout) until this node sees a membership where `done`
+    /// holds; a committed change reaches every member shortly after the leader.
+    pub async fn wait_membership(&self, done: impl Fn(&chronik_cluster::RaftStatus) -> bool) {
+        let deadline = tokio::time::Instant::now() + self.config.metadata_timeout;
+        while !done(&self.raft_status()) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
     }
 
     /// Commits a metadata command (from any node) and waits, bounded, until this node applied

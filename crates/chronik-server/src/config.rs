@@ -43,22 +43,27 @@ impl Cli {
     pub fn into_args(self) -> Result<ServerArgs, ConfigError> {
         match self.command {
             Some(Command::Standalone(args)) => {
-                if args.cluster.is_some() {
+                if args.cluster.is_some() || args.join.is_some() {
                     return Err(ConfigError::Invalid {
                         key: "cluster",
                         reason: "standalone runs a one-node cluster; for a cluster run \
-                                 `chronik-server --node-id N --cluster ...` without `standalone`"
+                                 `chronik-server --node-id N --cluster ...` (or --join) without \
+                                 `standalone`"
                             .into(),
                     });
                 }
                 Ok(args)
             }
-            None if self.args.cluster.is_none() => Err(ConfigError::Invalid {
-                key: "cluster",
-                reason: "missing: run `chronik-server standalone` for one node, or \
-                         `chronik-server --node-id N --cluster 1@HOST:PORT,...` for a cluster"
-                    .into(),
-            }),
+            None if self.args.cluster.is_none() && self.args.join.is_none() => {
+                Err(ConfigError::Invalid {
+                    key: "cluster",
+                    reason: "missing: run `chronik-server standalone` for one node, \
+                             `chronik-server --node-id N --cluster 1@HOST:PORT,...` for a \
+                             cluster, or `--node-id N --rpc-addr IP:PORT --join HOST:PORT` to \
+                             add a node to a running one"
+                        .into(),
+                })
+            }
             None => Ok(self.args),
         }
     }
@@ -136,6 +141,12 @@ pub struct ServerArgs {
     /// list on every node (cluster mode only)
     #[arg(long, env = "CHRONIK_CLUSTER", value_parser = PeerList::from_str)]
     pub cluster: Option<PeerList>,
+    /// Add this node to a running cluster: the RPC address of any member (HOST:PORT). The node
+    /// joins as a learner (a broker that holds replicas but does not vote) until
+    /// `chronik-admin broker add` makes it a voter. Needs --node-id (unused in the cluster) and
+    /// --rpc-addr (where the others reach it); instead of --cluster
+    #[arg(long, env = "CHRONIK_JOIN")]
+    pub join: Option<String>,
     /// Address the RPC listener (Raft, replication, admin API) binds [default: this node's
     /// entry in --cluster; standalone: none, so no admin API]
     #[arg(long, env = "CHRONIK_RPC_ADDR")]
@@ -244,6 +255,8 @@ pub struct BrokerConfig {
 pub struct ClusterSettings {
     pub peers: PeerList,
     pub rpc_addr: SocketAddr,
+    /// `--join`: the member to ask for admission (then `peers` is just this node).
+    pub join: Option<String>,
 }
 
 impl BrokerConfig {
@@ -398,7 +411,48 @@ impl BrokerConfig {
             }
             (None, None) => None,
         };
-        if let Some(peers) = peers {
+        if let Some(join) = args.join {
+            if peers.is_some() {
+                return Err(ConfigError::Invalid {
+                    key: "join",
+                    reason: "give either --cluster (forming a cluster) or --join (adding a node \
+                             to a running one), not both"
+                        .into(),
+                });
+            }
+            if args.node_id.or(file.node_id).is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "node-id",
+                    reason: "--join needs --node-id: an id no member of the cluster uses".into(),
+                });
+            }
+            let rpc_addr = args
+                .rpc_addr
+                .or(file.rpc_addr)
+                .ok_or_else(|| ConfigError::Invalid {
+                    key: "rpc-addr",
+                    reason: "--join needs --rpc-addr IP:PORT: where the other nodes reach this one"
+                        .into(),
+                })?;
+            if rpc_addr.ip().is_unspecified() || rpc_addr.port() == 0 {
+                return Err(ConfigError::Invalid {
+                    key: "rpc-addr",
+                    reason: format!(
+                        "{rpc_addr}: with --join the RPC address is also what the other nodes \
+                         dial, so it needs a real IP and port"
+                    ),
+                });
+            }
+            let peers = PeerList(std::collections::BTreeMap::from([(
+                cfg.node_id as u64,
+                rpc_addr.to_string(),
+            )]));
+            cfg.cluster = Some(ClusterSettings {
+                peers,
+                rpc_addr,
+                join: Some(join),
+            });
+        } else if let Some(peers) = peers {
             let own = peers
                 .0
                 .get(&(cfg.node_id as u64))
@@ -415,7 +469,11 @@ impl BrokerConfig {
                     ),
                 })?,
             };
-            cfg.cluster = Some(ClusterSettings { peers, rpc_addr });
+            cfg.cluster = Some(ClusterSettings {
+                peers,
+                rpc_addr,
+                join: None,
+            });
         } else {
             cfg.standalone_rpc_addr = args.rpc_addr.or(file.rpc_addr);
         }
