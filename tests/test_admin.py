@@ -300,3 +300,28 @@ def test_reassignment_refusals_name_the_problem_and_change_nothing(cluster_facto
     finally:
         c.node(new).proc.send_signal(signal.SIGCONT)
     assert ok(c.node(old[0]).rpc, "reassignment", "list") == []
+
+
+def test_describe_shows_every_replica_from_its_own_node(cluster_factory):
+    c = cluster_factory(3).start()
+    name = make_topic(c)
+    p = producer(c.bootstrap())
+    for i in range(250):
+        p.produce(name, value=f"s{i}".encode(), partition=0)
+    assert p.flush(30) == 0
+
+    def settled():
+        part = ok(c.node(1).rpc, "topic", "describe", name)[0]["partitions"][0]
+        rows = part["replica_stats"]
+        return (sorted(r["node_id"] for r in rows) == [1, 2, 3]
+                and all(r["reachable"] and r["log_end"] == 250 and r["lag"] == 0 and r["high_watermark"] == 250
+                        and r["size_bytes"] > 0 and r["segments"] >= 1 for r in rows)) and part
+    part = wait_until(settled, 15, "every replica at 250 with its size", interval_s=0.1)
+    follower = next(r for r in part["replicas"] if r != part["leader"] and r != 1)
+    c.node(follower).kill()
+    rows = ok(c.node(1).rpc, "topic", "describe", name)[0]["partitions"][0]["replica_stats"]
+    down = next(r for r in rows if r["node_id"] == follower)
+    assert down["reachable"] is False and down["error"], down
+    assert all(r["reachable"] for r in rows if r["node_id"] != follower)
+    table = cli(c.node(1).rpc, "topic", "describe", name, json_out=False)
+    assert table.returncode == 0 and "unreachable" in table.stdout and "lag 0" in table.stdout, table.stdout

@@ -296,6 +296,21 @@ fn partition_json(p: &PartitionInfo) -> Value {
         v["adding"] = json!(p.adding);
         v["removing"] = json!(p.removing);
     }
+    if !p.replica_stats.is_empty() {
+        v["replica_stats"] = json!(p
+            .replica_stats
+            .iter()
+            .map(|r| if r.reachable {
+                json!({
+                    "node_id": r.node_id, "reachable": true, "log_end": r.log_end,
+                    "high_watermark": r.high_watermark, "lag": r.lag,
+                    "size_bytes": r.size_bytes, "segments": r.segments,
+                })
+            } else {
+                json!({"node_id": r.node_id, "reachable": false, "error": r.error})
+            })
+            .collect::<Vec<_>>());
+    }
     if p.local {
         v["local"] = json!({
             "log_end": p.local_log_end, "high_watermark": p.local_high_watermark,
@@ -388,6 +403,20 @@ impl Printed {
                             ids(&p.isr),
                             p.sealed
                         );
+                        for r in &p.replica_stats {
+                            s += &if r.reachable {
+                                format!(
+                                    "{:<32} {:>4}   replica {:<3} end {:<10} hw {:<10} lag {:<8} {} bytes in {} segment(s)\n",
+                                    "", "", r.node_id, r.log_end, r.high_watermark, r.lag,
+                                    r.size_bytes, r.segments
+                                )
+                            } else {
+                                format!(
+                                    "{:<32} {:>4}   replica {:<3} unreachable: {}\n",
+                                    "", "", r.node_id, r.error
+                                )
+                            };
+                        }
                     }
                 }
             }

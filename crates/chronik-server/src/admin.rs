@@ -1,19 +1,24 @@
 //! The admin gRPC service (`proto/admin.proto`) on this node's RPC listener. Reads come from
-//! the applied metadata plus this node's own replicas; changes are metadata commands, so they
-//! reach the Raft leader from any node and answer once committed and applied here.
+//! the applied metadata, plus replica stats this node gathers from every node's LocalReplicas;
+//! changes are metadata commands (or Raft membership changes), so they reach the Raft leader
+//! from any node and answer once committed and applied here.
 
+use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, Weak};
+use std::time::Duration;
 
+use chronik_admin::pb::admin_client::AdminClient;
 use chronik_admin::pb::admin_server::Admin;
 use chronik_admin::pb::{
     Broker as PbBroker, BrokerRef, ChangeReply, DescribeClusterReply, DescribeClusterRequest,
     DescribeTopicsReply, DescribeTopicsRequest, ElectLeaderRequest, ListReassignmentsReply,
-    ListReassignmentsRequest, PartitionInfo, PartitionRef, ReassignReply, ReassignRequest,
-    Reassignment, TopicInfo,
+    ListReassignmentsRequest, LocalReplicasReply, PartitionInfo, PartitionRef, ReassignReply,
+    ReassignRequest, Reassignment, ReplicaStats, TopicInfo,
 };
 use chronik_cluster::membership::MembershipOp;
 use chronik_metadata::{BrokerState, MetadataCommand, MetadataState};
 use kafka_protocol::ResponseError;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::broker::{Broker, TopicError};
@@ -126,6 +131,125 @@ fn status(e: TopicError) -> Status {
         ResponseError::InvalidReplicaAssignment => Status::invalid_argument(e.message),
         _ => Status::failed_precondition(e.message),
     }
+}
+
+/// How long DescribeTopics waits for another node's replica stats.
+const REPLICA_STATS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// This node's replicas of `topics` (every topic when empty).
+fn local_stats(b: &Broker, topics: &[String]) -> Vec<ReplicaStats> {
+    let state = b.metadata();
+    let mut out = Vec::new();
+    for t in state.topics.values() {
+        if !topics.is_empty() && !topics.contains(&t.name) {
+            continue;
+        }
+        for p in 0..t.partitions.len() as i32 {
+            if let Some(r) = b.replicas.get(&t.name, p) {
+                out.push(ReplicaStats {
+                    topic: t.name.clone(),
+                    partition: p,
+                    node_id: b.node_id,
+                    reachable: true,
+                    log_end: r.log.log_end_offset(),
+                    high_watermark: r.high_watermark(),
+                    size_bytes: r.log.size_bytes(),
+                    segments: r.log.segment_count() as u32,
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Replica stats from every broker (this one directly, the others over their admin API, in
+/// parallel, each bounded by [`REPLICA_STATS_TIMEOUT`]), keyed by (topic, partition, node).
+/// A node that does not answer is recorded with its error under (`""`, -1, node).
+async fn gather_replica_stats(
+    b: &Broker,
+    state: &MetadataState,
+    topics: &[String],
+) -> HashMap<(String, i32, i32), ReplicaStats> {
+    let asks = state
+        .brokers
+        .values()
+        .filter(|x| x.node_id != b.node_id)
+        .map(|x| {
+            let (id, addr, topics) = (x.node_id, x.rpc_addr.clone(), topics.to_vec());
+            async move {
+                let ask = async {
+                    let ch = Channel::from_shared(format!("http://{addr}"))
+                        .map_err(|e| e.to_string())?
+                        .connect_timeout(REPLICA_STATS_TIMEOUT)
+                        .connect()
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    AdminClient::new(ch)
+                        .local_replicas(DescribeTopicsRequest { topics })
+                        .await
+                        .map(|r| r.into_inner().replicas)
+                        .map_err(|s| s.message().to_string())
+                };
+                let r = tokio::time::timeout(REPLICA_STATS_TIMEOUT, ask)
+                    .await
+                    .unwrap_or_else(|_| Err("no answer in time".into()));
+                (id, r)
+            }
+        });
+    let mut out = HashMap::new();
+    for r in local_stats(b, topics) {
+        out.insert((r.topic.clone(), r.partition, r.node_id), r);
+    }
+    for (id, r) in futures::future::join_all(asks).await {
+        match r {
+            Ok(rows) => {
+                for r in rows.into_iter().filter(|r| r.node_id == id) {
+                    out.insert((r.topic.clone(), r.partition, id), r);
+                }
+            }
+            Err(e) => {
+                out.insert(
+                    (String::new(), -1, id),
+                    ReplicaStats {
+                        node_id: id,
+                        error: e,
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+    }
+    out
+}
+
+/// One row per replica of the partition, lag measured against the leader's log end.
+fn replica_rows(
+    p: &PartitionInfo,
+    topic: &str,
+    stats: &HashMap<(String, i32, i32), ReplicaStats>,
+) -> Vec<ReplicaStats> {
+    let key = |n: i32| (topic.to_string(), p.partition, n);
+    let leader_end = stats.get(&key(p.leader)).map(|s| s.log_end);
+    p.replicas
+        .iter()
+        .map(|&n| match stats.get(&key(n)) {
+            Some(s) => ReplicaStats {
+                lag: leader_end.map_or(0, |e| (e - s.log_end).max(0)),
+                ..s.clone()
+            },
+            None => ReplicaStats {
+                topic: topic.to_string(),
+                partition: p.partition,
+                node_id: n,
+                reachable: false,
+                error: stats
+                    .get(&(String::new(), -1, n))
+                    .map_or("no replica there yet".to_string(), |s| s.error.clone()),
+                ..Default::default()
+            },
+        })
+        .collect()
 }
 
 /// The cluster as this node sees it.
@@ -283,6 +407,7 @@ impl Admin for AdminService {
                 return Err(Status::not_found(format!("topic '{t}' does not exist")));
             }
         }
+        let stats = gather_replica_stats(&b, &state, &wanted).await;
         let topics = state
             .topics
             .values()
@@ -293,11 +418,25 @@ impl Admin for AdminService {
                 internal: t.internal,
                 configs: t.configs.clone().into_iter().collect(),
                 partitions: (0..t.partitions.len() as i32)
-                    .filter_map(|p| partition_info(&b, &state, &t.name, p))
+                    .filter_map(|p| {
+                        let mut info = partition_info(&b, &state, &t.name, p)?;
+                        info.replica_stats = replica_rows(&info, &t.name, &stats);
+                        Some(info)
+                    })
                     .collect(),
             })
             .collect();
         Ok(Response::new(DescribeTopicsReply { topics }))
+    }
+
+    async fn local_replicas(
+        &self,
+        req: Request<DescribeTopicsRequest>,
+    ) -> Result<Response<LocalReplicasReply>, Status> {
+        let b = self.broker()?;
+        Ok(Response::new(LocalReplicasReply {
+            replicas: local_stats(&b, &req.into_inner().topics),
+        }))
     }
 
     async fn seal_partition(
