@@ -57,6 +57,9 @@ def test_describe_cluster_and_topics(cluster_factory):
     assert sorted(d["voters"]) == [1, 2, 3] and d["controller"] in (1, 2, 3)
     assert sorted(b["node_id"] for b in d["brokers"]) == [1, 2, 3]
     assert {b["state"] for b in d["brokers"]} == {"alive"}
+    # Every node's Raft log position, asked from each.
+    assert sorted(n["node_id"] for n in d["raft_log"]) == [1, 2, 3]
+    assert all(n["reachable"] and n["last_applied_index"] > 0 for n in d["raft_log"]), d["raft_log"]
     t = ok(c.node(3).rpc, "topic", "describe", name)
     assert [p["partition"] for p in t[0]["partitions"]] == [0, 1]
     for p in t[0]["partitions"]:

@@ -139,3 +139,15 @@ def test_the_last_voter_is_never_removed(broker_factory):
     b = broker_factory(args=["--rpc-addr", f"127.0.0.1:{free_port()}"])
     r = cli(b.rpc, "broker", "remove-voter", "--node-id", "1")
     assert r.returncode == 1 and "last voter" in r.stderr, r.stderr
+
+
+def test_remove_voter_drops_a_node_lost_for_good(cluster_factory):
+    c = cluster_factory(3).start()
+    c.join(4, via=3)
+    ok(c.node(1).rpc, "broker", "add", "--node-id", "4")
+    c.node(4).kill()  # lost for good
+    d = ok(c.node(2).rpc, "broker", "remove-voter", "--node-id", "4")
+    assert sorted(d["voters"]) == [1, 2, 3] and d["learners"] == []
+    # The three left still commit metadata changes.
+    name = make_topic(c, 1, 3)
+    assert sorted(replicas(c, name)[0]) == [1, 2, 3]

@@ -182,7 +182,7 @@ async fn run(cli: Cli) -> Result<()> {
             what: ClusterCmd::Describe,
         } => {
             let r = c
-                .describe_cluster(DescribeClusterRequest {})
+                .describe_cluster(DescribeClusterRequest { local_only: false })
                 .await
                 .map_err(status)?
                 .into_inner();
@@ -338,6 +338,12 @@ impl Printed {
                     "node_id": b.node_id, "host": b.host, "port": b.port, "rpc_addr": b.rpc_addr,
                     "rack": b.rack, "state": b.state,
                 })).collect::<Vec<_>>(),
+                "raft_log": r.nodes.iter().map(|n| if n.reachable {
+                    json!({"node_id": n.node_id, "reachable": true,
+                           "last_log_index": n.last_log_index, "last_applied_index": n.last_applied_index})
+                } else {
+                    json!({"node_id": n.node_id, "reachable": false, "error": n.error})
+                }).collect::<Vec<_>>(),
             }),
             Printed::Topics(r) => json!(r
                 .topics
@@ -372,17 +378,28 @@ impl Printed {
                     ids(&r.learners)
                 );
                 s += &format!(
-                    "{:<6} {:<24} {:<22} {:<10} {}\n",
-                    "ID", "KAFKA", "RPC", "RACK", "STATE"
+                    "{:<6} {:<24} {:<22} {:<10} {:<16} {}\n",
+                    "ID", "KAFKA", "RPC", "RACK", "STATE", "RAFT LOG (LAST/APPLIED)"
                 );
                 for b in &r.brokers {
+                    let raft = r.nodes.iter().find(|n| n.node_id == b.node_id).map_or(
+                        String::new(),
+                        |n| {
+                            if n.reachable {
+                                format!("{}/{}", n.last_log_index, n.last_applied_index)
+                            } else {
+                                format!("unreachable: {}", n.error)
+                            }
+                        },
+                    );
                     s += &format!(
-                        "{:<6} {:<24} {:<22} {:<10} {}\n",
+                        "{:<6} {:<24} {:<22} {:<10} {:<16} {}\n",
                         b.node_id,
                         format!("{}:{}", b.host, b.port),
                         b.rpc_addr,
                         b.rack,
-                        b.state
+                        b.state,
+                        raft
                     );
                 }
             }

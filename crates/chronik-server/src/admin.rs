@@ -12,8 +12,8 @@ use chronik_admin::pb::admin_server::Admin;
 use chronik_admin::pb::{
     Broker as PbBroker, BrokerRef, ChangeReply, DescribeClusterReply, DescribeClusterRequest,
     DescribeTopicsReply, DescribeTopicsRequest, ElectLeaderRequest, ListReassignmentsReply,
-    ListReassignmentsRequest, LocalReplicasReply, PartitionInfo, PartitionRef, ReassignReply,
-    ReassignRequest, Reassignment, ReplicaStats, TopicInfo,
+    ListReassignmentsRequest, LocalReplicasReply, NodeRaftIndex, PartitionInfo, PartitionRef,
+    ReassignReply, ReassignRequest, Reassignment, ReplicaStats, TopicInfo,
 };
 use chronik_cluster::membership::MembershipOp;
 use chronik_metadata::{BrokerState, MetadataCommand, MetadataState};
@@ -223,6 +223,59 @@ async fn gather_replica_stats(
     out
 }
 
+/// Every broker's Raft log position: this node's from `own`, the others' from their
+/// DescribeCluster (local only), in parallel, each bounded by [`REPLICA_STATS_TIMEOUT`].
+async fn gather_raft_indexes(b: &Broker, own: &DescribeClusterReply) -> Vec<NodeRaftIndex> {
+    let state = b.metadata();
+    let asks = state.brokers.values().map(|x| {
+        let (id, addr) = (x.node_id, x.rpc_addr.clone());
+        async move {
+            if id == b.node_id {
+                return NodeRaftIndex {
+                    node_id: id,
+                    reachable: true,
+                    last_log_index: own.last_log_index,
+                    last_applied_index: own.last_applied_index,
+                    ..Default::default()
+                };
+            }
+            let ask = async {
+                let ch = Channel::from_shared(format!("http://{addr}"))
+                    .map_err(|e| e.to_string())?
+                    .connect_timeout(REPLICA_STATS_TIMEOUT)
+                    .connect()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                AdminClient::new(ch)
+                    .describe_cluster(DescribeClusterRequest { local_only: true })
+                    .await
+                    .map(|r| r.into_inner())
+                    .map_err(|s| s.message().to_string())
+            };
+            match tokio::time::timeout(REPLICA_STATS_TIMEOUT, ask).await {
+                Ok(Ok(r)) => NodeRaftIndex {
+                    node_id: id,
+                    reachable: true,
+                    last_log_index: r.last_log_index,
+                    last_applied_index: r.last_applied_index,
+                    ..Default::default()
+                },
+                Ok(Err(e)) => NodeRaftIndex {
+                    node_id: id,
+                    error: e,
+                    ..Default::default()
+                },
+                Err(_) => NodeRaftIndex {
+                    node_id: id,
+                    error: "no answer in time".into(),
+                    ..Default::default()
+                },
+            }
+        }
+    });
+    futures::future::join_all(asks).await
+}
+
 /// One row per replica of the partition, lag measured against the leader's log end.
 fn replica_rows(
     p: &PartitionInfo,
@@ -276,6 +329,7 @@ fn cluster_reply(b: &Broker) -> DescribeClusterReply {
         answered_by: b.node_id,
         last_log_index: raft.last_log_index,
         last_applied_index: raft.last_applied_index,
+        nodes: Vec::new(),
     }
 }
 
@@ -297,10 +351,14 @@ fn known(state: &MetadataState, topic: &str, p: i32) -> Result<(), Status> {
 impl Admin for AdminService {
     async fn describe_cluster(
         &self,
-        _: Request<DescribeClusterRequest>,
+        req: Request<DescribeClusterRequest>,
     ) -> Result<Response<DescribeClusterReply>, Status> {
         let b = self.broker()?;
-        Ok(Response::new(cluster_reply(&b)))
+        let mut reply = cluster_reply(&b);
+        if !req.into_inner().local_only {
+            reply.nodes = gather_raft_indexes(&b, &reply).await;
+        }
+        Ok(Response::new(reply))
     }
 
     async fn add_broker(

@@ -333,6 +333,50 @@ fn requests(key: ApiKey, v: i16, topic_id: uuid::Uuid) -> Vec<RequestKind> {
                         ]),
                 ]),
         )],
+        ApiKey::AlterConfigs => vec![RequestKind::AlterConfigs(
+            AlterConfigsRequest::default().with_resources(vec![
+                alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("t"))
+                    .with_configs(vec![alter_configs_request::AlterableConfig::default()
+                        .with_name(StrBytes::from_static_str("retention.ms"))
+                        .with_value(Some(StrBytes::from_static_str("3600000")))]),
+            ]),
+        )],
+        ApiKey::IncrementalAlterConfigs => vec![RequestKind::IncrementalAlterConfigs(
+            IncrementalAlterConfigsRequest::default().with_resources(vec![
+                incremental_alter_configs_request::AlterConfigsResource::default()
+                    .with_resource_type(2)
+                    .with_resource_name(StrBytes::from_static_str("t"))
+                    .with_configs(vec![
+                        incremental_alter_configs_request::AlterableConfig::default()
+                            .with_name(StrBytes::from_static_str("segment.ms"))
+                            .with_config_operation(0)
+                            .with_value(Some(StrBytes::from_static_str("600000"))),
+                    ]),
+            ]),
+        )],
+        ApiKey::ElectLeaders => vec![RequestKind::ElectLeaders(
+            ElectLeadersRequest::default().with_topic_partitions(Some(vec![
+                elect_leaders_request::TopicPartitions::default()
+                    .with_topic(name("t"))
+                    .with_partitions(vec![0]),
+            ])),
+        )],
+        ApiKey::AlterPartitionReassignments => vec![RequestKind::AlterPartitionReassignments(
+            AlterPartitionReassignmentsRequest::default().with_topics(vec![
+                alter_partition_reassignments_request::ReassignableTopic::default()
+                    .with_name(name("t"))
+                    .with_partitions(vec![
+                        alter_partition_reassignments_request::ReassignablePartition::default()
+                            .with_partition_index(0)
+                            .with_replicas(Some(vec![BrokerId(9)])),
+                    ]),
+            ]),
+        )],
+        ApiKey::ListPartitionReassignments => vec![RequestKind::ListPartitionReassignments(
+            ListPartitionReassignmentsRequest::default(),
+        )],
         other => panic!("no request built for advertised API {other:?}: add one here"),
     }
 }
