@@ -302,3 +302,29 @@ def test_nodes_started_one_by_one_in_any_order_form_one_cluster(cluster_factory)
     create(c.bootstrap(2), name, 3, 3)
     wait_until(lambda: all(len(layout(n.bootstrap, name)) == 3 for n in c.nodes.values()), 15,
                "the topic on every node")
+
+
+def test_a_paused_controller_does_not_fence_live_brokers_when_it_resumes(cluster_factory):
+    """SIGSTOP the controller past the session timeout: on resume every broker looks silent to
+    it. Its decisions must not be committed by its successor (they were forwarded once)."""
+    from test_admin import ok
+    c = cluster_factory(3, args=["--broker-session-timeout-ms", "1500"]).start()
+    paused = ok(c.node(1).rpc, "cluster", "describe")["controller"]
+    others = [i for i in (1, 2, 3) if i != paused]
+    c.node(paused).proc.send_signal(signal.SIGSTOP)
+    try:
+        wait_until(lambda: ok(c.node(others[0]).rpc, "cluster", "describe")["controller"] in others, 30,
+                   "a new controller")
+        # The paused node is fenced by the new controller after its session ran out.
+        wait_until(lambda: any(b["node_id"] == paused and b["state"] == "fenced"
+                               for b in ok(c.node(others[0]).rpc, "cluster", "describe")["brokers"]),
+                   30, f"node {paused} fenced")
+    finally:
+        c.node(paused).proc.send_signal(signal.SIGCONT)
+    # It comes back: unfenced, following the new controller.
+    wait_until(lambda: {b["state"] for b in ok(c.node(others[0]).rpc, "cluster", "describe")["brokers"]}
+               == {"alive"}, 30, "every broker alive again", interval_s=0.1)
+    log = ANSI_ESCAPE_RE.sub("", c.node(paused).stderr_path.read_text())
+    fenced_by_it = [line for line in log.splitlines()
+                    if "controller changed broker state" in line and "state=Fenced" in line]
+    assert not fenced_by_it, fenced_by_it[:3]

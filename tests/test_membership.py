@@ -148,6 +148,8 @@ def test_remove_voter_drops_a_node_lost_for_good(cluster_factory):
     c.node(4).kill()  # lost for good
     d = ok(c.node(2).rpc, "broker", "remove-voter", "--node-id", "4")
     assert sorted(d["voters"]) == [1, 2, 3] and d["learners"] == []
+    # Lost for good: it takes no new replicas.
+    assert any(b["node_id"] == 4 and b["state"] == "decommissioning" for b in d["brokers"]), d["brokers"]
     # The three left still commit metadata changes.
     name = make_topic(c, 1, 3)
     assert sorted(replicas(c, name)[0]) == [1, 2, 3]

@@ -182,7 +182,7 @@ impl MetadataNode {
                 partition,
                 target: target.clone(),
             };
-            match self.propose(cmd).await {
+            match self.propose_as_leader(cmd).await {
                 Ok(_) => info!(node = self.node_id, %topic, partition, ?target,
                     "controller moves a replica off a decommissioning broker"),
                 Err(e) => warn!(node = self.node_id, %topic, partition, error = %e,
@@ -197,7 +197,8 @@ impl MetadataNode {
             let op = crate::membership::MembershipOp::Remove {
                 node_id: broker as NodeId,
             };
-            match self.change_membership(&op).await {
+            // As leader only, never forwarded (see `propose_as_leader`).
+            match crate::membership::on_leader(self.raft(), &op).await {
                 Ok(()) => info!(
                     node = self.node_id,
                     broker,
@@ -216,7 +217,7 @@ impl MetadataNode {
                 topic: topic.clone(),
                 partition,
             };
-            match self.propose(cmd).await {
+            match self.propose_as_leader(cmd).await {
                 Ok(_) => {
                     info!(node = self.node_id, %topic, partition, "controller completed a reassignment")
                 }
@@ -249,7 +250,10 @@ impl MetadataNode {
         self.complete_reassignments().await;
         self.drain_decommissioning().await;
         if preferred {
-            match self.propose(MetadataCommand::ElectPreferredLeaders).await {
+            match self
+                .propose_as_leader(MetadataCommand::ElectPreferredLeaders)
+                .await
+            {
                 Ok(_) => info!(
                     node = self.node_id,
                     "controller returned leadership to preferred replicas"
@@ -336,7 +340,7 @@ impl MetadataNode {
                 node_id: *id,
                 state: next,
             };
-            match self.propose(cmd).await {
+            match self.propose_as_leader(cmd).await {
                 Ok(_) => info!(node = self.node_id, broker = id, state = ?next,
                     silent_ms = now.saturating_duration_since(seen).as_millis() as u64,
                     "controller changed broker state"),

@@ -121,7 +121,8 @@ pub async fn change(
     }
 }
 
-async fn on_leader(raft: &Raft<TypeConfig>, op: &MembershipOp) -> Result<(), String> {
+/// Carries out `op` on this node, which must lead (openraft refuses otherwise).
+pub(crate) async fn on_leader(raft: &Raft<TypeConfig>, op: &MembershipOp) -> Result<(), String> {
     let membership = raft
         .metrics()
         .borrow()

@@ -108,6 +108,10 @@ struct Identity {
 }
 
 /// A running metadata node.
+/// How long one forwarded proposal may wait for the leader's answer before the proposer asks
+/// again (it re-reads who leads).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub struct MetadataNode {
     pub node_id: NodeId,
     raft: Raft<TypeConfig>,
@@ -464,6 +468,23 @@ impl MetadataNode {
         }
     }
 
+    /// Commits `cmd` only if this node leads now, never forwarding: the controller's decisions
+    /// are made on its own view, and a deposed controller (paused, say, so every broker looks
+    /// silent to it) must not have them committed by its successor.
+    pub async fn propose_as_leader(&self, cmd: MetadataCommand) -> Result<Outcome, ProposeError> {
+        match tokio::time::timeout(self.propose_timeout, self.raft.client_write(cmd)).await {
+            Ok(Ok(resp)) => Ok(resp.data?),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(
+                ProposeError::Unavailable("this node no longer leads the metadata cluster".into()),
+            ),
+            Ok(Err(e)) => Err(ProposeError::Unavailable(e.to_string())),
+            Err(_) => Err(ProposeError::Unavailable(format!(
+                "not committed within {:?}",
+                self.propose_timeout
+            ))),
+        }
+    }
+
     /// Commits `cmd` through the leader, wherever it is, and returns what applying it gave.
     /// Fails with [`ProposeError::Unavailable`] when no leader commits it within the
     /// propose timeout.
@@ -509,12 +530,28 @@ impl MetadataNode {
             Ok(j) => j,
             Err(e) => return Forwarded::Done(Err(ProposeError::Unavailable(e.to_string()))),
         };
-        let reply = RaftClient::new(ch)
-            .propose(ProposeRequest {
+        // Bounded: a leader that was paused or cut off accepts the connection (the kernel
+        // does) and never answers; ask again whoever leads by then. The command may still be
+        // applied by the old leader's successor, like any timed-out write: commands are
+        // idempotent or refused harmlessly when repeated.
+        let reply = match tokio::time::timeout(
+            FORWARD_TIMEOUT,
+            RaftClient::new(ch).propose(ProposeRequest {
                 from_node: self.node_id,
                 command_json,
-            })
-            .await;
+            }),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(_) => {
+                warn!(
+                    node = self.node_id,
+                    leader, "forwarded proposal unanswered; asking again"
+                );
+                return Forwarded::Retry;
+            }
+        };
         match reply.map(|r| r.into_inner().result) {
             // Not sent: safe to try again.
             Err(s) if s.code() == tonic::Code::Unavailable => Forwarded::Retry,

@@ -363,6 +363,10 @@ impl MetadataState {
                     reason,
                 };
                 if p.reassigning() {
+                    // The same move again (a proposer's retry after a timeout): done already.
+                    if p.target_replicas() == *target {
+                        return Ok(Outcome::Done);
+                    }
                     return Err(refuse(format!(
                         "one is already in progress (to {:?}); cancel it first",
                         p.target_replicas()
@@ -761,8 +765,10 @@ mod tests {
         // The old set, target members first (Kafka's merged order).
         assert_eq!(during.original_replicas(), vec![old[1], old[2], old[0]]);
         s.check_invariants().unwrap();
-        // Another one while it runs: refused, nothing changes.
+        // The same move again (a retried proposal) changes nothing; another one is refused.
         let snapshot = s.clone();
+        s.apply(&reassign(&target)).unwrap();
+        assert_eq!(s, snapshot);
         assert!(matches!(
             s.apply(&reassign(&old)),
             Err(Refusal::InvalidReassignment { .. })

@@ -395,6 +395,23 @@ impl Admin for AdminService {
             .map_err(Status::failed_precondition)?;
         b.wait_membership(|s| !s.voters.contains(&id) && !s.learners.contains(&id))
             .await;
+        // Lost for good: no new replicas go to it, and the controller moves the ones it had
+        // to other brokers where it can (as for a decommission).
+        if b.metadata().brokers.contains_key(&id) {
+            b.propose(
+                MetadataCommand::SetBrokerState {
+                    node_id: id,
+                    state: BrokerState::Decommissioning,
+                },
+                |s| {
+                    s.brokers
+                        .get(&id)
+                        .is_some_and(|x| x.state == BrokerState::Decommissioning)
+                },
+            )
+            .await
+            .map_err(|e| Status::unavailable(e.message))?;
+        }
         Ok(Response::new(cluster_reply(&b)))
     }
 
