@@ -434,6 +434,28 @@ impl MetadataNode {
         }
     }
 
+    /// Waits, up to `timeout`, until this node's view of the membership satisfies `done`
+    /// (a committed change reaches every member shortly after the leader). False on timeout.
+    pub async fn wait_membership(
+        &self,
+        done: impl Fn(&RaftStatus) -> bool,
+        timeout: Duration,
+    ) -> bool {
+        let mut metrics = self.raft.metrics();
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                if done(&self.status()) {
+                    return;
+                }
+                if metrics.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        waited.is_ok() && done(&self.status())
+    }
+
     /// The current leader, if known.
     pub fn leader(&self) -> Option<NodeId> {
         self.raft.metrics().borrow().current_leader

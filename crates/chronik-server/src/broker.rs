@@ -652,10 +652,9 @@ impl Broker {
     /// Waits (bounded by the metadata timeout) until this node sees a membership where `done`
     /// holds; a committed change reaches every member shortly after the leader.
     pub async fn wait_membership(&self, done: impl Fn(&chronik_cluster::RaftStatus) -> bool) {
-        let deadline = tokio::time::Instant::now() + self.config.metadata_timeout;
-        while !done(&self.raft_status()) && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
+        self.metadata
+            .wait_membership(done, self.config.metadata_timeout)
+            .await;
     }
 
     /// Commits a metadata command (from any node) and waits, bounded, until this node applied
