@@ -32,7 +32,8 @@ RUN_TIMEOUT_S = 600
 
 
 def one_run(server: str, data_dir: Path, bench_args: list[str]) -> dict | None:
-    broker = subprocess.Popen([server, "standalone", "--data-dir", str(data_dir), "--kafka-addr", "127.0.0.1:0"],
+    broker = subprocess.Popen([server, "standalone", "--data-dir", str(data_dir), "--kafka-addr", "127.0.0.1:0",
+                               "--http-addr", "127.0.0.1:0"],
                               stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert broker.stdout is not None

@@ -102,7 +102,10 @@ class BrokerProcess:
             cmd = [str(SERVER), "--node-id", str(node_id), "--cluster", peers,
                    "--kafka-addr", f"127.0.0.1:{kafka_port}"]
         self.proc = subprocess.Popen(
-            [*cmd, "--data-dir", str(workdir / "data"), "--fsync", "always", *extra],
+            # The HTTP endpoint on a free port: three nodes on one machine would collide on the
+            # default one.
+            [*cmd, "--data-dir", str(workdir / "data"), "--fsync", "always", "--http-addr", "127.0.0.1:0",
+             *extra],
             stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL,
             env={k: v for k, v in os.environ.items() if not k.startswith("CHRONIK_")},
         )
@@ -252,7 +255,9 @@ def main() -> int:
 
         # A scenario can write as fast as the disk takes it: refuse to start one that would
         # fill the disk (a full disk fails the broker's appends, and everything else here).
-        need = float(disk["seq_fsync_mb_per_s"]) * 1e6 * (args.seconds + 10) * 1.2
+        # Warm-up and measured seconds at the disk's own bandwidth (no scenario beats it), plus
+        # 10% and 2 GB of slack; each scenario's data is deleted before the next.
+        need = float(disk["seq_fsync_mb_per_s"]) * 1e6 * (args.seconds + 2) * 1.1 + 2e9
         free = shutil.disk_usage(base).free
         if free < need:
             raise SystemExit(f"bench: {base} has {free / 1e9:.1f} GB free; a {args.seconds} s scenario "

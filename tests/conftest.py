@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SERVER_BIN = Path(os.environ.get("CHRONIK_SERVER_BIN", REPO_ROOT / "target" / "debug" / "chronik-server"))
 
 READY_RE = re.compile(
-    r"^chronik-server ready kafka=(?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+) node_id=(?P<node_id>\d+) cluster_id=(?P<cluster_id>\S+)(?: rpc=(?P<rpc>\S+))?$"
+    r"^chronik-server ready kafka=(?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+) node_id=(?P<node_id>\d+) cluster_id=(?P<cluster_id>\S+)(?: rpc=(?P<rpc>\S+))?(?: http=(?P<http>\S+))?$"
 )
 
 ANSI_ESCAPE_RE = re.compile(r"\x1b\[[0-9;]*m")
@@ -45,6 +45,9 @@ def clean_env(overrides: dict[str, str] | None = None) -> dict[str, str]:
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHRONIK_")}
     env.setdefault("RUST_BACKTRACE", "1")
+    # Each broker's HTTP endpoint on a port the OS picks (its ready line names it), so brokers
+    # never collide on the default 127.0.0.1:9644.
+    env["CHRONIK_HTTP_ADDR"] = "127.0.0.1:0"
     env.update(overrides or {})
     return env
 
@@ -84,6 +87,7 @@ class Broker:
         self.node_id: int | None = None
         self.cluster_id: str | None = None
         self.rpc: str | None = None  # the RPC listener (admin API), when it has one
+        self.http: str | None = None  # the HTTP endpoint (metrics, health), when it has one
         self.ready_line: str | None = None
         self.stdout_path: Path | None = None
         self.stderr_path: Path | None = None
@@ -152,6 +156,7 @@ class Broker:
                     self.node_id = int(m["node_id"])
                     self.cluster_id = m["cluster_id"]
                     self.rpc = m["rpc"]
+                    self.http = m["http"]
                     if self.port == 0:
                         raise BrokerError(f"ready line reports port 0: {line!r}")
                     return

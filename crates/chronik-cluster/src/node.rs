@@ -354,9 +354,16 @@ impl MetadataNode {
         let node = self.node_id;
         tokio::spawn(async move {
             let mut last_role = None;
+            let mut last_leader = None;
             let mut last_line = String::new();
             loop {
                 let m = metrics.borrow_and_update().clone();
+                if m.current_leader != last_leader {
+                    if m.current_leader.is_some() {
+                        metrics::counter!("chronik_raft_leader_changes_total").increment(1);
+                    }
+                    last_leader = m.current_leader;
+                }
                 if last_role != Some(m.state) {
                     info!(node, role = ?m.state, term = m.current_term, leader = ?m.current_leader,
                         "raft role changed");
@@ -431,6 +438,8 @@ impl MetadataNode {
             learners: membership.learner_ids().map(|v| v as i32).collect(),
             last_log_index: m.last_log_index.unwrap_or(0),
             last_applied_index: m.last_applied.map_or(0, |l| l.index),
+            term: m.current_term,
+            leader: m.current_leader.map(|l| l as i32),
         }
     }
 
@@ -620,6 +629,9 @@ pub struct RaftStatus {
     pub learners: Vec<i32>,
     pub last_log_index: u64,
     pub last_applied_index: u64,
+    pub term: u64,
+    /// The leader this node knows of.
+    pub leader: Option<i32>,
 }
 
 enum Forwarded {

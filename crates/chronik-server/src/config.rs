@@ -170,6 +170,37 @@ pub struct ServerArgs {
     /// (Kafka's auto.leader.rebalance.enable) [default: true]
     #[arg(long, env = "CHRONIK_AUTO_LEADER_REBALANCE")]
     pub auto_leader_rebalance: Option<bool>,
+    /// Address of the HTTP endpoint: /metrics (Prometheus), /health/live, /health/ready;
+    /// `off` for none [default: 127.0.0.1:9644]
+    #[arg(long, env = "CHRONIK_HTTP_ADDR")]
+    pub http_addr: Option<HttpAddr>,
+    /// Label partition gauges by topic and partition; false folds them into per-topic gauges
+    /// (for clusters with many partitions) [default: true]
+    #[arg(long, env = "CHRONIK_METRICS_PARTITION_LABELS")]
+    pub metrics_partition_labels: Option<bool>,
+}
+
+/// `--http-addr`: an address to bind, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpAddr(pub Option<SocketAddr>);
+
+impl FromStr for HttpAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(HttpAddr(None));
+        }
+        s.parse()
+            .map(|a| HttpAddr(Some(a)))
+            .map_err(|_| format!("'{s}' is not IP:PORT or `off`"))
+    }
+}
+
+impl<'de> Deserialize<'de> for HttpAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
@@ -210,6 +241,8 @@ struct FileConfig {
     rack: Option<String>,
     replica_lag_time_max_ms: Option<u64>,
     auto_leader_rebalance: Option<bool>,
+    http_addr: Option<HttpAddr>,
+    metrics_partition_labels: Option<bool>,
 }
 
 /// A setting that is present but wrong. Printed as one line; the process exits with 2.
@@ -248,6 +281,9 @@ pub struct BrokerConfig {
     pub rack: Option<String>,
     pub replica_lag_time_max: std::time::Duration,
     pub auto_leader_rebalance: bool,
+    /// Where the HTTP endpoint (metrics, health) binds; `None`: no endpoint.
+    pub http_addr: Option<SocketAddr>,
+    pub metrics_partition_labels: bool,
 }
 
 /// Cluster mode: the voters and where this node's Raft RPC listener binds.
@@ -387,6 +423,15 @@ impl BrokerConfig {
             auto_leader_rebalance: args
                 .auto_leader_rebalance
                 .or(file.auto_leader_rebalance)
+                .unwrap_or(true),
+            http_addr: args
+                .http_addr
+                .or(file.http_addr)
+                .unwrap_or(HttpAddr(Some(SocketAddr::from(([127, 0, 0, 1], 9644)))))
+                .0,
+            metrics_partition_labels: args
+                .metrics_partition_labels
+                .or(file.metrics_partition_labels)
                 .unwrap_or(true),
             replica_lag_time_max: std::time::Duration::from_millis(
                 args.replica_lag_time_max_ms

@@ -29,6 +29,8 @@ struct Outgoing {
     version: i16,
     correlation_id: i32,
     reply: Reply,
+    /// When the request was read: the request-latency metric runs to the answer's write.
+    received: std::time::Instant,
 }
 
 pub async fn run(socket: TcpStream, broker: Arc<Broker>) {
@@ -54,6 +56,7 @@ pub async fn run(socket: TcpStream, broker: Arc<Broker>) {
                         tracing::debug!(error = %e, "client went away while writing");
                         return;
                     }
+                    crate::metrics::request(out.api_key, out.received.elapsed());
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "cannot encode response; closing connection");
@@ -84,6 +87,7 @@ pub async fn run(socket: TcpStream, broker: Arc<Broker>) {
         };
         let out = match decode_request(frame) {
             Ok(req) => {
+                let received = std::time::Instant::now();
                 let (api_key, version, correlation_id) =
                     (req.api_key, req.version, req.correlation_id());
                 let reply = handlers::dispatch(&broker, req, &client_host).await;
@@ -92,6 +96,7 @@ pub async fn run(socket: TcpStream, broker: Arc<Broker>) {
                     version,
                     correlation_id,
                     reply,
+                    received,
                 }
             }
             Err(DecodeError::UnsupportedVersion {
@@ -106,6 +111,7 @@ pub async fn run(socket: TcpStream, broker: Arc<Broker>) {
                     api_key: ApiKey::ApiVersions,
                     version: 0,
                     correlation_id,
+                    received: std::time::Instant::now(),
                     reply: Reply::now(ResponseKind::ApiVersions(versions::api_versions_response(
                         ResponseError::UnsupportedVersion.code(),
                     ))),

@@ -11,6 +11,8 @@ pub mod broker;
 pub mod config;
 pub mod connection;
 pub mod handlers;
+pub mod http;
+pub mod metrics;
 pub mod offsets;
 pub mod partition;
 pub mod producer_state;

@@ -10,8 +10,8 @@ use anyhow::Context;
 use chronik_cluster::ClusterError;
 use chronik_server::broker::{Broker, StartError};
 use chronik_server::config::{BrokerConfig, Cli, LogFormat};
-use chronik_server::server;
 use chronik_server::shutdown::Shutdown;
+use chronik_server::{http, server};
 use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
@@ -93,12 +93,31 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         Some(l) => Some(l.local_addr()?),
         None => None,
     };
+    let http_listener = match config.http_addr {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--http-addr)"))?,
+        ),
+        None => None,
+    };
+    let http_bound = match &http_listener {
+        Some(l) => Some(l.local_addr()?),
+        None => None,
+    };
     let shutdown = Shutdown::new();
     // Installed first: a node waiting for its cluster must still stop on SIGTERM.
     spawn_signal_handler(shutdown.clone())?;
+    chronik_server::metrics::install();
+    // Up before the broker: readiness says "not yet" while the WAL recovers.
+    let started: http::StartedBroker = Default::default();
+    if let Some(l) = http_listener {
+        http::spawn(l, started.clone(), shutdown.clone());
+    }
     let broker = Broker::start(config, bound, rpc_listener, shutdown.clone())
         .await
         .context("cannot start the broker")?;
+    let _ = started.set(std::sync::Arc::downgrade(&broker));
 
     spawn_retention(broker.clone());
 
@@ -114,10 +133,11 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
-            "chronik-server ready kafka={bound} node_id={} cluster_id={}{}",
+            "chronik-server ready kafka={bound} node_id={} cluster_id={}{}{}",
             broker.node_id,
             broker.cluster_id,
-            rpc_bound.map(|a| format!(" rpc={a}")).unwrap_or_default()
+            rpc_bound.map(|a| format!(" rpc={a}")).unwrap_or_default(),
+            http_bound.map(|a| format!(" http={a}")).unwrap_or_default()
         )?;
         out.flush()?;
     }

@@ -38,3 +38,13 @@ pub use segment::{
     segment_file_path, FileKind, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES, MAX_SEGMENT_BYTES,
     SEGMENT_HEADER_BYTES,
 };
+
+/// Names of the metrics the WAL records through the `metrics` facade. The WAL installs no
+/// exporter: the binary that embeds it decides where they go (chronik-server serves them as
+/// Prometheus text).
+pub mod metric_names {
+    /// Seconds one fdatasync of an active segment took (histogram).
+    pub const FSYNC_SECONDS: &str = "chronik_wal_fsync_seconds";
+    /// Bytes one commit pass made durable (histogram): the group-commit batch size.
+    pub const COMMIT_BYTES: &str = "chronik_wal_commit_bytes";
+}

@@ -146,6 +146,8 @@ fn read_once(
                     // so a consumer can always make progress past a large batch.
                     if total == 0 || read.data.len() <= budget {
                         total += read.data.len();
+                        metrics::counter!(crate::metrics::FETCH_BYTES, "topic" => partition.topic.clone())
+                            .increment(read.data.len() as u64);
                         pd = pd.with_records(Some(read.data));
                     }
                     parts.push(pd);

@@ -36,6 +36,10 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
             let fail = |pr: PartitionProduceResponse, code: ResponseError, msg: String| {
+                crate::metrics::partition_error(
+                    kafka_protocol::messages::ApiKey::Produce,
+                    code.code(),
+                );
                 pr.with_error_code(code.code())
                     .with_error_message(Some(str_bytes(msg)))
             };
@@ -74,12 +78,19 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
                     )
                 } else {
                     let records = pd.records.unwrap_or_default();
+                    let bytes = records.len();
                     match partition.append(
                         &records,
                         config.max_message_bytes(),
                         p_info.leader_epoch,
                     ) {
                         Ok(accepted) => {
+                            if !accepted.duplicate {
+                                metrics::counter!(crate::metrics::PRODUCE_BYTES, "topic" => name.clone())
+                                    .increment(bytes as u64);
+                                metrics::counter!(crate::metrics::PRODUCE_MESSAGES, "topic" => name.clone())
+                                    .increment((accepted.end_offset - accepted.base_offset).max(0) as u64);
+                            }
                             if acks != 0 {
                                 waits.push((
                                     responses.len(),
@@ -167,6 +178,10 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
         .await;
         for (t, p, r) in results {
             let Err(error) = r else { continue };
+            crate::metrics::partition_error(
+                kafka_protocol::messages::ApiKey::Produce,
+                error.0.code(),
+            );
             let pr = &mut responses[t].partition_responses[p];
             pr.error_code = error.0.code();
             pr.error_message = Some(str_bytes(error.1));

@@ -148,8 +148,12 @@ impl Shared {
                 self.count_fsyncs(1);
             }
             if let Some((f, _, _)) = &active {
+                let started = Instant::now();
                 f.sync_data()
                     .map_err(|e| format!("fdatasync of active segment failed: {e}"))?;
+                // Process-wide, no per-partition labels: bounded cardinality.
+                metrics::histogram!(crate::metric_names::FSYNC_SECONDS)
+                    .record(started.elapsed().as_secs_f64());
                 self.count_fsyncs(1);
             }
             Ok(())
@@ -198,6 +202,8 @@ impl Shared {
                 }
                 None => 0,
             };
+            // Group commit: how many bytes one fdatasync made durable.
+            metrics::histogram!(crate::metric_names::COMMIT_BYTES).record(pass_bytes as f64);
             if pass_bytes < PREALLOC_MAX_PASS_BYTES {
                 self.preallocate(inner);
             } else {

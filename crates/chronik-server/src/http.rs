@@ -1,0 +1,88 @@
+//! The HTTP endpoint (`--http-addr`): `/metrics` in Prometheus text format, `/health/live`
+//! (the process answers) and `/health/ready` (Raft has a leader, this broker is unfenced and
+//! its WAL has recovered). It starts before the broker, so readiness can say "not yet" while
+//! the WAL recovers and the metadata cluster forms.
+
+use std::sync::{Arc, OnceLock, Weak};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use chronik_metadata::BrokerState;
+use tokio::net::TcpListener;
+
+use crate::broker::Broker;
+use crate::shutdown::Shutdown;
+
+/// Filled once the broker has started (its partitions are open, so its WAL has recovered).
+pub type StartedBroker = Arc<OnceLock<Weak<Broker>>>;
+
+#[derive(Clone)]
+struct HttpState {
+    broker: StartedBroker,
+}
+
+impl HttpState {
+    fn broker(&self) -> Option<Arc<Broker>> {
+        self.broker.get().and_then(|w| w.upgrade())
+    }
+}
+
+/// Serves until `shutdown`.
+pub fn spawn(listener: TcpListener, broker: StartedBroker, shutdown: Shutdown) {
+    let app = Router::new()
+        .route("/metrics", get(metrics))
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .with_state(HttpState { broker });
+    tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.wait().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "HTTP endpoint stopped");
+        }
+    });
+}
+
+async fn metrics(State(s): State<HttpState>) -> (StatusCode, String) {
+    let Some(handle) = crate::metrics::install() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "metrics recorder not installed\n".into(),
+        );
+    };
+    if let Some(b) = s.broker() {
+        crate::metrics::refresh(&b);
+    }
+    (StatusCode::OK, handle.render())
+}
+
+async fn live() -> &'static str {
+    "live\n"
+}
+
+/// 200 "ready" or 503 with the reason.
+async fn ready(State(s): State<HttpState>) -> (StatusCode, String) {
+    match readiness(s.broker().as_deref()) {
+        Ok(()) => (StatusCode::OK, "ready\n".into()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
+    }
+}
+
+fn readiness(broker: Option<&Broker>) -> Result<(), String> {
+    let b = broker.ok_or("starting: WAL recovery or metadata cluster not done yet")?;
+    let raft = b.raft_status();
+    if raft.leader.is_none() {
+        return Err("the metadata cluster has no leader".into());
+    }
+    match b.metadata().brokers.get(&b.node_id).map(|x| x.state) {
+        Some(BrokerState::Alive) | Some(BrokerState::Decommissioning) => Ok(()),
+        Some(BrokerState::Fenced) => Err("this broker is fenced by the controller".into()),
+        None => Err("this broker is not registered yet".into()),
+    }
+}

@@ -1,0 +1,163 @@
+//! Prometheus metrics. Code records through the `metrics` facade (the WAL does too, see
+//! `chronik_wal::metric_names`); this module installs the one process-wide Prometheus
+//! recorder, and at each scrape sets the gauges that are read from state (partitions, Raft)
+//! rather than counted as things happen.
+//!
+//! Cardinality is bounded: request metrics are labelled by API only, produce/fetch by topic,
+//! and per-partition gauges can be folded into per-topic ones (`--metrics-partition-labels
+//! false`) for clusters with many partitions.
+
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use kafka_protocol::messages::ApiKey;
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::broker::Broker;
+
+pub const REQUESTS: &str = "chronik_requests_total";
+pub const REQUEST_SECONDS: &str = "chronik_request_seconds";
+pub const PARTITION_ERRORS: &str = "chronik_partition_errors_total";
+pub const PRODUCE_BYTES: &str = "chronik_produce_bytes_total";
+pub const PRODUCE_MESSAGES: &str = "chronik_produce_messages_total";
+pub const FETCH_BYTES: &str = "chronik_fetch_bytes_total";
+pub const CONNECTIONS: &str = "chronik_connections";
+
+/// Latency buckets (seconds) for request and fsync histograms: 50 µs to 10 s.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+    2.5, 10.0,
+];
+/// Byte buckets for the group-commit batch size: 4 KiB to 64 MiB.
+const BYTES_BUCKETS: &[f64] = &[
+    4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0, 67108864.0,
+];
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and returns its handle (`None` if
+/// another recorder was installed first, as in a test harness: metrics are then not kept).
+pub fn install() -> Option<&'static PrometheusHandle> {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full(chronik_wal::metric_names::COMMIT_BYTES.into()),
+                        BYTES_BUCKETS,
+                    )
+                });
+            match builder.and_then(|b| b.install_recorder()) {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+/// One request answered.
+pub fn request(api: ApiKey, elapsed: Duration) {
+    let api = api_name(api);
+    counter!(REQUESTS, "api" => api).increment(1);
+    histogram!(REQUEST_SECONDS, "api" => api).record(elapsed.as_secs_f64());
+}
+
+/// A partition-level error in an answer (Kafka error code name), by API.
+pub fn partition_error(api: ApiKey, code: i16) {
+    let name = kafka_protocol::ResponseError::try_from_code(code)
+        .map_or_else(|| format!("code_{code}"), |e| format!("{e:?}"));
+    counter!(PARTITION_ERRORS, "api" => api_name(api), "error" => name).increment(1);
+}
+
+fn api_name(api: ApiKey) -> &'static str {
+    // The enum's names are fixed and few: no allocation, bounded labels.
+    match api {
+        ApiKey::Produce => "Produce",
+        ApiKey::Fetch => "Fetch",
+        ApiKey::ListOffsets => "ListOffsets",
+        ApiKey::Metadata => "Metadata",
+        ApiKey::OffsetCommit => "OffsetCommit",
+        ApiKey::OffsetFetch => "OffsetFetch",
+        ApiKey::FindCoordinator => "FindCoordinator",
+        ApiKey::JoinGroup => "JoinGroup",
+        ApiKey::Heartbeat => "Heartbeat",
+        ApiKey::LeaveGroup => "LeaveGroup",
+        ApiKey::SyncGroup => "SyncGroup",
+        ApiKey::ApiVersions => "ApiVersions",
+        ApiKey::CreateTopics => "CreateTopics",
+        ApiKey::DeleteTopics => "DeleteTopics",
+        ApiKey::InitProducerId => "InitProducerId",
+        ApiKey::OffsetForLeaderEpoch => "OffsetForLeaderEpoch",
+        ApiKey::DescribeConfigs => "DescribeConfigs",
+        ApiKey::AlterConfigs => "AlterConfigs",
+        ApiKey::IncrementalAlterConfigs => "IncrementalAlterConfigs",
+        ApiKey::CreatePartitions => "CreatePartitions",
+        ApiKey::DescribeGroups => "DescribeGroups",
+        ApiKey::ListGroups => "ListGroups",
+        ApiKey::DeleteGroups => "DeleteGroups",
+        ApiKey::OffsetDelete => "OffsetDelete",
+        ApiKey::ElectLeaders => "ElectLeaders",
+        ApiKey::AlterPartitionReassignments => "AlterPartitionReassignments",
+        ApiKey::ListPartitionReassignments => "ListPartitionReassignments",
+        ApiKey::DescribeCluster => "DescribeCluster",
+        _ => "other",
+    }
+}
+
+/// Sets the gauges read from state: this node's replicas, under-replication, Raft.
+pub fn refresh(broker: &Broker) {
+    let state = broker.metadata();
+    let per_partition = broker.config.metrics_partition_labels;
+    let mut under_replicated_total = 0u64;
+    // topic -> (under-replicated partitions led here, bytes, segments)
+    let mut per_topic: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    for t in state.topics.values() {
+        for (i, p) in t.partitions.iter().enumerate() {
+            let Some(r) = broker.replicas.get(&t.name, i as i32) else {
+                continue;
+            };
+            let leads = p.leader == broker.node_id;
+            let under = leads && p.isr.len() < p.target_replicas().len();
+            under_replicated_total += u64::from(under);
+            let size = r.log.size_bytes();
+            let segments = r.log.segment_count() as u64;
+            let e = per_topic.entry(t.name.clone()).or_default();
+            e.0 += u64::from(under);
+            e.1 += size;
+            e.2 += segments;
+            if per_partition {
+                let labels = [("topic", t.name.clone()), ("partition", i.to_string())];
+                gauge!("chronik_partition_log_end_offset", &labels)
+                    .set(r.log.log_end_offset() as f64);
+                gauge!("chronik_partition_high_watermark", &labels).set(r.high_watermark() as f64);
+                gauge!("chronik_partition_isr_size", &labels).set(p.isr.len() as f64);
+                gauge!("chronik_partition_under_replicated", &labels)
+                    .set(f64::from(u8::from(under)));
+                gauge!("chronik_partition_size_bytes", &labels).set(size as f64);
+                gauge!("chronik_partition_segments", &labels).set(segments as f64);
+                gauge!("chronik_partition_leader", &labels).set(f64::from(u8::from(leads)));
+            }
+        }
+    }
+    for (topic, (under, size, segments)) in per_topic {
+        let labels = [("topic", topic)];
+        gauge!("chronik_topic_under_replicated_partitions", &labels).set(under as f64);
+        gauge!("chronik_topic_size_bytes", &labels).set(size as f64);
+        gauge!("chronik_topic_segments", &labels).set(segments as f64);
+    }
+    gauge!("chronik_under_replicated_partitions").set(under_replicated_total as f64);
+    let raft = broker.raft_status();
+    gauge!("chronik_raft_term").set(raft.term as f64);
+    gauge!("chronik_raft_last_log_index").set(raft.last_log_index as f64);
+    gauge!("chronik_raft_last_applied_index").set(raft.last_applied_index as f64);
+    gauge!("chronik_raft_apply_lag")
+        .set(raft.last_log_index.saturating_sub(raft.last_applied_index) as f64);
+    gauge!("chronik_raft_is_leader").set(f64::from(u8::from(raft.leader == Some(broker.node_id))));
+    gauge!("chronik_raft_voters").set(raft.voters.len() as f64);
+}

@@ -1,0 +1,119 @@
+"""Operations endpoints on real nodes: Prometheus metrics that move with the work done, and
+health endpoints that say when a node can take traffic."""
+
+from __future__ import annotations
+
+import re
+import urllib.error
+import urllib.request
+import uuid
+
+from confluent_kafka.admin import NewTopic
+
+from conftest import free_port
+from helpers import admin, producer, wait_until
+
+
+def get(addr: str, path: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://{addr}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+        return 0, str(e)
+
+
+def scrape(addr: str) -> dict[str, float]:
+    """Prometheus text -> {'name{labels}': value} (labels as printed)."""
+    status, text = get(addr, "/metrics")
+    assert status == 200, text
+    out = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+def total(m: dict[str, float], name: str, **labels: str) -> float:
+    """Sum of a metric's series whose labels include `labels`."""
+    s = 0.0
+    for key, v in m.items():
+        base = key.split("{", 1)[0]
+        if base != name:
+            continue
+        if all(f'{k}="{val}"' in key for k, val in labels.items()):
+            s += v
+    return s
+
+
+def test_metrics_move_with_produce_and_show_under_replication(cluster_factory):
+    c = cluster_factory(3, args=["--replica-lag-time-max-ms", "2000"]).start()
+    name = f"ops-{uuid.uuid4().hex[:8]}"
+    a = admin(c.bootstrap(1))  # kept referenced until the future resolves
+    a.create_topics([NewTopic(name, num_partitions=1, replication_factor=3)], operation_timeout=30)[name].result(30)
+    wait_until(lambda: all(name in admin(n.bootstrap).list_topics(timeout=10).topics for n in c.nodes.values()),
+               15, "topic everywhere")
+    leader = admin(c.bootstrap()).list_topics(name, timeout=10).topics[name].partitions[0].leader
+    before = {i: scrape(n.http) for i, n in c.nodes.items()}
+    p = producer(c.bootstrap())
+    for i in range(10_000):
+        p.produce(name, value=f"m{i}".encode(), partition=0)
+        if i % 1000 == 0:
+            p.poll(0)
+    assert p.flush(60) == 0
+
+    def moved():
+        after = {i: scrape(n.http) for i, n in c.nodes.items()}
+        ok = total(after[leader], "chronik_produce_messages_total", topic=name) \
+            - total(before[leader], "chronik_produce_messages_total", topic=name) >= 10_000
+        ok &= total(after[leader], "chronik_requests_total", api="Produce") > \
+            total(before[leader], "chronik_requests_total", api="Produce")
+        for i in c.nodes:
+            ok &= total(after[i], "chronik_partition_log_end_offset", topic=name, partition="0") == 10_000
+            ok &= total(after[i], "chronik_wal_fsync_seconds_count") > total(before[i], "chronik_wal_fsync_seconds_count")
+        return ok and after
+    after = wait_until(moved, 30, "produce, log end and fsync metrics moved on every node", interval_s=0.2)
+    assert total(after[leader], "chronik_under_replicated_partitions") == 0
+    assert total(after[leader], "chronik_raft_voters") == 3
+    assert total(after[leader], "chronik_connections") >= 1
+    # A follower dies: the leader reports the partition under-replicated within
+    # replica.lag.time.max.ms plus a margin.
+    follower = next(i for i in c.nodes if i != leader)
+    c.node(follower).kill()
+    wait_until(lambda: total(scrape(c.node(leader).http), "chronik_partition_under_replicated",
+                             topic=name, partition="0") == 1, 2 + 10, "under-replicated gauge on the leader",
+               interval_s=0.2)
+    assert total(scrape(c.node(leader).http), "chronik_under_replicated_partitions") >= 1
+
+
+def test_readiness_follows_wal_recovery_and_the_metadata_leader(cluster_factory):
+    ports = {i: free_port() for i in (1, 2, 3)}
+    c = cluster_factory(3)
+    for i, n in c.nodes.items():
+        n.args = [*n.args, "--http-addr", f"127.0.0.1:{ports[i]}"]
+    addr = {i: f"127.0.0.1:{p}" for i, p in ports.items()}
+    # Node 1 alone: it is up (live) but waits for its cluster, so it is not ready.
+    c.node(1).launch()
+    wait_until(lambda: get(addr[1], "/health/live")[0] == 200, 30, "node 1 live")
+    status, body = get(addr[1], "/health/ready")
+    assert status == 503 and "not ready" in body, (status, body)
+    # The others come: every node becomes ready.
+    c.node(2).launch()
+    c.node(3).launch()
+    for n in c.nodes.values():
+        n.wait_ready(60)
+    for i in c.nodes:
+        wait_until(lambda i=i: get(addr[i], "/health/ready")[0] == 200, 30, f"node {i} ready")
+    # Two of three gone: the survivor has no metadata leader, so it is not ready.
+    c.node(2).kill()
+    c.node(3).kill()
+    wait_until(lambda: get(addr[1], "/health/ready")[0] == 503, 30, "node 1 not ready without a leader")
+    assert "leader" in get(addr[1], "/health/ready")[1]
+    assert get(addr[1], "/health/live")[0] == 200
+    c.node(2).start()
+    wait_until(lambda: get(addr[1], "/health/ready")[0] == 200, 30, "node 1 ready again")
+    m = scrape(addr[1])
+    assert total(m, "chronik_raft_leader_changes_total") >= 1
+    assert re.search(r"chronik_raft_term \d", get(addr[1], "/metrics")[1])
