@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import shutil
@@ -32,9 +33,9 @@ RUN_TIMEOUT_S = 600
 
 
 def one_run(server: str, data_dir: Path, bench_args: list[str]) -> dict | None:
-    broker = subprocess.Popen([server, "standalone", "--data-dir", str(data_dir), "--kafka-addr", "127.0.0.1:0",
-                               "--http-addr", "127.0.0.1:0"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    broker = subprocess.Popen([server, "standalone", "--data-dir", str(data_dir), "--kafka-addr", "127.0.0.1:0"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                              env={**os.environ, "CHRONIK_HTTP_ADDR": "127.0.0.1:0"})
     try:
         assert broker.stdout is not None
         m = READY_RE.search(broker.stdout.readline())

@@ -102,12 +102,12 @@ class BrokerProcess:
             cmd = [str(SERVER), "--node-id", str(node_id), "--cluster", peers,
                    "--kafka-addr", f"127.0.0.1:{kafka_port}"]
         self.proc = subprocess.Popen(
-            # The HTTP endpoint on a free port: three nodes on one machine would collide on the
-            # default one.
-            [*cmd, "--data-dir", str(workdir / "data"), "--fsync", "always", "--http-addr", "127.0.0.1:0",
-             *extra],
+            [*cmd, "--data-dir", str(workdir / "data"), "--fsync", "always", *extra],
             stdout=subprocess.PIPE, stderr=self.stderr, stdin=subprocess.DEVNULL,
-            env={k: v for k, v in os.environ.items() if not k.startswith("CHRONIK_")},
+            # The HTTP endpoint on a free port (three nodes on one machine would collide on the
+            # default one); an environment variable, so older binaries still run for A/B.
+            env={**{k: v for k, v in os.environ.items() if not k.startswith("CHRONIK_")},
+                 "CHRONIK_HTTP_ADDR": "127.0.0.1:0"},
         )
         self.addr = ""
         if wait:

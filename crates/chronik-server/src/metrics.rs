@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
-use metrics::{counter, gauge, histogram};
+use metrics::{counter, gauge, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::broker::Broker;
@@ -61,11 +61,47 @@ pub fn install() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+/// Per-topic counters a partition updates on every produce and fetch, registered once when
+/// the partition opens.
+pub struct PartitionCounters {
+    pub produce_bytes: Counter,
+    pub produce_messages: Counter,
+    pub fetch_bytes: Counter,
+}
+
+impl PartitionCounters {
+    pub fn new(topic: &str) -> PartitionCounters {
+        let t = topic.to_string();
+        PartitionCounters {
+            produce_bytes: counter!(PRODUCE_BYTES, "topic" => t.clone()),
+            produce_messages: counter!(PRODUCE_MESSAGES, "topic" => t.clone()),
+            fetch_bytes: counter!(FETCH_BYTES, "topic" => t),
+        }
+    }
+}
+
+/// Request counter and latency histogram of one API, registered on first use.
+struct ApiMetrics {
+    requests: Counter,
+    seconds: Histogram,
+}
+
+/// Indexed by API key (Kafka keys are small and dense; anything above goes to "other").
+const API_SLOTS: usize = 80;
+static API_METRICS: [OnceLock<ApiMetrics>; API_SLOTS] = [const { OnceLock::new() }; API_SLOTS];
+
 /// One request answered.
 pub fn request(api: ApiKey, elapsed: Duration) {
-    let api = api_name(api);
-    counter!(REQUESTS, "api" => api).increment(1);
-    histogram!(REQUEST_SECONDS, "api" => api).record(elapsed.as_secs_f64());
+    let slot = usize::try_from(api as i16).map_or(API_SLOTS - 1, |i| i.min(API_SLOTS - 1));
+    let m = API_METRICS[slot].get_or_init(|| {
+        let name = api_name(api);
+        ApiMetrics {
+            requests: counter!(REQUESTS, "api" => name),
+            seconds: histogram!(REQUEST_SECONDS, "api" => name),
+        }
+    });
+    m.requests.increment(1);
+    m.seconds.record(elapsed.as_secs_f64());
 }
 
 /// A partition-level error in an answer (Kafka error code name), by API.

@@ -76,6 +76,8 @@ pub struct Partition {
     /// Replication state: role, leader epochs, high watermark.
     pub replica: Arc<Replica>,
     producers: Mutex<ProducerStateTable>,
+    /// Metric handles, registered once: no label allocation or lookup per request.
+    pub counters: crate::metrics::PartitionCounters,
 }
 
 /// Producer state and leader epochs rebuilt from the batch headers of `log`.
@@ -118,6 +120,7 @@ impl Partition {
         Ok(Arc::new(Partition {
             topic: log.topic().to_string(),
             index: log.partition(),
+            counters: crate::metrics::PartitionCounters::new(log.topic()),
             log,
             replica,
             producers: Mutex::new(producers),

@@ -146,7 +146,9 @@ fn read_once(
                     // so a consumer can always make progress past a large batch.
                     if total == 0 || read.data.len() <= budget {
                         total += read.data.len();
-                        metrics::counter!(crate::metrics::FETCH_BYTES, "topic" => partition.topic.clone())
+                        partition
+                            .counters
+                            .fetch_bytes
                             .increment(read.data.len() as u64);
                         pd = pd.with_records(Some(read.data));
                     }

@@ -86,10 +86,10 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
                     ) {
                         Ok(accepted) => {
                             if !accepted.duplicate {
-                                metrics::counter!(crate::metrics::PRODUCE_BYTES, "topic" => name.clone())
-                                    .increment(bytes as u64);
-                                metrics::counter!(crate::metrics::PRODUCE_MESSAGES, "topic" => name.clone())
-                                    .increment((accepted.end_offset - accepted.base_offset).max(0) as u64);
+                                partition.counters.produce_bytes.increment(bytes as u64);
+                                partition.counters.produce_messages.increment(
+                                    (accepted.end_offset - accepted.base_offset).max(0) as u64,
+                                );
                             }
                             if acks != 0 {
                                 waits.push((
