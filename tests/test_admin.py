@@ -328,3 +328,27 @@ def test_describe_shows_every_replica_from_its_own_node(cluster_factory):
     assert all(r["reachable"] for r in rows if r["node_id"] != follower)
     table = cli(c.node(1).rpc, "topic", "describe", name, json_out=False)
     assert table.returncode == 0 and "unreachable" in table.stdout and "lag 0" in table.stdout, table.stdout
+
+
+def test_rolling_restart_check_says_when_the_next_node_may_restart(cluster_factory):
+    c = cluster_factory(3, args=["--replica-lag-time-max-ms", "1500"]).start()
+    name = make_topic(c)
+    p = producer(c.bootstrap())
+    for i in range(50):
+        p.produce(name, value=f"r{i}".encode(), partition=0)
+    assert p.flush(30) == 0
+    r = ok(c.node(1).rpc, "cluster", "rolling-restart-check", "--wait", "30")
+    assert r["safe"] is True and r["under_replicated"] == []
+    c.node(3).kill()
+    # Once the leaders dropped node 3 from their ISRs, restarting another node is not safe.
+    def unsafe():
+        r = cli(c.node(1).rpc, "cluster", "rolling-restart-check")
+        got = r.returncode == 1 and json.loads(r.stdout)
+        return got and any(u["topic"] == name and u["out_of_isr"] == [3] for u in got["under_replicated"]) and got
+    r = wait_until(unsafe, 30, f"the check names {name}-0 without node 3", interval_s=0.2)
+    assert r["safe"] is False
+    table = cli(c.node(1).rpc, "cluster", "rolling-restart-check", json_out=False)
+    assert table.returncode == 1 and "not in the ISR" in table.stdout, table.stdout
+    c.node(3).start()
+    r = ok(c.node(2).rpc, "cluster", "rolling-restart-check", "--wait", "60")
+    assert r["safe"] is True

@@ -78,6 +78,13 @@ enum Command {
 #[derive(Subcommand)]
 enum ClusterCmd {
     Describe,
+    /// Whether the next node may be restarted now: every partition has all its replicas in
+    /// the ISR and no broker is fenced. Exit 0 when it may, 1 when not (the reasons printed).
+    RollingRestartCheck {
+        /// Keep checking, up to this many seconds, until it is safe.
+        #[arg(long, default_value_t = 0)]
+        wait: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -188,6 +195,18 @@ async fn run(cli: Cli) -> Result<()> {
                 .into_inner();
             Printed::Cluster(r)
         }
+        Command::Cluster {
+            what: ClusterCmd::RollingRestartCheck { wait },
+        } => {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(wait);
+            loop {
+                let check = restart_check(&mut c).await.map_err(status)?;
+                if check.safe() || tokio::time::Instant::now() >= deadline {
+                    break Printed::RestartCheck(check);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
         Command::Topic {
             what: TopicCmd::Describe { topics },
         } => {
@@ -269,6 +288,11 @@ async fn run(cli: Cli) -> Result<()> {
         Output::Json => println!("{}", serde_json::to_string_pretty(&out.json())?),
         Output::Table => print!("{}", out.table()),
     }
+    if let Printed::RestartCheck(r) = &out {
+        if !r.safe() {
+            anyhow::bail!("not safe to restart a node yet");
+        }
+    }
     Ok(())
 }
 
@@ -279,7 +303,57 @@ fn part(a: &PartitionArgs) -> PartitionRef {
     }
 }
 
+/// What stands in the way of restarting a node.
+struct RestartCheck {
+    /// topic-partition: replicas not in the ISR.
+    under_replicated: Vec<(String, i32, Vec<i32>)>,
+    fenced: Vec<i32>,
+    controller: i32,
+}
+
+impl RestartCheck {
+    fn safe(&self) -> bool {
+        self.under_replicated.is_empty() && self.fenced.is_empty() && self.controller != 0
+    }
+}
+
+async fn restart_check(c: &mut AdminClient<Channel>) -> Result<RestartCheck, tonic::Status> {
+    let cluster = c
+        .describe_cluster(DescribeClusterRequest { local_only: true })
+        .await?
+        .into_inner();
+    let topics = c
+        .describe_topics(DescribeTopicsRequest { topics: Vec::new() })
+        .await?
+        .into_inner();
+    let mut under_replicated = Vec::new();
+    for t in &topics.topics {
+        for p in &t.partitions {
+            let missing: Vec<i32> = p
+                .replicas
+                .iter()
+                .copied()
+                .filter(|r| !p.isr.contains(r) && !p.adding.contains(r))
+                .collect();
+            if !missing.is_empty() {
+                under_replicated.push((t.name.clone(), p.partition, missing));
+            }
+        }
+    }
+    Ok(RestartCheck {
+        under_replicated,
+        fenced: cluster
+            .brokers
+            .iter()
+            .filter(|b| b.state == "fenced")
+            .map(|b| b.node_id)
+            .collect(),
+        controller: cluster.controller,
+    })
+}
+
 enum Printed {
+    RestartCheck(RestartCheck),
     Cluster(DescribeClusterReply),
     Topics(DescribeTopicsReply),
     Change(ChangeReply),
@@ -354,6 +428,12 @@ impl Printed {
                 }))
                 .collect::<Vec<_>>()),
             Printed::Change(r) => r.partition.as_ref().map_or(Value::Null, partition_json),
+            Printed::RestartCheck(r) => json!({
+                "safe": r.safe(), "controller": r.controller, "fenced": r.fenced,
+                "under_replicated": r.under_replicated.iter().map(|(t, p, m)| json!({
+                    "topic": t, "partition": p, "out_of_isr": m,
+                })).collect::<Vec<_>>(),
+            }),
             Printed::Moves(r) => json!(r.partitions.iter().map(partition_json).collect::<Vec<_>>()),
             Printed::Reassignments(r) => json!(r
                 .reassignments
@@ -434,6 +514,22 @@ impl Printed {
                                 )
                             };
                         }
+                    }
+                }
+            }
+            Printed::RestartCheck(r) => {
+                if r.safe() {
+                    s += "safe: every partition has all its replicas in sync; the next node may restart\n";
+                } else {
+                    s += "not safe to restart a node yet:\n";
+                    if r.controller == 0 {
+                        s += "  no metadata controller is known\n";
+                    }
+                    for b in &r.fenced {
+                        s += &format!("  broker {b} is fenced\n");
+                    }
+                    for (t, p, m) in &r.under_replicated {
+                        s += &format!("  {t}-{p}: replicas {} not in the ISR\n", ids(m));
                     }
                 }
             }
