@@ -190,9 +190,12 @@ class Load:
         return self.acked
 
 
-def read_all(bootstrap: str, topic: str, want: list[bytes]) -> None:
+def read_all(bootstrap: str, topic: str, want: list[bytes], partitions: int = 1, exact: bool = False) -> None:
+    """Reads the topic's partitions from the start until every `want` value was seen (60 s
+    at most); fails on a missing value or a value read twice, and with `exact` on any value
+    that is not wanted."""
     cons = consumer(bootstrap)
-    cons.assign([TopicPartition(topic, 0, 0)])
+    cons.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
     missing = set(want)
     seen = []
     deadline = time.monotonic() + 60
@@ -204,6 +207,9 @@ def read_all(bootstrap: str, topic: str, want: list[bytes]) -> None:
     cons.close()
     assert not missing, f"{len(missing)} acknowledged messages not read, e.g. {sorted(missing)[:3]}"
     assert len(seen) == len(set(seen)), "duplicates"
+    if exact:
+        extra = set(seen) - set(want)
+        assert not extra, f"{len(extra)} unexpected values, e.g. {sorted(extra)[:3]}"
 
 
 def wait_reassigned(server: str, name: str, target: list[int], timeout_s: float = 60) -> dict:

@@ -108,74 +108,17 @@ fn completable_reassignments(state: &chronik_metadata::MetadataState) -> Vec<(St
     out
 }
 
-/// What the controller does next for decommissioning brokers: partition moves that replace
-/// each one with the alive broker holding the fewest replicas (not already a replica), and the
-/// brokers that hold no replica any more (ready to leave the Raft membership).
-/// A partition move the controller proposes: (topic, partition, target replicas).
-type Move = (String, i32, Vec<i32>);
-
-fn decommission_steps(state: &chronik_metadata::MetadataState) -> (Vec<Move>, Vec<i32>) {
-    let leaving: Vec<i32> = state
-        .brokers
-        .values()
-        .filter(|b| b.state == BrokerState::Decommissioning)
-        .map(|b| b.node_id)
-        .collect();
-    if leaving.is_empty() {
-        return (Vec::new(), Vec::new());
-    }
-    let mut load: HashMap<i32, usize> = state
-        .brokers
-        .values()
-        .filter(|b| b.state == BrokerState::Alive)
-        .map(|b| (b.node_id, 0))
-        .collect();
-    for t in state.topics.values() {
-        for p in &t.partitions {
-            for r in &p.replicas {
-                if let Some(n) = load.get_mut(r) {
-                    *n += 1;
-                }
-            }
-        }
-    }
-    let mut moves = Vec::new();
-    let mut empty: Vec<i32> = leaving.clone();
-    for t in state.topics.values() {
-        for (i, p) in t.partitions.iter().enumerate() {
-            let Some(gone) = p.replicas.iter().copied().find(|r| leaving.contains(r)) else {
-                continue;
-            };
-            empty.retain(|b| !p.replicas.contains(b));
-            if p.reassigning() {
-                continue; // one move at a time; the next tick takes the next step
-            }
-            let Some(&to) = load
-                .iter()
-                .filter(|(b, _)| !p.replicas.contains(b))
-                .min_by_key(|(b, n)| (**n, **b))
-                .map(|(b, _)| b)
-            else {
-                continue; // no broker to move to: logged by the caller
-            };
-            *load.entry(to).or_default() += 1;
-            let target = p
-                .replicas
-                .iter()
-                .map(|r| if *r == gone { to } else { *r })
-                .collect();
-            moves.push((t.name.clone(), i as i32, target));
-        }
-    }
-    (moves, empty)
-}
-
 impl MetadataNode {
     /// On the controller: moves replicas off decommissioning brokers, one reassignment per
     /// partition, and removes a broker from the Raft membership once it holds none.
     async fn drain_decommissioning(&self) {
         let state = self.state();
-        let (moves, empty) = decommission_steps(&state);
+        let plan = state.decommission_plan();
+        if !plan.stuck.is_empty() {
+            warn!(node = self.node_id, stuck = ?plan.stuck,
+                "replicas on decommissioning brokers with no alive broker to move to");
+        }
+        let (moves, empty) = (plan.moves, plan.drained);
         for (topic, partition, target) in moves {
             let cmd = MetadataCommand::ReassignPartition {
                 topic: topic.clone(),

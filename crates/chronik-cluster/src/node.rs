@@ -260,14 +260,17 @@ impl MetadataNode {
         });
     }
 
-    /// Writes the peer list as the first membership if this node's log is pristine.
-    async fn form(&self) -> Result<(), ClusterError> {
-        let initialized = self
-            .raft
+    /// Whether this node's Raft log already holds a membership (formed or joined before).
+    async fn is_member(&self) -> Result<bool, ClusterError> {
+        self.raft
             .is_initialized()
             .await
-            .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        if initialized {
+            .map_err(|e| ClusterError::Raft(e.to_string()))
+    }
+
+    /// Writes the peer list as the first membership if this node's log is pristine.
+    async fn form(&self) -> Result<(), ClusterError> {
+        if self.is_member().await? {
             return Ok(());
         }
         let members: BTreeMap<NodeId, BasicNode> = self
@@ -290,12 +293,7 @@ impl MetadataNode {
     /// is a member (a restart). Retries while that member has no leader, up to the propose
     /// timeout; a refusal (the id is taken, say) is final.
     async fn join(&self, addr: &str) -> Result<(), ClusterError> {
-        let initialized = self
-            .raft
-            .is_initialized()
-            .await
-            .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        if initialized {
+        if self.is_member().await? {
             return Ok(());
         }
         let own = self

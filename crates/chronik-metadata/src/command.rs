@@ -316,18 +316,7 @@ impl MetadataState {
                     .filter(|b| b.state == BrokerState::Alive)
                     .map(|b| b.node_id)
                     .collect();
-                let t = self
-                    .topics
-                    .get_mut(topic)
-                    .ok_or_else(|| Refusal::UnknownTopic(topic.clone()))?;
-                let count = t.partitions.len();
-                let p = usize::try_from(*partition)
-                    .ok()
-                    .and_then(|i| t.partitions.get_mut(i))
-                    .ok_or_else(|| Refusal::InvalidPartitions {
-                        requested: *partition,
-                        reason: format!("topic {topic} has {count} partitions"),
-                    })?;
+                let p = partition_mut(&mut self.topics, topic, *partition)?;
                 let target = leader.unwrap_or(p.replicas[0]);
                 let refuse = |reason: &str| Refusal::IneligibleLeader {
                     topic: topic.clone(),
@@ -827,5 +816,52 @@ mod tests {
         })
         .unwrap();
         assert_eq!(p0(&s), p0(&before));
+    }
+
+    #[test]
+    fn decommission_plan_moves_each_replica_or_names_the_stuck_partition() {
+        let mut s = state_with_brokers(4);
+        s.apply(&create("t", 1, 3)).unwrap();
+        let old = p0(&s).replicas;
+        let spare = (1..=4).find(|b| !old.contains(b)).unwrap();
+        let leaving = old[1];
+        s.apply(&MetadataCommand::SetBrokerState {
+            node_id: leaving,
+            state: BrokerState::Decommissioning,
+        })
+        .unwrap();
+        let plan = s.decommission_plan();
+        let want: Vec<i32> = old
+            .iter()
+            .map(|r| if *r == leaving { spare } else { *r })
+            .collect();
+        assert_eq!(plan.moves, vec![("t".to_string(), 0, want.clone())]);
+        assert!(plan.stuck.is_empty() && plan.drained.is_empty());
+        // While that move runs, nothing more is planned; once it completed, the broker is drained.
+        s.apply(&reassign(&want)).unwrap();
+        assert!(s.decommission_plan().moves.is_empty());
+        let epoch = p0(&s).leader_epoch;
+        s.apply(&MetadataCommand::AlterIsr {
+            topic: "t".into(),
+            partition: 0,
+            leader_epoch: epoch,
+            isr: p0(&s).replicas,
+        })
+        .unwrap();
+        s.apply(&MetadataCommand::CompleteReassignment {
+            topic: "t".into(),
+            partition: 0,
+        })
+        .unwrap();
+        assert_eq!(s.decommission_plan().drained, vec![leaving]);
+        // Three brokers, RF=3: nowhere to go.
+        let mut s = state_with_brokers(3);
+        s.apply(&create("t", 1, 3)).unwrap();
+        s.apply(&MetadataCommand::SetBrokerState {
+            node_id: 1,
+            state: BrokerState::Decommissioning,
+        })
+        .unwrap();
+        assert_eq!(s.decommission_plan().stuck, vec![("t".to_string(), 0)]);
     }
 }

@@ -18,4 +18,6 @@ pub mod topic_name;
 
 pub use command::{MetadataCommand, Outcome, MAX_PARTITIONS_PER_TOPIC, MAX_PRODUCER_ID_BLOCK};
 pub use error::{MetadataError, Refusal};
-pub use state::{BrokerInfo, BrokerState, MetadataState, PartitionInfo, TopicInfo};
+pub use state::{
+    BrokerInfo, BrokerState, DecommissionPlan, MetadataState, PartitionInfo, TopicInfo,
+};

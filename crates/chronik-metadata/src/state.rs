@@ -100,7 +100,80 @@ pub struct MetadataState {
     pub applied: u64,
 }
 
+/// What decommissioning needs next (see [`MetadataState::decommission_plan`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DecommissionPlan {
+    /// (topic, partition, target replicas): each replaces one decommissioning broker.
+    pub moves: Vec<(String, i32, Vec<i32>)>,
+    /// Partitions holding a decommissioning broker with no alive broker to move to.
+    pub stuck: Vec<(String, i32)>,
+    /// Decommissioning brokers that hold no replica any more: ready to leave Raft.
+    pub drained: Vec<i32>,
+}
+
 impl MetadataState {
+    /// The next step for every decommissioning broker: one move per partition still holding it
+    /// (to the alive broker with the fewest replicas that is not already one; partitions with a
+    /// move running wait for it), the partitions with nowhere to go, and the brokers drained.
+    /// Pure: the controller proposes the moves, the admin API refuses a decommission whose plan
+    /// would be stuck.
+    pub fn decommission_plan(&self) -> DecommissionPlan {
+        let leaving: Vec<i32> = self
+            .brokers
+            .values()
+            .filter(|b| b.state == BrokerState::Decommissioning)
+            .map(|b| b.node_id)
+            .collect();
+        let mut plan = DecommissionPlan {
+            drained: leaving.clone(),
+            ..Default::default()
+        };
+        if leaving.is_empty() {
+            return plan;
+        }
+        let mut load: BTreeMap<i32, usize> = self
+            .brokers
+            .values()
+            .filter(|b| b.state == BrokerState::Alive)
+            .map(|b| (b.node_id, 0))
+            .collect();
+        for p in self.topics.values().flat_map(|t| &t.partitions) {
+            for r in &p.replicas {
+                if let Some(n) = load.get_mut(r) {
+                    *n += 1;
+                }
+            }
+        }
+        for t in self.topics.values() {
+            for (i, p) in t.partitions.iter().enumerate() {
+                let Some(gone) = p.replicas.iter().copied().find(|r| leaving.contains(r)) else {
+                    continue;
+                };
+                plan.drained.retain(|b| !p.replicas.contains(b));
+                if p.reassigning() {
+                    continue; // one move at a time; the next step follows its completion
+                }
+                let Some(to) = load
+                    .iter()
+                    .filter(|(b, _)| !p.replicas.contains(b))
+                    .min_by_key(|(b, n)| (**n, **b))
+                    .map(|(b, _)| *b)
+                else {
+                    plan.stuck.push((t.name.clone(), i as i32));
+                    continue;
+                };
+                *load.entry(to).or_default() += 1;
+                let target = p
+                    .replicas
+                    .iter()
+                    .map(|r| if *r == gone { to } else { *r })
+                    .collect();
+                plan.moves.push((t.name.clone(), i as i32, target));
+            }
+        }
+        plan
+    }
+
     pub fn new(cluster_id: String) -> Self {
         MetadataState {
             cluster_id,

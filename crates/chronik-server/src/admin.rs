@@ -178,22 +178,11 @@ async fn gather_replica_stats(
         .map(|x| {
             let (id, addr, topics) = (x.node_id, x.rpc_addr.clone(), topics.to_vec());
             async move {
-                let ask = async {
-                    let ch = Channel::from_shared(format!("http://{addr}"))
-                        .map_err(|e| e.to_string())?
-                        .connect_timeout(REPLICA_STATS_TIMEOUT)
-                        .connect()
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    AdminClient::new(ch)
-                        .local_replicas(DescribeTopicsRequest { topics })
-                        .await
-                        .map(|r| r.into_inner().replicas)
-                        .map_err(|s| s.message().to_string())
-                };
-                let r = tokio::time::timeout(REPLICA_STATS_TIMEOUT, ask)
-                    .await
-                    .unwrap_or_else(|_| Err("no answer in time".into()));
+                let r = ask_node(&addr, |mut c| async move {
+                    c.local_replicas(DescribeTopicsRequest { topics }).await
+                })
+                .await
+                .map(|r| r.replicas);
                 (id, r)
             }
         });
@@ -230,44 +219,27 @@ async fn gather_raft_indexes(b: &Broker, own: &DescribeClusterReply) -> Vec<Node
     let asks = state.brokers.values().map(|x| {
         let (id, addr) = (x.node_id, x.rpc_addr.clone());
         async move {
-            if id == b.node_id {
-                return NodeRaftIndex {
-                    node_id: id,
-                    reachable: true,
-                    last_log_index: own.last_log_index,
-                    last_applied_index: own.last_applied_index,
-                    ..Default::default()
-                };
-            }
-            let ask = async {
-                let ch = Channel::from_shared(format!("http://{addr}"))
-                    .map_err(|e| e.to_string())?
-                    .connect_timeout(REPLICA_STATS_TIMEOUT)
-                    .connect()
-                    .await
-                    .map_err(|e| e.to_string())?;
-                AdminClient::new(ch)
-                    .describe_cluster(DescribeClusterRequest { local_only: true })
-                    .await
-                    .map(|r| r.into_inner())
-                    .map_err(|s| s.message().to_string())
+            let asked = if id == b.node_id {
+                Ok((own.last_log_index, own.last_applied_index))
+            } else {
+                ask_node(&addr, |mut c| async move {
+                    c.describe_cluster(DescribeClusterRequest { local_only: true })
+                        .await
+                })
+                .await
+                .map(|r| (r.last_log_index, r.last_applied_index))
             };
-            match tokio::time::timeout(REPLICA_STATS_TIMEOUT, ask).await {
-                Ok(Ok(r)) => NodeRaftIndex {
+            match asked {
+                Ok((last_log_index, last_applied_index)) => NodeRaftIndex {
                     node_id: id,
                     reachable: true,
-                    last_log_index: r.last_log_index,
-                    last_applied_index: r.last_applied_index,
+                    last_log_index,
+                    last_applied_index,
                     ..Default::default()
                 },
-                Ok(Err(e)) => NodeRaftIndex {
+                Err(error) => NodeRaftIndex {
                     node_id: id,
-                    error: e,
-                    ..Default::default()
-                },
-                Err(_) => NodeRaftIndex {
-                    node_id: id,
-                    error: "no answer in time".into(),
+                    error,
                     ..Default::default()
                 },
             }
@@ -303,6 +275,47 @@ fn replica_rows(
             },
         })
         .collect()
+}
+
+/// Marks broker `id` decommissioning through Raft: it gets no new replicas and the controller
+/// moves its replicas away.
+async fn mark_decommissioning(b: &Broker, id: i32) -> Result<(), Status> {
+    let cmd = MetadataCommand::SetBrokerState {
+        node_id: id,
+        state: BrokerState::Decommissioning,
+    };
+    b.propose(cmd, |s| {
+        s.brokers
+            .get(&id)
+            .is_some_and(|x| x.state == BrokerState::Decommissioning)
+    })
+    .await
+    .map(|_| ())
+    .map_err(|e| Status::unavailable(e.message))
+}
+
+/// Calls another node's admin API at `addr`, the whole call bounded by
+/// [`REPLICA_STATS_TIMEOUT`]; `Err` is the reason, for display.
+async fn ask_node<T, F, Fut>(addr: &str, call: F) -> Result<T, String>
+where
+    F: FnOnce(AdminClient<Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<Response<T>, Status>>,
+{
+    let ask = async {
+        let ch = Channel::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(REPLICA_STATS_TIMEOUT)
+            .connect()
+            .await
+            .map_err(|e| e.to_string())?;
+        call(AdminClient::new(ch))
+            .await
+            .map(Response::into_inner)
+            .map_err(|s| s.message().to_string())
+    };
+    tokio::time::timeout(REPLICA_STATS_TIMEOUT, ask)
+        .await
+        .unwrap_or_else(|_| Err("no answer in time".into()))
 }
 
 /// The cluster as this node sees it.
@@ -398,19 +411,7 @@ impl Admin for AdminService {
         // Lost for good: no new replicas go to it, and the controller moves the ones it had
         // to other brokers where it can (as for a decommission).
         if b.metadata().brokers.contains_key(&id) {
-            b.propose(
-                MetadataCommand::SetBrokerState {
-                    node_id: id,
-                    state: BrokerState::Decommissioning,
-                },
-                |s| {
-                    s.brokers
-                        .get(&id)
-                        .is_some_and(|x| x.state == BrokerState::Decommissioning)
-                },
-            )
-            .await
-            .map_err(|e| Status::unavailable(e.message))?;
+            mark_decommissioning(&b, id).await?;
         }
         Ok(Response::new(cluster_reply(&b)))
     }
@@ -429,43 +430,27 @@ impl Admin for AdminService {
             )));
         };
         if broker.state != BrokerState::Decommissioning {
-            // Every partition it holds needs an alive broker to move to.
-            let alive: Vec<i32> = state
-                .brokers
-                .values()
-                .filter(|x| x.state == BrokerState::Alive && x.node_id != id)
-                .map(|x| x.node_id)
-                .collect();
-            for t in state.topics.values() {
-                for (i, p) in t.partitions.iter().enumerate() {
-                    if p.replicas.contains(&id) && alive.iter().all(|a| p.replicas.contains(a)) {
-                        return Err(Status::failed_precondition(format!(
-                            "{}-{i} (replicas {:?}) has no alive broker to move to; add a \
-                             broker first or lower its replication factor",
-                            t.name, p.replicas
-                        )));
-                    }
-                }
+            // The controller's own plan, on a copy where the broker already leaves: refused if
+            // some partition would have nowhere to go.
+            let mut leaving = (*state).clone();
+            if let Some(x) = leaving.brokers.get_mut(&id) {
+                x.state = BrokerState::Decommissioning;
             }
-            let status = b.raft_status();
-            if status.voters == vec![id] {
+            if let Some((t, p)) = leaving.decommission_plan().stuck.first() {
+                let replicas = reassign::known(&state, t, *p)
+                    .map(|x| x.replicas.clone())
+                    .unwrap_or_default();
+                return Err(Status::failed_precondition(format!(
+                    "{t}-{p} (replicas {replicas:?}) has no alive broker to move to; add a \
+                     broker first or lower its replication factor"
+                )));
+            }
+            if b.raft_status().voters == vec![id] {
                 return Err(Status::failed_precondition(format!(
                     "node {id} is the last voter; removing it would leave no cluster"
                 )));
             }
-            b.propose(
-                MetadataCommand::SetBrokerState {
-                    node_id: id,
-                    state: BrokerState::Decommissioning,
-                },
-                |s| {
-                    s.brokers
-                        .get(&id)
-                        .is_some_and(|x| x.state == BrokerState::Decommissioning)
-                },
-            )
-            .await
-            .map_err(|e| Status::unavailable(e.message))?;
+            mark_decommissioning(&b, id).await?;
         }
         Ok(Response::new(cluster_reply(&b)))
     }
@@ -545,18 +530,17 @@ impl Admin for AdminService {
             )));
         }
         // Every move is checked before any starts.
-        let state = b.metadata();
-        for (i, m) in moves.iter().enumerate() {
-            reassign::check_move(&b, &state, &m.topic, m.partition, &m.replicas).map_err(status)?;
-            if moves[..i]
-                .iter()
-                .any(|o| o.topic == m.topic && o.partition == m.partition)
-            {
+        let mut scratch = (*b.metadata()).clone();
+        let mut seen = std::collections::HashSet::with_capacity(moves.len());
+        for m in &moves {
+            if !seen.insert((m.topic.as_str(), m.partition)) {
                 return Err(Status::invalid_argument(format!(
                     "{}-{} is moved twice in one request",
                     m.topic, m.partition
                 )));
             }
+            reassign::check_move(&b, &mut scratch, &m.topic, m.partition, &m.replicas)
+                .map_err(status)?;
         }
         let mut partitions = Vec::with_capacity(moves.len());
         for m in moves {

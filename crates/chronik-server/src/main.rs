@@ -81,42 +81,27 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.kafka_addr))?;
     let bound = listener.local_addr()?;
-    let rpc_listener = match config.rpc_listen_addr() {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (--rpc-addr)"))?,
-        ),
-        None => None,
-    };
-    let rpc_bound = match &rpc_listener {
-        Some(l) => Some(l.local_addr()?),
-        None => None,
-    };
-    let http_listener = match config.http_addr {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (--http-addr)"))?,
-        ),
-        None => None,
-    };
-    let http_bound = match &http_listener {
-        Some(l) => Some(l.local_addr()?),
-        None => None,
-    };
+    let rpc_listener = bind_optional(config.rpc_listen_addr(), "--rpc-addr").await?;
+    let rpc_bound = rpc_listener.as_ref().map(|(_, a)| *a);
+    let http_listener = bind_optional(config.http_addr, "--http-addr").await?;
+    let http_bound = http_listener.as_ref().map(|(_, a)| *a);
     let shutdown = Shutdown::new();
     // Installed first: a node waiting for its cluster must still stop on SIGTERM.
     spawn_signal_handler(shutdown.clone())?;
     chronik_server::metrics::install();
     // Up before the broker: readiness says "not yet" while the WAL recovers.
     let started: http::StartedBroker = Default::default();
-    if let Some(l) = http_listener {
+    if let Some((l, _)) = http_listener {
         http::spawn(l, started.clone(), shutdown.clone());
     }
-    let broker = Broker::start(config, bound, rpc_listener, shutdown.clone())
-        .await
-        .context("cannot start the broker")?;
+    let broker = Broker::start(
+        config,
+        bound,
+        rpc_listener.map(|(l, _)| l),
+        shutdown.clone(),
+    )
+    .await
+    .context("cannot start the broker")?;
     let _ = started.set(std::sync::Arc::downgrade(&broker));
 
     spawn_retention(broker.clone());
@@ -147,6 +132,19 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     broker.close().await;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// Binds an optional listener (the RPC or HTTP one) and names the flag if that fails.
+async fn bind_optional(
+    addr: Option<std::net::SocketAddr>,
+    flag: &str,
+) -> anyhow::Result<Option<(TcpListener, std::net::SocketAddr)>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let l = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({flag})"))?;
+    let bound = l.local_addr()?;
+    Ok(Some((l, bound)))
 }
 
 fn spawn_signal_handler(shutdown: Shutdown) -> anyhow::Result<()> {

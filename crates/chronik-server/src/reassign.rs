@@ -35,35 +35,30 @@ pub fn known<'a>(
         })
 }
 
-/// Checks a move before anything is proposed, so one bad move in a list changes nothing. The
-/// state machine repeats the structural checks when it applies; the min.insync check needs the
-/// broker's topic defaults, so it lives here.
+/// Checks a move before anything is proposed, so one bad move in a list changes nothing: the
+/// state machine's own rules, applied to `scratch` (a copy of the applied metadata, taken once
+/// per request: later moves of the same request are checked against the earlier ones), so
+/// there is no second set of checks to drift; plus the min.insync check, which needs the
+/// broker's topic defaults.
 pub fn check_move(
     broker: &Broker,
-    state: &MetadataState,
+    scratch: &mut MetadataState,
     topic: &str,
     partition: i32,
     target: &[i32],
 ) -> Result<(), TopicError> {
-    let p = known(state, topic, partition)?;
-    let name = format!("{topic}-{partition}");
-    let invalid = |msg: String| TopicError::new(ResponseError::InvalidReplicaAssignment, msg);
-    if target.is_empty() {
-        return Err(invalid(format!("{name}: the target replica list is empty")));
+    let p = known(scratch, topic, partition)?;
+    if p.reassigning() {
+        return Err(TopicError::new(
+            ResponseError::InvalidReplicaAssignment,
+            format!(
+                "{topic}-{partition}: a reassignment to {:?} is already in progress; cancel it first",
+                p.target_replicas()
+            ),
+        ));
     }
-    let mut sorted = target.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    if sorted.len() != target.len() {
-        return Err(invalid(format!("{name}: broker repeated in {target:?}")));
-    }
-    if let Some(b) = target.iter().find(|b| !state.brokers.contains_key(b)) {
-        return Err(invalid(format!(
-            "{name}: broker {b} is not part of the cluster (brokers: {:?})",
-            state.brokers.keys().collect::<Vec<_>>()
-        )));
-    }
-    let t = state.topic(topic).ok_or_else(|| {
+    let current_rf = p.replicas.len();
+    let t = scratch.topic(topic).ok_or_else(|| {
         TopicError::new(
             ResponseError::UnknownTopicOrPartition,
             format!("topic '{topic}' does not exist"),
@@ -73,34 +68,33 @@ pub fn check_move(
     // replication factor): a move must not leave fewer replicas than acks=all needs.
     let min_isr = broker
         .topic_config(t)
-        .min_insync_for(&t.configs, p.replicas.len());
+        .min_insync_for(&t.configs, current_rf);
     if target.len() < min_isr {
         return Err(TopicError::new(
             ResponseError::InvalidReplicationFactor,
             format!(
-                "{name}: {} replica(s) would be below min.insync.replicas={min_isr}; acks=all \
-                 produce could never succeed",
+                "{topic}-{partition}: {} replica(s) would be below min.insync.replicas={min_isr}; \
+                 acks=all produce could never succeed",
                 target.len()
             ),
         ));
     }
-    if p.reassigning() {
-        return Err(invalid(format!(
-            "{name}: a reassignment to {:?} is already in progress; cancel it first",
-            p.target_replicas()
-        )));
-    }
+    scratch.apply(&MetadataCommand::ReassignPartition {
+        topic: topic.to_string(),
+        partition,
+        target: target.to_vec(),
+    })?;
     Ok(())
 }
 
-/// Starts moving `topic`-`partition` to `target` and answers once this node applied the start.
+/// Starts moving `topic`-`partition` to `target` (checked with [`check_move`] first) and
+/// answers once this node applied the start.
 pub async fn start(
     broker: &Broker,
     topic: &str,
     partition: i32,
     target: Vec<i32>,
 ) -> Result<Arc<MetadataState>, TopicError> {
-    check_move(broker, &broker.metadata(), topic, partition, &target)?;
     let cmd = MetadataCommand::ReassignPartition {
         topic: topic.to_string(),
         partition,

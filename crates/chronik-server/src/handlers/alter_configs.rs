@@ -60,15 +60,14 @@ pub async fn alter(broker: &Arc<Broker>, req: AlterConfigsRequest, _version: i16
             )
             .await
         };
-        let out = kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse::default()
-            .with_resource_type(r.resource_type)
-            .with_resource_name(r.resource_name.clone());
-        responses.push(match result {
-            Ok(()) => out,
-            Err(e) => out
-                .with_error_code(e.code.code())
-                .with_error_message(Some(str_bytes(e.message))),
-        });
+        let (code, message) = outcome(result);
+        responses.push(
+            kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone())
+                .with_error_code(code)
+                .with_error_message(message),
+        );
     }
     Reply::now(ResponseKind::AlterConfigs(
         AlterConfigsResponse::default().with_responses(responses),
@@ -116,19 +115,26 @@ pub async fn incremental(
                 Err(e) => Err(e),
             }
         };
-        let out = kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-            .with_resource_type(r.resource_type)
-            .with_resource_name(r.resource_name.clone());
-        responses.push(match result {
-            Ok(()) => out,
-            Err(e) => out
-                .with_error_code(e.code.code())
-                .with_error_message(Some(str_bytes(e.message))),
-        });
+        let (code, message) = outcome(result);
+        responses.push(
+            kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone())
+                .with_error_code(code)
+                .with_error_message(message),
+        );
     }
     Reply::now(ResponseKind::IncrementalAlterConfigs(
         IncrementalAlterConfigsResponse::default().with_responses(responses),
     ))
+}
+
+/// A resource's error code and message (0 and none when it succeeded).
+fn outcome(result: Result<(), TopicError>) -> (i16, Option<StrBytes>) {
+    match result {
+        Ok(()) => (0, None),
+        Err(e) => (e.code.code(), Some(str_bytes(e.message))),
+    }
 }
 
 fn too_many_error() -> TopicError {

@@ -31,6 +31,10 @@ pub async fn alter(
     version: i16,
 ) -> Reply {
     let moves: usize = req.topics.iter().map(|t| t.partitions.len()).sum();
+    let allow_rf_change = version < 1 || req.allow_replication_factor_change;
+    // Moves are checked against one copy of the metadata, so a later move of the request
+    // sees the earlier ones.
+    let mut scratch = (*broker.metadata()).clone();
     let mut responses = Vec::with_capacity(req.topics.len());
     for t in req.topics {
         let topic = topic_str(&t.name).to_string();
@@ -45,34 +49,18 @@ pub async fn alter(
                     ),
                 ))
             } else {
-                match p.replicas {
-                    // A null replica list cancels (KIP-455).
-                    None => reassign::cancel(broker, &topic, p.partition_index)
-                        .await
-                        .map(|_| ()),
-                    Some(target) => {
-                        let target: Vec<i32> = target.into_iter().map(|b| b.0).collect();
-                        let rf = broker
-                            .metadata()
-                            .topic(&topic)
-                            .and_then(|x| x.partitions.get(p.partition_index.max(0) as usize))
-                            .map(|x| x.replicas.len());
-                        if version >= 1
-                            && !req.allow_replication_factor_change
-                            && rf.is_some_and(|rf| rf != target.len())
-                        {
-                            Err(TopicError::new(
-                                ResponseError::InvalidReplicationFactor,
-                                "the move changes the replication factor and \
-                                 allowReplicationFactorChange is false",
-                            ))
-                        } else {
-                            reassign::start(broker, &topic, p.partition_index, target)
-                                .await
-                                .map(|_| ())
-                        }
-                    }
-                }
+                let target = p
+                    .replicas
+                    .map(|t| t.into_iter().map(|b| b.0).collect::<Vec<i32>>());
+                alter_one(
+                    broker,
+                    &mut scratch,
+                    allow_rf_change,
+                    &topic,
+                    p.partition_index,
+                    target,
+                )
+                .await
             };
             let r =
                 ReassignablePartitionResponse::default().with_partition_index(p.partition_index);
@@ -94,6 +82,31 @@ pub async fn alter(
             .with_allow_replication_factor_change(req.allow_replication_factor_change)
             .with_responses(responses),
     ))
+}
+
+/// One partition of an AlterPartitionReassignments: `None` cancels (KIP-455), else a move.
+async fn alter_one(
+    broker: &Broker,
+    scratch: &mut chronik_metadata::MetadataState,
+    allow_rf_change: bool,
+    topic: &str,
+    partition: i32,
+    target: Option<Vec<i32>>,
+) -> Result<(), TopicError> {
+    let Some(target) = target else {
+        return reassign::cancel(broker, topic, partition).await.map(|_| ());
+    };
+    let rf = reassign::known(scratch, topic, partition)?.replicas.len();
+    if !allow_rf_change && rf != target.len() {
+        return Err(TopicError::new(
+            ResponseError::InvalidReplicationFactor,
+            "the move changes the replication factor and allowReplicationFactorChange is false",
+        ));
+    }
+    reassign::check_move(broker, scratch, topic, partition, &target)?;
+    reassign::start(broker, topic, partition, target)
+        .await
+        .map(|_| ())
 }
 
 pub fn list(broker: &Arc<Broker>, req: ListPartitionReassignmentsRequest, _version: i16) -> Reply {
