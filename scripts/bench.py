@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SERVER = REPO / "target" / "release" / "chronik-server"
+SERVER = Path(os.environ.get("BENCH_SERVER_BIN", REPO / "target" / "release" / "chronik-server"))
 BENCH = REPO / "target" / "release" / "chronik-bench"
 READY_RE = re.compile(r"^chronik-server ready kafka=(\S+) ")
 READY_TIMEOUT_S = 60

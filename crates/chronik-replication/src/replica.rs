@@ -57,11 +57,11 @@ struct Progress {
     log_end: i64,
     /// The follower's durable end: what the high watermark may count.
     durable: i64,
-    /// The last time the follower had everything the leader had committed as of its
+    /// The last time the follower had everything the leader had written as of its
     /// previous fetch (Kafka's lastCaughtUpTime: under steady load a follower is never level
     /// with the leader's latest end, but it keeps reaching where the leader was).
     caught_up_at: Instant,
-    /// The leader's durable end when this follower fetched last.
+    /// The leader's log end when this follower fetched last.
     leader_end_at_last_fetch: i64,
 }
 
@@ -353,7 +353,8 @@ impl Replica {
                     }
                 }
             }
-            let committed = self.log.committed_offset();
+            // Caught up (Kafka's rule): at this log's end, or at least where it ended when
+            // the follower last fetched, so a steady stream of appends does not count as lag.
             let now = Instant::now();
             let since = st.leading_since;
             let p = st.followers.entry(f.follower).or_insert(Progress {
@@ -362,20 +363,23 @@ impl Replica {
                 caught_up_at: since,
                 leader_end_at_last_fetch: i64::MAX,
             });
-            if f.fetch_offset >= committed || f.fetch_offset >= p.leader_end_at_last_fetch {
+            if f.fetch_offset >= log_end || f.fetch_offset >= p.leader_end_at_last_fetch {
                 p.caught_up_at = now;
             }
-            p.leader_end_at_last_fetch = committed;
+            p.leader_end_at_last_fetch = log_end;
             p.log_end = f.fetch_offset;
             p.durable = f.durable_offset.min(f.fetch_offset);
         }
         self.update_high_watermark();
         out.high_watermark = self.high_watermark();
-        let committed = self.log.committed_offset();
-        if f.fetch_offset >= committed {
+        // Up to what is written, synced or not (as Kafka's followers fetch up to the leader's
+        // log end): the leader's fdatasync then overlaps the followers' instead of preceding
+        // it. The high watermark still needs this log's own sync (`update_high_watermark`).
+        let log_end = self.log.log_end_offset();
+        if f.fetch_offset >= log_end {
             return out;
         }
-        match self.log.read(f.fetch_offset, max_bytes, committed) {
+        match self.log.read(f.fetch_offset, max_bytes, log_end) {
             Ok(r) => out.records = r.data,
             Err(WalError::OffsetOutOfRange { .. }) => out.error_code = code::OFFSET_OUT_OF_RANGE,
             Err(e) => {

@@ -1,6 +1,6 @@
 //! Leader side: the `Replication.Fetch` stream. Each follower node holds one stream; every
 //! request on it fetches all the partitions that follower replicates from this node. A
-//! request with nothing new is held until a partition commits or `max_wait_ms` passes.
+//! request with nothing new is held until a partition appends or `max_wait_ms` passes.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -71,14 +71,14 @@ impl ReplicationService {
         (FetchResponse { partitions: out }, any)
     }
 
-    /// Watches on the named partitions' commits and high watermarks, taken before the request
+    /// Watches on the named partitions' log ends and high watermarks, taken before the request
     /// is answered: a change after that (the high watermark this very fetch moved, say) wakes
     /// [`Self::hold`] at once instead of after `max_wait_ms`.
     fn watches(&self, req: &FetchRequest) -> Vec<tokio::sync::watch::Receiver<i64>> {
         let mut watches = Vec::new();
         for pf in &req.partitions {
             if let Some(r) = self.manager.get(&pf.topic, pf.partition) {
-                let mut log = r.log.subscribe();
+                let mut log = r.log.subscribe_end();
                 log.borrow_and_update();
                 watches.push(log);
                 let mut hw = r.subscribe_hw();
@@ -89,7 +89,7 @@ impl ReplicationService {
         watches
     }
 
-    /// Waits until a watched partition commits or its high watermark moves, or `wait` passes.
+    /// Waits until a watched partition appends or its high watermark moves, or `wait` passes.
     async fn hold(&self, mut watches: Vec<tokio::sync::watch::Receiver<i64>>, wait: Duration) {
         if watches.is_empty() {
             tokio::time::sleep(wait).await;

@@ -194,6 +194,10 @@ struct Shared {
     inner: Mutex<Inner>,
     maintenance: Mutex<()>,
     committed_tx: watch::Sender<i64>,
+    /// The log end offset, published on every append and truncation (with `inner` locked, so in
+    /// order): replication sends followers what is written before it is synced, so the leader's
+    /// fdatasync and the followers' overlap.
+    end_tx: watch::Sender<i64>,
     wake: Notify,
     fsync_count: AtomicU64,
     /// Test hook: make the next commit pass fail as if fdatasync returned EIO.
@@ -396,6 +400,7 @@ impl PartitionLog {
         };
         inner.check_invariants();
         let (committed_tx, _) = watch::channel(log_end);
+        let (end_tx, _) = watch::channel(log_end);
         let shared = Arc::new(Shared {
             topic: topic.to_string(),
             partition,
@@ -403,6 +408,7 @@ impl PartitionLog {
             inner: Mutex::new(inner),
             maintenance: Mutex::new(()),
             committed_tx,
+            end_tx,
             wake: Notify::new(),
             fsync_count: AtomicU64::new(recovered.fsyncs),
             #[cfg(test)]
@@ -566,6 +572,7 @@ impl PartitionLog {
         seg.next_offset = last + 1;
         inner.total_bytes += frame_bytes;
         inner.log_end = last + 1;
+        s.end_tx.send_replace(inner.log_end);
 
         match inner.config.fsync {
             FsyncPolicy::Always => s.wake.notify_one(),
@@ -629,6 +636,12 @@ impl PartitionLog {
     /// fires (without a new value) when the partition is poisoned or closed.
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.shared.committed_tx.subscribe()
+    }
+
+    /// Watch of [`log_end_offset`](Self::log_end_offset): fires on every append and truncation,
+    /// before the data is synced. Replication waits on it.
+    pub fn subscribe_end(&self) -> watch::Receiver<i64> {
+        self.shared.end_tx.subscribe()
     }
 
     /// Reads whole batches starting with the batch that contains `start_offset`, never including
@@ -1054,6 +1067,7 @@ impl PartitionLog {
         inner.pending_seals.retain(|b| *b < active_base);
         inner.total_bytes -= cut_bytes + removed.iter().map(|s| s.size_bytes).sum::<u64>();
         inner.log_end = offset;
+        s.end_tx.send_replace(offset);
         inner.synced_end = inner.synced_end.min(offset);
         if s.committed() > offset {
             s.publish_committed(inner, offset);
