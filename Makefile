@@ -6,6 +6,7 @@
 #   make deps      what the tests need (kcat from apt, a Python venv in .venv); idempotent
 #   make test      deps, cargo tests, debug binaries, then the client-compatibility suite (pytest)
 #   make bench     release binaries, then the standard scenarios; writes docs/benchmarks.md
+#   make docs      regenerate the reference sections of docs/operations.md from the code
 #   make fmt       rustfmt the workspace
 #   make clippy    clippy on all targets, warnings are errors
 #   make clean     remove build output, the venv and ./data
@@ -27,7 +28,7 @@ PYTEST_ARGS ?=
 # Root runs apt-get directly; anyone else goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build release run deps deps-apt deps-venv test bench fmt clippy clean
+.PHONY: build release run deps deps-apt deps-venv test bench docs fmt clippy clean
 
 build:
 	$(CARGO) build --workspace --bins
@@ -80,6 +81,11 @@ test: deps
 BENCH_ARGS ?=
 bench: release
 	$(PYTHON) scripts/bench.py $(BENCH_ARGS)
+
+# The settings and admin-command tables come from the clap definitions; a cargo test fails when
+# the committed file differs (crates/chronik-docs/tests/operations_doc.rs).
+docs:
+	$(CARGO) run -q -p chronik-docs -- docs/operations.md
 
 fmt:
 	$(CARGO) fmt --all

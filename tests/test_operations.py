@@ -3,15 +3,17 @@ health endpoints that say when a node can take traffic."""
 
 from __future__ import annotations
 
+import json
 import re
 import urllib.error
 import urllib.request
 import uuid
 
+from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from conftest import free_port
-from helpers import admin, producer, wait_until
+from helpers import admin, consumer, producer, wait_until
 
 
 def get(addr: str, path: str) -> tuple[int, str]:
@@ -78,14 +80,56 @@ def test_metrics_move_with_produce_and_show_under_replication(cluster_factory):
     assert total(after[leader], "chronik_under_replicated_partitions") == 0
     assert total(after[leader], "chronik_raft_voters") == 3
     assert total(after[leader], "chronik_connections") >= 1
+    assert total(after[leader], "chronik_raft_commit_index") >= 1
+    # Caught-up followers: no lag in messages on the leader.
+    assert total(after[leader], "chronik_replica_lag_messages", topic=name, partition="0") == 0
+    # A group committed offset 4,000 of 10,000: its coordinator reports a lag of 6,000.
+    group = f"g-{uuid.uuid4().hex[:6]}"
+    cons = consumer(c.bootstrap(), **{"group.id": group})
+    cons.commit(offsets=[TopicPartition(name, 0, 4_000)], asynchronous=False)
+    cons.close()
+    wait_until(lambda: sum(total(scrape(n.http), "chronik_consumer_group_lag", group=group, topic=name,
+                                 partition="0") for n in c.nodes.values()) == 6_000,
+               15, "group lag 6000 on the coordinator", interval_s=0.2)
     # A follower dies: the leader reports the partition under-replicated within
-    # replica.lag.time.max.ms plus a margin.
+    # replica.lag.time.max.ms plus a margin, and the follower's lag grows in messages and time.
     follower = next(i for i in c.nodes if i != leader)
     c.node(follower).kill()
     wait_until(lambda: total(scrape(c.node(leader).http), "chronik_partition_under_replicated",
                              topic=name, partition="0") == 1, 2 + 10, "under-replicated gauge on the leader",
                interval_s=0.2)
-    assert total(scrape(c.node(leader).http), "chronik_under_replicated_partitions") >= 1
+    m = scrape(c.node(leader).http)
+    assert total(m, "chronik_under_replicated_partitions") >= 1
+    assert total(m, "chronik_replica_lag_seconds", topic=name, partition="0", replica=str(follower)) >= 2
+    for i in range(100):
+        p.produce(name, value=f"late{i}".encode(), partition=0)
+    assert p.flush(60) == 0
+    m = scrape(c.node(leader).http)
+    assert total(m, "chronik_replica_lag_messages", topic=name, partition="0", replica=str(follower)) >= 100
+    other = next(i for i in c.nodes if i not in (leader, follower))
+    assert total(m, "chronik_replica_lag_messages", topic=name, partition="0", replica=str(other)) == 0
+
+
+def test_json_logs_carry_node_topic_and_partition_spans(broker_factory):
+    b = broker_factory(args=["--log-format", "json", "--node-id", "7"])
+    name = f"json-{uuid.uuid4().hex[:8]}"
+    p = producer(b.bootstrap)
+    p.produce(name, value=b"x")
+    assert p.flush(30) == 0
+
+    def lines():
+        out = []
+        for raw in b.stderr_path.read_text().splitlines():
+            out.append(json.loads(raw))  # every line is one JSON object
+        return out
+    def partition_span(ls):
+        return [l for l in ls if any(s.get("name") == "partition" and s.get("topic") == name
+                                     and s.get("partition") == 0 for s in l.get("spans", []))]
+    events = wait_until(lambda: partition_span(lines()), 15, "an event inside the topic's partition span")
+    for e in lines():
+        assert {"timestamp", "level", "fields", "target"} <= e.keys(), e
+        assert {"name": "node", "node_id": 7} in e.get("spans", []), e
+    assert events[0]["spans"][0] == {"name": "node", "node_id": 7}
 
 
 def test_readiness_follows_wal_recovery_and_the_metadata_leader(cluster_factory):

@@ -1,5 +1,7 @@
 //! The operator's API: generated gRPC code for `proto/admin.proto`. The broker serves it;
-//! the `chronik-admin` binary calls it.
+//! the `chronik-admin` binary calls it. [`cli`] is that binary's command line.
+
+pub mod cli;
 
 /// Generated gRPC code for `proto/admin.proto`.
 pub mod pb {

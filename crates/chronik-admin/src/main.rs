@@ -6,152 +6,19 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use chronik_admin::cli::{
+    BrokerCmd, Cli, ClusterCmd, Command, LeaderCmd, Output, PartitionArgs, PartitionCmd,
+    ReassignmentCmd, TopicCmd,
+};
 use chronik_admin::pb::admin_client::AdminClient;
 use chronik_admin::pb::{
     BrokerRef, ChangeReply, DescribeClusterReply, DescribeClusterRequest, DescribeTopicsReply,
     DescribeTopicsRequest, ElectLeaderRequest, ListReassignmentsReply, ListReassignmentsRequest,
     PartitionInfo, PartitionMove, PartitionRef, ReassignReply, ReassignRequest,
 };
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::Parser;
 use serde_json::{json, Value};
 use tonic::transport::Channel;
-
-#[derive(Parser)]
-#[command(
-    name = "chronik-admin",
-    version,
-    about = "Administer a Chronik cluster"
-)]
-struct Cli {
-    /// RPC address of any node (its --rpc-addr / --cluster entry).
-    #[arg(long, default_value = "127.0.0.1:9093")]
-    server: String,
-    #[arg(long, value_enum, default_value_t = Output::Table)]
-    output: Output,
-    /// Seconds to wait for an answer.
-    #[arg(long, default_value_t = 30)]
-    timeout: u64,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum, PartialEq)]
-enum Output {
-    Table,
-    Json,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// The cluster: id, controller, brokers, Raft voters.
-    Cluster {
-        #[command(subcommand)]
-        what: ClusterCmd,
-    },
-    /// Topics and their partitions.
-    Topic {
-        #[command(subcommand)]
-        what: TopicCmd,
-    },
-    /// Seal, resume or reassign a partition.
-    Partition {
-        #[command(subcommand)]
-        what: PartitionCmd,
-    },
-    /// Brokers and Raft membership.
-    Broker {
-        #[command(subcommand)]
-        what: BrokerCmd,
-    },
-    /// Running reassignments.
-    Reassignment {
-        #[command(subcommand)]
-        what: ReassignmentCmd,
-    },
-    /// Partition leadership.
-    Leader {
-        #[command(subcommand)]
-        what: LeaderCmd,
-    },
-}
-
-#[derive(Subcommand)]
-enum ClusterCmd {
-    Describe,
-    /// Whether the next node may be restarted now: every partition has all its replicas in
-    /// the ISR and no broker is fenced. Exit 0 when it may, 1 when not (the reasons printed).
-    RollingRestartCheck {
-        /// Keep checking, up to this many seconds, until it is safe.
-        #[arg(long, default_value_t = 0)]
-        wait: u64,
-    },
-}
-
-#[derive(Subcommand)]
-enum TopicCmd {
-    /// Every topic, or the named ones.
-    Describe { topics: Vec<String> },
-}
-
-#[derive(clap::Args)]
-struct PartitionArgs {
-    #[arg(long)]
-    topic: String,
-    #[arg(long)]
-    partition: i32,
-}
-
-#[derive(Subcommand)]
-enum PartitionCmd {
-    /// Refuse produce (retriable), keep serving fetch; survives restarts.
-    Seal(PartitionArgs),
-    /// Take produce again.
-    Resume(PartitionArgs),
-    /// Move the partition to new replicas (the first is preferred leader): new ones catch up
-    /// and join the ISR, then the controller completes the move and old ones delete their data.
-    Reassign {
-        #[command(flatten)]
-        at: PartitionArgs,
-        /// Target broker ids, comma-separated: --replicas 2,3,4
-        #[arg(long, value_delimiter = ',', required = true)]
-        replicas: Vec<i32>,
-    },
-}
-
-#[derive(clap::Args)]
-struct BrokerArgs {
-    #[arg(long)]
-    node_id: i32,
-}
-
-#[derive(Subcommand)]
-enum BrokerCmd {
-    /// Make a learner (a node started with --join) a Raft voter.
-    Add(BrokerArgs),
-    /// Move every replica off the broker, then remove it from the Raft membership.
-    Decommission(BrokerArgs),
-    /// Remove a permanently lost node from the Raft membership (never the last voter).
-    RemoveVoter(BrokerArgs),
-}
-
-#[derive(Subcommand)]
-enum ReassignmentCmd {
-    /// Reassignments in progress, with the added replicas that caught up.
-    List,
-    /// Abandon a reassignment: back to the old replicas.
-    Cancel(PartitionArgs),
-}
-
-#[derive(Subcommand)]
-enum LeaderCmd {
-    /// Elect the preferred replica, or --replica N (alive and in the ISR).
-    Elect {
-        #[command(flatten)]
-        at: PartitionArgs,
-        #[arg(long)]
-        replica: Option<i32>,
-    },
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // usage errors: clap prints them and exits with 2

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use chronik_metadata::raft::{open_storage, CommandReply, NodeId, TypeConfig};
+use chronik_metadata::raft::{open_storage, CommandReply, LogStore, NodeId, TypeConfig};
 use chronik_metadata::{MetadataCommand, MetadataState, Outcome, Refusal};
 use openraft::error::{ClientWriteError, InitializeError, RaftError};
 use openraft::{BasicNode, Raft, ServerState, SnapshotPolicy};
@@ -124,6 +124,8 @@ pub struct MetadataNode {
     /// waits until the state machine applied that far again, so nothing acts on metadata
     /// older than what this node had already acted on (data on disk follows that).
     startup_committed: Option<u64>,
+    /// A handle on the Raft log, for the committed index (openraft 0.9's metrics lack it).
+    log: LogStore,
 }
 
 fn check_identity(dir: &Path, node_id: NodeId, peers: &PeerList) -> Result<(), ClusterError> {
@@ -197,6 +199,7 @@ impl MetadataNode {
         }
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let log_view = log.clone();
         let raft = Raft::new(cfg.node_id, Arc::new(config), Network, log, sm)
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
@@ -222,6 +225,7 @@ impl MetadataNode {
             stop_server: std::sync::Mutex::new(Some(stop_tx)),
             heartbeats,
             startup_committed,
+            log: log_view,
         });
         match &cfg.join {
             Some(addr) => node.join(addr).await?,
@@ -436,6 +440,7 @@ impl MetadataNode {
             learners: membership.learner_ids().map(|v| v as i32).collect(),
             last_log_index: m.last_log_index.unwrap_or(0),
             last_applied_index: m.last_applied.map_or(0, |l| l.index),
+            committed_index: self.log.committed_index(),
             term: m.current_term,
             leader: m.current_leader.map(|l| l as i32),
         }
@@ -627,6 +632,8 @@ pub struct RaftStatus {
     pub learners: Vec<i32>,
     pub last_log_index: u64,
     pub last_applied_index: u64,
+    /// The last index this node knows committed (a quorum holds it).
+    pub committed_index: u64,
     pub term: u64,
     /// The leader this node knows of.
     pub leader: Option<i32>,

@@ -15,7 +15,7 @@ pub mod service;
 
 pub use epochs::EpochCache;
 pub use manager::{ReplicaManager, ReplicationConfig};
-pub use replica::{BrokerId, CommitWaitError, Replica, Role};
+pub use replica::{BrokerId, CommitWaitError, FollowerLag, Replica, Role};
 pub use service::ReplicationService;
 
 /// Generated gRPC code for `proto/replication.proto`.

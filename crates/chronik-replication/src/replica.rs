@@ -50,6 +50,16 @@ pub enum Role {
     },
 }
 
+/// How far one follower trails its leader ([`Replica::follower_lags`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FollowerLag {
+    pub replica: BrokerId,
+    /// Offsets the leader has that the follower has not fetched.
+    pub messages: i64,
+    /// Time since the follower last had everything the leader had when it fetched before.
+    pub behind: Duration,
+}
+
 /// A follower as its leader sees it.
 #[derive(Debug, Clone, Copy)]
 struct Progress {
@@ -161,6 +171,32 @@ impl Replica {
 
     pub fn high_watermark(&self) -> i64 {
         *self.hw.borrow()
+    }
+
+    /// On a leader, how far each of `replicas` (other than itself) trails: messages between
+    /// its log end and this log's, and time since it last caught up (Kafka's lastCaughtUpTime;
+    /// since leadership began for one that has not fetched yet). Empty unless this replica
+    /// leads.
+    pub fn follower_lags(&self, replicas: &[BrokerId]) -> Vec<FollowerLag> {
+        let st = self.lock();
+        if !matches!(st.role, Role::Leader { .. }) {
+            return Vec::new();
+        }
+        let log_end = self.log.log_end_offset();
+        let now = Instant::now();
+        replicas
+            .iter()
+            .filter(|r| **r != self.node_id)
+            .map(|r| {
+                let p = st.followers.get(r);
+                FollowerLag {
+                    replica: *r,
+                    messages: (log_end - p.map_or(self.log.log_start_offset(), |p| p.log_end))
+                        .max(0),
+                    behind: now.duration_since(p.map_or(st.leading_since, |p| p.caught_up_at)),
+                }
+            })
+            .collect()
     }
 
     /// Follows the high watermark.

@@ -32,6 +32,7 @@ use crate::offsets::Offsets;
 use crate::partition::Partition;
 use crate::shutdown::Shutdown;
 use crate::topic_config::{self, TopicConfig};
+use tracing::Instrument;
 
 /// How many producer ids one metadata command reserves for this broker.
 const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -382,15 +383,20 @@ impl Broker {
                     }
                 };
                 let was_leader = part.replica.is_leader();
+                let span = tracing::info_span!("partition", topic = %topic.name, partition = i);
                 if matches!(role, Role::Leader { .. }) && !was_leader {
                     // Stop taking fetched batches first, so the scan below sees the final log.
                     part.replica.set_role(Role::Unknown);
-                    if let Err(e) = part.rebuild_producers().await {
-                        tracing::error!(topic = %topic.name, partition = i, error = %e,
-                            "cannot rebuild producer state; not taking leadership");
+                    let rebuilt = part.rebuild_producers().instrument(span.clone()).await;
+                    if let Err(e) = rebuilt {
+                        span.in_scope(|| {
+                            tracing::error!(error = %e,
+                                "cannot rebuild producer state; not taking leadership")
+                        });
                         continue;
                     }
                 }
+                let _span = span.entered();
                 let addr = state
                     .brokers
                     .get(&info.leader)
@@ -946,6 +952,7 @@ impl Broker {
     }
 
     /// Opens this node's replica of one partition and registers it for replication.
+    #[tracing::instrument(name = "partition", skip_all, fields(topic = %topic.name, partition = index))]
     async fn open_partition(
         &self,
         topic: &TopicInfo,

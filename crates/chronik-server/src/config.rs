@@ -211,6 +211,18 @@ pub enum LogFormat {
     Json,
 }
 
+/// Environment variable with the log filter (tracing's `EnvFilter` syntax), read at start.
+pub const LOG_FILTER_ENV: &str = "CHRONIK_LOG";
+/// The log filter without `CHRONIK_LOG`. openraft's own logs are off: it logs an error every
+/// election timeout for each unreachable peer, and Chronik logs Raft role changes itself.
+pub const DEFAULT_LOG_FILTER: &str = "info,openraft=off";
+
+/// The keys the `--config` file accepts, read from [`FileConfig`]'s own definition (for the
+/// generated reference in docs/operations.md).
+pub fn config_file_keys() -> &'static [&'static str] {
+    serde_aux::serde_introspection::serde_introspect::<FileConfig>()
+}
+
 /// The `--config` file. Unknown keys are an error, so a typo never silently falls back.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -626,6 +638,23 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every flag has its config-file key and the reverse, except `--config` itself and
+    /// `--join` (a one-time action, not a setting to keep in a file).
+    #[test]
+    fn every_flag_is_a_config_file_key() {
+        use clap::CommandFactory;
+        let keys: std::collections::BTreeSet<String> =
+            config_file_keys().iter().map(|k| k.to_string()).collect();
+        let flags: std::collections::BTreeSet<String> = Cli::command()
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|l| !matches!(*l, "config" | "join" | "help" | "version"))
+            .map(|l| l.replace('-', "_"))
+            .collect();
+        assert!(keys.contains("data_dir"), "{keys:?}");
+        assert_eq!(keys, flags);
+    }
 
     #[test]
     fn precedence_flag_over_file_over_default() {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use chronik_cluster::ClusterError;
 use chronik_server::broker::{Broker, StartError};
-use chronik_server::config::{BrokerConfig, Cli, LogFormat};
+use chronik_server::config::{BrokerConfig, Cli, LogFormat, DEFAULT_LOG_FILTER, LOG_FILTER_ENV};
 use chronik_server::shutdown::Shutdown;
 use chronik_server::{http, server};
 use clap::Parser;
@@ -27,8 +27,14 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
+    // Every event of this process carries the node: each runtime thread (workers and the
+    // blocking pool) enters the `node` span when it starts and never leaves it, so tasks'
+    // own spans (partition, wal_commit) nest inside it without each spawn instrumenting.
+    let node_span = tracing::info_span!("node", node_id = config.node_id);
+    let _main_thread = node_span.clone().entered();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .on_thread_start(move || std::mem::forget(node_span.clone().entered()))
         .build()
     {
         Ok(rt) => rt,
@@ -59,13 +65,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// openraft's own logs are off by default: it logs an error every election timeout for each
-/// unreachable peer. Chronik logs Raft role changes and metrics itself (`CHRONIK_LOG` can turn
-/// openraft back on, e.g. `info,openraft=info`).
-const DEFAULT_LOG_FILTER: &str = "info,openraft=off";
-
+/// `CHRONIK_LOG` overrides the default filter (it can turn openraft back on, e.g.
+/// `info,openraft=info`).
 fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("CHRONIK_LOG")
+    let filter = EnvFilter::try_from_env(LOG_FILTER_ENV)
         .unwrap_or_else(|_| EnvFilter::new(DEFAULT_LOG_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -153,6 +153,8 @@ pub fn refresh(broker: &Broker) {
     let mut under_replicated_total = 0u64;
     // topic -> (under-replicated partitions led here, bytes, segments)
     let mut per_topic: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
+    // topic -> (most messages, longest time) any follower of a partition led here trails
+    let mut per_topic_lag: BTreeMap<String, (i64, f64)> = BTreeMap::new();
     for t in state.topics.values() {
         for (i, p) in t.partitions.iter().enumerate() {
             let Some(r) = broker.replicas.get(&t.name, i as i32) else {
@@ -179,8 +181,30 @@ pub fn refresh(broker: &Broker) {
                 gauge!("chronik_partition_segments", &labels).set(segments as f64);
                 gauge!("chronik_partition_leader", &labels).set(f64::from(u8::from(leads)));
             }
+            for lag in r.follower_lags(&p.replicas) {
+                let e = per_topic_lag.entry(t.name.clone()).or_default();
+                e.0 = e.0.max(lag.messages);
+                e.1 = e.1.max(lag.behind.as_secs_f64());
+                if per_partition {
+                    let labels = [
+                        ("topic", t.name.clone()),
+                        ("partition", i.to_string()),
+                        ("replica", lag.replica.to_string()),
+                    ];
+                    gauge!("chronik_replica_lag_messages", &labels).set(lag.messages as f64);
+                    gauge!("chronik_replica_lag_seconds", &labels).set(lag.behind.as_secs_f64());
+                }
+            }
         }
     }
+    if !per_partition {
+        for (topic, (messages, seconds)) in per_topic_lag {
+            let labels = [("topic", topic)];
+            gauge!("chronik_topic_max_replica_lag_messages", &labels).set(messages as f64);
+            gauge!("chronik_topic_max_replica_lag_seconds", &labels).set(seconds);
+        }
+    }
+    group_lag(broker, per_partition);
     for (topic, (under, size, segments)) in per_topic {
         let labels = [("topic", topic)];
         gauge!("chronik_topic_under_replicated_partitions", &labels).set(under as f64);
@@ -192,8 +216,44 @@ pub fn refresh(broker: &Broker) {
     gauge!("chronik_raft_term").set(raft.term as f64);
     gauge!("chronik_raft_last_log_index").set(raft.last_log_index as f64);
     gauge!("chronik_raft_last_applied_index").set(raft.last_applied_index as f64);
+    gauge!("chronik_raft_commit_index").set(raft.committed_index as f64);
     gauge!("chronik_raft_apply_lag")
         .set(raft.last_log_index.saturating_sub(raft.last_applied_index) as f64);
     gauge!("chronik_raft_is_leader").set(f64::from(u8::from(raft.leader == Some(broker.node_id))));
     gauge!("chronik_raft_voters").set(raft.voters.len() as f64);
+}
+
+/// Consumer-group lag, on the node that coordinates each group (it leads the group's offsets
+/// partition, so its committed offsets are current): the partition's high watermark minus the
+/// group's committed offset, for partitions this node holds a replica of (with RF = the
+/// number of nodes, all of them). Folded per group and topic without partition labels.
+fn group_lag(broker: &Broker, per_partition: bool) {
+    let offsets = broker.offsets();
+    for group in offsets.group_ids() {
+        if !broker.is_coordinator(&group) {
+            continue;
+        }
+        for (topic, committed) in offsets.group(&group) {
+            let mut total = 0i64;
+            for (partition, v) in committed {
+                let Some(r) = broker.replicas.get(&topic, partition) else {
+                    continue;
+                };
+                let lag = (r.high_watermark() - v.offset).max(0);
+                total += lag;
+                if per_partition {
+                    let labels = [
+                        ("group", group.clone()),
+                        ("topic", topic.clone()),
+                        ("partition", partition.to_string()),
+                    ];
+                    gauge!("chronik_consumer_group_lag", &labels).set(lag as f64);
+                }
+            }
+            if !per_partition {
+                let labels = [("group", group.clone()), ("topic", topic)];
+                gauge!("chronik_consumer_group_topic_lag", &labels).set(total as f64);
+            }
+        }
+    }
 }

@@ -192,6 +192,11 @@ impl Inner {
 }
 
 impl LogStore {
+    /// Index of the last entry openraft reported committed to this node (0 before any).
+    pub fn committed_index(&self) -> u64 {
+        self.lock().committed.map_or(0, |c| c.index)
+    }
+
     /// Opens (or creates) the log in `dir`, replaying it and cutting a torn tail.
     pub fn open(dir: &Path) -> io::Result<LogStore> {
         std::fs::create_dir_all(dir)?;
