@@ -1169,3 +1169,43 @@ def test_list_describe_and_delete_groups(group_broker):
     finally:
         m.close()
         wire.close()
+
+
+def test_graceful_shutdown_answers_a_parked_join_instead_of_waiting_for_it(broker_factory):
+    """A JoinGroup parked in a rebalance (waiting for a stable member's next heartbeat) must not
+    hold SIGTERM's drain until its deadline: the broker answers it with NOT_COORDINATOR and
+    exits at once. Held, the coordinator stayed up but unusable for 10 s, and in a rolling
+    restart the group's members timed out meanwhile."""
+    b = broker_factory(args=["--group-initial-rebalance-delay-ms", "0"])
+    topic, group = unique_topic("drain"), unique_topic("g")
+    create_topic(b.bootstrap, topic, partitions=2)
+    conf = {"bootstrap.servers": b.bootstrap, "group.id": group, "session.timeout.ms": 30000,
+            "heartbeat.interval.ms": 10000, "auto.offset.reset": "earliest"}
+    c1 = Consumer(dict(conf, **{"client.id": "c1"}))
+    c1.subscribe([topic])
+    wait_until(lambda: c1.poll(0.1) is None and c1.assignment(), 30, "c1 assigned")
+    stop = threading.Event()
+
+    def second_member():
+        c2 = Consumer(dict(conf, **{"client.id": "c2"}))
+        c2.subscribe([topic])
+        while not stop.is_set():
+            c2.poll(0.1)
+    t = threading.Thread(target=second_member, daemon=True)
+    t.start()
+    try:
+        a = admin(b.bootstrap)
+
+        def rebalancing():
+            d = a.describe_consumer_groups([group])[group].result(10)
+            return d.state.name.startswith("PREPARING_REBALANC")  # confluent: PREPARING_REBALANCING
+        # c1 heartbeats only every 10 s, so c2's join stays parked for that long.
+        wait_until(rebalancing, 15, "c2's join parked in a rebalance", interval_s=0.1)
+        t0 = time.monotonic()
+        b.terminate(timeout_s=30)
+        took = time.monotonic() - t0
+        assert took < 5, f"SIGTERM took {took:.1f} s with a parked join\n{b.stderr_tail(10)}"
+        assert "abandoning connections" not in b.stderr_tail(20)
+    finally:
+        stop.set()
+        t.join(10)

@@ -736,6 +736,30 @@ impl GroupManager {
         out
     }
 
+    /// Answers every parked JoinGroup and SyncGroup of the groups `which` selects with
+    /// NOT_COORDINATOR (Kafka does this when a coordinator unloads a group): the clients look
+    /// the coordinator up again instead of waiting for a rebalance this node will not finish.
+    /// Used when the broker shuts down, whose timers stop first. Returns how many it answered.
+    pub fn release_waiters(&mut self, which: impl Fn(&str) -> bool) -> usize {
+        let mut n = 0;
+        for (id, group) in self.groups.iter_mut() {
+            if !which(id) {
+                continue;
+            }
+            for (member_id, m) in group.members.iter_mut() {
+                if let Some(w) = m.join_waiter.take() {
+                    let _ = w.send(JoinResponse::error(code::NOT_COORDINATOR, member_id));
+                    n += 1;
+                }
+                if let Some(w) = m.sync_waiter.take() {
+                    let _ = w.send(SyncResponse::error(code::NOT_COORDINATOR));
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+
     /// Expires members whose session ran out and completes rebalances whose time has come.
     pub fn tick(&mut self, now: Instant) {
         let delay = self.config.initial_rebalance_delay;
@@ -1022,6 +1046,26 @@ mod tests {
             Reply::Now(r) => r,
             Reply::Wait(mut rx) => rx.try_recv().expect("join should have completed"),
         }
+    }
+
+    #[test]
+    fn release_waiters_answers_parked_joins_with_not_coordinator() {
+        let mut m = GroupManager::new(cfg());
+        let t0 = Instant::now();
+        let a = now_join(&mut m, join_req("g", "", None), t0).member_id;
+        assert_eq!(now_join(&mut m, join_req("g", &a, None), t0).error, 0);
+        // A second member's join parks until the rebalance completes.
+        let b = now_join(&mut m, join_req("g", "", None), t0).member_id;
+        let Reply::Wait(mut rx) = m.join(join_req("g", &b, None), t0) else {
+            panic!("the second join should wait for the rebalance");
+        };
+        assert!(rx.try_recv().is_err());
+        assert_eq!(m.release_waiters(|g| g == "other"), 0);
+        assert_eq!(m.release_waiters(|_| true), 1);
+        assert_eq!(
+            rx.try_recv().expect("answered").error,
+            code::NOT_COORDINATOR
+        );
     }
 
     #[test]

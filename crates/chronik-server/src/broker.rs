@@ -414,6 +414,15 @@ impl Broker {
                 {
                     self.load_offsets_partition(part, i);
                 }
+                if topic.name == OFFSETS_TOPIC && !matches!(role, Role::Leader { .. }) && was_leader
+                {
+                    // No longer the coordinator of this partition's groups: their parked joins
+                    // go look for the new one.
+                    if let Some(offsets) = self.offsets.get() {
+                        self.groups()
+                            .release_waiters(|g| offsets.partition_of(g) == i as i32);
+                    }
+                }
             }
         }
     }
@@ -497,7 +506,15 @@ impl Broker {
             let mut tick = tokio::time::interval(std::time::Duration::from_millis(100));
             loop {
                 tokio::select! {
-                    _ = shutdown.wait() => return,
+                    _ = shutdown.wait() => {
+                        // Timers stop here, so parked joins would hold the shutdown's drain
+                        // until its deadline: answer them now.
+                        if let Some(broker) = me.upgrade() {
+                            let n = broker.groups().release_waiters(|_| true);
+                            tracing::debug!(released = n, "shutdown: answered parked group requests");
+                        }
+                        return;
+                    }
                     _ = tick.tick() => {}
                 }
                 let Some(broker) = me.upgrade() else { return };
