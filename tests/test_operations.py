@@ -161,3 +161,34 @@ def test_readiness_follows_wal_recovery_and_the_metadata_leader(cluster_factory)
     m = scrape(addr[1])
     assert total(m, "chronik_raft_leader_changes_total") >= 1
     assert re.search(r"chronik_raft_term \d", get(addr[1], "/metrics")[1])
+
+
+def test_readiness_is_false_while_the_wal_recovers(broker_factory):
+    """A node restarted over many partitions answers 503 naming WAL recovery until every log
+    is recovered, then 200."""
+    port = free_port()
+    b = broker_factory(args=["--http-addr", f"127.0.0.1:{port}"])
+    name = f"recover-{uuid.uuid4().hex[:8]}"
+    partitions = 300
+    a = admin(b.bootstrap)
+    a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)],
+                    operation_timeout=30)[name].result(60)
+    p = producer(b.bootstrap)
+    for i in range(partitions):
+        p.produce(name, value=b"x" * 100, partition=i)
+    assert p.flush(60) == 0
+    b.terminate()
+    b.launch()
+    seen = []
+
+    def ready_line_printed():
+        status, body = get(f"127.0.0.1:{port}", "/health/ready")
+        if status:
+            seen.append((status, body.strip()))
+        return b.stdout_path.read_text().startswith("chronik-server ready")
+    wait_until(ready_line_printed, 60, "the ready line", interval_s=0.005)
+    b.wait_ready()
+    recovering = [s for s in seen if s[0] == 503 and "recovering the WAL" in s[1]]
+    assert recovering, f"no 503 naming WAL recovery among {len(seen)} answers: {seen[:3]} ... {seen[-3:]}"
+    assert all(s[0] == 503 for s in seen[:seen.index(recovering[0])]), seen
+    wait_until(lambda: get(f"127.0.0.1:{port}", "/health/ready")[0] == 200, 30, "ready after recovery")

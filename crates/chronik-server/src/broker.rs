@@ -31,6 +31,7 @@ use crate::config::BrokerConfig;
 use crate::offsets::Offsets;
 use crate::partition::Partition;
 use crate::shutdown::Shutdown;
+use crate::startup::StartupPhase;
 use crate::topic_config::{self, TopicConfig};
 use tracing::Instrument;
 
@@ -168,6 +169,7 @@ impl Broker {
         bound: SocketAddr,
         rpc_listener: Option<tokio::net::TcpListener>,
         shutdown: Shutdown,
+        phase: StartupPhase,
     ) -> Result<Arc<Broker>, StartError> {
         let meta_dir = config.data_dir.join("metadata");
         let wal_root = config.data_dir.join("wal");
@@ -203,6 +205,7 @@ impl Broker {
             .add_service(AdminServer::new(AdminService {
                 broker: slot.clone(),
             }));
+        phase.set(StartupPhase::METADATA);
         let node = MetadataNode::start(NodeConfig {
             node_id: node_id as u64,
             peers: peers.clone(),
@@ -215,6 +218,7 @@ impl Broker {
             join: config.cluster.as_ref().and_then(|c| c.join.clone()),
         })
         .await?;
+        phase.set(StartupPhase::METADATA_CATCH_UP);
         let state = loop {
             tokio::select! {
                 _ = shutdown.wait() => {
@@ -278,6 +282,7 @@ impl Broker {
         }
         broker.remove_orphan_dirs();
         let state = broker.metadata();
+        phase.set(StartupPhase::WAL_RECOVERY);
         broker
             .sync_partitions(&state)
             .await
@@ -286,6 +291,7 @@ impl Broker {
                 partition,
                 source,
             })?;
+        phase.set(StartupPhase::OFFSETS);
         broker.open_offsets(peers.0.len()).await?;
         broker.start_group_timer();
         broker.start_metadata_follower();

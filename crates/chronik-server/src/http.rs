@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 
 use crate::broker::Broker;
 use crate::shutdown::Shutdown;
+use crate::startup::StartupPhase;
 
 /// Filled once the broker has started (its partitions are open, so its WAL has recovered).
 pub type StartedBroker = Arc<OnceLock<Weak<Broker>>>;
@@ -21,6 +22,8 @@ pub type StartedBroker = Arc<OnceLock<Weak<Broker>>>;
 #[derive(Clone)]
 struct HttpState {
     broker: StartedBroker,
+    /// The start-up step, named while `broker` is not set yet.
+    phase: StartupPhase,
 }
 
 impl HttpState {
@@ -30,12 +33,17 @@ impl HttpState {
 }
 
 /// Serves until `shutdown`.
-pub fn spawn(listener: TcpListener, broker: StartedBroker, shutdown: Shutdown) {
+pub fn spawn(
+    listener: TcpListener,
+    broker: StartedBroker,
+    phase: StartupPhase,
+    shutdown: Shutdown,
+) {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
-        .with_state(HttpState { broker });
+        .with_state(HttpState { broker, phase });
     tokio::spawn(async move {
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.wait().await })
@@ -65,7 +73,7 @@ async fn live() -> &'static str {
 
 /// 200 "ready" or 503 with the reason.
 async fn ready(State(s): State<HttpState>) -> (StatusCode, String) {
-    match readiness(s.broker().as_deref()) {
+    match readiness(s.broker().as_deref(), &s.phase) {
         Ok(()) => (StatusCode::OK, "ready\n".into()),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -74,8 +82,8 @@ async fn ready(State(s): State<HttpState>) -> (StatusCode, String) {
     }
 }
 
-fn readiness(broker: Option<&Broker>) -> Result<(), String> {
-    let b = broker.ok_or("starting: WAL recovery or metadata cluster not done yet")?;
+fn readiness(broker: Option<&Broker>, phase: &StartupPhase) -> Result<(), String> {
+    let b = broker.ok_or_else(|| format!("starting: {}", phase.get()))?;
     let raft = b.raft_status();
     if raft.leader.is_none() {
         return Err("the metadata cluster has no leader".into());

@@ -19,4 +19,5 @@ pub mod producer_state;
 pub mod reassign;
 pub mod server;
 pub mod shutdown;
+pub mod startup;
 pub mod topic_config;

@@ -11,6 +11,7 @@ use chronik_cluster::ClusterError;
 use chronik_server::broker::{Broker, StartError};
 use chronik_server::config::{BrokerConfig, Cli, LogFormat, DEFAULT_LOG_FILTER, LOG_FILTER_ENV};
 use chronik_server::shutdown::Shutdown;
+use chronik_server::startup::StartupPhase;
 use chronik_server::{http, server};
 use clap::Parser;
 use tokio::net::TcpListener;
@@ -94,14 +95,16 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     chronik_server::metrics::install();
     // Up before the broker: readiness says "not yet" while the WAL recovers.
     let started: http::StartedBroker = Default::default();
+    let phase = StartupPhase::default();
     if let Some((l, _)) = http_listener {
-        http::spawn(l, started.clone(), shutdown.clone());
+        http::spawn(l, started.clone(), phase.clone(), shutdown.clone());
     }
     let broker = Broker::start(
         config,
         bound,
         rpc_listener.map(|(l, _)| l),
         shutdown.clone(),
+        phase,
     )
     .await
     .context("cannot start the broker")?;

@@ -394,6 +394,7 @@ async fn every_advertised_version_answers_and_encodes() {
         SocketAddr::from(([127, 0, 0, 1], 9092)),
         None,
         Shutdown::new(),
+        chronik_server::startup::StartupPhase::default(),
     )
     .await
     .unwrap();
