@@ -13,7 +13,7 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from conftest import free_port
-from helpers import admin, consumer, producer, wait_until
+from helpers import admin, consume_range, consumer, producer, wait_until
 
 
 def get(addr: str, path: str) -> tuple[int, str]:
@@ -81,6 +81,11 @@ def test_metrics_move_with_produce_and_show_under_replication(cluster_factory):
     assert total(after[leader], "chronik_raft_voters") == 3
     assert total(after[leader], "chronik_connections") >= 1
     assert total(after[leader], "chronik_raft_commit_index") >= 1
+    # A consumer reads all 10,000: fetch bytes and messages rise on the leader.
+    assert len(consume_range(c.bootstrap(), name, 0, 0, 10_000, timeout_s=60)) == 10_000
+    m = scrape(c.node(leader).http)
+    assert total(m, "chronik_fetch_messages_total", topic=name) >= 10_000
+    assert total(m, "chronik_fetch_bytes_total", topic=name) > 10_000
     # Caught-up followers: no lag in messages on the leader.
     assert total(after[leader], "chronik_replica_lag_messages", topic=name, partition="0") == 0
     # A group committed offset 4,000 of 10,000: its coordinator reports a lag of 6,000.

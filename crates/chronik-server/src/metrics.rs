@@ -23,6 +23,7 @@ pub const PARTITION_ERRORS: &str = "chronik_partition_errors_total";
 pub const PRODUCE_BYTES: &str = "chronik_produce_bytes_total";
 pub const PRODUCE_MESSAGES: &str = "chronik_produce_messages_total";
 pub const FETCH_BYTES: &str = "chronik_fetch_bytes_total";
+pub const FETCH_MESSAGES: &str = "chronik_fetch_messages_total";
 pub const CONNECTIONS: &str = "chronik_connections";
 
 /// Latency buckets (seconds) for request and fsync histograms: 50 µs to 10 s.
@@ -67,6 +68,7 @@ pub struct PartitionCounters {
     pub produce_bytes: Counter,
     pub produce_messages: Counter,
     pub fetch_bytes: Counter,
+    pub fetch_messages: Counter,
 }
 
 impl PartitionCounters {
@@ -75,7 +77,8 @@ impl PartitionCounters {
         PartitionCounters {
             produce_bytes: counter!(PRODUCE_BYTES, "topic" => t.clone()),
             produce_messages: counter!(PRODUCE_MESSAGES, "topic" => t.clone()),
-            fetch_bytes: counter!(FETCH_BYTES, "topic" => t),
+            fetch_bytes: counter!(FETCH_BYTES, "topic" => t.clone()),
+            fetch_messages: counter!(FETCH_MESSAGES, "topic" => t),
         }
     }
 }

@@ -146,10 +146,9 @@ fn read_once(
                     // so a consumer can always make progress past a large batch.
                     if total == 0 || read.data.len() <= budget {
                         total += read.data.len();
-                        partition
-                            .counters
-                            .fetch_bytes
-                            .increment(read.data.len() as u64);
+                        let counters = &partition.counters;
+                        counters.fetch_bytes.increment(read.data.len() as u64);
+                        counters.fetch_messages.increment(read.records);
                         pd = pd.with_records(Some(read.data));
                     }
                     parts.push(pd);

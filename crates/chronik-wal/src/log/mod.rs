@@ -80,6 +80,8 @@ pub struct ReadResult {
     pub first_offset: Option<i64>,
     /// Number of batches in `data`.
     pub batches: usize,
+    /// Records in those batches (their headers' counts).
+    pub records: u64,
 }
 
 /// Why a segment was deleted by retention.
@@ -678,6 +680,7 @@ impl PartitionLog {
         let mut out = BytesMut::new();
         let mut first_offset = None;
         let mut batches = 0usize;
+        let mut records = 0u64;
         let read_ahead = max_bytes.clamp(SCAN_READ_AHEAD / 16, MAX_READ_AHEAD);
         s.walk(view, pos, read_ahead, &mut |ctx| {
             let h = *ctx.header();
@@ -698,12 +701,14 @@ impl PartitionLog {
             out.extend_from_slice(payload);
             first_offset.get_or_insert(h.base_offset);
             batches += 1;
+            records += u64::try_from(h.records_count).unwrap_or(0);
             Ok(out.len() < max_bytes)
         })?;
         Ok(ReadResult {
             data: out.freeze(),
             first_offset,
             batches,
+            records,
         })
     }
 
