@@ -3,17 +3,17 @@
 //! until they are durable before its next fetch, so the offset it reports is one the leader
 //! may count towards the high watermark.
 
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 use crate::manager::{upgrade, ReplicaManager};
 use crate::pb::replication_client::ReplicationClient;
-use crate::pb::{FetchRequest, FetchResponse, PartitionFetch};
-use crate::replica::{code, BrokerId};
+use crate::pb::{FetchRequest, FetchResponse, PartitionFetch, SegmentRequest};
+use crate::replica::{code, BrokerId, Replica, Role};
 
 /// Pause before reconnecting, and while there is nothing to follow.
 const BACKOFF: Duration = Duration::from_millis(200);
@@ -73,7 +73,7 @@ async fn stream_once(
             Ok(None) => return Err("leader closed the stream".into()),
             Err(s) => return Err(s.to_string()),
         };
-        let backoff = apply(manager, leader, resp).await;
+        let backoff = apply(manager, leader, resp, &mut client).await;
         if backoff {
             tokio::time::sleep(BACKOFF).await;
         }
@@ -110,12 +110,19 @@ fn next_request(manager: &Weak<ReplicaManager>, leader: BrokerId) -> Option<Fetc
 
 /// Applies one response. Returns true if the follower should pause before fetching again
 /// (the leader refused: its role or epoch differs from ours until the metadata catches up).
-async fn apply(manager: &Weak<ReplicaManager>, leader: BrokerId, resp: FetchResponse) -> bool {
+async fn apply(
+    manager: &Weak<ReplicaManager>,
+    leader: BrokerId,
+    resp: FetchResponse,
+    client: &mut ReplicationClient<Channel>,
+) -> bool {
     let Some(m) = upgrade(manager) else {
         return false;
     };
+    let node = m.node_id;
     let mut backoff = false;
     let mut waits = Vec::new();
+    let mut segments = Vec::new();
     for pd in resp.partitions {
         let Some(replica) = m.get(&pd.topic, pd.partition) else {
             continue;
@@ -138,6 +145,10 @@ async fn apply(manager: &Weak<ReplicaManager>, leader: BrokerId, resp: FetchResp
             }
             continue;
         }
+        if pd.segment_available {
+            segments.push((replica, pd.high_watermark));
+            continue;
+        }
         if !pd.records.is_empty() {
             match replica.append_fetched(leader, &pd.records) {
                 Ok(true) => {}
@@ -156,6 +167,20 @@ async fn apply(manager: &Weak<ReplicaManager>, leader: BrokerId, resp: FetchResp
         }
     }
     drop(m);
+    for (replica, hw) in segments {
+        match fetch_segment(client, node as u64, leader, &replica).await {
+            Ok(true) => {
+                let end = replica.log.log_end_offset();
+                waits.push((replica, end, hw));
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(topic = %replica.topic, partition = replica.partition, leader,
+                    error = %e, "whole-segment transfer failed");
+                backoff = true;
+            }
+        }
+    }
     // Durable before the next fetch reports it.
     for (replica, end, hw) in waits {
         if let Err(e) = replica.log.wait_committed(end).await {
@@ -166,4 +191,60 @@ async fn apply(manager: &Weak<ReplicaManager>, leader: BrokerId, resp: FetchResp
         replica.set_follower_high_watermark(leader, hw);
     }
     backoff
+}
+
+/// Fetches the whole sealed segment that starts at this replica's log end and installs it:
+/// pieces go to a side file as they arrive (memory: one piece), then the file is synced and
+/// verified on the blocking pool and installed under the replica's lock. `Ok(false)` if the
+/// replica stopped following `leader` meanwhile.
+async fn fetch_segment(
+    client: &mut ReplicationClient<Channel>,
+    node: u64,
+    leader: BrokerId,
+    replica: &Arc<Replica>,
+) -> Result<bool, String> {
+    let Role::Follower { leader: l, epoch } = replica.role() else {
+        return Ok(false);
+    };
+    if l != leader {
+        return Ok(false);
+    }
+    let base = replica.log.log_end_offset();
+    let mut install = replica.log.begin_install(base).map_err(|e| e.to_string())?;
+    let mut chunks = client
+        .fetch_segment(SegmentRequest {
+            follower_id: node,
+            topic: replica.topic.clone(),
+            partition: replica.partition,
+            leader_epoch: epoch,
+            base_offset: base,
+        })
+        .await
+        .map_err(|s| s.to_string())?
+        .into_inner();
+    let mut size = None;
+    while let Some(chunk) = chunks.message().await.map_err(|s| s.to_string())? {
+        if chunk.error_code != code::NONE {
+            return Err(format!(
+                "the leader refused: error code {}",
+                chunk.error_code
+            ));
+        }
+        size = Some(chunk.size_bytes);
+        install.write(&chunk.data).map_err(|e| e.to_string())?;
+    }
+    if size != Some(install.written()) {
+        return Err(format!(
+            "the transfer ended at {} of {size:?} bytes",
+            install.written()
+        ));
+    }
+    let log = replica.log.clone();
+    let verified = tokio::task::spawn_blocking(move || log.verify_install(install))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    replica
+        .install_fetched(leader, verified)
+        .map_err(|e| e.to_string())
 }

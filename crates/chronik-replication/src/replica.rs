@@ -103,6 +103,8 @@ pub struct ServedFetch {
     pub log_start_offset: i64,
     /// `Some((epoch, end_offset))`: the follower must truncate to `end_offset`.
     pub diverging: Option<(i32, i64)>,
+    /// The fetch offset starts a whole sealed segment: fetch it with `FetchSegment`.
+    pub segment_available: bool,
 }
 
 /// Why a write's wait for the high watermark ended without success.
@@ -415,7 +417,18 @@ impl Replica {
         if f.fetch_offset >= log_end {
             return out;
         }
-        match self.log.read(f.fetch_offset, max_bytes, log_end) {
+        // Catching up inside sealed segments: a whole segment is sent as a file when the
+        // follower is at its base; otherwise read to the end of the segment only, so that the
+        // next fetch starts at the next one's base.
+        let mut limit = log_end;
+        if let Some((base, next)) = self.log.sealed_segment_bounds(f.fetch_offset) {
+            if base == f.fetch_offset && self.log.sealed_segment_at(base).is_some() {
+                out.segment_available = true;
+                return out;
+            }
+            limit = next;
+        }
+        match self.log.read(f.fetch_offset, max_bytes, limit) {
             Ok(r) => out.records = r.data,
             Err(WalError::OffsetOutOfRange { .. }) => out.error_code = code::OFFSET_OUT_OF_RANGE,
             Err(e) => {
@@ -479,6 +492,47 @@ impl Replica {
                 }
             }
         }
+    }
+
+    /// Leader side of a whole-segment transfer: the sealed segment at `base_offset`, if this
+    /// replica leads in `leader_epoch` and the segment is ready to ship.
+    pub fn segment_for(
+        &self,
+        leader_epoch: i32,
+        base_offset: i64,
+    ) -> Result<chronik_wal::SealedSegment, i32> {
+        match &self.lock().role {
+            Role::Leader { epoch, .. } if *epoch == leader_epoch => {}
+            Role::Leader { epoch, .. } if *epoch > leader_epoch => {
+                return Err(code::FENCED_LEADER_EPOCH)
+            }
+            Role::Leader { .. } => return Err(code::UNKNOWN_LEADER_EPOCH),
+            _ => return Err(code::NOT_LEADER_OR_FOLLOWER),
+        }
+        self.log
+            .sealed_segment_at(base_offset)
+            .ok_or(code::OFFSET_OUT_OF_RANGE)
+    }
+
+    /// Follower side: installs a whole segment fetched from `leader` and verified, at this
+    /// log's end, and records its leader epochs. `Ok(false)` (nothing installed) if this
+    /// replica no longer follows `leader`; checked under the state lock, as for
+    /// [`Replica::append_fetched`].
+    pub fn install_fetched(
+        &self,
+        leader: BrokerId,
+        verified: chronik_wal::VerifiedInstall,
+    ) -> Result<bool, WalError> {
+        let mut st = self.lock();
+        if !matches!(st.role, Role::Follower { leader: l, .. } if l == leader) {
+            return Ok(false);
+        }
+        let epochs = verified.epochs().to_vec();
+        self.log.finish_install(verified)?;
+        for (epoch, start) in epochs {
+            st.epochs.record(epoch, start);
+        }
+        Ok(true)
     }
 
     /// Follower side: appends batches fetched from `leader`, unchanged. Returns `false` (and

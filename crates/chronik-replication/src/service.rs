@@ -13,7 +13,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::manager::ReplicaManager;
 use crate::pb::replication_server::Replication;
-use crate::pb::{FetchRequest, FetchResponse, PartitionData};
+use crate::pb::{FetchRequest, FetchResponse, PartitionData, SegmentChunk, SegmentRequest};
 use crate::replica::{code, FollowerFetch};
 
 /// Most a leader holds a fetch, whatever the follower asks.
@@ -55,6 +55,8 @@ impl ReplicationService {
             budget = budget.saturating_sub(served.records.len()).max(1);
             any |=
                 !served.records.is_empty() || served.error_code != 0 || served.diverging.is_some();
+            any |= served.segment_available;
+            pd.segment_available = served.segment_available;
             pd.error_code = served.error_code;
             pd.records = served.records;
             pd.high_watermark = served.high_watermark;
@@ -102,10 +104,69 @@ impl ReplicationService {
 }
 
 type FetchStream = Pin<Box<dyn Stream<Item = Result<FetchResponse, Status>> + Send>>;
+type SegmentStream = Pin<Box<dyn Stream<Item = Result<SegmentChunk, Status>> + Send>>;
+
+/// Piece size of a whole-segment transfer; with the channel below, what one transfer holds.
+const SEGMENT_CHUNK_BYTES: usize = 1 << 20;
+/// Pieces read ahead of the network per transfer.
+const SEGMENT_CHUNKS_IN_FLIGHT: usize = 2;
 
 #[tonic::async_trait]
 impl Replication for Arc<ReplicationService> {
     type FetchStream = FetchStream;
+    type FetchSegmentStream = SegmentStream;
+
+    /// Streams a sealed segment's file: read on the blocking pool in 1 MiB pieces, at most
+    /// [`SEGMENT_CHUNKS_IN_FLIGHT`] ahead of the follower. Errors (not the leader, no such
+    /// segment) are one message with the Kafka error code.
+    async fn fetch_segment(
+        &self,
+        req: Request<SegmentRequest>,
+    ) -> Result<Response<SegmentStream>, Status> {
+        let req = req.into_inner();
+        let (tx, rx) = mpsc::channel(SEGMENT_CHUNKS_IN_FLIGHT);
+        let segment = match self.manager.get(&req.topic, req.partition) {
+            None => Err(code::UNKNOWN_TOPIC_OR_PARTITION),
+            Some(r) => r.segment_for(req.leader_epoch, req.base_offset),
+        };
+        let seg = match segment {
+            Ok(seg) => seg,
+            Err(error_code) => {
+                let _ = tx.try_send(Ok(SegmentChunk {
+                    error_code,
+                    ..Default::default()
+                }));
+                return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+            }
+        };
+        tracing::info!(topic = %req.topic, partition = req.partition, follower = req.follower_id,
+            base_offset = seg.base_offset, bytes = seg.size_bytes, "sending a whole segment");
+        tokio::task::spawn_blocking(move || {
+            let mut pos = 0u64;
+            while pos < seg.size_bytes {
+                let mut buf = vec![0u8; SEGMENT_CHUNK_BYTES];
+                let msg = match seg.read_at(pos, &mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        pos += n as u64;
+                        Ok(SegmentChunk {
+                            error_code: code::NONE,
+                            data: buf.into(),
+                            size_bytes: seg.size_bytes,
+                            next_offset: seg.next_offset,
+                        })
+                    }
+                    Err(e) => Err(Status::internal(format!("reading the segment: {e}"))),
+                };
+                let failed = msg.is_err();
+                if tx.blocking_send(msg).is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
 
     async fn fetch(
         &self,

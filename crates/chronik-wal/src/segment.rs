@@ -518,6 +518,9 @@ pub struct ScanOutcome {
     pub problem: Option<(u64, FrameProblem)>,
     /// Number of good frames.
     pub frames: u64,
+    /// Where each leader epoch starts among the good frames: `(epoch, first offset)`, one entry
+    /// per change, in order (a replica rebuilds its epoch cache from it).
+    pub epochs: Vec<(i32, i64)>,
 }
 
 /// Scans frames from the segment header to `limit`, verifying length sanity, the frame CRC, that
@@ -539,6 +542,7 @@ pub fn scan_segment(
         index: SegmentIndex::default(),
         problem: None,
         frames: 0,
+        epochs: Vec::new(),
     };
     if limit < SEGMENT_HEADER_BYTES {
         return Ok(out);
@@ -594,6 +598,13 @@ pub fn scan_segment(
             break;
         };
         out.max_timestamp = out.max_timestamp.max(h.max_timestamp);
+        if out
+            .epochs
+            .last()
+            .is_none_or(|(e, _)| *e != h.partition_leader_epoch)
+        {
+            out.epochs.push((h.partition_leader_epoch, h.base_offset));
+        }
         out.index.on_append(
             index_interval_bytes,
             (h.base_offset - base_offset) as u32,

@@ -26,6 +26,7 @@
 //!   it is bounded by `MAX_PENDING_SEALS` (rotation is deferred while it is full).
 
 mod commit;
+mod install;
 mod read;
 
 use std::collections::VecDeque;
@@ -41,6 +42,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn, Instrument};
 
 use self::commit::commit_loop;
+pub use self::install::{copy_segment, SealedSegment, SegmentInstall, VerifiedInstall};
 use self::read::SegmentView;
 use crate::batch::{
     set_base_offset, set_partition_leader_epoch, verify_batch_crc, BatchError, BatchHeader,
