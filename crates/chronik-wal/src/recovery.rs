@@ -141,6 +141,17 @@ pub(crate) fn recover(
                     "ignoring file of another partition"
                 );
             }
+            // A whole-segment transfer cut short by a crash: never part of the log.
+            None if name.ends_with(".log.incoming") => {
+                warn!(
+                    topic,
+                    partition,
+                    file = name,
+                    "removing an unfinished segment transfer"
+                );
+                std::fs::remove_file(entry.path())
+                    .map_err(WalError::io("remove unfinished transfer", &entry.path()))?;
+            }
             None => warn!(
                 topic,
                 partition,

@@ -144,3 +144,29 @@ async fn a_damaged_or_misplaced_segment_changes_nothing() {
             .ends_with(".incoming")
     }));
 }
+
+#[tokio::test]
+async fn recovery_removes_an_unfinished_transfer() {
+    let b = tempfile::tempdir().unwrap();
+    let follower = open(b.path(), small_config()).await;
+    let mut inst = follower.begin_install(0).unwrap();
+    inst.write(b"partial").unwrap();
+    std::mem::forget(inst); // as if the process died mid-transfer
+    drop(follower);
+    let incoming = |root: &Path| {
+        std::fs::read_dir(part_dir(root))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(".incoming")
+            })
+            .count()
+    };
+    assert_eq!(incoming(b.path()), 1);
+    let follower = open(b.path(), small_config()).await;
+    assert_eq!(incoming(b.path()), 0);
+    assert_eq!(follower.log_end_offset(), 0);
+}
