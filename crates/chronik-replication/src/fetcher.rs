@@ -1,12 +1,14 @@
 //! Follower side: one task per leader node, one gRPC stream to it, fetching every partition
 //! this node follows from that leader. After appending fetched batches the follower waits
 //! until they are durable before its next fetch, so the offset it reports is one the leader
-//! may count towards the high watermark.
+//! may count towards the high watermark. A partition far behind gets whole sealed segments
+//! (`FetchSegment`) from a task beside the stream, at most two at a time per leader.
 
-use std::sync::{Arc, Weak};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Semaphore};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
@@ -19,6 +21,30 @@ use crate::replica::{code, BrokerId, Replica, Role};
 const BACKOFF: Duration = Duration::from_millis(200);
 /// Largest response accepted from a leader (its `max_bytes` plus framing).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+/// Whole-segment transfers from one leader at a time; the others queue (holding nothing).
+const MAX_CONCURRENT_TRANSFERS: usize = 2;
+
+/// Partitions whose whole-segment transfer from this leader is queued or under way: left out
+/// of fetches until it ends, so a long transfer never holds up the partitions that are in
+/// sync (they would otherwise drop out of the ISR behind it).
+#[derive(Clone)]
+struct Transfers {
+    running: Arc<Mutex<HashSet<(String, i32)>>>,
+    permits: Arc<Semaphore>,
+}
+
+impl Transfers {
+    fn new() -> Transfers {
+        Transfers {
+            running: Arc::default(),
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_TRANSFERS)),
+        }
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashSet<(String, i32)>> {
+        self.running.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
 
 pub(crate) async fn run(manager: Weak<ReplicaManager>, leader: BrokerId, addr: String) {
     let Ok(endpoint) = Endpoint::from_shared(format!("http://{addr}")) else {
@@ -28,6 +54,7 @@ pub(crate) async fn run(manager: Weak<ReplicaManager>, leader: BrokerId, addr: S
     let endpoint = endpoint
         .connect_timeout(Duration::from_secs(1))
         .tcp_nodelay(true);
+    let transfers = Transfers::new();
     loop {
         let Some(m) = upgrade(&manager) else { return };
         if *m.stopping().borrow() {
@@ -40,7 +67,7 @@ pub(crate) async fn run(manager: Weak<ReplicaManager>, leader: BrokerId, addr: S
         }
         let node = m.node_id;
         drop(m);
-        if let Err(e) = stream_once(&manager, leader, endpoint.clone()).await {
+        if let Err(e) = stream_once(&manager, leader, endpoint.clone(), &transfers).await {
             tracing::debug!(node, leader, error = %e, "replication stream to leader failed");
         }
         tokio::time::sleep(BACKOFF).await;
@@ -52,13 +79,14 @@ async fn stream_once(
     manager: &Weak<ReplicaManager>,
     leader: BrokerId,
     endpoint: Endpoint,
+    transfers: &Transfers,
 ) -> Result<(), String> {
     let channel = endpoint.connect_lazy();
     let mut client = ReplicationClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (tx, rx) = mpsc::channel(1);
-    let Some(first) = next_request(manager, leader) else {
+    let Some(first) = next_request(manager, leader, transfers) else {
         return Ok(());
     };
     tx.send(first).await.map_err(|e| e.to_string())?;
@@ -73,20 +101,28 @@ async fn stream_once(
             Ok(None) => return Err("leader closed the stream".into()),
             Err(s) => return Err(s.to_string()),
         };
-        let backoff = apply(manager, leader, resp, &mut client).await;
+        let backoff = apply(manager, leader, resp, &client, transfers).await;
         if backoff {
             tokio::time::sleep(BACKOFF).await;
         }
-        let Some(req) = next_request(manager, leader) else {
+        let Some(req) = next_request(manager, leader, transfers) else {
             return Ok(());
         };
         tx.send(req).await.map_err(|e| e.to_string())?;
     }
 }
 
-fn next_request(manager: &Weak<ReplicaManager>, leader: BrokerId) -> Option<FetchRequest> {
+fn next_request(
+    manager: &Weak<ReplicaManager>,
+    leader: BrokerId,
+    transfers: &Transfers,
+) -> Option<FetchRequest> {
     let m = upgrade(manager)?;
-    let following = m.following(leader);
+    let mut following = m.following(leader);
+    {
+        let running = transfers.running();
+        following.retain(|(r, _)| !running.contains(&(r.topic.clone(), r.partition)));
+    }
     if following.is_empty() || *m.stopping().borrow() {
         return None;
     }
@@ -114,7 +150,8 @@ async fn apply(
     manager: &Weak<ReplicaManager>,
     leader: BrokerId,
     resp: FetchResponse,
-    client: &mut ReplicationClient<Channel>,
+    client: &ReplicationClient<Channel>,
+    transfers: &Transfers,
 ) -> bool {
     let Some(m) = upgrade(manager) else {
         return false;
@@ -122,7 +159,6 @@ async fn apply(
     let node = m.node_id;
     let mut backoff = false;
     let mut waits = Vec::new();
-    let mut segments = Vec::new();
     for pd in resp.partitions {
         let Some(replica) = m.get(&pd.topic, pd.partition) else {
             continue;
@@ -146,7 +182,17 @@ async fn apply(
             continue;
         }
         if pd.segment_available {
-            segments.push((replica, pd.high_watermark));
+            let key = (replica.topic.clone(), replica.partition);
+            if transfers.running().insert(key.clone()) {
+                tokio::spawn(transfer(
+                    client.clone(),
+                    node as u64,
+                    leader,
+                    replica,
+                    transfers.clone(),
+                    key,
+                ));
+            }
             continue;
         }
         if !pd.records.is_empty() {
@@ -167,20 +213,6 @@ async fn apply(
         }
     }
     drop(m);
-    for (replica, hw) in segments {
-        match fetch_segment(client, node as u64, leader, &replica).await {
-            Ok(true) => {
-                let end = replica.log.log_end_offset();
-                waits.push((replica, end, hw));
-            }
-            Ok(false) => {}
-            Err(e) => {
-                tracing::warn!(topic = %replica.topic, partition = replica.partition, leader,
-                    error = %e, "whole-segment transfer failed");
-                backoff = true;
-            }
-        }
-    }
     // Durable before the next fetch reports it.
     for (replica, end, hw) in waits {
         if let Err(e) = replica.log.wait_committed(end).await {
@@ -193,6 +225,52 @@ async fn apply(
     backoff
 }
 
+/// One queued transfer: waits for a permit, then fetches and installs whole segments for as
+/// long as the leader has a sealed one at this replica's end (no round trip through the fetch
+/// stream between them), waits until they are durable (the next fetch reports it), and
+/// always takes the partition off the list.
+async fn transfer(
+    mut client: ReplicationClient<Channel>,
+    node: u64,
+    leader: BrokerId,
+    replica: Arc<Replica>,
+    transfers: Transfers,
+    key: (String, i32),
+) {
+    if let Ok(_permit) = transfers.permits.clone().acquire_owned().await {
+        let mut installed = false;
+        loop {
+            match fetch_segment(&mut client, node, leader, &replica).await {
+                Ok(Transfer::Installed) => installed = true,
+                Ok(Transfer::NoSegment | Transfer::NotFollowing) => break,
+                Err(e) => {
+                    tracing::warn!(topic = %replica.topic, partition = replica.partition, leader,
+                        error = %e, "whole-segment transfer failed");
+                    tokio::time::sleep(BACKOFF).await;
+                    break;
+                }
+            }
+        }
+        if installed {
+            let end = replica.log.log_end_offset();
+            if let Err(e) = replica.log.wait_committed(end).await {
+                tracing::error!(topic = %replica.topic, partition = replica.partition,
+                    error = %e, "installed segment not durable");
+            }
+        }
+    }
+    transfers.running().remove(&key);
+}
+
+/// How one whole-segment fetch ended, when nothing went wrong.
+enum Transfer {
+    Installed,
+    /// The leader has no sealed segment at this replica's end (it reached the active one).
+    NoSegment,
+    /// This replica no longer follows that leader.
+    NotFollowing,
+}
+
 /// Fetches the whole sealed segment that starts at this replica's log end and installs it:
 /// pieces go to a side file as they arrive (memory: one piece), then the file is synced and
 /// verified on the blocking pool and installed under the replica's lock. `Ok(false)` if the
@@ -202,12 +280,12 @@ async fn fetch_segment(
     node: u64,
     leader: BrokerId,
     replica: &Arc<Replica>,
-) -> Result<bool, String> {
+) -> Result<Transfer, String> {
     let Role::Follower { leader: l, epoch } = replica.role() else {
-        return Ok(false);
+        return Ok(Transfer::NotFollowing);
     };
     if l != leader {
-        return Ok(false);
+        return Ok(Transfer::NotFollowing);
     }
     let base = replica.log.log_end_offset();
     let mut install = replica.log.begin_install(base).map_err(|e| e.to_string())?;
@@ -224,6 +302,9 @@ async fn fetch_segment(
         .into_inner();
     let mut size = None;
     while let Some(chunk) = chunks.message().await.map_err(|s| s.to_string())? {
+        if chunk.error_code == code::OFFSET_OUT_OF_RANGE {
+            return Ok(Transfer::NoSegment);
+        }
         if chunk.error_code != code::NONE {
             return Err(format!(
                 "the leader refused: error code {}",
@@ -244,7 +325,9 @@ async fn fetch_segment(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    replica
-        .install_fetched(leader, verified)
-        .map_err(|e| e.to_string())
+    match replica.install_fetched(leader, verified) {
+        Ok(true) => Ok(Transfer::Installed),
+        Ok(false) => Ok(Transfer::NotFollowing),
+        Err(e) => Err(e.to_string()),
+    }
 }

@@ -465,8 +465,14 @@ impl Replica {
                 let since = progress.map_or(st.leading_since, |p| p.caught_up_at);
                 now.duration_since(since) <= max_lag
             } else {
-                progress
-                    .is_some_and(|p| p.durable >= hw && p.log_end >= self.log.committed_offset())
+                // Back in only on a recent fetch that caught up: the progress a follower left
+                // behind when it died can look caught up on an idle partition, and would
+                // flap it in and out of the ISR every tick.
+                progress.is_some_and(|p| {
+                    p.durable >= hw
+                        && p.log_end >= self.log.committed_offset()
+                        && now.duration_since(p.caught_up_at) <= max_lag
+                })
             };
             if keep {
                 next.push(*r);
@@ -650,6 +656,37 @@ mod tests {
             Err(CommitWaitError::LeadershipLost { .. })
         ));
         assert_eq!(r.leading_epoch(), None);
+    }
+
+    /// A follower that fetched once and died leaves the ISR after `max_lag`, and its stale
+    /// progress (caught up, on an idle partition) does not bring it back; a fresh fetch does.
+    #[tokio::test]
+    async fn a_dead_follower_leaves_the_isr_and_stays_out_until_it_fetches() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = replica(dir.path()).await;
+        r.set_role(Role::Leader {
+            epoch: 1,
+            isr: vec![1, 2],
+        });
+        let fetch = FollowerFetch {
+            follower: 2,
+            fetch_offset: 0,
+            last_fetched_epoch: -1,
+            durable_offset: 0,
+            leader_epoch: 1,
+        };
+        let served = r.serve_fetch(fetch, 1 << 20);
+        assert_eq!(served.error_code, code::NONE);
+        let max_lag = Duration::from_millis(50);
+        assert_eq!(r.isr_change(&[1, 2], max_lag), None);
+        tokio::time::sleep(Duration::from_millis(80)).await;
+        let (epoch, shrunk) = r.isr_change(&[1, 2], max_lag).expect("follower 2 lags");
+        assert_eq!((epoch, shrunk.as_slice()), (1, &[1][..]));
+        r.set_role(leader(1));
+        assert_eq!(r.isr_change(&[1, 2], max_lag), None, "no flapping back in");
+        r.serve_fetch(fetch, 1 << 20);
+        let (_, grown) = r.isr_change(&[1, 2], max_lag).expect("caught up again");
+        assert_eq!(grown, vec![1, 2]);
     }
 
     #[tokio::test]
