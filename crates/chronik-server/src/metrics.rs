@@ -8,12 +8,14 @@
 //! false`) for clusters with many partitions.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
 use metrics::{counter, gauge, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 
 use crate::broker::Broker;
 
@@ -38,12 +40,38 @@ const BYTES_BUCKETS: &[f64] = &[
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// Gauges are all set at scrape time from state, so a series not set for this long belongs to
+/// something that went away (a deleted partition, a follower moved off, a group gone) and is
+/// dropped instead of reporting its last value forever.
+const GAUGE_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Open client connections; read into the gauge at scrape time (an event-driven gauge would
+/// lose its count when the idle timeout drops it).
+static OPEN_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
+
+/// Counts one open connection for as long as it lives (also if its task panics).
+pub struct OpenConnection(());
+
+impl OpenConnection {
+    pub fn open() -> OpenConnection {
+        OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        OpenConnection(())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// Installs the Prometheus recorder once per process and returns its handle (`None` if
 /// another recorder was installed first, as in a test harness: metrics are then not kept).
 pub fn install() -> Option<&'static PrometheusHandle> {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
+                .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE_TIMEOUT))
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS_BUCKETS)
                 .and_then(|b| {
                     b.set_buckets_for_metric(
@@ -224,6 +252,7 @@ pub fn refresh(broker: &Broker) {
         .set(raft.last_log_index.saturating_sub(raft.last_applied_index) as f64);
     gauge!("chronik_raft_is_leader").set(f64::from(u8::from(raft.leader == Some(broker.node_id))));
     gauge!("chronik_raft_voters").set(raft.voters.len() as f64);
+    gauge!(CONNECTIONS).set(OPEN_CONNECTIONS.load(Ordering::Relaxed) as f64);
 }
 
 /// Consumer-group lag, on the node that coordinates each group (it leads the group's offsets

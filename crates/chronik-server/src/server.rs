@@ -44,9 +44,8 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
         let span = tracing::info_span!("conn", node = broker.node_id, %peer);
         connections.spawn(
             async move {
-                metrics::gauge!(crate::metrics::CONNECTIONS).increment(1.0);
+                let _open = crate::metrics::OpenConnection::open();
                 connection::run(socket, broker).await;
-                metrics::gauge!(crate::metrics::CONNECTIONS).decrement(1.0);
                 drop(permit);
             }
             .instrument(span),
