@@ -120,8 +120,15 @@ fn next_request(
     let m = upgrade(manager)?;
     let mut following = m.following(leader);
     {
+        // Checked for every partition of every fetch: no key is built unless a transfer runs.
         let running = transfers.running();
-        following.retain(|(r, _)| !running.contains(&(r.topic.clone(), r.partition)));
+        if !running.is_empty() {
+            following.retain(|(r, _)| {
+                !running
+                    .iter()
+                    .any(|(t, p)| *p == r.partition && *t == r.topic)
+            });
+        }
     }
     if following.is_empty() || *m.stopping().borrow() {
         return None;

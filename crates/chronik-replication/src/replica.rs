@@ -413,21 +413,15 @@ impl Replica {
         // Up to what is written, synced or not (as Kafka's followers fetch up to the leader's
         // log end): the leader's fdatasync then overlaps the followers' instead of preceding
         // it. The high watermark still needs this log's own sync (`update_high_watermark`).
-        let log_end = self.log.log_end_offset();
-        if f.fetch_offset >= log_end {
-            return out;
-        }
-        // Catching up inside sealed segments: a whole segment is sent as a file when the
-        // follower is at its base; otherwise read to the end of the segment only, so that the
-        // next fetch starts at the next one's base.
-        let mut limit = log_end;
-        if let Some((base, next)) = self.log.sealed_segment_bounds(f.fetch_offset) {
-            if base == f.fetch_offset && self.log.sealed_segment_at(base).is_some() {
+        // Far behind, inside sealed segments, the follower gets whole segment files instead.
+        let limit = match self.log.catch_up_plan(f.fetch_offset) {
+            chronik_wal::CatchUp::WholeSegment => {
                 out.segment_available = true;
                 return out;
             }
-            limit = next;
-        }
+            chronik_wal::CatchUp::ReadTo(limit) if limit <= f.fetch_offset => return out,
+            chronik_wal::CatchUp::ReadTo(limit) => limit,
+        };
         match self.log.read(f.fetch_offset, max_bytes, limit) {
             Ok(r) => out.records = r.data,
             Err(WalError::OffsetOutOfRange { .. }) => out.error_code = code::OFFSET_OUT_OF_RANGE,

@@ -31,8 +31,8 @@ pub use batch::{
 pub use config::{FsyncPolicy, LogConfig, ParseFsyncPolicyError};
 pub use error::WalError;
 pub use log::{
-    copy_segment, Appended, DeletedSegment, PartitionLog, ReadResult, RetentionOutcome,
-    RetentionReason, SealedSegment, SegmentInstall, VerifiedInstall, MAX_PENDING_SEALS,
+    Appended, CatchUp, DeletedSegment, PartitionLog, ReadResult, RetentionOutcome, RetentionReason,
+    SealedSegment, SegmentInstall, VerifiedInstall, MAX_PENDING_SEALS,
 };
 pub use segment::{
     segment_file_path, FileKind, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES, MAX_SEGMENT_BYTES,

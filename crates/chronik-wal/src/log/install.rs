@@ -27,6 +27,22 @@ use crate::segment::{
     scan_segment, ScanOutcome, SegmentHeader, MAX_SEGMENT_FILE_BYTES, SEGMENT_HEADER_BYTES,
 };
 
+/// What a replica fetching from some offset should get ([`PartitionLog::catch_up_plan`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUp {
+    /// The whole sealed segment starting there, as a file.
+    WholeSegment,
+    /// Batches from the offset up to (not including) this one.
+    ReadTo(i64),
+}
+
+/// Whether `segments[i]` can be shipped whole: sealed (not the active one) and its seal
+/// finished (data synced, file trimmed, index persisted).
+fn shippable(inner: &super::Inner, i: usize) -> bool {
+    let seg = &inner.segments[i];
+    i + 1 < inner.segments.len() && seg.persisted && !inner.pending_seals.contains(&seg.base_offset)
+}
+
 /// A sealed segment as a leader ships it: synced, trimmed to its data, index persisted.
 #[derive(Debug, Clone)]
 pub struct SealedSegment {
@@ -121,33 +137,37 @@ impl PartitionLog {
     /// being sealed, or no segment starting there.
     pub fn sealed_segment_at(&self, base_offset: i64) -> Option<SealedSegment> {
         let inner = self.shared.lock();
-        let last = inner.segments.len().checked_sub(1)?;
         let i = inner
             .segments
             .iter()
             .position(|s| s.base_offset == base_offset)?;
-        let seg = &inner.segments[i];
-        if i == last || !seg.persisted || inner.pending_seals.contains(&base_offset) {
-            return None;
-        }
-        Some(SealedSegment {
-            base_offset,
-            next_offset: seg.next_offset,
-            size_bytes: seg.size_bytes,
-            file: seg.file.clone(),
+        shippable(&inner, i).then(|| {
+            let seg = &inner.segments[i];
+            SealedSegment {
+                base_offset,
+                next_offset: seg.next_offset,
+                size_bytes: seg.size_bytes,
+                file: seg.file.clone(),
+            }
         })
     }
 
-    /// `(base offset, next offset)` of the segment holding `offset`, if that segment is
-    /// sealed (not the active one): a replica catching up reads up to its end, so that its next
-    /// fetch starts at the next segment's base, where the whole file can be sent.
-    pub fn sealed_segment_bounds(&self, offset: i64) -> Option<(i64, i64)> {
+    /// How a replica fetching from `offset` catches up, decided under one lock (it runs for
+    /// every partition of every replication fetch): the whole segment when `offset` is the base
+    /// of a shippable sealed one; inside a sealed segment, batches up to that segment's end, so
+    /// the next fetch starts at the next base; otherwise batches up to the log end.
+    pub fn catch_up_plan(&self, offset: i64) -> CatchUp {
         let inner = self.shared.lock();
         if offset < inner.log_start || offset >= inner.active().base_offset {
-            return None;
+            return CatchUp::ReadTo(inner.log_end);
         }
-        let seg = &inner.segments[inner.segment_index_for(offset)];
-        Some((seg.base_offset, seg.next_offset))
+        let i = inner.segment_index_for(offset);
+        let seg = &inner.segments[i];
+        if seg.base_offset == offset && shippable(&inner, i) {
+            CatchUp::WholeSegment
+        } else {
+            CatchUp::ReadTo(seg.next_offset)
+        }
     }
 
     /// Starts receiving a whole segment that will begin at `base_offset`, which must be this
@@ -327,28 +347,4 @@ impl PartitionLog {
             "installed a whole segment from the leader");
         Ok(())
     }
-}
-
-/// Copies a sealed segment into an install in `chunk`-byte pieces (tests and local tools;
-/// replication streams the pieces over the network instead).
-pub fn copy_segment(
-    from: &SealedSegment,
-    to: &mut SegmentInstall,
-    chunk: usize,
-) -> Result<(), WalError> {
-    let mut buf = vec![0u8; chunk.max(1)];
-    let mut pos = 0;
-    while pos < from.size_bytes {
-        let n = from.read_at(pos, &mut buf).map_err(|e| WalError::Io {
-            op: "read sealed segment",
-            path: PathBuf::new(),
-            source: e,
-        })?;
-        if n == 0 {
-            break;
-        }
-        to.write(&buf[..n])?;
-        pos += n as u64;
-    }
-    Ok(())
 }

@@ -42,7 +42,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn, Instrument};
 
 use self::commit::commit_loop;
-pub use self::install::{copy_segment, SealedSegment, SegmentInstall, VerifiedInstall};
+pub use self::install::{CatchUp, SealedSegment, SegmentInstall, VerifiedInstall};
 use self::read::SegmentView;
 use crate::batch::{
     set_base_offset, set_partition_leader_epoch, verify_batch_crc, BatchError, BatchHeader,
@@ -198,9 +198,9 @@ struct Shared {
     inner: Mutex<Inner>,
     maintenance: Mutex<()>,
     committed_tx: watch::Sender<i64>,
-    /// The log end offset, published on every append and truncation (with `inner` locked, so in
-    /// order): replication sends followers what is written before it is synced, so the leader's
-    /// fdatasync and the followers' overlap.
+    /// The log end offset, published on every append (while subscribed) and truncation (with
+    /// `inner` locked, so in order): replication sends followers what is written before it is
+    /// synced, so the leader's fdatasync and the followers' overlap.
     end_tx: watch::Sender<i64>,
     wake: Notify,
     fsync_count: AtomicU64,
@@ -576,7 +576,11 @@ impl PartitionLog {
         seg.next_offset = last + 1;
         inner.total_bytes += frame_bytes;
         inner.log_end = last + 1;
-        s.end_tx.send_replace(inner.log_end);
+        // Only replication watches the end (a standalone log has no receiver); a receiver that
+        // subscribes later reads the log itself before it waits for the next change.
+        if s.end_tx.receiver_count() > 0 {
+            s.end_tx.send_replace(inner.log_end);
+        }
 
         match inner.config.fsync {
             FsyncPolicy::Always => s.wake.notify_one(),
@@ -642,8 +646,9 @@ impl PartitionLog {
         self.shared.committed_tx.subscribe()
     }
 
-    /// Watch of [`log_end_offset`](Self::log_end_offset): fires on every append and truncation,
-    /// before the data is synced. Replication waits on it.
+    /// Watch of [`log_end_offset`](Self::log_end_offset): fires on every append (while it has a
+    /// receiver; subscribe, then read the log, then wait) and truncation, before the data is
+    /// synced. Replication waits on it.
     pub fn subscribe_end(&self) -> watch::Receiver<i64> {
         self.shared.end_tx.subscribe()
     }

@@ -4,7 +4,32 @@
 use std::time::Duration;
 
 use super::*;
-use crate::{copy_segment, WalError};
+use crate::{CatchUp, SealedSegment, SegmentInstall, WalError};
+
+/// Copies a sealed segment into an install in `chunk`-byte pieces, as replication streams it.
+fn copy_segment(from: &SealedSegment, to: &mut SegmentInstall, chunk: usize) {
+    let mut buf = vec![0u8; chunk];
+    let mut pos = 0;
+    while pos < from.size_bytes {
+        let n = from.read_at(pos, &mut buf).unwrap();
+        to.write(&buf[..n]).unwrap();
+        pos += n as u64;
+    }
+}
+
+/// Files of unfinished transfers in the partition directory.
+fn incoming_files(root: &Path) -> usize {
+    std::fs::read_dir(part_dir(root))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".incoming")
+        })
+        .count()
+}
 
 /// Appends until the leader has sealed (and persisted) segments, then returns their bases.
 async fn leader_with_sealed_segments(root: &Path) -> (Arc<PartitionLog>, Vec<Stored>) {
@@ -36,6 +61,10 @@ async fn installed_segments_are_byte_identical_and_survive_reopen() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let (leader, stored) = leader_with_sealed_segments(a.path()).await;
+    assert_eq!(
+        leader.catch_up_plan(leader.log_end_offset()),
+        CatchUp::ReadTo(leader.log_end_offset())
+    );
     assert!(
         leader.sealed_segment_at(leader.log_end_offset()).is_none(),
         "active is not shipped"
@@ -44,12 +73,13 @@ async fn installed_segments_are_byte_identical_and_survive_reopen() {
     // Whole sealed segments while there are any at the follower's end, then batches.
     let mut installed = 0;
     while let Some(seg) = leader.sealed_segment_at(follower.log_end_offset()) {
+        assert_eq!(leader.catch_up_plan(seg.base_offset), CatchUp::WholeSegment);
         assert_eq!(
-            leader.sealed_segment_bounds(seg.base_offset),
-            Some((seg.base_offset, seg.next_offset))
+            leader.catch_up_plan(seg.base_offset + 1),
+            CatchUp::ReadTo(seg.next_offset)
         );
         let mut inst = follower.begin_install(seg.base_offset).unwrap();
-        copy_segment(&seg, &mut inst, 100).unwrap();
+        copy_segment(&seg, &mut inst, 100);
         let verified = follower.verify_install(inst).unwrap();
         assert_eq!(verified.next_offset(), seg.next_offset);
         assert_eq!(verified.epochs(), &[(3, seg.base_offset)]);
@@ -80,12 +110,7 @@ async fn installed_segments_are_byte_identical_and_survive_reopen() {
     let follower = open(b.path(), small_config()).await;
     assert_eq!(follower.log_end_offset(), leader.log_end_offset());
     assert_eq!(read_all(&follower, 0), concat(&stored));
-    assert!(std::fs::read_dir(part_dir(b.path())).unwrap().all(|e| {
-        !e.unwrap()
-            .file_name()
-            .to_string_lossy()
-            .ends_with(".incoming")
-    }));
+    assert_eq!(incoming_files(b.path()), 0);
 }
 
 #[tokio::test]
@@ -137,12 +162,7 @@ async fn a_damaged_or_misplaced_segment_changes_nothing() {
     ));
     assert_eq!(follower.log_end_offset(), 3);
     assert_eq!(segment_bases(b.path()), vec![0]);
-    assert!(std::fs::read_dir(part_dir(b.path())).unwrap().all(|e| {
-        !e.unwrap()
-            .file_name()
-            .to_string_lossy()
-            .ends_with(".incoming")
-    }));
+    assert_eq!(incoming_files(b.path()), 0);
 }
 
 #[tokio::test]
@@ -153,20 +173,8 @@ async fn recovery_removes_an_unfinished_transfer() {
     inst.write(b"partial").unwrap();
     std::mem::forget(inst); // as if the process died mid-transfer
     drop(follower);
-    let incoming = |root: &Path| {
-        std::fs::read_dir(part_dir(root))
-            .unwrap()
-            .filter(|e| {
-                e.as_ref()
-                    .unwrap()
-                    .file_name()
-                    .to_string_lossy()
-                    .ends_with(".incoming")
-            })
-            .count()
-    };
-    assert_eq!(incoming(b.path()), 1);
+    assert_eq!(incoming_files(b.path()), 1);
     let follower = open(b.path(), small_config()).await;
-    assert_eq!(incoming(b.path()), 0);
+    assert_eq!(incoming_files(b.path()), 0);
     assert_eq!(follower.log_end_offset(), 0);
 }
