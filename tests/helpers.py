@@ -5,6 +5,8 @@ producers and assign()-only consumers (consumer groups are not implemented by th
 from __future__ import annotations
 
 import time
+import urllib.error
+import urllib.request
 import uuid
 from dataclasses import dataclass
 
@@ -183,3 +185,14 @@ def produce_all(p: Producer, topic: str, items, timeout_s: float = 120, **kw) ->
     assert remaining == 0, f"{remaining} messages still undelivered after {timeout_s}s"
     assert len(log.ok) + len(log.failed) == n
     return log
+
+
+def http_get(addr: str, path: str) -> tuple[int, str]:
+    """GET http://addr/path -> (status, body); status 0 with the error when nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://{addr}{path}", timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
+        return 0, str(e)

@@ -28,8 +28,6 @@ import shlex
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import warnings
 from pathlib import Path
 
@@ -41,7 +39,7 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from conftest import ANSI_ESCAPE_RE, REPO_ROOT, SERVER_BIN, Cluster, ClusterNode, _die_with_parent, free_port
-from helpers import admin, consume_range, consumer, producer, unique_topic, wait_until
+from helpers import admin, consume_range, consumer, http_get, producer, unique_topic, wait_until
 
 DEPLOY = REPO_ROOT / "deploy"
 K8S_DIR = DEPLOY / "kubernetes"
@@ -835,14 +833,6 @@ def test_systemd_node_starts_with_the_example_settings(tmp_path):
 
 
 # ---------------------------------------------------------------------- a live cluster: health and metrics
-def http_get(addr: str, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://{addr}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
-        return 0, str(e)
 
 
 @pytest.fixture(scope="module")

@@ -5,30 +5,20 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.error
-import urllib.request
 import uuid
 
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from conftest import free_port
-from helpers import admin, consume_range, consumer, producer, wait_until
+from helpers import admin, consume_range, consumer, http_get, producer, wait_until
 
 
-def get(addr: str, path: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(f"http://{addr}{path}", timeout=5) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-    except (urllib.error.URLError, ConnectionError, TimeoutError) as e:
-        return 0, str(e)
 
 
 def scrape(addr: str) -> dict[str, float]:
     """Prometheus text -> {'name{labels}': value} (labels as printed)."""
-    status, text = get(addr, "/metrics")
+    status, text = http_get(addr, "/metrics")
     assert status == 200, text
     out = {}
     for line in text.splitlines():
@@ -145,8 +135,8 @@ def test_readiness_follows_wal_recovery_and_the_metadata_leader(cluster_factory)
     addr = {i: f"127.0.0.1:{p}" for i, p in ports.items()}
     # Node 1 alone: it is up (live) but waits for its cluster, so it is not ready.
     c.node(1).launch()
-    wait_until(lambda: get(addr[1], "/health/live")[0] == 200, 30, "node 1 live")
-    status, body = get(addr[1], "/health/ready")
+    wait_until(lambda: http_get(addr[1], "/health/live")[0] == 200, 30, "node 1 live")
+    status, body = http_get(addr[1], "/health/ready")
     assert status == 503 and "not ready" in body, (status, body)
     # The others come: every node becomes ready.
     c.node(2).launch()
@@ -154,18 +144,18 @@ def test_readiness_follows_wal_recovery_and_the_metadata_leader(cluster_factory)
     for n in c.nodes.values():
         n.wait_ready(60)
     for i in c.nodes:
-        wait_until(lambda i=i: get(addr[i], "/health/ready")[0] == 200, 30, f"node {i} ready")
+        wait_until(lambda i=i: http_get(addr[i], "/health/ready")[0] == 200, 30, f"node {i} ready")
     # Two of three gone: the survivor has no metadata leader, so it is not ready.
     c.node(2).kill()
     c.node(3).kill()
-    wait_until(lambda: get(addr[1], "/health/ready")[0] == 503, 30, "node 1 not ready without a leader")
-    assert "leader" in get(addr[1], "/health/ready")[1]
-    assert get(addr[1], "/health/live")[0] == 200
+    wait_until(lambda: http_get(addr[1], "/health/ready")[0] == 503, 30, "node 1 not ready without a leader")
+    assert "leader" in http_get(addr[1], "/health/ready")[1]
+    assert http_get(addr[1], "/health/live")[0] == 200
     c.node(2).start()
-    wait_until(lambda: get(addr[1], "/health/ready")[0] == 200, 30, "node 1 ready again")
+    wait_until(lambda: http_get(addr[1], "/health/ready")[0] == 200, 30, "node 1 ready again")
     m = scrape(addr[1])
     assert total(m, "chronik_raft_leader_changes_total") >= 1
-    assert re.search(r"chronik_raft_term \d", get(addr[1], "/metrics")[1])
+    assert re.search(r"chronik_raft_term \d", http_get(addr[1], "/metrics")[1])
 
 
 def test_readiness_is_false_while_the_wal_recovers(broker_factory):
@@ -187,7 +177,7 @@ def test_readiness_is_false_while_the_wal_recovers(broker_factory):
     seen = []
 
     def ready_line_printed():
-        status, body = get(f"127.0.0.1:{port}", "/health/ready")
+        status, body = http_get(f"127.0.0.1:{port}", "/health/ready")
         if status:
             seen.append((status, body.strip()))
         return b.stdout_path.read_text().startswith("chronik-server ready")
@@ -196,4 +186,4 @@ def test_readiness_is_false_while_the_wal_recovers(broker_factory):
     recovering = [s for s in seen if s[0] == 503 and "recovering the WAL" in s[1]]
     assert recovering, f"no 503 naming WAL recovery among {len(seen)} answers: {seen[:3]} ... {seen[-3:]}"
     assert all(s[0] == 503 for s in seen[:seen.index(recovering[0])]), seen
-    wait_until(lambda: get(f"127.0.0.1:{port}", "/health/ready")[0] == 200, 30, "ready after recovery")
+    wait_until(lambda: http_get(f"127.0.0.1:{port}", "/health/ready")[0] == 200, 30, "ready after recovery")

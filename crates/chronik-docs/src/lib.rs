@@ -103,6 +103,16 @@ fn possible_values(arg: &Arg) -> Option<String> {
     (!v.is_empty()).then(|| v.join(" | "))
 }
 
+/// The default and meaning cells of a flag's table row (meaning with the accepted values).
+fn flag_cells(arg: &Arg) -> (String, String) {
+    let (mut meaning, default) = help_and_default(arg);
+    if let Some(v) = possible_values(arg) {
+        meaning.push_str(&format!(" (one of: {v})"));
+    }
+    let default = default.map_or_else(|| "none".into(), |d| cell(&code(&d)));
+    (default, cell(&meaning))
+}
+
 fn visible_args(cmd: &Command) -> impl Iterator<Item = &Arg> {
     cmd.get_arguments()
         .filter(|a| !a.is_hide_set() && !matches!(a.get_id().as_str(), "help" | "version"))
@@ -128,17 +138,9 @@ pub fn server_settings() -> String {
         } else {
             "—".into()
         };
-        let (help, default) = help_and_default(arg);
-        let mut meaning = help;
-        if let Some(v) = possible_values(arg) {
-            meaning.push_str(&format!(" (one of: {v})"));
-        }
+        let (default, meaning) = flag_cells(arg);
         out.push_str(&format!(
-            "| `--{long}` | {env} | {key} | {} | {} |\n",
-            default
-                .map(|d| cell(&code(&d)))
-                .unwrap_or_else(|| "none".into()),
-            cell(&meaning)
+            "| `--{long}` | {env} | {key} | {default} | {meaning} |\n"
         ));
     }
     out.push_str(&format!(
@@ -155,16 +157,8 @@ pub fn admin_commands() -> String {
     );
     for arg in visible_args(&cmd) {
         let Some(long) = arg.get_long() else { continue };
-        let (help, default) = help_and_default(arg);
-        let mut meaning = help;
-        if let Some(v) = possible_values(arg) {
-            meaning.push_str(&format!(" (one of: {v})"));
-        }
-        out.push_str(&format!(
-            "| `--{long}` | {} | {} |\n",
-            default.map(|d| code(&d)).unwrap_or_else(|| "none".into()),
-            cell(&meaning)
-        ));
+        let (default, meaning) = flag_cells(arg);
+        out.push_str(&format!("| `--{long}` | {default} | {meaning} |\n"));
     }
     out.push_str("\n| Command | Arguments | What it does |\n|---|---|---|\n");
     let mut leaves = Vec::new();

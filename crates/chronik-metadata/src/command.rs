@@ -396,13 +396,7 @@ impl MetadataState {
                     .filter(|b| b.state == BrokerState::Alive)
                     .map(|b| b.node_id)
                     .collect();
-                let p = partition_mut(&mut self.topics, topic, *partition)?;
-                if !p.reassigning() {
-                    return Err(Refusal::NoReassignmentInProgress {
-                        topic: topic.clone(),
-                        partition: *partition,
-                    });
-                }
+                let p = reassigning_partition_mut(&mut self.topics, topic, *partition)?;
                 let target = p.target_replicas();
                 if let Some(r) = target.iter().find(|r| !p.isr.contains(r)) {
                     return Err(Refusal::InvalidReassignment {
@@ -431,13 +425,7 @@ impl MetadataState {
                 Outcome::Done
             }
             MetadataCommand::CancelReassignment { topic, partition } => {
-                let p = partition_mut(&mut self.topics, topic, *partition)?;
-                if !p.reassigning() {
-                    return Err(Refusal::NoReassignmentInProgress {
-                        topic: topic.clone(),
-                        partition: *partition,
-                    });
-                }
+                let p = reassigning_partition_mut(&mut self.topics, topic, *partition)?;
                 let old = p.original_replicas();
                 let isr: Vec<i32> = p
                     .isr
@@ -552,6 +540,23 @@ impl MetadataState {
 }
 
 /// A partition of `topic`, or the refusal naming what does not exist.
+/// [`partition_mut`] of a partition with a reassignment in progress
+/// (`NoReassignmentInProgress` otherwise).
+fn reassigning_partition_mut<'a>(
+    topics: &'a mut BTreeMap<String, TopicInfo>,
+    topic: &str,
+    partition: i32,
+) -> Result<&'a mut PartitionInfo, Refusal> {
+    let p = partition_mut(topics, topic, partition)?;
+    if !p.reassigning() {
+        return Err(Refusal::NoReassignmentInProgress {
+            topic: topic.to_string(),
+            partition,
+        });
+    }
+    Ok(p)
+}
+
 fn partition_mut<'a>(
     topics: &'a mut BTreeMap<String, TopicInfo>,
     topic: &str,
