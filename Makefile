@@ -3,7 +3,7 @@
 #   make build     debug build of every binary in the workspace
 #   make release   optimised build of every binary
 #   make run       optimised standalone broker on 127.0.0.1:9092, data in ./data
-#   make deps      what the tests need (kcat from apt, a Python venv in .venv); idempotent
+#   make deps      what the tests need (kcat and iptables from apt, a Python venv in .venv); idempotent
 #   make test      deps, cargo tests, debug binaries, then the client-compatibility suite (pytest)
 #   make bench     release binaries, then the standard scenarios; writes docs/benchmarks.md
 #   make docs      regenerate the reference sections of docs/operations.md from the code
@@ -41,17 +41,21 @@ run:
 
 deps: deps-apt deps-venv
 
-# `apt-get update` only when apt does not know a candidate for kcat yet (fresh machine, empty lists).
+# Debian packages the tests use: kcat (a librdkafka client) and iptables (network faults inside
+# namespaces, tests/netns.py). `apt-get update` only when apt knows no candidate yet (fresh machine).
+APT_PACKAGES := kcat iptables
 deps-apt:
-	@if command -v kcat >/dev/null 2>&1; then \
-	  echo "deps: kcat present ($$(command -v kcat))"; \
+	@missing=""; \
+	for p in $(APT_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then \
+	  echo "deps: apt packages present ($(APT_PACKAGES))"; \
 	else \
-	  if ! apt-cache policy kcat 2>/dev/null | grep -Eq 'Candidate: [0-9]'; then \
+	  if ! apt-cache policy $$missing 2>/dev/null | grep -Eq 'Candidate: [0-9]'; then \
 	    echo "deps: apt-get update"; \
 	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update; \
 	  fi; \
-	  echo "deps: apt-get install kcat"; \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends kcat; \
+	  echo "deps: apt-get install$$missing"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 
 # The venv is (re)installed only when the requirements file's content differs from the stamp,
