@@ -13,6 +13,7 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::net_limits::NetLimits;
 use crate::topic_config::TopicDefaults;
 pub use chronik_cluster::PeerList;
 
@@ -134,6 +135,24 @@ pub struct ServerArgs {
     /// Most concurrent client connections; more are refused [default: 10000]
     #[arg(long, env = "CHRONIK_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Budget of request bytes being received or handled, across all connections (Kafka's
+    /// queued.max.request.bytes, here on by default; at least 104857600, the largest request).
+    /// When spent, connections stop reading until requests finish. Bounds the broker's RSS to
+    /// about this + 64 KiB per open connection + its working set [default: 268435456]
+    #[arg(long, env = "CHRONIK_QUEUED_MAX_REQUEST_BYTES")]
+    pub queued_max_request_bytes: Option<usize>,
+    /// Close a connection that completed no request for this long and has none in flight
+    /// (Kafka's connections.max.idle.ms) [default: 600000]
+    #[arg(long, env = "CHRONIK_CONNECTIONS_MAX_IDLE_MS")]
+    pub connections_max_idle_ms: Option<u64>,
+    /// A request's size, and then its body, must each arrive within this, or the connection
+    /// is closed (stalled or slow-drip requests) [default: 30000]
+    #[arg(long, env = "CHRONIK_REQUEST_READ_TIMEOUT_MS")]
+    pub request_read_timeout_ms: Option<u64>,
+    /// Most connections from one client address; more are refused (Kafka's
+    /// max.connections.per.ip) [default: no limit besides --max-connections]
+    #[arg(long, env = "CHRONIK_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
     /// Log format: text | json [default: text]
     #[arg(long, env = "CHRONIK_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
@@ -245,6 +264,10 @@ struct FileConfig {
     max_message_bytes: Option<i64>,
     retention_check_interval_ms: Option<u64>,
     max_connections: Option<usize>,
+    queued_max_request_bytes: Option<usize>,
+    connections_max_idle_ms: Option<u64>,
+    request_read_timeout_ms: Option<u64>,
+    max_connections_per_ip: Option<usize>,
     log_format: Option<LogFormat>,
     cluster: Option<String>,
     rpc_addr: Option<SocketAddr>,
@@ -283,6 +306,8 @@ pub struct BrokerConfig {
     pub topic_defaults: TopicDefaults,
     pub retention_check_interval_ms: u64,
     pub max_connections: usize,
+    /// Request budget, idle and read timeouts, per-address limit.
+    pub net: NetLimits,
     pub log_format: LogFormat,
     /// `None`: standalone (a one-node cluster; an RPC listener only with `--rpc-addr`).
     pub cluster: Option<ClusterSettings>,
@@ -393,7 +418,17 @@ impl BrokerConfig {
         topic_defaults
             .validate()
             .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
+        let net = NetLimits::resolve(
+            args.queued_max_request_bytes
+                .or(file.queued_max_request_bytes),
+            args.connections_max_idle_ms
+                .or(file.connections_max_idle_ms),
+            args.request_read_timeout_ms
+                .or(file.request_read_timeout_ms),
+            args.max_connections_per_ip.or(file.max_connections_per_ip),
+        )?;
         let mut cfg = BrokerConfig {
+            net,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)

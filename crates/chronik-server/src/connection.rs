@@ -7,16 +7,26 @@
 //! group commit, and responses still come back in request order.
 //!
 //! Bounds: at most [`MAX_IN_FLIGHT`] requests are queued per connection; when full the
-//! read half stops reading, and TCP pushes back on the client.
+//! read half stops reading, and TCP pushes back on the client. Each request's body is
+//! charged to the budget shared by all connections (`--queued-max-request-bytes`) from
+//! before it is allocated until its answer is written. A request must arrive within
+//! `--request-read-timeout-ms`, and a connection that completes no request for
+//! `--connections-max-idle-ms` with nothing in flight is closed (crate::net_limits).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use chronik_protocol::frame::{read_frame, FrameError, DEFAULT_MAX_FRAME_BYTES};
+use chronik_protocol::budget::{BudgetPermit, RequestBudget};
+use chronik_protocol::frame::{
+    read_frame, Frame, FrameError, FrameLimits, DEFAULT_MAX_FRAME_BYTES,
+};
 use chronik_protocol::{decode_request, encode_response, versions, DecodeError, ResponseError};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
-use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::handlers::{self, Reply};
@@ -31,102 +41,187 @@ struct Outgoing {
     reply: Reply,
     /// When the request was read: the request-latency metric runs to the answer's write.
     received: std::time::Instant,
+    /// The request's charge to the budget: its bytes may live until the answer is written
+    /// (a produce waiting for its fsync may still hold them).
+    _permit: BudgetPermit,
 }
 
-pub async fn run(socket: TcpStream, broker: Arc<Broker>) {
+pub async fn run(socket: TcpStream, broker: Arc<Broker>, budget: RequestBudget) {
     let client_host = socket
         .peer_addr()
         .map(|a| format!("/{}", a.ip()))
         .unwrap_or_default();
-    let (read_half, mut write_half) = socket.into_split();
+    let (read_half, write_half) = socket.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
-    let (tx, mut rx) = mpsc::channel::<Outgoing>(MAX_IN_FLIGHT);
+    let (tx, rx) = mpsc::channel::<Outgoing>(MAX_IN_FLIGHT);
+    // Requests queued or being answered: a connection waiting on one (a long-poll fetch, a
+    // produce waiting for replication) is not idle.
+    let in_flight = Arc::new(AtomicUsize::new(0));
+    let writer = tokio::spawn(write_answers(write_half, rx, in_flight.clone()));
 
-    let writer = tokio::spawn(async move {
-        while let Some(out) = rx.recv().await {
-            let body: Option<ResponseKind> = match out.reply {
-                Reply::None => None,
-                Reply::Now(body) => Some(*body),
-                Reply::Later(fut) => Some(fut.await),
-            };
-            let Some(body) = body else { continue };
-            match encode_response(out.api_key, out.version, out.correlation_id, &body) {
-                Ok(bytes) => {
-                    if let Err(e) = write_half.write_all(&bytes).await {
-                        tracing::debug!(error = %e, "client went away while writing");
-                        return;
-                    }
-                    crate::metrics::request(out.api_key, out.received.elapsed());
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot encode response; closing connection");
-                    return;
-                }
-            }
-        }
-        let _ = write_half.shutdown().await;
-    });
-
+    let net = &broker.config.net;
+    let limits = FrameLimits {
+        max_bytes: DEFAULT_MAX_FRAME_BYTES,
+        budget: Some(budget),
+        read_timeout: Some(net.request_read_timeout),
+    };
     let shutdown = broker.shutdown.clone();
+    let mut idle_deadline = Instant::now() + net.connections_max_idle;
     loop {
-        let frame = tokio::select! {
+        // Wait for the next request's first byte (fill_buf consumes nothing), or close the
+        // connection once it has been idle too long.
+        let readable = tokio::select! {
             _ = shutdown.wait() => break,
-            frame = read_frame(&mut reader, DEFAULT_MAX_FRAME_BYTES) => frame,
+            _ = tokio::time::sleep_until(idle_deadline) => {
+                if in_flight.load(Ordering::Acquire) > 0 {
+                    idle_deadline = Instant::now() + net.connections_max_idle;
+                    continue;
+                }
+                crate::metrics::connection_closed("idle");
+                tracing::debug!("closing idle connection");
+                break;
+            }
+            r = reader.fill_buf() => r.map(|b| !b.is_empty()),
         };
-        let frame = match frame {
-            Ok(Some(f)) => f.freeze(),
-            Ok(None) => break,
-            Err(FrameError::Io(e)) => {
+        match readable {
+            Ok(true) => {}
+            Ok(false) => break, // the peer closed between requests
+            Err(e) => {
                 tracing::debug!(error = %e, "socket error");
                 break;
             }
+        }
+        let frame = tokio::select! {
+            _ = shutdown.wait() => break,
+            frame = read_frame(&mut reader, &limits) => frame,
+        };
+        let Frame { body, permit } = match frame {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
             Err(e) => {
-                tracing::warn!(error = %e, "bad frame; closing connection");
+                report_frame_error(&e);
                 break;
             }
         };
-        let out = match decode_request(frame) {
-            Ok(req) => {
-                let received = std::time::Instant::now();
-                let (api_key, version, correlation_id) =
-                    (req.api_key, req.version, req.correlation_id());
-                let reply = handlers::dispatch(&broker, req, &client_host).await;
-                Outgoing {
-                    api_key,
-                    version,
-                    correlation_id,
-                    reply,
-                    received,
-                }
-            }
-            Err(DecodeError::UnsupportedVersion {
-                api_key: ApiKey::ApiVersions,
-                version,
-                correlation_id,
-            }) => {
-                // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our ranges so the
-                // client can pick a version we speak.
-                tracing::debug!(version, "ApiVersions version not supported; answering v0");
-                Outgoing {
-                    api_key: ApiKey::ApiVersions,
-                    version: 0,
-                    correlation_id,
-                    received: std::time::Instant::now(),
-                    reply: Reply::now(ResponseKind::ApiVersions(versions::api_versions_response(
-                        ResponseError::UnsupportedVersion.code(),
-                    ))),
-                }
-            }
-            Err(e) => {
-                // Kafka closes the connection on requests it cannot parse.
-                tracing::warn!(error = %e, "cannot decode request; closing connection");
-                break;
-            }
+        idle_deadline = Instant::now() + net.connections_max_idle;
+        let Some(out) = handle(&broker, body.freeze(), permit, &client_host).await else {
+            break;
         };
+        in_flight.fetch_add(1, Ordering::AcqRel);
         if tx.send(out).await.is_err() {
             break; // writer gone: the client stopped reading
         }
     }
     drop(tx);
     let _ = writer.await;
+}
+
+/// Writes answers strictly in request order, awaiting each one's future first.
+async fn write_answers(
+    mut write_half: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Outgoing>,
+    in_flight: Arc<AtomicUsize>,
+) {
+    while let Some(out) = rx.recv().await {
+        let written = write_answer(&mut write_half, out).await;
+        in_flight.fetch_sub(1, Ordering::AcqRel);
+        if !written {
+            return;
+        }
+    }
+    let _ = write_half.shutdown().await;
+}
+
+/// Writes one answer (if the request has one); false when the connection must close.
+async fn write_answer(write_half: &mut OwnedWriteHalf, out: Outgoing) -> bool {
+    let body: Option<ResponseKind> = match out.reply {
+        Reply::None => None,
+        Reply::Now(body) => Some(*body),
+        Reply::Later(fut) => Some(fut.await),
+    };
+    let Some(body) = body else { return true };
+    match encode_response(out.api_key, out.version, out.correlation_id, &body) {
+        Ok(bytes) => {
+            if let Err(e) = write_half.write_all(&bytes).await {
+                tracing::debug!(error = %e, "client went away while writing");
+                return false;
+            }
+            crate::metrics::request(out.api_key, out.received.elapsed());
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot encode response; closing connection");
+            false
+        }
+    }
+}
+
+/// Counts and (rate-limited) logs why a frame closed its connection.
+fn report_frame_error(e: &FrameError) {
+    match e {
+        FrameError::Io(e) => tracing::debug!(error = %e, "socket error"),
+        FrameError::ReadTimeout { .. } => {
+            crate::metrics::connection_closed("request_read_timeout");
+            crate::warn_limited!("request_read_timeout", error = %e,
+                "request not received in time; closing connection");
+        }
+        FrameError::Truncated => {
+            crate::metrics::bad_request("truncated");
+            crate::warn_limited!("bad_frame", error = %e, "bad frame; closing connection");
+        }
+        FrameError::BadSize { .. } | FrameError::OverBudget { .. } => {
+            crate::metrics::bad_request("frame_size");
+            crate::warn_limited!("bad_frame", error = %e, "bad frame; closing connection");
+        }
+    }
+}
+
+/// Decodes and dispatches one request; `None` when the connection must close.
+async fn handle(
+    broker: &Arc<Broker>,
+    frame: bytes::Bytes,
+    permit: BudgetPermit,
+    client_host: &str,
+) -> Option<Outgoing> {
+    match decode_request(frame) {
+        Ok(req) => {
+            let received = std::time::Instant::now();
+            let (api_key, version, correlation_id) =
+                (req.api_key, req.version, req.correlation_id());
+            let reply = handlers::dispatch(broker, req, client_host).await;
+            Some(Outgoing {
+                api_key,
+                version,
+                correlation_id,
+                reply,
+                received,
+                _permit: permit,
+            })
+        }
+        Err(DecodeError::UnsupportedVersion {
+            api_key: ApiKey::ApiVersions,
+            version,
+            correlation_id,
+        }) => {
+            // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our ranges so the
+            // client can pick a version we speak.
+            tracing::debug!(version, "ApiVersions version not supported; answering v0");
+            Some(Outgoing {
+                api_key: ApiKey::ApiVersions,
+                version: 0,
+                correlation_id,
+                received: std::time::Instant::now(),
+                reply: Reply::now(ResponseKind::ApiVersions(versions::api_versions_response(
+                    ResponseError::UnsupportedVersion.code(),
+                ))),
+                _permit: permit,
+            })
+        }
+        Err(e) => {
+            // Kafka closes the connection on requests it cannot parse.
+            crate::metrics::bad_request("decode");
+            crate::warn_limited!("decode", error = %e, "cannot decode request; closing connection");
+            None
+        }
+    }
 }

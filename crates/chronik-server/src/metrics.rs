@@ -289,3 +289,30 @@ fn group_lag(broker: &Broker, per_partition: bool) {
         }
     }
 }
+
+// Client-connection hardening (issue 15): counters of what clients got refused or closed for,
+// and of log lines the rate limit held back (crate::log_limit). Labels are fixed small sets.
+pub const BAD_REQUESTS: &str = "chronik_bad_requests_total";
+pub const CONNECTIONS_CLOSED: &str = "chronik_connections_closed_total";
+pub const CONNECTIONS_REFUSED: &str = "chronik_connections_refused_total";
+pub const LOG_SUPPRESSED: &str = "chronik_log_suppressed_total";
+
+/// A request closed its connection: `kind` is frame_size, truncated or decode.
+pub fn bad_request(kind: &'static str) {
+    counter!(BAD_REQUESTS, "kind" => kind).increment(1);
+}
+
+/// A connection closed by the broker: `reason` is idle or request_read_timeout.
+pub fn connection_closed(reason: &'static str) {
+    counter!(CONNECTIONS_CLOSED, "reason" => reason).increment(1);
+}
+
+/// A connection refused at accept: `reason` is max_connections or max_connections_per_ip.
+pub fn connection_refused(reason: &'static str) {
+    counter!(CONNECTIONS_REFUSED, "reason" => reason).increment(1);
+}
+
+/// A warning line held back by the rate limit at `site`.
+pub fn log_suppressed(site: &'static str) {
+    counter!(LOG_SUPPRESSED, "site" => site).increment(1);
+}
