@@ -138,43 +138,52 @@ impl MetadataNode {
                 let Some(node) = me.upgrade() else { return };
                 let m = node.raft().metrics().borrow().clone();
                 let membership = m.membership_config.membership().clone();
+                let configs = membership.get_joint_config().clone();
                 let is_voter = membership.voter_ids().any(|v| v == node.node_id);
                 if m.state == ServerState::Leader {
                     // A leader hears itself: should it step down, its patience starts then.
                     node.contact.heard();
                     continue;
                 }
-                if m.state == ServerState::Shutdown
-                    || !is_voter
-                    || node.contact.silence() < patience
-                    || Instant::now() < next_round
-                {
+                if m.state == ServerState::Shutdown || !is_voter {
+                    continue;
+                }
+                // The only voter (standalone) has nobody to wait for or to disturb: it elects
+                // itself at once, as openraft's own timer does.
+                let alone = is_quorum(&configs, &BTreeSet::from([node.node_id]));
+                if alone {
+                    if m.state != ServerState::Candidate {
+                        node.elect(m.current_term).await;
+                    }
+                    continue;
+                }
+                if node.contact.silence() < patience || Instant::now() < next_round {
                     continue;
                 }
                 patience = timing.lease() + random_timeout();
                 next_round = Instant::now() + random_timeout();
-                let configs = membership.get_joint_config().clone();
                 if node.pre_vote_round(&configs, timing).await {
                     info!(
                         node = node.node_id,
                         term = m.current_term,
                         "a quorum granted the pre-vote; starting an election"
                     );
-                    if let Err(e) = node.raft().trigger().elect().await {
-                        debug!(node = node.node_id, error = %e, "cannot start an election");
-                    }
+                    node.elect(m.current_term).await;
                 }
             }
         });
+    }
+
+    async fn elect(&self, term: u64) {
+        if let Err(e) = self.raft().trigger().elect().await {
+            debug!(node = self.node_id, term, error = %e, "cannot start an election");
+        }
     }
 
     /// Asks every other voter for a pre-vote, each within the shortest election timeout;
     /// true when the grants (this node's own included) make a quorum of every voter set.
     async fn pre_vote_round(&self, configs: &[BTreeSet<NodeId>], timing: Timing) -> bool {
         let mut granted = BTreeSet::from([self.node_id]);
-        if is_quorum(configs, &granted) {
-            return true; // the only voter
-        }
         let last = self.raft().data_metrics().borrow().last_log;
         let Ok(last_log_id_json) = serde_json::to_vec(&last) else {
             return false;
@@ -231,11 +240,11 @@ impl MetadataNode {
             Some(l) if l == self.node_id => match m.millis_since_quorum_ack {
                 Some(ms) if ms <= stale_ms => Ok(()),
                 Some(ms) => Err(format!(
-                    "this node leads the metadata cluster but no quorum has answered it for {ms} ms"
+                    "this node is the metadata leader but no quorum has answered it for {ms} ms"
                 )),
-                None => Err(
-                    "this node leads the metadata cluster but no quorum has answered it yet".into(),
-                ),
+                None => {
+                    Err("this node is the metadata leader but no quorum has answered it yet".into())
+                }
             },
             Some(l) => {
                 let ms = self.contact.silence().as_millis() as u64;
