@@ -105,7 +105,13 @@ pub(crate) fn grant_pre_vote(
         ));
     }
     let own = raft.data_metrics().borrow().last_log;
-    if candidate_last < own.as_ref() {
+    // As openraft decides real votes: the candidate's log must compare as at least as up to
+    // date (log ids of one term from two leaders do not compare, and refuse).
+    let up_to_date = matches!(
+        candidate_last.partial_cmp(&own.as_ref()),
+        Some(std::cmp::Ordering::Greater | std::cmp::Ordering::Equal)
+    );
+    if !up_to_date {
         return Err(format!(
             "the candidate's log ({candidate_last:?}) is behind the receiver's ({own:?})"
         ));
