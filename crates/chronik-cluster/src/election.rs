@@ -151,7 +151,10 @@ impl MetadataNode {
                     node.contact.heard();
                     continue;
                 }
-                if m.state == ServerState::Shutdown || !is_voter {
+                if m.state == ServerState::Shutdown {
+                    return;
+                }
+                if !is_voter {
                     continue;
                 }
                 // The only voter (standalone) has nobody to wait for or to disturb: it elects
