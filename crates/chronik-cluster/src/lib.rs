@@ -3,13 +3,16 @@
 //! leader. The state machine and its storage live in `chronik-metadata`; this crate adds the
 //! network.
 
+pub mod election;
 pub mod liveness;
 pub mod membership;
 pub mod network;
 pub mod node;
 pub mod peers;
+mod read_index;
 pub mod service;
 
+pub use election::Timing;
 pub use liveness::LivenessConfig;
 pub use node::{ClusterError, MetadataNode, NodeConfig, ProposeError, RaftStatus};
 pub use peers::PeerList;

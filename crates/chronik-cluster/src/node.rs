@@ -25,6 +25,7 @@ use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use crate::election::{LeaderContact, Timing};
 use crate::liveness::Heartbeats;
 use crate::membership::{self, MembershipOp};
 use crate::network::{channel, Network};
@@ -50,7 +51,7 @@ pub struct NodeConfig {
     pub rpc_listener: Option<TcpListener>,
     /// How long a metadata write may wait for a leader and a quorum before it fails.
     pub propose_timeout: Duration,
-    /// Raft heartbeat; elections time out after 4-8 heartbeats.
+    /// Raft heartbeat; elections time out after 4-8 heartbeats (see [`Timing`]).
     pub heartbeat: Duration,
     /// Build a snapshot (and purge the log behind it) after this many entries.
     pub snapshot_after_logs: u64,
@@ -126,6 +127,9 @@ pub struct MetadataNode {
     startup_committed: Option<u64>,
     /// A handle on the Raft log, for the committed index (openraft 0.9's metrics lack it).
     log: LogStore,
+    /// When this node last heard from a leader (pre-vote and readiness).
+    pub(crate) contact: Arc<LeaderContact>,
+    pub(crate) timing: Timing,
 }
 
 fn check_identity(dir: &Path, node_id: NodeId, peers: &PeerList) -> Result<(), ClusterError> {
@@ -187,12 +191,14 @@ impl MetadataNode {
             .map_err(|e| ClusterError::Raft(e.to_string()))?
             .map(|id| id.index);
         let state = sm.subscribe();
-        let hb = cfg.heartbeat.as_millis().max(10) as u64;
+        let timing = Timing::from_heartbeat(cfg.heartbeat);
         let config = openraft::Config {
             cluster_name: "chronik".into(),
-            heartbeat_interval: hb,
-            election_timeout_min: hb * 4,
-            election_timeout_max: hb * 8,
+            heartbeat_interval: timing.heartbeat.as_millis() as u64,
+            election_timeout_min: timing.election_min.as_millis() as u64,
+            election_timeout_max: timing.election_max.as_millis() as u64,
+            // Elections are started by the elector after a pre-vote (see `election`).
+            enable_elect: false,
             snapshot_policy: SnapshotPolicy::LogsSinceLast(cfg.snapshot_after_logs.max(1)),
             max_in_snapshot_log_to_keep: (cfg.snapshot_after_logs / 10).max(1),
             ..Default::default()
@@ -200,20 +206,22 @@ impl MetadataNode {
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let log_view = log.clone();
-        let raft = Raft::new(cfg.node_id, Arc::new(config), Network, log, sm)
+        let config = Arc::new(config);
+        let raft = Raft::new(cfg.node_id, config.clone(), Network, log, sm)
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
 
         let (stop_tx, stop_rx) = oneshot::channel();
         let heartbeats = Arc::new(Heartbeats::default());
+        let contact = Arc::new(LeaderContact::default());
         if let Some(listener) = cfg.rpc_listener {
-            Self::serve(
-                raft.clone(),
-                heartbeats.clone(),
-                cfg.extra_routes,
-                listener,
-                stop_rx,
-            );
+            let service = RaftService {
+                raft: raft.clone(),
+                heartbeats: heartbeats.clone(),
+                contact: contact.clone(),
+                timing,
+            };
+            Self::serve(service, cfg.extra_routes, listener, stop_rx);
         }
 
         let node = Arc::new(MetadataNode {
@@ -226,24 +234,26 @@ impl MetadataNode {
             heartbeats,
             startup_committed,
             log: log_view,
+            contact,
+            timing,
         });
         match &cfg.join {
             Some(addr) => node.join(addr).await?,
             None => node.form().await?,
         }
         node.spawn_observer();
+        node.start_elector(config);
         Ok(node)
     }
 
     /// Serves the Raft gRPC service on `listener` until `stop` fires.
     fn serve(
-        raft: Raft<TypeConfig>,
-        heartbeats: Arc<Heartbeats>,
+        service: RaftService,
         extra: Option<tonic::service::Routes>,
         listener: TcpListener,
         stop_rx: oneshot::Receiver<()>,
     ) {
-        let service = RaftServer::new(RaftService { raft, heartbeats })
+        let service = RaftServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
         let incoming = tokio_stream_from(listener);
@@ -474,8 +484,9 @@ impl MetadataNode {
     }
 
     /// Waits until the cluster is named (formed, with a leader that committed `InitCluster`),
-    /// this node has applied that, and it applied at least as far as it had committed before
-    /// it restarted.
+    /// this node has applied that, it applied at least as far as it had committed before it
+    /// restarted, and it applied the leader's read index (everything committed while it was
+    /// away): only then may it act on its metadata or answer from it.
     pub async fn wait_ready(&self, timeout: Duration) -> Result<Arc<MetadataState>, ClusterError> {
         let mut rx = self.state.clone();
         let ready = tokio::time::timeout(timeout, async {
@@ -488,8 +499,9 @@ impl MetadataNode {
             }
             rx.wait_for(|s| !s.cluster_id.is_empty())
                 .await
-                .map(|s| s.clone())
-                .map_err(|_| ())
+                .map_err(|_| ())?;
+            self.catch_up_with_leader().await?;
+            Ok::<_, ()>(self.state())
         })
         .await;
         match ready {

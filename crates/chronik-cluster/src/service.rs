@@ -6,20 +6,23 @@ use std::time::Duration;
 
 use chronik_metadata::raft::TypeConfig;
 use chronik_metadata::MetadataCommand;
-use openraft::error::{ClientWriteError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::raft::{AppendEntriesResponse, InstallSnapshotRequest};
 use openraft::{Raft, ServerState};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
 use tracing::debug;
 
+use crate::election::{grant_pre_vote, LeaderContact, Timing};
 use crate::liveness::Heartbeats;
 use crate::membership::{self, MembershipOp};
 use crate::pb::propose_reply::Result as ProposeResult;
 use crate::pb::raft_server::Raft as RaftRpc;
+use crate::pb::read_index_reply::Result as ReadIndexResult;
 use crate::pb::{
-    HeartbeatReply, HeartbeatRequest, MembershipReply, MembershipRequest, ProposeReply,
-    ProposeRequest, RaftPayload,
+    HeartbeatReply, HeartbeatRequest, MembershipReply, MembershipRequest, PreVoteReply,
+    PreVoteRequest, ProposeReply, ProposeRequest, RaftPayload, ReadIndexReply, ReadIndexRequest,
 };
 
 /// Largest message the service accepts: snapshot chunks are the biggest (openraft sends them
@@ -33,6 +36,9 @@ pub const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct RaftService {
     pub raft: Raft<TypeConfig>,
     pub heartbeats: Arc<Heartbeats>,
+    /// Updated on every AppendEntries or snapshot chunk this node accepts from a leader.
+    pub contact: Arc<LeaderContact>,
+    pub timing: Timing,
 }
 
 fn decode<T: DeserializeOwned>(p: &RaftPayload) -> Result<T, Status> {
@@ -53,7 +59,12 @@ impl RaftRpc for RaftService {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(req.get_ref())?;
-        encode(&self.raft.append_entries(rpc).await)
+        let result = self.raft.append_entries(rpc).await;
+        // Refused only for an old term (HigherVote): anything else comes from the leader.
+        if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
+            self.contact.heard();
+        }
+        encode(&result)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
@@ -65,8 +76,14 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode(req.get_ref())?;
-        encode(&self.raft.install_snapshot(rpc).await)
+        let rpc: InstallSnapshotRequest<TypeConfig> = decode(req.get_ref())?;
+        let vote = rpc.vote;
+        let result = self.raft.install_snapshot(rpc).await;
+        // Accepted: this node now holds the sender's vote (a refusal answers a higher one).
+        if matches!(&result, Ok(r) if r.vote == vote) {
+            self.contact.heard();
+        }
+        encode(&result)
     }
 
     /// Commits a command forwarded by another node, if this node leads; never forwards again
@@ -119,5 +136,40 @@ impl RaftRpc for RaftService {
             self.heartbeats.record(req.get_ref().node_id);
         }
         Ok(Response::new(HeartbeatReply { accepted: leads }))
+    }
+
+    /// Would this node vote for the candidate? Changes nothing here (see `election`).
+    async fn pre_vote(
+        &self,
+        req: Request<PreVoteRequest>,
+    ) -> Result<Response<PreVoteReply>, Status> {
+        let req = req.into_inner();
+        let last: Option<openraft::LogId<chronik_metadata::raft::NodeId>> =
+            serde_json::from_slice(&req.last_log_id_json)
+                .map_err(|e| Status::invalid_argument(format!("undecodable last log id: {e}")))?;
+        let verdict = grant_pre_vote(&self.raft, &self.contact, &self.timing, last.as_ref());
+        debug!(candidate = req.candidate_id, ?verdict, "pre-vote");
+        Ok(Response::new(PreVoteReply {
+            granted: verdict.is_ok(),
+            reason: verdict.err().unwrap_or_default(),
+        }))
+    }
+
+    /// The read index, if this node leads: it first confirms its leadership with a quorum.
+    async fn read_index(
+        &self,
+        req: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexReply>, Status> {
+        debug!(from = req.get_ref().from_node, "read index asked");
+        let result = match self.raft.get_read_log_id().await {
+            Ok((read, _)) => ReadIndexResult::ReadEnd(read.map_or(0, |l| l.index + 1)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                ReadIndexResult::NotLeaderLeaderId(f.leader_id.unwrap_or(0))
+            }
+            Err(e) => ReadIndexResult::Error(e.to_string()),
+        };
+        Ok(Response::new(ReadIndexReply {
+            result: Some(result),
+        }))
     }
 }

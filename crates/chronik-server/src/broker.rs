@@ -670,6 +670,11 @@ impl Broker {
         self.metadata.status()
     }
 
+    /// Ok while a metadata leader with a quorum is reachable; else why not.
+    pub fn check_leader_contact(&self) -> Result<(), String> {
+        self.metadata.check_leader_contact()
+    }
+
     /// A Raft membership change, carried out by the leader.
     pub async fn change_membership(
         &self,

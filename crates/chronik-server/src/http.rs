@@ -1,6 +1,6 @@
 //! The HTTP endpoint (`--http-addr`): `/metrics` in Prometheus text format, `/health/live`
-//! (the process answers) and `/health/ready` (Raft has a leader, this broker is unfenced and
-//! its WAL has recovered). It starts before the broker, so readiness can say "not yet" while
+//! (the process answers) and `/health/ready` (a Raft leader that a quorum answered is
+//! reachable, this broker is unfenced and its WAL has recovered). It starts before the broker, so readiness can say "not yet" while
 //! the WAL recovers and the metadata cluster forms.
 
 use std::sync::{Arc, OnceLock, Weak};
@@ -84,10 +84,7 @@ async fn ready(State(s): State<HttpState>) -> (StatusCode, String) {
 
 fn readiness(broker: Option<&Broker>, phase: &StartupPhase) -> Result<(), String> {
     let b = broker.ok_or_else(|| format!("starting: {}", phase.get()))?;
-    let raft = b.raft_status();
-    if raft.leader.is_none() {
-        return Err("the metadata cluster has no leader".into());
-    }
+    b.check_leader_contact()?;
     match b.metadata().brokers.get(&b.node_id).map(|x| x.state) {
         Some(BrokerState::Alive) | Some(BrokerState::Decommissioning) => Ok(()),
         Some(BrokerState::Fenced) => Err("this broker is fenced by the controller".into()),

@@ -15,7 +15,8 @@ impl Default for StartupPhase {
 
 impl StartupPhase {
     pub const METADATA: &'static str = "joining the metadata cluster";
-    pub const METADATA_CATCH_UP: &'static str = "waiting for the metadata cluster to catch up";
+    pub const METADATA_CATCH_UP: &'static str =
+        "catching up with the metadata leader (applying its log up to the leader's commit index)";
     pub const WAL_RECOVERY: &'static str = "recovering the WAL of this node's partitions";
     pub const OFFSETS: &'static str = "replaying committed offsets";
 
