@@ -567,6 +567,20 @@ impl Replica {
         Ok(true)
     }
 
+    /// After the log was cut back outside replication (a heal after a storage error): the
+    /// leader epochs as rescanned from the log, and a high watermark no higher than its end.
+    pub fn replace_epochs(&self, epochs: EpochCache) {
+        let end = self.log.log_end_offset();
+        self.lock().epochs = epochs;
+        self.hw.send_if_modified(|cur| {
+            let lower = *cur > end;
+            if lower {
+                *cur = end;
+            }
+            lower
+        });
+    }
+
     /// Follower side: cuts a divergent tail at `offset` (a batch boundary in both logs).
     pub fn truncate_to(&self, offset: i64) -> Result<(), WalError> {
         let offset = offset.max(self.log.log_start_offset());
