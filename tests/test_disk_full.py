@@ -1,7 +1,8 @@
 """A full disk poisons a partition; freeing space heals it without a restart (issue 15, item 5).
 
-The data dir lives on a small tmpfs (the quickest full disk: its fdatasync is a no-op, so this
-tests ENOSPC, not durability). A filler file takes most of the space; producing fills the
+The data dir lives on a small filesystem: a tmpfs (the quickest full disk; its fdatasync is a
+no-op, so writes fail) and a loop-mounted ext4 image (a real filesystem, where space may also
+run out at writeback, so an fdatasync can fail too). A filler file takes most of the space; producing fills the
 rest until writes fail. While the partition is poisoned, /health/ready answers 503 naming it
 and `chronik_partition_poisoned` is 1. Deleting the filler frees space: the same partition
 must take produces again within a bounded time, without a restart, and every acknowledged
@@ -13,6 +14,8 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+
+import pytest
 
 from confluent_kafka import Producer
 
@@ -47,11 +50,22 @@ def _produce_chunk(p: Producer, topic: str, first: int, n: int, acked: dict, fai
     assert p.flush(30) == 0, "delivery reports missing"
 
 
-def test_full_disk_heals_without_restart(broker_factory, tmp_path):
+def _mount(kind: str, tmp_path, mnt) -> None:
+    if kind == "tmpfs":
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={FS_BYTES}", "tmpfs", str(mnt)], check=True)
+        return
+    img = tmp_path / "fs.img"
+    subprocess.run(["truncate", "-s", str(FS_BYTES), str(img)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-m", "0", str(img)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], check=True)
+
+
+@pytest.mark.parametrize("kind", ["tmpfs", "ext4"])
+def test_full_disk_heals_without_restart(broker_factory, tmp_path, kind):
     mnt = tmp_path / "fs"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={FS_BYTES}", "tmpfs", str(mnt)], check=True)
     b = None
+    _mount(kind, tmp_path, mnt)
     try:
         b = broker_factory(name="disk", data_dir=mnt / "data",
                            args=["--http-addr", "127.0.0.1:0", "--offsets-topic-partitions", "1"])
