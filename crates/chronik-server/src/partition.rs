@@ -158,13 +158,13 @@ impl Partition {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// After the log healed into `generation`: rebuilds producer state and leader epochs from
-    /// what the heal left of the log. Appends stay refused until
+    /// After the log healed: rebuilds producer state from what the heal left of the log and
+    /// drops the leader epochs recorded past the cut. Appends stay refused until
     /// [`serve_generation`](Self::serve_generation).
     pub async fn rebuild_after_heal(&self) -> Result<(), WalError> {
-        let (table, epochs) = scan(&self.log).await?;
+        let (table, _) = scan(&self.log).await?;
         *self.producers.lock().unwrap_or_else(|e| e.into_inner()) = table;
-        self.replica.replace_epochs(epochs);
+        self.replica.reconcile_heal();
         Ok(())
     }
 
@@ -249,8 +249,11 @@ impl Partition {
                 _ => {
                     let mut batch = records[range.clone()].to_vec();
                     let appended = self.log.append(&mut batch, leader_epoch)?;
-                    self.replica
-                        .record_epoch(leader_epoch, appended.base_offset);
+                    self.replica.record_epoch(
+                        leader_epoch,
+                        appended.base_offset,
+                        appended.generation,
+                    );
                     producers.record(header, appended.base_offset);
                     Accepted {
                         base_offset: appended.base_offset,
