@@ -38,6 +38,7 @@ fn register(id: i32) -> MetadataCommand {
         rack: None,
         rpc_addr: String::new(),
         state: BrokerState::Alive,
+        incarnation: 0,
     })
 }
 

@@ -20,7 +20,12 @@ pub enum MetadataCommand {
     InitCluster {
         cluster_id: String,
     },
-    /// Adds or updates a broker's addresses; a (re)registered broker is alive.
+    /// Adds or updates a broker's addresses; a (re)registered broker is alive. A new
+    /// incarnation (the broker restarted, or healed a poisoned partition) bumps the leader
+    /// epoch of every partition it leads: its log may have lost offsets its followers already
+    /// fetched (written, never synced), and refilling them under the old epoch would leave
+    /// replicas that differ at the same offsets and epoch, with nothing to detect it. Under a
+    /// new epoch the followers' divergence check cuts their extra tail.
     RegisterBroker(BrokerInfo),
     /// The controller fences a silent broker or unfences one that heartbeats again.
     SetBrokerState {
@@ -133,6 +138,17 @@ impl MetadataState {
                 Outcome::Done
             }
             MetadataCommand::RegisterBroker(b) => {
+                let new_incarnation = self
+                    .brokers
+                    .get(&b.node_id)
+                    .is_some_and(|old| old.incarnation != b.incarnation);
+                if new_incarnation {
+                    for p in self.topics.values_mut().flat_map(|t| &mut t.partitions) {
+                        if p.leader == b.node_id {
+                            p.leader_epoch += 1;
+                        }
+                    }
+                }
                 self.brokers.insert(b.node_id, b.clone());
                 Outcome::Done
             }
@@ -599,6 +615,7 @@ mod tests {
                 rack: None,
                 rpc_addr: String::new(),
                 state: BrokerState::Alive,
+                incarnation: 0,
             }))
             .unwrap();
         }
@@ -614,6 +631,37 @@ mod tests {
             configs: BTreeMap::new(),
             internal: false,
         }
+    }
+
+    #[test]
+    fn new_incarnation_bumps_the_epochs_the_broker_leads() {
+        let mut s = state_with_brokers(3);
+        s.apply(&create("t", 3, 3)).unwrap();
+        let epochs = |s: &MetadataState| -> Vec<(i32, i32)> {
+            s.topics["t"]
+                .partitions
+                .iter()
+                .map(|p| (p.leader, p.leader_epoch))
+                .collect()
+        };
+        let before = epochs(&s);
+        let mut b = s.brokers[&2].clone();
+        // Same incarnation (a re-registration with new addresses): no bump.
+        b.port = 9999;
+        s.apply(&MetadataCommand::RegisterBroker(b.clone()))
+            .unwrap();
+        assert_eq!(epochs(&s), before);
+        b.incarnation = 42;
+        s.apply(&MetadataCommand::RegisterBroker(b)).unwrap();
+        let after = epochs(&s);
+        for ((leader, e0), (_, e1)) in before.iter().zip(&after) {
+            assert_eq!(
+                *e1,
+                if *leader == 2 { e0 + 1 } else { *e0 },
+                "{before:?} {after:?}"
+            );
+        }
+        assert!(before.iter().any(|(l, _)| *l == 2));
     }
 
     #[test]

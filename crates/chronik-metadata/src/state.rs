@@ -17,6 +17,11 @@ pub struct BrokerInfo {
     pub rpc_addr: String,
     #[serde(default)]
     pub state: BrokerState,
+    /// Which run of the broker process registered (a fresh random number per start, and per
+    /// heal of a poisoned partition). A new one bumps the leader epoch of every partition the
+    /// broker leads (see [`crate::MetadataCommand::RegisterBroker`]).
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// A broker's standing, set by the controller.

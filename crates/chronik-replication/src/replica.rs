@@ -82,6 +82,10 @@ struct State {
     followers: HashMap<BrokerId, Progress>,
     /// When the current leadership began: followers count as caught up from then on.
     leading_since: Instant,
+    /// The log generation `epochs` describes. A heal (the WAL cut back to its last synced
+    /// offset after a storage error) bumps the log's; the epochs recorded at or past the cut
+    /// are then stale and are dropped before the next one is recorded (`reconcile`).
+    generation: u64,
 }
 
 /// A follower's fetch of this partition, as the leader receives it.
@@ -150,6 +154,7 @@ impl Replica {
                 epochs,
                 followers: HashMap::new(),
                 leading_since: Instant::now(),
+                generation: log.generation(),
             }),
             hw: watch::channel(hw).0,
             leading: watch::channel(None).0,
@@ -282,9 +287,14 @@ impl Replica {
         self.update_high_watermark();
     }
 
-    /// Notes a batch appended at `base` with `epoch` (leader appends and replicated ones).
-    pub fn record_epoch(&self, epoch: i32, base: i64) {
-        self.lock().epochs.record(epoch, base);
+    /// Notes a batch a leader appended at `base` with `epoch`, in log `generation`
+    /// ([`chronik_wal::Appended::generation`]). A batch of an older generation than the one the
+    /// epochs describe was cut by a heal: it is not recorded.
+    pub fn record_epoch(&self, epoch: i32, base: i64, generation: u64) {
+        let mut st = self.lock();
+        if generation == st.generation {
+            st.epochs.record(epoch, base);
+        }
     }
 
     pub fn last_epoch(&self) -> i32 {
@@ -560,11 +570,41 @@ impl Replica {
             }
             let mut batch = records[pos..end].to_vec();
             let appended = self.log.append_replica(&mut batch)?;
+            if appended.generation != st.generation {
+                // The log healed since the last append here: nothing was appended since the
+                // cut (appends take this lock and reconcile), so this batch starts at it.
+                st.epochs.truncate_from(appended.base_offset);
+                st.generation = appended.generation;
+            }
             st.epochs
                 .record(header.partition_leader_epoch, appended.base_offset);
             pos = end;
         }
         Ok(true)
+    }
+
+    /// After the log healed (was cut back to its last synced offset outside replication):
+    /// forgets the leader epochs recorded at or past the cut and lowers the high watermark to
+    /// the log end. Exact as long as nothing was appended since the heal except through
+    /// `append_fetched` (which reconciles itself, under the same lock): the broker keeps a
+    /// healed partition's leader appends closed until it called this.
+    pub fn reconcile_heal(&self) {
+        let end = self.log.log_end_offset();
+        {
+            let mut st = self.lock();
+            let generation = self.log.generation();
+            if generation != st.generation {
+                st.epochs.truncate_from(end);
+                st.generation = generation;
+            }
+        }
+        self.hw.send_if_modified(|cur| {
+            let lower = *cur > end;
+            if lower {
+                *cur = end;
+            }
+            lower
+        });
     }
 
     /// Follower side: cuts a divergent tail at `offset` (a batch boundary in both logs).

@@ -4,6 +4,8 @@
 //! first and then opens or removes WAL partitions; one async lock serializes these so the
 //! WAL directories always follow the metadata.
 
+mod heal;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -158,6 +160,10 @@ pub struct Broker {
     _data_dir_lock: std::fs::File,
     /// Group membership. Held only for short, non-blocking state changes.
     groups: std::sync::Mutex<GroupManager>,
+    /// How this broker registered: its addresses and the incarnation it leads in. The
+    /// incarnation is fresh for every process start and every heal of a poisoned partition
+    /// (`heal`); this broker takes no new leadership until the metadata shows it.
+    registration: std::sync::Mutex<BrokerInfo>,
     pub shutdown: Shutdown,
 }
 
@@ -254,6 +260,15 @@ impl Broker {
                 ),
                 ..GroupConfig::default()
             })),
+            registration: std::sync::Mutex::new(BrokerInfo {
+                node_id,
+                host: String::new(),
+                port: 0,
+                rack: None,
+                rpc_addr: String::new(),
+                state: BrokerState::Alive,
+                incarnation: 0,
+            }),
             shutdown,
             config,
         });
@@ -273,13 +288,15 @@ impl Broker {
                 None => String::new(),
             },
             state: BrokerState::Alive,
+            incarnation: 0,
         };
-        if broker.metadata().brokers.get(&node_id) != Some(&me) {
-            broker
-                .apply(MetadataCommand::RegisterBroker(me))
-                .await
-                .map_err(|e| StartError::Register(e.message))?;
-        }
+        // Every start registers a new incarnation: the partitions this broker led get a new
+        // leader epoch before it leads them again (see `MetadataCommand::RegisterBroker`).
+        *broker.registration() = me;
+        broker
+            .register_new_incarnation()
+            .await
+            .map_err(|e| StartError::Register(e.message))?;
         broker.remove_orphan_dirs();
         let state = broker.metadata();
         phase.set(StartupPhase::WAL_RECOVERY);
@@ -297,6 +314,7 @@ impl Broker {
         broker.start_metadata_follower();
         broker.start_isr_updates();
         broker.replicas.start_checkpoints(broker.wal_root.clone());
+        broker.start_heal_watch();
         let session = broker.config.broker_session_timeout;
         broker.metadata.start_liveness(LivenessConfig {
             heartbeat_interval: (session / 4).min(std::time::Duration::from_millis(500)),
@@ -369,6 +387,10 @@ impl Broker {
     /// rebuilds its producer state (and, for an offsets partition, its committed offsets and
     /// groups) from its log, which the previous leader filled.
     async fn apply_roles(&self, state: &MetadataState) {
+        // Leadership needs this process's incarnation in the state: only then are the epochs
+        // of the partitions it led before a restart or heal bumped (the registration that
+        // bumps them lands in a later state; this one is applied again then).
+        let registered = self.registered(state);
         for topic in state.topics.values() {
             let Some(local) = self.partitions.get(&topic.name).map(|t| t.parts.clone()) else {
                 continue;
@@ -377,6 +399,9 @@ impl Broker {
                 let Some(Some(part)) = local.get(i) else {
                     continue;
                 };
+                if info.leader == self.node_id && !registered && !part.replica.is_leader() {
+                    continue;
+                }
                 let role = if info.leader == self.node_id {
                     Role::Leader {
                         epoch: info.leader_epoch,

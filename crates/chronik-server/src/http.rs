@@ -1,6 +1,7 @@
 //! The HTTP endpoint (`--http-addr`): `/metrics` in Prometheus text format, `/health/live`
 //! (the process answers) and `/health/ready` (a Raft leader that a quorum answered is
-//! reachable, this broker is unfenced and its WAL has recovered). It starts before the broker, so readiness can say "not yet" while
+//! reachable, this broker is unfenced, its WAL has recovered and no partition is poisoned by a
+//! storage error). It starts before the broker, so readiness can say "not yet" while
 //! the WAL recovers and the metadata cluster forms.
 
 use std::sync::{Arc, OnceLock, Weak};
@@ -86,8 +87,23 @@ fn readiness(broker: Option<&Broker>, phase: &StartupPhase) -> Result<(), String
     let b = broker.ok_or_else(|| format!("starting: {}", phase.get()))?;
     b.check_leader_contact()?;
     match b.metadata().brokers.get(&b.node_id).map(|x| x.state) {
-        Some(BrokerState::Alive) | Some(BrokerState::Decommissioning) => Ok(()),
-        Some(BrokerState::Fenced) => Err("this broker is fenced by the controller".into()),
-        None => Err("this broker is not registered yet".into()),
+        Some(BrokerState::Alive) | Some(BrokerState::Decommissioning) => {}
+        Some(BrokerState::Fenced) => return Err("this broker is fenced by the controller".into()),
+        None => return Err("this broker is not registered yet".into()),
     }
+    let poisoned: Vec<String> = b
+        .all_partitions()
+        .iter()
+        .filter_map(|p| {
+            p.storage_failure()
+                .map(|why| format!("{}-{} ({why})", p.topic, p.index))
+        })
+        .collect();
+    if !poisoned.is_empty() {
+        return Err(format!(
+            "partitions poisoned by a storage error: {}",
+            poisoned.join(", ")
+        ));
+    }
+    Ok(())
 }

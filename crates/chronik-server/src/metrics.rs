@@ -7,7 +7,7 @@
 //! and per-partition gauges can be folded into per-topic ones (`--metrics-partition-labels
 //! false`) for clusters with many partitions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -243,6 +243,7 @@ pub fn refresh(broker: &Broker) {
         gauge!("chronik_topic_segments", &labels).set(segments as f64);
     }
     gauge!("chronik_under_replicated_partitions").set(under_replicated_total as f64);
+    poisoned_partitions(broker);
     let raft = broker.raft_status();
     gauge!("chronik_raft_term").set(raft.term as f64);
     gauge!("chronik_raft_last_log_index").set(raft.last_log_index as f64);
@@ -253,6 +254,28 @@ pub fn refresh(broker: &Broker) {
     gauge!("chronik_raft_is_leader").set(f64::from(u8::from(raft.leader == Some(broker.node_id))));
     gauge!("chronik_raft_voters").set(raft.voters.len() as f64);
     gauge!(CONNECTIONS).set(OPEN_CONNECTIONS.load(Ordering::Relaxed) as f64);
+}
+
+/// `chronik_partition_poisoned{topic,partition}` = 1 for every partition a storage error
+/// poisoned (whatever `--metrics-partition-labels` says: there are few, and each needs an
+/// operator's eye), 0 once at the scrape after it healed (then dropped as idle), and
+/// `chronik_poisoned_partitions`, their count.
+fn poisoned_partitions(broker: &Broker) {
+    static REPORTED: std::sync::Mutex<BTreeSet<(String, i32)>> =
+        std::sync::Mutex::new(BTreeSet::new());
+    let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
+    let now: BTreeSet<(String, i32)> = broker
+        .all_partitions()
+        .iter()
+        .filter(|p| p.storage_failure().is_some())
+        .map(|p| (p.topic.clone(), p.index))
+        .collect();
+    for key in reported.iter().chain(&now) {
+        let labels = [("topic", key.0.clone()), ("partition", key.1.to_string())];
+        gauge!("chronik_partition_poisoned", &labels).set(f64::from(u8::from(now.contains(key))));
+    }
+    gauge!("chronik_poisoned_partitions").set(now.len() as f64);
+    *reported = now;
 }
 
 /// Consumer-group lag, on the node that coordinates each group (it leads the group's offsets

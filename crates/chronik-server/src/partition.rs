@@ -67,6 +67,9 @@ pub struct Accepted {
     /// The epoch this replica led in when it took the batches (`None`: it no longer led);
     /// an acks=all wait must end while it still leads in it.
     pub leader_epoch: Option<i32>,
+    /// The log generation the batches were taken in: an acks=1 wait fails if the log healed
+    /// (was cut back) since.
+    pub generation: u64,
 }
 
 pub struct Partition {
@@ -76,6 +79,10 @@ pub struct Partition {
     /// Replication state: role, leader epochs, high watermark.
     pub replica: Arc<Replica>,
     producers: Mutex<ProducerStateTable>,
+    /// The log generation whose producer state and leader epochs this partition holds, and
+    /// in which it takes produces: after the log heals, appends are refused until the broker
+    /// rebuilt that state and bumped the leader epochs (`broker::heal`).
+    serving_generation: std::sync::atomic::AtomicU64,
     /// Metric handles, registered once: no label allocation or lookup per request.
     pub counters: crate::metrics::PartitionCounters,
 }
@@ -124,6 +131,7 @@ impl Partition {
             log,
             replica,
             producers: Mutex::new(producers),
+            serving_generation: std::sync::atomic::AtomicU64::new(0),
         }))
     }
 
@@ -133,6 +141,37 @@ impl Partition {
         let (table, _) = scan(&self.log).await?;
         *self.producers.lock().unwrap_or_else(|e| e.into_inner()) = table;
         Ok(())
+    }
+
+    /// Why this partition cannot take produces because of its storage: the log is poisoned,
+    /// or it healed and the broker has not reopened it yet.
+    pub fn storage_failure(&self) -> Option<String> {
+        if let Some(f) = self.log.failure() {
+            return Some(f);
+        }
+        (self.log.generation() != self.serving_generation())
+            .then(|| "recovered from a storage error; reopening".to_string())
+    }
+
+    pub fn serving_generation(&self) -> u64 {
+        self.serving_generation
+            .load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// After the log healed: rebuilds producer state from what the heal left of the log and
+    /// drops the leader epochs recorded past the cut. Appends stay refused until
+    /// [`serve_generation`](Self::serve_generation).
+    pub async fn rebuild_after_heal(&self) -> Result<(), WalError> {
+        let (table, _) = scan(&self.log).await?;
+        *self.producers.lock().unwrap_or_else(|e| e.into_inner()) = table;
+        self.replica.reconcile_heal();
+        Ok(())
+    }
+
+    /// Takes produces again, in log generation `generation`.
+    pub fn serve_generation(&self, generation: u64) {
+        self.serving_generation
+            .store(generation, std::sync::atomic::Ordering::Release);
     }
 
     /// Validates and appends the record batches of one produce request partition.
@@ -147,6 +186,14 @@ impl Partition {
     ) -> Result<Accepted, AppendError> {
         let batches = validate_batches(records, max_message_bytes)?;
         let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+        // Under the producers lock, so the table checked below belongs to this generation.
+        let generation = self.log.generation();
+        if generation != self.serving_generation() {
+            return Err(AppendError::Storage(
+                self.storage_failure()
+                    .unwrap_or_else(|| "recovering from a storage error".into()),
+            ));
+        }
         // Read before appending: if leadership moves in between, the wait fails, never the
         // other way round.
         let leading = self.replica.leading_epoch();
@@ -197,18 +244,23 @@ impl Partition {
                     end_offset: meta.last_offset + 1,
                     duplicate: true,
                     leader_epoch: leading,
+                    generation,
                 },
                 _ => {
                     let mut batch = records[range.clone()].to_vec();
                     let appended = self.log.append(&mut batch, leader_epoch)?;
-                    self.replica
-                        .record_epoch(leader_epoch, appended.base_offset);
+                    self.replica.record_epoch(
+                        leader_epoch,
+                        appended.base_offset,
+                        appended.generation,
+                    );
                     producers.record(header, appended.base_offset);
                     Accepted {
                         base_offset: appended.base_offset,
                         end_offset: appended.last_offset + 1,
                         duplicate: false,
                         leader_epoch: leading,
+                        generation: appended.generation,
                     }
                 }
             };

@@ -40,7 +40,8 @@ pub enum WalError {
     Closed,
     /// The partition is poisoned after a failed write or fsync ("fsyncgate"): the state of the
     /// page cache vs. the disk is unknown, so every later append and every waiter fails until the
-    /// partition is reopened (which re-runs recovery).
+    /// partition heals (cut back to its last synced offset once the disk takes writes again) or
+    /// is reopened (which re-runs recovery). Also a wait for a batch a heal cut away.
     #[error("partition log failed: {0}")]
     Failed(String),
     /// The buffer handed to `append` is not exactly one valid v2 record batch.

@@ -163,7 +163,12 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
                     Err(_) => Err(timed_out()),
                 }
             } else {
-                match tokio::time::timeout(timeout, part.log.wait_committed(end)).await {
+                match tokio::time::timeout(
+                    timeout,
+                    part.log.wait_appended(end, accepted.generation),
+                )
+                .await
+                {
                     Ok(Ok(())) => Ok(()),
                     Ok(Err(e)) => {
                         tracing::error!(topic = %part.topic, partition = part.index, error = %e,

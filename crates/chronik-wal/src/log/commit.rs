@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
 
+use super::heal::{HEAL_BACKOFF_MAX, HEAL_BACKOFF_MIN};
 use super::{LifeState, Shared};
 use crate::config::FsyncPolicy;
 use crate::error::WalError;
@@ -33,7 +34,11 @@ struct SealJob {
 }
 
 enum Step {
-    Pass { sync_active: bool },
+    Pass {
+        sync_active: bool,
+    },
+    /// Poisoned: try to heal (see `heal`).
+    Heal,
     Wait(Option<Duration>),
     Exit,
 }
@@ -41,8 +46,11 @@ enum Step {
 impl Shared {
     fn next_step(&self) -> Step {
         let inner = self.lock();
-        if inner.failure.is_some() || inner.state != LifeState::Open {
+        if inner.state != LifeState::Open {
             return Step::Exit;
+        }
+        if inner.failure.is_some() {
+            return Step::Heal;
         }
         let dirty = inner.log_end > inner.synced_end;
         let seal_work = !inner.pending_seals.is_empty() || inner.dir_gen > inner.dir_synced_gen;
@@ -266,9 +274,31 @@ impl Shared {
 }
 
 pub(super) async fn commit_loop(shared: Arc<Shared>) {
+    let mut heal_backoff = HEAL_BACKOFF_MIN;
     loop {
         match shared.next_step() {
             Step::Exit => break,
+            Step::Heal => {
+                // Woken early only by close (which ends the loop) or another poisoning.
+                let _ = tokio::time::timeout(heal_backoff, shared.wake.notified()).await;
+                if !matches!(shared.next_step(), Step::Heal) {
+                    continue;
+                }
+                let s = shared.clone();
+                match tokio::task::spawn_blocking(move || s.try_heal()).await {
+                    Ok(Ok(())) => heal_backoff = HEAL_BACKOFF_MIN,
+                    Ok(Err(why)) => {
+                        debug!(topic = %shared.topic, partition = shared.partition, %why,
+                            retry_in_ms = heal_backoff.as_millis() as u64, "partition log not healed yet");
+                        heal_backoff = (heal_backoff * 2).min(HEAL_BACKOFF_MAX);
+                    }
+                    Err(e) => {
+                        warn!(topic = %shared.topic, partition = shared.partition, error = %e,
+                            "heal attempt did not complete");
+                        heal_backoff = HEAL_BACKOFF_MAX;
+                    }
+                }
+            }
             Step::Wait(None) => shared.wake.notified().await,
             Step::Wait(Some(d)) => {
                 let _ = tokio::time::timeout(d, shared.wake.notified()).await;
@@ -290,7 +320,6 @@ pub(super) async fn commit_loop(shared: Arc<Shared>) {
                 if let Err(e) = passes.await {
                     let mut inner = shared.lock();
                     shared.poison(&mut inner, format!("commit pass did not complete: {e}"));
-                    break;
                 }
             }
         }

@@ -26,11 +26,12 @@
 //!   it is bounded by `MAX_PENDING_SEALS` (rotation is deferred while it is full).
 
 mod commit;
+mod heal;
 mod install;
 mod read;
+mod truncate;
 
 use std::collections::VecDeque;
-use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -50,10 +51,10 @@ use crate::batch::{
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::WalError;
 use crate::index::SegmentIndex;
-use crate::recovery::{fsync_dir, recover, remove_index_files_durably, remove_segment_files};
+use crate::recovery::{fsync_dir, recover, remove_segment_files};
 use crate::segment::{
-    create_segment_file, frame_header, scan_segment, segment_file_path, write_frame, FileKind,
-    Segment, SegmentHeader, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES, MAX_RELATIVE_OFFSET,
+    create_segment_file, frame_header, segment_file_path, write_frame, FileKind, Segment,
+    SegmentHeader, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES, MAX_RELATIVE_OFFSET,
     MAX_SEGMENT_FILE_BYTES, SCAN_READ_AHEAD, SEGMENT_HEADER_BYTES,
 };
 
@@ -63,6 +64,9 @@ use crate::segment::{
 pub const MAX_PENDING_SEALS: usize = 64;
 /// Largest read-ahead window used by `read`.
 const MAX_READ_AHEAD: usize = 1 << 20;
+/// The failure of a partition whose lock a panic poisoned: its state may be half-updated, so
+/// it never heals (only a reopen, which re-runs recovery, clears it).
+const PANIC_FAILURE: &str = "internal panic while holding the partition lock";
 /// Longest accepted topic name (Kafka's limit).
 const MAX_TOPIC_NAME_LEN: usize = 249;
 
@@ -71,6 +75,9 @@ const MAX_TOPIC_NAME_LEN: usize = 249;
 pub struct Appended {
     pub base_offset: i64,
     pub last_offset: i64,
+    /// The log's generation at the append (see [`PartitionLog::generation`]): wait with
+    /// [`PartitionLog::wait_appended`], which fails if a heal cut the batch away.
+    pub generation: u64,
 }
 
 /// Whole batches returned by [`PartitionLog::read`].
@@ -142,8 +149,10 @@ struct Inner {
     total_bytes: u64,
     sealed: bool,
     state: LifeState,
-    /// Set when a write or sync failed; the partition is poisoned from then on.
+    /// Set when a write or sync failed; the partition is poisoned until it heals.
     failure: Option<String>,
+    /// Heals since open: each cut the log back to `synced_end` (see `heal`).
+    generation: u64,
     /// Base offsets of sealed segments whose data sync + index write is pending.
     pending_seals: Vec<i64>,
     /// Bumped when a file is created in the directory; the commit task fsyncs the directory
@@ -207,6 +216,9 @@ struct Shared {
     /// Test hook: make the next commit pass fail as if fdatasync returned EIO.
     #[cfg(test)]
     inject_sync_failure: std::sync::atomic::AtomicBool,
+    /// Test hook: heal attempts fail while set.
+    #[cfg(test)]
+    hold_heal: std::sync::atomic::AtomicBool,
 }
 
 fn now_ms() -> i64 {
@@ -245,7 +257,7 @@ impl Shared {
                 // accepting writes rather than guess.
                 let mut g = poisoned.into_inner();
                 if g.failure.is_none() {
-                    g.failure = Some("internal panic while holding the partition lock".into());
+                    g.failure = Some(PANIC_FAILURE.into());
                     error!(topic = %self.topic, partition = self.partition,
                         "partition log poisoned by a panic under its lock");
                     self.committed_tx.send_modify(|_| {});
@@ -283,7 +295,7 @@ impl Shared {
     fn poison(&self, inner: &mut Inner, reason: String) {
         if inner.failure.is_none() {
             error!(topic = %self.topic, partition = self.partition, %reason,
-                "partition log poisoned; every later append and wait fails until reopened");
+                "partition log poisoned; appends and waits fail until it heals");
             inner.failure = Some(reason);
         }
         self.committed_tx.send_modify(|_| {});
@@ -396,6 +408,7 @@ impl PartitionLog {
             sealed: false,
             state: LifeState::Open,
             failure: None,
+            generation: 0,
             pending_seals: Vec::new(),
             dir_gen: 0,
             dir_synced_gen: 0,
@@ -417,6 +430,8 @@ impl PartitionLog {
             fsync_count: AtomicU64::new(recovered.fsyncs),
             #[cfg(test)]
             inject_sync_failure: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            hold_heal: std::sync::atomic::AtomicBool::new(false),
         });
         let span = tracing::info_span!("wal_commit", topic = %topic, partition);
         let task = tokio::spawn(commit_loop(shared.clone()).instrument(span));
@@ -455,6 +470,12 @@ impl PartitionLog {
             .inject_sync_failure
             .store(true, Ordering::SeqCst);
         self.shared.wake.notify_one();
+    }
+
+    /// Test hook: while `held`, heal attempts fail as if the disk were still full.
+    #[cfg(test)]
+    pub(crate) fn hold_heal(&self, held: bool) {
+        self.shared.hold_heal.store(held, Ordering::SeqCst);
     }
 
     /// Test view: how far the active segment's synced bytes were dropped from the page cache.
@@ -597,6 +618,7 @@ impl PartitionLog {
         Ok(Appended {
             base_offset: base,
             last_offset: last,
+            generation: inner.generation,
         })
     }
 
@@ -605,14 +627,32 @@ impl PartitionLog {
     /// `Ok` even afterwards; otherwise fails with `Failed` once the partition is poisoned and with
     /// `Closed` once it is closed.
     pub async fn wait_committed(&self, end_offset: i64) -> Result<(), WalError> {
+        self.wait_until(end_offset, None).await
+    }
+
+    /// Like [`wait_committed`](Self::wait_committed) for the batch an append of this log
+    /// returned: also fails if the log healed since (the batch was cut away; newer data at its
+    /// offsets must not confirm it).
+    /// `generation` is [`Appended::generation`] of the last batch waited for.
+    pub async fn wait_appended(&self, end_offset: i64, generation: u64) -> Result<(), WalError> {
+        self.wait_until(end_offset, Some(generation)).await
+    }
+
+    async fn wait_until(&self, end_offset: i64, generation: Option<u64>) -> Result<(), WalError> {
         let mut rx = self.shared.committed_tx.subscribe();
         loop {
             let committed = *rx.borrow_and_update();
-            if committed >= end_offset {
-                return Ok(());
-            }
             {
                 let inner = self.shared.lock();
+                if generation.is_some_and(|g| g != inner.generation) {
+                    return Err(WalError::Failed(
+                        "the log was cut back to its last synced offset after a storage error"
+                            .into(),
+                    ));
+                }
+                if committed >= end_offset {
+                    return Ok(());
+                }
                 if let Some(f) = &inner.failure {
                     return Err(WalError::Failed(f.clone()));
                 }
@@ -993,105 +1033,6 @@ impl PartitionLog {
         })
         .await
         .map_err(|e| WalError::Failed(format!("delete did not complete: {e}")))?
-    }
-
-    /// Truncates the log so that `log_end_offset() == offset`: removes whole later segments and
-    /// cuts the containing one at a batch boundary (`NotBatchBoundary` otherwise). The cut
-    /// segment is rescanned to rebuild its in-memory index (cost bounded by `segment_bytes`).
-    /// Lowers `committed` if needed. I/O failures poison the partition.
-    pub fn truncate_to(&self, offset: i64) -> Result<(), WalError> {
-        let s = &*self.shared;
-        let _m = s.lock_maintenance();
-        let mut guard = s.lock();
-        let inner = &mut *guard;
-        s.check_open(inner)?;
-        if offset < inner.log_start || offset > inner.log_end {
-            return Err(WalError::OffsetOutOfRange {
-                requested: offset,
-                log_start: inner.log_start,
-                log_end: inner.log_end,
-            });
-        }
-        if offset == inner.log_end {
-            return Ok(());
-        }
-        let idx = inner.segment_index_for(offset);
-        let seg = &inner.segments[idx];
-        let out = scan_segment(
-            &seg.file,
-            seg.size_bytes,
-            seg.base_offset,
-            inner.config.index_interval_bytes,
-            offset,
-        )
-        .map_err(WalError::io("scan segment", &seg.path))?;
-        if let Some((pos, problem)) = out.problem {
-            return Err(WalError::Corrupt {
-                path: seg.path.to_path_buf(),
-                position: pos,
-                reason: problem.to_string(),
-            });
-        }
-        if out.next_offset != offset {
-            return Err(WalError::NotBatchBoundary { offset });
-        }
-
-        // From here on, any I/O failure leaves memory and disk disagreeing: poison.
-        let result = (|| -> Result<(), WalError> {
-            let later: Vec<i64> = inner
-                .segments
-                .range(idx + 1..)
-                .map(|s| s.base_offset)
-                .collect();
-            remove_segment_files(&s.dir, s.partition, &later)?;
-            let seg = &inner.segments[idx];
-            // Later segments and the cut segment's index are gone durably before its data
-            // changes, so no stale index can ever describe the cut file.
-            s.count_fsyncs(remove_index_files_durably(
-                &s.dir,
-                s.partition,
-                seg.base_offset,
-            )?);
-            seg.file
-                .set_len(out.valid_len)
-                .map_err(WalError::io("truncate segment", &seg.path))?;
-            seg.file
-                .sync_all()
-                .map_err(WalError::io("fsync segment", &seg.path))?;
-            (&*seg.file)
-                .seek(SeekFrom::Start(out.valid_len))
-                .map_err(WalError::io("seek segment", &seg.path))?;
-            s.count_fsyncs(1);
-            Ok(())
-        })();
-
-        let removed: Vec<Segment> = inner.segments.drain(idx + 1..).collect();
-        let seg = &mut inner.segments[idx];
-        let cut_bytes = seg.size_bytes - out.valid_len;
-        seg.size_bytes = out.valid_len;
-        seg.allocated_bytes = out.valid_len;
-        seg.next_offset = out.next_offset;
-        seg.max_timestamp = out.max_timestamp;
-        seg.index = Arc::new(out.index);
-        seg.persisted = false;
-        seg.roll_clock_ms = (out.frames > 0).then_some(seg.created_ms);
-        let active_base = seg.base_offset;
-        inner.pending_seals.retain(|b| *b < active_base);
-        inner.total_bytes -= cut_bytes + removed.iter().map(|s| s.size_bytes).sum::<u64>();
-        inner.log_end = offset;
-        s.end_tx.send_replace(offset);
-        inner.synced_end = inner.synced_end.min(offset);
-        if s.committed() > offset {
-            s.publish_committed(inner, offset);
-        }
-        inner.check_invariants();
-        if let Err(e) = result {
-            s.poison(inner, format!("truncate_to({offset}) failed: {e}"));
-            return Err(e);
-        }
-        info!(topic = %s.topic, partition = s.partition, offset, removed_segments = removed.len(),
-            cut_bytes, "truncated log");
-        Ok(())
     }
 }
 

@@ -136,6 +136,7 @@ async fn fsync_failure_poisons_the_partition() {
     let first = append_many(&log, 1, 1).remove(0);
     log.wait_committed(first.last + 1).await.unwrap();
 
+    log.hold_heal(true);
     log.inject_sync_failure();
     let mut b = batch(1, 10);
     let a = log.append(&mut b, 0).unwrap();
@@ -160,6 +161,60 @@ async fn fsync_failure_poisons_the_partition() {
     // Reopening recovers: the data written before the failure is still there.
     let log = open(dir.path(), LogConfig::default()).await;
     assert_eq!(log.log_end_offset(), 2);
+    log.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poisoned_partition_heals_back_to_its_synced_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), LogConfig::default()).await;
+    let first = append_many(&log, 1, 3).remove(0);
+    log.wait_committed(first.last + 1).await.unwrap();
+
+    log.hold_heal(true);
+    log.inject_sync_failure();
+    let mut b = batch(3, 10);
+    let lost = log.append(&mut b, 0).unwrap();
+    assert!(log
+        .wait_appended(lost.last_offset + 1, lost.generation)
+        .await
+        .is_err());
+    assert!(log.failure().is_some());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(log.failure().is_some(), "held heals must not reopen");
+    assert_eq!(log.generation(), 0);
+
+    log.hold_heal(false);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while log.failure().is_some() {
+        assert!(std::time::Instant::now() < deadline, "never healed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(log.generation(), 1);
+    assert_eq!(
+        log.log_end_offset(),
+        first.last + 1,
+        "cut to the synced end"
+    );
+    assert_eq!(log.committed_offset(), first.last + 1);
+
+    // New data refills the lost batch's offsets; the lost batch's wait still fails.
+    let mut b = batch(3, 10);
+    let refill = log.append(&mut b, 0).unwrap();
+    assert_eq!(refill.base_offset, lost.base_offset);
+    log.wait_appended(refill.last_offset + 1, refill.generation)
+        .await
+        .unwrap();
+    assert!(log
+        .wait_appended(lost.last_offset + 1, lost.generation)
+        .await
+        .is_err());
+    let r = log.read(0, 1 << 20, i64::MAX).unwrap();
+    assert_eq!(r.records, 6);
+    log.close().await.unwrap();
+
+    let log = open(dir.path(), LogConfig::default()).await;
+    assert_eq!(log.log_end_offset(), refill.last_offset + 1);
     log.close().await.unwrap();
 }
 

@@ -1,0 +1,124 @@
+//! Cutting the log back: [`PartitionLog::truncate_to`] (a follower's divergent tail) and the
+//! cut a poisoned partition makes to its last synced offset before it reopens (`heal`).
+
+use std::io::{Seek, SeekFrom};
+use std::sync::Arc;
+
+use tracing::info;
+
+use super::{Inner, PartitionLog, Segment, Shared};
+use crate::error::WalError;
+use crate::recovery::{remove_index_files_durably, remove_segment_files};
+use crate::segment::scan_segment;
+
+impl PartitionLog {
+    /// Truncates the log so that `log_end_offset() == offset`: removes whole later segments and
+    /// cuts the containing one at a batch boundary (`NotBatchBoundary` otherwise). The cut
+    /// segment is rescanned to rebuild its in-memory index (cost bounded by `segment_bytes`).
+    /// Lowers `committed` if needed. I/O failures poison the partition.
+    pub fn truncate_to(&self, offset: i64) -> Result<(), WalError> {
+        let s = &*self.shared;
+        let _m = s.lock_maintenance();
+        let mut guard = s.lock();
+        let inner = &mut *guard;
+        s.check_open(inner)?;
+        if offset == inner.log_end {
+            return Ok(());
+        }
+        s.cut_to(inner, offset)
+    }
+}
+
+impl Shared {
+    /// Cuts the log so that `log_end == offset` (see `truncate_to`), on disk and in memory;
+    /// with `offset == log_end` it still trims the active segment's file to its data, which
+    /// drops whatever a failed write left past it. The caller holds `maintenance` and `inner`.
+    /// An I/O failure after the checks leaves memory and disk disagreeing: it poisons.
+    pub(super) fn cut_to(&self, inner: &mut Inner, offset: i64) -> Result<(), WalError> {
+        if offset < inner.log_start || offset > inner.log_end {
+            return Err(WalError::OffsetOutOfRange {
+                requested: offset,
+                log_start: inner.log_start,
+                log_end: inner.log_end,
+            });
+        }
+        let idx = inner.segment_index_for(offset);
+        let seg = &inner.segments[idx];
+        let out = scan_segment(
+            &seg.file,
+            seg.size_bytes,
+            seg.base_offset,
+            inner.config.index_interval_bytes,
+            offset,
+        )
+        .map_err(WalError::io("scan segment", &seg.path))?;
+        if let Some((pos, problem)) = out.problem {
+            return Err(WalError::Corrupt {
+                path: seg.path.to_path_buf(),
+                position: pos,
+                reason: problem.to_string(),
+            });
+        }
+        if out.next_offset != offset {
+            return Err(WalError::NotBatchBoundary { offset });
+        }
+
+        let result = (|| -> Result<(), WalError> {
+            let later: Vec<i64> = inner
+                .segments
+                .range(idx + 1..)
+                .map(|s| s.base_offset)
+                .collect();
+            remove_segment_files(&self.dir, self.partition, &later)?;
+            let seg = &inner.segments[idx];
+            // Later segments and the cut segment's index are gone durably before its data
+            // changes, so no stale index can ever describe the cut file.
+            self.count_fsyncs(remove_index_files_durably(
+                &self.dir,
+                self.partition,
+                seg.base_offset,
+            )?);
+            seg.file
+                .set_len(out.valid_len)
+                .map_err(WalError::io("truncate segment", &seg.path))?;
+            seg.file
+                .sync_all()
+                .map_err(WalError::io("fsync segment", &seg.path))?;
+            (&*seg.file)
+                .seek(SeekFrom::Start(out.valid_len))
+                .map_err(WalError::io("seek segment", &seg.path))?;
+            self.count_fsyncs(1);
+            Ok(())
+        })();
+
+        let removed: Vec<Segment> = inner.segments.drain(idx + 1..).collect();
+        let seg = &mut inner.segments[idx];
+        let cut_bytes = seg.size_bytes - out.valid_len;
+        seg.size_bytes = out.valid_len;
+        seg.allocated_bytes = out.valid_len;
+        seg.synced_bytes = seg.synced_bytes.min(out.valid_len);
+        seg.cache_dropped_to = seg.cache_dropped_to.min(out.valid_len);
+        seg.next_offset = out.next_offset;
+        seg.max_timestamp = out.max_timestamp;
+        seg.index = Arc::new(out.index);
+        seg.persisted = false;
+        seg.roll_clock_ms = (out.frames > 0).then_some(seg.created_ms);
+        let active_base = seg.base_offset;
+        inner.pending_seals.retain(|b| *b < active_base);
+        inner.total_bytes -= cut_bytes + removed.iter().map(|s| s.size_bytes).sum::<u64>();
+        inner.log_end = offset;
+        self.end_tx.send_replace(offset);
+        inner.synced_end = inner.synced_end.min(offset);
+        if self.committed() > offset {
+            self.publish_committed(inner, offset);
+        }
+        inner.check_invariants();
+        if let Err(e) = result {
+            self.poison(inner, format!("truncate_to({offset}) failed: {e}"));
+            return Err(e);
+        }
+        info!(topic = %self.topic, partition = self.partition, offset,
+            removed_segments = removed.len(), cut_bytes, "truncated log");
+        Ok(())
+    }
+}
