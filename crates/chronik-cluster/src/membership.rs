@@ -12,7 +12,7 @@ use chronik_metadata::raft::{NodeId, TypeConfig};
 use openraft::{BasicNode, ChangeMembers, Raft, ServerState};
 use tokio::time::Instant;
 
-use crate::network::channel;
+use crate::network::{channel, within};
 use crate::pb::raft_client::RaftClient;
 use crate::pb::MembershipRequest;
 
@@ -96,12 +96,20 @@ pub async fn change(
             .and_then(|l| member_addr(raft, l))
         {
             if let Ok(ch) = channel(&addr) {
-                match RaftClient::new(ch).change_membership(op.to_request()).await {
+                // Bounded by what is left of the timeout: a leader cut off from us never
+                // answers, and the loop then gives up below.
+                let mut client = RaftClient::new(ch);
+                let call = client.change_membership(op.to_request());
+                match within(deadline.saturating_duration_since(Instant::now()), call).await {
                     Ok(r) => {
                         let e = r.into_inner().error;
                         return if e.is_empty() { Ok(()) } else { Err(e) };
                     }
-                    Err(s) if s.code() == tonic::Code::Unavailable => {}
+                    Err(s)
+                        if matches!(
+                            s.code(),
+                            tonic::Code::Unavailable | tonic::Code::DeadlineExceeded
+                        ) => {}
                     Err(s) => {
                         return Err(format!(
                             "leader node {}: {}",

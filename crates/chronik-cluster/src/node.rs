@@ -28,7 +28,7 @@ use tracing::{info, warn};
 use crate::election::{LeaderContact, Timing};
 use crate::liveness::Heartbeats;
 use crate::membership::{self, MembershipOp};
-use crate::network::{channel, Network};
+use crate::network::{channel, within, Network};
 use crate::pb::propose_reply::Result as ProposeResult;
 use crate::pb::raft_client::RaftClient;
 use crate::pb::raft_server::RaftServer;
@@ -256,9 +256,9 @@ impl MetadataNode {
         let service = RaftServer::new(service)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES);
-        let incoming = tokio_stream_from(listener);
+        let incoming = chronik_rpc::incoming(listener);
         tokio::spawn(async move {
-            let mut builder = tonic::transport::Server::builder();
+            let mut builder = chronik_rpc::server();
             let router = match extra {
                 Some(routes) => builder.add_routes(routes).add_service(service),
                 None => builder.add_service(service),
@@ -323,10 +323,13 @@ impl MetadataNode {
         let deadline = Instant::now() + self.propose_timeout.max(MEMBERSHIP_TIMEOUT);
         loop {
             let attempt = match channel(addr) {
-                Ok(ch) => RaftClient::new(ch)
-                    .change_membership(op.to_request())
-                    .await
-                    .map(|r| r.into_inner().error),
+                // Bounded: a member cut off from us accepts nothing and answers nothing.
+                Ok(ch) => within(
+                    deadline.saturating_duration_since(Instant::now()),
+                    RaftClient::new(ch).change_membership(op.to_request()),
+                )
+                .await
+                .map(|r| r.into_inner().error),
                 Err(e) => return Err(ClusterError::Raft(format!("--join {addr}: {e}"))),
             };
             match attempt {
@@ -654,18 +657,4 @@ pub struct RaftStatus {
 enum Forwarded {
     Done(Result<Outcome, ProposeError>),
     Retry,
-}
-
-/// Accepted connections of `listener` as the stream tonic serves.
-/// Accepted connections get TCP_NODELAY: replication answers are small and latency-bound, and
-/// Nagle plus delayed ACKs would hold each one ~40 ms.
-fn tokio_stream_from(
-    listener: TcpListener,
-) -> impl tokio_stream::Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
-    use tokio_stream::StreamExt;
-    tokio_stream::wrappers::TcpListenerStream::new(listener).map(|s| {
-        let s = s?;
-        s.set_nodelay(true)?;
-        Ok(s)
-    })
 }

@@ -3,12 +3,20 @@
 //! until they are durable before its next fetch, so the offset it reports is one the leader
 //! may count towards the high watermark. A partition far behind gets whole sealed segments
 //! (`FetchSegment`) from a task beside the stream, at most two at a time per leader.
+//!
+//! Every wait on the leader has a deadline: a partition black-holes a connection rather than
+//! failing it, and TCP's retransmission backoff would keep a stream from before the cut silent
+//! for up to ~13 s after the heal (the follower out of the ISR all that time). A fetch not
+//! answered within the leader's hold plus [`ANSWER_MARGIN`] ends the stream, and the next one
+//! starts on a new connection after [`BACKOFF`].
 
 use std::collections::HashSet;
+use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
@@ -19,6 +27,11 @@ use crate::replica::{code, BrokerId, Replica, Role};
 
 /// Pause before reconnecting, and while there is nothing to follow.
 const BACKOFF: Duration = Duration::from_millis(200);
+/// How much longer than the leader's hold (`max_wait`) a fetch may take to be answered:
+/// reading and sending up to 8 MiB on a busy machine. Past that the stream counts as dead.
+const ANSWER_MARGIN: Duration = Duration::from_millis(1500);
+/// Longest wait for the start of a whole-segment transfer or its next 1 MiB piece.
+const PIECE_DEADLINE: Duration = Duration::from_secs(5);
 /// Largest response accepted from a leader (its `max_bytes` plus framing).
 const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 /// Whole-segment transfers from one leader at a time; the others queue (holding nothing).
@@ -47,14 +60,17 @@ impl Transfers {
 }
 
 pub(crate) async fn run(manager: Weak<ReplicaManager>, leader: BrokerId, addr: String) {
-    let Ok(endpoint) = Endpoint::from_shared(format!("http://{addr}")) else {
-        tracing::error!(leader, addr, "bad leader RPC address");
-        return;
+    let endpoint = match chronik_rpc::endpoint(&addr) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(leader, error = %e, "bad leader RPC address");
+            return;
+        }
     };
-    let endpoint = endpoint
-        .connect_timeout(Duration::from_secs(1))
-        .tcp_nodelay(true);
     let transfers = Transfers::new();
+    // Whether the previous stream was answered: a failure after answers is news, the
+    // failures of attempts that follow it (while the leader stays unreachable) are not.
+    let mut was_up = true;
     loop {
         let Some(m) = upgrade(&manager) else { return };
         if *m.stopping().borrow() {
@@ -67,20 +83,53 @@ pub(crate) async fn run(manager: Weak<ReplicaManager>, leader: BrokerId, addr: S
         }
         let node = m.node_id;
         drop(m);
-        if let Err(e) = stream_once(&manager, leader, endpoint.clone(), &transfers).await {
-            tracing::debug!(node, leader, error = %e, "replication stream to leader failed");
+        let mut answered = false;
+        let ended = stream_once(&manager, leader, &endpoint, &transfers, &mut answered).await;
+        if let Err(e) = &ended {
+            if answered || was_up {
+                tracing::warn!(node, leader, error = %e,
+                    "replication stream to the leader failed; reconnecting");
+            } else {
+                tracing::debug!(node, leader, error = %e,
+                    "replication stream to the leader failed again");
+            }
         }
+        was_up = answered || ended.is_ok();
         tokio::time::sleep(BACKOFF).await;
     }
 }
 
-/// One stream's life: fetch, apply, repeat, until an error or nothing is left to follow.
+/// `fut`, failed with `what` unless done by `until`.
+async fn by<T>(
+    until: Instant,
+    what: &str,
+    fut: impl Future<Output = Result<T, String>>,
+) -> Result<T, String> {
+    tokio::time::timeout_at(until, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "{what}: no answer in time, the stream is presumed dead"
+            ))
+        })
+}
+
+/// When an answer to `req`, sent now, is due.
+fn answer_due(req: &FetchRequest) -> Instant {
+    Instant::now() + Duration::from_millis(req.max_wait_ms as u64) + ANSWER_MARGIN
+}
+
+/// One stream's life: fetch, apply, repeat, until an error, a missed deadline or nothing is
+/// left to follow. Sets `answered` once the leader answered a fetch.
 async fn stream_once(
     manager: &Weak<ReplicaManager>,
     leader: BrokerId,
-    endpoint: Endpoint,
+    endpoint: &Endpoint,
     transfers: &Transfers,
+    answered: &mut bool,
 ) -> Result<(), String> {
+    // A new connection for every stream: the previous stream may have died with its
+    // connection black-holed, and a stream opened on that one would wait just as long.
     let channel = endpoint.connect_lazy();
     let mut client = ReplicationClient::new(channel)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
@@ -89,18 +138,25 @@ async fn stream_once(
     let Some(first) = next_request(manager, leader, transfers) else {
         return Ok(());
     };
+    let mut due = answer_due(&first);
     tx.send(first).await.map_err(|e| e.to_string())?;
-    let mut responses = client
-        .fetch(ReceiverStream::new(rx))
-        .await
-        .map_err(|s| s.to_string())?
-        .into_inner();
+    let open = async {
+        client
+            .fetch(ReceiverStream::new(rx))
+            .await
+            .map_err(|s| s.to_string())
+    };
+    let mut responses = by(due, "opening the stream", open).await?.into_inner();
     loop {
-        let resp = match responses.message().await {
-            Ok(Some(r)) => r,
-            Ok(None) => return Err("leader closed the stream".into()),
-            Err(s) => return Err(s.to_string()),
+        let next = async {
+            match responses.message().await {
+                Ok(Some(r)) => Ok(r),
+                Ok(None) => Err("leader closed the stream".to_string()),
+                Err(s) => Err(s.to_string()),
+            }
         };
+        let resp = by(due, "fetch", next).await?;
+        *answered = true;
         let backoff = apply(manager, leader, resp, &client, transfers).await;
         if backoff {
             tokio::time::sleep(BACKOFF).await;
@@ -108,7 +164,12 @@ async fn stream_once(
         let Some(req) = next_request(manager, leader, transfers) else {
             return Ok(());
         };
-        tx.send(req).await.map_err(|e| e.to_string())?;
+        due = answer_due(&req);
+        // Bounded too: the request waits here while the connection cannot take it.
+        by(due, "sending a fetch", async {
+            tx.send(req).await.map_err(|e| e.to_string())
+        })
+        .await?;
     }
 }
 
@@ -170,8 +231,10 @@ async fn apply(
         let Some(replica) = m.get(&pd.topic, pd.partition) else {
             continue;
         };
-        if !matches!(replica.role(), crate::replica::Role::Follower { leader: l, .. } if l == leader)
-        {
+        let Role::Follower { leader: l, epoch } = replica.role() else {
+            continue;
+        };
+        if l != leader {
             continue;
         }
         if pd.error_code != code::NONE {
@@ -180,8 +243,15 @@ async fn apply(
                 "leader refused a replica fetch");
             continue;
         }
+        if pd.leader_epoch != epoch {
+            // Served in an epoch this replica has left (see `replica::follows`); the
+            // replica's own calls below check it again, under its lock.
+            tracing::debug!(topic = %pd.topic, partition = pd.partition, leader,
+                served = pd.leader_epoch, epoch, "dropped a fetch answer from an older epoch");
+            continue;
+        }
         if pd.diverging_end_offset >= 0 {
-            if let Err(e) = replica.truncate_to(pd.diverging_end_offset) {
+            if let Err(e) = replica.truncate_fetched(leader, epoch, pd.diverging_end_offset) {
                 tracing::error!(topic = %pd.topic, partition = pd.partition, error = %e,
                     "cannot truncate a divergent tail");
                 backoff = true;
@@ -203,9 +273,9 @@ async fn apply(
             continue;
         }
         if !pd.records.is_empty() {
-            match replica.append_fetched(leader, &pd.records) {
+            match replica.append_fetched(leader, epoch, &pd.records) {
                 Ok(true) => {}
-                Ok(false) => continue, // no longer following this leader
+                Ok(false) => continue, // no longer following this leader in this epoch
                 Err(e) => {
                     tracing::error!(topic = %pd.topic, partition = pd.partition, error = %e,
                         "cannot append replicated batches");
@@ -214,20 +284,20 @@ async fn apply(
                 }
             }
             let end = replica.log.log_end_offset();
-            waits.push((replica.clone(), end, pd.high_watermark));
+            waits.push((replica.clone(), epoch, end, pd.high_watermark));
         } else {
-            replica.set_follower_high_watermark(leader, pd.high_watermark);
+            replica.set_follower_high_watermark(leader, epoch, pd.high_watermark);
         }
     }
     drop(m);
     // Durable before the next fetch reports it.
-    for (replica, end, hw) in waits {
+    for (replica, epoch, end, hw) in waits {
         if let Err(e) = replica.log.wait_committed(end).await {
             tracing::error!(topic = %replica.topic, partition = replica.partition, error = %e,
                 "replicated batches not durable");
             backoff = true;
         }
-        replica.set_follower_high_watermark(leader, hw);
+        replica.set_follower_high_watermark(leader, epoch, hw);
     }
     backoff
 }
@@ -296,19 +366,28 @@ async fn fetch_segment(
     }
     let base = replica.log.log_end_offset();
     let mut install = replica.log.begin_install(base).map_err(|e| e.to_string())?;
-    let mut chunks = client
-        .fetch_segment(SegmentRequest {
-            follower_id: node,
-            topic: replica.topic.clone(),
-            partition: replica.partition,
-            leader_epoch: epoch,
-            base_offset: base,
-        })
-        .await
-        .map_err(|s| s.to_string())?
+    let request = SegmentRequest {
+        follower_id: node,
+        topic: replica.topic.clone(),
+        partition: replica.partition,
+        leader_epoch: epoch,
+        base_offset: base,
+    };
+    let start = async {
+        client
+            .fetch_segment(request)
+            .await
+            .map_err(|s| s.to_string())
+    };
+    let mut chunks = by(Instant::now() + PIECE_DEADLINE, "segment transfer", start)
+        .await?
         .into_inner();
     let mut size = None;
-    while let Some(chunk) = chunks.message().await.map_err(|s| s.to_string())? {
+    loop {
+        let piece = async { chunks.message().await.map_err(|s| s.to_string()) };
+        let Some(chunk) = by(Instant::now() + PIECE_DEADLINE, "segment piece", piece).await? else {
+            break;
+        };
         if chunk.error_code == code::OFFSET_OUT_OF_RANGE {
             return Ok(Transfer::NoSegment);
         }
@@ -332,9 +411,99 @@ async fn fetch_segment(
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    match replica.install_fetched(leader, verified) {
+    match replica.install_fetched(leader, epoch, verified) {
         Ok(true) => Ok(Transfer::Installed),
         Ok(false) => Ok(Transfer::NotFollowing),
         Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+
+    use chronik_wal::{LogConfig, PartitionLog};
+    use tokio_stream::Stream;
+    use tonic::{Request, Response, Status, Streaming};
+
+    use super::*;
+    use crate::pb::replication_server::{Replication, ReplicationServer};
+    use crate::pb::SegmentChunk;
+    use crate::{EpochCache, ReplicationConfig};
+
+    /// A leader whose answers never arrive: what a follower sees of a black-holed connection.
+    struct Silent;
+
+    type Pending<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+    #[tonic::async_trait]
+    impl Replication for Silent {
+        type FetchStream = Pending<FetchResponse>;
+        type FetchSegmentStream = Pending<SegmentChunk>;
+
+        async fn fetch(
+            &self,
+            _req: Request<Streaming<FetchRequest>>,
+        ) -> Result<Response<Self::FetchStream>, Status> {
+            Ok(Response::new(Box::pin(futures::stream::pending())))
+        }
+
+        async fn fetch_segment(
+            &self,
+            _req: Request<SegmentRequest>,
+        ) -> Result<Response<Self::FetchSegmentStream>, Status> {
+            Ok(Response::new(Box::pin(futures::stream::pending())))
+        }
+    }
+
+    /// A fetch not answered within the leader's hold plus the margin ends the stream (so the
+    /// fetcher reconnects) instead of waiting on it for as long as TCP would.
+    #[tokio::test]
+    async fn an_unanswered_fetch_ends_the_stream_at_its_deadline() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let server = tokio::spawn(
+            chronik_rpc::server()
+                .add_service(ReplicationServer::new(Silent))
+                .serve_with_incoming(chronik_rpc::incoming(listener)),
+        );
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = PartitionLog::open(dir.path(), "t", 0, LogConfig::default())
+            .await
+            .expect("open log");
+        let config = ReplicationConfig {
+            max_wait: Duration::from_millis(100),
+            ..ReplicationConfig::default()
+        };
+        let manager = ReplicaManager::new(1, config);
+        manager.add(Replica::new(log, 1, EpochCache::default(), 0));
+        manager
+            .get("t", 0)
+            .expect("registered")
+            .set_role(Role::Follower {
+                leader: 2,
+                epoch: 0,
+            });
+        let endpoint = chronik_rpc::endpoint(&addr).expect("endpoint");
+        let mut answered = false;
+        let start = Instant::now();
+        let weak = Arc::downgrade(&manager);
+        let ended = tokio::time::timeout(
+            Duration::from_secs(20),
+            stream_once(&weak, 2, &endpoint, &Transfers::new(), &mut answered),
+        )
+        .await
+        .expect("the stream ends by itself");
+        let took = start.elapsed();
+        assert!(
+            matches!(&ended, Err(e) if e.contains("presumed dead")),
+            "{ended:?}"
+        );
+        assert!(!answered);
+        assert!(took >= config.max_wait + ANSWER_MARGIN, "{took:?}");
+        assert!(took < config.max_wait + ANSWER_MARGIN * 3, "{took:?}");
+        server.abort();
     }
 }

@@ -109,6 +109,8 @@ pub struct ServedFetch {
     pub diverging: Option<(i32, i64)>,
     /// The fetch offset starts a whole sealed segment: fetch it with `FetchSegment`.
     pub segment_available: bool,
+    /// The epoch the answer was served in (-1: this replica does not lead).
+    pub leader_epoch: i32,
 }
 
 /// Why a write's wait for the high watermark ended without success.
@@ -334,13 +336,14 @@ impl Replica {
         });
     }
 
-    /// On a follower of `leader`: the leader's high watermark, capped by what this log holds
-    /// durably. Ignored once this replica no longer follows `leader` (a fetch answered before
-    /// it became leader must not move its high watermark, which only grows while it leads);
-    /// checked under the state lock, which role changes take.
-    pub fn set_follower_high_watermark(&self, leader: BrokerId, leader_hw: i64) {
+    /// On a follower of `leader`: the leader's high watermark from an answer served in
+    /// `epoch`, capped by what this log holds durably. Ignored unless this replica still
+    /// follows `leader` in that epoch (see [`follows`]: a fetch answered before it became
+    /// leader must not move its high watermark, which only grows while it leads); checked
+    /// under the state lock, which role changes take.
+    pub fn set_follower_high_watermark(&self, leader: BrokerId, epoch: i32, leader_hw: i64) {
         let st = self.lock();
-        if !matches!(st.role, Role::Follower { leader: l, .. } if l == leader) {
+        if !follows(&st.role, leader, epoch) {
             return;
         }
         let hw = leader_hw.min(self.log.committed_offset());
@@ -360,6 +363,7 @@ impl Replica {
         let mut out = ServedFetch {
             high_watermark: self.high_watermark(),
             log_start_offset: self.log.log_start_offset(),
+            leader_epoch: -1,
             ..Default::default()
         };
         let log_end = self.log.log_end_offset();
@@ -372,6 +376,7 @@ impl Replica {
                     return out;
                 }
             };
+            out.leader_epoch = epoch;
             if f.leader_epoch < epoch {
                 out.error_code = code::FENCED_LEADER_EPOCH;
                 return out;
@@ -469,13 +474,14 @@ impl Replica {
                 let since = progress.map_or(st.leading_since, |p| p.caught_up_at);
                 now.duration_since(since) <= max_lag
             } else {
-                // Back in only on a recent fetch that caught up: the progress a follower left
-                // behind when it died can look caught up on an idle partition, and would
-                // flap it in and out of the ISR every tick.
+                // Back in (Kafka's rule) once it durably holds everything below the high
+                // watermark, so counting it never lowers it, on a recent fetch that caught up:
+                // the progress a follower left behind when it died can look caught up on an
+                // idle partition, and would flap it in and out of the ISR every tick. Not
+                // "at this log's end": under steady appends a fetch rarely lands exactly
+                // there, and the join would wait on that race for ticks after a heal.
                 progress.is_some_and(|p| {
-                    p.durable >= hw
-                        && p.log_end >= self.log.committed_offset()
-                        && now.duration_since(p.caught_up_at) <= max_lag
+                    p.durable >= hw && now.duration_since(p.caught_up_at) <= max_lag
                 })
             };
             if keep {
@@ -524,17 +530,18 @@ impl Replica {
             .ok_or(code::OFFSET_OUT_OF_RANGE)
     }
 
-    /// Follower side: installs a whole segment fetched from `leader` and verified, at this
-    /// log's end, and records its leader epochs. `Ok(false)` (nothing installed) if this
-    /// replica no longer follows `leader`; checked under the state lock, as for
-    /// [`Replica::append_fetched`].
+    /// Follower side: installs a whole segment fetched from `leader` in `epoch` and verified,
+    /// at this log's end, and records its leader epochs. `Ok(false)` (nothing installed) if
+    /// this replica no longer follows `leader` in that epoch; checked under the state lock, as
+    /// for [`Replica::append_fetched`].
     pub fn install_fetched(
         &self,
         leader: BrokerId,
+        epoch: i32,
         verified: chronik_wal::VerifiedInstall,
     ) -> Result<bool, WalError> {
         let mut st = self.lock();
-        if !matches!(st.role, Role::Follower { leader: l, .. } if l == leader) {
+        if !follows(&st.role, leader, epoch) {
             return Ok(false);
         }
         let epochs = verified.epochs().to_vec();
@@ -545,14 +552,19 @@ impl Replica {
         Ok(true)
     }
 
-    /// Follower side: appends batches fetched from `leader`, unchanged. Returns `false` (and
-    /// appends nothing) if this replica no longer follows `leader`: the role is checked and the
-    /// batches appended under the state lock, so once [`Replica::set_role`] moved the replica
-    /// away from following, no fetched batch lands after it (a new leader's producer-state scan
-    /// then sees the whole log).
-    pub fn append_fetched(&self, leader: BrokerId, records: &[u8]) -> Result<bool, WalError> {
+    /// Follower side: appends batches `leader` served in `epoch`, unchanged. Returns `false`
+    /// (and appends nothing) unless this replica still follows `leader` in that epoch (see
+    /// [`follows`]): the role is checked and the batches appended under the state lock, so once
+    /// [`Replica::set_role`] moved the replica away from following, no fetched batch lands
+    /// after it (a new leader's producer-state scan then sees the whole log).
+    pub fn append_fetched(
+        &self,
+        leader: BrokerId,
+        epoch: i32,
+        records: &[u8],
+    ) -> Result<bool, WalError> {
         let mut st = self.lock();
-        if !matches!(st.role, Role::Follower { leader: l, .. } if l == leader) {
+        if !follows(&st.role, leader, epoch) {
             return Ok(false);
         }
         let mut pos = 0;
@@ -607,16 +619,28 @@ impl Replica {
         });
     }
 
-    /// Follower side: cuts a divergent tail at `offset` (a batch boundary in both logs).
-    pub fn truncate_to(&self, offset: i64) -> Result<(), WalError> {
+    /// Follower side: cuts a divergent tail at `offset` (a batch boundary in both logs), as
+    /// `leader` answered in `epoch`. Returns `false` (and cuts nothing) unless this replica
+    /// still follows `leader` in that epoch: checked, and the tail cut, under the state lock,
+    /// as for [`Replica::append_fetched`].
+    pub fn truncate_fetched(
+        &self,
+        leader: BrokerId,
+        epoch: i32,
+        offset: i64,
+    ) -> Result<bool, WalError> {
+        let mut st = self.lock();
+        if !follows(&st.role, leader, epoch) {
+            return Ok(false);
+        }
         let offset = offset.max(self.log.log_start_offset());
         if offset >= self.log.log_end_offset() {
-            return Ok(());
+            return Ok(true);
         }
         tracing::warn!(topic = %self.topic, partition = self.partition, node = self.node_id,
             from = self.log.log_end_offset(), to = offset, "truncating a divergent tail");
         self.log.truncate_to(offset)?;
-        self.lock().epochs.truncate_from(offset);
+        st.epochs.truncate_from(offset);
         self.hw.send_if_modified(|cur| {
             if *cur > offset {
                 *cur = offset;
@@ -625,8 +649,19 @@ impl Replica {
                 false
             }
         });
-        Ok(())
+        Ok(true)
     }
+}
+
+/// Whether a replica in `role` may apply what `leader` served in leader epoch `epoch`: it
+/// follows that leader in that very epoch. A fetch stream carries every partition from one
+/// leader node across epoch changes, so an answer can arrive after the metadata moved the
+/// partition to a newer epoch, even under the same leader (it lost and regained leadership,
+/// and may have truncated what the answer carried): such an answer is stale whatever its
+/// offsets say, and is dropped. (A newer epoch than this replica knows cannot be served: the
+/// leader answers only fetches in its own epoch, and a fetch names the follower's.)
+fn follows(role: &Role, leader: BrokerId, epoch: i32) -> bool {
+    matches!(role, Role::Follower { leader: l, epoch: e } if *l == leader && *e == epoch)
 }
 
 #[cfg(test)]
@@ -721,6 +756,105 @@ mod tests {
         r.serve_fetch(fetch, 1 << 20);
         let (_, grown) = r.isr_change(&[1, 2], max_lag).expect("caught up again");
         assert_eq!(grown, vec![1, 2]);
+    }
+
+    /// A v2 record batch of one record as a leader serves it: base offset `base`, stamped
+    /// with `epoch`, CRC32C valid (the record bytes themselves are opaque to the WAL).
+    fn served_batch(base: i64, epoch: i32) -> Vec<u8> {
+        let mut b = vec![0u8; 61 + 8];
+        let batch_length = (b.len() - 12) as i32;
+        b[0..8].copy_from_slice(&base.to_be_bytes());
+        b[8..12].copy_from_slice(&batch_length.to_be_bytes());
+        b[12..16].copy_from_slice(&epoch.to_be_bytes());
+        b[16] = 2; // magic
+        b[43..51].copy_from_slice(&(-1i64).to_be_bytes()); // no producer id
+        b[51..53].copy_from_slice(&(-1i16).to_be_bytes());
+        b[53..57].copy_from_slice(&(-1i32).to_be_bytes());
+        b[57..61].copy_from_slice(&1i32.to_be_bytes()); // one record
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    /// The fetch stream outlives leader epochs: an answer the same leader served in an older
+    /// epoch, arriving after the metadata moved on, changes nothing (no append, no
+    /// truncation, no high watermark), even though its offsets would fit.
+    #[tokio::test]
+    async fn an_answer_from_an_older_leader_epoch_is_dropped() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = replica(dir.path()).await;
+        r.set_role(Role::Follower {
+            leader: 2,
+            epoch: 5,
+        });
+        assert_eq!(r.append_fetched(2, 5, &served_batch(0, 5)).ok(), Some(true));
+        r.log.wait_committed(1).await.expect("durable");
+        assert_eq!(r.log.log_end_offset(), 1);
+
+        // Node 2 lost and regained leadership: same leader, epoch 6.
+        r.set_role(Role::Follower {
+            leader: 2,
+            epoch: 6,
+        });
+        // Late answers from epoch 5: offsets fit (the log ends at 1), yet all are refused.
+        assert_eq!(
+            r.append_fetched(2, 5, &served_batch(1, 5)).ok(),
+            Some(false)
+        );
+        assert_eq!(r.log.log_end_offset(), 1, "nothing appended");
+        assert_eq!(r.truncate_fetched(2, 5, 0).ok(), Some(false));
+        assert_eq!(r.log.log_end_offset(), 1, "nothing truncated");
+        r.set_follower_high_watermark(2, 5, 1);
+        assert_eq!(r.high_watermark(), 0, "high watermark unmoved");
+        // Another leader's answer in the current epoch number is refused too.
+        assert_eq!(
+            r.append_fetched(3, 6, &served_batch(1, 6)).ok(),
+            Some(false)
+        );
+
+        // The current epoch's answers apply.
+        r.set_follower_high_watermark(2, 6, 1);
+        assert_eq!(r.high_watermark(), 1);
+        assert_eq!(r.append_fetched(2, 6, &served_batch(1, 6)).ok(), Some(true));
+        assert_eq!(r.log.log_end_offset(), 2);
+        assert_eq!(r.last_epoch(), 6);
+        assert_eq!(r.truncate_fetched(2, 6, 1).ok(), Some(true));
+        assert_eq!(r.log.log_end_offset(), 1);
+        assert_eq!(r.last_epoch(), 5);
+    }
+
+    /// The leader names the epoch it served in, and only its own: a fetch in another epoch is
+    /// refused with the Kafka error, so a follower never gets an answer newer than it asked.
+    #[tokio::test]
+    async fn a_leader_answers_in_its_own_epoch_only() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = replica(dir.path()).await;
+        let fetch = |leader_epoch| FollowerFetch {
+            follower: 2,
+            fetch_offset: 0,
+            last_fetched_epoch: -1,
+            durable_offset: 0,
+            leader_epoch,
+        };
+        assert_eq!(
+            r.serve_fetch(fetch(7), 1024).leader_epoch,
+            -1,
+            "not leading"
+        );
+        r.set_role(Role::Leader {
+            epoch: 7,
+            isr: vec![1, 2],
+        });
+        let served = r.serve_fetch(fetch(7), 1024);
+        assert_eq!((served.error_code, served.leader_epoch), (code::NONE, 7));
+        assert_eq!(
+            r.serve_fetch(fetch(6), 1024).error_code,
+            code::FENCED_LEADER_EPOCH
+        );
+        assert_eq!(
+            r.serve_fetch(fetch(8), 1024).error_code,
+            code::UNKNOWN_LEADER_EPOCH
+        );
     }
 
     #[tokio::test]

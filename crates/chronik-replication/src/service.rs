@@ -34,6 +34,7 @@ impl ReplicationService {
             let mut pd = PartitionData {
                 topic: pf.topic.clone(),
                 partition: pf.partition,
+                leader_epoch: -1,
                 ..Default::default()
             };
             let Some(replica) = self.manager.get(&pf.topic, pf.partition) else {
@@ -57,6 +58,7 @@ impl ReplicationService {
                 !served.records.is_empty() || served.error_code != 0 || served.diverging.is_some();
             any |= served.segment_available;
             pd.segment_available = served.segment_available;
+            pd.leader_epoch = served.leader_epoch;
             pd.error_code = served.error_code;
             pd.records = served.records;
             pd.high_watermark = served.high_watermark;

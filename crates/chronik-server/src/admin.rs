@@ -302,9 +302,8 @@ where
     Fut: std::future::Future<Output = Result<Response<T>, Status>>,
 {
     let ask = async {
-        let ch = Channel::from_shared(format!("http://{addr}"))
+        let ch = chronik_rpc::endpoint(addr)
             .map_err(|e| e.to_string())?
-            .connect_timeout(REPLICA_STATS_TIMEOUT)
             .connect()
             .await
             .map_err(|e| e.to_string())?;
