@@ -48,6 +48,9 @@ class Scenario:
     broker_args: list[str] = field(default_factory=list)
     # 1: a standalone broker; 3: a three-node cluster started from one peer list.
     nodes: int = 1
+    # A scenario of several steps: (scenario, brokers, seconds, workdir) -> (exit code, report);
+    # None runs `args` once.
+    run: object = None
 
 
 def scenarios(seconds: int) -> list[Scenario]:
@@ -76,7 +79,102 @@ def scenarios(seconds: int) -> list[Scenario]:
                  check=lambda r, d, all_: "durable" in all_
                  and r["msgs_per_s"] >= 0.4 * all_["durable"]["msgs_per_s"],
                  nodes=3),
+        Scenario("cold-read", "acks=all at 10k msg/s, 256 B, 3 partitions: p99 alone, then with a consumer "
+                 "reading the same topic from offset 0, out of the page cache",
+                 [*d, "--mode", "produce", "--rate-limit", "10000", "--concurrency", "64",
+                  "--message-size", "256", "--acks", "all", "--partitions", "3"],
+                 target="p99 with the consumer ≤ 1.5 × p99 alone",
+                 check=lambda r, d, _: r.get("cold_read", {}).get("ratio", 99) <= 1.5,
+                 run=run_cold_read),
     ]
+
+
+# Bytes the cold-read scenario writes before it measures, per measured second: the consumer
+# must still be reading old data when the measurement ends (chronik-bench's consumer decodes
+# every record, on one thread; the report shows how long it read).
+COLD_READ_FILL_BYTES_PER_S = 100_000_000
+COLD_READ_FILL_MIN_BYTES = 1_000_000_000
+
+
+def drop_page_cache(data_dir: Path, topic: str) -> str:
+    """Drops the topic's segment files from the page cache with posix_fadvise(DONTNEED): the
+    data is synced (--fsync always), so its pages are clean and go at once. Needs no root and
+    leaves the rest of the machine's cache alone. Returns fincore's count of what is still
+    cached, when fincore (util-linux) is installed."""
+    files = sorted((data_dir / "wal" / topic).rglob("*.log"))
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    if not files or shutil.which("fincore") is None:
+        return f"{len(files)} segment files"
+    r = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "-o", "RES,SIZE", *map(str, files)],
+                       capture_output=True, text=True)
+    cached = size = 0
+    for line in r.stdout.splitlines():
+        res, sz = line.split()
+        cached, size = cached + int(res), size + int(sz)
+    return f"{len(files)} segment files, {cached / 1e6:.1f} of {size / 1e6:.0f} MB still cached"
+
+
+def run_cold_read(s: Scenario, brokers: list, seconds: int, workdir: Path) -> tuple[int, dict | None, str]:
+    """Fills the topic, drops it from the page cache, measures acks=all produce p99 alone, drops
+    the cache again, then measures it again while a consumer reads the topic from offset 0.
+    The report is the second producer run's, with a `cold_read` section: both p99s, their
+    ratio, and how much and how long the consumer read."""
+    boot = ",".join(b.addr for b in brokers)
+    topic = f"bench-{s.name}"
+    base = [str(BENCH), "--bootstrap-servers", boot, "--topic", topic, "--json"]
+    fill_bytes = max(COLD_READ_FILL_MIN_BYTES, COLD_READ_FILL_BYTES_PER_S * seconds)
+    fill = [*base, "--partitions", "3", "--acks", "1", "--message-size", "16384", "--batch-size", "1048576",
+            "--linger-ms", "5", "--concurrency", "256", "--messages", str(fill_bytes // 16384),
+            "--verify", "none"]
+    print(f"bench: {s.name}: fill {fill_bytes / 1e9:.1f} GB: {' '.join(fill[1:])}", flush=True)
+    rc, fill_report, err = run_json(fill, 600)
+    if rc != 0 or fill_report is None:
+        return rc or 1, None, err
+    data_dir = brokers[0].workdir / "data"
+    produce = [*base, "--verify", "count", *s.args]
+    settle()
+    print(f"bench: {s.name}: page cache dropped ({drop_page_cache(data_dir, topic)})", flush=True)
+    print(f"bench: {s.name}: alone: {' '.join(produce[1:])}", flush=True)
+    rc, alone, err = run_json(produce, seconds * 4 + 120)
+    if rc != 0 or alone is None:
+        return rc or 1, alone, err
+    settle()
+    print(f"bench: {s.name}: page cache dropped ({drop_page_cache(data_dir, topic)})", flush=True)
+    # The consumer runs past the producer's warm-up and measured seconds, so it reads
+    # throughout the measurement (unless it reaches the end first: see consumer_s).
+    consume = [*base, "--mode", "consume", "--duration", str(seconds + 4), "--request-timeout-ms", "60000"]
+    print(f"bench: {s.name}: with a consumer: {' '.join(consume[1:])}", flush=True)
+    consumer = subprocess.Popen(consume, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        rc, loaded, err = run_json(produce, seconds * 4 + 120)
+        out, cerr = consumer.communicate(timeout=seconds * 4 + 120)
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
+            consumer.wait()
+    try:
+        read = json.loads(out.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        return consumer.returncode or 1, None, cerr
+    if rc != 0 or loaded is None:
+        return rc or 1, loaded, err
+    p99_alone, p99_loaded = alone["latency_us"]["p99"], loaded["latency_us"]["p99"]
+    loaded["cold_read"] = {
+        "p99_alone_us": p99_alone,
+        "p99_with_consumer_us": p99_loaded,
+        "ratio": p99_loaded / max(p99_alone, 1),
+        "consumer_mb": float(read.get("mb_per_s", 0)) * float(read.get("duration_s", 0)),
+        "consumer_mb_per_s": float(read.get("mb_per_s", 0)),
+        "consumer_s": float(read.get("duration_s", 0)),
+        "fill_mb": fill_bytes / 1e6,
+    }
+    print(f"bench: {s.name}: {json.dumps(loaded['cold_read'])}", flush=True)
+    return rc, loaded, err
 
 
 def free_port() -> int:
@@ -271,10 +369,13 @@ def main() -> int:
             settle()
             brokers = start_brokers(workdir, s)
             try:
-                cmd = [str(BENCH), "--bootstrap-servers", ",".join(b.addr for b in brokers),
-                       "--topic", f"bench-{s.name}", "--verify", "count", "--json", *s.args]
-                print(f"bench: {s.name}: {' '.join(cmd[1:])}", flush=True)
-                rc, report, err = run_json(cmd, args.seconds * 4 + 120)
+                if s.run is not None:
+                    rc, report, err = s.run(s, brokers, args.seconds, workdir)
+                else:
+                    cmd = [str(BENCH), "--bootstrap-servers", ",".join(b.addr for b in brokers),
+                           "--topic", f"bench-{s.name}", "--verify", "count", "--json", *s.args]
+                    print(f"bench: {s.name}: {' '.join(cmd[1:])}", flush=True)
+                    rc, report, err = run_json(cmd, args.seconds * 4 + 120)
             finally:
                 for b in brokers:
                     b.stop()
@@ -384,6 +485,16 @@ def write_report(out: Path, disk: dict, results: list, seconds: int) -> None:
             f"| {ms(lat.get('p50'))} | {ms(p99)} | {ms(lat.get('p999'))} | {ms(lat.get('max'))} "
             f"| {'-' if p99 is None else f'{p99 / fsync_p50:.1f}×'} | {r.get('acked', 0):,} | {r.get('failed', 0):,} "
             f"| {verified}{'' if rc == 0 else f', exit {rc}'} | {s.target or '-'} | {met(s, r, disk, rc, by_name)} |")
+    for s, rc, r in results:
+        c = r.get("cold_read")
+        if c:
+            lines += [
+                "",
+                f"{s.name}: acks=all p99 {ms(c['p99_alone_us'])} ms alone, {ms(c['p99_with_consumer_us'])} ms while a "
+                f"consumer read {c['consumer_mb']:,.0f} MB of the topic from offset 0 ({c['consumer_mb_per_s']:,.0f} MB/s "
+                f"for {c['consumer_s']:.1f} s, out of {c['fill_mb']:,.0f} MB written before and dropped from the page "
+                f"cache): ratio {c['ratio']:.2f} (target ≤ 1.5).",
+            ]
     lines += [
         "",
         "Latency is per message, from the producer task's send to its acknowledgement (for e2e-latency: to",

@@ -345,8 +345,9 @@ impl Replica {
     }
 
     /// Leader side of a follower's fetch: checks epochs and divergence, records the
-    /// follower's progress, and reads up to `max_bytes` of durable batches.
-    pub fn serve_fetch(&self, f: FollowerFetch, max_bytes: usize) -> ServedFetch {
+    /// follower's progress, and reads up to `max_bytes` of durable batches (a catching-up
+    /// follower's read of old data on the blocking pool, see `PartitionLog::read_async`).
+    pub async fn serve_fetch(&self, f: FollowerFetch, max_bytes: usize) -> ServedFetch {
         let mut out = ServedFetch {
             high_watermark: self.high_watermark(),
             log_start_offset: self.log.log_start_offset(),
@@ -422,7 +423,7 @@ impl Replica {
             chronik_wal::CatchUp::ReadTo(limit) if limit <= f.fetch_offset => return out,
             chronik_wal::CatchUp::ReadTo(limit) => limit,
         };
-        match self.log.read(f.fetch_offset, max_bytes, limit) {
+        match self.log.read_async(f.fetch_offset, max_bytes, limit).await {
             Ok(r) => out.records = r.data,
             Err(WalError::OffsetOutOfRange { .. }) => out.error_code = code::OFFSET_OUT_OF_RANGE,
             Err(e) => {
@@ -669,7 +670,7 @@ mod tests {
             durable_offset: 0,
             leader_epoch: 1,
         };
-        let served = r.serve_fetch(fetch, 1 << 20);
+        let served = r.serve_fetch(fetch, 1 << 20).await;
         assert_eq!(served.error_code, code::NONE);
         let max_lag = Duration::from_millis(50);
         assert_eq!(r.isr_change(&[1, 2], max_lag), None);
@@ -678,7 +679,7 @@ mod tests {
         assert_eq!((epoch, shrunk.as_slice()), (1, &[1][..]));
         r.set_role(leader(1));
         assert_eq!(r.isr_change(&[1, 2], max_lag), None, "no flapping back in");
-        r.serve_fetch(fetch, 1 << 20);
+        r.serve_fetch(fetch, 1 << 20).await;
         let (_, grown) = r.isr_change(&[1, 2], max_lag).expect("caught up again");
         assert_eq!(grown, vec![1, 2]);
     }

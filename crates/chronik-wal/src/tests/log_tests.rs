@@ -589,3 +589,45 @@ async fn roll_then_delete_segments_before_an_offset() {
     assert_eq!(read_all(&log, boundary), concat(&second));
     log.close().await.unwrap();
 }
+
+/// `read_async` returns what `read` returns, whether it reads inline (the active segment's
+/// cached end) or on the blocking pool (sealed segments), across segment boundaries, and with
+/// more reads than cold-read slots in flight at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_async_matches_read_inline_and_on_the_blocking_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config()).await;
+    let stored = append_many(&log, 60, 2);
+    log.wait_committed(log.log_end_offset()).await.unwrap();
+    assert!(
+        log.segment_count() > 3,
+        "tiny segments: most data is sealed"
+    );
+    let end = log.log_end_offset();
+    let mut reads = Vec::new();
+    for b in stored.iter().step_by(3) {
+        for max_bytes in [1, 300, usize::MAX] {
+            let log = log.clone();
+            let from = b.base;
+            reads.push(tokio::spawn(async move {
+                let got = log.read_async(from, max_bytes, end).await.unwrap();
+                (got, log.read(from, max_bytes, end).unwrap())
+            }));
+        }
+    }
+    assert!(reads.len() > crate::MAX_COLD_READS);
+    for r in reads {
+        let (got, want) = r.await.unwrap();
+        assert!(got.batches > 0);
+        assert_eq!(got, want);
+    }
+    assert_eq!(
+        log.read_async(end, 100, i64::MAX).await.unwrap(),
+        crate::ReadResult::default()
+    );
+    assert!(matches!(
+        log.read_async(end + 1, 100, i64::MAX).await,
+        Err(WalError::OffsetOutOfRange { .. })
+    ));
+    log.close().await.unwrap();
+}
