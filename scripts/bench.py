@@ -430,6 +430,16 @@ METHOD = """
   scenario with exit code 3. `--verify full` reads every message back and checks its CRC and its
   (task, sequence) stamp. Latency samples go to HDR histograms that keep every sample (1 µs to
   10 min, 3 significant digits).
+- **cold-read: a consumer far behind must not slow the others down.** The scenario first writes
+  max(1 GB, 100 MB per measured second) to its 3-partition topic (16 KiB messages, acks=1), then
+  drops the topic's segment files from the page cache with `posix_fadvise(POSIX_FADV_DONTNEED)`
+  (no root needed, the rest of the machine's cache is untouched; the data is fdatasync'd, so its
+  pages are clean and go at once; `fincore`'s count of what is left is printed). It then runs
+  acks=all produce at a fixed 10,000 msg/s (c=64, 256 B) alone, drops the cache again, and runs
+  the same producer while `chronik-bench --mode consume` reads the topic from offset 0 (4 MiB per
+  partition per fetch, as fast as it decodes). Target: p99 with the consumer ≤ 1.5 × p99 alone.
+  The line under the table gives both p99s and how much the consumer read in how long; if it
+  reached the end before the measurement did, the rest of the window had no old data to read.
 - **Ratios, not absolutes.** This machine is a shared VM: its fsync latency and bandwidth move by
   2x within minutes. Each run measures the disk first and shows the broker against it, in the
   same run. Compare columns within one report.

@@ -653,30 +653,6 @@ impl PartitionLog {
         self.shared.end_tx.subscribe()
     }
 
-    /// First batch (in offset order) whose `max_timestamp >= ts_ms`, returned whole. Uses the
-    /// per-segment max timestamp, the time index and a short scan. `None` if there is none.
-    pub fn find_batch_by_timestamp(&self, ts_ms: i64) -> Result<Option<Bytes>, WalError> {
-        let s = &*self.shared;
-        let (view, pos) = {
-            let inner = s.lock();
-            s.check_readable(&inner)?;
-            let Some(seg) = inner.segments.iter().find(|s| s.max_timestamp >= ts_ms) else {
-                return Ok(None);
-            };
-            let rel = seg.index.scan_start_for_timestamp(ts_ms);
-            (SegmentView::of(seg), seg.index.position_for(rel))
-        };
-        let mut found = None;
-        s.walk(view, pos, SCAN_READ_AHEAD, &mut |ctx| {
-            if ctx.header().max_timestamp < ts_ms {
-                return Ok(true);
-            }
-            found = Some(Bytes::copy_from_slice(ctx.payload()?));
-            Ok(false)
-        })?;
-        Ok(found)
-    }
-
     /// Calls `f` with the header of every batch from the one containing `from_offset` (clamped
     /// to the log start) to the end of the log as of the call, reading sequentially. Blocking:
     /// call it from a blocking context for large logs.

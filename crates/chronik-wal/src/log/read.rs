@@ -83,22 +83,38 @@ impl PartitionLog {
             } => return s.read_from(view, pos, start_offset, max_bytes, max_offset_exclusive),
             Located::At { cached: false, .. } => {}
         }
-        metrics::counter!(crate::metric_names::COLD_READS).increment(1);
-        // The semaphore is never closed; the permit goes with the read, so a caller that gives
-        // up (a closed connection) does not free a slot the read still occupies.
-        let permit = COLD_READS
-            .acquire()
-            .await
-            .map_err(|_| WalError::Failed("cold read slots closed".into()))?;
         let shared = s.clone();
         // Located again on the blocking thread: the log may have changed while this waited.
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            shared.read(start_offset, max_bytes, max_offset_exclusive)
-        })
-        .await
-        .map_err(|e| WalError::Failed(format!("read task failed: {e}")))?
+        off_runtime(move || shared.read(start_offset, max_bytes, max_offset_exclusive)).await
     }
+
+    /// First batch (in offset order) whose `max_timestamp >= ts_ms`, returned whole. Uses the
+    /// per-segment max timestamp, the time index and a short scan. `None` if there is none.
+    /// The batch may be anywhere in the log, so it is read on the blocking pool.
+    pub async fn find_batch_by_timestamp(&self, ts_ms: i64) -> Result<Option<Bytes>, WalError> {
+        let shared = self.shared.clone();
+        off_runtime(move || shared.find_batch_by_timestamp(ts_ms)).await
+    }
+}
+
+/// Runs a read that may miss the page cache on the blocking pool, in one of the
+/// [`MAX_COLD_READS`] slots (waiting for one asynchronously when all are taken).
+async fn off_runtime<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, WalError> + Send + 'static,
+) -> Result<T, WalError> {
+    metrics::counter!(crate::metric_names::COLD_READS).increment(1);
+    // The semaphore is never closed. The permit goes with the read, so a caller that gives up
+    // (a closed connection) does not free a slot the read still occupies.
+    let permit = COLD_READS
+        .acquire()
+        .await
+        .map_err(|_| WalError::Failed("cold read slots closed".into()))?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        read()
+    })
+    .await
+    .map_err(|e| WalError::Failed(format!("read task failed: {e}")))?
 }
 
 /// A cheap clone of what a reader needs from one segment.
@@ -124,13 +140,8 @@ impl SealedSegment {
     /// Reads up to `max_len` bytes at `pos` (fewer only at the end of the file) on the blocking
     /// pool, sharing the [`MAX_COLD_READS`] slots: a whole-segment transfer reads old data.
     pub async fn read_chunk(&self, pos: u64, max_len: usize) -> Result<Bytes, WalError> {
-        let permit = COLD_READS
-            .acquire()
-            .await
-            .map_err(|_| WalError::Failed("cold read slots closed".into()))?;
         let seg = self.clone();
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+        off_runtime(move || {
             let mut buf = vec![0u8; max_len];
             let n = seg.read_at(pos, &mut buf).map_err(|e| WalError::Io {
                 op: "read sealed segment",
@@ -141,11 +152,31 @@ impl SealedSegment {
             Ok(Bytes::from(buf))
         })
         .await
-        .map_err(|e| WalError::Failed(format!("read task failed: {e}")))?
     }
 }
 
 impl Shared {
+    fn find_batch_by_timestamp(&self, ts_ms: i64) -> Result<Option<Bytes>, WalError> {
+        let (view, pos) = {
+            let inner = self.lock();
+            self.check_readable(&inner)?;
+            let Some(seg) = inner.segments.iter().find(|s| s.max_timestamp >= ts_ms) else {
+                return Ok(None);
+            };
+            let rel = seg.index.scan_start_for_timestamp(ts_ms);
+            (SegmentView::of(seg), seg.index.position_for(rel))
+        };
+        let mut found = None;
+        self.walk(view, pos, SCAN_READ_AHEAD, &mut |ctx| {
+            if ctx.header().max_timestamp < ts_ms {
+                return Ok(true);
+            }
+            found = Some(Bytes::copy_from_slice(ctx.payload()?));
+            Ok(false)
+        })?;
+        Ok(found)
+    }
+
     fn read(
         &self,
         start_offset: i64,

@@ -208,10 +208,14 @@ async fn find_batch_by_timestamp_matches_brute_force() {
             .iter()
             .find(|(ts, _)| *ts >= q)
             .map(|(_, s)| s.bytes.clone());
-        let got = log.find_batch_by_timestamp(q).unwrap().map(|b| b.to_vec());
+        let got = log
+            .find_batch_by_timestamp(q)
+            .await
+            .unwrap()
+            .map(|b| b.to_vec());
         assert_eq!(got, expect, "ts {q}");
     }
-    assert_eq!(log.find_batch_by_timestamp(i64::MAX).unwrap(), None);
+    assert_eq!(log.find_batch_by_timestamp(i64::MAX).await.unwrap(), None);
     log.close().await.unwrap();
 }
 
@@ -440,7 +444,7 @@ async fn close_and_reopen_preserves_everything() {
         log.size_bytes(),
         log.segment_count(),
     );
-    let ts = log.find_batch_by_timestamp(0).unwrap();
+    let ts = log.find_batch_by_timestamp(0).await.unwrap();
     log.close().await.unwrap();
     log.close().await.unwrap(); // idempotent
     let mut b = batch(1, 1);
@@ -468,7 +472,7 @@ async fn close_and_reopen_preserves_everything() {
     assert_eq!(log.size_bytes(), size);
     assert_eq!(log.segment_count(), count);
     assert_eq!(read_all(&log, 0), concat(&stored));
-    assert_eq!(log.find_batch_by_timestamp(0).unwrap(), ts);
+    assert_eq!(log.find_batch_by_timestamp(0).await.unwrap(), ts);
     for s in stored.iter().step_by(7) {
         assert_eq!(
             log.read(s.last, 1, i64::MAX).unwrap().first_offset,
@@ -544,11 +548,19 @@ async fn timestamps_of_a_batch_written_at_time() {
     log.append(&mut a, 0).unwrap();
     log.append(&mut b, 0).unwrap();
     assert_eq!(
-        log.find_batch_by_timestamp(150).unwrap().unwrap().to_vec(),
+        log.find_batch_by_timestamp(150)
+            .await
+            .unwrap()
+            .unwrap()
+            .to_vec(),
         b
     );
     assert_eq!(
-        log.find_batch_by_timestamp(100).unwrap().unwrap().to_vec(),
+        log.find_batch_by_timestamp(100)
+            .await
+            .unwrap()
+            .unwrap()
+            .to_vec(),
         a
     );
     log.close().await.unwrap();
