@@ -146,13 +146,13 @@ def run_cold_read(s: Scenario, brokers: list, seconds: int, workdir: Path) -> tu
     boot = ",".join(b.addr for b in brokers)
     topic = f"bench-{s.name}"
     base = [str(BENCH), "--bootstrap-servers", boot, "--topic", topic, "--json"]
-    fill = [*base, "--partitions", "3", "--acks", "1", "--message-size", "16384", "--batch-size", "1048576",
+    fill = [*base, "--partitions", "3", "--acks", "1", "--message-size", "16384", "--batch-size", "524288",
             "--linger-ms", "5", "--concurrency", "256", "--messages", str(COLD_READ_FILL_BYTES // 16384),
             "--verify", "none"]
     print(f"bench: {s.name}: fill: {' '.join(fill[1:])}", flush=True)
     rc, fill_report, err = run_json(fill, 600)
-    if rc != 0 or fill_report is None:
-        return rc or 1, None, err
+    if rc != 0 or fill_report is None or fill_report.get("failed"):
+        return rc or 1, None, f"{err}\nfill: {json.dumps(fill_report)}"
     data_dir = brokers[0].workdir / "data"
     produce = [*base, "--verify", "count", *s.args]
     settle()
