@@ -41,8 +41,8 @@ def values(lo: int, hi: int) -> list[bytes]:
 def test_not_exactly_one_batch_per_partition_is_refused_whole(broker):
     """Kafka's ProduceRequest.validateRecords (v3+): a partition's records must be exactly one
     batch, else INVALID_RECORD for that partition and nothing of it is written. Three batches of
-    one producer used to fail the third with OUT_OF_ORDER_SEQUENCE_NUMBER (and store the first
-    two); a real idempotent client, one batch per partition per request, keeps working."""
+    one producer used to be refused with OUT_OF_ORDER_SEQUENCE_NUMBER (the third checked against
+    the first); a real idempotent client, one batch per partition per request, keeps working."""
     for version in (7, 9):
         topic = unique_topic(f"onebatch-v{version}")
         create_topic(broker.bootstrap, topic)
