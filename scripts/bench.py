@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +49,9 @@ class Scenario:
     broker_args: list[str] = field(default_factory=list)
     # 1: a standalone broker; 3: a three-node cluster started from one peer list.
     nodes: int = 1
+    # A scenario of several steps: (scenario, brokers, seconds, workdir) -> (exit code, report);
+    # None runs `args` once.
+    run: object = None
 
 
 def scenarios(seconds: int) -> list[Scenario]:
@@ -76,7 +80,116 @@ def scenarios(seconds: int) -> list[Scenario]:
                  check=lambda r, d, all_: "durable" in all_
                  and r["msgs_per_s"] >= 0.4 * all_["durable"]["msgs_per_s"],
                  nodes=3),
+        Scenario("cold-read", "acks=all at 10k msg/s, 256 B, 3 partitions: p99 alone, then with a consumer "
+                 "reading the same topic from offset 0, out of the page cache",
+                 [*d, "--mode", "produce", "--rate-limit", "10000", "--concurrency", "64",
+                  "--message-size", "256", "--acks", "all", "--partitions", "3"],
+                 target="p99 with the consumer ≤ 1.5 × p99 alone",
+                 check=lambda r, d, _: r.get("cold_read", {}).get("ratio", 99) <= 1.5,
+                 run=run_cold_read),
     ]
+
+
+# Bytes the cold-read scenario writes before it measures. The consumer reads them from offset 0
+# again and again (the cache dropped before each pass), so it reads old data for the whole
+# measurement however fast it is.
+COLD_READ_FILL_BYTES = 1_000_000_000
+
+
+def drop_page_cache(data_dir: Path, topic: str) -> str:
+    """Drops the topic's segment files from the page cache with posix_fadvise(DONTNEED): the
+    data is synced (--fsync always), so its pages are clean and go at once. Needs no root and
+    leaves the rest of the machine's cache alone. Returns fincore's count of what is still
+    cached, when fincore (util-linux) is installed."""
+    files = sorted((data_dir / "wal" / topic).rglob("*.log"))
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+    if not files or shutil.which("fincore") is None:
+        return f"{len(files)} segment files"
+    r = subprocess.run(["fincore", "--bytes", "--noheadings", "--raw", "-o", "RES,SIZE", *map(str, files)],
+                       capture_output=True, text=True)
+    cached = size = 0
+    for line in r.stdout.splitlines():
+        res, sz = line.split()
+        cached, size = cached + int(res), size + int(sz)
+    return f"{len(files)} segment files, {cached / 1e6:.1f} of {size / 1e6:.0f} MB still cached"
+
+
+def consume_passes(base: list[str], data_dir: Path, topic: str, until: float) -> dict:
+    """Reads the topic from offset 0 with chronik-bench's consumer, pass after pass until the
+    monotonic deadline `until`, dropping the topic from the page cache before each pass."""
+    passes, mb, secs, errors = 0, 0.0, 0.0, []
+    while (left := until - time.monotonic()) > 1:
+        drop_page_cache(data_dir, topic)
+        r = subprocess.run([*base, "--mode", "consume", "--duration", str(int(left)),
+                            "--request-timeout-ms", "60000"], capture_output=True, text=True, timeout=left + 120)
+        try:
+            read = json.loads(r.stdout.strip().splitlines()[-1])
+        except (json.JSONDecodeError, IndexError):
+            errors.append(r.stderr[-2000:])
+            break
+        passes += 1
+        mb += float(read.get("mb_per_s", 0)) * float(read.get("duration_s", 0))
+        secs += float(read.get("duration_s", 0))
+    return {"passes": passes, "mb": mb, "seconds": secs, "errors": errors}
+
+
+def run_cold_read(s: Scenario, brokers: list, seconds: int, workdir: Path) -> tuple[int, dict | None, str]:
+    """Fills the topic, drops it from the page cache, measures acks=all produce p99 alone, then
+    measures it again while a consumer reads the topic from offset 0, pass after pass, each
+    pass out of the page cache. The report is the second producer run's, with a `cold_read`
+    section: both p99s, their ratio, and how much and how long the consumer read."""
+    boot = ",".join(b.addr for b in brokers)
+    topic = f"bench-{s.name}"
+    base = [str(BENCH), "--bootstrap-servers", boot, "--topic", topic, "--json"]
+    fill = [*base, "--partitions", "3", "--acks", "1", "--message-size", "16384", "--batch-size", "524288",
+            "--linger-ms", "5", "--concurrency", "256", "--messages", str(COLD_READ_FILL_BYTES // 16384),
+            "--verify", "none"]
+    print(f"bench: {s.name}: fill: {' '.join(fill[1:])}", flush=True)
+    rc, fill_report, err = run_json(fill, 600)
+    if rc != 0 or fill_report is None or fill_report.get("failed"):
+        return rc or 1, None, f"{err}\nfill: {json.dumps(fill_report)}"
+    data_dir = brokers[0].workdir / "data"
+    produce = [*base, "--verify", "count", *s.args]
+    settle()
+    print(f"bench: {s.name}: page cache dropped ({drop_page_cache(data_dir, topic)})", flush=True)
+    print(f"bench: {s.name}: alone: {' '.join(produce[1:])}", flush=True)
+    rc, alone, err = run_json(produce, seconds * 4 + 120)
+    if rc != 0 or alone is None:
+        return rc or 1, alone, err
+    settle()
+    print(f"bench: {s.name}: again, with a consumer reading from offset 0 (--mode consume), "
+          "the page cache dropped before each pass", flush=True)
+    # The consumer reads through the producer's warm-up and measured seconds, and a little more.
+    read: dict = {}
+    reader = threading.Thread(target=lambda: read.update(
+        consume_passes(base, data_dir, topic, time.monotonic() + seconds + 4)))
+    reader.start()
+    try:
+        rc, loaded, err = run_json(produce, seconds * 4 + 120)
+    finally:
+        reader.join()
+    if read.get("errors"):
+        return 1, None, "\n".join(read["errors"])
+    if rc != 0 or loaded is None:
+        return rc or 1, loaded, err
+    p99_alone, p99_loaded = alone["latency_us"]["p99"], loaded["latency_us"]["p99"]
+    loaded["cold_read"] = {
+        "p99_alone_us": p99_alone,
+        "p99_with_consumer_us": p99_loaded,
+        "ratio": p99_loaded / max(p99_alone, 1),
+        "consumer_passes": read["passes"],
+        "consumer_mb": read["mb"],
+        "consumer_mb_per_s": read["mb"] / max(read["seconds"], 1e-3),
+        "consumer_s": read["seconds"],
+        "fill_mb": COLD_READ_FILL_BYTES / 1e6,
+    }
+    print(f"bench: {s.name}: {json.dumps(loaded['cold_read'])}", flush=True)
+    return rc, loaded, err
 
 
 def free_port() -> int:
@@ -271,10 +384,13 @@ def main() -> int:
             settle()
             brokers = start_brokers(workdir, s)
             try:
-                cmd = [str(BENCH), "--bootstrap-servers", ",".join(b.addr for b in brokers),
-                       "--topic", f"bench-{s.name}", "--verify", "count", "--json", *s.args]
-                print(f"bench: {s.name}: {' '.join(cmd[1:])}", flush=True)
-                rc, report, err = run_json(cmd, args.seconds * 4 + 120)
+                if s.run is not None:
+                    rc, report, err = s.run(s, brokers, args.seconds, workdir)
+                else:
+                    cmd = [str(BENCH), "--bootstrap-servers", ",".join(b.addr for b in brokers),
+                           "--topic", f"bench-{s.name}", "--verify", "count", "--json", *s.args]
+                    print(f"bench: {s.name}: {' '.join(cmd[1:])}", flush=True)
+                    rc, report, err = run_json(cmd, args.seconds * 4 + 120)
             finally:
                 for b in brokers:
                     b.stop()
@@ -329,6 +445,16 @@ METHOD = """
   scenario with exit code 3. `--verify full` reads every message back and checks its CRC and its
   (task, sequence) stamp. Latency samples go to HDR histograms that keep every sample (1 µs to
   10 min, 3 significant digits).
+- **cold-read: a consumer far behind must not slow the others down.** The scenario first writes
+  1 GB to its 3-partition topic (16 KiB messages, acks=1) and drops the topic's segment files
+  from the page cache with `posix_fadvise(POSIX_FADV_DONTNEED)` (no root needed, the rest of the
+  machine's cache is untouched; the data is fdatasync'd, so its pages are clean and go at once;
+  `fincore`'s count of what is left is printed). It runs acks=all produce at a fixed 10,000 msg/s
+  (c=64, 256 B) alone, then the same producer while `chronik-bench --mode consume` reads the
+  topic from offset 0 (4 MiB per partition per fetch, as fast as it decodes), pass after pass
+  with the cache dropped before each, so old data is read throughout the measurement. Target:
+  p99 with the consumer ≤ 1.5 × p99 alone. The line under the table gives both p99s and what the
+  consumer read.
 - **Ratios, not absolutes.** This machine is a shared VM: its fsync latency and bandwidth move by
   2x within minutes. Each run measures the disk first and shows the broker against it, in the
   same run. Compare columns within one report.
@@ -384,6 +510,16 @@ def write_report(out: Path, disk: dict, results: list, seconds: int) -> None:
             f"| {ms(lat.get('p50'))} | {ms(p99)} | {ms(lat.get('p999'))} | {ms(lat.get('max'))} "
             f"| {'-' if p99 is None else f'{p99 / fsync_p50:.1f}×'} | {r.get('acked', 0):,} | {r.get('failed', 0):,} "
             f"| {verified}{'' if rc == 0 else f', exit {rc}'} | {s.target or '-'} | {met(s, r, disk, rc, by_name)} |")
+    for s, rc, r in results:
+        c = r.get("cold_read")
+        if c:
+            lines += [
+                "",
+                f"{s.name}: acks=all p99 {ms(c['p99_alone_us'])} ms alone, {ms(c['p99_with_consumer_us'])} ms while a "
+                f"consumer read the topic from offset 0 ({c['consumer_passes']} passes over the {c['fill_mb']:,.0f} MB "
+                f"written before, each out of the page cache: {c['consumer_mb']:,.0f} MB in {c['consumer_s']:.1f} s, "
+                f"{c['consumer_mb_per_s']:,.0f} MB/s): ratio {c['ratio']:.2f} (target ≤ 1.5).",
+            ]
     lines += [
         "",
         "Latency is per message, from the producer task's send to its acknowledgement (for e2e-latency: to",

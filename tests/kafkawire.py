@@ -30,6 +30,7 @@ MESSAGE_TOO_LARGE = 10
 UNSUPPORTED_VERSION = 35
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 INVALID_PRODUCER_EPOCH = 47
+INVALID_RECORD = 87
 
 
 # --------------------------------------------------------------------------- CRC32C

@@ -5,7 +5,7 @@ rebuilt from the log, or a retry after a crash would be written twice."""
 from __future__ import annotations
 
 import kafkawire as w
-from helpers import consume_all, create_topic, unique_topic, watermarks
+from helpers import consume_all, create_topic, produce_all, producer, unique_topic, watermarks
 
 VERSION = 7  # Produce v7: non-flexible, what many clients still send
 
@@ -36,6 +36,49 @@ class Seq:
 
 def values(lo: int, hi: int) -> list[bytes]:
     return [b"v%d" % i for i in range(lo, hi)]
+
+
+def test_not_exactly_one_batch_per_partition_is_refused_whole(broker):
+    """Kafka's ProduceRequest.validateRecords (v3+): a partition's records must be exactly one
+    batch, else INVALID_RECORD for that partition and nothing of it is written. Three batches of
+    one producer used to be refused with OUT_OF_ORDER_SEQUENCE_NUMBER (the third checked against
+    the first); a real idempotent client, one batch per partition per request, keeps working."""
+    for version in (7, 9):
+        topic = unique_topic(f"onebatch-v{version}")
+        create_topic(broker.bootstrap, topic)
+        with w.Connection(broker.bootstrap) as conn:
+            pid, epoch = init_producer_id(conn)
+
+            def batch(seq: int, lo: int, hi: int) -> bytes:
+                return w.record_batch([(None, v) for v in values(lo, hi)], producer_id=pid,
+                                      producer_epoch=epoch, base_sequence=seq)
+
+            refused = {
+                "three batches of one producer": batch(0, 0, 2) + batch(2, 2, 4) + batch(4, 4, 6),
+                "two plain batches": w.record_batch([(None, b"a")]) + w.record_batch([(None, b"b")]),
+                "no batch": b"",
+            }
+            for corr, (what, records) in enumerate(refused.items(), start=1):
+                got, parts = w.parse_produce_response(
+                    conn.roundtrip(w.produce_request(version, corr, topic, 0, records)), version)
+                assert got == corr and len(parts) == 1, parts
+                assert parts[0].error_code == w.INVALID_RECORD, \
+                    f"v{version} {what}: error {parts[0].error_code}, want INVALID_RECORD"
+            assert watermarks(broker.bootstrap, topic, 0) == (0, 0), f"v{version}: refused data was stored"
+            # Nothing of the refused request reached the producer state either: its first batch,
+            # sent alone, is new (not a duplicate) and lands at offset 0.
+            s = Seq(conn, topic, pid, epoch)
+            assert s.send(0, values(0, 2)) == (w.NONE, 0)
+            assert s.send(2, values(2, 4)) == (w.NONE, 2)
+        assert [m.value for m in consume_all(broker.bootstrap, topic, 0)] == values(0, 4)
+
+    topic = unique_topic("onebatch-client")
+    create_topic(broker.bootstrap, topic, partitions=2)
+    items = [(b"k%d" % i, b"m%d" % i) for i in range(200)]
+    log = produce_all(producer(broker.bootstrap), topic, items, timeout_s=60)
+    assert not log.failed, log.failed
+    stored = sorted(m.value for p in (0, 1) for m in consume_all(broker.bootstrap, topic, p))
+    assert stored == sorted(v for _, v in items)
 
 
 def test_duplicates_gaps_and_fencing_survive_a_crash(broker_factory):

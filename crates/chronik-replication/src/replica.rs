@@ -358,8 +358,9 @@ impl Replica {
     }
 
     /// Leader side of a follower's fetch: checks epochs and divergence, records the
-    /// follower's progress, and reads up to `max_bytes` of durable batches.
-    pub fn serve_fetch(&self, f: FollowerFetch, max_bytes: usize) -> ServedFetch {
+    /// follower's progress, and reads up to `max_bytes` of durable batches (a catching-up
+    /// follower's read of old data on the blocking pool, see `PartitionLog::read_async`).
+    pub async fn serve_fetch(&self, f: FollowerFetch, max_bytes: usize) -> ServedFetch {
         let mut out = ServedFetch {
             high_watermark: self.high_watermark(),
             log_start_offset: self.log.log_start_offset(),
@@ -437,7 +438,7 @@ impl Replica {
             chronik_wal::CatchUp::ReadTo(limit) if limit <= f.fetch_offset => return out,
             chronik_wal::CatchUp::ReadTo(limit) => limit,
         };
-        match self.log.read(f.fetch_offset, max_bytes, limit) {
+        match self.log.read_async(f.fetch_offset, max_bytes, limit).await {
             Ok(r) => out.records = r.data,
             Err(WalError::OffsetOutOfRange { .. }) => out.error_code = code::OFFSET_OUT_OF_RANGE,
             Err(e) => {
@@ -744,7 +745,7 @@ mod tests {
             durable_offset: 0,
             leader_epoch: 1,
         };
-        let served = r.serve_fetch(fetch, 1 << 20);
+        let served = r.serve_fetch(fetch, 1 << 20).await;
         assert_eq!(served.error_code, code::NONE);
         let max_lag = Duration::from_millis(50);
         assert_eq!(r.isr_change(&[1, 2], max_lag), None);
@@ -753,7 +754,7 @@ mod tests {
         assert_eq!((epoch, shrunk.as_slice()), (1, &[1][..]));
         r.set_role(leader(1));
         assert_eq!(r.isr_change(&[1, 2], max_lag), None, "no flapping back in");
-        r.serve_fetch(fetch, 1 << 20);
+        r.serve_fetch(fetch, 1 << 20).await;
         let (_, grown) = r.isr_change(&[1, 2], max_lag).expect("caught up again");
         assert_eq!(grown, vec![1, 2]);
     }
@@ -837,7 +838,7 @@ mod tests {
             leader_epoch,
         };
         assert_eq!(
-            r.serve_fetch(fetch(7), 1024).leader_epoch,
+            r.serve_fetch(fetch(7), 1024).await.leader_epoch,
             -1,
             "not leading"
         );
@@ -845,14 +846,14 @@ mod tests {
             epoch: 7,
             isr: vec![1, 2],
         });
-        let served = r.serve_fetch(fetch(7), 1024);
+        let served = r.serve_fetch(fetch(7), 1024).await;
         assert_eq!((served.error_code, served.leader_epoch), (code::NONE, 7));
         assert_eq!(
-            r.serve_fetch(fetch(6), 1024).error_code,
+            r.serve_fetch(fetch(6), 1024).await.error_code,
             code::FENCED_LEADER_EPOCH
         );
         assert_eq!(
-            r.serve_fetch(fetch(8), 1024).error_code,
+            r.serve_fetch(fetch(8), 1024).await.error_code,
             code::UNKNOWN_LEADER_EPOCH
         );
     }

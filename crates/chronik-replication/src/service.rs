@@ -26,7 +26,7 @@ pub struct ReplicationService {
 }
 
 impl ReplicationService {
-    fn answer(&self, req: &FetchRequest) -> (FetchResponse, bool) {
+    async fn answer(&self, req: &FetchRequest) -> (FetchResponse, bool) {
         let mut budget = (req.max_bytes as usize).clamp(1, self.manager.config.max_bytes);
         let mut any = false;
         let mut out = Vec::with_capacity(req.partitions.len());
@@ -43,16 +43,18 @@ impl ReplicationService {
                 any = true;
                 continue;
             };
-            let served = replica.serve_fetch(
-                FollowerFetch {
-                    follower: req.follower_id as i32,
-                    fetch_offset: pf.fetch_offset,
-                    last_fetched_epoch: pf.last_fetched_epoch,
-                    durable_offset: pf.durable_offset,
-                    leader_epoch: pf.leader_epoch,
-                },
-                budget,
-            );
+            let served = replica
+                .serve_fetch(
+                    FollowerFetch {
+                        follower: req.follower_id as i32,
+                        fetch_offset: pf.fetch_offset,
+                        last_fetched_epoch: pf.last_fetched_epoch,
+                        durable_offset: pf.durable_offset,
+                        leader_epoch: pf.leader_epoch,
+                    },
+                    budget,
+                )
+                .await;
             budget = budget.saturating_sub(served.records.len()).max(1);
             any |=
                 !served.records.is_empty() || served.error_code != 0 || served.diverging.is_some();
@@ -118,7 +120,8 @@ impl Replication for Arc<ReplicationService> {
     type FetchStream = FetchStream;
     type FetchSegmentStream = SegmentStream;
 
-    /// Streams a sealed segment's file: read on the blocking pool in 1 MiB pieces, at most
+    /// Streams a sealed segment's file: read on the blocking pool in 1 MiB pieces (one blocking
+    /// task per piece, so no thread waits on the network), at most
     /// [`SEGMENT_CHUNKS_IN_FLIGHT`] ahead of the follower. Errors (not the leader, no such
     /// segment) are one message with the Kafka error code.
     async fn fetch_segment(
@@ -143,18 +146,16 @@ impl Replication for Arc<ReplicationService> {
         };
         tracing::info!(topic = %req.topic, partition = req.partition, follower = req.follower_id,
             base_offset = seg.base_offset, bytes = seg.size_bytes, "sending a whole segment");
-        tokio::task::spawn_blocking(move || {
+        tokio::spawn(async move {
             let mut pos = 0u64;
             while pos < seg.size_bytes {
-                let mut buf = vec![0u8; SEGMENT_CHUNK_BYTES];
-                let msg = match seg.read_at(pos, &mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        pos += n as u64;
+                let msg = match seg.read_chunk(pos, SEGMENT_CHUNK_BYTES).await {
+                    Ok(data) if data.is_empty() => break,
+                    Ok(data) => {
+                        pos += data.len() as u64;
                         Ok(SegmentChunk {
                             error_code: code::NONE,
-                            data: buf.into(),
+                            data,
                             size_bytes: seg.size_bytes,
                             next_offset: seg.next_offset,
                         })
@@ -162,7 +163,7 @@ impl Replication for Arc<ReplicationService> {
                     Err(e) => Err(Status::internal(format!("reading the segment: {e}"))),
                 };
                 let failed = msg.is_err();
-                if tx.blocking_send(msg).is_err() || failed {
+                if tx.send(msg).await.is_err() || failed {
                     return;
                 }
             }
@@ -203,10 +204,10 @@ impl Replication for Arc<ReplicationService> {
                 }
                 let wait = Duration::from_millis(req.max_wait_ms as u64).min(MAX_WAIT_CAP);
                 let watches = me.watches(&req);
-                let (mut resp, any) = me.answer(&req);
+                let (mut resp, any) = me.answer(&req).await;
                 if !any && !wait.is_zero() {
                     me.hold(watches, wait).await;
-                    resp = me.answer(&req).0;
+                    resp = me.answer(&req).await.0;
                 }
                 if tx.send(Ok(resp)).await.is_err() {
                     return;

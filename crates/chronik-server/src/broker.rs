@@ -427,7 +427,6 @@ impl Broker {
                         continue;
                     }
                 }
-                let _span = span.entered();
                 let addr = state
                     .brokers
                     .get(&info.leader)
@@ -439,12 +438,17 @@ impl Broker {
                 } else {
                     part.log.resume();
                 }
-                self.replicas
-                    .set_role(&topic.name, i as i32, role.clone(), addr.as_deref());
+                span.in_scope(|| {
+                    self.replicas
+                        .set_role(&topic.name, i as i32, role.clone(), addr.as_deref())
+                });
                 if topic.name == OFFSETS_TOPIC && matches!(role, Role::Leader { .. }) && !was_leader
                 {
-                    self.load_offsets_partition(part, i);
+                    self.load_offsets_partition(part, i)
+                        .instrument(span.clone())
+                        .await;
                 }
+                let _span = span.entered();
                 if topic.name == OFFSETS_TOPIC && !matches!(role, Role::Leader { .. }) && was_leader
                 {
                     // No longer the coordinator of this partition's groups: their parked joins
@@ -459,11 +463,11 @@ impl Broker {
     }
 
     /// After this node took over offsets partition `p`: replay it and restore its groups.
-    fn load_offsets_partition(&self, part: &Partition, p: usize) {
+    async fn load_offsets_partition(&self, part: &Partition, p: usize) {
         let Some(offsets) = self.offsets.get() else {
             return; // start: Offsets::rebuild replays every led partition itself
         };
-        match offsets.reload_partition(&part.log, p) {
+        match offsets.reload_partition(&part.log, p).await {
             Ok(records) => {
                 let now = std::time::Instant::now();
                 let mut groups = self.groups();

@@ -172,13 +172,10 @@ impl Offsets {
         if has_record {
             let batch = encode_group_batch(group, None, now_ms())
                 .map_err(|e| OffsetsError::Encode(e.to_string()))?;
-            let p = self.partition_of(group) as usize;
-            {
-                let _shared = self.write_locks[p].read().await;
-                let base = self.append_durably(broker, group, &batch).await?;
-                self.store(group).apply_group(group.to_string(), None, base);
-            }
-            self.wrote(broker, p, 1);
+            self.append_and_apply(broker, group, &batch, 1, |store, base| {
+                store.apply_group(group.to_string(), None, base)
+            })
+            .await?;
         }
         Ok(())
     }
@@ -194,17 +191,36 @@ impl Offsets {
         }
         let batch = encode_offsets_batch(&entries, now_ms())
             .map_err(|e| OffsetsError::Encode(e.to_string()))?;
-        let p = self.partition_of(group) as usize;
         let n = entries.len() as u64;
-        {
-            let _shared = self.write_locks[p].read().await;
-            let base = self.append_durably(broker, group, &batch).await?;
-            let mut store = self.store(group);
+        self.append_and_apply(broker, group, &batch, n, |store, base| {
             for (i, (k, v)) in entries.into_iter().enumerate() {
                 store.apply(k, v, base + i as i64);
             }
+        })
+        .await
+    }
+
+    /// The one write path: appends `batch` (`records` records) to `group`'s partition, waits
+    /// until it is durable, then applies it with `apply(store, base offset)`, all under the
+    /// partition's shared write lock. A snapshot holds that lock exclusively, so every record
+    /// is either in the state it writes or appended after it; never appended to a segment the
+    /// snapshot deletes yet missing from the state it wrote (a replay would then restore the
+    /// older value).
+    async fn append_and_apply(
+        &self,
+        broker: &Arc<Broker>,
+        group: &str,
+        batch: &[u8],
+        records: u64,
+        apply: impl FnOnce(&mut OffsetStore, i64),
+    ) -> Result<(), OffsetsError> {
+        let p = self.partition_of(group) as usize;
+        {
+            let _shared = self.write_locks[p].read().await;
+            let base = self.append_durably(broker, group, batch).await?;
+            apply(&mut self.store(group), base);
         }
-        self.wrote(broker, p, n);
+        self.wrote(broker, p, records);
         Ok(())
     }
 
@@ -296,22 +312,34 @@ impl Offsets {
     ) -> Result<(), OffsetsError> {
         let batch = encode_group_batch(group, Some(&record), now_ms())
             .map_err(|e| OffsetsError::Encode(e.to_string()))?;
-        let base = self.append_durably(broker, group, &batch).await?;
-        self.store(group)
-            .apply_group(group.to_string(), Some(record), base);
-        Ok(())
+        self.append_and_apply(broker, group, &batch, 1, |store, base| {
+            store.apply_group(group.to_string(), Some(record), base)
+        })
+        .await
     }
 
-    /// Every group's latest membership record, for restoring them on start.
     /// Replays offsets partition `p` from its log again: this node just became its leader,
     /// and its replica's log holds what the previous leader wrote. Returns the partition's
-    /// group records, for the group manager to restore.
-    pub fn reload_partition(
+    /// group records, for the group manager to restore. The replay reads the whole partition
+    /// (possibly long out of the page cache), so it runs on the blocking pool; writers are held
+    /// off meanwhile, so none applies to the store being replaced.
+    pub async fn reload_partition(
         &self,
-        log: &chronik_wal::PartitionLog,
+        log: &Arc<chronik_wal::PartitionLog>,
         p: usize,
     ) -> Result<Vec<(String, GroupRecord)>, chronik_groups::ReplayError> {
-        let store = OffsetStore::rebuild(log)?;
+        let _exclusive = match self.write_locks.get(p) {
+            Some(lock) => Some(lock.write().await),
+            None => None,
+        };
+        let replay_log = log.clone();
+        let store = tokio::task::spawn_blocking(move || OffsetStore::rebuild(&replay_log))
+            .await
+            .map_err(|e| {
+                chronik_groups::ReplayError::Wal(chronik_wal::WalError::Failed(format!(
+                    "offsets replay panicked: {e}"
+                )))
+            })??;
         let records = store
             .group_records()
             .map(|(g, r)| (g.to_string(), r.clone()))
@@ -323,6 +351,7 @@ impl Offsets {
         Ok(records)
     }
 
+    /// Every group's latest membership record, for restoring them on start.
     pub fn group_records(&self) -> Vec<(String, GroupRecord)> {
         let mut out = Vec::new();
         for s in &self.stores {
@@ -414,5 +443,87 @@ impl Offsets {
             out.entry(t.to_string()).or_default().push((p, v.clone()));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BrokerConfig, ServerArgs};
+    use crate::shutdown::Shutdown;
+    use crate::startup::StartupPhase;
+
+    /// A standalone broker on `dir` (a one-node cluster, the same code as the binary's).
+    async fn standalone(dir: &std::path::Path) -> Arc<Broker> {
+        let config = BrokerConfig::resolve(ServerArgs {
+            data_dir: Some(dir.to_path_buf()),
+            ..Default::default()
+        })
+        .expect("config");
+        let bound = "127.0.0.1:9092".parse().expect("address");
+        Broker::start(
+            config,
+            bound,
+            None,
+            Shutdown::new(),
+            StartupPhase::default(),
+        )
+        .await
+        .expect("broker start")
+    }
+
+    fn generation(n: i32) -> GroupRecord {
+        GroupRecord {
+            protocol_type: "consumer".into(),
+            generation: n,
+            ..Default::default()
+        }
+    }
+
+    /// A group record written while a snapshot runs must survive the snapshot: either it is in
+    /// the snapshotted state or it is appended after it. The write is polled once (so it has
+    /// appended and waits for its commit) before the snapshot starts; on a single-threaded
+    /// runtime nothing else runs in between, so the interleaving is exact. Without the write
+    /// lock in `write_group`, the snapshot wrote generation 1 and deleted the segment holding
+    /// generation 2, and the replay restored generation 1.
+    #[tokio::test]
+    async fn a_group_record_written_during_a_snapshot_survives_the_replay() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let broker = standalone(dir.path()).await;
+        let offsets = broker.offsets();
+        let group = "g";
+        let p = offsets.partition_of(group) as usize;
+        offsets
+            .write_group(&broker, group, generation(1))
+            .await
+            .expect("first record");
+
+        let mut write = std::pin::pin!(offsets.write_group(&broker, group, generation(2)));
+        assert!(
+            futures::poll!(write.as_mut()).is_pending(),
+            "the write waits for its commit"
+        );
+        let (written, snapshotted) = tokio::join!(write, offsets.snapshot(&broker, p));
+        written.expect("second record");
+        snapshotted.expect("snapshot");
+
+        let part = broker
+            .partition(OFFSETS_TOPIC, p as i32)
+            .expect("partition");
+        assert!(
+            part.log.log_start_offset() > 0,
+            "the snapshot deleted the old segment"
+        );
+        let replayed = offsets
+            .reload_partition(&part.log, p)
+            .await
+            .expect("replay");
+        let generations: Vec<i32> = replayed
+            .iter()
+            .filter(|(g, _)| g == group)
+            .map(|(_, r)| r.generation)
+            .collect();
+        assert_eq!(generations, vec![2], "replay restored {replayed:?}");
+        broker.close().await;
     }
 }

@@ -5,11 +5,10 @@
 //! Waiting for durability happens after the lock is released, so appends from other
 //! producers pipeline behind a single group commit.
 
-use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
 use chronik_replication::{EpochCache, Replica};
-use chronik_wal::{verify_batch_crc, BatchHeader, PartitionLog, WalError};
+use chronik_wal::{BatchHeader, PartitionLog, WalError};
 use kafka_protocol::ResponseError;
 use thiserror::Error;
 
@@ -24,6 +23,9 @@ pub enum AppendError {
     TooLarge { size: usize, max: usize },
     #[error("unsupported record batch: {0}")]
     Unsupported(String),
+    /// Kafka's ProduceRequest.validateRecords (v3+): one batch per partition, no more, no less.
+    #[error("produce requests must contain exactly one record batch per partition, not {0}")]
+    NotOneBatch(usize),
     #[error("out of order sequence number: expected {expected}, got {got}")]
     OutOfOrder { expected: i32, got: i32 },
     #[error("producer epoch {got} is older than the current epoch {current}")]
@@ -39,7 +41,9 @@ impl AppendError {
         match self {
             AppendError::Corrupt(_) => ResponseError::CorruptMessage,
             AppendError::TooLarge { .. } => ResponseError::MessageTooLarge,
-            AppendError::Unsupported(_) => ResponseError::InvalidRecord,
+            AppendError::Unsupported(_) | AppendError::NotOneBatch(_) => {
+                ResponseError::InvalidRecord
+            }
             AppendError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
             AppendError::Fenced { .. } => ResponseError::InvalidProducerEpoch,
             AppendError::Sealed => ResponseError::NotLeaderOrFollower,
@@ -174,17 +178,17 @@ impl Partition {
             .store(generation, std::sync::atomic::Ordering::Release);
     }
 
-    /// Validates and appends the record batches of one produce request partition.
+    /// Validates and appends the record batch of one produce request partition.
     ///
-    /// All batches are checked before any is written, so a bad batch rejects the whole
-    /// partition's data, as in Kafka.
+    /// Exactly one batch per partition, as Kafka requires of Produce v3+ (the only versions
+    /// served): anything else is refused whole with INVALID_RECORD before a byte is written.
     pub fn append(
         &self,
         records: &[u8],
         max_message_bytes: usize,
         leader_epoch: i32,
     ) -> Result<Accepted, AppendError> {
-        let batches = validate_batches(records, max_message_bytes)?;
+        let header = validate_batch(records, max_message_bytes)?;
         let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
         // Under the producers lock, so the table checked below belongs to this generation.
         let generation = self.log.generation();
@@ -197,125 +201,61 @@ impl Partition {
         // Read before appending: if leadership moves in between, the wait fails, never the
         // other way round.
         let leading = self.replica.leading_epoch();
-        // First pass: sequence checks, so nothing is written if any batch is refused.
-        // `pending` carries sequences of earlier batches of this same request.
-        let mut pending: Vec<(i64, i16, i32)> = Vec::new();
-        let mut verdicts = Vec::with_capacity(batches.len());
-        for (header, _) in &batches {
-            let verdict = match pending
-                .iter()
-                .find(|(pid, _, _)| *pid == header.producer_id)
-            {
-                Some(&(_, epoch, last)) => {
-                    let expected = if last == i32::MAX { 0 } else { last + 1 };
-                    if header.producer_epoch == epoch && header.base_sequence == expected {
-                        SeqCheck::Append
-                    } else {
-                        SeqCheck::OutOfOrder {
-                            expected,
-                            got: header.base_sequence,
-                        }
-                    }
-                }
-                None => producers.check(header),
-            };
-            if verdict == SeqCheck::Append && header.producer_id >= 0 {
-                pending.push((
-                    header.producer_id,
-                    header.producer_epoch,
-                    crate::producer_state::last_seq(header),
-                ));
+        match producers.check(&header) {
+            SeqCheck::OutOfOrder { expected, got } => {
+                Err(AppendError::OutOfOrder { expected, got })
             }
-            match verdict {
-                SeqCheck::OutOfOrder { expected, got } => {
-                    return Err(AppendError::OutOfOrder { expected, got })
-                }
-                SeqCheck::Fenced { current, got } => {
-                    return Err(AppendError::Fenced { current, got })
-                }
-                v => verdicts.push(v),
-            }
-        }
-        let mut result: Option<Accepted> = None;
-        for ((header, range), verdict) in batches.iter().zip(verdicts) {
-            let accepted = match verdict {
-                SeqCheck::Duplicate(meta) => Accepted {
-                    base_offset: meta.base_offset,
-                    end_offset: meta.last_offset + 1,
-                    duplicate: true,
+            SeqCheck::Fenced { current, got } => Err(AppendError::Fenced { current, got }),
+            SeqCheck::Duplicate(meta) => Ok(Accepted {
+                base_offset: meta.base_offset,
+                end_offset: meta.last_offset + 1,
+                duplicate: true,
+                leader_epoch: leading,
+                generation,
+            }),
+            SeqCheck::Append => {
+                let mut batch = records.to_vec();
+                let appended = self.log.append(&mut batch, leader_epoch)?;
+                self.replica
+                    .record_epoch(leader_epoch, appended.base_offset, appended.generation);
+                producers.record(&header, appended.base_offset);
+                Ok(Accepted {
+                    base_offset: appended.base_offset,
+                    end_offset: appended.last_offset + 1,
+                    duplicate: false,
                     leader_epoch: leading,
-                    generation,
-                },
-                _ => {
-                    let mut batch = records[range.clone()].to_vec();
-                    let appended = self.log.append(&mut batch, leader_epoch)?;
-                    self.replica.record_epoch(
-                        leader_epoch,
-                        appended.base_offset,
-                        appended.generation,
-                    );
-                    producers.record(header, appended.base_offset);
-                    Accepted {
-                        base_offset: appended.base_offset,
-                        end_offset: appended.last_offset + 1,
-                        duplicate: false,
-                        leader_epoch: leading,
-                        generation: appended.generation,
-                    }
-                }
-            };
-            result = Some(match result {
-                None => accepted,
-                Some(first) => Accepted {
-                    end_offset: first.end_offset.max(accepted.end_offset),
-                    duplicate: first.duplicate && accepted.duplicate,
-                    ..first
-                },
-            });
+                    generation: appended.generation,
+                })
+            }
         }
-        result.ok_or_else(|| AppendError::Corrupt("no record batch in request".into()))
     }
 }
 
-/// Splits and checks the batches of a produce: v2 format, CRC32C, size, offsets.
-fn validate_batches(
-    records: &[u8],
-    max_message_bytes: usize,
-) -> Result<Vec<(BatchHeader, Range<usize>)>, AppendError> {
+/// Checks the records of a produce partition: exactly one v2 batch, its size and record
+/// count. Its CRC32C is checked by the WAL's append before anything is written.
+fn validate_batch(records: &[u8], max_message_bytes: usize) -> Result<BatchHeader, AppendError> {
     let ranges =
         chronik_wal::split_batches(records).map_err(|e| AppendError::Corrupt(e.to_string()))?;
-    if ranges.is_empty() {
-        return Err(AppendError::Corrupt("no record batch in request".into()));
+    if ranges.len() != 1 {
+        return Err(AppendError::NotOneBatch(ranges.len()));
     }
-    let ranges_len = ranges.len();
-    let mut out = Vec::with_capacity(ranges_len);
-    for range in ranges {
-        let bytes = &records[range.clone()];
-        let header = BatchHeader::parse(bytes).map_err(|e| AppendError::Corrupt(e.to_string()))?;
-        if bytes.len() > max_message_bytes {
-            return Err(AppendError::TooLarge {
-                size: bytes.len(),
-                max: max_message_bytes,
-            });
-        }
-        // With several batches, check every CRC before any is written (all or nothing). A
-        // single batch is checked by the WAL's append before anything is written, so
-        // checking it here too would only hash it twice.
-        if ranges_len > 1 {
-            verify_batch_crc(bytes).map_err(|e| AppendError::Corrupt(e.to_string()))?;
-        }
-        if header.records_count <= 0 || header.last_offset_delta != header.records_count - 1 {
-            return Err(AppendError::Corrupt(format!(
-                "batch claims {} records but a last offset delta of {}",
-                header.records_count, header.last_offset_delta
-            )));
-        }
-        if header.is_transactional() || header.is_control() {
-            return Err(AppendError::Unsupported(
-                "transactional and control batches are not supported yet".into(),
-            ));
-        }
-        out.push((header, range));
+    let header = BatchHeader::parse(records).map_err(|e| AppendError::Corrupt(e.to_string()))?;
+    if records.len() > max_message_bytes {
+        return Err(AppendError::TooLarge {
+            size: records.len(),
+            max: max_message_bytes,
+        });
     }
-    Ok(out)
+    if header.records_count <= 0 || header.last_offset_delta != header.records_count - 1 {
+        return Err(AppendError::Corrupt(format!(
+            "batch claims {} records but a last offset delta of {}",
+            header.records_count, header.last_offset_delta
+        )));
+    }
+    if header.is_transactional() || header.is_control() {
+        return Err(AppendError::Unsupported(
+            "transactional and control batches are not supported yet".into(),
+        ));
+    }
+    Ok(header)
 }

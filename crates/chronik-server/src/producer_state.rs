@@ -65,7 +65,7 @@ fn next_seq(seq: i32) -> i32 {
 }
 
 /// The last sequence number of a batch, wrapping like Kafka.
-pub fn last_seq(header: &BatchHeader) -> i32 {
+fn last_seq(header: &BatchHeader) -> i32 {
     let last = header.base_sequence as i64 + header.last_offset_delta as i64;
     if last > i32::MAX as i64 {
         (last - i32::MAX as i64 - 1) as i32

@@ -32,7 +32,7 @@ pub use config::{FsyncPolicy, LogConfig, ParseFsyncPolicyError};
 pub use error::WalError;
 pub use log::{
     Appended, CatchUp, DeletedSegment, PartitionLog, ReadResult, RetentionOutcome, RetentionReason,
-    SealedSegment, SegmentInstall, VerifiedInstall, MAX_PENDING_SEALS,
+    SealedSegment, SegmentInstall, VerifiedInstall, MAX_COLD_READS, MAX_PENDING_SEALS,
 };
 pub use segment::{
     segment_file_path, FileKind, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES, MAX_SEGMENT_BYTES,
@@ -47,4 +47,6 @@ pub mod metric_names {
     pub const FSYNC_SECONDS: &str = "chronik_wal_fsync_seconds";
     /// Bytes one commit pass made durable (histogram): the group-commit batch size.
     pub const COMMIT_BYTES: &str = "chronik_wal_commit_bytes";
+    /// Reads sent to the blocking pool because they may miss the page cache (counter).
+    pub const COLD_READS: &str = "chronik_wal_cold_reads_total";
 }

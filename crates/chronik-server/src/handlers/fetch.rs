@@ -40,7 +40,7 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
         loop {
             let mut watches = Vec::new();
             let (responses, total, errored) =
-                read_once(&broker, &req.topics, version, max_bytes, &mut watches);
+                read_once(&broker, &req.topics, version, max_bytes, &mut watches).await;
             let expired = Instant::now() >= deadline;
             if total >= min_bytes
                 || errored
@@ -65,8 +65,10 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
 }
 
 /// One pass over the requested partitions. Subscribes to each partition's commit watch
-/// *before* reading it, so a commit that lands after the read still wakes the waiter.
-fn read_once(
+/// *before* reading it, so a commit that lands after the read still wakes the waiter. Reads of
+/// old data (likely out of the page cache) run on the blocking pool (`read_async`), so a
+/// consumer far behind does not stall the runtime thread other connections share.
+async fn read_once(
     broker: &Broker,
     topics: &[FetchTopic],
     version: i16,
@@ -140,7 +142,7 @@ fn read_once(
                 parts.push(pd);
                 continue;
             }
-            match log.read(p.fetch_offset, budget, hw) {
+            match log.read_async(p.fetch_offset, budget, hw).await {
                 Ok(read) => {
                     // Only the first data in a response may exceed the limits (KIP-74),
                     // so a consumer can always make progress past a large batch.

@@ -9,7 +9,8 @@
 //! * `maintenance` serialises the operations that sync, rewrite or delete files: commit passes,
 //!   retention, truncation and close. Lock order is always `maintenance` then `inner`.
 //! * Reads take `inner` only to locate the start position and to clone the segment's
-//!   `Arc<File>`; the `pread`s happen outside the lock.
+//!   `Arc<File>`; the `pread`s happen outside the lock (and, for async callers, off the
+//!   runtime unless the data is near the log end: see `read`).
 //! * The commit task is the only place that fdatasyncs the active segment and the only place that
 //!   publishes `committed` under `FsyncPolicy::Always`. It syncs on an `Arc<File>` from
 //!   `spawn_blocking`, then publishes `committed = target` on a watch channel, waking every waiter
@@ -37,7 +38,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn, Instrument};
@@ -45,6 +46,7 @@ use tracing::{debug, error, info, warn, Instrument};
 use self::commit::commit_loop;
 pub use self::install::{CatchUp, SealedSegment, SegmentInstall, VerifiedInstall};
 use self::read::SegmentView;
+pub use self::read::MAX_COLD_READS;
 use crate::batch::{
     set_base_offset, set_partition_leader_epoch, verify_batch_crc, BatchError, BatchHeader,
 };
@@ -62,8 +64,6 @@ use crate::segment::{
 /// full, rotation is deferred (the active segment grows past `segment_bytes`, up to the hard file
 /// bound, after which appends fail with `SegmentFull`).
 pub const MAX_PENDING_SEALS: usize = 64;
-/// Largest read-ahead window used by `read`.
-const MAX_READ_AHEAD: usize = 1 << 20;
 /// The failure of a partition whose lock a panic poisoned: its state may be half-updated, so
 /// it never heals (only a reopen, which re-runs recovery, clears it).
 const PANIC_FAILURE: &str = "internal panic while holding the partition lock";
@@ -691,96 +691,6 @@ impl PartitionLog {
     /// synced. Replication waits on it.
     pub fn subscribe_end(&self) -> watch::Receiver<i64> {
         self.shared.end_tx.subscribe()
-    }
-
-    /// Reads whole batches starting with the batch that contains `start_offset`, never including
-    /// a batch whose last offset is >= `max_offset_exclusive`. Returns at least one batch when one
-    /// is available (even if larger than `max_bytes`), otherwise stops before exceeding
-    /// `max_bytes`. `OffsetOutOfRange` when `start_offset` is outside `[log_start, log_end]`.
-    /// Uses the sparse index plus a short scan.
-    pub fn read(
-        &self,
-        start_offset: i64,
-        max_bytes: usize,
-        max_offset_exclusive: i64,
-    ) -> Result<ReadResult, WalError> {
-        let s = &*self.shared;
-        let (view, pos) = {
-            let inner = s.lock();
-            s.check_readable(&inner)?;
-            if start_offset < inner.log_start || start_offset > inner.log_end {
-                return Err(WalError::OffsetOutOfRange {
-                    requested: start_offset,
-                    log_start: inner.log_start,
-                    log_end: inner.log_end,
-                });
-            }
-            if start_offset == inner.log_end || start_offset >= max_offset_exclusive {
-                return Ok(ReadResult::default());
-            }
-            let seg = &inner.segments[inner.segment_index_for(start_offset)];
-            let pos = seg
-                .index
-                .position_for((start_offset - seg.base_offset) as u32);
-            (SegmentView::of(seg), pos)
-        };
-        let mut out = BytesMut::new();
-        let mut first_offset = None;
-        let mut batches = 0usize;
-        let mut records = 0u64;
-        let read_ahead = max_bytes.clamp(SCAN_READ_AHEAD / 16, MAX_READ_AHEAD);
-        s.walk(view, pos, read_ahead, &mut |ctx| {
-            let h = *ctx.header();
-            if h.last_offset() < start_offset {
-                return Ok(true);
-            }
-            if h.last_offset() >= max_offset_exclusive {
-                return Ok(false);
-            }
-            let len = h.total_size();
-            if batches > 0 && out.len() + len > max_bytes {
-                return Ok(false);
-            }
-            let payload = ctx.payload()?;
-            if out.is_empty() {
-                out.reserve(len.max(max_bytes.min(MAX_READ_AHEAD)));
-            }
-            out.extend_from_slice(payload);
-            first_offset.get_or_insert(h.base_offset);
-            batches += 1;
-            records += u64::try_from(h.records_count).unwrap_or(0);
-            Ok(out.len() < max_bytes)
-        })?;
-        Ok(ReadResult {
-            data: out.freeze(),
-            first_offset,
-            batches,
-            records,
-        })
-    }
-
-    /// First batch (in offset order) whose `max_timestamp >= ts_ms`, returned whole. Uses the
-    /// per-segment max timestamp, the time index and a short scan. `None` if there is none.
-    pub fn find_batch_by_timestamp(&self, ts_ms: i64) -> Result<Option<Bytes>, WalError> {
-        let s = &*self.shared;
-        let (view, pos) = {
-            let inner = s.lock();
-            s.check_readable(&inner)?;
-            let Some(seg) = inner.segments.iter().find(|s| s.max_timestamp >= ts_ms) else {
-                return Ok(None);
-            };
-            let rel = seg.index.scan_start_for_timestamp(ts_ms);
-            (SegmentView::of(seg), seg.index.position_for(rel))
-        };
-        let mut found = None;
-        s.walk(view, pos, SCAN_READ_AHEAD, &mut |ctx| {
-            if ctx.header().max_timestamp < ts_ms {
-                return Ok(true);
-            }
-            found = Some(Bytes::copy_from_slice(ctx.payload()?));
-            Ok(false)
-        })?;
-        Ok(found)
     }
 
     /// Calls `f` with the header of every batch from the one containing `from_offset` (clamped

@@ -1,13 +1,121 @@
-//! The read side: walking frames across segments without holding the partition lock.
+//! The read side: walking frames across segments without holding the partition lock, and
+//! keeping reads that may miss the page cache off the async runtime.
+//!
+//! A `pread` of data that is not in the page cache blocks its thread for the disk's latency
+//! times the size (a 64 MiB fetch of old data: tens of milliseconds or more). On a tokio worker
+//! that stalls every connection and commit wake-up scheduled on it, so one consumer reading old
+//! data would delay everyone's acknowledgements. [`PartitionLog::read_async`] therefore reads
+//! on the blocking pool unless the read starts in the newest [`CACHE_KEEP_BYTES`] of the active
+//! segment, which the commit task keeps cached (unsynced data is cached anyway): a tail read is
+//! a memory copy and stays inline, sparing it the two thread hand-offs of the blocking pool.
 
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::Shared;
+use bytes::{Bytes, BytesMut};
+use tokio::sync::Semaphore;
+
+use super::{PartitionLog, ReadResult, SealedSegment, Shared};
 use crate::batch::BatchHeader;
 use crate::error::WalError;
-use crate::segment::{FrameInfo, FrameReader, ReadFrameError, Segment, SEGMENT_HEADER_BYTES};
+use crate::segment::{
+    FrameInfo, FrameReader, ReadFrameError, Segment, CACHE_KEEP_BYTES, SCAN_READ_AHEAD,
+    SEGMENT_HEADER_BYTES,
+};
+
+/// Largest read-ahead window used by `read`.
+const MAX_READ_AHEAD: usize = 1 << 20;
+
+/// Most reads that may miss the page cache running on the blocking pool at once, in the whole
+/// process. Further ones wait (asynchronously, holding no thread) for a slot. The blocking
+/// pool also runs every partition's fdatasync passes: without this bound, enough concurrent
+/// cold fetches could take all its threads and stall the commits that acknowledgements wait
+/// for. Eight keep a disk's queue busy; with reads of at most 64 MiB they also bound the
+/// memory cold reads fill at once to 512 MiB.
+pub const MAX_COLD_READS: usize = 8;
+static COLD_READS: Semaphore = Semaphore::const_new(MAX_COLD_READS);
+
+/// Where a read starts, found under the partition lock.
+enum Located {
+    /// Nothing to read (at the end, or at the limit).
+    Empty,
+    At {
+        view: SegmentView,
+        pos: u64,
+        /// Starts in the newest [`CACHE_KEEP_BYTES`] of the active segment.
+        cached: bool,
+    },
+}
+
+impl PartitionLog {
+    /// Reads whole batches starting with the batch that contains `start_offset`, never including
+    /// a batch whose last offset is >= `max_offset_exclusive`. Returns at least one batch when one
+    /// is available (even if larger than `max_bytes`), otherwise stops before exceeding
+    /// `max_bytes`. `OffsetOutOfRange` when `start_offset` is outside `[log_start, log_end]`.
+    /// Uses the sparse index plus a short scan. Blocking: from async code use
+    /// [`read_async`](Self::read_async).
+    pub fn read(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) -> Result<ReadResult, WalError> {
+        self.shared
+            .read(start_offset, max_bytes, max_offset_exclusive)
+    }
+
+    /// [`read`](Self::read) for async callers: inline when the read starts near the log end
+    /// (page cache), otherwise on the blocking pool, at most [`MAX_COLD_READS`] at a time.
+    pub async fn read_async(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) -> Result<ReadResult, WalError> {
+        let s = &self.shared;
+        match s.locate_read(start_offset, max_offset_exclusive)? {
+            Located::Empty => return Ok(ReadResult::default()),
+            Located::At {
+                view,
+                pos,
+                cached: true,
+            } => return s.read_from(view, pos, start_offset, max_bytes, max_offset_exclusive),
+            Located::At { cached: false, .. } => {}
+        }
+        let shared = s.clone();
+        // Located again on the blocking thread: the log may have changed while this waited.
+        off_runtime(move || shared.read(start_offset, max_bytes, max_offset_exclusive)).await
+    }
+
+    /// First batch (in offset order) whose `max_timestamp >= ts_ms`, returned whole. Uses the
+    /// per-segment max timestamp, the time index and a short scan. `None` if there is none.
+    /// The batch may be anywhere in the log, so it is read on the blocking pool.
+    pub async fn find_batch_by_timestamp(&self, ts_ms: i64) -> Result<Option<Bytes>, WalError> {
+        let shared = self.shared.clone();
+        off_runtime(move || shared.find_batch_by_timestamp(ts_ms)).await
+    }
+}
+
+/// Runs a read that may miss the page cache on the blocking pool, in one of the
+/// [`MAX_COLD_READS`] slots (waiting for one asynchronously when all are taken).
+async fn off_runtime<T: Send + 'static>(
+    read: impl FnOnce() -> Result<T, WalError> + Send + 'static,
+) -> Result<T, WalError> {
+    metrics::counter!(crate::metric_names::COLD_READS).increment(1);
+    // The semaphore is never closed. The permit goes with the read, so a caller that gives up
+    // (a closed connection) does not free a slot the read still occupies.
+    let permit = COLD_READS
+        .acquire()
+        .await
+        .map_err(|_| WalError::Failed("cold read slots closed".into()))?;
+    tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        read()
+    })
+    .await
+    .map_err(|e| WalError::Failed(format!("read task failed: {e}")))?
+}
 
 /// A cheap clone of what a reader needs from one segment.
 pub(super) struct SegmentView {
@@ -28,7 +136,137 @@ impl SegmentView {
     }
 }
 
+impl SealedSegment {
+    /// Reads up to `max_len` bytes at `pos` (fewer only at the end of the file) on the blocking
+    /// pool, sharing the [`MAX_COLD_READS`] slots: a whole-segment transfer reads old data.
+    pub async fn read_chunk(&self, pos: u64, max_len: usize) -> Result<Bytes, WalError> {
+        let seg = self.clone();
+        off_runtime(move || {
+            let mut buf = vec![0u8; max_len];
+            let n = seg.read_at(pos, &mut buf).map_err(|e| WalError::Io {
+                op: "read sealed segment",
+                path: std::path::PathBuf::from(format!("segment at offset {}", seg.base_offset)),
+                source: e,
+            })?;
+            buf.truncate(n);
+            Ok(Bytes::from(buf))
+        })
+        .await
+    }
+}
+
 impl Shared {
+    fn find_batch_by_timestamp(&self, ts_ms: i64) -> Result<Option<Bytes>, WalError> {
+        let (view, pos) = {
+            let inner = self.lock();
+            self.check_readable(&inner)?;
+            let Some(seg) = inner.segments.iter().find(|s| s.max_timestamp >= ts_ms) else {
+                return Ok(None);
+            };
+            let rel = seg.index.scan_start_for_timestamp(ts_ms);
+            (SegmentView::of(seg), seg.index.position_for(rel))
+        };
+        let mut found = None;
+        self.walk(view, pos, SCAN_READ_AHEAD, &mut |ctx| {
+            if ctx.header().max_timestamp < ts_ms {
+                return Ok(true);
+            }
+            found = Some(Bytes::copy_from_slice(ctx.payload()?));
+            Ok(false)
+        })?;
+        Ok(found)
+    }
+
+    fn read(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) -> Result<ReadResult, WalError> {
+        match self.locate_read(start_offset, max_offset_exclusive)? {
+            Located::Empty => Ok(ReadResult::default()),
+            Located::At { view, pos, .. } => {
+                self.read_from(view, pos, start_offset, max_bytes, max_offset_exclusive)
+            }
+        }
+    }
+
+    /// Finds where a read of `start_offset` begins, under the partition lock.
+    fn locate_read(
+        &self,
+        start_offset: i64,
+        max_offset_exclusive: i64,
+    ) -> Result<Located, WalError> {
+        let inner = self.lock();
+        self.check_readable(&inner)?;
+        if start_offset < inner.log_start || start_offset > inner.log_end {
+            return Err(WalError::OffsetOutOfRange {
+                requested: start_offset,
+                log_start: inner.log_start,
+                log_end: inner.log_end,
+            });
+        }
+        if start_offset == inner.log_end || start_offset >= max_offset_exclusive {
+            return Ok(Located::Empty);
+        }
+        let i = inner.segment_index_for(start_offset);
+        let seg = &inner.segments[i];
+        let pos = seg
+            .index
+            .position_for((start_offset - seg.base_offset) as u32);
+        let cached =
+            i + 1 == inner.segments.len() && seg.size_bytes.saturating_sub(pos) <= CACHE_KEEP_BYTES;
+        Ok(Located::At {
+            view: SegmentView::of(seg),
+            pos,
+            cached,
+        })
+    }
+
+    /// The batches of a read located at `pos` in `view`.
+    fn read_from(
+        &self,
+        view: SegmentView,
+        pos: u64,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) -> Result<ReadResult, WalError> {
+        let mut out = BytesMut::new();
+        let mut first_offset = None;
+        let mut batches = 0usize;
+        let mut records = 0u64;
+        let read_ahead = max_bytes.clamp(SCAN_READ_AHEAD / 16, MAX_READ_AHEAD);
+        self.walk(view, pos, read_ahead, &mut |ctx| {
+            let h = *ctx.header();
+            if h.last_offset() < start_offset {
+                return Ok(true);
+            }
+            if h.last_offset() >= max_offset_exclusive {
+                return Ok(false);
+            }
+            let len = h.total_size();
+            if batches > 0 && out.len() + len > max_bytes {
+                return Ok(false);
+            }
+            let payload = ctx.payload()?;
+            if out.is_empty() {
+                out.reserve(len.max(max_bytes.min(MAX_READ_AHEAD)));
+            }
+            out.extend_from_slice(payload);
+            first_offset.get_or_insert(h.base_offset);
+            batches += 1;
+            records += u64::try_from(h.records_count).unwrap_or(0);
+            Ok(out.len() < max_bytes)
+        })?;
+        Ok(ReadResult {
+            data: out.freeze(),
+            first_offset,
+            batches,
+            records,
+        })
+    }
+
     /// The segment after the one based at `base_offset`, for readers crossing segments.
     pub(super) fn view_after(&self, base_offset: i64) -> Option<SegmentView> {
         let inner = self.lock();

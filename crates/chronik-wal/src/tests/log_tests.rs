@@ -208,10 +208,14 @@ async fn find_batch_by_timestamp_matches_brute_force() {
             .iter()
             .find(|(ts, _)| *ts >= q)
             .map(|(_, s)| s.bytes.clone());
-        let got = log.find_batch_by_timestamp(q).unwrap().map(|b| b.to_vec());
+        let got = log
+            .find_batch_by_timestamp(q)
+            .await
+            .unwrap()
+            .map(|b| b.to_vec());
         assert_eq!(got, expect, "ts {q}");
     }
-    assert_eq!(log.find_batch_by_timestamp(i64::MAX).unwrap(), None);
+    assert_eq!(log.find_batch_by_timestamp(i64::MAX).await.unwrap(), None);
     log.close().await.unwrap();
 }
 
@@ -440,7 +444,7 @@ async fn close_and_reopen_preserves_everything() {
         log.size_bytes(),
         log.segment_count(),
     );
-    let ts = log.find_batch_by_timestamp(0).unwrap();
+    let ts = log.find_batch_by_timestamp(0).await.unwrap();
     log.close().await.unwrap();
     log.close().await.unwrap(); // idempotent
     let mut b = batch(1, 1);
@@ -468,7 +472,7 @@ async fn close_and_reopen_preserves_everything() {
     assert_eq!(log.size_bytes(), size);
     assert_eq!(log.segment_count(), count);
     assert_eq!(read_all(&log, 0), concat(&stored));
-    assert_eq!(log.find_batch_by_timestamp(0).unwrap(), ts);
+    assert_eq!(log.find_batch_by_timestamp(0).await.unwrap(), ts);
     for s in stored.iter().step_by(7) {
         assert_eq!(
             log.read(s.last, 1, i64::MAX).unwrap().first_offset,
@@ -544,11 +548,19 @@ async fn timestamps_of_a_batch_written_at_time() {
     log.append(&mut a, 0).unwrap();
     log.append(&mut b, 0).unwrap();
     assert_eq!(
-        log.find_batch_by_timestamp(150).unwrap().unwrap().to_vec(),
+        log.find_batch_by_timestamp(150)
+            .await
+            .unwrap()
+            .unwrap()
+            .to_vec(),
         b
     );
     assert_eq!(
-        log.find_batch_by_timestamp(100).unwrap().unwrap().to_vec(),
+        log.find_batch_by_timestamp(100)
+            .await
+            .unwrap()
+            .unwrap()
+            .to_vec(),
         a
     );
     log.close().await.unwrap();
@@ -587,5 +599,47 @@ async fn roll_then_delete_segments_before_an_offset() {
     let log = open(dir.path(), cfg).await;
     assert_eq!(log.log_start_offset(), boundary);
     assert_eq!(read_all(&log, boundary), concat(&second));
+    log.close().await.unwrap();
+}
+
+/// `read_async` returns what `read` returns, whether it reads inline (the active segment's
+/// cached end) or on the blocking pool (sealed segments), across segment boundaries, and with
+/// more reads than cold-read slots in flight at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_async_matches_read_inline_and_on_the_blocking_pool() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config()).await;
+    let stored = append_many(&log, 60, 2);
+    log.wait_committed(log.log_end_offset()).await.unwrap();
+    assert!(
+        log.segment_count() > 3,
+        "tiny segments: most data is sealed"
+    );
+    let end = log.log_end_offset();
+    let mut reads = Vec::new();
+    for b in stored.iter().step_by(3) {
+        for max_bytes in [1, 300, usize::MAX] {
+            let log = log.clone();
+            let from = b.base;
+            reads.push(tokio::spawn(async move {
+                let got = log.read_async(from, max_bytes, end).await.unwrap();
+                (got, log.read(from, max_bytes, end).unwrap())
+            }));
+        }
+    }
+    assert!(reads.len() > crate::MAX_COLD_READS);
+    for r in reads {
+        let (got, want) = r.await.unwrap();
+        assert!(got.batches > 0);
+        assert_eq!(got, want);
+    }
+    assert_eq!(
+        log.read_async(end, 100, i64::MAX).await.unwrap(),
+        crate::ReadResult::default()
+    );
+    assert!(matches!(
+        log.read_async(end + 1, 100, i64::MAX).await,
+        Err(WalError::OffsetOutOfRange { .. })
+    ));
     log.close().await.unwrap();
 }
