@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -72,8 +73,17 @@ def run_module(bootstrap: str, brokers: int) -> dict[str, list[tuple[str, str]]]
         shutil.rmtree(REPORTS)
     cmd = [mvn, "-B", "-q", "-o", "-Dstyle.color=never", "test",
            f"-Dbootstrap={bootstrap}", f"-Dbrokers={brokers}"]
-    proc = subprocess.run(cmd, cwd=JAVA_DIR, env=maven_env(), stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=MAVEN_TIMEOUT_S)
+    # Its own process group, so a timeout kills surefire's forked test JVM along with Maven.
+    proc = subprocess.Popen(cmd, cwd=JAVA_DIR, env=maven_env(), stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=MAVEN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate()
+        pytest.fail(f"`{' '.join(cmd)}` ran over {MAVEN_TIMEOUT_S}s and was killed; finished so far: "
+                    f"{read_reports()}\n--- maven stdout\n{stdout[-30_000:]}\n{client_logs()}", pytrace=False)
     reports = read_reports()
     for name, reason in reports["skipped"]:
         print(f"skipped {name}: {reason}")
@@ -81,7 +91,7 @@ def run_module(bootstrap: str, brokers: int) -> dict[str, list[tuple[str, str]]]
           f"{len(reports['skipped'])} skipped")
     if proc.returncode != 0:
         pytest.fail(f"`{' '.join(cmd)}` exited {proc.returncode} (it runs offline: `make deps-java` "
-                    f"resolves the module)\n--- maven stdout\n{proc.stdout[-30_000:]}\n--- maven stderr\n{proc.stderr[-10_000:]}\n"
+                    f"resolves the module)\n--- maven stdout\n{stdout[-30_000:]}\n--- maven stderr\n{stderr[-10_000:]}\n"
                     f"{client_logs()}", pytrace=False)
     assert not reports["failed"], reports["failed"]
     # A run that tested nothing (no bootstrap reached the tests, no report) must not pass.

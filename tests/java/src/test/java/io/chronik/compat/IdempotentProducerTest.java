@@ -80,6 +80,16 @@ class IdempotentProducerTest {
                 acks.add(producer.send(r));
             }
             producer.flush();
+            // The batches really were compressed (the values are repetitive text).
+            double rate = (Double) producer.metrics().entrySet().stream()
+                    .filter(e -> e.getKey().name().equals("compression-rate-avg")
+                            && e.getKey().group().equals("producer-metrics"))
+                    .findFirst().orElseThrow().getValue().metricValue();
+            if (codec.equals("none")) {
+                assertEquals(1.0, rate, 0.001, "compression-rate-avg without a codec");
+            } else {
+                assertTrue(rate < 0.5, "compression-rate-avg with " + codec + ": " + rate);
+            }
         }
 
         // Acknowledged offsets: per partition 0..n-1, in send order (idempotence keeps order with
