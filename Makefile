@@ -3,7 +3,8 @@
 #   make build     debug build of every binary in the workspace
 #   make release   optimised build of every binary
 #   make run       optimised standalone broker on 127.0.0.1:9092, data in ./data
-#   make deps      what the tests need (kcat and iptables from apt, a Python venv in .venv); idempotent
+#   make deps      what the tests need (kcat and iptables from apt, a Python venv in .venv, the Java
+#                  client module in tests/java resolved and compiled); idempotent
 #   make test      deps, cargo tests, debug binaries, then the client-compatibility suite (pytest)
 #   make bench     release binaries, then the standard scenarios; writes docs/benchmarks.md
 #   make docs      regenerate the reference sections of docs/operations.md from the code
@@ -28,7 +29,7 @@ PYTEST_ARGS ?=
 # Root runs apt-get directly; anyone else goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build release run deps deps-apt deps-venv test bench docs fmt clippy clean
+.PHONY: build release run deps deps-apt deps-venv deps-java test bench docs fmt clippy clean
 
 build:
 	$(CARGO) build --workspace --bins
@@ -39,7 +40,7 @@ release:
 run:
 	$(CARGO) run --release --bin chronik-server -- standalone --data-dir ./data --kafka-addr 127.0.0.1:9092
 
-deps: deps-apt deps-venv
+deps: deps-apt deps-venv deps-java
 
 # Debian packages the tests use: kcat (a librdkafka client) and iptables (network faults inside
 # namespaces, tests/netns.py). `apt-get update` only when apt knows no candidate yet (fresh machine).
@@ -76,6 +77,33 @@ deps-venv:
 	  echo "$$want" > $(VENV_STAMP); \
 	fi
 
+# The Java client module (tests/java, run by tests/test_java_client.py with `mvn -o`): resolved
+# from Maven Central into ~/.m2 and compiled once, again only when the pom's content differs from
+# the stamp (or target/ is gone). The run without a broker skips every test, but makes surefire
+# fetch its JUnit provider, which dependency:go-offline does not. Maven and a JDK come from apt
+# when missing.
+JAVA_DIR := tests/java
+JAVA_STAMP := $(JAVA_DIR)/target/.pom.sha256
+# Maven's own JVM: bounded heap, quick start (the tests' JVM is bounded in the pom).
+MVN := MAVEN_OPTS="-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1" mvn -B -q -Dstyle.color=never
+deps-java:
+	@if ! command -v mvn >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then \
+	  if ! apt-cache policy maven 2>/dev/null | grep -Eq 'Candidate: [0-9]'; then \
+	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update; \
+	  fi; \
+	  echo "deps: apt-get install maven openjdk-17-jdk-headless"; \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends maven openjdk-17-jdk-headless; \
+	fi; \
+	want="$$(sha256sum $(JAVA_DIR)/pom.xml | cut -d' ' -f1)"; \
+	have="$$(cat $(JAVA_STAMP) 2>/dev/null || true)"; \
+	if [ "$$want" = "$$have" ]; then \
+	  echo "deps: $(JAVA_DIR) up to date with its pom.xml"; \
+	else \
+	  echo "deps: resolving and compiling $(JAVA_DIR) (Maven Central)"; \
+	  (cd $(JAVA_DIR) && $(MVN) dependency:go-offline && env -u KAFKA_BOOTSTRAP $(MVN) test -Dbootstrap=); \
+	  echo "$$want" > $(JAVA_STAMP); \
+	fi
+
 test: deps
 	$(CARGO) test --workspace
 	$(CARGO) build --workspace --bins
@@ -99,4 +127,4 @@ clippy:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) ./data .pytest_cache tests/__pycache__
+	rm -rf $(VENV) ./data .pytest_cache tests/__pycache__ $(JAVA_DIR)/target
