@@ -485,7 +485,6 @@ impl GroupManager {
                 if let Some(w) = m.sync_waiter.take() {
                     let _ = w.send(SyncResponse::error(code::FENCED_INSTANCE_ID));
                 }
-                let same_protocols = m.protocols == req.protocols;
                 m.protocols = req.protocols.clone();
                 m.session_timeout = req.session_timeout;
                 m.rebalance_timeout = req.rebalance_timeout;
@@ -497,7 +496,12 @@ impl GroupManager {
                 if group.leader.as_deref() == Some(&old) {
                     group.leader = Some(id.clone());
                 }
-                if group.state == State::Stable && same_protocols {
+                // As Kafka (updateStaticMemberAndRebalance): a Stable group rebalances only if
+                // the rejoin changes the protocol it would select. The metadata bytes differ on
+                // every rejoin (clients put their generation and owned partitions there), so
+                // comparing them would rebalance, or park the join, every time.
+                let keeps_protocol = group.select_protocol() == group.protocol;
+                if group.state == State::Stable && keeps_protocol {
                     // No rebalance: the member gets its old assignment from SyncGroup. A
                     // returning leader must not assign again (KIP-814): v9+ says so with
                     // skip_assignment; older versions name the old member id as leader, so
@@ -512,6 +516,14 @@ impl GroupManager {
                         }
                     }
                     return Reply::Now(resp);
+                }
+                match group.state {
+                    // Waits with the others: the rebalance under way completes it.
+                    State::PreparingRebalance => {}
+                    // Stable with a new selection, or after the join stage: the leader may
+                    // have been sent the old member id, whose assignment the new id would
+                    // never get, so everyone rejoins.
+                    _ => group.prepare_rebalance(now, delay),
                 }
                 id
             }
@@ -1156,8 +1168,12 @@ mod tests {
         ) else {
             panic!()
         };
-        // Restart: a new join with no member id but the same instance id.
-        let again = now_join(&mut m, join_req("g", "", Some("i-a")), t0);
+        // Restart: a new join with no member id but the same instance id; its subscription
+        // metadata differs (clients put their generation and owned partitions there), which
+        // must not matter while the selected protocol stays the same.
+        let mut rejoin = join_req("g", "", Some("i-a"));
+        rejoin.protocols = vec![("range".into(), Bytes::from_static(b"m, generation 1"))];
+        let again = now_join(&mut m, rejoin, t0);
         assert_eq!((again.error, again.generation), (0, 1), "no new generation");
         assert_ne!(again.member_id, a.member_id);
         // Below v9 the returning leader is told the old id leads, so it does not reassign.
