@@ -93,7 +93,7 @@ bench: release
 CHAOS_FAULTS ?= 100
 CHAOS_ARGS ?=
 chaos: deps
-	$(CARGO) build --bin chronik-server
+	$(CARGO) build -p chronik-server --bin chronik-server
 	cd tests && $(abspath $(VENV))/bin/python -m chaos --faults $(CHAOS_FAULTS) --out ../docs/reliability.md $(CHAOS_ARGS)
 
 # The settings and admin-command tables come from the clap definitions; a cargo test fails when

@@ -106,10 +106,11 @@ def _nodes_up(cluster, fault: Fault, deadline: float) -> None:
         n.wait_ready(max(5.0, deadline - time.monotonic()))
 
 
-def settle(cluster, partitions: int, fault: Fault, timeout_s: float = SETTLE_S) -> bool:
-    """Every node up, and every partition's ISR full twice STABLE_S apart: a follower whose log
-    broke (a poisoned partition after ENOSPC) stays in the ISR until the leader's lag timer
-    drops it, so one full-ISR reading right after the heal proves little."""
+def settle(cluster, partitions: int, fault: Fault, timeout_s: float = SETTLE_S, workload=None) -> bool:
+    """Every node up, every partition's ISR full for STABLE_S, and (with a workload running)
+    every partition acknowledged since the heal: a follower whose log broke (poisoned after
+    ENOSPC) stays in the ISR until the leader's lag timer drops it, and a leader whose log broke
+    stays leader with a full ISR while every produce fails, so the ISR alone proves little."""
     deadline = time.monotonic() + timeout_s
     try:
         _nodes_up(cluster, fault, deadline)
@@ -120,7 +121,8 @@ def settle(cluster, partitions: int, fault: Fault, timeout_s: float = SETTLE_S) 
     while time.monotonic() < deadline:
         if full_isr(cluster, partitions):
             full_since = full_since or time.monotonic()
-            if time.monotonic() - full_since >= STABLE_S:
+            if time.monotonic() - full_since >= STABLE_S and (
+                    workload is None or workload.acked_since(fault.t_heal or fault.t_start)):
                 return True
         else:
             full_since = None
@@ -128,22 +130,42 @@ def settle(cluster, partitions: int, fault: Fault, timeout_s: float = SETTLE_S) 
     return False
 
 
-def _heal_and_settle(cluster, nemesis_heal, fault: Fault, partitions: int, target_node: int | None) -> None:
+def _heal_and_settle(cluster, nemesis_heal, fault: Fault, partitions: int, target_node: int | None,
+                     workload) -> None:
     fault.t_heal = time.monotonic()
     nemesis_heal()
     if fault.kind == "disk-full":
-        if not settle(cluster, partitions, fault, DISK_RECOVERY_S):
+        if not settle(cluster, partitions, fault, DISK_RECOVERY_S, workload):
             fault.notes.append(f"not recovered {DISK_RECOVERY_S:.0f}s after space was freed: "
                                f"node {target_node} restarted")
             cluster.node(target_node).kill()
             cluster.node(target_node).launch()
-            if not settle(cluster, partitions, fault):
+            if not settle(cluster, partitions, fault, SETTLE_S, workload):
                 fault.notes.append(f"not settled {SETTLE_S:.0f}s after the restart")
                 return
-    elif not settle(cluster, partitions, fault):
+    elif not settle(cluster, partitions, fault, SETTLE_S, workload):
         fault.notes.append(f"not settled within {SETTLE_S:.0f}s of the heal")
-        return
+        broken = [i for i, n in cluster.nodes.items() if _poisoned(n)]
+        if not broken:
+            return
+        # A log poisoned earlier (ENOSPC) stays broken until reopened: restart its node so
+        # later faults are measured on a working cluster, and say so.
+        fault.notes.append(f"nodes {broken} hold a poisoned partition log: restarted")
+        for i in broken:
+            cluster.node(i).kill()
+            cluster.node(i).launch()
+        if not settle(cluster, partitions, fault, SETTLE_S, workload):
+            return
     fault.t_settled = time.monotonic()
+
+
+def _poisoned(node) -> bool:
+    """This run of the node logged a poisoned partition log (it stays so until reopened)."""
+    try:
+        with open(node.stderr_path, "rb") as f:
+            return b"partition log poisoned" in f.read(64 << 20)
+    except (OSError, TypeError):
+        return False
 
 
 def _undo_everything(cluster) -> None:
@@ -191,6 +213,46 @@ def schedule(faults: int, rng: random.Random) -> list[str]:
     return out[:faults]
 
 
+def _one_fault(cluster, nemesis: Nemesis, kind: str, rng: random.Random, hold_s: tuple[float, float],
+               partitions: int, workload: Workload) -> Fault:
+    """Injects one fault, holds it, heals it and waits for the cluster to settle."""
+    f = Fault(kind, "", time.monotonic())
+    try:
+        node = nemesis.pick(kind)
+        log_pos = _stderr_size(cluster.node(node)) if kind == "disk-full" else 0
+        target, heal = nemesis.inject(kind, node)
+        f.target = target
+        time.sleep(rng.uniform(*hold_s))
+        if kind == "disk-full":
+            _hold_until_enospc(cluster.node(node), log_pos, f)
+        _heal_and_settle(cluster, heal, f, partitions, node, workload)
+    except Exception as e:  # one broken fault must not lose the campaign: note it, go on
+        f.notes.append(f"fault failed: {type(e).__name__}: {e!s:.300}")
+        f.t_heal = f.t_heal or time.monotonic()
+        _undo_everything(cluster)
+        settle(cluster, partitions, f, SETTLE_S, workload)
+    return f
+
+
+def _read_back(cluster, partitions: int, attempts: list[Attempt], final: Fault):
+    """Consumes every partition, reads every replica's WAL (finally with the nodes stopped) and
+    runs the checker: (violations, high watermarks)."""
+    hws = readback.wait_high_watermarks(cluster.bootstrap(), TOPIC, partitions, attempts)
+    log_view = readback.consume_all(cluster.bootstrap(), TOPIC, hws)
+    in_sync = isr_now(cluster)
+    final.notes += [f"p{p}: ISR at the end {sorted(isr)}" for p, isr in sorted(in_sync.items())
+                    if len(isr) < len(cluster.nodes)]
+    dirs = {i: n.data_dir for i, n in cluster.nodes.items()}
+    readback.wait_replicas(dirs, TOPIC, hws)
+    for n in cluster.nodes.values():
+        try:
+            n.terminate()
+        except Exception as e:
+            final.notes.append(f"{n.name}: {e!s:.200}")
+    replicas = readback.replica_logs(dirs, TOPIC, partitions)
+    return checker.check(attempts, log_view, replicas, hws, in_sync or None), hws
+
+
 def run(base: Path, faults: int, seed: int, hold_s: tuple[float, float] = (2.0, 8.0), partitions: int = 3,
         producers: int = 3, rate: float = 100.0, pad: int = 200, log=print) -> Result:
     rng = random.Random(seed)
@@ -211,26 +273,13 @@ def run(base: Path, faults: int, seed: int, hold_s: tuple[float, float] = (2.0, 
         nemesis = Nemesis(cluster, TOPIC, partitions, rng)
         done: list[Fault] = []
         for i, kind in enumerate(schedule(faults, rng)):
-            f = Fault(kind, "", time.monotonic())
-            try:
-                node = nemesis.pick(kind)
-                log_pos = _stderr_size(cluster.node(node)) if kind == "disk-full" else 0
-                target, heal = nemesis.inject(kind, node)
-                f.target = target
-                time.sleep(rng.uniform(*hold_s))
-                if kind == "disk-full":
-                    _hold_until_enospc(cluster.node(node), log_pos, f)
-                _heal_and_settle(cluster, heal, f, partitions, node)
-            except Exception as e:  # one broken fault must not lose the campaign: note it, go on
-                f.notes.append(f"fault failed: {type(e).__name__}: {e!s:.300}")
-                f.t_heal = f.t_heal or time.monotonic()
-                _undo_everything(cluster)
-                settle(cluster, partitions, f)
+            f = _one_fault(cluster, nemesis, kind, rng, hold_s, partitions, workload)
             done.append(f)
             acked = sum(1 for a in workload.all_attempts() if a.outcome == ACKED)
             took = (f.t_settled or time.monotonic()) - f.t_heal
             log(f"fault {i + 1}/{faults}: {kind} {f.target}, held {f.t_heal - f.t_start:.1f}s, "
-                f"settled in {took:.1f}s; acked so far {acked} {'; '.join(f.notes)}")
+                f"settled in {took:.1f}s; acked so far {acked}, fatal client errors {len(workload.fatal)} "
+                f"{'; '.join(f.notes)}")
             time.sleep(rng.uniform(0.5, 2.0))
         time.sleep(2)
         workload.stop(60)
@@ -239,20 +288,7 @@ def run(base: Path, faults: int, seed: int, hold_s: tuple[float, float] = (2.0, 
         final = Fault("final", "", t_end)
         if not settle(cluster, partitions, final):
             final.notes.append("the cluster did not settle (full ISR) before the read-back")
-        hws = readback.wait_high_watermarks(cluster.bootstrap(), TOPIC, partitions, attempts)
-        log_view = readback.consume_all(cluster.bootstrap(), TOPIC, hws)
-        in_sync = isr_now(cluster)
-        dirs = {i: n.data_dir for i, n in cluster.nodes.items()}
-        readback.wait_replicas(dirs, TOPIC, hws)
-        for n in cluster.nodes.values():
-            try:
-                n.terminate()
-            except Exception as e:
-                final.notes.append(f"{n.name}: {e!s:.200}")
-        replicas = readback.replica_logs(dirs, TOPIC, partitions)
-        violations = checker.check(attempts, log_view, replicas, hws, in_sync or None)
-        final.notes += [f"p{p}: ISR at the end {sorted(isr)}" for p, isr in sorted(in_sync.items())
-                        if len(isr) < len(cluster.nodes)]
+        violations, hws = _read_back(cluster, partitions, attempts, final)
         windows = availability.measure(done, attempts, partitions, t_end)
         for note in final.notes:
             log(f"final: {note}")

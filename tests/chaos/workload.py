@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from .history import ACKED, FAILED, PENDING, UNKNOWN, Attempt, encode_value
 
@@ -50,6 +50,7 @@ class Workload:
         self.attempts: list[list[Attempt]] = [[] for _ in range(producers)]
         self.fatal: list[str] = []  # fatal client errors (the producer is then replaced)
         self._fatal_flag = [False] * producers
+        self.last_ack: dict[int, float] = {}  # partition -> time of its latest acknowledgement
         self._flush_s = 60.0
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._run, args=(i,), name=f"chaos-producer-{i}", daemon=True)
@@ -71,6 +72,10 @@ class Workload:
                 if a.outcome == PENDING:
                     a.outcome, a.error = UNKNOWN, "still pending at the end"
 
+    def acked_since(self, t: float) -> bool:
+        """Every partition acknowledged something after t."""
+        return all(self.last_ack.get(p, float("-inf")) > t for p in range(self.partitions))
+
     def all_attempts(self) -> list[Attempt]:
         return [a for attempts in self.attempts for a in attempts]
 
@@ -81,8 +86,7 @@ class Workload:
 
         def on_error(err):
             if err.fatal():
-                self.fatal.append(f"producer {index}: {err}")
-                self._fatal_flag[index] = True
+                self._fatal(index, str(err))
         return Producer({"bootstrap.servers": self.bootstrap, **PRODUCER_CONF, "error_cb": on_error})
 
     def _run(self, index: int) -> None:
@@ -97,6 +101,7 @@ class Workload:
                 attempt.t_done = time.monotonic()
                 if err is None:
                     attempt.outcome, attempt.offset = ACKED, msg.offset()
+                    self.last_ack[attempt.partition] = attempt.t_done
                 else:
                     attempt.error = err.name()
                     attempt.outcome = UNKNOWN if err.code() in AMBIGUOUS or err.retriable() else FAILED
@@ -104,26 +109,45 @@ class Workload:
 
         while not self._stop.is_set():
             if self._fatal_flag[index]:
-                producer.flush(5)
-                producer = self._producer(index)
+                producer = self._replace(index, producer)
             a = Attempt(index, seq, seq % self.partitions, time.monotonic())
             try:
                 producer.produce(self.topic, key=str(index).encode(), value=encode_value(index, seq, self.pad),
                                  partition=a.partition, on_delivery=done(a))
             except BufferError:
-                producer.poll(0.1)
+                self._poll(index, producer, 0.1)
                 continue
-            except Exception as e:  # a fatal producer refuses every produce
-                self.fatal.append(f"producer {index}: produce: {e}")
-                producer.flush(5)
-                producer = self._producer(index)
-                time.sleep(0.1)
+            except KafkaException as e:  # a fatal producer refuses every produce
+                self._fatal(index, f"produce: {e}")
                 continue
             attempts.append(a)
             seq += 1
             next_t += period
-            producer.poll(max(0.0, next_t - time.monotonic()))
+            self._poll(index, producer, max(0.0, next_t - time.monotonic()))
             if time.monotonic() - next_t > 1.0:
                 next_t = time.monotonic()  # fell behind (a stall): do not burst to catch up
-        producer.flush(self._flush_s)
+        try:
+            producer.flush(self._flush_s)
+        except KafkaException as e:
+            self._fatal(index, f"flush: {e}")
 
+    def _fatal(self, index: int, what: str) -> None:
+        self.fatal.append(f"producer {index} at {time.monotonic():.1f}: {what}")
+        self._fatal_flag[index] = True
+
+    def _poll(self, index: int, producer: Producer, timeout_s: float) -> None:
+        """poll() raises once the producer hit a fatal error (librdkafka then refuses everything)."""
+        try:
+            producer.poll(timeout_s)
+        except KafkaException as e:
+            self._fatal(index, f"poll: {e}")
+
+    def _replace(self, index: int, producer: Producer) -> Producer:
+        """A fatal producer is replaced (new producer id); what it still held never gets a
+        delivery report and ends as "unknown"."""
+        try:
+            producer.flush(1)
+        except KafkaException:
+            pass
+        time.sleep(0.1)
+        return self._producer(index)
