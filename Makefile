@@ -7,6 +7,7 @@
 #                  client module in tests/java resolved and compiled); idempotent
 #   make test      deps, cargo tests, debug binaries, then the client-compatibility suite (pytest)
 #   make bench     release binaries, then the standard scenarios; writes docs/benchmarks.md
+#   make chaos     debug binaries, then CHAOS_FAULTS faults on a 3-node cluster; writes docs/reliability.md
 #   make docs      regenerate the reference sections of docs/operations.md from the code
 #   make fmt       rustfmt the workspace
 #   make clippy    clippy on all targets, warnings are errors
@@ -29,7 +30,7 @@ PYTEST_ARGS ?=
 # Root runs apt-get directly; anyone else goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build release run deps deps-apt deps-venv deps-java test bench docs fmt clippy clean
+.PHONY: build release run deps deps-apt deps-venv deps-java test bench chaos docs fmt clippy clean
 
 build:
 	$(CARGO) build --workspace --bins
@@ -113,6 +114,15 @@ test: deps
 BENCH_ARGS ?=
 bench: release
 	$(PYTHON) scripts/bench.py $(BENCH_ARGS)
+
+# Fault injection (tests/chaos/): network partitions, SIGKILL, SIGSTOP and disk full against 3
+# nodes in network namespaces (needs root); exits non-zero when the checker finds a violation.
+# CHAOS_ARGS: e.g. `--seed 42 --hold-max 5` (see `cd tests && python -m chaos --help`).
+CHAOS_FAULTS ?= 100
+CHAOS_ARGS ?=
+chaos: deps
+	$(CARGO) build -p chronik-server --bin chronik-server
+	cd tests && $(abspath $(VENV))/bin/python -m chaos --faults $(CHAOS_FAULTS) --out ../docs/reliability.md $(CHAOS_ARGS)
 
 # The settings and admin-command tables come from the clap definitions; a cargo test fails when
 # the committed file differs (crates/chronik-docs/tests/operations_doc.rs).
