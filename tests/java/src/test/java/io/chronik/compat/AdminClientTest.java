@@ -49,9 +49,7 @@ import org.apache.kafka.common.errors.NoReassignmentInProgressException;
 import org.apache.kafka.common.errors.TopicExistsException;
 import org.apache.kafka.common.errors.UnknownTopicOrPartitionException;
 import org.apache.kafka.common.errors.UnsupportedVersionException;
-import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.Assumptions;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -60,23 +58,11 @@ import org.junit.jupiter.api.Test;
  * advertise in ApiVersions is skipped with the reason (after checking that the client fails it
  * with UnsupportedVersionException).
  */
-class AdminClientTest {
+class AdminClientTest extends WithAdmin {
     private static final short DELETE_RECORDS = 21;
     private static final short DESCRIBE_LOG_DIRS = 35;
     private static final short LIST_OFFSETS = 2;
-    private static Admin admin;
 
-    @BeforeAll
-    static void setUp() {
-        admin = Env.admin();
-    }
-
-    @AfterAll
-    static void tearDown() {
-        if (admin != null) {
-            admin.close(Duration.ofSeconds(10));
-        }
-    }
 
     private static TopicDescription describeTopic(String topic) throws Exception {
         return admin.describeTopics(List.of(topic)).allTopicNames().get().get(topic);

@@ -32,9 +32,7 @@ import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.GroupState;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.errors.FencedInstanceIdException;
-import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.AfterEach;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 
 /**
@@ -47,21 +45,9 @@ import org.junit.jupiter.api.Test;
  * All members are polled from the test thread in turn (KafkaConsumer is single-threaded); a
  * classic rebalance makes progress in each member's poll.
  */
-class ConsumerGroupTest {
-    private static Admin admin;
+class ConsumerGroupTest extends WithAdmin {
     private final List<Member> members = new ArrayList<>();
 
-    @BeforeAll
-    static void setUp() {
-        admin = Env.admin();
-    }
-
-    @AfterAll
-    static void tearDown() {
-        if (admin != null) {
-            admin.close(Duration.ofSeconds(10));
-        }
-    }
 
     @AfterEach
     void closeMembers() {

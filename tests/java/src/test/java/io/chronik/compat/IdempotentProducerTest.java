@@ -22,8 +22,6 @@ import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.header.internals.RecordHeader;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.params.ParameterizedTest;
 import org.junit.jupiter.params.provider.ValueSource;
@@ -34,22 +32,10 @@ import org.junit.jupiter.params.provider.ValueSource;
  * acknowledgement named, in send order per partition, and reads back byte for byte with its key,
  * headers and timestamp.
  */
-class IdempotentProducerTest {
+class IdempotentProducerTest extends WithAdmin {
     private static final int PARTITIONS = 3;
     private static final int RECORDS = 3000;
-    private static Admin admin;
 
-    @BeforeAll
-    static void setUp() {
-        admin = Env.admin();
-    }
-
-    @AfterAll
-    static void tearDown() {
-        if (admin != null) {
-            admin.close(Duration.ofSeconds(10));
-        }
-    }
 
     @ParameterizedTest(name = "compression.type={0}")
     @ValueSource(strings = {"none", "gzip", "snappy", "lz4", "zstd"})
