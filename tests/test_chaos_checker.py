@@ -85,6 +85,18 @@ def test_an_acknowledged_offset_holding_another_message_is_an_offset_move():
     assert kinds(checker.check(attempts, log, replicas, hw)) == (["offset-moved"], 1)
 
 
+def test_an_acknowledgement_without_an_offset_only_needs_the_message_present():
+    attempts, log, replicas, hw = clean_history()
+    a = next(a for a in attempts if a.id == (1, 3))
+    a.offset = None  # librdkafka's "persisted" without an offset
+    assert checker.check(attempts, log, replicas, hw) == []
+    where = next(i for i, (_, v) in enumerate(log[a.partition]) if v == encode_value(1, 3))
+    del log[a.partition][where]
+    for n in replicas:
+        replicas[n][a.partition] = list(log[a.partition])
+    assert "lost" in kinds(checker.check(attempts, log, replicas, hw))[0]
+
+
 def test_a_replica_with_a_different_record_diverges():
     attempts, log, replicas, hw = clean_history()
     replicas[2][1][1] = (replicas[2][1][1][0], encode_value(9, 9))

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import shutil
 import sys
 import tempfile
 import time
@@ -29,14 +32,22 @@ def main() -> int:
         return 2
     seed = args.seed if args.seed is not None else int(time.time())
     hold = (args.hold_min, args.hold_max)
-    with tempfile.TemporaryDirectory(prefix="chronik-chaos-") as tmp:
-        r = campaign.run(Path(tmp), args.faults, seed, hold, producers=args.producers, rate=args.rate, pad=args.pad,
-                         log=lambda s: print(s, flush=True))
-        args.out.write_text(report.render(r, seed, hold, args.rate, args.producers, args.pad))
+    tmp = Path(tempfile.mkdtemp(prefix="chronik-chaos-"))
+    r = campaign.run(tmp, args.faults, seed, hold, producers=args.producers, rate=args.rate, pad=args.pad,
+                     log=lambda s: print(s, flush=True))
+    args.out.write_text(report.render(r, seed, hold, args.rate, args.producers, args.pad))
     print(f"chaos: wrote {args.out}: {len(r.faults)} faults, {len(r.attempts)} sent, "
           f"{len(r.violations)} violations")
     for v in r.violations[:30]:
         print(f"  {v.kind} p{v.partition}: {v.detail}")
+    if r.violations:
+        # Keep what explains them: every node's logs and every send with its outcome.
+        with open(tmp / "attempts.jsonl", "w") as f:
+            for a in r.attempts:
+                f.write(json.dumps(dataclasses.asdict(a), default=str) + "\n")
+        print(f"chaos: kept the nodes' logs and the send history (attempts.jsonl) in {tmp}")
+    else:
+        shutil.rmtree(tmp, ignore_errors=True)
     return 1 if r.violations else 0
 
 
