@@ -3,8 +3,10 @@
 #   make build     debug build of every binary in the workspace
 #   make release   optimised build of every binary
 #   make run       optimised standalone broker on 127.0.0.1:9092, data in ./data
-#   make deps      what the tests need (kcat and iptables from apt, a Python venv in .venv); idempotent
+#   make deps      what the tests need (kcat, iptables, a JDK and Maven from apt, a Python venv in .venv,
+#                  Apache Kafka 4.4.0's jars in tests/reference/lib from Maven Central); idempotent
 #   make test      deps, cargo tests, debug binaries, then the client-compatibility suite (pytest)
+#   make test-kafka  the client-compatibility suite against Apache Kafka 4.4.0 (pytest --broker=kafka)
 #   make bench     release binaries, then the standard scenarios; writes docs/benchmarks.md
 #   make docs      regenerate the reference sections of docs/operations.md from the code
 #   make fmt       rustfmt the workspace
@@ -28,7 +30,7 @@ PYTEST_ARGS ?=
 # Root runs apt-get directly; anyone else goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build release run deps deps-apt deps-venv test bench docs fmt clippy clean
+.PHONY: build release run deps deps-apt deps-venv deps-kafka test test-kafka bench docs fmt clippy clean
 
 build:
 	$(CARGO) build --workspace --bins
@@ -39,16 +41,17 @@ release:
 run:
 	$(CARGO) run --release --bin chronik-server -- standalone --data-dir ./data --kafka-addr 127.0.0.1:9092
 
-deps: deps-apt deps-venv
+deps: deps-apt deps-venv deps-kafka
 
-# Debian packages the tests use: kcat (a librdkafka client) and iptables (network faults inside
-# namespaces, tests/netns.py). `apt-get update` only when apt knows no candidate yet (fresh machine).
-APT_PACKAGES := kcat iptables
+# Debian packages the tests use, as command:package: kcat (a librdkafka client), iptables (network
+# faults inside namespaces, tests/netns.py), a JRE and Maven (the reference Apache Kafka broker,
+# tests/reference/). `apt-get update` only when apt knows no candidate yet (fresh machine).
+APT_PACKAGES := kcat:kcat iptables:iptables java:openjdk-17-jre-headless mvn:maven
 deps-apt:
 	@missing=""; \
-	for p in $(APT_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for cp in $(APT_PACKAGES); do command -v $${cp%%:*} >/dev/null 2>&1 || missing="$$missing $${cp#*:}"; done; \
 	if [ -z "$$missing" ]; then \
-	  echo "deps: apt packages present ($(APT_PACKAGES))"; \
+	  echo "deps: apt packages present ($(foreach cp,$(APT_PACKAGES),$(lastword $(subst :, ,$(cp)))))"; \
 	else \
 	  if ! apt-cache policy $$missing 2>/dev/null | grep -Eq 'Candidate: [0-9]'; then \
 	    echo "deps: apt-get update"; \
@@ -76,10 +79,37 @@ deps-venv:
 	  echo "$$want" > $(VENV_STAMP); \
 	fi
 
+# Apache Kafka 4.4.0 (broker, storage tool, tools) for the differential tests, resolved by Maven from
+# tests/reference/pom.xml into tests/reference/lib (ignored by git). The folder is complete only when
+# it holds the stamp, the sha256 of the pom it was resolved from: Maven copies into a temporary
+# folder that is renamed once the copy succeeded, so an interrupted run is redone, and a second
+# run with the same pom starts no Maven and downloads nothing.
+KAFKA_POM := tests/reference/pom.xml
+KAFKA_LIB := tests/reference/lib
+KAFKA_STAMP := $(KAFKA_LIB)/.pom.sha256
+deps-kafka:
+	@want="$$(sha256sum $(KAFKA_POM) | cut -d' ' -f1)"; \
+	have="$$(cat $(KAFKA_STAMP) 2>/dev/null || true)"; \
+	if [ "$$want" = "$$have" ]; then \
+	  echo "deps: $(KAFKA_LIB) up to date with $(KAFKA_POM)"; \
+	else \
+	  echo "deps: resolving $(KAFKA_POM) into $(KAFKA_LIB) (Maven)"; \
+	  rm -rf $(KAFKA_LIB).tmp; \
+	  mvn -B -q -Dstyle.color=never -f $(KAFKA_POM) dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIB).tmp; \
+	  echo "$$want" > $(KAFKA_LIB).tmp/.pom.sha256; \
+	  rm -rf $(KAFKA_LIB); \
+	  mv $(KAFKA_LIB).tmp $(KAFKA_LIB); \
+	fi
+
 test: deps
 	$(CARGO) test --workspace
 	$(CARGO) build --workspace --bins
 	$(VENV)/bin/pytest tests/ -v --timeout=$(PYTEST_TIMEOUT_S) $(PYTEST_ARGS)
+
+# The same suite against the reference broker; tests marked chronik_only are skipped.
+test-kafka: deps
+	$(VENV)/bin/pytest tests/ -v --broker=kafka --timeout=$(PYTEST_TIMEOUT_S) $(PYTEST_ARGS)
 
 # BENCH_ARGS: e.g. `--seconds 10` or `--only reference` (see scripts/bench.py --help).
 BENCH_ARGS ?=
@@ -99,4 +129,4 @@ clippy:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) ./data .pytest_cache tests/__pycache__
+	rm -rf $(VENV) ./data .pytest_cache tests/__pycache__ $(KAFKA_LIB) $(KAFKA_LIB).tmp
