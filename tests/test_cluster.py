@@ -179,6 +179,7 @@ def test_no_metadata_write_without_a_quorum_and_no_divergence(cluster_factory):
     create(c.bootstrap(down[0]), topic_name("after"), 1, 3)
 
 
+@pytest.mark.chronik_only("chronik-server's --cluster flag")
 @pytest.mark.parametrize("peers, why", [
     ("1@127.0.0.1:1,1@127.0.0.1:2", "listed twice"),
     ("1@127.0.0.1", "no :PORT"),
@@ -195,6 +196,7 @@ def test_bad_peer_list_is_refused_with_exit_2(tmp_path, peers, why):
     assert len(lines) <= 3, proc.stderr  # clap adds a usage hint line
 
 
+@pytest.mark.chronik_only("chronik-server's command line")
 def test_no_cluster_and_no_standalone_is_refused(tmp_path):
     proc = subprocess.run([str(SERVER_BIN), "--data-dir", str(tmp_path)], capture_output=True, text=True,
                           timeout=30, env=clean_env())
@@ -202,6 +204,7 @@ def test_no_cluster_and_no_standalone_is_refused(tmp_path):
     assert "standalone" in proc.stderr and "--cluster" in proc.stderr
 
 
+@pytest.mark.chronik_only("chronik-server's --cluster flag against its data dir")
 def test_peer_list_conflicting_with_the_data_dir_is_refused(cluster_factory):
     c = cluster_factory(1).start()
     node = c.node(1)
@@ -304,6 +307,7 @@ def test_nodes_started_one_by_one_in_any_order_form_one_cluster(cluster_factory)
                "the topic on every node")
 
 
+@pytest.mark.chronik_only("finds the controller with chronik-admin")
 def test_a_paused_controller_does_not_fence_live_brokers_when_it_resumes(cluster_factory):
     """SIGSTOP the controller past the session timeout: on resume every broker looks silent to
     it. Its decisions must not be committed by its successor (they were forwarded once)."""

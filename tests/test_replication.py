@@ -13,6 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
@@ -98,6 +99,7 @@ def produce_acked(bootstrap: str, name: str, n: int, partitions: int, tag: str) 
     assert errors == [], errors[:5]
 
 
+@pytest.mark.chronik_only("reads Chronik's WAL segment files")
 def test_three_replicas_hold_byte_identical_frames(cluster_factory):
     c = cluster_factory(3).start()
     name = topic_name("replicated")

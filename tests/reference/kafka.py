@@ -27,6 +27,7 @@ import base64
 import ctypes
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -43,10 +44,17 @@ import kafkawire  # noqa: E402
 LIB = Path(os.environ.get("KAFKA_REFERENCE_LIB", HERE / "lib"))
 LOG4J_CONFIG = HERE / "log4j2.properties"
 JAVA = os.environ.get("JAVA", "java")
-# A bounded heap for the shared 2-core machine, and the serial collector: fewer GC threads
-# competing with the broker under test. KAFKA_REFERENCE_JVM_OPTS replaces the whole list.
+# A bounded heap for the shared 2-core machine, the serial collector (no GC threads competing
+# with the broker under test) and the client JIT only (C1): tests are short, so compiling for
+# peak speed costs more CPU than it saves. Measured at load 19 on 2 cores: start to Metadata
+# 9-10 s with C1 only, 17 s with both compilers. KAFKA_REFERENCE_JVM_OPTS replaces the list.
 JVM_OPTS = os.environ.get("KAFKA_REFERENCE_JVM_OPTS",
-                          "-Xms256m -Xmx768m -XX:+UseSerialGC -Djava.awt.headless=true").split()
+                          "-Xms256m -Xmx768m -XX:+UseSerialGC -XX:TieredStopAtLevel=1 "
+                          "-Djava.awt.headless=true").split()
+# Class-data sharing archive of the classes a broker loads, made by `kafka.py cds` (`make deps`):
+# start to Metadata 3-6 s instead of 9-10 s. Without it (or if this JVM cannot map it) the JVM
+# just loads classes from the jars.
+CDS_ARCHIVE = LIB / "kafka.jsa"
 # From exec to Metadata answering with every broker: 5-15 s measured on an idle 2-core machine;
 # a loaded one (a Rust build beside it) takes longer.
 READY_TIMEOUT_S = 90.0
@@ -95,7 +103,7 @@ def os_picked_port() -> int:
 
 
 def check_lib() -> None:
-    if not (LIB / ".pom.sha256").exists() or not list(LIB.glob("kafka_2.13-*.jar")):
+    if not list(LIB.glob("kafka_2.13-*.jar")):
         raise KafkaError(f"{LIB} has no resolved Apache Kafka jars: run `make deps`")
 
 
@@ -133,6 +141,23 @@ def listening_ports(pid: int) -> set[int]:
     return ports
 
 
+def coordinators_ready(bootstrap: str, timeout_s: float = 5.0) -> str | None:
+    """None once the group coordinator (FindCoordinator v0) and the producer id manager
+    (InitProducerId v0) answer without error, else what they answered. Kafka creates
+    __consumer_offsets on the first FindCoordinator and answers COORDINATOR_NOT_AVAILABLE,
+    NOT_COORDINATOR or COORDINATOR_LOAD_IN_PROGRESS until it is loaded; tests start on a broker
+    whose coordinators work, as they do on Chronik once it printed its ready line."""
+    with kafkawire.Connection(bootstrap, timeout_s=timeout_s) as c:
+        r = kafkawire.Reader(c.roundtrip(kafkawire.request(10, 0, 7, kafkawire.string("reference-warmup"))))
+        r.i32()  # correlation id
+        err = r.i16()
+        if err != 0:
+            return f"FindCoordinator error {err}"
+        _, err, _, _ = kafkawire.parse_init_producer_id_response_v0(
+            c.roundtrip(kafkawire.init_producer_id_request_v0(8)))
+        return f"InitProducerId error {err}" if err != 0 else None
+
+
 def metadata_brokers(bootstrap: str, timeout_s: float = 5.0) -> list[tuple[int, str, int]]:
     with kafkawire.Connection(bootstrap, timeout_s=timeout_s) as c:
         return kafkawire.parse_metadata_response_v1(c.roundtrip(kafkawire.metadata_request_v1(1, []))).brokers
@@ -150,12 +175,13 @@ class KafkaNode:
     def __init__(self, workdir: Path, *, node_id: int = 1, name: str | None = None,
                  voters: str | None = None, controller_port: int | None = None,
                  cluster_id: str | None = None, properties: dict[str, str] | None = None,
-                 detach: bool = False):
+                 detach: bool = False, keep_port: bool = False):
         self.name = name or f"kafka{node_id}"
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.data_dir = self.workdir / "data"
         self.node_id = node_id
+        self.cluster_node_id = node_id  # as conftest.ClusterNode names it
         self.controller_port = controller_port or os_picked_port()
         self.voters = voters or f"{node_id}@127.0.0.1:{self.controller_port}"
         self.cluster_id = cluster_id or random_cluster_id()
@@ -163,12 +189,16 @@ class KafkaNode:
         self.properties = {**BASE_PROPERTIES, **(SINGLE_NODE_PROPERTIES if single else {}),
                            **(properties or {})}
         self.detach = detach  # shell mode: the JVM outlives this Python process
+        # A cluster node restarts on the client port it had (as conftest.ClusterNode): clients
+        # and tests keep the bootstrap they know.
+        self.keep_port = keep_port
         self.proc: subprocess.Popen | None = None
         self._pid: int | None = None  # shell `stop` knows only the pid
         self.host = "127.0.0.1"
         self.port: int | None = None
         self.starts = 0
         self.formatted = False
+        self.ready_line: str | None = None  # set once Metadata answered (conftest.Broker's name)
         self.stdout_path = self.workdir / "kafka.stdout"
         self.stderr_path = self.stdout_path  # one log: Kafka writes its log4j output to stdout
         KafkaNode._all.append(self)
@@ -199,8 +229,14 @@ class KafkaNode:
         self.config_path().write_text(text)
         return self.config_path()
 
-    def java(self, main: str, *args: str) -> list[str]:
-        return [JAVA, *JVM_OPTS, f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+    def java(self, main: str, *args: str, cds_dump: Path | None = None) -> list[str]:
+        if cds_dump is not None:
+            cds = [f"-XX:ArchiveClassesAtExit={cds_dump}"]
+        elif CDS_ARCHIVE.exists():
+            cds = [f"-XX:SharedArchiveFile={CDS_ARCHIVE}", "-Xlog:cds=off", "-Xlog:cds+dynamic=off"]
+        else:
+            cds = []
+        return [JAVA, *JVM_OPTS, *cds, f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
                 "-cp", f"{LIB}/*", main, *args]
 
     def format(self) -> subprocess.Popen:
@@ -216,24 +252,27 @@ class KafkaNode:
     def wait_formatted(self, proc: subprocess.Popen, timeout_s: float = READY_TIMEOUT_S) -> None:
         code = proc.wait(timeout=timeout_s)
         if code != 0:
-            tail = (self.workdir / "format.log").read_text(errors="replace")[-3000:]
+            tail = "\n".join((self.workdir / "format.log").read_text(errors="replace").splitlines()[-12:])
             raise KafkaError(f"{self.name}: StorageTool format exited {code}:\n{tail}")
         self.formatted = True
 
     # ------------------------------------------------------------------ lifecycle
-    def launch(self, client_port: int = 0) -> "KafkaNode":
+    def launch(self, client_port: int = 0, cds_dump: Path | None = None) -> "KafkaNode":
         """Starts the JVM (formatting first on the first start) without waiting for it."""
         assert not self.alive(), f"{self.name} already running"
         if not self.formatted:
             self.wait_formatted(self.format())
+        if client_port == 0 and self.keep_port and self.port:
+            client_port = self.port
         self.write_config(client_port)
         self.starts += 1
+        self.ready_line = None
         self.port = client_port or None
         with open(self.stdout_path, "ab") as out:
             out.write(f"---- start {self.starts}\n".encode())
             out.flush()
             self.proc = subprocess.Popen(
-                self.java("kafka.Kafka", str(self.config_path())), stdin=subprocess.DEVNULL,
+                self.java("kafka.Kafka", str(self.config_path()), cds_dump=cds_dump), stdin=subprocess.DEVNULL,
                 stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir,
                 start_new_session=self.detach, preexec_fn=None if self.detach else _die_with_parent)
         return self
@@ -253,17 +292,23 @@ class KafkaNode:
                 raise KafkaError(f"{self.name}: no client listener within the deadline:\n{self.stderr_tail()}")
             time.sleep(0.1)
 
-    def wait_ready(self, brokers: int = 1, timeout_s: float = READY_TIMEOUT_S) -> "KafkaNode":
-        """Until Metadata on this node answers with `brokers` registered brokers."""
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S, brokers: int = 1) -> "KafkaNode":
+        """Until Metadata on this node answers, listing this node and at least `brokers` brokers
+        (Metadata lists the registered, unfenced ones), and the group coordinator and producer
+        ids work (coordinators_ready)."""
         deadline = time.monotonic() + timeout_s
         self.wait_listening(deadline)
         last = None
         while True:
             try:
                 got = metadata_brokers(self.bootstrap)
-                if len(got) >= brokers:
-                    return self
-                last = f"{len(got)} brokers registered"
+                if len(got) >= brokers and self.node_id in [b[0] for b in got]:
+                    last = coordinators_ready(self.bootstrap)
+                    if last is None:
+                        self.ready_line = f"kafka ready {self.bootstrap} brokers={got}"
+                        return self
+                else:
+                    last = f"brokers registered: {got}"
             except (OSError, kafkawire.Closed, TimeoutError, ValueError) as e:
                 last = repr(e)
             if not self.alive():
@@ -276,7 +321,7 @@ class KafkaNode:
 
     def start(self, client_port: int = 0, timeout_s: float = READY_TIMEOUT_S, brokers: int = 1) -> "KafkaNode":
         self.launch(client_port)
-        return self.wait_ready(brokers, timeout_s)
+        return self.wait_ready(timeout_s, brokers)
 
     def alive(self) -> bool:
         if self.proc is not None:
@@ -357,7 +402,7 @@ class KafkaCluster:
         self.cluster_id = random_cluster_id()
         self.nodes = {i: KafkaNode(self.base / f"node{i}", node_id=i, name=f"kafka{i}", voters=self.voters,
                                    controller_port=p, cluster_id=self.cluster_id, properties=properties,
-                                   detach=detach)
+                                   detach=detach, keep_port=True)
                       for i, p in cports.items()}
 
     def start(self, timeout_s: float = READY_TIMEOUT_S * 2) -> "KafkaCluster":
@@ -367,7 +412,7 @@ class KafkaCluster:
         for n in self.nodes.values():
             n.launch()
         for n in self.nodes.values():
-            n.wait_ready(brokers=len(self.nodes), timeout_s=timeout_s)
+            n.wait_ready(timeout_s, brokers=len(self.nodes))
         return self
 
     def node(self, i: int) -> KafkaNode:
@@ -394,6 +439,8 @@ def _cmd_start(args: argparse.Namespace) -> int:
         print(f"{base / STATE_FILE} exists: stop that one first", file=sys.stderr)
         return 2
     props = dict(kv.split("=", 1) for kv in args.set)
+    for old in base.glob("node*"):  # a fresh data directory every start
+        shutil.rmtree(old)
     t0 = time.monotonic()
     if args.nodes == 1:
         nodes = [KafkaNode(base / "node1", properties=props, detach=True)]
@@ -435,6 +482,38 @@ def _cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_cds(args: argparse.Namespace) -> int:
+    """Writes CDS_ARCHIVE: one node started with -XX:ArchiveClassesAtExit, made to create a topic
+    and take a produce, then stopped (the JVM writes the archive as it exits)."""
+    t0 = time.monotonic()
+    tmp = CDS_ARCHIVE.with_suffix(".jsa.tmp")
+    tmp.unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="kafka-cds-") as d:
+        node = KafkaNode(Path(d), detach=False)
+        node.launch(cds_dump=tmp)
+        try:
+            node.wait_ready()
+            with kafkawire.Connection(node.bootstrap, timeout_s=30) as c:
+                deadline = time.monotonic() + 30
+                while True:  # Metadata auto-creates the topic; retry until it has a leader
+                    c.roundtrip(kafkawire.metadata_request_v1(1, ["cds"]))
+                    _, parts = kafkawire.parse_produce_response(c.roundtrip(kafkawire.produce_request(
+                        7, 2, "cds", 0, kafkawire.record_batch([(b"k", b"v")]))), 7)
+                    if parts[0].error_code == 0 or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.2)
+            node.terminate(timeout_s=120)
+        finally:
+            node.cleanup()
+    if not tmp.exists():
+        print("cds: the JVM wrote no archive; brokers start without one", file=sys.stderr)
+        return 1
+    tmp.rename(CDS_ARCHIVE)
+    print(f"cds: wrote {CDS_ARCHIVE} ({CDS_ARCHIVE.stat().st_size >> 20} MiB) in {time.monotonic() - t0:.1f}s",
+          file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -446,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
     t = sub.add_parser("stop", help="stop the nodes that `start --dir DIR` started")
     t.add_argument("--dir", required=True)
     t.set_defaults(fn=_cmd_stop)
+    c = sub.add_parser("cds", help=f"write the class-data sharing archive {CDS_ARCHIVE} (make deps does)")
+    c.set_defaults(fn=_cmd_cds)
     args = ap.parse_args(argv)
     return args.fn(args)
 
