@@ -57,8 +57,10 @@ def _session_timeout(value: str) -> dict[str, str]:
 
 
 def _retention_check(value: str) -> dict[str, str]:
-    """Chronik's one retention task enforces log retention and expires group offsets."""
-    return {"log.retention.check.interval.ms": value, "offsets.retention.check.interval.ms": value}
+    """Chronik's one retention task enforces log retention and expires group offsets, starting
+    one interval after start; Kafka's first pass waits log.initial.task.delay.ms (30 s)."""
+    return {"log.retention.check.interval.ms": value, "offsets.retention.check.interval.ms": value,
+            "log.initial.task.delay.ms": value}
 
 
 SPECIAL = {"--fsync": _fsync, "--broker-session-timeout-ms": _session_timeout,
