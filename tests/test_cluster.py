@@ -18,8 +18,9 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
 import kafkawire as w
-from conftest import ANSI_ESCAPE_RE, SERVER_BIN, clean_env
+from conftest import ANSI_ESCAPE_RE, SERVER_BIN, clean_env, kafka_mode
 from helpers import admin, consumer, producer, wait_until
+from reference.kafka import quorum_leader
 
 FAILOVER_S = 10.0
 
@@ -49,7 +50,15 @@ ROLE_RE = re.compile(r"raft role changed.*node=(\d+).*role=(\w+).*term=(\d+)")
 
 def raft_leader(nodes) -> int | None:
     """The Raft leader as the nodes' own logs tell it: the newest term in which a running
-    node logged that it became leader, if no running node has logged a later term since."""
+    node logged that it became leader, if no running node has logged a later term since.
+    On Apache Kafka: the KRaft quorum leader that DescribeQuorum names, if it is running."""
+    if kafka_mode():
+        alive = {n.node_id for n in nodes if n.alive()}
+        for n in nodes:
+            if n.alive():
+                leader = quorum_leader(n.bootstrap)
+                return leader if leader in alive else None
+        return None
     best = None  # (term, node, role)
     for n in nodes:
         if not n.alive() or not n.stderr_path.exists():

@@ -158,6 +158,30 @@ def coordinators_ready(bootstrap: str, timeout_s: float = 5.0) -> str | None:
         return f"InitProducerId error {err}" if err != 0 else None
 
 
+def quorum_leader(bootstrap: str, timeout_s: float = 5.0) -> int | None:
+    """The KRaft quorum's leader (the active controller) by DescribeQuorum v0, which a broker
+    forwards to the controllers; None while there is none or on any error."""
+    body = (kafkawire.uvarint(2) + kafkawire.compact_string("__cluster_metadata")
+            + kafkawire.uvarint(2) + kafkawire.i32(0) + kafkawire.EMPTY_TAGS  # partition 0
+            + kafkawire.EMPTY_TAGS + kafkawire.EMPTY_TAGS)
+    try:
+        with kafkawire.Connection(bootstrap, timeout_s=timeout_s) as c:
+            r = kafkawire.Reader(c.roundtrip(kafkawire.request(55, 0, 3, body, flexible=True)))
+        r.i32()  # correlation id
+        r.skip_tags()
+        if r.i16() != 0 or r.uvarint() < 2:
+            return None
+        r.compact_string()
+        r.uvarint()  # partitions
+        r.i32()  # partition index
+        if r.i16() != 0:
+            return None
+        leader = r.i32()
+        return leader if leader >= 0 else None
+    except (OSError, kafkawire.Closed, TimeoutError, ValueError, IndexError):
+        return None
+
+
 def metadata_brokers(bootstrap: str, timeout_s: float = 5.0) -> list[tuple[int, str, int]]:
     with kafkawire.Connection(bootstrap, timeout_s=timeout_s) as c:
         return kafkawire.parse_metadata_response_v1(c.roundtrip(kafkawire.metadata_request_v1(1, []))).brokers
@@ -208,6 +232,11 @@ class KafkaNode:
     def bootstrap(self) -> str:
         assert self.port is not None, "kafka not started"
         return f"{self.host}:{self.port}"
+
+    @property
+    def kafka_port(self) -> int | None:
+        """The client port (conftest.ClusterNode's name for it)."""
+        return self.port
 
     @property
     def pid(self) -> int:
