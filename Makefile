@@ -7,6 +7,7 @@
 #                  Apache Kafka 4.4.0's jars in tests/reference/lib from Maven Central); idempotent
 #   make test      deps, cargo tests, debug binaries, then the client-compatibility suite (pytest)
 #   make test-kafka  the client-compatibility suite against Apache Kafka 4.4.0 (pytest --broker=kafka)
+#   make test-kafka-ci  the part of it that CI runs (the single-broker modules)
 #   make bench     release binaries, then the standard scenarios; writes docs/benchmarks.md
 #   make docs      regenerate the reference sections of docs/operations.md from the code
 #   make fmt       rustfmt the workspace
@@ -30,7 +31,7 @@ PYTEST_ARGS ?=
 # Root runs apt-get directly; anyone else goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build release run deps deps-apt deps-venv deps-kafka test test-kafka bench docs fmt clippy clean
+.PHONY: build release run deps deps-apt deps-venv deps-kafka test test-kafka test-kafka-ci bench docs fmt clippy clean
 
 build:
 	$(CARGO) build --workspace --bins
@@ -112,6 +113,16 @@ test: deps
 # The same suite against the reference broker; tests marked chronik_only are skipped.
 test-kafka: deps
 	$(VENV)/bin/pytest tests/ -v --broker=kafka --timeout=$(PYTEST_TIMEOUT_S) $(PYTEST_ARGS)
+
+# What CI runs against Apache Kafka (.ci/run, after `make test`): the single-broker modules, about
+# 10 minutes. The multi-node modules (test_cluster.py, test_replication.py, test_kafka_admin.py)
+# are left out until they pass on Kafka every time (see the README).
+KAFKA_CI_TESTS := tests/test_confluent.py tests/test_kafka_python.py tests/test_kcat.py \
+	tests/test_bad_input.py tests/test_offsets.py tests/test_groups.py tests/test_group_admin.py \
+	tests/test_group_restart.py tests/test_idempotence.py tests/test_crash.py tests/test_many_clients.py \
+	tests/test_retention.py tests/test_offsets_retention.py tests/test_bench.py tests/test_hardening_net.py
+test-kafka-ci: deps
+	$(VENV)/bin/pytest $(KAFKA_CI_TESTS) -v --broker=kafka --timeout=$(PYTEST_TIMEOUT_S) $(PYTEST_ARGS)
 
 # BENCH_ARGS: e.g. `--seconds 10` or `--only reference` (see scripts/bench.py --help).
 BENCH_ARGS ?=

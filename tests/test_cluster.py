@@ -22,7 +22,9 @@ from conftest import ANSI_ESCAPE_RE, SERVER_BIN, clean_env, kafka_mode
 from helpers import admin, consumer, producer, wait_until
 from reference.kafka import quorum_leader
 
-FAILOVER_S = 10.0
+# Chronik's failover budget; Apache Kafka's KRaft election (and the test's DescribeQuorum polls
+# through brokers that still forward to the dead controller) gets twice that on a loaded machine.
+FAILOVER_S = 20.0 if kafka_mode() else 10.0
 
 
 def topic_name(prefix: str) -> str:
@@ -147,7 +149,12 @@ def test_full_restart_keeps_topics_assignments_and_cluster_id(cluster_factory):
                "topics everywhere")
     before = {n: layout(c.bootstrap(3), n) for n in names}
     for node in c.nodes.values():
-        node.terminate()
+        if kafka_mode():
+            # Kafka's last brokers wait for a controlled shutdown that no quorum is left to
+            # acknowledge (measured: the third did not exit within 30 s of SIGTERM).
+            node.kill()
+        else:
+            node.terminate()
     c.start()
     assert {n.cluster_id for n in c.nodes.values()} == {cluster_id}
     for node in c.nodes.values():
@@ -174,9 +181,12 @@ def test_no_metadata_write_without_a_quorum_and_no_divergence(cluster_factory):
     with pytest.raises(Exception) as failure:
         fs[lonely].result(timeout=20)
     elapsed = time.monotonic() - t0
-    assert elapsed < 10, f"the refusal took {elapsed:.1f}s"
-    text = str(failure.value)
-    assert "quorum" in text or "REQUEST_TIMED_OUT" in text, text
+    if not kafka_mode():
+        # Chronik's --metadata-timeout-ms (3 s here) bounds the wait; Kafka has no such setting
+        # (measured: its refusal comes after 10 s).
+        assert elapsed < 10, f"the refusal took {elapsed:.1f}s"
+        text = str(failure.value)
+        assert "quorum" in text or "REQUEST_TIMED_OUT" in text, text
 
     for i in down:
         c.node(i).start()
@@ -228,7 +238,9 @@ def test_groups_find_their_coordinator_on_the_offsets_partition_leader(cluster_f
     c = cluster_factory(3).start()
     # The offsets partitions are spread over the three nodes (the topic is created once all
     # three have registered, possibly just after the ready lines).
-    wait_until(lambda: len(layout(c.bootstrap(1), "__consumer_offsets")) == 16, 20, "the offsets topic")
+    # offsets.topic.num.partitions: Chronik's default is 16, Kafka's 50.
+    partitions = 50 if kafka_mode() else 16
+    wait_until(lambda: len(layout(c.bootstrap(1), "__consumer_offsets")) == partitions, 20, "the offsets topic")
     offsets = layout(c.bootstrap(1), "__consumer_offsets")
     assert {leader for leader, _, _ in offsets.values()} == {1, 2, 3}, offsets
 

@@ -17,6 +17,7 @@ import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
+from conftest import kafka_mode
 from helpers import admin, consumer, producer, wait_until
 
 SEGMENT_HEADER = 32
@@ -76,6 +77,8 @@ def high_watermarks(bootstrap: str, name: str, partitions: int) -> dict[int, int
 
 
 def assert_identical(c, name: str, partitions: int) -> None:
+    if kafka_mode():
+        return  # it reads Chronik's WAL segment files; Kafka's log format is not Chronik's
     hws = high_watermarks(c.bootstrap(), name, partitions)
     for p in range(partitions):
         digests = {}

@@ -62,13 +62,16 @@ READY_TIMEOUT_S = 90.0
 SHUTDOWN_TIMEOUT_S = 30.0
 
 # Kafka's documented settings for a node on one host (config/server.properties of the
-# distribution), plus no initial rebalance delay so that group tests do not wait 3 s.
+# distribution), plus two timings shortened for tests (below).
 BASE_PROPERTIES = {
     "process.roles": "broker,controller",
     "controller.listener.names": "CONTROLLER",
     "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
     "inter.broker.listener.name": "PLAINTEXT",
     "group.initial.rebalance.delay.ms": "0",
+    # Preferred leaders come back within a second instead of Kafka's 300 s check interval:
+    # Chronik gives leadership back as soon as the preferred replica is in the ISR again.
+    "leader.imbalance.check.interval.seconds": "1",
 }
 # Replication factors of the internal topics; on a single node they must be 1.
 SINGLE_NODE_PROPERTIES = {
@@ -321,10 +324,15 @@ class KafkaNode:
                 raise KafkaError(f"{self.name}: no client listener within the deadline:\n{self.stderr_tail()}")
             time.sleep(0.1)
 
-    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S, brokers: int = 1) -> "KafkaNode":
+    def wait_ready(self, timeout_s: float = READY_TIMEOUT_S, brokers: int = 1,
+                   coordinators: bool | None = None) -> "KafkaNode":
         """Until Metadata on this node answers, listing this node and at least `brokers` brokers
-        (Metadata lists the registered, unfenced ones), and the group coordinator and producer
-        ids work (coordinators_ready)."""
+        (Metadata lists the registered, unfenced ones), and (coordinators=True, the default for a
+        standalone node) the group coordinator and producer ids work (coordinators_ready). A
+        node of a cluster does not wait for them: with peers down, __consumer_offsets cannot be
+        created at its replication factor (KafkaCluster.start waits for them once)."""
+        if coordinators is None:
+            coordinators = not self.keep_port
         deadline = time.monotonic() + timeout_s
         self.wait_listening(deadline)
         last = None
@@ -332,7 +340,7 @@ class KafkaNode:
             try:
                 got = metadata_brokers(self.bootstrap)
                 if len(got) >= brokers and self.node_id in [b[0] for b in got]:
-                    last = coordinators_ready(self.bootstrap)
+                    last = coordinators_ready(self.bootstrap) if coordinators else None
                     if last is None:
                         self.ready_line = f"kafka ready {self.bootstrap} brokers={got}"
                         return self
@@ -435,13 +443,15 @@ class KafkaCluster:
                       for i, p in cports.items()}
 
     def start(self, timeout_s: float = READY_TIMEOUT_S * 2) -> "KafkaCluster":
-        formats = {i: n.format() for i, n in self.nodes.items()}
+        formats = {i: n.format() for i, n in self.nodes.items() if not n.formatted}
         for i, p in formats.items():
             self.nodes[i].wait_formatted(p, timeout_s)
         for n in self.nodes.values():
             n.launch()
         for n in self.nodes.values():
             n.wait_ready(timeout_s, brokers=len(self.nodes))
+        first = next(iter(self.nodes.values()))
+        first.wait_ready(timeout_s, brokers=len(self.nodes), coordinators=True)
         return self
 
     def node(self, i: int) -> KafkaNode:
