@@ -375,11 +375,13 @@ def test_a_deposed_leader_truncates_its_divergent_tail(cluster_factory):
     def all_frames(n):
         return frames_below(n.data_dir, name, 0, 1 << 62)
 
-    # The old leader cuts its 50 uncommitted batches and takes the new leader's data.
-    wait_until(lambda: len({hashlib.sha256(b"".join(all_frames(n))).hexdigest() for n in c.nodes.values()}) == 1,
-               30, "three identical logs")
-    log = ANSI_ESCAPE_RE.sub("", c.node(old).stderr_path.read_text(errors="replace"))
-    assert "truncating a divergent tail" in log
+    # The old leader cuts its 50 uncommitted batches and takes the new leader's data (seen in
+    # Chronik's WAL files and log; the OffsetForLeaderEpoch check below holds for both brokers).
+    if not kafka_mode():
+        wait_until(lambda: len({hashlib.sha256(b"".join(all_frames(n))).hexdigest()
+                                for n in c.nodes.values()}) == 1, 30, "three identical logs")
+        log = ANSI_ESCAPE_RE.sub("", c.node(old).stderr_path.read_text(errors="replace"))
+        assert "truncating a divergent tail" in log
     # OffsetForLeaderEpoch on the new leader: the old epoch ends where the new one began.
     new = leaders(c.bootstrap(*followers), name)[0]
     end_of_old = offset_for_leader_epoch(c.node(new).bootstrap, name, 0, 0)
@@ -427,7 +429,9 @@ def coordinator_of(bootstrap: str, group: str) -> int:
 def test_a_group_keeps_its_committed_offsets_across_a_coordinator_failover(cluster_factory):
     c = cluster_factory(3, args=["--broker-session-timeout-ms", "2000",
                                  "--replica-lag-time-max-ms", "2000"]).start()
-    wait_until(lambda: len(isr(c.bootstrap(1), "__consumer_offsets")) == 16, 20, "the offsets topic")
+    # offsets.topic.num.partitions: Chronik's default is 16, Kafka's 50.
+    partitions = 50 if kafka_mode() else 16
+    wait_until(lambda: len(isr(c.bootstrap(1), "__consumer_offsets")) == partitions, 20, "the offsets topic")
     name = topic_name("group-failover")
     create(c.bootstrap(1), name, 3, 3)
     produce_acked(c.bootstrap(1), name, 3000, 3, "v")
@@ -500,7 +504,8 @@ def test_unclean_leader_election_only_when_the_topic_allows_it(cluster_factory, 
     else:
         # No clean candidate: the partition stays with its dead leader (offline), whatever time passes.
         time.sleep(4)  # several session timeouts: a controller that would move it has had the chance
-        assert isr(c.bootstrap(other), name)[0][0] == leader
+        # Chronik keeps naming the dead leader; Kafka names no leader (-1), see docs/conformance.md.
+        assert isr(c.bootstrap(other), name)[0][0] == (-1 if kafka_mode() else leader)
 
 
 
@@ -542,7 +547,8 @@ def test_a_far_behind_follower_catches_up_with_bounded_memory(cluster_factory):
         return all(lagger in v[1] for v in isr(c.bootstrap(*up), name).values())
     wait_until(caught_up, 120, "the lagging replica back in the ISR", interval_s=0.2)
     print(f"caught up 64 MiB in {time.monotonic() - t0:.1f}s, peak RSS {peak / 2**20:.0f} MiB")
-    assert peak < 300 * 2**20, f"follower RSS peaked at {peak / 2**20:.0f} MiB while catching up"
+    if not kafka_mode():  # Chronik's memory bound; the reference JVM has a 768 MiB heap
+        assert peak < 300 * 2**20, f"follower RSS peaked at {peak / 2**20:.0f} MiB while catching up"
     assert_identical(c, name, 2)
     # 64 MiB in 4 MiB segments over 2 partitions: most of it came as whole segment files.
     installs = c.node(lagger).stderr_path.read_text().count("installed a whole segment from the leader")
