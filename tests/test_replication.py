@@ -489,7 +489,8 @@ def test_unclean_leader_election_only_when_the_topic_allows_it(cluster_factory, 
                                            "min.insync.replicas": "1"})],
                          operation_timeout=30, request_timeout=30)
     fs[name].result(timeout=30)
-    leader, replicas_isr = isr(c.bootstrap(1), name)[0]
+    # Kafka's brokers learn of a new topic from the metadata log a moment after CreateTopics answers.
+    leader, replicas_isr = wait_until(lambda: isr(c.bootstrap(1), name).get(0), 10, "the topic in Metadata")
     follower = next(r for r in replicas_isr if r != leader)
     # The follower dies and leaves the ISR; the leader takes more writes alone, then dies.
     c.node(follower).kill()
@@ -550,7 +551,8 @@ def test_a_far_behind_follower_catches_up_with_bounded_memory(cluster_factory):
     if not kafka_mode():  # Chronik's memory bound; the reference JVM has a 768 MiB heap
         assert peak < 300 * 2**20, f"follower RSS peaked at {peak / 2**20:.0f} MiB while catching up"
     assert_identical(c, name, 2)
-    # 64 MiB in 4 MiB segments over 2 partitions: most of it came as whole segment files.
-    installs = c.node(lagger).stderr_path.read_text().count("installed a whole segment from the leader")
-    print(f"{installs} whole segments installed")
-    assert installs >= 8, c.node(lagger).stderr_tail(40)
+    if not kafka_mode():  # Chronik's segment shipping, seen in its log
+        # 64 MiB in 4 MiB segments over 2 partitions: most of it came as whole segment files.
+        installs = c.node(lagger).stderr_path.read_text().count("installed a whole segment from the leader")
+        print(f"{installs} whole segments installed")
+        assert installs >= 8, c.node(lagger).stderr_tail(40)
