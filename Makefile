@@ -3,9 +3,12 @@
 #   make build     debug build of every binary in the workspace
 #   make release   optimised build of every binary
 #   make run       optimised standalone broker on 127.0.0.1:9092, data in ./data
-#   make deps      what the tests need (kcat and iptables from apt, a Python venv in .venv, the Java
-#                  client module in tests/java resolved and compiled); idempotent
+#   make deps      what the tests need (kcat, iptables, a JDK and Maven from apt, a Python venv in .venv,
+#                  the Java client module in tests/java resolved and compiled, Apache Kafka 4.4.0's jars
+#                  in tests/reference/lib from Maven Central); idempotent
 #   make test      deps, cargo tests, debug binaries, then the client-compatibility suite (pytest)
+#   make test-kafka  the client-compatibility suite against Apache Kafka 4.4.0 (pytest --broker=kafka)
+#   make test-kafka-ci  the part of it that CI runs (the single-broker modules)
 #   make bench     release binaries, then the standard scenarios; writes docs/benchmarks.md
 #   make chaos     debug binaries, then CHAOS_FAULTS faults on a 3-node cluster; writes docs/reliability.md
 #   make docs      regenerate the reference sections of docs/operations.md from the code
@@ -30,7 +33,7 @@ PYTEST_ARGS ?=
 # Root runs apt-get directly; anyone else goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build release run deps deps-apt deps-venv deps-java test bench chaos docs fmt clippy clean
+.PHONY: build release run deps deps-apt deps-venv deps-java deps-kafka test test-kafka test-kafka-ci bench chaos docs fmt clippy clean
 
 build:
 	$(CARGO) build --workspace --bins
@@ -41,16 +44,17 @@ release:
 run:
 	$(CARGO) run --release --bin chronik-server -- standalone --data-dir ./data --kafka-addr 127.0.0.1:9092
 
-deps: deps-apt deps-venv deps-java
+deps: deps-apt deps-venv deps-java deps-kafka
 
-# Debian packages the tests use: kcat (a librdkafka client) and iptables (network faults inside
-# namespaces, tests/netns.py). `apt-get update` only when apt knows no candidate yet (fresh machine).
-APT_PACKAGES := kcat iptables
+# Debian packages the tests use, as command:package: kcat (a librdkafka client), iptables (network
+# faults inside namespaces, tests/netns.py), a JDK and Maven (the Java client module tests/java and
+# the reference Apache Kafka broker, tests/reference/). `apt-get update` only when apt knows no candidate yet (fresh machine).
+APT_PACKAGES := kcat:kcat iptables:iptables javac:openjdk-17-jdk-headless mvn:maven
 deps-apt:
 	@missing=""; \
-	for p in $(APT_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	for cp in $(APT_PACKAGES); do command -v $${cp%%:*} >/dev/null 2>&1 || missing="$$missing $${cp#*:}"; done; \
 	if [ -z "$$missing" ]; then \
-	  echo "deps: apt packages present ($(APT_PACKAGES))"; \
+	  echo "deps: apt packages present ($(foreach cp,$(APT_PACKAGES),$(lastword $(subst :, ,$(cp)))))"; \
 	else \
 	  if ! apt-cache policy $$missing 2>/dev/null | grep -Eq 'Candidate: [0-9]'; then \
 	    echo "deps: apt-get update"; \
@@ -81,21 +85,14 @@ deps-venv:
 # The Java client module (tests/java, run by tests/test_java_client.py with `mvn -o`): resolved
 # from Maven Central into ~/.m2 and compiled once, again only when the pom's content differs from
 # the stamp (or target/ is gone). The run without a broker skips every test, but makes surefire
-# fetch its JUnit provider, which dependency:go-offline does not. Maven and a JDK come from apt
-# when missing.
+# fetch its JUnit provider, which dependency:go-offline does not. Maven and the JDK come from
+# deps-apt.
 JAVA_DIR := tests/java
 JAVA_STAMP := $(JAVA_DIR)/target/.pom.sha256
 # Maven's own JVM: bounded heap, quick start (the tests' JVM is bounded in the pom).
 MVN := MAVEN_OPTS="-Xmx256m -XX:+UseSerialGC -XX:TieredStopAtLevel=1" mvn -B -q -Dstyle.color=never
 deps-java:
-	@if ! command -v mvn >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then \
-	  if ! apt-cache policy maven 2>/dev/null | grep -Eq 'Candidate: [0-9]'; then \
-	    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update; \
-	  fi; \
-	  echo "deps: apt-get install maven openjdk-17-jdk-headless"; \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends maven openjdk-17-jdk-headless; \
-	fi; \
-	want="$$(sha256sum $(JAVA_DIR)/pom.xml | cut -d' ' -f1)"; \
+	@want="$$(sha256sum $(JAVA_DIR)/pom.xml | cut -d' ' -f1)"; \
 	have="$$(cat $(JAVA_STAMP) 2>/dev/null || true)"; \
 	if [ "$$want" = "$$have" ]; then \
 	  echo "deps: $(JAVA_DIR) up to date with its pom.xml"; \
@@ -105,10 +102,51 @@ deps-java:
 	  echo "$$want" > $(JAVA_STAMP); \
 	fi
 
+# Apache Kafka 4.4.0 (broker, storage tool, tools) for the differential tests, resolved by Maven from
+# tests/reference/pom.xml into tests/reference/lib (ignored by git). The folder is complete only when
+# it holds the stamp, the sha256 of the pom it was resolved from: Maven copies into a temporary
+# folder that is renamed once the copy succeeded, then one broker start writes a class-data sharing
+# archive (lib/kafka.jsa: starts take 3-6 s instead of 9-10 s), then the stamp is written; so an
+# interrupted run is redone, and a second run with the same pom starts no Maven and downloads nothing.
+KAFKA_POM := tests/reference/pom.xml
+KAFKA_LIB := tests/reference/lib
+KAFKA_STAMP := $(KAFKA_LIB)/.pom.sha256
+deps-kafka:
+	@want="$$(sha256sum $(KAFKA_POM) | cut -d' ' -f1)"; \
+	have="$$(cat $(KAFKA_STAMP) 2>/dev/null || true)"; \
+	if [ "$$want" = "$$have" ]; then \
+	  echo "deps: $(KAFKA_LIB) up to date with $(KAFKA_POM)"; \
+	else \
+	  echo "deps: resolving $(KAFKA_POM) into $(KAFKA_LIB) (Maven)"; \
+	  rm -rf $(KAFKA_LIB).tmp; \
+	  mvn -B -q -Dstyle.color=never -f $(KAFKA_POM) dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIB).tmp; \
+	  rm -rf $(KAFKA_LIB); \
+	  mv $(KAFKA_LIB).tmp $(KAFKA_LIB); \
+	  $(PYTHON) tests/reference/kafka.py cds || echo "deps: no CDS archive; Kafka starts slower"; \
+	  echo "$$want" > $(KAFKA_STAMP); \
+	fi
+
 test: deps
 	$(CARGO) test --workspace
 	$(CARGO) build --workspace --bins
 	$(VENV)/bin/pytest tests/ -v --timeout=$(PYTEST_TIMEOUT_S) $(PYTEST_ARGS)
+
+# The same suite against the reference broker; tests marked chronik_only are skipped.
+test-kafka: deps
+	$(VENV)/bin/pytest tests/ -v --broker=kafka --timeout=$(PYTEST_TIMEOUT_S) $(PYTEST_ARGS)
+
+# What CI runs against Apache Kafka (.ci/run, after `make test`): the single-broker modules, 8.5 min
+# measured. The whole Kafka-side run takes 15 min (it would fit CI's 60), but the multi-node modules
+# (test_cluster.py, test_replication.py, test_kafka_admin.py) and the one deselected test below
+# failed once each on Kafka in a full run on the loaded machine: left out until they pass every time.
+KAFKA_CI_TESTS := tests/test_confluent.py tests/test_kafka_python.py tests/test_kcat.py \
+	tests/test_bad_input.py tests/test_offsets.py tests/test_groups.py tests/test_group_admin.py \
+	tests/test_group_restart.py tests/test_idempotence.py tests/test_crash.py tests/test_many_clients.py \
+	tests/test_retention.py tests/test_offsets_retention.py tests/test_bench.py tests/test_hardening_net.py
+test-kafka-ci: deps
+	$(VENV)/bin/pytest $(KAFKA_CI_TESTS) -v --broker=kafka --timeout=$(PYTEST_TIMEOUT_S) \
+	  --deselect tests/test_offsets.py::test_committed_offsets_and_metadata_survive_sigkill $(PYTEST_ARGS)
 
 # BENCH_ARGS: e.g. `--seconds 10` or `--only reference` (see scripts/bench.py --help).
 BENCH_ARGS ?=
@@ -137,4 +175,4 @@ clippy:
 
 clean:
 	$(CARGO) clean
-	rm -rf $(VENV) ./data .pytest_cache tests/__pycache__ $(JAVA_DIR)/target
+	rm -rf $(VENV) ./data .pytest_cache tests/__pycache__ $(JAVA_DIR)/target $(KAFKA_LIB) $(KAFKA_LIB).tmp

@@ -8,6 +8,12 @@ teardown, at interpreter exit, and (through PR_SET_PDEATHSIG) if pytest itself d
 
 On a test failure, the tail of the stderr log of every broker the test used is attached to the
 report.
+
+`pytest --broker=kafka` runs the same tests against Apache Kafka 4.4.0 (tests/reference/kafka.py,
+jars from `make deps`): `broker`, `module_broker`, `broker_factory` and `cluster_factory` then
+give Kafka nodes with the same `bootstrap`, start/kill/restart methods, Chronik flags become the
+Kafka properties they are named after (tests/reference/flags.py), and tests marked
+`chronik_only("reason")` are skipped.
 """
 
 from __future__ import annotations
@@ -21,9 +27,23 @@ import subprocess
 import time
 from pathlib import Path
 
+import sys
+
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "tests"))
+
+from reference import flags as kafka_flags  # noqa: E402
+from reference.kafka import KafkaCluster, KafkaNode  # noqa: E402
+
+# "chronik" or "kafka", from --broker (set in pytest_configure).
+BROKER_KIND = "chronik"
+
+
+def kafka_mode() -> bool:
+    """True when the suite runs against Apache Kafka (`--broker=kafka`)."""
+    return BROKER_KIND == "kafka"
 SERVER_BIN = Path(os.environ.get("CHRONIK_SERVER_BIN", REPO_ROOT / "target" / "debug" / "chronik-server"))
 
 READY_RE = re.compile(
@@ -334,7 +354,10 @@ def cluster_factory(tmp_path):
     made: list[Cluster] = []
 
     def make(n: int = 3, args: list[str] | None = None) -> Cluster:
-        c = Cluster(tmp_path / f"cluster{len(made)}", n, args)
+        if kafka_mode():
+            c = KafkaCluster(tmp_path / f"kraft{len(made)}", n, properties=_kafka_properties(args, None))
+        else:
+            c = Cluster(tmp_path / f"cluster{len(made)}", n, args)
         made.append(c)
         return c
 
@@ -345,7 +368,7 @@ def cluster_factory(tmp_path):
 
 @atexit.register
 def _kill_all_brokers() -> None:
-    for b in Broker._all:
+    for b in [*Broker._all, *KafkaNode._all]:
         try:
             b.cleanup()
         except Exception:
@@ -353,6 +376,13 @@ def _kill_all_brokers() -> None:
 
 
 # ---------------------------------------------------------------------- fixtures
+def _kafka_properties(args: list[str] | None, env: dict[str, str] | None) -> dict[str, str]:
+    try:
+        return kafka_flags.kafka_properties(args, env)
+    except kafka_flags.ChronikOnlyFlag as e:
+        pytest.fail(f"--broker=kafka: {e}", pytrace=False)
+
+
 class BrokerFactory:
     def __init__(self, base: Path):
         self.base = base
@@ -361,7 +391,10 @@ class BrokerFactory:
     def __call__(self, *, name: str | None = None, args: list[str] | None = None,
                  env: dict[str, str] | None = None, start: bool = True, **kw) -> Broker:
         name = name or f"broker{len(self.brokers)}"
-        b = Broker(self.base / name, name=name, args=args, env=env, **kw)
+        if kafka_mode():
+            b = KafkaNode(self.base / name, name=name, properties=_kafka_properties(args, env))
+        else:
+            b = Broker(self.base / name, name=name, args=args, env=env, **kw)
         self.brokers.append(b)
         if start:
             b.start()
@@ -395,6 +428,39 @@ def module_broker(tmp_path_factory) -> Broker:
     f.cleanup()
 
 
+# ---------------------------------------------------------------------- broker selection
+def pytest_addoption(parser):
+    parser.addoption("--broker", choices=("chronik", "kafka"), default="chronik",
+                     help="the broker the fixtures start: chronik (default) or Apache Kafka 4.4.0 "
+                          "from tests/reference (`make deps`); kafka skips tests marked chronik_only")
+
+
+def pytest_configure(config):
+    global BROKER_KIND
+    BROKER_KIND = config.getoption("--broker")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not kafka_mode():
+        return
+    for item in items:
+        m = item.get_closest_marker("chronik_only")
+        if m is not None:
+            reason = m.args[0] if m.args else m.kwargs.get("reason", "about Chronik alone")
+            item.add_marker(pytest.mark.skip(reason=f"chronik_only: {reason}"))
+
+
+def pytest_report_header(config):
+    return f"broker: {config.getoption('--broker')}"
+
+
+@pytest.fixture
+def broker_kind() -> str:
+    """"chronik" or "kafka": for a test whose expectation is stricter on Chronik than what Kafka
+    guarantees (a Chronik-only property, asserted only there)."""
+    return BROKER_KIND
+
+
 # ---------------------------------------------------------------------- failure reports
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item, call):
@@ -407,4 +473,7 @@ def pytest_runtest_makereport(item, call):
             continue
         state = "running" if b.alive() else f"exit code {b.proc.returncode if b.proc else None}"
         rep.sections.append((f"chronik-server {b.name} ({state}) stderr tail: {b.stderr_path}", b.stderr_tail()))
+    for k in KafkaNode._all:
+        if k.alive():
+            rep.sections.append((f"kafka {k.name} log tail: {k.stdout_path}", k.stderr_tail(30)))
     return rep

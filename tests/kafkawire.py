@@ -298,10 +298,14 @@ class ApiVersionsResponse:
 def api_versions_request(version: int, correlation_id: int) -> bytes:
     """ApiVersions at any version number, including ones the broker does not know.
 
-    v3+ is flexible (header v2, body with client software name/version and tagged fields).
+    v3+ is flexible (header v2, body with client software name/version and tagged fields);
+    v5 (KIP-1242) adds the cluster id and node id the client means to reach (null and -1: not known).
     """
     if version >= 3:
-        body = compact_string("chronik-tests") + compact_string("0.1") + EMPTY_TAGS
+        body = compact_string("chronik-tests") + compact_string("0.1")
+        if version >= 5:
+            body += compact_string(None) + i32(-1)
+        body += EMPTY_TAGS
         return request(API_VERSIONS, version, correlation_id, body, flexible=True)
     return request(API_VERSIONS, version, correlation_id, b"")
 

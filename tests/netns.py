@@ -30,7 +30,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SERVER_BIN, ClusterNode
+from conftest import SERVER_BIN, ClusterNode, kafka_mode
 
 KAFKA_PORT = 9092
 RPC_PORT = 7000
@@ -203,6 +203,9 @@ def netns_cluster_factory(tmp_path):
     why = available()
     if why:
         pytest.skip(why)
+    if kafka_mode():
+        # It starts chronik-server nodes: under --broker=kafka the test would not test Kafka.
+        pytest.skip("network-namespace clusters start Chronik nodes only; no Apache Kafka variant yet")
     made: list[NetnsCluster] = []
 
     def make(n: int = 3, args: list[str] | None = None) -> NetnsCluster:

@@ -8,12 +8,15 @@ import subprocess
 import time
 import uuid
 
+import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
 import kafkawire as w
 from conftest import REPO_ROOT, clean_env
 from helpers import admin, consumer, producer, wait_until
+
+pytestmark = pytest.mark.chronik_only("chronik-admin, Chronik's gRPC admin API")
 
 ADMIN_BIN = REPO_ROOT / "target" / "debug" / "chronik-admin"
 

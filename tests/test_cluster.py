@@ -18,10 +18,13 @@ from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
 import kafkawire as w
-from conftest import ANSI_ESCAPE_RE, SERVER_BIN, clean_env
+from conftest import ANSI_ESCAPE_RE, SERVER_BIN, clean_env, kafka_mode
 from helpers import admin, consumer, producer, wait_until
+from reference.kafka import quorum_leader
 
-FAILOVER_S = 10.0
+# Chronik's failover budget; Apache Kafka's KRaft election (and the test's DescribeQuorum polls
+# through brokers that still forward to the dead controller) gets twice that on a loaded machine.
+FAILOVER_S = 20.0 if kafka_mode() else 10.0
 
 
 def topic_name(prefix: str) -> str:
@@ -49,7 +52,15 @@ ROLE_RE = re.compile(r"raft role changed.*node=(\d+).*role=(\w+).*term=(\d+)")
 
 def raft_leader(nodes) -> int | None:
     """The Raft leader as the nodes' own logs tell it: the newest term in which a running
-    node logged that it became leader, if no running node has logged a later term since."""
+    node logged that it became leader, if no running node has logged a later term since.
+    On Apache Kafka: the KRaft quorum leader that DescribeQuorum names, if it is running."""
+    if kafka_mode():
+        alive = {n.node_id for n in nodes if n.alive()}
+        for n in nodes:
+            if n.alive():
+                leader = quorum_leader(n.bootstrap)
+                return leader if leader in alive else None
+        return None
     best = None  # (term, node, role)
     for n in nodes:
         if not n.alive() or not n.stderr_path.exists():
@@ -138,7 +149,12 @@ def test_full_restart_keeps_topics_assignments_and_cluster_id(cluster_factory):
                "topics everywhere")
     before = {n: layout(c.bootstrap(3), n) for n in names}
     for node in c.nodes.values():
-        node.terminate()
+        if kafka_mode():
+            # Kafka's last brokers wait for a controlled shutdown that no quorum is left to
+            # acknowledge (measured: the third did not exit within 30 s of SIGTERM).
+            node.kill()
+        else:
+            node.terminate()
     c.start()
     assert {n.cluster_id for n in c.nodes.values()} == {cluster_id}
     for node in c.nodes.values():
@@ -165,9 +181,12 @@ def test_no_metadata_write_without_a_quorum_and_no_divergence(cluster_factory):
     with pytest.raises(Exception) as failure:
         fs[lonely].result(timeout=20)
     elapsed = time.monotonic() - t0
-    assert elapsed < 10, f"the refusal took {elapsed:.1f}s"
-    text = str(failure.value)
-    assert "quorum" in text or "REQUEST_TIMED_OUT" in text, text
+    if not kafka_mode():
+        # Chronik's --metadata-timeout-ms (3 s here) bounds the wait; Kafka has no such setting
+        # (measured: its refusal comes after 10 s).
+        assert elapsed < 10, f"the refusal took {elapsed:.1f}s"
+        text = str(failure.value)
+        assert "quorum" in text or "REQUEST_TIMED_OUT" in text, text
 
     for i in down:
         c.node(i).start()
@@ -179,6 +198,7 @@ def test_no_metadata_write_without_a_quorum_and_no_divergence(cluster_factory):
     create(c.bootstrap(down[0]), topic_name("after"), 1, 3)
 
 
+@pytest.mark.chronik_only("chronik-server's --cluster flag")
 @pytest.mark.parametrize("peers, why", [
     ("1@127.0.0.1:1,1@127.0.0.1:2", "listed twice"),
     ("1@127.0.0.1", "no :PORT"),
@@ -195,6 +215,7 @@ def test_bad_peer_list_is_refused_with_exit_2(tmp_path, peers, why):
     assert len(lines) <= 3, proc.stderr  # clap adds a usage hint line
 
 
+@pytest.mark.chronik_only("chronik-server's command line")
 def test_no_cluster_and_no_standalone_is_refused(tmp_path):
     proc = subprocess.run([str(SERVER_BIN), "--data-dir", str(tmp_path)], capture_output=True, text=True,
                           timeout=30, env=clean_env())
@@ -202,6 +223,7 @@ def test_no_cluster_and_no_standalone_is_refused(tmp_path):
     assert "standalone" in proc.stderr and "--cluster" in proc.stderr
 
 
+@pytest.mark.chronik_only("chronik-server's --cluster flag against its data dir")
 def test_peer_list_conflicting_with_the_data_dir_is_refused(cluster_factory):
     c = cluster_factory(1).start()
     node = c.node(1)
@@ -216,7 +238,9 @@ def test_groups_find_their_coordinator_on_the_offsets_partition_leader(cluster_f
     c = cluster_factory(3).start()
     # The offsets partitions are spread over the three nodes (the topic is created once all
     # three have registered, possibly just after the ready lines).
-    wait_until(lambda: len(layout(c.bootstrap(1), "__consumer_offsets")) == 16, 20, "the offsets topic")
+    # offsets.topic.num.partitions: Chronik's default is 16, Kafka's 50.
+    partitions = 50 if kafka_mode() else 16
+    wait_until(lambda: len(layout(c.bootstrap(1), "__consumer_offsets")) == partitions, 20, "the offsets topic")
     offsets = layout(c.bootstrap(1), "__consumer_offsets")
     assert {leader for leader, _, _ in offsets.values()} == {1, 2, 3}, offsets
 
@@ -304,6 +328,7 @@ def test_nodes_started_one_by_one_in_any_order_form_one_cluster(cluster_factory)
                "the topic on every node")
 
 
+@pytest.mark.chronik_only("finds the controller with chronik-admin")
 def test_a_paused_controller_does_not_fence_live_brokers_when_it_resumes(cluster_factory):
     """SIGSTOP the controller past the session timeout: on resume every broker looks silent to
     it. Its decisions must not be committed by its successor (they were forwarded once)."""

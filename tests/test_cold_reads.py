@@ -6,7 +6,11 @@ of reads sent to the blocking pool (`chronik_wal_cold_reads_total`), on a real b
 
 from __future__ import annotations
 
+import pytest
+
 from helpers import consume_all, consume_range, create_topic, http_get, produce_all, producer, unique_topic, watermarks
+
+pytestmark = pytest.mark.chronik_only("Chronik's blocking-pool reads, seen in /metrics")
 
 COLD_READS = "chronik_wal_cold_reads_total"
 

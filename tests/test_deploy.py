@@ -41,6 +41,8 @@ from confluent_kafka.admin import NewTopic
 from conftest import ANSI_ESCAPE_RE, REPO_ROOT, SERVER_BIN, Cluster, ClusterNode, _die_with_parent, free_port
 from helpers import admin, consume_range, consumer, http_get, producer, unique_topic, wait_until
 
+pytestmark = pytest.mark.chronik_only("deploy/ manifests and chronik-server settings")
+
 DEPLOY = REPO_ROOT / "deploy"
 K8S_DIR = DEPLOY / "kubernetes"
 COMPOSE = DEPLOY / "docker" / "compose.yaml"

@@ -21,6 +21,8 @@ from confluent_kafka import Producer
 
 from helpers import create_topic, consume_all, http_get, unique_topic, wait_until
 
+pytestmark = pytest.mark.chronik_only("Chronik's WAL heal, seen in /health/ready and /metrics")
+
 FS_BYTES = 48 * 1024 * 1024
 LEAVE_FREE_BYTES = 3 * 1024 * 1024
 VALUE_BYTES = 16 * 1024

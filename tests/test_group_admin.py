@@ -14,6 +14,7 @@ from kafka.errors import GroupIdNotFoundError, GroupSubscribedToTopicError, NoEr
 from kafka.structs import OffsetAndMetadata
 from kafka.structs import TopicPartition as KTP
 
+from conftest import kafka_mode
 from helpers import admin, consumer, create_topic, produce_all, producer, unique_topic, wait_until
 
 DEADLINE_S = 60
@@ -121,6 +122,10 @@ def test_offset_delete_keeps_subscribed_topics(fast_groups):
 
 
 def test_confluent_admin_lists_describes_and_alters_offsets(fast_groups):
+    if kafka_mode():
+        # confluent-kafka 2.16.1 (librdkafka 2.16.0) crashes the test process (SIGSEGV) on
+        # Apache Kafka 4.4.0's OffsetFetch v9 answer to list_consumer_group_offsets.
+        pytest.skip("librdkafka 2.16.0 segfaults on Apache Kafka 4.4.0's OffsetFetch v9 answer")
     boot = fast_groups.bootstrap
     topic, group = unique_topic("cadm"), unique_topic("grp-cadm")
     create_topic(boot, topic, partitions=3)

@@ -16,6 +16,8 @@ import struct
 import threading
 import time
 
+import pytest
+
 import kafkawire as w
 from conftest import ANSI_ESCAPE_RE
 from helpers import http_get, produce_all, producer, unique_topic, wait_until
@@ -75,6 +77,7 @@ def produce_one(broker, topic: str, timeout_s: float) -> None:
     assert not log.failed, f"a real client could not produce: {log.failed}"
 
 
+@pytest.mark.chronik_only("Chronik's request budget, seen in /metrics")
 def test_stalled_partial_requests_cannot_pin_memory(broker_factory):
     """12 connections each announce a 100 MiB request, send 60 MiB and stall. Unbudgeted, the
     broker buffers all of it (measured on main: +720 MB held); here the request budget (default
@@ -128,6 +131,7 @@ def test_stalled_partial_requests_cannot_pin_memory(broker_factory):
     produce_one(b, unique_topic("after-stalled"), timeout_s=30)
 
 
+@pytest.mark.chronik_only("Chronik's connection limits, seen in /metrics")
 def test_idle_and_slow_connections_do_not_lock_out_clients(broker_factory):
     """Thousands of idle sockets (from one address) and slow-drip requests (from another) try
     to take every one of --max-connections. The per-address limit keeps room for a real client,
@@ -198,6 +202,7 @@ def test_idle_and_slow_connections_do_not_lock_out_clients(broker_factory):
             s.close()
 
 
+@pytest.mark.chronik_only("Chronik's log lines and /metrics")
 def test_malformed_request_warnings_are_rate_limited(broker_factory):
     """300 malformed requests log at most a window's worth of WARN lines per kind (main logged
     one line each); the rest are counted, and the next line says how many were suppressed."""
@@ -237,6 +242,7 @@ def test_malformed_request_warnings_are_rate_limited(broker_factory):
     wait_until(reported, timeout_s=10, what="a warning saying how many were suppressed")
 
 
+@pytest.mark.chronik_only("Apache Kafka 4.4.0 closes the connection (EOF) while its long poll waits past connections.max.idle.ms; Chronik counts a connection with work in flight as busy")
 def test_a_long_poll_is_not_idle(broker_factory):
     """A connection waiting on its own long-poll fetch has work in flight: it outlives
     connections.max.idle.ms until the answer, and only then becomes idle."""

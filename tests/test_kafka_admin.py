@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import uuid
 
+import pytest
 from confluent_kafka import ElectionType, KafkaException, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ConfigSource, NewTopic
 import kafka.errors
@@ -97,6 +98,7 @@ def leader_of(bootstrap: str, name: str, p: int = 0) -> int:
     return admin(bootstrap).list_topics(name, timeout=10).topics[name].partitions[p].leader
 
 
+@pytest.mark.chronik_only("moves leadership away first with chronik-admin leader elect")
 def test_elect_leaders_returns_leadership_to_the_preferred_replica(cluster_factory):
     # Automatic rebalancing off, so only the elections below move leadership.
     c = cluster_factory(3, args=["--auto-leader-rebalance", "false"]).start()
@@ -124,6 +126,7 @@ def test_elect_leaders_returns_leadership_to_the_preferred_replica(cluster_facto
     wait_until(lambda: leader_of(c.bootstrap(), name) == preferred, 15, "preferred replica leads again")
 
 
+@pytest.mark.chronik_only("reads replica sets with chronik-admin topic describe")
 def test_kafka_python_alter_and_list_partition_reassignments(cluster_factory):
     c = cluster_factory(3, args=["--broker-session-timeout-ms", "1000"]).start()
     name = topic(c, rf=2)

@@ -8,11 +8,14 @@ from __future__ import annotations
 import subprocess
 import uuid
 
+import pytest
 from confluent_kafka.admin import NewTopic
 
 from conftest import SERVER_BIN, clean_env, free_port
 from helpers import admin, producer, wait_until
 from test_admin import Load, cli, ok, read_all, wait_reassigned
+
+pytestmark = pytest.mark.chronik_only("Raft membership through chronik-admin (--join, broker add/decommission)")
 
 
 def make_topic(c, partitions: int, rf: int) -> str:

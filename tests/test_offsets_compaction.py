@@ -4,9 +4,12 @@ then reads the snapshot, and nothing committed is lost."""
 
 from __future__ import annotations
 
+import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from helpers import create_topic, unique_topic, wait_until, watermarks
+
+pytestmark = pytest.mark.chronik_only("compaction of Chronik's offsets WAL (--offsets-compact-after-records)")
 
 COMMITS = 300
 DEADLINE_S = 30

@@ -7,11 +7,14 @@ import json
 import re
 import uuid
 
+import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
 from conftest import free_port
 from helpers import admin, consume_range, consumer, http_get, producer, wait_until
+
+pytestmark = pytest.mark.chronik_only("Chronik's /metrics, /health endpoints and JSON logs")
 
 
 

@@ -29,7 +29,11 @@ from confluent_kafka import Producer
 
 from confluent_kafka.admin import NewTopic
 
+import pytest
+
 from helpers import admin, producer, unique_topic, wait_until
+
+pytestmark = pytest.mark.chronik_only("Chronik's WAL files and leader epochs after a simulated power loss")
 
 SEGMENT_HEADER_BYTES = 32
 SHIM_SRC = Path(__file__).parent / "powerloss" / "syncshim.c"

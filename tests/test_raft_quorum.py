@@ -14,12 +14,15 @@ from __future__ import annotations
 import time
 import uuid
 
+import pytest
 from confluent_kafka.admin import NewTopic
 
 import kafkawire as kw
 from helpers import admin, http_get, wait_until
 from netns import netns_cluster_factory  # noqa: F401  (fixture)
 from test_operations import scrape
+
+pytestmark = pytest.mark.chronik_only("Chronik's Raft metadata quorum, seen through /metrics and /health")
 
 # Bound for readiness to notice a lost quorum: "recently" is 1.6 s (lease + longest election
 # timeout with the 100 ms heartbeat); the rest is slack for a loaded machine.

@@ -13,9 +13,11 @@ import time
 import uuid
 from pathlib import Path
 
+import pytest
 from confluent_kafka import TopicPartition
 from confluent_kafka.admin import NewTopic
 
+from conftest import kafka_mode
 from helpers import admin, consumer, producer, wait_until
 
 SEGMENT_HEADER = 32
@@ -75,6 +77,8 @@ def high_watermarks(bootstrap: str, name: str, partitions: int) -> dict[int, int
 
 
 def assert_identical(c, name: str, partitions: int) -> None:
+    if kafka_mode():
+        return  # it reads Chronik's WAL segment files; Kafka's log format is not Chronik's
     hws = high_watermarks(c.bootstrap(), name, partitions)
     for p in range(partitions):
         digests = {}
@@ -98,6 +102,7 @@ def produce_acked(bootstrap: str, name: str, n: int, partitions: int, tag: str) 
     assert errors == [], errors[:5]
 
 
+@pytest.mark.chronik_only("reads Chronik's WAL segment files")
 def test_three_replicas_hold_byte_identical_frames(cluster_factory):
     c = cluster_factory(3).start()
     name = topic_name("replicated")
@@ -370,11 +375,13 @@ def test_a_deposed_leader_truncates_its_divergent_tail(cluster_factory):
     def all_frames(n):
         return frames_below(n.data_dir, name, 0, 1 << 62)
 
-    # The old leader cuts its 50 uncommitted batches and takes the new leader's data.
-    wait_until(lambda: len({hashlib.sha256(b"".join(all_frames(n))).hexdigest() for n in c.nodes.values()}) == 1,
-               30, "three identical logs")
-    log = ANSI_ESCAPE_RE.sub("", c.node(old).stderr_path.read_text(errors="replace"))
-    assert "truncating a divergent tail" in log
+    # The old leader cuts its 50 uncommitted batches and takes the new leader's data (seen in
+    # Chronik's WAL files and log; the OffsetForLeaderEpoch check below holds for both brokers).
+    if not kafka_mode():
+        wait_until(lambda: len({hashlib.sha256(b"".join(all_frames(n))).hexdigest()
+                                for n in c.nodes.values()}) == 1, 30, "three identical logs")
+        log = ANSI_ESCAPE_RE.sub("", c.node(old).stderr_path.read_text(errors="replace"))
+        assert "truncating a divergent tail" in log
     # OffsetForLeaderEpoch on the new leader: the old epoch ends where the new one began.
     new = leaders(c.bootstrap(*followers), name)[0]
     end_of_old = offset_for_leader_epoch(c.node(new).bootstrap, name, 0, 0)
@@ -422,7 +429,9 @@ def coordinator_of(bootstrap: str, group: str) -> int:
 def test_a_group_keeps_its_committed_offsets_across_a_coordinator_failover(cluster_factory):
     c = cluster_factory(3, args=["--broker-session-timeout-ms", "2000",
                                  "--replica-lag-time-max-ms", "2000"]).start()
-    wait_until(lambda: len(isr(c.bootstrap(1), "__consumer_offsets")) == 16, 20, "the offsets topic")
+    # offsets.topic.num.partitions: Chronik's default is 16, Kafka's 50.
+    partitions = 50 if kafka_mode() else 16
+    wait_until(lambda: len(isr(c.bootstrap(1), "__consumer_offsets")) == partitions, 20, "the offsets topic")
     name = topic_name("group-failover")
     create(c.bootstrap(1), name, 3, 3)
     produce_acked(c.bootstrap(1), name, 3000, 3, "v")
@@ -480,7 +489,8 @@ def test_unclean_leader_election_only_when_the_topic_allows_it(cluster_factory, 
                                            "min.insync.replicas": "1"})],
                          operation_timeout=30, request_timeout=30)
     fs[name].result(timeout=30)
-    leader, replicas_isr = isr(c.bootstrap(1), name)[0]
+    # Kafka's brokers learn of a new topic from the metadata log a moment after CreateTopics answers.
+    leader, replicas_isr = wait_until(lambda: isr(c.bootstrap(1), name).get(0), 10, "the topic in Metadata")
     follower = next(r for r in replicas_isr if r != leader)
     # The follower dies and leaves the ISR; the leader takes more writes alone, then dies.
     c.node(follower).kill()
@@ -495,7 +505,8 @@ def test_unclean_leader_election_only_when_the_topic_allows_it(cluster_factory, 
     else:
         # No clean candidate: the partition stays with its dead leader (offline), whatever time passes.
         time.sleep(4)  # several session timeouts: a controller that would move it has had the chance
-        assert isr(c.bootstrap(other), name)[0][0] == leader
+        # Chronik keeps naming the dead leader; Kafka names no leader (-1), see docs/conformance.md.
+        assert isr(c.bootstrap(other), name)[0][0] == (-1 if kafka_mode() else leader)
 
 
 
@@ -537,9 +548,11 @@ def test_a_far_behind_follower_catches_up_with_bounded_memory(cluster_factory):
         return all(lagger in v[1] for v in isr(c.bootstrap(*up), name).values())
     wait_until(caught_up, 120, "the lagging replica back in the ISR", interval_s=0.2)
     print(f"caught up 64 MiB in {time.monotonic() - t0:.1f}s, peak RSS {peak / 2**20:.0f} MiB")
-    assert peak < 300 * 2**20, f"follower RSS peaked at {peak / 2**20:.0f} MiB while catching up"
+    if not kafka_mode():  # Chronik's memory bound; the reference JVM has a 768 MiB heap
+        assert peak < 300 * 2**20, f"follower RSS peaked at {peak / 2**20:.0f} MiB while catching up"
     assert_identical(c, name, 2)
-    # 64 MiB in 4 MiB segments over 2 partitions: most of it came as whole segment files.
-    installs = c.node(lagger).stderr_path.read_text().count("installed a whole segment from the leader")
-    print(f"{installs} whole segments installed")
-    assert installs >= 8, c.node(lagger).stderr_tail(40)
+    if not kafka_mode():  # Chronik's segment shipping, seen in its log
+        # 64 MiB in 4 MiB segments over 2 partitions: most of it came as whole segment files.
+        installs = c.node(lagger).stderr_path.read_text().count("installed a whole segment from the leader")
+        print(f"{installs} whole segments installed")
+        assert installs >= 8, c.node(lagger).stderr_tail(40)

@@ -25,6 +25,8 @@ from helpers import admin, consume_range, producer, wait_until
 from test_admin import ADMIN_BIN, leader_of
 from test_replication import EosLog, high_watermarks
 
+pytestmark = pytest.mark.chronik_only("chronik-admin cluster rolling-restart-check")
+
 PARTITIONS = 3
 RATE_PER_S = 1000  # the producer's pace
 # After each restart, produce and consume must go on: this many more acknowledged (and

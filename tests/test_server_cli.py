@@ -13,6 +13,8 @@ import kafkawire as w
 from conftest import SERVER_BIN, clean_env
 from helpers import admin, produce_all, producer, unique_topic
 
+pytestmark = pytest.mark.chronik_only("chronik-server's command line, config file and environment")
+
 # Keys of the --config TOML file; they mirror the flags (`--num-partitions` -> `num_partitions`).
 CFG_NUM_PARTITIONS = "num_partitions"
 CFG_FSYNC = "fsync"
