@@ -486,13 +486,17 @@ impl Broker {
         }
     }
 
-    /// Leaders propose ISR changes (followers lagging past `replica.lag.time.max.ms` leave,
-    /// caught-up replicas join) every 250 ms.
-    fn start_isr_updates(self: &Arc<Self>) {
+    /// Runs `work` on this broker every `period` until shutdown or until the broker is gone.
+    /// Ticks missed while `work` runs are not made up: the next one waits a whole period.
+    fn every<F, Fut>(self: &Arc<Self>, period: std::time::Duration, work: F)
+    where
+        F: Fn(Arc<Broker>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let me = Arc::downgrade(self);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_millis(250));
+            let mut tick = tokio::time::interval(period);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
@@ -500,36 +504,48 @@ impl Broker {
                     _ = tick.tick() => {}
                 }
                 let Some(broker) = me.upgrade() else { return };
-                let state = broker.metadata();
-                let lag = broker.config.replica_lag_time_max;
-                for r in broker.replicas.all() {
-                    let Some(info) = state
-                        .topic(&r.topic)
-                        .and_then(|t| t.partitions.get(r.partition as usize))
-                    else {
-                        continue;
-                    };
-                    let Some((epoch, isr)) = r.isr_change(&info.replicas, lag) else {
-                        continue;
-                    };
-                    // Joining members count towards the high watermark before the change
-                    // commits; leaving ones until it has.
-                    r.widen_isr(&isr);
-                    let cmd = MetadataCommand::AlterIsr {
-                        topic: r.topic.clone(),
-                        partition: r.partition,
-                        leader_epoch: epoch,
-                        isr: isr.clone(),
-                    };
-                    match broker.apply(cmd).await {
-                        Ok(_) => tracing::info!(topic = %r.topic, partition = r.partition,
-                            from = ?info.isr, to = ?isr, "ISR changed"),
-                        Err(e) => tracing::warn!(topic = %r.topic, partition = r.partition,
-                            error = %e.message, "ISR change refused"),
-                    }
-                }
+                work(broker).await;
             }
         });
+    }
+
+    /// Leaders propose ISR changes (followers lagging past `replica.lag.time.max.ms` leave,
+    /// caught-up replicas join) every 250 ms.
+    fn start_isr_updates(self: &Arc<Self>) {
+        self.every(std::time::Duration::from_millis(250), |broker| async move {
+            broker.update_isrs().await
+        });
+    }
+
+    async fn update_isrs(&self) {
+        let state = self.metadata();
+        let lag = self.config.replica_lag_time_max;
+        for r in self.replicas.all() {
+            let Some(info) = state
+                .topic(&r.topic)
+                .and_then(|t| t.partitions.get(r.partition as usize))
+            else {
+                continue;
+            };
+            let Some((epoch, isr)) = r.isr_change(&info.replicas, lag) else {
+                continue;
+            };
+            // Joining members count towards the high watermark before the change
+            // commits; leaving ones until it has.
+            r.widen_isr(&isr);
+            let cmd = MetadataCommand::AlterIsr {
+                topic: r.topic.clone(),
+                partition: r.partition,
+                leader_epoch: epoch,
+                isr: isr.clone(),
+            };
+            match self.apply(cmd).await {
+                Ok(_) => tracing::info!(topic = %r.topic, partition = r.partition,
+                    from = ?info.isr, to = ?isr, "ISR changed"),
+                Err(e) => tracing::warn!(topic = %r.topic, partition = r.partition,
+                    error = %e.message, "ISR change refused"),
+            }
+        }
     }
 
     /// Drives group timers (session expiry, rebalance deadlines) every 100 ms until shutdown,

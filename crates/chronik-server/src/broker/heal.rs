@@ -68,19 +68,8 @@ impl Broker {
 
     /// Reopens healed partitions every [`HEAL_WATCH_INTERVAL`] until shutdown.
     pub(super) fn start_heal_watch(self: &Arc<Self>) {
-        let me = Arc::downgrade(self);
-        let shutdown = self.shutdown.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(HEAL_WATCH_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = shutdown.wait() => return,
-                    _ = tick.tick() => {}
-                }
-                let Some(broker) = me.upgrade() else { return };
-                broker.reopen_healed().await;
-            }
+        self.every(HEAL_WATCH_INTERVAL, |broker| async move {
+            broker.reopen_healed().await
         });
     }
 
