@@ -21,11 +21,8 @@ pub enum MetadataCommand {
         cluster_id: String,
     },
     /// Adds or updates a broker's addresses; a (re)registered broker is alive. A new
-    /// incarnation (the broker restarted, or healed a poisoned partition) bumps the leader
-    /// epoch of every partition it leads: its log may have lost offsets its followers already
-    /// fetched (written, never synced), and refilling them under the old epoch would leave
-    /// replicas that differ at the same offsets and epoch, with nothing to detect it. Under a
-    /// new epoch the followers' divergence check cuts their extra tail.
+    /// incarnation (the broker restarted, or healed a poisoned partition) may have lost what
+    /// it wrote and never synced; see `PartitionInfo::on_new_incarnation` for what follows.
     RegisterBroker(BrokerInfo),
     /// The controller fences a silent broker or unfences one that heartbeats again.
     SetBrokerState {
@@ -143,10 +140,15 @@ impl MetadataState {
                     .get(&b.node_id)
                     .is_some_and(|old| old.incarnation != b.incarnation);
                 if new_incarnation {
+                    let brokers = &self.brokers;
+                    let alive = |id: i32| {
+                        id != b.node_id
+                            && brokers
+                                .get(&id)
+                                .is_some_and(|x| x.state != BrokerState::Fenced)
+                    };
                     for p in self.topics.values_mut().flat_map(|t| &mut t.partitions) {
-                        if p.leader == b.node_id {
-                            p.leader_epoch += 1;
-                        }
+                        p.on_new_incarnation(b.node_id, alive(p.leader));
                     }
                 }
                 self.brokers.insert(b.node_id, b.clone());
@@ -662,6 +664,32 @@ mod tests {
             );
         }
         assert!(before.iter().any(|(l, _)| *l == 2));
+    }
+
+    #[test]
+    fn new_incarnation_leaves_the_isrs_it_follows_in() {
+        let mut s = state_with_brokers(3);
+        s.apply(&create("t", 3, 3)).unwrap();
+        // Under a fenced leader it stays: it is one of the candidates for the next election.
+        s.apply(&MetadataCommand::SetBrokerState {
+            node_id: 3,
+            state: BrokerState::Fenced,
+        })
+        .unwrap();
+        let before = s.topics["t"].partitions.clone();
+        let mut b = s.brokers[&2].clone();
+        b.incarnation = 42;
+        s.apply(&MetadataCommand::RegisterBroker(b)).unwrap();
+        for (p0, p1) in before.iter().zip(&s.topics["t"].partitions) {
+            let expect: Vec<i32> = if p0.leader == 2 || p0.leader == 3 {
+                p0.isr.clone()
+            } else {
+                p0.isr.iter().copied().filter(|r| *r != 2).collect()
+            };
+            assert_eq!(p1.isr, expect, "{p0:?} -> {p1:?}");
+        }
+        assert!(before.iter().any(|p| p.leader == 1));
+        assert!(before.iter().any(|p| p.leader == 3 && p.isr.contains(&2)));
     }
 
     #[test]

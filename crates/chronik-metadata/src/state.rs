@@ -58,6 +58,24 @@ pub struct PartitionInfo {
 }
 
 impl PartitionInfo {
+    /// `node` restarted (or healed a poisoned log) and may have lost what it wrote and never
+    /// synced. Where it leads, the leader epoch moves on: its followers may have fetched those
+    /// offsets, and refilling them under the old epoch would leave replicas that differ at the
+    /// same offsets and epoch, with nothing to detect it; under a new epoch the followers'
+    /// divergence check cuts their extra tail. Where it follows a live leader, it leaves the
+    /// ISR (Kafka's KIP-903): it may no longer hold what it acknowledged, and must not be
+    /// elected before it has fetched it again. Under a fenced leader it stays, as one of the
+    /// candidates for the next election (the leader is always in the ISR, so it never empties).
+    pub fn on_new_incarnation(&mut self, node: i32, leader_alive: bool) {
+        if self.leader == node {
+            self.leader_epoch += 1;
+        } else if leader_alive {
+            self.isr.retain(|r| *r != node);
+        }
+    }
+}
+
+impl PartitionInfo {
     pub fn reassigning(&self) -> bool {
         !self.adding.is_empty() || !self.removing.is_empty()
     }
