@@ -434,7 +434,7 @@ impl<'a> FrameReader<'a> {
             debug_assert!(want >= len);
             self.window.resize(want, 0);
             self.window_pos = pos;
-            if let Err(e) = self.file.read_exact_at(&mut self.window, pos) {
+            if let Err(e) = crate::io_priority::read_segment_at(self.file, &mut self.window, pos) {
                 self.window.clear();
                 return Err(e);
             }

@@ -120,6 +120,8 @@ impl Shared {
             (jobs, dir_gen, active, inner.log_end)
         };
 
+        // Cold reads wait for this pass's syncs (crate::io_priority).
+        let _commit = crate::io_priority::CommitInFlight::start();
         let result = (|| -> Result<(), String> {
             #[cfg(test)]
             if self

@@ -60,7 +60,7 @@ impl SealedSegment {
     /// Reads up to `buf.len()` bytes at `pos` (short only at the end of the file).
     pub fn read_at(&self, pos: u64, buf: &mut [u8]) -> std::io::Result<usize> {
         let want = (self.size_bytes.saturating_sub(pos) as usize).min(buf.len());
-        self.file.read_exact_at(&mut buf[..want], pos)?;
+        crate::io_priority::read_segment_at(&self.file, &mut buf[..want], pos)?;
         Ok(want)
     }
 }

@@ -26,6 +26,7 @@
 //! * `pending_seals` names non-active segments whose data sync + index write has not happened yet;
 //!   it is bounded by `MAX_PENDING_SEALS` (rotation is deferred while it is full).
 
+mod cold_readers;
 mod commit;
 mod heal;
 mod install;

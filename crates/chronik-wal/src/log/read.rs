@@ -5,16 +5,15 @@
 //! times the size (a 64 MiB fetch of old data: tens of milliseconds or more). On a tokio worker
 //! that stalls every connection and commit wake-up scheduled on it, so one consumer reading old
 //! data would delay everyone's acknowledgements. [`PartitionLog::read_async`] therefore reads
-//! on the blocking pool unless the read starts in the newest [`CACHE_KEEP_BYTES`] of the active
+//! on the cold-read threads (`cold_readers`, at a lower priority) unless the read starts in the newest [`CACHE_KEEP_BYTES`] of the active
 //! segment, which the commit task keeps cached (unsynced data is cached anyway): a tail read is
-//! a memory copy and stays inline, sparing it the two thread hand-offs of the blocking pool.
+//! a memory copy and stays inline, sparing it two thread hand-offs.
 
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use tokio::sync::Semaphore;
 
 use super::{PartitionLog, ReadResult, SealedSegment, Shared};
 use crate::batch::BatchHeader;
@@ -27,14 +26,8 @@ use crate::segment::{
 /// Largest read-ahead window used by `read`.
 const MAX_READ_AHEAD: usize = 1 << 20;
 
-/// Most reads that may miss the page cache running on the blocking pool at once, in the whole
-/// process. Further ones wait (asynchronously, holding no thread) for a slot. The blocking
-/// pool also runs every partition's fdatasync passes: without this bound, enough concurrent
-/// cold fetches could take all its threads and stall the commits that acknowledgements wait
-/// for. Eight keep a disk's queue busy; with reads of at most 64 MiB they also bound the
-/// memory cold reads fill at once to 512 MiB.
-pub const MAX_COLD_READS: usize = 8;
-static COLD_READS: Semaphore = Semaphore::const_new(MAX_COLD_READS);
+use super::cold_readers::run as off_runtime;
+pub use super::cold_readers::MAX_COLD_READS;
 
 /// Where a read starts, found under the partition lock.
 enum Located {
@@ -66,7 +59,7 @@ impl PartitionLog {
     }
 
     /// [`read`](Self::read) for async callers: inline when the read starts near the log end
-    /// (page cache), otherwise on the blocking pool, at most [`MAX_COLD_READS`] at a time.
+    /// (page cache), otherwise on a cold-read thread, at most [`MAX_COLD_READS`] at a time.
     pub async fn read_async(
         &self,
         start_offset: i64,
@@ -90,31 +83,11 @@ impl PartitionLog {
 
     /// First batch (in offset order) whose `max_timestamp >= ts_ms`, returned whole. Uses the
     /// per-segment max timestamp, the time index and a short scan. `None` if there is none.
-    /// The batch may be anywhere in the log, so it is read on the blocking pool.
+    /// The batch may be anywhere in the log, so it is read on a cold-read thread.
     pub async fn find_batch_by_timestamp(&self, ts_ms: i64) -> Result<Option<Bytes>, WalError> {
         let shared = self.shared.clone();
         off_runtime(move || shared.find_batch_by_timestamp(ts_ms)).await
     }
-}
-
-/// Runs a read that may miss the page cache on the blocking pool, in one of the
-/// [`MAX_COLD_READS`] slots (waiting for one asynchronously when all are taken).
-async fn off_runtime<T: Send + 'static>(
-    read: impl FnOnce() -> Result<T, WalError> + Send + 'static,
-) -> Result<T, WalError> {
-    metrics::counter!(crate::metric_names::COLD_READS).increment(1);
-    // The semaphore is never closed. The permit goes with the read, so a caller that gives up
-    // (a closed connection) does not free a slot the read still occupies.
-    let permit = COLD_READS
-        .acquire()
-        .await
-        .map_err(|_| WalError::Failed("cold read slots closed".into()))?;
-    tokio::task::spawn_blocking(move || {
-        let _permit = permit;
-        read()
-    })
-    .await
-    .map_err(|e| WalError::Failed(format!("read task failed: {e}")))?
 }
 
 /// A cheap clone of what a reader needs from one segment.
