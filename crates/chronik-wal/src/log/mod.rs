@@ -26,11 +26,13 @@
 //! * `pending_seals` names non-active segments whose data sync + index write has not happened yet;
 //!   it is bounded by `MAX_PENDING_SEALS` (rotation is deferred while it is full).
 
+mod append;
 mod cold_readers;
 mod commit;
 mod heal;
 mod install;
 mod read;
+mod retention;
 mod truncate;
 
 use std::collections::VecDeque;
@@ -48,17 +50,15 @@ use self::commit::commit_loop;
 pub use self::install::{CatchUp, SealedSegment, SegmentInstall, VerifiedInstall};
 use self::read::SegmentView;
 pub use self::read::MAX_COLD_READS;
-use crate::batch::{
-    set_base_offset, set_partition_leader_epoch, verify_batch_crc, BatchError, BatchHeader,
-};
+pub use self::retention::{DeletedSegment, RetentionOutcome, RetentionReason};
+use crate::batch::BatchHeader;
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::WalError;
 use crate::index::SegmentIndex;
-use crate::recovery::{fsync_dir, recover, remove_segment_files};
+use crate::recovery::{fsync_dir, recover};
 use crate::segment::{
-    create_segment_file, frame_header, segment_file_path, write_frame, FileKind, Segment,
-    SegmentHeader, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES, MAX_RELATIVE_OFFSET,
-    MAX_SEGMENT_FILE_BYTES, SCAN_READ_AHEAD, SEGMENT_HEADER_BYTES,
+    create_segment_file, segment_file_path, FileKind, Segment, SegmentHeader, SCAN_READ_AHEAD,
+    SEGMENT_HEADER_BYTES,
 };
 
 /// Bound on sealed segments waiting for their data sync and index write. While the queue is
@@ -92,44 +92,6 @@ pub struct ReadResult {
     pub batches: usize,
     /// Records in those batches (their headers' counts).
     pub records: u64,
-}
-
-/// Why a segment was deleted by retention.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RetentionReason {
-    /// Its newest timestamp is older than `retention_ms`.
-    Time,
-    /// The partition is larger than `retention_bytes`.
-    Size,
-    /// Everything in it was superseded by later records (`delete_segments_before`).
-    Superseded,
-}
-
-/// One segment removed by retention.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeletedSegment {
-    pub base_offset: i64,
-    pub next_offset: i64,
-    pub size_bytes: u64,
-    pub reason: RetentionReason,
-}
-
-/// What [`PartitionLog::enforce_retention`] deleted.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RetentionOutcome {
-    pub deleted: Vec<DeletedSegment>,
-    /// Log start offset after the deletions.
-    pub log_start_offset: i64,
-}
-
-impl RetentionOutcome {
-    pub fn deleted_segments(&self) -> usize {
-        self.deleted.len()
-    }
-
-    pub fn deleted_bytes(&self) -> u64 {
-        self.deleted.iter().map(|d| d.size_bytes).sum()
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -485,144 +447,6 @@ impl PartitionLog {
         self.shared.lock().active().cache_dropped_to
     }
 
-    /// Appends one v2 batch: checks it (header, exact length, CRC32C, at most
-    /// [`MAX_FRAME_PAYLOAD_BYTES`]), then under the partition lock assigns offsets (patching the
-    /// base offset and `leader_epoch` into `batch`), rolls the segment if needed, writes the frame
-    /// to the active segment (page cache, one `writev`), updates the indexes and queues it for
-    /// the group commit. Returns without waiting for durability; see
-    /// [`wait_committed`](Self::wait_committed). Fails with `Sealed` if sealed, `Failed` if
-    /// poisoned, `Closed` after close.
-    pub fn append(&self, batch: &mut [u8], leader_epoch: i32) -> Result<Appended, WalError> {
-        self.append_batch(batch, Some(leader_epoch))
-    }
-
-    /// Appends a batch its leader already placed, unchanged: its base offset must be this
-    /// log's end (`ReplicaGap` otherwise) and its leader epoch is kept, so a replica holds
-    /// byte-identical frames at the same offsets. Same checks and durability as `append`.
-    pub fn append_replica(&self, batch: &mut [u8]) -> Result<Appended, WalError> {
-        self.append_batch(batch, None)
-    }
-
-    /// `assign`: `Some(leader_epoch)` to assign offsets (leader), `None` to keep them (replica).
-    fn append_batch(&self, batch: &mut [u8], assign: Option<i32>) -> Result<Appended, WalError> {
-        if batch.len() > MAX_FRAME_PAYLOAD_BYTES {
-            return Err(WalError::BatchTooLarge {
-                size: batch.len(),
-                max: MAX_FRAME_PAYLOAD_BYTES,
-            });
-        }
-        let header = BatchHeader::parse(batch)?;
-        if header.total_size() != batch.len() {
-            return Err(WalError::InvalidBatch(BatchError::TrailingBytes {
-                expected: header.total_size(),
-                actual: batch.len(),
-            }));
-        }
-        verify_batch_crc(batch)?;
-        let now = now_ms();
-        let frame_bytes = FRAME_HEADER_BYTES + batch.len() as u64;
-
-        let s = &*self.shared;
-        let mut guard = s.lock();
-        let inner = &mut *guard;
-        s.check_open(inner)?;
-        if inner.sealed {
-            return Err(WalError::Sealed {
-                topic: s.topic.clone(),
-                partition: s.partition,
-            });
-        }
-        let base = inner.log_end;
-        if assign.is_none() && header.base_offset != base {
-            return Err(WalError::ReplicaGap {
-                log_end: base,
-                got: header.base_offset,
-            });
-        }
-        let last = base
-            .checked_add(i64::from(header.last_offset_delta))
-            .filter(|l| *l < i64::MAX)
-            .ok_or(WalError::OffsetOverflow {
-                log_end: base,
-                last_offset_delta: header.last_offset_delta,
-            })?;
-
-        if let Some(reason) = roll_reason(inner, frame_bytes, last, now) {
-            if inner.pending_seals.len() < MAX_PENDING_SEALS {
-                s.roll(inner, now, reason)?;
-            } else if !inner.deferred_roll_warned {
-                inner.deferred_roll_warned = true;
-                warn!(topic = %s.topic, partition = s.partition, reason,
-                    pending = inner.pending_seals.len(), "segment roll deferred: too many segments waiting to be sealed");
-            }
-        }
-        let seg = inner
-            .segments
-            .back_mut()
-            .expect("partition log has no segment");
-        if seg.size_bytes + frame_bytes > MAX_SEGMENT_FILE_BYTES
-            || last - seg.base_offset > MAX_RELATIVE_OFFSET
-        {
-            return Err(WalError::SegmentFull {
-                size_bytes: seg.size_bytes,
-            });
-        }
-
-        if let Some(leader_epoch) = assign {
-            set_base_offset(batch, base);
-            set_partition_leader_epoch(batch, leader_epoch);
-        }
-        let fh = frame_header(batch);
-        let position = seg.size_bytes;
-        if let Err(e) = write_frame(&seg.file, &fh, batch) {
-            let path = seg.path.to_path_buf();
-            s.poison(inner, format!("write to {} failed: {e}", path.display()));
-            return Err(WalError::Io {
-                op: "append",
-                path,
-                source: e,
-            });
-        }
-        seg.size_bytes += frame_bytes;
-        seg.allocated_bytes = seg.allocated_bytes.max(seg.size_bytes);
-        seg.max_timestamp = seg.max_timestamp.max(header.max_timestamp);
-        let max_ts = seg.max_timestamp;
-        Arc::make_mut(&mut seg.index).on_append(
-            inner.config.index_interval_bytes,
-            (base - seg.base_offset) as u32,
-            position as u32,
-            frame_bytes,
-            max_ts,
-        );
-        seg.roll_clock_ms.get_or_insert(now);
-        seg.next_offset = last + 1;
-        inner.total_bytes += frame_bytes;
-        inner.log_end = last + 1;
-        // Only replication watches the end (a standalone log has no receiver); a receiver that
-        // subscribes later reads the log itself before it waits for the next change.
-        if s.end_tx.receiver_count() > 0 {
-            s.end_tx.send_replace(inner.log_end);
-        }
-
-        match inner.config.fsync {
-            FsyncPolicy::Always => s.wake.notify_one(),
-            FsyncPolicy::Interval(_) => {
-                if inner.synced_end == base {
-                    // Clean -> dirty: start the interval timer.
-                    s.wake.notify_one();
-                }
-                s.publish_committed(inner, inner.log_end);
-            }
-            FsyncPolicy::Never => s.publish_committed(inner, inner.log_end),
-        }
-        inner.check_invariants();
-        Ok(Appended {
-            base_offset: base,
-            last_offset: last,
-            generation: inner.generation,
-        })
-    }
-
     /// Resolves once every offset below `end_offset` is committed under the fsync policy
     /// (`Always`: fdatasynced; `Interval`/`Never`: written). Offsets already committed resolve
     /// `Ok` even afterwards; otherwise fails with `Failed` once the partition is poisoned and with
@@ -739,112 +563,6 @@ impl PartitionLog {
         self.shared.lock().sealed
     }
 
-    /// Deletes whole non-active, fully committed segments, oldest first, while the oldest one's
-    /// newest timestamp is older than `now_ms - retention_ms` or the partition minus that segment
-    /// is still at least `retention_bytes`; advances the log start. Segments without timestamps (all batches
-    /// at -1) use the file's modification time.
-    pub fn enforce_retention(&self, now_ms: i64) -> Result<RetentionOutcome, WalError> {
-        self.delete_front(|config, total_bytes, seg| {
-            let by_time = config.retention_ms.is_some_and(|r| {
-                segment_time(seg) < now_ms.saturating_sub(i64::try_from(r).unwrap_or(i64::MAX))
-            });
-            let by_size = config
-                .retention_bytes
-                .is_some_and(|r| total_bytes - seg.size_bytes >= r);
-            match (by_time, by_size) {
-                (true, _) => Some(RetentionReason::Time),
-                (false, true) => Some(RetentionReason::Size),
-                (false, false) => None,
-            }
-        })
-    }
-
-    /// Deletes the oldest whole segments that end at or before `offset` (never the active
-    /// one, never above the committed offset): for a log whose records before `offset` were
-    /// superseded, such as `__consumer_offsets` after a snapshot of its state was appended.
-    pub fn delete_segments_before(&self, offset: i64) -> Result<RetentionOutcome, WalError> {
-        self.delete_front(|_, _, seg| {
-            (seg.next_offset <= offset).then_some(RetentionReason::Superseded)
-        })
-    }
-
-    /// Starts a new active segment now (if the active one holds data), so that everything
-    /// written so far becomes deletable by [`delete_segments_before`](Self::delete_segments_before).
-    pub fn roll(&self) -> Result<(), WalError> {
-        let s = &*self.shared;
-        let mut guard = s.lock();
-        let inner = &mut *guard;
-        s.check_open(inner)?;
-        if inner.active().is_empty() || inner.pending_seals.len() >= MAX_PENDING_SEALS {
-            return Ok(());
-        }
-        s.roll(inner, now_ms(), "requested")?;
-        inner.check_invariants();
-        Ok(())
-    }
-
-    /// Deletes front segments while `decide` names a reason, oldest first. The active segment
-    /// and data above the committed offset are never deleted.
-    fn delete_front(
-        &self,
-        decide: impl Fn(&LogConfig, u64, &Segment) -> Option<RetentionReason>,
-    ) -> Result<RetentionOutcome, WalError> {
-        let s = &*self.shared;
-        let _m = s.lock_maintenance();
-        let (removed, log_start) = {
-            let mut guard = s.lock();
-            let inner = &mut *guard;
-            s.check_open(inner)?;
-            let mut removed = Vec::new();
-            // At most segments.len() - 1 iterations: the active segment is never deleted.
-            let committed = s.committed();
-            while inner.segments.len() > 1 {
-                let Some(seg) = inner.segments.front() else {
-                    break;
-                };
-                if seg.next_offset > committed {
-                    // Like Kafka, never delete data above the high watermark.
-                    break;
-                }
-                let Some(reason) = decide(&inner.config, inner.total_bytes, seg) else {
-                    break;
-                };
-                let Some(seg) = inner.segments.pop_front() else {
-                    break;
-                };
-                inner.total_bytes -= seg.size_bytes;
-                inner.pending_seals.retain(|b| *b != seg.base_offset);
-                removed.push((
-                    DeletedSegment {
-                        base_offset: seg.base_offset,
-                        next_offset: seg.next_offset,
-                        size_bytes: seg.size_bytes,
-                        reason,
-                    },
-                    seg,
-                ));
-            }
-            if let Some(first) = inner.segments.front() {
-                inner.log_start = first.base_offset;
-            }
-            inner.check_invariants();
-            (removed, inner.log_start)
-        };
-        for (d, seg) in &removed {
-            info!(topic = %s.topic, partition = s.partition, segment = d.base_offset,
-                next_offset = d.next_offset, size_bytes = d.size_bytes, reason = ?d.reason,
-                "deleted segment");
-            remove_segment_files(&s.dir, s.partition, &[seg.base_offset])?;
-            // One directory fsync per segment, oldest first: a crash never leaves a gap.
-            fsync_dir(&s.dir).map_err(WalError::io("fsync directory", &s.dir))?;
-            s.count_fsyncs(1);
-        }
-        Ok(RetentionOutcome {
-            deleted: removed.into_iter().map(|(d, _)| d).collect(),
-            log_start_offset: log_start,
-        })
-    }
-
     /// Applies a changed topic config. An invalid config is refused with a warning and the
     /// previous one stays in force; use [`try_set_config`](Self::try_set_config) to get the error.
     pub fn set_config(&self, config: LogConfig) {
@@ -959,48 +677,4 @@ impl Drop for PartitionLog {
         self.shared.wake.notify_one();
         self.shared.committed_tx.send_modify(|_| {});
     }
-}
-
-/// Why the active segment must roll before an append of `frame_bytes` ending at `last_offset`.
-fn roll_reason(
-    inner: &Inner,
-    frame_bytes: u64,
-    last_offset: i64,
-    now_ms: i64,
-) -> Option<&'static str> {
-    let active = inner.active();
-    if active.is_empty() {
-        // Whatever its size, a batch goes into an empty segment.
-        return None;
-    }
-    if active.size_bytes + frame_bytes > inner.config.segment_bytes {
-        return Some("segment.bytes");
-    }
-    let segment_ms = i64::try_from(inner.config.segment_ms).unwrap_or(i64::MAX);
-    if active
-        .roll_clock_ms
-        .is_some_and(|t| now_ms.saturating_sub(t) >= segment_ms)
-    {
-        return Some("segment.ms");
-    }
-    if last_offset - active.base_offset > MAX_RELATIVE_OFFSET {
-        return Some("offset span");
-    }
-    None
-}
-
-/// The timestamp retention compares against: the newest batch timestamp, or the file's
-/// modification time when the segment has no real timestamps.
-fn segment_time(seg: &Segment) -> i64 {
-    if seg.max_timestamp >= 0 {
-        return seg.max_timestamp;
-    }
-    seg.file
-        .metadata()
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(i64::MAX, |d| {
-            i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-        })
 }
