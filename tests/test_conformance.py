@@ -50,10 +50,6 @@ def fmt(v) -> str:
 # Differences the client-compatibility suite shows under `--broker=kafka` beyond what the probe
 # asks (multi-node behaviour, timings): each test keeps Chronik's expectation and states Kafka's.
 SUITE_FINDINGS = [
-    ("test_replication.py::test_unclean_leader_election_only_when_the_topic_allows_it[False]",
-     "With no in-sync replica left and unclean election off, Kafka's Metadata names no leader (-1, "
-     "LEADER_NOT_AVAILABLE); Chronik keeps naming the dead leader. To review: clients then retry "
-     "a dead broker instead of waiting for a leader."),
     ("test_cluster.py::test_no_metadata_write_without_a_quorum_and_no_divergence",
      "Without a quorum Kafka refuses a CreateTopics after about 10 s; Chronik after "
      "--metadata-timeout-ms (no Kafka equivalent)."),

@@ -12,7 +12,7 @@ use kafka_protocol::ResponseError;
 use super::{str_bytes, topic_name, topic_str, Reply};
 use crate::broker::Broker;
 use chronik_metadata::BrokerState;
-use chronik_metadata::TopicInfo;
+use chronik_metadata::{MetadataState, TopicInfo};
 
 pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Reply {
     // v4+ lets the client say whether to auto-create; before that it always could.
@@ -39,7 +39,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
                     },
                 };
                 out.push(match broker.get_or_auto_create(&name, allow_create).await {
-                    Ok(Some(info)) => topic_response(&info),
+                    Ok(Some(info)) => topic_response(&info, &broker.metadata()),
                     Ok(None) => MetadataResponseTopic::default()
                         .with_name(Some(topic_name(&name)))
                         .with_error_code(ResponseError::UnknownTopicOrPartition.code()),
@@ -75,26 +75,48 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
 }
 
 fn all_topics(broker: &Broker) -> Vec<MetadataResponseTopic> {
-    broker
-        .metadata()
+    let state = broker.metadata();
+    state
         .topics
         .values()
-        .map(topic_response)
+        .map(|t| topic_response(t, &state))
         .collect()
 }
 
-fn topic_response(info: &TopicInfo) -> MetadataResponseTopic {
+/// A partition whose leader is fenced has no leader for clients, as in Kafka: leader -1 with
+/// LEADER_NOT_AVAILABLE, and the fenced replicas listed as offline (v5+). The state keeps the
+/// fenced leader, which leads again if it comes back before another ISR member can.
+fn topic_response(info: &TopicInfo, state: &MetadataState) -> MetadataResponseTopic {
+    let fenced = |id: i32| {
+        state
+            .brokers
+            .get(&id)
+            .is_none_or(|b| b.state == BrokerState::Fenced)
+    };
     let partitions = info
         .partitions
         .iter()
         .enumerate()
         .map(|(i, p)| {
+            let (leader, error) = if fenced(p.leader) {
+                (-1, ResponseError::LeaderNotAvailable.code())
+            } else {
+                (p.leader, 0)
+            };
             MetadataResponsePartition::default()
                 .with_partition_index(i as i32)
-                .with_leader_id(BrokerId(p.leader))
+                .with_error_code(error)
+                .with_leader_id(BrokerId(leader))
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(p.replicas.iter().map(|&r| BrokerId(r)).collect())
                 .with_isr_nodes(p.isr.iter().map(|&r| BrokerId(r)).collect())
+                .with_offline_replicas(
+                    p.replicas
+                        .iter()
+                        .filter(|r| fenced(**r))
+                        .map(|&r| BrokerId(r))
+                        .collect(),
+                )
         })
         .collect();
     MetadataResponseTopic::default()
