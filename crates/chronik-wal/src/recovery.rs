@@ -100,261 +100,24 @@ pub(crate) fn recover(
     config: &LogConfig,
     now_ms: i64,
 ) -> Result<Recovered, WalError> {
-    let mut fsyncs = 0u64;
-    let mut dir_changed = false;
-
-    if !dir.is_dir() {
-        std::fs::create_dir_all(dir).map_err(WalError::io("create partition directory", dir))?;
-        // Make the new directory entries durable: the topic directory and the root.
-        for p in [dir.parent(), dir.parent().and_then(Path::parent)]
-            .into_iter()
-            .flatten()
-        {
-            fsync_dir(p).map_err(WalError::io("fsync directory", p))?;
-            fsyncs += 1;
-        }
-    }
-
-    let mut logs = BTreeSet::new();
-    let mut index_files = Vec::new();
-    let entries = std::fs::read_dir(dir).map_err(WalError::io("list partition directory", dir))?;
-    for entry in entries {
-        let entry = entry.map_err(WalError::io("list partition directory", dir))?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else {
-            warn!(topic, partition, file = ?name, "ignoring non-UTF-8 file in partition directory");
-            continue;
-        };
-        match parse_file_name(name) {
-            Some((p, base, kind)) if p == partition => match kind {
-                FileKind::Log => {
-                    logs.insert(base);
-                }
-                _ => index_files.push((base, entry.path())),
-            },
-            Some((p, _, _)) => {
-                warn!(
-                    topic,
-                    partition,
-                    file = name,
-                    other_partition = p,
-                    "ignoring file of another partition"
-                );
-            }
-            // A whole-segment transfer cut short by a crash: never part of the log.
-            None if name.ends_with(".log.incoming") => {
-                warn!(
-                    topic,
-                    partition,
-                    file = name,
-                    "removing an unfinished segment transfer"
-                );
-                std::fs::remove_file(entry.path())
-                    .map_err(WalError::io("remove unfinished transfer", &entry.path()))?;
-            }
-            None => warn!(
-                topic,
-                partition,
-                file = name,
-                "ignoring unknown file in partition directory"
-            ),
-        }
-    }
-    for (base, path) in index_files {
-        if !logs.contains(&base) {
-            warn!(topic, partition, file = %path.display(), "removing index file without a segment");
-            match std::fs::remove_file(&path) {
-                Ok(()) => dir_changed = true,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(WalError::io("remove orphan index", &path)(e)),
-            }
-        }
-    }
-
-    let mut bases: Vec<i64> = logs.into_iter().collect();
-    if bases.is_empty() {
-        let path = segment_file_path(dir, partition, 0, FileKind::Log);
-        let f = create_segment_file(
-            &path,
-            SegmentHeader {
-                base_offset: 0,
-                created_ms: now_ms,
-            },
-        )
-        .map_err(WalError::io("create segment", &path))?;
-        f.sync_all().map_err(WalError::io("fsync segment", &path))?;
-        fsyncs += 1;
-        dir_changed = true;
-        bases.push(0);
-        info!(topic, partition, "created partition log");
-    }
-
+    let mut r = Recovery {
+        dir,
+        topic,
+        partition,
+        config,
+        now_ms,
+        fsyncs: 0,
+        dir_changed: false,
+    };
+    r.ensure_dir()?;
+    let mut bases = r.list_segments()?;
     let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
     let mut i = 0;
     // `bases` only shrinks inside the loop, so this runs at most bases.len() times.
     while i < bases.len() {
-        let base = bases[i];
-        let next_base = bases.get(i + 1).copied();
-        let path = segment_file_path(dir, partition, base, FileKind::Log);
-        let seg_name = path.display().to_string();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(WalError::io("open segment", &path))?;
-        let mut file_len = file
-            .metadata()
-            .map_err(WalError::io("stat segment", &path))?
-            .len();
-
-        let mut hbuf = [0u8; SEGMENT_HEADER_BYTES as usize];
-        let n =
-            read_prefix(&file, &mut hbuf).map_err(WalError::io("read segment header", &path))?;
-        let mut trust_index = next_base.is_some();
-        let created_ms = match SegmentHeader::decode(&hbuf[..n]) {
-            Ok(h) if h.base_offset == base => h.created_ms,
-            Ok(h) => {
-                return Err(WalError::Corrupt {
-                    path,
-                    position: 12,
-                    reason: format!(
-                        "segment header says base offset {} but the file name says {base}",
-                        h.base_offset
-                    ),
-                })
-            }
-            Err(HeaderError::Unsupported(reason)) => {
-                return Err(WalError::Corrupt {
-                    path,
-                    position: 0,
-                    reason,
-                })
-            }
-            Err(HeaderError::Damaged(reason)) => {
-                warn!(topic, partition, segment = %seg_name, %reason,
-                    "segment header damaged; rewriting it and scanning the segment");
-                fsyncs += remove_index_files_durably(dir, partition, base)?;
-                if file_len < SEGMENT_HEADER_BYTES {
-                    file.set_len(0)
-                        .map_err(WalError::io("truncate segment", &path))?;
-                }
-                let header = SegmentHeader {
-                    base_offset: base,
-                    created_ms: now_ms,
-                };
-                file.write_all_at(&header.encode(), 0)
-                    .map_err(WalError::io("rewrite segment header", &path))?;
-                file.sync_all()
-                    .map_err(WalError::io("fsync segment", &path))?;
-                fsyncs += 1;
-                file_len = file_len.max(SEGMENT_HEADER_BYTES);
-                dir_changed = true;
-                trust_index = false;
-                now_ms
-            }
-        };
-
-        let loaded = match next_base {
-            Some(nb) if trust_index => match load_index_files(dir, partition, base, nb, file_len) {
-                Ok(x) => Some(x),
-                Err(reason) => {
-                    info!(topic, partition, segment = %seg_name, %reason,
-                        "segment index missing or invalid; rebuilding it by scanning the segment");
-                    None
-                }
-            },
-            _ => None,
-        };
-
-        let segment = if let Some((index, meta)) = loaded {
-            Segment {
-                base_offset: base,
-                next_offset: meta.next_offset,
-                size_bytes: file_len,
-                allocated_bytes: file_len,
-                max_timestamp: meta.max_timestamp,
-                created_ms,
-                roll_clock_ms: Some(created_ms),
-                file: Arc::new(file),
-                path: Arc::from(path.as_path()),
-                index: Arc::new(index),
-                persisted: true,
-                cache_dropped_to: 0,
-                synced_bytes: file_len,
-            }
-        } else {
-            let out = scan_segment(&file, file_len, base, config.index_interval_bytes, i64::MAX)
-                .map_err(WalError::io("scan segment", &path))?;
-            if let Some((pos, problem)) = &out.problem {
-                // All zeros after the last frame is preallocated space: the data is whole.
-                let zero_tail = is_zero_tail(&file, *pos, file_len)
-                    .map_err(WalError::io("read segment tail", &path))?;
-                if zero_tail {
-                    info!(topic, partition, segment = %seg_name, position = pos,
-                        bytes = file_len - pos, "trimming preallocated zeros after the last frame");
-                } else {
-                    warn!(topic, partition, segment = %seg_name, position = pos,
-                        offset = out.next_offset, bytes_cut = file_len - pos, %problem,
-                        "truncating segment at its first bad frame");
-                }
-                // Either way the file is cut to its whole frames, durably, before its index
-                // is rebuilt.
-                fsyncs += remove_index_files_durably(dir, partition, base)?;
-                file.set_len(*pos)
-                    .map_err(WalError::io("truncate segment", &path))?;
-                file.sync_all()
-                    .map_err(WalError::io("fsync segment", &path))?;
-                fsyncs += 1;
-                dir_changed = true;
-                if !zero_tail && i + 1 < bases.len() {
-                    error!(topic, partition, segment = %seg_name, deleted_segments = bases.len() - i - 1,
-                        "corruption in a non-last segment; deleting all later segments");
-                    remove_segment_files(dir, partition, &bases[i + 1..])?;
-                    bases.truncate(i + 1);
-                }
-            }
-            if let Some(&nb) = bases.get(i + 1) {
-                if out.next_offset != nb {
-                    error!(topic, partition, segment = %seg_name, next_offset = out.next_offset,
-                        next_segment_base = nb, deleted_segments = bases.len() - i - 1,
-                        "segment does not end where the next one starts; deleting all later segments");
-                    remove_segment_files(dir, partition, &bases[i + 1..])?;
-                    bases.truncate(i + 1);
-                    dir_changed = true;
-                }
-            }
-            let mut segment = Segment {
-                base_offset: base,
-                next_offset: out.next_offset,
-                size_bytes: out.valid_len,
-                allocated_bytes: out.valid_len,
-                max_timestamp: out.max_timestamp,
-                created_ms,
-                roll_clock_ms: (out.frames > 0).then_some(created_ms),
-                file: Arc::new(file),
-                path: Arc::from(path.as_path()),
-                index: Arc::new(out.index),
-                persisted: false,
-                cache_dropped_to: 0,
-                synced_bytes: out.valid_len,
-            };
-            if i + 1 < bases.len() {
-                // A sealed segment with a rebuilt index: sync its data, then persist the index.
-                segment
-                    .file
-                    .sync_data()
-                    .map_err(WalError::io("fdatasync segment", &path))?;
-                fsyncs += 1;
-                fsyncs += write_index_files(dir, partition, &segment.meta(), &segment.index)
-                    .map_err(WalError::io("write index files", dir))?;
-                segment.persisted = true;
-                dir_changed = true;
-                info!(topic, partition, segment = %seg_name, "rebuilt segment index");
-            }
-            segment
-        };
+        let segment = r.open_segment(&mut bases, i)?;
         if let Some(prev) = segments.last() {
-            // Guaranteed by the checks above (trusted indexes end at the next base).
+            // Guaranteed by the checks in open_segment (trusted indexes end at the next base).
             assert_eq!(
                 prev.next_offset, segment.base_offset,
                 "segments not contiguous"
@@ -363,33 +126,364 @@ pub(crate) fn recover(
         segments.push(segment);
         i += 1;
     }
+    r.finish(segments)
+}
 
-    let Some(active) = segments.last_mut() else {
-        // bases was non-empty and only truncated to at least i + 1 elements.
-        unreachable!("recovery produced no segment");
-    };
-    // Everything recovered counts as committed, so make it durable now.
-    active
-        .file
-        .sync_data()
-        .map_err(WalError::io("fdatasync segment", &active.path))?;
-    fsyncs += 1;
-    (&*active.file)
-        .seek(SeekFrom::Start(active.size_bytes))
-        .map_err(WalError::io("seek segment", &active.path))?;
-    if dir_changed {
-        fsync_dir(dir).map_err(WalError::io("fsync directory", dir))?;
-        fsyncs += 1;
+/// One recovery run: where, and what it did so far (fsyncs issued, directory entries changed).
+struct Recovery<'a> {
+    dir: &'a Path,
+    topic: &'a str,
+    partition: i32,
+    config: &'a LogConfig,
+    now_ms: i64,
+    fsyncs: u64,
+    dir_changed: bool,
+}
+
+/// A segment file opened by recovery, with what its header says.
+struct OpenedSegment {
+    file: File,
+    file_len: u64,
+    created_ms: i64,
+    /// False when the header had to be rewritten: the index may describe other data.
+    trust_index: bool,
+}
+
+impl Recovery<'_> {
+    /// Creates the partition directory if missing, durably (its entry in the topic directory
+    /// and the topic directory's in the root).
+    fn ensure_dir(&mut self) -> Result<(), WalError> {
+        let dir = self.dir;
+        if dir.is_dir() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(dir).map_err(WalError::io("create partition directory", dir))?;
+        for p in [dir.parent(), dir.parent().and_then(Path::parent)]
+            .into_iter()
+            .flatten()
+        {
+            fsync_dir(p).map_err(WalError::io("fsync directory", p))?;
+            self.fsyncs += 1;
+        }
+        Ok(())
     }
-    info!(
-        topic,
-        partition,
-        segments = segments.len(),
-        log_start_offset = segments[0].base_offset,
-        log_end_offset = active_end(&segments),
-        "recovered partition log"
-    );
-    Ok(Recovered { segments, fsyncs })
+
+    /// The base offsets of the partition's segments, ascending; creates the first segment of
+    /// an empty directory. Removes unfinished transfers and index files without a segment.
+    fn list_segments(&mut self) -> Result<Vec<i64>, WalError> {
+        let (dir, topic, partition) = (self.dir, self.topic, self.partition);
+        let mut logs = BTreeSet::new();
+        let mut index_files = Vec::new();
+        let entries =
+            std::fs::read_dir(dir).map_err(WalError::io("list partition directory", dir))?;
+        for entry in entries {
+            let entry = entry.map_err(WalError::io("list partition directory", dir))?;
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else {
+                warn!(topic, partition, file = ?name, "ignoring non-UTF-8 file in partition directory");
+                continue;
+            };
+            match parse_file_name(name) {
+                Some((p, base, FileKind::Log)) if p == partition => {
+                    logs.insert(base);
+                }
+                Some((p, base, _)) if p == partition => index_files.push((base, entry.path())),
+                Some((p, _, _)) => {
+                    warn!(
+                        topic,
+                        partition,
+                        file = name,
+                        other_partition = p,
+                        "ignoring file of another partition"
+                    );
+                }
+                // A whole-segment transfer cut short by a crash: never part of the log.
+                None if name.ends_with(".log.incoming") => {
+                    warn!(
+                        topic,
+                        partition,
+                        file = name,
+                        "removing an unfinished segment transfer"
+                    );
+                    std::fs::remove_file(entry.path())
+                        .map_err(WalError::io("remove unfinished transfer", &entry.path()))?;
+                }
+                None => warn!(
+                    topic,
+                    partition,
+                    file = name,
+                    "ignoring unknown file in partition directory"
+                ),
+            }
+        }
+        for (base, path) in index_files {
+            if logs.contains(&base) {
+                continue;
+            }
+            warn!(topic, partition, file = %path.display(), "removing index file without a segment");
+            match std::fs::remove_file(&path) {
+                Ok(()) => self.dir_changed = true,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(WalError::io("remove orphan index", &path)(e)),
+            }
+        }
+        let mut bases: Vec<i64> = logs.into_iter().collect();
+        if bases.is_empty() {
+            let path = segment_file_path(dir, partition, 0, FileKind::Log);
+            let header = SegmentHeader {
+                base_offset: 0,
+                created_ms: self.now_ms,
+            };
+            let f = create_segment_file(&path, header)
+                .map_err(WalError::io("create segment", &path))?;
+            f.sync_all().map_err(WalError::io("fsync segment", &path))?;
+            self.fsyncs += 1;
+            self.dir_changed = true;
+            bases.push(0);
+            info!(topic, partition, "created partition log");
+        }
+        Ok(bases)
+    }
+
+    /// Opens segment `bases[i]`: trusts its index files if it is sealed and they match, else
+    /// scans it, cutting a torn or corrupt tail (and, for a sealed segment, every later one).
+    fn open_segment(&mut self, bases: &mut Vec<i64>, i: usize) -> Result<Segment, WalError> {
+        let base = bases[i];
+        let next_base = bases.get(i + 1).copied();
+        let path = segment_file_path(self.dir, self.partition, base, FileKind::Log);
+        let opened = self.open_file(&path, base, next_base.is_some())?;
+        let loaded = match next_base {
+            Some(nb) if opened.trust_index => {
+                match load_index_files(self.dir, self.partition, base, nb, opened.file_len) {
+                    Ok(x) => Some(x),
+                    Err(reason) => {
+                        info!(topic = self.topic, partition = self.partition,
+                            segment = %path.display(), %reason,
+                            "segment index missing or invalid; rebuilding it by scanning the segment");
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let Some((index, meta)) = loaded else {
+            return self.scan(opened, &path, bases, i);
+        };
+        Ok(Segment {
+            base_offset: base,
+            next_offset: meta.next_offset,
+            size_bytes: opened.file_len,
+            allocated_bytes: opened.file_len,
+            max_timestamp: meta.max_timestamp,
+            created_ms: opened.created_ms,
+            roll_clock_ms: Some(opened.created_ms),
+            file: Arc::new(opened.file),
+            path: Arc::from(path.as_path()),
+            index: Arc::new(index),
+            persisted: true,
+            cache_dropped_to: 0,
+            synced_bytes: opened.file_len,
+        })
+    }
+
+    /// Opens a segment file and checks its header; a damaged header is rewritten from the
+    /// file name (then the index is not trusted). `sealed`: a later segment exists.
+    fn open_file(
+        &mut self,
+        path: &Path,
+        base: i64,
+        sealed: bool,
+    ) -> Result<OpenedSegment, WalError> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(WalError::io("open segment", path))?;
+        let mut file_len = file
+            .metadata()
+            .map_err(WalError::io("stat segment", path))?
+            .len();
+        let mut hbuf = [0u8; SEGMENT_HEADER_BYTES as usize];
+        let n = read_prefix(&file, &mut hbuf).map_err(WalError::io("read segment header", path))?;
+        let corrupt = |position: u64, reason: String| WalError::Corrupt {
+            path: path.to_path_buf(),
+            position,
+            reason,
+        };
+        let created_ms = match SegmentHeader::decode(&hbuf[..n]) {
+            Ok(h) if h.base_offset == base => h.created_ms,
+            Ok(h) => {
+                return Err(corrupt(
+                    12,
+                    format!(
+                        "segment header says base offset {} but the file name says {base}",
+                        h.base_offset
+                    ),
+                ))
+            }
+            Err(HeaderError::Unsupported(reason)) => return Err(corrupt(0, reason)),
+            Err(HeaderError::Damaged(reason)) => {
+                warn!(topic = self.topic, partition = self.partition, segment = %path.display(),
+                    %reason, "segment header damaged; rewriting it and scanning the segment");
+                self.fsyncs += remove_index_files_durably(self.dir, self.partition, base)?;
+                if file_len < SEGMENT_HEADER_BYTES {
+                    file.set_len(0)
+                        .map_err(WalError::io("truncate segment", path))?;
+                }
+                let header = SegmentHeader {
+                    base_offset: base,
+                    created_ms: self.now_ms,
+                };
+                file.write_all_at(&header.encode(), 0)
+                    .map_err(WalError::io("rewrite segment header", path))?;
+                file.sync_all()
+                    .map_err(WalError::io("fsync segment", path))?;
+                self.fsyncs += 1;
+                file_len = file_len.max(SEGMENT_HEADER_BYTES);
+                self.dir_changed = true;
+                return Ok(OpenedSegment {
+                    file,
+                    file_len,
+                    created_ms: self.now_ms,
+                    trust_index: false,
+                });
+            }
+        };
+        Ok(OpenedSegment {
+            file,
+            file_len,
+            created_ms,
+            trust_index: sealed,
+        })
+    }
+
+    /// Scans segment `bases[i]` frame by frame and rebuilds its index; cuts it at its first
+    /// bad frame, and drops every later segment if it then does not end where the next begins.
+    fn scan(
+        &mut self,
+        opened: OpenedSegment,
+        path: &Path,
+        bases: &mut Vec<i64>,
+        i: usize,
+    ) -> Result<Segment, WalError> {
+        let (dir, topic, partition) = (self.dir, self.topic, self.partition);
+        let OpenedSegment {
+            file,
+            file_len,
+            created_ms,
+            ..
+        } = opened;
+        let base = bases[i];
+        let seg_name = path.display().to_string();
+        let out = scan_segment(
+            &file,
+            file_len,
+            base,
+            self.config.index_interval_bytes,
+            i64::MAX,
+        )
+        .map_err(WalError::io("scan segment", path))?;
+        if let Some((pos, problem)) = &out.problem {
+            // All zeros after the last frame is preallocated space: the data is whole.
+            let zero_tail = is_zero_tail(&file, *pos, file_len)
+                .map_err(WalError::io("read segment tail", path))?;
+            if zero_tail {
+                info!(topic, partition, segment = %seg_name, position = pos,
+                    bytes = file_len - pos, "trimming preallocated zeros after the last frame");
+            } else {
+                warn!(topic, partition, segment = %seg_name, position = pos,
+                    offset = out.next_offset, bytes_cut = file_len - pos, %problem,
+                    "truncating segment at its first bad frame");
+            }
+            // Either way the file is cut to its whole frames, durably, before its index
+            // is rebuilt.
+            self.fsyncs += remove_index_files_durably(dir, partition, base)?;
+            file.set_len(*pos)
+                .map_err(WalError::io("truncate segment", path))?;
+            file.sync_all()
+                .map_err(WalError::io("fsync segment", path))?;
+            self.fsyncs += 1;
+            self.dir_changed = true;
+            if !zero_tail && i + 1 < bases.len() {
+                error!(topic, partition, segment = %seg_name, deleted_segments = bases.len() - i - 1,
+                    "corruption in a non-last segment; deleting all later segments");
+                remove_segment_files(dir, partition, &bases[i + 1..])?;
+                bases.truncate(i + 1);
+            }
+        }
+        if let Some(&nb) = bases.get(i + 1) {
+            if out.next_offset != nb {
+                error!(topic, partition, segment = %seg_name, next_offset = out.next_offset,
+                    next_segment_base = nb, deleted_segments = bases.len() - i - 1,
+                    "segment does not end where the next one starts; deleting all later segments");
+                remove_segment_files(dir, partition, &bases[i + 1..])?;
+                bases.truncate(i + 1);
+                self.dir_changed = true;
+            }
+        }
+        let mut segment = Segment {
+            base_offset: base,
+            next_offset: out.next_offset,
+            size_bytes: out.valid_len,
+            allocated_bytes: out.valid_len,
+            max_timestamp: out.max_timestamp,
+            created_ms,
+            roll_clock_ms: (out.frames > 0).then_some(created_ms),
+            file: Arc::new(file),
+            path: Arc::from(path),
+            index: Arc::new(out.index),
+            persisted: false,
+            cache_dropped_to: 0,
+            synced_bytes: out.valid_len,
+        };
+        if i + 1 < bases.len() {
+            // A sealed segment with a rebuilt index: sync its data, then persist the index.
+            segment
+                .file
+                .sync_data()
+                .map_err(WalError::io("fdatasync segment", path))?;
+            self.fsyncs += 1;
+            self.fsyncs += write_index_files(dir, partition, &segment.meta(), &segment.index)
+                .map_err(WalError::io("write index files", dir))?;
+            segment.persisted = true;
+            self.dir_changed = true;
+            info!(topic, partition, segment = %seg_name, "rebuilt segment index");
+        }
+        Ok(segment)
+    }
+
+    /// Makes everything recovered durable (it all counts as committed) and positions the
+    /// active segment's cursor at its end.
+    fn finish(mut self, segments: Vec<Segment>) -> Result<Recovered, WalError> {
+        let Some(active) = segments.last() else {
+            // bases was non-empty and only truncated to at least i + 1 elements.
+            unreachable!("recovery produced no segment");
+        };
+        active
+            .file
+            .sync_data()
+            .map_err(WalError::io("fdatasync segment", &active.path))?;
+        self.fsyncs += 1;
+        (&*active.file)
+            .seek(SeekFrom::Start(active.size_bytes))
+            .map_err(WalError::io("seek segment", &active.path))?;
+        if self.dir_changed {
+            fsync_dir(self.dir).map_err(WalError::io("fsync directory", self.dir))?;
+            self.fsyncs += 1;
+        }
+        info!(
+            topic = self.topic,
+            partition = self.partition,
+            segments = segments.len(),
+            log_start_offset = segments[0].base_offset,
+            log_end_offset = active_end(&segments),
+            "recovered partition log"
+        );
+        Ok(Recovered {
+            segments,
+            fsyncs: self.fsyncs,
+        })
+    }
 }
 
 fn active_end(segments: &[Segment]) -> i64 {

@@ -33,6 +33,17 @@ struct SealJob {
     index: Arc<SegmentIndex>,
 }
 
+/// One commit pass's work, planned under the partition lock.
+struct Pass {
+    jobs: Vec<SealJob>,
+    /// The directory generation to fsync, if entries changed since the last directory sync.
+    dir_gen: Option<u64>,
+    /// The active segment to fdatasync: its file, base offset and the size it had.
+    active: Option<(Arc<File>, i64, u64)>,
+    /// The log end when planned: committed once the active segment is synced.
+    target: i64,
+}
+
 enum Step {
     Pass {
         sync_active: bool,
@@ -88,92 +99,121 @@ impl Shared {
     /// blocking pool (or inline during close). Failures poison the partition.
     fn run_pass(&self, sync_active: bool) {
         let _m = self.lock_maintenance();
-        let (jobs, dir_gen, active, target) = {
-            let inner = self.lock();
-            if inner.failure.is_some() {
-                return;
-            }
-            let jobs: Vec<SealJob> = inner
-                .pending_seals
-                .iter()
-                .filter_map(|b| inner.segments.iter().find(|s| s.base_offset == *b))
-                .map(|s| SealJob {
-                    base_offset: s.base_offset,
-                    trim_to: (s.allocated_bytes > s.size_bytes).then_some(s.size_bytes),
-                    file: s.file.clone(),
-                    path: s.path.clone(),
-                    meta: s.meta(),
-                    index: s.index.clone(),
-                })
-                .collect();
-            assert_eq!(
-                jobs.len(),
-                inner.pending_seals.len(),
-                "pending seal names a missing segment"
-            );
-            let dirty = inner.log_end > inner.synced_end;
-            let active = (sync_active && dirty).then(|| {
-                let seg = inner.active();
-                (seg.file.clone(), seg.base_offset, seg.size_bytes)
-            });
-            let dir_gen = (inner.dir_gen > inner.dir_synced_gen).then_some(inner.dir_gen);
-            (jobs, dir_gen, active, inner.log_end)
+        let Some(pass) = self.plan_pass(sync_active) else {
+            return;
         };
+        let result = self.sync_pass(&pass);
+        self.publish_pass(pass, result);
+    }
 
+    /// What a pass will sync, taken under the partition lock; `None` if the partition is
+    /// poisoned.
+    fn plan_pass(&self, sync_active: bool) -> Option<Pass> {
+        let inner = self.lock();
+        if inner.failure.is_some() {
+            return None;
+        }
+        let jobs: Vec<SealJob> = inner
+            .pending_seals
+            .iter()
+            .filter_map(|b| inner.segments.iter().find(|s| s.base_offset == *b))
+            .map(|s| SealJob {
+                base_offset: s.base_offset,
+                trim_to: (s.allocated_bytes > s.size_bytes).then_some(s.size_bytes),
+                file: s.file.clone(),
+                path: s.path.clone(),
+                meta: s.meta(),
+                index: s.index.clone(),
+            })
+            .collect();
+        assert_eq!(
+            jobs.len(),
+            inner.pending_seals.len(),
+            "pending seal names a missing segment"
+        );
+        let dirty = inner.log_end > inner.synced_end;
+        let active = (sync_active && dirty).then(|| {
+            let seg = inner.active();
+            (seg.file.clone(), seg.base_offset, seg.size_bytes)
+        });
+        let dir_gen = (inner.dir_gen > inner.dir_synced_gen).then_some(inner.dir_gen);
+        Some(Pass {
+            jobs,
+            dir_gen,
+            active,
+            target: inner.log_end,
+        })
+    }
+
+    /// The pass's file syncs, without the partition lock: sealed segments (trimmed, synced,
+    /// indexed), the directory, then the active segment. The first failure stops it.
+    fn sync_pass(&self, pass: &Pass) -> Result<(), String> {
+        let Pass {
+            jobs,
+            dir_gen,
+            active,
+            ..
+        } = pass;
         // Cold reads wait for this pass's syncs (crate::io_priority).
         let _commit = crate::io_priority::CommitInFlight::start();
-        let result = (|| -> Result<(), String> {
-            #[cfg(test)]
-            if self
-                .inject_sync_failure
-                .swap(false, std::sync::atomic::Ordering::SeqCst)
-            {
-                return Err("injected fdatasync failure".into());
-            }
-            for job in &jobs {
-                if let Some(len) = job.trim_to {
-                    job.file.set_len(len).map_err(|e| {
-                        format!(
-                            "trimming preallocated zeros of sealed segment {} failed: {e}",
-                            job.path.display()
-                        )
-                    })?;
-                }
-                job.file.sync_data().map_err(|e| {
+        #[cfg(test)]
+        if self
+            .inject_sync_failure
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err("injected fdatasync failure".into());
+        }
+        for job in jobs {
+            if let Some(len) = job.trim_to {
+                job.file.set_len(len).map_err(|e| {
                     format!(
-                        "fdatasync of sealed segment {} failed: {e}",
+                        "trimming preallocated zeros of sealed segment {} failed: {e}",
                         job.path.display()
                     )
                 })?;
-                self.count_fsyncs(1);
-                let n = write_index_files(&self.dir, self.partition, &job.meta, &job.index)
-                    .map_err(|e| {
-                        format!("writing index of segment {} failed: {e}", job.base_offset)
-                    })?;
-                self.count_fsyncs(n);
             }
-            if dir_gen.is_some() || !jobs.is_empty() {
-                fsync_dir(&self.dir)
-                    .map_err(|e| format!("fsync of {} failed: {e}", self.dir.display()))?;
-                self.count_fsyncs(1);
-            }
-            if let Some((f, _, _)) = &active {
-                let started = Instant::now();
-                f.sync_data()
-                    .map_err(|e| format!("fdatasync of active segment failed: {e}"))?;
-                // Process-wide, no per-partition labels: bounded cardinality.
-                metrics::histogram!(crate::metric_names::FSYNC_SECONDS)
-                    .record(started.elapsed().as_secs_f64());
-                self.count_fsyncs(1);
-            }
-            Ok(())
-        })();
+            job.file.sync_data().map_err(|e| {
+                format!(
+                    "fdatasync of sealed segment {} failed: {e}",
+                    job.path.display()
+                )
+            })?;
+            self.count_fsyncs(1);
+            let n = write_index_files(&self.dir, self.partition, &job.meta, &job.index)
+                .map_err(|e| format!("writing index of segment {} failed: {e}", job.base_offset))?;
+            self.count_fsyncs(n);
+        }
+        if dir_gen.is_some() || !jobs.is_empty() {
+            fsync_dir(&self.dir)
+                .map_err(|e| format!("fsync of {} failed: {e}", self.dir.display()))?;
+            self.count_fsyncs(1);
+        }
+        if let Some((f, _, _)) = active {
+            let started = Instant::now();
+            f.sync_data()
+                .map_err(|e| format!("fdatasync of active segment failed: {e}"))?;
+            // Process-wide, no per-partition labels: bounded cardinality.
+            metrics::histogram!(crate::metric_names::FSYNC_SECONDS)
+                .record(started.elapsed().as_secs_f64());
+            self.count_fsyncs(1);
+        }
+        Ok(())
+    }
 
+    /// Records what the pass made durable and publishes the committed offset; poisons the
+    /// partition if the pass failed. Then drops synced data from the page cache.
+    fn publish_pass(&self, pass: Pass, result: Result<(), String>) {
         let mut inner = self.lock();
         if let Err(reason) = result {
             self.poison(&mut inner, reason);
             return;
         }
+        let Pass {
+            jobs,
+            dir_gen,
+            active,
+            target,
+        } = pass;
         if let Some(g) = dir_gen {
             inner.dir_synced_gen = inner.dir_synced_gen.max(g);
         }
