@@ -337,6 +337,7 @@ def test_describe_shows_every_replica_from_its_own_node(cluster_factory):
     assert all(r["reachable"] for r in rows if r["node_id"] != follower)
     table = cli(c.node(1).rpc, "topic", "describe", name, json_out=False)
     assert table.returncode == 0 and "unreachable" in table.stdout and "lag 0" in table.stdout, table.stdout
+    assert "LOG END" in table.stdout.splitlines()[-len(rows) - 1], table.stdout
 
 
 def test_rolling_restart_check_says_when_the_next_node_may_restart(cluster_factory):
