@@ -3,7 +3,8 @@ KRaft node from tests/reference), compared, written to docs/conformance.md.
 
 It compares the version range of every API in ApiVersions; every topic config of a fresh topic
 from DescribeConfigs (value, type, read-only flag); the broker configs clients read; and the error
-codes of 50 bad or borderline requests (tests/reference/probe.py). Each difference must be listed
+codes of 50 bad or borderline requests on one node and of 8 on three-node clusters
+(tests/reference/probe.py). Each difference must be listed
 with its reason in tests/reference/known_differences.toml, or the test fails naming it.
 
 It starts both brokers itself, so it runs once, in the default mode (`--broker=chronik`).
@@ -16,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, Broker, kafka_mode
+from conftest import REPO_ROOT, Broker, Cluster, kafka_mode
 from reference import probe
-from reference.kafka import KafkaNode
+from reference.kafka import KafkaCluster, KafkaNode
 
 pytestmark = pytest.mark.skipif(kafka_mode(), reason="the probe starts Chronik and Kafka itself; "
                                                       "it runs in the default mode")
@@ -84,7 +85,8 @@ def write_doc(chronik: dict, kafka: dict, diffs: list[str], known: dict[str, str
         "",
         "The reference runs with the settings a single node needs (internal topics with replication",
         "factor 1) and `group.initial.rebalance.delay.ms=0`; these show as broker config values.",
-        "Not probed yet: produce to a non-leader and anything else that needs more than one broker.",
+        "The `cluster.` error probes run on three-node clusters of each (requests sent to a broker",
+        "that does not lead the partition or coordinate the group).",
         "",
         f"{same} answers agree, {len(diffs)} differ.",
         "",
@@ -117,6 +119,18 @@ def write_doc(chronik: dict, kafka: dict, diffs: list[str], known: dict[str, str
     DOC.write_text("\n".join(lines))
 
 
+def probe_clusters(tmp_path) -> tuple[dict, dict]:
+    """The three-broker probes, on a Chronik and a KRaft cluster, one after the other."""
+    got = []
+    for c in (Cluster(tmp_path / "chronik3", 3), KafkaCluster(tmp_path / "kafka3", 3)):
+        try:
+            c.start()
+            got.append(probe.cluster_probes({i: n.bootstrap for i, n in c.nodes.items()}))
+        finally:
+            c.cleanup()
+    return got[0], got[1]
+
+
 def test_conformance_with_apache_kafka(tmp_path):
     chronik = Broker(tmp_path / "chronik", name="chronik")
     kafka = KafkaNode(tmp_path / "kafka")
@@ -128,6 +142,9 @@ def test_conformance_with_apache_kafka(tmp_path):
     finally:
         chronik.cleanup()
         kafka.cleanup()
+    cluster_chronik, cluster_kafka = probe_clusters(tmp_path)
+    got_chronik.update(cluster_chronik)
+    got_kafka.update(cluster_kafka)
 
     known = load_known()
     diffs = sorted(k for k in set(got_chronik) | set(got_kafka)

@@ -12,6 +12,7 @@ through confluent-kafka's AdminClient for admin requests (it hands back the brok
 
 from __future__ import annotations
 
+import time
 import uuid
 
 from confluent_kafka import KafkaException
@@ -289,3 +290,58 @@ def error_probes(bootstrap: str, a: AdminClient) -> dict[str, int]:
             c.roundtrip(w.api_versions_request(99, 2)), 0).error_code
     return {f"error.{k}": v for k, v in e.items()}
 
+
+
+# ---------------------------------------------------------------------- three brokers
+def find_coordinator(bootstrap: str, group: str) -> tuple[int, int]:
+    """FindCoordinator v1 for a group: (error code, coordinator node id)."""
+    with w.Connection(bootstrap) as c:
+        r = w.Reader(c.roundtrip(w.request(10, 1, 11, w.string(group) + w.i8(0))))
+    r.i32()  # correlation id
+    r.i32()  # throttle
+    err = r.i16()
+    r.string()  # error message
+    return err, r.i32()
+
+
+def _until(what: str, f, timeout_s: float = TIMEOUT_S):
+    deadline = time.monotonic() + timeout_s
+    while (got := f()) is None:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"probe: timed out waiting for {what}")
+        time.sleep(0.1)
+    return got
+
+
+def cluster_probes(nodes: dict[int, str]) -> dict[str, int]:
+    """Error codes of requests that need more than one broker, each sent to a broker that does
+    not lead the partition (a follower, and a broker with no replica) or does not coordinate the
+    group. `nodes`: node id -> that broker's bootstrap address; three brokers."""
+    a = AdminClient({"bootstrap.servers": ",".join(nodes.values())})
+    topic = _name("probe-nl")
+    assert create_error(a, topic, rf=2) == 0
+
+    def placed():
+        p = a.list_topics(topic, timeout=TIMEOUT_S).topics[topic].partitions.get(0)
+        return p if p is not None and p.leader in nodes and len(p.replicas) == 2 else None
+
+    p = _until(f"{topic}-0 to have a leader", placed)
+    # Every broker has the topic in its metadata before it is asked about it.
+    for n, addr in nodes.items():
+        _until(f"node {n} to know {topic}", lambda: metadata_topic_error(addr, topic) == 0 or None)
+    follower = next(r for r in p.replicas if r != p.leader)
+    outsider = next(n for n in nodes if n not in p.replicas)
+    batch = w.record_batch([(None, b"v")])
+    e: dict[str, int] = {}
+    for who, node in (("follower", follower), ("non_replica", outsider)):
+        e[f"produce_to_{who}"] = produce_error(nodes[node], topic, 0, batch)
+        e[f"fetch_v4_from_{who}"] = fetch_error(nodes[node], topic, 0, 0)
+        e[f"list_offsets_from_{who}"] = list_offsets_error(nodes[node], topic, 0)
+
+    group = _name("probe-group")
+    coordinator = _until("a group coordinator", lambda: (lambda r: r[1] if r[0] == 0 else None)(
+        find_coordinator(nodes[p.leader], group)))
+    other = next(n for n in nodes if n != coordinator)
+    e["offset_commit_to_non_coordinator"] = commit_error(nodes[other], group, topic, 0)
+    e["create.rf_above_3_brokers"] = create_error(a, _name("rf4"), rf=4)
+    return {f"error.cluster.{k}": v for k, v in e.items()}
