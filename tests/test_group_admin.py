@@ -86,6 +86,10 @@ def test_list_describe_and_delete_groups_with_kafka_python(fast_groups):
     try:
         wait_until(lambda: adm.describe_groups([active])[active]["group_state"] == "Empty", DEADLINE_S,
                    "group empty after close")
+        # Still a consumer group, not a "simple" one (Kafka keeps the protocol type).
+        assert adm.describe_groups([active])[active]["protocol_type"] == "consumer"
+        listed = {g["group_id"]: g for g in adm.list_groups()}
+        assert listed[active]["protocol_type"] == "consumer", listed[active]
         assert adm.delete_groups([active])[active] == "OK"
     finally:
         adm.close()

@@ -353,9 +353,11 @@ impl Group {
         self.generation += 1;
         self.rebalance_deadline = None;
         if self.members.is_empty() {
+            // The protocol type stays (as in Kafka's ClassicGroup): an empty consumer group is
+            // still listed and described as "consumer", not as a simple group. The next first
+            // member sets it again.
             self.state = State::Empty;
             self.protocol = None;
-            self.protocol_type = None;
             self.leader = None;
             self.dirty = true;
             return;
@@ -812,6 +814,12 @@ mod tests {
         now_join(&mut m, join_req("g", &a, None), t0);
         m.tick(t0 + Duration::from_secs(11));
         assert_eq!(m.describe("g").unwrap().state, "Empty");
+        // Still a consumer group once empty.
+        assert_eq!(m.describe("g").unwrap().protocol_type, "consumer");
+        assert_eq!(
+            m.list(),
+            vec![("g".to_string(), "consumer".to_string(), "Empty")]
+        );
         assert_eq!(m.check_commit("g", "", None, -1), CommitCheck::NoMembers);
         assert_eq!(m.delete("g"), Ok(true));
     }
