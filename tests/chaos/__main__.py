@@ -45,7 +45,8 @@ def main() -> int:
         with open(tmp / "attempts.jsonl", "w") as f:
             for a in r.attempts:
                 f.write(json.dumps(dataclasses.asdict(a), default=str) + "\n")
-        print(f"chaos: kept the nodes' logs and the send history (attempts.jsonl) in {tmp}")
+        print(f"chaos: kept the nodes' logs and WAL (nodeN/wal-copy), the producers' idempotence logs "
+              f"(producerN.log) and the send history (attempts.jsonl) in {tmp}")
     else:
         shutil.rmtree(tmp, ignore_errors=True)
     return 1 if r.violations else 0

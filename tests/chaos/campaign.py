@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -56,6 +57,15 @@ class Result:
 def _mount_tmpfs(d: Path) -> None:
     d.mkdir(parents=True, exist_ok=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={TMPFS_SIZE}", "tmpfs", str(d)], check=True, timeout=30)
+
+
+def _keep_wal(cluster: NetnsCluster, base: Path) -> None:
+    """Copies every node's WAL of the topic out of its tmpfs (unmounted at the end), so that
+    the batches behind a violation can be read afterwards (tests/chaos/walread.py)."""
+    for i, n in cluster.nodes.items():
+        src = n.data_dir / "wal" / TOPIC
+        if src.is_dir():
+            shutil.copytree(src, base / f"node{i}" / "wal-copy", dirs_exist_ok=True)
 
 
 def _umount(d: Path) -> None:
@@ -268,7 +278,7 @@ def run(base: Path, faults: int, seed: int, hold_s: tuple[float, float] = (2.0, 
         _create_topic(cluster, partitions)
         if not settle(cluster, partitions, Fault("start", "", t0)):
             raise RuntimeError("the cluster never reached a full ISR before the first fault")
-        workload = Workload(cluster.bootstrap(), TOPIC, partitions, producers, rate, pad).start()
+        workload = Workload(cluster.bootstrap(), TOPIC, partitions, producers, rate, pad, log_dir=base).start()
         time.sleep(3)
         nemesis = Nemesis(cluster, TOPIC, partitions, rng)
         done: list[Fault] = []
@@ -289,6 +299,8 @@ def run(base: Path, faults: int, seed: int, hold_s: tuple[float, float] = (2.0, 
         if not settle(cluster, partitions, final):
             final.notes.append("the cluster did not settle (full ISR) before the read-back")
         violations, hws = _read_back(cluster, partitions, attempts, final)
+        if violations:
+            _keep_wal(cluster, base)
         windows = availability.measure(done, attempts, partitions, t_end)
         for note in final.notes:
             log(f"final: {note}")

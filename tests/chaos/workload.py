@@ -9,8 +9,10 @@ bounded (queue.buffering.max.messages); when it is full the producer waits inste
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
+from pathlib import Path
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -41,12 +43,15 @@ PRODUCER_CONF = {
 
 class Workload:
     def __init__(self, bootstrap: str, topic: str, partitions: int, producers: int = 3,
-                 rate_per_producer: float = 100.0, pad: int = 0):
+                 rate_per_producer: float = 100.0, pad: int = 0, log_dir: Path | None = None):
         self.bootstrap = bootstrap
         self.topic = topic
         self.partitions = partitions
         self.rate = rate_per_producer
         self.pad = pad
+        # librdkafka's idempotence log ("eos": producer ids, epoch bumps, sequence resets) per
+        # producer, for explaining a duplicate or a gap after the run.
+        self.log_dir = log_dir
         self.attempts: list[list[Attempt]] = [[] for _ in range(producers)]
         self.fatal: list[str] = []  # fatal client errors (the producer is then replaced)
         self._fatal_flag = [False] * producers
@@ -87,7 +92,10 @@ class Workload:
         def on_error(err):
             if err.fatal():
                 self._fatal(index, str(err))
-        return Producer({"bootstrap.servers": self.bootstrap, **PRODUCER_CONF, "error_cb": on_error})
+        conf = {"bootstrap.servers": self.bootstrap, **PRODUCER_CONF, "error_cb": on_error}
+        if self.log_dir is not None:
+            conf.update({"debug": "eos", "log_level": 7, "logger": _file_logger(self.log_dir, index)})
+        return Producer(conf)
 
     def _run(self, index: int) -> None:
         attempts = self.attempts[index]
@@ -151,3 +159,16 @@ class Workload:
             pass
         time.sleep(0.1)
         return self._producer(index)
+
+
+def _file_logger(log_dir: Path, index: int) -> logging.Logger:
+    """A logger that appends librdkafka's lines for producer `index` to log_dir/producerN.log."""
+    logger = logging.getLogger(f"chaos.producer{index}")
+    if not logger.handlers:
+        h = logging.FileHandler(log_dir / f"producer{index}.log")
+        h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        logger.addHandler(h)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+    return logger
+

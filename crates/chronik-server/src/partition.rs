@@ -202,10 +202,21 @@ impl Partition {
         // other way round.
         let leading = self.replica.leading_epoch();
         match producers.check(&header) {
+            // Logged (rate-limited): a client answers these by bumping its epoch and sending
+            // again, which is where an idempotent producer's duplicates come from.
             SeqCheck::OutOfOrder { expected, got } => {
+                crate::warn_limited!("produce_out_of_order", topic = %self.topic,
+                    partition = self.index, producer_id = header.producer_id,
+                    producer_epoch = header.producer_epoch, expected, got,
+                    "idempotent batch out of sequence; answering OUT_OF_ORDER_SEQUENCE_NUMBER");
                 Err(AppendError::OutOfOrder { expected, got })
             }
-            SeqCheck::Fenced { current, got } => Err(AppendError::Fenced { current, got }),
+            SeqCheck::Fenced { current, got } => {
+                crate::warn_limited!("produce_fenced_epoch", topic = %self.topic,
+                    partition = self.index, producer_id = header.producer_id, current, got,
+                    "idempotent batch from an old producer epoch; answering INVALID_PRODUCER_EPOCH");
+                Err(AppendError::Fenced { current, got })
+            }
             SeqCheck::Duplicate(meta) => Ok(Accepted {
                 base_offset: meta.base_offset,
                 end_offset: meta.last_offset + 1,
