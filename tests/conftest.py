@@ -35,6 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "tests"))
 
 from reference import flags as kafka_flags  # noqa: E402
+from procs import Stoppable  # noqa: E402
 from reference.kafka import KafkaCluster, KafkaNode  # noqa: E402
 
 # "chronik" or "kafka", from --broker (set in pytest_configure).
@@ -85,8 +86,11 @@ class BrokerError(AssertionError):
     pass
 
 
-class Broker:
+class Broker(Stoppable):
     """One chronik-server process over the lifetime of one data dir (it may be restarted)."""
+
+    error = BrokerError
+    shutdown_timeout_s = SHUTDOWN_TIMEOUT_S
 
     _all: list["Broker"] = []
 
@@ -189,31 +193,6 @@ class Broker:
                 raise BrokerError(f"{self.name} printed no ready line within {timeout_s}s; stdout={text!r}\n"
                                   f"stderr tail:\n{self.stderr_tail()}")
             time.sleep(0.02)
-
-    def kill(self) -> int | None:
-        """SIGKILL (a crash): no chance to flush or clean up. Returns the exit status."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.kill()
-        return self.proc.wait(timeout=SHUTDOWN_TIMEOUT_S)
-
-    def signal_and_wait(self, sig: int, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> int:
-        assert self.alive(), f"{self.name} is not running (exit code {self.proc and self.proc.poll()})"
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise BrokerError(f"{self.name} did not exit within {timeout_s}s of {signal.Signals(sig).name}\n"
-                              f"stderr tail:\n{self.stderr_tail()}")
-
-    def terminate(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
-        """SIGTERM; the broker must shut down gracefully and exit 0."""
-        code = self.signal_and_wait(signal.SIGTERM, timeout_s)
-        if code != 0:
-            raise BrokerError(f"{self.name} exited with {code} after SIGTERM, expected 0\n"
-                              f"stderr tail:\n{self.stderr_tail()}")
 
     def restart(self, *, same_port: bool = False, timeout_s: float = READY_TIMEOUT_S) -> "Broker":
         """Start again on the same data dir. A running broker is first stopped with SIGTERM.

@@ -10,7 +10,7 @@ import urllib.request
 import uuid
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 # Errors librdkafka reports through error_cb that are about connections, not about data:
@@ -99,10 +99,24 @@ def partition_count(bootstrap: str, name: str) -> int:
     return _partition_count(admin(bootstrap), name)
 
 
+# Answers a broker gives while leadership settles (Apache Kafka right after a restart): asked again.
+RETRIABLE_WATERMARK_ERRORS = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                              KafkaError.UNKNOWN_TOPIC_OR_PART}
+
+
 def watermarks(bootstrap: str, topic: str, partition: int, timeout_s: float = 10) -> tuple[int, int]:
+    """(low, high) of one partition, asking again while its leadership settles."""
     c = consumer(bootstrap)
+    deadline = time.monotonic() + timeout_s
     try:
-        return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s, cached=False)
+        while True:
+            left = max(deadline - time.monotonic(), 0.1)
+            try:
+                return c.get_watermark_offsets(TopicPartition(topic, partition), timeout=left, cached=False)
+            except KafkaException as e:
+                if e.args[0].code() not in RETRIABLE_WATERMARK_ERRORS or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
     finally:
         c.close()
 

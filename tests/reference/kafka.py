@@ -40,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/kafkawire.py
 
 import kafkawire  # noqa: E402
+from procs import Stoppable  # noqa: E402
 
 LIB = Path(os.environ.get("KAFKA_REFERENCE_LIB", HERE / "lib"))
 LOG4J_CONFIG = HERE / "log4j2.properties"
@@ -190,13 +191,17 @@ def metadata_brokers(bootstrap: str, timeout_s: float = 5.0) -> list[tuple[int, 
         return kafkawire.parse_metadata_response_v1(c.roundtrip(kafkawire.metadata_request_v1(1, []))).brokers
 
 
-class KafkaNode:
+class KafkaNode(Stoppable):
     """One Apache Kafka process (combined broker+controller) over the lifetime of one data dir.
 
     It exposes what tests use of conftest.Broker: bootstrap, host, port, pid, data_dir, alive(),
     start(), kill(), terminate(), restart(), cleanup(), stderr_tail(), rss_bytes().
     """
 
+    error = KafkaError
+    # The JVM exits 143 (128+SIGTERM) after Kafka's controlled shutdown ran: a clean exit.
+    clean_exits = (0, 143)
+    shutdown_timeout_s = SHUTDOWN_TIMEOUT_S
     _all: list["KafkaNode"] = []
 
     def __init__(self, workdir: Path, *, node_id: int = 1, name: str | None = None,
@@ -372,30 +377,12 @@ class KafkaNode:
         return False
 
     def kill(self) -> int | None:
-        """SIGKILL: no controlled shutdown."""
-        if self.proc is None:
-            if self._pid is not None and self.alive():
-                os.kill(self._pid, signal.SIGKILL)
+        """SIGKILL: no controlled shutdown. A detached node (started from the shell) has no
+        Popen here, only its pid."""
+        if self.proc is None and self._pid is not None and self.alive():
+            os.kill(self._pid, signal.SIGKILL)
             return None
-        if self.proc.poll() is None:
-            self.proc.kill()
-        return self.proc.wait(timeout=SHUTDOWN_TIMEOUT_S)
-
-    def signal_and_wait(self, sig: int, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> int:
-        assert self.alive(), f"{self.name} is not running"
-        self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise KafkaError(f"{self.name} did not exit within {timeout_s}s of {signal.Signals(sig).name}")
-
-    def terminate(self, timeout_s: float = SHUTDOWN_TIMEOUT_S) -> None:
-        """SIGTERM: Kafka's controlled shutdown. The JVM exits 143 (128+SIGTERM) after its
-        shutdown hook ran; that is a clean exit for Kafka."""
-        code = self.signal_and_wait(signal.SIGTERM, timeout_s)
-        if code not in (0, 143):
-            raise KafkaError(f"{self.name} exited with {code} after SIGTERM:\n{self.stderr_tail()}")
+        return super().kill()
 
     def restart(self, *, same_port: bool = False, timeout_s: float = READY_TIMEOUT_S) -> "KafkaNode":
         if self.alive():
