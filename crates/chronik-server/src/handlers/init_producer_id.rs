@@ -27,8 +27,11 @@ pub async fn handle(broker: &Arc<Broker>, req: InitProducerIdRequest, _version: 
     // KIP-360: a producer that already has an id may ask for the next epoch.
     if req.producer_id.0 >= 0 && req.producer_epoch >= 0 && req.producer_epoch < i16::MAX - 1 {
         // Rare and telling: the client gave up on the sequence of some batch.
-        tracing::info!(producer_id = req.producer_id.0, epoch = req.producer_epoch + 1,
-            "idempotent producer bumped its epoch");
+        tracing::info!(
+            producer_id = req.producer_id.0,
+            epoch = req.producer_epoch + 1,
+            "idempotent producer bumped its epoch"
+        );
         return Reply::now(ResponseKind::InitProducerId(
             resp.with_producer_id(req.producer_id)
                 .with_producer_epoch(req.producer_epoch + 1),
