@@ -2,9 +2,12 @@
 
 * Every codec aiokafka has (none, gzip, and snappy, lz4 and zstd through cramjam): an idempotent
   acks=all producer's acknowledged offsets are 0..n-1 per partition in send order; a consumer
-  without a group reads back every key, value and header; a raw Fetch (aiokafka's own
+  without a group reads back every key, value, header and timestamp; offsets_for_times finds the
+  earliest offset at or after a timestamp (None past the last); Fetch reports the end as high
+  watermark and last stable offset; a raw Fetch (aiokafka's own
   FetchRequest and record parser) returns contiguous batches carrying the producer's codec, so
   the codec was really used and the broker kept it.
+* A send to an unknown topic auto-creates it with one partition.
 * A consumer group: two members subscribe, share the partitions (disjoint, covering), read and
   commit; one leaves (LeaveGroup) and the other takes every partition; a third joins, they share
   again and the newcomer starts exactly at the committed offsets. Every message is handed out
@@ -14,7 +17,8 @@
   group as Dead), list_consumer_group_offsets, delete_topics (a second delete gets
   UNKNOWN_TOPIC_OR_PARTITION).
 * Three nodes: a replicated topic (RF 3) whose partitions have different leaders; the producer
-  (acks=all, idempotent) and a consumer with a bootstrap list of one node reach every leader.
+  (acks=all, idempotent, lz4) and a consumer with a bootstrap list of one node reach every leader;
+  a group member reads everything and commits through its coordinator, wherever that is.
 
 The single-broker tests share one broker (distinct topic names) started with
 --group-initial-rebalance-delay-ms 0, so a new group forms at once.
@@ -96,7 +100,8 @@ def producer(bootstrap: str, **kw) -> AIOKafkaProducer:
 
 
 async def consume_assigned(bootstrap: str, topic: str, partitions: int, per_partition: int) -> dict[int, list]:
-    """Every record of every partition from offset 0, via assign() with no group."""
+    """Every record of every partition from offset 0, via assign() with no group. The Fetch
+    answers' high watermark and last stable offset must both be the partition's end."""
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                          auto_offset_reset="earliest", request_timeout_ms=30000)
     await c.start()
@@ -110,6 +115,8 @@ async def consume_assigned(bootstrap: str, topic: str, partitions: int, per_part
             assert time.monotonic() < deadline, f"read {({p: len(v) for p, v in out.items()})} in {WAIT_S}s"
             for tp, records in (await c.getmany(timeout_ms=500)).items():
                 out[tp.partition].extend(records)
+        for tp in tps:
+            assert (c.highwater(tp), c.last_stable_offset(tp)) == (per_partition, per_partition), tp
         return out
     finally:
         await c.stop()
@@ -150,6 +157,9 @@ def test_round_trip_acks_all_idempotent(aio_broker, codec):
     partitions, n = 3, 900
     per_partition = n // partitions
 
+    # Message i has the timestamp ts0 + i (CreateTime).
+    ts0 = int(time.time() * 1000) - 3_600_000
+
     async def scenario():
         await create_topic(aio_broker.bootstrap, topic, partitions)
         p = producer(aio_broker.bootstrap, compression_type=codec)
@@ -159,7 +169,8 @@ def test_round_trip_acks_all_idempotent(aio_broker, codec):
             for i in range(n):
                 # Compressible values, so each codec has something to shrink.
                 futures.append(await p.send(topic, key=b"k%d" % i, value=b"value-%d-" % i + b"abcdefgh" * 16,
-                                            partition=i % partitions, headers=[("seq", b"%d" % i)]))
+                                            partition=i % partitions, headers=[("seq", b"%d" % i)],
+                                            timestamp_ms=ts0 + i))
             metas = await asyncio.gather(*futures)
         finally:
             await p.stop()
@@ -171,8 +182,8 @@ def test_round_trip_acks_all_idempotent(aio_broker, codec):
         for part, records in got.items():
             assert [r.offset for r in records] == list(range(per_partition))
             want = [i for i in range(n) if i % partitions == part]
-            assert [(r.key, r.value, list(r.headers)) for r in records] == \
-                [(b"k%d" % i, b"value-%d-" % i + b"abcdefgh" * 16, [("seq", b"%d" % i)]) for i in want]
+            assert [(r.key, r.value, list(r.headers), r.timestamp) for r in records] == \
+                [(b"k%d" % i, b"value-%d-" % i + b"abcdefgh" * 16, [("seq", b"%d" % i)], ts0 + i) for i in want]
 
         c = AIOKafkaConsumer(bootstrap_servers=aio_broker.bootstrap, group_id=None)
         await c.start()
@@ -180,6 +191,16 @@ def test_round_trip_acks_all_idempotent(aio_broker, codec):
             tps = [TopicPartition(topic, part) for part in range(partitions)]
             assert await c.end_offsets(tps) == {tp: per_partition for tp in tps}
             assert await c.beginning_offsets(tps) == {tp: 0 for tp in tps}
+            # ListOffsets by timestamp: the earliest offset whose timestamp is >= the target (inside
+            # compressed batches too), None past the last message.
+            for k in (0, 301, 450, n - 1, n + 5000):
+                found = await c.offsets_for_times({tp: ts0 + k for tp in tps})
+                for tp in tps:
+                    want = [i for i in range(n) if i % partitions == tp.partition]
+                    first = next((j for j, i in enumerate(want) if i >= k), None)
+                    expected = None if first is None else (first, ts0 + want[first])
+                    got = None if found[tp] is None else (found[tp].offset, found[tp].timestamp)
+                    assert got == expected, f"{tp}, timestamp ts0+{k}"
         finally:
             await c.stop()
 
@@ -188,6 +209,25 @@ def test_round_trip_acks_all_idempotent(aio_broker, codec):
             assert batches[0][0] == 0 and batches[-1][2] == per_partition, batches
             assert all(a[2] == b[0] for a, b in zip(batches, batches[1:])), f"batches not contiguous: {batches}"
             assert {b[1] for b in batches} == {CODEC_IDS[codec]}, f"partition {part}: codecs {batches}"
+
+    run(scenario())
+
+
+def test_auto_created_topic(aio_broker):
+    """A send to a topic nobody created creates it (Metadata with auto-creation), with one
+    partition by default, as Kafka's num.partitions."""
+    topic = unique_topic("aio-auto")
+
+    async def scenario():
+        p = producer(aio_broker.bootstrap)
+        await p.start()
+        try:
+            metas = [await p.send_and_wait(topic, value=b"auto-%d" % i) for i in range(5)]
+        finally:
+            await p.stop()
+        assert [(m.partition, m.offset) for m in metas] == [(0, i) for i in range(5)]
+        got = await consume_assigned(aio_broker.bootstrap, topic, 1, 5)
+        assert [r.value for r in got[0]] == [b"auto-%d" % i for i in range(5)]
 
     run(scenario())
 
@@ -409,8 +449,13 @@ def test_three_nodes_acks_all_across_leaders(cluster_factory):
         client = AIOKafkaClient(bootstrap_servers=bs)
         await client.bootstrap()
         try:
-            md = await client.fetch_all_metadata()
-            leaders = {part: md.leader_for_partition(TopicPartition(topic, part)) for part in range(partitions)}
+            async def led():
+                # Every node learns of the topic on its own (Kafka propagates metadata to its
+                # brokers asynchronously): ask until the node answering knows every leader.
+                md = await client.fetch_all_metadata()
+                found = {part: md.leader_for_partition(TopicPartition(topic, part)) for part in range(partitions)}
+                return (md, found) if all(x is not None and x >= 0 for x in found.values()) else None
+            md, leaders = await wait_for(led, f"the leaders of {topic} in Metadata")
             assert len(set(leaders.values())) > 1, f"every partition led by one node: {leaders}"
             for part in range(partitions):
                 assert sorted(md._partitions[topic][part].replicas) == sorted(b.nodeId for b in md.brokers()), \
@@ -433,5 +478,25 @@ def test_three_nodes_acks_all_across_leaders(cluster_factory):
         for part, records in got.items():
             assert [(r.offset, r.key, r.value) for r in records] == \
                 [(j, b"k%d" % i, b"v%d" % i) for j, i in enumerate(range(part, n, partitions))]
+
+        # A group member: its coordinator (FindCoordinator) may be any node; it reads every
+        # partition from its leader and commits through the coordinator.
+        group = unique_topic("aio-rf3-g")
+        m = Member(bs, group, topic, "rf3")
+        admin = AIOKafkaAdminClient(bootstrap_servers=bs, request_timeout_ms=30000)
+        await admin.start()
+        try:
+            await m.start()
+            await wait_for(lambda: len(m.seen) >= n, f"the group member to read {n} records")
+            assert sorted(m.seen) == [(part, o) for part in range(partitions) for o in range(per_partition)]
+
+            async def all_committed():
+                offsets = await admin.list_consumer_group_offsets(group)
+                return {tp.partition: om.offset for tp, om in offsets.items()} == \
+                    {part: per_partition for part in range(partitions)}
+            await wait_for(all_committed, "the member's commits")
+        finally:
+            await m.stop()
+            await admin.close()
 
     run(scenario())

@@ -8,7 +8,8 @@ package-lock.json, installed by `make deps` (npm ci into tests/js/node_modules).
   (kafkajs-lz4) and zstd (zstd-codec through a small codec in the driver; @kafkajs/zstd needs a
   native build that fails on Node 20). An idempotent acks=all producer's acknowledged base
   offsets are contiguous per partition; a group consumer reads back every key, value and header
-  in offset order; the codec compressed every produced batch and decompressed fetched ones, so
+  and timestamp in offset order; ListOffsets by timestamp finds the earliest offset at or after
+  a timestamp (inside compressed batches too); the codec compressed every produced batch and decompressed fetched ones, so
   the broker handed the batches back as they were produced.
 * A consumer group: two members share the partitions (disjoint, covering) and commit; one
   leaves and the other takes every partition; a third joins, they share again and the newcomer
@@ -16,7 +17,8 @@ package-lock.json, installed by `make deps` (npm ci into tests/js/node_modules).
   Empty with its offsets at the high watermarks.
 * Admin: describeCluster, createTopics (again: false, TOPIC_ALREADY_EXISTS), fetchTopicMetadata,
   listTopics, listGroups, describeGroups (a live member; an unknown group as Dead), fetchOffsets,
-  deleteTopics (again: UNKNOWN_TOPIC_OR_PARTITION).
+  deleteGroups (a live group: NON_EMPTY_GROUP; an unknown one: GROUP_ID_NOT_FOUND), setOffsets on
+  the emptied group, deleteTopics (again: UNKNOWN_TOPIC_OR_PARTITION).
 
 The node process gets a deadline (its own watchdog, and pytest kills it past the same deadline).
 """
@@ -82,8 +84,10 @@ def test_round_trip_every_codec(js_broker, codec):
     topic = unique_topic(f"js-{codec}")
     partitions, count, batch = 3, 900, 150
     per_partition = count // partitions
+    # Message i has timestamp ts0 + i: look up the earliest offset at ts0 + k for each k.
+    targets = [0, 301, 450, count - 1, count + 5000]
     r = drive("roundtrip", brokers=js_broker.bootstrap, topic=topic, codec=codec,
-              partitions=partitions, count=count, batch=batch)
+              partitions=partitions, count=count, batch=batch, timestampTargets=targets)
 
     assert all(a["errorCode"] == 0 for a in r["acks"]), r["acks"]
     for p in range(partitions):
@@ -97,8 +101,14 @@ def test_round_trip_every_codec(js_broker, codec):
     for p, msgs in by_partition.items():
         assert [m["offset"] for m in msgs] == list(range(per_partition)), f"partition {p}"
         want = [i for i in range(count) if i % partitions == p]
-        assert [(m["key"], m["value"], m["headers"]) for m in msgs] == \
-            [(f"k{i}", f"value-{i}-" + "abcdefgh" * 16, {"seq": str(i), "codec": codec}) for i in want]
+        assert [(m["key"], m["value"], m["headers"], m["timestamp"]) for m in msgs] == \
+            [(f"k{i}", f"value-{i}-" + "abcdefgh" * 16, {"seq": str(i), "codec": codec}, r["ts0"] + i) for i in want]
+        for k in targets:
+            # The first message of the partition at or after ts0 + k; none (-1, which kafkajs turns
+            # into the high watermark) past the last one.
+            first = next((j for j, i in enumerate(want) if i >= k), per_partition)
+            assert r["byTimestamp"][str(k)][str(p)] == first, f"partition {p}, timestamp ts0+{k}"
+
     assert sorted((o["partition"], o["low"], o["high"]) for o in r["offsets"]) == \
         [(p, 0, per_partition) for p in range(partitions)]
 
@@ -172,6 +182,16 @@ def test_admin_topics_cluster_and_groups(js_broker):
     assert (unknown["errorCode"], unknown["state"], unknown["members"]) == (0, "Dead", []), unknown
     # kafkajs commits only the partition it read; it reports -1 for the others.
     assert r["fetchOffsets"] == {"0": 1, "1": -1, "2": -1}
+    assert r["deleteLiveGroup"] == [{"groupId": group, "errorCode": 68, "error": "NON_EMPTY_GROUP"}]
+
+    # Once the member left: offsets set from outside (OffsetCommit of an Empty group), then
+    # DeleteGroups removes the group and its offsets; an unknown group gets GROUP_ID_NOT_FOUND.
+    assert r["setOffsets"] == {"0": 0, "1": -1, "2": 1}
+    assert r["deleteGroups"] == [{"groupId": group, "errorCode": 0}]
+    assert r["listedAfterDeleteGroups"] is False
+    assert r["offsetsAfterDeleteGroups"] == {"0": -1, "1": -1, "2": -1}
+    assert r["deleteUnknownGroup"] == [{"groupId": f"{group}-never-existed", "errorCode": 69,
+                                        "error": "GROUP_ID_NOT_FOUND"}]
 
     assert r["listedAfterDelete"] is True
     assert r["deleteAgain"] == {"error": "UNKNOWN_TOPIC_OR_PARTITION"}

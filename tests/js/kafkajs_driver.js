@@ -7,11 +7,12 @@
 // client never outlives its test (pytest also kills it past its own timeout).
 //
 // Commands:
-//   roundtrip  create a topic, produce with one codec (idempotent, acks=all), consume it back
+//   roundtrip  create a topic, produce with one codec (idempotent, acks=all), consume it back,
+//              look offsets up by timestamp
 //   group      two members share a topic's partitions and commit; one leaves, the other takes
 //              everything; a third joins and resumes from the committed offsets
 //   admin      createTopics, fetchTopicMetadata, describeCluster, listGroups, describeGroups,
-//              fetchOffsets, deleteTopics
+//              fetchOffsets, setOffsets, deleteGroups, deleteTopics
 
 'use strict'
 
@@ -147,6 +148,7 @@ function messageJson(partition, message) {
   return {
     partition,
     offset: Number(message.offset),
+    timestamp: Number(message.timestamp),
     key: message.key === null ? null : message.key.toString(),
     value: message.value === null ? null : message.value.toString(),
     headers,
@@ -165,6 +167,8 @@ async function roundtrip(args) {
   const producer = idempotentProducer(kafka)
   await producer.connect()
   const acks = []
+  // Message i carries the timestamp ts0 + i (CreateTime), for the lookups by timestamp below.
+  const ts0 = Date.now() - 3600 * 1000
   for (let start = 0; start < count; start += batch) {
     const messages = []
     for (let i = start; i < Math.min(count, start + batch); i++) {
@@ -174,6 +178,7 @@ async function roundtrip(args) {
         // Compressible, so every codec really shrinks the batch.
         value: `value-${i}-${'abcdefgh'.repeat(16)}`,
         headers: { seq: String(i), codec },
+        timestamp: String(ts0 + i),
       })
     }
     const meta = await producer.send({ topic, acks: -1, compression: CODECS[codec], messages })
@@ -193,8 +198,18 @@ async function roundtrip(args) {
   await waitFor(() => messages.length >= count, args.waitMs, `${count} messages (have ${messages.length})`)
   await consumer.disconnect()
   const offsets = await admin.fetchTopicOffsets(topic)
+  // ListOffsets by timestamp: the earliest offset whose timestamp is >= the target (kafkajs
+  // substitutes the high watermark when the broker answers -1: no such message).
+  const byTimestamp = {}
+  for (const k of args.timestampTargets) {
+    const found = await admin.fetchTopicOffsetsByTimestamp(topic, ts0 + k)
+    byTimestamp[k] = Object.fromEntries(found.map(o => [o.partition, Number(o.offset)]))
+  }
   await admin.disconnect()
-  return { acks, messages, offsets: offsets.map(o => ({ partition: o.partition, low: Number(o.low), high: Number(o.high) })), codecCalls }
+  return {
+    ts0, acks, messages, byTimestamp, codecCalls,
+    offsets: offsets.map(o => ({ partition: o.partition, low: Number(o.low), high: Number(o.high) })),
+  }
 }
 
 // ---------------------------------------------------------------------------------- group
@@ -375,7 +390,16 @@ async function adminScenario(args) {
     members: g.members.map(m => ({ clientId: m.clientId, memberAssignmentBytes: m.memberAssignment.length })),
   }))
   out.fetchOffsets = await committed(admin, groupId, topic)
+  out.deleteLiveGroup = await deleteGroupsError(kafka, [groupId])
   await consumer.disconnect()
+
+  // The group is Empty now: offsets can be set from outside, and the group deleted.
+  await admin.setOffsets({ groupId, topic, partitions: [{ partition: 0, offset: '0' }, { partition: 2, offset: '1' }] })
+  out.setOffsets = await committed(admin, groupId, topic)
+  out.deleteGroups = (await admin.deleteGroups([groupId])).map(r => ({ groupId: r.groupId, errorCode: r.errorCode }))
+  out.listedAfterDeleteGroups = (await admin.listGroups()).groups.some(g => g.groupId === groupId)
+  out.offsetsAfterDeleteGroups = await committed(admin, groupId, topic)
+  out.deleteUnknownGroup = await deleteGroupsError(kafka, [`${groupId}-never-existed`])
 
   await admin.deleteTopics({ topics: [topic], timeout: 30000 })
   out.listedAfterDelete = await waitFor(async () => !(await admin.listTopics()).includes(topic), args.waitMs, 'the topic to disappear from listTopics')
@@ -392,6 +416,23 @@ async function adminScenario(args) {
   await once.disconnect()
   await admin.disconnect()
   return out
+}
+
+// The error code DeleteGroups answered for each group, or null where it succeeded (kafkajs throws
+// KafkaJSDeleteGroupsError listing the groups that failed; no retries, so it does so at once).
+async function deleteGroupsError(kafka, groupIds) {
+  const once = kafka.admin({ retry: { retries: 0 } })
+  await once.connect()
+  try {
+    await once.deleteGroups(groupIds)
+    return null
+  } catch (e) {
+    const cause = e.cause || e
+    if (!cause.groups) throw e
+    return cause.groups.map(g => ({ groupId: g.groupId, errorCode: g.errorCode, error: g.error && g.error.type }))
+  } finally {
+    await once.disconnect()
+  }
 }
 
 // ---------------------------------------------------------------------------------- main
