@@ -116,9 +116,10 @@ def test_round_trip_every_codec(js_broker, codec):
     if codec == "none":
         assert all(c == {"compress": 0, "decompress": 0} for c in calls.values()), calls
     else:
-        # One compressed batch per partition per send; every one of them fetched back at least once.
-        assert calls[codec]["compress"] == len(r["acks"]), calls
-        assert calls[codec]["decompress"] >= calls[codec]["compress"], calls
+        # One compressed batch per partition per send (again if kafkajs retried the send), and
+        # every one of them fetched back at least once.
+        assert calls[codec]["compress"] >= len(r["acks"]), calls
+        assert calls[codec]["decompress"] >= len(r["acks"]), calls
         assert all(c == {"compress": 0, "decompress": 0} for name, c in calls.items() if name != codec), calls
 
 

@@ -133,13 +133,25 @@ async function waitFor(predicate, timeoutMs, what) {
   }
 }
 
-async function createTopic(admin, topic, numPartitions, replicationFactor) {
-  const created = await admin.createTopics({
-    topics: [{ topic, numPartitions, replicationFactor }],
-    waitForLeaders: true,
-    timeout: 30000,
-  })
+async function createTopic(admin, args, topic, numPartitions, replicationFactor) {
+  const created = await admin.createTopics({ topics: [{ topic, numPartitions, replicationFactor }], waitForLeaders: false, timeout: 30000 })
   if (!created) throw new Error(`createTopics(${topic}) answered false: the topic existed`)
+  await waitForLeaders(admin, args, topic, numPartitions)
+}
+
+// kafkajs' own waitForLeaders gives up at once when Metadata answers UNKNOWN_TOPIC_OR_PARTITION,
+// which Apache Kafka does for a moment after CreateTopics (a broker learns of a new topic from
+// the controller asynchronously): poll Metadata until every partition has a leader.
+async function waitForLeaders(admin, args, topic, numPartitions) {
+  await waitFor(async () => {
+    try {
+      const [t] = (await admin.fetchTopicMetadata({ topics: [topic] })).topics
+      return t.partitions.length === numPartitions && t.partitions.every(p => p.leader >= 0)
+    } catch (e) {
+      if (e.type === 'UNKNOWN_TOPIC_OR_PARTITION' || e.type === 'LEADER_NOT_AVAILABLE') return false
+      throw e
+    }
+  }, args.waitMs, `a leader for each partition of ${topic}`)
 }
 
 function messageJson(partition, message) {
@@ -162,7 +174,7 @@ async function roundtrip(args) {
   const kafka = client(args, `kafkajs-roundtrip-${codec}`)
   const admin = kafka.admin()
   await admin.connect()
-  await createTopic(admin, topic, partitions, args.replicationFactor || 1)
+  await createTopic(admin, args, topic, partitions, args.replicationFactor || 1)
 
   const producer = idempotentProducer(kafka)
   await producer.connect()
@@ -288,7 +300,7 @@ async function group(args) {
   const kafka = client(args, 'kafkajs-group')
   const admin = kafka.admin()
   await admin.connect()
-  await createTopic(admin, topic, partitions, 1)
+  await createTopic(admin, args, topic, partitions, 1)
   const producer = idempotentProducer(kafka)
   await producer.connect()
   const phases = {}
@@ -359,9 +371,10 @@ async function adminScenario(args) {
   const out = {}
 
   out.cluster = await admin.describeCluster()
-  out.created = await admin.createTopics({ topics: [{ topic, numPartitions: 3, replicationFactor: 1 }], waitForLeaders: true, timeout: 30000 })
+  out.created = await admin.createTopics({ topics: [{ topic, numPartitions: 3, replicationFactor: 1 }], waitForLeaders: false, timeout: 30000 })
+  await waitForLeaders(admin, args, topic, 3)
   // A second create of the same name is TOPIC_ALREADY_EXISTS, which kafkajs reports as false.
-  out.createdAgain = await admin.createTopics({ topics: [{ topic, numPartitions: 3, replicationFactor: 1 }], waitForLeaders: true, timeout: 30000 })
+  out.createdAgain = await admin.createTopics({ topics: [{ topic, numPartitions: 3, replicationFactor: 1 }], waitForLeaders: false, timeout: 30000 })
   const md = await admin.fetchTopicMetadata({ topics: [topic] })
   out.metadata = md.topics.map(t => ({
     name: t.name,
