@@ -11,6 +11,9 @@ package-lock.json, installed by `make deps` (npm ci into tests/js/node_modules).
   and timestamp in offset order; ListOffsets by timestamp finds the earliest offset at or after
   a timestamp (inside compressed batches too); the codec compressed every produced batch and decompressed fetched ones, so
   the broker handed the batches back as they were produced.
+* acks=0 and acks=1 beside acks=all; a tombstone (null value), an empty value and headers with
+  an empty value come back as sent; a 900 KiB message is stored, a 1.1 MiB one refused with
+  MESSAGE_TOO_LARGE (message.max.bytes, 1 MiB by default on both brokers).
 * A consumer group: two members share the partitions (disjoint, covering) and commit; one
   leaves and the other takes every partition; a third joins, they share again and the newcomer
   starts at the committed offsets; every message is handed out exactly once; the group ends
@@ -121,6 +124,23 @@ def test_round_trip_every_codec(js_broker, codec):
         assert calls[codec]["compress"] >= len(r["acks"]), calls
         assert calls[codec]["decompress"] >= len(r["acks"]), calls
         assert all(c == {"compress": 0, "decompress": 0} for name, c in calls.items() if name != codec), calls
+
+
+def test_acks_tombstones_and_message_size(js_broker):
+    r = drive("edges", brokers=js_broker.bootstrap, topic=unique_topic("js-edges"))
+    assert r["acks0"] == []  # acks=0: no answer to report
+    assert r["acks1"] == [{"errorCode": 0, "baseOffset": 2}]
+    assert r["large"] == [{"errorCode": 0, "baseOffset": 5}]
+    assert r["tooLarge"] == "MESSAGE_TOO_LARGE"
+    assert r["messages"] == [
+        {"offset": 0, "key": None, "size": 1, "headers": {}},
+        {"offset": 1, "key": None, "size": 1, "headers": {}},
+        {"offset": 2, "key": "tomb", "size": None, "headers": {}},
+        {"offset": 3, "key": "empty", "size": 0, "headers": {}},
+        {"offset": 4, "key": None, "size": 1, "headers": {"x": "1", "y": ""}},
+        {"offset": 5, "key": None, "size": 900 * 1024, "headers": {}},
+    ]
+    assert r["offsets"] == [{"low": 0, "high": 6}]
 
 
 def test_group_members_share_commit_and_rejoin(js_broker):

@@ -9,6 +9,7 @@
 // Commands:
 //   roundtrip  create a topic, produce with one codec (idempotent, acks=all), consume it back,
 //              look offsets up by timestamp
+//   edges      acks=0 and 1, a tombstone, an empty value, a large message, one too large
 //   group      two members share a topic's partitions and commit; one leaves, the other takes
 //              everything; a third joins and resumes from the committed offsets
 //   admin      createTopics, fetchTopicMetadata, describeCluster, listGroups, describeGroups,
@@ -222,6 +223,52 @@ async function roundtrip(args) {
     ts0, acks, messages, byTimestamp, codecCalls,
     offsets: offsets.map(o => ({ partition: o.partition, low: Number(o.low), high: Number(o.high) })),
   }
+}
+
+// ---------------------------------------------------------------------------------- edges
+// acks=0 and acks=1 next to acks=all, a tombstone (null value), an empty value, a 900 KiB message
+// and one over the broker's 1 MiB message.max.bytes default (MESSAGE_TOO_LARGE), read back.
+async function edges(args) {
+  const { topic } = args
+  const kafka = client(args, 'kafkajs-edges')
+  const admin = kafka.admin()
+  await admin.connect()
+  await createTopic(admin, args, topic, 1, 1)
+  const producer = kafka.producer()
+  await producer.connect()
+  const out = {}
+  const meta = ms => ms.map(m => ({ errorCode: m.errorCode, baseOffset: Number(m.baseOffset) }))
+  // acks=0: no answer, so kafkajs reports nothing; the same connection keeps the order.
+  out.acks0 = meta(await producer.send({ topic, acks: 0, messages: [{ value: 'a' }, { value: 'b' }] }))
+  out.acks1 = meta(await producer.send({
+    topic, acks: 1, compression: CompressionTypes.GZIP,
+    messages: [{ key: 'tomb', value: null }, { key: 'empty', value: '' }, { value: 'h', headers: { x: '1', y: '' } }],
+  }))
+  out.large = meta(await producer.send({ topic, acks: -1, messages: [{ value: 'x'.repeat(900 * 1024) }] }))
+  try {
+    await producer.send({ topic, acks: -1, messages: [{ value: 'y'.repeat(1100 * 1024) }] })
+    out.tooLarge = null
+  } catch (e) {
+    out.tooLarge = (e.cause || e).type || e.name
+  }
+  await producer.disconnect()
+
+  const consumer = kafka.consumer({ groupId: `${topic}-reader`, maxWaitTimeInMs: 300 })
+  const messages = []
+  await consumer.connect()
+  await consumer.subscribe({ topics: [topic], fromBeginning: true })
+  await consumer.run({
+    eachMessage: async ({ message }) => {
+      const m = messageJson(0, message)
+      messages.push({ offset: m.offset, key: m.key, size: m.value === null ? null : m.value.length, headers: m.headers })
+    },
+  })
+  await waitFor(() => messages.length >= 6, args.waitMs, `6 messages (have ${messages.length})`)
+  await consumer.disconnect()
+  out.messages = messages
+  out.offsets = (await admin.fetchTopicOffsets(topic)).map(o => ({ low: Number(o.low), high: Number(o.high) }))
+  await admin.disconnect()
+  return out
 }
 
 // ---------------------------------------------------------------------------------- group
@@ -449,7 +496,7 @@ async function deleteGroupsError(kafka, groupIds) {
 }
 
 // ---------------------------------------------------------------------------------- main
-const COMMANDS = { roundtrip, group, admin: adminScenario }
+const COMMANDS = { roundtrip, edges, group, admin: adminScenario }
 
 async function main() {
   const [command, json] = process.argv.slice(2)
