@@ -188,7 +188,9 @@ def method(chosen: list[CompareScenario]) -> list[str]:
         "- **Same topics everywhere.** Each client run gets a new topic, created by the script with "
         "CreateTopics (partitions, replication factor, and `flush.messages=1` for kafka-flush) before the "
         "client starts; the consume scenario writes one topic per setup and round with chronik-bench "
-        "(acks=1, 512 KiB batches) and both consumers read all of it.",
+        "(acks=1, 512 KiB batches) and both consumers read all of it. Chronik drops fdatasync'd data more than "
+        "32 MiB behind a partition's end from the page cache ([performance.md](performance.md)); Kafka leaves "
+        "it there: so Chronik's consumers read most of it from the disk, Kafka's from memory.",
         "- **Peak RSS** is the broker's resident memory high-water mark (VmHWM in /proc/PID/status, summed "
         "over the nodes of a cluster) during that client's run: reset before it (`/proc/PID/clear_refs`), "
         "read after it. Kafka's includes the JVM heap as far as it was touched.",
