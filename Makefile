@@ -10,7 +10,8 @@
 #   make test      deps, cargo tests, debug binaries, then the client-compatibility suite (pytest)
 #   make test-kafka  the client-compatibility suite against Apache Kafka 4.4.0 (pytest --broker=kafka)
 #   make test-kafka-ci  the part of it that CI runs (the single-broker modules)
-#   make bench     release binaries, then the standard scenarios; writes docs/benchmarks.md
+#   make bench     release binaries and Apache Kafka's jars, then the Chronik-only scenarios and Chronik vs
+#                  Apache Kafka side by side (~35 min); writes docs/benchmarks.md
 #   make chaos     debug binaries, then CHAOS_FAULTS faults on a 3-node cluster; writes docs/reliability.md
 #   make docs      regenerate the reference sections of docs/operations.md from the code
 #   make fmt       rustfmt the workspace
@@ -172,9 +173,11 @@ test-kafka-ci: deps
 	$(VENV)/bin/pytest $(KAFKA_CI_TESTS) -v --broker=kafka --timeout=$(PYTEST_TIMEOUT_S) \
 	  --deselect tests/test_offsets.py::test_committed_offsets_and_metadata_survive_sigkill $(PYTEST_ARGS)
 
-# BENCH_ARGS: e.g. `--seconds 10` or `--only reference` (see scripts/bench.py --help).
+# BENCH_ARGS: e.g. `--seconds 10 --rounds 1`, `--only reference`, `--side-by-side --compare-only consume`
+# (see scripts/bench.py --help). The side-by-side scenarios run Apache Kafka 4.4.0 and its perf tools from
+# the jars deps-kafka resolves (a JDK and Maven from deps-apt).
 BENCH_ARGS ?=
-bench: release
+bench: release deps-apt deps-kafka
 	$(PYTHON) scripts/bench.py $(BENCH_ARGS)
 
 # Fault injection (tests/chaos/): network partitions, SIGKILL, SIGSTOP and disk full against 3

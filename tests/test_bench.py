@@ -12,20 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO_ROOT, clean_env, kafka_mode
+from conftest import REPO_ROOT, clean_env
 from helpers import unique_topic, watermarks
 
 BENCH_BIN = Path(os.environ.get("CHRONIK_BENCH_BIN", REPO_ROOT / "target" / "debug" / "chronik-bench"))
 RUN_TIMEOUT_S = 120
-
-# chronik-bench against Apache Kafka 4.4.0 (pytest --broker=kafka), measured: right after it
-# creates its topic, ListOffsets answers NOT_LEADER_OR_FOLLOWER (6) until the leader is known and
-# chronik-bench does not retry it; its InitProducerId is refused with INVALID_REQUEST (42). Bugs
-# of chronik-bench, not of either broker; not strict, the first depends on timing.
-KAFKA_BENCH_BUGS = pytest.mark.xfail(kafka_mode(), strict=False,
-                                     reason="chronik-bench: no retry of ListOffsets error 6; InitProducerId "
-                                            "refused by Apache Kafka 4.4.0 with error 42")
-
 
 def bench(*args: str, timeout_s: float = RUN_TIMEOUT_S) -> subprocess.CompletedProcess:
     if not BENCH_BIN.exists():
@@ -40,7 +31,6 @@ def bench_json(*args: str) -> dict:
     return json.loads(r.stdout)
 
 
-@KAFKA_BENCH_BUGS
 def test_produce_full_verification_reads_back_every_message(module_broker):
     topic = unique_topic("bench-full")
     rep = bench_json("-b", module_broker.bootstrap, "--topic", topic, "--partitions", "3",
@@ -59,7 +49,6 @@ def test_produce_full_verification_reads_back_every_message(module_broker):
     assert sum(watermarks(module_broker.bootstrap, topic, p)[1] for p in range(3)) == 6000
 
 
-@KAFKA_BENCH_BUGS
 @pytest.mark.parametrize("codec", ["lz4", "zstd"])
 def test_idempotent_compressed_produce_verifies(module_broker, codec):
     topic = unique_topic(f"bench-idem-{codec}")
@@ -70,7 +59,6 @@ def test_idempotent_compressed_produce_verifies(module_broker, codec):
     assert rep["verify"]["ok"] and rep["verify"]["duplicates"] == 0, rep["verify"]
 
 
-@KAFKA_BENCH_BUGS
 def test_duration_mode_counts_and_reports_text(module_broker):
     topic = unique_topic("bench-text")
     r = bench("-b", module_broker.bootstrap, "--topic", topic, "--partitions", "1",
@@ -84,7 +72,6 @@ def test_duration_mode_counts_and_reports_text(module_broker):
     assert " in 2." in line or " in 1.9" in line, line
 
 
-@KAFKA_BENCH_BUGS
 def test_consume_mode_reads_what_is_there(module_broker):
     topic = unique_topic("bench-consume")
     bench_json("-b", module_broker.bootstrap, "--topic", topic, "--partitions", "2", "--messages", "3000")
@@ -93,7 +80,6 @@ def test_consume_mode_reads_what_is_there(module_broker):
     assert rep["mb_per_s"] > 0
 
 
-@KAFKA_BENCH_BUGS
 def test_roundtrip_mode_times_produce_to_fetch(module_broker):
     topic = unique_topic("bench-rt")
     rep = bench_json("-b", module_broker.bootstrap, "--topic", topic, "--partitions", "2",

@@ -60,9 +60,6 @@ SUITE_FINDINGS = [
     ("test_group_admin.py::test_confluent_admin_lists_describes_and_alters_offsets",
      "confluent-kafka 2.16.1 (librdkafka 2.16.0) segfaults on Kafka 4.4.0's OffsetFetch v9 answer to "
      "list_consumer_group_offsets; skipped on Kafka."),
-    ("test_bench.py",
-     "chronik-bench against Kafka: no retry of ListOffsets NOT_LEADER_OR_FOLLOWER right after it "
-     "creates its topic, and its InitProducerId is refused with INVALID_REQUEST (42); xfail on Kafka."),
     ("test_cluster.py, test_replication.py",
      "offsets.topic.num.partitions defaults to 16 on Chronik, 50 on Kafka; Chronik gives leadership "
      "back to the preferred replica at once, Kafka every leader.imbalance.check.interval.seconds "

@@ -14,15 +14,43 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use crate::client::Connection;
+use crate::report::error_name;
 
 /// Kafka error codes the bench reacts to.
 pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 pub const LEADER_NOT_AVAILABLE: i16 = 5;
+pub const NOT_LEADER_OR_FOLLOWER: i16 = 6;
+pub const REQUEST_TIMED_OUT: i16 = 7;
 pub const TOPIC_ALREADY_EXISTS: i16 = 36;
+pub const FENCED_LEADER_EPOCH: i16 = 74;
+pub const UNKNOWN_LEADER_EPOCH: i16 = 75;
+pub const OFFSET_NOT_AVAILABLE: i16 = 78;
 
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long to wait for a new topic's partitions to get leaders.
 const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long ListOffsets is retried while a partition's leader is not ready to answer it.
+const OFFSETS_READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between two ListOffsets attempts.
+const OFFSETS_RETRY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Errors of a partition whose leadership is still settling: the answer will come if asked
+/// again. Apache Kafka answers NOT_LEADER_OR_FOLLOWER for a moment after CreateTopics, until
+/// the leader has applied the new partition (its Metadata already names that leader), and
+/// OFFSET_NOT_AVAILABLE until a new leader's high watermark caught up. The Java client retries
+/// all of these for ListOffsets (`Errors.*` that are `RetriableException`s).
+pub fn retriable(code: i16) -> bool {
+    matches!(
+        code,
+        UNKNOWN_TOPIC_OR_PARTITION
+            | LEADER_NOT_AVAILABLE
+            | NOT_LEADER_OR_FOLLOWER
+            | REQUEST_TIMED_OUT
+            | FENCED_LEADER_EPOCH
+            | UNKNOWN_LEADER_EPOCH
+            | OFFSET_NOT_AVAILABLE
+    )
+}
 
 pub fn topic_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
@@ -199,43 +227,80 @@ pub async fn start_offsets(layout: &TopicLayout) -> Result<BTreeMap<i32, i64>> {
     list_offsets(layout, -2).await
 }
 
+/// ListOffsets for every partition, each asked of its leader. A partition that answers a
+/// retriable error (`retriable`) is asked again, every `OFFSETS_RETRY_PAUSE`, until
+/// `OFFSETS_READY_TIMEOUT`; any other error fails at once.
 async fn list_offsets(layout: &TopicLayout, timestamp: i64) -> Result<BTreeMap<i32, i64>> {
+    let deadline = Instant::now() + OFFSETS_READY_TIMEOUT;
     let mut out = BTreeMap::new();
-    for (broker, parts) in layout.by_leader() {
-        let conn = &layout.leaders[&broker];
-        let req = ListOffsetsRequest::default()
-            .with_replica_id(BrokerId(-1))
-            .with_topics(vec![ListOffsetsTopic::default()
-                .with_name(topic_name(&layout.topic))
-                .with_partitions(
-                    parts
-                        .iter()
-                        .map(|p| {
-                            ListOffsetsPartition::default()
-                                .with_partition_index(*p)
-                                .with_timestamp(timestamp)
-                        })
-                        .collect(),
-                )]);
-        let resp = conn.send_timeout(req, REQUEST_TIMEOUT).await?;
-        for t in resp.topics {
-            for p in t.partitions {
-                if p.error_code != 0 {
+    loop {
+        let mut waiting: BTreeMap<i32, i16> = BTreeMap::new();
+        for (broker, parts) in layout.by_leader() {
+            let parts: Vec<i32> = parts.into_iter().filter(|p| !out.contains_key(p)).collect();
+            if parts.is_empty() {
+                continue;
+            }
+            let answers = list_offsets_of(layout, broker, &parts, timestamp).await?;
+            for (p, (code, offset)) in answers {
+                if code == 0 {
+                    out.insert(p, offset);
+                } else if retriable(code) {
+                    waiting.insert(p, code);
+                } else {
                     bail!(
-                        "ListOffsets {}/{} failed with error code {}",
+                        "ListOffsets {}/{p} failed with {}",
                         layout.topic,
-                        p.partition_index,
-                        p.error_code
+                        error_name(code)
                     );
                 }
-                out.insert(p.partition_index, p.offset);
             }
         }
-    }
-    for p in &layout.partitions {
-        if !out.contains_key(p) {
-            bail!("ListOffsets gave no answer for {}/{p}", layout.topic);
+        for p in &layout.partitions {
+            if !out.contains_key(p) && !waiting.contains_key(p) {
+                bail!("ListOffsets gave no answer for {}/{p}", layout.topic);
+            }
         }
+        let Some((p, code)) = waiting.iter().next() else {
+            return Ok(out);
+        };
+        if Instant::now() > deadline {
+            bail!(
+                "ListOffsets {}/{p} still failed with {} after {OFFSETS_READY_TIMEOUT:?}",
+                layout.topic,
+                error_name(*code)
+            );
+        }
+        tokio::time::sleep(OFFSETS_RETRY_PAUSE).await;
     }
-    Ok(out)
+}
+
+/// One ListOffsets request to `broker` for `parts`: partition → (error code, offset).
+async fn list_offsets_of(
+    layout: &TopicLayout,
+    broker: i32,
+    parts: &[i32],
+    timestamp: i64,
+) -> Result<BTreeMap<i32, (i16, i64)>> {
+    let conn = &layout.leaders[&broker];
+    let req = ListOffsetsRequest::default()
+        .with_replica_id(BrokerId(-1))
+        .with_topics(vec![ListOffsetsTopic::default()
+            .with_name(topic_name(&layout.topic))
+            .with_partitions(
+                parts
+                    .iter()
+                    .map(|p| {
+                        ListOffsetsPartition::default()
+                            .with_partition_index(*p)
+                            .with_timestamp(timestamp)
+                    })
+                    .collect(),
+            )]);
+    let resp = conn.send_timeout(req, REQUEST_TIMEOUT).await?;
+    Ok(resp
+        .topics
+        .into_iter()
+        .flat_map(|t| t.partitions)
+        .map(|p| (p.partition_index, (p.error_code, p.offset)))
+        .collect())
 }

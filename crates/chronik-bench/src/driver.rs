@@ -149,6 +149,15 @@ pub async fn produce(
     })
 }
 
+/// Errors of InitProducerId that go away when asked again: the broker's producer-id manager
+/// or coordinator is still loading (Apache Kafka right after start), or the request timed out.
+fn init_producer_retriable(code: i16) -> bool {
+    matches!(code, 7 | 14 | 15)
+}
+
+/// How long InitProducerId is retried while the broker answers a retriable error.
+const INIT_PRODUCER_TIMEOUT: Duration = Duration::from_secs(30);
+
 async fn init_producer(layout: &TopicLayout, cfg: &DriverConfig) -> Result<(i64, i16)> {
     if !cfg.idempotence {
         return Ok((-1, -1));
@@ -156,19 +165,29 @@ async fn init_producer(layout: &TopicLayout, cfg: &DriverConfig) -> Result<(i64,
     let Some(conn) = layout.leaders.values().next() else {
         bail!("topic has no leaders")
     };
-    let resp = conn
-        .send_timeout(
-            InitProducerIdRequest::default()
-                .with_transaction_timeout_ms(60_000)
-                .with_producer_id((-1).into())
-                .with_producer_epoch(-1),
-            cfg.request_timeout,
-        )
-        .await?;
-    if resp.error_code != 0 {
-        bail!("InitProducerId failed with {}", error_name(resp.error_code));
+    let deadline = Instant::now() + INIT_PRODUCER_TIMEOUT;
+    loop {
+        // An idempotent (not transactional) producer sends a null transactional id, as the
+        // Java client does. kafka-protocol's default is the empty string, which Apache Kafka
+        // refuses with INVALID_REQUEST (an empty transactional id is not a valid one).
+        let resp = conn
+            .send_timeout(
+                InitProducerIdRequest::default()
+                    .with_transactional_id(None)
+                    .with_transaction_timeout_ms(60_000)
+                    .with_producer_id((-1).into())
+                    .with_producer_epoch(-1),
+                cfg.request_timeout,
+            )
+            .await?;
+        if resp.error_code == 0 {
+            return Ok((resp.producer_id.0, resp.producer_epoch));
+        }
+        if !init_producer_retriable(resp.error_code) || Instant::now() > deadline {
+            bail!("InitProducerId failed with {}", error_name(resp.error_code));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    Ok((resp.producer_id.0, resp.producer_epoch))
 }
 
 struct Driver {
