@@ -662,6 +662,32 @@ mod tests {
     }
 
     #[test]
+    fn commands_from_older_logs_still_apply() {
+        // CreateTopic and CreatePartitions as Raft logs hold them from before commands
+        // carried assignments: placed on apply, as they were then.
+        let old = r#"{"CreateTopic":{"name":"t","id":"00000000-0000-0000-0000-000000000007",
+            "partitions":2,"replication_factor":2,"configs":{},"internal":false}}"#;
+        let cmd: MetadataCommand = serde_json::from_str(old).unwrap();
+        let mut s = state_with_brokers(3);
+        s.apply(&cmd).unwrap();
+        let grow = r#"{"CreatePartitions":{"name":"t","total":3}}"#;
+        s.apply(&serde_json::from_str(grow).unwrap()).unwrap();
+        let replicas: Vec<Vec<i32>> = s.topics["t"]
+            .partitions
+            .iter()
+            .map(|p| p.replicas.clone())
+            .collect();
+        assert_eq!(replicas, vec![vec![1, 2], vec![2, 3], vec![3, 1]]);
+        let placed = MetadataCommand::CreatePartitions {
+            name: "t".into(),
+            total: 4,
+            assignments: vec![vec![1, 3]],
+        };
+        s.apply(&placed).unwrap();
+        assert_eq!(s.topics["t"].partitions[3].replicas, vec![1, 3]);
+    }
+
+    #[test]
     fn refuses_bad_input_without_changing_state() {
         let mut s = state_with_brokers(1);
         let before = s.clone();
