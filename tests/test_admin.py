@@ -43,10 +43,10 @@ def leader_of(bootstrap: str, topic: str, partition: int = 0) -> int:
     return admin(bootstrap).list_topics(topic, timeout=10).topics[topic].partitions[partition].leader
 
 
-def make_topic(c, partitions: int = 1) -> str:
+def make_topic(c, partitions: int = 1, config: dict | None = None) -> str:
     name = f"adm-{uuid.uuid4().hex[:8]}"
     a = admin(c.bootstrap(1))
-    a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=3)],
+    a.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=3, config=config or {})],
                     operation_timeout=30)[name].result(timeout=30)
     wait_until(lambda: all(leader_of(n.bootstrap, name) > 0 for n in c.nodes.values()), 15, "topic everywhere")
     return name
@@ -293,8 +293,8 @@ def test_reassignment_refusals_name_the_problem_and_change_nothing(cluster_facto
     assert r.returncode == 2, "missing --replicas is a usage error"
     r = cli(c.node(1).rpc, "reassignment", "cancel", "--topic", name, "--partition", "0")
     assert r.returncode == 1 and "no reassignment" in r.stderr, r.stderr
-    # min.insync: an RF=3 topic (min.insync 2 by default) cannot go to one replica.
-    three = make_topic(c)
+    # min.insync: an RF=3 topic with min.insync.replicas=2 cannot go to one replica.
+    three = make_topic(c, config={"min.insync.replicas": "2"})
     r = cli(c.node(1).rpc, "partition", "reassign", "--topic", three, "--partition", "0", "--replicas", "1")
     assert r.returncode == 1 and "min.insync.replicas=2" in r.stderr, r.stderr
     assert ok(c.node(1).rpc, "topic", "describe", name) == before

@@ -153,7 +153,7 @@ def leaders(bootstrap: str, name: str) -> dict[int, int]:
 def test_two_of_three_down_acks_all_never_succeeds_and_reads_still_work(cluster_factory):
     c = cluster_factory(3).start()
     name = topic_name("too-few")
-    create(c.bootstrap(1), name, 3, 3)
+    create(c.bootstrap(1), name, 3, 3, {"min.insync.replicas": "2"})
     produce_acked(c.bootstrap(1), name, 900, 3, "x")
     lead = leaders(c.bootstrap(1), name)
     survivor = lead[0]

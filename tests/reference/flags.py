@@ -21,6 +21,8 @@ SAME_VALUE = {
     "--auto-leader-rebalance": "auto.leader.rebalance.enable",
     "--auto-create-topics": "auto.create.topics.enable",
     "--num-partitions": "num.partitions",
+    "--default-replication-factor": "default.replication.factor",
+    "--min-insync-replicas": "min.insync.replicas",
     "--retention-ms": "log.retention.ms",
     "--retention-bytes": "log.retention.bytes",
     "--segment-bytes": "log.segment.bytes",

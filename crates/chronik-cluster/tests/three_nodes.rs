@@ -115,10 +115,11 @@ async fn three_nodes_form_fail_over_refuse_without_quorum_and_restart() {
         .propose(MetadataCommand::CreateTopic {
             name: "t".into(),
             id: uuid::Uuid::from_u128(1),
-            partitions: 2,
-            replication_factor: 1,
+            assignments: vec![vec![7], vec![7]],
             configs: BTreeMap::new(),
             internal: false,
+            partitions: None,
+            replication_factor: None,
         })
         .await
         .unwrap();
@@ -126,10 +127,11 @@ async fn three_nodes_form_fail_over_refuse_without_quorum_and_restart() {
         .propose(MetadataCommand::CreateTopic {
             name: "t".into(),
             id: uuid::Uuid::from_u128(2),
-            partitions: 2,
-            replication_factor: 1,
+            assignments: vec![vec![7], vec![7]],
             configs: BTreeMap::new(),
             internal: false,
+            partitions: None,
+            replication_factor: None,
         })
         .await;
     assert!(matches!(again, Err(ProposeError::Refused(_))), "{again:?}");

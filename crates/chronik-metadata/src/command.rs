@@ -29,21 +29,35 @@ pub enum MetadataCommand {
         node_id: i32,
         state: BrokerState,
     },
+    /// Creates a topic whose partition `i` has the replicas `assignments[i]` (the first is
+    /// its preferred leader), decided by the proposer (see `crate::placement`) and checked
+    /// again here: every broker registered, none twice, the same count everywhere.
     CreateTopic {
         name: String,
         id: Uuid,
-        partitions: i32,
-        replication_factor: i16,
+        #[serde(default)]
+        assignments: Vec<Vec<i32>>,
         configs: BTreeMap<String, String>,
         internal: bool,
+        /// Commands written before they carried assignments name only counts (and an empty
+        /// `assignments`): those are placed on apply, as they were then.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partitions: Option<i32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replication_factor: Option<i16>,
     },
     DeleteTopic {
         name: String,
     },
-    /// Grows a topic to `total` partitions.
+    /// Grows a topic to `total` partitions, the new ones on `assignments` (one replica list
+    /// per new partition, decided by the proposer; checked again here, with the topic's
+    /// replication factor). Empty only in commands written before they carried assignments:
+    /// those are placed on apply, as they were then.
     CreatePartitions {
         name: String,
         total: i32,
+        #[serde(default)]
+        assignments: Vec<Vec<i32>>,
     },
     /// Replaces the topic's explicit config overrides.
     SetTopicConfigs {
@@ -260,10 +274,11 @@ impl MetadataState {
             MetadataCommand::CreateTopic {
                 name,
                 id,
-                partitions,
-                replication_factor,
+                assignments,
                 configs,
                 internal,
+                partitions,
+                replication_factor,
             } => {
                 topic_name::validate(name).map_err(|reason| Refusal::InvalidTopicName {
                     name: name.clone(),
@@ -272,13 +287,15 @@ impl MetadataState {
                 if self.topics.contains_key(name) {
                     return Err(Refusal::TopicExists(name.clone()));
                 }
-                check_partition_count(*partitions)?;
-                let placed = self.place(0, *partitions, *replication_factor)?;
+                let lists = match (assignments.is_empty(), partitions, replication_factor) {
+                    (true, Some(n), Some(rf)) => self.assign_topic(name, *n, *rf, None)?,
+                    _ => self.assign_topic(name, 0, 0, Some(assignments.as_slice()))?,
+                };
                 let topic = TopicInfo {
                     name: name.clone(),
                     id: *id,
                     configs: configs.clone(),
-                    partitions: placed,
+                    partitions: self.new_partitions(&lists),
                     internal: *internal,
                 };
                 self.topics.insert(name.clone(), topic.clone());
@@ -290,21 +307,14 @@ impl MetadataState {
                     .ok_or_else(|| Refusal::UnknownTopic(name.clone()))?;
                 Outcome::Done
             }
-            MetadataCommand::CreatePartitions { name, total } => {
-                let topic = self
-                    .topics
-                    .get(name)
-                    .ok_or_else(|| Refusal::UnknownTopic(name.clone()))?;
-                let current = topic.partitions.len() as i32;
-                if *total <= current {
-                    return Err(Refusal::InvalidPartitions {
-                        requested: *total,
-                        reason: format!("topic {name} already has {current} partitions"),
-                    });
-                }
-                check_partition_count(*total)?;
-                let rf = topic.partitions[0].replicas.len() as i16;
-                let extra = self.place(current, *total - current, rf)?;
+            MetadataCommand::CreatePartitions {
+                name,
+                total,
+                assignments,
+            } => {
+                let manual = (!assignments.is_empty()).then_some(assignments.as_slice());
+                let lists = self.assign_new_partitions(name, *total, manual)?;
+                let extra = self.new_partitions(&lists);
                 let topic = self.topics.get_mut(name).expect("checked above");
                 topic.partitions.extend(extra);
                 Outcome::Topic(topic.clone())
@@ -494,67 +504,6 @@ impl MetadataState {
         debug_assert_eq!(self.check_invariants(), Ok(()));
         Ok(outcome)
     }
-
-    /// Places `count` new partitions starting at index `first` over the registered brokers,
-    /// round-robin so replicas and leaders spread evenly; the first replica leads.
-    fn place(
-        &self,
-        first: i32,
-        count: i32,
-        replication_factor: i16,
-    ) -> Result<Vec<PartitionInfo>, Refusal> {
-        // Only brokers that are alive get new replicas.
-        let brokers: Vec<i32> = self
-            .brokers
-            .values()
-            .filter(|b| b.state == BrokerState::Alive)
-            .map(|b| b.node_id)
-            .collect();
-        let rf = if replication_factor <= 0 {
-            1
-        } else {
-            replication_factor as usize
-        };
-        if brokers.is_empty() || rf > brokers.len() {
-            return Err(Refusal::InvalidReplicationFactor(
-                replication_factor as i32,
-                brokers.len(),
-            ));
-        }
-        // Leadership is balanced across topics: each new partition is led (as its preferred,
-        // first replica) by the alive broker leading the fewest partitions so far, ties to
-        // the lowest id; its other replicas follow that broker in id order.
-        let mut leads: BTreeMap<i32, usize> = brokers.iter().map(|b| (*b, 0)).collect();
-        for t in self.topics.values() {
-            for p in &t.partitions {
-                if let Some(n) = leads.get_mut(&p.leader) {
-                    *n += 1;
-                }
-            }
-        }
-        Ok((first..first + count)
-            .map(|_| {
-                let (start, _) = brokers
-                    .iter()
-                    .enumerate()
-                    .min_by_key(|(_, b)| (leads[*b], **b))
-                    .expect("brokers is not empty");
-                let replicas: Vec<i32> = (0..rf)
-                    .map(|r| brokers[(start + r) % brokers.len()])
-                    .collect();
-                *leads.get_mut(&replicas[0]).expect("a known broker") += 1;
-                PartitionInfo {
-                    leader: replicas[0],
-                    leader_epoch: 0,
-                    isr: replicas.clone(),
-                    replicas,
-                    sealed: false,
-                    adding: Vec::new(),
-                    removing: Vec::new(),
-                }
-            })
-            .collect())
-    }
 }
 
 /// A partition of `topic`, or the refusal naming what does not exist.
@@ -593,16 +542,6 @@ fn partition_mut<'a>(
         })
 }
 
-fn check_partition_count(n: i32) -> Result<(), Refusal> {
-    if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&n) {
-        return Err(Refusal::InvalidPartitions {
-            requested: n,
-            reason: format!("must be between 1 and {MAX_PARTITIONS_PER_TOPIC}"),
-        });
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -624,14 +563,17 @@ mod tests {
         s
     }
 
+    /// CreateTopic in its older form (counts only, placed on apply): such commands are still
+    /// in Raft logs written before commands carried assignments.
     fn create(name: &str, partitions: i32, rf: i16) -> MetadataCommand {
         MetadataCommand::CreateTopic {
             name: name.into(),
             id: Uuid::from_u128(7),
-            partitions,
-            replication_factor: rf,
+            assignments: Vec::new(),
             configs: BTreeMap::new(),
             internal: false,
+            partitions: Some(partitions),
+            replication_factor: Some(rf),
         }
     }
 
@@ -703,6 +645,7 @@ mod tests {
         s.apply(&MetadataCommand::CreatePartitions {
             name: "t".into(),
             total: 5,
+            assignments: Vec::new(),
         })
         .unwrap();
         assert_eq!(s.topic("t").unwrap().partitions.len(), 5);
@@ -710,11 +653,38 @@ mod tests {
             .apply(&MetadataCommand::CreatePartitions {
                 name: "t".into(),
                 total: 3,
+                assignments: Vec::new(),
             })
             .is_err());
         s.apply(&MetadataCommand::DeleteTopic { name: "t".into() })
             .unwrap();
         assert!(s.topic("t").is_none());
+    }
+
+    #[test]
+    fn commands_from_older_logs_still_apply() {
+        // CreateTopic and CreatePartitions as Raft logs hold them from before commands
+        // carried assignments: placed on apply, as they were then.
+        let old = r#"{"CreateTopic":{"name":"t","id":"00000000-0000-0000-0000-000000000007",
+            "partitions":2,"replication_factor":2,"configs":{},"internal":false}}"#;
+        let cmd: MetadataCommand = serde_json::from_str(old).unwrap();
+        let mut s = state_with_brokers(3);
+        s.apply(&cmd).unwrap();
+        let grow = r#"{"CreatePartitions":{"name":"t","total":3}}"#;
+        s.apply(&serde_json::from_str(grow).unwrap()).unwrap();
+        let replicas: Vec<Vec<i32>> = s.topics["t"]
+            .partitions
+            .iter()
+            .map(|p| p.replicas.clone())
+            .collect();
+        assert_eq!(replicas, vec![vec![1, 2], vec![2, 3], vec![3, 1]]);
+        let placed = MetadataCommand::CreatePartitions {
+            name: "t".into(),
+            total: 4,
+            assignments: vec![vec![1, 3]],
+        };
+        s.apply(&placed).unwrap();
+        assert_eq!(s.topics["t"].partitions[3].replicas, vec![1, 3]);
     }
 
     #[test]

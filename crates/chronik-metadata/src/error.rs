@@ -39,6 +39,11 @@ pub enum Refusal {
         partition: i32,
         reason: String,
     },
+    /// A CreateTopic or CreatePartitions assignment Kafka would refuse (unknown broker, one
+    /// broker twice, uneven replica counts, no replica that can lead). Shown as Kafka words it
+    /// (the client knows the topic from the result it reads it in).
+    #[error("{reason}")]
+    InvalidReplicaAssignment { topic: String, reason: String },
     #[error("{topic}-{partition}: no reassignment is in progress")]
     NoReassignmentInProgress { topic: String, partition: i32 },
     #[error("{topic}-{partition}: invalid ISR {isr:?}: {reason}")]

@@ -12,6 +12,7 @@
 mod command;
 mod error;
 mod files;
+mod placement;
 pub mod raft;
 mod state;
 pub mod topic_name;

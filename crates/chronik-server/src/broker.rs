@@ -8,6 +8,9 @@ mod heal;
 mod periodic;
 mod roles;
 mod start;
+mod topics;
+
+pub use topics::Layout;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,7 +32,7 @@ use crate::config::BrokerConfig;
 use crate::offsets::Offsets;
 use crate::partition::Partition;
 use crate::shutdown::Shutdown;
-use crate::topic_config::{self, TopicConfig};
+use crate::topic_config::TopicConfig;
 
 /// How many producer ids one metadata command reserves for this broker.
 const PRODUCER_ID_BLOCK: i64 = 1000;
@@ -106,7 +109,9 @@ impl From<MetadataError> for TopicError {
                 Refusal::StaleLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
                 Refusal::InvalidIsr { .. } => ResponseError::InvalidRequest,
                 Refusal::IneligibleLeader { .. } => ResponseError::EligibleLeadersNotAvailable,
-                Refusal::InvalidReassignment { .. } => ResponseError::InvalidReplicaAssignment,
+                Refusal::InvalidReassignment { .. } | Refusal::InvalidReplicaAssignment { .. } => {
+                    ResponseError::InvalidReplicaAssignment
+                }
                 Refusal::NoReassignmentInProgress { .. } => ResponseError::NoReassignmentInProgress,
             },
             MetadataError::Io { .. } | MetadataError::Corrupt { .. } => {
@@ -246,7 +251,16 @@ impl Broker {
             .min(self.metadata().brokers.len())
             .max(1) as i16;
         match self
-            .create_topic_checked(OFFSETS_TOPIC, want, rf, configs, true, false)
+            .create_topic_checked(
+                OFFSETS_TOPIC,
+                Layout::Counts {
+                    partitions: want,
+                    replication_factor: rf,
+                },
+                configs,
+                true,
+                false,
+            )
             .await
         {
             Ok(_) => {}
@@ -395,182 +409,6 @@ impl Broker {
             Ok(Ok(s)) => s,
             _ => self.metadata(),
         }
-    }
-
-    /// Creates a topic and opens its partitions. `num_partitions`/`replication_factor` of
-    /// -1 mean the broker default.
-    pub async fn create_topic(
-        &self,
-        name: &str,
-        num_partitions: i32,
-        replication_factor: i16,
-        configs: BTreeMap<String, String>,
-        validate_only: bool,
-    ) -> Result<TopicInfo, TopicError> {
-        chronik_metadata::topic_name::validate(name)
-            .map_err(|r| TopicError::new(ResponseError::InvalidTopicException, r))?;
-        if name == OFFSETS_TOPIC {
-            return Err(TopicError::new(
-                ResponseError::TopicAlreadyExists,
-                format!("{OFFSETS_TOPIC} is internal and created by the broker"),
-            ));
-        }
-        topic_config::validate_overrides(&configs)
-            .map_err(|e| TopicError::new(ResponseError::InvalidConfig, e.to_string()))?;
-        self.create_topic_checked(
-            name,
-            num_partitions,
-            replication_factor,
-            configs,
-            false,
-            validate_only,
-        )
-        .await
-    }
-
-    /// Creates a topic whose name and configs were already checked.
-    async fn create_topic_checked(
-        &self,
-        name: &str,
-        num_partitions: i32,
-        replication_factor: i16,
-        configs: BTreeMap<String, String>,
-        internal: bool,
-        validate_only: bool,
-    ) -> Result<TopicInfo, TopicError> {
-        let partitions = if num_partitions == -1 {
-            self.config.num_partitions
-        } else {
-            num_partitions
-        };
-        let rf = if replication_factor == -1 {
-            1
-        } else {
-            replication_factor
-        };
-        if rf < 1 {
-            return Err(TopicError::new(
-                ResponseError::InvalidReplicationFactor,
-                format!("replication factor {rf} must be at least 1"),
-            ));
-        }
-        let cmd = MetadataCommand::CreateTopic {
-            name: name.to_string(),
-            id: Uuid::new_v4(),
-            partitions,
-            replication_factor: rf,
-            configs,
-            internal,
-        };
-        let _admin = self.topic_admin.lock().await;
-        if validate_only {
-            let mut scratch = (*self.metadata()).clone();
-            return match scratch.apply(&cmd)? {
-                Outcome::Topic(t) => Ok(t),
-                _ => unreachable!("CreateTopic yields a topic"),
-            };
-        }
-        let topic = match self.apply(cmd).await? {
-            Outcome::Topic(t) => t,
-            _ => unreachable!("CreateTopic yields a topic"),
-        };
-        let state = self
-            .applied_locally(|s| s.topic(name).is_some_and(|t| t.id == topic.id))
-            .await;
-        self.sync_partitions(&state).await.map_err(|(_, p, e)| {
-            TopicError::new(
-                ResponseError::KafkaStorageError,
-                format!("partition {p}: {e}"),
-            )
-        })?;
-        tracing::info!(topic = name, partitions, "created topic");
-        Ok(topic)
-    }
-
-    /// Returns the topic, creating it with broker defaults if it is missing and
-    /// auto-creation is on. `Ok(None)`: missing and not created.
-    pub async fn get_or_auto_create(
-        &self,
-        name: &str,
-        allow: bool,
-    ) -> Result<Option<TopicInfo>, TopicError> {
-        if let Some(t) = self.metadata().topic(name) {
-            return Ok(Some(t.clone()));
-        }
-        if !(allow && self.config.auto_create_topics) {
-            return Ok(None);
-        }
-        match self
-            .create_topic(name, -1, -1, BTreeMap::new(), false)
-            .await
-        {
-            Ok(t) => Ok(Some(t)),
-            Err(e) if e.code == ResponseError::TopicAlreadyExists => {
-                Ok(self.metadata().topic(name).cloned())
-            }
-            Err(e) => Err(e),
-        }
-    }
-
-    pub async fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
-        if name == OFFSETS_TOPIC {
-            return Err(TopicError::new(
-                ResponseError::InvalidRequest,
-                format!("{OFFSETS_TOPIC} is internal and cannot be deleted"),
-            ));
-        }
-        let _admin = self.topic_admin.lock().await;
-        let id = self.metadata().topic(name).map(|t| t.id);
-        self.apply(MetadataCommand::DeleteTopic {
-            name: name.to_string(),
-        })
-        .await?;
-        let state = self
-            .applied_locally(|s| s.topic(name).map(|t| t.id) != id)
-            .await;
-        if let Err((_, p, e)) = self.sync_partitions(&state).await {
-            tracing::error!(topic = name, partition = p, error = %e, "cannot open partition");
-        }
-        tracing::info!(topic = name, "deleted topic");
-        Ok(())
-    }
-
-    pub async fn create_partitions(
-        &self,
-        name: &str,
-        total: i32,
-        validate_only: bool,
-    ) -> Result<(), TopicError> {
-        let cmd = MetadataCommand::CreatePartitions {
-            name: name.to_string(),
-            total,
-        };
-        let _admin = self.topic_admin.lock().await;
-        if validate_only {
-            (*self.metadata()).clone().apply(&cmd)?;
-            return Ok(());
-        }
-        let before = self
-            .metadata()
-            .topic(name)
-            .map(|t| t.partitions.len())
-            .unwrap_or(0);
-        match self.apply(cmd).await? {
-            Outcome::Topic(_) => {}
-            _ => unreachable!("CreatePartitions yields a topic"),
-        };
-        let want = total as usize;
-        let state = self
-            .applied_locally(|s| s.topic(name).is_some_and(|t| t.partitions.len() >= want))
-            .await;
-        self.sync_partitions(&state).await.map_err(|(_, p, e)| {
-            TopicError::new(
-                ResponseError::KafkaStorageError,
-                format!("partition {p}: {e}"),
-            )
-        })?;
-        tracing::info!(topic = name, from = before, to = total, "added partitions");
-        Ok(())
     }
 
     /// The next producer id, reserving a new block through metadata when one runs out.

@@ -114,6 +114,15 @@ pub struct ServerArgs {
     /// Create unknown topics on Metadata requests [default: true]
     #[arg(long, env = "CHRONIK_AUTO_CREATE_TOPICS")]
     pub auto_create_topics: Option<bool>,
+    /// Replicas of each partition of an auto-created topic, and of one created with
+    /// replication factor -1 (Kafka's default.replication.factor) [default: the number of
+    /// alive brokers at creation, at most 3]
+    #[arg(long, env = "CHRONIK_DEFAULT_REPLICATION_FACTOR")]
+    pub default_replication_factor: Option<i16>,
+    /// Default min.insync.replicas of topics: in-sync replicas an acks=all produce needs,
+    /// else NOT_ENOUGH_REPLICAS (Kafka's broker min.insync.replicas) [default: 1]
+    #[arg(long, env = "CHRONIK_MIN_INSYNC_REPLICAS")]
+    pub min_insync_replicas: Option<i64>,
     /// Default retention.ms of topics; -1 keeps data forever [default: 604800000]
     #[arg(long, env = "CHRONIK_RETENTION_MS", allow_hyphen_values = true)]
     pub retention_ms: Option<i64>,
@@ -257,6 +266,8 @@ struct FileConfig {
     offsets_compact_after_records: Option<u64>,
     num_partitions: Option<i32>,
     auto_create_topics: Option<bool>,
+    default_replication_factor: Option<i16>,
+    min_insync_replicas: Option<i64>,
     retention_ms: Option<i64>,
     retention_bytes: Option<i64>,
     segment_bytes: Option<i64>,
@@ -303,6 +314,8 @@ pub struct BrokerConfig {
     pub offsets_compact_after_records: u64,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
+    /// `None`: the alive brokers at creation, at most 3.
+    pub default_replication_factor: Option<i16>,
     pub topic_defaults: TopicDefaults,
     pub retention_check_interval_ms: u64,
     pub max_connections: usize,
@@ -414,6 +427,10 @@ impl BrokerConfig {
                 .max_message_bytes
                 .or(file.max_message_bytes)
                 .unwrap_or(d.max_message_bytes),
+            min_insync_replicas: args
+                .min_insync_replicas
+                .or(file.min_insync_replicas)
+                .unwrap_or(d.min_insync_replicas),
         };
         topic_defaults
             .validate()
@@ -449,6 +466,9 @@ impl BrokerConfig {
                 .auto_create_topics
                 .or(file.auto_create_topics)
                 .unwrap_or(true),
+            default_replication_factor: args
+                .default_replication_factor
+                .or(file.default_replication_factor),
             topic_defaults,
             retention_check_interval_ms: args
                 .retention_check_interval_ms
@@ -607,6 +627,9 @@ impl BrokerConfig {
         }
         if !(1..=chronik_metadata::MAX_PARTITIONS_PER_TOPIC).contains(&self.num_partitions) {
             return invalid("num-partitions", "must be between 1 and 10000");
+        }
+        if self.default_replication_factor.is_some_and(|rf| rf < 1) {
+            return invalid("default-replication-factor", "must be at least 1");
         }
         if self.retention_check_interval_ms == 0 {
             return invalid("retention-check-interval-ms", "must be > 0");

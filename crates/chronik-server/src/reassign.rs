@@ -57,18 +57,15 @@ pub fn check_move(
             ),
         ));
     }
-    let current_rf = p.replicas.len();
     let t = scratch.topic(topic).ok_or_else(|| {
         TopicError::new(
             ResponseError::UnknownTopicOrPartition,
             format!("topic '{topic}' does not exist"),
         )
     })?;
-    // The topic's min.insync.replicas as it stands (its default follows the current
-    // replication factor): a move must not leave fewer replicas than acks=all needs.
-    let min_isr = broker
-        .topic_config(t)
-        .min_insync_for(&t.configs, current_rf);
+    // The topic's min.insync.replicas: a move must not leave fewer replicas than acks=all
+    // needs.
+    let min_isr = broker.topic_config(t).min_insync_replicas();
     if target.len() < min_isr {
         return Err(TopicError::new(
             ResponseError::InvalidReplicationFactor,

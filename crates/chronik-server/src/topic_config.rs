@@ -26,6 +26,8 @@ pub struct TopicDefaults {
     pub segment_bytes: i64,
     pub segment_ms: i64,
     pub max_message_bytes: i64,
+    /// Kafka's broker `min.insync.replicas`: the topics' default.
+    pub min_insync_replicas: i64,
 }
 
 impl Default for TopicDefaults {
@@ -36,6 +38,7 @@ impl Default for TopicDefaults {
             segment_bytes: 1 << 30,
             segment_ms: 7 * 24 * 3600 * 1000,
             max_message_bytes: 1_048_588,
+            min_insync_replicas: 1,
         }
     }
 }
@@ -49,6 +52,7 @@ impl TopicDefaults {
             ("segment-bytes", self.segment_bytes),
             ("segment-ms", self.segment_ms),
             ("max-message-bytes", self.max_message_bytes),
+            ("min-insync-replicas", self.min_insync_replicas),
         ] {
             let topic_key = key.replace('-', ".");
             let spec = spec(&topic_key).expect("every default has a spec");
@@ -64,6 +68,7 @@ impl TopicDefaults {
             "segment.bytes" => self.segment_bytes.to_string(),
             "segment.ms" => self.segment_ms.to_string(),
             "max.message.bytes" => self.max_message_bytes.to_string(),
+            "min.insync.replicas" => self.min_insync_replicas.to_string(),
             _ => return None,
         })
     }
@@ -259,25 +264,10 @@ impl TopicConfig {
         self.num("max.message.bytes").max(0) as usize
     }
 
+    /// In-sync replicas an acks=all produce needs: the topic's override, else the broker's
+    /// `--min-insync-replicas` (as Kafka: 1 unless set).
     pub fn min_insync_replicas(&self) -> usize {
         self.num("min.insync.replicas").max(1) as usize
-    }
-
-    /// `min.insync.replicas` for a partition with `replication_factor` replicas: the topic's
-    /// explicit setting, else 2 from three replicas up (so acks=all survives one loss and still
-    /// means two copies), else 1.
-    pub fn min_insync_for(
-        &self,
-        explicit: &BTreeMap<String, String>,
-        replication_factor: usize,
-    ) -> usize {
-        if explicit.contains_key("min.insync.replicas") {
-            self.min_insync_replicas()
-        } else if replication_factor >= 3 {
-            2
-        } else {
-            1
-        }
     }
 
     /// The WAL settings this topic config implies.
@@ -323,6 +313,7 @@ mod tests {
     fn sources_and_log_config() {
         let defaults = TopicDefaults {
             retention_bytes: 5000,
+            min_insync_replicas: 2,
             ..TopicDefaults::default()
         };
         let cfg = TopicConfig::resolve(&defaults, &map(&[("retention.ms", "1000")]));
@@ -330,6 +321,13 @@ mod tests {
         assert_eq!(get("retention.ms").source, SOURCE_DYNAMIC_TOPIC);
         assert_eq!(get("retention.bytes").source, SOURCE_STATIC_BROKER);
         assert_eq!(get("segment.ms").source, SOURCE_DEFAULT);
+        // The broker's min.insync.replicas is the topic's, reported as a static broker config.
+        assert_eq!(get("min.insync.replicas").source, SOURCE_STATIC_BROKER);
+        assert_eq!(cfg.min_insync_replicas(), 2);
+        let plain = TopicConfig::resolve(&TopicDefaults::default(), &BTreeMap::new());
+        assert_eq!(plain.min_insync_replicas(), 1);
+        let set = TopicConfig::resolve(&defaults, &map(&[("min.insync.replicas", "3")]));
+        assert_eq!(set.min_insync_replicas(), 3);
         let log = cfg.log_config(FsyncPolicy::Always);
         assert_eq!(log.retention_ms, Some(1000));
         assert_eq!(log.retention_bytes, Some(5000));

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use chronik_protocol::{encode_response, versions, Request};
-use chronik_server::broker::Broker;
+use chronik_server::broker::{Broker, Layout};
 use chronik_server::config::{BrokerConfig, ServerArgs};
 use chronik_server::handlers::{dispatch, Reply};
 use chronik_server::shutdown::Shutdown;
@@ -399,11 +399,27 @@ async fn every_advertised_version_answers_and_encodes() {
     .await
     .unwrap();
     let t = broker
-        .create_topic("t", 1, 1, BTreeMap::new(), false)
+        .create_topic(
+            "t",
+            Layout::Counts {
+                partitions: 1,
+                replication_factor: 1,
+            },
+            BTreeMap::new(),
+            false,
+        )
         .await
         .unwrap();
     broker
-        .create_topic("grow", 1, 1, BTreeMap::new(), false)
+        .create_topic(
+            "grow",
+            Layout::Counts {
+                partitions: 1,
+                replication_factor: 1,
+            },
+            BTreeMap::new(),
+            false,
+        )
         .await
         .unwrap();
 

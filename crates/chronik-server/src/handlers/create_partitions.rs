@@ -2,7 +2,6 @@ use std::sync::Arc;
 
 use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
 use kafka_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse, ResponseKind};
-use kafka_protocol::ResponseError;
 
 use super::{str_bytes, topic_str, Reply};
 use crate::broker::Broker;
@@ -12,21 +11,17 @@ pub async fn handle(broker: &Arc<Broker>, req: CreatePartitionsRequest, _version
     for t in req.topics {
         let name = topic_str(&t.name).to_string();
         let result = CreatePartitionsTopicResult::default().with_name(t.name.clone());
-        let manual = t.assignments.as_ref().is_some_and(|a| {
+        // One replica list per new partition, checked against the topic and the brokers by
+        // the metadata (`chronik_metadata::placement`).
+        let manual = t.assignments.as_ref().map(|a| {
             a.iter()
-                .any(|x| x.broker_ids.iter().any(|b| b.0 != broker.node_id))
+                .map(|x| x.broker_ids.iter().map(|b| b.0).collect())
+                .collect()
         });
-        let outcome = if manual {
-            Err((
-                ResponseError::InvalidReplicaAssignment,
-                "manual replica assignment to other brokers is not supported".to_string(),
-            ))
-        } else {
-            broker
-                .create_partitions(&name, t.count, req.validate_only)
-                .await
-                .map_err(|e| (e.code, e.message))
-        };
+        let outcome = broker
+            .create_partitions(&name, t.count, manual, req.validate_only)
+            .await
+            .map_err(|e| (e.code, e.message));
         results.push(match outcome {
             Ok(()) => result,
             Err((code, msg)) => result

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -8,7 +9,7 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, Respon
 use kafka_protocol::ResponseError;
 
 use super::{str_bytes, topic_str, Reply};
-use crate::broker::Broker;
+use crate::broker::{Broker, Layout};
 
 pub async fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, _version: i16) -> Reply {
     let mut results = Vec::with_capacity(req.topics.len());
@@ -31,13 +32,13 @@ pub async fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, _version: i1
             ));
             continue;
         }
-        if !t.assignments.is_empty() {
-            results.push(fail(
-                ResponseError::InvalidReplicaAssignment,
-                "manual replica assignment is not supported; leave assignments empty".into(),
-            ));
-            continue;
-        }
+        let layout = match layout(t) {
+            Ok(l) => l,
+            Err((code, msg)) => {
+                results.push(fail(code, msg));
+                continue;
+            }
+        };
         let configs: BTreeMap<String, String> = t
             .configs
             .iter()
@@ -48,13 +49,7 @@ pub async fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, _version: i1
             })
             .collect();
         match broker
-            .create_topic(
-                &name,
-                t.num_partitions,
-                t.replication_factor,
-                configs,
-                req.validate_only,
-            )
+            .create_topic(&name, layout, configs, req.validate_only)
             .await
         {
             Ok(info) => {
@@ -83,4 +78,111 @@ pub async fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, _version: i1
     Reply::now(ResponseKind::CreateTopics(
         CreateTopicsResponse::default().with_topics(results),
     ))
+}
+
+/// The topic's layout: counts (-1: the broker defaults), or the client's replica assignment,
+/// which Kafka accepts only with both counts -1 (INVALID_REQUEST otherwise) and only as one
+/// list for each of partitions 0..n (INVALID_REPLICA_ASSIGNMENT otherwise); the brokers in
+/// the lists are checked against the metadata (`chronik_metadata::placement`).
+fn layout(t: &CreatableTopic) -> Result<Layout, (ResponseError, String)> {
+    if t.assignments.is_empty() {
+        return Ok(Layout::Counts {
+            partitions: t.num_partitions,
+            replication_factor: t.replication_factor,
+        });
+    }
+    if t.replication_factor != -1 {
+        return Err((
+            ResponseError::InvalidRequest,
+            "A manual partition assignment was specified, but replication factor was not set \
+             to -1."
+                .into(),
+        ));
+    }
+    if t.num_partitions != -1 {
+        return Err((
+            ResponseError::InvalidRequest,
+            "A manual partition assignment was specified, but numPartitions was not set to -1."
+                .into(),
+        ));
+    }
+    let mut by_partition = BTreeMap::new();
+    for a in &t.assignments {
+        let replicas = a.broker_ids.iter().map(|b| b.0).collect::<Vec<i32>>();
+        if by_partition.insert(a.partition_index, replicas).is_some() {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                format!(
+                    "Found multiple manual partition assignments for partition {}",
+                    a.partition_index
+                ),
+            ));
+        }
+    }
+    if !by_partition
+        .keys()
+        .copied()
+        .eq(0..by_partition.len() as i32)
+    {
+        return Err((
+            ResponseError::InvalidReplicaAssignment,
+            "partitions should be a consecutive 0-based integer sequence".into(),
+        ));
+    }
+    Ok(Layout::Manual(by_partition.into_values().collect()))
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::create_topics_request::CreatableReplicaAssignment;
+    use kafka_protocol::messages::BrokerId;
+
+    use super::*;
+
+    fn topic(partitions: i32, rf: i16, lists: &[(i32, &[i32])]) -> CreatableTopic {
+        CreatableTopic::default()
+            .with_num_partitions(partitions)
+            .with_replication_factor(rf)
+            .with_assignments(
+                lists
+                    .iter()
+                    .map(|(p, brokers)| {
+                        CreatableReplicaAssignment::default()
+                            .with_partition_index(*p)
+                            .with_broker_ids(brokers.iter().map(|b| BrokerId(*b)).collect())
+                    })
+                    .collect(),
+            )
+    }
+
+    #[test]
+    fn assignments_need_both_counts_unset_and_every_partition_once() {
+        assert_eq!(
+            layout(&topic(3, 2, &[])),
+            Ok(Layout::Counts {
+                partitions: 3,
+                replication_factor: 2
+            })
+        );
+        // Out of order on the wire, in partition order in the layout.
+        assert_eq!(
+            layout(&topic(-1, -1, &[(1, &[2, 3]), (0, &[3, 1])])),
+            Ok(Layout::Manual(vec![vec![3, 1], vec![2, 3]]))
+        );
+        let code = |t| layout(&t).unwrap_err().0;
+        assert_eq!(
+            code(topic(-1, 2, &[(0, &[1])])),
+            ResponseError::InvalidRequest
+        );
+        assert_eq!(
+            code(topic(1, -1, &[(0, &[1])])),
+            ResponseError::InvalidRequest
+        );
+        for bad in [&[(0, &[1][..]), (0, &[2][..])][..], &[(1, &[1][..])][..]] {
+            assert_eq!(
+                code(topic(-1, -1, bad)),
+                ResponseError::InvalidReplicaAssignment
+            );
+        }
+    }
 }

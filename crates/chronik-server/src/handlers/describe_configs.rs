@@ -140,6 +140,20 @@ fn broker_entries(broker: &Broker, name: &str) -> Result<Vec<Entry>, (ResponseEr
             1,
         ),
         (
+            "default.replication.factor",
+            broker
+                .default_replication_factor(&broker.metadata())
+                .to_string(),
+            c.default_replication_factor.is_none(),
+            3,
+        ),
+        (
+            "min.insync.replicas",
+            d.min_insync_replicas.to_string(),
+            d.min_insync_replicas == default.min_insync_replicas,
+            3,
+        ),
+        (
             "log.retention.ms",
             d.retention_ms.to_string(),
             d.retention_ms == default.retention_ms,

@@ -23,7 +23,7 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
     let acks = req.acks;
     let state = broker.metadata();
     let mut responses = Vec::with_capacity(req.topic_data.len());
-    // (topic index, partition index, end offset to wait for, log)
+    // (topic index, partition index, the append to wait for, its partition, min.insync.replicas)
     let mut waits = Vec::new();
     for topic in req.topic_data {
         let name = topic_str(&topic.name).to_string();
@@ -65,7 +65,7 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
                 (info, part_info, partition)
             {
                 let config = broker.topic_config(topic_info);
-                let min_isr = config.min_insync_for(&topic_info.configs, p_info.replicas.len());
+                let min_isr = config.min_insync_replicas();
                 if acks == -1 && p_info.isr.len() < min_isr {
                     fail(
                         pr,
@@ -97,6 +97,7 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
                                     partitions.len(),
                                     accepted,
                                     partition.clone(),
+                                    min_isr,
                                 ));
                             }
                             pr.with_base_offset(accepted.base_offset)
@@ -146,15 +147,17 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
         return Reply::now(done(responses));
     }
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64).max(MIN_COMMIT_WAIT);
+    let broker = broker.clone();
     Reply::Later(Box::pin(async move {
-        let results = join_all(waits.into_iter().map(|(t, p, accepted, part)| async move {
+        let broker = &broker;
+        let results = join_all(waits.into_iter().map(|(t, p, accepted, part, min_isr)| async move {
             let end = accepted.end_offset;
             // acks=all: durable on every ISR replica (the high watermark passed it while this
             // node still led); acks=1: durable here under the fsync policy.
             let r = if acks == -1 {
                 let wait = part.replica.wait_high_watermark(end, accepted.leader_epoch);
                 match tokio::time::timeout(timeout, wait).await {
-                    Ok(Ok(())) => Ok(()),
+                    Ok(Ok(())) => isr_after_append(broker, &part.topic, part.index, min_isr),
                     Ok(Err(e)) => {
                         tracing::info!(topic = %part.topic, partition = part.index, end, error = %e,
                             "acks=all produce not confirmed; answering NOT_LEADER_OR_FOLLOWER");
@@ -194,6 +197,30 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
         }
         done(responses)
     }))
+}
+
+/// Kafka's check once the high watermark passed an acks=all append: the ISR the write
+/// reached may have shrunk below min.insync.replicas meanwhile (the high watermark counts
+/// only ISR members), and then the write is stored on fewer copies than the producer asked
+/// for: NOT_ENOUGH_REPLICAS_AFTER_APPEND (retriable; an idempotent retry is deduplicated).
+fn isr_after_append(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    min_isr: usize,
+) -> Result<(), (ResponseError, String)> {
+    let state = broker.metadata();
+    let isr = state
+        .topic(topic)
+        .and_then(|t| t.partitions.get(usize::try_from(partition).ok()?))
+        .map_or(0, |p| p.isr.len());
+    if isr < min_isr {
+        return Err((
+            ResponseError::NotEnoughReplicasAfterAppend,
+            format!("written, but the ISR has {isr} replica(s), min.insync.replicas is {min_isr}"),
+        ));
+    }
+    Ok(())
 }
 
 fn timed_out() -> (ResponseError, String) {
