@@ -113,6 +113,9 @@ pub struct ServedFetch {
     pub leader_epoch: i32,
 }
 
+/// How often a commit wait whose leadership moved looks at its write's fate again.
+const FATE_POLL: Duration = Duration::from_millis(50);
+
 /// Why a write's wait for the high watermark ended without success.
 #[derive(Debug, thiserror::Error)]
 pub enum CommitWaitError {
@@ -123,6 +126,10 @@ pub enum CommitWaitError {
     LeadershipLost { topic: String, partition: i32 },
     #[error("{topic}-{partition}: replica closed")]
     Closed { topic: String, partition: i32 },
+    /// After leadership moved, this replica's log dropped the write (a divergent tail cut
+    /// to match the new leader, or a heal): it is stored nowhere this log follows.
+    #[error("{topic}-{partition}: the write was cut from the log after leadership moved")]
+    Truncated { topic: String, partition: i32 },
 }
 
 pub struct Replica {
@@ -253,6 +260,68 @@ impl Replica {
         } else {
             Err(lost())
         }
+    }
+
+    /// Resolves once the write ending at `end`, appended while this replica led in `epoch`,
+    /// is committed, wherever leadership went since. While this replica leads in `epoch` that
+    /// is [`wait_high_watermark`](Self::wait_high_watermark). Once leadership moved, the
+    /// write's fate is what the log this replica now follows (or leads in a later epoch) makes
+    /// of it: still held in `epoch` and below the high watermark, it is committed (`Ok`); cut
+    /// away, it is [`CommitWaitError::Truncated`]. Answering "not the leader" for a write the
+    /// new leader holds would tell an idempotent client it was not stored: librdkafka then
+    /// bumps its producer epoch and sends it again, and nobody can recognise the duplicate.
+    /// The caller bounds the wait; a timeout means the fate is still unknown.
+    pub async fn wait_committed_anywhere(
+        &self,
+        end: i64,
+        epoch: Option<i32>,
+    ) -> Result<(), CommitWaitError> {
+        let waited = self.wait_high_watermark(end, epoch).await;
+        let (Err(CommitWaitError::LeadershipLost { .. }), Some(epoch)) = (&waited, epoch) else {
+            return waited;
+        };
+        let mut hw = self.hw.subscribe();
+        loop {
+            if let Some(fate) = self.fate(epoch, end) {
+                return fate;
+            }
+            // Truncations lower the high watermark only when it was above the cut, so the
+            // watch alone may not wake this: look again every FATE_POLL as well.
+            tokio::select! {
+                r = hw.changed() => if r.is_err() {
+                    return Err(CommitWaitError::Closed {
+                        topic: self.topic.clone(),
+                        partition: self.partition,
+                    });
+                },
+                _ = tokio::time::sleep(FATE_POLL) => {}
+            }
+        }
+    }
+
+    /// The fate of the write ending at `end` in leader epoch `epoch`, if decided: `Ok` once it
+    /// is below the high watermark and this log still holds it in that epoch, `Truncated`
+    /// once this log no longer does. Read under the state lock, which truncations, heals and
+    /// high watermark changes hold, so the two checks see one state.
+    fn fate(&self, epoch: i32, end: i64) -> Option<Result<(), CommitWaitError>> {
+        let st = self.lock();
+        if st.generation != self.log.generation() {
+            // The log healed and its epochs are not reconciled yet: undecided until they are
+            // (the heal kept what was synced, which may include the write).
+            return None;
+        }
+        let log_end = self.log.log_end_offset();
+        let held = st
+            .epochs
+            .end_offset_for(epoch, log_end)
+            .is_some_and(|(e, last)| e == epoch && last >= end);
+        if !held {
+            return Some(Err(CommitWaitError::Truncated {
+                topic: self.topic.clone(),
+                partition: self.partition,
+            }));
+        }
+        (*self.hw.borrow() >= end).then_some(Ok(()))
     }
 
     /// Applies the metadata's view. Becoming leader (or a new epoch) resets follower progress:
@@ -726,6 +795,71 @@ mod tests {
             Err(CommitWaitError::LeadershipLost { .. })
         ));
         assert_eq!(r.leading_epoch(), None);
+    }
+
+    /// A write appended while leading whose wait outlives the leadership: committed once the
+    /// log this replica now follows holds it below the high watermark, lost once that log cut
+    /// it; never "not the leader" while the new leader may hold it.
+    #[tokio::test]
+    async fn a_commit_wait_follows_its_write_after_leadership_moves() {
+        use chronik_wal::batch::test_util::batch;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = replica(dir.path()).await;
+        r.set_role(Role::Leader {
+            epoch: 1,
+            isr: vec![1, 2],
+        });
+        let written = r.log.append(&mut batch(3, 32), 1).expect("append");
+        r.record_epoch(1, written.base_offset, written.generation);
+        let end = written.last_offset + 1;
+        r.log.wait_committed(end).await.expect("synced");
+        let wait = |r: &Arc<Replica>| {
+            let r = r.clone();
+            tokio::spawn(async move { r.wait_committed_anywhere(end, Some(1)).await })
+        };
+        // Follower 2 has not fetched: the high watermark stays below the write.
+        let committed = wait(&r);
+        tokio::task::yield_now().await;
+        r.set_role(Role::Follower {
+            leader: 2,
+            epoch: 2,
+        });
+        tokio::time::sleep(FATE_POLL * 2).await;
+        assert!(!committed.is_finished(), "the fate is not known yet");
+        // The new leader holds it and its high watermark passed it.
+        r.set_follower_high_watermark(2, 2, end);
+        let got = tokio::time::timeout(Duration::from_secs(5), committed)
+            .await
+            .expect("decided")
+            .expect("task");
+        assert!(got.is_ok(), "{got:?}");
+
+        // Another write, then leadership moves and the new leader's log does not have it.
+        r.set_role(Role::Leader {
+            epoch: 3,
+            isr: vec![1, 2],
+        });
+        let second = r.log.append(&mut batch(2, 32), 3).expect("append");
+        r.record_epoch(3, second.base_offset, second.generation);
+        let end2 = second.last_offset + 1;
+        let lost = {
+            let r = r.clone();
+            tokio::spawn(async move { r.wait_committed_anywhere(end2, Some(3)).await })
+        };
+        tokio::task::yield_now().await;
+        r.set_role(Role::Follower {
+            leader: 2,
+            epoch: 4,
+        });
+        assert!(r.truncate_fetched(2, 4, second.base_offset).expect("cut"));
+        let got = tokio::time::timeout(Duration::from_secs(5), lost)
+            .await
+            .expect("decided")
+            .expect("task");
+        assert!(
+            matches!(got, Err(CommitWaitError::Truncated { .. })),
+            "{got:?}"
+        );
     }
 
     /// A follower that fetched once and died leaves the ISR after `max_lag`, and its stale

@@ -271,10 +271,11 @@ pub fn split_batches(buf: &[u8]) -> Result<Vec<Range<usize>>, BatchError> {
     Ok(ranges)
 }
 
-#[cfg(test)]
-pub(crate) mod test_util {
+#[cfg(any(test, feature = "test-util"))]
+pub mod test_util {
     //! Builds syntactically valid v2 batches for tests: a real header, a correct CRC32C and
-    //! opaque "record" bytes (the WAL never decodes records).
+    //! opaque "record" bytes (the WAL never decodes records). Other crates' tests get it with
+    //! the feature `test-util`.
 
     use super::*;
 

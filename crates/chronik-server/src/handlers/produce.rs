@@ -152,10 +152,11 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
         let broker = &broker;
         let results = join_all(waits.into_iter().map(|(t, p, accepted, part, min_isr)| async move {
             let end = accepted.end_offset;
-            // acks=all: durable on every ISR replica (the high watermark passed it while this
-            // node still led); acks=1: durable here under the fsync policy.
+            // acks=all: durable on every ISR replica (the high watermark passed it in the log
+            // it was written in, whoever leads now; cut from that log, it was not stored);
+            // acks=1: durable here under the fsync policy.
             let r = if acks == -1 {
-                let wait = part.replica.wait_high_watermark(end, accepted.leader_epoch);
+                let wait = part.replica.wait_committed_anywhere(end, accepted.leader_epoch);
                 match tokio::time::timeout(timeout, wait).await {
                     Ok(Ok(())) => isr_after_append(broker, &part.topic, part.index, min_isr),
                     Ok(Err(e)) => {
