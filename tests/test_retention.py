@@ -62,7 +62,10 @@ def test_retention_bytes_deletes_old_segments(retention_broker):
         lo, hi = watermarks(b.bootstrap, topic, 0)
         return (lo, hi) if (hi - lo) * VALUE_BYTES <= retention_bytes + 2 * SEGMENT_BYTES else None
 
-    low, high = wait_until(trimmed, 20, f"retention.bytes={retention_bytes} to trim the log")
+    wait_until(trimmed, 20, f"retention.bytes={retention_bytes} to trim the log")
+    # Apache Kafka may delete one more segment a pass later: read from a start that stays put.
+    low, high = wait_until(lambda: settled_watermarks(b.bootstrap, topic), 20, "the log start offset to settle")
+    assert (high - low) * VALUE_BYTES <= retention_bytes + 2 * SEGMENT_BYTES
     assert high == n
     kept_bytes = (high - low) * VALUE_BYTES
     assert kept_bytes >= retention_bytes - 2 * SEGMENT_BYTES, f"too much deleted: only {high - low} records kept"
