@@ -221,13 +221,6 @@ class Broker(Stoppable):
         data = ANSI_ESCAPE_RE.sub("", data)
         return "\n".join(data.splitlines()[-lines:]) or "(empty)"
 
-    def rss_bytes(self) -> int:
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
-
     def __repr__(self) -> str:
         state = "running" if self.alive() else f"exited({self.proc and self.proc.returncode})"
         return f"<Broker {self.name} {self.bootstrap if self.port else '-'} {state} data={self.data_dir}>"

@@ -1,7 +1,7 @@
 """Stopping a broker process the tests started: the part of the lifecycle that Chronik's
 `Broker` (conftest.py) and Apache Kafka's `KafkaNode` (reference/kafka.py) share.
 
-A class using `Stoppable` has `proc` (a subprocess.Popen, or None before its first start),
+A class using `Stoppable` has `proc`, `pid` (a subprocess.Popen, or None before its first start),
 `name`, `alive()` and `stderr_tail()`, and sets `error` (the exception it raises) and
 `clean_exits` (the exit codes a SIGTERM may end with) and `shutdown_timeout_s`.
 """
@@ -42,3 +42,12 @@ class Stoppable:
         if code not in self.clean_exits:
             raise self.error(f"{self.name} exited with {code} after SIGTERM, expected one of "
                              f"{self.clean_exits}\nstderr tail:\n{self.stderr_tail()}")
+
+    def rss_bytes(self) -> int:
+        """The process's resident memory now (VmRSS)."""
+        with open(f"/proc/{self.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise self.error(f"{self.name}: no VmRSS in /proc/{self.pid}/status")
+

@@ -60,6 +60,15 @@ def _bench(ctx: RunContext, *args: str) -> list[str]:
     return [str(BENCH), "--bootstrap-servers", ctx.bootstrap, "--topic", ctx.topic, "--json", *args]
 
 
+def _run_kafka_tool(ctx: RunContext, cmd: list[str], parse) -> Measurement:
+    """Runs one of Kafka's perf tools and parses its output; a failed run is a failed measurement."""
+    rc, out, err = kafka_tools.run_tool(cmd, ctx.seconds * 8 + 120)
+    m = parse(out)
+    if rc != 0 or not m.ok:
+        return Measurement(False, error=f"exit {rc}: {m.error} {err.strip()[-600:]}")
+    return m
+
+
 def _planned_messages(ctx: RunContext, first_guess: float, use_hint: bool) -> int:
     """Messages for a run of about `ctx.seconds`. Half chronik-bench's rate errs on the short
     side: the Java producer batches differently, and an overlong first round costs more time
@@ -135,11 +144,7 @@ class KafkaProducerPerf(Client):
         records = _planned_messages(ctx, 50_000, use_hint=True)
         warmup = max(1, records // (ctx.seconds + 1))
         cmd = kafka_tools.producer_cmd(ctx.bootstrap, ctx.topic, records + warmup, w.message_size, w.acks, warmup)
-        rc, out, err = kafka_tools.run_tool(cmd, ctx.seconds * 8 + 120)
-        m = kafka_tools.parse_producer(out)
-        if rc != 0 or not m.ok:
-            return Measurement(False, error=f"exit {rc}: {m.error} {err.strip()[-600:]}")
-        return m
+        return _run_kafka_tool(ctx, cmd, kafka_tools.parse_producer)
 
 
 class KafkaConsumerPerf(Client):
@@ -150,11 +155,7 @@ class KafkaConsumerPerf(Client):
 
     def run(self, ctx: RunContext) -> Measurement:
         cmd = kafka_tools.consumer_cmd(ctx.bootstrap, ctx.topic, ctx.messages_in_topic)
-        rc, out, err = kafka_tools.run_tool(cmd, ctx.seconds * 8 + 120)
-        m = kafka_tools.parse_consumer(out)
-        if rc != 0 or not m.ok:
-            return Measurement(False, error=f"exit {rc}: {m.error} {err.strip()[-600:]}")
-        return m
+        return _run_kafka_tool(ctx, cmd, kafka_tools.parse_consumer)
 
 
 class KafkaEndToEnd(Client):
@@ -169,8 +170,4 @@ class KafkaEndToEnd(Client):
         w = ctx.workload
         messages = _planned_messages(ctx, 500, use_hint=False)
         cmd = kafka_tools.e2e_cmd(ctx.bootstrap, ctx.topic, messages, w.message_size, w.acks)
-        rc, out, err = kafka_tools.run_tool(cmd, ctx.seconds * 8 + 120)
-        m = kafka_tools.parse_e2e(out, messages, w.message_size)
-        if rc != 0 or not m.ok:
-            return Measurement(False, error=f"exit {rc}: {m.error} {err.strip()[-600:]}")
-        return m
+        return _run_kafka_tool(ctx, cmd, lambda out: kafka_tools.parse_e2e(out, messages, w.message_size))

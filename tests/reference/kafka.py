@@ -403,13 +403,6 @@ class KafkaNode(Stoppable):
             data = f.read().decode(errors="replace")
         return "\n".join(data.splitlines()[-lines:]) or "(empty)"
 
-    def rss_bytes(self) -> int:
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
-
     def __repr__(self) -> str:
         state = "running" if self.alive() else "stopped"
         return f"<KafkaNode {self.name} {self.bootstrap if self.port else '-'} {state} data={self.data_dir}>"

@@ -543,10 +543,11 @@ fn partition_mut<'a>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn state_with_brokers(n: i32) -> MetadataState {
+    /// A state with brokers 1..=n registered and alive (shared by the crate's tests).
+    pub(crate) fn state_with_brokers(n: i32) -> MetadataState {
         let mut s = MetadataState::new("c".into());
         for id in 1..=n {
             s.apply(&MetadataCommand::RegisterBroker(BrokerInfo {

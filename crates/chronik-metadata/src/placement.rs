@@ -224,24 +224,9 @@ mod tests {
     use uuid::Uuid;
 
     use super::*;
-    use crate::{BrokerInfo, MetadataCommand};
+    use crate::MetadataCommand;
 
-    fn state_with_brokers(n: i32) -> MetadataState {
-        let mut s = MetadataState::new("c".into());
-        for id in 1..=n {
-            s.apply(&MetadataCommand::RegisterBroker(BrokerInfo {
-                node_id: id,
-                host: "h".into(),
-                port: 9092,
-                rack: None,
-                rpc_addr: String::new(),
-                state: BrokerState::Alive,
-                incarnation: 0,
-            }))
-            .unwrap();
-        }
-        s
-    }
+    use crate::command::tests::state_with_brokers;
 
     fn create(name: &str, assignments: Vec<Vec<i32>>) -> MetadataCommand {
         MetadataCommand::CreateTopic {

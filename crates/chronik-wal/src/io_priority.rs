@@ -19,6 +19,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,7 +28,14 @@ pub const COLD_CHUNK_BYTES: usize = 128 * 1024;
 /// Longest a cold read waits for commits before each chunk.
 pub const MAX_YIELD: Duration = Duration::from_millis(2);
 
-static COMMITS: Mutex<usize> = Mutex::new(0);
+/// Commit passes in flight. An atomic, so a pass (every partition's, on the commit path)
+/// touches no lock unless a cold read is waiting for it.
+static COMMITS: AtomicUsize = AtomicUsize::new(0);
+/// Cold reads waiting in [`yield_to_commits`]; the last commit to finish wakes them.
+static WAITERS: AtomicUsize = AtomicUsize::new(0);
+/// Taken only to wait and to wake, so that a wake-up between a waiter's check and its wait
+/// is not lost.
+static WAKE: Mutex<()> = Mutex::new(());
 static NO_COMMITS: Condvar = Condvar::new();
 
 thread_local! {
@@ -44,16 +52,17 @@ pub struct CommitInFlight(());
 
 impl CommitInFlight {
     pub fn start() -> Self {
-        *COMMITS.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        COMMITS.fetch_add(1, Ordering::SeqCst);
         CommitInFlight(())
     }
 }
 
 impl Drop for CommitInFlight {
     fn drop(&mut self) {
-        let mut n = COMMITS.lock().unwrap_or_else(|p| p.into_inner());
-        *n -= 1;
-        if *n == 0 {
+        // SeqCst with the waiter's increment of WAITERS before its check of COMMITS: either
+        // the waiter sees no commit, or this sees the waiter and wakes it under WAKE.
+        if COMMITS.fetch_sub(1, Ordering::SeqCst) == 1 && WAITERS.load(Ordering::SeqCst) > 0 {
+            let _w = WAKE.lock().unwrap_or_else(|p| p.into_inner());
             NO_COMMITS.notify_all();
         }
     }
@@ -61,18 +70,24 @@ impl Drop for CommitInFlight {
 
 /// Waits until no commit is in flight, at most [`MAX_YIELD`].
 fn yield_to_commits() {
+    if COMMITS.load(Ordering::SeqCst) == 0 {
+        return;
+    }
     let deadline = Instant::now() + MAX_YIELD;
-    let mut n = COMMITS.lock().unwrap_or_else(|p| p.into_inner());
-    while *n > 0 {
+    WAITERS.fetch_add(1, Ordering::SeqCst);
+    let mut guard = WAKE.lock().unwrap_or_else(|p| p.into_inner());
+    while COMMITS.load(Ordering::SeqCst) > 0 {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return;
+            break;
         }
-        n = match NO_COMMITS.wait_timeout(n, left) {
-            Ok((n, _)) => n,
+        guard = match NO_COMMITS.wait_timeout(guard, left) {
+            Ok((g, _)) => g,
             Err(p) => p.into_inner().0,
         };
     }
+    drop(guard);
+    WAITERS.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Fills `buf` from `pos` of a segment file. On a cold-read thread: in chunks, each after the

@@ -139,12 +139,7 @@ impl Broker {
         let state = self
             .applied_locally(|s| s.topic(name).is_some_and(|t| t.id == topic.id))
             .await;
-        self.sync_partitions(&state).await.map_err(|(_, p, e)| {
-            TopicError::new(
-                ResponseError::KafkaStorageError,
-                format!("partition {p}: {e}"),
-            )
-        })?;
+        self.open_changed_partitions(&state).await?;
         tracing::info!(
             topic = name,
             partitions = topic.partitions.len(),
@@ -231,13 +226,21 @@ impl Broker {
         let state = self
             .applied_locally(|s| s.topic(name).is_some_and(|t| t.partitions.len() >= want))
             .await;
-        self.sync_partitions(&state).await.map_err(|(_, p, e)| {
+        self.open_changed_partitions(&state).await?;
+        tracing::info!(topic = name, from = before, to = total, "added partitions");
+        Ok(())
+    }
+}
+
+impl Broker {
+    /// Opens (and removes) local partitions to match `state` after a topic change, answering
+    /// a WAL failure as KAFKA_STORAGE_ERROR.
+    async fn open_changed_partitions(&self, state: &MetadataState) -> Result<(), TopicError> {
+        self.sync_partitions(state).await.map_err(|(_, p, e)| {
             TopicError::new(
                 ResponseError::KafkaStorageError,
                 format!("partition {p}: {e}"),
             )
-        })?;
-        tracing::info!(topic = name, from = before, to = total, "added partitions");
-        Ok(())
+        })
     }
 }
