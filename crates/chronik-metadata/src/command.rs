@@ -3,9 +3,9 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::apply::NewTopic;
 use crate::error::Refusal;
-use crate::state::{BrokerInfo, BrokerState, MetadataState, PartitionInfo, TopicInfo};
-use crate::topic_name;
+use crate::state::{BrokerInfo, BrokerState, MetadataState, TopicInfo};
 
 /// Kafka's ceiling on partitions per topic we accept in one request; a bound, not a target.
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
@@ -139,139 +139,28 @@ pub enum Outcome {
 }
 
 impl MetadataState {
-    /// Applies one command. On error the state is unchanged.
+    /// Applies one command. On error the state is unchanged. Each command's rules live in
+    /// `crate::apply`, by concern.
     pub fn apply(&mut self, cmd: &MetadataCommand) -> Result<Outcome, Refusal> {
+        use MetadataCommand as C;
         let outcome = match cmd {
-            MetadataCommand::InitCluster { cluster_id } => {
-                if self.cluster_id.is_empty() {
-                    self.cluster_id = cluster_id.clone();
-                }
-                Outcome::Done
-            }
-            MetadataCommand::RegisterBroker(b) => {
-                let new_incarnation = self
-                    .brokers
-                    .get(&b.node_id)
-                    .is_some_and(|old| old.incarnation != b.incarnation);
-                if new_incarnation {
-                    let brokers = &self.brokers;
-                    let alive = |id: i32| {
-                        id != b.node_id
-                            && brokers
-                                .get(&id)
-                                .is_some_and(|x| x.state != BrokerState::Fenced)
-                    };
-                    for p in self.topics.values_mut().flat_map(|t| &mut t.partitions) {
-                        p.on_new_incarnation(b.node_id, alive(p.leader));
-                    }
-                }
-                self.brokers.insert(b.node_id, b.clone());
-                Outcome::Done
-            }
-            MetadataCommand::AlterIsr {
+            C::InitCluster { cluster_id } => self.init_cluster(cluster_id),
+            C::RegisterBroker(b) => self.register_broker(b),
+            C::SetBrokerState { node_id, state } => self.set_broker_state(*node_id, *state),
+            C::AlterIsr {
                 topic,
                 partition,
                 leader_epoch,
                 isr,
-            } => {
-                let p = self
-                    .topics
-                    .get_mut(topic)
-                    .and_then(|t| t.partitions.get_mut(*partition as usize))
-                    .ok_or_else(|| Refusal::UnknownTopic(topic.clone()))?;
-                if p.leader_epoch != *leader_epoch {
-                    return Err(Refusal::StaleLeaderEpoch {
-                        topic: topic.clone(),
-                        partition: *partition,
-                        current: p.leader_epoch,
-                        got: *leader_epoch,
-                    });
-                }
-                let bad = |reason: &str| Refusal::InvalidIsr {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    isr: isr.clone(),
-                    reason: reason.to_string(),
-                };
-                if !isr.contains(&p.leader) {
-                    return Err(bad("it must hold the leader"));
-                }
-                if isr.iter().any(|r| !p.replicas.contains(r)) {
-                    return Err(bad("it may hold only replicas"));
-                }
-                let mut next: Vec<i32> = p
-                    .replicas
-                    .iter()
-                    .copied()
-                    .filter(|r| isr.contains(r))
-                    .collect();
-                next.dedup();
-                p.isr = next;
-                Outcome::Done
-            }
-            MetadataCommand::MoveLeadersOff { broker } => {
-                let alive: Vec<i32> = self
-                    .brokers
-                    .values()
-                    .filter(|b| b.state == BrokerState::Alive && b.node_id != *broker)
-                    .map(|b| b.node_id)
-                    .collect();
-                for t in self.topics.values_mut() {
-                    let unclean = t
-                        .configs
-                        .get("unclean.leader.election.enable")
-                        .is_some_and(|v| v.trim() == "true");
-                    for p in t.partitions.iter_mut() {
-                        if p.leader == *broker {
-                            let clean = p
-                                .replicas
-                                .iter()
-                                .copied()
-                                .find(|r| p.isr.contains(r) && alive.contains(r));
-                            if let Some(l) = clean {
-                                p.leader = l;
-                                p.leader_epoch += 1;
-                                p.isr.retain(|r| r != broker);
-                            } else if let Some(l) = unclean
-                                .then(|| p.replicas.iter().copied().find(|r| alive.contains(r)))
-                                .flatten()
-                            {
-                                // Unclean: an out-of-sync replica leads; what only the old
-                                // ISR had is lost. Only with the topic's explicit consent.
-                                p.leader = l;
-                                p.leader_epoch += 1;
-                                p.isr = vec![l];
-                            }
-                        } else if p.isr.len() > 1 && p.isr.contains(broker) {
-                            p.isr.retain(|r| r != broker);
-                        }
-                    }
-                }
-                Outcome::Done
-            }
-            MetadataCommand::ElectPreferredLeaders => {
-                for t in self.topics.values_mut() {
-                    for p in t.partitions.iter_mut() {
-                        let preferred = p.replicas[0];
-                        let alive = self
-                            .brokers
-                            .get(&preferred)
-                            .is_some_and(|b| b.state == BrokerState::Alive);
-                        if p.leader != preferred && alive && p.isr.contains(&preferred) {
-                            p.leader = preferred;
-                            p.leader_epoch += 1;
-                        }
-                    }
-                }
-                Outcome::Done
-            }
-            MetadataCommand::SetBrokerState { node_id, state } => {
-                if let Some(b) = self.brokers.get_mut(node_id) {
-                    b.state = *state;
-                }
-                Outcome::Done
-            }
-            MetadataCommand::CreateTopic {
+            } => self.alter_isr(topic, *partition, *leader_epoch, isr)?,
+            C::MoveLeadersOff { broker } => self.move_leaders_off(*broker),
+            C::ElectPreferredLeaders => self.elect_preferred_leaders(),
+            C::ElectLeader {
+                topic,
+                partition,
+                leader,
+            } => self.elect_leader(topic, *partition, *leader)?,
+            C::CreateTopic {
                 name,
                 id,
                 assignments,
@@ -279,225 +168,38 @@ impl MetadataState {
                 internal,
                 partitions,
                 replication_factor,
-            } => {
-                topic_name::validate(name).map_err(|reason| Refusal::InvalidTopicName {
-                    name: name.clone(),
-                    reason: reason.to_string(),
-                })?;
-                if self.topics.contains_key(name) {
-                    return Err(Refusal::TopicExists(name.clone()));
-                }
-                let lists = match (assignments.is_empty(), partitions, replication_factor) {
-                    (true, Some(n), Some(rf)) => self.assign_topic(name, *n, *rf, None)?,
-                    _ => self.assign_topic(name, 0, 0, Some(assignments.as_slice()))?,
-                };
-                let topic = TopicInfo {
-                    name: name.clone(),
-                    id: *id,
-                    configs: configs.clone(),
-                    partitions: self.new_partitions(&lists),
-                    internal: *internal,
-                };
-                self.topics.insert(name.clone(), topic.clone());
-                Outcome::Topic(topic)
-            }
-            MetadataCommand::DeleteTopic { name } => {
-                self.topics
-                    .remove(name)
-                    .ok_or_else(|| Refusal::UnknownTopic(name.clone()))?;
-                Outcome::Done
-            }
-            MetadataCommand::CreatePartitions {
+            } => self.create_topic(NewTopic {
+                name,
+                id: *id,
+                assignments,
+                configs,
+                internal: *internal,
+                partitions: *partitions,
+                replication_factor: *replication_factor,
+            })?,
+            C::DeleteTopic { name } => self.delete_topic(name)?,
+            C::CreatePartitions {
                 name,
                 total,
                 assignments,
-            } => {
-                let manual = (!assignments.is_empty()).then_some(assignments.as_slice());
-                let lists = self.assign_new_partitions(name, *total, manual)?;
-                let extra = self.new_partitions(&lists);
-                let topic = self.topics.get_mut(name).expect("checked above");
-                topic.partitions.extend(extra);
-                Outcome::Topic(topic.clone())
-            }
-            MetadataCommand::SetTopicConfigs { name, configs } => {
-                let topic = self
-                    .topics
-                    .get_mut(name)
-                    .ok_or_else(|| Refusal::UnknownTopic(name.clone()))?;
-                topic.configs = configs.clone();
-                Outcome::Topic(topic.clone())
-            }
-            MetadataCommand::AllocateProducerIds { count } => {
-                let count = (*count).clamp(1, MAX_PRODUCER_ID_BLOCK);
-                let first = self.next_producer_id;
-                self.next_producer_id += count;
-                Outcome::ProducerIds { first, count }
-            }
-            MetadataCommand::ElectLeader {
-                topic,
-                partition,
-                leader,
-            } => {
-                let alive: Vec<i32> = self
-                    .brokers
-                    .values()
-                    .filter(|b| b.state == BrokerState::Alive)
-                    .map(|b| b.node_id)
-                    .collect();
-                let p = partition_mut(&mut self.topics, topic, *partition)?;
-                let target = leader.unwrap_or(p.replicas[0]);
-                let refuse = |reason: &str| Refusal::IneligibleLeader {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    broker: target,
-                    reason: reason.to_string(),
-                };
-                if !p.replicas.contains(&target) {
-                    return Err(refuse("not a replica"));
-                }
-                if !p.isr.contains(&target) {
-                    return Err(refuse("not in the ISR"));
-                }
-                if !alive.contains(&target) {
-                    return Err(refuse("not alive"));
-                }
-                if p.leader != target {
-                    p.leader = target;
-                    p.leader_epoch += 1;
-                }
-                Outcome::Done
-            }
-            MetadataCommand::ReassignPartition {
-                topic,
-                partition,
-                target,
-            } => {
-                let known: Vec<i32> = self.brokers.keys().copied().collect();
-                let p = partition_mut(&mut self.topics, topic, *partition)?;
-                let refuse = |reason: String| Refusal::InvalidReassignment {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    reason,
-                };
-                if p.reassigning() {
-                    // The same move again (a proposer's retry after a timeout): done already.
-                    if p.target_replicas() == *target {
-                        return Ok(Outcome::Done);
-                    }
-                    return Err(refuse(format!(
-                        "one is already in progress (to {:?}); cancel it first",
-                        p.target_replicas()
-                    )));
-                }
-                if target.is_empty() {
-                    return Err(refuse("the target replica list is empty".into()));
-                }
-                let mut sorted = target.clone();
-                sorted.sort_unstable();
-                sorted.dedup();
-                if sorted.len() != target.len() {
-                    return Err(refuse(format!("broker repeated in {target:?}")));
-                }
-                if let Some(b) = target.iter().find(|b| !known.contains(b)) {
-                    return Err(refuse(format!("broker {b} is not part of the cluster")));
-                }
-                let old = p.replicas.clone();
-                let adding: Vec<i32> = target
-                    .iter()
-                    .copied()
-                    .filter(|r| !old.contains(r))
-                    .collect();
-                let removing: Vec<i32> = old
-                    .iter()
-                    .copied()
-                    .filter(|r| !target.contains(r))
-                    .collect();
-                p.replicas = target.iter().chain(&removing).copied().collect();
-                p.adding = adding;
-                p.removing = removing;
-                Outcome::Done
-            }
-            MetadataCommand::CompleteReassignment { topic, partition } => {
-                let alive: Vec<i32> = self
-                    .brokers
-                    .values()
-                    .filter(|b| b.state == BrokerState::Alive)
-                    .map(|b| b.node_id)
-                    .collect();
-                let p = reassigning_partition_mut(&mut self.topics, topic, *partition)?;
-                let target = p.target_replicas();
-                if let Some(r) = target.iter().find(|r| !p.isr.contains(r)) {
-                    return Err(Refusal::InvalidReassignment {
-                        topic: topic.clone(),
-                        partition: *partition,
-                        reason: format!("target replica {r} is not in the ISR yet"),
-                    });
-                }
-                if !target.contains(&p.leader) {
-                    let next = target
-                        .iter()
-                        .copied()
-                        .find(|r| alive.contains(r))
-                        .ok_or_else(|| Refusal::InvalidReassignment {
-                            topic: topic.clone(),
-                            partition: *partition,
-                            reason: "no target replica is alive to take leadership".into(),
-                        })?;
-                    p.leader = next;
-                    p.leader_epoch += 1;
-                }
-                p.isr.retain(|r| target.contains(r));
-                p.replicas = target;
-                p.adding.clear();
-                p.removing.clear();
-                Outcome::Done
-            }
-            MetadataCommand::CancelReassignment { topic, partition } => {
-                let p = reassigning_partition_mut(&mut self.topics, topic, *partition)?;
-                let old = p.original_replicas();
-                let isr: Vec<i32> = p
-                    .isr
-                    .iter()
-                    .copied()
-                    .filter(|r| !p.adding.contains(r))
-                    .collect();
-                if !old.contains(&p.leader) {
-                    let next =
-                        isr.first()
-                            .copied()
-                            .ok_or_else(|| Refusal::InvalidReassignment {
-                                topic: topic.clone(),
-                                partition: *partition,
-                                reason: "no original replica is in the ISR to take leadership back"
-                                    .into(),
-                            })?;
-                    p.leader = next;
-                    p.leader_epoch += 1;
-                }
-                p.isr = isr;
-                p.replicas = old;
-                p.adding.clear();
-                p.removing.clear();
-                Outcome::Done
-            }
-            MetadataCommand::SetPartitionSealed {
+            } => self.create_partitions(name, *total, assignments)?,
+            C::SetTopicConfigs { name, configs } => self.set_topic_configs(name, configs)?,
+            C::SetPartitionSealed {
                 topic,
                 partition,
                 sealed,
-            } => {
-                let t = self
-                    .topics
-                    .get_mut(topic)
-                    .ok_or_else(|| Refusal::UnknownTopic(topic.clone()))?;
-                let p = usize::try_from(*partition)
-                    .ok()
-                    .and_then(|i| t.partitions.get_mut(i))
-                    .ok_or_else(|| Refusal::InvalidPartitions {
-                        requested: *partition,
-                        reason: format!("topic {topic} has no such partition"),
-                    })?;
-                p.sealed = *sealed;
-                Outcome::Done
+            } => self.set_partition_sealed(topic, *partition, *sealed)?,
+            C::AllocateProducerIds { count } => self.allocate_producer_ids(*count),
+            C::ReassignPartition {
+                topic,
+                partition,
+                target,
+            } => self.reassign_partition(topic, *partition, target)?,
+            C::CompleteReassignment { topic, partition } => {
+                self.complete_reassignment(topic, *partition)?
+            }
+            C::CancelReassignment { topic, partition } => {
+                self.cancel_reassignment(topic, *partition)?
             }
         };
         self.applied += 1;
@@ -506,45 +208,10 @@ impl MetadataState {
     }
 }
 
-/// A partition of `topic`, or the refusal naming what does not exist.
-/// [`partition_mut`] of a partition with a reassignment in progress
-/// (`NoReassignmentInProgress` otherwise).
-fn reassigning_partition_mut<'a>(
-    topics: &'a mut BTreeMap<String, TopicInfo>,
-    topic: &str,
-    partition: i32,
-) -> Result<&'a mut PartitionInfo, Refusal> {
-    let p = partition_mut(topics, topic, partition)?;
-    if !p.reassigning() {
-        return Err(Refusal::NoReassignmentInProgress {
-            topic: topic.to_string(),
-            partition,
-        });
-    }
-    Ok(p)
-}
-
-fn partition_mut<'a>(
-    topics: &'a mut BTreeMap<String, TopicInfo>,
-    topic: &str,
-    partition: i32,
-) -> Result<&'a mut PartitionInfo, Refusal> {
-    let t = topics
-        .get_mut(topic)
-        .ok_or_else(|| Refusal::UnknownTopic(topic.to_string()))?;
-    let count = t.partitions.len();
-    usize::try_from(partition)
-        .ok()
-        .and_then(|i| t.partitions.get_mut(i))
-        .ok_or_else(|| Refusal::InvalidPartitions {
-            requested: partition,
-            reason: format!("topic {topic} has {count} partitions"),
-        })
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::state::PartitionInfo;
 
     /// A state with brokers 1..=n registered and alive (shared by the crate's tests).
     pub(crate) fn state_with_brokers(n: i32) -> MetadataState {
@@ -807,14 +474,14 @@ pub(crate) mod tests {
         assert_eq!(during.original_replicas(), vec![old[1], old[2], old[0]]);
         s.check_invariants().unwrap();
         // The same move again (a retried proposal) changes nothing; another one is refused.
-        let snapshot = s.clone();
+        let snapshot = s.topics.clone();
         s.apply(&reassign(&target)).unwrap();
-        assert_eq!(s, snapshot);
+        assert_eq!(s.topics, snapshot);
         assert!(matches!(
             s.apply(&reassign(&old)),
             Err(Refusal::InvalidReassignment { .. })
         ));
-        assert_eq!(s, snapshot);
+        assert_eq!(s.topics, snapshot);
         // Not complete until 4 is in the ISR.
         assert!(s
             .apply(&MetadataCommand::CompleteReassignment {

@@ -9,6 +9,7 @@
 //!
 //! This crate knows nothing of sockets or Kafka requests.
 
+mod apply;
 mod command;
 mod error;
 mod files;
