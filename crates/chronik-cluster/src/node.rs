@@ -159,17 +159,8 @@ fn check_identity(dir: &Path, node_id: NodeId, peers: &PeerList) -> Result<(), C
         node_id,
         peers: peers.clone(),
     };
-    let tmp = dir.join(format!("{IDENTITY_FILE}.tmp"));
     let bytes = serde_json::to_vec_pretty(&id).map_err(|e| storage(std::io::Error::other(e)))?;
-    (|| {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })()
-    .map_err(storage)
+    chronik_durable::replace(dir, IDENTITY_FILE, &bytes).map_err(storage)
 }
 
 impl MetadataNode {

@@ -1,7 +1,6 @@
 //! Small durable files: JSON read with a size bound, and atomic durable replacement.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::fs;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -10,11 +9,6 @@ use crate::error::MetadataError;
 
 /// A metadata file larger than this is refused as corrupt rather than read into memory.
 pub(crate) const MAX_FILE_BYTES: u64 = 256 * 1024 * 1024;
-
-/// Fsyncs a directory, so renames and creations inside it survive a crash.
-pub(crate) fn fsync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
 
 pub(crate) fn io_err(path: &Path, source: std::io::Error) -> MetadataError {
     MetadataError::Io {
@@ -48,19 +42,7 @@ pub(crate) fn write_json_atomic<T: Serialize>(
     name: &str,
     value: &T,
 ) -> Result<(), MetadataError> {
-    let tmp = dir.join(format!("{name}.tmp"));
     let dst = dir.join(name);
     let bytes = serde_json::to_vec_pretty(value).map_err(|e| corrupt(&dst, e.to_string()))?;
-    let mut f = OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .open(&tmp)
-        .map_err(|e| io_err(&tmp, e))?;
-    f.write_all(&bytes).map_err(|e| io_err(&tmp, e))?;
-    f.sync_all().map_err(|e| io_err(&tmp, e))?;
-    drop(f);
-    fs::rename(&tmp, &dst).map_err(|e| io_err(&dst, e))?;
-    fsync_dir(dir).map_err(|e| io_err(dir, e))?;
-    Ok(())
+    chronik_durable::replace(dir, name, &bytes).map_err(|e| io_err(&dst, e))
 }

@@ -4,7 +4,6 @@
 //! high watermark begins there instead of at its log start.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Weak;
 use std::time::Duration;
@@ -51,17 +50,13 @@ pub fn load(dir: &Path) -> HashMap<(String, i32), i64> {
 }
 
 fn write(dir: &Path, entries: &[(String, i32, i64)]) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{FILE_NAME}.tmp"));
     let mut text = String::with_capacity(entries.len() * 32 + 32);
     text.push_str(VERSION_LINE);
     text.push('\n');
     for (t, p, hw) in entries {
         text.push_str(&format!("{t} {p} {hw}\n"));
     }
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(FILE_NAME))
+    chronik_durable::replace(dir, FILE_NAME, text.as_bytes())
 }
 
 /// Writes the checkpoint every second while any high watermark moved, until the manager

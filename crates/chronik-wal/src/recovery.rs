@@ -38,10 +38,7 @@ pub(crate) struct Recovered {
     pub fsyncs: u64,
 }
 
-/// fsyncs a directory so that file creations, renames and removals in it are durable.
-pub(crate) fn fsync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
+pub(crate) use chronik_durable::fsync_dir;
 
 /// Reads up to `buf.len()` bytes from the start of `file`; returns how many were read.
 fn read_prefix(file: &File, buf: &mut [u8]) -> io::Result<usize> {

@@ -33,10 +33,9 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::{NodeId, TypeConfig};
-use crate::files::{fsync_dir, read_json, write_json_atomic, MAX_FILE_BYTES};
+use crate::files::{read_json, write_json_atomic, MAX_FILE_BYTES};
 
 const LOG_FILE: &str = "log.bin";
-const LOG_TMP_FILE: &str = "log.bin.tmp";
 const VOTE_FILE: &str = "vote.json";
 const RECORD_HEADER_BYTES: usize = 8;
 /// Bound on one record: a metadata command is a few KiB at most.
@@ -164,7 +163,6 @@ impl Inner {
         if self.file_len < COMPACT_MIN_BYTES || self.file_len < 2 * self.live_bytes {
             return Ok(());
         }
-        let tmp = self.dir.join(LOG_TMP_FILE);
         let mut out = Vec::with_capacity(self.live_bytes as usize + 1024);
         if let Some(p) = self.last_purged {
             out.extend(encode(&Record::Purge { upto: p })?);
@@ -173,16 +171,7 @@ impl Inner {
         for (e, _) in self.entries.values() {
             out.extend(encode(&Record::Entry(e.clone()))?);
         }
-        let mut f = OpenOptions::new()
-            .create(true)
-            .write(true)
-            .truncate(true)
-            .open(&tmp)?;
-        f.write_all(&out)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, self.dir.join(LOG_FILE))?;
-        fsync_dir(&self.dir)?;
+        chronik_durable::replace(&self.dir, LOG_FILE, &out)?;
         self.file = OpenOptions::new()
             .append(true)
             .open(self.dir.join(LOG_FILE))?;
@@ -201,7 +190,7 @@ impl LogStore {
     pub fn open(dir: &Path) -> io::Result<LogStore> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(LOG_FILE);
-        let _ = std::fs::remove_file(dir.join(LOG_TMP_FILE));
+        let _ = std::fs::remove_file(chronik_durable::temp_path(dir, LOG_FILE));
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let len = file.metadata()?.len();
         if len > MAX_FILE_BYTES {

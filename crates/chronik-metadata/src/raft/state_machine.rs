@@ -10,7 +10,7 @@
 //! Every applied batch publishes the new state on a watch channel: readers take cheap
 //! `Arc` snapshots and can wait for changes.
 
-use std::io::{self, Cursor, Write};
+use std::io::{self, Cursor};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -23,11 +23,9 @@ use tokio::sync::watch;
 
 use super::{CommandReply, NodeId, TypeConfig};
 use crate::command::Outcome;
-use crate::files::fsync_dir;
 use crate::state::MetadataState;
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";
-const SNAPSHOT_TMP_FILE: &str = "snapshot.bin.tmp";
 /// Bound on a snapshot read from disk or received from a leader.
 const MAX_SNAPSHOT_BYTES: usize = 256 * 1024 * 1024;
 
@@ -84,20 +82,14 @@ fn decode_state(bytes: &[u8]) -> io::Result<MetadataState> {
 }
 
 fn write_snapshot_file(dir: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = dir.join(SNAPSHOT_TMP_FILE);
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, dir.join(SNAPSHOT_FILE))?;
-    fsync_dir(dir)
+    chronik_durable::replace(dir, SNAPSHOT_FILE, bytes)
 }
 
 impl StateMachineStore {
     /// Opens the state machine in `dir`: the last snapshot if there is one, else empty.
     pub fn open(dir: &Path) -> io::Result<StateMachineStore> {
         std::fs::create_dir_all(dir)?;
-        let _ = std::fs::remove_file(dir.join(SNAPSHOT_TMP_FILE));
+        let _ = std::fs::remove_file(chronik_durable::temp_path(dir, SNAPSHOT_FILE));
         let path = dir.join(SNAPSHOT_FILE);
         let (state, last_applied, last_membership, snapshot) = if path.exists() {
             let len = std::fs::metadata(&path)?.len();
