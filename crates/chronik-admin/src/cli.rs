@@ -10,14 +10,16 @@ use clap::{Parser, Subcommand, ValueEnum};
     about = "Administer a Chronik cluster"
 )]
 pub struct Cli {
+    // The options are global so they may follow the subcommand too
+    // (`chronik-admin cluster describe --output json` is how people type it).
     /// RPC address of any node (its --rpc-addr / --cluster entry).
-    #[arg(long, default_value = "127.0.0.1:9093")]
+    #[arg(long, global = true, default_value = "127.0.0.1:9093")]
     pub server: String,
     /// Tables for people, JSON for scripts.
-    #[arg(long, value_enum, default_value_t = Output::Table)]
+    #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
     /// Seconds to wait for an answer.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, global = true, default_value_t = 30)]
     pub timeout: u64,
     #[command(subcommand)]
     pub command: Command,
@@ -148,4 +150,31 @@ pub enum LeaderCmd {
         #[arg(long)]
         replica: Option<i32>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_may_follow_the_subcommand() {
+        let before =
+            Cli::try_parse_from(["chronik-admin", "--output", "json", "cluster", "describe"])
+                .unwrap();
+        let after = Cli::try_parse_from([
+            "chronik-admin",
+            "cluster",
+            "describe",
+            "--output",
+            "json",
+            "--server",
+            "10.0.0.1:9093",
+            "--timeout",
+            "5",
+        ])
+        .unwrap();
+        assert!(before.output == Output::Json && after.output == Output::Json);
+        assert_eq!(after.server, "10.0.0.1:9093");
+        assert_eq!(after.timeout, 5);
+    }
 }

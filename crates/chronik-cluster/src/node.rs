@@ -108,11 +108,11 @@ struct Identity {
     peers: PeerList,
 }
 
-/// A running metadata node.
 /// How long one forwarded proposal may wait for the leader's answer before the proposer asks
 /// again (it re-reads who leads).
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// A running metadata node.
 pub struct MetadataNode {
     pub node_id: NodeId,
     raft: Raft<TypeConfig>,
