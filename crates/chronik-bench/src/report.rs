@@ -140,30 +140,27 @@ impl Report {
     }
 }
 
-/// Names for the Kafka error codes a produce or fetch is likely to meet.
+/// Kafka's name for an error code, as its docs spell it: `NOT_LEADER_OR_FOLLOWER(6)`.
 pub fn error_name(code: i16) -> String {
-    let name = match code {
-        -1 => "UNKNOWN_SERVER_ERROR",
-        1 => "OFFSET_OUT_OF_RANGE",
-        2 => "CORRUPT_MESSAGE",
-        3 => "UNKNOWN_TOPIC_OR_PARTITION",
-        5 => "LEADER_NOT_AVAILABLE",
-        6 => "NOT_LEADER_OR_FOLLOWER",
-        7 => "REQUEST_TIMED_OUT",
-        10 => "MESSAGE_TOO_LARGE",
-        14 => "COORDINATOR_LOAD_IN_PROGRESS",
-        15 => "COORDINATOR_NOT_AVAILABLE",
-        19 => "NOT_ENOUGH_REPLICAS",
-        20 => "NOT_ENOUGH_REPLICAS_AFTER_APPEND",
-        42 => "INVALID_REQUEST",
-        45 => "OUT_OF_ORDER_SEQUENCE_NUMBER",
-        46 => "DUPLICATE_SEQUENCE_NUMBER",
-        47 => "INVALID_PRODUCER_EPOCH",
-        74 => "FENCED_LEADER_EPOCH",
-        75 => "UNKNOWN_LEADER_EPOCH",
-        78 => "OFFSET_NOT_AVAILABLE",
-        87 => "INVALID_RECORD",
-        _ => "",
+    use heck::ToShoutySnakeCase;
+    let name = match kafka_protocol::ResponseError::try_from_code(code) {
+        None => "NONE".to_string(),
+        Some(kafka_protocol::ResponseError::Unknown(_)) => String::new(),
+        Some(e) => e.to_string().to_shouty_snake_case(),
     };
     format!("{name}({code})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_name;
+
+    #[test]
+    fn error_names_are_kafkas() {
+        assert_eq!(error_name(6), "NOT_LEADER_OR_FOLLOWER(6)");
+        assert_eq!(error_name(20), "NOT_ENOUGH_REPLICAS_AFTER_APPEND(20)");
+        assert_eq!(error_name(-1), "UNKNOWN_SERVER_ERROR(-1)");
+        assert_eq!(error_name(0), "NONE(0)");
+        assert_eq!(error_name(9999), "(9999)");
+    }
 }

@@ -19,22 +19,25 @@ use tokio::sync::oneshot;
 
 mod protocol;
 
-/// Kafka error codes this module answers with.
+/// Kafka error codes this module answers with: named here, numbered once, by kafka-protocol's
+/// `ResponseError` (constants, so they can be match patterns).
 pub mod code {
+    use kafka_protocol::ResponseError as E;
+
     pub const NONE: i16 = 0;
-    pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;
-    pub const NOT_COORDINATOR: i16 = 16;
-    pub const ILLEGAL_GENERATION: i16 = 22;
-    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = 23;
-    pub const INVALID_GROUP_ID: i16 = 24;
-    pub const UNKNOWN_MEMBER_ID: i16 = 25;
-    pub const INVALID_SESSION_TIMEOUT: i16 = 26;
-    pub const REBALANCE_IN_PROGRESS: i16 = 27;
-    pub const NON_EMPTY_GROUP: i16 = 68;
-    pub const GROUP_ID_NOT_FOUND: i16 = 69;
-    pub const MEMBER_ID_REQUIRED: i16 = 79;
-    pub const GROUP_MAX_SIZE_REACHED: i16 = 81;
-    pub const FENCED_INSTANCE_ID: i16 = 82;
+    pub const COORDINATOR_NOT_AVAILABLE: i16 = E::CoordinatorNotAvailable.code();
+    pub const NOT_COORDINATOR: i16 = E::NotCoordinator.code();
+    pub const ILLEGAL_GENERATION: i16 = E::IllegalGeneration.code();
+    pub const INCONSISTENT_GROUP_PROTOCOL: i16 = E::InconsistentGroupProtocol.code();
+    pub const INVALID_GROUP_ID: i16 = E::InvalidGroupId.code();
+    pub const UNKNOWN_MEMBER_ID: i16 = E::UnknownMemberId.code();
+    pub const INVALID_SESSION_TIMEOUT: i16 = E::InvalidSessionTimeout.code();
+    pub const REBALANCE_IN_PROGRESS: i16 = E::RebalanceInProgress.code();
+    pub const NON_EMPTY_GROUP: i16 = E::NonEmptyGroup.code();
+    pub const GROUP_ID_NOT_FOUND: i16 = E::GroupIdNotFound.code();
+    pub const MEMBER_ID_REQUIRED: i16 = E::MemberIdRequired.code();
+    pub const GROUP_MAX_SIZE_REACHED: i16 = E::GroupMaxSizeReached.code();
+    pub const FENCED_INSTANCE_ID: i16 = E::FencedInstanceId.code();
 }
 
 /// Broker-wide group settings (Kafka's group.* broker configs).
