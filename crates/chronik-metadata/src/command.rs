@@ -138,6 +138,39 @@ pub enum Outcome {
     },
 }
 
+/// A command answered with an outcome of another kind than its own: a bug, reported as
+/// an error rather than a panic on the request path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("metadata answered {got:?} where {expected} was expected")]
+pub struct UnexpectedOutcome {
+    pub expected: &'static str,
+    pub got: Box<Outcome>,
+}
+
+impl Outcome {
+    /// The topic that CreateTopic, CreatePartitions and SetTopicConfigs answer with.
+    pub fn into_topic(self) -> Result<TopicInfo, UnexpectedOutcome> {
+        match self {
+            Outcome::Topic(t) => Ok(t),
+            got => Err(UnexpectedOutcome {
+                expected: "a topic",
+                got: Box::new(got),
+            }),
+        }
+    }
+
+    /// The `(first, count)` producer-id block that AllocateProducerIds answers with.
+    pub fn into_producer_ids(self) -> Result<(i64, i64), UnexpectedOutcome> {
+        match self {
+            Outcome::ProducerIds { first, count } => Ok((first, count)),
+            got => Err(UnexpectedOutcome {
+                expected: "a producer-id block",
+                got: Box::new(got),
+            }),
+        }
+    }
+}
+
 impl MetadataState {
     /// Applies one command. On error the state is unchanged. Each command's rules live in
     /// `crate::apply`, by concern.

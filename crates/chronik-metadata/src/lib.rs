@@ -18,7 +18,9 @@ pub mod raft;
 mod state;
 pub mod topic_name;
 
-pub use command::{MetadataCommand, Outcome, MAX_PARTITIONS_PER_TOPIC, MAX_PRODUCER_ID_BLOCK};
+pub use command::{
+    MetadataCommand, Outcome, UnexpectedOutcome, MAX_PARTITIONS_PER_TOPIC, MAX_PRODUCER_ID_BLOCK,
+};
 pub use error::{MetadataError, Refusal};
 pub use state::{
     BrokerInfo, BrokerState, DecommissionPlan, MetadataState, PartitionInfo, TopicInfo,

@@ -20,6 +20,7 @@ use chronik_cluster::{ClusterError, MetadataNode, ProposeError};
 use chronik_groups::{GroupManager, OFFSETS_TOPIC};
 use chronik_metadata::{
     BrokerInfo, MetadataCommand, MetadataError, MetadataState, Outcome, Refusal, TopicInfo,
+    UnexpectedOutcome,
 };
 use chronik_replication::ReplicaManager;
 use chronik_wal::WalError;
@@ -94,6 +95,12 @@ impl TopicError {
 impl From<Refusal> for TopicError {
     fn from(r: Refusal) -> Self {
         MetadataError::Refused(r).into()
+    }
+}
+
+impl From<UnexpectedOutcome> for TopicError {
+    fn from(e: UnexpectedOutcome) -> Self {
+        TopicError::new(ResponseError::UnknownServerError, e.to_string())
     }
 }
 
@@ -415,15 +422,13 @@ impl Broker {
     pub async fn next_producer_id(&self) -> Result<i64, TopicError> {
         let mut ids = self.producer_ids.lock().await;
         if ids.0 >= ids.1 {
-            match self
+            let (first, count) = self
                 .apply(MetadataCommand::AllocateProducerIds {
                     count: PRODUCER_ID_BLOCK,
                 })
                 .await?
-            {
-                Outcome::ProducerIds { first, count } => *ids = (first, first + count),
-                _ => unreachable!("AllocateProducerIds yields ids"),
-            }
+                .into_producer_ids()?;
+            *ids = (first, first + count);
         }
         let id = ids.0;
         ids.0 += 1;

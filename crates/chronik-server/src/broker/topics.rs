@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 use chronik_groups::OFFSETS_TOPIC;
-use chronik_metadata::{MetadataCommand, MetadataState, Outcome, TopicInfo};
+use chronik_metadata::{MetadataCommand, MetadataState, TopicInfo};
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
@@ -127,15 +127,9 @@ impl Broker {
             replication_factor: None,
         };
         if validate_only {
-            return match (*state).clone().apply(&cmd)? {
-                Outcome::Topic(t) => Ok(t),
-                _ => unreachable!("CreateTopic yields a topic"),
-            };
+            return Ok((*state).clone().apply(&cmd)?.into_topic()?);
         }
-        let topic = match self.apply(cmd).await? {
-            Outcome::Topic(t) => t,
-            _ => unreachable!("CreateTopic yields a topic"),
-        };
+        let topic = self.apply(cmd).await?.into_topic()?;
         let state = self
             .applied_locally(|s| s.topic(name).is_some_and(|t| t.id == topic.id))
             .await;
@@ -218,10 +212,7 @@ impl Broker {
             return Ok(());
         }
         let before = state.topic(name).map(|t| t.partitions.len()).unwrap_or(0);
-        match self.apply(cmd).await? {
-            Outcome::Topic(_) => {}
-            _ => unreachable!("CreatePartitions yields a topic"),
-        };
+        self.apply(cmd).await?.into_topic()?;
         let want = total as usize;
         let state = self
             .applied_locally(|s| s.topic(name).is_some_and(|t| t.partitions.len() >= want))
