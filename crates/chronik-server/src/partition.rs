@@ -33,7 +33,10 @@ pub enum AppendError {
     #[error("partition is sealed")]
     Sealed,
     #[error("storage error: {0}")]
-    Storage(String),
+    Storage(#[source] WalError),
+    /// The log failed earlier and is being reopened; the reason is that failure's.
+    #[error("storage error: {0}")]
+    Recovering(String),
 }
 
 impl AppendError {
@@ -47,7 +50,9 @@ impl AppendError {
             AppendError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
             AppendError::Fenced { .. } => ResponseError::InvalidProducerEpoch,
             AppendError::Sealed => ResponseError::NotLeaderOrFollower,
-            AppendError::Storage(_) => ResponseError::KafkaStorageError,
+            AppendError::Storage(_) | AppendError::Recovering(_) => {
+                ResponseError::KafkaStorageError
+            }
         }
     }
 }
@@ -57,7 +62,7 @@ impl From<WalError> for AppendError {
         match e {
             WalError::Sealed { .. } => AppendError::Sealed,
             WalError::InvalidBatch(b) => AppendError::Corrupt(b.to_string()),
-            other => AppendError::Storage(other.to_string()),
+            other => AppendError::Storage(other),
         }
     }
 }
@@ -193,7 +198,7 @@ impl Partition {
         // Under the producers lock, so the table checked below belongs to this generation.
         let generation = self.log.generation();
         if generation != self.serving_generation() {
-            return Err(AppendError::Storage(
+            return Err(AppendError::Recovering(
                 self.storage_failure()
                     .unwrap_or_else(|| "recovering from a storage error".into()),
             ));
