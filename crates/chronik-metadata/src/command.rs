@@ -67,9 +67,15 @@ pub enum MetadataCommand {
     AllocateProducerIds {
         count: i64,
     },
+    /// A leader's ISR changes for many partitions in one command (Kafka's AlterPartition
+    /// carries many too): each is applied or refused on its own, as [`MetadataCommand::AlterIsr`].
+    /// The outcome is [`Outcome::PerPartition`], one result per change in order.
+    AlterIsrs {
+        changes: Vec<IsrChange>,
+    },
     /// A partition leader changes its ISR. Applied only if `leader_epoch` is still the
     /// partition's epoch (a deposed leader's change is refused) and the ISR holds the leader
-    /// and only replicas.
+    /// and only replicas. (Commands written before `AlterIsrs` existed; leaders send that now.)
     AlterIsr {
         topic: String,
         partition: i32,
@@ -126,6 +132,15 @@ pub enum MetadataCommand {
     },
 }
 
+/// One partition's ISR change within [`MetadataCommand::AlterIsrs`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IsrChange {
+    pub topic: String,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
 /// What applying a command produced, for the proposer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
@@ -136,6 +151,8 @@ pub enum Outcome {
         first: i64,
         count: i64,
     },
+    /// One result per partition of a batched command, in the command's order.
+    PerPartition(Vec<Result<(), Refusal>>),
 }
 
 /// A command answered with an outcome of another kind than its own: a bug, reported as
@@ -154,6 +171,17 @@ impl Outcome {
             Outcome::Topic(t) => Ok(t),
             got => Err(UnexpectedOutcome {
                 expected: "a topic",
+                got: Box::new(got),
+            }),
+        }
+    }
+
+    /// The per-partition results of a batched command.
+    pub fn into_per_partition(self) -> Result<Vec<Result<(), Refusal>>, UnexpectedOutcome> {
+        match self {
+            Outcome::PerPartition(r) => Ok(r),
+            got => Err(UnexpectedOutcome {
+                expected: "per-partition results",
                 got: Box::new(got),
             }),
         }
@@ -186,6 +214,15 @@ impl MetadataState {
                 leader_epoch,
                 isr,
             } => self.alter_isr(topic, *partition, *leader_epoch, isr)?,
+            C::AlterIsrs { changes } => Outcome::PerPartition(
+                changes
+                    .iter()
+                    .map(|c| {
+                        self.alter_isr(&c.topic, c.partition, c.leader_epoch, &c.isr)
+                            .map(|_| ())
+                    })
+                    .collect(),
+            ),
             C::MoveLeadersOff { broker } => self.move_leaders_off(*broker),
             C::ElectPreferredLeaders => self.elect_preferred_leaders(),
             C::ElectLeader {
@@ -486,6 +523,45 @@ pub(crate) mod tests {
             isr: isr.to_vec(),
         })
         .unwrap();
+    }
+
+    #[test]
+    fn batched_isr_changes_apply_or_refuse_each_on_its_own() {
+        let mut s = state_with_brokers(3);
+        s.apply(&create("t", 3, 3)).unwrap();
+        let part = |s: &MetadataState, i: usize| s.topics["t"].partitions[i].clone();
+        let change = |s: &MetadataState, i: usize, epoch_delta: i32, drop: bool| {
+            let p = part(s, i);
+            let isr: Vec<i32> = if drop {
+                vec![p.leader]
+            } else {
+                p.replicas.clone()
+            };
+            IsrChange {
+                topic: "t".into(),
+                partition: i as i32,
+                leader_epoch: p.leader_epoch + epoch_delta,
+                isr,
+            }
+        };
+        let cmd = MetadataCommand::AlterIsrs {
+            changes: vec![
+                change(&s, 0, 0, true),
+                change(&s, 1, -1, true),
+                change(&s, 2, 0, true),
+            ],
+        };
+        let results = s.apply(&cmd).unwrap().into_per_partition().unwrap();
+        assert_eq!(results[0], Ok(()));
+        assert!(matches!(results[1], Err(Refusal::StaleLeaderEpoch { .. })));
+        assert_eq!(results[2], Ok(()));
+        assert_eq!(part(&s, 0).isr, vec![part(&s, 0).leader]);
+        assert_eq!(
+            part(&s, 1).isr.len(),
+            3,
+            "a refused change leaves its partition alone"
+        );
+        assert_eq!(part(&s, 2).isr, vec![part(&s, 2).leader]);
     }
 
     #[test]

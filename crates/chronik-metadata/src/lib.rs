@@ -19,7 +19,8 @@ mod state;
 pub mod topic_name;
 
 pub use command::{
-    MetadataCommand, Outcome, UnexpectedOutcome, MAX_PARTITIONS_PER_TOPIC, MAX_PRODUCER_ID_BLOCK,
+    IsrChange, MetadataCommand, Outcome, UnexpectedOutcome, MAX_PARTITIONS_PER_TOPIC,
+    MAX_PRODUCER_ID_BLOCK,
 };
 pub use error::{MetadataError, Refusal};
 pub use state::{

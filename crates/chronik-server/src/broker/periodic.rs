@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use chronik_metadata::MetadataCommand;
+use chronik_metadata::{IsrChange, MetadataCommand};
 
 use super::Broker;
 
@@ -39,9 +39,14 @@ impl Broker {
         });
     }
 
+    /// Collects every ISR change this node's leaders want and proposes them as one command:
+    /// one Raft round however many partitions changed (a node losing a peer changes the ISR
+    /// of every partition it leads with it at once).
     pub(super) async fn update_isrs(&self) {
         let state = self.metadata();
         let lag = self.config.replica_lag_time_max;
+        let mut changes = Vec::new();
+        let mut before = Vec::new();
         for r in self.replicas.all() {
             let Some(info) = state
                 .topic(&r.topic)
@@ -55,17 +60,37 @@ impl Broker {
             // Joining members count towards the high watermark before the change
             // commits; leaving ones until it has.
             r.widen_isr(&isr);
-            let cmd = MetadataCommand::AlterIsr {
+            before.push(info.isr.clone());
+            changes.push(IsrChange {
                 topic: r.topic.clone(),
                 partition: r.partition,
                 leader_epoch: epoch,
-                isr: isr.clone(),
-            };
-            match self.apply(cmd).await {
-                Ok(_) => tracing::info!(topic = %r.topic, partition = r.partition,
-                    from = ?info.isr, to = ?isr, "ISR changed"),
-                Err(e) => tracing::warn!(topic = %r.topic, partition = r.partition,
-                    error = %e.message, "ISR change refused"),
+                isr,
+            });
+        }
+        if changes.is_empty() {
+            return;
+        }
+        let results = match self
+            .apply(MetadataCommand::AlterIsrs {
+                changes: changes.clone(),
+            })
+            .await
+            .and_then(|o| Ok(o.into_per_partition()?))
+        {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(partitions = changes.len(), error = %e.message,
+                    "ISR changes not committed; retried on the next tick");
+                return;
+            }
+        };
+        for ((c, from), result) in changes.iter().zip(before).zip(results) {
+            match result {
+                Ok(()) => tracing::info!(topic = %c.topic, partition = c.partition,
+                    from = ?from, to = ?c.isr, "ISR changed"),
+                Err(e) => tracing::warn!(topic = %c.topic, partition = c.partition,
+                    error = %e, "ISR change refused"),
             }
         }
     }
