@@ -22,6 +22,8 @@ use tokio::sync::watch;
 
 use crate::epochs::EpochCache;
 
+mod log_start;
+
 pub type BrokerId = i32;
 
 /// Kafka error codes a replica answers with.
@@ -73,6 +75,8 @@ struct Progress {
     caught_up_at: Instant,
     /// The leader's log end when this follower fetched last.
     leader_end_at_last_fetch: i64,
+    /// The follower's log start offset as of its last fetch.
+    log_start: i64,
 }
 
 struct State {
@@ -96,6 +100,8 @@ pub struct FollowerFetch {
     pub last_fetched_epoch: i32,
     pub durable_offset: i64,
     pub leader_epoch: i32,
+    /// The follower's log start offset.
+    pub log_start_offset: i64,
 }
 
 /// The leader's answer for one partition.
@@ -142,6 +148,10 @@ pub struct Replica {
     /// The epoch this replica leads in (`None`: it does not lead). Changed with the role,
     /// under the state lock, so it moves before any follower high watermark is applied.
     leading: watch::Sender<Option<i32>>,
+    /// Bumped when this log's start moves through [`Replica::advance_log_start`] or a
+    /// follower reports a new log start: wakes held follower fetches (so they learn the new
+    /// start at once) and DeleteRecords waiting for the low watermark.
+    log_start_moved: watch::Sender<i64>,
 }
 
 impl Replica {
@@ -167,6 +177,7 @@ impl Replica {
             }),
             hw: watch::channel(hw).0,
             leading: watch::channel(None).0,
+            log_start_moved: watch::channel(0).0,
             log,
         })
     }
@@ -485,12 +496,18 @@ impl Replica {
                 durable: f.durable_offset,
                 caught_up_at: since,
                 leader_end_at_last_fetch: i64::MAX,
+                // Unknown until now (Kafka's UNKNOWN_OFFSET): the change below is announced.
+                log_start: -1,
             });
             if f.fetch_offset >= log_end || f.fetch_offset >= p.leader_end_at_last_fetch {
                 p.caught_up_at = now;
             }
             p.leader_end_at_last_fetch = log_end;
             p.log_end = f.fetch_offset;
+            if p.log_start != f.log_start_offset {
+                p.log_start = f.log_start_offset;
+                self.log_start_moved.send_modify(|n| *n += 1);
+            }
             p.durable = f.durable_offset.min(f.fetch_offset);
         }
         self.update_high_watermark();
@@ -507,7 +524,9 @@ impl Replica {
             chronik_wal::CatchUp::ReadTo(limit) if limit <= f.fetch_offset => return out,
             chronik_wal::CatchUp::ReadTo(limit) => limit,
         };
-        match self.log.read_async(f.fetch_offset, max_bytes, limit).await {
+        // From the first segment's base, not the log start: a follower whose log ends inside
+        // the segment holding the log start catches up, then moves its own log start.
+        match self.log.read_replica_async(f.fetch_offset, max_bytes, limit).await {
             Ok(r) => out.records = r.data,
             Err(WalError::OffsetOutOfRange { .. }) => out.error_code = code::OFFSET_OUT_OF_RANGE,
             Err(e) => {
@@ -878,6 +897,7 @@ mod tests {
             last_fetched_epoch: -1,
             durable_offset: 0,
             leader_epoch: 1,
+            log_start_offset: 0,
         };
         let served = r.serve_fetch(fetch, 1 << 20).await;
         assert_eq!(served.error_code, code::NONE);
@@ -970,6 +990,7 @@ mod tests {
             last_fetched_epoch: -1,
             durable_offset: 0,
             leader_epoch,
+            log_start_offset: 0,
         };
         assert_eq!(
             r.serve_fetch(fetch(7), 1024).await.leader_epoch,

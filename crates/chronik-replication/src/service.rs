@@ -51,6 +51,7 @@ impl ReplicationService {
                         last_fetched_epoch: pf.last_fetched_epoch,
                         durable_offset: pf.durable_offset,
                         leader_epoch: pf.leader_epoch,
+                        log_start_offset: pf.log_start_offset,
                     },
                     budget,
                 )
@@ -90,6 +91,9 @@ impl ReplicationService {
                 let mut hw = r.subscribe_hw();
                 hw.borrow_and_update();
                 watches.push(hw);
+                let mut start = r.subscribe_log_start();
+                start.borrow_and_update();
+                watches.push(start);
             }
         }
         watches
