@@ -526,7 +526,11 @@ impl Replica {
         };
         // From the first segment's base, not the log start: a follower whose log ends inside
         // the segment holding the log start catches up, then moves its own log start.
-        match self.log.read_replica_async(f.fetch_offset, max_bytes, limit).await {
+        match self
+            .log
+            .read_replica_async(f.fetch_offset, max_bytes, limit)
+            .await
+        {
             Ok(r) => out.records = r.data,
             Err(WalError::OffsetOutOfRange { .. }) => out.error_code = code::OFFSET_OUT_OF_RANGE,
             Err(e) => {

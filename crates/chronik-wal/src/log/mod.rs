@@ -210,8 +210,13 @@ fn start_after_recovery(
         return first;
     };
     if cp > log_end {
-        warn!(topic, partition, checkpoint = cp, log_end,
-            "log start checkpoint beyond the recovered log end; starting at the end");
+        warn!(
+            topic,
+            partition,
+            checkpoint = cp,
+            log_end,
+            "log start checkpoint beyond the recovered log end; starting at the end"
+        );
         return log_end;
     }
     cp

@@ -63,8 +63,12 @@ impl PartitionLog {
         max_bytes: usize,
         max_offset_exclusive: i64,
     ) -> Result<ReadResult, WalError> {
-        self.shared
-            .read(Floor::LogStart, start_offset, max_bytes, max_offset_exclusive)
+        self.shared.read(
+            Floor::LogStart,
+            start_offset,
+            max_bytes,
+            max_offset_exclusive,
+        )
     }
 
     /// [`read`](Self::read) for async callers: inline when the read starts near the log end
@@ -75,8 +79,13 @@ impl PartitionLog {
         max_bytes: usize,
         max_offset_exclusive: i64,
     ) -> Result<ReadResult, WalError> {
-        self.read_async_from(Floor::LogStart, start_offset, max_bytes, max_offset_exclusive)
-            .await
+        self.read_async_from(
+            Floor::LogStart,
+            start_offset,
+            max_bytes,
+            max_offset_exclusive,
+        )
+        .await
     }
 
     /// [`read_async`](Self::read_async) for a replica copying this log: it may also read below
@@ -89,8 +98,13 @@ impl PartitionLog {
         max_bytes: usize,
         max_offset_exclusive: i64,
     ) -> Result<ReadResult, WalError> {
-        self.read_async_from(Floor::FirstSegment, start_offset, max_bytes, max_offset_exclusive)
-            .await
+        self.read_async_from(
+            Floor::FirstSegment,
+            start_offset,
+            max_bytes,
+            max_offset_exclusive,
+        )
+        .await
     }
 
     async fn read_async_from(
@@ -112,8 +126,7 @@ impl PartitionLog {
         }
         let shared = s.clone();
         // Located again on the blocking thread: the log may have changed while this waited.
-        off_runtime(move || shared.read(floor, start_offset, max_bytes, max_offset_exclusive))
-            .await
+        off_runtime(move || shared.read(floor, start_offset, max_bytes, max_offset_exclusive)).await
     }
 
     /// First batch (in offset order) whose `max_timestamp >= ts_ms`, returned whole. Uses the
@@ -172,7 +185,11 @@ impl Shared {
                 return Ok(None);
             };
             let rel = seg.index.scan_start_for_timestamp(ts_ms);
-            (SegmentView::of(seg), seg.index.position_for(rel), inner.log_start)
+            (
+                SegmentView::of(seg),
+                seg.index.position_for(rel),
+                inner.log_start,
+            )
         };
         let mut found = None;
         self.walk(view, pos, SCAN_READ_AHEAD, &mut |ctx| {

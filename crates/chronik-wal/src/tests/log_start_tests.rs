@@ -23,7 +23,10 @@ async fn advance_log_start_moves_inside_a_segment_and_survives_reopen() {
     // Inside the third segment, not at a batch boundary (offset 1 of a 2-record batch).
     let target = bases_before[2] + 3;
     let out = log.advance_log_start(target).unwrap();
-    assert_eq!((out.log_start_offset, log.log_start_offset()), (target, target));
+    assert_eq!(
+        (out.log_start_offset, log.log_start_offset()),
+        (target, target)
+    );
     assert_eq!(out.deleted.len(), 2, "the two segments below it go");
     assert_eq!(segment_bases(dir.path())[0], bases_before[2]);
     // Reads below it are refused; at it, the batch containing it comes back whole.
