@@ -74,7 +74,10 @@ pub fn handle(broker: &Arc<Broker>, req: DeleteRecordsRequest, _version: i16) ->
         for (ti, pi, outcome) in join_all(waits).await {
             let r = &mut topics[ti].partitions[pi];
             match outcome {
-                Ok(low) => r.low_watermark = low,
+                Ok(low) => {
+                    r.low_watermark = low;
+                    r.error_code = 0;
+                }
                 Err(code) => {
                     r.error_code = code.code();
                     if code == ResponseError::NotLeaderOrFollower {
