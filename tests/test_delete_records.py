@@ -38,10 +38,12 @@ def fill(bootstrap: str, topic: str, n: int, partition: int = 0) -> None:
     assert not log.failed, log.failed[:3]
 
 
-def delete_records(bootstrap: str, topic: str, offset: int, partition: int = 0):
-    """confluent-kafka's delete_records: the partition's result (low_watermark) or its error."""
+def delete_records(bootstrap: str, topic: str, offset: int, partition: int = 0, operation_timeout: float = 30):
+    """confluent-kafka's delete_records: the partition's result (low_watermark) or its error.
+    operation_timeout bounds the broker's wait for the replicas (DeleteRecords' timeout_ms)."""
     a = admin(bootstrap)
-    fs = a.delete_records([TopicPartition(topic, partition, offset)], request_timeout=30, operation_timeout=30)
+    fs = a.delete_records([TopicPartition(topic, partition, offset)], request_timeout=operation_timeout + 10,
+                          operation_timeout=operation_timeout)
     return list(fs.values())[0].result(timeout=40)
 
 
@@ -237,3 +239,46 @@ def test_every_replica_moves_its_log_start_and_keeps_it(cluster_factory):
     low, high = wait_until(lambda: watermarks(c.bootstrap(*alive), topic, 0, timeout_s=30), 30, "watermarks")
     assert (low, high) == (target, n)
     assert first_consumed_offset(c.bootstrap(*alive), topic) == target
+
+
+def in_sync(bootstrap: str, topic: str) -> tuple[int, ...]:
+    return tuple(sorted(admin(bootstrap).list_topics(topic, timeout=10).topics[topic].partitions[0].isrs))
+
+
+@pytest.mark.chronik_only("reads each replica's WAL directory")
+def test_a_follower_behind_the_leaders_log_start_starts_again_there(cluster_factory):
+    c = cluster_factory(3, args=["--replica-lag-time-max-ms", "1500"]).start()
+    topic = unique_topic("delrec-behind")
+    a = admin(c.bootstrap())
+    fs = a.create_topics([NewTopic(topic, num_partitions=1, replication_factor=3,
+                                   config={"segment.bytes": str(SEGMENT_BYTES)})],
+                         operation_timeout=30, request_timeout=30)
+    fs[topic].result(timeout=30)
+    fill(c.bootstrap(), topic, 50)
+    leader = leader_of(c.bootstrap(), topic)
+    victim = next(i for i in c.nodes if i != leader)
+    alive = [i for i in c.nodes if i != victim]
+    c.node(victim).kill()
+    wait_until(lambda: victim not in in_sync(c.bootstrap(*alive), topic), 30, f"node {victim} out of the ISR")
+    # The leader rolls past where the victim stopped, then deletes everything below its high
+    # watermark: it no longer holds a single offset the victim could fetch next.
+    fill(c.bootstrap(*alive), topic, 200)
+    try:
+        delete_records(c.bootstrap(*alive), topic, -1, operation_timeout=3)
+    except KafkaException as e:
+        # The victim's broker may not be fenced yet: it still counts for the low watermark.
+        assert e.args[0].code() == KafkaError.REQUEST_TIMED_OUT, e
+    assert watermarks(c.bootstrap(*alive), topic, 0) == (250, 250)
+    assert first_segment_base(c.node(leader).data_dir, topic) > 50
+    fill(c.bootstrap(*alive), topic, 30)
+
+    # Back, the victim empties its log, starts again at the leader's log start and rejoins.
+    c.node(victim).start()
+    wait_until(lambda: in_sync(c.bootstrap(), topic) == (1, 2, 3), 60, f"node {victim} back in the ISR")
+    assert checkpoint(c.node(victim).data_dir, topic) == 250
+    assert 50 < first_segment_base(c.node(victim).data_dir, topic) <= 250
+    # It holds what the leader holds from there, and can lead.
+    c.node(leader).kill()
+    rest = [i for i in c.nodes if i != leader]
+    wait_until(lambda: leader_of(c.bootstrap(*rest), topic) in rest, 30, "a new leader")
+    assert wait_until(lambda: watermarks(c.bootstrap(*rest), topic, 0, timeout_s=30), 30, "watermarks") == (250, 280)

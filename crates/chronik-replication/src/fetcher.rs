@@ -239,6 +239,17 @@ async fn apply(
         if l != leader {
             continue;
         }
+        if pd.error_code == code::OFFSET_OUT_OF_RANGE
+            && pd.leader_epoch == epoch
+            && pd.restart_offset > replica.log.log_end_offset()
+        {
+            if let Err(e) = replica.restart_at(leader, epoch, pd.restart_offset) {
+                tracing::error!(topic = %pd.topic, partition = pd.partition, error = %e,
+                    "cannot start the log again at the leader's log start");
+                backoff = true;
+            }
+            continue;
+        }
         if pd.error_code != code::NONE {
             backoff = true;
             tracing::debug!(topic = %pd.topic, partition = pd.partition, leader, code = pd.error_code,

@@ -117,6 +117,8 @@ pub struct ServedFetch {
     pub segment_available: bool,
     /// The epoch the answer was served in (-1: this replica does not lead).
     pub leader_epoch: i32,
+    /// With OFFSET_OUT_OF_RANGE below this log's start: where the follower starts again.
+    pub restart_offset: Option<i64>,
 }
 
 /// How often a commit wait whose leadership moved looks at its write's fate again.
@@ -532,7 +534,12 @@ impl Replica {
             .await
         {
             Ok(r) => out.records = r.data,
-            Err(WalError::OffsetOutOfRange { .. }) => out.error_code = code::OFFSET_OUT_OF_RANGE,
+            Err(WalError::OffsetOutOfRange { .. }) => {
+                out.error_code = code::OFFSET_OUT_OF_RANGE;
+                if f.fetch_offset < out.log_start_offset {
+                    out.restart_offset = self.restart_offset().await;
+                }
+            }
             Err(e) => {
                 tracing::error!(topic = %self.topic, partition = self.partition, error = %e,
                     "replica read failed");

@@ -66,6 +66,7 @@ impl ReplicationService {
             pd.records = served.records;
             pd.high_watermark = served.high_watermark;
             pd.log_start_offset = served.log_start_offset;
+            pd.restart_offset = served.restart_offset.unwrap_or(0);
             if let Some((epoch, end)) = served.diverging {
                 pd.diverging_epoch = epoch;
                 pd.diverging_end_offset = end;

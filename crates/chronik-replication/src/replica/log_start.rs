@@ -61,4 +61,40 @@ impl Replica {
         }
         self.advance_log_start(target).await.map(|_| ())
     }
+
+    /// Leader side: where a follower whose log ends below everything this log holds starts
+    /// again: the base of the batch holding the log start (batches are copied whole, so the
+    /// follower's log must begin at a batch boundary).
+    pub(super) async fn restart_offset(&self) -> Option<i64> {
+        let start = self.log.log_start_offset();
+        match self.log.read_replica_async(start, 1, i64::MAX).await {
+            Ok(r) => Some(r.first_offset.unwrap_or(start)),
+            Err(e) => {
+                tracing::warn!(topic = %self.topic, partition = self.partition, error = %e,
+                    "cannot find where a lagging follower starts again");
+                None
+            }
+        }
+    }
+
+    /// Follower side: the leader holds nothing at or below this log's end any more; empty
+    /// this log and start it again at `offset` (see `PartitionLog::reset_to`), forgetting its
+    /// leader epochs. Returns `false` (and changes nothing) unless this replica still follows
+    /// `leader` in `epoch` and `offset` is past its log end; checked, and the log reset,
+    /// under the state lock, as for `append_fetched`.
+    pub fn restart_at(&self, leader: BrokerId, epoch: i32, offset: i64) -> Result<bool, WalError> {
+        let mut st = self.lock();
+        if !follows(&st.role, leader, epoch) || offset <= self.log.log_end_offset() {
+            return Ok(false);
+        }
+        tracing::warn!(topic = %self.topic, partition = self.partition, node = self.node_id,
+            from = self.log.log_end_offset(), to = offset,
+            "the leader no longer holds this log's end; starting the log again at its log start");
+        self.log.reset_to(offset)?;
+        st.epochs.truncate_from(i64::MIN);
+        st.generation = self.log.generation();
+        drop(st);
+        self.hw.send_replace(offset);
+        Ok(true)
+    }
 }

@@ -13,9 +13,10 @@ use std::path::Path;
 
 use tracing::{info, warn};
 
-use super::{PartitionLog, RetentionOutcome, RetentionReason};
+use super::{now_ms, PartitionLog, RetentionOutcome, RetentionReason};
 use crate::error::WalError;
-use crate::recovery::fsync_dir;
+use crate::recovery::{fsync_dir, remove_segment_files};
+use crate::segment::SEGMENT_HEADER_BYTES;
 
 /// The checkpoint file in the partition directory.
 pub(crate) const CHECKPOINT_FILE: &str = "log-start-offset-checkpoint";
@@ -65,6 +66,62 @@ impl PartitionLog {
                 "advanced the log start offset");
         }
         self.delete_below_log_start()
+    }
+
+    /// Empties the log and starts it again at `offset` (Kafka's truncateFullyAndStartAt): for
+    /// a replica whose log ends below everything its leader still holds, which can only
+    /// continue from there. Every segment is deleted, one empty segment at `offset` is
+    /// created, and log start, log end and committed offset all become `offset`; the log start
+    /// checkpoint is written first, so a crash midway leaves either the old log or the new
+    /// start. A failure after the first deletion poisons the partition.
+    pub fn reset_to(&self, offset: i64) -> Result<(), WalError> {
+        if offset < 0 {
+            return Err(WalError::InvalidConfig(format!(
+                "cannot start a log at {offset}"
+            )));
+        }
+        let s = &*self.shared;
+        let _m = s.lock_maintenance();
+        let mut guard = s.lock();
+        let inner = &mut *guard;
+        s.check_open(inner)?;
+        write_checkpoint(&s.dir, offset)?;
+        let old: Vec<i64> = inner.segments.iter().map(|seg| seg.base_offset).collect();
+        let fresh = if old.contains(&offset) {
+            None // its file is about to be removed and recreated below
+        } else {
+            Some(s.fresh_segment(offset, now_ms())?)
+        };
+        let result = (|| -> Result<super::Segment, WalError> {
+            remove_segment_files(&s.dir, s.partition, &old)?;
+            let seg = match fresh {
+                Some(seg) => seg,
+                None => s.fresh_segment(offset, now_ms())?,
+            };
+            fsync_dir(&s.dir).map_err(WalError::io("fsync directory", &s.dir))?;
+            Ok(seg)
+        })();
+        let seg = match result {
+            Ok(seg) => seg,
+            Err(e) => {
+                s.poison(inner, format!("reset_to({offset}) failed: {e}"));
+                return Err(e);
+            }
+        };
+        s.count_fsyncs(3);
+        inner.segments.clear();
+        inner.segments.push_back(seg);
+        inner.pending_seals.clear();
+        inner.total_bytes = SEGMENT_HEADER_BYTES;
+        inner.log_start = offset;
+        inner.log_end = offset;
+        inner.synced_end = offset;
+        s.end_tx.send_replace(offset);
+        s.publish_committed(inner, offset);
+        inner.check_invariants();
+        info!(topic = %s.topic, partition = s.partition, offset, removed_segments = old.len(),
+            "emptied the log to start again at an offset");
+        Ok(())
     }
 
     /// Deletes the whole segments that end at or below the log start offset (the segment

@@ -316,6 +316,23 @@ impl Shared {
     /// Creates a new active segment at `log_end` and queues the old one for sealing.
     fn roll(&self, inner: &mut Inner, now_ms: i64, reason: &'static str) -> Result<(), WalError> {
         let base = inner.log_end;
+        let seg = self.fresh_segment(base, now_ms)?;
+        let old = inner.active();
+        assert!(!old.is_empty(), "rolling an empty segment");
+        let old_base = old.base_offset;
+        inner.pending_seals.push(old_base);
+        inner.segments.push_back(seg);
+        inner.total_bytes += SEGMENT_HEADER_BYTES;
+        inner.dir_gen += 1;
+        inner.deferred_roll_warned = false;
+        self.wake.notify_one();
+        info!(topic = %self.topic, partition = self.partition, base_offset = base,
+            previous_segment = old_base, reason, "rolled to a new segment");
+        Ok(())
+    }
+
+    /// Creates the file of an empty segment at `base` (its directory entry is not synced).
+    fn fresh_segment(&self, base: i64, now_ms: i64) -> Result<Segment, WalError> {
         let path = segment_file_path(&self.dir, self.partition, base, FileKind::Log);
         let file = create_segment_file(
             &path,
@@ -325,11 +342,7 @@ impl Shared {
             },
         )
         .map_err(WalError::io("create segment", &path))?;
-        let old = inner.active();
-        assert!(!old.is_empty(), "rolling an empty segment");
-        let old_base = old.base_offset;
-        inner.pending_seals.push(old_base);
-        inner.segments.push_back(Segment {
+        Ok(Segment {
             base_offset: base,
             next_offset: base,
             size_bytes: SEGMENT_HEADER_BYTES,
@@ -343,14 +356,7 @@ impl Shared {
             persisted: false,
             cache_dropped_to: 0,
             synced_bytes: SEGMENT_HEADER_BYTES,
-        });
-        inner.total_bytes += SEGMENT_HEADER_BYTES;
-        inner.dir_gen += 1;
-        inner.deferred_roll_warned = false;
-        self.wake.notify_one();
-        info!(topic = %self.topic, partition = self.partition, base_offset = base,
-            previous_segment = old_base, reason, "rolled to a new segment");
-        Ok(())
+        })
     }
 }
 

@@ -83,3 +83,39 @@ async fn a_crash_between_checkpoint_and_deletion_is_finished_on_open() {
     assert_eq!(segment_bases(dir.path())[0], bases[1]);
     log.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn reset_to_empties_the_log_and_starts_it_again_at_an_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config();
+    let log = open(dir.path(), cfg.clone()).await;
+    let stored = append_many(&log, 20, 2);
+    log.wait_committed(stored.last().unwrap().last + 1)
+        .await
+        .unwrap();
+    let start = 1000;
+    log.reset_to(start).unwrap();
+    assert_eq!(
+        (
+            log.log_start_offset(),
+            log.log_end_offset(),
+            log.committed_offset()
+        ),
+        (start, start, start)
+    );
+    assert_eq!(segment_bases(dir.path()), vec![start]);
+    // A replica appends its leader's batches from there on.
+    let mut b = crate::batch::test_util::batch(3, 10);
+    crate::set_base_offset(&mut b, start);
+    let a = log.append_replica(&mut b).unwrap();
+    assert_eq!((a.base_offset, a.last_offset), (start, start + 2));
+    log.wait_committed(start + 3).await.unwrap();
+    log.close().await.unwrap();
+    let log = open(dir.path(), cfg).await;
+    assert_eq!(
+        (log.log_start_offset(), log.log_end_offset()),
+        (start, start + 3)
+    );
+    assert_eq!(log.read(start, usize::MAX, i64::MAX).unwrap().batches, 1);
+    log.close().await.unwrap();
+}
