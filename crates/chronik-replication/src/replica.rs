@@ -1042,4 +1042,79 @@ mod tests {
         assert!(!waiting.is_finished(), "same epoch: still leading");
         waiting.abort();
     }
+
+    /// The log start across replicas: the leader's low watermark counts every named follower
+    /// (-1 until it fetched), a follower moves its start only up to its high watermark, and one
+    /// whose log ends below the leader's restarts at the offset it is given.
+    #[tokio::test]
+    async fn log_start_follows_the_leader_and_the_low_watermark_counts_every_replica() {
+        let (dl, df) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let l = replica(dl.path()).await;
+        l.set_role(Role::Leader {
+            epoch: 1,
+            isr: vec![1, 2],
+        });
+        for i in 0..5 {
+            l.log.append(&mut served_batch(i, 1), 1).expect("append");
+        }
+        l.log.wait_committed(5).await.expect("committed");
+        l.record_epoch(1, 0, l.log.generation());
+        let fetch = |log_start_offset| FollowerFetch {
+            follower: 2,
+            fetch_offset: 5,
+            last_fetched_epoch: 1,
+            durable_offset: 5,
+            leader_epoch: 1,
+            log_start_offset,
+        };
+        assert_eq!(l.low_watermark(&[1, 2]), Some(-1), "2 has not fetched yet");
+        l.serve_fetch(fetch(0), 1 << 20).await;
+        assert_eq!(l.low_watermark(&[1, 2]), Some(0));
+        let mut moved = l.subscribe_log_start();
+        l.advance_log_start(3).await.expect("advance");
+        assert!(moved.has_changed().expect("watch"));
+        assert_eq!(l.log.log_start_offset(), 3);
+        assert_eq!(l.low_watermark(&[1, 2]), Some(0), "2 still starts at 0");
+        assert_eq!(l.low_watermark(&[1, 2, 3]), Some(-1), "3 never fetched");
+        let served = l.serve_fetch(fetch(3), 1 << 20).await;
+        assert_eq!(served.log_start_offset, 3);
+        assert_eq!(l.low_watermark(&[1, 2]), Some(3));
+
+        let f = replica(df.path()).await;
+        f.set_role(Role::Follower {
+            leader: 1,
+            epoch: 1,
+        });
+        for i in 0..5 {
+            assert_eq!(f.append_fetched(1, 1, &served_batch(i, 1)).ok(), Some(true));
+        }
+        f.log.wait_committed(5).await.expect("committed");
+        f.set_follower_high_watermark(1, 1, 2);
+        f.follow_log_start(1, 1, 4).await.expect("follow");
+        assert_eq!(f.log.log_start_offset(), 2, "never past its high watermark");
+        f.follow_log_start(1, 0, 4).await.expect("stale epoch");
+        assert_eq!(
+            f.log.log_start_offset(),
+            2,
+            "an answer of another epoch changes nothing"
+        );
+        assert_eq!(
+            f.restart_at(1, 1, 3).ok(),
+            Some(false),
+            "not past its log end"
+        );
+        assert_eq!(f.restart_at(1, 1, 100).ok(), Some(true));
+        assert_eq!(
+            (f.log.log_start_offset(), f.log.log_end_offset()),
+            (100, 100)
+        );
+        assert_eq!((f.high_watermark(), f.last_epoch()), (100, -1));
+        assert_eq!(
+            f.append_fetched(1, 1, &served_batch(100, 1)).ok(),
+            Some(true)
+        );
+    }
 }

@@ -132,10 +132,7 @@ pub fn disk_space(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
         u64::from(st.f_blocks),
         u64::from(st.f_bavail),
     );
-    Ok((
-        blocks.saturating_mul(frsize),
-        avail.saturating_mul(frsize),
-    ))
+    Ok((blocks.saturating_mul(frsize), avail.saturating_mul(frsize)))
 }
 
 #[cfg(test)]
