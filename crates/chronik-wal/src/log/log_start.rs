@@ -33,12 +33,17 @@ impl PartitionLog {
     /// it. Returns the log start afterwards and the segments deleted.
     pub fn advance_log_start(&self, offset: i64) -> Result<RetentionOutcome, WalError> {
         let s = &*self.shared;
+        // Never past what is durable: a heal cuts the log back to its last synced offset, and
+        // the start must stay inside the log. Under fsync=interval or never, sync now.
+        if offset > s.lock().synced_end {
+            s.run_pass(true);
+        }
         {
             let _m = s.lock_maintenance();
             let current = {
                 let inner = s.lock();
                 s.check_open(&inner)?;
-                let committed = s.committed();
+                let committed = s.committed().min(inner.synced_end);
                 if offset > committed || offset < 0 {
                     return Err(WalError::OffsetOutOfRange {
                         requested: offset,

@@ -119,3 +119,23 @@ async fn reset_to_empties_the_log_and_starts_it_again_at_an_offset() {
     assert_eq!(log.read(start, usize::MAX, i64::MAX).unwrap().batches, 1);
     log.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn advance_log_start_syncs_first_under_an_interval_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        fsync: crate::FsyncPolicy::Interval(std::time::Duration::from_secs(3600)),
+        ..small_config()
+    };
+    let log = open(dir.path(), cfg).await;
+    let stored = append_many(&log, 10, 2);
+    let end = stored.last().unwrap().last + 1;
+    log.wait_committed(end).await.unwrap();
+    let before = log.fsync_count();
+    assert_eq!(log.advance_log_start(end).unwrap().log_start_offset, end);
+    assert!(
+        log.fsync_count() > before + 2,
+        "the data was synced before the start moved"
+    );
+    log.close().await.unwrap();
+}
