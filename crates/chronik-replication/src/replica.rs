@@ -1073,7 +1073,7 @@ mod tests {
         assert_eq!(l.low_watermark(&[1, 2]), Some(-1), "2 has not fetched yet");
         l.serve_fetch(fetch(0), 1 << 20).await;
         assert_eq!(l.low_watermark(&[1, 2]), Some(0));
-        let mut moved = l.subscribe_log_start();
+        let moved = l.subscribe_log_start();
         l.advance_log_start(3).await.expect("advance");
         assert!(moved.has_changed().expect("watch"));
         assert_eq!(l.log.log_start_offset(), 3);
