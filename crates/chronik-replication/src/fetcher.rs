@@ -205,6 +205,7 @@ fn next_request(
                 last_fetched_epoch: r.last_epoch(),
                 durable_offset: r.log.committed_offset(),
                 leader_epoch: *epoch,
+                log_start_offset: r.log.log_start_offset(),
             })
             .collect(),
         max_wait_ms: m.config.max_wait.as_millis() as u32,
@@ -227,6 +228,7 @@ async fn apply(
     let node = m.node_id;
     let mut backoff = false;
     let mut waits = Vec::new();
+    let mut starts: Vec<(Arc<Replica>, i32, i64)> = Vec::new();
     for pd in resp.partitions {
         let Some(replica) = m.get(&pd.topic, pd.partition) else {
             continue;
@@ -235,6 +237,17 @@ async fn apply(
             continue;
         };
         if l != leader {
+            continue;
+        }
+        if pd.error_code == code::OFFSET_OUT_OF_RANGE
+            && pd.leader_epoch == epoch
+            && pd.restart_offset > replica.log.log_end_offset()
+        {
+            if let Err(e) = replica.restart_at(leader, epoch, pd.restart_offset) {
+                tracing::error!(topic = %pd.topic, partition = pd.partition, error = %e,
+                    "cannot start the log again at the leader's log start");
+                backoff = true;
+            }
             continue;
         }
         if pd.error_code != code::NONE {
@@ -288,6 +301,9 @@ async fn apply(
         } else {
             replica.set_follower_high_watermark(leader, epoch, pd.high_watermark);
         }
+        if pd.log_start_offset > replica.log.log_start_offset() {
+            starts.push((replica.clone(), epoch, pd.log_start_offset));
+        }
     }
     drop(m);
     // Durable before the next fetch reports it.
@@ -298,6 +314,14 @@ async fn apply(
             backoff = true;
         }
         replica.set_follower_high_watermark(leader, epoch, hw);
+    }
+    // After the high watermarks: the log start follows the leader's only up to there.
+    for (replica, epoch, start) in starts {
+        if let Err(e) = replica.follow_log_start(leader, epoch, start).await {
+            tracing::error!(topic = %replica.topic, partition = replica.partition, error = %e,
+                "cannot move the log start offset to the leader's");
+            backoff = true;
+        }
     }
     backoff
 }

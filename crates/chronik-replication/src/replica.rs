@@ -22,6 +22,8 @@ use tokio::sync::watch;
 
 use crate::epochs::EpochCache;
 
+mod log_start;
+
 pub type BrokerId = i32;
 
 /// Kafka error codes a replica answers with.
@@ -73,6 +75,8 @@ struct Progress {
     caught_up_at: Instant,
     /// The leader's log end when this follower fetched last.
     leader_end_at_last_fetch: i64,
+    /// The follower's log start offset as of its last fetch.
+    log_start: i64,
 }
 
 struct State {
@@ -96,6 +100,8 @@ pub struct FollowerFetch {
     pub last_fetched_epoch: i32,
     pub durable_offset: i64,
     pub leader_epoch: i32,
+    /// The follower's log start offset.
+    pub log_start_offset: i64,
 }
 
 /// The leader's answer for one partition.
@@ -111,6 +117,8 @@ pub struct ServedFetch {
     pub segment_available: bool,
     /// The epoch the answer was served in (-1: this replica does not lead).
     pub leader_epoch: i32,
+    /// With OFFSET_OUT_OF_RANGE below this log's start: where the follower starts again.
+    pub restart_offset: Option<i64>,
 }
 
 /// How often a commit wait whose leadership moved looks at its write's fate again.
@@ -142,6 +150,10 @@ pub struct Replica {
     /// The epoch this replica leads in (`None`: it does not lead). Changed with the role,
     /// under the state lock, so it moves before any follower high watermark is applied.
     leading: watch::Sender<Option<i32>>,
+    /// Bumped when this log's start moves through [`Replica::advance_log_start`] or a
+    /// follower reports a new log start: wakes held follower fetches (so they learn the new
+    /// start at once) and DeleteRecords waiting for the low watermark.
+    log_start_moved: watch::Sender<i64>,
 }
 
 impl Replica {
@@ -167,6 +179,7 @@ impl Replica {
             }),
             hw: watch::channel(hw).0,
             leading: watch::channel(None).0,
+            log_start_moved: watch::channel(0).0,
             log,
         })
     }
@@ -485,12 +498,18 @@ impl Replica {
                 durable: f.durable_offset,
                 caught_up_at: since,
                 leader_end_at_last_fetch: i64::MAX,
+                // Unknown until now (Kafka's UNKNOWN_OFFSET): the change below is announced.
+                log_start: -1,
             });
             if f.fetch_offset >= log_end || f.fetch_offset >= p.leader_end_at_last_fetch {
                 p.caught_up_at = now;
             }
             p.leader_end_at_last_fetch = log_end;
             p.log_end = f.fetch_offset;
+            if p.log_start != f.log_start_offset {
+                p.log_start = f.log_start_offset;
+                self.log_start_moved.send_modify(|n| *n += 1);
+            }
             p.durable = f.durable_offset.min(f.fetch_offset);
         }
         self.update_high_watermark();
@@ -507,9 +526,20 @@ impl Replica {
             chronik_wal::CatchUp::ReadTo(limit) if limit <= f.fetch_offset => return out,
             chronik_wal::CatchUp::ReadTo(limit) => limit,
         };
-        match self.log.read_async(f.fetch_offset, max_bytes, limit).await {
+        // From the first segment's base, not the log start: a follower whose log ends inside
+        // the segment holding the log start catches up, then moves its own log start.
+        match self
+            .log
+            .read_replica_async(f.fetch_offset, max_bytes, limit)
+            .await
+        {
             Ok(r) => out.records = r.data,
-            Err(WalError::OffsetOutOfRange { .. }) => out.error_code = code::OFFSET_OUT_OF_RANGE,
+            Err(WalError::OffsetOutOfRange { .. }) => {
+                out.error_code = code::OFFSET_OUT_OF_RANGE;
+                if f.fetch_offset < out.log_start_offset {
+                    out.restart_offset = self.restart_offset().await;
+                }
+            }
             Err(e) => {
                 tracing::error!(topic = %self.topic, partition = self.partition, error = %e,
                     "replica read failed");
@@ -878,6 +908,7 @@ mod tests {
             last_fetched_epoch: -1,
             durable_offset: 0,
             leader_epoch: 1,
+            log_start_offset: 0,
         };
         let served = r.serve_fetch(fetch, 1 << 20).await;
         assert_eq!(served.error_code, code::NONE);
@@ -970,6 +1001,7 @@ mod tests {
             last_fetched_epoch: -1,
             durable_offset: 0,
             leader_epoch,
+            log_start_offset: 0,
         };
         assert_eq!(
             r.serve_fetch(fetch(7), 1024).await.leader_epoch,
@@ -1009,5 +1041,80 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!waiting.is_finished(), "same epoch: still leading");
         waiting.abort();
+    }
+
+    /// The log start across replicas: the leader's low watermark counts every named follower
+    /// (-1 until it fetched), a follower moves its start only up to its high watermark, and one
+    /// whose log ends below the leader's restarts at the offset it is given.
+    #[tokio::test]
+    async fn log_start_follows_the_leader_and_the_low_watermark_counts_every_replica() {
+        let (dl, df) = (
+            tempfile::tempdir().expect("tempdir"),
+            tempfile::tempdir().expect("tempdir"),
+        );
+        let l = replica(dl.path()).await;
+        l.set_role(Role::Leader {
+            epoch: 1,
+            isr: vec![1, 2],
+        });
+        for i in 0..5 {
+            l.log.append(&mut served_batch(i, 1), 1).expect("append");
+        }
+        l.log.wait_committed(5).await.expect("committed");
+        l.record_epoch(1, 0, l.log.generation());
+        let fetch = |log_start_offset| FollowerFetch {
+            follower: 2,
+            fetch_offset: 5,
+            last_fetched_epoch: 1,
+            durable_offset: 5,
+            leader_epoch: 1,
+            log_start_offset,
+        };
+        assert_eq!(l.low_watermark(&[1, 2]), Some(-1), "2 has not fetched yet");
+        l.serve_fetch(fetch(0), 1 << 20).await;
+        assert_eq!(l.low_watermark(&[1, 2]), Some(0));
+        let moved = l.subscribe_log_start();
+        l.advance_log_start(3).await.expect("advance");
+        assert!(moved.has_changed().expect("watch"));
+        assert_eq!(l.log.log_start_offset(), 3);
+        assert_eq!(l.low_watermark(&[1, 2]), Some(0), "2 still starts at 0");
+        assert_eq!(l.low_watermark(&[1, 2, 3]), Some(-1), "3 never fetched");
+        let served = l.serve_fetch(fetch(3), 1 << 20).await;
+        assert_eq!(served.log_start_offset, 3);
+        assert_eq!(l.low_watermark(&[1, 2]), Some(3));
+
+        let f = replica(df.path()).await;
+        f.set_role(Role::Follower {
+            leader: 1,
+            epoch: 1,
+        });
+        for i in 0..5 {
+            assert_eq!(f.append_fetched(1, 1, &served_batch(i, 1)).ok(), Some(true));
+        }
+        f.log.wait_committed(5).await.expect("committed");
+        f.set_follower_high_watermark(1, 1, 2);
+        f.follow_log_start(1, 1, 4).await.expect("follow");
+        assert_eq!(f.log.log_start_offset(), 2, "never past its high watermark");
+        f.follow_log_start(1, 0, 4).await.expect("stale epoch");
+        assert_eq!(
+            f.log.log_start_offset(),
+            2,
+            "an answer of another epoch changes nothing"
+        );
+        assert_eq!(
+            f.restart_at(1, 1, 3).ok(),
+            Some(false),
+            "not past its log end"
+        );
+        assert_eq!(f.restart_at(1, 1, 100).ok(), Some(true));
+        assert_eq!(
+            (f.log.log_start_offset(), f.log.log_end_offset()),
+            (100, 100)
+        );
+        assert_eq!((f.high_watermark(), f.last_epoch()), (100, -1));
+        assert_eq!(
+            f.append_fetched(1, 1, &served_batch(100, 1)).ok(),
+            Some(true)
+        );
     }
 }

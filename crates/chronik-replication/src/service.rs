@@ -51,6 +51,7 @@ impl ReplicationService {
                         last_fetched_epoch: pf.last_fetched_epoch,
                         durable_offset: pf.durable_offset,
                         leader_epoch: pf.leader_epoch,
+                        log_start_offset: pf.log_start_offset,
                     },
                     budget,
                 )
@@ -65,6 +66,7 @@ impl ReplicationService {
             pd.records = served.records;
             pd.high_watermark = served.high_watermark;
             pd.log_start_offset = served.log_start_offset;
+            pd.restart_offset = served.restart_offset.unwrap_or(0);
             if let Some((epoch, end)) = served.diverging {
                 pd.diverging_epoch = epoch;
                 pd.diverging_end_offset = end;
@@ -90,6 +92,9 @@ impl ReplicationService {
                 let mut hw = r.subscribe_hw();
                 hw.borrow_and_update();
                 watches.push(hw);
+                let mut start = r.subscribe_log_start();
+                start.borrow_and_update();
+                watches.push(start);
             }
         }
         watches

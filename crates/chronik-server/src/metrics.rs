@@ -173,6 +173,9 @@ fn api_name(api: ApiKey) -> &'static str {
         ApiKey::AlterPartitionReassignments => "AlterPartitionReassignments",
         ApiKey::ListPartitionReassignments => "ListPartitionReassignments",
         ApiKey::DescribeCluster => "DescribeCluster",
+        ApiKey::DeleteRecords => "DeleteRecords",
+        ApiKey::DescribeLogDirs => "DescribeLogDirs",
+        ApiKey::DescribeProducers => "DescribeProducers",
         _ => "other",
     }
 }

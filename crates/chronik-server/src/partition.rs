@@ -152,6 +152,14 @@ impl Partition {
         Ok(())
     }
 
+    /// The idempotent producers this partition tracks (DescribeProducers).
+    pub fn active_producers(&self) -> Vec<crate::producer_state::ActiveProducer> {
+        self.producers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .active()
+    }
+
     /// Why this partition cannot take produces because of its storage: the log is poisoned,
     /// or it healed and the broker has not reopened it yet.
     pub fn storage_failure(&self) -> Option<String> {

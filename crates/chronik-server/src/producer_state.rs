@@ -30,6 +30,17 @@ struct ProducerEntry {
     batches: VecDeque<BatchMeta>,
     /// Offset of the last batch written, for eviction order.
     last_offset: i64,
+    /// Max timestamp of the last batch written (DescribeProducers' last_timestamp).
+    last_timestamp: i64,
+}
+
+/// One producer as DescribeProducers shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActiveProducer {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub last_sequence: i32,
+    pub last_timestamp: i64,
 }
 
 /// The verdict on an incoming batch.
@@ -154,6 +165,7 @@ impl ProducerStateTable {
                 epoch: h.producer_epoch,
                 batches: VecDeque::with_capacity(BATCHES_PER_PRODUCER),
                 last_offset: meta.last_offset,
+                last_timestamp: h.max_timestamp,
             });
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
@@ -164,6 +176,23 @@ impl ProducerStateTable {
         }
         entry.batches.push_back(meta);
         entry.last_offset = meta.last_offset;
+        entry.last_timestamp = h.max_timestamp;
+    }
+
+    /// Every tracked producer, by producer id.
+    pub fn active(&self) -> Vec<ActiveProducer> {
+        let mut out: Vec<ActiveProducer> = self
+            .producers
+            .iter()
+            .map(|(&producer_id, e)| ActiveProducer {
+                producer_id,
+                epoch: e.epoch,
+                last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
+                last_timestamp: e.last_timestamp,
+            })
+            .collect();
+        out.sort_unstable_by_key(|p| p.producer_id);
+        out
     }
 
     fn evict_oldest(&mut self) {

@@ -377,6 +377,32 @@ fn requests(key: ApiKey, v: i16, topic_id: uuid::Uuid) -> Vec<RequestKind> {
         ApiKey::ListPartitionReassignments => vec![RequestKind::ListPartitionReassignments(
             ListPartitionReassignmentsRequest::default(),
         )],
+        ApiKey::DeleteRecords => vec![RequestKind::DeleteRecords(
+            DeleteRecordsRequest::default()
+                .with_timeout_ms(1000)
+                .with_topics(vec![delete_records_request::DeleteRecordsTopic::default()
+                    .with_name(name("t"))
+                    .with_partitions(vec![
+                        delete_records_request::DeleteRecordsPartition::default()
+                            .with_partition_index(0)
+                            .with_offset(-1),
+                    ])]),
+        )],
+        ApiKey::DescribeLogDirs => vec![
+            RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default()),
+            RequestKind::DescribeLogDirs(DescribeLogDirsRequest::default().with_topics(Some(
+                vec![describe_log_dirs_request::DescribableLogDirTopic::default()
+                    .with_topic(name("t"))
+                    .with_partitions(vec![0])],
+            ))),
+        ],
+        ApiKey::DescribeProducers => vec![RequestKind::DescribeProducers(
+            DescribeProducersRequest::default().with_topics(vec![
+                describe_producers_request::TopicRequest::default()
+                    .with_name(name("t"))
+                    .with_partition_indexes(vec![0, 7]),
+            ]),
+        )],
         other => panic!("no request built for advertised API {other:?}: add one here"),
     }
 }

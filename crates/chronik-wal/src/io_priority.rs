@@ -112,6 +112,29 @@ pub fn read_segment_at(file: &File, buf: &mut [u8], pos: u64) -> io::Result<()> 
     Ok(())
 }
 
+/// Size and free space (for unprivileged users) of the filesystem holding `path`, in bytes.
+pub fn disk_space(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c` is a NUL-terminated path and `st` is a valid out-pointer for statvfs.
+    let rc = unsafe { libc::statvfs(c.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it filled `st`.
+    let st = unsafe { st.assume_init() };
+    // The field types differ between targets (u32 on some 32-bit ones): widen them all.
+    #[allow(clippy::useless_conversion)]
+    let (frsize, blocks, avail) = (
+        u64::from(st.f_frsize),
+        u64::from(st.f_blocks),
+        u64::from(st.f_bavail),
+    );
+    Ok((blocks.saturating_mul(frsize), avail.saturating_mul(frsize)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

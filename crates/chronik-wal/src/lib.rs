@@ -31,6 +31,7 @@ pub use batch::{
 };
 pub use config::{FsyncPolicy, LogConfig, ParseFsyncPolicyError};
 pub use error::WalError;
+pub use io_priority::disk_space;
 pub use log::{
     Appended, CatchUp, DeletedSegment, PartitionLog, ReadResult, RetentionOutcome, RetentionReason,
     SealedSegment, SegmentInstall, VerifiedInstall, MAX_COLD_READS, MAX_PENDING_SEALS,

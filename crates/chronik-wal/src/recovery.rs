@@ -205,6 +205,9 @@ impl Recovery<'_> {
                     std::fs::remove_file(entry.path())
                         .map_err(WalError::io("remove unfinished transfer", &entry.path()))?;
                 }
+                // The log start checkpoint (log/log_start.rs) and its side file.
+                None if name == crate::log::CHECKPOINT_FILE
+                    || name == crate::log::CHECKPOINT_TMP => {}
                 None => warn!(
                     topic,
                     partition,

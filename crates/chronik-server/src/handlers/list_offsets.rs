@@ -98,7 +98,9 @@ async fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), Res
                 tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "timestamp lookup failed");
                 ResponseError::KafkaStorageError
             })?;
-            match batch.and_then(|b| first_record_at_or_after(b, ts)) {
+            // Records below the log start (DeleteRecords inside this batch) are gone.
+            let start = log.log_start_offset();
+            match batch.and_then(|b| first_record_at_or_after(b, ts, start)) {
                 Some((offset, t)) if offset < hw => Ok((offset, t)),
                 _ => Ok((-1, -1)),
             }
@@ -107,11 +109,12 @@ async fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), Res
     }
 }
 
-/// The first record in `batch` with timestamp >= `ts`.
-fn first_record_at_or_after(batch: Bytes, ts: i64) -> Option<(i64, i64)> {
+/// The first record in `batch` at or after offset `start` with timestamp >= `ts`.
+fn first_record_at_or_after(batch: Bytes, ts: i64, start: i64) -> Option<(i64, i64)> {
     let header = chronik_wal::BatchHeader::parse(&batch).ok()?;
     if header.attributes & LOG_APPEND_TIME_FLAG != 0 {
-        return (header.max_timestamp >= ts).then_some((header.base_offset, header.max_timestamp));
+        return (header.max_timestamp >= ts && header.last_offset() >= start)
+            .then_some((header.base_offset.max(start), header.max_timestamp));
     }
     let mut buf = batch;
     let set = match RecordBatchDecoder::decode(&mut buf) {
@@ -123,6 +126,6 @@ fn first_record_at_or_after(batch: Bytes, ts: i64) -> Option<(i64, i64)> {
     };
     set.records
         .iter()
-        .find(|r| r.timestamp >= ts)
+        .find(|r| r.timestamp >= ts && r.offset >= start)
         .map(|r| (r.offset, r.timestamp))
 }

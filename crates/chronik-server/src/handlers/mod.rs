@@ -15,9 +15,12 @@ mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_log_dirs;
+mod describe_producers;
 mod elect_leaders;
 mod fetch;
 mod find_coordinator;
@@ -81,6 +84,9 @@ pub async fn dispatch(broker: &Arc<Broker>, req: Request, client_host: &str) -> 
         RequestKind::ElectLeaders(r) => elect_leaders::handle(broker, r, v).await,
         RequestKind::AlterPartitionReassignments(r) => reassignments::alter(broker, r, v).await,
         RequestKind::ListPartitionReassignments(r) => reassignments::list(broker, r, v),
+        RequestKind::DeleteRecords(r) => delete_records::handle(broker, r, v),
+        RequestKind::DescribeLogDirs(r) => describe_log_dirs::handle(broker, r, v),
+        RequestKind::DescribeProducers(r) => describe_producers::handle(broker, r, v),
         other => {
             // The decoder only lets through keys in the versions table, all listed above.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for an advertised API");

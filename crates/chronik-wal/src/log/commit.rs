@@ -97,7 +97,7 @@ impl Shared {
     /// One commit pass: sync sealed segments and persist their indexes, fsync the directory,
     /// fdatasync the active segment (if asked and dirty), then publish. Blocking; runs on the
     /// blocking pool (or inline during close). Failures poison the partition.
-    fn run_pass(&self, sync_active: bool) {
+    pub(super) fn run_pass(&self, sync_active: bool) {
         let _m = self.lock_maintenance();
         let Some(pass) = self.plan_pass(sync_active) else {
             return;

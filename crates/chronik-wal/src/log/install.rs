@@ -158,7 +158,7 @@ impl PartitionLog {
     /// the next fetch starts at the next base; otherwise batches up to the log end.
     pub fn catch_up_plan(&self, offset: i64) -> CatchUp {
         let inner = self.shared.lock();
-        if offset < inner.log_start || offset >= inner.active().base_offset {
+        if offset < inner.segments[0].base_offset || offset >= inner.active().base_offset {
             return CatchUp::ReadTo(inner.log_end);
         }
         let i = inner.segment_index_for(offset);

@@ -19,7 +19,8 @@
 //! ## Invariants (asserted where they are enforced)
 //!
 //! * Segments are contiguous: `segments[i].next_offset == segments[i + 1].base_offset`, and
-//!   `log_start == segments[0].base_offset`, `log_end == segments.last().next_offset`.
+//!   `segments[0].base_offset <= log_start <= log_end` (the log start may lie inside the first
+//!   segment, see `log_start.rs`), `log_end == segments.last().next_offset`.
 //! * `committed <= log_end` and, under `Always`, `committed <= synced_end`.
 //! * Every offset below `synced_end` lives in a file that was fdatasynced, in a directory whose
 //!   entry for that file was fsynced.
@@ -31,6 +32,7 @@ mod cold_readers;
 mod commit;
 mod heal;
 mod install;
+mod log_start;
 mod read;
 mod retention;
 mod truncate;
@@ -48,6 +50,7 @@ use tracing::{debug, error, info, warn, Instrument};
 
 use self::commit::commit_loop;
 pub use self::install::{CatchUp, SealedSegment, SegmentInstall, VerifiedInstall};
+pub(crate) use self::log_start::{CHECKPOINT_FILE, CHECKPOINT_TMP};
 use self::read::SegmentView;
 pub use self::read::MAX_COLD_READS;
 pub use self::retention::{DeletedSegment, RetentionOutcome, RetentionReason};
@@ -142,7 +145,8 @@ impl Inner {
 
     fn check_invariants(&self) {
         debug_assert!(!self.segments.is_empty());
-        debug_assert_eq!(self.log_start, self.segments[0].base_offset);
+        debug_assert!(self.log_start >= self.segments[0].base_offset);
+        debug_assert!(self.log_start <= self.log_end);
         debug_assert_eq!(self.log_end, self.active().next_offset);
         debug_assert!(self.synced_end <= self.log_end);
         debug_assert!(self
@@ -189,6 +193,33 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
+}
+
+/// The log start offset of a recovered log: its first segment's base, or the checkpointed
+/// start if that is further (kept within the log: a checkpoint past the recovered end, which
+/// only an unsynced tail lost under `fsync=never` can leave, starts the log at its end).
+fn start_after_recovery(
+    segments: &VecDeque<Segment>,
+    checkpoint: Option<i64>,
+    log_end: i64,
+    topic: &str,
+    partition: i32,
+) -> i64 {
+    let first = segments.front().map_or(0, |s| s.base_offset);
+    let Some(cp) = checkpoint.filter(|cp| *cp > first) else {
+        return first;
+    };
+    if cp > log_end {
+        warn!(
+            topic,
+            partition,
+            checkpoint = cp,
+            log_end,
+            "log start checkpoint beyond the recovered log end; starting at the end"
+        );
+        return log_end;
+    }
+    cp
 }
 
 fn validate_name(topic: &str, partition: i32) -> Result<(), WalError> {
@@ -285,6 +316,23 @@ impl Shared {
     /// Creates a new active segment at `log_end` and queues the old one for sealing.
     fn roll(&self, inner: &mut Inner, now_ms: i64, reason: &'static str) -> Result<(), WalError> {
         let base = inner.log_end;
+        let seg = self.fresh_segment(base, now_ms)?;
+        let old = inner.active();
+        assert!(!old.is_empty(), "rolling an empty segment");
+        let old_base = old.base_offset;
+        inner.pending_seals.push(old_base);
+        inner.segments.push_back(seg);
+        inner.total_bytes += SEGMENT_HEADER_BYTES;
+        inner.dir_gen += 1;
+        inner.deferred_roll_warned = false;
+        self.wake.notify_one();
+        info!(topic = %self.topic, partition = self.partition, base_offset = base,
+            previous_segment = old_base, reason, "rolled to a new segment");
+        Ok(())
+    }
+
+    /// Creates the file of an empty segment at `base` (its directory entry is not synced).
+    fn fresh_segment(&self, base: i64, now_ms: i64) -> Result<Segment, WalError> {
         let path = segment_file_path(&self.dir, self.partition, base, FileKind::Log);
         let file = create_segment_file(
             &path,
@@ -294,11 +342,7 @@ impl Shared {
             },
         )
         .map_err(WalError::io("create segment", &path))?;
-        let old = inner.active();
-        assert!(!old.is_empty(), "rolling an empty segment");
-        let old_base = old.base_offset;
-        inner.pending_seals.push(old_base);
-        inner.segments.push_back(Segment {
+        Ok(Segment {
             base_offset: base,
             next_offset: base,
             size_bytes: SEGMENT_HEADER_BYTES,
@@ -312,14 +356,7 @@ impl Shared {
             persisted: false,
             cache_dropped_to: 0,
             synced_bytes: SEGMENT_HEADER_BYTES,
-        });
-        inner.total_bytes += SEGMENT_HEADER_BYTES;
-        inner.dir_gen += 1;
-        inner.deferred_roll_warned = false;
-        self.wake.notify_one();
-        info!(topic = %self.topic, partition = self.partition, base_offset = base,
-            previous_segment = old_base, reason, "rolled to a new segment");
-        Ok(())
+        })
     }
 }
 
@@ -349,17 +386,20 @@ impl PartitionLog {
         validate_name(topic, partition)?;
         config.validate()?;
         let dir = root.join(topic).join(partition.to_string());
-        let recovered = {
+        let (recovered, checkpoint) = {
             let dir = dir.clone();
             let topic = topic.to_string();
             let config = config.clone();
-            tokio::task::spawn_blocking(move || recover(&dir, &topic, partition, &config, now_ms()))
-                .await
-                .map_err(|e| WalError::Failed(format!("recovery task failed: {e}")))??
+            tokio::task::spawn_blocking(move || {
+                recover(&dir, &topic, partition, &config, now_ms())
+                    .map(|r| (r, log_start::read_checkpoint(&dir, &topic, partition)))
+            })
+            .await
+            .map_err(|e| WalError::Failed(format!("recovery task failed: {e}")))??
         };
         let segments: VecDeque<Segment> = recovered.segments.into();
-        let log_start = segments.front().map_or(0, |s| s.base_offset);
         let log_end = segments.back().map_or(0, |s| s.next_offset);
+        let log_start = start_after_recovery(&segments, checkpoint, log_end, topic, partition);
         let total_bytes = segments.iter().map(|s| s.size_bytes).sum();
         let inner = Inner {
             config,
@@ -398,13 +438,19 @@ impl PartitionLog {
         });
         let span = tracing::info_span!("wal_commit", topic = %topic, partition);
         let task = tokio::spawn(commit_loop(shared.clone()).instrument(span));
-        Ok(Arc::new(PartitionLog {
+        let log = Arc::new(PartitionLog {
             shared,
             lifecycle: tokio::sync::Mutex::new(Lifecycle {
                 task: Some(task),
                 closed: false,
             }),
-        }))
+        });
+        // A crash may have come between a log start checkpoint and its segment deletions.
+        let log2 = log.clone();
+        tokio::task::spawn_blocking(move || log2.delete_below_log_start())
+            .await
+            .map_err(|e| WalError::Failed(format!("recovery task failed: {e}")))??;
+        Ok(log)
     }
 
     pub fn topic(&self) -> &str {

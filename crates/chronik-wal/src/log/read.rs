@@ -29,6 +29,15 @@ const MAX_READ_AHEAD: usize = 1 << 20;
 use super::cold_readers::run as off_runtime;
 pub use super::cold_readers::MAX_COLD_READS;
 
+/// The lowest offset a read may start at.
+#[derive(Debug, Clone, Copy)]
+enum Floor {
+    /// The log start offset (clients).
+    LogStart,
+    /// The first segment's base (replicas copying the log).
+    FirstSegment,
+}
+
 /// Where a read starts, found under the partition lock.
 enum Located {
     /// Nothing to read (at the end, or at the limit).
@@ -54,8 +63,12 @@ impl PartitionLog {
         max_bytes: usize,
         max_offset_exclusive: i64,
     ) -> Result<ReadResult, WalError> {
-        self.shared
-            .read(start_offset, max_bytes, max_offset_exclusive)
+        self.shared.read(
+            Floor::LogStart,
+            start_offset,
+            max_bytes,
+            max_offset_exclusive,
+        )
     }
 
     /// [`read`](Self::read) for async callers: inline when the read starts near the log end
@@ -66,8 +79,43 @@ impl PartitionLog {
         max_bytes: usize,
         max_offset_exclusive: i64,
     ) -> Result<ReadResult, WalError> {
+        self.read_async_from(
+            Floor::LogStart,
+            start_offset,
+            max_bytes,
+            max_offset_exclusive,
+        )
+        .await
+    }
+
+    /// [`read_async`](Self::read_async) for a replica copying this log: it may also read below
+    /// the log start offset, down to the first segment's base, so a follower whose log ends
+    /// inside the first segment can still catch up (the segment containing the log start is
+    /// kept whole, and the follower moves its own log start afterwards).
+    pub async fn read_replica_async(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) -> Result<ReadResult, WalError> {
+        self.read_async_from(
+            Floor::FirstSegment,
+            start_offset,
+            max_bytes,
+            max_offset_exclusive,
+        )
+        .await
+    }
+
+    async fn read_async_from(
+        &self,
+        floor: Floor,
+        start_offset: i64,
+        max_bytes: usize,
+        max_offset_exclusive: i64,
+    ) -> Result<ReadResult, WalError> {
         let s = &self.shared;
-        match s.locate_read(start_offset, max_offset_exclusive)? {
+        match s.locate_read(floor, start_offset, max_offset_exclusive)? {
             Located::Empty => return Ok(ReadResult::default()),
             Located::At {
                 view,
@@ -78,7 +126,7 @@ impl PartitionLog {
         }
         let shared = s.clone();
         // Located again on the blocking thread: the log may have changed while this waited.
-        off_runtime(move || shared.read(start_offset, max_bytes, max_offset_exclusive)).await
+        off_runtime(move || shared.read(floor, start_offset, max_bytes, max_offset_exclusive)).await
     }
 
     /// First batch (in offset order) whose `max_timestamp >= ts_ms`, returned whole. Uses the
@@ -130,18 +178,23 @@ impl SealedSegment {
 
 impl Shared {
     fn find_batch_by_timestamp(&self, ts_ms: i64) -> Result<Option<Bytes>, WalError> {
-        let (view, pos) = {
+        let (view, pos, log_start) = {
             let inner = self.lock();
             self.check_readable(&inner)?;
             let Some(seg) = inner.segments.iter().find(|s| s.max_timestamp >= ts_ms) else {
                 return Ok(None);
             };
             let rel = seg.index.scan_start_for_timestamp(ts_ms);
-            (SegmentView::of(seg), seg.index.position_for(rel))
+            (
+                SegmentView::of(seg),
+                seg.index.position_for(rel),
+                inner.log_start,
+            )
         };
         let mut found = None;
         self.walk(view, pos, SCAN_READ_AHEAD, &mut |ctx| {
-            if ctx.header().max_timestamp < ts_ms {
+            // Batches wholly below the log start are deleted records (`advance_log_start`).
+            if ctx.header().max_timestamp < ts_ms || ctx.header().last_offset() < log_start {
                 return Ok(true);
             }
             found = Some(Bytes::copy_from_slice(ctx.payload()?));
@@ -152,11 +205,12 @@ impl Shared {
 
     fn read(
         &self,
+        floor: Floor,
         start_offset: i64,
         max_bytes: usize,
         max_offset_exclusive: i64,
     ) -> Result<ReadResult, WalError> {
-        match self.locate_read(start_offset, max_offset_exclusive)? {
+        match self.locate_read(floor, start_offset, max_offset_exclusive)? {
             Located::Empty => Ok(ReadResult::default()),
             Located::At { view, pos, .. } => {
                 self.read_from(view, pos, start_offset, max_bytes, max_offset_exclusive)
@@ -167,12 +221,17 @@ impl Shared {
     /// Finds where a read of `start_offset` begins, under the partition lock.
     fn locate_read(
         &self,
+        floor: Floor,
         start_offset: i64,
         max_offset_exclusive: i64,
     ) -> Result<Located, WalError> {
         let inner = self.lock();
         self.check_readable(&inner)?;
-        if start_offset < inner.log_start || start_offset > inner.log_end {
+        let lowest = match floor {
+            Floor::LogStart => inner.log_start,
+            Floor::FirstSegment => inner.segments[0].base_offset,
+        };
+        if start_offset < lowest || start_offset > inner.log_end {
             return Err(WalError::OffsetOutOfRange {
                 requested: start_offset,
                 log_start: inner.log_start,

@@ -20,6 +20,8 @@ pub enum RetentionReason {
     Size,
     /// Everything in it was superseded by later records (`delete_segments_before`).
     Superseded,
+    /// It ends at or below the log start offset (`advance_log_start`).
+    LogStartOffset,
 }
 
 /// One segment removed by retention.
@@ -96,7 +98,7 @@ impl PartitionLog {
 
     /// Deletes front segments while `decide` names a reason, oldest first. The active segment
     /// and data above the committed offset are never deleted.
-    fn delete_front(
+    pub(super) fn delete_front(
         &self,
         decide: impl Fn(&LogConfig, u64, &Segment) -> Option<RetentionReason>,
     ) -> Result<RetentionOutcome, WalError> {
@@ -136,7 +138,9 @@ impl PartitionLog {
                 ));
             }
             if let Some(first) = inner.segments.front() {
-                inner.log_start = first.base_offset;
+                // Never backwards: the log start may lie inside the first segment
+                // (`advance_log_start`).
+                inner.log_start = inner.log_start.max(first.base_offset);
             }
             inner.check_invariants();
             (removed, inner.log_start)

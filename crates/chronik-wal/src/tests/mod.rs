@@ -2,6 +2,7 @@
 
 mod commit_tests;
 mod install_tests;
+mod log_start_tests;
 mod log_tests;
 mod prop_tests;
 mod recovery_tests;
