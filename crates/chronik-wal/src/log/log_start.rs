@@ -7,8 +7,6 @@
 //! replaced atomically (write a side file, fdatasync, rename, fsync the directory). On open the
 //! log start is the larger of the first segment's base and the checkpoint.
 
-use std::fs::File;
-use std::io::Write;
 use std::path::Path;
 
 use tracing::{info, warn};
@@ -20,7 +18,8 @@ use crate::segment::SEGMENT_HEADER_BYTES;
 
 /// The checkpoint file in the partition directory.
 pub(crate) const CHECKPOINT_FILE: &str = "log-start-offset-checkpoint";
-/// Its side file while it is replaced; left over only by a crash, and then ignored.
+/// Its side file while it is replaced (`chronik_durable::temp_path`); left over only by a
+/// crash, and then ignored.
 pub(crate) const CHECKPOINT_TMP: &str = "log-start-offset-checkpoint.tmp";
 /// First line of the file, so a future format can be told apart.
 const CHECKPOINT_VERSION: &str = "0";
@@ -140,18 +139,16 @@ impl PartitionLog {
     }
 }
 
-/// Writes `offset` as the partition's log start checkpoint: side file, fdatasync, rename over
-/// the checkpoint, fsync the directory.
+/// Writes `offset` as the partition's log start checkpoint, replaced atomically and durably
+/// (`chronik_durable::replace`).
 fn write_checkpoint(dir: &Path, offset: i64) -> Result<(), WalError> {
-    let tmp = dir.join(CHECKPOINT_TMP);
     let path = dir.join(CHECKPOINT_FILE);
-    let mut f = File::create(&tmp).map_err(WalError::io("create log start checkpoint", &tmp))?;
-    f.write_all(format!("{CHECKPOINT_VERSION}\n{offset}\n").as_bytes())
-        .map_err(WalError::io("write log start checkpoint", &tmp))?;
-    f.sync_data()
-        .map_err(WalError::io("fdatasync log start checkpoint", &tmp))?;
-    std::fs::rename(&tmp, &path).map_err(WalError::io("rename log start checkpoint", &path))?;
-    fsync_dir(dir).map_err(WalError::io("fsync directory", dir))
+    chronik_durable::replace(
+        dir,
+        CHECKPOINT_FILE,
+        format!("{CHECKPOINT_VERSION}\n{offset}\n").as_bytes(),
+    )
+    .map_err(WalError::io("replace log start checkpoint", &path))
 }
 
 /// The checkpointed log start offset of the partition in `dir`, if any. A checkpoint that
@@ -177,4 +174,15 @@ pub(crate) fn read_checkpoint(dir: &Path, topic: &str, partition: i32) -> Option
             "malformed log start checkpoint; ignored");
     }
     parsed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recovery_knows_the_side_file_replace_writes() {
+        let side = chronik_durable::temp_path(Path::new(""), CHECKPOINT_FILE);
+        assert_eq!(side, Path::new(CHECKPOINT_TMP));
+    }
 }
