@@ -15,6 +15,7 @@ mod report;
 mod verify;
 mod workload;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -110,13 +111,25 @@ async fn run(args: RunArgs) -> Result<Outcome> {
         create,
     )
     .await?;
-    let timeout = Duration::from_millis(args.request_timeout_ms);
     let before = cluster::end_offsets(&layout).await?;
-    let live = Arc::new(Live::default());
-    let mut report = Report {
+    let report = new_report(&args, layout.partitions.len());
+    let report = if args.mode == Mode::Consume {
+        run_consume(&args, &layout, before, report).await?
+    } else {
+        run_produce(&args, layout, before, report, boot).await?
+    };
+    Ok(Outcome {
+        report,
+        mode_json: args.json,
+    })
+}
+
+/// The report's description of the run, before any figure.
+fn new_report(args: &RunArgs, partitions: usize) -> Report {
+    Report {
         mode: format!("{:?}", args.mode).to_lowercase(),
         topic: args.topic.clone(),
-        partitions: layout.partitions.len(),
+        partitions,
         concurrency: args.concurrency,
         message_size: args.message_size,
         acks: match args.acks {
@@ -127,54 +140,57 @@ async fn run(args: RunArgs) -> Result<Outcome> {
         .into(),
         warmup_s: args.warmup as f64,
         ..Default::default()
-    };
-
-    if args.mode == Mode::Consume {
-        let from = cluster::start_offsets(&layout).await?;
-        let timing = Arc::new(Timing::new(&args));
-        let bar = progress(&args, live.clone(), "read");
-        let o = workload::consume(&args, &layout, from, before, live.clone(), timing.clone()).await;
-        bar.finish_and_clear();
-        let o = o?;
-        let secs = o
-            .last_done
-            .saturating_duration_since(timing.measure_start)
-            .as_secs_f64();
-        report.measured = o.messages;
-        report.sent = o.messages;
-        fill_rates(&mut report, o.messages, o.bytes, secs);
-        report.latency_us = Latency::of(&o.hist);
-        report.verify = report::VerifyReport {
-            mode: "none".into(),
-            ok: true,
-            detail: "consume mode reads only".into(),
-            ..Default::default()
-        };
-        return Ok(Outcome {
-            report,
-            mode_json: args.json,
-        });
     }
+}
 
-    let timing = Arc::new(Timing::new(&args));
+/// `--mode consume`: reads from the start offsets up to the ends seen at start.
+async fn run_consume(
+    args: &RunArgs,
+    layout: &cluster::TopicLayout,
+    before: BTreeMap<i32, i64>,
+    mut report: Report,
+) -> Result<Report> {
+    let live = Arc::new(Live::default());
+    let from = cluster::start_offsets(layout).await?;
+    let timing = Arc::new(Timing::new(args));
+    let bar = progress(args, live.clone(), "read");
+    let o = workload::consume(args, layout, from, before, live.clone(), timing.clone()).await;
+    bar.finish_and_clear();
+    let o = o?;
+    let secs = o
+        .last_done
+        .saturating_duration_since(timing.measure_start)
+        .as_secs_f64();
+    report.measured = o.messages;
+    report.sent = o.messages;
+    fill_rates(&mut report, o.messages, o.bytes, secs);
+    report.latency_us = Latency::of(&o.hist);
+    report.verify = report::VerifyReport {
+        mode: "none".into(),
+        ok: true,
+        detail: "consume mode reads only".into(),
+        ..Default::default()
+    };
+    Ok(report)
+}
+
+/// `--mode produce` and `--mode roundtrip`: produce, measure, then verify what was stored.
+async fn run_produce(
+    args: &RunArgs,
+    layout: cluster::TopicLayout,
+    before: BTreeMap<i32, i64>,
+    mut report: Report,
+    boot: client::Connection,
+) -> Result<Report> {
+    let live = Arc::new(Live::default());
+    let timeout = Duration::from_millis(args.request_timeout_ms);
+    let timing = Arc::new(Timing::new(args));
     let consumer = (args.mode == Mode::Roundtrip)
         .then(|| RoundtripConsumer::start(&layout, &before, timing.clone(), timeout));
-    let bar = progress(&args, live.clone(), "acked");
+    let bar = progress(args, live.clone(), "acked");
     let outcome = driver::produce(
         &layout,
-        driver::DriverConfig {
-            acks: args.acks.wire(),
-            compression: args.compression.compression(),
-            linger: Duration::from_millis(args.linger_ms),
-            batch_size: args.batch_size as usize,
-            max_in_flight: args.max_in_flight as usize,
-            idempotence: args.idempotence,
-            request_timeout: timeout,
-            concurrency: args.concurrency,
-            message_size: args.message_size,
-            rate: args.rate_limit,
-            budget: args.messages,
-        },
+        driver_config(args, timeout),
         live.clone(),
         timing.clone(),
     )
@@ -182,33 +198,15 @@ async fn run(args: RunArgs) -> Result<Outcome> {
     bar.finish_and_clear();
     let outcome = outcome?;
     drop(boot);
-
-    for s in &outcome.slots {
-        report.sent += s.sent;
-        report.acked += s.acked;
-        report.failed += s.failed;
-    }
-    report.measured = outcome.measured;
-    report.errors = outcome.errors.clone();
-    let measured_bytes = outcome.measured_bytes;
-    let last_done = outcome.last_done.max(timing.measure_start);
-    let hist = &outcome.hist;
-    let secs = last_done
-        .saturating_duration_since(timing.measure_start)
-        .as_secs_f64();
-    let measured = report.measured;
-    fill_rates(&mut report, measured, measured_bytes, secs);
-    report.latency_us = Latency::of(hist);
+    summarize_produce(&mut report, &outcome, &timing);
     if report.measured == 0 && report.sent > 0 && !args.json {
         eprintln!("chronik-bench: nothing was acknowledged inside the measured window");
     }
-
     if let Some(c) = consumer {
         let (e2e, _seen) = c.finish(report.acked, Duration::from_secs(30)).await?;
         report.ack_latency_us = Some(report.latency_us.clone());
         report.latency_us = Latency::of(&e2e);
     }
-
     // Leaders may have moved during the run (a cluster failing over): verify against the
     // current ones.
     let refreshed = match cluster::bootstrap(&args.bootstrap_servers).await {
@@ -228,10 +226,41 @@ async fn run(args: RunArgs) -> Result<Outcome> {
     if args.verify == Verify::None {
         report.verify.ok = true;
     }
-    Ok(Outcome {
-        report,
-        mode_json: args.json,
-    })
+    Ok(report)
+}
+
+fn driver_config(args: &RunArgs, timeout: Duration) -> driver::DriverConfig {
+    driver::DriverConfig {
+        acks: args.acks.wire(),
+        compression: args.compression.compression(),
+        linger: Duration::from_millis(args.linger_ms),
+        batch_size: args.batch_size as usize,
+        max_in_flight: args.max_in_flight as usize,
+        idempotence: args.idempotence,
+        request_timeout: timeout,
+        concurrency: args.concurrency,
+        message_size: args.message_size,
+        rate: args.rate_limit,
+        budget: args.messages,
+    }
+}
+
+/// Counts, rates and latencies of a produce run into `report`.
+fn summarize_produce(report: &mut Report, outcome: &driver::ProduceOutcome, timing: &Timing) {
+    for s in &outcome.slots {
+        report.sent += s.sent;
+        report.acked += s.acked;
+        report.failed += s.failed;
+    }
+    report.measured = outcome.measured;
+    report.errors = outcome.errors.clone();
+    let last_done = outcome.last_done.max(timing.measure_start);
+    let secs = last_done
+        .saturating_duration_since(timing.measure_start)
+        .as_secs_f64();
+    let measured = report.measured;
+    fill_rates(report, measured, outcome.measured_bytes, secs);
+    report.latency_us = Latency::of(&outcome.hist);
 }
 
 fn fill_rates(report: &mut Report, messages: u64, bytes: u64, secs: f64) {

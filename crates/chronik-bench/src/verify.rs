@@ -12,15 +12,15 @@ use std::time::Duration;
 use anyhow::Result;
 
 use crate::args::Verify;
-
-/// Upper bound on reading one leader's share back.
-const READ_BACK_TIMEOUT: Duration = Duration::from_secs(300);
 use crate::cluster::{end_offsets, TopicLayout};
 use crate::driver::SlotOutcome;
 use crate::fetch::fetch;
 use crate::payload;
 use crate::report::VerifyReport;
 use crate::workload::Bits;
+
+/// Upper bound on reading one leader's share back.
+const READ_BACK_TIMEOUT: Duration = Duration::from_secs(300);
 
 pub async fn verify(
     mode: Verify,
@@ -30,8 +30,6 @@ pub async fn verify(
     acks_none: bool,
     timeout: Duration,
 ) -> Result<VerifyReport> {
-    let sent: u64 = tasks.iter().map(|t| t.sent).sum();
-    let acked: u64 = tasks.iter().map(|t| t.acked).sum();
     if mode == Verify::None {
         return Ok(VerifyReport {
             mode: "none".into(),
@@ -41,6 +39,42 @@ pub async fn verify(
         });
     }
     let after = end_offsets(layout).await?;
+    let mut r = count_check(mode, before, &after, tasks, acks_none);
+    if mode == Verify::Count {
+        return Ok(r);
+    }
+    let count_ok = r.ok;
+    let tally = read_back(layout, before, &after, tasks, timeout).await?;
+    let mut missing = 0u64;
+    for (t, s) in tasks.iter().zip(&tally.seen) {
+        for seq in 0..t.sent {
+            if t.acked_seqs.get(seq) && !s.get(seq) {
+                missing += 1;
+            }
+        }
+    }
+    let found: u64 = tally.seen.iter().map(Bits::count).sum();
+    r.missing = missing;
+    r.duplicates = tally.duplicates;
+    r.corrupt = tally.corrupt + tally.foreign;
+    r.ok = count_ok && missing == 0 && r.duplicates == 0 && r.corrupt == 0;
+    r.detail += &format!(
+        "; read back {found} intact messages: {missing} acknowledged missing, {} duplicated, {} corrupt or foreign",
+        r.duplicates, r.corrupt
+    );
+    Ok(r)
+}
+
+/// `count`: how far the high watermarks moved against what was sent and acknowledged.
+fn count_check(
+    mode: Verify,
+    before: &BTreeMap<i32, i64>,
+    after: &BTreeMap<i32, i64>,
+    tasks: &[SlotOutcome],
+    acks_none: bool,
+) -> VerifyReport {
+    let sent: u64 = tasks.iter().map(|t| t.sent).sum();
+    let acked: u64 = tasks.iter().map(|t| t.acked).sum();
     let stored: u64 = after
         .iter()
         .map(|(p, e)| (e - before.get(p).copied().unwrap_or(0)).max(0) as u64)
@@ -58,7 +92,6 @@ pub async fn verify(
     // With acks=0 nothing is acknowledged: only "no more than sent" can be checked.
     let floor = if acks_none { 0 } else { acked };
     r.missing = floor.saturating_sub(stored);
-    let count_ok = stored >= floor && stored <= sent;
     r.detail = format!(
         "high watermarks advanced by {stored}; sent {sent}, acknowledged {acked}{}",
         if acks_none {
@@ -73,14 +106,51 @@ pub async fn verify(
     if stored > sent {
         r.detail += &format!("; {} more messages stored than were sent", stored - sent);
     }
-    r.ok = count_ok;
-    if mode == Verify::Count {
-        return Ok(r);
-    }
+    r.ok = stored >= floor && stored <= sent;
+    r
+}
 
-    // Full: read [before, after) of every partition and check each message.
-    let mut seen: Vec<Bits> = vec![Bits::default(); tasks.len()];
-    let mut foreign = 0u64;
+/// What reading the produced range back found, message by message.
+struct Tally {
+    /// Per task, the sequence numbers read back.
+    seen: Vec<Bits>,
+    duplicates: u64,
+    /// Values that are not a bench stamp.
+    corrupt: u64,
+    /// Stamps of a task or sequence this run did not send.
+    foreign: u64,
+}
+
+impl Tally {
+    fn record(&mut self, value: Option<&[u8]>, tasks: &[SlotOutcome]) {
+        match value.and_then(payload::parse) {
+            None => self.corrupt += 1,
+            Some(s) => match self.seen.get_mut(s.task as usize) {
+                Some(bits) if s.seq < tasks[s.task as usize].sent => {
+                    if bits.set(s.seq) {
+                        self.duplicates += 1;
+                    }
+                }
+                _ => self.foreign += 1,
+            },
+        }
+    }
+}
+
+/// `full`: reads `[before, after)` of every partition from its leader.
+async fn read_back(
+    layout: &TopicLayout,
+    before: &BTreeMap<i32, i64>,
+    after: &BTreeMap<i32, i64>,
+    tasks: &[SlotOutcome],
+    timeout: Duration,
+) -> Result<Tally> {
+    let mut tally = Tally {
+        seen: vec![Bits::default(); tasks.len()],
+        duplicates: 0,
+        corrupt: 0,
+        foreign: 0,
+    };
     for (broker, parts) in layout.by_leader() {
         let conn = &layout.leaders[&broker];
         let mut positions: BTreeMap<i32, i64> = parts
@@ -116,17 +186,7 @@ pub async fn verify(
                     }
                     progressed = true;
                     positions.insert(pf.partition, rec.offset + 1);
-                    match rec.value.as_deref().and_then(payload::parse) {
-                        None => r.corrupt += 1,
-                        Some(s) => match seen.get_mut(s.task as usize) {
-                            Some(bits) if s.seq < tasks[s.task as usize].sent => {
-                                if bits.set(s.seq) {
-                                    r.duplicates += 1;
-                                }
-                            }
-                            _ => foreign += 1,
-                        },
-                    }
+                    tally.record(rec.value.as_deref(), tasks);
                 }
                 if positions[&pf.partition] >= end {
                     positions.remove(&pf.partition);
@@ -140,21 +200,5 @@ pub async fn verify(
             }
         }
     }
-    let mut missing = 0u64;
-    for (t, s) in tasks.iter().zip(&seen) {
-        for seq in 0..t.sent {
-            if t.acked_seqs.get(seq) && !s.get(seq) {
-                missing += 1;
-            }
-        }
-    }
-    let found: u64 = seen.iter().map(Bits::count).sum();
-    r.missing = missing;
-    r.corrupt += foreign;
-    r.ok = count_ok && missing == 0 && r.duplicates == 0 && r.corrupt == 0;
-    r.detail += &format!(
-        "; read back {found} intact messages: {missing} acknowledged missing, {} duplicated, {} corrupt or foreign",
-        r.duplicates, r.corrupt
-    );
-    Ok(r)
+    Ok(tally)
 }

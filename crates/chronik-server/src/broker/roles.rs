@@ -10,8 +10,33 @@ use chronik_replication::Role;
 use chronik_wal::{PartitionLog, WalError};
 use tracing::Instrument;
 
+use futures::StreamExt;
+
 use super::{Broker, LocalTopic};
 use crate::partition::Partition;
+
+/// Producer-state rebuilds (log scans) run at once when this node takes over partitions: a
+/// bound on the reads a failover starts together, which still overlaps their waits.
+const MAX_PARALLEL_REBUILDS: usize = 8;
+
+/// One local replica's role in an applied state, and what it had before.
+struct RoleChange {
+    topic: String,
+    partition: usize,
+    part: Arc<Partition>,
+    role: Role,
+    was_leader: bool,
+    leader: i32,
+    sealed: bool,
+    span: tracing::Span,
+}
+
+impl RoleChange {
+    /// Whether this replica becomes leader now (and must rebuild its producer state first).
+    fn takes_leadership(&self) -> bool {
+        matches!(self.role, Role::Leader { .. }) && !self.was_leader
+    }
+}
 
 impl Broker {
     /// Opens and closes local partitions as the metadata changes, whoever changed it.
@@ -78,12 +103,54 @@ impl Broker {
 
     /// Gives every local replica its role from `state`. A replica that becomes leader first
     /// rebuilds its producer state (and, for an offsets partition, its committed offsets and
-    /// groups) from its log, which the previous leader filled.
+    /// groups) from its log, which the previous leader filled. The rebuilds of all new
+    /// leaderships run side by side, at most [`MAX_PARALLEL_REBUILDS`] at once, so taking over
+    /// many partitions (a failover) does not take one log scan per partition in turn.
     pub(super) async fn apply_roles(&self, state: &MetadataState) {
+        let changes = self.plan_roles(state);
+        // Each future owns what it uses, collected first: a stream over a borrowing iterator
+        // makes the future not provably Send (rustc #102211).
+        let rebuilds: Vec<_> = changes
+            .iter()
+            .map(|c| {
+                let (part, span, takes) = (c.part.clone(), c.span.clone(), c.takes_leadership());
+                async move {
+                    if !takes {
+                        return true;
+                    }
+                    // Stop taking fetched batches first, so the scan sees the final log.
+                    part.replica.set_role(Role::Unknown);
+                    match part.rebuild_producers().instrument(span.clone()).await {
+                        Ok(()) => true,
+                        Err(e) => {
+                            span.in_scope(|| {
+                                tracing::error!(error = %e,
+                                "cannot rebuild producer state; not taking leadership")
+                            });
+                            false
+                        }
+                    }
+                }
+            })
+            .collect();
+        let rebuilt: Vec<bool> = futures::stream::iter(rebuilds)
+            .buffered(MAX_PARALLEL_REBUILDS)
+            .collect()
+            .await;
+        for (c, ok) in changes.iter().zip(rebuilt) {
+            if ok {
+                self.take_role(state, c).await;
+            }
+        }
+    }
+
+    /// The role `state` gives each local replica, with what it had before.
+    fn plan_roles(&self, state: &MetadataState) -> Vec<RoleChange> {
         // Leadership needs this process's incarnation in the state: only then are the epochs
         // of the partitions it led before a restart or heal bumped (the registration that
         // bumps them lands in a later state; this one is applied again then).
         let registered = self.registered(state);
+        let mut out = Vec::new();
         for topic in state.topics.values() {
             let Some(local) = self.partitions.get(&topic.name).map(|t| t.parts.clone()) else {
                 continue;
@@ -106,51 +173,52 @@ impl Broker {
                         epoch: info.leader_epoch,
                     }
                 };
-                let was_leader = part.replica.is_leader();
-                let span = tracing::info_span!("partition", topic = %topic.name, partition = i);
-                if matches!(role, Role::Leader { .. }) && !was_leader {
-                    // Stop taking fetched batches first, so the scan below sees the final log.
-                    part.replica.set_role(Role::Unknown);
-                    let rebuilt = part.rebuild_producers().instrument(span.clone()).await;
-                    if let Err(e) = rebuilt {
-                        span.in_scope(|| {
-                            tracing::error!(error = %e,
-                                "cannot rebuild producer state; not taking leadership")
-                        });
-                        continue;
-                    }
-                }
-                let addr = state
-                    .brokers
-                    .get(&info.leader)
-                    .map(|b| b.rpc_addr.clone())
-                    .filter(|a| !a.is_empty());
-                // Only a leader refuses produce; followers keep replicating what it has.
-                if info.sealed && info.leader == self.node_id {
-                    part.log.seal();
-                } else {
-                    part.log.resume();
-                }
-                span.in_scope(|| {
-                    self.replicas
-                        .set_role(&topic.name, i as i32, role.clone(), addr.as_deref())
+                out.push(RoleChange {
+                    topic: topic.name.clone(),
+                    partition: i,
+                    was_leader: part.replica.is_leader(),
+                    part: part.clone(),
+                    role,
+                    leader: info.leader,
+                    sealed: info.sealed,
+                    span: tracing::info_span!("partition", topic = %topic.name, partition = i),
                 });
-                if topic.name == OFFSETS_TOPIC && matches!(role, Role::Leader { .. }) && !was_leader
-                {
-                    self.load_offsets_partition(part, i)
-                        .instrument(span.clone())
-                        .await;
-                }
-                let _span = span.entered();
-                if topic.name == OFFSETS_TOPIC && !matches!(role, Role::Leader { .. }) && was_leader
-                {
-                    // No longer the coordinator of this partition's groups: their parked joins
-                    // go look for the new one.
-                    if let Some(offsets) = self.offsets.get() {
-                        self.groups()
-                            .release_waiters(|g| offsets.partition_of(g) == i as i32);
-                    }
-                }
+            }
+        }
+        out
+    }
+
+    /// Gives one replica its planned role (its producer state is rebuilt if it takes over).
+    async fn take_role(&self, state: &MetadataState, c: &RoleChange) {
+        let (part, i, span) = (&c.part, c.partition, &c.span);
+        let leading = matches!(c.role, Role::Leader { .. });
+        let addr = state
+            .brokers
+            .get(&c.leader)
+            .map(|b| b.rpc_addr.clone())
+            .filter(|a| !a.is_empty());
+        // Only a leader refuses produce; followers keep replicating what it has.
+        if c.sealed && leading {
+            part.log.seal();
+        } else {
+            part.log.resume();
+        }
+        span.in_scope(|| {
+            self.replicas
+                .set_role(&c.topic, i as i32, c.role.clone(), addr.as_deref())
+        });
+        if c.topic == OFFSETS_TOPIC && c.takes_leadership() {
+            self.load_offsets_partition(part, i)
+                .instrument(span.clone())
+                .await;
+        }
+        let _span = span.enter();
+        if c.topic == OFFSETS_TOPIC && !leading && c.was_leader {
+            // No longer the coordinator of this partition's groups: their parked joins
+            // go look for the new one.
+            if let Some(offsets) = self.offsets.get() {
+                self.groups()
+                    .release_waiters(|g| offsets.partition_of(g) == i as i32);
             }
         }
     }
