@@ -213,7 +213,7 @@ fn create_topics(conn: &mut Conn) -> uuid::Uuid {
         let led = |t: &metadata_response::MetadataResponseTopic| {
             t.error_code == 0 && t.partitions.iter().all(|p| p.leader_id.0 >= 0)
         };
-        if m.topics.iter().all(led) {
+        if m.topics.iter().all(led) && lists_offsets(conn) {
             return id;
         }
         assert!(
@@ -221,6 +221,22 @@ fn create_topics(conn: &mut Conn) -> uuid::Uuid {
             "no leaders for t and grow: {m:?}"
         );
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Whether "t"'s leader answers ListOffsets yet (Kafka's leader takes the partition a moment
+/// after Metadata names it).
+fn lists_offsets(conn: &mut Conn) -> bool {
+    let req = ListOffsetsRequest::default().with_topics(vec![
+        list_offsets_request::ListOffsetsTopic::default()
+            .with_name(requests::name("t"))
+            .with_partitions(vec![
+                list_offsets_request::ListOffsetsPartition::default().with_timestamp(-1)
+            ]),
+    ]);
+    match conn.call(ApiKey::ListOffsets, 1, &RequestKind::ListOffsets(req)) {
+        Ok(ResponseKind::ListOffsets(r)) => r.topics[0].partitions[0].error_code == 0,
+        _ => false,
     }
 }
 
