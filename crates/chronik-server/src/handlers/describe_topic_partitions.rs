@@ -85,7 +85,11 @@ fn page(
     let mut remaining = limit;
     let mut resp = DescribeTopicPartitionsResponse::default();
     for name in names {
-        if remaining <= 0 {
+        if remaining < 0 {
+            // Kafka answers nothing for a negative limit (neither branch of its loop runs).
+            break;
+        }
+        if remaining == 0 {
             // The cursor points at the start of the next topic (which may not exist).
             resp.next_cursor = Some(
                 Cursor::default()
