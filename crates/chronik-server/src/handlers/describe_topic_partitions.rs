@@ -161,3 +161,112 @@ fn partitions(
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chronik_metadata::{BrokerInfo, BrokerState, PartitionInfo};
+
+    /// Brokers 1 and 2 (2 fenced); topics "a" (3 partitions) and "b" (2), led by 1, replicas
+    /// [1, 2], except b-1, led by the fenced broker 2.
+    fn state() -> MetadataState {
+        let mut s = MetadataState::new("c".into());
+        for (id, state) in [(1, BrokerState::Alive), (2, BrokerState::Fenced)] {
+            s.brokers.insert(
+                id,
+                BrokerInfo {
+                    node_id: id,
+                    host: "h".into(),
+                    port: 9092,
+                    rack: None,
+                    rpc_addr: String::new(),
+                    state,
+                    incarnation: 0,
+                },
+            );
+        }
+        let partition = |leader| PartitionInfo {
+            replicas: vec![1, 2],
+            leader,
+            leader_epoch: 4,
+            isr: vec![leader],
+            sealed: false,
+            adding: vec![],
+            removing: vec![],
+        };
+        for (name, leaders) in [("a", vec![1, 1, 1]), ("b", vec![1, 2])] {
+            s.topics.insert(
+                name.into(),
+                TopicInfo {
+                    name: name.into(),
+                    id: uuid::Uuid::from_u128(name.len() as u128),
+                    configs: Default::default(),
+                    partitions: leaders.into_iter().map(partition).collect(),
+                    internal: false,
+                },
+            );
+        }
+        s
+    }
+
+    /// (topic, partition indexes) of a page, and its cursor.
+    fn run(limit: i32, start: i32) -> (Vec<(String, Vec<i32>)>, Option<(String, i32)>) {
+        let names = vec!["a".to_string(), "b".to_string()];
+        let first = |n: &str| if n == "a" { start } else { 0 };
+        let r = page(&state(), &names, first, limit, true);
+        let topics = r
+            .topics
+            .iter()
+            .map(|t| {
+                let name = t.name.as_ref().unwrap().0.to_string();
+                (
+                    name,
+                    t.partitions.iter().map(|p| p.partition_index).collect(),
+                )
+            })
+            .collect();
+        let cursor = r
+            .next_cursor
+            .map(|c| (c.topic_name.0.to_string(), c.partition_index));
+        (topics, cursor)
+    }
+
+    fn t(name: &str, parts: &[i32]) -> (String, Vec<i32>) {
+        (name.to_string(), parts.to_vec())
+    }
+
+    #[test]
+    fn pages_follow_kafkas_cursor_rules() {
+        // Everything fits: no cursor.
+        assert_eq!(
+            run(2000, 0),
+            (vec![t("a", &[0, 1, 2]), t("b", &[0, 1])], None)
+        );
+        // The limit ends inside "b": its next partition is the cursor.
+        assert_eq!(
+            run(4, 0),
+            (
+                vec![t("a", &[0, 1, 2]), t("b", &[0])],
+                Some(("b".into(), 1))
+            )
+        );
+        // The limit ends exactly with "a": the cursor is the start of "b".
+        assert_eq!(run(3, 0), (vec![t("a", &[0, 1, 2])], Some(("b".into(), 0))));
+        // Resuming inside "a".
+        assert_eq!(run(2, 1), (vec![t("a", &[1, 2])], Some(("b".into(), 0))));
+        // A zero limit answers only the cursor; a negative one nothing (as Kafka).
+        assert_eq!(run(0, 0), (vec![], Some(("a".into(), 0))));
+        assert_eq!(run(-1, 0), (vec![], None));
+    }
+
+    #[test]
+    fn a_fenced_leader_is_no_leader_and_fenced_replicas_are_offline() {
+        let r = page(&state(), &["b".to_string()], |_| 0, 2000, true);
+        let p = &r.topics[0].partitions;
+        assert_eq!((p[0].leader_id.0, p[0].error_code), (1, 0));
+        assert_eq!((p[1].leader_id.0, p[1].error_code), (-1, 0));
+        assert_eq!(p[1].leader_epoch, 4);
+        assert_eq!(p[1].offline_replicas, vec![BrokerId(2)]);
+        assert_eq!(p[1].eligible_leader_replicas, Some(vec![]));
+    }
+}
