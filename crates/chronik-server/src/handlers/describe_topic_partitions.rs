@@ -210,7 +210,9 @@ mod tests {
     }
 
     /// (topic, partition indexes) of a page, and its cursor.
-    fn run(limit: i32, start: i32) -> (Vec<(String, Vec<i32>)>, Option<(String, i32)>) {
+    type Page = (Vec<(String, Vec<i32>)>, Option<(String, i32)>);
+
+    fn run(limit: i32, start: i32) -> Page {
         let names = vec!["a".to_string(), "b".to_string()];
         let first = |n: &str| if n == "a" { start } else { 0 };
         let r = page(&state(), &names, first, limit, true);
