@@ -17,14 +17,14 @@ use kafka_protocol::protocol::{Message, Request, VersionRange};
 /// Metadata v13 a top-level error code; FindCoordinator v5 an error code and v6 the share key
 /// type (answered "not supported"); OffsetCommit v9 / OffsetFetch v9 the KIP-848 member
 /// epoch (classic groups: Kafka ignores it on fetch and answers GROUP_ID_NOT_FOUND for a
-/// member's commit to an unknown group); ListGroups v5 a group-type
-/// filter; DescribeGroups v6 GROUP_ID_NOT_FOUND; DescribeCluster v2 fenced brokers.
+/// member's commit to an unknown group); ListGroups v5 a group-type filter; DescribeGroups v6
+/// GROUP_ID_NOT_FOUND; DescribeCluster v2 fenced brokers.
 ///
-/// Kept below the codec on purpose: InitProducerId stops at v5 (v6 is KIP-939's two-phase
-/// commit, which Kafka 4.4 does not advertise either). Kafka 4.4 advertises ApiVersions v5,
-/// ListOffsets v11, DeleteGroups v3 and OffsetCommit/OffsetFetch v10 (topic ids), newer
-/// than the codec can decode (its OffsetCommit/OffsetFetch request schemas stop at v9):
-/// raising those needs a newer kafka-protocol.
+/// No API is kept below the codec. Where Kafka 4.4 advertises more, the codec stops first:
+/// ApiVersions v5, ListOffsets v11, DeleteGroups v3 and OffsetCommit/OffsetFetch v10 (topic
+/// ids; kafka-protocol 0.18's request schemas stop at v9 although `ApiKey::valid_versions`
+/// says v10). InitProducerId's request schema stops at v5 (v6 is KIP-939's two-phase commit,
+/// which Kafka 4.4 does not advertise either). Raising those needs a newer kafka-protocol.
 const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 13),
     (ApiKey::Fetch, 4, 18),
