@@ -2,36 +2,51 @@
 //! request decoder enforces. Advertise only what the handlers really implement.
 
 use kafka_protocol::messages::api_versions_response::ApiVersion;
-use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
-use kafka_protocol::protocol::VersionRange;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Message, Request, VersionRange};
 
 /// (API key, min, max) for every API the broker serves.
 ///
-/// Produce stops at v11 (v12+ carry transaction-v2 semantics and topic ids), Fetch at v16
-/// (v17+ add KRaft replica-directory fields), ListOffsets at v6 (v7+ add the max-timestamp
-/// and tiered-storage specs), Metadata at v12. FindCoordinator stops at v4, OffsetCommit at
-/// v8 and OffsetFetch at v8: later versions belong to the new consumer protocol (KIP-848).
+/// Every API goes up to the newest version the codec (kafka-protocol 0.18, Kafka 4.1's
+/// schemas) decodes, each newer version's fields handled: Produce v12 only tells a
+/// transactional producer that the broker checks its partitions itself (KIP-890; Chronik
+/// refuses transactional produce) and v13 names topics by id; Fetch v17/v18 add a replica
+/// directory id and a follower's high watermark, tagged fields only KRaft replicas send;
+/// ListOffsets v7-v9 add the max-timestamp, earliest-local and latest-tiered specs (no tiered
+/// storage: log start and -1, as Kafka without it) and v10 a timeout for remote lookups;
+/// Metadata v13 a top-level error code; FindCoordinator v5 an error code and v6 the share key
+/// type (answered "not supported"); OffsetCommit v9 / OffsetFetch v9 the KIP-848 member
+/// epoch (classic groups: Kafka ignores it on fetch and answers GROUP_ID_NOT_FOUND for a
+/// member's commit to an unknown group); ListGroups v5 a group-type filter; DescribeGroups v6
+/// GROUP_ID_NOT_FOUND; DescribeCluster v2 fenced brokers.
+///
+/// No API is kept below the codec. Where Kafka 4.4 advertises more, the codec stops first:
+/// ApiVersions v5, ListOffsets v11, DeleteGroups v3 and OffsetCommit/OffsetFetch v10 (topic
+/// ids; kafka-protocol 0.18's request schemas stop at v9 although `ApiKey::valid_versions`
+/// says v10). InitProducerId's request schema stops at v5 (v6 is KIP-939's two-phase commit,
+/// which Kafka 4.4 does not advertise either). Raising those needs a newer kafka-protocol.
 const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 11),
-    (ApiKey::Fetch, 4, 16),
-    (ApiKey::ListOffsets, 1, 6),
-    (ApiKey::Metadata, 0, 12),
+    (ApiKey::Produce, 3, 13),
+    (ApiKey::Fetch, 4, 18),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::InitProducerId, 0, 5),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::DescribeCluster, 0, 1),
-    (ApiKey::FindCoordinator, 0, 4),
-    (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::DescribeCluster, 0, 2),
+    (ApiKey::DescribeTopicPartitions, 0, 0),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::ListGroups, 0, 4),
-    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
@@ -45,6 +60,23 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeProducers, 0, 0),
 ];
 
+/// The versions the codec can decode a request and encode an answer in. `ApiKey::
+/// valid_versions` is not that: for OffsetCommit and OffsetFetch it says v10 (the response
+/// schemas) while kafka-protocol 0.18's request schemas stop at v9.
+fn codec_range(key: ApiKey) -> VersionRange {
+    fn both<R: Request>() -> VersionRange {
+        R::VERSIONS.intersect(&<R::Response as Message>::VERSIONS)
+    }
+    match key {
+        ApiKey::OffsetCommit => both::<OffsetCommitRequest>(),
+        ApiKey::OffsetFetch => both::<OffsetFetchRequest>(),
+        ApiKey::InitProducerId => both::<InitProducerIdRequest>(),
+        // Request and response schemas agree for every other API Chronik serves
+        // (chronik-server's every_version test sends every advertised version of each).
+        _ => key.valid_versions(),
+    }
+}
+
 /// The supported range for `key`, or `None` if Chronik does not serve it.
 pub fn supported(key: ApiKey) -> Option<VersionRange> {
     SUPPORTED
@@ -52,7 +84,7 @@ pub fn supported(key: ApiKey) -> Option<VersionRange> {
         .find(|(k, _, _)| *k == key)
         .map(|&(_, min, max)| {
             // Never claim more than the codec can decode.
-            key.valid_versions().intersect(&VersionRange { min, max })
+            codec_range(key).intersect(&VersionRange { min, max })
         })
 }
 

@@ -7,6 +7,7 @@
 //! offsets in the `__consumer_offsets` log.
 
 pub mod admin;
+pub mod authz;
 pub mod broker;
 pub mod config;
 pub mod connection;

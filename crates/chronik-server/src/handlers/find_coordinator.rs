@@ -1,5 +1,7 @@
 //! FindCoordinator: the coordinator of a group is the leader of its `__consumer_offsets`
-//! partition. Standalone, that is this node. v4+ answers a batch of keys.
+//! partition. Standalone, that is this node. v4+ answers a batch of keys; v5 only adds the
+//! TRANSACTION_ABORTABLE error and v6 the share-group key type (answered INVALID_REQUEST,
+//! as Kafka without share groups does), so both answer as v4.
 
 use std::sync::Arc;
 
@@ -13,8 +15,12 @@ use kafka_protocol::ResponseError;
 use super::{str_bytes, Reply};
 use crate::broker::Broker;
 
-/// `key_type` of a consumer group (1 is a transactional id, not served yet).
+/// `key_type` of a consumer group.
 const KEY_TYPE_GROUP: i8 = 0;
+/// `key_type` of a transactional id (no transactions yet).
+const KEY_TYPE_TRANSACTION: i8 = 1;
+/// `key_type` of a share group (KIP-932, v6+; no share groups).
+const KEY_TYPE_SHARE: i8 = 2;
 
 /// The coordinator for one key, or the error that explains why there is none.
 /// The coordinator of a group: the leader of its `__consumer_offsets` partition, as
@@ -24,11 +30,28 @@ fn coordinator(
     key: &str,
     key_type: i8,
 ) -> Result<(i32, String, i32), (ResponseError, String)> {
-    if key_type != KEY_TYPE_GROUP {
-        return Err((
-            ResponseError::CoordinatorNotAvailable,
-            "transaction coordinators are not supported yet".into(),
-        ));
+    match key_type {
+        KEY_TYPE_GROUP => {}
+        KEY_TYPE_TRANSACTION => {
+            return Err((
+                ResponseError::CoordinatorNotAvailable,
+                "transaction coordinators are not supported yet".into(),
+            ))
+        }
+        // Kafka 4.4 without share groups enabled answers INVALID_REQUEST.
+        KEY_TYPE_SHARE => {
+            return Err((
+                ResponseError::InvalidRequest,
+                "share groups are not supported".into(),
+            ))
+        }
+        // Kafka: CoordinatorType.forId throws InvalidRequestException.
+        other => {
+            return Err((
+                ResponseError::InvalidRequest,
+                format!("unknown coordinator key type {other}"),
+            ))
+        }
     }
     if key.is_empty() {
         return Err((ResponseError::InvalidGroupId, "group id is empty".into()));

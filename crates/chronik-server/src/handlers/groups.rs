@@ -22,6 +22,7 @@ use kafka_protocol::messages::{
 use kafka_protocol::protocol::StrBytes;
 
 use super::{str_bytes, Reply};
+use crate::authz::{self, Resource};
 use crate::broker::Broker;
 
 /// JoinGroup v0 has no rebalance timeout: Kafka uses the session timeout.
@@ -217,6 +218,9 @@ pub fn leave(broker: &Arc<Broker>, req: LeaveGroupRequest, version: i16) -> Repl
     Reply::now(ResponseKind::LeaveGroup(resp))
 }
 
+/// The only group type Chronik has (KIP-848's `consumer` groups are not implemented).
+const GROUP_TYPE_CLASSIC: &str = "classic";
+
 pub fn list(broker: &Arc<Broker>, req: ListGroupsRequest, _version: i16) -> Reply {
     let mut groups: Vec<(String, String, &'static str)> = broker.groups().list();
     // Groups known only by their committed offsets are listed too, as Empty.
@@ -226,15 +230,23 @@ pub fn list(broker: &Arc<Broker>, req: ListGroupsRequest, _version: i16) -> Repl
         }
     }
     let states: Vec<String> = req.states_filter.iter().map(|s| s.to_lowercase()).collect();
+    // v5: a types filter without "classic" matches none of Chronik's groups (as in Kafka,
+    // compared in lower case).
+    let classic_wanted = req.types_filter.is_empty()
+        || req
+            .types_filter
+            .iter()
+            .any(|t| t.to_lowercase() == GROUP_TYPE_CLASSIC);
     let listed = groups
         .into_iter()
+        .filter(|_| classic_wanted)
         .filter(|(_, _, state)| states.is_empty() || states.contains(&state.to_lowercase()))
         .map(|(id, protocol_type, state)| {
             ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(id)))
                 .with_protocol_type(str_bytes(protocol_type))
                 .with_group_state(StrBytes::from_static_str(state))
-                .with_group_type(StrBytes::from_static_str("classic"))
+                .with_group_type(StrBytes::from_static_str(GROUP_TYPE_CLASSIC))
         })
         .collect();
     Reply::now(ResponseKind::ListGroups(
@@ -242,7 +254,8 @@ pub fn list(broker: &Arc<Broker>, req: ListGroupsRequest, _version: i16) -> Repl
     ))
 }
 
-pub fn describe(broker: &Arc<Broker>, req: DescribeGroupsRequest, _version: i16) -> Reply {
+pub fn describe(broker: &Arc<Broker>, req: DescribeGroupsRequest, version: i16) -> Reply {
+    let ops = authz::field(req.include_authorized_operations, Resource::Group);
     let groups = req
         .groups
         .into_iter()
@@ -271,8 +284,21 @@ pub fn describe(broker: &Arc<Broker>, req: DescribeGroupsRequest, _version: i16)
                 None if broker.offsets().has_group(g.0.as_str()) => {
                     out.with_group_state(StrBytes::from_static_str("Empty"))
                 }
-                // Kafka describes a group it does not know as Dead, with no error.
+                // Kafka describes a group it does not know as Dead: with GROUP_ID_NOT_FOUND
+                // from v6 (KIP-1043), with no error before.
+                None if version >= 6 => out
+                    .with_group_state(StrBytes::from_static_str("Dead"))
+                    .with_error_code(code::GROUP_ID_NOT_FOUND)
+                    .with_error_message(Some(str_bytes(format!("Group {} not found.", g.0)))),
                 None => out.with_group_state(StrBytes::from_static_str("Dead")),
+            }
+        })
+        // Kafka sets the operations only on groups described without an error.
+        .map(|g| {
+            if g.error_code == 0 {
+                g.with_authorized_operations(ops)
+            } else {
+                g
             }
         })
         .collect();

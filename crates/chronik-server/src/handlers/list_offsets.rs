@@ -1,6 +1,9 @@
 //! ListOffsets: earliest (-2), latest (-1, the high watermark) and by timestamp: the
 //! earliest offset whose timestamp is >= the target, found through the WAL's time index
-//! and then record by record inside that one batch.
+//! and then record by record inside that one batch. v7+ adds max-timestamp (-3: the first
+//! record with the largest timestamp), v8+ earliest-local (-4: the log start, as there is no
+//! tiered storage) and v9+ latest-tiered (-5: offset -1, as Kafka answers without tiered
+//! storage); v10 adds a timeout for remote lookups, which Chronik never makes.
 
 use std::sync::Arc;
 
@@ -19,6 +22,9 @@ use crate::partition::Partition;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
 /// Attribute bit: the batch uses LogAppendTime, so every record has the batch's max timestamp.
 const LOG_APPEND_TIME_FLAG: i16 = 0x08;
 
@@ -81,40 +87,85 @@ async fn answer(
         return resp.with_error_code(code.code());
     }
     match lookup(&partition, p.timestamp).await {
-        Ok((offset, timestamp)) => resp.with_offset(offset).with_timestamp(timestamp),
+        Ok(found) => {
+            let resp = resp
+                .with_offset(found.offset)
+                .with_timestamp(found.timestamp);
+            match found.leader_epoch {
+                Some(epoch) if version >= 4 => resp.with_leader_epoch(epoch),
+                _ => resp,
+            }
+        }
         Err(code) => resp.with_error_code(code.code()),
     }
 }
 
-/// (offset, timestamp) for one partition; (-1, -1) when no record is that recent.
-async fn lookup(partition: &Partition, timestamp: i64) -> Result<(i64, i64), ResponseError> {
-    let log = &partition.log;
-    let hw = partition.replica.high_watermark();
-    match timestamp {
-        LATEST => Ok((hw, -1)),
-        EARLIEST => Ok((log.log_start_offset(), -1)),
-        ts if ts >= 0 => {
-            let batch = log.find_batch_by_timestamp(ts).await.map_err(|e| {
-                tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "timestamp lookup failed");
-                ResponseError::KafkaStorageError
-            })?;
-            // Records below the log start (DeleteRecords inside this batch) are gone.
-            let start = log.log_start_offset();
-            match batch.and_then(|b| first_record_at_or_after(b, ts, start)) {
-                Some((offset, t)) if offset < hw => Ok((offset, t)),
-                _ => Ok((-1, -1)),
-            }
+/// One partition's answer: offset and timestamp (-1 when not known), and the leader epoch of
+/// the batch found (a lookup by timestamp answers it as Kafka does; the others answer the
+/// current epoch).
+struct Found {
+    offset: i64,
+    timestamp: i64,
+    leader_epoch: Option<i32>,
+}
+
+impl Found {
+    fn offset(offset: i64) -> Self {
+        Found {
+            offset,
+            timestamp: -1,
+            leader_epoch: None,
         }
-        _ => Err(ResponseError::InvalidRequest),
     }
 }
 
-/// The first record in `batch` at or after offset `start` with timestamp >= `ts`.
-fn first_record_at_or_after(batch: Bytes, ts: i64, start: i64) -> Option<(i64, i64)> {
+async fn lookup(partition: &Partition, timestamp: i64) -> Result<Found, ResponseError> {
+    let log = &partition.log;
+    let hw = partition.replica.high_watermark();
+    let target = match timestamp {
+        LATEST => return Ok(Found::offset(hw)),
+        EARLIEST | EARLIEST_LOCAL => return Ok(Found::offset(log.log_start_offset())),
+        LATEST_TIERED => {
+            return Ok(Found {
+                leader_epoch: Some(-1),
+                ..Found::offset(-1)
+            })
+        }
+        MAX_TIMESTAMP => match log.max_timestamp() {
+            i64::MIN => return Ok(Found::offset(-1)),
+            max => max,
+        },
+        ts if ts >= 0 => ts,
+        _ => return Err(ResponseError::InvalidRequest),
+    };
+    // The first batch whose max timestamp reaches the target, then its first record that
+    // does: for MAX_TIMESTAMP, the first record holding the largest timestamp (Kafka's
+    // `offsetOfMaxTimestamp` in the first batch with the log's max timestamp).
+    let batch = log.find_batch_by_timestamp(target).await.map_err(|e| {
+        tracing::error!(topic = %partition.topic, partition = partition.index, error = %e, "timestamp lookup failed");
+        ResponseError::KafkaStorageError
+    })?;
+    // Records at or past the high watermark are not visible yet (Kafka: lastFetchableOffset).
+    // Records below the log start (DeleteRecords inside this batch) are gone.
+    let start = log.log_start_offset();
+    match batch.and_then(|b| first_record_at_or_after(b, target, start)) {
+        Some(found) if found.offset < hw => Ok(found),
+        _ => Ok(Found::offset(-1)),
+    }
+}
+
+/// The first record in `batch` at or after offset `start` (the log start: records below it
+/// were deleted) with timestamp >= `ts`.
+fn first_record_at_or_after(batch: Bytes, ts: i64, start: i64) -> Option<Found> {
     let header = chronik_wal::BatchHeader::parse(&batch).ok()?;
+    let found = |offset, timestamp| Found {
+        offset,
+        timestamp,
+        leader_epoch: Some(header.partition_leader_epoch),
+    };
     if header.attributes & LOG_APPEND_TIME_FLAG != 0 {
         return (header.max_timestamp >= ts && header.last_offset() >= start)
-            .then_some((header.base_offset.max(start), header.max_timestamp));
+            .then(|| found(header.base_offset.max(start), header.max_timestamp));
     }
     let mut buf = batch;
     let set = match RecordBatchDecoder::decode(&mut buf) {
@@ -127,5 +178,5 @@ fn first_record_at_or_after(batch: Bytes, ts: i64, start: i64) -> Option<(i64, i
     set.records
         .iter()
         .find(|r| r.timestamp >= ts && r.offset >= start)
-        .map(|r| (r.offset, r.timestamp))
+        .map(|r| found(r.offset, r.timestamp))
 }

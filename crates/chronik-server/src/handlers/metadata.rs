@@ -10,14 +10,21 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Resp
 use kafka_protocol::ResponseError;
 
 use super::{str_bytes, topic_name, topic_str, Reply};
+use crate::authz::{self, Resource};
 use crate::broker::Broker;
 use chronik_metadata::BrokerState;
-use chronik_metadata::{MetadataState, TopicInfo};
+use chronik_metadata::{MetadataState, PartitionInfo, TopicInfo};
 
 pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Reply {
     // v4+ lets the client say whether to auto-create; before that it always could.
     let allow_create = version < 4 || req.allow_auto_topic_creation;
-    let topics = match req.topics {
+    // v8-v10 ask for the cluster's operations here; v11+ moved that to DescribeCluster.
+    let cluster_ops = authz::field(
+        (8..=10).contains(&version) && req.include_cluster_authorized_operations,
+        Resource::Cluster,
+    );
+    let topic_ops = authz::field(req.include_topic_authorized_operations, Resource::Topic);
+    let mut topics = match req.topics {
         None => all_topics(broker),
         Some(list) if list.is_empty() && version == 0 => all_topics(broker),
         Some(list) => {
@@ -51,6 +58,10 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
             out
         }
     };
+    // Kafka sets it on every topic it answers, unknown ones included.
+    for t in topics.iter_mut() {
+        t.topic_authorized_operations = topic_ops;
+    }
     let state = broker.metadata();
     let brokers = state
         .brokers
@@ -70,6 +81,7 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
             .with_brokers(brokers)
             .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
             .with_controller_id(BrokerId(broker.controller_id()))
+            .with_cluster_authorized_operations(cluster_ops)
             .with_topics(topics),
     ))
 }
@@ -83,26 +95,42 @@ fn all_topics(broker: &Broker) -> Vec<MetadataResponseTopic> {
         .collect()
 }
 
-/// A partition whose leader is fenced has no leader for clients, as in Kafka: leader -1 with
-/// LEADER_NOT_AVAILABLE, and the fenced replicas listed as offline (v5+). The state keeps the
-/// fenced leader, which leads again if it comes back before another ISR member can.
-fn topic_response(info: &TopicInfo, state: &MetadataState) -> MetadataResponseTopic {
+/// A partition as clients see it: (error, leader, offline replicas). A partition whose
+/// leader is fenced has no leader, as in Kafka: leader -1 with LEADER_NOT_AVAILABLE, and the
+/// fenced replicas listed as offline (v5+). The state keeps the fenced leader, which leads
+/// again if it comes back before another ISR member can. DescribeTopicPartitions answers
+/// the same.
+pub(super) fn partition_view(
+    p: &PartitionInfo,
+    state: &MetadataState,
+) -> (i16, i32, Vec<BrokerId>) {
     let fenced = |id: i32| {
         state
             .brokers
             .get(&id)
             .is_none_or(|b| b.state == BrokerState::Fenced)
     };
+    let (leader, error) = if fenced(p.leader) {
+        (-1, ResponseError::LeaderNotAvailable.code())
+    } else {
+        (p.leader, 0)
+    };
+    let offline = p
+        .replicas
+        .iter()
+        .filter(|r| fenced(**r))
+        .map(|&r| BrokerId(r))
+        .collect();
+    (error, leader, offline)
+}
+
+fn topic_response(info: &TopicInfo, state: &MetadataState) -> MetadataResponseTopic {
     let partitions = info
         .partitions
         .iter()
         .enumerate()
         .map(|(i, p)| {
-            let (leader, error) = if fenced(p.leader) {
-                (-1, ResponseError::LeaderNotAvailable.code())
-            } else {
-                (p.leader, 0)
-            };
+            let (error, leader, offline) = partition_view(p, state);
             MetadataResponsePartition::default()
                 .with_partition_index(i as i32)
                 .with_error_code(error)
@@ -110,13 +138,7 @@ fn topic_response(info: &TopicInfo, state: &MetadataState) -> MetadataResponseTo
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(p.replicas.iter().map(|&r| BrokerId(r)).collect())
                 .with_isr_nodes(p.isr.iter().map(|&r| BrokerId(r)).collect())
-                .with_offline_replicas(
-                    p.replicas
-                        .iter()
-                        .filter(|r| fenced(**r))
-                        .map(|&r| BrokerId(r))
-                        .collect(),
-                )
+                .with_offline_replicas(offline)
         })
         .collect();
     MetadataResponseTopic::default()

@@ -21,6 +21,7 @@ mod describe_cluster;
 mod describe_configs;
 mod describe_log_dirs;
 mod describe_producers;
+mod describe_topic_partitions;
 mod elect_leaders;
 mod fetch;
 mod find_coordinator;
@@ -66,6 +67,7 @@ pub async fn dispatch(broker: &Arc<Broker>, req: Request, client_host: &str) -> 
         RequestKind::CreatePartitions(r) => create_partitions::handle(broker, r, v).await,
         RequestKind::DescribeConfigs(r) => describe_configs::handle(broker, r, v),
         RequestKind::DescribeCluster(r) => describe_cluster::handle(broker, r, v),
+        RequestKind::DescribeTopicPartitions(r) => describe_topic_partitions::handle(broker, r, v),
         RequestKind::InitProducerId(r) => init_producer_id::handle(broker, r, v).await,
         RequestKind::FindCoordinator(r) => find_coordinator::handle(broker, r, v),
         RequestKind::OffsetCommit(r) => offset_commit::handle(broker, r, v),

@@ -1,7 +1,8 @@
 //! OffsetCommit. Members of a group commit with their generation; a group without members
 //! accepts "simple" commits (generation -1, a consumer that assigns its partitions itself). Every partition gets its own error code; the valid ones of a request
 //! are written as one batch to the group's `__consumer_offsets` partition and answered once
-//! that batch is durable.
+//! that batch is durable. v9 (KIP-848) changes no field for classic groups, only the error
+//! for a member's commit to a group the coordinator has never seen.
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -17,7 +18,7 @@ use kafka_protocol::ResponseError;
 use super::{topic_str, Reply};
 use crate::broker::Broker;
 
-pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, _version: i16) -> Reply {
+pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, version: i16) -> Reply {
     let group = req.group_id.0.to_string();
     let state = broker.metadata();
     let now_ms = SystemTime::now()
@@ -47,6 +48,9 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, _version: i16) -> 
             CommitCheck::NoMembers if broker.offsets().has_group(&group) => {
                 Some(ResponseError::UnknownMemberId.code())
             }
+            // Kafka answers GROUP_ID_NOT_FOUND from v9 (it fits both protocols), and
+            // ILLEGAL_GENERATION before, for compatibility.
+            CommitCheck::NoMembers if version >= 9 => Some(ResponseError::GroupIdNotFound.code()),
             CommitCheck::NoMembers => Some(ResponseError::IllegalGeneration.code()),
         }
     };

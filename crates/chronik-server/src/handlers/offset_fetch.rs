@@ -1,6 +1,7 @@
 //! OffsetFetch: committed offsets of one group (v1-v7) or of several (v8+). A partition with
 //! nothing committed answers offset -1 and no error, as in Kafka; `topics` null asks for every
-//! committed partition of the group.
+//! committed partition of the group. v9's member id and epoch (KIP-848) are ignored for a
+//! classic group, as Kafka does (`ClassicGroup.validateOffsetFetch` checks neither).
 
 use std::sync::Arc;
 

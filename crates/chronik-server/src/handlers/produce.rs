@@ -19,15 +19,24 @@ use crate::broker::Broker;
 /// local fsync is part of the append, not something a short timeout may skip.
 const MIN_COMMIT_WAIT: Duration = Duration::from_secs(30);
 
-pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply {
+pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply {
     let acks = req.acks;
     let state = broker.metadata();
     let mut responses = Vec::with_capacity(req.topic_data.len());
     // (topic index, partition index, the append to wait for, its partition, min.insync.replicas)
     let mut waits = Vec::new();
     for topic in req.topic_data {
-        let name = topic_str(&topic.name).to_string();
-        let info = state.topic(&name);
+        // v13+ names topics by id (KIP-516); an unknown id answers UNKNOWN_TOPIC_ID.
+        let by_id = version >= 13;
+        let info = if by_id {
+            state.topic_by_id(&topic.topic_id)
+        } else {
+            state.topic(topic_str(&topic.name))
+        };
+        let name = match (by_id, info) {
+            (true, Some(i)) => i.name.clone(),
+            _ => topic_str(&topic.name).to_string(),
+        };
         let mut partitions = Vec::with_capacity(topic.partition_data.len());
         for pd in topic.partition_data {
             let pr = PartitionProduceResponse::default()
@@ -123,6 +132,12 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
                         broker.node_id, pd.index, p_info.leader
                     ),
                 )
+            } else if by_id && info.is_none() {
+                fail(
+                    pr,
+                    ResponseError::UnknownTopicId,
+                    format!("unknown topic id {}", topic.topic_id),
+                )
             } else {
                 fail(
                     pr,
@@ -135,6 +150,7 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, _version: i16) -> Reply
         responses.push(
             TopicProduceResponse::default()
                 .with_name(topic.name)
+                .with_topic_id(topic.topic_id)
                 .with_partition_responses(partitions),
         );
     }

@@ -541,6 +541,19 @@ impl PartitionLog {
         self.shared.lock().log_start
     }
 
+    /// The largest batch `max_timestamp` in the log (`i64::MIN` when it holds no batch):
+    /// ListOffsets' MAX_TIMESTAMP finds its batch with
+    /// [`find_batch_by_timestamp`](Self::find_batch_by_timestamp) of this value.
+    pub fn max_timestamp(&self) -> i64 {
+        let inner = self.shared.lock();
+        inner
+            .segments
+            .iter()
+            .map(|s| s.max_timestamp)
+            .max()
+            .unwrap_or(i64::MIN)
+    }
+
     /// Next offset to be assigned.
     pub fn log_end_offset(&self) -> i64 {
         self.shared.lock().log_end
