@@ -202,7 +202,6 @@ impl TopicConfig {
             retention_bytes: opt(self.num("retention.bytes")),
             index_interval_bytes: self.num("index.interval.bytes").max(0) as u32,
             fsync,
-            ..LogConfig::default()
         }
     }
 }
