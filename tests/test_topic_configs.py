@@ -4,6 +4,10 @@ the stored codec, aiokafka's raw Fetch:
 * compression.type: a topic with each codec stores a batch the producer compressed differently
   in the topic's codec (read back by a raw Fetch), and a consumer reads back every key, value,
   header and timestamp; `producer` keeps the producer's codec.
+* Hostile batches (raw Produce v9 through tests/kafkawire.py): a gzip bomb (8 MiB of records in
+  8 KiB) to a topic that recompresses, with max.decompressed.message.bytes=1 MiB, gets
+  INVALID_RECORD as from Kafka; garbage inside a valid CRC gets an error (Chronik:
+  CORRUPT_MESSAGE; Kafka 4.4 answers UNKNOWN_SERVER_ERROR) and nothing is stored.
 * message.timestamp.type=LogAppendTime: the broker stamps the batch; the delivery report (the
   produce response's log_append_time_ms) and the consumer see TIMESTAMP_LOG_APPEND_TIME with the
   broker's time, not the producer's.
@@ -22,6 +26,7 @@ Every test passes against Apache Kafka 4.4 (`--broker=kafka`) where it checks Ka
 from __future__ import annotations
 
 import asyncio
+import gzip
 import time
 
 import pytest
@@ -32,6 +37,7 @@ from aiokafka.structs import TopicPartition as AioTopicPartition
 from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, KafkaError, KafkaException
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
+import kafkawire as kw
 from conftest import kafka_mode
 from helpers import admin, consume_all, create_topic, produce_all, producer, unique_topic
 
@@ -99,6 +105,37 @@ def test_compression_type_recompresses_into_the_topic_codec(bootstrap, topic_cod
     assert all(m.headers == [("h", b"1"), ("g", b"2")] for m in got), got[0].headers
     want = CODEC_IDS[producer_codec if topic_codec == "producer" else topic_codec]
     assert stored_codecs(bootstrap, topic, n) == {want}
+
+
+def gzip_batch(compressed: bytes, records: int = 1) -> bytes:
+    """A v2 batch whose records section is `compressed`, marked gzip, with a valid CRC."""
+    now = int(time.time() * 1000)
+    after_crc = (kw.i16(1) + kw.i32(records - 1) + kw.i64(now) + kw.i64(now) + kw.i64(-1) + kw.i16(-1)
+                 + kw.i32(-1) + kw.i32(records) + compressed)
+    rest = kw.i32(0) + kw.i8(2) + kw.u32(kw.crc32c(after_crc)) + after_crc
+    return kw.i64(0) + kw.i32(len(rest)) + rest
+
+
+def produce_raw(bootstrap: str, topic: str, batch: bytes) -> int:
+    with kw.Connection(bootstrap, timeout_s=30) as c:
+        _, [pr] = kw.parse_produce_response(c.roundtrip(kw.produce_request(9, 1, topic, 0, batch)), 9)
+    return pr.error_code
+
+
+def test_hostile_batches_get_kafkas_errors(bootstrap):
+    bomb_topic, junk_topic = unique_topic("bomb"), unique_topic("junk")
+    create_topic(bootstrap, bomb_topic, config={"compression.type": "lz4",
+                                                "max.decompressed.message.bytes": str(1 << 20)})
+    create_topic(bootstrap, junk_topic, config={"compression.type": "lz4"})
+    value = bytes(8 << 20)
+    record = kw.i8(0) + kw.varint(0) + kw.varint(0) + kw.varint(-1) + kw.varint(len(value)) + value + kw.varint(0)
+    bomb = gzip_batch(gzip.compress(kw.varint(len(record)) + record))
+    assert len(bomb) < 64 << 10
+    assert produce_raw(bootstrap, bomb_topic, bomb) == 87  # INVALID_RECORD
+    err = produce_raw(bootstrap, junk_topic, gzip_batch(b"\x1f\x8b\x08\x00" + bytes(range(200))))
+    assert err == (-1 if kafka_mode() else 2), err  # Kafka: UNKNOWN_SERVER_ERROR; Chronik: CORRUPT_MESSAGE
+    for t in (bomb_topic, junk_topic):
+        assert consume_all(bootstrap, t, 0) == []
 
 
 # ---------------------------------------------------------------------- timestamps

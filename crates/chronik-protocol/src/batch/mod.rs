@@ -5,7 +5,7 @@
 //!
 //! A batch that needs none of these is left as the producer sent it (no copy). Recompression
 //! decodes the records with kafka-protocol's `RecordBatchDecoder` (decompression bounded by
-//! [`Policy::max_decompressed_bytes`], see [`codec`]) and encodes them again with its
+//! [`Policy::max_decompressed_bytes`], see [`codec`]; over it: INVALID_RECORD, as Kafka) and encodes them again with its
 //! `RecordBatchEncoder`: same records, offset deltas, timestamps, keys, values and headers, same
 //! producer id, epoch and base sequence; a new CRC.
 
@@ -88,6 +88,7 @@ pub struct Outcome {
 pub enum BatchError {
     #[error("corrupt record batch: {0}")]
     Corrupt(String),
+    /// Over `max.decompressed.message.bytes`: Kafka 4.4 answers INVALID_RECORD (measured).
     #[error("record batch too large: {0}")]
     TooLarge(String),
     #[error("{0}")]
@@ -98,7 +99,7 @@ impl BatchError {
     pub fn code(&self) -> ResponseError {
         match self {
             BatchError::Corrupt(_) => ResponseError::CorruptMessage,
-            BatchError::TooLarge(_) => ResponseError::RecordListTooLarge,
+            BatchError::TooLarge(_) => ResponseError::InvalidRecord,
             BatchError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
         }
     }

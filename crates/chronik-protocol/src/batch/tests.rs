@@ -174,7 +174,7 @@ fn bombs_and_garbage_get_kafka_errors() {
     };
     assert_eq!(
         apply(&input, &p, NOW).unwrap_err().code(),
-        ResponseError::RecordListTooLarge
+        ResponseError::InvalidRecord
     );
     // Flip bytes inside the compressed records: a CRC or codec failure, never a panic.
     let small = batch(&records(5, NOW), Compression::Gzip);

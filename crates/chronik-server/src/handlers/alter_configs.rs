@@ -89,51 +89,53 @@ pub async fn incremental(
     let too_many = req.resources.len() > MAX_RESOURCES;
     let mut responses = Vec::with_capacity(req.resources.len());
     for r in req.resources {
-        let ops: Result<Vec<(String, Op)>, TopicError> =
-            r.configs
-                .iter()
-                .map(|c| {
-                    let name = c.name.to_string();
-                    let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
-                    match c.config_operation {
-                        OP_SET => Ok((name, Op::Set(value))),
-                        OP_DELETE => Ok((name, Op::Delete)),
-                        OP_APPEND | OP_SUBTRACT => {
-                            let verb = if c.config_operation == OP_APPEND {
-                                "APPEND"
-                            } else {
-                                "SUBTRACT"
-                            };
-                            match topic_config::spec(&name) {
-                                Some(s) if s.config_type == topic_config::TYPE_LIST => {}
-                                // Kafka's wording (ConfigAdminManager).
-                                Some(_) => return Err(TopicError::new(
+        let ops: Result<Vec<(String, Op)>, TopicError> = r
+            .configs
+            .iter()
+            .map(|c| {
+                let name = c.name.to_string();
+                let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
+                match c.config_operation {
+                    OP_SET => Ok((name, Op::Set(value))),
+                    OP_DELETE => Ok((name, Op::Delete)),
+                    OP_APPEND | OP_SUBTRACT => {
+                        let verb = if c.config_operation == OP_APPEND {
+                            "APPEND"
+                        } else {
+                            "SUBTRACT"
+                        };
+                        match topic_config::spec(&name) {
+                            Some(s) if s.config_type == topic_config::TYPE_LIST => {}
+                            // Kafka's wording (ConfigAdminManager).
+                            Some(_) => {
+                                return Err(TopicError::new(
                                     ResponseError::InvalidConfig,
                                     format!(
                                         "Can't {verb} to key {name} because its type is not LIST."
                                     ),
-                                )),
-                                None => {
-                                    return Err(TopicError::new(
-                                        ResponseError::InvalidConfig,
-                                        format!("Unknown topic config name: {name}"),
-                                    ))
-                                }
+                                ))
                             }
-                            let op = if c.config_operation == OP_APPEND {
-                                Op::Append(value)
-                            } else {
-                                Op::Subtract(value)
-                            };
-                            Ok((name, op))
+                            None => {
+                                return Err(TopicError::new(
+                                    ResponseError::InvalidConfig,
+                                    format!("Unknown topic config name: {name}"),
+                                ))
+                            }
                         }
-                        op => Err(TopicError::new(
-                            ResponseError::InvalidRequest,
-                            format!("config {name}: unknown operation {op}"),
-                        )),
+                        let op = if c.config_operation == OP_APPEND {
+                            Op::Append(value)
+                        } else {
+                            Op::Subtract(value)
+                        };
+                        Ok((name, op))
                     }
-                })
-                .collect();
+                    op => Err(TopicError::new(
+                        ResponseError::InvalidRequest,
+                        format!("config {name}: unknown operation {op}"),
+                    )),
+                }
+            })
+            .collect();
         let result = if too_many {
             Err(too_many_error())
         } else {
