@@ -170,6 +170,23 @@ def send_one(bootstrap: str, topic: str, ts: int) -> KafkaError | None:
     return err
 
 
+def produce_v9_record_errors(bootstrap: str, topic: str, batch: bytes) -> tuple[int, str, list]:
+    """Raw Produce v9 of one batch: (error code, error message, [(batch index, message)])."""
+    with kw.Connection(bootstrap, timeout_s=30) as c:
+        r = kw.Reader(c.roundtrip(kw.produce_request(9, 1, topic, 0, batch)))
+    r.i32()  # correlation id
+    r.skip_tags()
+    assert r.uvarint() == 2 and r.compact_string() == topic and r.uvarint() == 2
+    r.i32()  # partition
+    err = r.i16()
+    r.i64(), r.i64(), r.i64()  # base offset, log append time, log start offset
+    records = []
+    for _ in range(r.uvarint() - 1):
+        records.append((r.i32(), r.compact_string()))
+        r.skip_tags()
+    return err, r.compact_string(), records
+
+
 def test_timestamps_outside_before_and_after_max_are_refused(bootstrap):
     topic = unique_topic("tswin")
     create_topic(bootstrap, topic, config={"message.timestamp.before.max.ms": "600000",
@@ -179,6 +196,13 @@ def test_timestamps_outside_before_and_after_max_are_refused(bootstrap):
     for ts in (now - 3_600_000, now + 3_600_000):
         err = send_one(bootstrap, topic, ts)
         assert err is not None and err.code() == KafkaError.INVALID_TIMESTAMP, err
+    assert len(consume_all(bootstrap, topic, 0)) == 1
+    # The whole batch is refused; the response names each record (Kafka's record_errors).
+    err, msg, records = produce_v9_record_errors(
+        bootstrap, topic, kw.record_batch([(None, b"a"), (None, b"b")], base_timestamp_ms=1000))
+    assert err == 32 and msg.startswith("One or more records have been rejected due to invalid timestamp"), msg
+    assert [i for i, _ in records] == [0, 1], records
+    assert all("Timestamp 1000 of message with offset" in m and "is out of range" in m for _, m in records), records
     assert len(consume_all(bootstrap, topic, 0)) == 1
     # A topic that sets nothing has Kafka 4.x's after.max.ms of one hour, and no before bound.
     plain = unique_topic("tsdefault")

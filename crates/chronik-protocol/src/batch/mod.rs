@@ -91,8 +91,10 @@ pub enum BatchError {
     /// Over `max.decompressed.message.bytes`: Kafka 4.4 answers INVALID_RECORD (measured).
     #[error("record batch too large: {0}")]
     TooLarge(String),
-    #[error("{0}")]
-    InvalidTimestamp(String),
+    /// Kafka's top-level message, with one entry per refused record (the produce response's
+    /// `record_errors`).
+    #[error("One or more records have been rejected due to invalid timestamp: {}", .0.first().map_or("", |e| e.message.as_str()))]
+    InvalidTimestamp(Vec<RecordError>),
 }
 
 impl BatchError {
@@ -114,6 +116,13 @@ impl From<CodecError> for BatchError {
             }
         }
     }
+}
+
+/// A refused record: its index in the batch and why (Kafka's `BatchIndexAndErrorMessage`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    pub batch_index: i32,
+    pub message: String,
 }
 
 fn read_i16(b: &[u8], at: usize) -> Option<i16> {
@@ -138,11 +147,12 @@ pub fn apply(batch: &[u8], policy: &Policy, now_ms: i64) -> Result<Outcome, Batc
     let attributes = read_i16(batch, ATTRIBUTES_AT).ok_or_else(short)?;
     if attributes & ATTR_LOG_APPEND_TIME != 0 && !policy.log_append_time {
         // Kafka's LogValidator.validateTimestamp.
-        return Err(BatchError::InvalidTimestamp(
-            "Invalid timestamp type in message: producer should not set timestamp type to \
-             LogAppendTime."
+        return Err(BatchError::InvalidTimestamp(vec![RecordError {
+            batch_index: 0,
+            message: "Invalid timestamp type in message: producer should not set timestamp \
+                      type to LogAppendTime."
                 .into(),
-        ));
+        }]));
     }
     let window = (!policy.log_append_time).then(|| Window::new(policy, now_ms));
     let mut out = None;
@@ -150,9 +160,7 @@ pub fn apply(batch: &[u8], policy: &Policy, now_ms: i64) -> Result<Outcome, Batc
         let target = policy.codec.unwrap_or(Compression::None);
         let (records, raw_len) = decode(batch, policy.max_decompressed_bytes)?;
         if let Some(w) = &window {
-            for r in &records {
-                w.check(r.timestamp, r.offset)?;
-            }
+            w.refuse(records.iter().map(|r| (r.timestamp, r.offset)))?;
         }
         out = encode(&records, target, policy.levels, raw_len)?;
     }
@@ -161,11 +169,13 @@ pub fn apply(batch: &[u8], policy: &Policy, now_ms: i64) -> Result<Outcome, Batc
         // (a producer writes the first record's timestamp and the largest one there).
         if let Some(w) = &window {
             let last = read_i32(batch, LAST_OFFSET_DELTA_AT).ok_or_else(short)?;
-            w.check(read_i64(batch, BASE_TIMESTAMP_AT).ok_or_else(short)?, 0)?;
-            w.check(
-                read_i64(batch, MAX_TIMESTAMP_AT).ok_or_else(short)?,
-                last as i64,
-            )?;
+            let first = read_i64(batch, BASE_TIMESTAMP_AT).ok_or_else(short)?;
+            let max = read_i64(batch, MAX_TIMESTAMP_AT).ok_or_else(short)?;
+            let mut both = vec![(first, 0)];
+            if last > 0 {
+                both.push((max, i64::from(last)));
+            }
+            w.refuse(both.into_iter())?;
         }
     }
     if policy.log_append_time {
@@ -196,16 +206,25 @@ impl Window {
         }
     }
 
-    /// Kafka's message for a record out of range (LogValidator.validateTimestamp).
-    fn check(&self, timestamp: i64, offset: i64) -> Result<(), BatchError> {
-        if timestamp == NO_TIMESTAMP || (self.low..=self.high).contains(&timestamp) {
-            return Ok(());
+    /// Refuses the batch if any (timestamp, offset delta) is out of range, with Kafka's
+    /// message for each such record (LogValidator.validateTimestamp).
+    fn refuse(&self, records: impl Iterator<Item = (i64, i64)>) -> Result<(), BatchError> {
+        let errors: Vec<RecordError> = records
+            .filter(|(ts, _)| *ts != NO_TIMESTAMP && !(self.low..=self.high).contains(ts))
+            .map(|(timestamp, offset)| RecordError {
+                batch_index: offset.clamp(0, i64::from(i32::MAX)) as i32,
+                message: format!(
+                    "Timestamp {timestamp} of message with offset {offset} is out of range. \
+                     The timestamp should be within [{}, {}]",
+                    self.low, self.high
+                ),
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(BatchError::InvalidTimestamp(errors))
         }
-        Err(BatchError::InvalidTimestamp(format!(
-            "Timestamp {timestamp} of message with offset {offset} is out of range. The \
-             timestamp should be within [{}, {}]",
-            self.low, self.high
-        )))
     }
 }
 

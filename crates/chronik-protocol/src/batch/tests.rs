@@ -158,6 +158,17 @@ fn timestamps_outside_the_window_are_refused() {
             }
         }
     }
+    // Every refused record is named, by its index in the batch, as Kafka's record_errors.
+    let old = batch(&records(3, NOW - 120_000), Compression::Gzip);
+    for (codec, want) in [(Some(Compression::Lz4), vec![0, 1, 2]), (None, vec![0, 2])] {
+        let Err(BatchError::InvalidTimestamp(errors)) =
+            apply(&old, &Policy { codec, ..p.clone() }, NOW)
+        else {
+            panic!("accepted");
+        };
+        let got: Vec<i32> = errors.iter().map(|e| e.batch_index).collect();
+        assert_eq!(got, want, "{codec:?}");
+    }
     // No timestamp (-1) is never out of range.
     let input = batch(&records(1, -1), Compression::None);
     assert!(apply(&input, &p, NOW).is_ok());

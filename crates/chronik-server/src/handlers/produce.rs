@@ -8,15 +8,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chronik_metadata::TopicInfo;
+use chronik_protocol::batch::BatchError;
 use futures::future::join_all;
 use kafka_protocol::messages::produce_request::PartitionProduceData;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 
 use super::{str_bytes, topic_str, Reply};
 use crate::broker::Broker;
-use crate::partition::{Accepted, Partition};
+use crate::partition::{Accepted, AppendError, Partition};
 
 /// The shortest wait for a commit we grant, whatever the client's timeout says: the
 /// local fsync is part of the append, not something a short timeout may skip.
@@ -226,6 +229,17 @@ fn produce_partition(
             } else {
                 tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
             }
+            let pr = match &e {
+                AppendError::Batch(BatchError::InvalidTimestamp(records)) => {
+                    let errors = records.iter().map(|r| {
+                        BatchIndexAndErrorMessage::default()
+                            .with_batch_index(r.batch_index)
+                            .with_batch_index_error_message(Some(str_bytes(r.message.clone())))
+                    });
+                    pr.with_record_errors(errors.collect())
+                }
+                _ => pr,
+            };
             (fail(pr, code, e.to_string()), None)
         }
     }
