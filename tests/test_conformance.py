@@ -64,6 +64,17 @@ SUITE_FINDINGS = [
      "offsets.topic.num.partitions defaults to 16 on Chronik, 50 on Kafka; Chronik gives leadership "
      "back to the preferred replica at once, Kafka every leader.imbalance.check.interval.seconds "
      "(300 s; the reference runs with 1 s)."),
+    ("test_topic_configs.py::test_chronik_rules_for_deprecated_and_missing_configs",
+     "Kafka 4.x refuses message.format.version, message.downconversion.enable and "
+     "message.timestamp.difference.max.ms (removed in 4.0); Chronik accepts and ignores them as Kafka "
+     "3.x did, for tools written against 3.x. Configs whose behaviour Chronik lacks (compaction, "
+     "tiered storage, throttled replicas) are refused unless set to their default; skipped on Kafka."),
+    ("test_topic_configs.py::test_hostile_batches_get_kafkas_errors",
+     "A gzip batch with a valid CRC whose data is not gzip: Kafka 4.4 answers UNKNOWN_SERVER_ERROR, "
+     "Chronik CORRUPT_MESSAGE. Kafka decompresses every compressed batch to validate it (so "
+     "max.decompressed.message.bytes and per-record timestamp bounds apply to all); Chronik only a "
+     "batch it recompresses, and otherwise checks the timestamp bounds on the batch header's first "
+     "and max timestamps."),
 ]
 
 

@@ -68,6 +68,12 @@ def scenarios(seconds: int) -> list[Scenario]:
                  target="p99 with the consumer ≤ 1.5 × p99 alone",
                  check=lambda r, d, _: r.get("cold_read", {}).get("ratio", 99) <= 1.5,
                  run=run_cold_read),
+        Scenario("recompress", "c=128, 1 KiB, acks=1, 3 partitions, producer lz4: msg/s into a topic with "
+                 "compression.type=zstd (the broker recompresses every batch) ÷ msg/s into one with "
+                 "compression.type=producer (stored as sent)",
+                 [*d, "--concurrency", "128", "--message-size", "1024", "--acks", "1", "--partitions", "3",
+                  "--compression", "lz4"],
+                 run=run_recompress),
     ]
 
 
@@ -173,6 +179,35 @@ def run_cold_read(s: Scenario, brokers: list, seconds: int, workdir: Path) -> tu
     return rc, loaded, err
 
 
+def run_recompress(s: Scenario, brokers: list, seconds: int, workdir: Path) -> tuple[int, dict | None, str]:
+    """The same lz4 producer against two topics of one broker, first one with
+    compression.type=producer, then one with compression.type=zstd. The report is the zstd run's,
+    with a `recompress` section: both msg/s and their ratio (the cost of recompression)."""
+    from .topics import create_topic
+    boot = ",".join(b.addr for b in brokers)
+    runs = {}
+    for codec in ("producer", "zstd"):
+        topic = f"bench-{s.name}-{codec}"
+        create_topic(boot, topic, 3, -1, {"compression.type": codec})
+        cmd = [str(BENCH), "--bootstrap-servers", boot, "--topic", topic, "--verify", "count", "--json", *s.args]
+        settle()
+        print(f"bench: {s.name}: compression.type={codec}: {' '.join(cmd[1:])}", flush=True)
+        rc, report, err = run_json(cmd, seconds * 4 + 120)
+        if rc != 0 or report is None:
+            return rc or 1, report, err
+        runs[codec] = report
+    report = runs["zstd"]
+    report["recompress"] = {
+        "producer_msgs_per_s": runs["producer"]["msgs_per_s"],
+        "zstd_msgs_per_s": runs["zstd"]["msgs_per_s"],
+        "ratio": runs["zstd"]["msgs_per_s"] / max(runs["producer"]["msgs_per_s"], 1e-9),
+        "producer_p99_us": runs["producer"]["latency_us"]["p99"],
+        "zstd_p99_us": runs["zstd"]["latency_us"]["p99"],
+    }
+    print(f"bench: {s.name}: {json.dumps(report['recompress'])}", flush=True)
+    return rc, report, err
+
+
 def run_suite(base: Path, chosen: list[Scenario], seconds: int) -> list[tuple[Scenario, int, dict]]:
     """Each scenario against its own fresh broker(s); the data is deleted after each. A scenario
     that produces no report ends the run (SystemExit); one that fails its verification is kept
@@ -257,6 +292,15 @@ def section(disk: dict, results: list) -> list[str]:
                 f"consumer read the topic from offset 0 ({c['consumer_passes']} passes over the {c['fill_mb']:,.0f} MB "
                 f"written before, each out of the page cache: {c['consumer_mb']:,.0f} MB in {c['consumer_s']:.1f} s, "
                 f"{c['consumer_mb_per_s']:,.0f} MB/s): ratio {c['ratio']:.2f} (target ≤ 1.5).",
+            ]
+    for s, rc, r in results:
+        c = r.get("recompress")
+        if c:
+            lines += [
+                "",
+                f"{s.name}: lz4 batches into a compression.type=producer topic {c['producer_msgs_per_s']:,.0f} msg/s "
+                f"(p99 {ms(c['producer_p99_us'])} ms), recompressed into zstd {c['zstd_msgs_per_s']:,.0f} msg/s "
+                f"(p99 {ms(c['zstd_p99_us'])} ms): ratio {c['ratio']:.2f}.",
             ]
     lines += [
         "",

@@ -26,6 +26,7 @@ type Renderer = fn() -> String;
 pub const SECTIONS: &[(&str, Renderer)] = &[
     ("server-settings", server_settings),
     ("admin-commands", admin_commands),
+    ("topic-configs", topic_configs),
 ];
 
 /// `doc` with every generated section replaced by a fresh rendering.
@@ -199,6 +200,28 @@ pub fn admin_commands() -> String {
                 cell(&args.join("; "))
             },
             cell(&about)
+        ));
+    }
+    out
+}
+
+/// The table of every topic config Kafka defines, with Chronik's rule for it
+/// (chronik-server's `topic_config::SPECS`).
+pub fn topic_configs() -> String {
+    use chronik_server::topic_config::SPECS;
+    let mut out = String::from("| Topic config | Default | Chronik | Note |\n|---|---|---|---|\n");
+    for s in SPECS {
+        let default = if s.default.is_empty() {
+            "(empty)".to_string()
+        } else {
+            code(s.default)
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} |\n",
+            s.name,
+            cell(&default),
+            s.rule.label(),
+            cell(s.note)
         ));
     }
     out

@@ -20,6 +20,7 @@ pub mod offsets;
 pub mod partition;
 pub mod producer_state;
 pub mod reassign;
+pub mod rewrite;
 pub mod server;
 pub mod shutdown;
 pub mod startup;

@@ -7,6 +7,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use chronik_protocol::batch::{BatchError, Policy};
 use chronik_replication::{EpochCache, Replica};
 use chronik_wal::{BatchHeader, PartitionLog, WalError};
 use kafka_protocol::ResponseError;
@@ -37,6 +38,9 @@ pub enum AppendError {
     /// The log failed earlier and is being reopened; the reason is that failure's.
     #[error("storage error: {0}")]
     Recovering(String),
+    /// Refused by the topic's batch policy (timestamps, decompression).
+    #[error(transparent)]
+    Batch(#[from] BatchError),
 }
 
 impl AppendError {
@@ -53,6 +57,7 @@ impl AppendError {
             AppendError::Storage(_) | AppendError::Recovering(_) => {
                 ResponseError::KafkaStorageError
             }
+            AppendError::Batch(e) => e.code(),
         }
     }
 }
@@ -79,6 +84,8 @@ pub struct Accepted {
     /// The log generation the batches were taken in: an acks=1 wait fails if the log healed
     /// (was cut back) since.
     pub generation: u64,
+    /// The broker time stamped into the batch (LogAppendTime topics).
+    pub log_append_time_ms: Option<i64>,
 }
 
 pub struct Partition {
@@ -236,6 +243,7 @@ impl Partition {
                 duplicate: true,
                 leader_epoch: leading,
                 generation,
+                log_append_time_ms: None,
             }),
             SeqCheck::Append => {
                 let mut batch = records.to_vec();
@@ -249,9 +257,38 @@ impl Partition {
                     duplicate: false,
                     leader_epoch: leading,
                     generation: appended.generation,
+                    log_append_time_ms: None,
                 })
             }
         }
+    }
+
+    /// [`append`](Self::append) of a produced batch, after the topic's batch policy
+    /// (recompression, LogAppendTime, timestamp bounds) made it what the log stores.
+    pub fn append_produced(
+        &self,
+        records: &[u8],
+        max_message_bytes: usize,
+        policy: &Policy,
+        leader_epoch: i32,
+    ) -> Result<Accepted, AppendError> {
+        validate_batch(records, max_message_bytes)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let outcome = crate::rewrite::apply(records, policy, now)?;
+        let Some(stored) = outcome.batch else {
+            return self.append(records, max_message_bytes, leader_epoch);
+        };
+        // Kafka checks the size of what it stores too: recompression may have grown it.
+        // The rewrite keeps producer id, epoch and sequence, so the sequence checks read the
+        // same header.
+        let mut accepted = self.append(&stored, max_message_bytes, leader_epoch)?;
+        // A retried batch was stamped when it was first stored; that time is not kept.
+        if !accepted.duplicate {
+            accepted.log_append_time_ms = outcome.log_append_time_ms;
+        }
+        Ok(accepted)
     }
 }
 

@@ -2,7 +2,8 @@
 //! new overrides are validated like CreateTopics' configs, then replace the topic's overrides
 //! through Raft; every broker applies them to its replicas (`Broker::sync_partitions`).
 //! AlterConfigs replaces the whole override set, as Kafka does; IncrementalAlterConfigs
-//! sets or deletes single keys. Broker configs are static (command-line flags): refused.
+//! sets or deletes single keys, or APPENDs to / SUBTRACTs from a list config (Kafka:
+//! starting from its default when the topic does not set it). Broker configs are static (command-line flags): refused.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +24,8 @@ const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 const OP_SET: i8 = 0;
 const OP_DELETE: i8 = 1;
+const OP_APPEND: i8 = 2;
+const OP_SUBTRACT: i8 = 3;
 /// Most resources one request may change.
 const MAX_RESOURCES: usize = 1_000;
 
@@ -30,6 +33,10 @@ const MAX_RESOURCES: usize = 1_000;
 enum Op {
     Set(String),
     Delete,
+    /// Items added to a list config (its current value, else its default), Kafka's APPEND.
+    Append(String),
+    /// Items removed from a list config, Kafka's SUBTRACT.
+    Subtract(String),
 }
 
 pub async fn alter(broker: &Arc<Broker>, req: AlterConfigsRequest, _version: i16) -> Reply {
@@ -87,12 +94,44 @@ pub async fn incremental(
             .iter()
             .map(|c| {
                 let name = c.name.to_string();
+                let value = c.value.as_ref().map(|v| v.to_string()).unwrap_or_default();
                 match c.config_operation {
-                    OP_SET => Ok((name, Op::Set(c.value.as_ref().map(|v| v.to_string()).unwrap_or_default()))),
+                    OP_SET => Ok((name, Op::Set(value))),
                     OP_DELETE => Ok((name, Op::Delete)),
+                    OP_APPEND | OP_SUBTRACT => {
+                        let verb = if c.config_operation == OP_APPEND {
+                            "APPEND"
+                        } else {
+                            "SUBTRACT"
+                        };
+                        match topic_config::spec(&name) {
+                            Some(s) if s.config_type == topic_config::TYPE_LIST => {}
+                            // Kafka's wording (ConfigAdminManager).
+                            Some(_) => {
+                                return Err(TopicError::new(
+                                    ResponseError::InvalidConfig,
+                                    format!(
+                                        "Can't {verb} to key {name} because its type is not LIST."
+                                    ),
+                                ))
+                            }
+                            None => {
+                                return Err(TopicError::new(
+                                    ResponseError::InvalidConfig,
+                                    format!("Unknown topic config name: {name}"),
+                                ))
+                            }
+                        }
+                        let op = if c.config_operation == OP_APPEND {
+                            Op::Append(value)
+                        } else {
+                            Op::Subtract(value)
+                        };
+                        Ok((name, op))
+                    }
                     op => Err(TopicError::new(
                         ResponseError::InvalidRequest,
-                        format!("config {name}: operation {op} (APPEND/SUBTRACT) needs a list-typed config; none of the supported topic configs is one"),
+                        format!("config {name}: unknown operation {op}"),
                     )),
                 }
             })
@@ -127,6 +166,20 @@ pub async fn incremental(
     Reply::now(ResponseKind::IncrementalAlterConfigs(
         IncrementalAlterConfigsResponse::default().with_responses(responses),
     ))
+}
+
+/// A list config's items in order: the topic's override, else the config's default.
+fn current_list(configs: &BTreeMap<String, String>, key: &str) -> Vec<String> {
+    let value = configs
+        .get(key)
+        .map(String::as_str)
+        .or_else(|| topic_config::spec(key).map(|s| s.default))
+        .unwrap_or("");
+    value
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }
 
 /// A resource's error code and message (0 and none when it succeeded).
@@ -189,6 +242,21 @@ async fn change(
             }
             Op::Delete => {
                 configs.remove(&key);
+            }
+            Op::Append(items) => {
+                let mut list = current_list(&configs, &key);
+                for item in topic_config::list(&items) {
+                    if !list.contains(&item) {
+                        list.push(item);
+                    }
+                }
+                configs.insert(key, list.join(","));
+            }
+            Op::Subtract(items) => {
+                let gone = topic_config::list(&items);
+                let list = current_list(&configs, &key);
+                let kept: Vec<String> = list.into_iter().filter(|i| !gone.contains(i)).collect();
+                configs.insert(key, kept.join(","));
             }
         }
     }

@@ -7,24 +7,44 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chronik_metadata::TopicInfo;
+use chronik_protocol::batch::BatchError;
 use futures::future::join_all;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_request::PartitionProduceData;
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 
 use super::{str_bytes, topic_str, Reply};
 use crate::broker::Broker;
+use crate::partition::{Accepted, AppendError, Partition};
 
 /// The shortest wait for a commit we grant, whatever the client's timeout says: the
 /// local fsync is part of the append, not something a short timeout may skip.
 const MIN_COMMIT_WAIT: Duration = Duration::from_secs(30);
 
+/// An acks=1/all append to wait for: (topic index, partition index, the append, its
+/// partition, min.insync.replicas).
+type Wait = (usize, usize, Accepted, Arc<Partition>, usize);
+
+fn fail(
+    pr: PartitionProduceResponse,
+    code: ResponseError,
+    msg: String,
+) -> PartitionProduceResponse {
+    crate::metrics::partition_error(kafka_protocol::messages::ApiKey::Produce, code.code());
+    pr.with_error_code(code.code())
+        .with_error_message(Some(str_bytes(msg)))
+}
+
 pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply {
     let acks = req.acks;
     let state = broker.metadata();
     let mut responses = Vec::with_capacity(req.topic_data.len());
-    // (topic index, partition index, the append to wait for, its partition, min.insync.replicas)
-    let mut waits = Vec::new();
+    let mut waits: Vec<Wait> = Vec::new();
+    let transactional = req.transactional_id.is_some();
     for topic in req.topic_data {
         // v13+ names topics by id (KIP-516); an unknown id answers UNKNOWN_TOPIC_ID.
         let by_id = version >= 13;
@@ -44,21 +64,7 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let fail = |pr: PartitionProduceResponse, code: ResponseError, msg: String| {
-                crate::metrics::partition_error(
-                    kafka_protocol::messages::ApiKey::Produce,
-                    code.code(),
-                );
-                pr.with_error_code(code.code())
-                    .with_error_message(Some(str_bytes(msg)))
-            };
-            let part_info = info.and_then(|t| {
-                usize::try_from(pd.index)
-                    .ok()
-                    .and_then(|i| t.partitions.get(i))
-            });
-            let partition = broker.partition(&name, pd.index);
-            let pr = if req.transactional_id.is_some() {
+            let pr = if transactional {
                 fail(
                     pr,
                     ResponseError::InvalidRequest,
@@ -70,68 +76,6 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
                     ResponseError::InvalidRequiredAcks,
                     format!("acks={acks} is not -1, 0 or 1"),
                 )
-            } else if let (Some(topic_info), Some(p_info), Some(partition)) =
-                (info, part_info, partition)
-            {
-                let config = broker.topic_config(topic_info);
-                let min_isr = config.min_insync_replicas();
-                if acks == -1 && p_info.isr.len() < min_isr {
-                    fail(
-                        pr,
-                        ResponseError::NotEnoughReplicas,
-                        format!(
-                            "ISR has {} replica(s), min.insync.replicas is {}",
-                            p_info.isr.len(),
-                            min_isr
-                        ),
-                    )
-                } else {
-                    let records = pd.records.unwrap_or_default();
-                    let bytes = records.len();
-                    match partition.append(
-                        &records,
-                        config.max_message_bytes(),
-                        p_info.leader_epoch,
-                    ) {
-                        Ok(accepted) => {
-                            if !accepted.duplicate {
-                                partition.counters.produce_bytes.increment(bytes as u64);
-                                partition.counters.produce_messages.increment(
-                                    (accepted.end_offset - accepted.base_offset).max(0) as u64,
-                                );
-                            }
-                            if acks != 0 {
-                                waits.push((
-                                    responses.len(),
-                                    partitions.len(),
-                                    accepted,
-                                    partition.clone(),
-                                    min_isr,
-                                ));
-                            }
-                            pr.with_base_offset(accepted.base_offset)
-                                .with_log_start_offset(partition.log.log_start_offset())
-                        }
-                        Err(e) => {
-                            let code = e.code();
-                            if code == ResponseError::KafkaStorageError {
-                                tracing::error!(topic = %name, partition = pd.index, error = %e, "append failed");
-                            } else {
-                                tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
-                            }
-                            fail(pr, code, e.to_string())
-                        }
-                    }
-                }
-            } else if let Some(p_info) = part_info {
-                fail(
-                    pr,
-                    ResponseError::NotLeaderOrFollower,
-                    format!(
-                        "node {} does not lead {name}-{}; its leader is node {}",
-                        broker.node_id, pd.index, p_info.leader
-                    ),
-                )
             } else if by_id && info.is_none() {
                 fail(
                     pr,
@@ -139,11 +83,17 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
                     format!("unknown topic id {}", topic.topic_id),
                 )
             } else {
-                fail(
-                    pr,
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("unknown partition {name}-{}", pd.index),
-                )
+                let (pr, wait) = produce_partition(broker, info, &name, pd, acks, pr);
+                if let Some((accepted, partition, min_isr)) = wait {
+                    waits.push((
+                        responses.len(),
+                        partitions.len(),
+                        accepted,
+                        partition,
+                        min_isr,
+                    ));
+                }
+                pr
             };
             partitions.push(pr);
         }
@@ -214,6 +164,101 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
         }
         done(responses)
     }))
+}
+
+/// Validates and appends one partition's batch; the append to wait for when acks != 0.
+fn produce_partition(
+    broker: &Broker,
+    info: Option<&TopicInfo>,
+    name: &str,
+    pd: PartitionProduceData,
+    acks: i16,
+    pr: PartitionProduceResponse,
+) -> (
+    PartitionProduceResponse,
+    Option<(Accepted, Arc<Partition>, usize)>,
+) {
+    let part_info = info.and_then(|t| {
+        usize::try_from(pd.index)
+            .ok()
+            .and_then(|i| t.partitions.get(i))
+    });
+    let (Some(topic_info), Some(p_info), Some(partition)) =
+        (info, part_info, broker.partition(name, pd.index))
+    else {
+        let pr = if let Some(p_info) = part_info {
+            fail(
+                pr,
+                ResponseError::NotLeaderOrFollower,
+                format!(
+                    "node {} does not lead {name}-{}; its leader is node {}",
+                    broker.node_id, pd.index, p_info.leader
+                ),
+            )
+        } else {
+            fail(
+                pr,
+                ResponseError::UnknownTopicOrPartition,
+                format!("unknown partition {name}-{}", pd.index),
+            )
+        };
+        return (pr, None);
+    };
+    let config = broker.topic_config(topic_info);
+    let min_isr = config.min_insync_replicas();
+    if acks == -1 && p_info.isr.len() < min_isr {
+        let msg = format!(
+            "ISR has {} replica(s), min.insync.replicas is {}",
+            p_info.isr.len(),
+            min_isr
+        );
+        return (fail(pr, ResponseError::NotEnoughReplicas, msg), None);
+    }
+    let records = pd.records.unwrap_or_default();
+    let bytes = records.len();
+    let policy = config.batch_policy();
+    match partition.append_produced(
+        &records,
+        config.max_message_bytes(),
+        &policy,
+        p_info.leader_epoch,
+    ) {
+        Ok(accepted) => {
+            if !accepted.duplicate {
+                partition.counters.produce_bytes.increment(bytes as u64);
+                partition
+                    .counters
+                    .produce_messages
+                    .increment((accepted.end_offset - accepted.base_offset).max(0) as u64);
+            }
+            let pr = pr
+                .with_base_offset(accepted.base_offset)
+                .with_log_append_time_ms(accepted.log_append_time_ms.unwrap_or(-1))
+                .with_log_start_offset(partition.log.log_start_offset());
+            let wait = (acks != 0).then(|| (accepted, partition.clone(), min_isr));
+            (pr, wait)
+        }
+        Err(e) => {
+            let code = e.code();
+            if code == ResponseError::KafkaStorageError {
+                tracing::error!(topic = %name, partition = pd.index, error = %e, "append failed");
+            } else {
+                tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
+            }
+            let pr = match &e {
+                AppendError::Batch(BatchError::InvalidTimestamp(records)) => {
+                    let errors = records.iter().map(|r| {
+                        BatchIndexAndErrorMessage::default()
+                            .with_batch_index(r.batch_index)
+                            .with_batch_index_error_message(Some(str_bytes(r.message.clone())))
+                    });
+                    pr.with_record_errors(errors.collect())
+                }
+                _ => pr,
+            };
+            (fail(pr, code, e.to_string()), None)
+        }
+    }
 }
 
 /// Kafka's check once the high watermark passed an acks=all append: the ISR the write

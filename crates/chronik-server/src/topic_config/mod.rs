@@ -1,22 +1,22 @@
-//! Topic configuration: the keys Chronik accepts, their validation, defaults, and how
-//! they become WAL settings. A key that is accepted is enforced; anything else is refused
-//! with INVALID_CONFIG rather than silently stored.
+//! Topic configuration: every key Kafka defines, under the rule [`specs`] gives it
+//! (enforced, ignored as Kafka does, or refused until Chronik has the behaviour), the
+//! effective values over the broker defaults, and what they become: WAL settings and the
+//! batch policy of produce (`chronik_protocol::batch`).
+
+mod specs;
 
 use std::collections::BTreeMap;
 
+use chronik_protocol::batch::{Levels, Policy};
+use chronik_protocol::kafka_protocol::records::Compression;
 use chronik_wal::{FsyncPolicy, LogConfig};
+
+pub use specs::{is_default, list, spec, Rule, Spec, SPECS, TYPE_LIST};
 
 /// Kafka's `config_source` values used in DescribeConfigs / CreateTopics answers.
 pub const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 pub const SOURCE_STATIC_BROKER: i8 = 4;
 pub const SOURCE_DEFAULT: i8 = 5;
-
-/// Kafka's `config_type` values.
-const TYPE_BOOLEAN: i8 = 1;
-const TYPE_STRING: i8 = 2;
-const TYPE_INT: i8 = 3;
-const TYPE_LONG: i8 = 5;
-const TYPE_LIST: i8 = 7;
 
 /// Broker-wide defaults for topic configs (the `log.*` settings of a Kafka broker).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,8 +55,7 @@ impl TopicDefaults {
             ("min-insync-replicas", self.min_insync_replicas),
         ] {
             let topic_key = key.replace('-', ".");
-            let spec = spec(&topic_key).expect("every default has a spec");
-            (spec.check)(&v.to_string()).map_err(|r| (key, r))?;
+            specs::validate(&topic_key, &v.to_string()).map_err(|r| (key, r))?;
         }
         Ok(())
     }
@@ -74,108 +73,6 @@ impl TopicDefaults {
     }
 }
 
-struct Spec {
-    name: &'static str,
-    config_type: i8,
-    /// Default when the broker has no setting for it.
-    default: &'static str,
-    check: fn(&str) -> Result<(), String>,
-}
-
-fn long_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
-    move |v| match v.trim().parse::<i64>() {
-        Ok(n) if n >= min => Ok(()),
-        Ok(n) => Err(format!("{n} is below the minimum {min}")),
-        Err(_) => Err(format!("'{v}' is not a number")),
-    }
-}
-
-fn int_at_least(min: i64) -> impl Fn(&str) -> Result<(), String> {
-    move |v| match v.trim().parse::<i32>() {
-        Ok(n) if n as i64 >= min => Ok(()),
-        Ok(n) => Err(format!("{n} is below the minimum {min}")),
-        Err(_) => Err(format!("'{v}' is not a 32-bit integer")),
-    }
-}
-
-const SPECS: &[Spec] = &[
-    Spec {
-        name: "cleanup.policy",
-        config_type: TYPE_LIST,
-        default: "delete",
-        check: |v| match v.trim() {
-            "delete" => Ok(()),
-            p if p.contains("compact") => {
-                Err("cleanup.policy=compact is not supported yet; only 'delete' is".into())
-            }
-            p => Err(format!(
-                "unknown cleanup.policy '{p}'; only 'delete' is supported"
-            )),
-        },
-    },
-    Spec {
-        name: "compression.type",
-        config_type: TYPE_STRING,
-        default: "producer",
-        check: |v| match v.trim() {
-            "producer" => Ok(()),
-            _ => Err(
-                "only 'producer' is supported: batches are stored as the producer compressed them"
-                    .into(),
-            ),
-        },
-    },
-    Spec {
-        name: "max.message.bytes",
-        config_type: TYPE_INT,
-        default: "1048588",
-        check: |v| int_at_least(0)(v),
-    },
-    Spec {
-        name: "min.insync.replicas",
-        config_type: TYPE_INT,
-        default: "1",
-        check: |v| int_at_least(1)(v),
-    },
-    Spec {
-        name: "retention.bytes",
-        config_type: TYPE_LONG,
-        default: "-1",
-        check: |v| long_at_least(-1)(v),
-    },
-    Spec {
-        name: "retention.ms",
-        config_type: TYPE_LONG,
-        default: "604800000",
-        check: |v| long_at_least(-1)(v),
-    },
-    Spec {
-        name: "segment.bytes",
-        config_type: TYPE_INT,
-        default: "1073741824",
-        check: |v| int_at_least(14)(v),
-    },
-    Spec {
-        name: "segment.ms",
-        config_type: TYPE_LONG,
-        default: "604800000",
-        check: |v| long_at_least(1)(v),
-    },
-    Spec {
-        name: "unclean.leader.election.enable",
-        config_type: TYPE_BOOLEAN,
-        default: "false",
-        check: |v| match v.trim() {
-            "true" | "false" => Ok(()),
-            other => Err(format!("'{other}' is not true or false")),
-        },
-    },
-];
-
-fn spec(name: &str) -> Option<&'static Spec> {
-    SPECS.iter().find(|s| s.name == name)
-}
-
 /// Why a topic config was refused: the key and a reason a person can act on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidConfig {
@@ -185,11 +82,12 @@ pub struct InvalidConfig {
 
 impl std::fmt::Display for InvalidConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "invalid value for topic config {}: {}",
-            self.key, self.reason
-        )
+        // The reason names the key already (Kafka's wording), except for an unknown key.
+        if self.reason.contains(&self.key) {
+            f.write_str(&self.reason)
+        } else {
+            write!(f, "{}: {}", self.reason, self.key)
+        }
     }
 }
 
@@ -197,14 +95,7 @@ impl std::fmt::Display for InvalidConfig {
 /// are rejected here; callers drop them before.
 pub fn validate_overrides(overrides: &BTreeMap<String, String>) -> Result<(), InvalidConfig> {
     for (key, value) in overrides {
-        let spec = spec(key).ok_or_else(|| InvalidConfig {
-            key: key.clone(),
-            reason: format!(
-                "unknown or unsupported topic config; supported: {}",
-                SPECS.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
-            ),
-        })?;
-        (spec.check)(value).map_err(|reason| InvalidConfig {
+        specs::validate(key, value).map_err(|reason| InvalidConfig {
             key: key.clone(),
             reason,
         })?;
@@ -231,6 +122,8 @@ impl TopicConfig {
     pub fn resolve(defaults: &TopicDefaults, overrides: &BTreeMap<String, String>) -> TopicConfig {
         let entries = SPECS
             .iter()
+            // A deprecated key Kafka ignores is shown only when the topic sets it.
+            .filter(|s| s.rule != Rule::Ignored || overrides.contains_key(s.name))
             .map(|s| {
                 let (value, source) = match (overrides.get(s.name), defaults.get(s.name)) {
                     (Some(v), _) => (v.trim().to_string(), SOURCE_DYNAMIC_TOPIC),
@@ -252,12 +145,41 @@ impl TopicConfig {
         &self.entries
     }
 
-    fn num(&self, name: &str) -> i64 {
+    fn value(&self, name: &str) -> &str {
         self.entries
             .iter()
             .find(|e| e.name == name)
-            .and_then(|e| e.value.parse().ok())
+            .map_or("", |e| e.value.as_str())
+    }
+
+    fn num(&self, name: &str) -> i64 {
+        self.value(name)
+            .parse()
             .expect("numeric topic configs are validated before they are stored")
+    }
+
+    /// What produce does to this topic's batches before appending them.
+    pub fn batch_policy(&self) -> Policy {
+        let codec = match self.value("compression.type") {
+            "uncompressed" => Some(Compression::None),
+            "gzip" => Some(Compression::Gzip),
+            "snappy" => Some(Compression::Snappy),
+            "lz4" => Some(Compression::Lz4),
+            "zstd" => Some(Compression::Zstd),
+            _ => None,
+        };
+        Policy {
+            codec,
+            levels: Levels {
+                gzip: self.num("compression.gzip.level") as i32,
+                lz4: self.num("compression.lz4.level") as i32,
+                zstd: self.num("compression.zstd.level") as i32,
+            },
+            log_append_time: self.value("message.timestamp.type") == "LogAppendTime",
+            before_max_ms: self.num("message.timestamp.before.max.ms"),
+            after_max_ms: self.num("message.timestamp.after.max.ms"),
+            max_decompressed_bytes: self.num("max.decompressed.message.bytes").max(0) as usize,
+        }
     }
 
     pub fn max_message_bytes(&self) -> usize {
@@ -278,8 +200,8 @@ impl TopicConfig {
             segment_ms: self.num("segment.ms") as u64,
             retention_ms: opt(self.num("retention.ms")),
             retention_bytes: opt(self.num("retention.bytes")),
+            index_interval_bytes: self.num("index.interval.bytes").max(0) as u32,
             fsync,
-            ..LogConfig::default()
         }
     }
 }
@@ -307,6 +229,72 @@ mod tests {
         assert!(validate_overrides(&map(&[("retention.ms", "abc")])).is_err());
         assert!(validate_overrides(&map(&[("segment.bytes", "99999999999")])).is_err());
         assert!(validate_overrides(&map(&[("no.such.key", "1")])).is_err());
+    }
+
+    #[test]
+    fn every_rule() {
+        // Enforced, with Kafka's ranges and wording.
+        for ok in [
+            ("compression.type", "zstd"),
+            ("compression.type", "uncompressed"),
+            ("compression.zstd.level", "-5"),
+            ("compression.gzip.level", "-1"),
+            ("message.timestamp.type", "LogAppendTime"),
+            ("index.interval.bytes", "0"),
+        ] {
+            assert!(validate_overrides(&map(&[ok])).is_ok(), "{ok:?}");
+        }
+        let e = validate_overrides(&map(&[("compression.zstd.level", "99")])).unwrap_err();
+        assert_eq!(e.to_string(), "Invalid value 99 for configuration compression.zstd.level: Value must be no more than 22");
+        assert!(validate_overrides(&map(&[("compression.type", "brotli")])).is_err());
+        assert!(validate_overrides(&map(&[("compression.gzip.level", "0")])).is_err());
+        // Ignored: accepted, shown only when set.
+        let set = map(&[("message.format.version", "2.8-IV1")]);
+        assert!(validate_overrides(&set).is_ok());
+        let shown = |c: &TopicConfig, n: &str| c.entries().iter().any(|e| e.name == n);
+        assert!(shown(
+            &TopicConfig::resolve(&TopicDefaults::default(), &set),
+            "message.format.version"
+        ));
+        assert!(!shown(
+            &TopicConfig::resolve(&TopicDefaults::default(), &BTreeMap::new()),
+            "message.format.version"
+        ));
+        // Unsupported: the default passes, anything else says so.
+        assert!(validate_overrides(&map(&[("remote.storage.enable", "false")])).is_ok());
+        assert!(validate_overrides(&map(&[("leader.replication.throttled.replicas", "")])).is_ok());
+        assert!(validate_overrides(&map(&[("min.cleanable.dirty.ratio", "0.50")])).is_ok());
+        let e = validate_overrides(&map(&[("remote.storage.enable", "true")])).unwrap_err();
+        assert!(e.to_string().contains("not supported yet"), "{e}");
+        let e = validate_overrides(&map(&[("follower.replication.throttled.replicas", "0:1")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("not supported yet"), "{e}");
+        // Unknown: Kafka's wording.
+        let e = validate_overrides(&map(&[("no.such", "1")])).unwrap_err();
+        assert_eq!(e.to_string(), "Unknown topic config name: no.such");
+        // Every spec's default passes its own check.
+        for s in SPECS {
+            assert!(specs::validate(s.name, s.default).is_ok(), "{}", s.name);
+        }
+    }
+
+    #[test]
+    fn batch_policy() {
+        let cfg = TopicConfig::resolve(
+            &TopicDefaults::default(),
+            &map(&[
+                ("compression.type", "zstd"),
+                ("compression.zstd.level", "7"),
+                ("message.timestamp.type", "LogAppendTime"),
+            ]),
+        );
+        let p = cfg.batch_policy();
+        assert_eq!(p.codec, Some(Compression::Zstd));
+        assert_eq!(p.levels.zstd, 7);
+        assert!(p.log_append_time);
+        let plain =
+            TopicConfig::resolve(&TopicDefaults::default(), &BTreeMap::new()).batch_policy();
+        assert_eq!(plain, Policy::default());
     }
 
     #[test]

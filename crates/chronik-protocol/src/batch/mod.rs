@@ -1,0 +1,329 @@
+//! What a broker does to a produced record batch before it appends it, as Kafka's
+//! `LogValidator` does, without I/O: recompress it into the topic's `compression.type`, stamp
+//! it with the broker's time under `message.timestamp.type=LogAppendTime`, and refuse record
+//! timestamps outside `message.timestamp.before.max.ms` / `message.timestamp.after.max.ms`.
+//!
+//! A batch that needs none of these is left as the producer sent it (no copy). Recompression
+//! decodes the records with kafka-protocol's `RecordBatchDecoder` (decompression bounded by
+//! [`Policy::max_decompressed_bytes`], see [`codec`]; over it: INVALID_RECORD, as Kafka) and encodes them again with its
+//! `RecordBatchEncoder`: same records, offset deltas, timestamps, keys, values and headers, same
+//! producer id, epoch and base sequence; a new CRC.
+
+pub mod codec;
+
+use std::cell::{Cell, RefCell};
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, NO_TIMESTAMP,
+};
+use kafka_protocol::ResponseError;
+
+pub use codec::{CodecError, Levels};
+
+/// Attribute bit: the batch's timestamps are log append times.
+pub const ATTR_LOG_APPEND_TIME: i16 = 1 << 3;
+const ATTR_CODEC: i16 = 0x7;
+const HEADER_SIZE: usize = 61;
+const CRC_AT: usize = 17;
+const CRC_COVERED_FROM: usize = 21;
+const ATTRIBUTES_AT: usize = 21;
+const LAST_OFFSET_DELTA_AT: usize = 23;
+const BASE_TIMESTAMP_AT: usize = 27;
+const MAX_TIMESTAMP_AT: usize = 35;
+const RECORDS_COUNT_AT: usize = 57;
+
+/// A topic's rules for the batches appended to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// The codec batches are stored with; `None` is Kafka's `compression.type=producer`.
+    pub codec: Option<Compression>,
+    pub levels: Levels,
+    /// `message.timestamp.type=LogAppendTime`.
+    pub log_append_time: bool,
+    /// `message.timestamp.before.max.ms` (CreateTime only; `i64::MAX`: no bound).
+    pub before_max_ms: i64,
+    /// `message.timestamp.after.max.ms` (CreateTime only).
+    pub after_max_ms: i64,
+    /// Most bytes the records of one batch may decompress to.
+    pub max_decompressed_bytes: usize,
+}
+
+impl Default for Policy {
+    /// Kafka 4.x's topic defaults.
+    fn default() -> Self {
+        Policy {
+            codec: None,
+            levels: Levels::default(),
+            log_append_time: false,
+            before_max_ms: i64::MAX,
+            after_max_ms: 3_600_000,
+            max_decompressed_bytes: 64 << 20,
+        }
+    }
+}
+
+impl Policy {
+    /// Whether [`apply`] must decode this batch's records, the expensive part (the caller may
+    /// then move the work off its async runtime).
+    pub fn recompresses(&self, batch: &[u8]) -> bool {
+        let attributes = read_i16(batch, ATTRIBUTES_AT).unwrap_or(0);
+        self.codec
+            .is_some_and(|c| c as i16 != attributes & ATTR_CODEC)
+    }
+}
+
+/// What [`apply`] made of a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Outcome {
+    /// The batch to append instead of the producer's; `None`: append the producer's.
+    pub batch: Option<Vec<u8>>,
+    /// The broker time stamped into the batch (LogAppendTime topics); the produce response's
+    /// `log_append_time_ms`.
+    pub log_append_time_ms: Option<i64>,
+}
+
+/// Why a batch was refused; each maps to the error Kafka answers.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BatchError {
+    #[error("corrupt record batch: {0}")]
+    Corrupt(String),
+    /// Over `max.decompressed.message.bytes`: Kafka 4.4 answers INVALID_RECORD (measured).
+    #[error("record batch too large: {0}")]
+    TooLarge(String),
+    /// Kafka's top-level message, with one entry per refused record (the produce response's
+    /// `record_errors`).
+    #[error("One or more records have been rejected due to invalid timestamp: {}", .0.first().map_or("", |e| e.message.as_str()))]
+    InvalidTimestamp(Vec<RecordError>),
+}
+
+impl BatchError {
+    pub fn code(&self) -> ResponseError {
+        match self {
+            BatchError::Corrupt(_) => ResponseError::CorruptMessage,
+            BatchError::TooLarge(_) => ResponseError::InvalidRecord,
+            BatchError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
+        }
+    }
+}
+
+impl From<CodecError> for BatchError {
+    fn from(e: CodecError) -> Self {
+        match e {
+            CodecError::TooLarge { .. } => BatchError::TooLarge(e.to_string()),
+            CodecError::Corrupt { .. } | CodecError::Compress { .. } => {
+                BatchError::Corrupt(e.to_string())
+            }
+        }
+    }
+}
+
+/// A refused record: its index in the batch and why (Kafka's `BatchIndexAndErrorMessage`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    pub batch_index: i32,
+    pub message: String,
+}
+
+fn read_i16(b: &[u8], at: usize) -> Option<i16> {
+    Some(i16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn read_i32(b: &[u8], at: usize) -> Option<i32> {
+    Some(i32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+}
+
+fn read_i64(b: &[u8], at: usize) -> Option<i64> {
+    Some(i64::from_be_bytes(b.get(at..at + 8)?.try_into().ok()?))
+}
+
+/// Applies `policy` to one v2 record batch (already checked to be exactly one batch) at broker
+/// time `now_ms`.
+pub fn apply(batch: &[u8], policy: &Policy, now_ms: i64) -> Result<Outcome, BatchError> {
+    let short = || BatchError::Corrupt(format!("{} bytes is no record batch", batch.len()));
+    if batch.len() < HEADER_SIZE {
+        return Err(short());
+    }
+    let attributes = read_i16(batch, ATTRIBUTES_AT).ok_or_else(short)?;
+    if attributes & ATTR_LOG_APPEND_TIME != 0 && !policy.log_append_time {
+        // Kafka's LogValidator.validateTimestamp.
+        return Err(BatchError::InvalidTimestamp(vec![RecordError {
+            batch_index: 0,
+            message: "Invalid timestamp type in message: producer should not set timestamp \
+                      type to LogAppendTime."
+                .into(),
+        }]));
+    }
+    let window = (!policy.log_append_time).then(|| Window::new(policy, now_ms));
+    let mut out = None;
+    if policy.recompresses(batch) {
+        let target = policy.codec.unwrap_or(Compression::None);
+        let (records, raw_len) = decode(batch, policy.max_decompressed_bytes)?;
+        if let Some(w) = &window {
+            w.refuse(records.iter().map(|r| (r.timestamp, r.offset)))?;
+        }
+        out = encode(&records, target, policy.levels, raw_len)?;
+    }
+    if out.is_none() {
+        // Not decoded: the batch header's first and max timestamps stand for its records
+        // (a producer writes the first record's timestamp and the largest one there).
+        if let Some(w) = &window {
+            let last = read_i32(batch, LAST_OFFSET_DELTA_AT).ok_or_else(short)?;
+            let first = read_i64(batch, BASE_TIMESTAMP_AT).ok_or_else(short)?;
+            let max = read_i64(batch, MAX_TIMESTAMP_AT).ok_or_else(short)?;
+            let mut both = vec![(first, 0)];
+            if last > 0 {
+                both.push((max, i64::from(last)));
+            }
+            w.refuse(both.into_iter())?;
+        }
+    }
+    if policy.log_append_time {
+        let mut b = out.unwrap_or_else(|| batch.to_vec());
+        stamp_log_append_time(&mut b, now_ms)?;
+        return Ok(Outcome {
+            batch: Some(b),
+            log_append_time_ms: Some(now_ms),
+        });
+    }
+    Ok(Outcome {
+        batch: out,
+        log_append_time_ms: None,
+    })
+}
+
+/// The CreateTime bounds of KIP-937 around the broker's time.
+struct Window {
+    low: i64,
+    high: i64,
+}
+
+impl Window {
+    fn new(policy: &Policy, now_ms: i64) -> Window {
+        Window {
+            low: now_ms.saturating_sub(policy.before_max_ms),
+            high: now_ms.saturating_add(policy.after_max_ms),
+        }
+    }
+
+    /// Refuses the batch if any (timestamp, offset delta) is out of range, with Kafka's
+    /// message for each such record (LogValidator.validateTimestamp).
+    fn refuse(&self, records: impl Iterator<Item = (i64, i64)>) -> Result<(), BatchError> {
+        let errors: Vec<RecordError> = records
+            .filter(|(ts, _)| *ts != NO_TIMESTAMP && !(self.low..=self.high).contains(ts))
+            .map(|(timestamp, offset)| RecordError {
+                batch_index: offset.clamp(0, i64::from(i32::MAX)) as i32,
+                message: format!(
+                    "Timestamp {timestamp} of message with offset {offset} is out of range. \
+                     The timestamp should be within [{}, {}]",
+                    self.low, self.high
+                ),
+            })
+            .collect();
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(BatchError::InvalidTimestamp(errors))
+        }
+    }
+}
+
+/// Sets the LogAppendTime attribute and `max_timestamp = now_ms`, as Kafka's
+/// `DefaultRecordBatch.setMaxTimestamp`: the records keep their deltas (a consumer reads the
+/// batch's max timestamp as every record's timestamp), and the CRC is computed again.
+pub fn stamp_log_append_time(batch: &mut [u8], now_ms: i64) -> Result<(), BatchError> {
+    if batch.len() < HEADER_SIZE {
+        return Err(BatchError::Corrupt("short batch".into()));
+    }
+    let attributes = read_i16(batch, ATTRIBUTES_AT).unwrap_or(0) | ATTR_LOG_APPEND_TIME;
+    batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&batch[CRC_COVERED_FROM..]);
+    batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
+/// The batch's records and the length of their uncompressed encoding.
+fn decode(batch: &[u8], limit: usize) -> Result<(Vec<Record>, usize), BatchError> {
+    let failure: RefCell<Option<CodecError>> = RefCell::new(None);
+    let raw_len = Cell::new(0usize);
+    let mut buf = Bytes::copy_from_slice(batch);
+    let decompress = |data: &mut Bytes, c: Compression| -> anyhow::Result<Bytes> {
+        match codec::decompress(c, data, limit) {
+            Ok(b) => {
+                raw_len.set(b.len());
+                Ok(b)
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                *failure.borrow_mut() = Some(e);
+                anyhow::bail!(msg)
+            }
+        }
+    };
+    let set = RecordBatchDecoder::decode_with_custom_compression(&mut buf, Some(decompress));
+    if let Some(e) = failure.into_inner() {
+        return Err(e.into());
+    }
+    let set = set.map_err(|e| BatchError::Corrupt(e.to_string()))?;
+    let count = read_i32(batch, RECORDS_COUNT_AT).unwrap_or(-1);
+    if set.records.len() != count as usize || set.records.is_empty() {
+        return Err(BatchError::Corrupt(format!(
+            "batch claims {count} records, {} decoded",
+            set.records.len()
+        )));
+    }
+    Ok((set.records, raw_len.get()))
+}
+
+/// Encodes `records` as one batch compressed with `codec`. `None` when the decoded records
+/// do not encode back to the producer's bytes (kafka-protocol keeps headers in a map, so a
+/// record with a repeated header key would lose one): the caller then keeps the producer's
+/// batch as it is rather than store altered records.
+fn encode(
+    records: &[Record],
+    codec: Compression,
+    levels: Levels,
+    raw_len: usize,
+) -> Result<Option<Vec<u8>>, BatchError> {
+    let lossy = Cell::new(false);
+    let failure: RefCell<Option<CodecError>> = RefCell::new(None);
+    let compressor = |raw: &mut BytesMut, out: &mut BytesMut, c: Compression| {
+        if raw.len() != raw_len {
+            lossy.set(true);
+            anyhow::bail!("records re-encode to {} bytes, not {raw_len}", raw.len());
+        }
+        codec::compress(c, levels, raw, out).map_err(|e| {
+            let msg = e.to_string();
+            *failure.borrow_mut() = Some(e);
+            anyhow::anyhow!(msg)
+        })
+    };
+    let mut out = BytesMut::with_capacity(raw_len / 2 + HEADER_SIZE);
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: codec,
+    };
+    let done = RecordBatchEncoder::encode_with_custom_compression(
+        &mut out,
+        records,
+        &options,
+        Some(compressor),
+    );
+    if lossy.get() {
+        return Ok(None);
+    }
+    if let Some(e) = failure.into_inner() {
+        return Err(e.into());
+    }
+    done.map_err(|e| BatchError::Corrupt(e.to_string()))?;
+    // The encoder starts a new batch where records differ in batch fields; decoded from one
+    // batch, they never do.
+    if read_i32(&out, RECORDS_COUNT_AT) != Some(records.len() as i32) {
+        return Ok(None);
+    }
+    Ok(Some(out.to_vec()))
+}
+
+#[cfg(test)]
+mod tests;
