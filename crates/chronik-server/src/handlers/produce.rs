@@ -116,40 +116,12 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
     let broker = broker.clone();
     Reply::Later(Box::pin(async move {
         let broker = &broker;
-        let results = join_all(waits.into_iter().map(|(t, p, accepted, part, min_isr)| async move {
-            let end = accepted.end_offset;
-            // acks=all: durable on every ISR replica (the high watermark passed it in the log
-            // it was written in, whoever leads now; cut from that log, it was not stored);
-            // acks=1: durable here under the fsync policy.
-            let r = if acks == -1 {
-                let wait = part.replica.wait_committed_anywhere(end, accepted.leader_epoch);
-                match tokio::time::timeout(timeout, wait).await {
-                    Ok(Ok(())) => isr_after_append(broker, &part.topic, part.index, min_isr),
-                    Ok(Err(e)) => {
-                        tracing::info!(topic = %part.topic, partition = part.index, end, error = %e,
-                            "acks=all produce not confirmed; answering NOT_LEADER_OR_FOLLOWER");
-                        Err((ResponseError::NotLeaderOrFollower, e.to_string()))
-                    }
-                    Err(_) => Err(timed_out()),
-                }
-            } else {
-                match tokio::time::timeout(
-                    timeout,
-                    part.log.wait_appended(end, accepted.generation),
-                )
-                .await
-                {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(e)) => {
-                        tracing::error!(topic = %part.topic, partition = part.index, error = %e,
-                            "commit failed; answering KAFKA_STORAGE_ERROR");
-                        Err((ResponseError::KafkaStorageError, e.to_string()))
-                    }
-                    Err(_) => Err(timed_out()),
-                }
-            };
-            (t, p, r)
-        }))
+        let results = join_all(waits.into_iter().map(
+            |(t, p, accepted, part, min_isr)| async move {
+                let r = wait_stored(broker, acks, timeout, accepted, &part, min_isr).await;
+                (t, p, r)
+            },
+        ))
         .await;
         for (t, p, r) in results {
             let Err(error) = r else { continue };
@@ -164,6 +136,43 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
         }
         done(responses)
     }))
+}
+
+/// Waits until one accepted append is stored as its acks promise: acks=all, durable on every
+/// ISR replica (the high watermark passed it in the log it was written in, whoever leads now;
+/// cut from that log, it was not stored); acks=1, durable here under the fsync policy.
+async fn wait_stored(
+    broker: &Broker,
+    acks: i16,
+    timeout: Duration,
+    accepted: Accepted,
+    part: &Partition,
+    min_isr: usize,
+) -> Result<(), (ResponseError, String)> {
+    let end = accepted.end_offset;
+    if acks == -1 {
+        let wait = part
+            .replica
+            .wait_committed_anywhere(end, accepted.leader_epoch);
+        return match tokio::time::timeout(timeout, wait).await {
+            Ok(Ok(())) => isr_after_append(broker, &part.topic, part.index, min_isr),
+            Ok(Err(e)) => {
+                tracing::info!(topic = %part.topic, partition = part.index, end, error = %e,
+                    "acks=all produce not confirmed; answering NOT_LEADER_OR_FOLLOWER");
+                Err((ResponseError::NotLeaderOrFollower, e.to_string()))
+            }
+            Err(_) => Err(timed_out()),
+        };
+    }
+    match tokio::time::timeout(timeout, part.log.wait_appended(end, accepted.generation)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            tracing::error!(topic = %part.topic, partition = part.index, error = %e,
+                "commit failed; answering KAFKA_STORAGE_ERROR");
+            Err((ResponseError::KafkaStorageError, e.to_string()))
+        }
+        Err(_) => Err(timed_out()),
+    }
 }
 
 /// Validates and appends one partition's batch; the append to wait for when acks != 0.
