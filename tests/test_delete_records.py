@@ -23,7 +23,8 @@ from helpers import admin, consumer, create_topic, produce_all, producer, unique
 
 VALUE_BYTES = 200
 SEGMENT_BYTES = 4096
-SEGMENT_CONFIG = "internal.segment.bytes" if kafka_mode() else "segment.bytes"
+# Small segments: Kafka's internal config, on both brokers (segment.bytes starts at 1 MiB).
+SEGMENT_CONFIG = "internal.segment.bytes"
 
 
 def value(i: int) -> bytes:
@@ -219,7 +220,7 @@ def test_every_replica_moves_its_log_start_and_keeps_it(cluster_factory):
     topic = unique_topic("delrec3")
     a = admin(c.bootstrap())
     fs = a.create_topics([NewTopic(topic, num_partitions=1, replication_factor=3,
-                                   config={"segment.bytes": str(SEGMENT_BYTES)})],
+                                   config={SEGMENT_CONFIG: str(SEGMENT_BYTES)})],
                          operation_timeout=30, request_timeout=30)
     fs[topic].result(timeout=30)
     n = 300
@@ -260,7 +261,7 @@ def test_a_follower_behind_the_leaders_log_start_starts_again_there(cluster_fact
     topic = unique_topic("delrec-behind")
     a = admin(c.bootstrap())
     fs = a.create_topics([NewTopic(topic, num_partitions=1, replication_factor=3,
-                                   config={"segment.bytes": str(SEGMENT_BYTES)})],
+                                   config={SEGMENT_CONFIG: str(SEGMENT_BYTES)})],
                          operation_timeout=30, request_timeout=30)
     fs[topic].result(timeout=30)
     fill(c.bootstrap(), topic, 50)

@@ -4,6 +4,7 @@ the raw disk measured in the same run (`chronik-bench disk`)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -68,6 +69,13 @@ def scenarios(seconds: int) -> list[Scenario]:
                  target="p99 with the consumer ≤ 1.5 × p99 alone",
                  check=lambda r, d, _: r.get("cold_read", {}).get("ratio", 99) <= 1.5,
                  run=run_cold_read),
+        # The same with the data left in the page cache: what the consumer costs the producer
+        # in CPU and memory bandwidth alone (2 cores shared by broker, producer and consumer),
+        # to tell apart from what the cold reads cost at the disk.
+        Scenario("warm-read", "cold-read's producer and consumer, the topic left in the page cache",
+                 [*d, "--mode", "produce", "--rate-limit", "10000", "--concurrency", "64",
+                  "--message-size", "256", "--acks", "all", "--partitions", "3"],
+                 run=functools.partial(run_cold_read, drop=False)),
         Scenario("recompress", "c=128, 1 KiB, acks=1, 3 partitions, producer lz4: msg/s into a topic with "
                  "compression.type=zstd (the broker recompresses every batch) ÷ msg/s into one with "
                  "compression.type=producer (stored as sent)",
@@ -106,12 +114,13 @@ def drop_page_cache(data_dir: Path, topic: str) -> str:
     return f"{len(files)} segment files, {cached / 1e6:.1f} of {size / 1e6:.0f} MB still cached"
 
 
-def consume_passes(base: list[str], data_dir: Path, topic: str, until: float) -> dict:
+def consume_passes(base: list[str], data_dir: Path, topic: str, until: float, drop: bool = True) -> dict:
     """Reads the topic from offset 0 with chronik-bench's consumer, pass after pass until the
     monotonic deadline `until`, dropping the topic from the page cache before each pass."""
     passes, mb, secs, errors = 0, 0.0, 0.0, []
     while (left := until - time.monotonic()) > 1:
-        drop_page_cache(data_dir, topic)
+        if drop:
+            drop_page_cache(data_dir, topic)
         r = subprocess.run([*base, "--mode", "consume", "--duration", str(int(left)),
                             "--request-timeout-ms", "60000"], capture_output=True, text=True, timeout=left + 120)
         try:
@@ -125,7 +134,8 @@ def consume_passes(base: list[str], data_dir: Path, topic: str, until: float) ->
     return {"passes": passes, "mb": mb, "seconds": secs, "errors": errors}
 
 
-def run_cold_read(s: Scenario, brokers: list, seconds: int, workdir: Path) -> tuple[int, dict | None, str]:
+def run_cold_read(s: Scenario, brokers: list, seconds: int, workdir: Path,
+                  drop: bool = True) -> tuple[int, dict | None, str]:
     """Fills the topic, drops it from the page cache, measures acks=all produce p99 alone, then
     measures it again while a consumer reads the topic from offset 0, pass after pass, each
     pass out of the page cache. The report is the second producer run's, with a `cold_read`
@@ -143,7 +153,8 @@ def run_cold_read(s: Scenario, brokers: list, seconds: int, workdir: Path) -> tu
     data_dir = brokers[0].workdir / "data"
     produce = [*base, "--verify", "count", *s.args]
     settle()
-    print(f"bench: {s.name}: page cache dropped ({drop_page_cache(data_dir, topic)})", flush=True)
+    if drop:
+        print(f"bench: {s.name}: page cache dropped ({drop_page_cache(data_dir, topic)})", flush=True)
     print(f"bench: {s.name}: alone: {' '.join(produce[1:])}", flush=True)
     rc, alone, err = run_json(produce, seconds * 4 + 120)
     if rc != 0 or alone is None:
@@ -154,7 +165,7 @@ def run_cold_read(s: Scenario, brokers: list, seconds: int, workdir: Path) -> tu
     # The consumer reads through the producer's warm-up and measured seconds, and a little more.
     read: dict = {}
     reader = threading.Thread(target=lambda: read.update(
-        consume_passes(base, data_dir, topic, time.monotonic() + seconds + 4)))
+        consume_passes(base, data_dir, topic, time.monotonic() + seconds + 4, drop)))
     reader.start()
     try:
         rc, loaded, err = run_json(produce, seconds * 4 + 120)

@@ -56,7 +56,6 @@ pub async fn handle(broker: &Arc<Broker>, req: CreateTopicsRequest, _version: i1
                 let configs = broker
                     .topic_config(&info)
                     .entries()
-                    .iter()
                     .map(|e| {
                         CreatableTopicConfigs::default()
                             .with_name(str_bytes(e.name))

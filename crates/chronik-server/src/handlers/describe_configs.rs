@@ -90,7 +90,6 @@ fn topic_entries(broker: &Broker, name: &str) -> Result<Vec<Entry>, (ResponseErr
     Ok(broker
         .topic_config(topic)
         .entries()
-        .iter()
         .map(|e| Entry {
             name: e.name.to_string(),
             value: e.value.clone(),

@@ -122,8 +122,11 @@ impl TopicConfig {
     pub fn resolve(defaults: &TopicDefaults, overrides: &BTreeMap<String, String>) -> TopicConfig {
         let entries = SPECS
             .iter()
-            // A deprecated key Kafka ignores is shown only when the topic sets it.
-            .filter(|s| s.rule != Rule::Ignored || overrides.contains_key(s.name))
+            // A deprecated key Kafka ignores, and an internal one, exist only when the topic
+            // sets them.
+            .filter(|s| {
+                !matches!(s.rule, Rule::Ignored | Rule::Internal) || overrides.contains_key(s.name)
+            })
             .map(|s| {
                 let (value, source) = match (overrides.get(s.name), defaults.get(s.name)) {
                     (Some(v), _) => (v.trim().to_string(), SOURCE_DYNAMIC_TOPIC),
@@ -141,8 +144,11 @@ impl TopicConfig {
         TopicConfig { entries }
     }
 
-    pub fn entries(&self) -> &[ConfigEntry] {
-        &self.entries
+    /// The configs clients are shown: all but Kafka's internal ones.
+    pub fn entries(&self) -> impl Iterator<Item = &ConfigEntry> {
+        self.entries
+            .iter()
+            .filter(|e| specs::spec(e.name).is_none_or(|s| s.rule != Rule::Internal))
     }
 
     fn value(&self, name: &str) -> &str {
@@ -196,7 +202,11 @@ impl TopicConfig {
     pub fn log_config(&self, fsync: FsyncPolicy) -> LogConfig {
         let opt = |v: i64| if v < 0 { None } else { Some(v as u64) };
         LogConfig {
-            segment_bytes: self.num("segment.bytes") as u64,
+            // Kafka's internal.segment.bytes, when a topic sets it, wins (LogConfig.segmentSize).
+            segment_bytes: match self.value("internal.segment.bytes") {
+                "" => self.num("segment.bytes"),
+                _ => self.num("internal.segment.bytes"),
+            } as u64,
             segment_ms: self.num("segment.ms") as u64,
             retention_ms: opt(self.num("retention.ms")),
             retention_bytes: opt(self.num("retention.bytes")),
@@ -219,16 +229,31 @@ mod tests {
 
     #[test]
     fn validation() {
-        assert!(
-            validate_overrides(&map(&[("retention.ms", "1000"), ("segment.bytes", "1024")]))
-                .is_ok()
-        );
+        assert!(validate_overrides(&map(&[
+            ("retention.ms", "1000"),
+            ("segment.bytes", "1048576")
+        ]))
+        .is_ok());
+        // Kafka 4.x: segment.bytes from 1 MiB; smaller only through internal.segment.bytes.
+        let e = validate_overrides(&map(&[("segment.bytes", "1048575")])).unwrap_err();
+        assert!(e.reason.contains("at least 1048576"), "{e}");
+        assert!(validate_overrides(&map(&[("internal.segment.bytes", "1024")])).is_ok());
         assert!(validate_overrides(&map(&[("retention.ms", "-1")])).is_ok());
         let e = validate_overrides(&map(&[("cleanup.policy", "compact")])).unwrap_err();
         assert!(e.reason.contains("compact"));
         assert!(validate_overrides(&map(&[("retention.ms", "abc")])).is_err());
         assert!(validate_overrides(&map(&[("segment.bytes", "99999999999")])).is_err());
         assert!(validate_overrides(&map(&[("no.such.key", "1")])).is_err());
+    }
+
+    #[test]
+    fn internal_segment_bytes_sizes_segments_but_is_never_shown() {
+        let d = TopicDefaults::default();
+        let set = TopicConfig::resolve(&d, &map(&[("internal.segment.bytes", "4096")]));
+        assert_eq!(set.log_config(FsyncPolicy::Always).segment_bytes, 4096);
+        assert!(set.entries().all(|e| e.name != "internal.segment.bytes"));
+        let unset = TopicConfig::resolve(&d, &BTreeMap::new());
+        assert_eq!(unset.log_config(FsyncPolicy::Always).segment_bytes, 1 << 30);
     }
 
     #[test]
@@ -251,7 +276,7 @@ mod tests {
         // Ignored: accepted, shown only when set.
         let set = map(&[("message.format.version", "2.8-IV1")]);
         assert!(validate_overrides(&set).is_ok());
-        let shown = |c: &TopicConfig, n: &str| c.entries().iter().any(|e| e.name == n);
+        let shown = |c: &TopicConfig, n: &str| c.entries().any(|e| e.name == n);
         assert!(shown(
             &TopicConfig::resolve(&TopicDefaults::default(), &set),
             "message.format.version"
@@ -272,8 +297,8 @@ mod tests {
         // Unknown: Kafka's wording.
         let e = validate_overrides(&map(&[("no.such", "1")])).unwrap_err();
         assert_eq!(e.to_string(), "Unknown topic config name: no.such");
-        // Every spec's default passes its own check.
-        for s in SPECS {
+        // Every spec's default passes its own check (an internal config has none: unset).
+        for s in SPECS.iter().filter(|s| s.rule != Rule::Internal) {
             assert!(specs::validate(s.name, s.default).is_ok(), "{}", s.name);
         }
     }
@@ -305,7 +330,7 @@ mod tests {
             ..TopicDefaults::default()
         };
         let cfg = TopicConfig::resolve(&defaults, &map(&[("retention.ms", "1000")]));
-        let get = |n: &str| cfg.entries().iter().find(|e| e.name == n).unwrap().clone();
+        let get = |n: &str| cfg.entries().find(|e| e.name == n).unwrap().clone();
         assert_eq!(get("retention.ms").source, SOURCE_DYNAMIC_TOPIC);
         assert_eq!(get("retention.bytes").source, SOURCE_STATIC_BROKER);
         assert_eq!(get("segment.ms").source, SOURCE_DEFAULT);

@@ -21,6 +21,9 @@ pub enum Rule {
     /// The behaviour is missing in Chronik: a value equal to Kafka's default (which changes
     /// nothing) is accepted, any other is refused with INVALID_CONFIG.
     Unsupported,
+    /// One of Kafka's internal configs (what its own tests set): enforced when a topic sets
+    /// it, never shown by DescribeConfigs, as Kafka does.
+    Internal,
 }
 
 impl Rule {
@@ -29,6 +32,7 @@ impl Rule {
             Rule::Enforced => "enforced",
             Rule::Ignored => "accepted, ignored (deprecated by Kafka)",
             Rule::Unsupported => "refused unless the default (not supported yet)",
+            Rule::Internal => "enforced when set, not shown (Kafka's internal config)",
         }
     }
 }
@@ -155,6 +159,8 @@ pub const SPECS: &[Spec] = &[
         "replication throttling"),
     spec!("index.interval.bytes", TYPE_INT, "4096", Enforced, |v| int(v, 0, i32::MAX),
         "bytes between two sparse offset-index entries"),
+    spec!("internal.segment.bytes", TYPE_INT, "", Internal, |v| int(v, 14, i32::MAX),
+        "overrides segment.bytes without its 1 MiB minimum (Kafka's tests' setting)"),
     spec!("leader.replication.throttled.replicas", TYPE_LIST, "", Unsupported, throttled,
         "replication throttling"),
     spec!("local.retention.bytes", TYPE_LONG, "-2", Unsupported, |v| long(v, -2),
@@ -206,8 +212,8 @@ pub const SPECS: &[Spec] = &[
         "per-partition size bound, whole segments deleted"),
     spec!("retention.ms", TYPE_LONG, "604800000", Enforced, |v| long(v, -1),
         "age bound, whole segments deleted"),
-    spec!("segment.bytes", TYPE_INT, "1073741824", Enforced, |v| int(v, 14, i32::MAX),
-        "Chronik accepts down to 14 bytes (Kafka 4.x: 1 MiB; its tests use internal.segment.bytes)"),
+    spec!("segment.bytes", TYPE_INT, "1073741824", Enforced, |v| int(v, 1 << 20, i32::MAX),
+        "at least 1 MiB, as Kafka 4.x; smaller segments through internal.segment.bytes"),
     spec!("segment.index.bytes", TYPE_INT, "10485760", Unsupported, |v| int(v, 4, i32::MAX),
         "Chronik's offset index grows with its segment"),
     spec!("segment.jitter.ms", TYPE_LONG, "0", Unsupported, |v| long(v, 0),
