@@ -161,7 +161,8 @@ def run_cold_read(s: Scenario, brokers: list, seconds: int, workdir: Path,
         return rc or 1, alone, err
     settle()
     print(f"bench: {s.name}: again, with a consumer reading from offset 0 (--mode consume), "
-          "the page cache dropped before each pass", flush=True)
+          + ("the page cache dropped before each pass" if drop else "the topic left in the page cache"),
+          flush=True)
     # The consumer reads through the producer's warm-up and measured seconds, and a little more.
     read: dict = {}
     reader = threading.Thread(target=lambda: read.update(
