@@ -168,7 +168,8 @@ KAFKA_CI_TESTS := tests/test_confluent.py tests/test_kafka_python.py tests/test_
 	tests/test_bad_input.py tests/test_offsets.py tests/test_groups.py tests/test_group_admin.py \
 	tests/test_group_restart.py tests/test_idempotence.py tests/test_crash.py tests/test_many_clients.py \
 	tests/test_retention.py tests/test_offsets_retention.py tests/test_bench.py tests/test_hardening_net.py \
-	tests/test_aiokafka.py tests/test_kafkajs.py
+	tests/test_aiokafka.py tests/test_kafkajs.py tests/test_topic_configs.py tests/test_delete_records.py \
+	tests/test_authorized_operations.py
 test-kafka-ci: deps
 	$(VENV)/bin/pytest $(KAFKA_CI_TESTS) -v --broker=kafka --timeout=$(PYTEST_TIMEOUT_S) \
 	  --deselect tests/test_offsets.py::test_committed_offsets_and_metadata_survive_sigkill $(PYTEST_ARGS)

@@ -158,10 +158,23 @@ impl TopicConfig {
             .map_or("", |e| e.value.as_str())
     }
 
+    /// A numeric config's value. Values are validated before they are stored, so a parse
+    /// fails only for one stored by an older, laxer version: it falls back to the default
+    /// (with a warning) rather than panic on the request path.
     fn num(&self, name: &str) -> i64 {
-        self.value(name)
-            .parse()
-            .expect("numeric topic configs are validated before they are stored")
+        let v = self.value(name);
+        v.parse().unwrap_or_else(|_| {
+            let d = specs::spec(name)
+                .and_then(|s| s.default.parse().ok())
+                .unwrap_or(0);
+            tracing::warn!(
+                config = name,
+                value = v,
+                default = d,
+                "unparsable topic config value; using the default"
+            );
+            d
+        })
     }
 
     /// What produce does to this topic's batches before appending them.
