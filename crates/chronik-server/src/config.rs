@@ -360,6 +360,10 @@ impl BrokerConfig {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
+        let groups = GroupSettings::resolve(&args, &file)?;
+        let topic_defaults = topic_defaults(&args, &file)?;
+        let node_id = args.node_id.or(file.node_id).unwrap_or(1);
+        let (cluster, standalone_rpc_addr) = cluster_settings(node_id, &args, &file)?;
         let fsync = match (args.fsync, file.fsync) {
             (Some(f), _) => f,
             (None, Some(s)) => FsyncPolicy::from_str(&s).map_err(|e| ConfigError::Invalid {
@@ -368,73 +372,6 @@ impl BrokerConfig {
             })?,
             (None, None) => FsyncPolicy::Always,
         };
-        let offsets_topic_partitions = args
-            .offsets_topic_partitions
-            .or(file.offsets_topic_partitions)
-            .unwrap_or(16);
-        if !(1..=1000).contains(&offsets_topic_partitions) {
-            return Err(ConfigError::Invalid {
-                key: "offsets_topic_partitions",
-                reason: format!("{offsets_topic_partitions} is not between 1 and 1000"),
-            });
-        }
-        let group_initial_rebalance_delay_ms = args
-            .group_initial_rebalance_delay_ms
-            .or(file.group_initial_rebalance_delay_ms)
-            .unwrap_or(3000);
-        if group_initial_rebalance_delay_ms > 300_000 {
-            return Err(ConfigError::Invalid {
-                key: "group_initial_rebalance_delay_ms",
-                reason: format!("{group_initial_rebalance_delay_ms} is over 300000"),
-            });
-        }
-        let offsets_retention_minutes = args
-            .offsets_retention_minutes
-            .or(file.offsets_retention_minutes)
-            .unwrap_or(10_080);
-        if !(1..=525_600_000).contains(&offsets_retention_minutes) {
-            return Err(ConfigError::Invalid {
-                key: "offsets_retention_minutes",
-                reason: format!("{offsets_retention_minutes} is not between 1 and 525600000"),
-            });
-        }
-        let offsets_compact_after_records = args
-            .offsets_compact_after_records
-            .or(file.offsets_compact_after_records)
-            .unwrap_or(10_000);
-        if offsets_compact_after_records == 0 {
-            return Err(ConfigError::Invalid {
-                key: "offsets_compact_after_records",
-                reason: "must be at least 1".into(),
-            });
-        }
-        let d = TopicDefaults::default();
-        let topic_defaults = TopicDefaults {
-            retention_ms: args
-                .retention_ms
-                .or(file.retention_ms)
-                .unwrap_or(d.retention_ms),
-            retention_bytes: args
-                .retention_bytes
-                .or(file.retention_bytes)
-                .unwrap_or(d.retention_bytes),
-            segment_bytes: args
-                .segment_bytes
-                .or(file.segment_bytes)
-                .unwrap_or(d.segment_bytes),
-            segment_ms: args.segment_ms.or(file.segment_ms).unwrap_or(d.segment_ms),
-            max_message_bytes: args
-                .max_message_bytes
-                .or(file.max_message_bytes)
-                .unwrap_or(d.max_message_bytes),
-            min_insync_replicas: args
-                .min_insync_replicas
-                .or(file.min_insync_replicas)
-                .unwrap_or(d.min_insync_replicas),
-        };
-        topic_defaults
-            .validate()
-            .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
         let net = NetLimits::resolve(
             args.queued_max_request_bytes
                 .or(file.queued_max_request_bytes),
@@ -444,7 +381,7 @@ impl BrokerConfig {
                 .or(file.request_read_timeout_ms),
             args.max_connections_per_ip.or(file.max_connections_per_ip),
         )?;
-        let mut cfg = BrokerConfig {
+        let cfg = BrokerConfig {
             net,
             data_dir: args
                 .data_dir
@@ -455,12 +392,12 @@ impl BrokerConfig {
                 .or(file.kafka_addr)
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092))),
             advertised_addr: args.advertised_addr.or(file.advertised_addr),
-            node_id: args.node_id.or(file.node_id).unwrap_or(1),
+            node_id,
             fsync,
-            offsets_topic_partitions,
-            group_initial_rebalance_delay_ms,
-            offsets_retention_minutes,
-            offsets_compact_after_records,
+            offsets_topic_partitions: groups.offsets_topic_partitions,
+            group_initial_rebalance_delay_ms: groups.group_initial_rebalance_delay_ms,
+            offsets_retention_minutes: groups.offsets_retention_minutes,
+            offsets_compact_after_records: groups.offsets_compact_after_records,
             num_partitions: args.num_partitions.or(file.num_partitions).unwrap_or(1),
             auto_create_topics: args
                 .auto_create_topics
@@ -479,8 +416,8 @@ impl BrokerConfig {
                 .or(file.max_connections)
                 .unwrap_or(10_000),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
-            cluster: None,
-            standalone_rpc_addr: None,
+            cluster,
+            standalone_rpc_addr,
             metadata_timeout: std::time::Duration::from_millis(
                 args.metadata_timeout_ms
                     .or(file.metadata_timeout_ms)
@@ -511,84 +448,6 @@ impl BrokerConfig {
                     .unwrap_or(6_000),
             ),
         };
-        let peers = match (args.cluster, file.cluster) {
-            (Some(p), _) => Some(p),
-            (None, Some(s)) => {
-                Some(
-                    PeerList::from_str(&s).map_err(|reason| ConfigError::Invalid {
-                        key: "cluster",
-                        reason,
-                    })?,
-                )
-            }
-            (None, None) => None,
-        };
-        if let Some(join) = args.join {
-            if peers.is_some() {
-                return Err(ConfigError::Invalid {
-                    key: "join",
-                    reason: "give either --cluster (forming a cluster) or --join (adding a node \
-                             to a running one), not both"
-                        .into(),
-                });
-            }
-            if args.node_id.or(file.node_id).is_none() {
-                return Err(ConfigError::Invalid {
-                    key: "node-id",
-                    reason: "--join needs --node-id: an id no member of the cluster uses".into(),
-                });
-            }
-            let rpc_addr = args
-                .rpc_addr
-                .or(file.rpc_addr)
-                .ok_or_else(|| ConfigError::Invalid {
-                    key: "rpc-addr",
-                    reason: "--join needs --rpc-addr IP:PORT: where the other nodes reach this one"
-                        .into(),
-                })?;
-            if rpc_addr.ip().is_unspecified() || rpc_addr.port() == 0 {
-                return Err(ConfigError::Invalid {
-                    key: "rpc-addr",
-                    reason: format!(
-                        "{rpc_addr}: with --join the RPC address is also what the other nodes \
-                         dial, so it needs a real IP and port"
-                    ),
-                });
-            }
-            let peers = PeerList(std::collections::BTreeMap::from([(
-                cfg.node_id as u64,
-                rpc_addr.to_string(),
-            )]));
-            cfg.cluster = Some(ClusterSettings {
-                peers,
-                rpc_addr,
-                join: Some(join),
-            });
-        } else if let Some(peers) = peers {
-            let own = peers
-                .0
-                .get(&(cfg.node_id as u64))
-                .ok_or_else(|| ConfigError::Invalid {
-                    key: "node-id",
-                    reason: format!("node id {} is not in --cluster {peers}", cfg.node_id),
-                })?;
-            let rpc_addr = match args.rpc_addr.or(file.rpc_addr) {
-                Some(a) => a,
-                None => own.parse().map_err(|_| ConfigError::Invalid {
-                    key: "rpc-addr",
-                    reason: format!(
-                        "this node's --cluster entry {own} is not IP:PORT; give --rpc-addr to bind"
-                    ),
-                })?,
-            };
-            cfg.cluster = Some(ClusterSettings {
-                peers,
-                rpc_addr,
-                join: None,
-            });
-        } else {
-            cfg.standalone_rpc_addr = args.rpc_addr.or(file.rpc_addr);
-        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -680,6 +539,182 @@ fn parse_host_port(s: &str, default_port: u16) -> Result<(String, i32), String> 
         return Err("empty host".into());
     }
     Ok((host, port as i32))
+}
+/// The consumer-group and offsets settings, each checked against its range.
+struct GroupSettings {
+    offsets_topic_partitions: i32,
+    group_initial_rebalance_delay_ms: u64,
+    offsets_retention_minutes: u64,
+    offsets_compact_after_records: u64,
+}
+
+impl GroupSettings {
+    fn resolve(args: &ServerArgs, file: &FileConfig) -> Result<GroupSettings, ConfigError> {
+        let offsets_topic_partitions = args
+            .offsets_topic_partitions
+            .or(file.offsets_topic_partitions)
+            .unwrap_or(16);
+        if !(1..=1000).contains(&offsets_topic_partitions) {
+            return Err(ConfigError::Invalid {
+                key: "offsets_topic_partitions",
+                reason: format!("{offsets_topic_partitions} is not between 1 and 1000"),
+            });
+        }
+        let group_initial_rebalance_delay_ms = args
+            .group_initial_rebalance_delay_ms
+            .or(file.group_initial_rebalance_delay_ms)
+            .unwrap_or(3000);
+        if group_initial_rebalance_delay_ms > 300_000 {
+            return Err(ConfigError::Invalid {
+                key: "group_initial_rebalance_delay_ms",
+                reason: format!("{group_initial_rebalance_delay_ms} is over 300000"),
+            });
+        }
+        let offsets_retention_minutes = args
+            .offsets_retention_minutes
+            .or(file.offsets_retention_minutes)
+            .unwrap_or(10_080);
+        if !(1..=525_600_000).contains(&offsets_retention_minutes) {
+            return Err(ConfigError::Invalid {
+                key: "offsets_retention_minutes",
+                reason: format!("{offsets_retention_minutes} is not between 1 and 525600000"),
+            });
+        }
+        let offsets_compact_after_records = args
+            .offsets_compact_after_records
+            .or(file.offsets_compact_after_records)
+            .unwrap_or(10_000);
+        if offsets_compact_after_records == 0 {
+            return Err(ConfigError::Invalid {
+                key: "offsets_compact_after_records",
+                reason: "must be at least 1".into(),
+            });
+        }
+        Ok(GroupSettings {
+            offsets_topic_partitions,
+            group_initial_rebalance_delay_ms,
+            offsets_retention_minutes,
+            offsets_compact_after_records,
+        })
+    }
+}
+
+/// The broker-wide defaults of topic configs (Kafka's `log.*` settings).
+fn topic_defaults(args: &ServerArgs, file: &FileConfig) -> Result<TopicDefaults, ConfigError> {
+    let d = TopicDefaults::default();
+    let topic_defaults = TopicDefaults {
+        retention_ms: args
+            .retention_ms
+            .or(file.retention_ms)
+            .unwrap_or(d.retention_ms),
+        retention_bytes: args
+            .retention_bytes
+            .or(file.retention_bytes)
+            .unwrap_or(d.retention_bytes),
+        segment_bytes: args
+            .segment_bytes
+            .or(file.segment_bytes)
+            .unwrap_or(d.segment_bytes),
+        segment_ms: args.segment_ms.or(file.segment_ms).unwrap_or(d.segment_ms),
+        max_message_bytes: args
+            .max_message_bytes
+            .or(file.max_message_bytes)
+            .unwrap_or(d.max_message_bytes),
+        min_insync_replicas: args
+            .min_insync_replicas
+            .or(file.min_insync_replicas)
+            .unwrap_or(d.min_insync_replicas),
+    };
+    topic_defaults
+        .validate()
+        .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
+    Ok(topic_defaults)
+}
+
+/// Cluster mode (`--cluster` or `--join`), or standalone with where its RPC listener binds.
+fn cluster_settings(
+    node_id: i32,
+    args: &ServerArgs,
+    file: &FileConfig,
+) -> Result<(Option<ClusterSettings>, Option<SocketAddr>), ConfigError> {
+    let peers = match (args.cluster.clone(), file.cluster.as_deref()) {
+        (Some(p), _) => Some(p),
+        (None, Some(s)) => Some(
+            PeerList::from_str(s).map_err(|reason| ConfigError::Invalid {
+                key: "cluster",
+                reason,
+            })?,
+        ),
+        (None, None) => None,
+    };
+    if let Some(join) = args.join.clone() {
+        if peers.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "join",
+                reason: "give either --cluster (forming a cluster) or --join (adding a node \
+                         to a running one), not both"
+                    .into(),
+            });
+        }
+        if args.node_id.or(file.node_id).is_none() {
+            return Err(ConfigError::Invalid {
+                key: "node-id",
+                reason: "--join needs --node-id: an id no member of the cluster uses".into(),
+            });
+        }
+        let rpc_addr = args
+            .rpc_addr
+            .or(file.rpc_addr)
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "rpc-addr",
+                reason: "--join needs --rpc-addr IP:PORT: where the other nodes reach this one"
+                    .into(),
+            })?;
+        if rpc_addr.ip().is_unspecified() || rpc_addr.port() == 0 {
+            return Err(ConfigError::Invalid {
+                key: "rpc-addr",
+                reason: format!(
+                    "{rpc_addr}: with --join the RPC address is also what the other nodes \
+                     dial, so it needs a real IP and port"
+                ),
+            });
+        }
+        let peers = PeerList(std::collections::BTreeMap::from([(
+            node_id as u64,
+            rpc_addr.to_string(),
+        )]));
+        let cluster = ClusterSettings {
+            peers,
+            rpc_addr,
+            join: Some(join),
+        };
+        Ok((Some(cluster), None))
+    } else if let Some(peers) = peers {
+        let own = peers
+            .0
+            .get(&(node_id as u64))
+            .ok_or_else(|| ConfigError::Invalid {
+                key: "node-id",
+                reason: format!("node id {} is not in --cluster {peers}", node_id),
+            })?;
+        let rpc_addr = match args.rpc_addr.or(file.rpc_addr) {
+            Some(a) => a,
+            None => own.parse().map_err(|_| ConfigError::Invalid {
+                key: "rpc-addr",
+                reason: format!(
+                    "this node's --cluster entry {own} is not IP:PORT; give --rpc-addr to bind"
+                ),
+            })?,
+        };
+        let cluster = ClusterSettings {
+            peers,
+            rpc_addr,
+            join: None,
+        };
+        Ok((Some(cluster), None))
+    } else {
+        Ok((None, args.rpc_addr.or(file.rpc_addr)))
+    }
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
