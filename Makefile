@@ -158,21 +158,23 @@ test: deps
 test-kafka: deps
 	$(VENV)/bin/pytest tests/ -v --broker=kafka --timeout=$(PYTEST_TIMEOUT_S) $(PYTEST_ARGS)
 
-# What CI runs against Apache Kafka (.ci/run, after `make test`): the single-broker modules, 8.5 min
-# measured, plus the aiokafka and kafkajs suites (about 1 min on Kafka; test_aiokafka.py's one 3-node
-# test passed in each of 8 Kafka-side runs on a machine at load 18). The whole Kafka-side run takes
-# 15 min (it would fit CI's 60), but the multi-node modules (test_cluster.py, test_replication.py,
-# test_kafka_admin.py) and the one deselected test below failed once each on Kafka in a full run
-# on the loaded machine: left out until they pass every time.
+# What CI runs against Apache Kafka (.ci/run, after `make test`): the client suites, the single-broker
+# modules and the three-node ones (about 14 min on Kafka, measured 2026-12-07: 7m54s single-broker, 6m
+# three-node). Deselected: test_offsets' SIGKILL test (failed once on Kafka under load), and the broker
+# min.insync.replicas test, where Kafka 4.4 lets an acks=all produce with ISR 2 < min ISR 3 time out
+# instead of answering NOT_ENOUGH_REPLICAS (reproduced twice on a quiet machine; not understood yet).
 KAFKA_CI_TESTS := tests/test_confluent.py tests/test_kafka_python.py tests/test_kcat.py \
 	tests/test_bad_input.py tests/test_offsets.py tests/test_groups.py tests/test_group_admin.py \
 	tests/test_group_restart.py tests/test_idempotence.py tests/test_crash.py tests/test_many_clients.py \
 	tests/test_retention.py tests/test_offsets_retention.py tests/test_bench.py tests/test_hardening_net.py \
 	tests/test_aiokafka.py tests/test_kafkajs.py tests/test_topic_configs.py tests/test_delete_records.py \
-	tests/test_authorized_operations.py
+	tests/test_authorized_operations.py tests/test_cluster.py tests/test_replication.py \
+	tests/test_kafka_admin.py tests/test_replica_placement.py
 test-kafka-ci: deps
 	$(VENV)/bin/pytest $(KAFKA_CI_TESTS) -v --broker=kafka --timeout=$(PYTEST_TIMEOUT_S) \
-	  --deselect tests/test_offsets.py::test_committed_offsets_and_metadata_survive_sigkill $(PYTEST_ARGS)
+	  --deselect tests/test_offsets.py::test_committed_offsets_and_metadata_survive_sigkill \
+	  --deselect tests/test_replica_placement.py::test_broker_min_insync_replicas_is_the_topic_default_and_acks_all_enforces_it \
+	  $(PYTEST_ARGS)
 
 # BENCH_ARGS: e.g. `--seconds 10 --rounds 1`, `--only reference`, `--side-by-side --compare-only consume`
 # (see scripts/bench.py --help). The side-by-side scenarios run Apache Kafka 4.4.0 and its perf tools from
