@@ -34,6 +34,15 @@ def wait_until(predicate, timeout_s: float, what: str, interval_s: float = 0.02)
         time.sleep(interval_s)
 
 
+def admin_error(future, timeout_s: float = 30) -> KafkaError | None:
+    """The KafkaError an admin future failed with, or None if it succeeded."""
+    try:
+        future.result(timeout=timeout_s)
+        return None
+    except KafkaException as e:
+        return e.args[0]
+
+
 def unique_topic(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 

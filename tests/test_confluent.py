@@ -8,12 +8,13 @@ from __future__ import annotations
 import time
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 from confluent_kafka.admin import ConfigResource, ConfigSource, NewPartitions, NewTopic, ResourceType
 
 from conftest import kafka_mode
 from helpers import (
     admin,
+    admin_error,
     consume_all,
     consumer,
     create_topic,
@@ -33,13 +34,6 @@ def bootstrap(module_broker) -> str:
     return module_broker.bootstrap
 
 
-def admin_error(future) -> KafkaError | None:
-    """The KafkaError an admin future failed with, or None if it succeeded."""
-    try:
-        future.result(timeout=ADMIN_TIMEOUT_S)
-        return None
-    except KafkaException as e:
-        return e.args[0]
 
 
 def listed_topics(bootstrap: str) -> set[str]:

@@ -34,12 +34,12 @@ from aiokafka.client import AIOKafkaClient
 from aiokafka.protocol.fetch import FetchRequest
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.structs import TopicPartition as AioTopicPartition
-from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, KafkaError, KafkaException
+from confluent_kafka import TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME, KafkaError
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 
 import kafkawire as kw
 from conftest import kafka_mode
-from helpers import admin, consume_all, create_topic, produce_all, producer, unique_topic
+from helpers import admin, admin_error, consume_all, create_topic, produce_all, producer, unique_topic
 
 ADMIN_TIMEOUT_S = 30
 CODEC_IDS = {"uncompressed": 0, "none": 0, "gzip": 1, "snappy": 2, "lz4": 3, "zstd": 4}
@@ -50,12 +50,6 @@ def bootstrap(module_broker) -> str:
     return module_broker.bootstrap
 
 
-def admin_error(future) -> KafkaError | None:
-    try:
-        future.result(timeout=ADMIN_TIMEOUT_S)
-        return None
-    except KafkaException as e:
-        return e.args[0]
 
 
 def stored_codecs(bootstrap: str, topic: str, end: int) -> set[int]:
