@@ -4,7 +4,6 @@ the raw disk measured in the same run (`chronik-bench disk`)."""
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import shutil
@@ -69,13 +68,6 @@ def scenarios(seconds: int) -> list[Scenario]:
                  target="p99 with the consumer ≤ 1.5 × p99 alone",
                  check=lambda r, d, _: r.get("cold_read", {}).get("ratio", 99) <= 1.5,
                  run=run_cold_read),
-        # The same with the data left in the page cache: what the consumer costs the producer
-        # in CPU and memory bandwidth alone (2 cores shared by broker, producer and consumer),
-        # to tell apart from what the cold reads cost at the disk.
-        Scenario("warm-read", "cold-read's producer and consumer, the topic left in the page cache",
-                 [*d, "--mode", "produce", "--rate-limit", "10000", "--concurrency", "64",
-                  "--message-size", "256", "--acks", "all", "--partitions", "3"],
-                 run=functools.partial(run_cold_read, drop=False)),
         Scenario("recompress", "c=128, 1 KiB, acks=1, 3 partitions, producer lz4: msg/s into a topic with "
                  "compression.type=zstd (the broker recompresses every batch) ÷ msg/s into one with "
                  "compression.type=producer (stored as sent)",
