@@ -21,6 +21,26 @@ pub struct Cli {
     /// Seconds to wait for an answer.
     #[arg(long, global = true, default_value_t = 30)]
     pub timeout: u64,
+    /// Client certificate (PEM) for a cluster with RPC TLS: signed by the cluster CA, its CN
+    /// in the nodes' --rpc-admin-allowed-names if they set one. Needs --tls-key and --tls-ca.
+    #[arg(long, global = true, env = "CHRONIK_ADMIN_TLS_CERT", requires_all = ["tls_key", "tls_ca"])]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "CHRONIK_ADMIN_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<std::path::PathBuf>,
+    /// The cluster CA (PEM) the node's certificate must be signed by.
+    #[arg(
+        long,
+        global = true,
+        env = "CHRONIK_ADMIN_TLS_CA",
+        requires = "tls_cert"
+    )]
+    pub tls_ca: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }

@@ -16,8 +16,9 @@ use chronik_admin::pb::{
     BrokerRef, DescribeClusterRequest, DescribeTopicsRequest, ElectLeaderRequest,
     ListReassignmentsRequest, PartitionMove, PartitionRef, ReassignRequest,
 };
+use chronik_rpc::tls::{error_chain, RpcTls, TlsFiles};
 use clap::Parser;
-use tonic::transport::Channel;
+use tonic::transport::{Channel, Endpoint};
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // usage errors: clap prints them and exits with 2
@@ -40,14 +41,32 @@ fn main() -> ExitCode {
     }
 }
 
+/// The endpoint of `--server`: over mutual TLS when `--tls-cert` is given (the server's
+/// certificate is checked against `--tls-ca` for the name the nodes' certificates carry).
+fn endpoint(cli: &Cli) -> Result<Endpoint> {
+    let bad = || format!("bad --server {}", cli.server);
+    let (Some(cert), Some(key), Some(ca)) = (&cli.tls_cert, &cli.tls_key, &cli.tls_ca) else {
+        return Channel::from_shared(format!("http://{}", cli.server)).with_context(bad);
+    };
+    let files = TlsFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+        ca: ca.clone(),
+    };
+    let tls = RpcTls::load(&files)?;
+    Channel::from_shared(format!("https://{}", cli.server))
+        .with_context(bad)?
+        .tls_config(tls.client)
+        .context("--tls-cert, --tls-key, --tls-ca")
+}
+
 async fn run(cli: Cli) -> Result<()> {
-    let channel = Channel::from_shared(format!("http://{}", cli.server))
-        .with_context(|| format!("bad --server {}", cli.server))?
+    let channel = endpoint(&cli)?
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(cli.timeout))
         .connect()
         .await
-        .with_context(|| format!("cannot reach {}", cli.server))?;
+        .map_err(|e| anyhow::anyhow!("cannot reach {}: {}", cli.server, error_chain(&e)))?;
     let mut c = AdminClient::new(channel);
     let out = execute(&mut c, cli.command).await?;
     match cli.output {

@@ -4,11 +4,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chronik_metadata::raft::TypeConfig;
+use chronik_metadata::raft::{NodeId, TypeConfig};
 use chronik_metadata::MetadataCommand;
+use chronik_rpc::auth;
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::raft::{AppendEntriesResponse, InstallSnapshotRequest};
-use openraft::{Raft, ServerState};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, VoteRequest,
+};
+use openraft::{Raft, ServerState, Vote};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::{Request, Response, Status};
@@ -46,10 +49,37 @@ fn decode<T: DeserializeOwned>(p: &RaftPayload) -> Result<T, Status> {
         .map_err(|e| Status::invalid_argument(format!("undecodable raft message: {e}")))
 }
 
+/// The node a Raft message's vote names as its sender (the leader of an AppendEntries or a
+/// snapshot chunk, the candidate of a Vote): the caller's certificate must be that node's.
+fn require_sender<T>(
+    req: &Request<T>,
+    rpc: &'static str,
+    vote: &Vote<NodeId>,
+) -> Result<(), Status> {
+    let sender = vote
+        .leader_id()
+        .voted_for()
+        .ok_or_else(|| Status::invalid_argument(format!("{rpc} names no sender")))?;
+    auth::require_node(req, rpc, sender)
+}
+
 fn encode<T: Serialize>(v: &T) -> Result<Response<RaftPayload>, Status> {
     serde_json::to_vec(v)
         .map(|json| Response::new(RaftPayload { json }))
         .map_err(|e| Status::internal(format!("unencodable raft reply: {e}")))
+}
+
+impl RaftService {
+    /// Whether `id` is in the current membership (voter or learner).
+    fn is_member(&self, id: NodeId) -> bool {
+        self.raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .nodes()
+            .any(|(n, _)| *n == id)
+    }
 }
 
 #[tonic::async_trait]
@@ -58,7 +88,8 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode(req.get_ref())?;
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(req.get_ref())?;
+        require_sender(&req, "AppendEntries", &rpc.vote)?;
         let result = self.raft.append_entries(rpc).await;
         // Refused only for an old term (HigherVote): anything else comes from the leader.
         if matches!(&result, Ok(r) if !matches!(r, AppendEntriesResponse::HigherVote(_))) {
@@ -68,7 +99,8 @@ impl RaftRpc for RaftService {
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode(req.get_ref())?;
+        let rpc: VoteRequest<NodeId> = decode(req.get_ref())?;
+        require_sender(&req, "Vote", &rpc.vote)?;
         encode(&self.raft.vote(rpc).await)
     }
 
@@ -77,6 +109,7 @@ impl RaftRpc for RaftService {
         req: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let rpc: InstallSnapshotRequest<TypeConfig> = decode(req.get_ref())?;
+        require_sender(&req, "InstallSnapshot", &rpc.vote)?;
         let vote = rpc.vote;
         let result = self.raft.install_snapshot(rpc).await;
         // Accepted: this node now holds the sender's vote (a refusal answers a higher one).
@@ -92,6 +125,7 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<ProposeRequest>,
     ) -> Result<Response<ProposeReply>, Status> {
+        auth::require_member_or_admin(&req, "Propose", |id| self.is_member(id), None)?;
         let req = req.into_inner();
         let cmd: MetadataCommand = serde_json::from_slice(&req.command_json)
             .map_err(|e| Status::invalid_argument(format!("undecodable metadata command: {e}")))?;
@@ -118,6 +152,12 @@ impl RaftRpc for RaftService {
         req: Request<MembershipRequest>,
     ) -> Result<Response<MembershipReply>, Status> {
         let op = MembershipOp::from_request(req.get_ref()).map_err(Status::invalid_argument)?;
+        // A node that joins asks to be added before it is a member: it may add itself.
+        let joiner = match &op {
+            MembershipOp::AddLearner { node_id, .. } => Some(*node_id),
+            _ => None,
+        };
+        auth::require_member_or_admin(&req, "ChangeMembership", |id| self.is_member(id), joiner)?;
         let me = self.raft.metrics().borrow().id;
         let error = membership::change(&self.raft, me, &op, MEMBERSHIP_TIMEOUT)
             .await
@@ -131,6 +171,7 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatReply>, Status> {
+        auth::require_node(&req, "Heartbeat", req.get_ref().node_id)?;
         let leads = self.raft.metrics().borrow().state == ServerState::Leader;
         if leads {
             self.heartbeats.record(req.get_ref().node_id);
@@ -143,6 +184,7 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<PreVoteRequest>,
     ) -> Result<Response<PreVoteReply>, Status> {
+        auth::require_node(&req, "PreVote", req.get_ref().candidate_id)?;
         let req = req.into_inner();
         let last: Option<openraft::LogId<chronik_metadata::raft::NodeId>> =
             serde_json::from_slice(&req.last_log_id_json)
@@ -160,6 +202,7 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<ReadIndexRequest>,
     ) -> Result<Response<ReadIndexReply>, Status> {
+        auth::require_node(&req, "ReadIndex", req.get_ref().from_node)?;
         debug!(from = req.get_ref().from_node, "read index asked");
         let result = match self.raft.get_read_log_id().await {
             Ok((read, _)) => ReadIndexResult::ReadEnd(read.map_or(0, |l| l.index + 1)),

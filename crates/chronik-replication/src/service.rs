@@ -133,6 +133,7 @@ impl Replication for Arc<ReplicationService> {
         &self,
         req: Request<SegmentRequest>,
     ) -> Result<Response<SegmentStream>, Status> {
+        chronik_rpc::auth::require_node(&req, "FetchSegment", req.get_ref().follower_id)?;
         let req = req.into_inner();
         let (tx, rx) = mpsc::channel(SEGMENT_CHUNKS_IN_FLIGHT);
         let segment = match self.manager.get(&req.topic, req.partition) {
@@ -180,6 +181,10 @@ impl Replication for Arc<ReplicationService> {
         &self,
         req: Request<Streaming<FetchRequest>>,
     ) -> Result<Response<FetchStream>, Status> {
+        // Who is calling, from the stream's certificate: every request on it must name that
+        // node as its follower (checked per message, see below).
+        let caller = chronik_rpc::auth::peer(&req, "Fetch")?;
+        let remote = req.remote_addr();
         let mut incoming = req.into_inner();
         // One response in flight: the follower sends its next request after this one.
         let (tx, rx) = mpsc::channel(1);
@@ -199,6 +204,12 @@ impl Replication for Arc<ReplicationService> {
                         return;
                     }
                 };
+                if let Err(denied) =
+                    chronik_rpc::auth::check_node(&caller, remote, "Fetch", req.follower_id)
+                {
+                    let _ = tx.send(Err(denied)).await;
+                    return;
+                }
                 if req.partitions.len() > MAX_PARTITIONS_PER_FETCH {
                     let _ = tx
                         .send(Err(Status::invalid_argument(

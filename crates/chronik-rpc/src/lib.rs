@@ -12,6 +12,13 @@
 //! attempt to an unreachable peer gives up after [`CONNECT_TIMEOUT`]. Keepalive is the
 //! backstop: a caller that knows how long an answer may take (a replication fetch, a Raft
 //! RPC) bounds its own wait by a deadline and replaces the channel when it passes.
+//!
+//! Security: with [`tls::configure`] every channel and the server use mutual TLS, and
+//! [`auth`] binds what a request claims (its sender node) to the caller's certificate.
+
+pub mod auth;
+pub mod log_limit;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -36,7 +43,8 @@ pub const TCP_KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
 pub const TCP_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(1);
 pub const TCP_KEEPALIVE_RETRIES: u32 = 3;
 
-/// A peer address that is not `host:port`.
+/// A peer address that is not `host:port` (or, with RPC TLS, an endpoint the TLS settings do
+/// not fit).
 #[derive(Debug, thiserror::Error)]
 #[error("bad peer address {addr}: {source}")]
 pub struct BadAddress {
@@ -44,13 +52,20 @@ pub struct BadAddress {
     source: tonic::transport::Error,
 }
 
-/// An endpoint for the node at `addr` (`host:port`) with the shared transport settings.
-/// Every channel made from it (`connect_lazy`, `connect`) is a new connection.
+/// An endpoint for the node at `addr` (`host:port`) with the shared transport settings, and
+/// this node's TLS identity when RPC TLS is on ([`tls::configure`]). Every channel made from
+/// it (`connect_lazy`, `connect`) is a new connection.
 pub fn endpoint(addr: &str) -> Result<Endpoint, BadAddress> {
-    let e = Endpoint::from_shared(format!("http://{addr}")).map_err(|source| BadAddress {
+    let bad = |source| BadAddress {
         addr: addr.to_string(),
         source,
-    })?;
+    };
+    let e = match tls::client_config() {
+        Some(cfg) => Endpoint::from_shared(format!("https://{addr}"))
+            .and_then(|e| e.tls_config(cfg))
+            .map_err(bad)?,
+        None => Endpoint::from_shared(format!("http://{addr}")).map_err(bad)?,
+    };
     Ok(e.connect_timeout(CONNECT_TIMEOUT)
         // Replication answers are small and latency-bound: Nagle plus delayed ACKs would hold
         // each one ~40 ms.
@@ -70,8 +85,14 @@ pub fn channel(addr: &str) -> Result<Channel, BadAddress> {
 }
 
 /// The server builder for the RPC listener: HTTP/2 keepalive, so the connections of peers
-/// that were cut off are closed (and their streams' tasks end) instead of lingering.
+/// that were cut off are closed (and their streams' tasks end) instead of lingering; and
+/// mutual TLS when RPC TLS is on ([`tls::configure`]).
 pub fn server() -> Server {
+    tls::server().unwrap_or_else(plain_server)
+}
+
+/// The server builder without TLS.
+fn plain_server() -> Server {
     Server::builder()
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))

@@ -17,6 +17,9 @@ use crate::net_limits::NetLimits;
 use crate::topic_config::TopicDefaults;
 pub use chronik_cluster::PeerList;
 
+mod rpc_security;
+pub use rpc_security::{RpcSecurity, RpcSecurityArgs};
+
 #[derive(Debug, Parser)]
 #[command(
     name = "chronik-server",
@@ -198,6 +201,8 @@ pub struct ServerArgs {
     /// (Kafka's auto.leader.rebalance.enable) [default: true]
     #[arg(long, env = "CHRONIK_AUTO_LEADER_REBALANCE")]
     pub auto_leader_rebalance: Option<bool>,
+    #[command(flatten)]
+    pub rpc_security: RpcSecurityArgs,
     /// Address of the HTTP endpoint: /metrics (Prometheus), /health/live, /health/ready;
     /// `off` for none [default: 127.0.0.1:9644]
     #[arg(long, env = "CHRONIK_HTTP_ADDR")]
@@ -289,6 +294,11 @@ struct FileConfig {
     auto_leader_rebalance: Option<bool>,
     http_addr: Option<HttpAddr>,
     metrics_partition_labels: Option<bool>,
+    rpc_tls_cert: Option<PathBuf>,
+    rpc_tls_key: Option<PathBuf>,
+    rpc_tls_ca: Option<PathBuf>,
+    rpc_admin_allowed_names: Option<Vec<String>>,
+    rpc_insecure: Option<bool>,
 }
 
 /// A setting that is present but wrong. Printed as one line; the process exits with 2.
@@ -334,6 +344,9 @@ pub struct BrokerConfig {
     /// Where the HTTP endpoint (metrics, health) binds; `None`: no endpoint.
     pub http_addr: Option<SocketAddr>,
     pub metrics_partition_labels: bool,
+    /// RPC port: mutual TLS and operator names, or unauthenticated (loopback or
+    /// --rpc-insecure).
+    pub rpc_security: RpcSecurity,
 }
 
 /// Cluster mode: the voters and where this node's Raft RPC listener binds.
@@ -355,7 +368,7 @@ impl BrokerConfig {
     }
 
     /// Merges flags/env (already folded by clap) over the config file over defaults.
-    pub fn resolve(args: ServerArgs) -> Result<BrokerConfig, ConfigError> {
+    pub fn resolve(mut args: ServerArgs) -> Result<BrokerConfig, ConfigError> {
         let file = match &args.config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
@@ -364,6 +377,9 @@ impl BrokerConfig {
         let topic_defaults = topic_defaults(&args, &file)?;
         let node_id = args.node_id.or(file.node_id).unwrap_or(1);
         let (cluster, standalone_rpc_addr) = cluster_settings(node_id, &args, &file)?;
+        let rpc_listen = cluster.as_ref().map(|c| c.rpc_addr).or(standalone_rpc_addr);
+        let rpc_security =
+            RpcSecurity::resolve(std::mem::take(&mut args.rpc_security), &file, rpc_listen)?;
         let fsync = match (args.fsync, file.fsync) {
             (Some(f), _) => f,
             (None, Some(s)) => FsyncPolicy::from_str(&s).map_err(|e| ConfigError::Invalid {
@@ -383,6 +399,7 @@ impl BrokerConfig {
         )?;
         let cfg = BrokerConfig {
             net,
+            rpc_security,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)

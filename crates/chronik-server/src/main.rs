@@ -20,7 +20,11 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // clap prints usage errors and exits with code 2
-    let config = match cli.into_args().and_then(BrokerConfig::resolve) {
+    let config = match cli
+        .into_args()
+        .and_then(BrokerConfig::resolve)
+        .and_then(|c| c.rpc_security.apply().map(|()| c))
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("chronik-server: {e}");
@@ -87,6 +91,14 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
     let rpc_listener = bind_optional(config.rpc_listen_addr(), "--rpc-addr").await?;
     let rpc_bound = rpc_listener.as_ref().map(|(_, a)| *a);
+    if let (Some(addr), None) = (rpc_bound, &config.rpc_security.tls) {
+        tracing::warn!(
+            rpc = %addr,
+            "the RPC port (Raft, replication, admin API) is unauthenticated: anyone who reaches \
+             it can change the cluster's metadata and read every partition; give --rpc-tls-cert, \
+             --rpc-tls-key and --rpc-tls-ca to require certificates (docs/security.md)"
+        );
+    }
     let http_listener = bind_optional(config.http_addr, "--http-addr").await?;
     let http_bound = http_listener.as_ref().map(|(_, a)| *a);
     let shutdown = Shutdown::new();

@@ -49,9 +49,13 @@ impl Broker {
             tonic::service::Routes::new(ReplicationServer::new(Arc::new(ReplicationService {
                 manager: replicas.clone(),
             })))
-            .add_service(AdminServer::new(AdminService {
-                broker: slot.clone(),
-            }));
+            // Every admin call needs an operator's or a node's certificate (with RPC TLS).
+            .add_service(AdminServer::with_interceptor(
+                AdminService {
+                    broker: slot.clone(),
+                },
+                chronik_rpc::auth::admin_interceptor,
+            ));
         phase.set(StartupPhase::METADATA);
         let (node, state) = start_metadata(
             &config,

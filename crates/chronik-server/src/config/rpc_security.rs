@@ -1,0 +1,119 @@
+//! Settings of the RPC port's security (Raft, replication, admin API): mutual TLS and who may
+//! act as an operator, or the explicit choice to run it unauthenticated (docs/security.md).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use chronik_rpc::tls::{RpcTls, TlsFiles};
+use clap::Args;
+
+use super::{ConfigError, FileConfig};
+
+#[derive(Debug, Args, Default)]
+pub struct RpcSecurityArgs {
+    /// This node's certificate (PEM) for mutual TLS on the RPC port. Its subject CN must be
+    /// `node-<node id>` and it must carry the DNS subject alternative name `chronik-rpc`
+    /// (docs/security.md). Needs --rpc-tls-key and --rpc-tls-ca
+    #[arg(long, env = "CHRONIK_RPC_TLS_CERT")]
+    pub rpc_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --rpc-tls-cert
+    #[arg(long, env = "CHRONIK_RPC_TLS_KEY")]
+    pub rpc_tls_key: Option<PathBuf>,
+    /// The cluster CA (PEM): every RPC peer (node or operator) must present a certificate it
+    /// signed, and every node's server certificate is checked against it
+    #[arg(long, env = "CHRONIK_RPC_TLS_CA")]
+    pub rpc_tls_ca: Option<PathBuf>,
+    /// Comma-separated certificate CNs allowed to use the admin API and propose metadata
+    /// changes, besides the nodes' own [default: any certificate the CA signed]
+    #[arg(long, env = "CHRONIK_RPC_ADMIN_ALLOWED_NAMES", value_delimiter = ',')]
+    pub rpc_admin_allowed_names: Option<Vec<String>>,
+    /// Without RPC TLS, allow the RPC port on a non-loopback address anyway: anyone who can
+    /// reach it can then change the cluster's metadata and read any partition
+    #[arg(long, env = "CHRONIK_RPC_INSECURE")]
+    pub rpc_insecure: bool,
+}
+
+/// The resolved settings.
+#[derive(Debug, Clone, Default)]
+pub struct RpcSecurity {
+    /// `None`: the RPC port is unauthenticated.
+    pub tls: Option<TlsFiles>,
+    /// `None`: any CA-signed certificate may act as an operator.
+    pub admin_allowed_names: Option<Vec<String>>,
+}
+
+impl RpcSecurity {
+    pub(super) fn resolve(
+        args: RpcSecurityArgs,
+        file: &FileConfig,
+        rpc_listen: Option<SocketAddr>,
+    ) -> Result<RpcSecurity, ConfigError> {
+        let cert = args.rpc_tls_cert.or(file.rpc_tls_cert.clone());
+        let key = args.rpc_tls_key.or(file.rpc_tls_key.clone());
+        let ca = args.rpc_tls_ca.or(file.rpc_tls_ca.clone());
+        let tls = match (cert, key, ca) {
+            (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
+            (None, None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "rpc-tls-cert",
+                    reason: "--rpc-tls-cert, --rpc-tls-key and --rpc-tls-ca go together".into(),
+                })
+            }
+        };
+        let admin_allowed_names = args
+            .rpc_admin_allowed_names
+            .or(file.rpc_admin_allowed_names.clone())
+            .map(|names| {
+                names
+                    .into_iter()
+                    .map(|n| n.trim().to_string())
+                    .filter(|n| !n.is_empty())
+                    .collect::<Vec<_>>()
+            });
+        if admin_allowed_names.is_some() && tls.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "rpc-admin-allowed-names",
+                reason: "names come from client certificates: it needs --rpc-tls-cert, \
+                         --rpc-tls-key and --rpc-tls-ca"
+                    .into(),
+            });
+        }
+        let insecure = args.rpc_insecure || file.rpc_insecure.unwrap_or(false);
+        if let Some(addr) = rpc_listen {
+            if tls.is_none() && !insecure && !addr.ip().is_loopback() {
+                return Err(ConfigError::Invalid {
+                    key: "rpc-addr",
+                    reason: format!(
+                        "refusing to bind the unauthenticated RPC port (Raft, replication, admin \
+                         API) to the non-loopback address {addr}: anyone who reaches it can \
+                         rewrite the cluster's metadata and read every partition. Give \
+                         --rpc-tls-cert, --rpc-tls-key and --rpc-tls-ca (docs/security.md), or \
+                         --rpc-insecure to accept that"
+                    ),
+                });
+            }
+        }
+        Ok(RpcSecurity {
+            tls,
+            admin_allowed_names,
+        })
+    }
+
+    /// Turns RPC TLS on for this process (every RPC channel and server from now on). Call
+    /// once, before the broker starts.
+    pub fn apply(&self) -> Result<(), ConfigError> {
+        let Some(files) = &self.tls else {
+            return Ok(());
+        };
+        let invalid = |e: chronik_rpc::tls::TlsError| ConfigError::Invalid {
+            key: "rpc-tls-cert",
+            reason: e.to_string(),
+        };
+        chronik_rpc::tls::configure(RpcTls::load(files).map_err(invalid)?).map_err(invalid)?;
+        if let Some(names) = &self.admin_allowed_names {
+            chronik_rpc::auth::restrict_admin_names(names.clone());
+        }
+        Ok(())
+    }
+}
