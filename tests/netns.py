@@ -68,7 +68,9 @@ class NetnsNode(ClusterNode):
     def command(self, kafka_addr: str | None) -> list[str]:
         return ["ip", "netns", "exec", self.ns, str(SERVER_BIN), "--node-id", str(self.cluster_node_id),
                 "--cluster", self.peers, "--data-dir", str(self.data_dir),
-                "--kafka-addr", f"{self.ip}:{KAFKA_PORT}", *self.args]
+                "--kafka-addr", f"{self.ip}:{KAFKA_PORT}",
+                # The RPC port binds the namespace's address without TLS: tests only.
+                "--rpc-insecure", *self.args]
 
     def launch(self, kafka_addr: str | None = None):
         # clean_env would put HTTP on 127.0.0.1:0 inside the namespace, out of the test's reach.
