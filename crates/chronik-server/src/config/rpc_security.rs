@@ -28,7 +28,7 @@ pub struct RpcSecurityArgs {
     #[arg(long, env = "CHRONIK_RPC_ADMIN_ALLOWED_NAMES", value_delimiter = ',')]
     pub rpc_admin_allowed_names: Option<Vec<String>>,
     /// Without RPC TLS, allow the RPC port on a non-loopback address anyway: anyone who can
-    /// reach it can then change the cluster's metadata and read any partition
+    /// reach it can then change the cluster's metadata and read any partition [default: false]
     #[arg(long, env = "CHRONIK_RPC_INSECURE")]
     pub rpc_insecure: bool,
 }
