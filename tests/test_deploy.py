@@ -40,6 +40,7 @@ from confluent_kafka.admin import NewTopic
 
 from conftest import ANSI_ESCAPE_RE, REPO_ROOT, SERVER_BIN, Cluster, ClusterNode, _die_with_parent, free_port
 from helpers import admin, consume_range, consumer, http_get, producer, unique_topic, wait_until
+from rpc_certs import make_pki
 
 pytestmark = pytest.mark.chronik_only("deploy/ manifests and chronik-server settings")
 
@@ -830,6 +831,11 @@ def test_systemd_node_starts_with_the_example_settings(tmp_path):
     command = shlex.split(svc["ExecStart"][-1])
     command[0] = str(SERVER_BIN)
     env["CHRONIK_DATA_DIR"] = str(tmp_path / "data")
+    # The example's RPC TLS files, issued here (same names, CN node-<id>) instead of /etc/chronik/tls.
+    assert {"CHRONIK_RPC_TLS_CERT", "CHRONIK_RPC_TLS_KEY", "CHRONIK_RPC_TLS_CA"} <= set(env), \
+        "the example secures the RPC port with TLS"
+    node = make_pki(tmp_path / "pki", nodes=int(env["CHRONIK_NODE_ID"]))[f"node-{env['CHRONIK_NODE_ID']}"]
+    env.update(CHRONIK_RPC_TLS_CERT=str(node.cert), CHRONIK_RPC_TLS_KEY=str(node.key), CHRONIK_RPC_TLS_CA=str(node.ca))
     fields = start_until_formed(command, env, tmp_path, local_ips=ips)
     assert fields["node"] == int(env["CHRONIK_NODE_ID"])
 
