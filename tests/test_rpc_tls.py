@@ -8,13 +8,14 @@ crates/chronik-server/tests/rpc_forged.rs (they need the gRPC client types)."""
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import uuid
 
 import pytest
 from confluent_kafka.admin import NewTopic
 
-from conftest import REPO_ROOT, SERVER_BIN, clean_env, free_port
+from conftest import REPO_ROOT, SERVER_BIN, JoiningNode, clean_env, free_port
 from helpers import admin, consume_range, producer, produce_all, wait_until
 from rpc_certs import make_pki
 
@@ -39,7 +40,7 @@ def isrs(doc) -> list[list[int]]:
 
 @pytest.fixture
 def pki(tmp_path):
-    return make_pki(tmp_path / "pki")
+    return make_pki(tmp_path / "pki", nodes=4)
 
 
 def tls_cluster(cluster_factory, pki, extra: list[str] | None = None):
@@ -89,11 +90,11 @@ def test_tls_cluster_replicates_and_admin_needs_a_cluster_certificate(cluster_fa
     assert len(consume_range(c.bootstrap(3), name, 0, 0, 50)) == 50
 
 
-def test_a_node_with_another_cas_certificate_cannot_join(cluster_factory, pki):
-    """A node whose certificate the cluster CA did not sign never becomes a member."""
+def test_join_needs_a_node_certificate_from_the_cluster_ca(cluster_factory, pki):
+    """A node whose certificate the cluster CA did not sign never becomes a member; one whose
+    certificate it signed joins as a learner (--join over TLS)."""
     c = tls_cluster(cluster_factory, pki)
     base = c.node(1).workdir.parent
-    from conftest import JoiningNode
     intruder = JoiningNode(base / "node4", node_id=4, via=c.node(1).rpc, kafka_port=free_port(),
                            rpc_port=free_port(), args=pki["foreign-node-2"].server_args())
     intruder.launch()
@@ -105,6 +106,10 @@ def test_a_node_with_another_cas_certificate_cannot_join(cluster_factory, pki):
     r = admin_cli(c.node(1).rpc, *pki["admin"].admin_args(), "cluster", "describe")
     d = json.loads(r.stdout)
     assert sorted(d["voters"]) == [1, 2, 3] and not d["learners"], d
+    shutil.rmtree(intruder.workdir)
+    c.join(4, via=2, args=pki["node-4"].server_args())
+    r = admin_cli(c.node(3).rpc, *pki["admin"].admin_args(), "cluster", "describe")
+    assert json.loads(r.stdout)["learners"] == [4], r.stdout
 
 
 @pytest.mark.parametrize("addr", ["0.0.0.0", "[::]"])

@@ -83,7 +83,15 @@ async fn run(cli: Cli) -> Result<()> {
 
 /// Sends one command's requests; the server's refusal is the error.
 async fn execute(c: &mut AdminClient<Channel>, command: Command) -> Result<Printed> {
-    let status = |s: tonic::Status| anyhow::anyhow!("{}", s.message());
+    // The server's reason; for a refused TLS handshake or a plaintext call to a TLS port the
+    // message alone is just "transport error", the cause is in its sources.
+    let status = |s: tonic::Status| match std::error::Error::source(&s) {
+        Some(cause) => anyhow::anyhow!("{}: {}", s.message(), error_chain(cause)),
+        None if s.code() == tonic::Code::PermissionDenied => {
+            anyhow::anyhow!("permission denied: {}", s.message())
+        }
+        None => anyhow::anyhow!("{}", s.message()),
+    };
     Ok(match command {
         Command::Cluster {
             what: ClusterCmd::Describe,

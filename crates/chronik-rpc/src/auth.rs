@@ -46,6 +46,16 @@ pub enum Peer {
     Named(String),
 }
 
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Anonymous => f.write_str("an unauthenticated caller"),
+            Peer::Node(id) => write!(f, "node {id}'s certificate"),
+            Peer::Named(cn) => write!(f, "the certificate with CN {cn:?}"),
+        }
+    }
+}
+
 static ADMIN_NAMES: OnceLock<Vec<String>> = OnceLock::new();
 
 /// Restricts operator certificates to these CNs (`--rpc-admin-allowed-names`). Without a call,
@@ -176,13 +186,13 @@ pub fn require_member_or_admin<T>(
     }
     let who = match &peer {
         Peer::Node(id) => format!("node {id}, which is not a cluster member"),
-        other => format!("{other:?}, which is not an allowed admin name"),
+        other => format!("{other}, which is not an allowed admin name"),
     };
     Err(deny(
         req.remote_addr(),
         rpc,
         Code::PermissionDenied,
-        format!("{rpc} refused: the caller's certificate is {who}"),
+        format!("{rpc} refused: the caller is {who}"),
     ))
 }
 
@@ -196,7 +206,7 @@ pub fn require_admin<T>(req: &Request<T>, rpc: &'static str) -> Result<Peer, Sta
         req.remote_addr(),
         rpc,
         Code::PermissionDenied,
-        format!("{rpc} refused: the certificate {peer:?} is not in --rpc-admin-allowed-names"),
+        format!("{rpc} refused: {peer} is not in --rpc-admin-allowed-names"),
     ))
 }
 
