@@ -117,3 +117,68 @@ impl RpcSecurity {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BrokerConfig, Cli};
+    use clap::Parser;
+
+    fn resolve(flags: &[&str]) -> Result<BrokerConfig, ConfigError> {
+        let cli = Cli::try_parse_from(["chronik-server"].iter().chain(flags)).map_err(|e| {
+            ConfigError::Invalid {
+                key: "cli",
+                reason: e.to_string(),
+            }
+        })?;
+        cli.into_args().and_then(BrokerConfig::resolve)
+    }
+
+    const TLS: [&str; 6] = [
+        "--rpc-tls-cert",
+        "n.pem",
+        "--rpc-tls-key",
+        "n.key",
+        "--rpc-tls-ca",
+        "ca.pem",
+    ];
+
+    #[test]
+    fn a_non_loopback_rpc_address_needs_tls_or_rpc_insecure() {
+        let cluster = ["--node-id", "1", "--cluster", "1@10.0.0.1:9093"];
+        let err = resolve(&cluster).unwrap_err().to_string();
+        assert!(err.contains("--rpc-insecure"), "{err}");
+        let wildcard = ["standalone", "--rpc-addr", "0.0.0.0:9093"];
+        assert!(resolve(&wildcard).is_err());
+
+        assert!(resolve(&[&cluster[..], &["--rpc-insecure"]].concat()).is_ok());
+        let secured = resolve(&[&cluster[..], &TLS[..]].concat()).unwrap();
+        assert_eq!(
+            secured.rpc_security.tls.map(|t| t.ca),
+            Some(PathBuf::from("ca.pem"))
+        );
+        // Loopback and no RPC listener need nothing.
+        assert!(resolve(&["--node-id", "1", "--cluster", "1@127.0.0.1:9093"]).is_ok());
+        assert!(resolve(&["standalone"]).is_ok());
+    }
+
+    #[test]
+    fn tls_files_go_together_and_names_need_tls() {
+        let err = resolve(&["standalone", "--rpc-tls-cert", "n.pem"]).unwrap_err();
+        assert!(err.to_string().contains("go together"), "{err}");
+        let err = resolve(&["standalone", "--rpc-admin-allowed-names", "alice"]).unwrap_err();
+        assert!(err.to_string().contains("needs --rpc-tls-cert"), "{err}");
+        let names = resolve(
+            &[
+                &["standalone"][..],
+                &TLS[..],
+                &["--rpc-admin-allowed-names", "alice, bob"],
+            ]
+            .concat(),
+        )
+        .unwrap()
+        .rpc_security
+        .admin_allowed_names;
+        assert_eq!(names, Some(vec!["alice".to_string(), "bob".to_string()]));
+    }
+}
