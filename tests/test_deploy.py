@@ -176,6 +176,26 @@ def one(docs: list[dict], kind: str, name: str | None = None) -> dict:
     return found[0]
 
 
+def network_policy_problems(np: dict, labels: dict) -> list[str]:
+    """The RPC port (unauthenticated here: CHRONIK_RPC_INSECURE) is reachable from the Chronik
+    pods only; Kafka and HTTP from anywhere."""
+    spec = np["spec"]
+    if any(labels.get(k) != v for k, v in spec.get("podSelector", {}).get("matchLabels", {}).items()) \
+            or not spec.get("podSelector", {}).get("matchLabels"):
+        return [f"NetworkPolicy podSelector {spec.get('podSelector')} does not select the pods {labels}"]
+    if "Ingress" not in spec.get("policyTypes", []):
+        return ["the NetworkPolicy does not restrict ingress"]
+    p = []
+    for rule in spec.get("ingress", []):
+        ports = {x.get("port") for x in rule.get("ports", [])}
+        peers = rule.get("from")
+        if "rpc" in ports or 9093 in ports or not ports:
+            own = [f.get("podSelector", {}).get("matchLabels") for f in peers or []]
+            if not peers or any(m is None or any(labels.get(k) != v for k, v in m.items()) for m in own):
+                p.append(f"NetworkPolicy rule {rule} opens the RPC port beyond the Chronik pods")
+    return p
+
+
 def k8s_problems(docs: list[dict]) -> list[str]:
     """How the manifests fit together, and with the server's flags."""
     p: list[str] = []
@@ -205,6 +225,7 @@ def k8s_problems(docs: list[dict]) -> list[str]:
     pdb = one(docs, "PodDisruptionBudget")
     if pdb["spec"].get("maxUnavailable") != 1:
         p.append("the PodDisruptionBudget must allow one pod down at most")
+    p += network_policy_problems(one(docs, "NetworkPolicy"), labels)
 
     sec = pod.get("securityContext", {})
     if not (sec.get("runAsNonRoot") is True and sec.get("runAsUser") == UID and sec.get("fsGroup") == UID):
@@ -260,7 +281,8 @@ def k8s_problems(docs: list[dict]) -> list[str]:
 
 def test_kubernetes_manifests_pass_the_api_schema():
     docs = k8s_docs()
-    assert sorted(d["kind"] for d in docs) == ["PodDisruptionBudget", "Service", "Service", "StatefulSet"]
+    assert sorted(d["kind"] for d in docs) == ["NetworkPolicy", "PodDisruptionBudget", "Service", "Service",
+                                               "StatefulSet"]
     assert [p for d in docs for p in schema_problems(d)] == []
 
 
@@ -328,6 +350,9 @@ WIRING_BREAKS = {
     "pdb-selects-nothing": lambda d: one(d, "PodDisruptionBudget")["spec"].update(
         selector={"matchLabels": {"app": "other"}}),
     "unknown-setting": lambda d: _container(d)["env"].append({"name": "CHRONIK_DATADIR", "value": "/x"}),
+    "rpc-open-to-all": lambda d: one(d, "NetworkPolicy")["spec"]["ingress"][0].pop("from"),
+    "netpol-selects-nothing": lambda d: one(d, "NetworkPolicy")["spec"].update(
+        podSelector={"matchLabels": {"app": "other"}}),
 }
 
 
