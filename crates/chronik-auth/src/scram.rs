@@ -74,6 +74,10 @@ impl ScramServer {
         }
     }
 
+    pub fn mechanism(&self) -> Mechanism {
+        self.mechanism
+    }
+
     fn malformed(&self, reason: impl Into<String>) -> AuthError {
         AuthError::malformed(self.mechanism.name(), reason)
     }

@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use chronik_auth::{Mechanism, ScramCredential};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -129,6 +130,19 @@ pub enum MetadataCommand {
     CancelReassignment {
         topic: String,
         partition: i32,
+    },
+    /// Sets a user's SCRAM credential for one mechanism (AlterUserScramCredentials upsertion,
+    /// `--bootstrap-user`): salted and iterated already; no password travels through Raft.
+    UpsertScramCredential {
+        user: String,
+        mechanism: Mechanism,
+        credential: ScramCredential,
+    },
+    /// Removes a user's SCRAM credential for one mechanism (refused when there is none, as
+    /// Kafka answers RESOURCE_NOT_FOUND); a user with no credential left is gone.
+    DeleteScramCredential {
+        user: String,
+        mechanism: Mechanism,
     },
 }
 
@@ -270,6 +284,14 @@ impl MetadataState {
             }
             C::CancelReassignment { topic, partition } => {
                 self.cancel_reassignment(topic, *partition)?
+            }
+            C::UpsertScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => self.upsert_scram_credential(user, *mechanism, credential)?,
+            C::DeleteScramCredential { user, mechanism } => {
+                self.delete_scram_credential(user, *mechanism)?
             }
         };
         self.applied += 1;

@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use chronik_auth::{Mechanism, ScramCredential};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -121,6 +122,9 @@ pub struct MetadataState {
     pub next_producer_id: i64,
     /// How many commands have been applied; a version number for readers.
     pub applied: u64,
+    /// SCRAM credentials by user and mechanism (salted; never a password).
+    #[serde(default)]
+    pub scram_users: BTreeMap<String, BTreeMap<Mechanism, ScramCredential>>,
 }
 
 /// What decommissioning needs next (see [`MetadataState::decommission_plan`]).
@@ -204,6 +208,7 @@ impl MetadataState {
             topics: BTreeMap::new(),
             next_producer_id: 0,
             applied: 0,
+            scram_users: BTreeMap::new(),
         }
     }
 

@@ -120,6 +120,8 @@ impl From<MetadataError> for TopicError {
                     ResponseError::InvalidReplicaAssignment
                 }
                 Refusal::NoReassignmentInProgress { .. } => ResponseError::NoReassignmentInProgress,
+                Refusal::UnacceptableCredential { .. } => ResponseError::UnacceptableCredential,
+                Refusal::NoSuchCredential { .. } => ResponseError::ResourceNotFound,
             },
             MetadataError::Io { .. } | MetadataError::Corrupt { .. } => {
                 ResponseError::KafkaStorageError

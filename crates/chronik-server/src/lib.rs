@@ -21,6 +21,7 @@ pub mod partition;
 pub mod producer_state;
 pub mod reassign;
 pub mod rewrite;
+pub mod sasl;
 pub mod server;
 pub mod shutdown;
 pub mod startup;

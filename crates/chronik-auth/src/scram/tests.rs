@@ -102,6 +102,19 @@ fn an_unknown_user_gets_a_stable_challenge_and_the_same_error_as_a_wrong_passwor
         (first, s.client_final(fin.as_bytes()))
     };
     let (a, ra) = challenge("ghost");
+    // The public client agrees with the server too.
+    let cred = credential(m, "pw");
+    let client = crate::client::ScramClient::new(m, "a,b", "pw");
+    let mut s = ScramServer::new(m);
+    let first = s
+        .client_first(&client.client_first(), |u| {
+            (u == "a,b").then(|| cred.clone())
+        })
+        .unwrap();
+    let done = s
+        .client_final(&client.client_final(&first).unwrap())
+        .unwrap();
+    assert_eq!(done.user, "a,b");
     let (b, _) = challenge("ghost");
     let (c, _) = challenge("other");
     assert_eq!(a, b);

@@ -35,6 +35,7 @@ mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
 mod reassignments;
+mod scram_users;
 
 /// What a handler hands back to the connection's ordered writer.
 pub enum Reply {
@@ -89,6 +90,8 @@ pub async fn dispatch(broker: &Arc<Broker>, req: Request, client_host: &str) -> 
         RequestKind::DeleteRecords(r) => delete_records::handle(broker, r, v),
         RequestKind::DescribeLogDirs(r) => describe_log_dirs::handle(broker, r, v),
         RequestKind::DescribeProducers(r) => describe_producers::handle(broker, r, v),
+        RequestKind::DescribeUserScramCredentials(r) => scram_users::describe(broker, r),
+        RequestKind::AlterUserScramCredentials(r) => scram_users::alter(broker, r).await,
         other => {
             // The decoder only lets through keys in the versions table, all listed above.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for an advertised API");
@@ -106,6 +109,6 @@ fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
 
-fn str_bytes(s: impl Into<String>) -> StrBytes {
+pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }
