@@ -3,9 +3,8 @@
 //! itself and sends SaltedPassword; the broker derives StoredKey and ServerKey from it and
 //! stores those, so no password reaches the broker or the disk.
 //!
-//! As Kafka: one result per user, in request order; a user named twice in a Describe, or the
-//! same user and mechanism twice in an Alter, gets DUPLICATE_RESOURCE; every change of a user
-//! is checked before any is applied.
+//! As Kafka: one result per user, in request order; a user named twice in one request gets
+//! DUPLICATE_RESOURCE; a change is checked before it is applied.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -65,7 +64,7 @@ pub fn describe(broker: &Arc<Broker>, req: DescribeUserScramCredentialsRequest) 
         } else {
             failed(
                 ResponseError::ResourceNotFound,
-                "Attempt to describe a user credential that does not exist",
+                &format!("Attempt to describe a user credential that does not exist: {user}"),
             )
         });
     }
@@ -75,10 +74,6 @@ pub fn describe(broker: &Arc<Broker>, req: DescribeUserScramCredentialsRequest) 
 }
 
 pub async fn alter(broker: &Arc<Broker>, req: AlterUserScramCredentialsRequest) -> Reply {
-    // Each user's changes, in the order users first appear.
-    let mut order: Vec<String> = Vec::new();
-    let mut changes: BTreeMap<String, Result<Vec<MetadataCommand>, TopicError>> = BTreeMap::new();
-    let mut seen = HashSet::new();
     let state = broker.metadata();
     let deletions = req
         .deletions
@@ -88,31 +83,38 @@ pub async fn alter(broker: &Arc<Broker>, req: AlterUserScramCredentialsRequest) 
         .upsertions
         .iter()
         .map(|u| (u.name.to_string(), u.mechanism, Some(u)));
+    // Each user's change, in the order users first appear. As Kafka 4.4 (measured): a deletion
+    // of a credential that does not exist is reported first; otherwise a user named more than
+    // once gets DUPLICATE_RESOURCE; nothing of a refused user is applied.
+    let mut order: Vec<String> = Vec::new();
+    let mut changes: BTreeMap<String, Result<MetadataCommand, TopicError>> = BTreeMap::new();
     for (user, mechanism, upsert) in deletions.chain(upsertions) {
-        if !changes.contains_key(&user) {
-            order.push(user.clone());
-        }
-        let entry = changes
-            .entry(user.clone())
-            .or_insert_with(|| Ok(Vec::new()));
-        let checked = if !seen.insert((user.clone(), mechanism)) {
-            Err(TopicError::new(
-                ResponseError::DuplicateResource,
-                "A user credential cannot be altered twice in the same request",
-            ))
-        } else {
-            command(&user, mechanism, upsert).and_then(|cmd| exists_if_deleted(&state, cmd))
-        };
-        match (entry.as_mut(), checked) {
-            (Ok(cmds), Ok(cmd)) => cmds.push(cmd),
-            (Ok(_), Err(e)) => *entry = Err(e),
-            (Err(_), _) => {}
+        let checked =
+            command(&user, mechanism, upsert).and_then(|cmd| exists_if_deleted(&state, cmd));
+        match changes.get_mut(&user) {
+            None => {
+                order.push(user.clone());
+                changes.insert(user, checked);
+            }
+            Some(entry) => {
+                let deletion_missing = |r: &Result<_, TopicError>| matches!(r, Err(e) if e.code == ResponseError::ResourceNotFound);
+                if !deletion_missing(entry) {
+                    *entry = if deletion_missing(&checked) {
+                        checked
+                    } else {
+                        Err(TopicError::new(
+                            ResponseError::DuplicateResource,
+                            "A user credential cannot be altered twice in the same request",
+                        ))
+                    };
+                }
+            }
         }
     }
     let mut results = Vec::with_capacity(order.len());
     for user in order {
         let outcome = match changes.remove(&user) {
-            Some(Ok(cmds)) => apply_all(broker, cmds).await,
+            Some(Ok(cmd)) => commit(broker, cmd).await,
             Some(Err(e)) => Err(e),
             None => Ok(()),
         };
@@ -197,26 +199,24 @@ fn exists_if_deleted(
     }
 }
 
-/// Commits one user's changes in order, each applied on this node before the next (so a
-/// login here right after the answer sees it); the first refusal stops the rest.
-async fn apply_all(broker: &Arc<Broker>, cmds: Vec<MetadataCommand>) -> Result<(), TopicError> {
-    for cmd in cmds {
-        let (user, mechanism, want) = match &cmd {
-            MetadataCommand::UpsertScramCredential {
-                user,
-                mechanism,
-                credential,
-            } => (user.clone(), *mechanism, Some(credential.clone())),
-            MetadataCommand::DeleteScramCredential { user, mechanism } => {
-                (user.clone(), *mechanism, None)
-            }
-            _ => continue,
-        };
-        broker
-            .propose(cmd, |s| {
-                s.scram_credential(&user, mechanism) == want.as_ref()
-            })
-            .await?;
-    }
+/// Commits one change, applied on this node before the answer (so a login here right after
+/// it sees it).
+async fn commit(broker: &Arc<Broker>, cmd: MetadataCommand) -> Result<(), TopicError> {
+    let (user, mechanism, want) = match &cmd {
+        MetadataCommand::UpsertScramCredential {
+            user,
+            mechanism,
+            credential,
+        } => (user.clone(), *mechanism, Some(credential.clone())),
+        MetadataCommand::DeleteScramCredential { user, mechanism } => {
+            (user.clone(), *mechanism, None)
+        }
+        _ => return Ok(()),
+    };
+    broker
+        .propose(cmd, |s| {
+            s.scram_credential(&user, mechanism) == want.as_ref()
+        })
+        .await?;
     Ok(())
 }
