@@ -5,6 +5,7 @@
 //!   it is salted and iterated once, when a credential is made, and then forgotten.
 //! - [`scram`]: the server side of one SCRAM-SHA-256 or SCRAM-SHA-512 exchange, a two-step
 //!   state machine the connection feeds with the client's messages.
+//! - [`acl`]: Kafka's ACL model and the authorization decision.
 //! - [`client`]: the client side of SCRAM, for Chronik's own tools.
 //! - [`plain`]: the PLAIN mechanism (RFC 4616), checked against the same SCRAM credentials,
 //!   so one user store serves every mechanism.
@@ -12,6 +13,7 @@
 //! The caller owns the transport (Kafka's SaslHandshake/SaslAuthenticate), the user store
 //! (Raft metadata) and where the CPU-heavy PBKDF2 runs.
 
+pub mod acl;
 pub mod client;
 pub mod credential;
 pub mod plain;

@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use chronik_auth::acl::{AclBinding, AclFilter};
 use chronik_auth::{Mechanism, ScramCredential};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -144,6 +145,16 @@ pub enum MetadataCommand {
         user: String,
         mechanism: Mechanism,
     },
+    /// Adds ACL bindings (CreateAcls); refused whole if one is invalid (the proposer sends
+    /// only valid ones). Adding a binding that exists changes nothing.
+    CreateAcls {
+        bindings: Vec<AclBinding>,
+    },
+    /// Removes every binding each filter matches (DeleteAcls); the outcome lists them per
+    /// filter, in order ([`Outcome::AclsDeleted`]).
+    DeleteAcls {
+        filters: Vec<AclFilter>,
+    },
 }
 
 /// One partition's ISR change within [`MetadataCommand::AlterIsrs`].
@@ -167,6 +178,8 @@ pub enum Outcome {
     },
     /// One result per partition of a batched command, in the command's order.
     PerPartition(Vec<Result<(), Refusal>>),
+    /// The bindings each filter of a DeleteAcls removed, in the filters' order.
+    AclsDeleted(Vec<Vec<AclBinding>>),
 }
 
 /// A command answered with an outcome of another kind than its own: a bug, reported as
@@ -207,6 +220,17 @@ impl Outcome {
             Outcome::ProducerIds { first, count } => Ok((first, count)),
             got => Err(UnexpectedOutcome {
                 expected: "a producer-id block",
+                got: Box::new(got),
+            }),
+        }
+    }
+
+    /// The bindings each filter of a DeleteAcls removed.
+    pub fn into_acls_deleted(self) -> Result<Vec<Vec<AclBinding>>, UnexpectedOutcome> {
+        match self {
+            Outcome::AclsDeleted(d) => Ok(d),
+            got => Err(UnexpectedOutcome {
+                expected: "the deleted ACLs",
                 got: Box::new(got),
             }),
         }
@@ -293,6 +317,13 @@ impl MetadataState {
             C::DeleteScramCredential { user, mechanism } => {
                 self.delete_scram_credential(user, *mechanism)?
             }
+            C::CreateAcls { bindings } => self.create_acls(bindings)?,
+            C::DeleteAcls { filters } => Outcome::AclsDeleted(
+                filters
+                    .iter()
+                    .map(|f| self.acls.remove_matching(f))
+                    .collect(),
+            ),
         };
         self.applied += 1;
         debug_assert_eq!(self.check_invariants(), Ok(()));

@@ -50,6 +50,9 @@ pub enum Refusal {
     /// out of range) or RESOURCE_NOT_FOUND (deleting what does not exist).
     #[error("{reason}")]
     UnacceptableCredential { user: String, reason: String },
+    /// CreateAcls with a binding Kafka refuses: INVALID_REQUEST.
+    #[error("{0}")]
+    InvalidAcl(String),
     #[error("Attempt to delete a user credential that does not exist")]
     NoSuchCredential { user: String },
     #[error("{topic}-{partition}: invalid ISR {isr:?}: {reason}")]

@@ -1,5 +1,6 @@
 use std::collections::BTreeMap;
 
+use chronik_auth::acl::Acls;
 use chronik_auth::{Mechanism, ScramCredential};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -125,6 +126,9 @@ pub struct MetadataState {
     /// SCRAM credentials by user and mechanism (salted; never a password).
     #[serde(default)]
     pub scram_users: BTreeMap<String, BTreeMap<Mechanism, ScramCredential>>,
+    /// Every ACL binding (used with `--authorizer acl`).
+    #[serde(default)]
+    pub acls: Acls,
 }
 
 /// What decommissioning needs next (see [`MetadataState::decommission_plan`]).
@@ -209,6 +213,7 @@ impl MetadataState {
             next_producer_id: 0,
             applied: 0,
             scram_users: BTreeMap::new(),
+            acls: Acls::default(),
         }
     }
 

@@ -9,6 +9,7 @@ mod periodic;
 mod roles;
 mod start;
 mod topics;
+mod users;
 
 pub use topics::Layout;
 
@@ -70,6 +71,8 @@ pub enum StartError {
     },
     #[error("cannot open the committed offsets: {0}")]
     Offsets(String),
+    #[error("cannot create the bootstrap user: {0}")]
+    BootstrapUser(String),
     #[error(
         "data directory {path} is in use by another chronik-server (lock file {path}/chronik.lock)"
     )]
@@ -122,6 +125,7 @@ impl From<MetadataError> for TopicError {
                 Refusal::NoReassignmentInProgress { .. } => ResponseError::NoReassignmentInProgress,
                 Refusal::UnacceptableCredential { .. } => ResponseError::UnacceptableCredential,
                 Refusal::NoSuchCredential { .. } => ResponseError::ResourceNotFound,
+                Refusal::InvalidAcl(_) => ResponseError::InvalidRequest,
             },
             MetadataError::Io { .. } | MetadataError::Corrupt { .. } => {
                 ResponseError::KafkaStorageError

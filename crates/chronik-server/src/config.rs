@@ -14,6 +14,7 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use crate::net_limits::NetLimits;
+use crate::security::SecuritySettings;
 use crate::topic_config::TopicDefaults;
 pub use chronik_cluster::PeerList;
 
@@ -206,6 +207,67 @@ pub struct ServerArgs {
     /// (for clusters with many partitions) [default: true]
     #[arg(long, env = "CHRONIK_METRICS_PARTITION_LABELS")]
     pub metrics_partition_labels: Option<bool>,
+
+    // SASL and authorization (crate::security).
+    /// SASL mechanisms offered on SASL listeners, comma-separated: SCRAM-SHA-256,
+    /// SCRAM-SHA-512, PLAIN (Kafka's sasl.enabled.mechanisms) [default: SCRAM-SHA-256,SCRAM-SHA-512]
+    #[arg(long, env = "CHRONIK_SASL_MECHANISMS")]
+    pub sasl_mechanisms: Option<String>,
+    /// NAME:PASSWORD of a SCRAM user created at start if it has no credential yet, so a
+    /// cluster that requires SASL can be administered
+    #[arg(long, env = "CHRONIK_BOOTSTRAP_USER")]
+    pub bootstrap_user: Option<String>,
+    /// Lifetime of a SASL session; a client must re-authenticate within it (KIP-368); 0: no
+    /// limit (Kafka's connections.max.reauth.ms) [default: 0]
+    #[arg(long, env = "CHRONIK_CONNECTIONS_MAX_REAUTH_MS")]
+    pub connections_max_reauth_ms: Option<u64>,
+    /// `acl` enforces ACLs on every request; `none` allows everything (Kafka's
+    /// authorizer.class.name) [default: none]
+    #[arg(long, env = "CHRONIK_AUTHORIZER")]
+    pub authorizer: Option<String>,
+    /// Principals allowed everything, separated by ';', e.g. `User:admin;User:ops`
+    /// (Kafka's super.users)
+    #[arg(long, env = "CHRONIK_SUPER_USERS")]
+    pub super_users: Option<String>,
+}
+
+/// The SASL and authorizer flags, parsed (crate::security).
+fn security_settings(
+    args: &ServerArgs,
+    file: &FileConfig,
+) -> Result<SecuritySettings, ConfigError> {
+    use crate::security as sec;
+    let pick = |a: &Option<String>, f: &Option<String>| a.clone().or_else(|| f.clone());
+    let invalid = |key| move |reason| ConfigError::Invalid { key, reason };
+    let mechanisms = pick(&args.sasl_mechanisms, &file.sasl_mechanisms)
+        .unwrap_or_else(|| sec::DEFAULT_SASL_MECHANISMS.into());
+    Ok(SecuritySettings {
+        sasl: crate::sasl::SaslSettings {
+            mechanisms: sec::parse_mechanisms(&mechanisms)
+                .map_err(invalid("sasl-mechanisms"))?
+                .into(),
+            max_reauth: sec::reauth_lifetime(
+                args.connections_max_reauth_ms
+                    .or(file.connections_max_reauth_ms)
+                    .unwrap_or(0),
+            ),
+        },
+        bootstrap_user: pick(&args.bootstrap_user, &file.bootstrap_user)
+            .map(|s| sec::parse_bootstrap_user(&s))
+            .transpose()
+            .map_err(invalid("bootstrap-user"))?,
+        acl_authorizer: pick(&args.authorizer, &file.authorizer)
+            .map(|s| sec::parse_authorizer(&s))
+            .transpose()
+            .map_err(invalid("authorizer"))?
+            .unwrap_or(false),
+        super_users: pick(&args.super_users, &file.super_users)
+            .map(|s| sec::parse_super_users(&s))
+            .transpose()
+            .map_err(invalid("super-users"))?
+            .unwrap_or_default()
+            .into(),
+    })
 }
 
 /// `--http-addr`: an address to bind, or `off`.
@@ -289,6 +351,11 @@ struct FileConfig {
     auto_leader_rebalance: Option<bool>,
     http_addr: Option<HttpAddr>,
     metrics_partition_labels: Option<bool>,
+    sasl_mechanisms: Option<String>,
+    bootstrap_user: Option<String>,
+    connections_max_reauth_ms: Option<u64>,
+    authorizer: Option<String>,
+    super_users: Option<String>,
 }
 
 /// A setting that is present but wrong. Printed as one line; the process exits with 2.
@@ -334,6 +401,7 @@ pub struct BrokerConfig {
     /// Where the HTTP endpoint (metrics, health) binds; `None`: no endpoint.
     pub http_addr: Option<SocketAddr>,
     pub metrics_partition_labels: bool,
+    pub security: SecuritySettings,
 }
 
 /// Cluster mode: the voters and where this node's Raft RPC listener binds.
@@ -364,6 +432,7 @@ impl BrokerConfig {
         let topic_defaults = topic_defaults(&args, &file)?;
         let node_id = args.node_id.or(file.node_id).unwrap_or(1);
         let (cluster, standalone_rpc_addr) = cluster_settings(node_id, &args, &file)?;
+        let security = security_settings(&args, &file)?;
         let fsync = match (args.fsync, file.fsync) {
             (Some(f), _) => f,
             (None, Some(s)) => FsyncPolicy::from_str(&s).map_err(|e| ConfigError::Invalid {
@@ -447,6 +516,7 @@ impl BrokerConfig {
                     .or(file.broker_session_timeout_ms)
                     .unwrap_or(6_000),
             ),
+            security,
         };
         cfg.validate()?;
         Ok(cfg)

@@ -22,6 +22,7 @@ pub mod producer_state;
 pub mod reassign;
 pub mod rewrite;
 pub mod sasl;
+pub mod security;
 pub mod server;
 pub mod shutdown;
 pub mod startup;

@@ -1,6 +1,7 @@
-//! SCRAM users: credentials per user and mechanism, checked as Kafka's
-//! AlterUserScramCredentials checks them (before anything changes).
+//! SCRAM users (credentials per user and mechanism, checked as Kafka's
+//! AlterUserScramCredentials checks them, before anything changes) and ACL bindings.
 
+use chronik_auth::acl::AclBinding;
 use chronik_auth::{Mechanism, ScramCredential, MAX_ITERATIONS, MIN_ITERATIONS};
 
 use crate::command::Outcome;
@@ -64,6 +65,16 @@ impl MetadataState {
         creds.remove(&mechanism).ok_or_else(missing)?;
         if creds.is_empty() {
             self.scram_users.remove(user);
+        }
+        Ok(Outcome::Done)
+    }
+
+    pub(crate) fn create_acls(&mut self, bindings: &[AclBinding]) -> Result<Outcome, Refusal> {
+        for b in bindings {
+            b.validate().map_err(|e| Refusal::InvalidAcl(e.0))?;
+        }
+        for b in bindings {
+            self.acls.insert(b.clone());
         }
         Ok(Outcome::Done)
     }

@@ -108,6 +108,9 @@ impl Broker {
             .await
             .map_err(|e| StartError::Register(e.message))?;
         broker.remove_orphan_dirs();
+        if let Some((user, password)) = broker.config.security.bootstrap_user.clone() {
+            broker.ensure_bootstrap_user(&user, &password).await?;
+        }
         let state = broker.metadata();
         phase.set(StartupPhase::WAL_RECOVERY);
         broker

@@ -11,6 +11,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
 
+mod acls;
 mod alter_configs;
 mod api_versions;
 mod create_partitions;
@@ -92,6 +93,9 @@ pub async fn dispatch(broker: &Arc<Broker>, req: Request, client_host: &str) -> 
         RequestKind::DescribeProducers(r) => describe_producers::handle(broker, r, v),
         RequestKind::DescribeUserScramCredentials(r) => scram_users::describe(broker, r),
         RequestKind::AlterUserScramCredentials(r) => scram_users::alter(broker, r).await,
+        RequestKind::CreateAcls(r) => acls::create(broker, r).await,
+        RequestKind::DescribeAcls(r) => acls::describe(broker, r),
+        RequestKind::DeleteAcls(r) => acls::delete(broker, r).await,
         other => {
             // The decoder only lets through keys in the versions table, all listed above.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for an advertised API");
