@@ -14,6 +14,8 @@ pub struct ScramClient {
     password: String,
     client_first_bare: String,
     nonce: String,
+    /// The server-final message a genuine server sends (it knows ServerKey).
+    expected_server_final: Option<Vec<u8>>,
 }
 
 impl ScramClient {
@@ -28,6 +30,7 @@ impl ScramClient {
             password: password.to_string(),
             client_first_bare: format!("n={name},r={nonce}"),
             nonce,
+            expected_server_final: None,
         }
     }
 
@@ -36,7 +39,7 @@ impl ScramClient {
     }
 
     /// The client-final message answering `server_first`.
-    pub fn client_final(&self, server_first: &[u8]) -> Result<Vec<u8>, AuthError> {
+    pub fn client_final(&mut self, server_first: &[u8]) -> Result<Vec<u8>, AuthError> {
         let bad = |r: &str| AuthError::malformed(self.mechanism.name(), r);
         let text = std::str::from_utf8(server_first).map_err(|_| bad("not UTF-8"))?;
         let (mut nonce, mut salt, mut iterations) = (None, None, None);
@@ -65,6 +68,18 @@ impl ScramClient {
             .zip(&signature)
             .map(|(a, b)| a ^ b)
             .collect();
+        let server_signature = m.hmac(&m.hmac(&salted, b"Server Key"), auth.as_bytes());
+        self.expected_server_final =
+            Some(format!("v={}", B64.encode(server_signature)).into_bytes());
         Ok(format!("{without_proof},p={}", B64.encode(proof)).into_bytes())
+    }
+
+    /// Whether the server proved it knows the user's ServerKey (so it is not an impostor that
+    /// only relayed the exchange).
+    pub fn verify_server_final(&self, server_final: &[u8]) -> Result<(), AuthError> {
+        match &self.expected_server_final {
+            Some(want) if want.as_slice() == server_final => Ok(()),
+            _ => Err(AuthError::InvalidCredentials(self.mechanism.name())),
+        }
     }
 }

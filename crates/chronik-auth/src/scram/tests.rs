@@ -104,7 +104,7 @@ fn an_unknown_user_gets_a_stable_challenge_and_the_same_error_as_a_wrong_passwor
     let (a, ra) = challenge("ghost");
     // The public client agrees with the server too.
     let cred = credential(m, "pw");
-    let client = crate::client::ScramClient::new(m, "a,b", "pw");
+    let mut client = crate::client::ScramClient::new(m, "a,b", "pw");
     let mut s = ScramServer::new(m);
     let first = s
         .client_first(&client.client_first(), |u| {
@@ -115,6 +115,8 @@ fn an_unknown_user_gets_a_stable_challenge_and_the_same_error_as_a_wrong_passwor
         .client_final(&client.client_final(&first).unwrap())
         .unwrap();
     assert_eq!(done.user, "a,b");
+    assert_eq!(client.verify_server_final(&done.server_final), Ok(()));
+    assert!(client.verify_server_final(b"v=AAAA").is_err());
     let (b, _) = challenge("ghost");
     let (c, _) = challenge("other");
     assert_eq!(a, b);

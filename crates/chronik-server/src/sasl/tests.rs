@@ -56,11 +56,14 @@ async fn authenticate(
 async fn scram_login(s: &mut SaslSession, m: Mechanism, user: &str, password: &str) -> (i16, bool) {
     let lookup = store();
     assert_eq!(handshake(s, m.name()), (0, false));
-    let client = ScramClient::new(m, user, password);
+    let mut client = ScramClient::new(m, user, password);
     let (first, close) = authenticate(s, client.client_first(), &lookup).await;
     assert!(!close, "{first:?}");
     let fin = client.client_final(&first.auth_bytes).unwrap();
     let (done, close) = authenticate(s, fin, &lookup).await;
+    if done.error_code == 0 {
+        client.verify_server_final(&done.auth_bytes).unwrap();
+    }
     (done.error_code, close)
 }
 
