@@ -180,7 +180,8 @@ pub struct ServerArgs {
     #[arg(long, env = "CHRONIK_CONNECTIONS_MAX_IDLE_MS")]
     pub connections_max_idle_ms: Option<u64>,
     /// A request's size, and then its body, must each arrive within this, or the connection
-    /// is closed (stalled or slow-drip requests) [default: 30000]
+    /// is closed (stalled or slow-drip requests); also the bound on a TLS handshake
+    /// [default: 30000]
     #[arg(long, env = "CHRONIK_REQUEST_READ_TIMEOUT_MS")]
     pub request_read_timeout_ms: Option<u64>,
     /// Most connections from one client address; more are refused (Kafka's

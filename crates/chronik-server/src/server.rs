@@ -105,7 +105,7 @@ pub async fn serve(listeners: Vec<Bound>, broker: Arc<Broker>, tls: Option<Arc<T
         let _ = socket.set_nodelay(true);
         let broker = broker.clone();
         let budget = budget.clone();
-        let session = Session::new(listener.name(), Some(peer));
+        let session = Session::new(listener.name(), peer);
         let tls = listener.tls.then(|| tls.clone()).flatten();
         let span =
             tracing::info_span!("conn", node = broker.node_id, listener = listener.name(), %peer);

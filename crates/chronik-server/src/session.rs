@@ -20,10 +20,11 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(listener: &'static str, peer: Option<std::net::SocketAddr>) -> Session {
+    /// A connection before authentication: principal `User:ANONYMOUS`.
+    pub fn new(listener: &'static str, peer: std::net::SocketAddr) -> Session {
         Session {
             listener,
-            client_host: peer.map(|a| format!("/{}", a.ip())).unwrap_or_default(),
+            client_host: format!("/{}", peer.ip()),
             principal: Arc::from(ANONYMOUS),
         }
     }
