@@ -231,6 +231,30 @@ def test_random_bytes_on_the_ssl_port_are_closed_promptly(dual, certs):
     assert_healthy(dual, certs)
 
 
+def test_handshakes_hold_connection_slots(tmp_path, certs):
+    """Two handshakes that never finish fill --max-connections 2: a third connection is refused
+    at accept; once the bound closes them, a client gets in again."""
+    b = start_broker(tmp_path, "slots", [
+        "--listeners", "SSL://127.0.0.1:0", "--max-connections", "2",
+        "--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"),
+        "--request-read-timeout-ms", "3000"])
+    try:
+        stalled = [kafkawire.Connection(b.bootstrap) for _ in range(2)]
+        for c in stalled:
+            c.send(bytes([0x16, 0x03, 0x01, 0x02, 0x00]))
+        time.sleep(0.5)  # let the broker accept both
+        with kafkawire.Connection(b.bootstrap) as third:
+            start = time.monotonic()
+            third.wait_closed(2.5)  # refused at accept, well before the 3 s handshake bound
+            assert time.monotonic() - start < 2.5
+        for c in stalled:
+            c.wait_closed(15)
+            c.close()
+        assert broker_ports(b.bootstrap, ssl_conf(certs))
+    finally:
+        b.cleanup()
+
+
 # ------------------------------------------------------------------------------ reload
 def tls_connection(addr: str, certs: Path) -> kafkawire.Connection:
     c = kafkawire.Connection(addr)
