@@ -54,6 +54,8 @@ pub enum StartError {
     OldMetadata { path: String },
     #[error("shut down before the metadata cluster was ready")]
     Interrupted,
+    #[error("no Kafka listener to advertise")]
+    NoListener,
     #[error("cannot register this broker in the metadata: {0}")]
     Register(String),
     #[error("cannot open partition {topic}-{partition}: {source}")]

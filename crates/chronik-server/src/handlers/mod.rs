@@ -10,6 +10,7 @@ use kafka_protocol::messages::{RequestKind, ResponseKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
+use crate::session::Session;
 
 mod acls;
 mod alter_configs;
@@ -54,13 +55,13 @@ impl Reply {
     }
 }
 
-/// `client_host` is the peer as Kafka shows it in DescribeGroups (`/ip`).
-pub async fn dispatch(broker: &Arc<Broker>, req: Request, client_host: &str) -> Reply {
+/// `session`: the connection's listener, peer and principal.
+pub async fn dispatch(broker: &Arc<Broker>, req: Request, session: &Session) -> Reply {
     let v = req.version;
     let client_id = req.client_id().to_string();
     match req.body {
         RequestKind::ApiVersions(r) => api_versions::handle(r, v),
-        RequestKind::Metadata(r) => metadata::handle(broker, r, v).await,
+        RequestKind::Metadata(r) => metadata::handle(broker, r, v, session).await,
         RequestKind::Produce(r) => produce::handle(broker, r, v),
         RequestKind::Fetch(r) => fetch::handle(broker, r, v),
         RequestKind::ListOffsets(r) => list_offsets::handle(broker, r, v),
@@ -68,13 +69,13 @@ pub async fn dispatch(broker: &Arc<Broker>, req: Request, client_host: &str) -> 
         RequestKind::DeleteTopics(r) => delete_topics::handle(broker, r, v).await,
         RequestKind::CreatePartitions(r) => create_partitions::handle(broker, r, v).await,
         RequestKind::DescribeConfigs(r) => describe_configs::handle(broker, r, v),
-        RequestKind::DescribeCluster(r) => describe_cluster::handle(broker, r, v),
+        RequestKind::DescribeCluster(r) => describe_cluster::handle(broker, r, v, session),
         RequestKind::DescribeTopicPartitions(r) => describe_topic_partitions::handle(broker, r, v),
         RequestKind::InitProducerId(r) => init_producer_id::handle(broker, r, v).await,
-        RequestKind::FindCoordinator(r) => find_coordinator::handle(broker, r, v),
+        RequestKind::FindCoordinator(r) => find_coordinator::handle(broker, r, v, session),
         RequestKind::OffsetCommit(r) => offset_commit::handle(broker, r, v),
         RequestKind::OffsetFetch(r) => offset_fetch::handle(broker, r, v),
-        RequestKind::JoinGroup(r) => groups::join(broker, r, v, &client_id, client_host),
+        RequestKind::JoinGroup(r) => groups::join(broker, r, v, &client_id, &session.client_host),
         RequestKind::SyncGroup(r) => groups::sync(broker, r, v),
         RequestKind::Heartbeat(r) => groups::heartbeat(broker, r, v),
         RequestKind::LeaveGroup(r) => groups::leave(broker, r, v),
