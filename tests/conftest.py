@@ -48,7 +48,7 @@ def kafka_mode() -> bool:
 SERVER_BIN = Path(os.environ.get("CHRONIK_SERVER_BIN", REPO_ROOT / "target" / "debug" / "chronik-server"))
 
 READY_RE = re.compile(
-    r"^chronik-server ready kafka=(?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+) node_id=(?P<node_id>\d+) cluster_id=(?P<cluster_id>\S+)(?: rpc=(?P<rpc>\S+))?(?: http=(?P<http>\S+))?$"
+    r"^chronik-server ready kafka=(?P<host>[^\s:]+|\[[^\]]+\]):(?P<port>\d+) node_id=(?P<node_id>\d+) cluster_id=(?P<cluster_id>\S+)(?: rpc=(?P<rpc>\S+))?(?: http=(?P<http>\S+))?(?: listeners=(?P<listeners>\S+))?$"
 )
 
 ANSI_ESCAPE_RE = re.compile(r"\x1b\[[0-9;]*m")
@@ -112,6 +112,8 @@ class Broker(Stoppable):
         self.cluster_id: str | None = None
         self.rpc: str | None = None  # the RPC listener (admin API), when it has one
         self.http: str | None = None  # the HTTP endpoint (metrics, health), when it has one
+        # Listener name -> bound HOST:PORT (the ready line lists them when there are several).
+        self.listeners: dict[str, str] = {}
         self.ready_line: str | None = None
         self.stdout_path: Path | None = None
         self.stderr_path: Path | None = None
@@ -181,6 +183,8 @@ class Broker(Stoppable):
                     self.cluster_id = m["cluster_id"]
                     self.rpc = m["rpc"]
                     self.http = m["http"]
+                    self.listeners = dict(e.split("://", 1) for e in m["listeners"].split(",")) \
+                        if m["listeners"] else {}
                     if self.port == 0:
                         raise BrokerError(f"ready line reports port 0: {line!r}")
                     return

@@ -35,6 +35,7 @@ SAME_VALUE = {
     "--connections-max-idle-ms": "connections.max.idle.ms",
     "--max-connections-per-ip": "max.connections.per.ip",
     "--rack": "broker.rack",
+    "--super-users": "super.users",
 }
 
 # Flags that only tune how long Chronik waits internally; Kafka has its own (fixed) timings, and
@@ -65,7 +66,14 @@ def _retention_check(value: str) -> dict[str, str]:
             "log.initial.task.delay.ms": value}
 
 
-SPECIAL = {"--fsync": _fsync, "--broker-session-timeout-ms": _session_timeout,
+def _authorizer(value: str) -> dict[str, str]:
+    """--authorizer acl: Kafka's KRaft ACL authorizer."""
+    if value == "acl":
+        return {"authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer"}
+    return {}
+
+
+SPECIAL = {"--authorizer": _authorizer, "--fsync": _fsync, "--broker-session-timeout-ms": _session_timeout,
            "--retention-check-interval-ms": _retention_check}
 
 

@@ -165,6 +165,29 @@ pub struct RunArgs {
     /// Give up on a request after this many milliseconds (counted as failed).
     #[arg(long, default_value_t = 30_000, value_parser = clap::value_parser!(u64).range(100..=600_000))]
     pub request_timeout_ms: u64,
+    /// Log in with SASL: SCRAM-SHA-256, SCRAM-SHA-512 or PLAIN (needs --sasl-username and
+    /// --sasl-password).
+    #[arg(long, requires_all = ["sasl_username", "sasl_password"])]
+    pub sasl_mechanism: Option<String>,
+    #[arg(long, requires = "sasl_mechanism")]
+    pub sasl_username: Option<String>,
+    #[arg(long, requires = "sasl_mechanism")]
+    pub sasl_password: Option<String>,
+}
+
+impl RunArgs {
+    /// How every connection of the run is made.
+    pub fn connect_options(&self) -> Result<crate::client::ConnectOptions, String> {
+        let sasl = match (
+            &self.sasl_mechanism,
+            &self.sasl_username,
+            &self.sasl_password,
+        ) {
+            (Some(m), Some(u), Some(p)) => Some(crate::sasl::SaslLogin::new(m, u, p)?),
+            _ => None,
+        };
+        Ok(crate::client::ConnectOptions { sasl })
+    }
 }
 
 fn parse_message_size(s: &str) -> Result<usize, String> {

@@ -58,6 +58,14 @@ pub enum ClientError {
     ApiVersions(i16),
     #[error("timed out after {0:?} waiting for {1:?}")]
     Timeout(Duration, ApiKey),
+    #[error("SASL authentication failed: {0}")]
+    Sasl(String),
+}
+
+/// How to connect: the same for every broker of a run.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    pub sasl: Option<crate::sasl::SaslLogin>,
 }
 
 /// The versions this client knows how to use: fields it reads exist in all of them.
@@ -70,6 +78,8 @@ fn our_range(api: ApiKey) -> (i16, i16) {
         ApiKey::Metadata => (1, 12),
         ApiKey::CreateTopics => (2, 7),
         ApiKey::InitProducerId => (0, 4),
+        ApiKey::SaslHandshake => (1, 1),
+        ApiKey::SaslAuthenticate => (0, 2),
         _ => (0, 0),
     }
 }
@@ -97,11 +107,13 @@ pub struct Connection {
     addr: String,
     tx: mpsc::Sender<Outgoing>,
     versions: HashMap<i16, (i16, i16)>,
+    options: std::sync::Arc<ConnectOptions>,
 }
 
 impl Connection {
-    /// Connects and negotiates versions with ApiVersions v0 (which every broker answers).
-    pub async fn connect(addr: &str) -> Result<Connection, ClientError> {
+    /// Connects, negotiates versions with ApiVersions v0 (which every broker answers) and
+    /// logs in when `options` say so.
+    pub async fn connect(addr: &str, options: &ConnectOptions) -> Result<Connection, ClientError> {
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|source| ClientError::Connect {
@@ -118,6 +130,7 @@ impl Connection {
             addr: addr.to_string(),
             tx,
             versions: HashMap::new(),
+            options: std::sync::Arc::new(options.clone()),
         };
         let resp = conn.send_version(ApiVersionsRequest::default(), 0).await?;
         if resp.error_code != 0 {
@@ -127,7 +140,15 @@ impl Connection {
             conn.versions
                 .insert(k.api_key, (k.min_version, k.max_version));
         }
+        if let Some(login) = &options.sasl {
+            crate::sasl::login(&conn, login).await?;
+        }
         Ok(conn)
+    }
+
+    /// How this connection was made: another broker's connection is made the same way.
+    pub fn options(&self) -> &ConnectOptions {
+        &self.options
     }
 
     pub fn addr(&self) -> &str {

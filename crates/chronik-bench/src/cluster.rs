@@ -15,7 +15,7 @@ use kafka_protocol::protocol::StrBytes;
 
 use kafka_protocol::ResponseError;
 
-use crate::client::Connection;
+use crate::client::{ConnectOptions, Connection};
 use crate::report::error_name;
 
 /// Kafka error codes the bench reacts to (numbered once, by kafka-protocol's `ResponseError`).
@@ -80,10 +80,10 @@ impl TopicLayout {
 }
 
 /// Connects to the first bootstrap server that answers.
-pub async fn bootstrap(servers: &str) -> Result<Connection> {
+pub async fn bootstrap(servers: &str, options: &ConnectOptions) -> Result<Connection> {
     let mut last = None;
     for s in servers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match Connection::connect(s).await {
+        match Connection::connect(s, options).await {
             Ok(c) => return Ok(c),
             Err(e) => last = Some(e),
         }
@@ -165,7 +165,7 @@ pub async fn prepare_topic(
                 let conn = if addr == boot.addr() {
                     boot.clone()
                 } else {
-                    Connection::connect(addr).await?
+                    Connection::connect(addr, boot.options()).await?
                 };
                 leaders.insert(*b, conn);
             }

@@ -12,6 +12,7 @@ mod fetch;
 mod heap;
 mod payload;
 mod report;
+mod sasl;
 mod verify;
 mod workload;
 
@@ -101,7 +102,8 @@ async fn run(args: RunArgs) -> Result<Outcome> {
     if args.mode == Mode::Roundtrip && args.acks == Acks::None {
         bail!("--mode roundtrip needs acknowledgements: use --acks 1 or all");
     }
-    let boot = cluster::bootstrap(&args.bootstrap_servers).await?;
+    let options = args.connect_options().map_err(anyhow::Error::msg)?;
+    let boot = cluster::bootstrap(&args.bootstrap_servers, &options).await?;
     let create = args.mode != Mode::Consume;
     let layout = cluster::prepare_topic(
         &boot,
@@ -197,6 +199,7 @@ async fn run_produce(
     .await;
     bar.finish_and_clear();
     let outcome = outcome?;
+    let options = boot.options().clone();
     drop(boot);
     summarize_produce(&mut report, &outcome, &timing);
     if report.measured == 0 && report.sent > 0 && !args.json {
@@ -209,7 +212,7 @@ async fn run_produce(
     }
     // Leaders may have moved during the run (a cluster failing over): verify against the
     // current ones.
-    let refreshed = match cluster::bootstrap(&args.bootstrap_servers).await {
+    let refreshed = match cluster::bootstrap(&args.bootstrap_servers, &options).await {
         Ok(boot) => cluster::prepare_topic(&boot, &args.topic, None, -1, false).await,
         Err(e) => Err(e),
     };

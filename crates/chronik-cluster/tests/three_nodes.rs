@@ -35,6 +35,7 @@ fn register(id: i32) -> MetadataCommand {
         node_id: id,
         host: "127.0.0.1".into(),
         port: 9000 + id,
+        listeners: Vec::new(),
         rack: None,
         rpc_addr: String::new(),
         state: BrokerState::Alive,

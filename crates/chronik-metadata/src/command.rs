@@ -1,5 +1,7 @@
 use std::collections::BTreeMap;
 
+use chronik_auth::acl::{AclBinding, AclFilter};
+use chronik_auth::{Mechanism, ScramCredential};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -130,6 +132,29 @@ pub enum MetadataCommand {
         topic: String,
         partition: i32,
     },
+    /// Sets a user's SCRAM credential for one mechanism (AlterUserScramCredentials upsertion,
+    /// `--bootstrap-user`): salted and iterated already; no password travels through Raft.
+    UpsertScramCredential {
+        user: String,
+        mechanism: Mechanism,
+        credential: ScramCredential,
+    },
+    /// Removes a user's SCRAM credential for one mechanism (refused when there is none, as
+    /// Kafka answers RESOURCE_NOT_FOUND); a user with no credential left is gone.
+    DeleteScramCredential {
+        user: String,
+        mechanism: Mechanism,
+    },
+    /// Adds ACL bindings (CreateAcls); refused whole if one is invalid (the proposer sends
+    /// only valid ones). Adding a binding that exists changes nothing.
+    CreateAcls {
+        bindings: Vec<AclBinding>,
+    },
+    /// Removes every binding each filter matches (DeleteAcls); the outcome lists them per
+    /// filter, in order ([`Outcome::AclsDeleted`]).
+    DeleteAcls {
+        filters: Vec<AclFilter>,
+    },
 }
 
 /// One partition's ISR change within [`MetadataCommand::AlterIsrs`].
@@ -153,6 +178,8 @@ pub enum Outcome {
     },
     /// One result per partition of a batched command, in the command's order.
     PerPartition(Vec<Result<(), Refusal>>),
+    /// The bindings each filter of a DeleteAcls removed, in the filters' order.
+    AclsDeleted(Vec<Vec<AclBinding>>),
 }
 
 /// A command answered with an outcome of another kind than its own: a bug, reported as
@@ -193,6 +220,17 @@ impl Outcome {
             Outcome::ProducerIds { first, count } => Ok((first, count)),
             got => Err(UnexpectedOutcome {
                 expected: "a producer-id block",
+                got: Box::new(got),
+            }),
+        }
+    }
+
+    /// The bindings each filter of a DeleteAcls removed.
+    pub fn into_acls_deleted(self) -> Result<Vec<Vec<AclBinding>>, UnexpectedOutcome> {
+        match self {
+            Outcome::AclsDeleted(d) => Ok(d),
+            got => Err(UnexpectedOutcome {
+                expected: "the deleted ACLs",
                 got: Box::new(got),
             }),
         }
@@ -271,6 +309,21 @@ impl MetadataState {
             C::CancelReassignment { topic, partition } => {
                 self.cancel_reassignment(topic, *partition)?
             }
+            C::UpsertScramCredential {
+                user,
+                mechanism,
+                credential,
+            } => self.upsert_scram_credential(user, *mechanism, credential)?,
+            C::DeleteScramCredential { user, mechanism } => {
+                self.delete_scram_credential(user, *mechanism)?
+            }
+            C::CreateAcls { bindings } => self.create_acls(bindings)?,
+            C::DeleteAcls { filters } => Outcome::AclsDeleted(
+                filters
+                    .iter()
+                    .map(|f| self.acls.remove_matching(f))
+                    .collect(),
+            ),
         };
         self.applied += 1;
         debug_assert_eq!(self.check_invariants(), Ok(()));
@@ -291,6 +344,7 @@ pub(crate) mod tests {
                 node_id: id,
                 host: "h".into(),
                 port: 9092,
+                listeners: Vec::new(),
                 rack: None,
                 rpc_addr: String::new(),
                 state: BrokerState::Alive,

@@ -46,6 +46,15 @@ pub enum Refusal {
     InvalidReplicaAssignment { topic: String, reason: String },
     #[error("{topic}-{partition}: no reassignment is in progress")]
     NoReassignmentInProgress { topic: String, partition: i32 },
+    /// AlterUserScramCredentials: Kafka's UNACCEPTABLE_CREDENTIAL (empty name, iterations
+    /// out of range) or RESOURCE_NOT_FOUND (deleting what does not exist).
+    #[error("{reason}")]
+    UnacceptableCredential { user: String, reason: String },
+    /// CreateAcls with a binding Kafka refuses: INVALID_REQUEST.
+    #[error("{0}")]
+    InvalidAcl(String),
+    #[error("Attempt to delete a user credential that does not exist")]
+    NoSuchCredential { user: String },
     #[error("{topic}-{partition}: invalid ISR {isr:?}: {reason}")]
     InvalidIsr {
         topic: String,

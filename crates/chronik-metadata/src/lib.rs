@@ -24,5 +24,5 @@ pub use command::{
 };
 pub use error::{MetadataError, Refusal};
 pub use state::{
-    BrokerInfo, BrokerState, DecommissionPlan, MetadataState, PartitionInfo, TopicInfo,
+    BrokerInfo, BrokerState, DecommissionPlan, Endpoint, MetadataState, PartitionInfo, TopicInfo,
 };

@@ -1,5 +1,7 @@
 use std::collections::BTreeMap;
 
+use chronik_auth::acl::Acls;
+use chronik_auth::{Mechanism, ScramCredential};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -7,10 +9,16 @@ use uuid::Uuid;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerInfo {
     pub node_id: i32,
-    /// Host advertised to Kafka clients.
+    /// Host advertised to Kafka clients: its PLAINTEXT listener's, else its first listener's
+    /// (what a state written before `listeners` knew).
     pub host: String,
-    /// Port advertised to Kafka clients.
+    /// Port advertised to Kafka clients, with `host`.
     pub port: i32,
+    /// Every listener it advertises, by name: a client is told the endpoints of the listener
+    /// it came in on. Empty in a state written before listeners: then only PLAINTEXT, at
+    /// `host`:`port`.
+    #[serde(default)]
+    pub listeners: Vec<Endpoint>,
     pub rack: Option<String>,
     /// Where peers reach its Raft and replication RPCs (empty for standalone).
     #[serde(default)]
@@ -22,6 +30,29 @@ pub struct BrokerInfo {
     /// broker leads (see [`crate::MetadataCommand::RegisterBroker`]).
     #[serde(default)]
     pub incarnation: u64,
+}
+
+/// One advertised Kafka listener of a broker (Kafka's `advertised.listeners` entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// The listener name (here also its security protocol: PLAINTEXT, SSL, ...).
+    pub name: String,
+    pub host: String,
+    pub port: i32,
+}
+
+impl BrokerInfo {
+    /// Where a client that came in on listener `name` reaches this broker; `None` when the
+    /// broker has no such listener (Kafka leaves such a broker out of the answer).
+    pub fn endpoint(&self, name: &str) -> Option<(&str, i32)> {
+        if self.listeners.is_empty() {
+            return (name == "PLAINTEXT").then_some((self.host.as_str(), self.port));
+        }
+        self.listeners
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| (e.host.as_str(), e.port))
+    }
 }
 
 /// A broker's standing, set by the controller.
@@ -121,6 +152,12 @@ pub struct MetadataState {
     pub next_producer_id: i64,
     /// How many commands have been applied; a version number for readers.
     pub applied: u64,
+    /// SCRAM credentials by user and mechanism (salted; never a password).
+    #[serde(default)]
+    pub scram_users: BTreeMap<String, BTreeMap<Mechanism, ScramCredential>>,
+    /// Every ACL binding (used with `--authorizer acl`).
+    #[serde(default)]
+    pub acls: Acls,
 }
 
 /// What decommissioning needs next (see [`MetadataState::decommission_plan`]).
@@ -204,6 +241,8 @@ impl MetadataState {
             topics: BTreeMap::new(),
             next_producer_id: 0,
             applied: 0,
+            scram_users: BTreeMap::new(),
+            acls: Acls::default(),
         }
     }
 
@@ -249,5 +288,37 @@ impl MetadataState {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A broker registered before listeners existed loads, and serves PLAINTEXT only.
+    #[test]
+    fn endpoints_by_listener_and_old_state() {
+        let old = r#"{"node_id":1,"host":"h","port":9092,"rack":null}"#;
+        let b: BrokerInfo = serde_json::from_str(old).unwrap();
+        assert!(b.listeners.is_empty());
+        assert_eq!(b.endpoint("PLAINTEXT"), Some(("h", 9092)));
+        assert_eq!(b.endpoint("SSL"), None);
+        let b = BrokerInfo {
+            listeners: vec![
+                Endpoint {
+                    name: "PLAINTEXT".into(),
+                    host: "h".into(),
+                    port: 9092,
+                },
+                Endpoint {
+                    name: "SSL".into(),
+                    host: "s".into(),
+                    port: 9093,
+                },
+            ],
+            ..b
+        };
+        assert_eq!(b.endpoint("SSL"), Some(("s", 9093)));
+        assert_eq!(b.endpoint("SASL_SSL"), None);
     }
 }

@@ -9,6 +9,7 @@ mod periodic;
 mod roles;
 mod start;
 mod topics;
+mod users;
 
 pub use topics::Layout;
 
@@ -53,6 +54,8 @@ pub enum StartError {
     OldMetadata { path: String },
     #[error("shut down before the metadata cluster was ready")]
     Interrupted,
+    #[error("no Kafka listener to advertise")]
+    NoListener,
     #[error("cannot register this broker in the metadata: {0}")]
     Register(String),
     #[error("cannot open partition {topic}-{partition}: {source}")]
@@ -70,6 +73,8 @@ pub enum StartError {
     },
     #[error("cannot open the committed offsets: {0}")]
     Offsets(String),
+    #[error("cannot create the bootstrap user: {0}")]
+    BootstrapUser(String),
     #[error(
         "data directory {path} is in use by another chronik-server (lock file {path}/chronik.lock)"
     )]
@@ -120,6 +125,9 @@ impl From<MetadataError> for TopicError {
                     ResponseError::InvalidReplicaAssignment
                 }
                 Refusal::NoReassignmentInProgress { .. } => ResponseError::NoReassignmentInProgress,
+                Refusal::UnacceptableCredential { .. } => ResponseError::UnacceptableCredential,
+                Refusal::NoSuchCredential { .. } => ResponseError::ResourceNotFound,
+                Refusal::InvalidAcl(_) => ResponseError::InvalidRequest,
             },
             MetadataError::Io { .. } | MetadataError::Corrupt { .. } => {
                 ResponseError::KafkaStorageError

@@ -13,11 +13,15 @@ use clap::{Args, Parser, Subcommand};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::listeners::{ListenerArgs, ListenerConfig};
 use crate::net_limits::NetLimits;
+use crate::security::SecuritySettings;
 use crate::topic_config::TopicDefaults;
 pub use chronik_cluster::PeerList;
 
+mod kafka_security;
 mod rpc_security;
+use kafka_security::security_settings;
 pub use rpc_security::{RpcSecurity, RpcSecurityArgs};
 
 #[derive(Debug, Parser)]
@@ -83,12 +87,36 @@ pub struct ServerArgs {
     /// Directory for the WAL and metadata [default: ./data]
     #[arg(long, env = "CHRONIK_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
-    /// Address the Kafka listener binds; port 0 lets the OS pick [default: 127.0.0.1:9092]
+    /// Address of a single PLAINTEXT Kafka listener (the short form of --listeners
+    /// PLAINTEXT://ADDR); port 0 lets the OS pick [default: 127.0.0.1:9092]
     #[arg(long, env = "CHRONIK_KAFKA_ADDR")]
     pub kafka_addr: Option<SocketAddr>,
-    /// HOST[:PORT] given to clients in Metadata [default: the bound Kafka address]
+    /// HOST[:PORT] given to clients in Metadata, with a single listener (the short form of
+    /// --advertised-listeners) [default: the bound Kafka address]
     #[arg(long, env = "CHRONIK_ADVERTISED_ADDR")]
     pub advertised_addr: Option<String>,
+    // --- Kafka listeners and TLS (crate::listeners, crate::tls) ---
+    /// Kafka listeners, Kafka's syntax: NAME://HOST:PORT,... where the name is the security
+    /// protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL); port 0 lets the OS pick, an empty
+    /// host binds every interface. Instead of --kafka-addr [default: PLAINTEXT://127.0.0.1:9092]
+    #[arg(long, env = "CHRONIK_LISTENERS")]
+    pub listeners: Option<String>,
+    /// NAME://HOST:PORT,... given to clients in Metadata, per listener they came in on
+    /// [default: each listener's bound address]
+    #[arg(long, env = "CHRONIK_ADVERTISED_LISTENERS")]
+    pub advertised_listeners: Option<String>,
+    /// Certificate chain (PEM) of SSL and SASL_SSL listeners; reloaded on SIGHUP
+    #[arg(long, env = "CHRONIK_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert; reloaded on SIGHUP
+    #[arg(long, env = "CHRONIK_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM): SSL listeners then require a client certificate signed by one
+    /// of them, whose subject CN is the principal (User:CN); reloaded on SIGHUP [default: no
+    /// client certificate, principal User:ANONYMOUS]
+    #[arg(long, env = "CHRONIK_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    // --- end of Kafka listeners and TLS ---
     /// This broker's id; it must match the id stored in the data directory [default: 1]
     #[arg(long, env = "CHRONIK_NODE_ID")]
     pub node_id: Option<i32>,
@@ -158,7 +186,8 @@ pub struct ServerArgs {
     #[arg(long, env = "CHRONIK_CONNECTIONS_MAX_IDLE_MS")]
     pub connections_max_idle_ms: Option<u64>,
     /// A request's size, and then its body, must each arrive within this, or the connection
-    /// is closed (stalled or slow-drip requests) [default: 30000]
+    /// is closed (stalled or slow-drip requests); also the bound on a TLS handshake
+    /// [default: 30000]
     #[arg(long, env = "CHRONIK_REQUEST_READ_TIMEOUT_MS")]
     pub request_read_timeout_ms: Option<u64>,
     /// Most connections from one client address; more are refused (Kafka's
@@ -211,6 +240,28 @@ pub struct ServerArgs {
     /// (for clusters with many partitions) [default: true]
     #[arg(long, env = "CHRONIK_METRICS_PARTITION_LABELS")]
     pub metrics_partition_labels: Option<bool>,
+
+    // SASL and authorization (crate::security).
+    /// SASL mechanisms offered on SASL listeners, comma-separated: SCRAM-SHA-256,
+    /// SCRAM-SHA-512, PLAIN (Kafka's sasl.enabled.mechanisms) [default: SCRAM-SHA-256,SCRAM-SHA-512]
+    #[arg(long, env = "CHRONIK_SASL_MECHANISMS")]
+    pub sasl_mechanisms: Option<String>,
+    /// NAME:PASSWORD of a SCRAM user created at start if it has no credential yet, so a
+    /// cluster that requires SASL can be administered
+    #[arg(long, env = "CHRONIK_BOOTSTRAP_USER")]
+    pub bootstrap_user: Option<String>,
+    /// Lifetime of a SASL session; a client must re-authenticate within it (KIP-368); 0: no
+    /// limit (Kafka's connections.max.reauth.ms) [default: 0]
+    #[arg(long, env = "CHRONIK_CONNECTIONS_MAX_REAUTH_MS")]
+    pub connections_max_reauth_ms: Option<u64>,
+    /// `acl` enforces ACLs on every request; `none` allows everything (Kafka's
+    /// authorizer.class.name) [default: none]
+    #[arg(long, env = "CHRONIK_AUTHORIZER")]
+    pub authorizer: Option<String>,
+    /// Principals allowed everything, separated by ';', e.g. `User:admin;User:ops`
+    /// (Kafka's super.users)
+    #[arg(long, env = "CHRONIK_SUPER_USERS")]
+    pub super_users: Option<String>,
 }
 
 /// `--http-addr`: an address to bind, or `off`.
@@ -263,6 +314,12 @@ struct FileConfig {
     data_dir: Option<PathBuf>,
     kafka_addr: Option<SocketAddr>,
     advertised_addr: Option<String>,
+    // Kafka listeners and TLS
+    listeners: Option<String>,
+    advertised_listeners: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
     node_id: Option<i32>,
     fsync: Option<String>,
     offsets_topic_partitions: Option<i32>,
@@ -299,6 +356,11 @@ struct FileConfig {
     rpc_tls_ca: Option<PathBuf>,
     rpc_admin_allowed_names: Option<Vec<String>>,
     rpc_insecure: Option<bool>,
+    sasl_mechanisms: Option<String>,
+    bootstrap_user: Option<String>,
+    connections_max_reauth_ms: Option<u64>,
+    authorizer: Option<String>,
+    super_users: Option<String>,
 }
 
 /// A setting that is present but wrong. Printed as one line; the process exits with 2.
@@ -314,8 +376,8 @@ pub enum ConfigError {
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
     pub data_dir: PathBuf,
-    pub kafka_addr: SocketAddr,
-    pub advertised_addr: Option<String>,
+    /// The Kafka listeners (from --listeners or --kafka-addr) and their TLS files.
+    pub listeners: ListenerConfig,
     pub node_id: i32,
     pub fsync: FsyncPolicy,
     pub offsets_topic_partitions: i32,
@@ -347,6 +409,7 @@ pub struct BrokerConfig {
     /// RPC port: mutual TLS and operator names, or unauthenticated (loopback or
     /// --rpc-insecure).
     pub rpc_security: RpcSecurity,
+    pub security: SecuritySettings,
 }
 
 /// Cluster mode: the voters and where this node's Raft RPC listener binds.
@@ -380,6 +443,7 @@ impl BrokerConfig {
         let rpc_listen = cluster.as_ref().map(|c| c.rpc_addr).or(standalone_rpc_addr);
         let rpc_security =
             RpcSecurity::resolve(std::mem::take(&mut args.rpc_security), &file, rpc_listen)?;
+        let security = security_settings(&args, &file)?;
         let fsync = match (args.fsync, file.fsync) {
             (Some(f), _) => f,
             (None, Some(s)) => FsyncPolicy::from_str(&s).map_err(|e| ConfigError::Invalid {
@@ -397,18 +461,23 @@ impl BrokerConfig {
                 .or(file.request_read_timeout_ms),
             args.max_connections_per_ip.or(file.max_connections_per_ip),
         )?;
+        let listeners = ListenerConfig::resolve(ListenerArgs {
+            listeners: args.listeners.or(file.listeners),
+            advertised_listeners: args.advertised_listeners.or(file.advertised_listeners),
+            kafka_addr: args.kafka_addr.or(file.kafka_addr),
+            advertised_addr: args.advertised_addr.or(file.advertised_addr),
+            tls_cert: args.tls_cert.or(file.tls_cert),
+            tls_key: args.tls_key.or(file.tls_key),
+            tls_client_ca: args.tls_client_ca.or(file.tls_client_ca),
+        })?;
         let cfg = BrokerConfig {
             net,
             rpc_security,
+            listeners,
             data_dir: args
                 .data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("./data")),
-            kafka_addr: args
-                .kafka_addr
-                .or(file.kafka_addr)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092))),
-            advertised_addr: args.advertised_addr.or(file.advertised_addr),
             node_id,
             fsync,
             offsets_topic_partitions: groups.offsets_topic_partitions,
@@ -464,6 +533,7 @@ impl BrokerConfig {
                     .or(file.broker_session_timeout_ms)
                     .unwrap_or(6_000),
             ),
+            security,
         };
         cfg.validate()?;
         Ok(cfg)
@@ -513,50 +583,10 @@ impl BrokerConfig {
         if self.max_connections == 0 {
             return invalid("max-connections", "must be > 0");
         }
-        if let Some(a) = &self.advertised_addr {
-            parse_host_port(a, 0).map_err(|reason| ConfigError::Invalid {
-                key: "advertised-addr",
-                reason,
-            })?;
-        }
         Ok(())
     }
-
-    /// The host and port given to clients: `--advertised-addr` (its port defaulting to the
-    /// bound one), else the bound address itself.
-    pub fn advertised(&self, bound: SocketAddr) -> (String, i32) {
-        match &self.advertised_addr {
-            Some(a) => parse_host_port(a, bound.port())
-                .unwrap_or((bound.ip().to_string(), bound.port() as i32)),
-            None => (bound.ip().to_string(), bound.port() as i32),
-        }
-    }
 }
 
-/// Parses `HOST` or `HOST:PORT` (IPv6 as `[::1]:9092`).
-fn parse_host_port(s: &str, default_port: u16) -> Result<(String, i32), String> {
-    if s.is_empty() {
-        return Err("empty address".into());
-    }
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let (h, after) = rest.split_once(']').ok_or("unclosed '[' in IPv6 address")?;
-        match after.strip_prefix(':') {
-            Some(p) => (h.to_string(), p),
-            None if after.is_empty() => return Ok((h.to_string(), default_port as i32)),
-            None => return Err(format!("unexpected '{after}' after IPv6 address")),
-        }
-    } else {
-        match s.rsplit_once(':') {
-            Some((h, p)) => (h.to_string(), p),
-            None => return Ok((s.to_string(), default_port as i32)),
-        }
-    };
-    let port: u16 = port.parse().map_err(|_| format!("bad port '{port}'"))?;
-    if host.is_empty() {
-        return Err("empty host".into());
-    }
-    Ok((host, port as i32))
-}
 /// The consumer-group and offsets settings, each checked against its range.
 struct GroupSettings {
     offsets_topic_partitions: i32,
@@ -793,17 +823,5 @@ mod tests {
         })
         .unwrap_err();
         assert!(err.to_string().contains("num_partitons"), "{err}");
-    }
-
-    #[test]
-    fn host_port() {
-        assert_eq!(
-            parse_host_port("kafka.local", 9092).unwrap(),
-            ("kafka.local".into(), 9092)
-        );
-        assert_eq!(parse_host_port("h:1", 9092).unwrap(), ("h".into(), 1));
-        assert_eq!(parse_host_port("[::1]:5", 9092).unwrap(), ("::1".into(), 5));
-        assert!(parse_host_port("h:x", 1).is_err());
-        assert!(parse_host_port(":1", 1).is_err());
     }
 }

@@ -12,6 +12,9 @@
 //! before it is allocated until its answer is written. A request must arrive within
 //! `--request-read-timeout-ms`, and a connection that completes no request for
 //! `--connections-max-idle-ms` with nothing in flight is closed (crate::net_limits).
+//!
+//! The code is generic over the byte stream ([`Transport`]): plain TCP and TLS connections
+//! take the same path once the handshake is done ([`crate::tls`]).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,14 +25,42 @@ use chronik_protocol::frame::{
 };
 use chronik_protocol::{decode_request, encode_response, versions, DecodeError, ResponseError};
 use kafka_protocol::messages::{ApiKey, ResponseKind};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::handlers::{self, Reply};
+use crate::session::Session;
+
+/// A connection's byte stream, split into halves the reader and the writer own.
+pub trait Transport: Send + 'static {
+    type Read: AsyncRead + Unpin + Send + 'static;
+    type Write: AsyncWrite + Unpin + Send + 'static;
+    fn split(self) -> (Self::Read, Self::Write);
+}
+
+impl Transport for TcpStream {
+    type Read = OwnedReadHalf;
+    type Write = OwnedWriteHalf;
+    /// Owned halves: no lock between reader and writer.
+    fn split(self) -> (OwnedReadHalf, OwnedWriteHalf) {
+        self.into_split()
+    }
+}
+
+type Tls = tokio_rustls::server::TlsStream<TcpStream>;
+
+impl Transport for Tls {
+    type Read = tokio::io::ReadHalf<Tls>;
+    type Write = tokio::io::WriteHalf<Tls>;
+    /// One TLS session serves both directions, so the halves share it behind tokio's lock.
+    fn split(self) -> (Self::Read, Self::Write) {
+        tokio::io::split(self)
+    }
+}
 
 /// Requests queued per connection before the reader stops reading.
 pub const MAX_IN_FLIGHT: usize = 64;
@@ -46,12 +77,13 @@ struct Outgoing {
     _permit: BudgetPermit,
 }
 
-pub async fn run(socket: TcpStream, broker: Arc<Broker>, budget: RequestBudget) {
-    let client_host = socket
-        .peer_addr()
-        .map(|a| format!("/{}", a.ip()))
-        .unwrap_or_default();
-    let (read_half, write_half) = socket.into_split();
+pub async fn run<S: Transport>(
+    stream: S,
+    session: Session,
+    broker: Arc<Broker>,
+    budget: RequestBudget,
+) {
+    let (read_half, write_half) = stream.split();
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let (tx, rx) = mpsc::channel::<Outgoing>(MAX_IN_FLIGHT);
     // Requests queued or being answered: a connection waiting on one (a long-poll fetch, a
@@ -104,7 +136,7 @@ pub async fn run(socket: TcpStream, broker: Arc<Broker>, budget: RequestBudget) 
             }
         };
         idle_deadline = Instant::now() + net.connections_max_idle;
-        let Some(out) = handle(&broker, body.freeze(), permit, &client_host).await else {
+        let Some(out) = handle(&broker, body.freeze(), permit, &session).await else {
             break;
         };
         in_flight.fetch_add(1, Ordering::AcqRel);
@@ -117,8 +149,8 @@ pub async fn run(socket: TcpStream, broker: Arc<Broker>, budget: RequestBudget) 
 }
 
 /// Writes answers strictly in request order, awaiting each one's future first.
-async fn write_answers(
-    mut write_half: OwnedWriteHalf,
+async fn write_answers<W: AsyncWrite + Unpin>(
+    mut write_half: W,
     mut rx: mpsc::Receiver<Outgoing>,
     in_flight: Arc<AtomicUsize>,
 ) {
@@ -133,7 +165,7 @@ async fn write_answers(
 }
 
 /// Writes one answer (if the request has one); false when the connection must close.
-async fn write_answer(write_half: &mut OwnedWriteHalf, out: Outgoing) -> bool {
+async fn write_answer<W: AsyncWrite + Unpin>(write_half: &mut W, out: Outgoing) -> bool {
     let body: Option<ResponseKind> = match out.reply {
         Reply::None => None,
         Reply::Now(body) => Some(*body),
@@ -181,14 +213,14 @@ async fn handle(
     broker: &Arc<Broker>,
     frame: bytes::Bytes,
     permit: BudgetPermit,
-    client_host: &str,
+    session: &Session,
 ) -> Option<Outgoing> {
     match decode_request(frame) {
         Ok(req) => {
             let received = std::time::Instant::now();
             let (api_key, version, correlation_id) =
                 (req.api_key, req.version, req.correlation_id());
-            let reply = handlers::dispatch(broker, req, client_host).await;
+            let reply = handlers::dispatch(broker, req, session).await;
             Some(Outgoing {
                 api_key,
                 version,

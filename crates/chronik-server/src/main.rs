@@ -8,10 +8,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use chronik_cluster::ClusterError;
+use chronik_metadata::Endpoint;
 use chronik_server::broker::{Broker, StartError};
 use chronik_server::config::{BrokerConfig, Cli, LogFormat, DEFAULT_LOG_FILTER, LOG_FILTER_ENV};
 use chronik_server::shutdown::Shutdown;
 use chronik_server::startup::StartupPhase;
+use chronik_server::tls::Tls;
 use chronik_server::{http, server};
 use clap::Parser;
 use tokio::net::TcpListener;
@@ -85,10 +87,35 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn run(config: BrokerConfig) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.kafka_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.kafka_addr))?;
-    let bound = listener.local_addr()?;
+    // Certificates first: a bad file stops the start before any port is bound.
+    let tls = match &config.listeners.tls {
+        Some(files) => Some(Tls::load(files.clone()).context("cannot load the TLS certificates")?),
+        None => None,
+    };
+    let mut listeners = Vec::with_capacity(config.listeners.listeners.len());
+    for l in &config.listeners.listeners {
+        let socket = TcpListener::bind(l.addr)
+            .await
+            .with_context(|| format!("cannot listen on {}://{}", l.name(), l.addr))?;
+        let addr = socket.local_addr()?;
+        listeners.push(server::Bound {
+            listener: l.clone(),
+            socket,
+            addr,
+        });
+    }
+    let bound = listeners[0].addr;
+    let endpoints = listeners
+        .iter()
+        .map(|b| {
+            let (host, port) = b.listener.advertised_endpoint(b.addr);
+            Endpoint {
+                name: b.listener.name().to_string(),
+                host,
+                port,
+            }
+        })
+        .collect();
     let rpc_listener = bind_optional(config.rpc_listen_addr(), "--rpc-addr").await?;
     let rpc_bound = rpc_listener.as_ref().map(|(_, a)| *a);
     if let (Some(addr), None) = (rpc_bound, &config.rpc_security.tls) {
@@ -104,6 +131,10 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let shutdown = Shutdown::new();
     // Installed first: a node waiting for its cluster must still stop on SIGTERM.
     spawn_signal_handler(shutdown.clone())?;
+    if let Some(tls) = &tls {
+        tls.spawn_sighup_reload()
+            .context("cannot install SIGHUP handler")?;
+    }
     chronik_server::metrics::install();
     // Up before the broker: readiness says "not yet" while the WAL recovers.
     let started: http::StartedBroker = Default::default();
@@ -113,7 +144,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     }
     let broker = Broker::start(
         config,
-        bound,
+        endpoints,
         rpc_listener.map(|(l, _)| l),
         shutdown.clone(),
         phase,
@@ -136,20 +167,34 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         writeln!(
             out,
-            "chronik-server ready kafka={bound} node_id={} cluster_id={}{}{}",
+            "chronik-server ready kafka={bound} node_id={} cluster_id={}{}{}{}",
             broker.node_id,
             broker.cluster_id,
             rpc_bound.map(|a| format!(" rpc={a}")).unwrap_or_default(),
-            http_bound.map(|a| format!(" http={a}")).unwrap_or_default()
+            http_bound.map(|a| format!(" http={a}")).unwrap_or_default(),
+            listeners_field(&listeners),
         )?;
         out.flush()?;
     }
 
-    server::serve(listener, broker.clone()).await;
+    server::serve(listeners, broker.clone(), tls).await;
     tracing::info!("shutting down: flushing partitions");
     broker.close().await;
     tracing::info!("shutdown complete");
     Ok(())
+}
+
+/// ` listeners=NAME://ADDR,...` for the ready line when there are several listeners (`kafka=`
+/// names the first); nothing with one, so the line stays as it always was.
+fn listeners_field(listeners: &[server::Bound]) -> String {
+    if listeners.len() < 2 {
+        return String::new();
+    }
+    let all: Vec<String> = listeners
+        .iter()
+        .map(|b| format!("{}://{}", b.listener.name(), b.addr))
+        .collect();
+    format!(" listeners={}", all.join(","))
 }
 
 /// Binds an optional listener (the RPC or HTTP one) and names the flag if that fails.

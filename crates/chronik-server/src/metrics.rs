@@ -27,6 +27,7 @@ pub const PRODUCE_MESSAGES: &str = "chronik_produce_messages_total";
 pub const FETCH_BYTES: &str = "chronik_fetch_bytes_total";
 pub const FETCH_MESSAGES: &str = "chronik_fetch_messages_total";
 pub const CONNECTIONS: &str = "chronik_connections";
+pub const SASL_AUTHENTICATIONS: &str = "chronik_sasl_authentications_total";
 
 /// Latency buckets (seconds) for request and fsync histograms: 50 µs to 10 s.
 const SECONDS_BUCKETS: &[f64] = &[
@@ -324,6 +325,14 @@ pub const CONNECTIONS_REFUSED: &str = "chronik_connections_refused_total";
 pub const LOG_SUPPRESSED: &str = "chronik_log_suppressed_total";
 
 /// A request closed its connection: `kind` is frame_size, truncated or decode.
+/// One SASL authentication that ended, by mechanism (as the client named it) and outcome.
+pub fn sasl_authentication(mechanism: &str, ok: bool) {
+    let result = if ok { "success" } else { "failure" };
+    // The mechanism label takes only the names Kafka defines, so a client cannot grow it.
+    let mechanism = crate::sasl::SaslMechanism::from_name(mechanism).map_or("other", |m| m.name());
+    counter!(SASL_AUTHENTICATIONS, "mechanism" => mechanism, "result" => result).increment(1);
+}
+
 pub fn bad_request(kind: &'static str) {
     counter!(BAD_REQUESTS, "kind" => kind).increment(1);
 }

@@ -460,10 +460,14 @@ mod tests {
             ..Default::default()
         })
         .expect("config");
-        let bound = "127.0.0.1:9092".parse().expect("address");
+        let endpoint = chronik_metadata::Endpoint {
+            name: "PLAINTEXT".into(),
+            host: "127.0.0.1".into(),
+            port: 9092,
+        };
         Broker::start(
             config,
-            bound,
+            vec![endpoint],
             None,
             Shutdown::new(),
             StartupPhase::default(),

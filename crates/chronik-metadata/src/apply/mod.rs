@@ -6,6 +6,7 @@ mod brokers;
 mod leadership;
 mod reassign;
 mod topics;
+mod users;
 
 pub(crate) use topics::NewTopic;
 

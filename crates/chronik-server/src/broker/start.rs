@@ -2,14 +2,13 @@
 //! new incarnation, the local partitions and the committed offsets, then the background work.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
 use chronik_admin::pb::admin_server::AdminServer;
 use chronik_cluster::{LivenessConfig, MetadataNode, NodeConfig, PeerList};
 use chronik_groups::{GroupConfig, GroupManager};
-use chronik_metadata::{BrokerInfo, BrokerState, MetadataState};
+use chronik_metadata::{BrokerInfo, BrokerState, Endpoint, MetadataState};
 use chronik_replication::pb::replication_server::ReplicationServer;
 use chronik_replication::{ReplicaManager, ReplicationConfig, ReplicationService};
 use dashmap::DashMap;
@@ -25,7 +24,7 @@ impl Broker {
     /// partitions it hosts (recovering each WAL) and the committed offsets.
     pub async fn start(
         config: BrokerConfig,
-        bound: SocketAddr,
+        endpoints: Vec<Endpoint>,
         rpc_listener: Option<tokio::net::TcpListener>,
         shutdown: Shutdown,
         phase: StartupPhase,
@@ -67,7 +66,15 @@ impl Broker {
             &phase,
         )
         .await?;
-        let (host, port) = config.advertised(bound);
+        // Kafka clients that know one address (old metadata) get the PLAINTEXT listener's,
+        // else the first one's.
+        let main = endpoints
+            .iter()
+            .find(|e| e.name == "PLAINTEXT")
+            .or(endpoints.first())
+            .cloned()
+            .ok_or(StartError::NoListener)?;
+        let (host, port) = (main.host, main.port);
         let hw_checkpoints = chronik_replication::checkpoint::load(&wal_root);
         let broker = Arc::new(Broker {
             node_id,
@@ -94,6 +101,7 @@ impl Broker {
                 node_id,
                 host: String::new(),
                 port: 0,
+                listeners: Vec::new(),
                 rack: None,
                 rpc_addr: String::new(),
                 state: BrokerState::Alive,
@@ -103,7 +111,7 @@ impl Broker {
             config,
         });
         let _ = slot.set(Arc::downgrade(&broker));
-        let me = broker.own_info(host, port);
+        let me = broker.own_info(host, port, endpoints);
         // Every start registers a new incarnation: the partitions this broker led get a new
         // leader epoch before it leads them again (see `MetadataCommand::RegisterBroker`).
         *broker.registration() = me;
@@ -112,6 +120,9 @@ impl Broker {
             .await
             .map_err(|e| StartError::Register(e.message))?;
         broker.remove_orphan_dirs();
+        if let Some((user, password)) = broker.config.security.bootstrap_user.clone() {
+            broker.ensure_bootstrap_user(&user, &password).await?;
+        }
         let state = broker.metadata();
         phase.set(StartupPhase::WAL_RECOVERY);
         broker
@@ -129,11 +140,12 @@ impl Broker {
     }
 
     /// This broker as it registers in the metadata (incarnation 0 until it registers).
-    fn own_info(&self, host: String, port: i32) -> BrokerInfo {
+    fn own_info(&self, host: String, port: i32, listeners: Vec<Endpoint>) -> BrokerInfo {
         BrokerInfo {
             node_id: self.node_id,
             host,
             port,
+            listeners,
             rack: self.config.rack.clone(),
             rpc_addr: match &self.config.cluster {
                 Some(c) => c

@@ -12,13 +12,19 @@ use kafka_protocol::ResponseError;
 use super::{str_bytes, Reply};
 use crate::authz::{self, Resource};
 use crate::broker::Broker;
+use crate::session::Session;
 use chronik_metadata::BrokerState;
 
 /// `endpoint_type` (KIP-919): 1 the brokers, 2 the KRaft controllers.
 const ENDPOINT_TYPE_BROKERS: i8 = 1;
 const ENDPOINT_TYPE_CONTROLLERS: i8 = 2;
 
-pub fn handle(broker: &Arc<Broker>, req: DescribeClusterRequest, _version: i16) -> Reply {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: DescribeClusterRequest,
+    _version: i16,
+    session: &Session,
+) -> Reply {
     if req.endpoint_type != ENDPOINT_TYPE_BROKERS {
         // Kafka's AuthHelper.computeDescribeClusterResponse on a broker listener.
         let (code, msg) = if req.endpoint_type == ENDPOINT_TYPE_CONTROLLERS {
@@ -44,13 +50,17 @@ pub fn handle(broker: &Arc<Broker>, req: DescribeClusterRequest, _version: i16) 
         .values()
         // Fenced brokers are left out unless asked for (v2): clients should not connect to them.
         .filter(|b| req.include_fenced_brokers || b.state != BrokerState::Fenced)
-        .map(|b| {
-            DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(b.node_id))
-                .with_host(str_bytes(b.host.clone()))
-                .with_port(b.port)
-                .with_rack(b.rack.clone().map(str_bytes))
-                .with_is_fenced(b.state == BrokerState::Fenced)
+        // A broker without the client's listener is left out, as in Kafka.
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(session.listener)?;
+            Some(
+                DescribeClusterBroker::default()
+                    .with_broker_id(BrokerId(b.node_id))
+                    .with_host(str_bytes(host))
+                    .with_port(port)
+                    .with_rack(b.rack.clone().map(str_bytes))
+                    .with_is_fenced(b.state == BrokerState::Fenced),
+            )
         })
         .collect();
     Reply::now(ResponseKind::DescribeCluster(

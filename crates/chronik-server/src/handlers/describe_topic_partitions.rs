@@ -178,6 +178,7 @@ mod tests {
                     node_id: id,
                     host: "h".into(),
                     port: 9092,
+                    listeners: Vec::new(),
                     rack: None,
                     rpc_addr: String::new(),
                     state,

@@ -14,6 +14,7 @@ use kafka_protocol::ResponseError;
 
 use super::{str_bytes, Reply};
 use crate::broker::Broker;
+use crate::session::Session;
 
 /// `key_type` of a consumer group.
 const KEY_TYPE_GROUP: i8 = 0;
@@ -29,6 +30,7 @@ fn coordinator(
     broker: &Broker,
     key: &str,
     key_type: i8,
+    listener: &str,
 ) -> Result<(i32, String, i32), (ResponseError, String)> {
     match key_type {
         KEY_TYPE_GROUP => {}
@@ -62,23 +64,36 @@ fn coordinator(
         .topic(chronik_groups::OFFSETS_TOPIC)
         .and_then(|t| t.partitions.get(p as usize))
         .map(|info| info.leader);
-    match leader.and_then(|l| state.brokers.get(&l)) {
-        Some(b) => Ok((b.node_id, b.host.clone(), b.port)),
-        None => Err((
+    let Some(b) = leader.and_then(|l| state.brokers.get(&l)) else {
+        return Err((
             ResponseError::CoordinatorNotAvailable,
             format!("offsets partition {p} has no live leader"),
+        ));
+    };
+    // Kafka answers COORDINATOR_NOT_AVAILABLE when the coordinator lacks the listener.
+    match b.endpoint(listener) {
+        Some((host, port)) => Ok((b.node_id, host.to_string(), port)),
+        None => Err((
+            ResponseError::CoordinatorNotAvailable,
+            format!("the coordinator has no {listener} listener"),
         )),
     }
 }
 
-pub fn handle(broker: &Arc<Broker>, req: FindCoordinatorRequest, version: i16) -> Reply {
+pub fn handle(
+    broker: &Arc<Broker>,
+    req: FindCoordinatorRequest,
+    version: i16,
+    session: &Session,
+) -> Reply {
+    let listener = session.listener;
     let resp = if version >= 4 {
         let coordinators = req
             .coordinator_keys
             .iter()
             .map(|key| {
                 let c = Coordinator::default().with_key(key.clone());
-                match coordinator(broker, key.as_str(), req.key_type) {
+                match coordinator(broker, key.as_str(), req.key_type, listener) {
                     Ok((node, host, port)) => c
                         .with_node_id(BrokerId(node))
                         .with_host(str_bytes(host))
@@ -94,7 +109,7 @@ pub fn handle(broker: &Arc<Broker>, req: FindCoordinatorRequest, version: i16) -
             .collect();
         FindCoordinatorResponse::default().with_coordinators(coordinators)
     } else {
-        match coordinator(broker, req.key.as_str(), req.key_type) {
+        match coordinator(broker, req.key.as_str(), req.key_type, listener) {
             Ok((node, host, port)) => FindCoordinatorResponse::default()
                 .with_node_id(BrokerId(node))
                 .with_host(str_bytes(host))

@@ -12,10 +12,16 @@ use kafka_protocol::ResponseError;
 use super::{str_bytes, topic_name, topic_str, Reply};
 use crate::authz::{self, Resource};
 use crate::broker::Broker;
+use crate::session::Session;
 use chronik_metadata::BrokerState;
 use chronik_metadata::{MetadataState, PartitionInfo, TopicInfo};
 
-pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) -> Reply {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    req: MetadataRequest,
+    version: i16,
+    session: &Session,
+) -> Reply {
     // v4+ lets the client say whether to auto-create; before that it always could.
     let allow_create = version < 4 || req.allow_auto_topic_creation;
     // v8-v10 ask for the cluster's operations here; v11+ moved that to DescribeCluster.
@@ -66,14 +72,18 @@ pub async fn handle(broker: &Arc<Broker>, req: MetadataRequest, version: i16) ->
     let brokers = state
         .brokers
         .values()
-        // Fenced brokers are left out: clients should not connect to them.
+        // Fenced brokers are left out: clients should not connect to them. So is a broker
+        // without the client's listener, as in Kafka.
         .filter(|b| b.state != BrokerState::Fenced)
-        .map(|b| {
-            MetadataResponseBroker::default()
-                .with_node_id(BrokerId(b.node_id))
-                .with_host(str_bytes(b.host.clone()))
-                .with_port(b.port)
-                .with_rack(b.rack.clone().map(str_bytes))
+        .filter_map(|b| {
+            let (host, port) = b.endpoint(session.listener)?;
+            Some(
+                MetadataResponseBroker::default()
+                    .with_node_id(BrokerId(b.node_id))
+                    .with_host(str_bytes(host))
+                    .with_port(port)
+                    .with_rack(b.rack.clone().map(str_bytes)),
+            )
         })
         .collect();
     Reply::now(ResponseKind::Metadata(

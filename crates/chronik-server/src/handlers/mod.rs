@@ -10,7 +10,9 @@ use kafka_protocol::messages::{RequestKind, ResponseKind, TopicName};
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
+use crate::session::Session;
 
+mod acls;
 mod alter_configs;
 mod api_versions;
 mod create_partitions;
@@ -35,6 +37,7 @@ mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
 mod reassignments;
+mod scram_users;
 
 /// What a handler hands back to the connection's ordered writer.
 pub enum Reply {
@@ -52,13 +55,13 @@ impl Reply {
     }
 }
 
-/// `client_host` is the peer as Kafka shows it in DescribeGroups (`/ip`).
-pub async fn dispatch(broker: &Arc<Broker>, req: Request, client_host: &str) -> Reply {
+/// `session`: the connection's listener, peer and principal.
+pub async fn dispatch(broker: &Arc<Broker>, req: Request, session: &Session) -> Reply {
     let v = req.version;
     let client_id = req.client_id().to_string();
     match req.body {
         RequestKind::ApiVersions(r) => api_versions::handle(r, v),
-        RequestKind::Metadata(r) => metadata::handle(broker, r, v).await,
+        RequestKind::Metadata(r) => metadata::handle(broker, r, v, session).await,
         RequestKind::Produce(r) => produce::handle(broker, r, v),
         RequestKind::Fetch(r) => fetch::handle(broker, r, v),
         RequestKind::ListOffsets(r) => list_offsets::handle(broker, r, v),
@@ -66,13 +69,13 @@ pub async fn dispatch(broker: &Arc<Broker>, req: Request, client_host: &str) -> 
         RequestKind::DeleteTopics(r) => delete_topics::handle(broker, r, v).await,
         RequestKind::CreatePartitions(r) => create_partitions::handle(broker, r, v).await,
         RequestKind::DescribeConfigs(r) => describe_configs::handle(broker, r, v),
-        RequestKind::DescribeCluster(r) => describe_cluster::handle(broker, r, v),
+        RequestKind::DescribeCluster(r) => describe_cluster::handle(broker, r, v, session),
         RequestKind::DescribeTopicPartitions(r) => describe_topic_partitions::handle(broker, r, v),
         RequestKind::InitProducerId(r) => init_producer_id::handle(broker, r, v).await,
-        RequestKind::FindCoordinator(r) => find_coordinator::handle(broker, r, v),
+        RequestKind::FindCoordinator(r) => find_coordinator::handle(broker, r, v, session),
         RequestKind::OffsetCommit(r) => offset_commit::handle(broker, r, v),
         RequestKind::OffsetFetch(r) => offset_fetch::handle(broker, r, v),
-        RequestKind::JoinGroup(r) => groups::join(broker, r, v, &client_id, client_host),
+        RequestKind::JoinGroup(r) => groups::join(broker, r, v, &client_id, &session.client_host),
         RequestKind::SyncGroup(r) => groups::sync(broker, r, v),
         RequestKind::Heartbeat(r) => groups::heartbeat(broker, r, v),
         RequestKind::LeaveGroup(r) => groups::leave(broker, r, v),
@@ -89,6 +92,11 @@ pub async fn dispatch(broker: &Arc<Broker>, req: Request, client_host: &str) -> 
         RequestKind::DeleteRecords(r) => delete_records::handle(broker, r, v),
         RequestKind::DescribeLogDirs(r) => describe_log_dirs::handle(broker, r, v),
         RequestKind::DescribeProducers(r) => describe_producers::handle(broker, r, v),
+        RequestKind::DescribeUserScramCredentials(r) => scram_users::describe(broker, r),
+        RequestKind::AlterUserScramCredentials(r) => scram_users::alter(broker, r).await,
+        RequestKind::CreateAcls(r) => acls::create(broker, r).await,
+        RequestKind::DescribeAcls(r) => acls::describe(broker, r),
+        RequestKind::DeleteAcls(r) => acls::delete(broker, r).await,
         other => {
             // The decoder only lets through keys in the versions table, all listed above.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for an advertised API");
@@ -106,6 +114,6 @@ fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
 
-fn str_bytes(s: impl Into<String>) -> StrBytes {
+pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
     StrBytes::from_string(s.into())
 }

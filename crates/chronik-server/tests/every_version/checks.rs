@@ -18,6 +18,7 @@ const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const UNSUPPORTED_VERSION: i16 = 35;
 const INVALID_REQUEST: i16 = 42;
+const SECURITY_DISABLED: i16 = 54;
 const GROUP_ID_NOT_FOUND: i16 = 69;
 
 fn expect<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> Result<(), String> {
@@ -62,6 +63,17 @@ pub fn check(v: i16, i: usize, resp: &ResponseKind) -> Result<(), String> {
             expect("cluster ops", r.cluster_authorized_operations, want)?;
         }
         ResponseKind::DescribeTopicPartitions(r) => describe_topic_partitions(i, r)?,
+        ResponseKind::AlterUserScramCredentials(r) => {
+            expect("upsert", r.results[0].error_code, NONE)?;
+        }
+        ResponseKind::DescribeUserScramCredentials(r) => expect("error", r.error_code, NONE)?,
+        ResponseKind::CreateAcls(r) => {
+            expect("create", r.results[0].error_code, SECURITY_DISABLED)?
+        }
+        ResponseKind::DescribeAcls(r) => expect("describe", r.error_code, SECURITY_DISABLED)?,
+        ResponseKind::DeleteAcls(r) => {
+            expect("delete", r.filter_results[0].error_code, SECURITY_DISABLED)?
+        }
         ResponseKind::CreatePartitions(r) => {
             expect("grow", r.results[0].error_code, NONE)?;
             expect(
