@@ -131,3 +131,12 @@ def test_loopback_without_tls_starts_with_a_warning(broker_factory):
 def test_rpc_insecure_allows_a_non_loopback_address(broker_factory):
     b = broker_factory(args=["--rpc-addr", f"0.0.0.0:{free_port()}", "--rpc-insecure"])
     assert b.rpc and b.rpc.startswith("0.0.0.0:")
+
+
+def test_a_node_refuses_to_start_with_another_nodes_certificate(tmp_path, pki):
+    port = free_port()
+    for wrong in ("node-2", "admin"):
+        cmd = [str(SERVER_BIN), "--node-id", "1", "--cluster", f"1@127.0.0.1:{port}", "--kafka-addr", "127.0.0.1:0",
+               "--data-dir", str(tmp_path / "d"), *pki[wrong].server_args()]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=30, env=clean_env())
+        assert r.returncode == 2 and "its subject CN must be node-1" in r.stderr, (wrong, r.stderr[-2000:])

@@ -87,6 +87,16 @@ pub fn node_id_of_cn(cn: &str) -> Option<u64> {
     digits.parse().ok()
 }
 
+/// The node id a PEM certificate names (CN `node-<N>`), `None` for any other CN: checked at
+/// start, so a node given another node's certificate fails at once instead of having every
+/// Raft message refused by its peers.
+pub fn node_id_of_pem(pem: &[u8]) -> Result<Option<u64>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let der = CertificateDer::from_pem_slice(pem).map_err(|e| e.to_string())?;
+    Ok(node_id_of_cn(&common_name(&der)?))
+}
+
 /// The subject CN of a DER certificate.
 fn common_name(der: &[u8]) -> Result<String, String> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|e| e.to_string())?;

@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     let config = match cli
         .into_args()
         .and_then(BrokerConfig::resolve)
-        .and_then(|c| c.rpc_security.apply().map(|()| c))
+        .and_then(|c| c.rpc_security.apply(c.node_id).map(|()| c))
     {
         Ok(c) => c,
         Err(e) => {

@@ -100,9 +100,9 @@ impl RpcSecurity {
         })
     }
 
-    /// Turns RPC TLS on for this process (every RPC channel and server from now on). Call
-    /// once, before the broker starts.
-    pub fn apply(&self) -> Result<(), ConfigError> {
+    /// Turns RPC TLS on for this process (every RPC channel and server from now on), after
+    /// checking that the certificate is node `node_id`'s. Call once, before the broker starts.
+    pub fn apply(&self, node_id: i32) -> Result<(), ConfigError> {
         let Some(files) = &self.tls else {
             return Ok(());
         };
@@ -110,6 +110,20 @@ impl RpcSecurity {
             key: "rpc-tls-cert",
             reason: e.to_string(),
         };
+        let wrong = |reason: String| ConfigError::Invalid {
+            key: "rpc-tls-cert",
+            reason: format!("{}: {reason}", files.cert.display()),
+        };
+        let pem = std::fs::read(&files.cert).map_err(|e| wrong(e.to_string()))?;
+        match chronik_rpc::auth::node_id_of_pem(&pem).map_err(wrong)? {
+            Some(id) if i64::try_from(id) == Ok(i64::from(node_id)) => {}
+            other => {
+                return Err(wrong(format!(
+                    "its subject CN must be node-{node_id} (this node's id), it names {}",
+                    other.map_or("no node".to_string(), |id| format!("node {id}"))
+                )))
+            }
+        }
         chronik_rpc::tls::configure(RpcTls::load(files).map_err(invalid)?).map_err(invalid)?;
         if let Some(names) = &self.admin_allowed_names {
             chronik_rpc::auth::restrict_admin_names(names.clone());
