@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka.admin import NewTopic
 
 from conftest import REPO_ROOT, SERVER_BIN, JoiningNode, clean_env, free_port
-from helpers import admin, consume_range, producer, produce_all, wait_until
+from helpers import admin, consume_range, http_get, producer, produce_all, wait_until
 from rpc_certs import make_pki
 
 pytestmark = pytest.mark.chronik_only("mutual TLS on Chronik's RPC port")
@@ -84,6 +84,10 @@ def test_tls_cluster_replicates_and_admin_needs_a_cluster_certificate(cluster_fa
         assert r.returncode != 0 and not r.stdout.strip(), (what, r.stdout)
     r = admin_cli(c.node(1).rpc, *pki["other-admin"].admin_args(), "cluster", "describe")
     assert "PermissionDenied" in r.stderr or "rpc-admin-allowed-names" in r.stderr, r.stderr
+    # Refusals are counted by RPC.
+    status, body = http_get(c.node(1).http, "/metrics")
+    denied = [l for l in body.splitlines() if l.startswith('chronik_rpc_denied_total{rpc="admin"}')]
+    assert status == 200 and denied and float(denied[0].split()[-1]) >= 1, denied
     # A refused operator changed nothing: a seal from a disallowed name is refused too.
     r = admin_cli(c.node(1).rpc, *pki["other-admin"].admin_args(), "partition", "seal", "--topic", name, "--partition", "0")
     assert r.returncode != 0
