@@ -18,35 +18,13 @@ from confluent_kafka.admin import AdminClient
 from conftest import Broker
 from helpers import consume_range, produce_all, producer, unique_topic, wait_until
 import kafkawire
+from tls_certs import make_ca, make_cert
 
 pytestmark = pytest.mark.chronik_only("Chronik's --listeners and --tls-* flags")
 
 # The handshake bound of the brokers here (--request-read-timeout-ms): short, so that the
 # test of a handshake that never finishes stays short.
 HANDSHAKE_BOUND_MS = 4000
-
-
-def openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def make_ca(d: Path, name: str) -> None:
-    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
-            "-keyout", f"{name}.key", "-out", f"{name}.pem", cwd=d)
-
-
-def make_cert(d: Path, ca: str, name: str, cn: str, server: bool = False) -> None:
-    """NAME.pem/NAME.key signed by CA; each call gets a new serial (-CAcreateserial).
-
-    Always with an -extfile: without extensions `openssl x509 -req` writes an X.509 v1
-    certificate, which rustls/webpki refuse (UnsupportedCertVersion), as most TLS stacks do.
-    """
-    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={cn}", "-keyout", f"{name}.key",
-            "-out", f"{name}.csr", cwd=d)
-    ext = "subjectAltName=IP:127.0.0.1,DNS:localhost\n" if server else "extendedKeyUsage=clientAuth\n"
-    (d / f"{name}.ext").write_text(ext)
-    openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
-            "-CAcreateserial", "-days", "2", "-out", f"{name}.pem", "-extfile", f"{name}.ext", cwd=d)
 
 
 @pytest.fixture(scope="module")
@@ -303,13 +281,3 @@ def test_sighup_reloads_certificates_and_keeps_open_connections(tmp_path, certs)
         assert b.alive()
     finally:
         b.cleanup()
-
-
-def test_sasl_listener_is_refused_at_start(tmp_path):
-    b = Broker(tmp_path / "sasl", name="sasl", args=["--listeners", "SASL_PLAINTEXT://127.0.0.1:0"])
-    b.launch(kafka_addr=None)
-    deadline = time.monotonic() + 20
-    while b.proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert b.proc.poll() == 2, "a SASL listener must stop the start with a configuration error"
-    assert "SASL is not enabled" in b.stderr_path.read_text(errors="replace")

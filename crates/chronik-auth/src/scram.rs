@@ -58,11 +58,13 @@ pub struct Authenticated {
 }
 
 impl ScramServer {
-    /// A new exchange with a fresh random server nonce.
+    /// A new exchange with a fresh random server nonce: alphanumeric, as Kafka's (some
+    /// clients mishandle '+', '/' or '=' in it: librdkafka 2.0 fails the exchange).
     pub fn new(mechanism: Mechanism) -> ScramServer {
         let mut raw = [0u8; 18];
         rand::thread_rng().fill_bytes(&mut raw);
-        ScramServer::with_nonce(mechanism, B64.encode(raw))
+        let nonce = raw.iter().map(|b| format!("{b:02x}")).collect();
+        ScramServer::with_nonce(mechanism, nonce)
     }
 
     /// With a given server nonce (printable, no ','): for the RFC's test vectors.
@@ -164,7 +166,9 @@ impl ScramServer {
             .next()
             .ok_or_else(|| self.malformed("no nonce"))
             .and_then(|f| value(f, "r").map_err(|r| self.malformed(r)))?;
-        if nonce != p.nonce {
+        // Kafka's rule (ScramSaslServer): the nonce must end with the one the server sent.
+        // librdkafka before 2.1 sends the client nonce twice in front of it.
+        if !nonce.ends_with(&p.nonce) {
             return Err(self.malformed("the nonce differs from the one the server sent"));
         }
         let proof = B64

@@ -33,6 +33,7 @@ use tokio::time::Instant;
 
 use crate::broker::Broker;
 use crate::handlers::{self, Reply};
+use crate::sasl::{SaslSession, Verdict};
 use crate::session::Session;
 
 /// A connection's byte stream, split into halves the reader and the writer own.
@@ -75,11 +76,18 @@ struct Outgoing {
     /// The request's charge to the budget: its bytes may live until the answer is written
     /// (a produce waiting for its fsync may still hold them).
     _permit: BudgetPermit,
+    /// Close the connection once this answer is written (a failed SASL authentication).
+    close: bool,
+    /// A raw SASL token to write in a size-prefixed frame instead of a Kafka response
+    /// (SaslHandshake v0).
+    raw: Option<bytes::Bytes>,
 }
 
+/// `sasl`: the SASL state of a connection on a SASL listener; `None` elsewhere.
 pub async fn run<S: Transport>(
     stream: S,
-    session: Session,
+    mut session: Session,
+    mut sasl: Option<SaslSession>,
     broker: Arc<Broker>,
     budget: RequestBudget,
 ) {
@@ -136,12 +144,14 @@ pub async fn run<S: Transport>(
             }
         };
         idle_deadline = Instant::now() + net.connections_max_idle;
-        let Some(out) = handle(&broker, body.freeze(), permit, &session).await else {
+        let Some(out) = handle(&broker, body.freeze(), permit, &mut session, &mut sasl).await
+        else {
             break;
         };
+        let close = out.close;
         in_flight.fetch_add(1, Ordering::AcqRel);
-        if tx.send(out).await.is_err() {
-            break; // writer gone: the client stopped reading
+        if tx.send(out).await.is_err() || close {
+            break; // writer gone (the client stopped reading), or the answer ends it
         }
     }
     drop(tx);
@@ -166,6 +176,12 @@ async fn write_answers<W: AsyncWrite + Unpin>(
 
 /// Writes one answer (if the request has one); false when the connection must close.
 async fn write_answer<W: AsyncWrite + Unpin>(write_half: &mut W, out: Outgoing) -> bool {
+    if let Some(token) = &out.raw {
+        let size = (token.len() as u32).to_be_bytes();
+        let sent =
+            write_half.write_all(&size).await.is_ok() && write_half.write_all(token).await.is_ok();
+        return sent && !out.close;
+    }
     let body: Option<ResponseKind> = match out.reply {
         Reply::None => None,
         Reply::Now(body) => Some(*body),
@@ -179,11 +195,45 @@ async fn write_answer<W: AsyncWrite + Unpin>(write_half: &mut W, out: Outgoing) 
                 return false;
             }
             crate::metrics::request(out.api_key, out.received.elapsed());
-            true
+            !out.close
         }
         Err(e) => {
             tracing::error!(error = %e, "cannot encode response; closing connection");
             false
+        }
+    }
+}
+
+enum Gate {
+    Serve,
+    Answer(Box<ResponseKind>, bool),
+    Close,
+}
+
+/// On a SASL listener: answers SaslHandshake/SaslAuthenticate (naming the principal once the
+/// client authenticated) and lets other requests through only after that.
+async fn sasl_gate(
+    broker: &Broker,
+    sasl: &mut Option<SaslSession>,
+    session: &mut Session,
+    req: &chronik_protocol::Request,
+) -> Gate {
+    let Some(s) = sasl.as_mut() else {
+        return Gate::Serve;
+    };
+    let lookup = |user: &str, m| broker.metadata().scram_credential(user, m).cloned();
+    match s.gate(req, lookup).await {
+        Verdict::Serve => Gate::Serve,
+        Verdict::Answer { body, close } => {
+            if let Some(user) = s.user() {
+                session.principal = Arc::from(format!("User:{user}"));
+            }
+            Gate::Answer(body, close)
+        }
+        Verdict::Close(why) => {
+            crate::metrics::connection_closed("sasl");
+            tracing::debug!(api = ?req.api_key, why, "closing connection");
+            Gate::Close
         }
     }
 }
@@ -213,14 +263,40 @@ async fn handle(
     broker: &Arc<Broker>,
     frame: bytes::Bytes,
     permit: BudgetPermit,
-    session: &Session,
+    session: &mut Session,
+    sasl: &mut Option<SaslSession>,
 ) -> Option<Outgoing> {
+    if let Some(s) = sasl.as_mut().filter(|s| s.expects_raw_token()) {
+        let lookup = |user: &str, m| broker.metadata().scram_credential(user, m).cloned();
+        let token = s.raw_token(frame, lookup).await?;
+        if let Some(user) = s.user() {
+            session.principal = Arc::from(format!("User:{user}"));
+        }
+        return Some(Outgoing {
+            api_key: ApiKey::SaslAuthenticate,
+            version: 0,
+            correlation_id: 0,
+            reply: Reply::None,
+            received: std::time::Instant::now(),
+            _permit: permit,
+            close: false,
+            raw: Some(token),
+        });
+    }
     match decode_request(frame) {
         Ok(req) => {
             let received = std::time::Instant::now();
             let (api_key, version, correlation_id) =
                 (req.api_key, req.version, req.correlation_id());
-            let reply = handlers::dispatch(broker, req, session).await;
+            let mut close = false;
+            let reply = match sasl_gate(broker, sasl, session, &req).await {
+                Gate::Serve => handlers::dispatch(broker, req, session).await,
+                Gate::Answer(body, end) => {
+                    close = end;
+                    Reply::Now(body)
+                }
+                Gate::Close => return None,
+            };
             Some(Outgoing {
                 api_key,
                 version,
@@ -228,6 +304,8 @@ async fn handle(
                 reply,
                 received,
                 _permit: permit,
+                close,
+                raw: None,
             })
         }
         Err(DecodeError::UnsupportedVersion {
@@ -247,6 +325,8 @@ async fn handle(
                     ResponseError::UnsupportedVersion.code(),
                 ))),
                 _permit: permit,
+                close: false,
+                raw: None,
             })
         }
         Err(e) => {

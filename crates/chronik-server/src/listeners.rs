@@ -124,10 +124,6 @@ pub struct ListenerConfig {
     pub tls: Option<TlsFiles>,
 }
 
-/// The one place that decides whether SASL listeners may start. SASL (SaslHandshake,
-/// SaslAuthenticate) is not part of this build yet: flip this when it is.
-pub const SASL_ENABLED: bool = false;
-
 fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
@@ -187,23 +183,8 @@ impl ListenerConfig {
             }
             (None, None) => {}
         }
-        refuse_sasl(&listeners)?;
         let tls = tls_files(&listeners, a.tls_cert, a.tls_key, a.tls_client_ca)?;
         Ok(ListenerConfig { listeners, tls })
-    }
-}
-
-/// SASL listeners parse, and are refused at start while [`SASL_ENABLED`] is false.
-fn refuse_sasl(listeners: &[Listener]) -> Result<(), ConfigError> {
-    match listeners.iter().find(|l| l.sasl) {
-        Some(l) if !SASL_ENABLED => Err(invalid(
-            "listeners",
-            format!(
-                "{} listener: SASL is not enabled in this build (use PLAINTEXT or SSL)",
-                l.name()
-            ),
-        )),
-        _ => Ok(()),
     }
 }
 
@@ -444,16 +425,6 @@ mod tests {
             ..args("PLAINTEXT://127.0.0.1:0")
         };
         assert!(ListenerConfig::resolve(cert_without_tls).is_err());
-    }
-
-    #[test]
-    fn sasl_listeners_parse_but_are_refused_at_start() {
-        let err = ListenerConfig::resolve(args("SASL_PLAINTEXT://127.0.0.1:0")).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains("SASL is not enabled in this build"),
-            "{err}"
-        );
     }
 
     #[test]

@@ -79,6 +79,9 @@ enum Step {
 pub struct SaslSession {
     settings: SaslSettings,
     step: Step,
+    /// SaslHandshake v0: the exchange that follows is raw SASL tokens, each in a size-prefixed
+    /// frame of its own, not SaslAuthenticate requests (Kafka before KIP-152).
+    raw: bool,
     /// Who the client is once authenticated, and until when.
     authenticated: Option<(String, Option<Instant>)>,
 }
@@ -101,6 +104,7 @@ impl SaslSession {
         SaslSession {
             settings,
             step: Step::Handshake,
+            raw: false,
             authenticated: None,
         }
     }
@@ -108,6 +112,56 @@ impl SaslSession {
     /// The authenticated principal's name, once there is one.
     pub fn user(&self) -> Option<&str> {
         self.authenticated.as_ref().map(|(u, _)| u.as_str())
+    }
+
+    /// What the connection does with `req`: SASL requests are answered here (and on success
+    /// [`user`](Self::user) names the client), others are served only once authenticated.
+    pub async fn gate(
+        &mut self,
+        req: &chronik_protocol::Request,
+        lookup: impl Fn(&str, Mechanism) -> Option<ScramCredential>,
+    ) -> Verdict {
+        use kafka_protocol::messages::RequestKind;
+        match &req.body {
+            RequestKind::SaslHandshake(r) => {
+                let verdict = self.handshake(r);
+                self.raw = req.version == 0 && !matches!(self.step, Step::Handshake);
+                verdict
+            }
+            RequestKind::SaslAuthenticate(r) => self.authenticate(r, lookup).await,
+            _ => self.admit(req.api_key, Instant::now()),
+        }
+    }
+
+    /// Whether the next frame is a raw SASL token (after a SaslHandshake v0).
+    pub fn expects_raw_token(&self) -> bool {
+        self.raw && !matches!(self.step, Step::Handshake)
+    }
+
+    /// A raw token (SaslHandshake v0): the server's token to send back in a frame of its own,
+    /// or `None` when the exchange failed and the connection closes (raw mode carries no
+    /// error, as in Kafka).
+    pub async fn raw_token(
+        &mut self,
+        token: Bytes,
+        lookup: impl Fn(&str, Mechanism) -> Option<ScramCredential>,
+    ) -> Option<Bytes> {
+        let req = SaslAuthenticateRequest::default().with_auth_bytes(token);
+        let verdict = self.authenticate(&req, lookup).await;
+        if matches!(self.step, Step::Handshake) {
+            self.raw = false;
+        }
+        match verdict {
+            Verdict::Answer { body, close: false } => match *body {
+                kafka_protocol::messages::ResponseKind::SaslAuthenticate(r)
+                    if r.error_code == 0 =>
+                {
+                    Some(r.auth_bytes)
+                }
+                _ => None,
+            },
+            _ => None,
+        }
     }
 
     /// Whether a request of `key` may be served now, before its body is looked at.
@@ -227,6 +281,23 @@ impl SaslSession {
             close: false,
         }
     }
+}
+
+/// SaslHandshake or SaslAuthenticate on a listener without SASL: ILLEGAL_SASL_STATE, as Kafka
+/// answers them there.
+pub fn not_on_this_listener(key: ApiKey) -> crate::handlers::Reply {
+    use kafka_protocol::messages::ResponseKind;
+    let code = ResponseError::IllegalSaslState.code();
+    crate::handlers::Reply::now(match key {
+        ApiKey::SaslHandshake => {
+            ResponseKind::SaslHandshake(SaslHandshakeResponse::default().with_error_code(code))
+        }
+        _ => ResponseKind::SaslAuthenticate(
+            SaslAuthenticateResponse::default()
+                .with_error_code(code)
+                .with_error_message(Some(str_bytes("this listener does not use SASL"))),
+        ),
+    })
 }
 
 enum Failure {

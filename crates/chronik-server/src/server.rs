@@ -20,6 +20,7 @@ use crate::broker::Broker;
 use crate::connection;
 use crate::listeners::Listener;
 use crate::net_limits::PerIpConnections;
+use crate::sasl::SaslSession;
 use crate::session::Session;
 use crate::tls::Tls;
 
@@ -106,13 +107,16 @@ pub async fn serve(listeners: Vec<Bound>, broker: Arc<Broker>, tls: Option<Arc<T
         let broker = broker.clone();
         let budget = budget.clone();
         let session = Session::new(listener.name(), peer);
+        let sasl = listener
+            .sasl
+            .then(|| SaslSession::new(broker.config.security.sasl.clone()));
         let tls = listener.tls.then(|| tls.clone()).flatten();
         let span =
             tracing::info_span!("conn", node = broker.node_id, listener = listener.name(), %peer);
         connections.spawn(
             async move {
                 let _open = crate::metrics::OpenConnection::open();
-                run_connection(socket, session, tls, broker, budget).await;
+                run_connection(socket, session, sasl, tls, broker, budget).await;
                 drop((permit, ip_slot));
             }
             .instrument(span),
@@ -138,12 +142,13 @@ pub async fn serve(listeners: Vec<Bound>, broker: Arc<Broker>, tls: Option<Arc<T
 async fn run_connection(
     socket: tokio::net::TcpStream,
     mut session: Session,
+    sasl: Option<SaslSession>,
     tls: Option<Arc<Tls>>,
     broker: Arc<Broker>,
     budget: RequestBudget,
 ) {
     let Some(tls) = tls else {
-        return connection::run(socket, session, broker, budget).await;
+        return connection::run(socket, session, sasl, broker, budget).await;
     };
     let timeout = broker.config.net.request_read_timeout;
     let shutdown = broker.shutdown.clone();
@@ -153,6 +158,6 @@ async fn run_connection(
     };
     if let Some((stream, principal)) = handshake {
         session.principal = principal;
-        connection::run(stream, session, broker, budget).await;
+        connection::run(stream, session, sasl, broker, budget).await;
     }
 }

@@ -126,6 +126,38 @@ fn an_unknown_user_gets_a_stable_challenge_and_the_same_error_as_a_wrong_passwor
 }
 
 #[test]
+fn a_client_nonce_repeated_in_front_is_accepted_as_kafka_does() {
+    // librdkafka 2.0 (Debian's kcat) sends r=<client nonce><client nonce><server nonce> and
+    // signs the message as it sent it; Kafka only checks that the nonce ends with its own.
+    let m = Mechanism::ScramSha256;
+    let cred = credential(m, "pw");
+    let mut s = ScramServer::with_nonce(m, "srv".into());
+    let first = s
+        .client_first(b"n,,n=a,r=cli", |_| Some(cred.clone()))
+        .unwrap();
+    let first = String::from_utf8(first).unwrap();
+    let salted = m.salted_password(b"pw", &cred.salt, cred.iterations);
+    let client_key = m.hmac(&salted, b"Client Key");
+    let without_proof = "c=biws,r=cliclisrv";
+    let auth = format!("n=a,r=cli,{first},{without_proof}");
+    let sig = m.hmac(&m.hash(&client_key), auth.as_bytes());
+    let proof: Vec<u8> = client_key.iter().zip(&sig).map(|(a, b)| a ^ b).collect();
+    let fin = format!("{without_proof},p={}", B64.encode(proof));
+    assert_eq!(
+        s.client_final(fin.as_bytes()).map(|d| d.user),
+        Ok("a".to_string())
+    );
+    // A nonce that does not end with the server's is still refused.
+    let mut s = ScramServer::with_nonce(m, "srv".into());
+    s.client_first(b"n,,n=a,r=cli", |_| Some(cred.clone()))
+        .unwrap();
+    assert!(matches!(
+        s.client_final(b"c=biws,r=clisrvX,p=AAAA"),
+        Err(AuthError::Malformed { .. })
+    ));
+}
+
+#[test]
 fn user_names_are_unescaped_and_authzid_must_match() {
     let m = Mechanism::ScramSha256;
     let mut seen = String::new();

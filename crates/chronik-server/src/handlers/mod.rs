@@ -94,6 +94,10 @@ pub async fn dispatch(broker: &Arc<Broker>, req: Request, session: &Session) -> 
         RequestKind::DescribeProducers(r) => describe_producers::handle(broker, r, v),
         RequestKind::DescribeUserScramCredentials(r) => scram_users::describe(broker, r),
         RequestKind::AlterUserScramCredentials(r) => scram_users::alter(broker, r).await,
+        // On a SASL listener the connection answers these itself (crate::sasl).
+        RequestKind::SaslHandshake(_) | RequestKind::SaslAuthenticate(_) => {
+            crate::sasl::not_on_this_listener(req.api_key)
+        }
         RequestKind::CreateAcls(r) => acls::create(broker, r).await,
         RequestKind::DescribeAcls(r) => acls::describe(broker, r),
         RequestKind::DeleteAcls(r) => acls::delete(broker, r).await,

@@ -153,3 +153,28 @@ async fn sessions_expire_and_reauthentication_keeps_the_principal() {
         Verdict::Serve
     ));
 }
+
+#[tokio::test]
+async fn handshake_v0_exchanges_raw_tokens() {
+    let lookup = store();
+    let m = Mechanism::ScramSha256;
+    for (password, ok) in [("secret", true), ("wrong", false)] {
+        let mut s = SaslSession::new(settings(None));
+        assert_eq!(handshake(&mut s, m.name()), (0, false));
+        s.raw = true; // what gate() sets for a v0 handshake
+        assert!(s.expects_raw_token());
+        let mut client = ScramClient::new(m, "alice", password);
+        let first = s
+            .raw_token(client.client_first().into(), &lookup)
+            .await
+            .unwrap();
+        let fin = client.client_final(&first).unwrap();
+        let last = s.raw_token(fin.into(), &lookup).await;
+        assert_eq!(last.is_some(), ok);
+        if let Some(last) = last {
+            client.verify_server_final(&last).unwrap();
+            assert_eq!(s.user(), Some("alice"));
+        }
+        assert!(!s.expects_raw_token());
+    }
+}

@@ -19,6 +19,7 @@ const INVALID_TOPIC_EXCEPTION: i16 = 17;
 const UNSUPPORTED_VERSION: i16 = 35;
 const INVALID_REQUEST: i16 = 42;
 const SECURITY_DISABLED: i16 = 54;
+const ILLEGAL_SASL_STATE: i16 = 34;
 const GROUP_ID_NOT_FOUND: i16 = 69;
 
 fn expect<T: PartialEq + std::fmt::Debug>(what: &str, got: T, want: T) -> Result<(), String> {
@@ -67,6 +68,10 @@ pub fn check(v: i16, i: usize, resp: &ResponseKind) -> Result<(), String> {
             expect("upsert", r.results[0].error_code, NONE)?;
         }
         ResponseKind::DescribeUserScramCredentials(r) => expect("error", r.error_code, NONE)?,
+        ResponseKind::SaslHandshake(r) => expect("handshake", r.error_code, ILLEGAL_SASL_STATE)?,
+        ResponseKind::SaslAuthenticate(r) => {
+            expect("authenticate", r.error_code, ILLEGAL_SASL_STATE)?
+        }
         ResponseKind::CreateAcls(r) => {
             expect("create", r.results[0].error_code, SECURITY_DISABLED)?
         }

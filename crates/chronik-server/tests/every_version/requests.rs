@@ -167,6 +167,13 @@ fn data(key: ApiKey, v: i16, topic_id: uuid::Uuid) -> Vec<RequestKind> {
                     .with_salted_password(Bytes::from(vec![7u8; 32])),
             ]),
         )],
+        // A PLAINTEXT listener: both answer ILLEGAL_SASL_STATE.
+        ApiKey::SaslHandshake => vec![RequestKind::SaslHandshake(
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        )],
+        ApiKey::SaslAuthenticate => vec![RequestKind::SaslAuthenticate(
+            SaslAuthenticateRequest::default(),
+        )],
         // No authorizer on the test broker: each answers SECURITY_DISABLED.
         ApiKey::CreateAcls => vec![RequestKind::CreateAcls(
             CreateAclsRequest::default().with_creations(vec![
@@ -324,6 +331,13 @@ fn topics(key: ApiKey, v: i16) -> Vec<RequestKind> {
                     .with_salted_password(Bytes::from(vec![7u8; 32])),
             ]),
         )],
+        // A PLAINTEXT listener: both answer ILLEGAL_SASL_STATE.
+        ApiKey::SaslHandshake => vec![RequestKind::SaslHandshake(
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        )],
+        ApiKey::SaslAuthenticate => vec![RequestKind::SaslAuthenticate(
+            SaslAuthenticateRequest::default(),
+        )],
         // No authorizer on the test broker: each answers SECURITY_DISABLED.
         ApiKey::CreateAcls => vec![RequestKind::CreateAcls(
             CreateAclsRequest::default().with_creations(vec![
@@ -449,6 +463,13 @@ fn offsets(key: ApiKey, v: i16) -> Vec<RequestKind> {
                     .with_salt(Bytes::from_static(b"salt"))
                     .with_salted_password(Bytes::from(vec![7u8; 32])),
             ]),
+        )],
+        // A PLAINTEXT listener: both answer ILLEGAL_SASL_STATE.
+        ApiKey::SaslHandshake => vec![RequestKind::SaslHandshake(
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        )],
+        ApiKey::SaslAuthenticate => vec![RequestKind::SaslAuthenticate(
+            SaslAuthenticateRequest::default(),
         )],
         // No authorizer on the test broker: each answers SECURITY_DISABLED.
         ApiKey::CreateAcls => vec![RequestKind::CreateAcls(
@@ -576,6 +597,13 @@ fn membership(key: ApiKey, v: i16) -> Vec<RequestKind> {
                     .with_salt(Bytes::from_static(b"salt"))
                     .with_salted_password(Bytes::from(vec![7u8; 32])),
             ]),
+        )],
+        // A PLAINTEXT listener: both answer ILLEGAL_SASL_STATE.
+        ApiKey::SaslHandshake => vec![RequestKind::SaslHandshake(
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        )],
+        ApiKey::SaslAuthenticate => vec![RequestKind::SaslAuthenticate(
+            SaslAuthenticateRequest::default(),
         )],
         // No authorizer on the test broker: each answers SECURITY_DISABLED.
         ApiKey::CreateAcls => vec![RequestKind::CreateAcls(
@@ -709,6 +737,13 @@ fn other(key: ApiKey) -> Vec<RequestKind> {
                     .with_salt(Bytes::from_static(b"salt"))
                     .with_salted_password(Bytes::from(vec![7u8; 32])),
             ]),
+        )],
+        // A PLAINTEXT listener: both answer ILLEGAL_SASL_STATE.
+        ApiKey::SaslHandshake => vec![RequestKind::SaslHandshake(
+            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
+        )],
+        ApiKey::SaslAuthenticate => vec![RequestKind::SaslAuthenticate(
+            SaslAuthenticateRequest::default(),
         )],
         // No authorizer on the test broker: each answers SECURITY_DISABLED.
         ApiKey::CreateAcls => vec![RequestKind::CreateAcls(
