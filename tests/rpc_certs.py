@@ -4,9 +4,10 @@ operator certificate (CN admin) and a foreign CA with its own node-2 and admin c
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+
+import tls_certs
 
 
 @dataclass(frozen=True)
@@ -22,20 +23,18 @@ class Cert:
         return ["--tls-cert", str(self.cert), "--tls-key", str(self.key), "--tls-ca", str(self.ca)]
 
 
-def _run(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+_run = tls_certs.openssl
 
 
 def make_ca(d: Path, name: str) -> tuple[Path, Path]:
     d.mkdir(parents=True, exist_ok=True)
-    _run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", f"/CN={name}",
-         "-keyout", f"{name}.key", "-out", f"{name}.pem", cwd=d)
+    tls_certs.make_ca(d, name)
     return d / f"{name}.pem", d / f"{name}.key"
 
 
 def sign(d: Path, ca: tuple[Path, Path], cn: str, *, node: bool) -> Cert:
-    """A certificate for `cn` signed by `ca`. X.509 v3 extensions are required (rustls refuses
-    v1 certificates): nodes get the shared server name, operators only client use."""
+    """A certificate for `cn` signed by `ca` (tls_certs.make_cert with the RPC port's names: nodes
+    carry the shared server name chronik-rpc, operators client use only)."""
     ext = d / f"{cn}.ext"
     if node:
         ext.write_text("subjectAltName=DNS:chronik-rpc\nextendedKeyUsage=serverAuth,clientAuth\n")
