@@ -2,7 +2,8 @@
 
 use chronik_auth::acl::{Operation, ResourceType as Rt, CLUSTER_NAME};
 use chronik_metadata::MetadataState;
-use kafka_protocol::messages::{RequestKind, ResponseKind};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
 
 use super::guard::{wire_name, Guarded, Post, CLUSTER_DENIED, TOPIC_DENIED};
 use super::{supported, Authorizer, Resource, NOT_REQUESTED};
@@ -26,257 +27,281 @@ pub fn guard(
     topic_ok: &dyn Fn(Operation, &str) -> bool,
     cluster_ok: &dyn Fn(Operation) -> bool,
 ) -> Guarded {
+    let serve = |r, post| Guarded::Serve(r, Some(post));
     match body {
         RequestKind::DeleteTopics(mut r) => {
-            let mut denied: Vec<(String, uuid::Uuid)> = Vec::new();
-            r.topic_names.retain(|n| {
-                let ok = topic_ok(Operation::Delete, n.0.as_str());
-                if !ok {
-                    denied.push((n.0.to_string(), uuid::Uuid::nil()));
-                }
-                ok
-            });
-            r.topics.retain(|t| {
-                let name = match &t.name {
-                    Some(n) => n.0.to_string(),
-                    None => state
-                        .topic_by_id(&t.topic_id)
-                        .map_or_else(String::new, |i| i.name.clone()),
-                };
-                let ok = name.is_empty() || topic_ok(Operation::Delete, &name);
-                if !ok {
-                    denied.push((name, t.topic_id));
-                }
-                ok
-            });
-            let post: Post = Box::new(move |resp| {
-                if let ResponseKind::DeleteTopics(d) = resp {
-                    use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-                    for (name, id) in denied {
-                        d.responses.push(
-                            DeletableTopicResult::default()
-                                .with_name(Some(wire_name(&name)))
-                                .with_topic_id(id)
-                                .with_error_code(TOPIC_DENIED),
-                        );
-                    }
-                }
-            });
-            Guarded::Serve(RequestKind::DeleteTopics(r), Some(post))
+            let post = delete_topics(&mut r, state, topic_ok);
+            serve(RequestKind::DeleteTopics(r), post)
         }
         RequestKind::CreatePartitions(mut r) => {
-            let (keep, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.topics)
-                .into_iter()
-                .partition(|t| topic_ok(Operation::Alter, t.name.0.as_str()));
-            r.topics = keep;
-            let post: Post = Box::new(move |resp| {
-                if let ResponseKind::CreatePartitions(c) = resp {
-                    use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
-                    for t in denied {
-                        c.results.push(
-                            CreatePartitionsTopicResult::default()
-                                .with_name(t.name)
-                                .with_error_code(TOPIC_DENIED),
-                        );
-                    }
-                }
-            });
-            Guarded::Serve(RequestKind::CreatePartitions(r), Some(post))
+            let post = create_partitions(&mut r, topic_ok);
+            serve(RequestKind::CreatePartitions(r), post)
         }
         RequestKind::DeleteRecords(mut r) => {
-            let (keep, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.topics)
-                .into_iter()
-                .partition(|t| topic_ok(Operation::Delete, t.name.0.as_str()));
-            r.topics = keep;
-            let post: Post = Box::new(move |resp| {
-                if let ResponseKind::DeleteRecords(d) = resp {
-                    use kafka_protocol::messages::delete_records_response::*;
-                    for t in denied {
-                        let parts = t.partitions.iter().map(|p| {
-                            DeleteRecordsPartitionResult::default()
-                                .with_partition_index(p.partition_index)
-                                .with_low_watermark(-1)
-                                .with_error_code(TOPIC_DENIED)
-                        });
-                        d.topics.push(
-                            DeleteRecordsTopicResult::default()
-                                .with_name(t.name)
-                                .with_partitions(parts.collect()),
-                        );
-                    }
-                }
-            });
-            Guarded::Serve(RequestKind::DeleteRecords(r), Some(post))
+            let post = delete_records(&mut r, topic_ok);
+            serve(RequestKind::DeleteRecords(r), post)
         }
         RequestKind::DescribeConfigs(mut r) => {
-            let mut denied = Vec::new();
-            r.resources.retain(|c| {
-                let code = config_denied(
-                    az,
-                    Operation::DescribeConfigs,
-                    c.resource_type,
-                    c.resource_name.as_str(),
-                );
-                if let Some(code) = code {
-                    denied.push((c.resource_type, c.resource_name.clone(), code));
-                }
-                code.is_none()
+            let denied = narrow_configs(az, &mut r.resources, Operation::DescribeConfigs, |c| {
+                (c.resource_type, &c.resource_name)
             });
             let post: Post = Box::new(move |resp| {
                 if let ResponseKind::DescribeConfigs(d) = resp {
                     use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
-                    for (rt, name, code) in denied {
-                        d.results.push(
-                            DescribeConfigsResult::default()
-                                .with_resource_type(rt)
-                                .with_resource_name(name)
-                                .with_error_code(code),
-                        );
-                    }
+                    d.results.extend(denied.into_iter().map(|(rt, name, code)| {
+                        DescribeConfigsResult::default()
+                            .with_resource_type(rt)
+                            .with_resource_name(name)
+                            .with_error_code(code)
+                    }));
                 }
             });
-            Guarded::Serve(RequestKind::DescribeConfigs(r), Some(post))
+            serve(RequestKind::DescribeConfigs(r), post)
         }
         RequestKind::AlterConfigs(mut r) => {
-            let mut denied = Vec::new();
-            r.resources.retain(|c| {
-                let code = config_denied(
-                    az,
-                    Operation::AlterConfigs,
-                    c.resource_type,
-                    c.resource_name.as_str(),
-                );
-                if let Some(code) = code {
-                    denied.push((c.resource_type, c.resource_name.clone(), code));
-                }
-                code.is_none()
+            let denied = narrow_configs(az, &mut r.resources, Operation::AlterConfigs, |c| {
+                (c.resource_type, &c.resource_name)
             });
             let post: Post = Box::new(move |resp| {
                 if let ResponseKind::AlterConfigs(a) = resp {
-                    use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse;
-                    for (rt, name, code) in denied {
-                        a.responses.push(
-                            AlterConfigsResourceResponse::default()
+                    use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as R;
+                    a.responses
+                        .extend(denied.into_iter().map(|(rt, name, code)| {
+                            R::default()
                                 .with_resource_type(rt)
                                 .with_resource_name(name)
-                                .with_error_code(code),
-                        );
-                    }
+                                .with_error_code(code)
+                        }));
                 }
             });
-            Guarded::Serve(RequestKind::AlterConfigs(r), Some(post))
+            serve(RequestKind::AlterConfigs(r), post)
         }
         RequestKind::IncrementalAlterConfigs(mut r) => {
-            let mut denied = Vec::new();
-            r.resources.retain(|c| {
-                let code = config_denied(
-                    az,
-                    Operation::AlterConfigs,
-                    c.resource_type,
-                    c.resource_name.as_str(),
-                );
-                if let Some(code) = code {
-                    denied.push((c.resource_type, c.resource_name.clone(), code));
-                }
-                code.is_none()
+            let denied = narrow_configs(az, &mut r.resources, Operation::AlterConfigs, |c| {
+                (c.resource_type, &c.resource_name)
             });
             let post: Post = Box::new(move |resp| {
                 if let ResponseKind::IncrementalAlterConfigs(a) = resp {
-                    use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse;
-                    for (rt, name, code) in denied {
-                        a.responses.push(
-                            AlterConfigsResourceResponse::default()
+                    use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as R;
+                    a.responses
+                        .extend(denied.into_iter().map(|(rt, name, code)| {
+                            R::default()
                                 .with_resource_type(rt)
                                 .with_resource_name(name)
-                                .with_error_code(code),
-                        );
-                    }
+                                .with_error_code(code)
+                        }));
                 }
             });
-            Guarded::Serve(RequestKind::IncrementalAlterConfigs(r), Some(post))
+            serve(RequestKind::IncrementalAlterConfigs(r), post)
         }
         RequestKind::OffsetForLeaderEpoch(mut r) => {
-            let (keep, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.topics)
-                .into_iter()
-                .partition(|t| topic_ok(Operation::Describe, t.topic.0.as_str()));
-            r.topics = keep;
-            let post: Post = Box::new(move |resp| {
-                if let ResponseKind::OffsetForLeaderEpoch(o) = resp {
-                    use kafka_protocol::messages::offset_for_leader_epoch_response::*;
-                    for t in denied {
-                        let parts = t.partitions.iter().map(|p| {
-                            EpochEndOffset::default()
-                                .with_partition(p.partition)
-                                .with_error_code(TOPIC_DENIED)
-                                .with_leader_epoch(-1)
-                                .with_end_offset(-1)
-                        });
-                        o.topics.push(
-                            OffsetForLeaderTopicResult::default()
-                                .with_topic(t.topic)
-                                .with_partitions(parts.collect()),
-                        );
-                    }
-                }
-            });
-            Guarded::Serve(RequestKind::OffsetForLeaderEpoch(r), Some(post))
+            let post = offset_for_leader_epoch(&mut r, topic_ok);
+            serve(RequestKind::OffsetForLeaderEpoch(r), post)
         }
         RequestKind::DescribeProducers(mut r) => {
-            let (keep, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.topics)
-                .into_iter()
-                .partition(|t| topic_ok(Operation::Read, t.name.0.as_str()));
-            r.topics = keep;
-            let post: Post = Box::new(move |resp| {
-                if let ResponseKind::DescribeProducers(d) = resp {
-                    use kafka_protocol::messages::describe_producers_response::*;
-                    for t in denied {
-                        let parts = t.partition_indexes.iter().map(|p| {
-                            PartitionResponse::default()
-                                .with_partition_index(*p)
-                                .with_error_code(TOPIC_DENIED)
-                        });
-                        d.topics.push(
-                            TopicResponse::default()
-                                .with_name(t.name)
-                                .with_partitions(parts.collect()),
-                        );
-                    }
-                }
-            });
-            Guarded::Serve(RequestKind::DescribeProducers(r), Some(post))
+            let post = describe_producers(&mut r, topic_ok);
+            serve(RequestKind::DescribeProducers(r), post)
         }
         RequestKind::DescribeTopicPartitions(mut r) => {
-            let (keep, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.topics)
-                .into_iter()
-                .partition(|t| topic_ok(Operation::Describe, t.name.0.as_str()));
-            r.topics = keep;
-            let az = az.clone();
-            let post: Post = Box::new(move |resp| {
-                if let ResponseKind::DescribeTopicPartitions(d) = resp {
-                    use kafka_protocol::messages::describe_topic_partitions_response::*;
-                    d.topics.retain(|t| {
-                        t.name
-                            .as_ref()
-                            .is_none_or(|n| az.check(Operation::Describe, Rt::Topic, n.0.as_str()))
-                    });
-                    for t in d.topics.iter_mut() {
-                        if t.topic_authorized_operations != NOT_REQUESTED {
-                            let name = t.name.as_ref().map_or("", |n| n.0.as_str());
-                            t.topic_authorized_operations =
-                                az.operations(Rt::Topic, name, supported(Resource::Topic));
-                        }
-                    }
-                    for t in denied {
-                        d.topics.push(
-                            DescribeTopicPartitionsResponseTopic::default()
-                                .with_name(Some(t.name))
-                                .with_error_code(TOPIC_DENIED),
-                        );
-                    }
-                }
-            });
-            Guarded::Serve(RequestKind::DescribeTopicPartitions(r), Some(post))
+            let post = describe_topic_partitions(az, &mut r, topic_ok);
+            serve(RequestKind::DescribeTopicPartitions(r), post)
         }
         other => super::guard_cluster::guard(az, other, cluster_ok),
     }
+}
+
+/// Takes out the config resources `op` is refused on: (type, name, error code) of each.
+fn narrow_configs<T>(
+    az: &Authorizer,
+    resources: &mut Vec<T>,
+    op: Operation,
+    key: impl Fn(&T) -> (i8, &StrBytes),
+) -> Vec<(i8, StrBytes, i16)> {
+    let mut denied = Vec::new();
+    resources.retain(|c| {
+        let (rt, name) = key(c);
+        let code = config_denied(az, op, rt, name.as_str());
+        if let Some(code) = code {
+            denied.push((rt, name.clone(), code));
+        }
+        code.is_none()
+    });
+    denied
+}
+
+fn delete_topics(
+    r: &mut DeleteTopicsRequest,
+    state: &MetadataState,
+    topic_ok: &dyn Fn(Operation, &str) -> bool,
+) -> Post {
+    let mut denied: Vec<(String, uuid::Uuid)> = Vec::new();
+    r.topic_names.retain(|n| {
+        let ok = topic_ok(Operation::Delete, n.0.as_str());
+        if !ok {
+            denied.push((n.0.to_string(), uuid::Uuid::nil()));
+        }
+        ok
+    });
+    r.topics.retain(|t| {
+        let name = match &t.name {
+            Some(n) => n.0.to_string(),
+            None => state
+                .topic_by_id(&t.topic_id)
+                .map_or_else(String::new, |i| i.name.clone()),
+        };
+        let ok = name.is_empty() || topic_ok(Operation::Delete, &name);
+        if !ok {
+            denied.push((name, t.topic_id));
+        }
+        ok
+    });
+    Box::new(move |resp| {
+        if let ResponseKind::DeleteTopics(d) = resp {
+            use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
+            d.responses.extend(denied.into_iter().map(|(name, id)| {
+                DeletableTopicResult::default()
+                    .with_name(Some(wire_name(&name)))
+                    .with_topic_id(id)
+                    .with_error_code(TOPIC_DENIED)
+            }));
+        }
+    })
+}
+
+fn create_partitions(
+    r: &mut CreatePartitionsRequest,
+    topic_ok: &dyn Fn(Operation, &str) -> bool,
+) -> Post {
+    let (keep, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.topics)
+        .into_iter()
+        .partition(|t| topic_ok(Operation::Alter, t.name.0.as_str()));
+    r.topics = keep;
+    Box::new(move |resp| {
+        if let ResponseKind::CreatePartitions(c) = resp {
+            use kafka_protocol::messages::create_partitions_response::CreatePartitionsTopicResult;
+            c.results.extend(denied.into_iter().map(|t| {
+                CreatePartitionsTopicResult::default()
+                    .with_name(t.name)
+                    .with_error_code(TOPIC_DENIED)
+            }));
+        }
+    })
+}
+
+fn delete_records(
+    r: &mut DeleteRecordsRequest,
+    topic_ok: &dyn Fn(Operation, &str) -> bool,
+) -> Post {
+    let (keep, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.topics)
+        .into_iter()
+        .partition(|t| topic_ok(Operation::Delete, t.name.0.as_str()));
+    r.topics = keep;
+    Box::new(move |resp| {
+        if let ResponseKind::DeleteRecords(d) = resp {
+            use kafka_protocol::messages::delete_records_response::*;
+            for t in denied {
+                let parts = t.partitions.iter().map(|p| {
+                    DeleteRecordsPartitionResult::default()
+                        .with_partition_index(p.partition_index)
+                        .with_low_watermark(-1)
+                        .with_error_code(TOPIC_DENIED)
+                });
+                d.topics.push(
+                    DeleteRecordsTopicResult::default()
+                        .with_name(t.name)
+                        .with_partitions(parts.collect()),
+                );
+            }
+        }
+    })
+}
+
+fn offset_for_leader_epoch(
+    r: &mut OffsetForLeaderEpochRequest,
+    topic_ok: &dyn Fn(Operation, &str) -> bool,
+) -> Post {
+    let (keep, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.topics)
+        .into_iter()
+        .partition(|t| topic_ok(Operation::Describe, t.topic.0.as_str()));
+    r.topics = keep;
+    Box::new(move |resp| {
+        if let ResponseKind::OffsetForLeaderEpoch(o) = resp {
+            use kafka_protocol::messages::offset_for_leader_epoch_response::*;
+            for t in denied {
+                let parts = t.partitions.iter().map(|p| {
+                    EpochEndOffset::default()
+                        .with_partition(p.partition)
+                        .with_error_code(TOPIC_DENIED)
+                        .with_leader_epoch(-1)
+                        .with_end_offset(-1)
+                });
+                o.topics.push(
+                    OffsetForLeaderTopicResult::default()
+                        .with_topic(t.topic)
+                        .with_partitions(parts.collect()),
+                );
+            }
+        }
+    })
+}
+
+fn describe_producers(
+    r: &mut DescribeProducersRequest,
+    topic_ok: &dyn Fn(Operation, &str) -> bool,
+) -> Post {
+    let (keep, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.topics)
+        .into_iter()
+        .partition(|t| topic_ok(Operation::Read, t.name.0.as_str()));
+    r.topics = keep;
+    Box::new(move |resp| {
+        if let ResponseKind::DescribeProducers(d) = resp {
+            use kafka_protocol::messages::describe_producers_response::*;
+            for t in denied {
+                let parts = t.partition_indexes.iter().map(|p| {
+                    PartitionResponse::default()
+                        .with_partition_index(*p)
+                        .with_error_code(TOPIC_DENIED)
+                });
+                d.topics.push(
+                    TopicResponse::default()
+                        .with_name(t.name)
+                        .with_partitions(parts.collect()),
+                );
+            }
+        }
+    })
+}
+
+fn describe_topic_partitions(
+    az: &Authorizer,
+    r: &mut DescribeTopicPartitionsRequest,
+    topic_ok: &dyn Fn(Operation, &str) -> bool,
+) -> Post {
+    let (keep, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.topics)
+        .into_iter()
+        .partition(|t| topic_ok(Operation::Describe, t.name.0.as_str()));
+    r.topics = keep;
+    let az = az.clone();
+    Box::new(move |resp| {
+        if let ResponseKind::DescribeTopicPartitions(d) = resp {
+            use kafka_protocol::messages::describe_topic_partitions_response::*;
+            d.topics.retain(|t| {
+                t.name
+                    .as_ref()
+                    .is_none_or(|n| az.check(Operation::Describe, Rt::Topic, n.0.as_str()))
+            });
+            for t in d.topics.iter_mut() {
+                if t.topic_authorized_operations != NOT_REQUESTED {
+                    let name = t.name.as_ref().map_or("", |n| n.0.as_str());
+                    t.topic_authorized_operations =
+                        az.operations(Rt::Topic, name, supported(Resource::Topic));
+                }
+            }
+            d.topics.extend(denied.into_iter().map(|t| {
+                DescribeTopicPartitionsResponseTopic::default()
+                    .with_name(Some(t.name))
+                    .with_error_code(TOPIC_DENIED)
+            }));
+        }
+    })
 }
