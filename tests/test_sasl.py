@@ -258,3 +258,30 @@ def test_handshake_v0_then_raw_tokens(sasl_broker):
         s.sendall(metadata)
         (size,) = struct.unpack(">i", s.recv(4, socket.MSG_WAITALL))
         assert struct.unpack(">i", s.recv(size, socket.MSG_WAITALL)[:4])[0] == 2, "Metadata answered"
+
+
+def test_chronik_bench_logs_in_over_sasl_ssl(tmp_path):
+    """chronik-bench with --tls-ca and --sasl-*: the client of the TLS+SCRAM benchmark scenario."""
+    import json
+    import os
+    from conftest import REPO_ROOT
+    bench = Path(os.environ.get("CHRONIK_BENCH_BIN", REPO_ROOT / "target" / "debug" / "chronik-bench"))
+    make_ca(tmp_path, "ca")
+    make_cert(tmp_path, "ca", "server", "localhost", server=True)
+    b = start(tmp_path, "benchtls", ["--listeners", "SASL_SSL://127.0.0.1:0",
+                                     "--tls-cert", str(tmp_path / "server.pem"),
+                                     "--tls-key", str(tmp_path / "server.key")])
+    try:
+        base = [str(bench), "--bootstrap-servers", b.bootstrap, "--topic", unique_topic("bench-tls"), "--json",
+                "--tls-ca", str(tmp_path / "ca.pem"), "--sasl-mechanism", "SCRAM-SHA-512"]
+        r = subprocess.run([*base, "--sasl-username", ADMIN[0], "--sasl-password", ADMIN[1],
+                            "--messages", "2000", "--acks", "all", "--verify", "full"],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr[-2000:]
+        report = json.loads(r.stdout.strip().splitlines()[-1])
+        assert report["acked"] == 2000 and report["verify"]["ok"], report
+        r = subprocess.run([*base, "--sasl-username", ADMIN[0], "--sasl-password", "wrong", "--messages", "10"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and "SASL" in r.stderr, r.stderr[-2000:]
+    finally:
+        b.cleanup()

@@ -28,8 +28,10 @@ class BrokerProcess:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.stderr = open(workdir / "broker.stderr", "wb")
+        # A scenario naming its own listeners gives no --kafka-addr (the two exclude each other).
+        kafka_addr = [] if "--listeners" in extra else ["--kafka-addr", "127.0.0.1:0"]
         if cluster is None:
-            cmd = [str(SERVER), "standalone", "--kafka-addr", "127.0.0.1:0"]
+            cmd = [str(SERVER), "standalone", *kafka_addr]
         else:
             node_id, peers, kafka_port = cluster
             cmd = [str(SERVER), "--node-id", str(node_id), "--cluster", peers,
@@ -43,6 +45,8 @@ class BrokerProcess:
                  "CHRONIK_HTTP_ADDR": "127.0.0.1:0"},
         )
         self.addr = ""
+        # Every listener by name, when the broker has several (` listeners=` on its ready line).
+        self.listeners: dict[str, str] = {}
         if wait:
             self.wait()
 
@@ -71,6 +75,9 @@ class BrokerProcess:
                 for line in buf.decode(errors="replace").splitlines():
                     m = READY_RE.match(line)
                     if m:
+                        named = re.search(r" listeners=(\S+)", line)
+                        if named:
+                            self.listeners = dict(e.split("://", 1) for e in named.group(1).split(","))
                         return m.group(1)
             if self.proc.poll() is not None:
                 raise SystemExit(f"bench: broker exited with {self.proc.returncode} before it was ready")

@@ -33,6 +33,8 @@ class Scenario:
     # A scenario of several steps: (scenario, brokers, seconds, workdir) -> (exit code, report);
     # None runs `args` once.
     run: object = None
+    # (workdir) -> more broker flags, made before the broker starts (certificates); None: none.
+    prepare: object = None
 
 
 def scenarios(seconds: int) -> list[Scenario]:
@@ -68,6 +70,12 @@ def scenarios(seconds: int) -> list[Scenario]:
                  target="p99 with the consumer ≤ 1.5 × p99 alone",
                  check=lambda r, d, _: r.get("cold_read", {}).get("ratio", 99) <= 1.5,
                  run=run_cold_read),
+        Scenario("tls-scram", "durable's producer (c=128, 256 B, acks=all, 3 partitions) over SASL_SSL with "
+                 "SCRAM-SHA-512 ÷ the same over PLAINTEXT, one broker with both listeners",
+                 [*d, "--concurrency", "128", "--message-size", "256", "--acks", "all", "--partitions", "3"],
+                 target="≥ 80% of plaintext msg/s",
+                 check=lambda r, d, _: r.get("tls_scram", {}).get("ratio", 0) >= 0.8,
+                 prepare=tls_scram_broker_args, run=run_tls_scram),
         Scenario("recompress", "c=128, 1 KiB, acks=1, 3 partitions, producer lz4: msg/s into a topic with "
                  "compression.type=zstd (the broker recompresses every batch) ÷ msg/s into one with "
                  "compression.type=producer (stored as sent)",
@@ -212,6 +220,62 @@ def run_recompress(s: Scenario, brokers: list, seconds: int, workdir: Path) -> t
     return rc, report, err
 
 
+BENCH_USER = ("bench", "bench-secret")
+
+
+def tls_scram_broker_args(workdir: Path) -> list[str]:
+    """A CA and a server certificate for 127.0.0.1 (openssl CLI), a PLAINTEXT and a SASL_SSL
+    listener, and the bench user."""
+    certs = workdir / "certs"
+    certs.mkdir()
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=certs, check=True, capture_output=True, timeout=60)
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=bench-ca",
+            "-keyout", "ca.key", "-out", "ca.pem")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", "server.key",
+            "-out", "server.csr")
+    (certs / "server.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-out", "server.pem", "-extfile", "server.ext")
+    return ["--listeners", "PLAINTEXT://127.0.0.1:0,SASL_SSL://127.0.0.1:0",
+            "--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key"),
+            "--bootstrap-user", f"{BENCH_USER[0]}:{BENCH_USER[1]}"]
+
+
+def run_tls_scram(s: Scenario, brokers: list, seconds: int, workdir: Path) -> tuple[int, dict | None, str]:
+    """The durable producer against one broker, first over its PLAINTEXT listener, then over
+    SASL_SSL with SCRAM-SHA-512 (each into a topic of its own). The report is the TLS run's, with a
+    `tls_scram` section: both msg/s and their ratio."""
+    b = brokers[0]
+    security = {
+        "plaintext": (b.listeners.get("PLAINTEXT", b.addr), []),
+        "sasl_ssl": (b.listeners["SASL_SSL"], ["--tls-ca", str(workdir / "certs" / "ca.pem"),
+                                               "--sasl-mechanism", "SCRAM-SHA-512",
+                                               "--sasl-username", BENCH_USER[0], "--sasl-password", BENCH_USER[1]]),
+    }
+    runs = {}
+    for name, (addr, extra) in security.items():
+        cmd = [str(BENCH), "--bootstrap-servers", addr, "--topic", f"bench-{s.name}-{name}", "--verify", "count",
+               "--json", *extra, *s.args]
+        settle()
+        print(f"bench: {s.name}: {name}: {' '.join(cmd[1:])}", flush=True)
+        rc, report, err = run_json(cmd, seconds * 4 + 120)
+        if rc != 0 or report is None:
+            return rc or 1, report, err
+        runs[name] = report
+    report = runs["sasl_ssl"]
+    report["tls_scram"] = {
+        "plaintext_msgs_per_s": runs["plaintext"]["msgs_per_s"],
+        "sasl_ssl_msgs_per_s": runs["sasl_ssl"]["msgs_per_s"],
+        "ratio": runs["sasl_ssl"]["msgs_per_s"] / max(runs["plaintext"]["msgs_per_s"], 1e-9),
+        "plaintext_p99_us": runs["plaintext"]["latency_us"]["p99"],
+        "sasl_ssl_p99_us": runs["sasl_ssl"]["latency_us"]["p99"],
+    }
+    print(f"bench: {s.name}: {json.dumps(report['tls_scram'])}", flush=True)
+    return rc, report, err
+
+
 def run_suite(base: Path, chosen: list[Scenario], seconds: int) -> list[tuple[Scenario, int, dict]]:
     """Each scenario against its own fresh broker(s); the data is deleted after each. A scenario
     that produces no report ends the run (SystemExit); one that fails its verification is kept
@@ -221,7 +285,8 @@ def run_suite(base: Path, chosen: list[Scenario], seconds: int) -> list[tuple[Sc
         workdir = base / s.name
         workdir.mkdir()
         settle()
-        brokers = start_chronik(workdir, s.nodes, s.broker_args)
+        extra = [*s.broker_args, *(s.prepare(workdir) if s.prepare else [])]
+        brokers = start_chronik(workdir, s.nodes, extra)
         try:
             if s.run is not None:
                 rc, report, err = s.run(s, brokers, seconds, workdir)
@@ -296,6 +361,15 @@ def section(disk: dict, results: list) -> list[str]:
                 f"consumer read the topic from offset 0 ({c['consumer_passes']} passes over the {c['fill_mb']:,.0f} MB "
                 f"written before, each out of the page cache: {c['consumer_mb']:,.0f} MB in {c['consumer_s']:.1f} s, "
                 f"{c['consumer_mb_per_s']:,.0f} MB/s): ratio {c['ratio']:.2f} (target ≤ 1.5).",
+            ]
+    for s, rc, r in results:
+        c = r.get("tls_scram")
+        if c:
+            lines += [
+                "",
+                f"{s.name}: acks=all over PLAINTEXT {c['plaintext_msgs_per_s']:,.0f} msg/s (p99 "
+                f"{ms(c['plaintext_p99_us'])} ms), over SASL_SSL with SCRAM-SHA-512 {c['sasl_ssl_msgs_per_s']:,.0f} "
+                f"msg/s (p99 {ms(c['sasl_ssl_p99_us'])} ms): ratio {c['ratio']:.2f} (target ≥ 0.8).",
             ]
     for s, rc, r in results:
         c = r.get("recompress")

@@ -173,6 +173,9 @@ pub struct RunArgs {
     pub sasl_username: Option<String>,
     #[arg(long, requires = "sasl_mechanism")]
     pub sasl_password: Option<String>,
+    /// Connect with TLS, trusting brokers whose certificate this CA (PEM) signed.
+    #[arg(long)]
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl RunArgs {
@@ -186,7 +189,12 @@ impl RunArgs {
             (Some(m), Some(u), Some(p)) => Some(crate::sasl::SaslLogin::new(m, u, p)?),
             _ => None,
         };
-        Ok(crate::client::ConnectOptions { sasl })
+        let tls = self
+            .tls_ca
+            .as_deref()
+            .map(crate::tls::Tls::new)
+            .transpose()?;
+        Ok(crate::client::ConnectOptions { sasl, tls })
     }
 }
 

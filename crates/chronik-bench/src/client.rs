@@ -12,8 +12,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, Request, StrBytes};
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 
@@ -66,6 +65,7 @@ pub enum ClientError {
 #[derive(Debug, Clone, Default)]
 pub struct ConnectOptions {
     pub sasl: Option<crate::sasl::SaslLogin>,
+    pub tls: Option<crate::tls::Tls>,
 }
 
 /// The versions this client knows how to use: fields it reads exist in all of them.
@@ -121,11 +121,27 @@ impl Connection {
                 source,
             })?;
         let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_LEN);
         let (exp_tx, exp_rx) = mpsc::channel(MAX_OUTSTANDING);
-        tokio::spawn(writer(write, rx, exp_tx));
-        tokio::spawn(reader(read, exp_rx, addr.to_string()));
+        match &options.tls {
+            None => {
+                let (read, write) = stream.into_split();
+                tokio::spawn(writer(write, rx, exp_tx));
+                tokio::spawn(reader(read, exp_rx, addr.to_string()));
+            }
+            Some(tls) => {
+                let stream =
+                    tls.connect(addr, stream)
+                        .await
+                        .map_err(|source| ClientError::Connect {
+                            addr: addr.to_string(),
+                            source,
+                        })?;
+                let (read, write) = tokio::io::split(stream);
+                tokio::spawn(writer(write, rx, exp_tx));
+                tokio::spawn(reader(read, exp_rx, addr.to_string()));
+            }
+        }
         let mut conn = Connection {
             addr: addr.to_string(),
             tx,
@@ -306,8 +322,8 @@ fn encode<R: Encodable>(req: &R, api: ApiKey, version: i16) -> Result<Bytes, Cli
     Ok(buf.freeze())
 }
 
-async fn writer(
-    write: OwnedWriteHalf,
+async fn writer<W: AsyncWrite + Unpin>(
+    write: W,
     mut rx: mpsc::Receiver<Outgoing>,
     expected: mpsc::Sender<Expected>,
 ) {
@@ -365,7 +381,11 @@ async fn writer(
     }
 }
 
-async fn reader(mut read: OwnedReadHalf, mut expected: mpsc::Receiver<Expected>, addr: String) {
+async fn reader<R: AsyncRead + Unpin>(
+    mut read: R,
+    mut expected: mpsc::Receiver<Expected>,
+    addr: String,
+) {
     let mut size_buf = [0u8; 4];
     while let Some(exp) = expected.recv().await {
         let result = async {

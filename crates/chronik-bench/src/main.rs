@@ -13,6 +13,7 @@ mod heap;
 mod payload;
 mod report;
 mod sasl;
+mod tls;
 mod verify;
 mod workload;
 

@@ -55,8 +55,45 @@ impl Reply {
     }
 }
 
-/// `session`: the connection's listener, peer and principal.
-pub async fn dispatch(broker: &Arc<Broker>, req: Request, session: &Session) -> Reply {
+impl Reply {
+    /// The same reply with `post` applied to its answer (when there is one).
+    fn then(self, post: crate::authz::guard::Post) -> Reply {
+        match self {
+            Reply::None => Reply::None,
+            Reply::Now(mut body) => {
+                post(&mut body);
+                Reply::Now(body)
+            }
+            Reply::Later(fut) => Reply::Later(Box::pin(async move {
+                let mut body = fut.await;
+                post(&mut body);
+                body
+            })),
+        }
+    }
+}
+
+/// `session`: the connection's listener, peer and principal. The authorization guard runs
+/// first (crate::authz::guard): a refused request is answered there, a narrowed one is
+/// served and its answer completed with what was refused.
+pub async fn dispatch(broker: &Arc<Broker>, mut req: Request, session: &Session) -> Reply {
+    let state = broker.metadata();
+    let az = crate::authz::Authorizer::new(broker, session, &state);
+    let body = std::mem::replace(&mut req.body, RequestKind::ApiVersions(Default::default()));
+    match crate::authz::guard::guard(&az, &state, body) {
+        crate::authz::guard::Guarded::Answer(resp) => Reply::now(resp),
+        crate::authz::guard::Guarded::Serve(body, post) => {
+            req.body = body;
+            let reply = serve(broker, req, session).await;
+            match post {
+                Some(post) => reply.then(post),
+                None => reply,
+            }
+        }
+    }
+}
+
+async fn serve(broker: &Arc<Broker>, req: Request, session: &Session) -> Reply {
     let v = req.version;
     let client_id = req.client_id().to_string();
     match req.body {

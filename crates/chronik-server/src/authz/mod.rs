@@ -1,26 +1,24 @@
-//! What a client may do with a resource: the one place that decides it, so the authorizer
-//! (issue 17) replaces this module and no handler changes.
+//! Authorization: what a client may do with a resource.
 //!
-//! Until an authorizer exists every operation is allowed, and the "authorized operations"
-//! fields of Metadata, DescribeTopicPartitions, DescribeCluster and DescribeGroups carry
-//! every operation Kafka defines for the resource type, as Kafka does without an authorizer
-//! (`AuthHelper.authorizedOperations` answers `AclEntry.supportedOperations`).
+//! - [`authorizer`]: the decision for one request's principal (ACLs with `--authorizer acl`,
+//!   else everything allowed, as Kafka without an authorizer).
+//! - [`guard`] (with [`metadata`] and [`guard_admin`]): every API's check, in front of the
+//!   handlers, which check nothing themselves.
+//! - Here: the "authorized operations" fields of Metadata, DescribeTopicPartitions,
+//!   DescribeCluster and DescribeGroups. Handlers fill them with every operation Kafka defines
+//!   for the resource type (Kafka's answer without an authorizer, `AuthHelper.
+//!   authorizedOperations` = `AclEntry.supportedOperations`); with an authorizer the guard's
+//!   post step replaces them with the allowed set.
 
-/// Kafka's `AclOperation` codes (org.apache.kafka.common.acl.AclOperation).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum AclOperation {
-    Read = 3,
-    Write = 4,
-    Create = 5,
-    Delete = 6,
-    Alter = 7,
-    Describe = 8,
-    ClusterAction = 9,
-    DescribeConfigs = 10,
-    AlterConfigs = 11,
-    IdempotentWrite = 12,
-}
+pub mod authorizer;
+pub mod guard;
+pub mod guard_admin;
+pub mod guard_cluster;
+pub mod metadata;
+
+use chronik_auth::acl::Operation;
+
+pub use authorizer::Authorizer;
 
 /// The resource types that carry authorized operations in a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,8 +33,8 @@ pub enum Resource {
 pub const NOT_REQUESTED: i32 = i32::MIN;
 
 /// Every operation Kafka defines for `resource` (`AclEntry.supportedOperations`).
-fn supported(resource: Resource) -> &'static [AclOperation] {
-    use AclOperation::*;
+pub fn supported(resource: Resource) -> &'static [Operation] {
+    use Operation::*;
     match resource {
         Resource::Topic => &[
             Read,
@@ -61,14 +59,11 @@ fn supported(resource: Resource) -> &'static [AclOperation] {
     }
 }
 
-/// The operations allowed on `resource`: today every supported one (no authorizer).
-pub fn allowed(resource: Resource) -> impl Iterator<Item = AclOperation> {
-    supported(resource).iter().copied()
-}
-
-/// Kafka's bit field of authorized operations (`Utils.to32BitField`: bit i set for code i).
+/// Kafka's bit field of every supported operation (`Utils.to32BitField`: bit i for code i).
 pub fn authorized_operations(resource: Resource) -> i32 {
-    allowed(resource).fold(0i32, |bits, op| bits | (1 << op as u8))
+    supported(resource)
+        .iter()
+        .fold(0i32, |bits, op| bits | (1 << op.code()))
 }
 
 /// The field's value: the bit field when the client asked for it, else [`NOT_REQUESTED`].
