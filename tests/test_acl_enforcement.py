@@ -185,3 +185,22 @@ def test_acls_survive_a_restart(acl_broker):
     make_topic(b.bootstrap, other)
     err = produce_error(b.bootstrap, other)
     assert err is not None and err.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+
+
+def test_committed_offsets_show_only_topics_the_user_may_describe(acl_broker):
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    b = acl_broker.bootstrap
+    seen, hidden = unique_topic("off-seen"), unique_topic("off-hidden")
+    for t in (seen, hidden):
+        make_topic(b, t)
+    # The admin (a super user) commits offsets of group g-off on both topics.
+    c = Consumer(conf(b, ADMIN, **{"group.id": "g-off", "enable.auto.commit": False}))
+    try:
+        c.commit(offsets=[TopicPartition(seen, 0, 1), TopicPartition(hidden, 0, 1)], asynchronous=False)
+    finally:
+        c.close()
+    grant(b, ResourceType.GROUP, "g-off", AclOperation.DESCRIBE)
+    grant(b, ResourceType.TOPIC, seen, AclOperation.DESCRIBE)
+    a = AdminClient(conf(b, ALICE))
+    got = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions("g-off")])["g-off"].result(timeout=30)
+    assert {tp.topic for tp in got.topic_partitions} == {seen}, got.topic_partitions

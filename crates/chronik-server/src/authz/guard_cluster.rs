@@ -221,28 +221,64 @@ fn offset_commit(az: &Authorizer, mut r: OffsetCommitRequest) -> Guarded {
 }
 
 fn offset_fetch(az: &Authorizer, mut r: OffsetFetchRequest) -> Guarded {
+    // v0-7 name one group at the top; v8+ a list of groups.
+    let mut denied_groups = Vec::new();
     if r.groups.is_empty() {
-        // v0-7: one group.
         if !group_ok(az, Operation::Describe, r.group_id.0.as_str()) {
             return Guarded::Answer(ResponseKind::OffsetFetch(
                 OffsetFetchResponse::default().with_error_code(GROUP_DENIED),
             ));
         }
-        return Guarded::Serve(RequestKind::OffsetFetch(r), None);
+    } else {
+        let (keep, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.groups)
+            .into_iter()
+            .partition(|g| group_ok(az, Operation::Describe, g.group_id.0.as_str()));
+        r.groups = keep;
+        denied_groups = denied;
     }
-    let (keep, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.groups)
-        .into_iter()
-        .partition(|g| group_ok(az, Operation::Describe, g.group_id.0.as_str()));
-    r.groups = keep;
+    // Topics the principal may not DESCRIBE: left out of an all-topics answer, refused
+    // (TOPIC_AUTHORIZATION_FAILED) when named, as Kafka does.
+    let all_topics = r.topics.is_none();
+    let named_groups: std::collections::HashSet<String> = r
+        .groups
+        .iter()
+        .filter(|g| g.topics.is_some())
+        .map(|g| g.group_id.0.to_string())
+        .collect();
+    let az = az.clone();
+    let visible = move |name: &str| az.check(Operation::Describe, Rt::Topic, name);
     let post: Post = Box::new(move |resp| {
-        if let ResponseKind::OffsetFetch(o) = resp {
-            for g in denied {
-                o.groups.push(
-                    offset_fetch_response::OffsetFetchResponseGroup::default()
-                        .with_group_id(g.group_id)
-                        .with_error_code(GROUP_DENIED),
-                );
+        let ResponseKind::OffsetFetch(o) = resp else {
+            return;
+        };
+        if all_topics {
+            o.topics.retain(|t| visible(t.name.0.as_str()));
+        }
+        for t in o.topics.iter_mut().filter(|t| !visible(t.name.0.as_str())) {
+            for p in t.partitions.iter_mut() {
+                p.error_code = super::guard::TOPIC_DENIED;
+                p.committed_offset = -1;
+                p.metadata = None;
             }
+        }
+        for g in o.groups.iter_mut() {
+            if !named_groups.contains(g.group_id.0.as_str()) {
+                g.topics.retain(|t| visible(t.name.0.as_str()));
+            }
+            for t in g.topics.iter_mut().filter(|t| !visible(t.name.0.as_str())) {
+                for p in t.partitions.iter_mut() {
+                    p.error_code = super::guard::TOPIC_DENIED;
+                    p.committed_offset = -1;
+                    p.metadata = None;
+                }
+            }
+        }
+        for g in denied_groups {
+            o.groups.push(
+                offset_fetch_response::OffsetFetchResponseGroup::default()
+                    .with_group_id(g.group_id)
+                    .with_error_code(GROUP_DENIED),
+            );
         }
     });
     Guarded::Serve(RequestKind::OffsetFetch(r), Some(post))
