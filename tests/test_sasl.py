@@ -202,6 +202,26 @@ def test_sasl_ssl_with_scram_and_plain(tmp_path):
             assert metadata_ok(conf), mechanism
             wrong = {**conf, "sasl.password": "nope"}
             assert not metadata_ok(wrong, timeout_s=5), mechanism
+        # kcat (Debian's librdkafka 2.0) and kafka-python over SASL_SSL too.
+        topic = unique_topic("saslssl")
+        for mechanism in ("SCRAM-SHA-512", "PLAIN"):
+            auth = ["-X", "security.protocol=SASL_SSL", "-X", f"ssl.ca.location={tmp_path / 'ca.pem'}",
+                    "-X", f"sasl.mechanisms={mechanism}", "-X", f"sasl.username={ADMIN[0]}",
+                    "-X", f"sasl.password={ADMIN[1]}"]
+            r = subprocess.run(["kcat", "-P", "-b", bootstrap, "-t", topic, "-p", "0", *auth],
+                               input=f"{mechanism}\n", capture_output=True, text=True, timeout=60)
+            assert r.returncode == 0, r.stderr
+        r = subprocess.run(["kcat", "-C", "-b", bootstrap, "-t", topic, "-p", "0", "-o", "beginning", "-e", *auth],
+                           capture_output=True, text=True, timeout=60)
+        assert r.stdout.split() == ["SCRAM-SHA-512", "PLAIN"], (r.stdout, r.stderr)
+        kw = dict(bootstrap_servers=bootstrap, security_protocol="SASL_SSL", ssl_cafile=str(tmp_path / "ca.pem"),
+                  sasl_mechanism="SCRAM-SHA-256", sasl_plain_username=ADMIN[0], sasl_plain_password=ADMIN[1])
+        p = KafkaProducer(**kw)
+        p.send(topic, b"kafka-python").get(timeout=30)
+        p.close()
+        c = KafkaConsumer(topic, auto_offset_reset="earliest", consumer_timeout_ms=10_000, **kw)
+        assert [m.value for m in c][-1] == b"kafka-python"
+        c.close()
     finally:
         b.cleanup()
 
