@@ -250,15 +250,24 @@ class ClusterNode(Broker):
     """One node of a multi-node cluster: `chronik-server --node-id N --cluster ...` with fixed
     Kafka and RPC ports, so restarts keep the addresses its peers and clients know."""
 
-    def __init__(self, workdir: Path, *, node_id: int, peers: str, kafka_port: int, **kw):
+    def __init__(self, workdir: Path, *, node_id: int, peers: str, kafka_port: int,
+                 listener: str = "PLAINTEXT", **kw):
         super().__init__(workdir, name=f"node{node_id}", **kw)
         self.cluster_node_id = node_id
         self.peers = peers
         self.kafka_port = kafka_port
+        self.listener = listener
+
+    def kafka_flags(self) -> list[str]:
+        """The one Kafka listener, on the fixed port: PLAINTEXT by --kafka-addr, others by
+        --listeners (e.g. SASL_PLAINTEXT)."""
+        if self.listener == "PLAINTEXT":
+            return ["--kafka-addr", f"127.0.0.1:{self.kafka_port}"]
+        return ["--listeners", f"{self.listener}://127.0.0.1:{self.kafka_port}"]
 
     def command(self, kafka_addr: str | None) -> list[str]:
         return [str(SERVER_BIN), "--node-id", str(self.cluster_node_id), "--cluster", self.peers,
-                "--data-dir", str(self.data_dir), "--kafka-addr", f"127.0.0.1:{self.kafka_port}", *self.args]
+                "--data-dir", str(self.data_dir), *self.kafka_flags(), *self.args]
 
     def launch(self, kafka_addr: str | None = None) -> "Broker":
         return super().launch(None)
@@ -279,18 +288,18 @@ class JoiningNode(ClusterNode):
     def command(self, kafka_addr: str | None) -> list[str]:
         return [str(SERVER_BIN), "--node-id", str(self.cluster_node_id), "--join", self.via,
                 "--rpc-addr", f"127.0.0.1:{self.rpc_port}", "--data-dir", str(self.data_dir),
-                "--kafka-addr", f"127.0.0.1:{self.kafka_port}", *self.args]
+                *self.kafka_flags(), *self.args]
 
 
 class Cluster:
     """N nodes formed from one peer list. `start()` launches them all at once and waits for
     every ready line."""
 
-    def __init__(self, base: Path, n: int, args: list[str] | None = None):
+    def __init__(self, base: Path, n: int, args: list[str] | None = None, listener: str = "PLAINTEXT"):
         rpc = {i: free_port() for i in range(1, n + 1)}
         self.peers = ",".join(f"{i}@127.0.0.1:{p}" for i, p in rpc.items())
         self.nodes = {i: ClusterNode(base / f"node{i}", node_id=i, peers=self.peers,
-                                     kafka_port=free_port(), args=args)
+                                     kafka_port=free_port(), args=args, listener=listener)
                       for i in rpc}
 
     def start(self, timeout_s: float = READY_TIMEOUT_S * 2) -> "Cluster":
@@ -329,11 +338,11 @@ def cluster_factory(tmp_path):
     """Call it to make an unstarted cluster of n nodes: cluster_factory(3, args=[...])."""
     made: list[Cluster] = []
 
-    def make(n: int = 3, args: list[str] | None = None) -> Cluster:
+    def make(n: int = 3, args: list[str] | None = None, listener: str = "PLAINTEXT") -> Cluster:
         if kafka_mode():
             c = KafkaCluster(tmp_path / f"kraft{len(made)}", n, properties=_kafka_properties(args, None))
         else:
-            c = Cluster(tmp_path / f"cluster{len(made)}", n, args)
+            c = Cluster(tmp_path / f"cluster{len(made)}", n, args, listener)
         made.append(c)
         return c
 

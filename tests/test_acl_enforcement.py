@@ -204,3 +204,36 @@ def test_committed_offsets_show_only_topics_the_user_may_describe(acl_broker):
     a = AdminClient(conf(b, ALICE))
     got = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions("g-off")])["g-off"].result(timeout=30)
     assert {tp.topic for tp in got.topic_partitions} == {seen}, got.topic_partitions
+
+
+def test_users_and_acls_are_enforced_on_every_node_of_a_cluster(cluster_factory):
+    """Three nodes with SASL listeners and the ACL authorizer: a user and an ACL made through one
+    node hold on the others (Raft metadata), for produce to each partition's leader."""
+    c = cluster_factory(3, args=["--bootstrap-user", f"{ADMIN[0]}:{ADMIN[1]}", "--authorizer", "acl",
+                                 "--super-users", f"User:{ADMIN[0]}"], listener="SASL_PLAINTEXT").start()
+    b1 = c.bootstrap(1)
+    a = AdminClient(conf(b1, ADMIN))
+    up = UserScramCredentialUpsertion(ALICE[0], ScramCredentialInfo(ScramMechanism.SCRAM_SHA_256, 4096),
+                                      ALICE[1].encode())
+    for f in a.alter_user_scram_credentials([up]).values():
+        f.result(timeout=30)
+    topic = unique_topic("acl3")
+    for f in a.create_topics([NewTopic(topic, 3, 3)]).values():
+        f.result(timeout=30)
+
+    def produced_everywhere(node: int) -> list:
+        """Delivery errors of one message to each partition, bootstrapping through `node`."""
+        p = Producer(conf(c.bootstrap(node), ALICE, **{"message.timeout.ms": 8000}))
+        got: list = []
+        for part in range(3):
+            p.produce(topic, b"x", partition=part, on_delivery=lambda err, msg: got.append(err))
+        p.flush(20)
+        return got
+
+    for node in (1, 2, 3):
+        errs = produced_everywhere(node)
+        assert len(errs) == 3 and all(e is not None and e.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+                                      for e in errs), (node, errs)
+    grant(c.bootstrap(2), ResourceType.TOPIC, topic, AclOperation.WRITE)
+    for node in (1, 2, 3):
+        wait_until(lambda: produced_everywhere(node) == [None, None, None], 30, f"alice writes through node {node}")
