@@ -40,6 +40,7 @@ from confluent_kafka.admin import NewTopic
 
 from conftest import ANSI_ESCAPE_RE, REPO_ROOT, SERVER_BIN, Cluster, ClusterNode, _die_with_parent, free_port
 from helpers import admin, consume_range, consumer, http_get, producer, unique_topic, wait_until
+from tls_certs import make_ca, make_cert
 from rpc_certs import make_pki
 
 pytestmark = pytest.mark.chronik_only("deploy/ manifests and chronik-server settings")
@@ -850,7 +851,8 @@ def test_systemd_node_starts_with_the_example_settings(tmp_path):
     env = dict(e.split("=", 1) for v in svc.get("Environment", []) for e in shlex.split(v))
     env.update(env_file(ENV_EXAMPLE.read_text()))
     own = parse_peers(env["CHRONIK_CLUSTER"])[int(env["CHRONIK_NODE_ID"])]
-    ips = {a.rpartition(":")[0] for a in (own, env.get("CHRONIK_KAFKA_ADDR", ""))}
+    listeners = [e.split("://", 1)[1] for e in env.get("CHRONIK_LISTENERS", "").split(",") if "://" in e]
+    ips = {a.rpartition(":")[0] for a in (own, env.get("CHRONIK_KAFKA_ADDR", ""), *listeners)}
     ips = tuple(sorted(ip for ip in ips if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", ip) and ip != "0.0.0.0"
                        and not ip.startswith("127.")))
     command = shlex.split(svc["ExecStart"][-1])
@@ -861,6 +863,14 @@ def test_systemd_node_starts_with_the_example_settings(tmp_path):
         "the example secures the RPC port with TLS"
     node = make_pki(tmp_path / "pki", nodes=int(env["CHRONIK_NODE_ID"]))[f"node-{env['CHRONIK_NODE_ID']}"]
     env.update(CHRONIK_RPC_TLS_CERT=str(node.cert), CHRONIK_RPC_TLS_KEY=str(node.key), CHRONIK_RPC_TLS_CA=str(node.ca))
+    # The example secures the Kafka port too: SASL over TLS, ACLs on; its certificate issued here.
+    assert env.get("CHRONIK_LISTENERS", "").startswith("SASL_SSL://"), "the example uses SASL_SSL"
+    assert env.get("CHRONIK_AUTHORIZER") == "acl" and env.get("CHRONIK_BOOTSTRAP_USER")
+    kafka_pki = tmp_path / "kafka-pki"
+    kafka_pki.mkdir()
+    make_ca(kafka_pki, "ca")
+    make_cert(kafka_pki, "ca", "kafka", "broker1", server=True)
+    env.update(CHRONIK_TLS_CERT=str(kafka_pki / "kafka.pem"), CHRONIK_TLS_KEY=str(kafka_pki / "kafka.key"))
     fields = start_until_formed(command, env, tmp_path, local_ips=ips)
     assert fields["node"] == int(env["CHRONIK_NODE_ID"])
 
