@@ -214,14 +214,15 @@ def test_sasl_ssl_with_scram_and_plain(tmp_path):
         r = subprocess.run(["kcat", "-C", "-b", bootstrap, "-t", topic, "-p", "0", "-o", "beginning", "-e", *auth],
                            capture_output=True, text=True, timeout=60)
         assert r.stdout.split() == ["SCRAM-SHA-512", "PLAIN"], (r.stdout, r.stderr)
-        kw = dict(bootstrap_servers=bootstrap, security_protocol="SASL_SSL", ssl_cafile=str(tmp_path / "ca.pem"),
-                  sasl_mechanism="SCRAM-SHA-256", sasl_plain_username=ADMIN[0], sasl_plain_password=ADMIN[1])
-        p = KafkaProducer(**kw)
-        p.send(topic, b"kafka-python").get(timeout=30)
-        p.close()
-        c = KafkaConsumer(topic, auto_offset_reset="earliest", consumer_timeout_ms=10_000, **kw)
-        assert [m.value for m in c][-1] == b"kafka-python"
-        c.close()
+        for mechanism in ("SCRAM-SHA-512", "PLAIN"):
+            kw = dict(bootstrap_servers=bootstrap, security_protocol="SASL_SSL", ssl_cafile=str(tmp_path / "ca.pem"),
+                      sasl_mechanism=mechanism, sasl_plain_username=ADMIN[0], sasl_plain_password=ADMIN[1])
+            p = KafkaProducer(**kw)
+            p.send(topic, f"kafka-python {mechanism}".encode(), partition=0).get(timeout=30)
+            p.close()
+            c = KafkaConsumer(topic, auto_offset_reset="earliest", consumer_timeout_ms=10_000, **kw)
+            assert [m.value for m in c][-1] == f"kafka-python {mechanism}".encode()
+            c.close()
     finally:
         b.cleanup()
 

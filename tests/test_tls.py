@@ -281,3 +281,28 @@ def test_sighup_reloads_certificates_and_keeps_open_connections(tmp_path, certs)
         assert b.alive()
     finally:
         b.cleanup()
+
+
+def test_kcat_and_kafka_python_with_a_client_certificate(mtls, certs):
+    """The mTLS broker with the other two clients: each presents alice's certificate; without
+    one, kcat gets nothing."""
+    from kafka import KafkaProducer
+
+    topic = unique_topic("mtls-clients")
+    tls = ["-X", "security.protocol=ssl", "-X", f"ssl.ca.location={certs / 'ca.pem'}",
+           "-X", f"ssl.certificate.location={certs / 'alice.pem'}", "-X", f"ssl.key.location={certs / 'alice.key'}"]
+    r = subprocess.run(["kcat", "-P", "-b", mtls.bootstrap, "-t", topic, "-p", "0", *tls],
+                       input=b"kcat\n", capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr.decode(errors="replace")[-2000:]
+    p = KafkaProducer(bootstrap_servers=mtls.bootstrap, security_protocol="SSL", ssl_cafile=str(certs / "ca.pem"),
+                      ssl_certfile=str(certs / "alice.pem"), ssl_keyfile=str(certs / "alice.key"))
+    try:
+        p.send(topic, b"kafka-python", partition=0).get(timeout=60)
+    finally:
+        p.close()
+    r = subprocess.run(["kcat", "-C", "-b", mtls.bootstrap, "-t", topic, "-p", "0", "-o", "beginning", "-e", *tls],
+                       capture_output=True, timeout=60)
+    assert r.stdout.split() == [b"kcat", b"kafka-python"], r.stderr.decode(errors="replace")[-2000:]
+    no_cert = tls[:4]
+    r = subprocess.run(["kcat", "-L", "-b", mtls.bootstrap, "-m", "5", *no_cert], capture_output=True, timeout=60)
+    assert r.returncode != 0
