@@ -158,13 +158,20 @@ def k8s_expand(value: str, env: dict[str, str]) -> str:
     return "".join(out)
 
 
+# The Secrets the StatefulSet reads, as an operator creates them (deploy/README.md).
+TEST_SECRETS = {("chronik-bootstrap-user", "user"): "admin:test-password"}
+
+
 def pod_env(container: dict, pod: str, namespace: str) -> dict[str, str]:
     """The container's env list as the kubelet resolves it for one pod (in order; a value may
-    refer to the ones before it)."""
+    refer to the ones before it; secret keys from TEST_SECRETS)."""
     fields = {"metadata.name": pod, "metadata.namespace": namespace}
     env: dict[str, str] = {}
     for e in container.get("env", []):
-        if "valueFrom" in e:
+        if "secretKeyRef" in e.get("valueFrom", {}):
+            ref = e["valueFrom"]["secretKeyRef"]
+            env[e["name"]] = TEST_SECRETS[(ref["name"], ref["key"])]
+        elif "valueFrom" in e:
             env[e["name"]] = fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
         else:
             env[e["name"]] = k8s_expand(str(e.get("value", "")), env)
@@ -245,7 +252,8 @@ def k8s_problems(docs: list[dict]) -> list[str]:
     if command[:2] != ["sh", "-c"] or "exec chronik-server" not in command[-1]:
         p.append(f"command {command}: expected sh -c '... exec chronik-server' (exec: SIGTERM reaches the server)")
     env = pod_env(c, f"{name}-1", "ns")
-    missing = {"CHRONIK_CLUSTER", "CHRONIK_RPC_ADDR", "CHRONIK_ADVERTISED_ADDR", "CHRONIK_DATA_DIR"} - set(env)
+    missing = {"CHRONIK_CLUSTER", "CHRONIK_RPC_ADDR", "CHRONIK_ADVERTISED_LISTENERS", "CHRONIK_LISTENERS",
+               "CHRONIK_DATA_DIR"} - set(env)
     if missing:
         return p + [f"env lacks {sorted(missing)}"]
     p += unknown_settings(env, "statefulset env")
@@ -256,11 +264,13 @@ def k8s_problems(docs: list[dict]) -> list[str]:
         p.append(f"CHRONIK_CLUSTER is {peers}, expected the pods' DNS names {want}")
     if env["CHRONIK_RPC_ADDR"] != f"0.0.0.0:{ports['rpc']}":
         p.append(f"CHRONIK_RPC_ADDR {env['CHRONIK_RPC_ADDR']}: the own peer entry is a DNS name, bind 0.0.0.0:rpc")
-    if env["CHRONIK_ADVERTISED_ADDR"] != f"{name}-1.{dns}:{ports['kafka']}":
-        p.append(f"CHRONIK_ADVERTISED_ADDR {env['CHRONIK_ADVERTISED_ADDR']} is not the pod's DNS name and Kafka port")
-    for key, port in (("CHRONIK_KAFKA_ADDR", "kafka"), ("CHRONIK_HTTP_ADDR", "http")):
-        if key in env and port_of(env[key]) != ports[port]:
-            p.append(f"{key} {env[key]} does not bind the {port} container port {ports[port]}")
+    advertised = env["CHRONIK_ADVERTISED_LISTENERS"].split("://", 1)[-1]
+    if advertised != f"{name}-1.{dns}:{ports['kafka']}":
+        p.append(f"CHRONIK_ADVERTISED_LISTENERS {advertised} is not the pod's DNS name and Kafka port")
+    bound = {"CHRONIK_LISTENERS": env["CHRONIK_LISTENERS"].split("://", 1)[-1], "CHRONIK_HTTP_ADDR": env.get("CHRONIK_HTTP_ADDR")}
+    for (key, value), port in zip(bound.items(), ("kafka", "http")):
+        if value is not None and port_of(value) != ports[port]:
+            p.append(f"{key} {value} does not bind the {port} container port {ports[port]}")
 
     probes = {"readinessProbe": "/health/ready", "livenessProbe": "/health/live"}
     for probe, path in probes.items():
@@ -438,7 +448,8 @@ def dockerfile_problems(text: str) -> list[str]:
     if not {9092, 9093, 9644} <= exposed:
         p.append(f"EXPOSE {sorted(exposed)}, expected 9092 9093 9644")
     env = image_env(text)
-    want = {"CHRONIK_DATA_DIR": DATA_DIR, "CHRONIK_KAFKA_ADDR": "0.0.0.0:9092", "CHRONIK_HTTP_ADDR": "0.0.0.0:9644"}
+    want = {"CHRONIK_DATA_DIR": DATA_DIR, "CHRONIK_LISTENERS": "PLAINTEXT://0.0.0.0:9092",
+            "CHRONIK_HTTP_ADDR": "0.0.0.0:9644"}
     p += [f"ENV {k}={env.get(k)}, expected {v}" for k, v in want.items() if env.get(k) != v]
     p += unknown_settings(env, "Dockerfile ENV")
     volumes = " ".join(v for k, v in stage if k == "VOLUME")
@@ -484,7 +495,8 @@ DOCKERFILE_BREAKS = {
     "unlocked": lambda t: t.replace("--locked ", ""),
     "root": lambda t: t.replace("USER 10001:10001", "USER root"),
     "no-rpc-port": lambda t: t.replace("EXPOSE 9092 9093 9644", "EXPOSE 9092 9644"),
-    "loopback-kafka": lambda t: t.replace("CHRONIK_KAFKA_ADDR=0.0.0.0:9092", "CHRONIK_KAFKA_ADDR=127.0.0.1:9092"),
+    "loopback-kafka": lambda t: t.replace("CHRONIK_LISTENERS=PLAINTEXT://0.0.0.0:9092",
+                                          "CHRONIK_LISTENERS=PLAINTEXT://127.0.0.1:9092"),
     "shell-entrypoint": lambda t: t.replace('ENTRYPOINT ["chronik-server"]', "ENTRYPOINT chronik-server"),
 }
 
@@ -829,6 +841,13 @@ def test_statefulset_pod_starts_as_the_node_its_ordinal_names(tmp_path):
     env = {**image_env(DOCKERFILE.read_text()), **pod_env(c, pod, "test-ns")}
     command = [k8s_expand(x, env) for x in c["command"] + c.get("args", [])]
     env["CHRONIK_DATA_DIR"] = str(tmp_path / "data")
+    # The mounted Secret chronik-kafka-tls, issued here: the Kafka port is SASL_SSL.
+    assert env["CHRONIK_LISTENERS"].startswith("SASL_SSL://") and env["CHRONIK_AUTHORIZER"] == "acl"
+    pki = tmp_path / "kafka-pki"
+    pki.mkdir()
+    make_ca(pki, "ca")
+    make_cert(pki, "ca", "kafka", "chronik-2", server=True)
+    env.update(CHRONIK_TLS_CERT=str(pki / "kafka.pem"), CHRONIK_TLS_KEY=str(pki / "kafka.key"))
     fields = start_until_formed(command, env, tmp_path)
     assert fields["node"] == 3
     assert parse_peers(fields["peers"]) == parse_peers(env["CHRONIK_CLUSTER"])
