@@ -521,10 +521,12 @@ def compose_services(doc: dict) -> dict[str, dict]:
 
 
 def compose_env(service: dict) -> dict[str, str]:
+    """The service's environment, with compose's `${VAR:-default}` taken at its default (the
+    variables are unset here)."""
     env = service.get("environment") or {}
     if isinstance(env, list):
         env = dict(e.split("=", 1) for e in env)
-    return {k: str(v) for k, v in env.items()}
+    return {k: re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", str(v)) for k, v in env.items()}
 
 
 def compose_problems(doc: dict, compose_dir: Path = COMPOSE.parent) -> list[str]:
@@ -858,6 +860,14 @@ def test_compose_node_starts_with_its_settings(tmp_path):
     service = compose_services(doc)["chronik-2"]
     text = DOCKERFILE.read_text()
     env = {**image_env(text), **compose_env(service), "CHRONIK_DATA_DIR": str(tmp_path / "data")}
+    # The Kafka port is SASL_SSL with the certificate make-certs.sh makes, mounted as secrets:
+    # the same made here.
+    assert env["CHRONIK_LISTENERS"].startswith("SASL_SSL://") and env["CHRONIK_AUTHORIZER"] == "acl"
+    assert env["CHRONIK_TLS_CERT"] == "/run/secrets/kafka_cert", "the secret compose mounts"
+    certs = tmp_path / "certs"
+    subprocess.run([str(COMPOSE.parent / "make-certs.sh"), str(certs)], check=True, capture_output=True,
+                   timeout=120)
+    env.update(CHRONIK_TLS_CERT=str(certs / "kafka.pem"), CHRONIK_TLS_KEY=str(certs / "kafka.key"))
     fields = start_until_formed(image_entrypoint(text) + list(service.get("command") or []), env, tmp_path)
     assert fields["node"] == int(env["CHRONIK_NODE_ID"])
     assert parse_peers(fields["peers"]) == parse_peers(env["CHRONIK_CLUSTER"])
