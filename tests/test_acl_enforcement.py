@@ -237,3 +237,36 @@ def test_users_and_acls_are_enforced_on_every_node_of_a_cluster(cluster_factory)
     grant(c.bootstrap(2), ResourceType.TOPIC, topic, AclOperation.WRITE)
     for node in (1, 2, 3):
         wait_until(lambda: produced_everywhere(node) == [None, None, None], 30, f"alice writes through node {node}")
+
+
+def test_deleting_committed_offsets_needs_delete_on_the_group_and_read_on_the_topic(acl_broker):
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    b = acl_broker.bootstrap
+    topic = unique_topic("off-del")
+    make_topic(b, topic)
+    c = Consumer(conf(b, ADMIN, **{"group.id": "g-del", "enable.auto.commit": False}))
+    try:
+        c.commit(offsets=[TopicPartition(topic, 0, 1)], asynchronous=False)
+    finally:
+        c.close()
+    from kafka import KafkaAdminClient
+    from kafka import TopicPartition as KTopicPartition
+    from kafka.errors import KafkaError as KError
+    ka = KafkaAdminClient(bootstrap_servers=b, security_protocol="SASL_PLAINTEXT", sasl_mechanism="SCRAM-SHA-256",
+                          sasl_plain_username=ALICE[0], sasl_plain_password=ALICE[1])
+
+    def delete_error():
+        """OffsetDelete through kafka-python (confluent-kafka's Python client has no such call)."""
+        try:
+            res = ka.delete_group_offsets("g-del", [KTopicPartition(topic, 0)])
+        except KError as e:
+            return e.errno
+        errs = [e.errno for e in res.values() if e.errno != 0]
+        return errs[0] if errs else None
+
+    assert delete_error() == KafkaError.GROUP_AUTHORIZATION_FAILED
+    grant(b, ResourceType.GROUP, "g-del", AclOperation.DELETE)
+    assert delete_error() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    grant(b, ResourceType.TOPIC, topic, AclOperation.READ)
+    assert delete_error() is None
+    ka.close()

@@ -40,6 +40,7 @@ pub fn guard(
                 OffsetDeleteResponse::default().with_error_code(GROUP_DENIED),
             ))
         }
+        RequestKind::OffsetDelete(r) => offset_delete(az, r),
         RequestKind::FindCoordinator(r) => find_coordinator(az, r),
         RequestKind::DescribeGroups(r) => describe_groups(az, r),
         RequestKind::ListGroups(r) => {
@@ -218,6 +219,32 @@ fn offset_commit(az: &Authorizer, mut r: OffsetCommitRequest) -> Guarded {
         }
     });
     Guarded::Serve(RequestKind::OffsetCommit(r), Some(post))
+}
+
+/// OffsetDelete with DELETE on the group: each topic also needs READ (Kafka's rule).
+fn offset_delete(az: &Authorizer, mut r: OffsetDeleteRequest) -> Guarded {
+    let (keep, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.topics)
+        .into_iter()
+        .partition(|t| az.allows(Operation::Read, Rt::Topic, t.name.0.as_str()));
+    r.topics = keep;
+    let post: Post = Box::new(move |resp| {
+        if let ResponseKind::OffsetDelete(o) = resp {
+            use offset_delete_response::*;
+            for t in denied {
+                let parts = t.partitions.iter().map(|p| {
+                    OffsetDeleteResponsePartition::default()
+                        .with_partition_index(p.partition_index)
+                        .with_error_code(super::guard::TOPIC_DENIED)
+                });
+                o.topics.push(
+                    OffsetDeleteResponseTopic::default()
+                        .with_name(t.name)
+                        .with_partitions(parts.collect()),
+                );
+            }
+        }
+    });
+    Guarded::Serve(RequestKind::OffsetDelete(r), Some(post))
 }
 
 fn offset_fetch(az: &Authorizer, mut r: OffsetFetchRequest) -> Guarded {
