@@ -51,10 +51,11 @@ deps: deps-apt deps-venv deps-node deps-java deps-kafka
 # Debian packages the tests use, as command:package: kcat (a librdkafka client), iptables (network
 # faults inside namespaces, tests/netns.py), a JDK and Maven (the Java client module tests/java and
 # the reference Apache Kafka broker, tests/reference/), Node.js and npm (kafkajs, tests/js), and g++
-# and make (node-gyp builds the native lz4 binding of kafkajs-lz4). `apt-get update` only when apt
-# knows no candidate yet (fresh machine).
+# and make (node-gyp builds the native lz4 binding of kafkajs-lz4), and the openssl CLI (test
+# certificates for TLS, SASL_SSL and RPC mTLS; the broker itself uses rustls). `apt-get update` only
+# when apt knows no candidate yet (fresh machine).
 APT_PACKAGES := kcat:kcat iptables:iptables javac:openjdk-17-jdk-headless mvn:maven node:nodejs npm:npm \
-	g++:g++ make:make
+	g++:g++ make:make openssl:openssl
 deps-apt:
 	@missing=""; \
 	for cp in $(APT_PACKAGES); do command -v $${cp%%:*} >/dev/null 2>&1 || missing="$$missing $${cp#*:}"; done; \
