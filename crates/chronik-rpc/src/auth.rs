@@ -113,7 +113,8 @@ pub fn peer<T>(req: &Request<T>, rpc: &'static str) -> Result<Peer, Status> {
     if !crate::tls::enabled() {
         return Ok(Peer::Anonymous);
     }
-    let certs = req.peer_certs().ok_or_else(|| {
+    // No certificate list, or an empty one: the same refusal.
+    let certs = req.peer_certs().filter(|c| !c.is_empty()).ok_or_else(|| {
         deny(
             req.remote_addr(),
             rpc,
@@ -121,14 +122,7 @@ pub fn peer<T>(req: &Request<T>, rpc: &'static str) -> Result<Peer, Status> {
             "no client certificate".into(),
         )
     })?;
-    let leaf = certs.first().ok_or_else(|| {
-        deny(
-            req.remote_addr(),
-            rpc,
-            Code::Unauthenticated,
-            "no client certificate".into(),
-        )
-    })?;
+    let leaf = &certs[0];
     let cn = common_name(leaf).map_err(|e| {
         deny(
             req.remote_addr(),

@@ -36,11 +36,6 @@ impl Authorizer {
         }
     }
 
-    /// Whether an authorizer is configured at all.
-    pub fn enabled(&self) -> bool {
-        self.state.is_some()
-    }
-
     fn acls(&self) -> Option<&Acls> {
         self.state.as_ref().map(|s| &s.acls)
     }
