@@ -154,55 +154,6 @@ fn data(key: ApiKey, v: i16, topic_id: uuid::Uuid) -> Vec<RequestKind> {
                 ]))
             })
             .collect(),
-        ApiKey::DescribeUserScramCredentials => vec![RequestKind::DescribeUserScramCredentials(
-            DescribeUserScramCredentialsRequest::default(),
-        )],
-        ApiKey::AlterUserScramCredentials => vec![RequestKind::AlterUserScramCredentials(
-            AlterUserScramCredentialsRequest::default().with_upsertions(vec![
-                alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
-                    .with_name(StrBytes::from_static_str("u"))
-                    .with_mechanism(1)
-                    .with_iterations(4096)
-                    .with_salt(Bytes::from_static(b"salt"))
-                    .with_salted_password(Bytes::from(vec![7u8; 32])),
-            ]),
-        )],
-        // A PLAINTEXT listener: both answer ILLEGAL_SASL_STATE.
-        ApiKey::SaslHandshake => vec![RequestKind::SaslHandshake(
-            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
-        )],
-        ApiKey::SaslAuthenticate => vec![RequestKind::SaslAuthenticate(
-            SaslAuthenticateRequest::default(),
-        )],
-        // No authorizer on the test broker: each answers SECURITY_DISABLED.
-        ApiKey::CreateAcls => vec![RequestKind::CreateAcls(
-            CreateAclsRequest::default().with_creations(vec![
-                create_acls_request::AclCreation::default()
-                    .with_resource_type(2)
-                    .with_resource_name(StrBytes::from_static_str("t"))
-                    .with_resource_pattern_type(3)
-                    .with_principal(StrBytes::from_static_str("User:a"))
-                    .with_host(StrBytes::from_static_str("*"))
-                    .with_operation(3)
-                    .with_permission_type(3),
-            ]),
-        )],
-        ApiKey::DescribeAcls => vec![RequestKind::DescribeAcls(
-            DescribeAclsRequest::default()
-                .with_resource_type_filter(1)
-                .with_pattern_type_filter(1)
-                .with_operation(1)
-                .with_permission_type(1),
-        )],
-        ApiKey::DeleteAcls => vec![RequestKind::DeleteAcls(
-            DeleteAclsRequest::default().with_filters(vec![
-                delete_acls_request::DeleteAclsFilter::default()
-                    .with_resource_type_filter(1)
-                    .with_pattern_type_filter(1)
-                    .with_operation(1)
-                    .with_permission_type(1),
-            ]),
-        )],
         other => panic!("no request built for advertised API {other:?}: add one here"),
     }
 }
@@ -318,55 +269,6 @@ fn topics(key: ApiKey, v: i16) -> Vec<RequestKind> {
         ApiKey::InitProducerId => vec![RequestKind::InitProducerId(
             InitProducerIdRequest::default().with_transaction_timeout_ms(60_000),
         )],
-        ApiKey::DescribeUserScramCredentials => vec![RequestKind::DescribeUserScramCredentials(
-            DescribeUserScramCredentialsRequest::default(),
-        )],
-        ApiKey::AlterUserScramCredentials => vec![RequestKind::AlterUserScramCredentials(
-            AlterUserScramCredentialsRequest::default().with_upsertions(vec![
-                alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
-                    .with_name(StrBytes::from_static_str("u"))
-                    .with_mechanism(1)
-                    .with_iterations(4096)
-                    .with_salt(Bytes::from_static(b"salt"))
-                    .with_salted_password(Bytes::from(vec![7u8; 32])),
-            ]),
-        )],
-        // A PLAINTEXT listener: both answer ILLEGAL_SASL_STATE.
-        ApiKey::SaslHandshake => vec![RequestKind::SaslHandshake(
-            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
-        )],
-        ApiKey::SaslAuthenticate => vec![RequestKind::SaslAuthenticate(
-            SaslAuthenticateRequest::default(),
-        )],
-        // No authorizer on the test broker: each answers SECURITY_DISABLED.
-        ApiKey::CreateAcls => vec![RequestKind::CreateAcls(
-            CreateAclsRequest::default().with_creations(vec![
-                create_acls_request::AclCreation::default()
-                    .with_resource_type(2)
-                    .with_resource_name(StrBytes::from_static_str("t"))
-                    .with_resource_pattern_type(3)
-                    .with_principal(StrBytes::from_static_str("User:a"))
-                    .with_host(StrBytes::from_static_str("*"))
-                    .with_operation(3)
-                    .with_permission_type(3),
-            ]),
-        )],
-        ApiKey::DescribeAcls => vec![RequestKind::DescribeAcls(
-            DescribeAclsRequest::default()
-                .with_resource_type_filter(1)
-                .with_pattern_type_filter(1)
-                .with_operation(1)
-                .with_permission_type(1),
-        )],
-        ApiKey::DeleteAcls => vec![RequestKind::DeleteAcls(
-            DeleteAclsRequest::default().with_filters(vec![
-                delete_acls_request::DeleteAclsFilter::default()
-                    .with_resource_type_filter(1)
-                    .with_pattern_type_filter(1)
-                    .with_operation(1)
-                    .with_permission_type(1),
-            ]),
-        )],
         other => panic!("no request built for advertised API {other:?}: add one here"),
     }
 }
@@ -451,55 +353,6 @@ fn offsets(key: ApiKey, v: i16) -> Vec<RequestKind> {
             };
             vec![RequestKind::OffsetFetch(req)]
         }
-        ApiKey::DescribeUserScramCredentials => vec![RequestKind::DescribeUserScramCredentials(
-            DescribeUserScramCredentialsRequest::default(),
-        )],
-        ApiKey::AlterUserScramCredentials => vec![RequestKind::AlterUserScramCredentials(
-            AlterUserScramCredentialsRequest::default().with_upsertions(vec![
-                alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
-                    .with_name(StrBytes::from_static_str("u"))
-                    .with_mechanism(1)
-                    .with_iterations(4096)
-                    .with_salt(Bytes::from_static(b"salt"))
-                    .with_salted_password(Bytes::from(vec![7u8; 32])),
-            ]),
-        )],
-        // A PLAINTEXT listener: both answer ILLEGAL_SASL_STATE.
-        ApiKey::SaslHandshake => vec![RequestKind::SaslHandshake(
-            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
-        )],
-        ApiKey::SaslAuthenticate => vec![RequestKind::SaslAuthenticate(
-            SaslAuthenticateRequest::default(),
-        )],
-        // No authorizer on the test broker: each answers SECURITY_DISABLED.
-        ApiKey::CreateAcls => vec![RequestKind::CreateAcls(
-            CreateAclsRequest::default().with_creations(vec![
-                create_acls_request::AclCreation::default()
-                    .with_resource_type(2)
-                    .with_resource_name(StrBytes::from_static_str("t"))
-                    .with_resource_pattern_type(3)
-                    .with_principal(StrBytes::from_static_str("User:a"))
-                    .with_host(StrBytes::from_static_str("*"))
-                    .with_operation(3)
-                    .with_permission_type(3),
-            ]),
-        )],
-        ApiKey::DescribeAcls => vec![RequestKind::DescribeAcls(
-            DescribeAclsRequest::default()
-                .with_resource_type_filter(1)
-                .with_pattern_type_filter(1)
-                .with_operation(1)
-                .with_permission_type(1),
-        )],
-        ApiKey::DeleteAcls => vec![RequestKind::DeleteAcls(
-            DeleteAclsRequest::default().with_filters(vec![
-                delete_acls_request::DeleteAclsFilter::default()
-                    .with_resource_type_filter(1)
-                    .with_pattern_type_filter(1)
-                    .with_operation(1)
-                    .with_permission_type(1),
-            ]),
-        )],
         other => panic!("no request built for advertised API {other:?}: add one here"),
     }
 }
@@ -584,55 +437,6 @@ fn membership(key: ApiKey, v: i16) -> Vec<RequestKind> {
                                 .with_partition_index(0),
                         ]),
                 ]),
-        )],
-        ApiKey::DescribeUserScramCredentials => vec![RequestKind::DescribeUserScramCredentials(
-            DescribeUserScramCredentialsRequest::default(),
-        )],
-        ApiKey::AlterUserScramCredentials => vec![RequestKind::AlterUserScramCredentials(
-            AlterUserScramCredentialsRequest::default().with_upsertions(vec![
-                alter_user_scram_credentials_request::ScramCredentialUpsertion::default()
-                    .with_name(StrBytes::from_static_str("u"))
-                    .with_mechanism(1)
-                    .with_iterations(4096)
-                    .with_salt(Bytes::from_static(b"salt"))
-                    .with_salted_password(Bytes::from(vec![7u8; 32])),
-            ]),
-        )],
-        // A PLAINTEXT listener: both answer ILLEGAL_SASL_STATE.
-        ApiKey::SaslHandshake => vec![RequestKind::SaslHandshake(
-            SaslHandshakeRequest::default().with_mechanism(StrBytes::from_static_str("PLAIN")),
-        )],
-        ApiKey::SaslAuthenticate => vec![RequestKind::SaslAuthenticate(
-            SaslAuthenticateRequest::default(),
-        )],
-        // No authorizer on the test broker: each answers SECURITY_DISABLED.
-        ApiKey::CreateAcls => vec![RequestKind::CreateAcls(
-            CreateAclsRequest::default().with_creations(vec![
-                create_acls_request::AclCreation::default()
-                    .with_resource_type(2)
-                    .with_resource_name(StrBytes::from_static_str("t"))
-                    .with_resource_pattern_type(3)
-                    .with_principal(StrBytes::from_static_str("User:a"))
-                    .with_host(StrBytes::from_static_str("*"))
-                    .with_operation(3)
-                    .with_permission_type(3),
-            ]),
-        )],
-        ApiKey::DescribeAcls => vec![RequestKind::DescribeAcls(
-            DescribeAclsRequest::default()
-                .with_resource_type_filter(1)
-                .with_pattern_type_filter(1)
-                .with_operation(1)
-                .with_permission_type(1),
-        )],
-        ApiKey::DeleteAcls => vec![RequestKind::DeleteAcls(
-            DeleteAclsRequest::default().with_filters(vec![
-                delete_acls_request::DeleteAclsFilter::default()
-                    .with_resource_type_filter(1)
-                    .with_pattern_type_filter(1)
-                    .with_operation(1)
-                    .with_permission_type(1),
-            ]),
         )],
         other => panic!("no request built for advertised API {other:?}: add one here"),
     }
