@@ -336,15 +336,20 @@ def parse_api_versions_response(payload: bytes, body_version: int) -> ApiVersion
 # --------------------------------------------------------------------------- record batch v2
 def record_batch(records: list[tuple[bytes | None, bytes | None]], *, base_offset: int = 0,
                  base_timestamp_ms: int | None = None, producer_id: int = -1, producer_epoch: int = -1,
-                 base_sequence: int = -1) -> bytes:
-    """An uncompressed magic-2 record batch with a correct CRC32C; no producer id unless given."""
+                 base_sequence: int = -1, timestamp_deltas: list[int] | None = None,
+                 max_timestamp_ms: int | None = None) -> bytes:
+    """An uncompressed magic-2 record batch with a correct CRC32C; no producer id unless given.
+    Every record has the base timestamp unless `timestamp_deltas` says otherwise; the header's
+    max timestamp is the base timestamp unless `max_timestamp_ms` says otherwise (the header
+    need not match the records: a broker must not trust it)."""
     if base_timestamp_ms is None:
         base_timestamp_ms = int(time.time() * 1000)
+    deltas = timestamp_deltas or [0] * len(records)
     body = bytearray()
     for delta, (key, value) in enumerate(records):
         rec = bytearray()
         rec += i8(0)  # attributes
-        rec += varint(0)  # timestamp delta
+        rec += varint(deltas[delta])  # timestamp delta
         rec += varint(delta)  # offset delta
         rec += varint(-1) if key is None else varint(len(key)) + key
         rec += varint(-1) if value is None else varint(len(value)) + value
@@ -354,7 +359,7 @@ def record_batch(records: list[tuple[bytes | None, bytes | None]], *, base_offse
         i16(0)  # attributes: no compression, CreateTime, not transactional, not control
         + i32(len(records) - 1)  # last offset delta
         + i64(base_timestamp_ms)
-        + i64(base_timestamp_ms)  # max timestamp
+        + i64(base_timestamp_ms if max_timestamp_ms is None else max_timestamp_ms)
         + i64(producer_id)
         + i16(producer_epoch)
         + i32(base_sequence)

@@ -52,15 +52,16 @@ def bootstrap(module_broker) -> str:
 
 
 
-def stored_codecs(bootstrap: str, topic: str, end: int) -> set[int]:
-    """Codec ids of the batches of partition 0 below `end`, from a raw Fetch (aiokafka's)."""
-    async def run() -> set[int]:
+def stored_batches(bootstrap: str, topic: str, end: int) -> list[tuple[int, int]]:
+    """(codec id, header max timestamp) of each batch of partition 0 below `end`, from a raw
+    Fetch (aiokafka's)."""
+    async def run() -> list[tuple[int, int]]:
         client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=30000)
         await client.bootstrap()
         try:
             cluster = await client.fetch_all_metadata()
             leader = cluster.leader_for_partition(AioTopicPartition(topic, 0))
-            codecs, offset = set(), 0
+            batches, offset = [], 0
             while offset < end:
                 resp = await client.send(leader, FetchRequest(
                     max_wait_time=500, min_bytes=1, max_bytes=8 << 20, isolation_level=0,
@@ -70,12 +71,16 @@ def stored_codecs(bootstrap: str, topic: str, end: int) -> set[int]:
                 records = MemoryRecords(part[-1])
                 while (batch := records.next_batch()) is not None:
                     if batch.next_offset > offset:
-                        codecs.add(batch.compression_type)
+                        batches.append((batch.compression_type, batch.max_timestamp))
                         offset = batch.next_offset
-            return codecs
+            return batches
         finally:
             await client.close()
     return asyncio.run(run())
+
+
+def stored_codecs(bootstrap: str, topic: str, end: int) -> set[int]:
+    return {codec for codec, _ in stored_batches(bootstrap, topic, end)}
 
 
 def items(n: int) -> list[tuple[bytes, bytes]]:
@@ -204,6 +209,28 @@ def test_timestamps_outside_before_and_after_max_are_refused(bootstrap):
     err = send_one(bootstrap, plain, now + 2 * 3_600_000)
     assert err is not None and err.code() == KafkaError.INVALID_TIMESTAMP, err
     assert send_one(bootstrap, plain, 1_000) is None
+
+
+def test_every_record_timestamp_is_checked_and_the_header_max_set_from_the_records(bootstrap):
+    """Kafka reads every record of a produced batch: a record out of range is found though the
+    header's first and max timestamps are in range, and the stored header carries the records'
+    largest timestamp whatever the producer wrote there."""
+    topic = unique_topic("tsrec")
+    create_topic(bootstrap, topic, config={"message.timestamp.before.max.ms": "600000"})
+    now = int(time.time() * 1000)
+    day = 86_400_000
+    records = [(None, b"a"), (None, b"b"), (None, b"c")]
+    hidden = kw.record_batch(records, base_timestamp_ms=now, timestamp_deltas=[0, -day, 0])
+    err, msg, errors = produce_v9_record_errors(bootstrap, topic, hidden)
+    assert err == 32 and msg.startswith("One or more records have been rejected"), (err, msg)
+    assert [i for i, _ in errors] == [1], errors
+    assert f"Timestamp {now - day} of message with offset 1 is out of range" in errors[0][1], errors
+    # The header says `now`; the second record is 5 s later.
+    lying = kw.record_batch(records, base_timestamp_ms=now, timestamp_deltas=[0, 5000, 0],
+                            max_timestamp_ms=now)
+    assert produce_raw(bootstrap, topic, lying) == 0
+    assert stored_batches(bootstrap, topic, 3) == [(0, now + 5000)]
+    assert [m.timestamp for m in consume_all(bootstrap, topic, 0)] == [now, now + 5000, now]
 
 
 # ---------------------------------------------------------------------- admin

@@ -1,13 +1,14 @@
 //! Runs a topic's batch policy (`chronik_protocol::batch`) on a produced batch, keeping the
-//! heavy case, recompression, from starving the async runtime and from taking unbounded
-//! memory.
+//! heavy cases from starving the async runtime and from taking unbounded memory: recompression,
+//! and reading the records of a compressed batch that is large or expands far (every batch's
+//! records are read under CreateTime, as Kafka does, to check their timestamps).
 //!
 //! Recompression decodes up to `max.decompressed.message.bytes` (64 MiB by default) and
 //! compresses again: milliseconds of CPU for a 1 MiB batch. The produce handler appends
 //! partitions in request order without awaiting, so the work runs in place under
 //! `block_in_place` (the runtime moves this worker's other tasks to another thread) rather
 //! than through `spawn_blocking`, which would need the handler to await between partitions.
-//! At most [`MAX_CONCURRENT`] recompressions run at once (the machine's cores are the limit
+//! At most [`MAX_CONCURRENT`] heavy batches are worked on at once (the machine's cores are the limit
 //! anyway); others wait for a slot, so memory stays bounded by MAX_CONCURRENT times the
 //! decompression bound plus the output.
 
@@ -15,7 +16,7 @@ use std::sync::{Condvar, Mutex};
 
 use chronik_protocol::batch::{self, BatchError, Outcome, Policy};
 
-/// Recompressions running at once, broker-wide.
+/// Heavy batches worked on at once, broker-wide.
 pub const MAX_CONCURRENT: usize = 2;
 
 static SLOTS: Mutex<usize> = Mutex::new(0);
@@ -42,11 +43,17 @@ impl Drop for Slot {
     }
 }
 
-/// [`batch::apply`], off the async worker when it recompresses.
+/// [`batch::apply`], off the async worker when it is heavy (recompression, or a large
+/// compressed batch whose records must be read).
 pub fn apply(records: &[u8], policy: &Policy, now_ms: i64) -> Result<Outcome, BatchError> {
-    if !policy.recompresses(records) {
-        // Header patches and checks only: microseconds.
-        return batch::apply(records, policy, now_ms);
+    if !policy.is_heavy(records) {
+        // A walk over records in memory, expanding a compressed batch only a little:
+        // microseconds. One that expands further is heavy work after all.
+        let inline = policy.inline_bounded(records);
+        match batch::apply(records, &inline, now_ms) {
+            Err(BatchError::TooLarge(_)) if inline != *policy => {}
+            done => return done,
+        }
     }
     let heavy = || {
         let _slot = Slot::take();

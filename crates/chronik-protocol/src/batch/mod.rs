@@ -3,7 +3,11 @@
 //! it with the broker's time under `message.timestamp.type=LogAppendTime`, and refuse record
 //! timestamps outside `message.timestamp.before.max.ms` / `message.timestamp.after.max.ms`.
 //!
-//! A batch that needs none of these is left as the producer sent it (no copy). Recompression
+//! Under CreateTime every record is read, as Kafka's validator reads them (decompressing a
+//! compressed batch): each record's timestamp is checked, and the header's max timestamp is set
+//! to the records' largest when the producer wrote another (the time index, ListOffsets by
+//! timestamp and time retention trust it). A batch that needs no change is left as the producer
+//! sent it (no copy). Recompression
 //! decodes the records with kafka-protocol's `RecordBatchDecoder` (decompression bounded by
 //! [`Policy::max_decompressed_bytes`], see [`codec`]; over it: INVALID_RECORD, as Kafka) and encodes them again with its
 //! `RecordBatchEncoder`: same records, offset deltas, timestamps, keys, values and headers, same
@@ -28,8 +32,6 @@ const HEADER_SIZE: usize = 61;
 const CRC_AT: usize = 17;
 const CRC_COVERED_FROM: usize = 21;
 const ATTRIBUTES_AT: usize = 21;
-const LAST_OFFSET_DELTA_AT: usize = 23;
-const BASE_TIMESTAMP_AT: usize = 27;
 const MAX_TIMESTAMP_AT: usize = 35;
 const RECORDS_COUNT_AT: usize = 57;
 
@@ -63,14 +65,50 @@ impl Default for Policy {
     }
 }
 
+/// Compressed batches up to this size that expand to at most [`INLINE_EXPANDED_BYTES`] are
+/// decompressed and checked in place: well under a millisecond of CPU for any codec. Others are
+/// heavy work (see [`Policy::is_heavy`] and [`Policy::inline_bounded`]).
+pub const INLINE_COMPRESSED_BYTES: usize = 16 * 1024;
+/// See [`INLINE_COMPRESSED_BYTES`].
+pub const INLINE_EXPANDED_BYTES: usize = 256 * 1024;
+
 impl Policy {
-    /// Whether [`apply`] must decode this batch's records, the expensive part (the caller may
-    /// then move the work off its async runtime).
+    /// Whether [`apply`] must re-encode this batch into another codec.
     pub fn recompresses(&self, batch: &[u8]) -> bool {
-        let attributes = read_i16(batch, ATTRIBUTES_AT).unwrap_or(0);
-        self.codec
-            .is_some_and(|c| c as i16 != attributes & ATTR_CODEC)
+        self.codec.is_some_and(|c| c as i16 != codec_bits(batch))
     }
+
+    /// Whether [`apply`] reads every record of a batch (CreateTime: their timestamps are
+    /// checked) or re-encodes it.
+    fn decodes(&self, batch: &[u8]) -> bool {
+        !self.log_append_time || self.recompresses(batch)
+    }
+
+    /// Whether [`apply`] may take milliseconds of CPU on this batch: it recompresses it, or it
+    /// decompresses a large one to read its records. The caller may then move the work off its
+    /// async runtime; anything else is a walk over bytes already in memory.
+    pub fn is_heavy(&self, batch: &[u8]) -> bool {
+        self.recompresses(batch)
+            || (self.decodes(batch)
+                && codec_bits(batch) != 0
+                && batch.len() > INLINE_COMPRESSED_BYTES)
+    }
+
+    /// This policy with decompression of a compressed `batch` bounded for in-place work: a
+    /// small batch may still be a bomb. [`apply`] under it answers [`BatchError::TooLarge`] for
+    /// a batch that expands further, which the caller then treats as heavy work under the
+    /// topic's own bound.
+    pub fn inline_bounded(&self, batch: &[u8]) -> Policy {
+        let mut p = self.clone();
+        if codec_bits(batch) != 0 {
+            p.max_decompressed_bytes = p.max_decompressed_bytes.min(INLINE_EXPANDED_BYTES);
+        }
+        p
+    }
+}
+
+fn codec_bits(batch: &[u8]) -> i16 {
+    read_i16(batch, ATTRIBUTES_AT).unwrap_or(0) & ATTR_CODEC
 }
 
 /// What [`apply`] made of a batch.
@@ -156,30 +194,38 @@ pub fn apply(batch: &[u8], policy: &Policy, now_ms: i64) -> Result<Outcome, Batc
     }
     let window = (!policy.log_append_time).then(|| Window::new(policy, now_ms));
     let mut out = None;
-    if policy.recompresses(batch) {
-        let target = policy.codec.unwrap_or(Compression::None);
+    if policy.decodes(batch) {
         let (records, raw_len) = decode(batch, policy.max_decompressed_bytes)?;
         if let Some(w) = &window {
             w.refuse(records.iter().map(|r| (r.timestamp, r.offset)))?;
         }
-        out = encode(&records, target, policy.levels, raw_len)?;
-    }
-    if out.is_none() {
-        // Not decoded: the batch header's first and max timestamps stand for its records
-        // (a producer writes the first record's timestamp and the largest one there).
-        if let Some(w) = &window {
-            let last = read_i32(batch, LAST_OFFSET_DELTA_AT).ok_or_else(short)?;
-            let first = read_i64(batch, BASE_TIMESTAMP_AT).ok_or_else(short)?;
-            let max = read_i64(batch, MAX_TIMESTAMP_AT).ok_or_else(short)?;
-            let mut both = vec![(first, 0)];
-            if last > 0 {
-                both.push((max, i64::from(last)));
+        if policy.recompresses(batch) {
+            let target = policy.codec.unwrap_or(Compression::None);
+            // Computes the max timestamp from the records itself.
+            out = encode(&records, target, policy.levels, raw_len)?;
+        }
+        if out.is_none() && window.is_some() {
+            // Kafka's validator stores the records' largest timestamp, whatever the producer
+            // claimed (DefaultRecordBatch.setMaxTimestamp; -1 when no record has one).
+            let max = records
+                .iter()
+                .map(|r| r.timestamp)
+                .fold(NO_TIMESTAMP, i64::max);
+            if read_i64(batch, MAX_TIMESTAMP_AT) != Some(max) {
+                let mut b = batch.to_vec();
+                set_max_timestamp(&mut b, max)?;
+                out = Some(b);
             }
-            w.refuse(both.into_iter())?;
         }
     }
     if policy.log_append_time {
-        let mut b = out.unwrap_or_else(|| batch.to_vec());
+        let mut b = match out {
+            Some(b) => b,
+            None => {
+                check_crc(batch)?;
+                batch.to_vec()
+            }
+        };
         stamp_log_append_time(&mut b, now_ms)?;
         return Ok(Outcome {
             batch: Some(b),
@@ -237,7 +283,33 @@ pub fn stamp_log_append_time(batch: &mut [u8], now_ms: i64) -> Result<(), BatchE
     }
     let attributes = read_i16(batch, ATTRIBUTES_AT).unwrap_or(0) | ATTR_LOG_APPEND_TIME;
     batch[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
-    batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&now_ms.to_be_bytes());
+    set_max_timestamp(batch, now_ms)
+}
+
+/// Refuses a batch whose CRC does not match (as the decoder would), before the broker writes a
+/// new one over it.
+fn check_crc(batch: &[u8]) -> Result<(), BatchError> {
+    let stated = batch
+        .get(CRC_AT..CRC_AT + 4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_be_bytes);
+    let actual = batch.get(CRC_COVERED_FROM..).map(crc32c::crc32c);
+    match (stated, actual) {
+        (Some(s), Some(a)) if s == a => Ok(()),
+        _ => Err(BatchError::Corrupt(format!(
+            "record batch CRC mismatch (stated {stated:?}, computed {actual:?})"
+        ))),
+    }
+}
+
+/// Writes the header's max timestamp and computes the CRC again. Only called on a batch whose
+/// CRC was checked (decoded) or that the broker built: a fresh CRC must never bless bytes that
+/// arrived damaged.
+fn set_max_timestamp(batch: &mut [u8], max_ms: i64) -> Result<(), BatchError> {
+    if batch.len() < HEADER_SIZE {
+        return Err(BatchError::Corrupt("short batch".into()));
+    }
+    batch[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max_ms.to_be_bytes());
     let crc = crc32c::crc32c(&batch[CRC_COVERED_FROM..]);
     batch[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     Ok(())

@@ -158,9 +158,13 @@ fn timestamps_outside_the_window_are_refused() {
             }
         }
     }
-    // Every refused record is named, by its index in the batch, as Kafka's record_errors.
+    // Every refused record is named, by its index in the batch, as Kafka's record_errors;
+    // every record is read whether or not the batch is recompressed.
     let old = batch(&records(3, NOW - 120_000), Compression::Gzip);
-    for (codec, want) in [(Some(Compression::Lz4), vec![0, 1, 2]), (None, vec![0, 2])] {
+    for (codec, want) in [
+        (Some(Compression::Lz4), vec![0, 1, 2]),
+        (None, vec![0, 1, 2]),
+    ] {
         let Err(BatchError::InvalidTimestamp(errors)) =
             apply(&old, &Policy { codec, ..p.clone() }, NOW)
         else {
@@ -223,4 +227,120 @@ fn a_repeated_header_key_keeps_the_producer_batch() {
     b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     let out = apply(&b, &policy(Some(Compression::Zstd)), NOW).unwrap();
     assert_eq!(out.batch, None, "the batch was rewritten and lost a header");
+}
+
+/// A batch whose header max timestamp the producer wrote wrong.
+fn with_header_max(mut b: Vec<u8>, max: i64) -> Vec<u8> {
+    b[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max.to_be_bytes());
+    let crc = crc32c::crc32c(&b[CRC_COVERED_FROM..]);
+    b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    b
+}
+
+#[test]
+fn a_record_out_of_range_behind_honest_header_timestamps_is_found() {
+    // First and last record in range, the middle one a day old: the header (first timestamp,
+    // max timestamp) cannot show it; Kafka reads every record.
+    let p = Policy {
+        before_max_ms: 60_000,
+        ..Policy::default()
+    };
+    for codec in [Compression::None, Compression::Lz4, Compression::Zstd] {
+        let mut recs = records(3, NOW);
+        recs[1].timestamp = NOW - 86_400_000;
+        let Err(BatchError::InvalidTimestamp(errors)) = apply(&batch(&recs, codec), &p, NOW) else {
+            panic!("{codec:?}: accepted");
+        };
+        let got: Vec<i32> = errors.iter().map(|e| e.batch_index).collect();
+        assert_eq!(got, vec![1], "{codec:?}");
+    }
+}
+
+#[test]
+fn the_header_max_timestamp_is_set_from_the_records() {
+    for codec in [Compression::None, Compression::Gzip] {
+        let honest = batch(&records(3, NOW), codec);
+        // Kept as sent when it is right: no copy.
+        assert_eq!(apply(&honest, &Policy::default(), NOW).unwrap().batch, None);
+        for lie in [NOW - 5_000, NOW + 500_000, -1] {
+            let out = apply(
+                &with_header_max(honest.clone(), lie),
+                &Policy::default(),
+                NOW,
+            )
+            .unwrap()
+            .batch
+            .expect("header corrected");
+            assert_eq!(read_i64(&out, MAX_TIMESTAMP_AT), Some(NOW + 2), "{codec:?}");
+            // A valid CRC, and the records untouched.
+            let (c, recs) = decoded(&out);
+            assert_eq!((c, recs.len()), (codec, 3));
+            assert_eq!(
+                &out[MAX_TIMESTAMP_AT + 8..],
+                &honest[MAX_TIMESTAMP_AT + 8..]
+            );
+        }
+    }
+}
+
+#[test]
+fn a_damaged_batch_is_never_given_a_fresh_crc() {
+    let mut damaged = batch(&records(2, NOW), Compression::None);
+    let last = damaged.len() - 1;
+    damaged[last] ^= 0xff;
+    for p in [
+        Policy::default(),
+        Policy {
+            log_append_time: true,
+            ..Policy::default()
+        },
+    ] {
+        let e = apply(&damaged, &p, NOW).unwrap_err();
+        assert_eq!(e.code(), ResponseError::CorruptMessage, "{p:?}: {e}");
+    }
+}
+
+#[test]
+fn inline_work_is_bounded_and_large_batches_are_heavy() {
+    let p = Policy::default();
+    let small = batch(&records(3, NOW), Compression::Lz4);
+    assert!(!p.is_heavy(&small));
+    assert!(!p.is_heavy(&batch(&records(300, NOW), Compression::None)));
+    // A small compressed batch that expands past the in-place bound: TooLarge in place,
+    // accepted under the topic's own bound.
+    let mut recs = records(1, NOW);
+    recs[0].value = Some(Bytes::from(vec![0u8; 2 * INLINE_EXPANDED_BYTES]));
+    let bomb = batch(&recs, Compression::Zstd);
+    assert!(bomb.len() <= INLINE_COMPRESSED_BYTES && !p.is_heavy(&bomb));
+    let e = apply(&bomb, &p.inline_bounded(&bomb), NOW).unwrap_err();
+    assert!(matches!(e, BatchError::TooLarge(_)), "{e}");
+    assert!(apply(&bomb, &p, NOW).is_ok());
+    // Uncompressed batches are never bounded in place (nothing expands).
+    let plain = batch(&recs, Compression::None);
+    assert_eq!(p.inline_bounded(&plain), p);
+    // Large compressed batches, and any recompression, are heavy.
+    // Values that do not compress (a xorshift stream).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut noise = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x as u8
+    };
+    let mut big = records(200, NOW);
+    for r in &mut big {
+        r.value = Some(Bytes::from((0..400).map(|_| noise()).collect::<Vec<u8>>()));
+    }
+    assert!(p.is_heavy(&batch(&big, Compression::Gzip)));
+    let zstd = Policy {
+        codec: Some(Compression::Zstd),
+        ..Policy::default()
+    };
+    assert!(zstd.is_heavy(&small));
+    // LogAppendTime without recompression reads no records at all.
+    let lat = Policy {
+        log_append_time: true,
+        ..Policy::default()
+    };
+    assert!(!lat.is_heavy(&batch(&big, Compression::Gzip)));
 }
