@@ -45,6 +45,9 @@ pub enum Role {
     Leader {
         epoch: i32,
         isr: Vec<BrokerId>,
+        /// The effective min.insync.replicas: the topic's, capped by its replica count. The
+        /// high watermark does not advance while the ISR is smaller (KAFKA-15583, Kafka 3.7+).
+        min_isr: usize,
     },
     Follower {
         leader: BrokerId,
@@ -394,12 +397,18 @@ impl Replica {
 
     /// Recomputes the high watermark: on a leader the smallest durable end over itself and
     /// its ISR followers (a follower not heard from since this leadership began holds it
-    /// where it is); on a follower, see [`Replica::follower_high_watermark`].
+    /// where it is); on a follower, see [`Replica::follower_high_watermark`]. It stays where it
+    /// is while the ISR is below the effective min.insync.replicas, as in Kafka 3.7+
+    /// (KAFKA-15583): data then on fewer replicas than the topic asks for is not shown to
+    /// consumers, whatever acks it was written with.
     pub fn update_high_watermark(&self) {
         let st = self.lock();
-        let Role::Leader { isr, .. } = &st.role else {
+        let Role::Leader { isr, min_isr, .. } = &st.role else {
             return;
         };
+        if isr.len() < *min_isr {
+            return;
+        }
         let mut hw = self.log.committed_offset();
         for f in isr.iter().filter(|f| **f != self.node_id) {
             match st.followers.get(f) {
@@ -558,7 +567,7 @@ impl Replica {
         max_lag: Duration,
     ) -> Option<(i32, Vec<BrokerId>)> {
         let st = self.lock();
-        let Role::Leader { epoch, isr } = &st.role else {
+        let Role::Leader { epoch, isr, .. } = &st.role else {
             return None;
         };
         let now = Instant::now();
@@ -780,6 +789,7 @@ mod tests {
         Role::Leader {
             epoch,
             isr: vec![1],
+            min_isr: 1,
         }
     }
 
@@ -827,6 +837,32 @@ mod tests {
         assert_eq!(r.leading_epoch(), None);
     }
 
+    /// KAFKA-15583: below the effective min.insync.replicas the high watermark stays, even
+    /// over data every ISR member holds; it moves once the topic's value allows it again.
+    #[tokio::test]
+    async fn the_high_watermark_stays_while_the_isr_is_below_min_isr() {
+        use chronik_wal::batch::test_util::batch;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = replica(dir.path()).await;
+        let lead = |min_isr| Role::Leader {
+            epoch: 1,
+            isr: vec![1],
+            min_isr,
+        };
+        r.set_role(lead(2));
+        let written = r.log.append(&mut batch(3, 32), 1).expect("append");
+        let end = written.last_offset + 1;
+        r.log.wait_committed(end).await.expect("synced");
+        r.update_high_watermark();
+        assert_eq!(
+            r.high_watermark(),
+            0,
+            "ISR of 1 below min.insync.replicas 2"
+        );
+        r.set_role(lead(1));
+        assert_eq!(r.high_watermark(), end);
+    }
+
     /// A write appended while leading whose wait outlives the leadership: committed once the
     /// log this replica now follows holds it below the high watermark, lost once that log cut
     /// it; never "not the leader" while the new leader may hold it.
@@ -838,6 +874,7 @@ mod tests {
         r.set_role(Role::Leader {
             epoch: 1,
             isr: vec![1, 2],
+            min_isr: 1,
         });
         let written = r.log.append(&mut batch(3, 32), 1).expect("append");
         r.record_epoch(1, written.base_offset, written.generation);
@@ -868,6 +905,7 @@ mod tests {
         r.set_role(Role::Leader {
             epoch: 3,
             isr: vec![1, 2],
+            min_isr: 1,
         });
         let second = r.log.append(&mut batch(2, 32), 3).expect("append");
         r.record_epoch(3, second.base_offset, second.generation);
@@ -901,6 +939,7 @@ mod tests {
         r.set_role(Role::Leader {
             epoch: 1,
             isr: vec![1, 2],
+            min_isr: 1,
         });
         let fetch = FollowerFetch {
             follower: 2,
@@ -1011,6 +1050,7 @@ mod tests {
         r.set_role(Role::Leader {
             epoch: 7,
             isr: vec![1, 2],
+            min_isr: 1,
         });
         let served = r.serve_fetch(fetch(7), 1024).await;
         assert_eq!((served.error_code, served.leader_epoch), (code::NONE, 7));
@@ -1031,6 +1071,7 @@ mod tests {
         r.set_role(Role::Leader {
             epoch: 1,
             isr: vec![1, 2],
+            min_isr: 1,
         });
         let waiting = {
             let r = r.clone();
@@ -1056,6 +1097,7 @@ mod tests {
         l.set_role(Role::Leader {
             epoch: 1,
             isr: vec![1, 2],
+            min_isr: 1,
         });
         for i in 0..5 {
             l.log.append(&mut served_batch(i, 1), 1).expect("append");

@@ -155,6 +155,7 @@ impl Broker {
             let Some(local) = self.partitions.get(&topic.name).map(|t| t.parts.clone()) else {
                 continue;
             };
+            let min_isr = self.topic_config(topic).min_insync_replicas();
             for (i, info) in topic.partitions.iter().enumerate() {
                 let Some(Some(part)) = local.get(i) else {
                     continue;
@@ -166,6 +167,7 @@ impl Broker {
                     Role::Leader {
                         epoch: info.leader_epoch,
                         isr: info.isr.clone(),
+                        min_isr: min_isr.min(info.replicas.len()),
                     }
                 } else {
                     Role::Follower {
