@@ -14,7 +14,7 @@ pub mod service;
 
 pub use election::Timing;
 pub use liveness::LivenessConfig;
-pub use node::{ClusterError, MetadataNode, NodeConfig, ProposeError, RaftStatus};
+pub use node::{ClusterError, MetadataNode, NodeConfig, ProposeError, RaftStatus, ServicesFn};
 pub use peers::PeerList;
 
 /// Generated gRPC code for `proto/raft.proto`.

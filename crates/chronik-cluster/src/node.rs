@@ -40,6 +40,9 @@ const IDENTITY_FILE: &str = "cluster.json";
 /// Pause between attempts while no leader is known or the leader is unreachable.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
 
+/// See [`NodeConfig::services`].
+pub type ServicesFn = Box<dyn FnOnce(&Arc<MetadataNode>) -> tonic::service::Routes + Send>;
+
 /// How to start one node.
 pub struct NodeConfig {
     pub node_id: NodeId,
@@ -55,8 +58,11 @@ pub struct NodeConfig {
     pub heartbeat: Duration,
     /// Build a snapshot (and purge the log behind it) after this many entries.
     pub snapshot_after_logs: u64,
-    /// More gRPC services to serve on the RPC listener (WAL replication).
-    pub extra_routes: Option<tonic::service::Routes>,
+    /// Builds the application's gRPC services (WAL replication, admin) on the node, before it
+    /// serves, joins or forms its cluster: the application's state can hold the node from the
+    /// start, and is served beside Raft's RPCs on the RPC listener. Called exactly once, with
+    /// or without a listener.
+    pub services: Option<ServicesFn>,
     /// `--join HOST:RPC`: instead of forming a cluster from `peers` (which then holds only this
     /// node), ask the member at this address to add this node as a learner. Used on the first
     /// start only; a restarted node already has its membership in its Raft log.
@@ -205,16 +211,12 @@ impl MetadataNode {
         let (stop_tx, stop_rx) = oneshot::channel();
         let heartbeats = Arc::new(Heartbeats::default());
         let contact = Arc::new(LeaderContact::default());
-        if let Some(listener) = cfg.rpc_listener {
-            let service = RaftService {
-                raft: raft.clone(),
-                heartbeats: heartbeats.clone(),
-                contact: contact.clone(),
-                timing,
-            };
-            Self::serve(service, cfg.extra_routes, listener, stop_rx);
-        }
-
+        let service = RaftService {
+            raft: raft.clone(),
+            heartbeats: heartbeats.clone(),
+            contact: contact.clone(),
+            timing,
+        };
         let node = Arc::new(MetadataNode {
             node_id: cfg.node_id,
             raft,
@@ -228,6 +230,10 @@ impl MetadataNode {
             contact,
             timing,
         });
+        let extra = cfg.services.map(|build| build(&node));
+        if let Some(listener) = cfg.rpc_listener {
+            Self::serve(service, extra, listener, stop_rx);
+        }
         match &cfg.join {
             Some(addr) => node.join(addr).await?,
             None => node.form().await?,

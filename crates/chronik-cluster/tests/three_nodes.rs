@@ -23,7 +23,7 @@ async fn start(id: u64, peers: &PeerList, root: &Path, listener: TcpListener) ->
         propose_timeout: Duration::from_secs(3),
         heartbeat: Duration::from_millis(100),
         snapshot_after_logs: 20,
-        extra_routes: None,
+        services: None,
         join: None,
     })
     .await
@@ -242,7 +242,7 @@ async fn a_node_refuses_a_peer_list_that_conflicts_with_its_data() {
         propose_timeout: Duration::from_secs(1),
         heartbeat: Duration::from_millis(100),
         snapshot_after_logs: 20,
-        extra_routes: None,
+        services: None,
         join: None,
     })
     .await;

@@ -4,7 +4,7 @@
 //! from any node and answer once committed and applied here.
 
 use std::collections::HashMap;
-use std::sync::{Arc, OnceLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use chronik_admin::pb::admin_client::AdminClient;
@@ -24,11 +24,9 @@ use tonic::{Request, Response, Status};
 use crate::broker::{Broker, TopicError};
 use crate::reassign;
 
-/// Set once the broker exists (the RPC listener starts before it does).
-pub type BrokerSlot = Arc<OnceLock<Weak<Broker>>>;
-
 pub struct AdminService {
-    pub broker: BrokerSlot,
+    /// Weak: a server still draining must not keep a stopped broker alive.
+    pub broker: Weak<Broker>,
 }
 
 impl AdminService {
@@ -51,9 +49,8 @@ impl AdminService {
 
     fn broker(&self) -> Result<Arc<Broker>, Status> {
         self.broker
-            .get()
-            .and_then(|w| w.upgrade())
-            .ok_or_else(|| Status::unavailable("the broker is starting or stopping"))
+            .upgrade()
+            .ok_or_else(|| Status::unavailable("the broker is stopping"))
     }
 }
 
@@ -86,7 +83,7 @@ fn partition_info(
         removing: info.removing.clone(),
         ..Default::default()
     };
-    if let Some(r) = broker.replicas.get(topic, p) {
+    if let Some(r) = broker.partitions.replicas.get(topic, p) {
         out.local = true;
         out.local_log_end = r.log.log_end_offset();
         out.local_high_watermark = r.high_watermark();
@@ -145,7 +142,7 @@ fn local_stats(b: &Broker, topics: &[String]) -> Vec<ReplicaStats> {
             continue;
         }
         for p in 0..t.partitions.len() as i32 {
-            if let Some(r) = b.replicas.get(&t.name, p) {
+            if let Some(r) = b.partitions.replicas.get(&t.name, p) {
                 out.push(ReplicaStats {
                     topic: t.name.clone(),
                     partition: p,

@@ -63,7 +63,7 @@ async fn metrics(State(s): State<HttpState>) -> (StatusCode, String) {
         );
     };
     if let Some(b) = s.broker() {
-        crate::metrics::refresh(&b);
+        crate::gauges::refresh(&b);
     }
     (StatusCode::OK, handle.render())
 }
@@ -92,6 +92,7 @@ fn readiness(broker: Option<&Broker>, phase: &StartupPhase) -> Result<(), String
         None => return Err("this broker is not registered yet".into()),
     }
     let poisoned: Vec<String> = b
+        .partitions
         .all_partitions()
         .iter()
         .filter_map(|p| {

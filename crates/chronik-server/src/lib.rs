@@ -2,23 +2,30 @@
 //!
 //! Layering (mini-redis style): [`server`] accepts connections; [`connection`] reads
 //! frames and writes responses in order; [`handlers`] has one module per Kafka API;
-//! [`broker`] holds the shared state (metadata + partitions); [`partition`] puts the
-//! idempotent-producer checks in front of each partition's WAL; [`offsets`] keeps committed
-//! offsets in the `__consumer_offsets` log.
+//! [`broker`] wires the rooms requests are served from: [`partitions`] (this node's replicas,
+//! their roles, ISR and retention) and the [`coordinators`] that follow its leadership changes
+//! (groups with [`offsets`], producer ids); [`partition`] puts the idempotent-producer checks in
+//! front of each partition's WAL; [`meta`] commits metadata changes through Raft.
 
 pub mod admin;
 pub mod authz;
 pub mod broker;
+pub mod clock;
 pub mod config;
 pub mod connection;
+pub mod coordinators;
+pub mod gauges;
 pub mod handlers;
 pub mod http;
 pub mod listeners;
 pub mod log_limit;
+pub mod meta;
 pub mod metrics;
 pub mod net_limits;
 pub mod offsets;
 pub mod partition;
+pub mod partitions;
+pub mod periodic;
 pub mod producer_state;
 pub mod reassign;
 pub mod rewrite;
@@ -30,3 +37,4 @@ pub mod shutdown;
 pub mod startup;
 pub mod tls;
 pub mod topic_config;
+pub mod wiring;

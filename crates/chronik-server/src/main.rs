@@ -142,7 +142,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     if let Some((l, _)) = http_listener {
         http::spawn(l, started.clone(), phase.clone(), shutdown.clone());
     }
-    let broker = Broker::start(
+    let broker = chronik_server::wiring::start(
         config,
         endpoints,
         rpc_listener.map(|(l, _)| l),
@@ -157,7 +157,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
 
     tracing::info!(
         node_id = broker.node_id,
-        cluster_id = %broker.cluster_id,
+        cluster_id = %broker.cluster_id(),
         kafka = %bound,
         fsync = %broker.config.fsync,
         data_dir = %broker.config.data_dir.display(),
@@ -169,7 +169,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
             out,
             "chronik-server ready kafka={bound} node_id={} cluster_id={}{}{}{}",
             broker.node_id,
-            broker.cluster_id,
+            broker.cluster_id(),
             rpc_bound.map(|a| format!(" rpc={a}")).unwrap_or_default(),
             http_bound.map(|a| format!(" http={a}")).unwrap_or_default(),
             listeners_field(&listeners),
@@ -234,10 +234,12 @@ fn spawn_retention(broker: std::sync::Arc<Broker>) {
                 _ = broker.shutdown.wait() => return,
             }
             let b = broker.clone();
-            if let Err(e) = tokio::task::spawn_blocking(move || b.enforce_retention()).await {
+            if let Err(e) =
+                tokio::task::spawn_blocking(move || b.partitions.enforce_retention()).await
+            {
                 tracing::error!(error = %e, "retention task panicked");
             }
-            broker.expire_offsets().await;
+            broker.groups.expire_offsets().await;
         }
     });
 }

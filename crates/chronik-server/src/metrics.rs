@@ -1,23 +1,20 @@
 //! Prometheus metrics. Code records through the `metrics` facade (the WAL does too, see
 //! `chronik_wal::metric_names`); this module installs the one process-wide Prometheus
-//! recorder, and at each scrape sets the gauges that are read from state (partitions, Raft)
-//! rather than counted as things happen.
+//! recorder and names what is counted as things happen. The gauges read from the broker's
+//! state at each scrape are in `crate::gauges`; this module knows nothing of the broker.
 //!
 //! Cardinality is bounded: request metrics are labelled by API only, produce/fetch by topic,
 //! and per-partition gauges can be folded into per-topic ones (`--metrics-partition-labels
 //! false`) for clusters with many partitions.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
-use metrics::{counter, gauge, histogram, Counter, Histogram};
+use metrics::{counter, histogram, Counter, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use metrics_util::MetricKindMask;
-
-use crate::broker::Broker;
 
 pub const REQUESTS: &str = "chronik_requests_total";
 pub const REQUEST_SECONDS: &str = "chronik_request_seconds";
@@ -54,6 +51,11 @@ static OPEN_CONNECTIONS: AtomicI64 = AtomicI64::new(0);
 pub struct OpenConnection(());
 
 impl OpenConnection {
+    /// Client connections open now.
+    pub fn count() -> i64 {
+        OPEN_CONNECTIONS.load(Ordering::Relaxed)
+    }
+
     pub fn open() -> OpenConnection {
         OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
         OpenConnection(())
@@ -181,142 +183,6 @@ fn api_name(api: ApiKey) -> &'static str {
     }
 }
 
-/// Sets the gauges read from state: this node's replicas, under-replication, Raft.
-pub fn refresh(broker: &Broker) {
-    let state = broker.metadata();
-    let per_partition = broker.config.metrics_partition_labels;
-    let mut under_replicated_total = 0u64;
-    // topic -> (under-replicated partitions led here, bytes, segments)
-    let mut per_topic: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
-    // topic -> (most messages, longest time) any follower of a partition led here trails
-    let mut per_topic_lag: BTreeMap<String, (i64, f64)> = BTreeMap::new();
-    for t in state.topics.values() {
-        for (i, p) in t.partitions.iter().enumerate() {
-            let Some(r) = broker.replicas.get(&t.name, i as i32) else {
-                continue;
-            };
-            let leads = p.leader == broker.node_id;
-            let under = leads && p.isr.len() < p.target_replicas().len();
-            under_replicated_total += u64::from(under);
-            let size = r.log.size_bytes();
-            let segments = r.log.segment_count() as u64;
-            let e = per_topic.entry(t.name.clone()).or_default();
-            e.0 += u64::from(under);
-            e.1 += size;
-            e.2 += segments;
-            if per_partition {
-                let labels = [("topic", t.name.clone()), ("partition", i.to_string())];
-                gauge!("chronik_partition_log_end_offset", &labels)
-                    .set(r.log.log_end_offset() as f64);
-                gauge!("chronik_partition_high_watermark", &labels).set(r.high_watermark() as f64);
-                gauge!("chronik_partition_isr_size", &labels).set(p.isr.len() as f64);
-                gauge!("chronik_partition_under_replicated", &labels)
-                    .set(f64::from(u8::from(under)));
-                gauge!("chronik_partition_size_bytes", &labels).set(size as f64);
-                gauge!("chronik_partition_segments", &labels).set(segments as f64);
-                gauge!("chronik_partition_leader", &labels).set(f64::from(u8::from(leads)));
-            }
-            for lag in r.follower_lags(&p.replicas) {
-                let e = per_topic_lag.entry(t.name.clone()).or_default();
-                e.0 = e.0.max(lag.messages);
-                e.1 = e.1.max(lag.behind.as_secs_f64());
-                if per_partition {
-                    let labels = [
-                        ("topic", t.name.clone()),
-                        ("partition", i.to_string()),
-                        ("replica", lag.replica.to_string()),
-                    ];
-                    gauge!("chronik_replica_lag_messages", &labels).set(lag.messages as f64);
-                    gauge!("chronik_replica_lag_seconds", &labels).set(lag.behind.as_secs_f64());
-                }
-            }
-        }
-    }
-    if !per_partition {
-        for (topic, (messages, seconds)) in per_topic_lag {
-            let labels = [("topic", topic)];
-            gauge!("chronik_topic_max_replica_lag_messages", &labels).set(messages as f64);
-            gauge!("chronik_topic_max_replica_lag_seconds", &labels).set(seconds);
-        }
-    }
-    group_lag(broker, per_partition);
-    for (topic, (under, size, segments)) in per_topic {
-        let labels = [("topic", topic)];
-        gauge!("chronik_topic_under_replicated_partitions", &labels).set(under as f64);
-        gauge!("chronik_topic_size_bytes", &labels).set(size as f64);
-        gauge!("chronik_topic_segments", &labels).set(segments as f64);
-    }
-    gauge!("chronik_under_replicated_partitions").set(under_replicated_total as f64);
-    poisoned_partitions(broker);
-    let raft = broker.raft_status();
-    gauge!("chronik_raft_term").set(raft.term as f64);
-    gauge!("chronik_raft_last_log_index").set(raft.last_log_index as f64);
-    gauge!("chronik_raft_last_applied_index").set(raft.last_applied_index as f64);
-    gauge!("chronik_raft_commit_index").set(raft.committed_index as f64);
-    gauge!("chronik_raft_apply_lag")
-        .set(raft.last_log_index.saturating_sub(raft.last_applied_index) as f64);
-    gauge!("chronik_raft_is_leader").set(f64::from(u8::from(raft.leader == Some(broker.node_id))));
-    gauge!("chronik_raft_voters").set(raft.voters.len() as f64);
-    gauge!(CONNECTIONS).set(OPEN_CONNECTIONS.load(Ordering::Relaxed) as f64);
-}
-
-/// `chronik_partition_poisoned{topic,partition}` = 1 for every partition a storage error
-/// poisoned (whatever `--metrics-partition-labels` says: there are few, and each needs an
-/// operator's eye), 0 once at the scrape after it healed (then dropped as idle), and
-/// `chronik_poisoned_partitions`, their count.
-fn poisoned_partitions(broker: &Broker) {
-    static REPORTED: std::sync::Mutex<BTreeSet<(String, i32)>> =
-        std::sync::Mutex::new(BTreeSet::new());
-    let mut reported = REPORTED.lock().unwrap_or_else(|e| e.into_inner());
-    let now: BTreeSet<(String, i32)> = broker
-        .all_partitions()
-        .iter()
-        .filter(|p| p.storage_failure().is_some())
-        .map(|p| (p.topic.clone(), p.index))
-        .collect();
-    for key in reported.iter().chain(&now) {
-        let labels = [("topic", key.0.clone()), ("partition", key.1.to_string())];
-        gauge!("chronik_partition_poisoned", &labels).set(f64::from(u8::from(now.contains(key))));
-    }
-    gauge!("chronik_poisoned_partitions").set(now.len() as f64);
-    *reported = now;
-}
-
-/// Consumer-group lag, on the node that coordinates each group (it leads the group's offsets
-/// partition, so its committed offsets are current): the partition's high watermark minus the
-/// group's committed offset, for partitions this node holds a replica of (with RF = the
-/// number of nodes, all of them). Folded per group and topic without partition labels.
-fn group_lag(broker: &Broker, per_partition: bool) {
-    let offsets = broker.offsets();
-    for group in offsets.group_ids() {
-        if !broker.is_coordinator(&group) {
-            continue;
-        }
-        for (topic, committed) in offsets.group(&group) {
-            let mut total = 0i64;
-            for (partition, v) in committed {
-                let Some(r) = broker.replicas.get(&topic, partition) else {
-                    continue;
-                };
-                let lag = (r.high_watermark() - v.offset).max(0);
-                total += lag;
-                if per_partition {
-                    let labels = [
-                        ("group", group.clone()),
-                        ("topic", topic.clone()),
-                        ("partition", partition.to_string()),
-                    ];
-                    gauge!("chronik_consumer_group_lag", &labels).set(lag as f64);
-                }
-            }
-            if !per_partition {
-                let labels = [("group", group.clone()), ("topic", topic)];
-                gauge!("chronik_consumer_group_topic_lag", &labels).set(total as f64);
-            }
-        }
-    }
-}
-
 // Client-connection hardening (issue 15): counters of what clients got refused or closed for,
 // and of log lines the rate limit held back (crate::log_limit). Labels are fixed small sets.
 pub const BAD_REQUESTS: &str = "chronik_bad_requests_total";
@@ -324,15 +190,14 @@ pub const CONNECTIONS_CLOSED: &str = "chronik_connections_closed_total";
 pub const CONNECTIONS_REFUSED: &str = "chronik_connections_refused_total";
 pub const LOG_SUPPRESSED: &str = "chronik_log_suppressed_total";
 
-/// A request closed its connection: `kind` is frame_size, truncated or decode.
-/// One SASL authentication that ended, by mechanism (as the client named it) and outcome.
-pub fn sasl_authentication(mechanism: &str, ok: bool) {
+/// One SASL authentication that ended, by mechanism and outcome. The caller passes only the
+/// names Kafka defines (or "other"), so a client cannot grow the label set.
+pub fn sasl_authentication(mechanism: &'static str, ok: bool) {
     let result = if ok { "success" } else { "failure" };
-    // The mechanism label takes only the names Kafka defines, so a client cannot grow it.
-    let mechanism = crate::sasl::SaslMechanism::from_name(mechanism).map_or("other", |m| m.name());
     counter!(SASL_AUTHENTICATIONS, "mechanism" => mechanism, "result" => result).increment(1);
 }
 
+/// A request closed its connection: `kind` is frame_size, truncated or decode.
 pub fn bad_request(kind: &'static str) {
     counter!(BAD_REQUESTS, "kind" => kind).increment(1);
 }

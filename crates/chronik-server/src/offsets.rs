@@ -20,8 +20,9 @@ use chronik_groups::{
 use kafka_protocol::ResponseError;
 use thiserror::Error;
 
-use crate::broker::{now_ms, Broker};
+use crate::clock::now_ms;
 use crate::partition::AppendError;
+use crate::partitions::PartitionManager;
 
 /// Longest a commit waits for its fdatasync before it is answered with an error.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -71,18 +72,20 @@ pub struct Offsets {
 
 impl Offsets {
     /// Replays every offsets partition this node hosts. The topic must exist and be open.
-    pub fn rebuild(broker: &Broker) -> Result<Offsets, chronik_groups::ReplayError> {
-        // Before the topic exists (a cluster still forming) it will have the configured count.
-        let partitions = broker
+    /// Before the topic exists (a cluster still forming) it will have `default_partitions`.
+    pub fn rebuild(
+        local: &PartitionManager,
+        default_partitions: i32,
+        compact_after: u64,
+    ) -> Result<Offsets, chronik_groups::ReplayError> {
+        let partitions = local
             .metadata()
             .topic(OFFSETS_TOPIC)
-            .map_or(broker.config.offsets_topic_partitions, |t| {
-                t.partitions.len() as i32
-            });
+            .map_or(default_partitions, |t| t.partitions.len() as i32);
         let mut stores = Vec::with_capacity(partitions as usize);
         let mut since_snapshot = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
-            let store = match broker.partition(OFFSETS_TOPIC, p) {
+            let store = match local.partition(OFFSETS_TOPIC, p) {
                 Some(part) => OffsetStore::rebuild(&part.log)?,
                 None => OffsetStore::default(),
             };
@@ -97,7 +100,7 @@ impl Offsets {
                 .collect(),
             since_snapshot,
             snapshotting: (0..partitions).map(|_| AtomicBool::new(false)).collect(),
-            compact_after: broker.config.offsets_compact_after_records.max(1),
+            compact_after: compact_after.max(1),
         })
     }
 
@@ -112,19 +115,19 @@ impl Offsets {
 
     /// Appends `entries` for `group` as one batch, waits until it is durable, then applies it.
     pub async fn commit(
-        &self,
-        broker: &Arc<Broker>,
+        self: &Arc<Self>,
+        local: &Arc<PartitionManager>,
         group: &str,
         entries: Vec<(OffsetKey, OffsetValue)>,
     ) -> Result<(), OffsetsError> {
         let entries = entries.into_iter().map(|(k, v)| (k, Some(v))).collect();
-        self.write(broker, group, entries).await
+        self.write(local, group, entries).await
     }
 
     /// Deletes the committed offsets of `partitions` (those that have one) of `group`.
     pub async fn delete(
-        &self,
-        broker: &Arc<Broker>,
+        self: &Arc<Self>,
+        local: &Arc<PartitionManager>,
         group: &str,
         partitions: &[(String, i32)],
     ) -> Result<(), OffsetsError> {
@@ -142,13 +145,13 @@ impl Offsets {
                 )
             })
             .collect();
-        self.write(broker, group, keys).await
+        self.write(local, group, keys).await
     }
 
     /// Deletes every committed offset of `group` (tombstones in the log).
     pub async fn delete_group(
-        &self,
-        broker: &Arc<Broker>,
+        self: &Arc<Self>,
+        local: &Arc<PartitionManager>,
         group: &str,
     ) -> Result<(), OffsetsError> {
         let keys: Vec<(OffsetKey, Option<OffsetValue>)> = self
@@ -167,12 +170,12 @@ impl Offsets {
                 })
             })
             .collect();
-        self.write(broker, group, keys).await?;
+        self.write(local, group, keys).await?;
         let has_record = self.store(group).group_records().any(|(g, _)| g == group);
         if has_record {
             let batch = encode_group_batch(group, None, now_ms())
                 .map_err(|e| OffsetsError::Encode(e.to_string()))?;
-            self.append_and_apply(broker, group, &batch, 1, |store, base| {
+            self.append_and_apply(local, group, &batch, 1, |store, base| {
                 store.apply_group(group.to_string(), None, base)
             })
             .await?;
@@ -181,8 +184,8 @@ impl Offsets {
     }
 
     async fn write(
-        &self,
-        broker: &Arc<Broker>,
+        self: &Arc<Self>,
+        local: &Arc<PartitionManager>,
         group: &str,
         entries: Vec<(OffsetKey, Option<OffsetValue>)>,
     ) -> Result<(), OffsetsError> {
@@ -192,7 +195,7 @@ impl Offsets {
         let batch = encode_offsets_batch(&entries, now_ms())
             .map_err(|e| OffsetsError::Encode(e.to_string()))?;
         let n = entries.len() as u64;
-        self.append_and_apply(broker, group, &batch, n, |store, base| {
+        self.append_and_apply(local, group, &batch, n, |store, base| {
             for (i, (k, v)) in entries.into_iter().enumerate() {
                 store.apply(k, v, base + i as i64);
             }
@@ -207,8 +210,8 @@ impl Offsets {
     /// snapshot deletes yet missing from the state it wrote (a replay would then restore the
     /// older value).
     async fn append_and_apply(
-        &self,
-        broker: &Arc<Broker>,
+        self: &Arc<Self>,
+        local: &Arc<PartitionManager>,
         group: &str,
         batch: &[u8],
         records: u64,
@@ -217,16 +220,16 @@ impl Offsets {
         let p = self.partition_of(group) as usize;
         {
             let _shared = self.write_locks[p].read().await;
-            let base = self.append_durably(broker, group, batch).await?;
+            let base = self.append_durably(local, group, batch).await?;
             apply(&mut self.store(group), base);
         }
-        self.wrote(broker, p, records);
+        self.wrote(local, p, records);
         Ok(())
     }
 
     /// Counts written records and starts a snapshot of the partition when its log has grown
     /// well past its live state.
-    fn wrote(&self, broker: &Arc<Broker>, p: usize, records: u64) {
+    fn wrote(self: &Arc<Self>, local: &Arc<PartitionManager>, p: usize, records: u64) {
         let since = self.since_snapshot[p].fetch_add(records, Ordering::Relaxed) + records;
         let live = self.stores[p]
             .lock()
@@ -238,9 +241,8 @@ impl Offsets {
         if self.snapshotting[p].swap(true, Ordering::AcqRel) {
             return;
         }
-        let b = broker.clone();
+        let (b, offsets) = (local.clone(), self.clone());
         tokio::spawn(async move {
-            let offsets = b.offsets();
             if let Err(e) = offsets.snapshot(&b, p).await {
                 tracing::warn!(topic = OFFSETS_TOPIC, partition = p, error = %e, "offsets snapshot failed");
             }
@@ -250,8 +252,12 @@ impl Offsets {
 
     /// Appends the partition's whole live state in a fresh segment, then deletes every older
     /// segment: replay cost stays proportional to the live state, not to history.
-    pub async fn snapshot(&self, broker: &Arc<Broker>, p: usize) -> Result<(), OffsetsError> {
-        let part = broker
+    pub async fn snapshot(
+        &self,
+        local: &Arc<PartitionManager>,
+        p: usize,
+    ) -> Result<(), OffsetsError> {
+        let part = local
             .partition(OFFSETS_TOPIC, p as i32)
             .ok_or(OffsetsError::NotHere(p as i32))?;
         let _exclusive = self.write_locks[p].write().await;
@@ -281,7 +287,7 @@ impl Offsets {
         }
         let written: u64 = (offsets.len() + groups.len()) as u64;
         for batch in &chunks {
-            let base = self.append_durably_to(broker, p as i32, batch).await?;
+            let base = self.append_durably_to(local, p as i32, batch).await?;
             first_base.get_or_insert(base);
         }
         // Everything before the snapshot is superseded by it (an empty state needs nothing).
@@ -305,14 +311,14 @@ impl Offsets {
 
     /// Records `group`'s membership in its offsets partition (see `GroupManager::take_dirty`).
     pub async fn write_group(
-        &self,
-        broker: &Arc<Broker>,
+        self: &Arc<Self>,
+        local: &Arc<PartitionManager>,
         group: &str,
         record: GroupRecord,
     ) -> Result<(), OffsetsError> {
         let batch = encode_group_batch(group, Some(&record), now_ms())
             .map_err(|e| OffsetsError::Encode(e.to_string()))?;
-        self.append_and_apply(broker, group, &batch, 1, |store, base| {
+        self.append_and_apply(local, group, &batch, 1, |store, base| {
             store.apply_group(group.to_string(), Some(record), base)
         })
         .await
@@ -365,30 +371,30 @@ impl Offsets {
     /// returns the batch's base offset.
     async fn append_durably(
         &self,
-        broker: &Arc<Broker>,
+        local: &Arc<PartitionManager>,
         group: &str,
         batch: &[u8],
     ) -> Result<i64, OffsetsError> {
-        self.append_durably_to(broker, self.partition_of(group), batch)
+        self.append_durably_to(local, self.partition_of(group), batch)
             .await
     }
 
     async fn append_durably_to(
         &self,
-        broker: &Arc<Broker>,
+        local: &Arc<PartitionManager>,
         p: i32,
         batch: &[u8],
     ) -> Result<i64, OffsetsError> {
-        let part = broker
+        let part = local
             .partition(OFFSETS_TOPIC, p)
             .ok_or(OffsetsError::NotHere(p))?;
-        let state = broker.metadata();
+        let state = local.metadata();
         let topic = state.topic(OFFSETS_TOPIC).ok_or(OffsetsError::NotHere(p))?;
         let epoch = topic
             .partitions
             .get(p as usize)
             .map_or(0, |i| i.leader_epoch);
-        let max_bytes = broker.topic_config(topic).max_message_bytes();
+        let max_bytes = part.config().max_message_bytes;
         let accepted = part.append(batch, max_bytes, epoch).map_err(|e| match e {
             AppendError::TooLarge { size, max } => OffsetsError::Encode(format!(
                 "commit of {size} bytes is over the offsets topic's max.message.bytes={max}"
@@ -449,6 +455,7 @@ impl Offsets {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::Broker;
     use crate::config::{BrokerConfig, ServerArgs};
     use crate::shutdown::Shutdown;
     use crate::startup::StartupPhase;
@@ -465,7 +472,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port: 9092,
         };
-        Broker::start(
+        crate::wiring::start(
             config,
             vec![endpoint],
             None,
@@ -494,24 +501,26 @@ mod tests {
     async fn a_group_record_written_during_a_snapshot_survives_the_replay() {
         let dir = tempfile::tempdir().expect("tempdir");
         let broker = standalone(dir.path()).await;
-        let offsets = broker.offsets();
+        let offsets = broker.groups.offsets();
         let group = "g";
         let p = offsets.partition_of(group) as usize;
         offsets
-            .write_group(&broker, group, generation(1))
+            .write_group(&broker.partitions, group, generation(1))
             .await
             .expect("first record");
 
-        let mut write = std::pin::pin!(offsets.write_group(&broker, group, generation(2)));
+        let mut write =
+            std::pin::pin!(offsets.write_group(&broker.partitions, group, generation(2)));
         assert!(
             futures::poll!(write.as_mut()).is_pending(),
             "the write waits for its commit"
         );
-        let (written, snapshotted) = tokio::join!(write, offsets.snapshot(&broker, p));
+        let (written, snapshotted) = tokio::join!(write, offsets.snapshot(&broker.partitions, p));
         written.expect("second record");
         snapshotted.expect("snapshot");
 
         let part = broker
+            .partitions
             .partition(OFFSETS_TOPIC, p as i32)
             .expect("partition");
         assert!(

@@ -7,13 +7,14 @@
 
 use std::sync::{Arc, Mutex};
 
-use chronik_protocol::batch::{BatchError, Policy};
+use chronik_protocol::batch::BatchError;
 use chronik_replication::{EpochCache, Replica};
 use chronik_wal::{BatchHeader, PartitionLog, WalError};
 use kafka_protocol::ResponseError;
 use thiserror::Error;
 
 use crate::producer_state::{ProducerStateTable, SeqCheck};
+use crate::topic_config::ProduceConfig;
 
 /// Why a produce to this partition was refused; each maps to one Kafka error code.
 #[derive(Debug, Error)]
@@ -101,6 +102,8 @@ pub struct Partition {
     serving_generation: std::sync::atomic::AtomicU64,
     /// Metric handles, registered once: no label allocation or lookup per request.
     pub counters: crate::metrics::PartitionCounters,
+    /// The topic's produce settings, typed; replaced when the topic's config changes.
+    config: std::sync::RwLock<Arc<ProduceConfig>>,
 }
 
 /// Producer state and leader epochs rebuilt from the batch headers of `log`.
@@ -128,6 +131,7 @@ impl Partition {
         log: Arc<PartitionLog>,
         node_id: i32,
         hw_checkpoint: Option<i64>,
+        config: ProduceConfig,
     ) -> Result<Arc<Partition>, WalError> {
         let (producers, epochs) = scan(&log).await?;
         let hw = hw_checkpoint.unwrap_or(log.log_start_offset());
@@ -148,7 +152,21 @@ impl Partition {
             replica,
             producers: Mutex::new(producers),
             serving_generation: std::sync::atomic::AtomicU64::new(0),
+            config: std::sync::RwLock::new(Arc::new(config)),
         }))
+    }
+
+    /// The topic's produce settings now.
+    pub fn config(&self) -> Arc<ProduceConfig> {
+        self.config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Applies the topic's changed config to the next produces.
+    pub fn set_config(&self, config: ProduceConfig) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(config);
     }
 
     /// Rebuilds the idempotent-producer state from this replica's log: a follower's appends
@@ -268,10 +286,10 @@ impl Partition {
     pub fn append_produced(
         &self,
         records: &[u8],
-        max_message_bytes: usize,
-        policy: &Policy,
+        config: &ProduceConfig,
         leader_epoch: i32,
     ) -> Result<Accepted, AppendError> {
+        let (policy, max_message_bytes) = (&config.policy, config.max_message_bytes);
         validate_batch(records, max_message_bytes)?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

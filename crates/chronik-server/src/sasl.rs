@@ -26,8 +26,6 @@ use kafka_protocol::messages::{
 use kafka_protocol::ResponseError;
 use tokio::sync::Semaphore;
 
-use crate::handlers::str_bytes;
-
 /// PLAIN password checks running at once in the process.
 pub const MAX_PLAIN_CHECKS: usize = 2;
 static PLAIN_CHECKS: Semaphore = Semaphore::const_new(MAX_PLAIN_CHECKS);
@@ -205,7 +203,7 @@ impl SaslSession {
                 answer(response, false)
             }
             None => {
-                crate::metrics::sasl_authentication(req.mechanism.as_str(), false);
+                crate::metrics::sasl_authentication(mechanism_label(req.mechanism.as_str()), false);
                 answer(
                     response.with_error_code(ResponseError::UnsupportedSaslMechanism.code()),
                     true,
@@ -255,7 +253,7 @@ impl SaslSession {
         let (user, final_bytes) = match result {
             Ok(ok) => ok,
             Err(f) => {
-                crate::metrics::sasl_authentication(mechanism, false);
+                crate::metrics::sasl_authentication(mechanism_label(mechanism), false);
                 crate::warn_limited!("sasl", error = %f.message(), "SASL authentication failed");
                 return Verdict::Answer {
                     body: authenticate_response(Err(f), 0),
@@ -274,7 +272,7 @@ impl SaslSession {
         }
         let lifetime = self.settings.max_reauth;
         self.authenticated = Some((user, lifetime.map(|d| Instant::now() + d)));
-        crate::metrics::sasl_authentication(mechanism, true);
+        crate::metrics::sasl_authentication(mechanism_label(mechanism), true);
         let ms = lifetime.map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
         Verdict::Answer {
             body: authenticate_response(Ok(final_bytes), ms),
@@ -283,21 +281,13 @@ impl SaslSession {
     }
 }
 
-/// SaslHandshake or SaslAuthenticate on a listener without SASL: ILLEGAL_SASL_STATE, as Kafka
-/// answers them there.
-pub fn not_on_this_listener(key: ApiKey) -> crate::handlers::Reply {
-    use kafka_protocol::messages::ResponseKind;
-    let code = ResponseError::IllegalSaslState.code();
-    crate::handlers::Reply::now(match key {
-        ApiKey::SaslHandshake => {
-            ResponseKind::SaslHandshake(SaslHandshakeResponse::default().with_error_code(code))
-        }
-        _ => ResponseKind::SaslAuthenticate(
-            SaslAuthenticateResponse::default()
-                .with_error_code(code)
-                .with_error_message(Some(str_bytes("this listener does not use SASL"))),
-        ),
-    })
+fn str_bytes(s: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
+    kafka_protocol::protocol::StrBytes::from_string(s.into())
+}
+
+/// The metrics label of a mechanism a client named: only the names Kafka defines.
+fn mechanism_label(name: &str) -> &'static str {
+    SaslMechanism::from_name(name).map_or("other", |m| m.name())
 }
 
 enum Failure {

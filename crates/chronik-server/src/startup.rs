@@ -1,5 +1,5 @@
 //! What a starting broker is doing, for `/health/ready` to say while it is not ready yet:
-//! [`crate::broker::Broker::start`] sets each step as it begins it, the HTTP endpoint reads it.
+//! [`crate::wiring::start`] sets each step as it begins it, the HTTP endpoint reads it.
 
 use std::sync::{Arc, Mutex};
 

@@ -129,8 +129,9 @@ impl Broker {
         if validate_only {
             return Ok((*state).clone().apply(&cmd)?.into_topic()?);
         }
-        let topic = self.apply(cmd).await?.into_topic()?;
+        let topic = self.meta.apply(cmd).await?.into_topic()?;
         let state = self
+            .meta
             .applied_locally(|s| s.topic(name).is_some_and(|t| t.id == topic.id))
             .await;
         self.open_changed_partitions(&state).await?;
@@ -177,14 +178,16 @@ impl Broker {
         }
         let _admin = self.topic_admin.lock().await;
         let id = self.metadata().topic(name).map(|t| t.id);
-        self.apply(MetadataCommand::DeleteTopic {
-            name: name.to_string(),
-        })
-        .await?;
+        self.meta
+            .apply(MetadataCommand::DeleteTopic {
+                name: name.to_string(),
+            })
+            .await?;
         let state = self
+            .meta
             .applied_locally(|s| s.topic(name).map(|t| t.id) != id)
             .await;
-        if let Err((_, p, e)) = self.sync_partitions(&state).await {
+        if let Err((_, p, e)) = self.partitions.sync(&state).await {
             tracing::error!(topic = name, partition = p, error = %e, "cannot open partition");
         }
         tracing::info!(topic = name, "deleted topic");
@@ -212,9 +215,10 @@ impl Broker {
             return Ok(());
         }
         let before = state.topic(name).map(|t| t.partitions.len()).unwrap_or(0);
-        self.apply(cmd).await?.into_topic()?;
+        self.meta.apply(cmd).await?.into_topic()?;
         let want = total as usize;
         let state = self
+            .meta
             .applied_locally(|s| s.topic(name).is_some_and(|t| t.partitions.len() >= want))
             .await;
         self.open_changed_partitions(&state).await?;
@@ -227,7 +231,7 @@ impl Broker {
     /// Opens (and removes) local partitions to match `state` after a topic change, answering
     /// a WAL failure as KAFKA_STORAGE_ERROR.
     async fn open_changed_partitions(&self, state: &MetadataState) -> Result<(), TopicError> {
-        self.sync_partitions(state).await.map_err(|(_, p, e)| {
+        self.partitions.sync(state).await.map_err(|(_, p, e)| {
             TopicError::new(
                 ResponseError::KafkaStorageError,
                 format!("partition {p}: {e}"),

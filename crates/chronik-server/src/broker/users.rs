@@ -51,8 +51,9 @@ impl Broker {
             return Ok(Vec::new());
         };
         let filters = filters.clone();
-        let deleted = self.apply(cmd).await?.into_acls_deleted()?;
-        self.applied_locally(|s| !s.acls.iter().any(|b| filters.iter().any(|f| f.matches(b))))
+        let deleted = self.meta.apply(cmd).await?.into_acls_deleted()?;
+        self.meta
+            .applied_locally(|s| !s.acls.iter().any(|b| filters.iter().any(|f| f.matches(b))))
             .await;
         Ok(deleted)
     }

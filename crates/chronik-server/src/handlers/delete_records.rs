@@ -129,7 +129,7 @@ async fn delete_on_leader(
         );
         return fail(ResponseError::InvalidTopicException, Some(msg));
     }
-    let Some(part) = broker.partition(topic, p.partition_index) else {
+    let Some(part) = broker.partitions.partition(topic, p.partition_index) else {
         return fail(ResponseError::NotLeaderOrFollower, None);
     };
     let hw = part.replica.high_watermark();

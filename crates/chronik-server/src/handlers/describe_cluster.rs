@@ -65,7 +65,7 @@ pub fn handle(
         .collect();
     Reply::now(ResponseKind::DescribeCluster(
         DescribeClusterResponse::default()
-            .with_cluster_id(str_bytes(broker.cluster_id.clone()))
+            .with_cluster_id(str_bytes(broker.cluster_id().clone()))
             .with_controller_id(BrokerId(broker.controller_id()))
             .with_brokers(brokers)
             .with_cluster_authorized_operations(authz::field(

@@ -24,7 +24,7 @@ pub fn handle(broker: &Arc<Broker>, req: DescribeLogDirsRequest, version: i16) -
             .collect()
     });
     let mut by_topic: BTreeMap<String, Vec<DescribeLogDirsPartition>> = BTreeMap::new();
-    for part in broker.all_partitions() {
+    for part in broker.partitions.all_partitions() {
         let asked = wanted.as_ref().is_none_or(|w| {
             w.get(&part.topic)
                 .is_some_and(|ps| ps.contains(&part.index))

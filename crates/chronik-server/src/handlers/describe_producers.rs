@@ -34,7 +34,7 @@ pub fn handle(broker: &Arc<Broker>, req: DescribeProducersRequest, _version: i16
                     if !known {
                         return resp.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     }
-                    let Some(part) = broker.partition(&name, index) else {
+                    let Some(part) = broker.partitions.partition(&name, index) else {
                         return resp
                             .with_error_code(ResponseError::NotLeaderOrFollower.code())
                             .with_error_message(Some(str_bytes(format!(

@@ -107,7 +107,7 @@ async fn read_once(
             });
             let partition = name
                 .as_deref()
-                .and_then(|n| broker.partition(n, p.partition));
+                .and_then(|n| broker.partitions.partition(n, p.partition));
             let (Some(part_info), Some(partition)) = (part_info, partition) else {
                 errored = true;
                 let code = if part_info.is_some() {

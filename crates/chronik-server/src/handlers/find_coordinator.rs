@@ -58,7 +58,7 @@ fn coordinator(
     if key.is_empty() {
         return Err((ResponseError::InvalidGroupId, "group id is empty".into()));
     }
-    let p = broker.offsets().partition_of(key);
+    let p = broker.groups.offsets().partition_of(key);
     let state = broker.metadata();
     let leader = state
         .topic(chronik_groups::OFFSETS_TOPIC)

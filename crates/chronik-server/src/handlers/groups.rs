@@ -76,7 +76,7 @@ pub fn join(
     client_id: &str,
     client_host: &str,
 ) -> Reply {
-    if !broker.is_coordinator(req.group_id.as_str()) {
+    if !broker.groups.is_coordinator(req.group_id.as_str()) {
         return Reply::now(join_response(JoinResponse {
             error: code::NOT_COORDINATOR,
             generation: -1,
@@ -103,7 +103,7 @@ pub fn join(
         supports_skip_assignment: version >= 9,
     };
     let member_id = request.member_id.clone();
-    match broker.groups().join(request, Instant::now()) {
+    match broker.groups.members().join(request, Instant::now()) {
         GroupReply::Now(r) => Reply::now(join_response(r)),
         GroupReply::Wait(rx) => Reply::Later(Box::pin(async move {
             // The rebalance deadline bounds the wait; the extra margin covers the ticker.
@@ -123,13 +123,13 @@ pub fn join(
 }
 
 pub fn sync(broker: &Arc<Broker>, req: SyncGroupRequest, _version: i16) -> Reply {
-    if !broker.is_coordinator(req.group_id.as_str()) {
+    if !broker.groups.is_coordinator(req.group_id.as_str()) {
         return Reply::now(sync_response(SyncResponse {
             error: code::NOT_COORDINATOR,
             ..Default::default()
         }));
     }
-    let outcome = broker.groups().sync(
+    let outcome = broker.groups.members().sync(
         req.group_id.0.as_str(),
         req.member_id.as_str(),
         req.group_instance_id.as_deref(),
@@ -160,12 +160,12 @@ pub fn sync(broker: &Arc<Broker>, req: SyncGroupRequest, _version: i16) -> Reply
 }
 
 pub fn heartbeat(broker: &Arc<Broker>, req: HeartbeatRequest, _version: i16) -> Reply {
-    if !broker.is_coordinator(req.group_id.as_str()) {
+    if !broker.groups.is_coordinator(req.group_id.as_str()) {
         return Reply::now(ResponseKind::Heartbeat(
             HeartbeatResponse::default().with_error_code(code::NOT_COORDINATOR),
         ));
     }
-    let error = broker.groups().heartbeat(
+    let error = broker.groups.members().heartbeat(
         req.group_id.0.as_str(),
         req.member_id.as_str(),
         req.group_instance_id.as_deref(),
@@ -178,7 +178,7 @@ pub fn heartbeat(broker: &Arc<Broker>, req: HeartbeatRequest, _version: i16) -> 
 }
 
 pub fn leave(broker: &Arc<Broker>, req: LeaveGroupRequest, version: i16) -> Reply {
-    if !broker.is_coordinator(req.group_id.as_str()) {
+    if !broker.groups.is_coordinator(req.group_id.as_str()) {
         return Reply::now(ResponseKind::LeaveGroup(
             LeaveGroupResponse::default().with_error_code(code::NOT_COORDINATOR),
         ));
@@ -197,7 +197,8 @@ pub fn leave(broker: &Arc<Broker>, req: LeaveGroupRequest, version: i16) -> Repl
         vec![(req.member_id.to_string(), None)]
     };
     let errors = broker
-        .groups()
+        .groups
+        .members()
         .leave(req.group_id.0.as_str(), &members, Instant::now());
     let resp = if version >= 3 {
         LeaveGroupResponse::default().with_members(
@@ -222,9 +223,9 @@ pub fn leave(broker: &Arc<Broker>, req: LeaveGroupRequest, version: i16) -> Repl
 const GROUP_TYPE_CLASSIC: &str = "classic";
 
 pub fn list(broker: &Arc<Broker>, req: ListGroupsRequest, _version: i16) -> Reply {
-    let mut groups: Vec<(String, String, &'static str)> = broker.groups().list();
+    let mut groups: Vec<(String, String, &'static str)> = broker.groups.members().list();
     // Groups known only by their committed offsets are listed too, as Empty.
-    for g in broker.offsets().group_ids() {
+    for g in broker.groups.offsets().group_ids() {
         if !groups.iter().any(|(id, _, _)| *id == g) {
             groups.push((g, String::new(), "Empty"));
         }
@@ -260,7 +261,7 @@ pub fn describe(broker: &Arc<Broker>, req: DescribeGroupsRequest, version: i16) 
         .groups
         .into_iter()
         .map(|g| {
-            let d = broker.groups().describe(g.0.as_str());
+            let d = broker.groups.members().describe(g.0.as_str());
             let out = DescribedGroup::default().with_group_id(g.clone());
             match d {
                 Some(d) => out
@@ -281,7 +282,7 @@ pub fn describe(broker: &Arc<Broker>, req: DescribeGroupsRequest, version: i16) 
                             })
                             .collect(),
                     ),
-                None if broker.offsets().has_group(g.0.as_str()) => {
+                None if broker.groups.offsets().has_group(g.0.as_str()) => {
                     out.with_group_state(StrBytes::from_static_str("Empty"))
                 }
                 // Kafka describes a group it does not know as Dead: with GROUP_ID_NOT_FOUND
@@ -314,15 +315,20 @@ pub async fn delete(broker: &Arc<Broker>, req: DeleteGroupsRequest, _version: i1
         let error = if id.is_empty() {
             code::INVALID_GROUP_ID
         } else {
-            let known = broker.groups().delete(&id);
+            let known = broker.groups.members().delete(&id);
             match known {
                 Err(e) => e,
                 Ok(had_members_state) => {
-                    let had_offsets = broker.offsets().has_group(&id);
+                    let had_offsets = broker.groups.offsets().has_group(&id);
                     if !had_members_state && !had_offsets {
                         code::GROUP_ID_NOT_FOUND
                     } else {
-                        match broker.offsets().delete_group(broker, &id).await {
+                        match broker
+                            .groups
+                            .offsets()
+                            .delete_group(&broker.partitions, &id)
+                            .await
+                        {
                             Ok(()) => code::NONE,
                             Err(e) => e.code().code(),
                         }

@@ -37,7 +37,7 @@ pub async fn handle(broker: &Arc<Broker>, req: InitProducerIdRequest, _version: 
                 .with_producer_epoch(req.producer_epoch + 1),
         ));
     }
-    let resp = match broker.next_producer_id().await {
+    let resp = match broker.producer_ids.next().await {
         Ok(id) => resp.with_producer_id(ProducerId(id)).with_producer_epoch(0),
         Err(e) => {
             tracing::error!(error = %e.message, "cannot allocate a producer id");

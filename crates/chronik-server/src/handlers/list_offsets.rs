@@ -69,7 +69,7 @@ async fn answer(
     let Some(info) = info else {
         return resp.with_error_code(ResponseError::UnknownTopicOrPartition.code());
     };
-    let Some(partition) = broker.partition(name, p.partition_index) else {
+    let Some(partition) = broker.partitions.partition(name, p.partition_index) else {
         return resp.with_error_code(ResponseError::NotLeaderOrFollower.code());
     };
     // leader_epoch exists from v4; older versions must keep the default.

@@ -89,7 +89,7 @@ pub async fn handle(
     Reply::now(ResponseKind::Metadata(
         MetadataResponse::default()
             .with_brokers(brokers)
-            .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
+            .with_cluster_id(Some(str_bytes(broker.cluster_id().clone())))
             .with_controller_id(BrokerId(broker.controller_id()))
             .with_cluster_authorized_operations(cluster_ops)
             .with_topics(topics),

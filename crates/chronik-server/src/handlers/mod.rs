@@ -37,6 +37,7 @@ mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
 mod reassignments;
+mod sasl_off;
 mod scram_users;
 
 /// What a handler hands back to the connection's ordered writer.
@@ -138,7 +139,7 @@ async fn serve(broker: &Arc<Broker>, req: Request, session: &Session) -> Reply {
         RequestKind::AlterUserScramCredentials(r) => scram_users::alter(broker, r).await,
         // On a SASL listener the connection answers these itself (crate::sasl).
         RequestKind::SaslHandshake(_) | RequestKind::SaslAuthenticate(_) => {
-            crate::sasl::not_on_this_listener(req.api_key)
+            sasl_off::handle(req.api_key)
         }
         RequestKind::CreateAcls(r) => acls::create(broker, r).await,
         RequestKind::DescribeAcls(r) => acls::describe(broker, r),

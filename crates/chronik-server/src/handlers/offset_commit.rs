@@ -30,7 +30,7 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, version: i16) -> R
     // group without members: Kafka answers ILLEGAL_GENERATION for a group it has never seen
     // and UNKNOWN_MEMBER_ID for an empty one that has offsets. Generation -1 to a group
     // without members is a simple commit, whatever the member id.
-    let check = broker.groups().check_commit(
+    let check = broker.groups.members().check_commit(
         &group,
         req.member_id.as_str(),
         req.group_instance_id.as_deref(),
@@ -38,14 +38,14 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, version: i16) -> R
     );
     let request_error = if group.is_empty() {
         Some(ResponseError::InvalidGroupId.code())
-    } else if !broker.is_coordinator(&group) {
+    } else if !broker.groups.is_coordinator(&group) {
         Some(ResponseError::NotCoordinator.code())
     } else {
         match check {
             CommitCheck::Allowed => None,
             CommitCheck::Refused(code) => Some(code),
             CommitCheck::NoMembers if req.generation_id_or_member_epoch < 0 => None,
-            CommitCheck::NoMembers if broker.offsets().has_group(&group) => {
+            CommitCheck::NoMembers if broker.groups.offsets().has_group(&group) => {
                 Some(ResponseError::UnknownMemberId.code())
             }
             // Kafka answers GROUP_ID_NOT_FOUND from v9 (it fits both protocols), and
@@ -117,7 +117,12 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, version: i16) -> R
     }
     let broker = broker.clone();
     Reply::Later(Box::pin(async move {
-        if let Err(e) = broker.offsets().commit(&broker, &group, entries).await {
+        if let Err(e) = broker
+            .groups
+            .offsets()
+            .commit(&broker.partitions, &group, entries)
+            .await
+        {
             tracing::warn!(group = %group, error = %e, "offset commit failed");
             for (t, p) in slots {
                 topics[t].partitions[p].error_code = e.code().code();

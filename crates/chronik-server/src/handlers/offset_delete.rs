@@ -24,8 +24,8 @@ pub async fn handle(broker: &Arc<Broker>, req: OffsetDeleteRequest, _version: i1
     if group.is_empty() {
         return top(code::INVALID_GROUP_ID);
     }
-    let subscribed = broker.groups().subscribed_topics(&group);
-    if subscribed.is_none() && !broker.offsets().has_group(&group) {
+    let subscribed = broker.groups.members().subscribed_topics(&group);
+    if subscribed.is_none() && !broker.groups.offsets().has_group(&group) {
         return top(code::GROUP_ID_NOT_FOUND);
     }
     let state = broker.metadata();
@@ -60,7 +60,12 @@ pub async fn handle(broker: &Arc<Broker>, req: OffsetDeleteRequest, _version: i1
                 .with_partitions(parts),
         );
     }
-    let error = match broker.offsets().delete(broker, &group, &deletes).await {
+    let error = match broker
+        .groups
+        .offsets()
+        .delete(&broker.partitions, &group, &deletes)
+        .await
+    {
         Ok(()) => 0,
         Err(e) => e.code().code(),
     };

@@ -29,7 +29,7 @@ fn lookup(
     group: &str,
     asked: Option<Vec<(TopicName, Vec<i32>)>>,
 ) -> Vec<(TopicName, Vec<Answer>)> {
-    let offsets = broker.offsets();
+    let offsets = broker.groups.offsets();
     match asked {
         Some(topics) => topics
             .into_iter()
@@ -76,7 +76,7 @@ fn lookup(
 fn group_error(broker: &Broker, group: &str) -> i16 {
     if group.is_empty() {
         ResponseError::InvalidGroupId.code()
-    } else if !broker.is_coordinator(group) {
+    } else if !broker.groups.is_coordinator(group) {
         ResponseError::NotCoordinator.code()
     } else {
         0

@@ -38,7 +38,7 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetForLeaderEpochRequest, _version: 
                     let Some(info) = info else {
                         return out.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
-                    let Some(part) = broker.partition(&name, p.partition) else {
+                    let Some(part) = broker.partitions.partition(&name, p.partition) else {
                         return out.with_error_code(ResponseError::NotLeaderOrFollower.code());
                     };
                     if p.current_leader_epoch >= 0 && p.current_leader_epoch != info.leader_epoch {

@@ -192,8 +192,7 @@ fn produce_partition(
             .ok()
             .and_then(|i| t.partitions.get(i))
     });
-    let (Some(topic_info), Some(p_info), Some(partition)) =
-        (info, part_info, broker.partition(name, pd.index))
+    let (Some(p_info), Some(partition)) = (part_info, broker.partitions.partition(name, pd.index))
     else {
         let pr = if let Some(p_info) = part_info {
             fail(
@@ -213,8 +212,8 @@ fn produce_partition(
         };
         return (pr, None);
     };
-    let config = broker.topic_config(topic_info);
-    let min_isr = config.min_insync_replicas();
+    let config = partition.config();
+    let min_isr = config.min_insync_replicas;
     if acks == -1 && p_info.isr.len() < min_isr {
         let msg = format!(
             "ISR has {} replica(s), min.insync.replicas is {}",
@@ -225,13 +224,7 @@ fn produce_partition(
     }
     let records = pd.records.unwrap_or_default();
     let bytes = records.len();
-    let policy = config.batch_policy();
-    match partition.append_produced(
-        &records,
-        config.max_message_bytes(),
-        &policy,
-        p_info.leader_epoch,
-    ) {
+    match partition.append_produced(&records, &config, p_info.leader_epoch) {
         Ok(accepted) => {
             if !accepted.duplicate {
                 partition.counters.produce_bytes.increment(bytes as u64);

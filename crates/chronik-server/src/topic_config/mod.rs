@@ -112,6 +112,18 @@ pub struct ConfigEntry {
     pub config_type: i8,
 }
 
+/// What a partition applies on every produce, typed: parsed once when the topic's config is
+/// (re)applied (`Partition::set_config`), never per request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceConfig {
+    /// What produce does to each batch before appending it.
+    pub policy: Policy,
+    /// Kafka's max.message.bytes: the largest batch appended.
+    pub max_message_bytes: usize,
+    /// In-sync replicas an acks=all produce needs.
+    pub min_insync_replicas: usize,
+}
+
 /// A topic's effective configuration: its overrides over the broker defaults.
 #[derive(Debug, Clone)]
 pub struct TopicConfig {
@@ -209,6 +221,15 @@ impl TopicConfig {
     /// `--min-insync-replicas` (as Kafka: 1 unless set).
     pub fn min_insync_replicas(&self) -> usize {
         self.num("min.insync.replicas").max(1) as usize
+    }
+
+    /// The typed settings of produce.
+    pub fn produce_config(&self) -> ProduceConfig {
+        ProduceConfig {
+            policy: self.batch_policy(),
+            max_message_bytes: self.max_message_bytes(),
+            min_insync_replicas: self.min_insync_replicas(),
+        }
     }
 
     /// The WAL settings this topic config implies.

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use chronik_metadata::{BrokerInfo, MetadataCommand, MetadataState};
 
-use super::{Broker, TopicError};
+use super::PartitionManager;
+use crate::meta::TopicError;
 
 /// How often the watcher looks for healed partitions.
 const HEAL_WATCH_INTERVAL: Duration = Duration::from_millis(250);
@@ -25,8 +26,14 @@ fn fresh_incarnation() -> u64 {
     uuid::Uuid::new_v4().as_u64_pair().0.max(1)
 }
 
-impl Broker {
-    pub(super) fn registration(&self) -> std::sync::MutexGuard<'_, BrokerInfo> {
+impl PartitionManager {
+    /// How this node registers (its addresses); the incarnation is set by
+    /// [`register_new_incarnation`](Self::register_new_incarnation).
+    pub fn set_registration(&self, info: BrokerInfo) {
+        *self.registration() = info;
+    }
+
+    fn registration(&self) -> std::sync::MutexGuard<'_, BrokerInfo> {
         self.registration.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -35,21 +42,22 @@ impl Broker {
         let mine = self.registration().incarnation;
         state
             .brokers
-            .get(&self.node_id)
+            .get(&self.settings.node_id)
             .is_some_and(|b| b.incarnation == mine)
     }
 
     /// Registers this broker under a new incarnation and waits until this node applied it
     /// (bounded by the metadata timeout; `apply_roles` takes no new leadership before).
-    pub(super) async fn register_new_incarnation(&self) -> Result<(), TopicError> {
+    pub async fn register_new_incarnation(&self) -> Result<(), TopicError> {
         let me = {
             let mut r = self.registration();
             r.incarnation = fresh_incarnation();
             r.clone()
         };
         let incarnation = me.incarnation;
-        let id = self.node_id;
+        let id = self.settings.node_id;
         let state = self
+            .meta
             .propose(MetadataCommand::RegisterBroker(me), |s| {
                 s.brokers
                     .get(&id)
@@ -68,8 +76,8 @@ impl Broker {
 
     /// Reopens healed partitions every [`HEAL_WATCH_INTERVAL`] until shutdown.
     pub(super) fn start_heal_watch(self: &Arc<Self>) {
-        self.every(HEAL_WATCH_INTERVAL, |broker| async move {
-            broker.reopen_healed().await
+        crate::periodic::every(self, &self.shutdown, HEAL_WATCH_INTERVAL, |m| async move {
+            m.reopen_healed().await
         });
     }
 

@@ -1,0 +1,217 @@
+//! The partition manager: this node's replicas of every partition. It follows the metadata
+//! (opens, deletes and reconfigures local logs, gives each replica its role), proposes ISR
+//! changes for the partitions it leads, applies retention, reopens healed partitions, and
+//! publishes every leadership a replica takes or loses to its [`LeadershipListener`]s (the
+//! coordinators), which it never calls otherwise.
+
+mod heal;
+mod isr;
+mod roles;
+mod sync;
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chronik_metadata::{BrokerInfo, BrokerState, MetadataState, TopicInfo};
+use chronik_replication::{ReplicaManager, ReplicationConfig};
+use chronik_wal::FsyncPolicy;
+use dashmap::DashMap;
+use uuid::Uuid;
+
+use crate::meta::Meta;
+use crate::partition::Partition;
+use crate::shutdown::Shutdown;
+use crate::topic_config::{TopicConfig, TopicDefaults};
+
+/// What the partition manager needs from the broker's settings.
+#[derive(Debug, Clone)]
+pub struct PartitionSettings {
+    pub node_id: i32,
+    pub wal_root: PathBuf,
+    pub fsync: FsyncPolicy,
+    pub topic_defaults: TopicDefaults,
+    /// Kafka's replica.lag.time.max.ms.
+    pub replica_lag_time_max: Duration,
+}
+
+/// A local replica took or lost leadership of its partition (its role is already set).
+pub struct Leadership {
+    pub topic: String,
+    pub partition: i32,
+    pub part: Arc<Partition>,
+    /// `true`: it leads from now on; `false`: it led and no longer does.
+    pub leads: bool,
+}
+
+/// A boxed future, for the listener trait to be object safe.
+pub type BoxFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+/// Someone who follows leadership (a coordinator). Called in order, once per change, while
+/// the manager applies the state that made it; the next state waits for it.
+pub trait LeadershipListener: Send + Sync {
+    fn changed<'a>(&'a self, change: &'a Leadership) -> BoxFuture<'a>;
+}
+
+/// The partitions of one topic that this node hosts. The topic id tells a topic apart from
+/// one deleted and created again under the same name.
+struct LocalTopic {
+    id: Uuid,
+    /// The topic's config overrides the local logs were last configured with.
+    configs: BTreeMap<String, String>,
+    /// Index = partition id; `None` where this node is not a replica.
+    parts: Vec<Option<Arc<Partition>>>,
+}
+
+pub struct PartitionManager {
+    settings: PartitionSettings,
+    meta: Meta,
+    /// topic -> its partitions on this node.
+    partitions: DashMap<String, LocalTopic>,
+    /// Serializes [`PartitionManager::sync`].
+    sync_lock: tokio::sync::Mutex<()>,
+    /// WAL replication: roles, high watermarks, fetchers.
+    pub replicas: Arc<ReplicaManager>,
+    /// High watermarks as checkpointed before this start, by (topic, partition).
+    hw_checkpoints: HashMap<(String, i32), i64>,
+    /// How this broker registered: its addresses and the incarnation it leads in. The
+    /// incarnation is fresh for every process start and every heal of a poisoned partition
+    /// (`heal`); this node takes no new leadership until the metadata shows it.
+    registration: Mutex<BrokerInfo>,
+    listeners: Mutex<Vec<Arc<dyn LeadershipListener>>>,
+    shutdown: Shutdown,
+}
+
+impl PartitionManager {
+    /// An empty manager; [`sync`](Self::sync) opens the partitions the metadata gives it.
+    pub fn new(settings: PartitionSettings, meta: Meta, shutdown: Shutdown) -> Arc<Self> {
+        let replicas = ReplicaManager::new(
+            settings.node_id,
+            ReplicationConfig {
+                replica_lag_max: settings.replica_lag_time_max,
+                ..ReplicationConfig::default()
+            },
+        );
+        Arc::new(PartitionManager {
+            hw_checkpoints: chronik_replication::checkpoint::load(&settings.wal_root),
+            registration: Mutex::new(BrokerInfo {
+                node_id: settings.node_id,
+                host: String::new(),
+                port: 0,
+                listeners: Vec::new(),
+                rack: None,
+                rpc_addr: String::new(),
+                state: BrokerState::Alive,
+                incarnation: 0,
+            }),
+            settings,
+            meta,
+            partitions: DashMap::new(),
+            sync_lock: tokio::sync::Mutex::new(()),
+            replicas,
+            listeners: Mutex::new(Vec::new()),
+            shutdown,
+        })
+    }
+
+    /// Adds a listener for leadership changes applied from now on.
+    pub fn subscribe(&self, listener: Arc<dyn LeadershipListener>) {
+        self.listeners
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(listener);
+    }
+
+    pub fn node_id(&self) -> i32 {
+        self.settings.node_id
+    }
+
+    /// The metadata as this node has applied it.
+    pub fn metadata(&self) -> Arc<MetadataState> {
+        self.meta.state()
+    }
+
+    /// The effective config of `topic`.
+    pub fn topic_config(&self, topic: &TopicInfo) -> TopicConfig {
+        TopicConfig::resolve(&self.settings.topic_defaults, &topic.configs)
+    }
+
+    /// The partition if this node leads it (by the metadata it has applied) and has it open:
+    /// the one to produce to and fetch from.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        let i = usize::try_from(partition).ok()?;
+        let leads = self
+            .metadata()
+            .topic(topic)
+            .and_then(|t| t.partitions.get(i))
+            .is_some_and(|p| p.leader == self.settings.node_id);
+        if !leads {
+            return None;
+        }
+        let part = self
+            .partitions
+            .get(topic)?
+            .parts
+            .get(i)
+            .cloned()
+            .flatten()?;
+        // The replica takes the role only after it rebuilt its producer state.
+        part.replica.is_leader().then_some(part)
+    }
+
+    /// Every partition this node hosts.
+    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .iter()
+            .flat_map(|e| {
+                e.value()
+                    .parts
+                    .iter()
+                    .flatten()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// The tasks that run until shutdown: metadata following, ISR changes, HW checkpoints
+    /// and the heal watch.
+    pub fn start_background_work(self: &Arc<Self>) {
+        self.start_metadata_follower();
+        self.start_isr_updates();
+        self.replicas
+            .start_checkpoints(self.settings.wal_root.clone());
+        self.start_heal_watch();
+    }
+
+    /// Applies retention to every partition; called periodically.
+    pub fn enforce_retention(&self) {
+        let now_ms = crate::clock::now_ms();
+        for p in self.all_partitions() {
+            match p.log.enforce_retention(now_ms) {
+                Ok(outcome) => {
+                    tracing::debug!(topic = %p.topic, partition = p.index, ?outcome, "retention")
+                }
+                Err(e) => {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "retention failed")
+                }
+            }
+        }
+    }
+
+    /// Flushes and closes every partition; the last step of a graceful shutdown.
+    pub async fn close(&self) {
+        self.replicas.shutdown();
+        for p in self.all_partitions() {
+            if let Err(e) = p.log.close().await {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "close failed");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
