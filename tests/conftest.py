@@ -230,18 +230,28 @@ class Broker(Stoppable):
         return f"<Broker {self.name} {self.bootstrap if self.port else '-'} {state} data={self.data_dir}>"
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
     """A free port below the kernel's ephemeral range (32768+ here), so no outgoing
-    connection takes it while a node that owns it is down for a restart."""
+    connection takes it while a node that owns it is down for a restart. Never one handed out
+    before in this session: a cluster's ports are picked before any node binds them, so two
+    random picks could otherwise collide (it happened: '2@...:21637' listed twice)."""
     import random
     import socket
+    if len(_HANDED_OUT) > 8000:
+        _HANDED_OUT.clear()
     for _ in range(1000):
         port = random.randrange(20000, 32000)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     raise RuntimeError("no free port in 20000-32000")
 
