@@ -101,7 +101,8 @@ pub struct ServerArgs {
     #[arg(long, env = "CHRONIK_CONFIG")]
     pub config: Option<PathBuf>,
     /// Directory for the WAL and metadata
-    // An `Option` only so that tests can set it in a struct literal: clap always fills it.
+    // Always `Some` (clap fills the default); an `Option` only because the tests of offsets.rs
+    // set it as `Some(dir)`.
     #[arg(long, env = "CHRONIK_DATA_DIR", default_value = "./data")]
     pub data_dir: Option<PathBuf>,
     #[command(flatten)]
