@@ -23,12 +23,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chronik_wal::FsyncPolicy;
-use clap::{ArgAction, Args, FromArgMatches, Parser, Subcommand};
-use thiserror::Error;
+use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::listeners::{ListenerArgs, ListenerConfig};
 use crate::net_limits::{NetLimitArgs, NetLimits};
 use crate::security::SecuritySettings;
+pub(crate) use crate::settings::defaults;
+pub use crate::settings::ConfigError;
 use crate::topic_config::TopicDefaults;
 pub use chronik_cluster::PeerList;
 
@@ -101,10 +102,8 @@ pub struct ServerArgs {
     #[arg(long, env = "CHRONIK_CONFIG")]
     pub config: Option<PathBuf>,
     /// Directory for the WAL and metadata
-    // Always `Some` (clap fills the default); an `Option` only because the tests of offsets.rs
-    // set it as `Some(dir)`.
     #[arg(long, env = "CHRONIK_DATA_DIR", default_value = "./data")]
-    pub data_dir: Option<PathBuf>,
+    pub data_dir: PathBuf,
     #[command(flatten)]
     pub listeners: ListenerArgs,
     /// This broker's id; it must match the id stored in the data directory
@@ -241,17 +240,6 @@ impl Default for ServerArgs {
     }
 }
 
-/// A group of settings at their defaults: `T`'s clap definition parsed with no arguments and
-/// the environment ignored. The defaults are only written in the definitions.
-pub(crate) fn defaults<T: Args + FromArgMatches>() -> T {
-    let cmd = T::augment_args(clap::Command::new("defaults")).mut_args(|a| a.env(None));
-    let parsed = cmd
-        .try_get_matches_from(["defaults"])
-        .and_then(|m| T::from_arg_matches(&m));
-    // Only a bad default in the definition itself can fail: a bug every test would hit.
-    parsed.unwrap_or_else(|e| panic!("a default in the settings' definition does not parse: {e}"))
-}
-
 /// `--http-addr`: an address to bind, or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpAddr(pub Option<SocketAddr>);
@@ -280,19 +268,6 @@ pub const LOG_FILTER_ENV: &str = "CHRONIK_LOG";
 /// The log filter without `CHRONIK_LOG`. openraft's own logs are off: it logs an error every
 /// election timeout for each unreachable peer, and Chronik logs Raft role changes itself.
 pub const DEFAULT_LOG_FILTER: &str = "info,openraft=off";
-
-/// A setting that is present but wrong. Printed as one line; the process exits with 2.
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {reason}")]
-    File { path: String, reason: String },
-    #[error("invalid value for {key}: {reason}")]
-    Invalid { key: &'static str, reason: String },
-    /// A flag or environment variable clap refused (or `--help`); `clap::Error::exit` prints
-    /// it with the usage.
-    #[error("{0}")]
-    Usage(#[from] clap::Error),
-}
 
 /// The merged, validated settings of one broker.
 #[derive(Debug, Clone)]
@@ -365,9 +340,7 @@ impl BrokerConfig {
         let topic_defaults = topic_defaults(&args)?;
         let (cluster, standalone_rpc_addr) = cluster_settings(&args)?;
         let rpc_listen = cluster.as_ref().map(|c| c.rpc_addr).or(standalone_rpc_addr);
-        let Some(data_dir) = args.data_dir else {
-            return invalid("data-dir", "missing");
-        };
+        let data_dir = args.data_dir;
         let cfg = BrokerConfig {
             net: NetLimits::resolve(&args.net)?,
             rpc_security: RpcSecurity::resolve(args.rpc_security, rpc_listen)?,
@@ -648,7 +621,7 @@ pub(crate) mod tests {
             "--data-dir",
             "/flag",
         ];
-        type Seen = (u64, bool, Option<Vec<String>>, Option<PathBuf>, bool);
+        type Seen = (u64, bool, Option<Vec<String>>, PathBuf, bool);
         let seen = |a: ServerArgs| -> Seen {
             let rpc = a.rpc_security;
             let (lag, rebalance) = (a.replica_lag_time_max_ms, a.auto_leader_rebalance);
@@ -661,7 +634,7 @@ pub(crate) mod tests {
             )
         };
         let names = |n: &[&str]| Some(n.iter().map(|s| s.to_string()).collect());
-        let path = |p: &str| Some(PathBuf::from(p));
+        let path = |p: &str| PathBuf::from(p);
         assert_eq!(
             seen(load(&["standalone"]).unwrap()),
             (10_000, true, None, path("./data"), false)

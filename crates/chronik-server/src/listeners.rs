@@ -10,7 +10,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
 /// Kafka's security protocols, which are also the listener names here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -142,7 +142,7 @@ pub struct ListenerArgs {
 /// The defaults of the definition above.
 impl Default for ListenerArgs {
     fn default() -> Self {
-        crate::config::defaults()
+        crate::settings::defaults()
     }
 }
 

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use chronik_protocol::frame::DEFAULT_MAX_FRAME_BYTES;
 
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
 /// The flags of these limits (part of `ServerArgs`).
 #[derive(Debug, Clone, clap::Args)]
@@ -46,7 +46,7 @@ pub struct NetLimitArgs {
 /// The defaults of the definition above.
 impl Default for NetLimitArgs {
     fn default() -> Self {
-        crate::config::defaults()
+        crate::settings::defaults()
     }
 }
 
