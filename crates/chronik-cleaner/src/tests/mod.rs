@@ -573,3 +573,42 @@ fn damaged_batches_are_errors_not_panics() {
         Err(crate::CleanError::Codec(_))
     ));
 }
+
+#[test]
+fn a_repeated_header_key_survives_a_rewrite() {
+    // kafka-protocol keeps headers in a map, so build "h1" and "h2", then rename "h2" to "h1"
+    // in the bytes (same length; new CRC): the record carries the key twice, as Kafka allows.
+    let mut headers = IndexMap::new();
+    headers.insert(
+        StrBytes::from_static_str("h1"),
+        Some(Bytes::from_static(b"one")),
+    );
+    headers.insert(
+        StrBytes::from_static_str("h2"),
+        Some(Bytes::from_static(b"two")),
+    );
+    let mut records = decode_all(&batch(
+        0,
+        &kv(&[("a", "old"), ("b", "keep")]),
+        Opts::default(),
+    ));
+    records[1].headers = headers;
+    let mut out = BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut out, &records, &options).unwrap();
+    let mut first = out.to_vec();
+    let at = first.windows(2).rposition(|w| w == b"h2").unwrap();
+    first[at + 1] = b'1';
+    let crc = crc32c::crc32c(&first[21..]);
+    first[17..21].copy_from_slice(&crc.to_be_bytes());
+    let later = batch(2, &kv(&[("a", "new")]), Opts::default());
+    let cleaned = clean_once(&[first.clone(), later], T0);
+    assert_eq!(BatchHeader::parse(&cleaned[0]).unwrap().record_count, 1);
+    let kept = &cleaned[0][crate::batch::HEADER_SIZE..];
+    let original_record = &first[first.len() - kept.len()..];
+    assert_eq!(kept, original_record, "b's record is copied byte for byte");
+    assert_eq!(kept.windows(2).filter(|w| *w == b"h1").count(), 2);
+}
