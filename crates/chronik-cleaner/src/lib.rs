@@ -7,10 +7,12 @@
 //! 2. Read the dirty section `[first_dirty_offset, first_uncleanable_offset)` batch by batch
 //!    into an [`OffsetMap`] ([`OffsetMap::index_batch`]) until it ends or the map reports
 //!    [`Indexed::Full`]; the pass covers offsets below [`OffsetMap::end_offset`].
-//! 3. Pass every batch from the log start up to the segment holding that end through
-//!    [`filter_batch`] (or [`filter_batches`]) with the map, and write what it keeps into
-//!    the replacement segments; the new cleaner checkpoint is the end offset. Another pass
-//!    follows while the dirty section is not done.
+//! 3. Pass every batch of the segments below that end (from the log start, in the runs
+//!    [`schedule::group_segments`] forms) through [`filter_batch`] (or [`filter_batches`])
+//!    with the map, and write what each run keeps into one replacement segment; the new
+//!    cleaner checkpoint is the end offset. Another pass follows while the dirty section is
+//!    not done. [`ActiveProducers`] names each producer's last batch, which stays (empty if
+//!    need be) so its sequence state survives.
 //!
 //! The crate owns no file, thread, clock or lock: the caller reads segments, gives the time,
 //! swaps segments, throttles I/O and keeps the checkpoint (as `chronik-groups`' manager
@@ -29,8 +31,8 @@ pub use filter::{
 };
 pub use offset_map::{Indexed, MapError, OffsetMap};
 pub use schedule::{
-    assess, cleanable_range, dirtiness, max_compaction_delay_ms, max_segment_ms, pick_filthiest,
-    Assessment, CleanableRange, Dirtiness, LogFacts, SegmentFacts,
+    assess, cleanable_range, dirtiness, group_segments, max_compaction_delay_ms, max_segment_ms,
+    pick_filthiest, Assessment, CleanableRange, Dirtiness, LogFacts, SegmentFacts,
 };
 
 #[cfg(test)]

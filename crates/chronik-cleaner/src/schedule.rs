@@ -250,3 +250,45 @@ pub fn max_segment_ms(config: &CompactionConfig, compacted: bool) -> i64 {
         config.segment_ms
     }
 }
+
+/// Which segments a pass rewrites together (Kafka's `Cleaner.groupSegmentsBySize`): the
+/// segments below `end_offset` (the pass's [`crate::OffsetMap::end_offset`]), in runs of
+/// consecutive segments whose sizes sum to at most `segment_bytes` and whose offsets span at
+/// most `i32::MAX` (a record's offset must fit the index's 32-bit delta), so cleaned segments
+/// merge instead of shrinking one by one. Each run is a range of indexes into `segments`;
+/// the active segment is never in one. Kafka's extra bound on the summed index sizes does not
+/// apply: Chronik's indexes are sparse and rebuilt with the segment.
+pub fn group_segments(
+    segments: &[SegmentFacts],
+    segment_bytes: u64,
+    end_offset: i64,
+) -> Vec<std::ops::Range<usize>> {
+    let upto = segments
+        .iter()
+        .position(|s| s.is_active || s.base_offset >= end_offset)
+        .unwrap_or(segments.len());
+    // The last offset a segment can hold: up to the next one's base (or the pass's end).
+    let last_offset = |i: usize| {
+        segments
+            .get(i + 1)
+            .map_or(end_offset, |n| n.base_offset.min(end_offset))
+            - 1
+    };
+    let mut groups = Vec::new();
+    let mut start = 0;
+    while start < upto {
+        let mut end = start + 1;
+        let mut bytes = segments[start].size_bytes;
+        while end < upto
+            && bytes + segments[end].size_bytes <= segment_bytes
+            && (segments[end].size_bytes == 0
+                || last_offset(end) - segments[start].base_offset <= i64::from(i32::MAX))
+        {
+            bytes += segments[end].size_bytes;
+            end += 1;
+        }
+        groups.push(start..end);
+        start = end;
+    }
+    groups
+}

@@ -191,3 +191,36 @@ fn max_compaction_lag_shortens_the_active_segments_life() {
         604_800_000
     );
 }
+
+fn sized(sizes: &[u64], bases: &[i64]) -> Vec<SegmentFacts> {
+    sizes
+        .iter()
+        .zip(bases)
+        .enumerate()
+        .map(|(i, (size, base))| SegmentFacts {
+            base_offset: *base,
+            size_bytes: *size,
+            largest_timestamp_ms: NOW,
+            first_batch_timestamp_ms: NOW,
+            is_active: i + 1 == sizes.len(),
+        })
+        .collect()
+}
+
+#[test]
+fn cleaned_segments_are_grouped_up_to_segment_bytes() {
+    let segs = sized(
+        &[300, 300, 500, 100, 900, 50],
+        &[0, 100, 200, 300, 400, 500],
+    );
+    // 300+300 fit 1000, +500 does not; 500+100 fit, +900 does not; 900 alone; active never.
+    assert_eq!(group_segments(&segs, 1000, 500), vec![0..2, 2..4, 4..5]);
+    // Only segments below the pass's end are rewritten.
+    assert_eq!(group_segments(&segs, 1000, 250), vec![0..2, 2..3]);
+    // A group never spans more offsets than a 32-bit delta holds.
+    let far = sized(
+        &[10, 10, 10],
+        &[0, i64::from(i32::MAX), i64::from(i32::MAX) + 10],
+    );
+    assert_eq!(group_segments(&far, 1000, i64::MAX), vec![0..1, 1..2]);
+}
