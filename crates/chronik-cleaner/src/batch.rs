@@ -11,7 +11,7 @@
 //! were decoded: its offset and timestamp deltas stay valid because the base offset and base
 //! timestamp stay. The one field ever re-encoded is a record's timestamp delta, when the base
 //! timestamp becomes the delete horizon; that needs the record's two leading varints
-//! ([`rebase_timestamp`]) and nothing else of the record format.
+//! (`rebase_timestamp`) and nothing else of the record format.
 
 use std::cell::RefCell;
 
