@@ -273,24 +273,16 @@ pub(crate) fn rebase_timestamp(
     Ok(())
 }
 
-/// Kafka's unsigned varint (protobuf's base-128): up to 10 bytes for 64 bits.
+/// Kafka's unsigned varint is protobuf's base-128 (up to 10 bytes for 64 bits): prost's.
 fn read_varint(b: &[u8]) -> Result<(u64, usize), CleanError> {
-    let mut value = 0u64;
-    for (i, byte) in b.iter().take(10).enumerate() {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Ok((value, i + 1));
-        }
-    }
-    Err(corrupt("truncated or overlong varint"))
+    let mut rest = b;
+    let value = prost::encoding::decode_varint(&mut rest)
+        .map_err(|_| corrupt("truncated or overlong varint"))?;
+    Ok((value, b.len() - rest.len()))
 }
 
-fn write_varint(mut v: u64, out: &mut Vec<u8>) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
-    }
-    out.push(v as u8);
+fn write_varint(v: u64, out: &mut Vec<u8>) {
+    prost::encoding::encode_varint(v, out);
 }
 
 fn zigzag(v: i64) -> u64 {
