@@ -19,7 +19,8 @@ use crate::topic_config::TopicDefaults;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-async fn meta(dir: &Path) -> Meta {
+/// A one-node metadata member on `dir`, ready, without a listener.
+pub(crate) async fn meta(dir: &Path) -> Meta {
     let node = MetadataNode::start(NodeConfig {
         node_id: 1,
         peers: PeerList(BTreeMap::from([(1, "standalone".to_string())])),
