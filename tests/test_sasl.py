@@ -120,6 +120,27 @@ def test_out_of_order_and_malformed_sasl_requests_close_the_connection(sasl_brok
     assert sasl_broker.alive()
 
 
+def test_large_frames_are_refused_before_authentication_only(sasl_broker):
+    """Kafka's sasl.server.max.receive.size (512 KiB): before a client authenticated, a larger
+    frame closes the connection at once, without the broker reading (or buffering) its body;
+    once authenticated, a 700 KiB message is produced as usual."""
+    addr = sasl_broker.listeners["SASL_PLAINTEXT"]
+    with kafkawire.Connection(addr, timeout_s=10) as c:
+        t0 = time.monotonic()
+        c.send(struct.pack(">i", 600 * 1024) + b"\x00" * 64)
+        c.wait_closed(5)
+        assert time.monotonic() - t0 < 5
+    # Requests under the limit are read and answered as before.
+    assert raw_exchange(addr, [kafkawire.api_versions_request(3, 1)], 1)
+    bootstrap = addr
+    conf = sasl_conf(bootstrap, "SCRAM-SHA-256", *ADMIN)
+    topic = unique_topic("saslbig")
+    p = producer(bootstrap, **{k: v for k, v in conf.items() if k != "bootstrap.servers"},
+                 **{"message.max.bytes": 2 << 20})
+    log = produce_all(p, topic, [(None, b"x" * (700 << 10))], partition=0)
+    assert not log.failed, log.failed[:1]
+
+
 def test_a_new_user_logs_in_at_once(sasl_broker):
     bootstrap = sasl_broker.listeners["SASL_PLAINTEXT"]
     a = AdminClient(sasl_conf(bootstrap, "SCRAM-SHA-512", *ADMIN))

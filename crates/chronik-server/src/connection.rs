@@ -100,7 +100,7 @@ pub async fn run<S: Transport>(
     let writer = tokio::spawn(write_answers(write_half, rx, in_flight.clone()));
 
     let net = &broker.config.net;
-    let limits = FrameLimits {
+    let mut limits = FrameLimits {
         max_bytes: DEFAULT_MAX_FRAME_BYTES,
         budget: Some(budget),
         read_timeout: Some(net.request_read_timeout),
@@ -131,6 +131,11 @@ pub async fn run<S: Transport>(
                 break;
             }
         }
+        // Before SASL authentication only small frames (Kafka's sasl.server.max.receive.size).
+        limits.max_bytes = sasl
+            .as_ref()
+            .and_then(SaslSession::frame_limit)
+            .unwrap_or(DEFAULT_MAX_FRAME_BYTES);
         let frame = tokio::select! {
             _ = shutdown.wait() => break,
             frame = read_frame(&mut reader, &limits) => frame,

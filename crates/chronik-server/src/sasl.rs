@@ -62,6 +62,10 @@ pub struct SaslSettings {
     pub mechanisms: Arc<[SaslMechanism]>,
     /// `connections.max.reauth.ms`; `None` (Kafka's 0): sessions do not expire.
     pub max_reauth: Option<Duration>,
+    /// `sasl.server.max.receive.size`: the largest frame accepted before authentication, so
+    /// an unauthenticated client cannot make the broker buffer a request of the general
+    /// frame limit (100 MiB).
+    pub max_receive_bytes: usize,
 }
 
 enum Step {
@@ -105,6 +109,14 @@ impl SaslSession {
             raw: false,
             authenticated: None,
         }
+    }
+
+    /// The largest frame to read next: [`SaslSettings::max_receive_bytes`] until the client
+    /// has authenticated, `None` (the general limit) after.
+    pub fn frame_limit(&self) -> Option<usize> {
+        self.authenticated
+            .is_none()
+            .then_some(self.settings.max_receive_bytes)
     }
 
     /// The authenticated principal's name, once there is one.

@@ -10,6 +10,8 @@ use crate::sasl::{SaslMechanism, SaslSettings};
 /// Kafka's `sasl.enabled.mechanisms` default here: SCRAM only. PLAIN sends the password
 /// itself and must be asked for (and belongs on SASL_SSL).
 pub const DEFAULT_SASL_MECHANISMS: &str = "SCRAM-SHA-256,SCRAM-SHA-512";
+/// Kafka's sasl.server.max.receive.size default.
+pub const DEFAULT_SASL_MAX_RECEIVE_BYTES: u32 = 524_288;
 
 #[derive(Debug, Clone)]
 pub struct SecuritySettings {
@@ -31,6 +33,7 @@ impl Default for SecuritySettings {
                     .unwrap_or_default()
                     .into(),
                 max_reauth: None,
+                max_receive_bytes: DEFAULT_SASL_MAX_RECEIVE_BYTES as usize,
             },
             bootstrap_user: None,
             acl_authorizer: false,

@@ -20,6 +20,12 @@ pub struct SecurityArgs {
     /// limit (Kafka's connections.max.reauth.ms)
     #[arg(long, env = "CHRONIK_CONNECTIONS_MAX_REAUTH_MS", default_value_t = 0)]
     pub connections_max_reauth_ms: u64,
+    /// Largest request a client may send on a SASL listener before it has authenticated;
+    /// a larger one closes the connection (Kafka's sasl.server.max.receive.size)
+    #[arg(long, env = "CHRONIK_SASL_SERVER_MAX_RECEIVE_SIZE")]
+    #[arg(default_value_t = sec::DEFAULT_SASL_MAX_RECEIVE_BYTES)]
+    #[arg(value_parser = clap::value_parser!(u32).range(1..))]
+    pub sasl_server_max_receive_size: u32,
     /// `acl` enforces ACLs on every request; `none` allows everything (Kafka's
     /// authorizer.class.name)
     #[arg(long, env = "CHRONIK_AUTHORIZER", default_value = "none")]
@@ -39,6 +45,7 @@ pub(super) fn security_settings(args: &SecurityArgs) -> Result<SecuritySettings,
                 .map_err(invalid("sasl-mechanisms"))?
                 .into(),
             max_reauth: sec::reauth_lifetime(args.connections_max_reauth_ms),
+            max_receive_bytes: args.sasl_server_max_receive_size as usize,
         },
         bootstrap_user: args
             .bootstrap_user

@@ -7,6 +7,7 @@ fn settings(max_reauth: Option<Duration>) -> SaslSettings {
     SaslSettings {
         mechanisms: SaslMechanism::ALL.to_vec().into(),
         max_reauth,
+        max_receive_bytes: 1024,
     }
 }
 
@@ -74,8 +75,11 @@ async fn scram_logs_in_and_only_then_serves_requests() {
         let now = Instant::now();
         assert!(matches!(s.admit(ApiKey::ApiVersions, now), Verdict::Serve));
         assert!(matches!(s.admit(ApiKey::Metadata, now), Verdict::Close(_)));
+        // Small frames only until authenticated (sasl.server.max.receive.size).
+        assert_eq!(s.frame_limit(), Some(1024));
         assert_eq!(scram_login(&mut s, m, "alice", "secret").await, (0, false));
         assert_eq!(s.user(), Some("alice"));
+        assert_eq!(s.frame_limit(), None);
         assert!(matches!(s.admit(ApiKey::Produce, now), Verdict::Serve));
     }
 }
@@ -113,6 +117,7 @@ async fn unknown_mechanisms_out_of_order_requests_and_garbage_are_refused() {
     let mut s = SaslSession::new(SaslSettings {
         mechanisms: vec![SaslMechanism::Scram(Mechanism::ScramSha256)].into(),
         max_reauth: None,
+        max_receive_bytes: 1024,
     });
     // Offered by Kafka but not enabled here, and unknown altogether.
     assert_eq!(
