@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient,
-                                   NewTopic, ResourcePatternType, ResourceType, ScramCredentialInfo,
-                                   ScramMechanism, UserScramCredentialUpsertion)
+                                   AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourcePatternType,
+                                   ResourceType, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion)
 
 from conftest import Broker
 from helpers import http_get, unique_topic, wait_until
@@ -171,6 +171,46 @@ def test_admin_operations_need_their_acls(acl_broker):
     assert e.value.args[0].code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
     grant(b, ResourceType.TOPIC, topic, AclOperation.DELETE)
     a.delete_topics([topic])[topic].result(timeout=30)
+
+
+def config_error(call) -> int | None:
+    """The error code of the one resource in an admin config call, None on success."""
+    futures = call()
+    try:
+        for f in futures.values():
+            f.result(timeout=30)
+        return None
+    except KafkaException as e:
+        return e.args[0].code()
+
+
+def test_config_apis_need_describe_configs_and_alter_configs(acl_broker):
+    """DescribeConfigs, AlterConfigs and IncrementalAlterConfigs: a topic resource needs the
+    operation on the topic (TOPIC_AUTHORIZATION_FAILED), a broker resource on the cluster
+    (CLUSTER_AUTHORIZATION_FAILED), each resource answered on its own."""
+    b = acl_broker.bootstrap
+    topic = unique_topic("cfg")
+    make_topic(b, topic)
+    a = AdminClient(conf(b, ALICE))
+    res = ConfigResource(ResourceType.TOPIC, topic)
+    broker = ConfigResource(ResourceType.BROKER, "1")
+    describe = lambda r: config_error(lambda: a.describe_configs([r]))  # noqa: E731
+    alter = lambda: config_error(lambda: a.alter_configs(  # noqa: E731
+        [ConfigResource(ResourceType.TOPIC, topic, set_config={"retention.ms": "3600000"})]))
+    incremental = lambda: config_error(lambda: a.incremental_alter_configs([ConfigResource(  # noqa: E731
+        ResourceType.TOPIC, topic, incremental_configs=[
+            ConfigEntry("segment.ms", "600000", incremental_operation=AlterConfigOpType.SET)])]))
+    assert describe(res) == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert describe(broker) == KafkaError.CLUSTER_AUTHORIZATION_FAILED
+    assert alter() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    assert incremental() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    grant(b, ResourceType.TOPIC, topic, AclOperation.DESCRIBE_CONFIGS)
+    assert describe(res) is None
+    assert alter() == KafkaError.TOPIC_AUTHORIZATION_FAILED
+    grant(b, ResourceType.TOPIC, topic, AclOperation.ALTER_CONFIGS)
+    assert alter() is None and incremental() is None
+    grant(b, ResourceType.BROKER, "kafka-cluster", AclOperation.DESCRIBE_CONFIGS)
+    assert describe(broker) is None
 
 
 def test_acls_survive_a_restart(acl_broker):

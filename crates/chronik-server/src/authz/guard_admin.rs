@@ -20,6 +20,28 @@ fn config_denied(az: &Authorizer, op: Operation, resource_type: i8, name: &str) 
     }
 }
 
+/// The three config APIs alike: refused resources are taken out of the request and answered
+/// with their error in the response's `$list`, one `$Entry` each.
+macro_rules! configs {
+    ($az:expr, $r:ident, $Kind:ident, $Op:ident, $list:ident, $Entry:ty) => {{
+        let mut r = $r;
+        let denied = narrow_configs($az, &mut r.resources, Operation::$Op, |c| {
+            (c.resource_type, &c.resource_name)
+        });
+        let post: Post = Box::new(move |resp| {
+            if let ResponseKind::$Kind(a) = resp {
+                a.$list.extend(denied.into_iter().map(|(rt, name, code)| {
+                    <$Entry>::default()
+                        .with_resource_type(rt)
+                        .with_resource_name(name)
+                        .with_error_code(code)
+                }));
+            }
+        });
+        Guarded::Serve(RequestKind::$Kind(r), Some(post))
+    }};
+}
+
 pub fn guard(
     az: &Authorizer,
     state: &MetadataState,
@@ -41,58 +63,24 @@ pub fn guard(
             let post = delete_records(&mut r, topic_ok);
             serve(RequestKind::DeleteRecords(r), post)
         }
-        RequestKind::DescribeConfigs(mut r) => {
-            let denied = narrow_configs(az, &mut r.resources, Operation::DescribeConfigs, |c| {
-                (c.resource_type, &c.resource_name)
-            });
-            let post: Post = Box::new(move |resp| {
-                if let ResponseKind::DescribeConfigs(d) = resp {
-                    use kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
-                    d.results.extend(denied.into_iter().map(|(rt, name, code)| {
-                        DescribeConfigsResult::default()
-                            .with_resource_type(rt)
-                            .with_resource_name(name)
-                            .with_error_code(code)
-                    }));
-                }
-            });
-            serve(RequestKind::DescribeConfigs(r), post)
+        RequestKind::DescribeConfigs(r) => {
+            use describe_configs_response::DescribeConfigsResult as Entry;
+            configs!(az, r, DescribeConfigs, DescribeConfigs, results, Entry)
         }
-        RequestKind::AlterConfigs(mut r) => {
-            let denied = narrow_configs(az, &mut r.resources, Operation::AlterConfigs, |c| {
-                (c.resource_type, &c.resource_name)
-            });
-            let post: Post = Box::new(move |resp| {
-                if let ResponseKind::AlterConfigs(a) = resp {
-                    use kafka_protocol::messages::alter_configs_response::AlterConfigsResourceResponse as R;
-                    a.responses
-                        .extend(denied.into_iter().map(|(rt, name, code)| {
-                            R::default()
-                                .with_resource_type(rt)
-                                .with_resource_name(name)
-                                .with_error_code(code)
-                        }));
-                }
-            });
-            serve(RequestKind::AlterConfigs(r), post)
+        RequestKind::AlterConfigs(r) => {
+            use alter_configs_response::AlterConfigsResourceResponse as Entry;
+            configs!(az, r, AlterConfigs, AlterConfigs, responses, Entry)
         }
-        RequestKind::IncrementalAlterConfigs(mut r) => {
-            let denied = narrow_configs(az, &mut r.resources, Operation::AlterConfigs, |c| {
-                (c.resource_type, &c.resource_name)
-            });
-            let post: Post = Box::new(move |resp| {
-                if let ResponseKind::IncrementalAlterConfigs(a) = resp {
-                    use kafka_protocol::messages::incremental_alter_configs_response::AlterConfigsResourceResponse as R;
-                    a.responses
-                        .extend(denied.into_iter().map(|(rt, name, code)| {
-                            R::default()
-                                .with_resource_type(rt)
-                                .with_resource_name(name)
-                                .with_error_code(code)
-                        }));
-                }
-            });
-            serve(RequestKind::IncrementalAlterConfigs(r), post)
+        RequestKind::IncrementalAlterConfigs(r) => {
+            use incremental_alter_configs_response::AlterConfigsResourceResponse as Entry;
+            configs!(
+                az,
+                r,
+                IncrementalAlterConfigs,
+                AlterConfigs,
+                responses,
+                Entry
+            )
         }
         RequestKind::OffsetForLeaderEpoch(mut r) => {
             let post = offset_for_leader_epoch(&mut r, topic_ok);
