@@ -21,6 +21,7 @@ mod io_priority;
 mod log;
 mod recovery;
 mod segment;
+mod swap;
 
 #[cfg(test)]
 mod tests;

@@ -107,6 +107,11 @@ pub(crate) fn recover(
         dir_changed: false,
     };
     r.ensure_dir()?;
+    // An interrupted segment replacement (compaction) is finished or rolled back first, so the
+    // listing below sees one consistent set of segments.
+    let (fsyncs, changed) = crate::swap::recover_replacements(dir, topic, partition)?;
+    r.fsyncs += fsyncs;
+    r.dir_changed |= changed;
     let mut bases = r.list_segments()?;
     let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
     let mut i = 0;
@@ -272,6 +277,7 @@ impl Recovery<'_> {
         Ok(Segment {
             base_offset: base,
             next_offset: meta.next_offset,
+            batches_end: meta.batches_end,
             size_bytes: opened.file_len,
             allocated_bytes: opened.file_len,
             max_timestamp: meta.max_timestamp,
@@ -412,18 +418,26 @@ impl Recovery<'_> {
             }
         }
         if let Some(&nb) = bases.get(i + 1) {
-            if out.next_offset != nb {
+            if out.next_offset > nb {
                 error!(topic, partition, segment = %seg_name, next_offset = out.next_offset,
                     next_segment_base = nb, deleted_segments = bases.len() - i - 1,
-                    "segment does not end where the next one starts; deleting all later segments");
+                    "segment overlaps the next one; deleting all later segments");
                 remove_segment_files(dir, partition, &bases[i + 1..])?;
                 bases.truncate(i + 1);
                 self.dir_changed = true;
+            } else if out.next_offset < nb {
+                // Legal since compaction: the records at the end of the range are gone. (A
+                // crash that lost whole unsynced batches at the end of a sealed segment looks
+                // the same; under fsync=always none of them, nor anything after, was committed.)
+                info!(topic, partition, segment = %seg_name, batches_end = out.next_offset,
+                    next_segment_base = nb, "segment ends in a gap before the next one");
             }
         }
         let mut segment = Segment {
             base_offset: base,
-            next_offset: out.next_offset,
+            // A sealed segment covers the offsets up to the next one's base.
+            next_offset: bases.get(i + 1).copied().unwrap_or(out.next_offset),
+            batches_end: out.next_offset,
             size_bytes: out.valid_len,
             allocated_bytes: out.valid_len,
             max_timestamp: out.max_timestamp,

@@ -347,7 +347,7 @@ impl std::fmt::Display for FrameProblem {
                 write!(f, "frame length {frame} but batch length {batch}")
             }
             FrameProblem::OffsetMismatch { expected, found } => {
-                write!(f, "expected base offset {expected}, found {found}")
+                write!(f, "expected base offset {expected} or above, found {found}")
             }
             FrameProblem::OffsetSpan {
                 base_offset,
@@ -505,7 +505,7 @@ impl<'a> FrameReader<'a> {
 /// Result of scanning a segment's frames.
 #[derive(Debug)]
 pub struct ScanOutcome {
-    /// Offset after the last good batch.
+    /// Offset after the last good batch (`base_offset` if there is none).
     pub next_offset: i64,
     /// Byte length of the good prefix (header + good frames).
     pub valid_len: u64,
@@ -524,7 +524,8 @@ pub struct ScanOutcome {
 }
 
 /// Scans frames from the segment header to `limit`, verifying length sanity, the frame CRC, that
-/// the payload is a batch whose length matches, and offset continuity from `base_offset`. Stops
+/// the payload is a batch whose length matches, and that offsets increase from `base_offset`
+/// (gaps are legal: compaction removes records; a batch below the previous one's end is not). Stops
 /// cleanly before the first frame whose base offset is >= `stop_offset`. Rebuilds the sparse
 /// indexes as appends would. Only I/O errors are returned as `Err`; bad data ends the scan with
 /// `problem` set. Never panics on file contents.
@@ -575,7 +576,8 @@ pub fn scan_segment(
             ));
             break;
         }
-        if h.base_offset != out.next_offset {
+        // Gaps are legal (a compacted segment lost records), overlaps are not.
+        if h.base_offset < out.next_offset {
             out.problem = Some((
                 pos,
                 FrameProblem::OffsetMismatch {
@@ -624,8 +626,13 @@ pub fn scan_segment(
 #[derive(Debug)]
 pub struct Segment {
     pub base_offset: i64,
-    /// Offset after the last batch (== `base_offset` when empty).
+    /// End of the offsets this segment covers: the next segment's base for a sealed segment,
+    /// the log end for the active one (== `base_offset` when empty). Every batch lies below it.
     pub next_offset: i64,
+    /// Offset after the segment's last batch (`base_offset` if it holds none). Below
+    /// `next_offset` only when the records at the end of the range are gone (compaction, or a
+    /// truncation that ended inside a gap); always equal for the active segment.
+    pub batches_end: i64,
     /// Length of the data: header plus whole frames. Appends go here.
     pub size_bytes: u64,
     /// File length: `size_bytes` plus preallocated zeros (see [`PREALLOC_STEP_BYTES`]).
@@ -662,6 +669,7 @@ impl Segment {
         IndexMeta {
             base_offset: self.base_offset,
             next_offset: self.next_offset,
+            batches_end: self.batches_end,
             segment_bytes: self.size_bytes,
             max_timestamp: self.max_timestamp,
         }

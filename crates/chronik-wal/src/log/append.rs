@@ -129,6 +129,7 @@ impl PartitionLog {
         );
         seg.roll_clock_ms.get_or_insert(now);
         seg.next_offset = last + 1;
+        seg.batches_end = last + 1;
         inner.total_bytes += frame_bytes;
         inner.log_end = last + 1;
         // Only replication watches the end (a standalone log has no receiver); a receiver that

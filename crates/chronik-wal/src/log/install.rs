@@ -7,7 +7,7 @@
 //!
 //! Invariants, enforced in `finish_install` under `maintenance` then `inner`:
 //! * The installed file starts exactly at this log's end, holds whole frames with good CRCs and
-//!   contiguous offsets from its header's base offset, and was fdatasynced before it is renamed
+//!   increasing offsets (gaps allowed) from its header's base offset, and was fdatasynced before it is renamed
 //!   into place; the directory entry is synced by the next commit pass, before `committed`
 //!   moves past it (the follower reports only committed offsets as durable).
 //! * It becomes a sealed segment: the active segment is rolled first (if not empty) and again
@@ -155,7 +155,9 @@ impl PartitionLog {
     /// How a replica fetching from `offset` catches up, decided under one lock (it runs for
     /// every partition of every replication fetch): the whole segment when `offset` is the base
     /// of a shippable sealed one; inside a sealed segment, batches up to that segment's end, so
-    /// the next fetch starts at the next base; otherwise batches up to the log end.
+    /// the next fetch starts at the next base; otherwise batches up to the log end. When no
+    /// batch of the segment lies at or after `offset` (its tail was compacted away), up to the
+    /// end of the next segment holding a batch, so the read is never empty before the end.
     pub fn catch_up_plan(&self, offset: i64) -> CatchUp {
         let inner = self.shared.lock();
         if offset < inner.segments[0].base_offset || offset >= inner.active().base_offset {
@@ -164,10 +166,17 @@ impl PartitionLog {
         let i = inner.segment_index_for(offset);
         let seg = &inner.segments[i];
         if seg.base_offset == offset && shippable(&inner, i) {
-            CatchUp::WholeSegment
-        } else {
-            CatchUp::ReadTo(seg.next_offset)
+            return CatchUp::WholeSegment;
         }
+        if offset < seg.batches_end {
+            return CatchUp::ReadTo(seg.next_offset);
+        }
+        // At most segments.len() steps; the active segment's batches end at the log end.
+        let next = inner
+            .segments
+            .range(i + 1..)
+            .find(|s| s.batches_end > s.base_offset);
+        CatchUp::ReadTo(next.map_or(inner.log_end, |s| s.next_offset))
     }
 
     /// Starts receiving a whole segment that will begin at `base_offset`, which must be this
@@ -204,7 +213,8 @@ impl PartitionLog {
     }
 
     /// Syncs the received file and checks all of it: a segment header naming the expected
-    /// base offset, then whole frames with good CRCs and contiguous offsets, nothing after.
+    /// base offset, then whole frames with good CRCs and increasing offsets (a compacted
+    /// segment has gaps), nothing after.
     /// Blocking (fdatasync and a full read); takes no lock of this log.
     pub fn verify_install(&self, mut install: SegmentInstall) -> Result<VerifiedInstall, WalError> {
         let path = install.path.clone();
@@ -326,6 +336,7 @@ impl PartitionLog {
             seg.size_bytes = len;
             seg.allocated_bytes = len;
             seg.next_offset = scan.next_offset;
+            seg.batches_end = scan.next_offset;
             seg.max_timestamp = scan.max_timestamp;
             seg.created_ms = header.created_ms;
             seg.roll_clock_ms = Some(now);

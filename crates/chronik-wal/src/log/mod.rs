@@ -18,7 +18,8 @@
 //!
 //! ## Invariants (asserted where they are enforced)
 //!
-//! * Segments are contiguous: `segments[i].next_offset == segments[i + 1].base_offset`, and
+//! * Segment ranges are contiguous: `segments[i].next_offset == segments[i + 1].base_offset`
+//!   (batches inside may have gaps: compaction removes records, see `replace.rs`), and
 //!   `segments[0].base_offset <= log_start <= log_end` (the log start may lie inside the first
 //!   segment, see `log_start.rs`), `log_end == segments.last().next_offset`.
 //! * `committed <= log_end` and, under `Always`, `committed <= synced_end`.
@@ -148,6 +149,12 @@ impl Inner {
         debug_assert!(self.log_start >= self.segments[0].base_offset);
         debug_assert!(self.log_start <= self.log_end);
         debug_assert_eq!(self.log_end, self.active().next_offset);
+        // Only sealed segments end in a gap (compaction, or a truncation into one).
+        debug_assert_eq!(self.active().batches_end, self.active().next_offset);
+        debug_assert!(self
+            .segments
+            .iter()
+            .all(|s| (s.base_offset..=s.next_offset).contains(&s.batches_end)));
         debug_assert!(self.synced_end <= self.log_end);
         debug_assert!(self
             .segments
@@ -345,6 +352,7 @@ impl Shared {
         Ok(Segment {
             base_offset: base,
             next_offset: base,
+            batches_end: base,
             size_bytes: SEGMENT_HEADER_BYTES,
             allocated_bytes: SEGMENT_HEADER_BYTES,
             max_timestamp: i64::MIN,

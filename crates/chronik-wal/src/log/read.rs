@@ -299,18 +299,36 @@ impl Shared {
         })
     }
 
-    /// The segment after the one based at `base_offset`, for readers crossing segments.
-    pub(super) fn view_after(&self, base_offset: i64) -> Option<SegmentView> {
+    /// Where a reader that finished `view` up to `pos` continues, `next` being the offset after
+    /// the last batch it saw: the rest of the same file if it grew, else the segment holding
+    /// `next`, found by offset rather than by file: a replacement (compaction) may have put
+    /// another file in place of the one being read, whose batches below `next` the walk then
+    /// skips. `None` at the end of the log.
+    fn resume(&self, view: &SegmentView, pos: u64, next: i64) -> Option<(SegmentView, u64)> {
         let inner = self.lock();
-        let i = inner
-            .segments
-            .partition_point(|s| s.base_offset <= base_offset);
-        inner.segments.get(i).map(SegmentView::of)
+        let mut i = inner.segment_index_for(next);
+        let seg = &inner.segments[i];
+        if Arc::ptr_eq(&seg.file, &view.file) {
+            if seg.size_bytes > pos {
+                return Some((SegmentView::of(seg), pos));
+            }
+            i += 1;
+            return inner
+                .segments
+                .get(i)
+                .map(|s| (SegmentView::of(s), SEGMENT_HEADER_BYTES));
+        }
+        let pos = match u32::try_from(next - seg.base_offset) {
+            Ok(rel) => seg.index.position_for(rel),
+            Err(_) => SEGMENT_HEADER_BYTES, // `next` below the first segment: from its start
+        };
+        Some((SegmentView::of(seg), pos))
     }
 
     /// Walks frames from `pos` in `view` and then the following segments, calling `visit` for
-    /// each until it returns `false`. Checks offset continuity. Used by every read-side
-    /// operation; the partition lock is only taken to step to the next segment.
+    /// each until it returns `false`. Offsets must increase (gaps are legal: compaction); a
+    /// batch overlapping an earlier one is `Corrupt`. Used by every read-side operation; the
+    /// partition lock is only taken to step to the next segment.
     pub(super) fn walk(
         &self,
         mut view: SegmentView,
@@ -319,6 +337,9 @@ impl Shared {
         visit: &mut dyn FnMut(&mut FrameCtx<'_, '_>) -> Result<bool, WalError>,
     ) -> Result<(), WalError> {
         let mut expected: Option<i64> = None;
+        // After stepping into another file by offset (`resume`): batches below `expected`
+        // were already seen in the file it replaced.
+        let mut skipping = false;
         loop {
             let mut reader = FrameReader::new(&view.file, view.size_bytes, read_ahead);
             // Each iteration advances pos by at least one minimal frame.
@@ -327,14 +348,21 @@ impl Shared {
                     .frame_at(pos)
                     .map_err(|e| frame_error(&view.path, pos, e))?;
                 let h = frame.header;
-                if let Some(exp) = expected {
-                    if h.base_offset != exp {
-                        return Err(WalError::Corrupt {
-                            path: view.path.to_path_buf(),
-                            position: pos,
-                            reason: format!("expected base offset {exp}, found {}", h.base_offset),
-                        });
-                    }
+                let floor = expected.unwrap_or(i64::MIN).max(view.base_offset);
+                if skipping && h.last_offset() < floor {
+                    pos = frame.end();
+                    continue;
+                }
+                skipping = false;
+                if h.base_offset < floor {
+                    return Err(WalError::Corrupt {
+                        path: view.path.to_path_buf(),
+                        position: pos,
+                        reason: format!(
+                            "expected base offset {floor} or above, found {}",
+                            h.base_offset
+                        ),
+                    });
                 }
                 expected = Some(h.last_offset().saturating_add(1));
                 let mut ctx = FrameCtx {
@@ -347,10 +375,12 @@ impl Shared {
                 }
                 pos = frame.end();
             }
-            match self.view_after(view.base_offset) {
-                Some(v) => {
+            let next = expected.unwrap_or(view.base_offset);
+            match self.resume(&view, pos, next) {
+                Some((v, p)) => {
+                    skipping = !Arc::ptr_eq(&v.file, &view.file);
                     view = v;
-                    pos = SEGMENT_HEADER_BYTES;
+                    pos = p;
                 }
                 None => return Ok(()),
             }
