@@ -295,15 +295,12 @@ pub fn load_index_at(
     segment_bytes: u64,
 ) -> Result<(SegmentIndex, IndexMeta), String> {
     let obuf = read_bounded(
-        &opath,
+        opath,
         max_index_file_bytes(segment_bytes, OFFSET_ENTRY_BYTES),
     )
     .map_err(|e| format!("offset index: {e}"))?;
-    let tbuf = read_bounded(
-        &tpath,
-        max_index_file_bytes(segment_bytes, TIME_ENTRY_BYTES),
-    )
-    .map_err(|e| format!("time index: {e}"))?;
+    let tbuf = read_bounded(tpath, max_index_file_bytes(segment_bytes, TIME_ENTRY_BYTES))
+        .map_err(|e| format!("time index: {e}"))?;
     let (ometa, oentries) =
         decode(KIND_OFFSET, OFFSET_ENTRY_BYTES, &obuf).map_err(|e| format!("offset index: {e}"))?;
     let (tmeta, tentries) =
@@ -394,7 +391,11 @@ pub fn write_index_files(
 }
 
 /// [`write_index_files`] to explicit paths (offset index, time index).
-pub fn write_index_at(paths: [&Path; 2], meta: &IndexMeta, index: &SegmentIndex) -> io::Result<u64> {
+pub fn write_index_at(
+    paths: [&Path; 2],
+    meta: &IndexMeta,
+    index: &SegmentIndex,
+) -> io::Result<u64> {
     let files = [
         encode_offset_index(meta, &index.offsets),
         encode_time_index(meta, &index.times),

@@ -72,7 +72,9 @@ pub(crate) fn segment_paths(dir: &Path, partition: i32, base: i64, suffix: &str)
 /// Parses `wal_P_B.{ext}.{suffix}` for one of the three replacement suffixes.
 pub(crate) fn parse_suffixed(name: &str) -> Option<(i32, i64, FileKind, &'static str)> {
     let (stem, suffix) = name.rsplit_once('.')?;
-    let suffix = [CLEANED, SWAP, DELETED].into_iter().find(|s| *s == suffix)?;
+    let suffix = [CLEANED, SWAP, DELETED]
+        .into_iter()
+        .find(|s| *s == suffix)?;
     let (p, base, kind) = parse_file_name(stem)?;
     Some((p, base, kind, suffix))
 }
@@ -205,6 +207,9 @@ mod tests {
         );
         assert_eq!(parse_suffixed("wal_3_00000000000000000042.log.other"), None);
         assert_eq!(parse_suffixed("wal_3_00000000000000000042.log"), None);
-        assert_eq!(parse_suffixed("wal_3_00000000000000000042.log.incoming"), None);
+        assert_eq!(
+            parse_suffixed("wal_3_00000000000000000042.log.incoming"),
+            None
+        );
     }
 }

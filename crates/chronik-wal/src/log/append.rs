@@ -26,18 +26,30 @@ impl PartitionLog {
     /// [`wait_committed`](Self::wait_committed). Fails with `Sealed` if sealed, `Failed` if
     /// poisoned, `Closed` after close.
     pub fn append(&self, batch: &mut [u8], leader_epoch: i32) -> Result<Appended, WalError> {
-        self.append_batch(batch, Some(leader_epoch))
+        self.append_batch(batch, Place::Assign(leader_epoch))
     }
 
     /// Appends a batch its leader already placed, unchanged: its base offset must be this
     /// log's end (`ReplicaGap` otherwise) and its leader epoch is kept, so a replica holds
     /// byte-identical frames at the same offsets. Same checks and durability as `append`.
     pub fn append_replica(&self, batch: &mut [u8]) -> Result<Appended, WalError> {
-        self.append_batch(batch, None)
+        self.append_batch(batch, Place::AtEnd)
     }
 
-    /// `assign`: `Some(leader_epoch)` to assign offsets (leader), `None` to keep them (replica).
-    fn append_batch(&self, batch: &mut [u8], assign: Option<i32>) -> Result<Appended, WalError> {
+    /// [`append_replica`](Self::append_replica) for a leader whose log has gaps (compaction):
+    /// the batch may start above this log's end, but this log must still end at `log_end`,
+    /// the offset the caller fetched from or the end its previous batch left (`ReplicaGap`
+    /// otherwise), so a gap is only ever one the leader's log has, never one left by a
+    /// truncation or heal of this log between the fetch and the append.
+    pub fn append_replica_after(
+        &self,
+        batch: &mut [u8],
+        log_end: i64,
+    ) -> Result<Appended, WalError> {
+        self.append_batch(batch, Place::AtOrAfter(log_end))
+    }
+
+    fn append_batch(&self, batch: &mut [u8], place: Place) -> Result<Appended, WalError> {
         if batch.len() > MAX_FRAME_PAYLOAD_BYTES {
             return Err(WalError::BatchTooLarge {
                 size: batch.len(),
@@ -65,13 +77,20 @@ impl PartitionLog {
                 partition: s.partition,
             });
         }
-        let base = inner.log_end;
-        if assign.is_none() && header.base_offset != base {
-            return Err(WalError::ReplicaGap {
-                log_end: base,
-                got: header.base_offset,
-            });
-        }
+        let end = inner.log_end;
+        let base = match place {
+            Place::Assign(_) => end,
+            Place::AtEnd if header.base_offset == end => end,
+            Place::AtOrAfter(expected) if expected == end && header.base_offset >= end => {
+                header.base_offset
+            }
+            Place::AtEnd | Place::AtOrAfter(_) => {
+                return Err(WalError::ReplicaGap {
+                    log_end: end,
+                    got: header.base_offset,
+                })
+            }
+        };
         let last = base
             .checked_add(i64::from(header.last_offset_delta))
             .filter(|l| *l < i64::MAX)
@@ -101,7 +120,7 @@ impl PartitionLog {
             });
         }
 
-        if let Some(leader_epoch) = assign {
+        if let Place::Assign(leader_epoch) = place {
             set_base_offset(batch, base);
             set_partition_leader_epoch(batch, leader_epoch);
         }
@@ -141,7 +160,7 @@ impl PartitionLog {
         match inner.config.fsync {
             FsyncPolicy::Always => s.wake.notify_one(),
             FsyncPolicy::Interval(_) => {
-                if inner.synced_end == base {
+                if inner.synced_end == end {
                     // Clean -> dirty: start the interval timer.
                     s.wake.notify_one();
                 }
@@ -156,6 +175,18 @@ impl PartitionLog {
             generation: inner.generation,
         })
     }
+}
+
+/// Where an appended batch goes.
+#[derive(Clone, Copy)]
+enum Place {
+    /// At the log end, with offsets assigned and this leader epoch (a leader).
+    Assign(i32),
+    /// Unchanged, starting exactly at the log end (a replica).
+    AtEnd,
+    /// Unchanged, at or above the log end, which must be this offset (a replica of a
+    /// compacted log).
+    AtOrAfter(i64),
 }
 
 /// Why the active segment must roll before an append of `frame_bytes` ending at `last_offset`.

@@ -165,7 +165,8 @@ impl PartitionLog {
         }
         let i = inner.segment_index_for(offset);
         let seg = &inner.segments[i];
-        if seg.base_offset == offset && shippable(&inner, i) {
+        // A segment compacted down to no batch is not worth a transfer (nor installable).
+        if seg.base_offset == offset && shippable(&inner, i) && seg.batches_end > offset {
             return CatchUp::WholeSegment;
         }
         if offset < seg.batches_end {

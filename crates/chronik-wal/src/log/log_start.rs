@@ -115,6 +115,7 @@ impl PartitionLog {
         s.count_fsyncs(3);
         inner.segments.clear();
         inner.segments.push_back(seg);
+        inner.rewrites += 1;
         inner.pending_seals.clear();
         inner.total_bytes = SEGMENT_HEADER_BYTES;
         inner.log_start = offset;

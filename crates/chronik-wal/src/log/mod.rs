@@ -35,6 +35,7 @@ mod heal;
 mod install;
 mod log_start;
 mod read;
+mod replace;
 mod retention;
 mod truncate;
 
@@ -54,6 +55,7 @@ pub use self::install::{CatchUp, SealedSegment, SegmentInstall, VerifiedInstall}
 pub(crate) use self::log_start::{CHECKPOINT_FILE, CHECKPOINT_TMP};
 use self::read::SegmentView;
 pub use self::read::MAX_COLD_READS;
+pub use self::replace::{ReplacedSegments, SegmentReplacement};
 pub use self::retention::{DeletedSegment, RetentionOutcome, RetentionReason};
 use crate::batch::BatchHeader;
 use crate::config::{FsyncPolicy, LogConfig};
@@ -120,6 +122,9 @@ struct Inner {
     failure: Option<String>,
     /// Heals since open: each cut the log back to `synced_end` (see `heal`).
     generation: u64,
+    /// Bumped whenever data is cut or rewritten in place (truncation, heal, reset): a segment
+    /// replacement prepared before must not swap in then (`replace.rs`).
+    rewrites: u64,
     /// Base offsets of sealed segments whose data sync + index write is pending.
     pending_seals: Vec<i64>,
     /// Bumped when a file is created in the directory; the commit task fsyncs the directory
@@ -193,6 +198,10 @@ struct Shared {
     /// Test hook: heal attempts fail while set.
     #[cfg(test)]
     hold_heal: std::sync::atomic::AtomicBool,
+    /// Test hook: a segment replacement stops after this many steps, as if the process died
+    /// there (0: never).
+    #[cfg(test)]
+    crash_replace_at: std::sync::atomic::AtomicU32,
 }
 
 fn now_ms() -> i64 {
@@ -420,6 +429,7 @@ impl PartitionLog {
             state: LifeState::Open,
             failure: None,
             generation: 0,
+            rewrites: 0,
             pending_seals: Vec::new(),
             dir_gen: 0,
             dir_synced_gen: 0,
@@ -443,6 +453,8 @@ impl PartitionLog {
             inject_sync_failure: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             hold_heal: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            crash_replace_at: std::sync::atomic::AtomicU32::new(0),
         });
         let span = tracing::info_span!("wal_commit", topic = %topic, partition);
         let task = tokio::spawn(commit_loop(shared.clone()).instrument(span));
@@ -493,6 +505,12 @@ impl PartitionLog {
     #[cfg(test)]
     pub(crate) fn hold_heal(&self, held: bool) {
         self.shared.hold_heal.store(held, Ordering::SeqCst);
+    }
+
+    /// Test hook: the next segment replacements stop after `step` steps (0: never).
+    #[cfg(test)]
+    pub(crate) fn crash_replace_at(&self, step: u32) {
+        self.shared.crash_replace_at.store(step, Ordering::SeqCst);
     }
 
     /// Test view: how far the active segment's synced bytes were dropped from the page cache.

@@ -375,7 +375,9 @@ impl Shared {
                 }
                 pos = frame.end();
             }
-            let next = expected.unwrap_or(view.base_offset);
+            // Never behind this segment: the walk already reached it (an earlier segment's
+            // tail gap ends here).
+            let next = expected.map_or(view.base_offset, |e| e.max(view.base_offset));
             match self.resume(&view, pos, next) {
                 Some((v, p)) => {
                     skipping = !Arc::ptr_eq(&v.file, &view.file);

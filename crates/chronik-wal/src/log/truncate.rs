@@ -66,12 +66,20 @@ impl Shared {
             return Err(WalError::NotBatchBoundary { offset });
         }
         let in_gap = out.next_offset < offset;
-        if in_gap && inner.pending_seals.iter().filter(|b| **b < seg.base_offset).count() >= MAX_PENDING_SEALS {
+        if in_gap
+            && inner
+                .pending_seals
+                .iter()
+                .filter(|b| **b < seg.base_offset)
+                .count()
+                >= MAX_PENDING_SEALS
+        {
             return Err(WalError::SegmentFull {
                 size_bytes: seg.size_bytes,
             });
         }
 
+        inner.rewrites += 1;
         let result = (|| -> Result<(), WalError> {
             let later: Vec<i64> = inner
                 .segments
