@@ -6,7 +6,10 @@
 //!   without reading its frames: index files are written only after the data was synced.
 //! * The last segment, and any segment without a trusted index, is scanned frame by frame. At the
 //!   first bad frame the file is cut there (ftruncate + fsync). If that segment is not the last,
-//!   every later segment is deleted too, because the log must stay contiguous.
+//!   every later segment is deleted too, because the log must stay contiguous. Offsets may have
+//!   gaps (compaction), never overlaps; a sealed segment whose batches end before the next one's
+//!   base keeps its range up to it.
+//! * An interrupted segment replacement is finished or rolled back first (`swap.rs`).
 //! * A damaged segment header (short, bad magic or CRC) is rewritten from the file name and the
 //!   segment is scanned as above (garbage after it is cut). An intact header (valid CRC) that is
 //!   not understood (other version) or whose base offset disagrees with the file name is reported

@@ -55,7 +55,7 @@ pub use self::install::{CatchUp, SealedSegment, SegmentInstall, VerifiedInstall}
 pub(crate) use self::log_start::{CHECKPOINT_FILE, CHECKPOINT_TMP};
 use self::read::SegmentView;
 pub use self::read::MAX_COLD_READS;
-pub use self::replace::{ReplacedSegments, SegmentReplacement};
+pub use self::replace::{ReplacedSegments, SegmentInfo, SegmentReplacement};
 pub use self::retention::{DeletedSegment, RetentionOutcome, RetentionReason};
 use crate::batch::BatchHeader;
 use crate::config::{FsyncPolicy, LogConfig};

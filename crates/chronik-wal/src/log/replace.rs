@@ -76,6 +76,21 @@ pub struct ReplacedSegments {
     pub batches: u64,
 }
 
+/// One segment as a cleaner plans with it ([`PartitionLog::segments`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub base_offset: i64,
+    /// End of its offset range: the next segment's base, or the log end for the active one.
+    pub next_offset: i64,
+    /// Offset after its last batch (below `next_offset` when its tail was compacted away).
+    pub batches_end: i64,
+    pub size_bytes: u64,
+    /// Largest batch `max_timestamp` (`i64::MIN` when it holds no batch).
+    pub max_timestamp: i64,
+    /// Sealed and its seal finished: [`PartitionLog::begin_replace`] accepts it.
+    pub replaceable: bool,
+}
+
 impl SegmentReplacement {
     /// Appends the next surviving batch, unchanged (its base offset, leader epoch, producer
     /// fields and timestamps are the original's; a rewritten batch needs a correct CRC32C).
@@ -191,6 +206,27 @@ fn swap_of(cleaned: &std::path::Path) -> PathBuf {
 }
 
 impl PartitionLog {
+    /// Every segment, oldest first, the active one last (`replaceable: false`).
+    pub fn segments(&self) -> Vec<SegmentInfo> {
+        let inner = self.shared.lock();
+        let n = inner.segments.len();
+        inner
+            .segments
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SegmentInfo {
+                base_offset: s.base_offset,
+                next_offset: s.next_offset,
+                batches_end: s.batches_end,
+                size_bytes: s.size_bytes,
+                max_timestamp: s.max_timestamp,
+                replaceable: i + 1 < n
+                    && s.persisted
+                    && !inner.pending_seals.contains(&s.base_offset),
+            })
+            .collect()
+    }
+
     /// Starts a replacement of the consecutive sealed segments based at `bases` (ascending,
     /// as listed by the log, never the active one, each one's seal finished): creates the
     /// cleaned segment file `wal_P_B.log.cleaned` with the first one's base offset. Refused with

@@ -163,6 +163,13 @@ async fn reads_and_indexes_across_gaps_from_every_offset() {
         let kept = compact(&log, &kept, &bases, (4, 5), |i| i == k4 + 1);
         assert_eq!((log.log_start_offset(), log.log_end_offset()), (start, end));
         assert_eq!(log.segment_count(), bases.len() - 1);
+        let infos = log.segments();
+        assert_eq!(infos[1].next_offset, bases[2]);
+        assert_eq!(infos[1].batches_end, stored[s2 - 2].last + 1);
+        assert!(infos[1].replaceable && !infos.last().unwrap().replaceable);
+        assert!(infos
+            .windows(2)
+            .all(|w| w[0].next_offset == w[1].base_offset));
         check_reads(&log, &kept);
         check_timestamps(&log, &kept).await;
         // Reopened: trusted index files; then rebuilt by scanning (gaps at segment ends).
@@ -494,4 +501,65 @@ async fn a_follower_copies_a_compacted_leader_by_segments_and_batches() {
         follower.append_replica(&mut next),
         Err(WalError::ReplicaGap { .. })
     ));
+}
+
+#[test]
+fn a_scan_accepts_gaps_and_stops_at_an_overlap() {
+    use crate::segment::{
+        create_segment_file, frame_header, scan_segment, write_frame, SegmentHeader,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wal_0_00000000000000000100.log");
+    let header = SegmentHeader {
+        base_offset: 100,
+        created_ms: 0,
+    };
+    let file = create_segment_file(&path, header).unwrap();
+    // 102..=104 (a gap at the start), 110..=112 (a gap), then 112..=114 (an overlap).
+    for base in [102, 110, 112] {
+        let mut b = crate::batch::test_util::batch(3, 20);
+        crate::set_base_offset(&mut b, base);
+        write_frame(&file, &frame_header(&b), &b).unwrap();
+    }
+    let len = file.metadata().unwrap().len();
+    let out = scan_segment(&file, len, 100, 0, i64::MAX).unwrap();
+    assert_eq!((out.frames, out.next_offset), (2, 113));
+    let (pos, problem) = out.problem.unwrap();
+    assert_eq!(pos, out.valid_len);
+    assert!(
+        problem.to_string().contains("expected base offset 113"),
+        "{problem}"
+    );
+    // A batch below the segment's base is refused too.
+    let out = scan_segment(&file, len, 103, 0, i64::MAX).unwrap();
+    assert_eq!(out.frames, 0);
+}
+
+#[tokio::test]
+async fn a_committed_replacement_with_a_damaged_swap_index_still_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, stored) = log_with_sealed(dir.path(), small_config(), 4).await;
+    let bases = segment_bases(dir.path());
+    let end = log.log_end_offset();
+    let cleaned: Vec<&[u8]> = stored
+        .iter()
+        .filter(|s| (bases[1]..bases[3]).contains(&s.base))
+        .map(|s| s.bytes.as_slice())
+        .collect();
+    // Stop right after the commit point: `.log.swap` and both `.index.swap` files exist.
+    log.crash_replace_at(4);
+    assert!(log.replace_segments_with(&bases[1..3], &cleaned).is_err());
+    drop(log);
+    for kind in [FileKind::OffsetIndex, FileKind::TimeIndex] {
+        let p =
+            crate::swap::suffixed_path(&part_dir(dir.path()), PARTITION, bases[1], kind, "swap");
+        assert!(p.exists(), "{}", p.display());
+        std::fs::write(&p, b"damaged").unwrap();
+    }
+    // The range then ends where the swap's batches end (here: every batch was kept).
+    let log = open(dir.path(), small_config()).await;
+    assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(read_all(&log, 0), concat(&stored));
+    log.close().await.unwrap();
 }
