@@ -47,7 +47,8 @@ fn shippable(inner: &super::Inner, i: usize) -> bool {
 #[derive(Debug, Clone)]
 pub struct SealedSegment {
     pub base_offset: i64,
-    /// Offset after its last batch.
+    /// End of its offset range (the next segment's base); its batches may end before it when
+    /// its tail was compacted away.
     pub next_offset: i64,
     /// File length: the header plus whole frames.
     pub size_bytes: u64,

@@ -7,7 +7,9 @@
 //!   assignment, an occasional segment roll (file creation, no fsync) and one `writev` into the
 //!   page cache. Nothing ever fsyncs while holding it, so appends never wait behind a sync.
 //! * `maintenance` serialises the operations that sync, rewrite or delete files: commit passes,
-//!   retention, truncation and close. Lock order is always `maintenance` then `inner`.
+//!   retention, truncation, segment installs and replacements (only their renames: the cleaned
+//!   file is written and synced before), and close. Lock order is always `maintenance` then
+//!   `inner`.
 //! * Reads take `inner` only to locate the start position and to clone the segment's
 //!   `Arc<File>`; the `pread`s happen outside the lock (and, for async callers, off the
 //!   runtime unless the data is near the log end: see `read`).

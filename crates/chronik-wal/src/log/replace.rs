@@ -332,6 +332,16 @@ impl PartitionLog {
         let [log_c, oix_c, tix_c] = r.paths.clone();
         {
             let file = r.file.as_ref().ok_or(WalError::Closed)?;
+            // Retention falls back to the file's modification time for batches without
+            // timestamps: the cleaned file keeps the last replaced one's, as in Kafka.
+            if let Some(Ok(t)) = r
+                .originals
+                .last()
+                .map(|f| f.metadata().and_then(|m| m.modified()))
+            {
+                file.set_modified(t)
+                    .map_err(WalError::io("set cleaned segment time", &log_c))?;
+            }
             file.sync_all()
                 .map_err(WalError::io("fsync cleaned segment", &log_c))?;
             let n = write_index_at([&oix_c, &tix_c], &meta, &r.index)

@@ -403,7 +403,16 @@ async fn truncation_into_a_gap_ends_the_log_there_across_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let (log, stored) = log_with_sealed(dir.path(), small_config(), 3).await;
     let bases = segment_bases(dir.path());
+    let mtime = |b: i64| {
+        std::fs::metadata(log_path(dir.path(), b))
+            .unwrap()
+            .modified()
+            .unwrap()
+    };
+    let before = mtime(bases[1]);
     let kept = compact(&log, &stored, &bases, (1, 2), |i| i.is_multiple_of(2));
+    // Retention's clock for batches without timestamps: kept from the replaced file.
+    assert_eq!(mtime(bases[1]), before);
     let seg1: Vec<&Stored> = kept
         .iter()
         .filter(|s| (bases[1]..bases[2]).contains(&s.base))
