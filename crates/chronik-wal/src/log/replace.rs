@@ -10,9 +10,9 @@
 //!   covers exactly their offset range, so the log start and log end do not move.
 //! * Its batches increase in offset (gaps are the records removed) and lie inside that range.
 //! * It is fdatasynced with its index files before anything is renamed; the heavy syncs run
-//!   without any lock of the log. Only the renames and directory fsyncs hold `maintenance`
-//!   (which holds back commit passes for those few milliseconds), and only the swap of the
-//!   in-memory list holds `inner`. Readers in flight keep their `Arc<File>` of the old files
+//!   without any lock of the log, and so does unlinking the old files at the end. Only the
+//!   renames and three directory fsyncs hold `maintenance` (which holds back commit passes for
+//!   those few milliseconds), and only the swap of the in-memory list holds `inner`. Readers in flight keep their `Arc<File>` of the old files
 //!   (renamed, then unlinked: the data lives until they drop it) and resume by offset.
 
 use std::fs::{File, OpenOptions};
@@ -20,7 +20,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{PartitionLog, Shared};
 use crate::batch::{verify_batch_crc, BatchError, BatchHeader};
@@ -349,7 +349,7 @@ impl PartitionLog {
             s.count_fsyncs(1 + n);
         }
         steps.step(&mut r)?;
-        let _m = s.lock_maintenance();
+        let maintenance = s.lock_maintenance();
         let old_bytes = {
             let inner = s.lock();
             s.check_open(&inner)?;
@@ -393,6 +393,10 @@ impl PartitionLog {
             s.poison(&mut inner, format!("{REPLACE_FAILURE}: {e}"));
         }
         result?;
+        // The old files are out of the log; unlinking them (which frees their blocks, slow for
+        // large files) does not hold back commit passes.
+        drop(maintenance);
+        self.remove_replaced(&r, &mut steps)?;
         info!(topic = %s.topic, partition = s.partition, base_offset = r.base_offset,
             next_offset = r.range_end, replaced = ?r.bases, bytes_before = old_bytes,
             bytes_after = r.written, batches = r.frames, "replaced segments with a cleaned one");
@@ -407,7 +411,7 @@ impl PartitionLog {
     }
 
     /// The part after the commit point: old files to `.deleted`, swap files to their final
-    /// names, the directory synced, the in-memory list swapped, the old files removed.
+    /// names, the directory synced, the in-memory list swapped.
     fn swap_in(
         &self,
         r: &SegmentReplacement,
@@ -458,13 +462,27 @@ impl PartitionLog {
             inner.total_bytes = inner.total_bytes - old + r.written;
             inner.check_invariants();
         }
+        Ok(())
+    }
+
+    /// Removes the replaced segments' `.deleted` files. A failure is only logged: the log is
+    /// whole without them, and recovery removes what is left.
+    fn remove_replaced(&self, r: &SegmentReplacement, steps: &mut Steps) -> Result<(), WalError> {
+        let s = &*self.shared;
         for &b in &r.bases {
             for p in segment_paths(&s.dir, s.partition, b, DELETED) {
-                remove_if_exists(&p)?;
+                if let Err(e) = remove_if_exists(&p) {
+                    warn!(topic = %s.topic, partition = s.partition, error = %e,
+                        "cannot remove a replaced segment file; the next open will");
+                }
                 steps.check()?;
             }
         }
-        s.sync_dir()
+        if let Err(e) = s.sync_dir() {
+            warn!(topic = %s.topic, partition = s.partition, error = %e,
+                "cannot sync the directory after removing replaced segments");
+        }
+        Ok(())
     }
 }
 
