@@ -103,15 +103,14 @@ impl SegmentIndex {
         self.bytes_since_entry += frame_bytes;
     }
 
-    /// File position from which to scan for the batch containing `relative_offset`.
-    pub fn position_for(&self, relative_offset: u32) -> u64 {
+    /// File position from which to scan for the batch containing `relative_offset`; `None`:
+    /// from the first frame (the end of the segment header, see `Segment::position_for`).
+    pub fn position_for(&self, relative_offset: u32) -> Option<u64> {
         let i = self
             .offsets
             .partition_point(|e| e.relative_offset <= relative_offset);
-        match i.checked_sub(1) {
-            Some(i) => u64::from(self.offsets[i].position),
-            None => SEGMENT_HEADER_BYTES,
-        }
+        i.checked_sub(1)
+            .map(|i| u64::from(self.offsets[i].position))
     }
 
     /// Relative offset from which to scan for the first batch with `max_timestamp >= ts`.
@@ -449,9 +448,9 @@ mod tests {
         let (_, ix) = sample();
         // An entry every second 80-byte frame (interval 100).
         assert_eq!(ix.offsets.len(), 49);
-        assert_eq!(ix.position_for(0), SEGMENT_HEADER_BYTES);
-        assert_eq!(ix.position_for(3), SEGMENT_HEADER_BYTES);
-        assert_eq!(ix.position_for(4), u64::from(ix.offsets[0].position));
+        assert_eq!(ix.position_for(0), None);
+        assert_eq!(ix.position_for(3), None);
+        assert_eq!(ix.position_for(4), Some(u64::from(ix.offsets[0].position)));
         assert!(ix.times.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
         assert_eq!(ix.scan_start_for_timestamp(0), 0);
     }

@@ -6,16 +6,30 @@
 //! [segment header, 32 bytes][frame][frame]...
 //! ```
 //!
-//! Segment header (little-endian):
+//! Segment header, version 1 (little-endian), written for every segment the log creates:
 //!
 //! | bytes  | field        | notes |
 //! |--------|--------------|-------|
 //! | 0..8   | magic        | `b"CHRNKWAL"` |
-//! | 8..10  | version      | u16, currently 1 |
+//! | 8..10  | version      | u16, 1 |
 //! | 10..12 | header_len   | u16, 32 for version 1 (lets later versions grow the header) |
 //! | 12..20 | base_offset  | i64, offset of the first batch; equals the number in the file name |
 //! | 20..28 | created_ms   | i64, wall clock when the segment was created |
 //! | 28..32 | header_crc   | u32, CRC32 (IEEE, `crc32fast`) of bytes 0..28 |
+//!
+//! Version 2 (48 bytes) marks a *cleaned* segment: one written by a segment replacement
+//! (compaction), or a replica's segment holding a compacted leader's batches. Its batches may
+//! have gaps between them; bytes 0..28 are as in version 1 (version 2, header_len 48), then:
+//!
+//! | bytes  | field        | notes |
+//! |--------|--------------|-------|
+//! | 28..36 | range_end    | i64, the segment's batches may end before the next segment's base only if that base is at most this (the replaced range's end) |
+//! | 36..40 | flags        | u32, bit 0 (cleaned) set; other bits zero |
+//! | 40..44 | reserved     | u32, zero |
+//! | 44..48 | header_crc   | u32, CRC32 of bytes 0..44 |
+//!
+//! Frames start right after the header (`header_len`). A segment without the version-2 header
+//! never has a gap: recovery treats a missing end as a torn tail, reads treat a gap as corrupt.
 //!
 //! Frame (little-endian):
 //!
@@ -37,10 +51,16 @@ use crate::index::{IndexMeta, SegmentIndex};
 
 /// Magic bytes opening every segment file.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"CHRNKWAL";
-/// Current segment format version.
+/// Format version of the segments the log creates.
 pub const SEGMENT_VERSION: u16 = 1;
 /// Size of the version-1 segment header.
 pub const SEGMENT_HEADER_BYTES: u64 = 32;
+/// Format version of a cleaned segment's header (see the module docs).
+pub const CLEANED_SEGMENT_VERSION: u16 = 2;
+/// Size of the version-2 (cleaned) segment header.
+pub const CLEANED_HEADER_BYTES: u64 = 48;
+/// Version-2 `flags` bit: the segment is cleaned (its batches may have gaps).
+const FLAG_CLEANED: u32 = 1;
 /// `[payload_len u32][crc32 u32]`.
 pub const FRAME_HEADER_BYTES: u64 = 8;
 /// Largest batch (frame payload) the log accepts: 64 MiB.
@@ -118,37 +138,82 @@ pub fn parse_file_name(name: &str) -> Option<(i32, i64, FileKind)> {
 pub struct SegmentHeader {
     pub base_offset: i64,
     pub created_ms: i64,
+    /// `Some(range_end)` for a cleaned segment (version 2): its batches may have gaps, and may
+    /// end before the next segment's base if that base is at most `range_end`. `None` for a
+    /// version-1 segment, whose offsets are contiguous.
+    pub cleaned_to: Option<i64>,
 }
 
 impl SegmentHeader {
-    pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES as usize] {
-        let mut h = [0u8; SEGMENT_HEADER_BYTES as usize];
+    /// A version-1 header.
+    pub fn plain(base_offset: i64, created_ms: i64) -> Self {
+        SegmentHeader {
+            base_offset,
+            created_ms,
+            cleaned_to: None,
+        }
+    }
+
+    /// Header length: where the first frame starts.
+    pub fn data_start(&self) -> u64 {
+        match self.cleaned_to {
+            None => SEGMENT_HEADER_BYTES,
+            Some(_) => CLEANED_HEADER_BYTES,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let len = self.data_start() as usize;
+        let mut h = vec![0u8; len];
         h[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        h[8..10].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
-        h[10..12].copy_from_slice(&(SEGMENT_HEADER_BYTES as u16).to_le_bytes());
+        let version = match self.cleaned_to {
+            None => SEGMENT_VERSION,
+            Some(_) => CLEANED_SEGMENT_VERSION,
+        };
+        h[8..10].copy_from_slice(&version.to_le_bytes());
+        h[10..12].copy_from_slice(&(len as u16).to_le_bytes());
         h[12..20].copy_from_slice(&self.base_offset.to_le_bytes());
         h[20..28].copy_from_slice(&self.created_ms.to_le_bytes());
-        let crc = crc32fast::hash(&h[0..28]);
-        h[28..32].copy_from_slice(&crc.to_le_bytes());
+        if let Some(range_end) = self.cleaned_to {
+            h[28..36].copy_from_slice(&range_end.to_le_bytes());
+            h[36..40].copy_from_slice(&FLAG_CLEANED.to_le_bytes());
+        }
+        let crc = crc32fast::hash(&h[0..len - 4]);
+        h[len - 4..].copy_from_slice(&crc.to_le_bytes());
         h
     }
 
-    /// Decodes and checks a header. Never panics.
+    /// Decodes and checks a header from the start of a file (`buf` holds up to
+    /// [`CLEANED_HEADER_BYTES`] of it). Never panics.
     pub fn decode(buf: &[u8]) -> Result<SegmentHeader, HeaderError> {
-        let h: &[u8; SEGMENT_HEADER_BYTES as usize] = buf
-            .get(..SEGMENT_HEADER_BYTES as usize)
-            .and_then(|s| s.try_into().ok())
-            .ok_or_else(|| {
-                HeaderError::Damaged(format!(
-                    "file is {} bytes, shorter than the header",
-                    buf.len()
-                ))
-            })?;
-        if h[0..8] != SEGMENT_MAGIC {
+        if buf.len() < SEGMENT_HEADER_BYTES as usize {
+            return Err(HeaderError::Damaged(format!(
+                "file is {} bytes, shorter than the header",
+                buf.len()
+            )));
+        }
+        if buf[0..8] != SEGMENT_MAGIC {
             return Err(HeaderError::Damaged("bad magic".into()));
         }
-        let crc = u32::from_le_bytes([h[28], h[29], h[30], h[31]]);
-        let computed = crc32fast::hash(&h[0..28]);
+        let version = le_u16(buf, 8);
+        let header_len = le_u16(buf, 10);
+        // Version 2 keeps its CRC at its end; every other header is read as version 1 (whose
+        // CRC covers the version field, so a damaged version-2 header never passes as one).
+        let len = if version == CLEANED_SEGMENT_VERSION
+            && u64::from(header_len) == CLEANED_HEADER_BYTES
+        {
+            if buf.len() < CLEANED_HEADER_BYTES as usize {
+                return Err(HeaderError::Damaged(format!(
+                    "file is {} bytes, shorter than its version-2 header",
+                    buf.len()
+                )));
+            }
+            CLEANED_HEADER_BYTES as usize
+        } else {
+            SEGMENT_HEADER_BYTES as usize
+        };
+        let crc = u32::from_le_bytes([buf[len - 4], buf[len - 3], buf[len - 2], buf[len - 1]]);
+        let computed = crc32fast::hash(&buf[0..len - 4]);
         if crc != computed {
             return Err(HeaderError::Damaged(format!(
                 "header CRC mismatch (stored {crc:#010x}, computed {computed:#010x})"
@@ -156,33 +221,56 @@ impl SegmentHeader {
         }
         // Magic and CRC are intact: anything unknown from here on was written on purpose by
         // another format version, not by a crash.
-        let version = u16::from_le_bytes([h[8], h[9]]);
-        if version != SEGMENT_VERSION {
+        if version != SEGMENT_VERSION && version != CLEANED_SEGMENT_VERSION {
             return Err(HeaderError::Unsupported(format!(
                 "unsupported segment format version {version}"
             )));
         }
-        let header_len = u16::from_le_bytes([h[10], h[11]]);
-        if u64::from(header_len) != SEGMENT_HEADER_BYTES {
+        if usize::from(header_len) != len {
             return Err(HeaderError::Unsupported(format!(
-                "unexpected header length {header_len}"
+                "unexpected header length {header_len} for version {version}"
             )));
         }
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&h[12..20]);
-        let base_offset = i64::from_le_bytes(b);
-        b.copy_from_slice(&h[20..28]);
-        let created_ms = i64::from_le_bytes(b);
+        let base_offset = le_i64(buf, 12);
+        let created_ms = le_i64(buf, 20);
         if base_offset < 0 {
             return Err(HeaderError::Unsupported(format!(
                 "negative base offset {base_offset}"
             )));
         }
+        let cleaned_to = if version == CLEANED_SEGMENT_VERSION {
+            let range_end = le_i64(buf, 28);
+            let flags = u32::from_le_bytes([buf[36], buf[37], buf[38], buf[39]]);
+            if flags != FLAG_CLEANED || buf[40..44] != [0; 4] {
+                return Err(HeaderError::Unsupported(format!(
+                    "unknown segment header flags {flags:#x}"
+                )));
+            }
+            if range_end < base_offset {
+                return Err(HeaderError::Unsupported(format!(
+                    "range end {range_end} below the base offset {base_offset}"
+                )));
+            }
+            Some(range_end)
+        } else {
+            None
+        };
         Ok(SegmentHeader {
             base_offset,
             created_ms,
+            cleaned_to,
         })
     }
+}
+
+fn le_u16(b: &[u8], at: usize) -> u16 {
+    u16::from_le_bytes([b[at], b[at + 1]])
+}
+
+fn le_i64(b: &[u8], at: usize) -> i64 {
+    let mut x = [0u8; 8];
+    x.copy_from_slice(&b[at..at + 8]);
+    i64::from_le_bytes(x)
 }
 
 /// Why a segment header was not accepted.
@@ -347,7 +435,7 @@ impl std::fmt::Display for FrameProblem {
                 write!(f, "frame length {frame} but batch length {batch}")
             }
             FrameProblem::OffsetMismatch { expected, found } => {
-                write!(f, "expected base offset {expected} or above, found {found}")
+                write!(f, "expected base offset {expected}, found {found}")
             }
             FrameProblem::OffsetSpan {
                 base_offset,
@@ -523,33 +611,38 @@ pub struct ScanOutcome {
     pub epochs: Vec<(i32, i64)>,
 }
 
-/// Scans frames from the segment header to `limit`, verifying length sanity, the frame CRC, that
-/// the payload is a batch whose length matches, and that offsets increase from `base_offset`
-/// (gaps are legal: compaction removes records; a batch below the previous one's end is not). Stops
+/// Scans frames from the end of the segment header to `limit`, verifying length sanity, the
+/// frame CRC, that the payload is a batch whose length matches, and that offsets are contiguous
+/// from the header's base offset; in a cleaned segment (version-2 header) they only have to
+/// increase (gaps are the records compaction removed; a batch below the previous one's end is
+/// never legal). Stops
 /// cleanly before the first frame whose base offset is >= `stop_offset`. Rebuilds the sparse
 /// indexes as appends would. Only I/O errors are returned as `Err`; bad data ends the scan with
 /// `problem` set. Never panics on file contents.
 pub fn scan_segment(
     file: &File,
     limit: u64,
-    base_offset: i64,
+    header: &SegmentHeader,
     index_interval_bytes: u32,
     stop_offset: i64,
 ) -> io::Result<ScanOutcome> {
+    let base_offset = header.base_offset;
+    let data_start = header.data_start();
+    let gaps = header.cleaned_to.is_some();
     let mut out = ScanOutcome {
         next_offset: base_offset,
-        valid_len: SEGMENT_HEADER_BYTES.min(limit),
+        valid_len: data_start.min(limit),
         max_timestamp: i64::MIN,
         index: SegmentIndex::default(),
         problem: None,
         frames: 0,
         epochs: Vec::new(),
     };
-    if limit < SEGMENT_HEADER_BYTES {
+    if limit < data_start {
         return Ok(out);
     }
     let mut reader = FrameReader::new(file, limit, SCAN_READ_AHEAD);
-    let mut pos = SEGMENT_HEADER_BYTES;
+    let mut pos = data_start;
     // Each iteration consumes at least MIN_FRAME_BYTES, so at most limit / 69 iterations.
     while pos < limit {
         let frame = match reader.frame_at(pos) {
@@ -576,8 +669,8 @@ pub fn scan_segment(
             ));
             break;
         }
-        // Gaps are legal (a compacted segment lost records), overlaps are not.
-        if h.base_offset < out.next_offset {
+        // Gaps only in a cleaned segment (compaction removed records); overlaps never.
+        if h.base_offset < out.next_offset || (!gaps && h.base_offset > out.next_offset) {
             out.problem = Some((
                 pos,
                 FrameProblem::OffsetMismatch {
@@ -633,6 +726,10 @@ pub struct Segment {
     /// `next_offset` only when the records at the end of the range are gone (compaction, or a
     /// truncation that ended inside a gap); always equal for the active segment.
     pub batches_end: i64,
+    /// `Some(range_end)` for a cleaned segment (version-2 header, see
+    /// [`SegmentHeader::cleaned_to`]): gaps between its batches are legal, and so is a gap at
+    /// its end up to `range_end`. `None`: offsets are contiguous, `batches_end == next_offset`.
+    pub cleaned_to: Option<i64>,
     /// Length of the data: header plus whole frames. Appends go here.
     pub size_bytes: u64,
     /// File length: `size_bytes` plus preallocated zeros (see [`PREALLOC_STEP_BYTES`]).
@@ -663,6 +760,33 @@ pub struct Segment {
 impl Segment {
     pub fn is_empty(&self) -> bool {
         self.next_offset == self.base_offset
+    }
+
+    /// What the segment's header says (its creation time, whether it is cleaned).
+    pub fn header(&self) -> SegmentHeader {
+        SegmentHeader {
+            base_offset: self.base_offset,
+            created_ms: self.created_ms,
+            cleaned_to: self.cleaned_to,
+        }
+    }
+
+    /// Where the first frame starts.
+    pub fn data_start(&self) -> u64 {
+        self.header().data_start()
+    }
+
+    /// File position from which to scan for the batch containing `relative_offset`.
+    pub fn position_for(&self, relative_offset: u32) -> u64 {
+        self.index
+            .position_for(relative_offset)
+            .unwrap_or(self.data_start())
+    }
+
+    /// Whether the offsets `from..to` may hold no batch of this segment: in a cleaned segment,
+    /// up to its range end; in a plain one, never (empty ranges aside).
+    pub fn gap_allowed(&self, from: i64, to: i64) -> bool {
+        from >= to || self.cleaned_to.is_some_and(|end| to <= end)
     }
 
     pub fn meta(&self) -> IndexMeta {
@@ -707,40 +831,63 @@ pub(crate) mod tests {
 
     #[test]
     fn segment_header_round_trip_and_damage() {
-        let h = SegmentHeader {
-            base_offset: 77,
-            created_ms: 123456,
-        };
-        let enc = h.encode();
-        assert_eq!(SegmentHeader::decode(&enc).unwrap(), h);
-        for i in 0..enc.len() {
-            let mut d = enc;
-            d[i] ^= 0x10;
-            assert!(SegmentHeader::decode(&d).is_err(), "byte {i}");
+        for h in [
+            SegmentHeader::plain(77, 123456),
+            SegmentHeader {
+                base_offset: 77,
+                created_ms: 123456,
+                cleaned_to: Some(500),
+            },
+        ] {
+            let enc = h.encode();
+            assert_eq!(enc.len() as u64, h.data_start());
+            assert_eq!(SegmentHeader::decode(&enc).unwrap(), h);
+            for i in 0..enc.len() {
+                let mut d = enc.clone();
+                d[i] ^= 0x10;
+                assert!(SegmentHeader::decode(&d).is_err(), "byte {i}");
+            }
+            assert!(SegmentHeader::decode(&enc[..enc.len() - 1]).is_err());
+            let mut d = enc.clone();
+            d[3] ^= 1;
+            assert!(matches!(
+                SegmentHeader::decode(&d),
+                Err(HeaderError::Damaged(_))
+            ));
+            // The frames that follow a header never change how it decodes.
+            let mut longer = enc.clone();
+            longer.extend_from_slice(&[0xab; 16]);
+            assert_eq!(
+                SegmentHeader::decode(&longer[..longer.len().min(48)]).unwrap(),
+                h
+            );
         }
-        assert!(SegmentHeader::decode(&enc[..31]).is_err());
         assert!(SegmentHeader::decode(&[]).is_err());
         // An intact header of another version is "unsupported", not "damaged".
         assert!(matches!(
             SegmentHeader::decode(&future_header(77)),
             Err(HeaderError::Unsupported(_))
         ));
-        let mut d = enc;
-        d[3] ^= 1;
+        // A version-2 header with an unknown flag, CRC intact: written on purpose, refused.
+        let mut v2 = SegmentHeader {
+            base_offset: 77,
+            created_ms: 1,
+            cleaned_to: Some(80),
+        }
+        .encode();
+        v2[36] |= 2;
+        let crc = crc32fast::hash(&v2[0..44]);
+        v2[44..48].copy_from_slice(&crc.to_le_bytes());
         assert!(matches!(
-            SegmentHeader::decode(&d),
-            Err(HeaderError::Damaged(_))
+            SegmentHeader::decode(&v2),
+            Err(HeaderError::Unsupported(_))
         ));
     }
 
-    /// A well-formed header of a hypothetical format version 2.
-    pub(crate) fn future_header(base_offset: i64) -> [u8; 32] {
-        let mut h = SegmentHeader {
-            base_offset,
-            created_ms: 1,
-        }
-        .encode();
-        h[8..10].copy_from_slice(&2u16.to_le_bytes());
+    /// A well-formed header of a hypothetical format version 3.
+    pub(crate) fn future_header(base_offset: i64) -> Vec<u8> {
+        let mut h = SegmentHeader::plain(base_offset, 1).encode();
+        h[8..10].copy_from_slice(&3u16.to_le_bytes());
         let crc = crc32fast::hash(&h[0..28]);
         h[28..32].copy_from_slice(&crc.to_le_bytes());
         h

@@ -15,10 +15,11 @@
 //!
 //! Recovery, before it lists the segments ([`recover_replacements`]):
 //! * `.cleaned` files are removed (the replacement had not committed).
-//! * For each `wal_P_B.log.swap`: the range end `E` is read from its `.index.swap` (written and
-//!   synced before the commit point); every segment with a base in `[B, E)` is removed, then
-//!   the swap files take their final names. Without a valid `.index.swap` (damaged disk),
-//!   `E` falls back to the end of the swap's batches and an error is logged.
+//! * For each `wal_P_B.log.swap`: the range end `E` is read from its segment header (version 2,
+//!   written and synced before the commit point; its `.index.swap` names it too and is the
+//!   fallback); every segment with a base in `[B, E)` is removed, then the swap files take
+//!   their final names. With neither readable (damaged disk), `E` falls back to the end of the
+//!   swap's batches and an error is logged.
 //! * Index `.swap` files without a `.log.swap` are removed (before the commit point, or after
 //!   the log took its final name: then its index is rebuilt by scanning).
 //! * `.deleted` files are removed.
@@ -27,6 +28,7 @@
 
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use tracing::{error, info, warn};
@@ -34,7 +36,9 @@ use tracing::{error, info, warn};
 use crate::error::WalError;
 use crate::index::load_index_at;
 use crate::recovery::{fsync_dir, remove_segment_files};
-use crate::segment::{parse_file_name, scan_segment, segment_file_path, FileKind};
+use crate::segment::{
+    parse_file_name, scan_segment, segment_file_path, FileKind, SegmentHeader, CLEANED_HEADER_BYTES,
+};
 
 /// A replacement segment being written (step 1).
 pub(crate) const CLEANED: &str = "cleaned";
@@ -172,21 +176,34 @@ pub(crate) fn recover_replacements(
     Ok((fsyncs, true))
 }
 
-/// The end of the range a committed replacement at `base` covers: from its `.index.swap`
-/// files, or (damaged disk) the end of its batches.
+/// The end of the range a committed replacement at `base` covers: from the swap segment's
+/// header (a cleaned segment's names it), else from its `.index.swap` files, else (damaged
+/// disk) the end of its batches.
 fn swap_range_end(dir: &Path, topic: &str, partition: i32, base: i64) -> Result<i64, WalError> {
     let [log, oix, tix] = segment_paths(dir, partition, base, SWAP);
-    let len = std::fs::metadata(&log)
+    let file = File::open(&log).map_err(WalError::io("open swap segment", &log))?;
+    let len = file
+        .metadata()
         .map_err(WalError::io("stat swap segment", &log))?
         .len();
+    let mut head = [0u8; CLEANED_HEADER_BYTES as usize];
+    let n = len.min(CLEANED_HEADER_BYTES) as usize;
+    file.read_exact_at(&mut head[..n], 0)
+        .map_err(WalError::io("read swap segment", &log))?;
+    let header = SegmentHeader::decode(&head[..n])
+        .ok()
+        .filter(|h| h.base_offset == base);
+    if let Some(end) = header.and_then(|h| h.cleaned_to) {
+        return Ok(end);
+    }
     match load_index_at([&oix, &tix], base, None, len) {
         Ok((_, meta)) => Ok(meta.next_offset),
         Err(reason) => {
-            let file = File::open(&log).map_err(WalError::io("open swap segment", &log))?;
-            let scan = scan_segment(&file, len, base, u32::MAX, i64::MAX)
+            let header = header.unwrap_or(SegmentHeader::plain(base, 0));
+            let scan = scan_segment(&file, len, &header, u32::MAX, i64::MAX)
                 .map_err(WalError::io("scan swap segment", &log))?;
             error!(topic, partition, base_offset = base, %reason, batches_end = scan.next_offset,
-                "the index of a committed segment replacement is unreadable; replacing only the segments below the end of its batches");
+                "neither the header nor the index of a committed segment replacement names its range; replacing only the segments below the end of its batches");
             Ok(scan.next_offset)
         }
     }

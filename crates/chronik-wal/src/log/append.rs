@@ -2,11 +2,13 @@
 //! the active segment when it is full or old, and writing the frame into the page cache. The
 //! group commit (commit.rs) makes it durable.
 
+use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use tracing::warn;
 
-use super::{now_ms, Appended, Inner, PartitionLog, MAX_PENDING_SEALS};
+use super::{now_ms, Appended, Inner, PartitionLog, Shared, MAX_PENDING_SEALS};
 use crate::batch::{
     set_base_offset, set_partition_leader_epoch, verify_batch_crc, BatchError, BatchHeader,
 };
@@ -108,6 +110,10 @@ impl PartitionLog {
                     pending = inner.pending_seals.len(), "segment roll deferred: too many segments waiting to be sealed");
             }
         }
+        if base > end && inner.active().cleaned_to.is_none() {
+            // A replica copying a compacted leader's gap: only a cleaned segment may hold one.
+            s.make_active_cleaned(inner, now)?;
+        }
         let seg = inner
             .segments
             .back_mut()
@@ -174,6 +180,56 @@ impl PartitionLog {
             last_offset: last,
             generation: inner.generation,
         })
+    }
+}
+
+impl Shared {
+    /// Makes the active segment a cleaned one (version-2 header, see `segment.rs`) before a
+    /// replica appends a batch above the log end: an empty one gets the longer header in
+    /// place (it holds no data, so nothing moves; the next commit pass syncs it with the
+    /// batch), a non-empty one is rolled. Its range end is its base: a gap between its batches
+    /// is legal, one at its end never is (a replica's segment always ends at its last batch).
+    fn make_active_cleaned(&self, inner: &mut Inner, now: i64) -> Result<(), WalError> {
+        let active = inner.active();
+        if !active.is_empty() {
+            if inner.pending_seals.len() >= MAX_PENDING_SEALS {
+                return Err(WalError::SegmentFull {
+                    size_bytes: active.size_bytes,
+                });
+            }
+            let base = inner.log_end;
+            return self.roll_to(inner, now, "replica gap", Some(base));
+        }
+        let seg = inner
+            .segments
+            .back_mut()
+            .expect("partition log has no segment");
+        let mut header = seg.header();
+        header.cleaned_to = Some(seg.base_offset);
+        let start = header.data_start();
+        let written = seg
+            .file
+            .write_all_at(&header.encode(), 0)
+            .and_then(|()| (&*seg.file).seek(SeekFrom::Start(start)).map(drop));
+        if let Err(e) = written {
+            let path = seg.path.to_path_buf();
+            self.poison(
+                inner,
+                format!("rewriting the header of {} failed: {e}", path.display()),
+            );
+            return Err(WalError::Io {
+                op: "rewrite segment header",
+                path,
+                source: e,
+            });
+        }
+        let grown = start - seg.size_bytes;
+        seg.cleaned_to = header.cleaned_to;
+        seg.size_bytes = start;
+        seg.allocated_bytes = seg.allocated_bytes.max(start);
+        seg.synced_bytes = seg.synced_bytes.min(seg.size_bytes);
+        inner.total_bytes += grown;
+        Ok(())
     }
 }
 

@@ -24,7 +24,7 @@ use tracing::info;
 use super::{now_ms, PartitionLog, MAX_PENDING_SEALS};
 use crate::error::WalError;
 use crate::segment::{
-    scan_segment, ScanOutcome, SegmentHeader, MAX_SEGMENT_FILE_BYTES, SEGMENT_HEADER_BYTES,
+    scan_segment, ScanOutcome, SegmentHeader, CLEANED_HEADER_BYTES, MAX_SEGMENT_FILE_BYTES,
 };
 
 /// What a replica fetching from some offset should get ([`PartitionLog::catch_up_plan`]).
@@ -229,10 +229,11 @@ impl PartitionLog {
         file.sync_data()
             .map_err(WalError::io("sync incoming segment", &path))?;
         let len = install.written;
-        let mut head = [0u8; SEGMENT_HEADER_BYTES as usize];
-        file.read_at(&mut head, 0)
+        let mut head = [0u8; CLEANED_HEADER_BYTES as usize];
+        let n = len.min(CLEANED_HEADER_BYTES) as usize;
+        file.read_exact_at(&mut head[..n], 0)
             .map_err(WalError::io("read incoming segment", &path))?;
-        let header = SegmentHeader::decode(&head[..(len.min(SEGMENT_HEADER_BYTES) as usize)])
+        let header = SegmentHeader::decode(&head[..n])
             .map_err(|e| corrupt(0, format!("segment header: {e:?}")))?;
         if header.base_offset != install.base_offset {
             return Err(corrupt(
@@ -244,7 +245,7 @@ impl PartitionLog {
             ));
         }
         let interval = self.shared.lock().config.index_interval_bytes;
-        let scan = scan_segment(file, len, header.base_offset, interval, i64::MAX)
+        let scan = scan_segment(file, len, &header, interval, i64::MAX)
             .map_err(WalError::io("scan incoming segment", &path))?;
         if let Some((pos, problem)) = &scan.problem {
             return Err(corrupt(*pos, format!("{problem:?}")));
@@ -339,6 +340,8 @@ impl PartitionLog {
             seg.allocated_bytes = len;
             seg.next_offset = scan.next_offset;
             seg.batches_end = scan.next_offset;
+            // A cleaned segment stays one (its header came with it).
+            seg.cleaned_to = header.cleaned_to;
             seg.max_timestamp = scan.max_timestamp;
             seg.created_ms = header.created_ms;
             seg.roll_clock_ms = Some(now);

@@ -94,13 +94,13 @@ impl PartitionLog {
         let fresh = if old.contains(&offset) {
             None // its file is about to be removed and recreated below
         } else {
-            Some(s.fresh_segment(offset, now_ms())?)
+            Some(s.fresh_segment(offset, now_ms(), None)?)
         };
         let result = (|| -> Result<super::Segment, WalError> {
             remove_segment_files(&s.dir, s.partition, &old)?;
             let seg = match fresh {
                 Some(seg) => seg,
-                None => s.fresh_segment(offset, now_ms())?,
+                None => s.fresh_segment(offset, now_ms(), None)?,
             };
             fsync_dir(&s.dir).map_err(WalError::io("fsync directory", &s.dir))?;
             Ok(seg)

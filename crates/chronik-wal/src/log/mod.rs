@@ -66,7 +66,6 @@ use crate::index::SegmentIndex;
 use crate::recovery::{fsync_dir, recover};
 use crate::segment::{
     create_segment_file, segment_file_path, FileKind, Segment, SegmentHeader, SCAN_READ_AHEAD,
-    SEGMENT_HEADER_BYTES,
 };
 
 /// Bound on sealed segments waiting for their data sync and index write. While the queue is
@@ -162,6 +161,12 @@ impl Inner {
             .segments
             .iter()
             .all(|s| (s.base_offset..=s.next_offset).contains(&s.batches_end)));
+        // A gap at a segment's end only where its header vouches for it: a plain segment
+        // whose batches ended early would look torn to recovery.
+        debug_assert!(self
+            .segments
+            .iter()
+            .all(|s| s.gap_allowed(s.batches_end, s.next_offset)));
         debug_assert!(self.synced_end <= self.log_end);
         debug_assert!(self
             .segments
@@ -333,14 +338,26 @@ impl Shared {
 
     /// Creates a new active segment at `log_end` and queues the old one for sealing.
     fn roll(&self, inner: &mut Inner, now_ms: i64, reason: &'static str) -> Result<(), WalError> {
+        self.roll_to(inner, now_ms, reason, None)
+    }
+
+    /// [`roll`](Self::roll) to a segment with this header kind (`cleaned_to`, see
+    /// [`Segment::cleaned_to`]).
+    fn roll_to(
+        &self,
+        inner: &mut Inner,
+        now_ms: i64,
+        reason: &'static str,
+        cleaned_to: Option<i64>,
+    ) -> Result<(), WalError> {
         let base = inner.log_end;
-        let seg = self.fresh_segment(base, now_ms)?;
+        let seg = self.fresh_segment(base, now_ms, cleaned_to)?;
         let old = inner.active();
         assert!(!old.is_empty(), "rolling an empty segment");
         let old_base = old.base_offset;
         inner.pending_seals.push(old_base);
+        inner.total_bytes += seg.size_bytes;
         inner.segments.push_back(seg);
-        inner.total_bytes += SEGMENT_HEADER_BYTES;
         inner.dir_gen += 1;
         inner.deferred_roll_warned = false;
         self.wake.notify_one();
@@ -350,22 +367,28 @@ impl Shared {
     }
 
     /// Creates the file of an empty segment at `base` (its directory entry is not synced).
-    fn fresh_segment(&self, base: i64, now_ms: i64) -> Result<Segment, WalError> {
+    fn fresh_segment(
+        &self,
+        base: i64,
+        now_ms: i64,
+        cleaned_to: Option<i64>,
+    ) -> Result<Segment, WalError> {
         let path = segment_file_path(&self.dir, self.partition, base, FileKind::Log);
-        let file = create_segment_file(
-            &path,
-            SegmentHeader {
-                base_offset: base,
-                created_ms: now_ms,
-            },
-        )
-        .map_err(WalError::io("create segment", &path))?;
+        let header = SegmentHeader {
+            base_offset: base,
+            created_ms: now_ms,
+            cleaned_to,
+        };
+        let file =
+            create_segment_file(&path, header).map_err(WalError::io("create segment", &path))?;
+        let start = header.data_start();
         Ok(Segment {
             base_offset: base,
             next_offset: base,
             batches_end: base,
-            size_bytes: SEGMENT_HEADER_BYTES,
-            allocated_bytes: SEGMENT_HEADER_BYTES,
+            cleaned_to,
+            size_bytes: start,
+            allocated_bytes: start,
             max_timestamp: i64::MIN,
             created_ms: now_ms,
             roll_clock_ms: None,
@@ -374,7 +397,7 @@ impl Shared {
             index: Arc::new(SegmentIndex::default()),
             persisted: false,
             cache_dropped_to: 0,
-            synced_bytes: SEGMENT_HEADER_BYTES,
+            synced_bytes: start,
         })
     }
 }
@@ -622,7 +645,7 @@ impl PartitionLog {
                 return Ok(());
             }
             let seg = &inner.segments[inner.segment_index_for(from)];
-            let pos = seg.index.position_for((from - seg.base_offset) as u32);
+            let pos = seg.position_for((from - seg.base_offset) as u32);
             (SegmentView::of(seg), pos, from, inner.log_end)
         };
         s.walk(view, pos, SCAN_READ_AHEAD, &mut |ctx| {

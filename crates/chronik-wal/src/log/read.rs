@@ -20,7 +20,6 @@ use crate::batch::BatchHeader;
 use crate::error::WalError;
 use crate::segment::{
     FrameInfo, FrameReader, ReadFrameError, Segment, CACHE_KEEP_BYTES, SCAN_READ_AHEAD,
-    SEGMENT_HEADER_BYTES,
 };
 
 /// Largest read-ahead window used by `read`.
@@ -141,6 +140,8 @@ impl PartitionLog {
 /// A cheap clone of what a reader needs from one segment.
 pub(super) struct SegmentView {
     base_offset: i64,
+    /// A cleaned segment: gaps between its batches are legal.
+    cleaned: bool,
     size_bytes: u64,
     file: Arc<File>,
     path: Arc<Path>,
@@ -150,6 +151,7 @@ impl SegmentView {
     pub(super) fn of(s: &Segment) -> Self {
         SegmentView {
             base_offset: s.base_offset,
+            cleaned: s.cleaned_to.is_some(),
             size_bytes: s.size_bytes,
             file: s.file.clone(),
             path: s.path.clone(),
@@ -185,11 +187,7 @@ impl Shared {
                 return Ok(None);
             };
             let rel = seg.index.scan_start_for_timestamp(ts_ms);
-            (
-                SegmentView::of(seg),
-                seg.index.position_for(rel),
-                inner.log_start,
-            )
+            (SegmentView::of(seg), seg.position_for(rel), inner.log_start)
         };
         let mut found = None;
         self.walk(view, pos, SCAN_READ_AHEAD, &mut |ctx| {
@@ -243,9 +241,7 @@ impl Shared {
         }
         let i = inner.segment_index_for(start_offset);
         let seg = &inner.segments[i];
-        let pos = seg
-            .index
-            .position_for((start_offset - seg.base_offset) as u32);
+        let pos = seg.position_for((start_offset - seg.base_offset) as u32);
         let cached =
             i + 1 == inner.segments.len() && seg.size_bytes.saturating_sub(pos) <= CACHE_KEEP_BYTES;
         Ok(Located::At {
@@ -316,18 +312,20 @@ impl Shared {
             return inner
                 .segments
                 .get(i)
-                .map(|s| (SegmentView::of(s), SEGMENT_HEADER_BYTES));
+                .map(|s| (SegmentView::of(s), s.data_start()));
         }
         let pos = match u32::try_from(next - seg.base_offset) {
-            Ok(rel) => seg.index.position_for(rel),
-            Err(_) => SEGMENT_HEADER_BYTES, // `next` below the first segment: from its start
+            Ok(rel) => seg.position_for(rel),
+            Err(_) => seg.data_start(), // `next` below the first segment: from its start
         };
         Some((SegmentView::of(seg), pos))
     }
 
     /// Walks frames from `pos` in `view` and then the following segments, calling `visit` for
-    /// each until it returns `false`. Offsets must increase (gaps are legal: compaction); a
-    /// batch overlapping an earlier one is `Corrupt`. Used by every read-side operation; the
+    /// each until it returns `false`. Offsets must be contiguous, except that a cleaned segment
+    /// (compaction) may have gaps between its batches; a gap inside any other segment, or a
+    /// batch overlapping an earlier one, is `Corrupt`. (A gap at the end of a segment was
+    /// checked against its header when the log was opened or the segment was written.) Used by every read-side operation; the
     /// partition lock is only taken to step to the next segment.
     pub(super) fn walk(
         &self,
@@ -354,12 +352,16 @@ impl Shared {
                     continue;
                 }
                 skipping = false;
-                if h.base_offset < floor {
+                // A walk may start at any batch (`expected` unknown); after that, only a
+                // cleaned segment may skip offsets.
+                let gap = expected.is_some() && h.base_offset > floor && !view.cleaned;
+                if h.base_offset < floor || gap {
+                    let above = if view.cleaned { " or above" } else { "" };
                     return Err(WalError::Corrupt {
                         path: view.path.to_path_buf(),
                         position: pos,
                         reason: format!(
-                            "expected base offset {floor} or above, found {}",
+                            "expected base offset {floor}{above}, found {}",
                             h.base_offset
                         ),
                     });

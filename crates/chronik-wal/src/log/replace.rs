@@ -29,7 +29,7 @@ use crate::index::{write_index_at, IndexMeta, SegmentIndex};
 use crate::recovery::fsync_dir;
 use crate::segment::{
     frame_header, write_frame, Segment, SegmentHeader, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES,
-    MAX_RELATIVE_OFFSET, MAX_SEGMENT_FILE_BYTES, SEGMENT_HEADER_BYTES,
+    MAX_RELATIVE_OFFSET, MAX_SEGMENT_FILE_BYTES,
 };
 use crate::swap::{remove_if_exists, rename_if_exists, segment_paths, CLEANED, DELETED, SWAP};
 
@@ -269,9 +269,12 @@ impl PartitionLog {
             .create_new(true)
             .open(&paths[0])
             .map_err(WalError::io("create cleaned segment", &paths[0]))?;
+        // The version-2 header marks it cleaned and names its range end: recovery accepts
+        // its gaps, and a missing tail up to that end, on the header's word alone.
         let header = SegmentHeader {
             base_offset: base,
             created_ms,
+            cleaned_to: Some(range_end),
         };
         if let Err(e) = file.write_all(&header.encode()) {
             let _ = std::fs::remove_file(&paths[0]);
@@ -286,7 +289,7 @@ impl PartitionLog {
             created_ms,
             paths,
             file: Some(file),
-            written: SEGMENT_HEADER_BYTES,
+            written: header.data_start(),
             batches_end: base,
             max_timestamp: i64::MIN,
             index: SegmentIndex::default(),
@@ -441,6 +444,7 @@ impl PartitionLog {
                 base_offset: r.base_offset,
                 next_offset: r.range_end,
                 batches_end: r.batches_end,
+                cleaned_to: Some(r.range_end),
                 size_bytes: r.written,
                 allocated_bytes: r.written,
                 max_timestamp: r.max_timestamp,

@@ -2,6 +2,7 @@
 //! cut a poisoned partition makes to its last synced offset before it reopens (`heal`).
 
 use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use tracing::info;
@@ -9,7 +10,7 @@ use tracing::info;
 use super::{now_ms, Inner, PartitionLog, Segment, Shared, MAX_PENDING_SEALS};
 use crate::error::WalError;
 use crate::recovery::{fsync_dir, remove_index_files_durably, remove_segment_files};
-use crate::segment::scan_segment;
+use crate::segment::{scan_segment, SegmentHeader};
 
 impl PartitionLog {
     /// Truncates the log so that `log_end_offset() == offset`: removes whole later segments and
@@ -45,10 +46,11 @@ impl Shared {
         }
         let idx = inner.segment_index_for(offset);
         let seg = &inner.segments[idx];
+        let header = seg.header();
         let out = scan_segment(
             &seg.file,
             seg.size_bytes,
-            seg.base_offset,
+            &header,
             inner.config.index_interval_bytes,
             offset,
         )
@@ -66,6 +68,24 @@ impl Shared {
             return Err(WalError::NotBatchBoundary { offset });
         }
         let in_gap = out.next_offset < offset;
+        if in_gap && header.cleaned_to.is_none() {
+            // Only a cleaned segment has gaps (the scan checked its batches, `gap_allowed` its end).
+            return Err(WalError::Corrupt {
+                path: seg.path.to_path_buf(),
+                position: out.valid_len,
+                reason: format!(
+                    "offset {offset} lies after the last batch ({}) of a segment without gaps",
+                    out.next_offset
+                ),
+            });
+        }
+        // A cleaned segment's range now ends at `offset`: a gap up to it (in_gap) stays legal,
+        // and nothing appended after it may end early unnoticed (recovery would take a torn
+        // tail of the rest for a compacted one).
+        let cut_header = header.cleaned_to.map(|_| SegmentHeader {
+            cleaned_to: Some(offset),
+            ..header
+        });
         if in_gap
             && inner
                 .pending_seals
@@ -98,6 +118,12 @@ impl Shared {
             seg.file
                 .set_len(out.valid_len)
                 .map_err(WalError::io("truncate segment", &seg.path))?;
+            // Same length: the frames stay where they are. Synced with the cut below.
+            if let Some(h) = &cut_header {
+                seg.file
+                    .write_all_at(&h.encode(), 0)
+                    .map_err(WalError::io("rewrite segment header", &seg.path))?;
+            }
             seg.file
                 .sync_all()
                 .map_err(WalError::io("fsync segment", &seg.path))?;
@@ -117,6 +143,9 @@ impl Shared {
         seg.cache_dropped_to = seg.cache_dropped_to.min(out.valid_len);
         seg.next_offset = out.next_offset;
         seg.batches_end = out.next_offset;
+        if let Some(h) = &cut_header {
+            seg.cleaned_to = h.cleaned_to;
+        }
         seg.max_timestamp = out.max_timestamp;
         seg.index = Arc::new(out.index);
         seg.persisted = false;

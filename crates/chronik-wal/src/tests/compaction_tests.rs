@@ -513,25 +513,29 @@ async fn a_follower_copies_a_compacted_leader_by_segments_and_batches() {
 }
 
 #[test]
-fn a_scan_accepts_gaps_and_stops_at_an_overlap() {
+fn a_scan_accepts_gaps_only_in_a_cleaned_segment_and_stops_at_an_overlap() {
     use crate::segment::{
         create_segment_file, frame_header, scan_segment, write_frame, SegmentHeader,
     };
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("wal_0_00000000000000000100.log");
-    let header = SegmentHeader {
+    // 102..=104 (a gap at the start), 110..=112 (a gap), then 112..=114 (an overlap).
+    let write = |name: &str, header: SegmentHeader| {
+        let file = create_segment_file(&dir.path().join(name), header).unwrap();
+        for base in [102, 110, 112] {
+            let mut b = crate::batch::test_util::batch(3, 20);
+            crate::set_base_offset(&mut b, base);
+            write_frame(&file, &frame_header(&b), &b).unwrap();
+        }
+        let len = file.metadata().unwrap().len();
+        (file, len)
+    };
+    let cleaned = SegmentHeader {
         base_offset: 100,
         created_ms: 0,
+        cleaned_to: Some(120),
     };
-    let file = create_segment_file(&path, header).unwrap();
-    // 102..=104 (a gap at the start), 110..=112 (a gap), then 112..=114 (an overlap).
-    for base in [102, 110, 112] {
-        let mut b = crate::batch::test_util::batch(3, 20);
-        crate::set_base_offset(&mut b, base);
-        write_frame(&file, &frame_header(&b), &b).unwrap();
-    }
-    let len = file.metadata().unwrap().len();
-    let out = scan_segment(&file, len, 100, 0, i64::MAX).unwrap();
+    let (file, len) = write("cleaned.log", cleaned);
+    let out = scan_segment(&file, len, &cleaned, 0, i64::MAX).unwrap();
     assert_eq!((out.frames, out.next_offset), (2, 113));
     let (pos, problem) = out.problem.unwrap();
     assert_eq!(pos, out.valid_len);
@@ -540,8 +544,30 @@ fn a_scan_accepts_gaps_and_stops_at_an_overlap() {
         "{problem}"
     );
     // A batch below the segment's base is refused too.
-    let out = scan_segment(&file, len, 103, 0, i64::MAX).unwrap();
+    let above = SegmentHeader {
+        base_offset: 103,
+        ..cleaned
+    };
+    let out = scan_segment(&file, len, &above, 0, i64::MAX).unwrap();
     assert_eq!(out.frames, 0);
+    // A plain (version-1) segment has no gaps: not even at its start.
+    let plain = SegmentHeader::plain(100, 0);
+    let (file, len) = write("plain.log", plain);
+    let out = scan_segment(&file, len, &plain, 0, i64::MAX).unwrap();
+    assert_eq!((out.frames, out.next_offset), (0, 100));
+    let problem = out.problem.unwrap().1.to_string();
+    assert!(
+        problem.contains("expected base offset 100, found 102"),
+        "{problem}"
+    );
+    let from_102 = SegmentHeader::plain(102, 0);
+    let out = scan_segment(&file, len, &from_102, 0, i64::MAX).unwrap();
+    assert_eq!((out.frames, out.next_offset), (1, 105));
+    let problem = out.problem.unwrap().1.to_string();
+    assert!(
+        problem.contains("expected base offset 105, found 110"),
+        "{problem}"
+    );
 }
 
 #[tokio::test]
@@ -565,7 +591,7 @@ async fn a_committed_replacement_with_a_damaged_swap_index_still_opens() {
         assert!(p.exists(), "{}", p.display());
         std::fs::write(&p, b"damaged").unwrap();
     }
-    // The range then ends where the swap's batches end (here: every batch was kept).
+    // The swap segment's header names the range end (the index, its fallback, is unreadable).
     let log = open(dir.path(), small_config()).await;
     assert_eq!(leftovers(dir.path()), Vec::<String>::new());
     assert_eq!(log.log_end_offset(), end);
