@@ -576,9 +576,17 @@ async fn a_committed_replacement_with_a_damaged_swap_index_still_opens() {
     let (log, stored) = log_with_sealed(dir.path(), small_config(), 4).await;
     let bases = segment_bases(dir.path());
     let end = log.log_end_offset();
-    let cleaned: Vec<&[u8]> = stored
+    // Segments 1 and 2 merged, without their last two batches: a gap at the end.
+    let in_range: Vec<&Stored> = stored
         .iter()
         .filter(|s| (bases[1]..bases[3]).contains(&s.base))
+        .collect();
+    let dropped: Vec<i64> = in_range[in_range.len() - 2..]
+        .iter()
+        .map(|s| s.base)
+        .collect();
+    let cleaned: Vec<&[u8]> = in_range[..in_range.len() - 2]
+        .iter()
         .map(|s| s.bytes.as_slice())
         .collect();
     // Stop right after the commit point: `.log.swap` and both `.index.swap` files exist.
@@ -591,10 +599,89 @@ async fn a_committed_replacement_with_a_damaged_swap_index_still_opens() {
         assert!(p.exists(), "{}", p.display());
         std::fs::write(&p, b"damaged").unwrap();
     }
-    // The swap segment's header names the range end (the index, its fallback, is unreadable).
+    // The swap segment's header names the range end (the index, its fallback, is unreadable):
+    // both replaced segments go, and the gap at the end survives without any index.
     let log = open(dir.path(), small_config()).await;
     assert_eq!(leftovers(dir.path()), Vec::<String>::new());
+    let mut want = bases.clone();
+    want.remove(2);
+    assert_eq!(segment_bases(dir.path()), want);
     assert_eq!(log.log_end_offset(), end);
-    assert_eq!(read_all(&log, 0), concat(&stored));
+    let kept: Vec<Stored> = stored
+        .iter()
+        .filter(|s| !dropped.contains(&s.base))
+        .cloned()
+        .collect();
+    assert_eq!(read_all(&log, 0), concat(&kept));
+    log.close().await.unwrap();
+}
+
+/// The header of segment `base` as it is on disk.
+fn header_of(root: &Path, base: i64) -> crate::segment::SegmentHeader {
+    let bytes = std::fs::read(log_path(root, base)).unwrap();
+    crate::segment::SegmentHeader::decode(&bytes[..bytes.len().min(48)]).unwrap()
+}
+
+fn remove_index_files(root: &Path) {
+    for b in segment_bases(root) {
+        for kind in [FileKind::OffsetIndex, FileKind::TimeIndex] {
+            let _ = std::fs::remove_file(index_path(root, b, kind));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_cleaned_segment_header_survives_reopens_a_second_replacement_and_a_truncation() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (log, stored) = log_with_sealed(root, small_config(), 4).await;
+    let bases = segment_bases(root);
+    let end = log.log_end_offset();
+    // Segment 1 loses its last two batches: a gap at its end only its header vouches for.
+    let s2 = stored.iter().position(|s| s.base == bases[2]).unwrap();
+    let kept = compact(&log, &stored, &bases, (1, 2), |i| i + 2 < s2);
+    assert_eq!(header_of(root, bases[1]).cleaned_to, Some(bases[2]));
+    // Segments nobody replaced keep the version-1 header.
+    assert_eq!(header_of(root, bases[0]).cleaned_to, None);
+    assert_eq!(header_of(root, bases[2]).cleaned_to, None);
+    log.close().await.unwrap();
+    for _ in 0..2 {
+        remove_index_files(root);
+        let log = open(root, small_config()).await;
+        assert_eq!(segment_bases(root), bases);
+        assert_eq!(log.log_end_offset(), end);
+        assert_eq!(log.segments()[1].batches_end, stored[s2 - 2].base);
+        assert_eq!(read_all(&log, 0), concat(&kept));
+        log.close().await.unwrap();
+        assert_eq!(header_of(root, bases[1]).cleaned_to, Some(bases[2]));
+    }
+
+    // Replaced again, merged with segment 2 (which loses its last batch): the new header
+    // names the new range's end.
+    let log = open(root, small_config()).await;
+    let k3 = kept.iter().position(|s| s.base == bases[3]).unwrap();
+    let kept = compact(&log, &kept, &bases, (1, 3), |i| i + 1 != k3);
+    assert_eq!(header_of(root, bases[1]).cleaned_to, Some(bases[3]));
+    log.close().await.unwrap();
+    remove_index_files(root);
+    let log = open(root, small_config()).await;
+    let mut want = bases.clone();
+    want.remove(2);
+    assert_eq!(segment_bases(root), want);
+    assert_eq!(log.log_end_offset(), end);
+    assert_eq!(read_all(&log, 0), concat(&kept));
+
+    // A truncation at a batch boundary inside it moves its range end there: what is appended
+    // after it is contiguous again, and a tail lost from that can no longer pass for a gap.
+    let k1 = kept.iter().position(|s| s.base > bases[1]).unwrap() + 1;
+    let cut = kept[k1].base;
+    log.truncate_to(cut).unwrap();
+    assert_eq!(header_of(root, bases[1]).cleaned_to, Some(cut));
+    log.close().await.unwrap();
+    remove_index_files(root);
+    let log = open(root, small_config()).await;
+    assert_eq!(segment_bases(root), bases[..2].to_vec());
+    assert_eq!(log.log_end_offset(), cut);
+    assert_eq!(read_all(&log, 0), concat(&kept[..k1]));
     log.close().await.unwrap();
 }
