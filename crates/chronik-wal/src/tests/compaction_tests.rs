@@ -503,6 +503,12 @@ async fn a_follower_copies_a_compacted_leader_by_segments_and_batches() {
     let follower = open(b.path(), small_config()).await;
     assert_eq!(follower.log_end_offset(), leader.log_end_offset());
     assert_eq!(read_all(&follower, 0), concat(&kept));
+    // The gaps it copied live in cleaned segments (installed ones, or its own made cleaned).
+    let cleaned = segment_bases(b.path())
+        .into_iter()
+        .filter(|base| header_of(b.path(), *base).cleaned_to.is_some())
+        .count();
+    assert!(cleaned >= 2, "{cleaned} cleaned segments");
     // The strict replica append still refuses a gap.
     let mut next = batch_at(1, 10);
     crate::set_base_offset(&mut next, follower.log_end_offset() + 5);
@@ -683,5 +689,30 @@ async fn a_cleaned_segment_header_survives_reopens_a_second_replacement_and_a_tr
     assert_eq!(segment_bases(root), bases[..2].to_vec());
     assert_eq!(log.log_end_offset(), cut);
     assert_eq!(read_all(&log, 0), concat(&kept[..k1]));
+    log.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_damaged_cleaned_header_keeps_its_frames_but_no_longer_vouches_for_its_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let (log, stored) = log_with_sealed(root, small_config(), 3).await;
+    let bases = segment_bases(root);
+    // Segment 1 loses its last batch: a gap at its end.
+    let s2 = stored.iter().position(|s| s.base == bases[2]).unwrap();
+    let kept = compact(&log, &stored, &bases, (1, 2), |i| i + 1 < s2);
+    log.close().await.unwrap();
+    // Its range end is torn (as by an interrupted truncation's header rewrite).
+    let path = log_path(root, bases[1]);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[30] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let log = open(root, small_config()).await;
+    // Still a cleaned segment, frames intact, but the gap at its end is now a torn tail.
+    assert_eq!(header_of(root, bases[1]).cleaned_to, Some(bases[1]));
+    assert_eq!(segment_bases(root), bases[..2].to_vec());
+    assert_eq!(log.log_end_offset(), stored[s2 - 1].base);
+    let want: Vec<Stored> = kept.iter().filter(|s| s.base < bases[2]).cloned().collect();
+    assert_eq!(read_all(&log, 0), concat(&want));
     log.close().await.unwrap();
 }
