@@ -701,6 +701,16 @@ pub(crate) mod tests {
             SegmentHeader::decode(&future_header(77)),
             Err(HeaderError::Unsupported(_))
         ));
+        // Version 2 laid out as version 1 (length 32, CRC at 28): not understood, refused.
+        let mut v2_short = SegmentHeader::plain(77, 1).encode();
+        v2_short[8..10].copy_from_slice(&2u16.to_le_bytes());
+        let crc = crc32fast::hash(&v2_short[0..28]);
+        v2_short[28..32].copy_from_slice(&crc.to_le_bytes());
+        v2_short.extend_from_slice(&[7; 16]);
+        assert!(matches!(
+            SegmentHeader::decode(&v2_short),
+            Err(HeaderError::Unsupported(_))
+        ));
         // A version-2 header with an unknown flag, CRC intact: written on purpose, refused.
         let mut v2 = SegmentHeader {
             base_offset: 77,

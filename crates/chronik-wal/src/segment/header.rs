@@ -102,12 +102,17 @@ impl SegmentHeader {
         }
         // Magic and CRC are intact: anything unknown from here on was written on purpose by
         // another format version, not by a crash.
-        if version != SEGMENT_VERSION && version != CLEANED_SEGMENT_VERSION {
-            return Err(HeaderError::Unsupported(format!(
-                "unsupported segment format version {version}"
-            )));
-        }
-        if usize::from(header_len) != len {
+        let expected_len = match version {
+            SEGMENT_VERSION => SEGMENT_HEADER_BYTES,
+            CLEANED_SEGMENT_VERSION => CLEANED_HEADER_BYTES,
+            _ => {
+                return Err(HeaderError::Unsupported(format!(
+                    "unsupported segment format version {version}"
+                )))
+            }
+        };
+        // Checked against the version too: the layout read above is the one `header_len` chose.
+        if u64::from(header_len) != expected_len || len as u64 != expected_len {
             return Err(HeaderError::Unsupported(format!(
                 "unexpected header length {header_len} for version {version}"
             )));
