@@ -20,11 +20,12 @@
 //! | 10..12 | kind           | u16: 1 = offset index, 2 = time index |
 //! | 12..16 | entry_count    | u32 |
 //! | 16..24 | base_offset    | i64, the segment's base offset |
-//! | 24..32 | next_offset    | i64, offset after the segment's last batch |
+//! | 24..32 | next_offset    | i64, end of the segment's range (the next segment's base) |
 //! | 32..40 | segment_bytes  | u64, size of the `.log` file the index describes |
 //! | 40..48 | max_timestamp  | i64, largest batch max_timestamp in the segment (i64::MIN if none) |
 //! | 48..52 | tail_gap       | u32, `next_offset` minus the offset after the last batch: 0 unless |
-//! |        |                | the segment's last records were compacted away (0 in older files) |
+//! |        |                | the segment's last records were compacted away (0 in older files); |
+//! |        |                | a cache: recovery trusts it only if the segment header vouches too |
 //! | 52..56 | crc            | u32, CRC32 (crc32fast) of bytes 0..52 followed by all entries |
 //!
 //! followed by `entry_count` entries: offset index `[relative_offset u32][position u32]` (8 bytes),

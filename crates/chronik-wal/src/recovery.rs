@@ -6,9 +6,13 @@
 //!   without reading its frames: index files are written only after the data was synced.
 //! * The last segment, and any segment without a trusted index, is scanned frame by frame. At the
 //!   first bad frame the file is cut there (ftruncate + fsync). If that segment is not the last,
-//!   every later segment is deleted too, because the log must stay contiguous. Offsets may have
-//!   gaps (compaction), never overlaps; a sealed segment whose batches end before the next one's
-//!   base keeps its range up to it.
+//!   every later segment is deleted too, because the log must stay contiguous. Offsets never
+//!   overlap, and have gaps only in a cleaned segment (compaction; its version-2 header says
+//!   so). A sealed segment whose batches end before the next one's base keeps its range up to
+//!   it only if its header vouches for that gap (`range_end`); otherwise that is a torn tail (a
+//!   crash lost unsynced batches there) and every later segment is deleted, as for a bad frame:
+//!   a hole kept inside the log would let replicas that hold those offsets diverge unseen. The
+//!   index's cached `tail_gap` is trusted only where the header vouches for it too.
 //! * An interrupted segment replacement is finished or rolled back first (`swap.rs`).
 //! * A damaged segment header (short, bad magic or CRC) is rewritten from the file name and the
 //!   segment is scanned as above (garbage after it is cut). An intact header (valid CRC) that is

@@ -7,7 +7,8 @@
 //!
 //! Invariants, enforced in `finish_install` under `maintenance` then `inner`:
 //! * The installed file starts exactly at this log's end, holds whole frames with good CRCs and
-//!   increasing offsets (gaps allowed) from its header's base offset, and was fdatasynced before it is renamed
+//!   contiguous offsets from its header's base offset (gaps only if its header marks it cleaned:
+//!   a compacted leader's segment), and was fdatasynced before it is renamed
 //!   into place; the directory entry is synced by the next commit pass, before `committed`
 //!   moves past it (the follower reports only committed offsets as durable).
 //! * It becomes a sealed segment: the active segment is rolled first (if not empty) and again

@@ -21,7 +21,8 @@
 //! ## Invariants (asserted where they are enforced)
 //!
 //! * Segment ranges are contiguous: `segments[i].next_offset == segments[i + 1].base_offset`
-//!   (batches inside may have gaps: compaction removes records, see `replace.rs`), and
+//!   (batches inside may have gaps only in a cleaned segment, whose header says so and, for a
+//!   gap at its end, how far it reaches: compaction removes records, see `replace.rs`), and
 //!   `segments[0].base_offset <= log_start <= log_end` (the log start may lie inside the first
 //!   segment, see `log_start.rs`), `log_end == segments.last().next_offset`.
 //! * `committed <= log_end` and, under `Always`, `committed <= synced_end`.

@@ -9,6 +9,9 @@
 //!   replaced, never the active one; the cleaned segment takes the first one's base offset and
 //!   covers exactly their offset range, so the log start and log end do not move.
 //! * Its batches increase in offset (gaps are the records removed) and lie inside that range.
+//! * Its header is version 2 (`segment/header.rs`): it marks the segment cleaned and names the
+//!   range end, so recovery accepts its gaps, including one at its end, from the segment file
+//!   alone, whatever happened to its index files.
 //! * It is fdatasynced with its index files before anything is renamed; the heavy syncs run
 //!   without any lock of the log, and so does unlinking the old files at the end. Only the
 //!   renames and three directory fsyncs hold `maintenance` (which holds back commit passes for
