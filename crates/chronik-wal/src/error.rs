@@ -66,6 +66,10 @@ pub enum WalError {
     /// pending segment seals; retry after the commit task catches up.
     #[error("active segment is full ({size_bytes} bytes) and rotation is deferred")]
     SegmentFull { size_bytes: u64 },
+    /// A segment replacement (compaction) was refused: the segments are not consecutive sealed
+    /// ones, they changed meanwhile, or a batch is out of order or outside their range.
+    #[error("invalid segment replacement: {0}")]
+    InvalidReplacement(String),
     /// A `LogConfig` field, topic name or partition number is outside its bounds.
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),

@@ -20,10 +20,12 @@
 //! | 10..12 | kind           | u16: 1 = offset index, 2 = time index |
 //! | 12..16 | entry_count    | u32 |
 //! | 16..24 | base_offset    | i64, the segment's base offset |
-//! | 24..32 | next_offset    | i64, offset after the segment's last batch |
+//! | 24..32 | next_offset    | i64, end of the segment's range (the next segment's base) |
 //! | 32..40 | segment_bytes  | u64, size of the `.log` file the index describes |
 //! | 40..48 | max_timestamp  | i64, largest batch max_timestamp in the segment (i64::MIN if none) |
-//! | 48..52 | reserved       | u32, zero |
+//! | 48..52 | tail_gap       | u32, `next_offset` minus the offset after the last batch: 0 unless |
+//! |        |                | the segment's last records were compacted away (0 in older files); |
+//! |        |                | a cache: recovery trusts it only if the segment header vouches too |
 //! | 52..56 | crc            | u32, CRC32 (crc32fast) of bytes 0..52 followed by all entries |
 //!
 //! followed by `entry_count` entries: offset index `[relative_offset u32][position u32]` (8 bytes),
@@ -102,15 +104,14 @@ impl SegmentIndex {
         self.bytes_since_entry += frame_bytes;
     }
 
-    /// File position from which to scan for the batch containing `relative_offset`.
-    pub fn position_for(&self, relative_offset: u32) -> u64 {
+    /// File position from which to scan for the batch containing `relative_offset`; `None`:
+    /// from the first frame (the end of the segment header, see `Segment::position_for`).
+    pub fn position_for(&self, relative_offset: u32) -> Option<u64> {
         let i = self
             .offsets
             .partition_point(|e| e.relative_offset <= relative_offset);
-        match i.checked_sub(1) {
-            Some(i) => u64::from(self.offsets[i].position),
-            None => SEGMENT_HEADER_BYTES,
-        }
+        i.checked_sub(1)
+            .map(|i| u64::from(self.offsets[i].position))
     }
 
     /// Relative offset from which to scan for the first batch with `max_timestamp >= ts`.
@@ -127,7 +128,12 @@ impl SegmentIndex {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexMeta {
     pub base_offset: i64,
+    /// End of the segment's offset range (the next segment's base).
     pub next_offset: i64,
+    /// Offset after the segment's last batch; below `next_offset` when its tail was compacted
+    /// away. Stored as the difference (`tail_gap`), which fits a u32: a segment spans at most
+    /// `u32::MAX + 1` offsets and a non-empty tail gap means it is not full to the end.
+    pub batches_end: i64,
     pub segment_bytes: u64,
     pub max_timestamp: i64,
 }
@@ -142,7 +148,9 @@ fn encode(kind: u16, meta: &IndexMeta, count: usize, entries: &[u8]) -> Vec<u8> 
     out.extend_from_slice(&meta.next_offset.to_le_bytes());
     out.extend_from_slice(&meta.segment_bytes.to_le_bytes());
     out.extend_from_slice(&meta.max_timestamp.to_le_bytes());
-    out.extend_from_slice(&0u32.to_le_bytes());
+    let tail_gap = meta.next_offset - meta.batches_end;
+    debug_assert!((0..=i64::from(u32::MAX)).contains(&tail_gap));
+    out.extend_from_slice(&(tail_gap.clamp(0, i64::from(u32::MAX)) as u32).to_le_bytes());
     let mut h = crc32fast::Hasher::new();
     h.update(&out);
     h.update(entries);
@@ -221,9 +229,12 @@ fn decode(kind: u16, entry_bytes: usize, buf: &[u8]) -> Result<(IndexMeta, &[u8]
             "CRC mismatch (stored {stored:#010x}, computed {computed:#010x})"
         ));
     }
+    let next_offset = le_i64(buf, 24);
     let meta = IndexMeta {
         base_offset: le_i64(buf, 16),
-        next_offset: le_i64(buf, 24),
+        next_offset,
+        // Checked against the base offset by the caller.
+        batches_end: next_offset.saturating_sub(i64::from(le_u32(buf, 48))),
         segment_bytes: le_i64(buf, 32) as u64,
         max_timestamp: le_i64(buf, 40),
     };
@@ -266,16 +277,30 @@ pub fn load_index_files(
 ) -> Result<(SegmentIndex, IndexMeta), String> {
     let opath = segment_file_path(dir, partition, base_offset, FileKind::OffsetIndex);
     let tpath = segment_file_path(dir, partition, base_offset, FileKind::TimeIndex);
+    load_index_at(
+        [&opath, &tpath],
+        base_offset,
+        Some(expected_next_offset),
+        segment_bytes,
+    )
+}
+
+/// [`load_index_files`] from explicit paths (offset index, time index), e.g. the `.swap` files
+/// of a segment replacement. `expected_next_offset`: `None` to accept the range end the files
+/// name (still checked for plausibility).
+pub fn load_index_at(
+    [opath, tpath]: [&Path; 2],
+    base_offset: i64,
+    expected_next_offset: Option<i64>,
+    segment_bytes: u64,
+) -> Result<(SegmentIndex, IndexMeta), String> {
     let obuf = read_bounded(
-        &opath,
+        opath,
         max_index_file_bytes(segment_bytes, OFFSET_ENTRY_BYTES),
     )
     .map_err(|e| format!("offset index: {e}"))?;
-    let tbuf = read_bounded(
-        &tpath,
-        max_index_file_bytes(segment_bytes, TIME_ENTRY_BYTES),
-    )
-    .map_err(|e| format!("time index: {e}"))?;
+    let tbuf = read_bounded(tpath, max_index_file_bytes(segment_bytes, TIME_ENTRY_BYTES))
+        .map_err(|e| format!("time index: {e}"))?;
     let (ometa, oentries) =
         decode(KIND_OFFSET, OFFSET_ENTRY_BYTES, &obuf).map_err(|e| format!("offset index: {e}"))?;
     let (tmeta, tentries) =
@@ -290,11 +315,14 @@ pub fn load_index_files(
             meta.base_offset
         ));
     }
-    if meta.next_offset != expected_next_offset {
+    if let Some(expected) = expected_next_offset.filter(|e| *e != meta.next_offset) {
         return Err(format!(
-            "next offset {} does not match the next segment's base {expected_next_offset}",
+            "next offset {} does not match the next segment's base {expected}",
             meta.next_offset
         ));
+    }
+    if meta.batches_end < meta.base_offset {
+        return Err(format!("implausible end of batches {}", meta.batches_end));
     }
     if meta.segment_bytes != segment_bytes {
         return Err(format!(
@@ -309,9 +337,8 @@ pub fn load_index_files(
     if !span.is_some_and(|s| (0..=i64::from(u32::MAX) + 1).contains(&s)) {
         return Err("implausible offset span".into());
     }
-    // next_offset > base_offset here unless the segment is empty, which index entries cannot
-    // describe; relative offsets must be below the span.
-    let span = span.unwrap_or(0);
+    // Entries name batches, which all lie below the end of the batches.
+    let span = meta.batches_end - meta.base_offset;
 
     let mut index = SegmentIndex::default();
     for e in oentries.chunks_exact(OFFSET_ENTRY_BYTES) {
@@ -358,16 +385,23 @@ pub fn write_index_files(
     meta: &IndexMeta,
     index: &SegmentIndex,
 ) -> io::Result<u64> {
+    let opath = segment_file_path(dir, partition, meta.base_offset, FileKind::OffsetIndex);
+    let tpath = segment_file_path(dir, partition, meta.base_offset, FileKind::TimeIndex);
+    write_index_at([&opath, &tpath], meta, index)
+}
+
+/// [`write_index_files`] to explicit paths (offset index, time index).
+pub fn write_index_at(
+    paths: [&Path; 2],
+    meta: &IndexMeta,
+    index: &SegmentIndex,
+) -> io::Result<u64> {
     let files = [
-        (
-            FileKind::OffsetIndex,
-            encode_offset_index(meta, &index.offsets),
-        ),
-        (FileKind::TimeIndex, encode_time_index(meta, &index.times)),
+        encode_offset_index(meta, &index.offsets),
+        encode_time_index(meta, &index.times),
     ];
-    for (kind, bytes) in &files {
-        let path = segment_file_path(dir, partition, meta.base_offset, *kind);
-        let mut f = File::create(&path)?;
+    for (path, bytes) in paths.iter().zip(&files) {
+        let mut f = File::create(path)?;
         f.write_all(bytes)?;
         f.sync_data()?;
     }
@@ -402,6 +436,8 @@ mod tests {
         let meta = IndexMeta {
             base_offset: 500,
             next_offset: 700,
+            // Offsets 699 and 700..: a compacted tail (the last batch is at 698).
+            batches_end: 699,
             segment_bytes: u64::from(pos),
             max_timestamp: max_ts,
         };
@@ -413,9 +449,9 @@ mod tests {
         let (_, ix) = sample();
         // An entry every second 80-byte frame (interval 100).
         assert_eq!(ix.offsets.len(), 49);
-        assert_eq!(ix.position_for(0), SEGMENT_HEADER_BYTES);
-        assert_eq!(ix.position_for(3), SEGMENT_HEADER_BYTES);
-        assert_eq!(ix.position_for(4), u64::from(ix.offsets[0].position));
+        assert_eq!(ix.position_for(0), None);
+        assert_eq!(ix.position_for(3), None);
+        assert_eq!(ix.position_for(4), Some(u64::from(ix.offsets[0].position)));
         assert!(ix.times.windows(2).all(|w| w[0].timestamp < w[1].timestamp));
         assert_eq!(ix.scan_start_for_timestamp(0), 0);
     }

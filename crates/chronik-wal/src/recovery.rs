@@ -6,7 +6,14 @@
 //!   without reading its frames: index files are written only after the data was synced.
 //! * The last segment, and any segment without a trusted index, is scanned frame by frame. At the
 //!   first bad frame the file is cut there (ftruncate + fsync). If that segment is not the last,
-//!   every later segment is deleted too, because the log must stay contiguous.
+//!   every later segment is deleted too, because the log must stay contiguous. Offsets never
+//!   overlap, and have gaps only in a cleaned segment (compaction; its version-2 header says
+//!   so). A sealed segment whose batches end before the next one's base keeps its range up to
+//!   it only if its header vouches for that gap (`range_end`); otherwise that is a torn tail (a
+//!   crash lost unsynced batches there) and every later segment is deleted, as for a bad frame:
+//!   a hole kept inside the log would let replicas that hold those offsets diverge unseen. The
+//!   index's cached `tail_gap` is trusted only where the header vouches for it too.
+//! * An interrupted segment replacement is finished or rolled back first (`swap.rs`).
 //! * A damaged segment header (short, bad magic or CRC) is rewritten from the file name and the
 //!   segment is scanned as above (garbage after it is cut). An intact header (valid CRC) that is
 //!   not understood (other version) or whose base offset disagrees with the file name is reported
@@ -26,7 +33,7 @@ use crate::error::WalError;
 use crate::index::{load_index_files, remove_index_files, write_index_files};
 use crate::segment::{
     create_segment_file, is_zero_tail, parse_file_name, scan_segment, segment_file_path, FileKind,
-    HeaderError, Segment, SegmentHeader, SEGMENT_HEADER_BYTES,
+    HeaderError, Segment, SegmentHeader, CLEANED_HEADER_BYTES,
 };
 
 /// What recovery found, ready to become the partition's in-memory state.
@@ -107,6 +114,11 @@ pub(crate) fn recover(
         dir_changed: false,
     };
     r.ensure_dir()?;
+    // An interrupted segment replacement (compaction) is finished or rolled back first, so the
+    // listing below sees one consistent set of segments.
+    let (fsyncs, changed) = crate::swap::recover_replacements(dir, topic, partition)?;
+    r.fsyncs += fsyncs;
+    r.dir_changed |= changed;
     let mut bases = r.list_segments()?;
     let mut segments: Vec<Segment> = Vec::with_capacity(bases.len());
     let mut i = 0;
@@ -141,7 +153,8 @@ struct Recovery<'a> {
 struct OpenedSegment {
     file: File,
     file_len: u64,
-    created_ms: i64,
+    /// Its header as found or rewritten (base offset, creation time, cleaned or not).
+    header: SegmentHeader,
     /// False when the header had to be rewritten: the index may describe other data.
     trust_index: bool,
 }
@@ -230,10 +243,7 @@ impl Recovery<'_> {
         let mut bases: Vec<i64> = logs.into_iter().collect();
         if bases.is_empty() {
             let path = segment_file_path(dir, partition, 0, FileKind::Log);
-            let header = SegmentHeader {
-                base_offset: 0,
-                created_ms: self.now_ms,
-            };
+            let header = SegmentHeader::plain(0, self.now_ms);
             let f = create_segment_file(&path, header)
                 .map_err(WalError::io("create segment", &path))?;
             f.sync_all().map_err(WalError::io("fsync segment", &path))?;
@@ -266,17 +276,31 @@ impl Recovery<'_> {
             }
             _ => None,
         };
+        // The index may cache a gap at the segment's end, but only the segment's own header
+        // can vouch for one: without it, the batches ending early is a torn tail.
+        let loaded = loaded.filter(|(_, meta)| {
+            let vouched = gap_vouched(&opened.header, meta.batches_end, meta.next_offset);
+            if !vouched {
+                info!(topic = self.topic, partition = self.partition, segment = %path.display(),
+                    batches_end = meta.batches_end, next_offset = meta.next_offset,
+                    "segment index names a gap at the segment's end that its header does not; scanning the segment");
+            }
+            vouched
+        });
         let Some((index, meta)) = loaded else {
             return self.scan(opened, &path, bases, i);
         };
+        let created_ms = opened.header.created_ms;
         Ok(Segment {
             base_offset: base,
             next_offset: meta.next_offset,
+            batches_end: meta.batches_end,
+            cleaned_to: opened.header.cleaned_to,
             size_bytes: opened.file_len,
             allocated_bytes: opened.file_len,
             max_timestamp: meta.max_timestamp,
-            created_ms: opened.created_ms,
-            roll_clock_ms: Some(opened.created_ms),
+            created_ms,
+            roll_clock_ms: Some(created_ms),
             file: Arc::new(opened.file),
             path: Arc::from(path.as_path()),
             index: Arc::new(index),
@@ -303,15 +327,15 @@ impl Recovery<'_> {
             .metadata()
             .map_err(WalError::io("stat segment", path))?
             .len();
-        let mut hbuf = [0u8; SEGMENT_HEADER_BYTES as usize];
+        let mut hbuf = [0u8; CLEANED_HEADER_BYTES as usize];
         let n = read_prefix(&file, &mut hbuf).map_err(WalError::io("read segment header", path))?;
         let corrupt = |position: u64, reason: String| WalError::Corrupt {
             path: path.to_path_buf(),
             position,
             reason,
         };
-        let created_ms = match SegmentHeader::decode(&hbuf[..n]) {
-            Ok(h) if h.base_offset == base => h.created_ms,
+        let header = match SegmentHeader::decode(&hbuf[..n]) {
+            Ok(h) if h.base_offset == base => h,
             Ok(h) => {
                 return Err(corrupt(
                     12,
@@ -326,25 +350,22 @@ impl Recovery<'_> {
                 warn!(topic = self.topic, partition = self.partition, segment = %path.display(),
                     %reason, "segment header damaged; rewriting it and scanning the segment");
                 self.fsyncs += remove_index_files_durably(self.dir, self.partition, base)?;
-                if file_len < SEGMENT_HEADER_BYTES {
+                let header = rebuilt_header(&hbuf[..n], file_len, base, self.now_ms);
+                if file_len < header.data_start() {
                     file.set_len(0)
                         .map_err(WalError::io("truncate segment", path))?;
                 }
-                let header = SegmentHeader {
-                    base_offset: base,
-                    created_ms: self.now_ms,
-                };
                 file.write_all_at(&header.encode(), 0)
                     .map_err(WalError::io("rewrite segment header", path))?;
                 file.sync_all()
                     .map_err(WalError::io("fsync segment", path))?;
                 self.fsyncs += 1;
-                file_len = file_len.max(SEGMENT_HEADER_BYTES);
+                file_len = file_len.max(header.data_start());
                 self.dir_changed = true;
                 return Ok(OpenedSegment {
                     file,
                     file_len,
-                    created_ms: self.now_ms,
+                    header,
                     trust_index: false,
                 });
             }
@@ -352,7 +373,7 @@ impl Recovery<'_> {
         Ok(OpenedSegment {
             file,
             file_len,
-            created_ms,
+            header,
             trust_index: sealed,
         })
     }
@@ -370,15 +391,16 @@ impl Recovery<'_> {
         let OpenedSegment {
             file,
             file_len,
-            created_ms,
+            header,
             ..
         } = opened;
+        let created_ms = header.created_ms;
         let base = bases[i];
         let seg_name = path.display().to_string();
         let out = scan_segment(
             &file,
             file_len,
-            base,
+            &header,
             self.config.index_interval_bytes,
             i64::MAX,
         )
@@ -412,7 +434,16 @@ impl Recovery<'_> {
             }
         }
         if let Some(&nb) = bases.get(i + 1) {
-            if out.next_offset != nb {
+            if gap_vouched(&header, out.next_offset, nb) {
+                if out.next_offset < nb {
+                    info!(topic, partition, segment = %seg_name, batches_end = out.next_offset,
+                        next_segment_base = nb, "cleaned segment ends in a gap before the next one");
+                }
+            } else {
+                // An overlap, or batches ending early in a segment whose header does not say
+                // they were cleaned away: a crash lost its unsynced tail, so nothing after it
+                // was committed, and keeping later segments would leave a hole in the log
+                // that replicas holding those offsets never see.
                 error!(topic, partition, segment = %seg_name, next_offset = out.next_offset,
                     next_segment_base = nb, deleted_segments = bases.len() - i - 1,
                     "segment does not end where the next one starts; deleting all later segments");
@@ -423,7 +454,10 @@ impl Recovery<'_> {
         }
         let mut segment = Segment {
             base_offset: base,
-            next_offset: out.next_offset,
+            // A sealed segment covers the offsets up to the next one's base.
+            next_offset: bases.get(i + 1).copied().unwrap_or(out.next_offset),
+            batches_end: out.next_offset,
+            cleaned_to: header.cleaned_to,
             size_bytes: out.valid_len,
             allocated_bytes: out.valid_len,
             max_timestamp: out.max_timestamp,
@@ -483,6 +517,28 @@ impl Recovery<'_> {
             segments,
             fsyncs: self.fsyncs,
         })
+    }
+}
+
+/// Whether a segment whose batches end at `batches_end` may be followed by one at `next_base`:
+/// exactly there, or, for a cleaned segment, in the gap its header vouches for (never past it).
+fn gap_vouched(header: &SegmentHeader, batches_end: i64, next_base: i64) -> bool {
+    batches_end == next_base
+        || (batches_end < next_base && header.cleaned_to.is_some_and(|end| next_base <= end))
+}
+
+/// The header recovery writes over a damaged one. A version-2 header whose version and length
+/// fields survived (a torn rewrite of its range end by a truncation changes only the bytes
+/// after them) stays a cleaned one, its frames where they are, with its range end at its base:
+/// its gaps stay legal, a gap at its end is not vouched for any more. Anything else becomes a
+/// version-1 header, as before cleaned segments existed.
+fn rebuilt_header(damaged: &[u8], file_len: u64, base: i64, now_ms: i64) -> SegmentHeader {
+    let v2 = damaged.get(8..12) == Some(&[2, 0, CLEANED_HEADER_BYTES as u8, 0][..])
+        && file_len >= CLEANED_HEADER_BYTES;
+    SegmentHeader {
+        base_offset: base,
+        created_ms: now_ms,
+        cleaned_to: v2.then_some(base),
     }
 }
 

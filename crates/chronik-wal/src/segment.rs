@@ -6,16 +6,30 @@
 //! [segment header, 32 bytes][frame][frame]...
 //! ```
 //!
-//! Segment header (little-endian):
+//! Segment header, version 1 (little-endian), written for every segment the log creates:
 //!
 //! | bytes  | field        | notes |
 //! |--------|--------------|-------|
 //! | 0..8   | magic        | `b"CHRNKWAL"` |
-//! | 8..10  | version      | u16, currently 1 |
+//! | 8..10  | version      | u16, 1 |
 //! | 10..12 | header_len   | u16, 32 for version 1 (lets later versions grow the header) |
 //! | 12..20 | base_offset  | i64, offset of the first batch; equals the number in the file name |
 //! | 20..28 | created_ms   | i64, wall clock when the segment was created |
 //! | 28..32 | header_crc   | u32, CRC32 (IEEE, `crc32fast`) of bytes 0..28 |
+//!
+//! Version 2 (48 bytes) marks a *cleaned* segment: one written by a segment replacement
+//! (compaction), or a replica's segment holding a compacted leader's batches. Its batches may
+//! have gaps between them; bytes 0..28 are as in version 1 (version 2, header_len 48), then:
+//!
+//! | bytes  | field        | notes |
+//! |--------|--------------|-------|
+//! | 28..36 | range_end    | i64, the segment's batches may end before the next segment's base only if that base is at most this (the replaced range's end) |
+//! | 36..40 | flags        | u32, bit 0 (cleaned) set; other bits zero |
+//! | 40..44 | reserved     | u32, zero |
+//! | 44..48 | header_crc   | u32, CRC32 of bytes 0..44 |
+//!
+//! Frames start right after the header (`header_len`). A segment without the version-2 header
+//! never has a gap: recovery treats a missing end as a torn tail, reads treat a gap as corrupt.
 //!
 //! Frame (little-endian):
 //!
@@ -35,12 +49,9 @@ use std::sync::Arc;
 use crate::batch::{BatchError, BatchHeader};
 use crate::index::{IndexMeta, SegmentIndex};
 
-/// Magic bytes opening every segment file.
-pub const SEGMENT_MAGIC: [u8; 8] = *b"CHRNKWAL";
-/// Current segment format version.
-pub const SEGMENT_VERSION: u16 = 1;
-/// Size of the version-1 segment header.
-pub const SEGMENT_HEADER_BYTES: u64 = 32;
+mod header;
+pub use header::{HeaderError, SegmentHeader, CLEANED_HEADER_BYTES, SEGMENT_HEADER_BYTES};
+
 /// `[payload_len u32][crc32 u32]`.
 pub const FRAME_HEADER_BYTES: u64 = 8;
 /// Largest batch (frame payload) the log accepts: 64 MiB.
@@ -111,96 +122,6 @@ pub fn parse_file_name(name: &str) -> Option<(i32, i64, FileKind)> {
     let partition: i32 = p.parse().ok()?;
     let base: i64 = base.parse().ok()?;
     Some((partition, base, kind))
-}
-
-/// Decoded segment header.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SegmentHeader {
-    pub base_offset: i64,
-    pub created_ms: i64,
-}
-
-impl SegmentHeader {
-    pub fn encode(&self) -> [u8; SEGMENT_HEADER_BYTES as usize] {
-        let mut h = [0u8; SEGMENT_HEADER_BYTES as usize];
-        h[0..8].copy_from_slice(&SEGMENT_MAGIC);
-        h[8..10].copy_from_slice(&SEGMENT_VERSION.to_le_bytes());
-        h[10..12].copy_from_slice(&(SEGMENT_HEADER_BYTES as u16).to_le_bytes());
-        h[12..20].copy_from_slice(&self.base_offset.to_le_bytes());
-        h[20..28].copy_from_slice(&self.created_ms.to_le_bytes());
-        let crc = crc32fast::hash(&h[0..28]);
-        h[28..32].copy_from_slice(&crc.to_le_bytes());
-        h
-    }
-
-    /// Decodes and checks a header. Never panics.
-    pub fn decode(buf: &[u8]) -> Result<SegmentHeader, HeaderError> {
-        let h: &[u8; SEGMENT_HEADER_BYTES as usize] = buf
-            .get(..SEGMENT_HEADER_BYTES as usize)
-            .and_then(|s| s.try_into().ok())
-            .ok_or_else(|| {
-                HeaderError::Damaged(format!(
-                    "file is {} bytes, shorter than the header",
-                    buf.len()
-                ))
-            })?;
-        if h[0..8] != SEGMENT_MAGIC {
-            return Err(HeaderError::Damaged("bad magic".into()));
-        }
-        let crc = u32::from_le_bytes([h[28], h[29], h[30], h[31]]);
-        let computed = crc32fast::hash(&h[0..28]);
-        if crc != computed {
-            return Err(HeaderError::Damaged(format!(
-                "header CRC mismatch (stored {crc:#010x}, computed {computed:#010x})"
-            )));
-        }
-        // Magic and CRC are intact: anything unknown from here on was written on purpose by
-        // another format version, not by a crash.
-        let version = u16::from_le_bytes([h[8], h[9]]);
-        if version != SEGMENT_VERSION {
-            return Err(HeaderError::Unsupported(format!(
-                "unsupported segment format version {version}"
-            )));
-        }
-        let header_len = u16::from_le_bytes([h[10], h[11]]);
-        if u64::from(header_len) != SEGMENT_HEADER_BYTES {
-            return Err(HeaderError::Unsupported(format!(
-                "unexpected header length {header_len}"
-            )));
-        }
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&h[12..20]);
-        let base_offset = i64::from_le_bytes(b);
-        b.copy_from_slice(&h[20..28]);
-        let created_ms = i64::from_le_bytes(b);
-        if base_offset < 0 {
-            return Err(HeaderError::Unsupported(format!(
-                "negative base offset {base_offset}"
-            )));
-        }
-        Ok(SegmentHeader {
-            base_offset,
-            created_ms,
-        })
-    }
-}
-
-/// Why a segment header was not accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HeaderError {
-    /// Torn or garbage bytes (short file, bad magic, bad CRC): recovery rewrites the header.
-    Damaged(String),
-    /// An intact header this code does not understand (another format version): recovery refuses
-    /// to touch the file.
-    Unsupported(String),
-}
-
-impl std::fmt::Display for HeaderError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HeaderError::Damaged(r) | HeaderError::Unsupported(r) => f.write_str(r),
-        }
-    }
 }
 
 /// Creates (or truncates) a segment file and writes its header. Not synced: the caller fsyncs the
@@ -505,7 +426,7 @@ impl<'a> FrameReader<'a> {
 /// Result of scanning a segment's frames.
 #[derive(Debug)]
 pub struct ScanOutcome {
-    /// Offset after the last good batch.
+    /// Offset after the last good batch (`base_offset` if there is none).
     pub next_offset: i64,
     /// Byte length of the good prefix (header + good frames).
     pub valid_len: u64,
@@ -523,32 +444,38 @@ pub struct ScanOutcome {
     pub epochs: Vec<(i32, i64)>,
 }
 
-/// Scans frames from the segment header to `limit`, verifying length sanity, the frame CRC, that
-/// the payload is a batch whose length matches, and offset continuity from `base_offset`. Stops
+/// Scans frames from the end of the segment header to `limit`, verifying length sanity, the
+/// frame CRC, that the payload is a batch whose length matches, and that offsets are contiguous
+/// from the header's base offset; in a cleaned segment (version-2 header) they only have to
+/// increase (gaps are the records compaction removed; a batch below the previous one's end is
+/// never legal). Stops
 /// cleanly before the first frame whose base offset is >= `stop_offset`. Rebuilds the sparse
 /// indexes as appends would. Only I/O errors are returned as `Err`; bad data ends the scan with
 /// `problem` set. Never panics on file contents.
 pub fn scan_segment(
     file: &File,
     limit: u64,
-    base_offset: i64,
+    header: &SegmentHeader,
     index_interval_bytes: u32,
     stop_offset: i64,
 ) -> io::Result<ScanOutcome> {
+    let base_offset = header.base_offset;
+    let data_start = header.data_start();
+    let gaps = header.cleaned_to.is_some();
     let mut out = ScanOutcome {
         next_offset: base_offset,
-        valid_len: SEGMENT_HEADER_BYTES.min(limit),
+        valid_len: data_start.min(limit),
         max_timestamp: i64::MIN,
         index: SegmentIndex::default(),
         problem: None,
         frames: 0,
         epochs: Vec::new(),
     };
-    if limit < SEGMENT_HEADER_BYTES {
+    if limit < data_start {
         return Ok(out);
     }
     let mut reader = FrameReader::new(file, limit, SCAN_READ_AHEAD);
-    let mut pos = SEGMENT_HEADER_BYTES;
+    let mut pos = data_start;
     // Each iteration consumes at least MIN_FRAME_BYTES, so at most limit / 69 iterations.
     while pos < limit {
         let frame = match reader.frame_at(pos) {
@@ -575,7 +502,8 @@ pub fn scan_segment(
             ));
             break;
         }
-        if h.base_offset != out.next_offset {
+        // Gaps only in a cleaned segment (compaction removed records); overlaps never.
+        if h.base_offset < out.next_offset || (!gaps && h.base_offset > out.next_offset) {
             out.problem = Some((
                 pos,
                 FrameProblem::OffsetMismatch {
@@ -624,8 +552,17 @@ pub fn scan_segment(
 #[derive(Debug)]
 pub struct Segment {
     pub base_offset: i64,
-    /// Offset after the last batch (== `base_offset` when empty).
+    /// End of the offsets this segment covers: the next segment's base for a sealed segment,
+    /// the log end for the active one (== `base_offset` when empty). Every batch lies below it.
     pub next_offset: i64,
+    /// Offset after the segment's last batch (`base_offset` if it holds none). Below
+    /// `next_offset` only when the records at the end of the range are gone (compaction, or a
+    /// truncation that ended inside a gap); always equal for the active segment.
+    pub batches_end: i64,
+    /// `Some(range_end)` for a cleaned segment (version-2 header, see
+    /// [`SegmentHeader::cleaned_to`]): gaps between its batches are legal, and so is a gap at
+    /// its end up to `range_end`. `None`: offsets are contiguous, `batches_end == next_offset`.
+    pub cleaned_to: Option<i64>,
     /// Length of the data: header plus whole frames. Appends go here.
     pub size_bytes: u64,
     /// File length: `size_bytes` plus preallocated zeros (see [`PREALLOC_STEP_BYTES`]).
@@ -658,10 +595,38 @@ impl Segment {
         self.next_offset == self.base_offset
     }
 
+    /// What the segment's header says (its creation time, whether it is cleaned).
+    pub fn header(&self) -> SegmentHeader {
+        SegmentHeader {
+            base_offset: self.base_offset,
+            created_ms: self.created_ms,
+            cleaned_to: self.cleaned_to,
+        }
+    }
+
+    /// Where the first frame starts.
+    pub fn data_start(&self) -> u64 {
+        self.header().data_start()
+    }
+
+    /// File position from which to scan for the batch containing `relative_offset`.
+    pub fn position_for(&self, relative_offset: u32) -> u64 {
+        self.index
+            .position_for(relative_offset)
+            .unwrap_or(self.data_start())
+    }
+
+    /// Whether the offsets `from..to` may hold no batch of this segment: in a cleaned segment,
+    /// up to its range end; in a plain one, never (empty ranges aside).
+    pub fn gap_allowed(&self, from: i64, to: i64) -> bool {
+        from >= to || self.cleaned_to.is_some_and(|end| to <= end)
+    }
+
     pub fn meta(&self) -> IndexMeta {
         IndexMeta {
             base_offset: self.base_offset,
             next_offset: self.next_offset,
+            batches_end: self.batches_end,
             segment_bytes: self.size_bytes,
             max_timestamp: self.max_timestamp,
         }
@@ -699,40 +664,73 @@ pub(crate) mod tests {
 
     #[test]
     fn segment_header_round_trip_and_damage() {
-        let h = SegmentHeader {
-            base_offset: 77,
-            created_ms: 123456,
-        };
-        let enc = h.encode();
-        assert_eq!(SegmentHeader::decode(&enc).unwrap(), h);
-        for i in 0..enc.len() {
-            let mut d = enc;
-            d[i] ^= 0x10;
-            assert!(SegmentHeader::decode(&d).is_err(), "byte {i}");
+        for h in [
+            SegmentHeader::plain(77, 123456),
+            SegmentHeader {
+                base_offset: 77,
+                created_ms: 123456,
+                cleaned_to: Some(500),
+            },
+        ] {
+            let enc = h.encode();
+            assert_eq!(enc.len() as u64, h.data_start());
+            assert_eq!(SegmentHeader::decode(&enc).unwrap(), h);
+            for i in 0..enc.len() {
+                let mut d = enc.clone();
+                d[i] ^= 0x10;
+                assert!(SegmentHeader::decode(&d).is_err(), "byte {i}");
+            }
+            assert!(SegmentHeader::decode(&enc[..enc.len() - 1]).is_err());
+            let mut d = enc.clone();
+            d[3] ^= 1;
+            assert!(matches!(
+                SegmentHeader::decode(&d),
+                Err(HeaderError::Damaged(_))
+            ));
+            // The frames that follow a header never change how it decodes.
+            let mut longer = enc.clone();
+            longer.extend_from_slice(&[0xab; 16]);
+            assert_eq!(
+                SegmentHeader::decode(&longer[..longer.len().min(48)]).unwrap(),
+                h
+            );
         }
-        assert!(SegmentHeader::decode(&enc[..31]).is_err());
         assert!(SegmentHeader::decode(&[]).is_err());
         // An intact header of another version is "unsupported", not "damaged".
         assert!(matches!(
             SegmentHeader::decode(&future_header(77)),
             Err(HeaderError::Unsupported(_))
         ));
-        let mut d = enc;
-        d[3] ^= 1;
+        // Version 2 laid out as version 1 (length 32, CRC at 28): not understood, refused.
+        let mut v2_short = SegmentHeader::plain(77, 1).encode();
+        v2_short[8..10].copy_from_slice(&2u16.to_le_bytes());
+        let crc = crc32fast::hash(&v2_short[0..28]);
+        v2_short[28..32].copy_from_slice(&crc.to_le_bytes());
+        v2_short.extend_from_slice(&[7; 16]);
         assert!(matches!(
-            SegmentHeader::decode(&d),
-            Err(HeaderError::Damaged(_))
+            SegmentHeader::decode(&v2_short),
+            Err(HeaderError::Unsupported(_))
+        ));
+        // A version-2 header with an unknown flag, CRC intact: written on purpose, refused.
+        let mut v2 = SegmentHeader {
+            base_offset: 77,
+            created_ms: 1,
+            cleaned_to: Some(80),
+        }
+        .encode();
+        v2[36] |= 2;
+        let crc = crc32fast::hash(&v2[0..44]);
+        v2[44..48].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(
+            SegmentHeader::decode(&v2),
+            Err(HeaderError::Unsupported(_))
         ));
     }
 
-    /// A well-formed header of a hypothetical format version 2.
-    pub(crate) fn future_header(base_offset: i64) -> [u8; 32] {
-        let mut h = SegmentHeader {
-            base_offset,
-            created_ms: 1,
-        }
-        .encode();
-        h[8..10].copy_from_slice(&2u16.to_le_bytes());
+    /// A well-formed header of a hypothetical format version 3.
+    pub(crate) fn future_header(base_offset: i64) -> Vec<u8> {
+        let mut h = SegmentHeader::plain(base_offset, 1).encode();
+        h[8..10].copy_from_slice(&3u16.to_le_bytes());
         let crc = crc32fast::hash(&h[0..28]);
         h[28..32].copy_from_slice(&crc.to_le_bytes());
         h

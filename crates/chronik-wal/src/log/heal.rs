@@ -40,6 +40,10 @@ impl Shared {
             match inner.failure.as_deref() {
                 None => return Ok(()),
                 Some(super::PANIC_FAILURE) => return Err(super::PANIC_FAILURE.into()),
+                // The disk holds a half-done replacement only recovery finishes.
+                Some(f) if f.starts_with(super::replace::REPLACE_FAILURE) => {
+                    return Err(f.to_string())
+                }
                 Some(_) => {}
             }
             let target = inner.synced_end;

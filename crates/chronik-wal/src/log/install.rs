@@ -7,7 +7,8 @@
 //!
 //! Invariants, enforced in `finish_install` under `maintenance` then `inner`:
 //! * The installed file starts exactly at this log's end, holds whole frames with good CRCs and
-//!   contiguous offsets from its header's base offset, and was fdatasynced before it is renamed
+//!   contiguous offsets from its header's base offset (gaps only if its header marks it cleaned:
+//!   a compacted leader's segment), and was fdatasynced before it is renamed
 //!   into place; the directory entry is synced by the next commit pass, before `committed`
 //!   moves past it (the follower reports only committed offsets as durable).
 //! * It becomes a sealed segment: the active segment is rolled first (if not empty) and again
@@ -24,7 +25,7 @@ use tracing::info;
 use super::{now_ms, PartitionLog, MAX_PENDING_SEALS};
 use crate::error::WalError;
 use crate::segment::{
-    scan_segment, ScanOutcome, SegmentHeader, MAX_SEGMENT_FILE_BYTES, SEGMENT_HEADER_BYTES,
+    scan_segment, ScanOutcome, SegmentHeader, CLEANED_HEADER_BYTES, MAX_SEGMENT_FILE_BYTES,
 };
 
 /// What a replica fetching from some offset should get ([`PartitionLog::catch_up_plan`]).
@@ -47,7 +48,8 @@ fn shippable(inner: &super::Inner, i: usize) -> bool {
 #[derive(Debug, Clone)]
 pub struct SealedSegment {
     pub base_offset: i64,
-    /// Offset after its last batch.
+    /// End of its offset range (the next segment's base); its batches may end before it when
+    /// its tail was compacted away.
     pub next_offset: i64,
     /// File length: the header plus whole frames.
     pub size_bytes: u64,
@@ -155,7 +157,9 @@ impl PartitionLog {
     /// How a replica fetching from `offset` catches up, decided under one lock (it runs for
     /// every partition of every replication fetch): the whole segment when `offset` is the base
     /// of a shippable sealed one; inside a sealed segment, batches up to that segment's end, so
-    /// the next fetch starts at the next base; otherwise batches up to the log end.
+    /// the next fetch starts at the next base; otherwise batches up to the log end. When no
+    /// batch of the segment lies at or after `offset` (its tail was compacted away), up to the
+    /// end of the next segment holding a batch, so the read is never empty before the end.
     pub fn catch_up_plan(&self, offset: i64) -> CatchUp {
         let inner = self.shared.lock();
         if offset < inner.segments[0].base_offset || offset >= inner.active().base_offset {
@@ -163,11 +167,19 @@ impl PartitionLog {
         }
         let i = inner.segment_index_for(offset);
         let seg = &inner.segments[i];
-        if seg.base_offset == offset && shippable(&inner, i) {
-            CatchUp::WholeSegment
-        } else {
-            CatchUp::ReadTo(seg.next_offset)
+        // A segment compacted down to no batch is not worth a transfer (nor installable).
+        if seg.base_offset == offset && shippable(&inner, i) && seg.batches_end > offset {
+            return CatchUp::WholeSegment;
         }
+        if offset < seg.batches_end {
+            return CatchUp::ReadTo(seg.next_offset);
+        }
+        // At most segments.len() steps; the active segment's batches end at the log end.
+        let next = inner
+            .segments
+            .range(i + 1..)
+            .find(|s| s.batches_end > s.base_offset);
+        CatchUp::ReadTo(next.map_or(inner.log_end, |s| s.next_offset))
     }
 
     /// Starts receiving a whole segment that will begin at `base_offset`, which must be this
@@ -204,7 +216,8 @@ impl PartitionLog {
     }
 
     /// Syncs the received file and checks all of it: a segment header naming the expected
-    /// base offset, then whole frames with good CRCs and contiguous offsets, nothing after.
+    /// base offset, then whole frames with good CRCs and increasing offsets (a compacted
+    /// segment has gaps), nothing after.
     /// Blocking (fdatasync and a full read); takes no lock of this log.
     pub fn verify_install(&self, mut install: SegmentInstall) -> Result<VerifiedInstall, WalError> {
         let path = install.path.clone();
@@ -217,10 +230,11 @@ impl PartitionLog {
         file.sync_data()
             .map_err(WalError::io("sync incoming segment", &path))?;
         let len = install.written;
-        let mut head = [0u8; SEGMENT_HEADER_BYTES as usize];
-        file.read_at(&mut head, 0)
+        let mut head = [0u8; CLEANED_HEADER_BYTES as usize];
+        let n = len.min(CLEANED_HEADER_BYTES) as usize;
+        file.read_exact_at(&mut head[..n], 0)
             .map_err(WalError::io("read incoming segment", &path))?;
-        let header = SegmentHeader::decode(&head[..(len.min(SEGMENT_HEADER_BYTES) as usize)])
+        let header = SegmentHeader::decode(&head[..n])
             .map_err(|e| corrupt(0, format!("segment header: {e:?}")))?;
         if header.base_offset != install.base_offset {
             return Err(corrupt(
@@ -232,7 +246,7 @@ impl PartitionLog {
             ));
         }
         let interval = self.shared.lock().config.index_interval_bytes;
-        let scan = scan_segment(file, len, header.base_offset, interval, i64::MAX)
+        let scan = scan_segment(file, len, &header, interval, i64::MAX)
             .map_err(WalError::io("scan incoming segment", &path))?;
         if let Some((pos, problem)) = &scan.problem {
             return Err(corrupt(*pos, format!("{problem:?}")));
@@ -326,6 +340,9 @@ impl PartitionLog {
             seg.size_bytes = len;
             seg.allocated_bytes = len;
             seg.next_offset = scan.next_offset;
+            seg.batches_end = scan.next_offset;
+            // A cleaned segment stays one (its header came with it).
+            seg.cleaned_to = header.cleaned_to;
             seg.max_timestamp = scan.max_timestamp;
             seg.created_ms = header.created_ms;
             seg.roll_clock_ms = Some(now);

@@ -94,13 +94,13 @@ impl PartitionLog {
         let fresh = if old.contains(&offset) {
             None // its file is about to be removed and recreated below
         } else {
-            Some(s.fresh_segment(offset, now_ms())?)
+            Some(s.fresh_segment(offset, now_ms(), None)?)
         };
         let result = (|| -> Result<super::Segment, WalError> {
             remove_segment_files(&s.dir, s.partition, &old)?;
             let seg = match fresh {
                 Some(seg) => seg,
-                None => s.fresh_segment(offset, now_ms())?,
+                None => s.fresh_segment(offset, now_ms(), None)?,
             };
             fsync_dir(&s.dir).map_err(WalError::io("fsync directory", &s.dir))?;
             Ok(seg)
@@ -115,6 +115,7 @@ impl PartitionLog {
         s.count_fsyncs(3);
         inner.segments.clear();
         inner.segments.push_back(seg);
+        inner.rewrites += 1;
         inner.pending_seals.clear();
         inner.total_bytes = SEGMENT_HEADER_BYTES;
         inner.log_start = offset;

@@ -7,7 +7,9 @@
 //!   assignment, an occasional segment roll (file creation, no fsync) and one `writev` into the
 //!   page cache. Nothing ever fsyncs while holding it, so appends never wait behind a sync.
 //! * `maintenance` serialises the operations that sync, rewrite or delete files: commit passes,
-//!   retention, truncation and close. Lock order is always `maintenance` then `inner`.
+//!   retention, truncation, segment installs and replacements (only their renames: the cleaned
+//!   file is written and synced before), and close. Lock order is always `maintenance` then
+//!   `inner`.
 //! * Reads take `inner` only to locate the start position and to clone the segment's
 //!   `Arc<File>`; the `pread`s happen outside the lock (and, for async callers, off the
 //!   runtime unless the data is near the log end: see `read`).
@@ -18,7 +20,9 @@
 //!
 //! ## Invariants (asserted where they are enforced)
 //!
-//! * Segments are contiguous: `segments[i].next_offset == segments[i + 1].base_offset`, and
+//! * Segment ranges are contiguous: `segments[i].next_offset == segments[i + 1].base_offset`
+//!   (batches inside may have gaps only in a cleaned segment, whose header says so and, for a
+//!   gap at its end, how far it reaches: compaction removes records, see `replace.rs`), and
 //!   `segments[0].base_offset <= log_start <= log_end` (the log start may lie inside the first
 //!   segment, see `log_start.rs`), `log_end == segments.last().next_offset`.
 //! * `committed <= log_end` and, under `Always`, `committed <= synced_end`.
@@ -34,6 +38,7 @@ mod heal;
 mod install;
 mod log_start;
 mod read;
+mod replace;
 mod retention;
 mod truncate;
 
@@ -53,6 +58,7 @@ pub use self::install::{CatchUp, SealedSegment, SegmentInstall, VerifiedInstall}
 pub(crate) use self::log_start::{CHECKPOINT_FILE, CHECKPOINT_TMP};
 use self::read::SegmentView;
 pub use self::read::MAX_COLD_READS;
+pub use self::replace::{ReplacedSegments, SegmentInfo, SegmentReplacement};
 pub use self::retention::{DeletedSegment, RetentionOutcome, RetentionReason};
 use crate::batch::BatchHeader;
 use crate::config::{FsyncPolicy, LogConfig};
@@ -61,7 +67,6 @@ use crate::index::SegmentIndex;
 use crate::recovery::{fsync_dir, recover};
 use crate::segment::{
     create_segment_file, segment_file_path, FileKind, Segment, SegmentHeader, SCAN_READ_AHEAD,
-    SEGMENT_HEADER_BYTES,
 };
 
 /// Bound on sealed segments waiting for their data sync and index write. While the queue is
@@ -119,6 +124,9 @@ struct Inner {
     failure: Option<String>,
     /// Heals since open: each cut the log back to `synced_end` (see `heal`).
     generation: u64,
+    /// Bumped whenever data is cut or rewritten in place (truncation, heal, reset): a segment
+    /// replacement prepared before must not swap in then (`replace.rs`).
+    rewrites: u64,
     /// Base offsets of sealed segments whose data sync + index write is pending.
     pending_seals: Vec<i64>,
     /// Bumped when a file is created in the directory; the commit task fsyncs the directory
@@ -148,6 +156,18 @@ impl Inner {
         debug_assert!(self.log_start >= self.segments[0].base_offset);
         debug_assert!(self.log_start <= self.log_end);
         debug_assert_eq!(self.log_end, self.active().next_offset);
+        // Only sealed segments end in a gap (compaction, or a truncation into one).
+        debug_assert_eq!(self.active().batches_end, self.active().next_offset);
+        debug_assert!(self
+            .segments
+            .iter()
+            .all(|s| (s.base_offset..=s.next_offset).contains(&s.batches_end)));
+        // A gap at a segment's end only where its header vouches for it: a plain segment
+        // whose batches ended early would look torn to recovery.
+        debug_assert!(self
+            .segments
+            .iter()
+            .all(|s| s.gap_allowed(s.batches_end, s.next_offset)));
         debug_assert!(self.synced_end <= self.log_end);
         debug_assert!(self
             .segments
@@ -186,6 +206,10 @@ struct Shared {
     /// Test hook: heal attempts fail while set.
     #[cfg(test)]
     hold_heal: std::sync::atomic::AtomicBool,
+    /// Test hook: a segment replacement stops after this many steps, as if the process died
+    /// there (0: never).
+    #[cfg(test)]
+    crash_replace_at: std::sync::atomic::AtomicU32,
 }
 
 fn now_ms() -> i64 {
@@ -315,14 +339,26 @@ impl Shared {
 
     /// Creates a new active segment at `log_end` and queues the old one for sealing.
     fn roll(&self, inner: &mut Inner, now_ms: i64, reason: &'static str) -> Result<(), WalError> {
+        self.roll_to(inner, now_ms, reason, None)
+    }
+
+    /// [`roll`](Self::roll) to a segment with this header kind (`cleaned_to`, see
+    /// [`Segment::cleaned_to`]).
+    fn roll_to(
+        &self,
+        inner: &mut Inner,
+        now_ms: i64,
+        reason: &'static str,
+        cleaned_to: Option<i64>,
+    ) -> Result<(), WalError> {
         let base = inner.log_end;
-        let seg = self.fresh_segment(base, now_ms)?;
+        let seg = self.fresh_segment(base, now_ms, cleaned_to)?;
         let old = inner.active();
         assert!(!old.is_empty(), "rolling an empty segment");
         let old_base = old.base_offset;
         inner.pending_seals.push(old_base);
+        inner.total_bytes += seg.size_bytes;
         inner.segments.push_back(seg);
-        inner.total_bytes += SEGMENT_HEADER_BYTES;
         inner.dir_gen += 1;
         inner.deferred_roll_warned = false;
         self.wake.notify_one();
@@ -332,21 +368,28 @@ impl Shared {
     }
 
     /// Creates the file of an empty segment at `base` (its directory entry is not synced).
-    fn fresh_segment(&self, base: i64, now_ms: i64) -> Result<Segment, WalError> {
+    fn fresh_segment(
+        &self,
+        base: i64,
+        now_ms: i64,
+        cleaned_to: Option<i64>,
+    ) -> Result<Segment, WalError> {
         let path = segment_file_path(&self.dir, self.partition, base, FileKind::Log);
-        let file = create_segment_file(
-            &path,
-            SegmentHeader {
-                base_offset: base,
-                created_ms: now_ms,
-            },
-        )
-        .map_err(WalError::io("create segment", &path))?;
+        let header = SegmentHeader {
+            base_offset: base,
+            created_ms: now_ms,
+            cleaned_to,
+        };
+        let file =
+            create_segment_file(&path, header).map_err(WalError::io("create segment", &path))?;
+        let start = header.data_start();
         Ok(Segment {
             base_offset: base,
             next_offset: base,
-            size_bytes: SEGMENT_HEADER_BYTES,
-            allocated_bytes: SEGMENT_HEADER_BYTES,
+            batches_end: base,
+            cleaned_to,
+            size_bytes: start,
+            allocated_bytes: start,
             max_timestamp: i64::MIN,
             created_ms: now_ms,
             roll_clock_ms: None,
@@ -355,7 +398,7 @@ impl Shared {
             index: Arc::new(SegmentIndex::default()),
             persisted: false,
             cache_dropped_to: 0,
-            synced_bytes: SEGMENT_HEADER_BYTES,
+            synced_bytes: start,
         })
     }
 }
@@ -412,6 +455,7 @@ impl PartitionLog {
             state: LifeState::Open,
             failure: None,
             generation: 0,
+            rewrites: 0,
             pending_seals: Vec::new(),
             dir_gen: 0,
             dir_synced_gen: 0,
@@ -435,6 +479,8 @@ impl PartitionLog {
             inject_sync_failure: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]
             hold_heal: std::sync::atomic::AtomicBool::new(false),
+            #[cfg(test)]
+            crash_replace_at: std::sync::atomic::AtomicU32::new(0),
         });
         let span = tracing::info_span!("wal_commit", topic = %topic, partition);
         let task = tokio::spawn(commit_loop(shared.clone()).instrument(span));
@@ -485,6 +531,12 @@ impl PartitionLog {
     #[cfg(test)]
     pub(crate) fn hold_heal(&self, held: bool) {
         self.shared.hold_heal.store(held, Ordering::SeqCst);
+    }
+
+    /// Test hook: the next segment replacements stop after `step` steps (0: never).
+    #[cfg(test)]
+    pub(crate) fn crash_replace_at(&self, step: u32) {
+        self.shared.crash_replace_at.store(step, Ordering::SeqCst);
     }
 
     /// Test view: how far the active segment's synced bytes were dropped from the page cache.
@@ -594,7 +646,7 @@ impl PartitionLog {
                 return Ok(());
             }
             let seg = &inner.segments[inner.segment_index_for(from)];
-            let pos = seg.index.position_for((from - seg.base_offset) as u32);
+            let pos = seg.position_for((from - seg.base_offset) as u32);
             (SegmentView::of(seg), pos, from, inner.log_end)
         };
         s.walk(view, pos, SCAN_READ_AHEAD, &mut |ctx| {

@@ -20,7 +20,6 @@ use crate::batch::BatchHeader;
 use crate::error::WalError;
 use crate::segment::{
     FrameInfo, FrameReader, ReadFrameError, Segment, CACHE_KEEP_BYTES, SCAN_READ_AHEAD,
-    SEGMENT_HEADER_BYTES,
 };
 
 /// Largest read-ahead window used by `read`.
@@ -141,6 +140,8 @@ impl PartitionLog {
 /// A cheap clone of what a reader needs from one segment.
 pub(super) struct SegmentView {
     base_offset: i64,
+    /// A cleaned segment: gaps between its batches are legal.
+    cleaned: bool,
     size_bytes: u64,
     file: Arc<File>,
     path: Arc<Path>,
@@ -150,6 +151,7 @@ impl SegmentView {
     pub(super) fn of(s: &Segment) -> Self {
         SegmentView {
             base_offset: s.base_offset,
+            cleaned: s.cleaned_to.is_some(),
             size_bytes: s.size_bytes,
             file: s.file.clone(),
             path: s.path.clone(),
@@ -185,11 +187,7 @@ impl Shared {
                 return Ok(None);
             };
             let rel = seg.index.scan_start_for_timestamp(ts_ms);
-            (
-                SegmentView::of(seg),
-                seg.index.position_for(rel),
-                inner.log_start,
-            )
+            (SegmentView::of(seg), seg.position_for(rel), inner.log_start)
         };
         let mut found = None;
         self.walk(view, pos, SCAN_READ_AHEAD, &mut |ctx| {
@@ -243,9 +241,7 @@ impl Shared {
         }
         let i = inner.segment_index_for(start_offset);
         let seg = &inner.segments[i];
-        let pos = seg
-            .index
-            .position_for((start_offset - seg.base_offset) as u32);
+        let pos = seg.position_for((start_offset - seg.base_offset) as u32);
         let cached =
             i + 1 == inner.segments.len() && seg.size_bytes.saturating_sub(pos) <= CACHE_KEEP_BYTES;
         Ok(Located::At {
@@ -299,18 +295,38 @@ impl Shared {
         })
     }
 
-    /// The segment after the one based at `base_offset`, for readers crossing segments.
-    pub(super) fn view_after(&self, base_offset: i64) -> Option<SegmentView> {
+    /// Where a reader that finished `view` up to `pos` continues, `next` being the offset after
+    /// the last batch it saw: the rest of the same file if it grew, else the segment holding
+    /// `next`, found by offset rather than by file: a replacement (compaction) may have put
+    /// another file in place of the one being read, whose batches below `next` the walk then
+    /// skips. `None` at the end of the log.
+    fn resume(&self, view: &SegmentView, pos: u64, next: i64) -> Option<(SegmentView, u64)> {
         let inner = self.lock();
-        let i = inner
-            .segments
-            .partition_point(|s| s.base_offset <= base_offset);
-        inner.segments.get(i).map(SegmentView::of)
+        let mut i = inner.segment_index_for(next);
+        let seg = &inner.segments[i];
+        if Arc::ptr_eq(&seg.file, &view.file) {
+            if seg.size_bytes > pos {
+                return Some((SegmentView::of(seg), pos));
+            }
+            i += 1;
+            return inner
+                .segments
+                .get(i)
+                .map(|s| (SegmentView::of(s), s.data_start()));
+        }
+        let pos = match u32::try_from(next - seg.base_offset) {
+            Ok(rel) => seg.position_for(rel),
+            Err(_) => seg.data_start(), // `next` below the first segment: from its start
+        };
+        Some((SegmentView::of(seg), pos))
     }
 
     /// Walks frames from `pos` in `view` and then the following segments, calling `visit` for
-    /// each until it returns `false`. Checks offset continuity. Used by every read-side
-    /// operation; the partition lock is only taken to step to the next segment.
+    /// each until it returns `false`. Offsets must be contiguous, except that a cleaned segment
+    /// (compaction) may have gaps between its batches; a gap inside any other segment, or a
+    /// batch overlapping an earlier one, is `Corrupt`. (A gap at the end of a segment was
+    /// checked against its header when the log was opened or the segment was written.) Used by every read-side operation; the
+    /// partition lock is only taken to step to the next segment.
     pub(super) fn walk(
         &self,
         mut view: SegmentView,
@@ -319,6 +335,9 @@ impl Shared {
         visit: &mut dyn FnMut(&mut FrameCtx<'_, '_>) -> Result<bool, WalError>,
     ) -> Result<(), WalError> {
         let mut expected: Option<i64> = None;
+        // After stepping into another file by offset (`resume`): batches below `expected`
+        // were already seen in the file it replaced.
+        let mut skipping = false;
         loop {
             let mut reader = FrameReader::new(&view.file, view.size_bytes, read_ahead);
             // Each iteration advances pos by at least one minimal frame.
@@ -327,14 +346,25 @@ impl Shared {
                     .frame_at(pos)
                     .map_err(|e| frame_error(&view.path, pos, e))?;
                 let h = frame.header;
-                if let Some(exp) = expected {
-                    if h.base_offset != exp {
-                        return Err(WalError::Corrupt {
-                            path: view.path.to_path_buf(),
-                            position: pos,
-                            reason: format!("expected base offset {exp}, found {}", h.base_offset),
-                        });
-                    }
+                let floor = expected.unwrap_or(i64::MIN).max(view.base_offset);
+                if skipping && h.last_offset() < floor {
+                    pos = frame.end();
+                    continue;
+                }
+                skipping = false;
+                // A walk may start at any batch (`expected` unknown); after that, only a
+                // cleaned segment may skip offsets.
+                let gap = expected.is_some() && h.base_offset > floor && !view.cleaned;
+                if h.base_offset < floor || gap {
+                    let above = if view.cleaned { " or above" } else { "" };
+                    return Err(WalError::Corrupt {
+                        path: view.path.to_path_buf(),
+                        position: pos,
+                        reason: format!(
+                            "expected base offset {floor}{above}, found {}",
+                            h.base_offset
+                        ),
+                    });
                 }
                 expected = Some(h.last_offset().saturating_add(1));
                 let mut ctx = FrameCtx {
@@ -347,10 +377,14 @@ impl Shared {
                 }
                 pos = frame.end();
             }
-            match self.view_after(view.base_offset) {
-                Some(v) => {
+            // Never behind this segment: the walk already reached it (an earlier segment's
+            // tail gap ends here).
+            let next = expected.map_or(view.base_offset, |e| e.max(view.base_offset));
+            match self.resume(&view, pos, next) {
+                Some((v, p)) => {
+                    skipping = !Arc::ptr_eq(&v.file, &view.file);
                     view = v;
-                    pos = SEGMENT_HEADER_BYTES;
+                    pos = p;
                 }
                 None => return Ok(()),
             }

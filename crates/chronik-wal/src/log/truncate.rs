@@ -2,18 +2,20 @@
 //! cut a poisoned partition makes to its last synced offset before it reopens (`heal`).
 
 use std::io::{Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use tracing::info;
 
-use super::{Inner, PartitionLog, Segment, Shared};
+use super::{now_ms, Inner, PartitionLog, Segment, Shared, MAX_PENDING_SEALS};
 use crate::error::WalError;
-use crate::recovery::{remove_index_files_durably, remove_segment_files};
-use crate::segment::scan_segment;
+use crate::recovery::{fsync_dir, remove_index_files_durably, remove_segment_files};
+use crate::segment::{scan_segment, SegmentHeader};
 
 impl PartitionLog {
     /// Truncates the log so that `log_end_offset() == offset`: removes whole later segments and
-    /// cuts the containing one at a batch boundary (`NotBatchBoundary` otherwise). The cut
+    /// cuts the containing one at a batch boundary or inside a gap (`NotBatchBoundary` inside
+    /// a batch). In a gap, the cut segment is sealed and an empty one starts at `offset`. The cut
     /// segment is rescanned to rebuild its in-memory index (cost bounded by `segment_bytes`).
     /// Lowers `committed` if needed. I/O failures poison the partition.
     pub fn truncate_to(&self, offset: i64) -> Result<(), WalError> {
@@ -44,10 +46,11 @@ impl Shared {
         }
         let idx = inner.segment_index_for(offset);
         let seg = &inner.segments[idx];
+        let header = seg.header();
         let out = scan_segment(
             &seg.file,
             seg.size_bytes,
-            seg.base_offset,
+            &header,
             inner.config.index_interval_bytes,
             offset,
         )
@@ -59,10 +62,44 @@ impl Shared {
                 reason: problem.to_string(),
             });
         }
-        if out.next_offset != offset {
+        // `offset` may lie in a gap (compaction): the log then ends there, after the batches
+        // below it, and a new empty segment at `offset` keeps that end across a restart.
+        if out.next_offset > offset {
             return Err(WalError::NotBatchBoundary { offset });
         }
+        let in_gap = out.next_offset < offset;
+        if in_gap && header.cleaned_to.is_none() {
+            // Only a cleaned segment has gaps (the scan checked its batches, `gap_allowed` its end).
+            return Err(WalError::Corrupt {
+                path: seg.path.to_path_buf(),
+                position: out.valid_len,
+                reason: format!(
+                    "offset {offset} lies after the last batch ({}) of a segment without gaps",
+                    out.next_offset
+                ),
+            });
+        }
+        // A cleaned segment's range now ends at `offset`: a gap up to it (in_gap) stays legal,
+        // and nothing appended after it may end early unnoticed (recovery would take a torn
+        // tail of the rest for a compacted one).
+        let cut_header = header.cleaned_to.map(|_| SegmentHeader {
+            cleaned_to: Some(offset),
+            ..header
+        });
+        if in_gap
+            && inner
+                .pending_seals
+                .iter()
+                .filter(|b| **b < seg.base_offset)
+                .count()
+                >= MAX_PENDING_SEALS
+        {
+            return Err(WalError::SegmentFull {
+                size_bytes: seg.size_bytes,
+            });
+        }
 
+        inner.rewrites += 1;
         let result = (|| -> Result<(), WalError> {
             let later: Vec<i64> = inner
                 .segments
@@ -81,6 +118,12 @@ impl Shared {
             seg.file
                 .set_len(out.valid_len)
                 .map_err(WalError::io("truncate segment", &seg.path))?;
+            // Same length: the frames stay where they are. Synced with the cut below.
+            if let Some(h) = &cut_header {
+                seg.file
+                    .write_all_at(&h.encode(), 0)
+                    .map_err(WalError::io("rewrite segment header", &seg.path))?;
+            }
             seg.file
                 .sync_all()
                 .map_err(WalError::io("fsync segment", &seg.path))?;
@@ -99,6 +142,10 @@ impl Shared {
         seg.synced_bytes = seg.synced_bytes.min(out.valid_len);
         seg.cache_dropped_to = seg.cache_dropped_to.min(out.valid_len);
         seg.next_offset = out.next_offset;
+        seg.batches_end = out.next_offset;
+        if let Some(h) = &cut_header {
+            seg.cleaned_to = h.cleaned_to;
+        }
         seg.max_timestamp = out.max_timestamp;
         seg.index = Arc::new(out.index);
         seg.persisted = false;
@@ -106,11 +153,25 @@ impl Shared {
         let active_base = seg.base_offset;
         inner.pending_seals.retain(|b| *b < active_base);
         inner.total_bytes -= cut_bytes + removed.iter().map(|s| s.size_bytes).sum::<u64>();
-        inner.log_end = offset;
-        self.end_tx.send_replace(offset);
-        inner.synced_end = inner.synced_end.min(offset);
-        if self.committed() > offset {
-            self.publish_committed(inner, offset);
+        inner.log_end = out.next_offset;
+        let synced_before = inner.synced_end;
+        inner.synced_end = synced_before.min(out.next_offset);
+        let result = result.and_then(|()| {
+            if !in_gap {
+                return Ok(());
+            }
+            inner.segments[idx].next_offset = offset;
+            inner.log_end = offset;
+            self.roll(inner, now_ms(), "truncation into a gap")?;
+            // The new segment's name is the log end: durable before this returns.
+            fsync_dir(&self.dir).map_err(WalError::io("fsync directory", &self.dir))?;
+            self.count_fsyncs(1);
+            inner.synced_end = synced_before.min(offset);
+            Ok(())
+        });
+        self.end_tx.send_replace(inner.log_end);
+        if self.committed() > inner.log_end {
+            self.publish_committed(inner, inner.log_end);
         }
         inner.check_invariants();
         if let Err(e) = result {

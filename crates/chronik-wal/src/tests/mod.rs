@@ -1,6 +1,8 @@
 //! Crate tests that exercise `PartitionLog` end to end on real files.
 
 mod commit_tests;
+mod compaction_tests;
+mod gap_rule_tests;
 mod install_tests;
 mod log_start_tests;
 mod log_tests;

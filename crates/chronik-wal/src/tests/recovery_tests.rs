@@ -184,10 +184,7 @@ async fn a_fresh_directory_with_only_garbage_opens_empty() {
 async fn misplaced_segment_is_reported_corrupt() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(part_dir(dir.path())).unwrap();
-    let header = SegmentHeader {
-        base_offset: 7,
-        created_ms: 0,
-    };
+    let header = SegmentHeader::plain(7, 0);
     std::fs::write(log_path(dir.path(), 0), header.encode()).unwrap();
     let r = PartitionLog::open(dir.path(), TOPIC, PARTITION, small_config()).await;
     assert!(matches!(r, Err(WalError::Corrupt { .. })), "{:?}", r.err());
@@ -242,14 +239,9 @@ async fn stale_index_of_a_later_rolled_segment_is_not_trusted() {
     stored.extend(append_many(&log, 5, 1));
     drop(log);
     // Simulate the roll that crashed before its seal: a new, empty segment after the old one.
-    let f = crate::segment::create_segment_file(
-        &log_path(dir.path(), 10),
-        SegmentHeader {
-            base_offset: 10,
-            created_ms: 0,
-        },
-    )
-    .unwrap();
+    let f =
+        crate::segment::create_segment_file(&log_path(dir.path(), 10), SegmentHeader::plain(10, 0))
+            .unwrap();
     drop(f);
     let log = open(dir.path(), cfg).await;
     assert_eq!(log.log_end_offset(), 10);
