@@ -80,26 +80,7 @@ impl PartitionLog {
             });
         }
         let end = inner.log_end;
-        let base = match place {
-            Place::Assign(_) => end,
-            Place::AtEnd if header.base_offset == end => end,
-            Place::AtOrAfter(expected) if expected == end && header.base_offset >= end => {
-                header.base_offset
-            }
-            Place::AtEnd | Place::AtOrAfter(_) => {
-                return Err(WalError::ReplicaGap {
-                    log_end: end,
-                    got: header.base_offset,
-                })
-            }
-        };
-        let last = base
-            .checked_add(i64::from(header.last_offset_delta))
-            .filter(|l| *l < i64::MAX)
-            .ok_or(WalError::OffsetOverflow {
-                log_end: base,
-                last_offset_delta: header.last_offset_delta,
-            })?;
+        let (base, last) = placement(place, end, &header)?;
 
         if let Some(reason) = roll_reason(inner, frame_bytes, last, now) {
             if inner.pending_seals.len() < MAX_PENDING_SEALS {
@@ -181,6 +162,32 @@ impl PartitionLog {
             generation: inner.generation,
         })
     }
+}
+
+/// Where a batch goes in a log ending at `end`: its base and last offsets, or why it may not
+/// be appended there.
+fn placement(place: Place, end: i64, header: &BatchHeader) -> Result<(i64, i64), WalError> {
+    let base = match place {
+        Place::Assign(_) => end,
+        Place::AtEnd if header.base_offset == end => end,
+        Place::AtOrAfter(expected) if expected == end && header.base_offset >= end => {
+            header.base_offset
+        }
+        Place::AtEnd | Place::AtOrAfter(_) => {
+            return Err(WalError::ReplicaGap {
+                log_end: end,
+                got: header.base_offset,
+            })
+        }
+    };
+    let last = base
+        .checked_add(i64::from(header.last_offset_delta))
+        .filter(|l| *l < i64::MAX)
+        .ok_or(WalError::OffsetOverflow {
+            log_end: base,
+            last_offset_delta: header.last_offset_delta,
+        })?;
+    Ok((base, last))
 }
 
 impl Shared {

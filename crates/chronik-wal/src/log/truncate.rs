@@ -32,6 +32,49 @@ impl PartitionLog {
 }
 
 impl Shared {
+    /// The disk part of [`cut_to`](Self::cut_to): removes the segments after `idx` and the cut
+    /// segment's index, cuts its file to `valid_len` (rewriting its header to `cut_header` for a
+    /// cleaned one) and syncs it.
+    fn cut_files(
+        &self,
+        inner: &Inner,
+        idx: usize,
+        valid_len: u64,
+        cut_header: Option<&SegmentHeader>,
+    ) -> Result<(), WalError> {
+        let later: Vec<i64> = inner
+            .segments
+            .range(idx + 1..)
+            .map(|s| s.base_offset)
+            .collect();
+        remove_segment_files(&self.dir, self.partition, &later)?;
+        let seg = &inner.segments[idx];
+        // Later segments and the cut segment's index are gone durably before its data
+        // changes, so no stale index can ever describe the cut file.
+        self.count_fsyncs(remove_index_files_durably(
+            &self.dir,
+            self.partition,
+            seg.base_offset,
+        )?);
+        seg.file
+            .set_len(valid_len)
+            .map_err(WalError::io("truncate segment", &seg.path))?;
+        // Same length: the frames stay where they are. Synced with the cut below.
+        if let Some(h) = cut_header {
+            seg.file
+                .write_all_at(&h.encode(), 0)
+                .map_err(WalError::io("rewrite segment header", &seg.path))?;
+        }
+        seg.file
+            .sync_all()
+            .map_err(WalError::io("fsync segment", &seg.path))?;
+        (&*seg.file)
+            .seek(SeekFrom::Start(valid_len))
+            .map_err(WalError::io("seek segment", &seg.path))?;
+        self.count_fsyncs(1);
+        Ok(())
+    }
+
     /// Cuts the log so that `log_end == offset` (see `truncate_to`), on disk and in memory;
     /// with `offset == log_end` it still trims the active segment's file to its data, which
     /// drops whatever a failed write left past it. The caller holds `maintenance` and `inner`.
@@ -100,39 +143,7 @@ impl Shared {
         }
 
         inner.rewrites += 1;
-        let result = (|| -> Result<(), WalError> {
-            let later: Vec<i64> = inner
-                .segments
-                .range(idx + 1..)
-                .map(|s| s.base_offset)
-                .collect();
-            remove_segment_files(&self.dir, self.partition, &later)?;
-            let seg = &inner.segments[idx];
-            // Later segments and the cut segment's index are gone durably before its data
-            // changes, so no stale index can ever describe the cut file.
-            self.count_fsyncs(remove_index_files_durably(
-                &self.dir,
-                self.partition,
-                seg.base_offset,
-            )?);
-            seg.file
-                .set_len(out.valid_len)
-                .map_err(WalError::io("truncate segment", &seg.path))?;
-            // Same length: the frames stay where they are. Synced with the cut below.
-            if let Some(h) = &cut_header {
-                seg.file
-                    .write_all_at(&h.encode(), 0)
-                    .map_err(WalError::io("rewrite segment header", &seg.path))?;
-            }
-            seg.file
-                .sync_all()
-                .map_err(WalError::io("fsync segment", &seg.path))?;
-            (&*seg.file)
-                .seek(SeekFrom::Start(out.valid_len))
-                .map_err(WalError::io("seek segment", &seg.path))?;
-            self.count_fsyncs(1);
-            Ok(())
-        })();
+        let result = self.cut_files(inner, idx, out.valid_len, cut_header.as_ref());
 
         let removed: Vec<Segment> = inner.segments.drain(idx + 1..).collect();
         let seg = &mut inner.segments[idx];
