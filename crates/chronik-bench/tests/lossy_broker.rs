@@ -98,193 +98,198 @@ fn enc<M: Encodable>(m: &M, version: i16) -> Bytes {
 }
 
 fn answer(fake: &Fake, key: ApiKey, version: i16, buf: &mut Bytes) -> Option<Bytes> {
-    let body = match key {
-        ApiKey::ApiVersions => {
-            let keys = [
-                (ApiKey::Produce, 3, 9),
-                (ApiKey::Fetch, 4, 12),
-                (ApiKey::ListOffsets, 1, 7),
-                (ApiKey::Metadata, 1, 12),
-                (ApiKey::ApiVersions, 0, 3),
-                (ApiKey::CreateTopics, 2, 7),
-            ];
-            enc(
-                &ApiVersionsResponse::default().with_api_keys(
-                    keys.iter()
-                        .map(|(k, lo, hi)| {
-                            ApiVersion::default()
-                                .with_api_key(*k as i16)
-                                .with_min_version(*lo)
-                                .with_max_version(*hi)
+    Some(match key {
+        ApiKey::ApiVersions => api_versions(version),
+        ApiKey::Metadata => metadata(fake, version, buf),
+        ApiKey::CreateTopics => create_topics(version, buf),
+        ApiKey::ListOffsets => list_offsets(fake, version, buf),
+        ApiKey::Produce => return produce(fake, version, buf),
+        ApiKey::Fetch => fetch(fake, version, buf),
+        other => panic!("the fake broker does not speak {other:?}"),
+    })
+}
+
+fn api_versions(version: i16) -> Bytes {
+    let keys = [
+        (ApiKey::Produce, 3, 9),
+        (ApiKey::Fetch, 4, 12),
+        (ApiKey::ListOffsets, 1, 7),
+        (ApiKey::Metadata, 1, 12),
+        (ApiKey::ApiVersions, 0, 3),
+        (ApiKey::CreateTopics, 2, 7),
+    ];
+    enc(
+        &ApiVersionsResponse::default().with_api_keys(
+            keys.iter()
+                .map(|(k, lo, hi)| {
+                    ApiVersion::default()
+                        .with_api_key(*k as i16)
+                        .with_min_version(*lo)
+                        .with_max_version(*hi)
+                })
+                .collect(),
+        ),
+        version,
+    )
+}
+
+fn metadata(fake: &Fake, version: i16, buf: &mut Bytes) -> Bytes {
+    let req = MetadataRequest::decode(buf, version).unwrap();
+    let topics = req
+        .topics
+        .unwrap_or_default()
+        .into_iter()
+        .map(|t| {
+            MetadataResponseTopic::default()
+                .with_name(t.name)
+                .with_partitions(
+                    (0..PARTITIONS)
+                        .map(|p| {
+                            MetadataResponsePartition::default()
+                                .with_partition_index(p)
+                                .with_leader_id(BrokerId(1))
+                                .with_replica_nodes(vec![BrokerId(1)])
+                                .with_isr_nodes(vec![BrokerId(1)])
                         })
                         .collect(),
-                ),
-                version,
-            )
-        }
-        ApiKey::Metadata => {
-            let req = MetadataRequest::decode(buf, version).unwrap();
-            let topics = req
-                .topics
-                .unwrap_or_default()
+                )
+        })
+        .collect();
+    enc(
+        &MetadataResponse::default()
+            .with_brokers(vec![MetadataResponseBroker::default()
+                .with_node_id(BrokerId(1))
+                .with_host(StrBytes::from_static_str("127.0.0.1"))
+                .with_port(i32::from(fake.port))])
+            .with_controller_id(BrokerId(1))
+            .with_topics(topics),
+        version,
+    )
+}
+
+fn create_topics(version: i16, buf: &mut Bytes) -> Bytes {
+    let req = CreateTopicsRequest::decode(buf, version).unwrap();
+    enc(
+        &CreateTopicsResponse::default().with_topics(
+            req.topics
+                .into_iter()
+                .map(|t| CreatableTopicResult::default().with_name(t.name))
+                .collect(),
+        ),
+        version,
+    )
+}
+
+fn list_offsets(fake: &Fake, version: i16, buf: &mut Bytes) -> Bytes {
+    let req = ListOffsetsRequest::decode(buf, version).unwrap();
+    let store = fake.store.lock().unwrap();
+    enc(
+        &ListOffsetsResponse::default().with_topics(
+            req.topics
                 .into_iter()
                 .map(|t| {
-                    MetadataResponseTopic::default()
+                    ListOffsetsTopicResponse::default()
                         .with_name(t.name)
                         .with_partitions(
-                            (0..PARTITIONS)
+                            t.partitions
+                                .iter()
                                 .map(|p| {
-                                    MetadataResponsePartition::default()
-                                        .with_partition_index(p)
-                                        .with_leader_id(BrokerId(1))
-                                        .with_replica_nodes(vec![BrokerId(1)])
-                                        .with_isr_nodes(vec![BrokerId(1)])
+                                    let end =
+                                        store.ends.get(&p.partition_index).copied().unwrap_or(0);
+                                    ListOffsetsPartitionResponse::default()
+                                        .with_partition_index(p.partition_index)
+                                        .with_offset(if p.timestamp == -2 { 0 } else { end })
                                 })
                                 .collect(),
                         )
                 })
-                .collect();
-            enc(
-                &MetadataResponse::default()
-                    .with_brokers(vec![MetadataResponseBroker::default()
-                        .with_node_id(BrokerId(1))
-                        .with_host(StrBytes::from_static_str("127.0.0.1"))
-                        .with_port(i32::from(fake.port))])
-                    .with_controller_id(BrokerId(1))
-                    .with_topics(topics),
-                version,
-            )
+                .collect(),
+        ),
+        version,
+    )
+}
+
+/// Stores what it is sent, except every `drop_every`th batch, and answers success for all.
+fn produce(fake: &Fake, version: i16, buf: &mut Bytes) -> Option<Bytes> {
+    let req = ProduceRequest::decode(buf, version).unwrap();
+    let mut store = fake.store.lock().unwrap();
+    let mut topics = Vec::new();
+    for t in req.topic_data {
+        let mut parts = Vec::new();
+        for p in t.partition_data {
+            let records = p.records.unwrap_or_default();
+            store.batches_seen += 1;
+            let lose = fake.drop_every > 0 && store.batches_seen.is_multiple_of(fake.drop_every);
+            let base = store.ends.get(&p.index).copied().unwrap_or(0);
+            if !lose {
+                // Bytes 23..27 of a v2 batch: last offset delta.
+                let delta = (&records[23..27]).get_i32();
+                let mut patched = BytesMut::from(&records[..]);
+                patched[0..8].copy_from_slice(&base.to_be_bytes());
+                store
+                    .logs
+                    .entry(p.index)
+                    .or_default()
+                    .push((base, patched.freeze()));
+                store.ends.insert(p.index, base + i64::from(delta) + 1);
+            }
+            // The lie: success either way.
+            parts.push(
+                PartitionProduceResponse::default()
+                    .with_index(p.index)
+                    .with_base_offset(base),
+            );
         }
-        ApiKey::CreateTopics => {
-            let req = CreateTopicsRequest::decode(buf, version).unwrap();
-            enc(
-                &CreateTopicsResponse::default().with_topics(
-                    req.topics
-                        .into_iter()
-                        .map(|t| CreatableTopicResult::default().with_name(t.name))
-                        .collect(),
-                ),
-                version,
-            )
-        }
-        ApiKey::ListOffsets => {
-            let req = ListOffsetsRequest::decode(buf, version).unwrap();
-            let store = fake.store.lock().unwrap();
-            enc(
-                &ListOffsetsResponse::default().with_topics(
-                    req.topics
-                        .into_iter()
-                        .map(|t| {
-                            ListOffsetsTopicResponse::default()
-                                .with_name(t.name)
-                                .with_partitions(
-                                    t.partitions
-                                        .iter()
-                                        .map(|p| {
-                                            let end = store
-                                                .ends
-                                                .get(&p.partition_index)
-                                                .copied()
-                                                .unwrap_or(0);
-                                            ListOffsetsPartitionResponse::default()
-                                                .with_partition_index(p.partition_index)
-                                                .with_offset(if p.timestamp == -2 {
-                                                    0
-                                                } else {
-                                                    end
-                                                })
-                                        })
-                                        .collect(),
-                                )
-                        })
-                        .collect(),
-                ),
-                version,
-            )
-        }
-        ApiKey::Produce => {
-            let req = ProduceRequest::decode(buf, version).unwrap();
-            let mut store = fake.store.lock().unwrap();
-            let mut topics = Vec::new();
-            for t in req.topic_data {
-                let mut parts = Vec::new();
-                for p in t.partition_data {
-                    let records = p.records.unwrap_or_default();
-                    store.batches_seen += 1;
-                    let lose =
-                        fake.drop_every > 0 && store.batches_seen.is_multiple_of(fake.drop_every);
-                    let base = store.ends.get(&p.index).copied().unwrap_or(0);
-                    if !lose {
-                        // Bytes 23..27 of a v2 batch: last offset delta.
-                        let delta = (&records[23..27]).get_i32();
-                        let mut patched = BytesMut::from(&records[..]);
-                        patched[0..8].copy_from_slice(&base.to_be_bytes());
-                        store
-                            .logs
-                            .entry(p.index)
-                            .or_default()
-                            .push((base, patched.freeze()));
-                        store.ends.insert(p.index, base + i64::from(delta) + 1);
+        topics.push(
+            TopicProduceResponse::default()
+                .with_name(t.name)
+                .with_partition_responses(parts),
+        );
+    }
+    if req.acks == 0 {
+        return None;
+    }
+    Some(enc(
+        &ProduceResponse::default().with_responses(topics),
+        version,
+    ))
+}
+
+fn fetch(fake: &Fake, version: i16, buf: &mut Bytes) -> Bytes {
+    let req = FetchRequest::decode(buf, version).unwrap();
+    let store = fake.store.lock().unwrap();
+    let topics = req
+        .topics
+        .into_iter()
+        .map(|t| {
+            let parts = t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let mut data = BytesMut::new();
+                    for (base, batch) in store
+                        .logs
+                        .get(&p.partition)
+                        .map(Vec::as_slice)
+                        .unwrap_or(&[])
+                    {
+                        let last = base + i64::from((&batch[23..27]).get_i32());
+                        if last >= p.fetch_offset && data.len() < 1 << 20 {
+                            data.extend_from_slice(batch);
+                        }
                     }
-                    // The lie: success either way.
-                    parts.push(
-                        PartitionProduceResponse::default()
-                            .with_index(p.index)
-                            .with_base_offset(base),
-                    );
-                }
-                topics.push(
-                    TopicProduceResponse::default()
-                        .with_name(t.name)
-                        .with_partition_responses(parts),
-                );
-            }
-            if req.acks == 0 {
-                return None;
-            }
-            enc(&ProduceResponse::default().with_responses(topics), version)
-        }
-        ApiKey::Fetch => {
-            let req = FetchRequest::decode(buf, version).unwrap();
-            let store = fake.store.lock().unwrap();
-            let topics = req
-                .topics
-                .into_iter()
-                .map(|t| {
-                    let parts = t
-                        .partitions
-                        .iter()
-                        .map(|p| {
-                            let mut data = BytesMut::new();
-                            for (base, batch) in store
-                                .logs
-                                .get(&p.partition)
-                                .map(Vec::as_slice)
-                                .unwrap_or(&[])
-                            {
-                                let last = base + i64::from((&batch[23..27]).get_i32());
-                                if last >= p.fetch_offset && data.len() < 1 << 20 {
-                                    data.extend_from_slice(batch);
-                                }
-                            }
-                            PartitionData::default()
-                                .with_partition_index(p.partition)
-                                .with_high_watermark(
-                                    store.ends.get(&p.partition).copied().unwrap_or(0),
-                                )
-                                .with_records(Some(data.freeze()))
-                        })
-                        .collect();
-                    FetchableTopicResponse::default()
-                        .with_topic(t.topic)
-                        .with_partitions(parts)
+                    PartitionData::default()
+                        .with_partition_index(p.partition)
+                        .with_high_watermark(store.ends.get(&p.partition).copied().unwrap_or(0))
+                        .with_records(Some(data.freeze()))
                 })
                 .collect();
-            enc(&FetchResponse::default().with_responses(topics), version)
-        }
-        other => panic!("the fake broker does not speak {other:?}"),
-    };
-    Some(body)
+            FetchableTopicResponse::default()
+                .with_topic(t.topic)
+                .with_partitions(parts)
+        })
+        .collect();
+    enc(&FetchResponse::default().with_responses(topics), version)
 }
 
 fn bench(addr: &str, verify: &str) -> Output {

@@ -112,29 +112,8 @@ async fn three_nodes_form_fail_over_refuse_without_quorum_and_restart() {
     follower.propose(register(7)).await.unwrap();
     converge(&all, "broker 7 everywhere", |s| s.brokers.contains_key(&7)).await;
     // Refusals come back to the proposer as refusals, not as unavailability.
-    follower
-        .propose(MetadataCommand::CreateTopic {
-            name: "t".into(),
-            id: uuid::Uuid::from_u128(1),
-            assignments: vec![vec![7], vec![7]],
-            configs: BTreeMap::new(),
-            internal: false,
-            partitions: None,
-            replication_factor: None,
-        })
-        .await
-        .unwrap();
-    let again = follower
-        .propose(MetadataCommand::CreateTopic {
-            name: "t".into(),
-            id: uuid::Uuid::from_u128(2),
-            assignments: vec![vec![7], vec![7]],
-            configs: BTreeMap::new(),
-            internal: false,
-            partitions: None,
-            replication_factor: None,
-        })
-        .await;
+    follower.propose(topic_t(1)).await.unwrap();
+    let again = follower.propose(topic_t(2)).await;
     assert!(matches!(again, Err(ProposeError::Refused(_))), "{again:?}");
 
     // The leader stops: the other two elect a new one within 10 s and take writes.
@@ -203,6 +182,19 @@ async fn three_nodes_form_fail_over_refuse_without_quorum_and_restart() {
     );
     for n in nodes {
         n.shutdown().await;
+    }
+}
+
+/// Creates topic "t" (two partitions on broker 7) under topic id `id`.
+fn topic_t(id: u128) -> MetadataCommand {
+    MetadataCommand::CreateTopic {
+        name: "t".into(),
+        id: uuid::Uuid::from_u128(id),
+        assignments: vec![vec![7], vec![7]],
+        configs: BTreeMap::new(),
+        internal: false,
+        partitions: None,
+        replication_factor: None,
     }
 }
 

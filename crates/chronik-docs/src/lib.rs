@@ -53,28 +53,24 @@ pub fn splice(doc: &str, name: &'static str, body: &str) -> Result<String, DocEr
     Ok(format!("{}\n{}{}", &doc[..after_begin], body, &doc[e..]))
 }
 
-/// Help text on one line, with clap's `[default: ...]` suffix (our flags are `Option`s, so the
-/// default is written in the help, where `--help` shows it) split off.
-fn help_and_default(arg: &Arg) -> (String, Option<String>) {
+/// Help text on one line.
+fn help_line(arg: &Arg) -> String {
     let help = arg
         .get_long_help()
         .or(arg.get_help())
         .map(|h| h.to_string())
         .unwrap_or_default();
-    let help = help.split_whitespace().collect::<Vec<_>>().join(" ");
-    if let Some(i) = help.rfind(" [default: ") {
-        if help.ends_with(']') {
-            let default = help[i + " [default: ".len()..help.len() - 1].to_string();
-            return (help[..i].to_string(), Some(default));
-        }
-    }
-    let clap_default = arg
+    help.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The default in the argument's definition (`default_value`), never from its help text.
+fn default_of(arg: &Arg) -> Option<String> {
+    let values: Vec<String> = arg
         .get_default_values()
         .iter()
         .map(|v| v.to_string_lossy().into_owned())
-        .collect::<Vec<_>>();
-    let default = (!clap_default.is_empty()).then(|| clap_default.join(","));
-    (help, default)
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
 }
 
 fn cell(s: &str) -> String {
@@ -105,12 +101,13 @@ fn possible_values(arg: &Arg) -> Option<String> {
 }
 
 /// The default and meaning cells of a flag's table row (meaning with the accepted values).
+/// A setting without a default is `unset`; its help says what that means.
 fn flag_cells(arg: &Arg) -> (String, String) {
-    let (mut meaning, default) = help_and_default(arg);
+    let mut meaning = help_line(arg);
     if let Some(v) = possible_values(arg) {
         meaning.push_str(&format!(" (one of: {v})"));
     }
-    let default = default.map_or_else(|| "none".into(), |d| cell(&code(&d)));
+    let default = default_of(arg).map_or_else(|| "unset".into(), |d| cell(&code(&d)));
     (default, cell(&meaning))
 }
 
@@ -121,23 +118,27 @@ fn visible_args(cmd: &Command) -> impl Iterator<Item = &Arg> {
 
 /// Every `chronik-server` setting: flag, environment variable, `--config` file key, default.
 pub fn server_settings() -> String {
-    use chronik_server::config::{config_file_keys, Cli, DEFAULT_LOG_FILTER, LOG_FILTER_ENV};
-    let cmd = Cli::command();
-    let keys = config_file_keys();
+    use chronik_server::config::{
+        file_key, settings, Cli, DEFAULT_LOG_FILTER, FLAG_ONLY, LOG_FILTER_ENV,
+    };
+    // Built, so that switches show their implicit default (`false`).
+    let mut cmd = Cli::command();
+    cmd.build();
     let mut out = String::from(
         "| Flag | Environment | Config file key | Default | Meaning |\n|---|---|---|---|---|\n",
     );
-    for arg in visible_args(&cmd) {
+    for arg in settings(&cmd).filter(|a| !a.is_hide_set()) {
         let Some(long) = arg.get_long() else { continue };
         let env = arg
             .get_env()
             .map(|e| code(&e.to_string_lossy()))
             .unwrap_or_else(|| "—".into());
-        let key = long.replace('-', "_");
-        let key = if keys.contains(&key.as_str()) {
-            code(&key)
-        } else {
-            "—".into()
+        let key = match file_key(arg) {
+            Some(key) => code(&key),
+            None => FLAG_ONLY
+                .iter()
+                .find(|(flag, _)| *flag == long)
+                .map_or_else(|| "—".into(), |(_, why)| format!("— ({why})")),
         };
         let (default, meaning) = flag_cells(arg);
         out.push_str(&format!(
@@ -167,7 +168,7 @@ pub fn admin_commands() -> String {
     for (path, leaf) in leaves {
         let args: Vec<String> = visible_args(leaf)
             .map(|a| {
-                let (help, default) = help_and_default(a);
+                let (help, default) = (help_line(a), default_of(a));
                 let name = match a.get_long() {
                     Some(l) => format!("`--{l}`"),
                     None => format!("`{}`", a.get_id().as_str().to_uppercase()),
@@ -267,10 +268,44 @@ mod tests {
             "{t}"
         );
         assert!(
-            t.contains("| `--join` | `CHRONIK_JOIN` | — | none |"),
+            t.contains("| `--replica-lag-time-max-ms` | `CHRONIK_REPLICA_LAG_TIME_MAX_MS` | `replica_lag_time_max_ms` | `10000` |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| `--join` | `CHRONIK_JOIN` | `join` | unset |"),
+            "{t}"
+        );
+        assert!(
+            t.contains("| `--config` | `CHRONIK_CONFIG` | — (it names the file itself) | unset |"),
             "{t}"
         );
         assert!(t.contains("`CHRONIK_LOG`"));
+    }
+
+    /// Each row has a config-file key or the reason it has none, and no default is taken from
+    /// help text: a default is in the definition (`default_value`) or there is none.
+    #[test]
+    fn every_server_flag_has_a_key_or_a_reason_and_defaults_come_from_the_definition() {
+        let t = server_settings();
+        let rows: Vec<&str> = t.lines().filter(|l| l.starts_with("| `--")).collect();
+        assert!(rows.len() > 40, "{t}");
+        for row in rows {
+            let cells: Vec<&str> = row.split(" | ").collect();
+            let key = cells[2];
+            assert!(
+                key.starts_with('`') || (key.starts_with("— (") && key.len() > 5),
+                "{row}"
+            );
+            assert!(!row.contains("[default:"), "{row}");
+        }
+        let cmd = chronik_server::config::Cli::command();
+        for arg in chronik_server::config::settings(&cmd) {
+            assert!(
+                !help_line(arg).contains("[default:"),
+                "{:?}",
+                arg.get_long()
+            );
+        }
     }
 
     #[test]

@@ -1,27 +1,43 @@
 //! Broker settings: command-line flags, `CHRONIK_*` environment variables and an optional
 //! TOML file, merged with the precedence flag > env > file > default.
 //!
-//! clap gives flag > env for free (`env = ...`); every flag is an `Option` so that "not
-//! given" can fall through to the file and then to the default.
+//! Each setting is defined once, as a clap argument on [`ServerArgs`] (or a struct flattened
+//! into it): its flag name, environment variable, help and default (`default_value`) are
+//! written there, its config-file key is the flag name with `_` for `-` ([`file_key`]), and
+//! `--help`, the `--config` file and the generated reference in docs/operations.md all read
+//! that one definition. A setting without a default is an `Option` whose help says what
+//! "unset" means.
+//!
+//! Why clap alone and not a second layer such as figment: clap already does flag > env >
+//! default, and [`clap::ArgMatches::value_source`] says which settings a flag or the
+//! environment gave. The file only fills the others, so [`Cli::load`] parses once, turns the
+//! file's entries for settings still at their default into extra `--key=value` arguments
+//! ([`file`]) and parses again. Every value, from whichever source, then goes through the same
+//! value parser and the same clap rules (`conflicts_with`, `requires`); a serde layer would
+//! need a second parser (and a second default) for each type. [`BrokerConfig::resolve`] turns
+//! the parsed arguments into the checked settings the broker runs with.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::str::FromStr;
+use std::time::Duration;
 
 use chronik_wal::FsyncPolicy;
-use clap::{Args, Parser, Subcommand};
-use serde::Deserialize;
-use thiserror::Error;
+use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::listeners::{ListenerArgs, ListenerConfig};
-use crate::net_limits::NetLimits;
+use crate::net_limits::{NetLimitArgs, NetLimits};
 use crate::security::SecuritySettings;
+pub(crate) use crate::settings::defaults;
+pub use crate::settings::ConfigError;
 use crate::topic_config::TopicDefaults;
 pub use chronik_cluster::PeerList;
 
+mod file;
 mod kafka_security;
 mod rpc_security;
-use kafka_security::security_settings;
+pub use file::{file_key, settings, FLAG_ONLY};
+pub use kafka_security::SecurityArgs;
 pub use rpc_security::{RpcSecurity, RpcSecurityArgs};
 
 #[derive(Debug, Parser)]
@@ -77,191 +93,151 @@ impl Cli {
     }
 }
 
-/// Flags of `chronik-server standalone`. Every one can also be set by its environment
-/// variable or by the same key (with `_` instead of `-`) in the `--config` TOML file.
-#[derive(Debug, Args, Default)]
+/// Flags of `chronik-server` and `chronik-server standalone`. Every one can also be set by
+/// its environment variable and, all but `--config`, by its key in the `--config` file.
+#[derive(Debug, Args)]
 pub struct ServerArgs {
-    /// TOML config file; its keys are the flag names with `_` instead of `-`.
+    /// TOML file of settings: each key is a flag name with `_` for `-` (`num_partitions = 4`);
+    /// it sets what neither a flag nor the environment sets
     #[arg(long, env = "CHRONIK_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Directory for the WAL and metadata [default: ./data]
-    #[arg(long, env = "CHRONIK_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Address of a single PLAINTEXT Kafka listener (the short form of --listeners
-    /// PLAINTEXT://ADDR); port 0 lets the OS pick [default: 127.0.0.1:9092]
-    #[arg(long, env = "CHRONIK_KAFKA_ADDR")]
-    pub kafka_addr: Option<SocketAddr>,
-    /// HOST[:PORT] given to clients in Metadata, with a single listener (the short form of
-    /// --advertised-listeners) [default: the bound Kafka address]
-    #[arg(long, env = "CHRONIK_ADVERTISED_ADDR")]
-    pub advertised_addr: Option<String>,
-    // --- Kafka listeners and TLS (crate::listeners, crate::tls) ---
-    /// Kafka listeners, Kafka's syntax: NAME://HOST:PORT,... where the name is the security
-    /// protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL); port 0 lets the OS pick, an empty
-    /// host binds every interface. Instead of --kafka-addr [default: PLAINTEXT://127.0.0.1:9092]
-    #[arg(long, env = "CHRONIK_LISTENERS")]
-    pub listeners: Option<String>,
-    /// NAME://HOST:PORT,... given to clients in Metadata, per listener they came in on
-    /// [default: each listener's bound address]
-    #[arg(long, env = "CHRONIK_ADVERTISED_LISTENERS")]
-    pub advertised_listeners: Option<String>,
-    /// Certificate chain (PEM) of SSL and SASL_SSL listeners; reloaded on SIGHUP
-    #[arg(long, env = "CHRONIK_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert; reloaded on SIGHUP
-    #[arg(long, env = "CHRONIK_TLS_KEY")]
-    pub tls_key: Option<PathBuf>,
-    /// CA certificates (PEM): SSL listeners then require a client certificate signed by one
-    /// of them, whose subject CN is the principal (User:CN); reloaded on SIGHUP [default: no
-    /// client certificate, principal User:ANONYMOUS]
-    #[arg(long, env = "CHRONIK_TLS_CLIENT_CA")]
-    pub tls_client_ca: Option<PathBuf>,
-    // --- end of Kafka listeners and TLS ---
-    /// This broker's id; it must match the id stored in the data directory [default: 1]
-    #[arg(long, env = "CHRONIK_NODE_ID")]
-    pub node_id: Option<i32>,
-    /// When an append is acknowledged: always | interval:<ms> | never [default: always]
-    #[arg(long, env = "CHRONIK_FSYNC", value_parser = FsyncPolicy::from_str)]
-    pub fsync: Option<FsyncPolicy>,
+    /// Directory for the WAL and metadata
+    #[arg(long, env = "CHRONIK_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub listeners: ListenerArgs,
+    /// This broker's id; it must match the id stored in the data directory
+    #[arg(long, env = "CHRONIK_NODE_ID", default_value_t = 1)]
+    pub node_id: i32,
+    /// When an append is acknowledged: always | interval:<ms> | never
+    #[arg(long, env = "CHRONIK_FSYNC")]
+    #[arg(default_value = "always", value_parser = FsyncPolicy::from_str)]
+    pub fsync: FsyncPolicy,
     /// Partitions of the internal __consumer_offsets topic, fixed when it is first created
-    /// [default: 16]
-    #[arg(long, env = "CHRONIK_OFFSETS_TOPIC_PARTITIONS")]
-    pub offsets_topic_partitions: Option<i32>,
+    #[arg(long, env = "CHRONIK_OFFSETS_TOPIC_PARTITIONS", default_value_t = 16)]
+    pub offsets_topic_partitions: i32,
     /// How long the first member of an empty group waits for others before the first
-    /// generation is formed (Kafka's group.initial.rebalance.delay.ms) [default: 3000]
+    /// generation is formed (Kafka's group.initial.rebalance.delay.ms)
     #[arg(long, env = "CHRONIK_GROUP_INITIAL_REBALANCE_DELAY_MS")]
-    pub group_initial_rebalance_delay_ms: Option<u64>,
+    #[arg(default_value_t = 3000)]
+    pub group_initial_rebalance_delay_ms: u64,
     /// Committed offsets of a group without members are deleted once its newest commit is
-    /// this old (Kafka's offsets.retention.minutes) [default: 10080]
+    /// this old (Kafka's offsets.retention.minutes)
     #[arg(long, env = "CHRONIK_OFFSETS_RETENTION_MINUTES")]
-    pub offsets_retention_minutes: Option<u64>,
+    #[arg(default_value_t = 10_080)]
+    pub offsets_retention_minutes: u64,
     /// Snapshot an offsets partition (and delete its older segments) once this many records
-    /// were written to it since the last snapshot, and at least 4x its live keys [default: 10000]
+    /// were written to it since the last snapshot, and at least 4x its live keys
     #[arg(long, env = "CHRONIK_OFFSETS_COMPACT_AFTER_RECORDS")]
-    pub offsets_compact_after_records: Option<u64>,
-    /// Partitions of an auto-created topic [default: 1]
-    #[arg(long, env = "CHRONIK_NUM_PARTITIONS")]
-    pub num_partitions: Option<i32>,
-    /// Create unknown topics on Metadata requests [default: true]
+    #[arg(default_value_t = 10_000)]
+    pub offsets_compact_after_records: u64,
+    /// Partitions of an auto-created topic
+    #[arg(long, env = "CHRONIK_NUM_PARTITIONS", default_value_t = 1)]
+    pub num_partitions: i32,
+    /// Create unknown topics on Metadata requests
     #[arg(long, env = "CHRONIK_AUTO_CREATE_TOPICS")]
-    pub auto_create_topics: Option<bool>,
+    #[arg(default_value_t = true, action = ArgAction::Set)]
+    pub auto_create_topics: bool,
     /// Replicas of each partition of an auto-created topic, and of one created with
-    /// replication factor -1 (Kafka's default.replication.factor) [default: the number of
-    /// alive brokers at creation, at most 3]
+    /// replication factor -1 (Kafka's default.replication.factor). Unset: the number of alive
+    /// brokers at creation, at most 3
     #[arg(long, env = "CHRONIK_DEFAULT_REPLICATION_FACTOR")]
     pub default_replication_factor: Option<i16>,
     /// Default min.insync.replicas of topics: in-sync replicas an acks=all produce needs,
-    /// else NOT_ENOUGH_REPLICAS (Kafka's broker min.insync.replicas) [default: 1]
+    /// else NOT_ENOUGH_REPLICAS (Kafka's broker min.insync.replicas)
     #[arg(long, env = "CHRONIK_MIN_INSYNC_REPLICAS")]
-    pub min_insync_replicas: Option<i64>,
-    /// Default retention.ms of topics; -1 keeps data forever [default: 604800000]
-    #[arg(long, env = "CHRONIK_RETENTION_MS", allow_hyphen_values = true)]
-    pub retention_ms: Option<i64>,
-    /// Default retention.bytes per partition; -1 is unlimited [default: -1]
-    #[arg(long, env = "CHRONIK_RETENTION_BYTES", allow_hyphen_values = true)]
-    pub retention_bytes: Option<i64>,
-    /// Default segment.bytes [default: 1073741824]
+    #[arg(default_value_t = TopicDefaults::default().min_insync_replicas)]
+    pub min_insync_replicas: i64,
+    /// Default retention.ms of topics; -1 keeps data forever
+    #[arg(long, env = "CHRONIK_RETENTION_MS")]
+    #[arg(allow_hyphen_values = true, default_value_t = TopicDefaults::default().retention_ms)]
+    pub retention_ms: i64,
+    /// Default retention.bytes per partition; -1 is unlimited
+    #[arg(long, env = "CHRONIK_RETENTION_BYTES")]
+    #[arg(allow_hyphen_values = true, default_value_t = TopicDefaults::default().retention_bytes)]
+    pub retention_bytes: i64,
+    /// Default segment.bytes
     #[arg(long, env = "CHRONIK_SEGMENT_BYTES")]
-    pub segment_bytes: Option<i64>,
-    /// Default segment.ms [default: 604800000]
+    #[arg(default_value_t = TopicDefaults::default().segment_bytes)]
+    pub segment_bytes: i64,
+    /// Default segment.ms
     #[arg(long, env = "CHRONIK_SEGMENT_MS")]
-    pub segment_ms: Option<i64>,
-    /// Default max.message.bytes, the largest record batch accepted [default: 1048588]
+    #[arg(default_value_t = TopicDefaults::default().segment_ms)]
+    pub segment_ms: i64,
+    /// Default max.message.bytes, the largest record batch accepted
     #[arg(long, env = "CHRONIK_MAX_MESSAGE_BYTES")]
-    pub max_message_bytes: Option<i64>,
-    /// How often retention runs, in ms [default: 300000]
+    #[arg(default_value_t = TopicDefaults::default().max_message_bytes)]
+    pub max_message_bytes: i64,
+    /// How often retention runs, in ms
     #[arg(long, env = "CHRONIK_RETENTION_CHECK_INTERVAL_MS")]
-    pub retention_check_interval_ms: Option<u64>,
-    /// Most concurrent client connections; more are refused [default: 10000]
-    #[arg(long, env = "CHRONIK_MAX_CONNECTIONS")]
-    pub max_connections: Option<usize>,
-    /// Budget of request bytes being received or handled, across all connections (Kafka's
-    /// queued.max.request.bytes, here on by default; at least 104857600, the largest request).
-    /// When spent, connections stop reading until requests finish. Bounds the broker's RSS to
-    /// about this + 64 KiB per open connection + its working set [default: 268435456]
-    #[arg(long, env = "CHRONIK_QUEUED_MAX_REQUEST_BYTES")]
-    pub queued_max_request_bytes: Option<usize>,
-    /// Close a connection that completed no request for this long and has none in flight
-    /// (Kafka's connections.max.idle.ms) [default: 600000]
-    #[arg(long, env = "CHRONIK_CONNECTIONS_MAX_IDLE_MS")]
-    pub connections_max_idle_ms: Option<u64>,
-    /// A request's size, and then its body, must each arrive within this, or the connection
-    /// is closed (stalled or slow-drip requests); also the bound on a TLS handshake
-    /// [default: 30000]
-    #[arg(long, env = "CHRONIK_REQUEST_READ_TIMEOUT_MS")]
-    pub request_read_timeout_ms: Option<u64>,
-    /// Most connections from one client address; more are refused (Kafka's
-    /// max.connections.per.ip) [default: no limit besides --max-connections]
-    #[arg(long, env = "CHRONIK_MAX_CONNECTIONS_PER_IP")]
-    pub max_connections_per_ip: Option<usize>,
-    /// Log format: text | json [default: text]
-    #[arg(long, env = "CHRONIK_LOG_FORMAT")]
-    pub log_format: Option<LogFormat>,
+    #[arg(default_value_t = 300_000)]
+    pub retention_check_interval_ms: u64,
+    /// Most concurrent client connections; more are refused
+    #[arg(long, env = "CHRONIK_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    #[command(flatten)]
+    pub net: NetLimitArgs,
+    /// Log format
+    #[arg(long, env = "CHRONIK_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
     /// The metadata cluster's voters, ID@HOST:PORT of each node's Raft RPC listener, the same
     /// list on every node (cluster mode only)
     #[arg(long, env = "CHRONIK_CLUSTER", value_parser = PeerList::from_str)]
     pub cluster: Option<PeerList>,
     /// Add this node to a running cluster: the RPC address of any member (HOST:PORT). The node
     /// joins as a learner (a broker that holds replicas but does not vote) until
-    /// `chronik-admin broker add` makes it a voter. Needs --node-id (unused in the cluster) and
-    /// --rpc-addr (where the others reach it); instead of --cluster
-    #[arg(long, env = "CHRONIK_JOIN")]
+    /// `chronik-admin broker add` makes it a voter; on a restart it is a member already. Needs
+    /// --node-id (unused in the cluster) and --rpc-addr (where the others reach it); instead
+    /// of --cluster
+    #[arg(long, env = "CHRONIK_JOIN", requires = "node_id")]
     pub join: Option<String>,
-    /// Address the RPC listener (Raft, replication, admin API) binds [default: this node's
-    /// entry in --cluster; standalone: none, so no admin API]
+    /// Address the RPC listener (Raft, replication, admin API) binds. Unset: this node's entry
+    /// in --cluster; standalone: none, so no admin API
     #[arg(long, env = "CHRONIK_RPC_ADDR")]
     pub rpc_addr: Option<SocketAddr>,
     /// How long a metadata change (topic create/delete, ...) may wait for the metadata quorum
-    /// before it fails [default: 10000]
-    #[arg(long, env = "CHRONIK_METADATA_TIMEOUT_MS")]
-    pub metadata_timeout_ms: Option<u64>,
+    /// before it fails
+    #[arg(long, env = "CHRONIK_METADATA_TIMEOUT_MS", default_value_t = 10_000)]
+    pub metadata_timeout_ms: u64,
     /// Silence after which the controller fences a broker (it heartbeats every quarter of
-    /// this, at most every 500 ms) [default: 6000]
+    /// this, at most every 500 ms)
     #[arg(long, env = "CHRONIK_BROKER_SESSION_TIMEOUT_MS")]
-    pub broker_session_timeout_ms: Option<u64>,
+    #[arg(default_value_t = 6_000)]
+    pub broker_session_timeout_ms: u64,
     /// Rack given to clients in Metadata
     #[arg(long, env = "CHRONIK_RACK")]
     pub rack: Option<String>,
     /// A follower that has not caught up with its leader for this long leaves the ISR
-    /// (Kafka's replica.lag.time.max.ms) [default: 10000]
+    /// (Kafka's replica.lag.time.max.ms)
     #[arg(long, env = "CHRONIK_REPLICA_LAG_TIME_MAX_MS")]
-    pub replica_lag_time_max_ms: Option<u64>,
+    #[arg(default_value_t = 10_000)]
+    pub replica_lag_time_max_ms: u64,
     /// Give partition leadership back to the preferred replica once it is in the ISR again
-    /// (Kafka's auto.leader.rebalance.enable) [default: true]
+    /// (Kafka's auto.leader.rebalance.enable)
     #[arg(long, env = "CHRONIK_AUTO_LEADER_REBALANCE")]
-    pub auto_leader_rebalance: Option<bool>,
+    #[arg(default_value_t = true, action = ArgAction::Set)]
+    pub auto_leader_rebalance: bool,
     #[command(flatten)]
     pub rpc_security: RpcSecurityArgs,
     /// Address of the HTTP endpoint: /metrics (Prometheus), /health/live, /health/ready;
-    /// `off` for none [default: 127.0.0.1:9644]
-    #[arg(long, env = "CHRONIK_HTTP_ADDR")]
-    pub http_addr: Option<HttpAddr>,
+    /// `off` for none
+    #[arg(long, env = "CHRONIK_HTTP_ADDR", default_value = "127.0.0.1:9644")]
+    pub http_addr: HttpAddr,
     /// Label partition gauges by topic and partition; false folds them into per-topic gauges
-    /// (for clusters with many partitions) [default: true]
+    /// (for clusters with many partitions)
     #[arg(long, env = "CHRONIK_METRICS_PARTITION_LABELS")]
-    pub metrics_partition_labels: Option<bool>,
+    #[arg(default_value_t = true, action = ArgAction::Set)]
+    pub metrics_partition_labels: bool,
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
 
-    // SASL and authorization (crate::security).
-    /// SASL mechanisms offered on SASL listeners, comma-separated: SCRAM-SHA-256,
-    /// SCRAM-SHA-512, PLAIN (Kafka's sasl.enabled.mechanisms) [default: SCRAM-SHA-256,SCRAM-SHA-512]
-    #[arg(long, env = "CHRONIK_SASL_MECHANISMS")]
-    pub sasl_mechanisms: Option<String>,
-    /// NAME:PASSWORD of a SCRAM user created at start if it has no credential yet, so a
-    /// cluster that requires SASL can be administered
-    #[arg(long, env = "CHRONIK_BOOTSTRAP_USER")]
-    pub bootstrap_user: Option<String>,
-    /// Lifetime of a SASL session; a client must re-authenticate within it (KIP-368); 0: no
-    /// limit (Kafka's connections.max.reauth.ms) [default: 0]
-    #[arg(long, env = "CHRONIK_CONNECTIONS_MAX_REAUTH_MS")]
-    pub connections_max_reauth_ms: Option<u64>,
-    /// `acl` enforces ACLs on every request; `none` allows everything (Kafka's
-    /// authorizer.class.name) [default: none]
-    #[arg(long, env = "CHRONIK_AUTHORIZER")]
-    pub authorizer: Option<String>,
-    /// Principals allowed everything, separated by ';', e.g. `User:admin;User:ops`
-    /// (Kafka's super.users)
-    #[arg(long, env = "CHRONIK_SUPER_USERS")]
-    pub super_users: Option<String>,
+/// Every setting at its default (the definition parsed without flags and environment), for
+/// tests that change a few in a struct literal.
+impl Default for ServerArgs {
+    fn default() -> Self {
+        defaults()
+    }
 }
 
 /// `--http-addr`: an address to bind, or `off`.
@@ -280,15 +256,7 @@ impl FromStr for HttpAddr {
     }
 }
 
-impl<'de> Deserialize<'de> for HttpAddr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum, Default)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum LogFormat {
     #[default]
     Text,
@@ -300,77 +268,6 @@ pub const LOG_FILTER_ENV: &str = "CHRONIK_LOG";
 /// The log filter without `CHRONIK_LOG`. openraft's own logs are off: it logs an error every
 /// election timeout for each unreachable peer, and Chronik logs Raft role changes itself.
 pub const DEFAULT_LOG_FILTER: &str = "info,openraft=off";
-
-/// The keys the `--config` file accepts, read from [`FileConfig`]'s own definition (for the
-/// generated reference in docs/operations.md).
-pub fn config_file_keys() -> &'static [&'static str] {
-    serde_aux::serde_introspection::serde_introspect::<FileConfig>()
-}
-
-/// The `--config` file. Unknown keys are an error, so a typo never silently falls back.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileConfig {
-    data_dir: Option<PathBuf>,
-    kafka_addr: Option<SocketAddr>,
-    advertised_addr: Option<String>,
-    // Kafka listeners and TLS
-    listeners: Option<String>,
-    advertised_listeners: Option<String>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    tls_client_ca: Option<PathBuf>,
-    node_id: Option<i32>,
-    fsync: Option<String>,
-    offsets_topic_partitions: Option<i32>,
-    group_initial_rebalance_delay_ms: Option<u64>,
-    offsets_retention_minutes: Option<u64>,
-    offsets_compact_after_records: Option<u64>,
-    num_partitions: Option<i32>,
-    auto_create_topics: Option<bool>,
-    default_replication_factor: Option<i16>,
-    min_insync_replicas: Option<i64>,
-    retention_ms: Option<i64>,
-    retention_bytes: Option<i64>,
-    segment_bytes: Option<i64>,
-    segment_ms: Option<i64>,
-    max_message_bytes: Option<i64>,
-    retention_check_interval_ms: Option<u64>,
-    max_connections: Option<usize>,
-    queued_max_request_bytes: Option<usize>,
-    connections_max_idle_ms: Option<u64>,
-    request_read_timeout_ms: Option<u64>,
-    max_connections_per_ip: Option<usize>,
-    log_format: Option<LogFormat>,
-    cluster: Option<String>,
-    rpc_addr: Option<SocketAddr>,
-    metadata_timeout_ms: Option<u64>,
-    broker_session_timeout_ms: Option<u64>,
-    rack: Option<String>,
-    replica_lag_time_max_ms: Option<u64>,
-    auto_leader_rebalance: Option<bool>,
-    http_addr: Option<HttpAddr>,
-    metrics_partition_labels: Option<bool>,
-    rpc_tls_cert: Option<PathBuf>,
-    rpc_tls_key: Option<PathBuf>,
-    rpc_tls_ca: Option<PathBuf>,
-    rpc_admin_allowed_names: Option<Vec<String>>,
-    rpc_insecure: Option<bool>,
-    sasl_mechanisms: Option<String>,
-    bootstrap_user: Option<String>,
-    connections_max_reauth_ms: Option<u64>,
-    authorizer: Option<String>,
-    super_users: Option<String>,
-}
-
-/// A setting that is present but wrong. Printed as one line; the process exits with 2.
-#[derive(Debug, Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {reason}")]
-    File { path: String, reason: String },
-    #[error("invalid value for {key}: {reason}")]
-    Invalid { key: &'static str, reason: String },
-}
 
 /// The merged, validated settings of one broker.
 #[derive(Debug, Clone)]
@@ -398,10 +295,10 @@ pub struct BrokerConfig {
     pub cluster: Option<ClusterSettings>,
     /// Standalone: where the RPC listener (admin API) binds, if anywhere.
     pub standalone_rpc_addr: Option<SocketAddr>,
-    pub metadata_timeout: std::time::Duration,
-    pub broker_session_timeout: std::time::Duration,
+    pub metadata_timeout: Duration,
+    pub broker_session_timeout: Duration,
     pub rack: Option<String>,
-    pub replica_lag_time_max: std::time::Duration,
+    pub replica_lag_time_max: Duration,
     pub auto_leader_rebalance: bool,
     /// Where the HTTP endpoint (metrics, health) binds; `None`: no endpoint.
     pub http_addr: Option<SocketAddr>,
@@ -421,6 +318,13 @@ pub struct ClusterSettings {
     pub join: Option<String>,
 }
 
+fn invalid<T>(key: &'static str, reason: impl Into<String>) -> Result<T, ConfigError> {
+    Err(ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    })
+}
+
 impl BrokerConfig {
     /// Where this node's RPC listener binds, if it has one.
     pub fn rpc_listen_addr(&self) -> Option<SocketAddr> {
@@ -430,122 +334,48 @@ impl BrokerConfig {
         }
     }
 
-    /// Merges flags/env (already folded by clap) over the config file over defaults.
-    pub fn resolve(mut args: ServerArgs) -> Result<BrokerConfig, ConfigError> {
-        let file = match &args.config {
-            Some(path) => read_file(path)?,
-            None => FileConfig::default(),
-        };
-        let groups = GroupSettings::resolve(&args, &file)?;
-        let topic_defaults = topic_defaults(&args, &file)?;
-        let node_id = args.node_id.or(file.node_id).unwrap_or(1);
-        let (cluster, standalone_rpc_addr) = cluster_settings(node_id, &args, &file)?;
+    /// Checks the settings (already merged by [`Cli::load`]) and derives what the broker
+    /// runs with.
+    pub fn resolve(args: ServerArgs) -> Result<BrokerConfig, ConfigError> {
+        let topic_defaults = topic_defaults(&args)?;
+        let (cluster, standalone_rpc_addr) = cluster_settings(&args)?;
         let rpc_listen = cluster.as_ref().map(|c| c.rpc_addr).or(standalone_rpc_addr);
-        let rpc_security =
-            RpcSecurity::resolve(std::mem::take(&mut args.rpc_security), &file, rpc_listen)?;
-        let security = security_settings(&args, &file)?;
-        let fsync = match (args.fsync, file.fsync) {
-            (Some(f), _) => f,
-            (None, Some(s)) => FsyncPolicy::from_str(&s).map_err(|e| ConfigError::Invalid {
-                key: "fsync",
-                reason: e.to_string(),
-            })?,
-            (None, None) => FsyncPolicy::Always,
-        };
-        let net = NetLimits::resolve(
-            args.queued_max_request_bytes
-                .or(file.queued_max_request_bytes),
-            args.connections_max_idle_ms
-                .or(file.connections_max_idle_ms),
-            args.request_read_timeout_ms
-                .or(file.request_read_timeout_ms),
-            args.max_connections_per_ip.or(file.max_connections_per_ip),
-        )?;
-        let listeners = ListenerConfig::resolve(ListenerArgs {
-            listeners: args.listeners.or(file.listeners),
-            advertised_listeners: args.advertised_listeners.or(file.advertised_listeners),
-            kafka_addr: args.kafka_addr.or(file.kafka_addr),
-            advertised_addr: args.advertised_addr.or(file.advertised_addr),
-            tls_cert: args.tls_cert.or(file.tls_cert),
-            tls_key: args.tls_key.or(file.tls_key),
-            tls_client_ca: args.tls_client_ca.or(file.tls_client_ca),
-        })?;
+        let data_dir = args.data_dir;
         let cfg = BrokerConfig {
-            net,
-            rpc_security,
-            listeners,
-            data_dir: args
-                .data_dir
-                .or(file.data_dir)
-                .unwrap_or_else(|| PathBuf::from("./data")),
-            node_id,
-            fsync,
-            offsets_topic_partitions: groups.offsets_topic_partitions,
-            group_initial_rebalance_delay_ms: groups.group_initial_rebalance_delay_ms,
-            offsets_retention_minutes: groups.offsets_retention_minutes,
-            offsets_compact_after_records: groups.offsets_compact_after_records,
-            num_partitions: args.num_partitions.or(file.num_partitions).unwrap_or(1),
-            auto_create_topics: args
-                .auto_create_topics
-                .or(file.auto_create_topics)
-                .unwrap_or(true),
-            default_replication_factor: args
-                .default_replication_factor
-                .or(file.default_replication_factor),
+            net: NetLimits::resolve(&args.net)?,
+            rpc_security: RpcSecurity::resolve(args.rpc_security, rpc_listen)?,
+            listeners: ListenerConfig::resolve(args.listeners)?,
+            security: kafka_security::security_settings(&args.security)?,
+            data_dir,
+            node_id: args.node_id,
+            fsync: args.fsync,
+            offsets_topic_partitions: args.offsets_topic_partitions,
+            group_initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms,
+            offsets_retention_minutes: args.offsets_retention_minutes,
+            offsets_compact_after_records: args.offsets_compact_after_records,
+            num_partitions: args.num_partitions,
+            auto_create_topics: args.auto_create_topics,
+            default_replication_factor: args.default_replication_factor,
             topic_defaults,
-            retention_check_interval_ms: args
-                .retention_check_interval_ms
-                .or(file.retention_check_interval_ms)
-                .unwrap_or(300_000),
-            max_connections: args
-                .max_connections
-                .or(file.max_connections)
-                .unwrap_or(10_000),
-            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            retention_check_interval_ms: args.retention_check_interval_ms,
+            max_connections: args.max_connections,
+            log_format: args.log_format,
             cluster,
             standalone_rpc_addr,
-            metadata_timeout: std::time::Duration::from_millis(
-                args.metadata_timeout_ms
-                    .or(file.metadata_timeout_ms)
-                    .unwrap_or(10_000),
-            ),
-            rack: args.rack.or(file.rack),
-            auto_leader_rebalance: args
-                .auto_leader_rebalance
-                .or(file.auto_leader_rebalance)
-                .unwrap_or(true),
-            http_addr: args
-                .http_addr
-                .or(file.http_addr)
-                .unwrap_or(HttpAddr(Some(SocketAddr::from(([127, 0, 0, 1], 9644)))))
-                .0,
-            metrics_partition_labels: args
-                .metrics_partition_labels
-                .or(file.metrics_partition_labels)
-                .unwrap_or(true),
-            replica_lag_time_max: std::time::Duration::from_millis(
-                args.replica_lag_time_max_ms
-                    .or(file.replica_lag_time_max_ms)
-                    .unwrap_or(10_000),
-            ),
-            broker_session_timeout: std::time::Duration::from_millis(
-                args.broker_session_timeout_ms
-                    .or(file.broker_session_timeout_ms)
-                    .unwrap_or(6_000),
-            ),
-            security,
+            metadata_timeout: Duration::from_millis(args.metadata_timeout_ms),
+            rack: args.rack,
+            auto_leader_rebalance: args.auto_leader_rebalance,
+            http_addr: args.http_addr.0,
+            metrics_partition_labels: args.metrics_partition_labels,
+            replica_lag_time_max: Duration::from_millis(args.replica_lag_time_max_ms),
+            broker_session_timeout: Duration::from_millis(args.broker_session_timeout_ms),
         };
+        cfg.validate_groups()?;
         cfg.validate()?;
         Ok(cfg)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, reason: &str| {
-            Err(ConfigError::Invalid {
-                key,
-                reason: reason.to_string(),
-            })
-        };
         if self.node_id < 0 {
             return invalid("node-id", "must be >= 0");
         }
@@ -585,92 +415,46 @@ impl BrokerConfig {
         }
         Ok(())
     }
-}
 
-/// The consumer-group and offsets settings, each checked against its range.
-struct GroupSettings {
-    offsets_topic_partitions: i32,
-    group_initial_rebalance_delay_ms: u64,
-    offsets_retention_minutes: u64,
-    offsets_compact_after_records: u64,
-}
-
-impl GroupSettings {
-    fn resolve(args: &ServerArgs, file: &FileConfig) -> Result<GroupSettings, ConfigError> {
-        let offsets_topic_partitions = args
-            .offsets_topic_partitions
-            .or(file.offsets_topic_partitions)
-            .unwrap_or(16);
-        if !(1..=1000).contains(&offsets_topic_partitions) {
-            return Err(ConfigError::Invalid {
-                key: "offsets_topic_partitions",
-                reason: format!("{offsets_topic_partitions} is not between 1 and 1000"),
-            });
+    /// The consumer-group and offsets settings, each against its range.
+    fn validate_groups(&self) -> Result<(), ConfigError> {
+        let partitions = self.offsets_topic_partitions;
+        if !(1..=1000).contains(&partitions) {
+            return invalid(
+                "offsets_topic_partitions",
+                format!("{partitions} is not between 1 and 1000"),
+            );
         }
-        let group_initial_rebalance_delay_ms = args
-            .group_initial_rebalance_delay_ms
-            .or(file.group_initial_rebalance_delay_ms)
-            .unwrap_or(3000);
-        if group_initial_rebalance_delay_ms > 300_000 {
-            return Err(ConfigError::Invalid {
-                key: "group_initial_rebalance_delay_ms",
-                reason: format!("{group_initial_rebalance_delay_ms} is over 300000"),
-            });
+        let delay_ms = self.group_initial_rebalance_delay_ms;
+        if delay_ms > 300_000 {
+            return invalid(
+                "group_initial_rebalance_delay_ms",
+                format!("{delay_ms} is over 300000"),
+            );
         }
-        let offsets_retention_minutes = args
-            .offsets_retention_minutes
-            .or(file.offsets_retention_minutes)
-            .unwrap_or(10_080);
-        if !(1..=525_600_000).contains(&offsets_retention_minutes) {
-            return Err(ConfigError::Invalid {
-                key: "offsets_retention_minutes",
-                reason: format!("{offsets_retention_minutes} is not between 1 and 525600000"),
-            });
+        let minutes = self.offsets_retention_minutes;
+        if !(1..=525_600_000).contains(&minutes) {
+            return invalid(
+                "offsets_retention_minutes",
+                format!("{minutes} is not between 1 and 525600000"),
+            );
         }
-        let offsets_compact_after_records = args
-            .offsets_compact_after_records
-            .or(file.offsets_compact_after_records)
-            .unwrap_or(10_000);
-        if offsets_compact_after_records == 0 {
-            return Err(ConfigError::Invalid {
-                key: "offsets_compact_after_records",
-                reason: "must be at least 1".into(),
-            });
+        if self.offsets_compact_after_records == 0 {
+            return invalid("offsets_compact_after_records", "must be at least 1");
         }
-        Ok(GroupSettings {
-            offsets_topic_partitions,
-            group_initial_rebalance_delay_ms,
-            offsets_retention_minutes,
-            offsets_compact_after_records,
-        })
+        Ok(())
     }
 }
 
 /// The broker-wide defaults of topic configs (Kafka's `log.*` settings).
-fn topic_defaults(args: &ServerArgs, file: &FileConfig) -> Result<TopicDefaults, ConfigError> {
-    let d = TopicDefaults::default();
+fn topic_defaults(args: &ServerArgs) -> Result<TopicDefaults, ConfigError> {
     let topic_defaults = TopicDefaults {
-        retention_ms: args
-            .retention_ms
-            .or(file.retention_ms)
-            .unwrap_or(d.retention_ms),
-        retention_bytes: args
-            .retention_bytes
-            .or(file.retention_bytes)
-            .unwrap_or(d.retention_bytes),
-        segment_bytes: args
-            .segment_bytes
-            .or(file.segment_bytes)
-            .unwrap_or(d.segment_bytes),
-        segment_ms: args.segment_ms.or(file.segment_ms).unwrap_or(d.segment_ms),
-        max_message_bytes: args
-            .max_message_bytes
-            .or(file.max_message_bytes)
-            .unwrap_or(d.max_message_bytes),
-        min_insync_replicas: args
-            .min_insync_replicas
-            .or(file.min_insync_replicas)
-            .unwrap_or(d.min_insync_replicas),
+        retention_ms: args.retention_ms,
+        retention_bytes: args.retention_bytes,
+        segment_bytes: args.segment_bytes,
+        segment_ms: args.segment_ms,
+        max_message_bytes: args.max_message_bytes,
+        min_insync_replicas: args.min_insync_replicas,
     };
     topic_defaults
         .validate()
@@ -680,51 +464,32 @@ fn topic_defaults(args: &ServerArgs, file: &FileConfig) -> Result<TopicDefaults,
 
 /// Cluster mode (`--cluster` or `--join`), or standalone with where its RPC listener binds.
 fn cluster_settings(
-    node_id: i32,
     args: &ServerArgs,
-    file: &FileConfig,
 ) -> Result<(Option<ClusterSettings>, Option<SocketAddr>), ConfigError> {
-    let peers = match (args.cluster.clone(), file.cluster.as_deref()) {
-        (Some(p), _) => Some(p),
-        (None, Some(s)) => Some(
-            PeerList::from_str(s).map_err(|reason| ConfigError::Invalid {
-                key: "cluster",
-                reason,
-            })?,
-        ),
-        (None, None) => None,
-    };
+    let node_id = args.node_id;
     if let Some(join) = args.join.clone() {
-        if peers.is_some() {
-            return Err(ConfigError::Invalid {
-                key: "join",
-                reason: "give either --cluster (forming a cluster) or --join (adding a node \
-                         to a running one), not both"
-                    .into(),
-            });
+        // That --join comes with --node-id is clap's rule (`requires`).
+        if args.cluster.is_some() {
+            return invalid(
+                "join",
+                "give either --cluster (forming a cluster) or --join (adding a node to a \
+                 running one), not both",
+            );
         }
-        if args.node_id.or(file.node_id).is_none() {
-            return Err(ConfigError::Invalid {
-                key: "node-id",
-                reason: "--join needs --node-id: an id no member of the cluster uses".into(),
-            });
-        }
-        let rpc_addr = args
-            .rpc_addr
-            .or(file.rpc_addr)
-            .ok_or_else(|| ConfigError::Invalid {
-                key: "rpc-addr",
-                reason: "--join needs --rpc-addr IP:PORT: where the other nodes reach this one"
-                    .into(),
-            })?;
+        let Some(rpc_addr) = args.rpc_addr else {
+            return invalid(
+                "rpc-addr",
+                "--join needs --rpc-addr IP:PORT: where the other nodes reach this one",
+            );
+        };
         if rpc_addr.ip().is_unspecified() || rpc_addr.port() == 0 {
-            return Err(ConfigError::Invalid {
-                key: "rpc-addr",
-                reason: format!(
+            return invalid(
+                "rpc-addr",
+                format!(
                     "{rpc_addr}: with --join the RPC address is also what the other nodes \
                      dial, so it needs a real IP and port"
                 ),
-            });
+            );
         }
         let peers = PeerList(std::collections::BTreeMap::from([(
             node_id as u64,
@@ -736,15 +501,14 @@ fn cluster_settings(
             join: Some(join),
         };
         Ok((Some(cluster), None))
-    } else if let Some(peers) = peers {
-        let own = peers
-            .0
-            .get(&(node_id as u64))
-            .ok_or_else(|| ConfigError::Invalid {
-                key: "node-id",
-                reason: format!("node id {} is not in --cluster {peers}", node_id),
-            })?;
-        let rpc_addr = match args.rpc_addr.or(file.rpc_addr) {
+    } else if let Some(peers) = args.cluster.clone() {
+        let Some(own) = peers.0.get(&(node_id as u64)) else {
+            return invalid(
+                "node-id",
+                format!("node id {node_id} is not in --cluster {peers}"),
+            );
+        };
+        let rpc_addr = match args.rpc_addr {
             Some(a) => a,
             None => own.parse().map_err(|_| ConfigError::Invalid {
                 key: "rpc-addr",
@@ -760,68 +524,227 @@ fn cluster_settings(
         };
         Ok((Some(cluster), None))
     } else {
-        Ok((None, args.rpc_addr.or(file.rpc_addr)))
+        Ok((None, args.rpc_addr))
     }
-}
-
-fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    toml::from_str(&text).map_err(|e| ConfigError::File {
-        path: path.display().to_string(),
-        reason: e.message().to_string(),
-    })
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use clap::CommandFactory;
+    use std::sync::Mutex;
 
-    /// Every flag has its config-file key and the reverse, except `--config` itself and
-    /// `--join` (a one-time action, not a setting to keep in a file).
+    /// Held by every test that reads `CHRONIK_*` variables ([`Cli::load`]) while one sets them.
+    pub(crate) static ENV: Mutex<()> = Mutex::new(());
+
+    pub(crate) fn load(flags: &[&str]) -> Result<ServerArgs, ConfigError> {
+        let argv = ["chronik-server"].iter().chain(flags);
+        Cli::load(argv.map(|s| s.to_string())).and_then(Cli::into_args)
+    }
+
+    fn with_file(text: &str, flags: &[&str]) -> Result<ServerArgs, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text).unwrap();
+        let path = path.to_str().unwrap();
+        load(&[&["standalone", "--config", path], flags].concat())
+    }
+
+    /// Every flag has its config-file key, but those listed flag-only with a reason.
     #[test]
-    fn every_flag_is_a_config_file_key() {
-        use clap::CommandFactory;
-        let keys: std::collections::BTreeSet<String> =
-            config_file_keys().iter().map(|k| k.to_string()).collect();
-        let flags: std::collections::BTreeSet<String> = Cli::command()
-            .get_arguments()
-            .filter_map(|a| a.get_long())
-            .filter(|l| !matches!(*l, "config" | "join" | "help" | "version"))
-            .map(|l| l.replace('-', "_"))
-            .collect();
-        assert!(keys.contains("data_dir"), "{keys:?}");
-        assert_eq!(keys, flags);
+    fn every_flag_is_a_config_file_key_or_says_why_not() {
+        let cmd = Cli::command();
+        for arg in settings(&cmd) {
+            let long = arg.get_long().unwrap();
+            let reason = FLAG_ONLY.iter().find(|(f, _)| *f == long).map(|(_, r)| r);
+            match (file_key(arg), reason) {
+                (Some(key), None) => assert_eq!(key, long.replace('-', "_")),
+                (None, Some(r)) => assert!(!r.is_empty(), "--{long}"),
+                other => panic!("--{long}: {other:?}"),
+            }
+        }
+        for (flag, _) in FLAG_ONLY {
+            assert!(settings(&cmd).any(|a| a.get_long() == Some(flag)), "{flag}");
+        }
+        assert!(settings(&cmd).any(|a| a.get_long() == Some("join")));
+    }
+
+    /// Each setting's default, written in the file under its key, is accepted and resolves:
+    /// every key is known, and every default parses from the file as from a flag.
+    #[test]
+    fn every_default_reads_back_from_the_file() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let mut text = String::new();
+        let mut cmd = Cli::command();
+        cmd.build(); // gives switches their implicit default, false
+        for arg in settings(&cmd) {
+            let (Some(key), Some(d)) = (file_key(arg), arg.get_default_values().first()) else {
+                continue;
+            };
+            let d = d.to_str().unwrap();
+            if arg.get_action().takes_values() {
+                text.push_str(&format!("{key} = {d:?}\n"));
+            } else {
+                text.push_str(&format!("{key} = {d}\n"));
+            }
+        }
+        assert!(
+            text.contains("replica_lag_time_max_ms = \"10000\""),
+            "{text}"
+        );
+        assert!(text.contains("rpc_insecure = false"), "{text}");
+        let cfg = BrokerConfig::resolve(with_file(&text, &[]).unwrap()).unwrap();
+        let default = BrokerConfig::resolve(ServerArgs::default()).unwrap();
+        assert_eq!(format!("{cfg:?}"), format!("{default:?}"));
+    }
+
+    /// flag > env > file > default, for a duration in ms, a bool, a list, a path and a switch.
+    #[test]
+    fn precedence_flag_over_env_over_file_over_default() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let file = "replica_lag_time_max_ms = 2000\nauto_leader_rebalance = false\n\
+                    rpc_admin_allowed_names = [\"file\"]\ndata_dir = \"/file\"\n\
+                    rpc_insecure = true\n";
+        let vars = [
+            ("CHRONIK_REPLICA_LAG_TIME_MAX_MS", "3000"),
+            ("CHRONIK_AUTO_LEADER_REBALANCE", "true"),
+            ("CHRONIK_RPC_ADMIN_ALLOWED_NAMES", "env1,env2"),
+            ("CHRONIK_DATA_DIR", "/env"),
+        ];
+        let flags = [
+            "--replica-lag-time-max-ms",
+            "4000",
+            "--auto-leader-rebalance",
+            "false",
+            "--rpc-admin-allowed-names",
+            "flag",
+            "--data-dir",
+            "/flag",
+        ];
+        type Seen = (u64, bool, Option<Vec<String>>, PathBuf, bool);
+        let seen = |a: ServerArgs| -> Seen {
+            let rpc = a.rpc_security;
+            let (lag, rebalance) = (a.replica_lag_time_max_ms, a.auto_leader_rebalance);
+            (
+                lag,
+                rebalance,
+                rpc.rpc_admin_allowed_names,
+                a.data_dir,
+                rpc.rpc_insecure,
+            )
+        };
+        let names = |n: &[&str]| Some(n.iter().map(|s| s.to_string()).collect());
+        let path = |p: &str| PathBuf::from(p);
+        assert_eq!(
+            seen(load(&["standalone"]).unwrap()),
+            (10_000, true, None, path("./data"), false)
+        );
+        let from_file = (2000, false, names(&["file"]), path("/file"), true);
+        assert_eq!(seen(with_file(file, &[]).unwrap()), from_file);
+        for (k, v) in vars {
+            std::env::set_var(k, v);
+        }
+        let from_env = with_file(file, &[]).map(seen);
+        let from_flags = with_file(file, &flags).map(seen);
+        for (k, _) in vars {
+            std::env::remove_var(k);
+        }
+        // The switch has no variable set here, so the file's value stays.
+        assert_eq!(
+            from_env.unwrap(),
+            (3000, true, names(&["env1", "env2"]), path("/env"), true)
+        );
+        assert_eq!(
+            from_flags.unwrap(),
+            (4000, false, names(&["flag"]), path("/flag"), true)
+        );
     }
 
     #[test]
-    fn precedence_flag_over_file_over_default() {
+    fn file_errors_name_the_file_and_the_key() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let err = |text: &str, flags: &[&str]| with_file(text, flags).unwrap_err().to_string();
+        let e = err("num_partitons = 4\n", &[]);
+        assert!(
+            e.contains("c.toml") && e.contains("unknown key `num_partitons`"),
+            "{e}"
+        );
+        let e = err("config = \"other.toml\"\n", &[]);
+        assert!(e.contains("names the file itself"), "{e}");
+        let e = err("fsync = \"bogus\"\n", &[]);
+        assert!(
+            e.contains("c.toml") && e.contains("fsync") && e.contains("bogus"),
+            "{e}"
+        );
+        let e = err("auto_create_topics = \"maybe\"\n", &[]);
+        assert!(
+            e.contains("auto-create-topics") && e.contains("maybe"),
+            "{e}"
+        );
+        let e = err("num_partitions = [1, 2]\n", &[]);
+        assert!(e.contains("num_partitions: takes one value"), "{e}");
+        let e = err("rpc_insecure = \"yes\"\n", &[]);
+        assert!(e.contains("rpc_insecure: must be true or false"), "{e}");
+        // Settings that exclude each other do so whatever their sources.
+        let e = err(
+            "listeners = \"PLAINTEXT://127.0.0.1:0\"\n",
+            &["--kafka-addr", "1.2.3.4:5"],
+        );
+        assert!(
+            e.contains("--listeners") && e.contains("--kafka-addr"),
+            "{e}"
+        );
+        let e = err("join = \"10.0.0.1:9093\"\n", &[]);
+        assert!(
+            e.contains("required arguments were not provided: --node-id"),
+            "{e}"
+        );
+        let e = err("join = \"10.0.0.1:9093\"\nnode_id = 2\n", &[]);
+        assert!(e.contains("standalone runs a one-node cluster"), "{e}");
+        let missing = load(&["standalone", "--config", "/nonexistent/c.toml"]).unwrap_err();
+        assert!(
+            missing.to_string().contains("/nonexistent/c.toml"),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn a_file_value_counts_as_given_for_clap_rules() {
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        let file = "rpc_addr = \"127.0.0.1:9093\"\njoin = \"127.0.0.1:9094\"\n";
+        let e = load(&["--join", "127.0.0.1:9094"]).unwrap_err().to_string();
+        assert!(e.contains("--node-id"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
-        std::fs::write(
-            &path,
-            "num_partitions = 4\nfsync = \"never\"\nnode_id = 3\n",
-        )
-        .unwrap();
-        let args = ServerArgs {
-            config: Some(path.clone()),
-            num_partitions: Some(7),
+        std::fs::write(&path, format!("{file}node_id = 4\n")).unwrap();
+        let args = load(&["--config", path.to_str().unwrap()]).unwrap();
+        let cfg = BrokerConfig::resolve(args).unwrap();
+        let cluster = cfg.cluster.unwrap();
+        assert_eq!(
+            (cfg.node_id, cluster.join.as_deref()),
+            (4, Some("127.0.0.1:9094"))
+        );
+    }
+
+    #[test]
+    fn typed_defaults_and_ranges() {
+        let d = BrokerConfig::resolve(ServerArgs::default()).unwrap();
+        assert_eq!(d.data_dir, PathBuf::from("./data"));
+        assert_eq!(d.fsync, FsyncPolicy::Always);
+        assert_eq!(d.http_addr, Some(SocketAddr::from(([127, 0, 0, 1], 9644))));
+        assert_eq!(d.topic_defaults, TopicDefaults::default());
+        assert_eq!(d.replica_lag_time_max, Duration::from_secs(10));
+        let bad = ServerArgs {
+            offsets_topic_partitions: 0,
             ..Default::default()
         };
-        let cfg = BrokerConfig::resolve(args).unwrap();
-        assert_eq!(cfg.num_partitions, 7);
-        assert_eq!(cfg.node_id, 3);
-        assert!(matches!(cfg.fsync, FsyncPolicy::Never));
-        assert_eq!(cfg.data_dir, PathBuf::from("./data"));
-
-        std::fs::write(&path, "num_partitons = 4\n").unwrap();
-        let err = BrokerConfig::resolve(ServerArgs {
-            config: Some(path),
+        let e = BrokerConfig::resolve(bad).unwrap_err().to_string();
+        assert!(e.contains("offsets_topic_partitions"), "{e}");
+        let bad = ServerArgs {
+            retention_ms: -2,
             ..Default::default()
-        })
-        .unwrap_err();
-        assert!(err.to_string().contains("num_partitons"), "{err}");
+        };
+        let e = BrokerConfig::resolve(bad).unwrap_err().to_string();
+        assert!(e.contains("retention-ms"), "{e}");
     }
 }

@@ -33,6 +33,7 @@ pub mod sasl;
 pub mod security;
 pub mod server;
 pub mod session;
+pub mod settings;
 pub mod shutdown;
 pub mod startup;
 pub mod tls;

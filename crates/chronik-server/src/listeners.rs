@@ -10,7 +10,7 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
 /// Kafka's security protocols, which are also the listener names here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -104,16 +104,46 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
-/// The listener settings as given (flags, env or file), before validation.
-#[derive(Debug, Default)]
+/// The listener flags (part of `ServerArgs`), before validation.
+#[derive(Debug, Clone, clap::Args)]
 pub struct ListenerArgs {
-    pub listeners: Option<String>,
-    pub advertised_listeners: Option<String>,
-    pub kafka_addr: Option<SocketAddr>,
+    /// Address of a single PLAINTEXT Kafka listener (the short form of --listeners
+    /// PLAINTEXT://ADDR); port 0 lets the OS pick
+    #[arg(long, env = "CHRONIK_KAFKA_ADDR")]
+    #[arg(default_value = "127.0.0.1:9092", conflicts_with = "listeners")]
+    pub kafka_addr: SocketAddr,
+    /// HOST[:PORT] given to clients in Metadata, with a single listener (the short form of
+    /// --advertised-listeners). Unset: the bound Kafka address
+    #[arg(long, env = "CHRONIK_ADVERTISED_ADDR")]
     pub advertised_addr: Option<String>,
+    /// Kafka listeners, Kafka's syntax: NAME://HOST:PORT,... where the name is the security
+    /// protocol (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL); port 0 lets the OS pick, an empty
+    /// host binds every interface. Instead of --kafka-addr. Unset: one PLAINTEXT listener on
+    /// --kafka-addr
+    #[arg(long, env = "CHRONIK_LISTENERS")]
+    pub listeners: Option<String>,
+    /// NAME://HOST:PORT,... given to clients in Metadata, per listener they came in on.
+    /// Unset: each listener's bound address
+    #[arg(long, env = "CHRONIK_ADVERTISED_LISTENERS")]
+    pub advertised_listeners: Option<String>,
+    /// Certificate chain (PEM) of SSL and SASL_SSL listeners; reloaded on SIGHUP
+    #[arg(long, env = "CHRONIK_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
+    /// Private key (PEM: PKCS#8, PKCS#1 or SEC1) of --tls-cert; reloaded on SIGHUP
+    #[arg(long, env = "CHRONIK_TLS_KEY")]
     pub tls_key: Option<PathBuf>,
+    /// CA certificates (PEM): SSL listeners then require a client certificate signed by one
+    /// of them, whose subject CN is the principal (User:CN); reloaded on SIGHUP. Unset: no
+    /// client certificate, principal User:ANONYMOUS
+    #[arg(long, env = "CHRONIK_TLS_CLIENT_CA")]
     pub tls_client_ca: Option<PathBuf>,
+}
+
+/// The defaults of the definition above.
+impl Default for ListenerArgs {
+    fn default() -> Self {
+        crate::settings::defaults()
+    }
 }
 
 /// The validated listeners and, if any of them is a TLS one, its certificate files.
@@ -133,19 +163,10 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 
 impl ListenerConfig {
     pub fn resolve(a: ListenerArgs) -> Result<ListenerConfig, ConfigError> {
-        let mut listeners = match (&a.listeners, a.kafka_addr) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "listeners",
-                    "give either --listeners or --kafka-addr (the short form of one PLAINTEXT \
-                     listener), not both",
-                ))
-            }
-            (Some(s), None) => parse_listeners(s).map_err(|r| invalid("listeners", r))?,
-            (None, addr) => vec![listener(
-                SecurityProtocol::Plaintext,
-                addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092))),
-            )],
+        // Given both, clap refuses --kafka-addr (`conflicts_with`), so it is the default here.
+        let mut listeners = match &a.listeners {
+            Some(s) => parse_listeners(s).map_err(|r| invalid("listeners", r))?,
+            None => vec![listener(SecurityProtocol::Plaintext, a.kafka_addr)],
         };
         match (&a.advertised_listeners, &a.advertised_addr) {
             (Some(_), Some(_)) => {
@@ -360,7 +381,7 @@ mod tests {
     #[test]
     fn kafka_addr_is_the_short_form() {
         let c = ListenerConfig::resolve(ListenerArgs {
-            kafka_addr: Some("127.0.0.1:7".parse().unwrap()),
+            kafka_addr: "127.0.0.1:7".parse().unwrap(),
             advertised_addr: Some("kafka.example".into()),
             ..Default::default()
         })
@@ -374,11 +395,16 @@ mod tests {
         );
         let d = ListenerConfig::resolve(ListenerArgs::default()).unwrap();
         assert_eq!(d.listeners[0].addr, "127.0.0.1:9092".parse().unwrap());
-        let both = ListenerArgs {
-            kafka_addr: Some("127.0.0.1:7".parse().unwrap()),
-            ..args("PLAINTEXT://127.0.0.1:8")
-        };
-        assert!(ListenerConfig::resolve(both).is_err());
+        let _env = crate::config::tests::ENV.lock();
+        let both = [
+            "standalone",
+            "--kafka-addr",
+            "127.0.0.1:7",
+            "--listeners",
+            "SSL://:8",
+        ];
+        let err = crate::config::tests::load(&both).unwrap_err().to_string();
+        assert!(err.contains("cannot be used with"), "{err}");
     }
 
     #[test]

@@ -10,24 +10,26 @@ use anyhow::Context;
 use chronik_cluster::ClusterError;
 use chronik_metadata::Endpoint;
 use chronik_server::broker::{Broker, StartError};
-use chronik_server::config::{BrokerConfig, Cli, LogFormat, DEFAULT_LOG_FILTER, LOG_FILTER_ENV};
+use chronik_server::config::{
+    BrokerConfig, Cli, ConfigError, LogFormat, DEFAULT_LOG_FILTER, LOG_FILTER_ENV,
+};
 use chronik_server::shutdown::Shutdown;
 use chronik_server::startup::StartupPhase;
 use chronik_server::tls::Tls;
 use chronik_server::{http, server};
-use clap::Parser;
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let cli = Cli::parse(); // clap prints usage errors and exits with code 2
-    let config = match cli
-        .into_args()
+    let config = match Cli::load(std::env::args_os())
+        .and_then(Cli::into_args)
         .and_then(BrokerConfig::resolve)
         .and_then(|c| c.rpc_security.apply(c.node_id).map(|()| c))
     {
         Ok(c) => c,
+        // clap prints a usage error with the usage and exits with code 2 (0 for --help).
+        Err(ConfigError::Usage(e)) => e.exit(),
         Err(e) => {
             eprintln!("chronik-server: {e}");
             return ExitCode::from(2);

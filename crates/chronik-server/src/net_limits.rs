@@ -15,11 +15,40 @@ use std::time::Duration;
 
 use chronik_protocol::frame::DEFAULT_MAX_FRAME_BYTES;
 
-use crate::config::ConfigError;
+use crate::settings::ConfigError;
 
-pub const DEFAULT_QUEUED_MAX_REQUEST_BYTES: usize = 256 * 1024 * 1024;
-pub const DEFAULT_CONNECTIONS_MAX_IDLE_MS: u64 = 600_000;
-pub const DEFAULT_REQUEST_READ_TIMEOUT_MS: u64 = 30_000;
+/// The flags of these limits (part of `ServerArgs`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct NetLimitArgs {
+    /// Budget of request bytes being received or handled, across all connections (Kafka's
+    /// queued.max.request.bytes, here on by default; at least 104857600, the largest request).
+    /// When spent, connections stop reading until requests finish. Bounds the broker's RSS to
+    /// about this + 64 KiB per open connection + its working set
+    #[arg(long, env = "CHRONIK_QUEUED_MAX_REQUEST_BYTES")]
+    #[arg(default_value_t = 256 * 1024 * 1024)]
+    pub queued_max_request_bytes: usize,
+    /// Close a connection that completed no request for this long and has none in flight
+    /// (Kafka's connections.max.idle.ms)
+    #[arg(long, env = "CHRONIK_CONNECTIONS_MAX_IDLE_MS")]
+    #[arg(default_value_t = 600_000)]
+    pub connections_max_idle_ms: u64,
+    /// A request's size, and then its body, must each arrive within this, or the connection
+    /// is closed (stalled or slow-drip requests); also the bound on a TLS handshake
+    #[arg(long, env = "CHRONIK_REQUEST_READ_TIMEOUT_MS")]
+    #[arg(default_value_t = 30_000)]
+    pub request_read_timeout_ms: u64,
+    /// Most connections from one client address; more are refused (Kafka's
+    /// max.connections.per.ip). Unset: no limit besides --max-connections
+    #[arg(long, env = "CHRONIK_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+}
+
+/// The defaults of the definition above.
+impl Default for NetLimitArgs {
+    fn default() -> Self {
+        crate::settings::defaults()
+    }
+}
 
 /// The resolved connection limits (part of `BrokerConfig`).
 #[derive(Debug, Clone)]
@@ -35,41 +64,33 @@ pub struct NetLimits {
 }
 
 impl NetLimits {
-    /// Applies defaults and checks ranges (values come merged flag > env > file).
-    pub fn resolve(
-        queued_max_request_bytes: Option<usize>,
-        connections_max_idle_ms: Option<u64>,
-        request_read_timeout_ms: Option<u64>,
-        max_connections_per_ip: Option<usize>,
-    ) -> Result<NetLimits, ConfigError> {
+    /// Checks the ranges.
+    pub fn resolve(a: &NetLimitArgs) -> Result<NetLimits, ConfigError> {
         let invalid = |key, reason: String| Err(ConfigError::Invalid { key, reason });
-        let queued = queued_max_request_bytes.unwrap_or(DEFAULT_QUEUED_MAX_REQUEST_BYTES);
         // Kafka's rule too: a frame of the largest allowed size must fit in the budget.
-        if queued < DEFAULT_MAX_FRAME_BYTES {
+        if a.queued_max_request_bytes < DEFAULT_MAX_FRAME_BYTES {
             return invalid(
                 "queued-max-request-bytes",
                 format!("must be at least the largest request, {DEFAULT_MAX_FRAME_BYTES} bytes"),
             );
         }
-        let idle_ms = connections_max_idle_ms.unwrap_or(DEFAULT_CONNECTIONS_MAX_IDLE_MS);
-        if idle_ms == 0 {
+        if a.connections_max_idle_ms == 0 {
             return invalid("connections-max-idle-ms", "must be > 0".into());
         }
-        let read_ms = request_read_timeout_ms.unwrap_or(DEFAULT_REQUEST_READ_TIMEOUT_MS);
-        if !(100..=3_600_000).contains(&read_ms) {
+        if !(100..=3_600_000).contains(&a.request_read_timeout_ms) {
             return invalid(
                 "request-read-timeout-ms",
                 "must be between 100 and 3600000".into(),
             );
         }
-        if max_connections_per_ip == Some(0) {
+        if a.max_connections_per_ip == Some(0) {
             return invalid("max-connections-per-ip", "must be > 0".into());
         }
         Ok(NetLimits {
-            queued_max_request_bytes: queued,
-            connections_max_idle: Duration::from_millis(idle_ms),
-            request_read_timeout: Duration::from_millis(read_ms),
-            max_connections_per_ip,
+            queued_max_request_bytes: a.queued_max_request_bytes,
+            connections_max_idle: Duration::from_millis(a.connections_max_idle_ms),
+            request_read_timeout: Duration::from_millis(a.request_read_timeout_ms),
+            max_connections_per_ip: a.max_connections_per_ip,
         })
     }
 }
@@ -147,13 +168,18 @@ mod tests {
 
     #[test]
     fn defaults_and_ranges() {
-        let d = NetLimits::resolve(None, None, None, None).unwrap();
+        let d = NetLimits::resolve(&NetLimitArgs::default()).unwrap();
         assert_eq!(d.queued_max_request_bytes, 256 << 20);
         assert_eq!(d.connections_max_idle, Duration::from_secs(600));
         assert_eq!(d.max_connections_per_ip, None);
-        assert!(NetLimits::resolve(Some(1 << 20), None, None, None).is_err());
-        assert!(NetLimits::resolve(None, Some(0), None, None).is_err());
-        assert!(NetLimits::resolve(None, None, Some(5), None).is_err());
-        assert!(NetLimits::resolve(None, None, None, Some(0)).is_err());
+        let with = |f: fn(&mut NetLimitArgs)| {
+            let mut a = NetLimitArgs::default();
+            f(&mut a);
+            NetLimits::resolve(&a)
+        };
+        assert!(with(|a| a.queued_max_request_bytes = 1 << 20).is_err());
+        assert!(with(|a| a.connections_max_idle_ms = 0).is_err());
+        assert!(with(|a| a.request_read_timeout_ms = 5).is_err());
+        assert!(with(|a| a.max_connections_per_ip = Some(0)).is_err());
     }
 }

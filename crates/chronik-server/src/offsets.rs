@@ -463,7 +463,7 @@ mod tests {
     /// A standalone broker on `dir` (a one-node cluster, the same code as the binary's).
     async fn standalone(dir: &std::path::Path) -> Arc<Broker> {
         let config = BrokerConfig::resolve(ServerArgs {
-            data_dir: Some(dir.to_path_buf()),
+            data_dir: dir.to_path_buf(),
             ..Default::default()
         })
         .expect("config");

@@ -98,7 +98,7 @@ pub struct Partition {
     producers: Mutex<ProducerStateTable>,
     /// The log generation whose producer state and leader epochs this partition holds, and
     /// in which it takes produces: after the log heals, appends are refused until the broker
-    /// rebuilt that state and bumped the leader epochs (`broker::heal`).
+    /// rebuilt that state and bumped the leader epochs (`partitions::heal`).
     serving_generation: std::sync::atomic::AtomicU64,
     /// Metric handles, registered once: no label allocation or lookup per request.
     pub counters: crate::metrics::PartitionCounters,

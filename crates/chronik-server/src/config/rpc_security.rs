@@ -7,9 +7,9 @@ use std::path::PathBuf;
 use chronik_rpc::tls::{RpcTls, TlsFiles};
 use clap::Args;
 
-use super::{ConfigError, FileConfig};
+use super::ConfigError;
 
-#[derive(Debug, Args, Default)]
+#[derive(Debug, Clone, Args)]
 pub struct RpcSecurityArgs {
     /// This node's certificate (PEM) for mutual TLS on the RPC port. Its subject CN must be
     /// `node-<node id>` and it must carry the DNS subject alternative name `chronik-rpc`
@@ -24,11 +24,11 @@ pub struct RpcSecurityArgs {
     #[arg(long, env = "CHRONIK_RPC_TLS_CA")]
     pub rpc_tls_ca: Option<PathBuf>,
     /// Comma-separated certificate CNs allowed to use the admin API and propose metadata
-    /// changes, besides the nodes' own [default: any certificate the CA signed]
+    /// changes, besides the nodes' own. Unset: any certificate the CA signed
     #[arg(long, env = "CHRONIK_RPC_ADMIN_ALLOWED_NAMES", value_delimiter = ',')]
     pub rpc_admin_allowed_names: Option<Vec<String>>,
     /// Without RPC TLS, allow the RPC port on a non-loopback address anyway: anyone who can
-    /// reach it can then change the cluster's metadata and read any partition [default: false]
+    /// reach it can then change the cluster's metadata and read any partition
     #[arg(long, env = "CHRONIK_RPC_INSECURE")]
     pub rpc_insecure: bool,
 }
@@ -45,13 +45,9 @@ pub struct RpcSecurity {
 impl RpcSecurity {
     pub(super) fn resolve(
         args: RpcSecurityArgs,
-        file: &FileConfig,
         rpc_listen: Option<SocketAddr>,
     ) -> Result<RpcSecurity, ConfigError> {
-        let cert = args.rpc_tls_cert.or(file.rpc_tls_cert.clone());
-        let key = args.rpc_tls_key.or(file.rpc_tls_key.clone());
-        let ca = args.rpc_tls_ca.or(file.rpc_tls_ca.clone());
-        let tls = match (cert, key, ca) {
+        let tls = match (args.rpc_tls_cert, args.rpc_tls_key, args.rpc_tls_ca) {
             (Some(cert), Some(key), Some(ca)) => Some(TlsFiles { cert, key, ca }),
             (None, None, None) => None,
             _ => {
@@ -61,16 +57,13 @@ impl RpcSecurity {
                 })
             }
         };
-        let admin_allowed_names = args
-            .rpc_admin_allowed_names
-            .or(file.rpc_admin_allowed_names.clone())
-            .map(|names| {
-                names
-                    .into_iter()
-                    .map(|n| n.trim().to_string())
-                    .filter(|n| !n.is_empty())
-                    .collect::<Vec<_>>()
-            });
+        let admin_allowed_names = args.rpc_admin_allowed_names.map(|names| {
+            names
+                .into_iter()
+                .map(|n| n.trim().to_string())
+                .filter(|n| !n.is_empty())
+                .collect::<Vec<_>>()
+        });
         if admin_allowed_names.is_some() && tls.is_none() {
             return Err(ConfigError::Invalid {
                 key: "rpc-admin-allowed-names",
@@ -79,9 +72,8 @@ impl RpcSecurity {
                     .into(),
             });
         }
-        let insecure = args.rpc_insecure || file.rpc_insecure.unwrap_or(false);
         if let Some(addr) = rpc_listen {
-            if tls.is_none() && !insecure && !addr.ip().is_loopback() {
+            if tls.is_none() && !args.rpc_insecure && !addr.ip().is_loopback() {
                 return Err(ConfigError::Invalid {
                     key: "rpc-addr",
                     reason: format!(
@@ -135,17 +127,12 @@ impl RpcSecurity {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{BrokerConfig, Cli};
-    use clap::Parser;
+    use crate::config::tests::{load, ENV};
+    use crate::config::BrokerConfig;
 
     fn resolve(flags: &[&str]) -> Result<BrokerConfig, ConfigError> {
-        let cli = Cli::try_parse_from(["chronik-server"].iter().chain(flags)).map_err(|e| {
-            ConfigError::Invalid {
-                key: "cli",
-                reason: e.to_string(),
-            }
-        })?;
-        cli.into_args().and_then(BrokerConfig::resolve)
+        let _env = ENV.lock().unwrap_or_else(|e| e.into_inner());
+        load(flags).and_then(BrokerConfig::resolve)
     }
 
     const TLS: [&str; 6] = [

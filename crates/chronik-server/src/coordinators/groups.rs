@@ -216,3 +216,71 @@ impl LeadershipListener for GroupCoordinator {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chronik_groups::{OffsetKey, OffsetValue, OFFSETS_TOPIC};
+
+    use super::*;
+    use crate::partitions::test_support::{create, manager};
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_group_coordinator_follows_offsets_leadership() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pm = manager(dir.path()).await;
+        let settings = GroupSettings {
+            offsets_topic_partitions: 2,
+            offsets_compact_after_records: 1000,
+            offsets_retention_minutes: 60,
+            initial_rebalance_delay: Duration::ZERO,
+        };
+        let first = GroupCoordinator::new(pm.clone(), settings.clone(), Shutdown::new());
+        create(&pm, OFFSETS_TOPIC, 2).await;
+        first.open().await.expect("opened");
+        assert!(first.is_coordinator("g"));
+        let key = OffsetKey {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+        };
+        let value = OffsetValue {
+            offset: 42,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 0,
+        };
+        first
+            .offsets()
+            .commit(&pm, "g", vec![(key, value)])
+            .await
+            .expect("committed");
+
+        // A second coordinator opened on the same partitions replays the commit.
+        let second = GroupCoordinator::new(pm.clone(), settings, Shutdown::new());
+        second.open().await.expect("opened");
+        assert_eq!(
+            second.offsets().get("g", "t", 0).map(|v| v.offset),
+            Some(42)
+        );
+        // Told it leads the group's offsets partition (again), it reloads it; other topics'
+        // changes are not its business.
+        let p = second.offsets().partition_of("g");
+        let part = pm.partition(OFFSETS_TOPIC, p).expect("led here");
+        for topic in ["other", OFFSETS_TOPIC] {
+            let change = Leadership {
+                topic: topic.into(),
+                partition: p,
+                part: part.clone(),
+                leads: true,
+            };
+            second.changed(&change).await;
+        }
+        assert_eq!(
+            second.offsets().get("g", "t", 0).map(|v| v.offset),
+            Some(42)
+        );
+        pm.close().await;
+    }
+}

@@ -1,6 +1,6 @@
 //! AlterConfigs and IncrementalAlterConfigs for topics (kafka-configs.sh, AdminClient): the
 //! new overrides are validated like CreateTopics' configs, then replace the topic's overrides
-//! through Raft; every broker applies them to its replicas (`Broker::sync_partitions`).
+//! through Raft; every broker applies them to its replicas (`PartitionManager::sync`).
 //! AlterConfigs replaces the whole override set, as Kafka does; IncrementalAlterConfigs
 //! sets or deletes single keys, or APPENDs to / SUBTRACTs from a list config (Kafka:
 //! starting from its default when the topic does not set it). Broker configs are static (command-line flags): refused.

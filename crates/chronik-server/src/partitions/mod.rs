@@ -214,4 +214,6 @@ impl PartitionManager {
 }
 
 #[cfg(test)]
+pub(crate) mod test_support;
+#[cfg(test)]
 mod tests;

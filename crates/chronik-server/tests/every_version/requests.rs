@@ -64,6 +64,13 @@ pub fn requests(key: ApiKey, v: i16, topic_id: uuid::Uuid) -> Vec<RequestKind> {
         FindCoordinator | OffsetCommit | OffsetFetch => offsets(key, v),
         JoinGroup | SyncGroup | Heartbeat | LeaveGroup | ListGroups | DescribeGroups
         | DeleteGroups | OffsetDelete => membership(key, v),
+        DescribeUserScramCredentials
+        | AlterUserScramCredentials
+        | SaslHandshake
+        | SaslAuthenticate
+        | CreateAcls
+        | DescribeAcls
+        | DeleteAcls => security(key),
         _ => other(key),
     }
 }
@@ -529,6 +536,13 @@ fn other(key: ApiKey) -> Vec<RequestKind> {
                     .with_partition_indexes(vec![0, 7]),
             ]),
         )],
+        other => panic!("no request built for advertised API {other:?}: add one here"),
+    }
+}
+
+/// SCRAM users, SASL and ACLs.
+fn security(key: ApiKey) -> Vec<RequestKind> {
+    match key {
         ApiKey::DescribeUserScramCredentials => vec![RequestKind::DescribeUserScramCredentials(
             DescribeUserScramCredentialsRequest::default(),
         )],
