@@ -1,0 +1,229 @@
+"""Log compaction (cleanup.policy=compact) end to end: a standalone broker's cleaner compacts a
+topic that confluent-kafka filled with tens of keys x hundreds of versions plus tombstones; every key
+ends at its latest value at its original offset, tombstones go after delete.retention.ms, and
+confluent-kafka and kafka-python read the log with its gaps from 0 and from inside a gap. Bad
+compaction configs get INVALID_CONFIG, keyless records INVALID_RECORD, and cleanup.policy moves
+with IncrementalAlterConfigs APPEND/SUBTRACT. Runs against Apache Kafka 4.4 too (--broker=kafka),
+but for the metrics."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from confluent_kafka import KafkaError
+from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
+from kafka import KafkaConsumer
+from kafka import TopicPartition as KTopicPartition
+
+from helpers import (admin, admin_error, consume_range, create_topic, http_get, produce_all, producer, unique_topic,
+                     wait_until, watermarks)
+
+KEYS = 30
+VERSIONS = 200
+TOMBSTONED = set(range(5))  # keys whose last version is a tombstone
+DELETE_RETENTION_MS = 3000
+FILLER = b"filler"
+
+
+def key(k: int) -> bytes:
+    return b"key-%03d" % k
+
+
+def value(k: int, v: int) -> bytes:
+    return (b"%03d:%05d:" % (k, v)).ljust(80, b"x")
+
+
+def compact_config(**extra) -> dict:
+    # Small segments that roll after half a second, so data leaves the (never cleaned) active
+    # segment quickly; any dirt at all makes a log cleanable.
+    return {"cleanup.policy": "compact", "internal.segment.bytes": "16384", "segment.ms": "500",
+            "min.cleanable.dirty.ratio": "0.01", "delete.retention.ms": str(DELETE_RETENTION_MS), **extra}
+
+
+@pytest.fixture
+def cleaner_broker(broker_factory):
+    # The cleaner looks for dirty logs every 200 ms instead of every 15 s.
+    return broker_factory(args=["--log-cleaner-backoff-ms", "200"])
+
+
+def produce_versions(bootstrap: str, topic: str) -> dict[bytes, tuple[int, bytes | None]]:
+    """Produces every version of every key, interleaved; the latest (offset, value) of each key."""
+    items = [(key(k), None if (v == VERSIONS - 1 and k in TOMBSTONED) else value(k, v))
+             for v in range(VERSIONS) for k in range(KEYS)]
+    # Small batches, so that the versions span tens of segments.
+    log = produce_all(producer(bootstrap, **{"batch.num.messages": 50}), topic, items)
+    assert not log.failed, log.failed[:3]
+    latest = {}
+    for _, offset, k, val in sorted(log.ok, key=lambda r: r[1]):
+        latest[k] = (offset, val)
+    return latest
+
+
+def nudge(bootstrap: str, topic: str) -> None:
+    """One record of a key of its own: the active segment rolls (segment.ms) on an append only, so
+    this lets what came before become cleanable, and gives the cleaner fresh dirt (Kafka cleans a log,
+    and so drops expired tombstones, only when it is dirty enough)."""
+    log = produce_all(producer(bootstrap), topic, [(FILLER, b"f" * 2000)])
+    assert not log.failed, log.failed
+
+
+def read_log(bootstrap: str, topic: str, start: int = 0):
+    low, high = watermarks(bootstrap, topic, 0)
+    return consume_range(bootstrap, topic, 0, max(start, low), high)
+
+
+def by_key(msgs) -> dict[bytes, list]:
+    out: dict[bytes, list] = {}
+    for m in msgs:
+        out.setdefault(m.key, []).append(m)
+    return out
+
+
+def compacted(bootstrap: str, topic: str, latest, tombstones_gone: bool):
+    nudge(bootstrap, topic)
+    msgs = read_log(bootstrap, topic)
+    keys = by_key(msgs)
+    for k in range(KEYS):
+        kept = keys.get(key(k), [])
+        if k in TOMBSTONED and tombstones_gone:
+            if kept:
+                return None
+        elif len(kept) != 1:
+            return None
+    return msgs
+
+
+def test_compaction_keeps_latest_values_at_their_offsets(cleaner_broker, broker_kind):
+    b = cleaner_broker
+    topic = unique_topic("compacted")
+    create_topic(b.bootstrap, topic, config=compact_config())
+    latest = produce_versions(b.bootstrap, topic)
+    produced = KEYS * VERSIONS
+
+    msgs = wait_until(lambda: compacted(b.bootstrap, topic, latest, False), 120,
+                      "the cleaner to leave one record per key", interval_s=0.5)
+    keys = by_key(msgs)
+    for k in range(KEYS):
+        (m,) = keys[key(k)]
+        # The latest version, at the offset it was produced at.
+        assert (m.offset, m.value) == latest[key(k)], (k, m)
+    assert len(msgs) < produced / 50, len(msgs)
+    low, _ = watermarks(b.bootstrap, topic, 0)
+    assert low == 0  # compaction never moves the log start
+
+    # Tombstones vanish once delete.retention.ms has passed since the clean that kept them.
+    msgs = wait_until(lambda: compacted(b.bootstrap, topic, latest, True), 120,
+                      f"tombstones to vanish after delete.retention.ms={DELETE_RETENTION_MS}", interval_s=0.5)
+    keys = by_key(msgs)
+    for k in set(range(KEYS)) - TOMBSTONED:
+        (m,) = keys[key(k)]
+        assert (m.offset, m.value) == latest[key(k)], (k, m)
+
+    # From inside a gap: the first record at or after it.
+    surviving = sorted(m.offset for m in msgs)
+    gap = next(o for o in range(surviving[0] + 1, surviving[-1]) if o not in surviving)
+    expected = [m for m in msgs if m.offset >= gap]
+    got = read_log(b.bootstrap, topic, gap)
+    assert [(m.offset, m.key, m.value) for m in got if m.key != FILLER] == \
+        [(m.offset, m.key, m.value) for m in expected if m.key != FILLER]
+    assert_kafka_python_reads(b.bootstrap, topic, 0, msgs)
+    assert_kafka_python_reads(b.bootstrap, topic, gap, expected)
+
+    if broker_kind == "chronik":
+        _, text = http_get(b.http, "/metrics")
+        read = re.search(r"^chronik_log_cleaner_bytes_read_total (\d+)", text, re.M)
+        assert read and int(read.group(1)) > 0, text[:2000]
+        for gauge in ("chronik_log_cleaner_dirty_ratio", "chronik_log_cleaner_last_clean_timestamp_seconds"):
+            assert re.search(r'^%s\{[^}]*topic="%s"[^}]*\} [0-9.e+-]+$' % (gauge, topic), text, re.M), gauge
+
+
+def assert_kafka_python_reads(bootstrap: str, topic: str, start: int, expected) -> None:
+    """kafka-python, from `start` to the end of the log, reads the records of `expected` (the
+    filler records are left out: the cleaner keeps removing them)."""
+    want = [(m.offset, m.key, m.value) for m in expected if m.key != FILLER]
+    _, high = watermarks(bootstrap, topic, 0)
+    c = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        tp = KTopicPartition(topic, 0)
+        c.assign([tp])
+        c.seek(tp, start)
+        got = []
+
+        def read_to_end():
+            for recs in c.poll(timeout_ms=500).values():
+                got.extend((r.offset, r.key, r.value) for r in recs if r.key != FILLER)
+            return c.position(tp) >= high
+
+        wait_until(read_to_end, 30, f"kafka-python to read from {start} to {high}", interval_s=0)
+        assert got == want
+    finally:
+        c.close()
+
+
+def test_keyless_record_to_a_compacted_topic_is_refused(broker):
+    topic = unique_topic("compact-nokey")
+    create_topic(broker.bootstrap, topic, config={"cleanup.policy": "compact"})
+    p = producer(broker.bootstrap, **{"enable.idempotence": False, "retries": 0})
+    log = produce_all(p, topic, [(None, b"no key")])
+    assert len(log.failed) == 1, log.ok
+    assert log.failed[0][1].code() == KafkaError.INVALID_RECORD, log.failed[0][1]
+    ok = produce_all(p, topic, [(b"k", b"keyed")])
+    assert not ok.failed, ok.failed
+
+
+BAD = [
+    ({"cleanup.policy": "shred"}, "cleanup.policy"),
+    ({"cleanup.policy": "compact,shred"}, "cleanup.policy"),
+    ({"min.compaction.lag.ms": "-1"}, "min.compaction.lag.ms"),
+    ({"max.compaction.lag.ms": "0"}, "max.compaction.lag.ms"),
+    ({"min.cleanable.dirty.ratio": "1.5"}, "min.cleanable.dirty.ratio"),
+    ({"min.cleanable.dirty.ratio": "-0.1"}, "min.cleanable.dirty.ratio"),
+    ({"delete.retention.ms": "-5"}, "delete.retention.ms"),
+    ({"min.compaction.lag.ms": "2000", "max.compaction.lag.ms": "1000"}, "min.compaction.lag.ms"),
+]
+
+
+def test_bad_compaction_configs_are_invalid_config(broker, broker_kind):
+    a = admin(broker.bootstrap)
+    for config, named in BAD:
+        t = unique_topic("badcompact")
+        err = admin_error(a.create_topics([NewTopic(t, 1, 1, config=config)], operation_timeout=30)[t])
+        assert err is not None and err.code() == KafkaError.INVALID_CONFIG, (config, err)
+        assert named in err.str(), (config, err.str())
+    # The same through AlterConfigs on an existing topic.
+    t = unique_topic("altercompact")
+    create_topic(broker.bootstrap, t, config={"cleanup.policy": "compact"})
+    res = ConfigResource(ResourceType.TOPIC, t, set_config={"min.cleanable.dirty.ratio": "2"})
+    err = admin_error(a.alter_configs([res])[res])
+    assert err is not None and err.code() == KafkaError.INVALID_CONFIG, err
+    for good in ("delete,compact", "compact, delete", "compact"):
+        res = ConfigResource(ResourceType.TOPIC, t, set_config={"cleanup.policy": good})
+        assert admin_error(a.alter_configs([res])[res]) is None, good
+
+
+def policy(a, topic: str) -> set[str]:
+    res = ConfigResource(ResourceType.TOPIC, topic)
+    entries = a.describe_configs([res])[res].result(timeout=30)
+    return {p.strip() for p in entries["cleanup.policy"].value.split(",") if p.strip()}
+
+
+def test_cleanup_policy_append_and_subtract(broker):
+    a = admin(broker.bootstrap)
+    topic = unique_topic("policy")
+    create_topic(broker.bootstrap, topic)
+
+    def incremental(value: str, op) -> None:
+        res = ConfigResource(ResourceType.TOPIC, topic,
+                             incremental_configs=[ConfigEntry("cleanup.policy", value, incremental_operation=op)])
+        assert admin_error(a.incremental_alter_configs([res])[res]) is None, (value, op)
+
+    incremental("compact", AlterConfigOpType.APPEND)
+    assert policy(a, topic) == {"compact", "delete"}
+    incremental("delete", AlterConfigOpType.SUBTRACT)
+    assert policy(a, topic) == {"compact"}
+    # Compacted now: keyless records are refused.
+    p = producer(broker.bootstrap, **{"enable.idempotence": False, "retries": 0})
+    log = wait_until(lambda: (lambda l: l if l.failed else None)(produce_all(p, topic, [(None, b"x")])), 30,
+                     "the policy change to reach the partition", interval_s=0.2)
+    assert log.failed[0][1].code() == KafkaError.INVALID_RECORD
