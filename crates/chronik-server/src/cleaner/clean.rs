@@ -7,6 +7,8 @@
 //! left; what a replacement keeps keeps its offsets. Every byte read or written is paid to
 //! the I/O budget first.
 
+use std::collections::HashMap;
+
 use chronik_cleaner::{
     filter_batch, group_segments, split_batches, ActiveProducers, BatchHeader, CleanError,
     FilterContext, FilterStats, Filtered, Indexed, OffsetMap, SegmentFacts,
@@ -67,7 +69,7 @@ pub fn clean(
     input: &CleanInput<'_>,
     map: &mut OffsetMap,
 ) -> Result<CleanOutcome, CleanFailure> {
-    let producers = active_producers(log)?;
+    let producers = active_producers(log, input.now_ms)?;
     let mut out = CleanOutcome {
         cleaned_up_to: input.first_dirty,
         ..CleanOutcome::default()
@@ -101,16 +103,29 @@ pub fn clean(
     Ok(out)
 }
 
-/// The last data batch of every producer in the log (Kafka's
-/// `lastRecordsOfActiveProducers`), from the batch headers: each such batch stays, emptied if
-/// need be, so a producer's last sequence survives the clean on a leader and a follower alike.
-fn active_producers(log: &PartitionLog) -> Result<ActiveProducers, WalError> {
-    let mut producers = ActiveProducers::new();
+/// How long a producer stays active after its last batch: Kafka's default
+/// `producer.id.expiration.ms` (one day). Chronik's producer table does not expire producers
+/// yet; the cleaner does, so that the empty batch each producer leaves does not stay forever.
+pub const PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
+
+/// The last data batch of every producer in the log that wrote within
+/// [`PRODUCER_ID_EXPIRATION_MS`] of `now_ms` (Kafka's `lastRecordsOfActiveProducers`), from the
+/// batch headers: each such batch stays, emptied if need be, so a producer's last sequence
+/// survives the clean on a leader and a follower alike.
+fn active_producers(log: &PartitionLog, now_ms: i64) -> Result<ActiveProducers, WalError> {
+    let mut last: HashMap<i64, (i64, i64)> = HashMap::new();
     log.scan_headers(log.log_start_offset(), &mut |h| {
         if h.producer_id >= 0 && !h.is_control() {
-            producers.insert(h.producer_id, h.last_offset());
+            last.insert(h.producer_id, (h.last_offset(), h.max_timestamp));
         }
     })?;
+    let mut producers = ActiveProducers::new();
+    let since = now_ms.saturating_sub(PRODUCER_ID_EXPIRATION_MS);
+    for (id, (offset, ts)) in last {
+        if ts >= since {
+            producers.insert(id, offset);
+        }
+    }
     Ok(producers)
 }
 
