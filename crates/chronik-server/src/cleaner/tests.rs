@@ -18,16 +18,21 @@ use super::clean::{clean, facts, CleanInput};
 const NOW: i64 = 1_800_000_000_000;
 
 fn batch(key: &str, value: Option<&str>, ts: i64) -> Vec<u8> {
+    batch_of(key, value, ts, -1)
+}
+
+/// A batch of one record from `producer_id` (-1: none), sequence 0.
+fn batch_of(key: &str, value: Option<&str>, ts: i64, producer_id: i64) -> Vec<u8> {
     let record = Record {
         transactional: false,
         control: false,
         delete_horizon: false,
         partition_leader_epoch: 0,
-        producer_id: -1,
-        producer_epoch: -1,
+        producer_id,
+        producer_epoch: if producer_id >= 0 { 0 } else { -1 },
         timestamp_type: TimestampType::Creation,
         offset: 0,
-        sequence: -1,
+        sequence: if producer_id >= 0 { 0 } else { -1 },
         timestamp: ts,
         key: Some(Bytes::from(key.to_string())),
         value: value.map(|v| Bytes::from(v.to_string())),
@@ -174,4 +179,54 @@ async fn a_small_map_cleans_in_passes() {
     for (offset, rec) in &after {
         assert_eq!(before.get(offset), Some(rec));
     }
+}
+
+/// A producer's last batch stays (emptied) while the producer is active, and goes once it is
+/// older than producer.id.expiration.ms.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_producers_last_batch_stays_until_it_expires() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        segment_bytes: 2048,
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(dir.path(), "t", 0, config)
+        .await
+        .unwrap();
+    // Producer 7 writes k once (offset 0); keyless producers then supersede it.
+    let mut first = batch_of("k", Some("old"), NOW - 1000, 7);
+    log.append(&mut first, 0).unwrap();
+    for v in 0..40 {
+        let mut b = batch("k", Some(&format!("v{v}")), NOW - 1000);
+        let a = log.append(&mut b, 0).unwrap();
+        log.wait_committed(a.last_offset + 1).await.unwrap();
+    }
+    log.roll().unwrap();
+    for _ in 0..200 {
+        let segs = log.segments();
+        if segs[..segs.len() - 1].iter().all(|s| s.replaceable) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let first_batch = |l: &PartitionLog| {
+        let r = l.read(0, 1 << 20, i64::MAX).unwrap();
+        let h = chronik_wal::BatchHeader::parse(&r.data).unwrap();
+        (h.base_offset, h.producer_id, h.records_count)
+    };
+    let run = |now: i64| {
+        let l = log.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut map = OffsetMap::new(1 << 20).unwrap();
+            clean(&l, &input(&l, now), &mut map).unwrap()
+        })
+    };
+    run(NOW).await.unwrap();
+    // Its record is superseded, its batch stays as an empty header: its sequence survives.
+    assert_eq!(first_batch(&log), (0, 7, 0));
+    run(NOW + super::clean::PRODUCER_ID_EXPIRATION_MS)
+        .await
+        .unwrap();
+    let (base, producer, _) = first_batch(&log);
+    assert!(base > 0 && producer == -1, "{base} {producer}");
 }
