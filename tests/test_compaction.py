@@ -137,6 +137,41 @@ def test_compaction_keeps_latest_values_at_their_offsets(cleaner_broker, broker_
             assert re.search(r'^%s\{[^}]*topic="%s"[^}]*\} [0-9.e+-]+$' % (gauge, topic), text, re.M), gauge
 
 
+@pytest.mark.chronik_only("watches Chronik's WAL files for a segment replacement under way")
+def test_sigkill_during_a_clean_leaves_a_valid_log(broker_factory):
+    # A slow cleaner (200 KB/s of I/O), so a replacement file is on disk for a while.
+    b = broker_factory(args=["--log-cleaner-backoff-ms", "200", "--log-cleaner-io-max-bytes-per-second", "200000"])
+    topic = unique_topic("compact-kill")
+    create_topic(b.bootstrap, topic, config=compact_config())
+    produced = {}
+    items = [(key(k), value(k, v)) for v in range(VERSIONS) for k in range(KEYS)]
+    log = produce_all(producer(b.bootstrap, **{"batch.num.messages": 50}), topic, items)
+    assert not log.failed, log.failed[:3]
+    for _, offset, k, val in log.ok:
+        produced[offset] = (k, val)
+    latest = {}
+    for offset in sorted(produced):
+        latest[produced[offset][0]] = (offset, produced[offset][1])
+    nudge(b.bootstrap, topic)
+    part = b.data_dir / "wal" / topic / "0"
+    wait_until(lambda: list(part.glob("*.cleaned")), 60, "a cleaned segment being written")
+    b.kill()
+    b.start()
+    # Nothing lost that was not superseded, nothing duplicated, every offset as produced.
+    msgs = read_log(b.bootstrap, topic)
+    for m in msgs:
+        if m.key != FILLER:
+            assert produced[m.offset] == (m.key, m.value), m
+    present = {m.key for m in msgs}
+    for k, (offset, val) in latest.items():
+        assert k in present, k
+        assert any((m.offset, m.value) == (offset, val) for m in msgs), k
+    # And the cleaner finishes the job after the restart.
+    msgs = wait_until(lambda: compacted(b.bootstrap, topic, latest, False), 120,
+                      "the cleaner to compact after the restart", interval_s=0.5)
+    assert_latest(msgs, latest)
+
+
 def assert_kafka_python_reads(bootstrap: str, topic: str, start: int, expected) -> None:
     """kafka-python, from `start` to the end of the log, reads the records of `expected` (the
     filler records are left out: the cleaner keeps removing them)."""
