@@ -349,7 +349,7 @@ impl BrokerConfig {
         let data_dir = args.data_dir;
         let cfg = BrokerConfig {
             net: NetLimits::resolve(&args.net)?,
-            cleaner: args.cleaner.resolve()?,
+            cleaner: args.cleaner.resolve(args.metrics_partition_labels)?,
             rpc_security: RpcSecurity::resolve(args.rpc_security, rpc_listen)?,
             listeners: ListenerConfig::resolve(args.listeners)?,
             security: kafka_security::security_settings(&args.security)?,

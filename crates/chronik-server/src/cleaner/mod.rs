@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use chronik_cleaner::{assess, pick_filthiest, Assessment, LogFacts, OffsetMap};
+use chronik_cleaner::{assess, pick_filthiest, Assessment, CompactionConfig, LogFacts, OffsetMap};
 
 use crate::partition::Partition;
 use crate::partitions::PartitionManager;
@@ -38,6 +38,11 @@ pub const BYTES_WRITTEN: &str = "chronik_log_cleaner_bytes_written_total";
 pub const CLEANS: &str = "chronik_log_cleaner_cleans_total";
 pub const DIRTY_RATIO: &str = "chronik_log_cleaner_dirty_ratio";
 pub const LAST_CLEAN: &str = "chronik_log_cleaner_last_clean_timestamp_seconds";
+pub const MAX_DIRTY_RATIO: &str = "chronik_log_cleaner_max_dirty_ratio";
+/// With `--metrics-partition-labels false`: per topic, the highest dirty ratio and the oldest
+/// last clean (0: a partition never cleaned since the start).
+pub const TOPIC_MAX_DIRTY_RATIO: &str = "chronik_topic_log_cleaner_max_dirty_ratio";
+pub const TOPIC_OLDEST_CLEAN: &str = "chronik_topic_log_cleaner_oldest_clean_timestamp_seconds";
 
 /// The cleaner's broker settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +55,8 @@ pub struct CleanerSettings {
     pub dedupe_buffer_size: usize,
     /// Kafka's `log.cleaner.backoff.ms`: a thread's sleep when nothing is dirty enough.
     pub backoff: Duration,
+    /// `--metrics-partition-labels`: gauges per partition, else per topic.
+    pub partition_labels: bool,
 }
 
 pub struct LogCleaner {
@@ -133,41 +140,81 @@ impl LogCleaner {
     fn pick(&self, manager: &PartitionManager) -> Option<(Arc<Partition>, Assessment)> {
         let now = crate::clock::now_ms();
         let mut in_progress = lock(&self.in_progress);
-        let last_clean = lock(&self.last_clean).clone();
-        let candidates = manager.all_partitions().into_iter().filter_map(|p| {
-            let key = (p.topic.clone(), p.index);
-            let config = p.config().compaction?;
-            if in_progress.contains(&key) || p.log.failure().is_some() {
-                return None;
-            }
-            let infos = p.log.segments();
-            let mut segs = facts(&infos);
-            let checkpoint = self.checkpoints.get(&key);
-            if config.max_compaction_lag_ms < i64::MAX {
-                let from = checkpoint.unwrap_or(p.log.log_start_offset());
-                first_batch_timestamps(&p.log, &infos, &mut segs, from);
-            }
-            let log = LogFacts {
-                segments: &segs,
-                log_start_offset: p.log.log_start_offset(),
-                log_end_offset: p.log.log_end_offset(),
-                last_stable_offset: p.replica.high_watermark(),
-                cleaned_up_to: checkpoint,
-            };
-            let a = assess(&log, &config, now);
-            let labels = [
-                ("topic", p.topic.clone()),
-                ("partition", p.index.to_string()),
-            ];
-            metrics::gauge!(DIRTY_RATIO, &labels).set(a.dirtiness.ratio);
-            if let Some(t) = last_clean.get(&key) {
-                metrics::gauge!(LAST_CLEAN, &labels).set(*t);
-            }
-            Some((p, a))
-        });
+        let candidates: Vec<(Arc<Partition>, Assessment)> = manager
+            .all_partitions()
+            .into_iter()
+            .filter_map(|p| {
+                let config = p.config().compaction?;
+                let key = (p.topic.clone(), p.index);
+                if in_progress.contains(&key) || p.log.failure().is_some() {
+                    return None;
+                }
+                let a = self.assess(&p, &config, self.checkpoints.get(&key), now);
+                Some((p, a))
+            })
+            .collect();
+        self.record_gauges(&candidates);
         let (part, a) = pick_filthiest(candidates)?;
         in_progress.insert((part.topic.clone(), part.index));
         Some((part, a))
+    }
+
+    /// Kafka's `LogToClean` of one replica's log.
+    fn assess(
+        &self,
+        p: &Partition,
+        config: &CompactionConfig,
+        checkpoint: Option<i64>,
+        now: i64,
+    ) -> Assessment {
+        let infos = p.log.segments();
+        let mut segs = facts(&infos);
+        if config.max_compaction_lag_ms < i64::MAX {
+            let from = checkpoint.unwrap_or(p.log.log_start_offset());
+            first_batch_timestamps(&p.log, &infos, &mut segs, from);
+        }
+        let log = LogFacts {
+            segments: &segs,
+            log_start_offset: p.log.log_start_offset(),
+            log_end_offset: p.log.log_end_offset(),
+            last_stable_offset: p.replica.high_watermark(),
+            cleaned_up_to: checkpoint,
+        };
+        assess(&log, config, now)
+    }
+
+    /// The dirty ratio of every compacted log (per partition, or per topic the highest with
+    /// `--metrics-partition-labels false`), the highest of all (Kafka's `max-dirty-percent`),
+    /// and when each log was last cleaned.
+    fn record_gauges(&self, assessed: &[(Arc<Partition>, Assessment)]) {
+        let last_clean = lock(&self.last_clean).clone();
+        let mut per_topic: HashMap<&str, (f64, f64)> = HashMap::new();
+        let mut max = 0f64;
+        for (p, a) in assessed {
+            let ratio = a.dirtiness.ratio;
+            let cleaned = last_clean.get(&(p.topic.clone(), p.index)).copied();
+            max = max.max(ratio);
+            if self.settings.partition_labels {
+                let labels = [
+                    ("topic", p.topic.clone()),
+                    ("partition", p.index.to_string()),
+                ];
+                metrics::gauge!(DIRTY_RATIO, &labels).set(ratio);
+                if let Some(t) = cleaned {
+                    metrics::gauge!(LAST_CLEAN, &labels).set(t);
+                }
+            } else {
+                let e = per_topic.entry(&p.topic).or_insert((0.0, f64::MAX));
+                e.0 = e.0.max(ratio);
+                e.1 = e.1.min(cleaned.unwrap_or(0.0));
+            }
+        }
+        for (topic, (ratio, oldest)) in per_topic {
+            let labels = [("topic", topic.to_string())];
+            metrics::gauge!(TOPIC_MAX_DIRTY_RATIO, &labels).set(ratio);
+            metrics::gauge!(TOPIC_OLDEST_CLEAN, &labels).set(oldest);
+        }
+        metrics::gauge!(MAX_DIRTY_RATIO).set(max);
     }
 
     /// Cleans one log and stores its checkpoint; `false` on failure (logged).

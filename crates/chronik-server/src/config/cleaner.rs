@@ -31,7 +31,7 @@ pub struct CleanerArgs {
 impl CleanerArgs {
     /// Checks the ranges (Kafka's: at least 0 threads, here at least 1 as the cleaner is
     /// always on; a map of at least one key per thread).
-    pub fn resolve(&self) -> Result<CleanerSettings, ConfigError> {
+    pub fn resolve(&self, partition_labels: bool) -> Result<CleanerSettings, ConfigError> {
         let invalid = |key, reason: &str| {
             Err(ConfigError::Invalid {
                 key,
@@ -59,6 +59,7 @@ impl CleanerArgs {
             io_max_bytes_per_second: self.log_cleaner_io_max_bytes_per_second,
             dedupe_buffer_size: self.log_cleaner_dedupe_buffer_size,
             backoff: Duration::from_millis(self.log_cleaner_backoff_ms),
+            partition_labels,
         })
     }
 }
