@@ -69,6 +69,10 @@ pub fn clean(
     input: &CleanInput<'_>,
     map: &mut OffsetMap,
 ) -> Result<CleanOutcome, CleanFailure> {
+    // The header scan reads the whole log: paid to the budget up front.
+    if let Some(t) = input.throttle {
+        t.take(log.size_bytes());
+    }
     let producers = active_producers(log, input.now_ms)?;
     let mut out = CleanOutcome {
         cleaned_up_to: input.first_dirty,

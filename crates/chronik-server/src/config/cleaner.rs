@@ -63,3 +63,56 @@ impl CleanerArgs {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> CleanerArgs {
+        CleanerArgs {
+            log_cleaner_threads: 1,
+            log_cleaner_io_max_bytes_per_second: None,
+            log_cleaner_dedupe_buffer_size: 128 << 20,
+            log_cleaner_backoff_ms: 15_000,
+        }
+    }
+
+    #[test]
+    fn ranges() {
+        let s = args().resolve(true).unwrap();
+        assert_eq!((s.threads, s.io_max_bytes_per_second), (1, None));
+        let bad = |a: CleanerArgs| match a.resolve(true) {
+            Err(ConfigError::Invalid { key, .. }) => key,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            bad(CleanerArgs {
+                log_cleaner_threads: 0,
+                ..args()
+            }),
+            "log-cleaner-threads"
+        );
+        assert_eq!(
+            bad(CleanerArgs {
+                log_cleaner_threads: 200,
+                ..args()
+            }),
+            "log-cleaner-threads"
+        );
+        assert_eq!(
+            bad(CleanerArgs {
+                log_cleaner_io_max_bytes_per_second: Some(0),
+                ..args()
+            }),
+            "log-cleaner-io-max-bytes-per-second"
+        );
+        assert_eq!(
+            bad(CleanerArgs {
+                log_cleaner_threads: 4,
+                log_cleaner_dedupe_buffer_size: 3 << 20,
+                ..args()
+            }),
+            "log-cleaner-dedupe-buffer-size"
+        );
+    }
+}
