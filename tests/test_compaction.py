@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic, ResourceType
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KTopicPartition
@@ -204,6 +204,21 @@ def test_keyless_record_to_a_compacted_topic_is_refused(broker):
     assert log.failed[0][1].code() == KafkaError.INVALID_RECORD, log.failed[0][1]
     ok = produce_all(p, topic, [(b"k", b"keyed")])
     assert not ok.failed, ok.failed
+
+
+def test_delete_records_on_a_compact_only_topic_is_a_policy_violation(broker):
+    a = admin(broker.bootstrap)
+    for policy, refused in (("compact", True), ("compact,delete", False)):
+        topic = unique_topic("compact-delrec")
+        create_topic(broker.bootstrap, topic, config={"cleanup.policy": policy})
+        log = produce_all(producer(broker.bootstrap), topic, [(b"k%d" % i, b"v") for i in range(5)])
+        assert not log.failed, log.failed
+        fs = a.delete_records([TopicPartition(topic, 0, 2)], request_timeout=40, operation_timeout=30)
+        err = admin_error(list(fs.values())[0])
+        if refused:
+            assert err is not None and err.code() == KafkaError.POLICY_VIOLATION, (policy, err)
+        else:
+            assert err is None, (policy, err)
 
 
 BAD = [
