@@ -16,6 +16,7 @@ from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource
 from kafka import KafkaConsumer
 from kafka import TopicPartition as KTopicPartition
 
+import kafkawire as w
 from helpers import (admin, admin_error, consume_range, create_topic, http_get, produce_all, producer, unique_topic,
                      wait_until, watermarks)
 
@@ -170,6 +171,36 @@ def test_sigkill_during_a_clean_leaves_a_valid_log(broker_factory):
     msgs = wait_until(lambda: compacted(b.bootstrap, topic, latest, False), 120,
                       "the cleaner to compact after the restart", interval_s=0.5)
     assert_latest(msgs, latest)
+
+
+def test_an_idempotent_retry_after_compaction_and_a_crash_is_deduplicated(cleaner_broker):
+    """The cleaner keeps a producer's last batch as an empty header when its records are
+    superseded, so the producer state rebuilt after a SIGKILL still knows the sequence: a retry of
+    that batch is answered as a duplicate at its original offset, not written again."""
+    b = cleaner_broker
+    topic = unique_topic("compact-idem")
+    create_topic(b.bootstrap, topic, config=compact_config())
+    with w.Connection(b.bootstrap) as conn:
+        _, _, pid, epoch = w.parse_init_producer_id_response_v0(conn.roundtrip(w.init_producer_id_request_v0(9)))
+        batch = w.record_batch([(b"a", b"first")], producer_id=pid, producer_epoch=epoch, base_sequence=0)
+        _, (sent,) = w.parse_produce_response(conn.roundtrip(w.produce_request(7, 10, topic, 0, batch)), 7)
+        assert (sent.error_code, sent.base_offset) == (w.NONE, 0), sent
+    log = produce_all(producer(b.bootstrap), topic, [(b"a", b"v%d" % i) for i in range(50)])
+    assert not log.failed, log.failed
+
+    def superseded():
+        nudge(b.bootstrap, topic)
+        return all(m.offset > 0 for m in read_log(b.bootstrap, topic))
+
+    wait_until(superseded, 60, "the cleaner to remove the first record", interval_s=0.5)
+    b.kill()
+    b.start()
+    _, high = watermarks(b.bootstrap, topic, 0)
+    with w.Connection(b.bootstrap) as conn:
+        _, (retry,) = w.parse_produce_response(conn.roundtrip(w.produce_request(7, 11, topic, 0, batch)), 7)
+    assert (retry.error_code, retry.base_offset) == (w.NONE, 0), retry
+    assert watermarks(b.bootstrap, topic, 0)[1] == high
+    assert all(m.value != b"first" for m in read_log(b.bootstrap, topic))
 
 
 def assert_kafka_python_reads(bootstrap: str, topic: str, start: int, expected) -> None:
