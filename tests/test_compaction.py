@@ -1,10 +1,12 @@
 """Log compaction (cleanup.policy=compact) end to end: a standalone broker's cleaner compacts a
 topic that confluent-kafka filled with tens of keys x hundreds of versions plus tombstones; every key
 ends at its latest value at its original offset, tombstones go after delete.retention.ms, and
-confluent-kafka and kafka-python read the log with its gaps from 0 and from inside a gap. Bad
-compaction configs get INVALID_CONFIG, keyless records INVALID_RECORD, and cleanup.policy moves
-with IncrementalAlterConfigs APPEND/SUBTRACT. Runs against Apache Kafka 4.4 too (--broker=kafka),
-but for the metrics."""
+confluent-kafka and kafka-python read the log with its gaps from 0 and from inside a gap. A SIGKILL
+during a segment replacement leaves a valid log; an idempotent retry after compaction and a crash is
+still deduplicated; three replicas compact on their own and a new leader serves the same keys. Bad
+compaction configs get INVALID_CONFIG, keyless records INVALID_RECORD, DeleteRecords on a compact-only
+topic POLICY_VIOLATION, and cleanup.policy moves with IncrementalAlterConfigs APPEND/SUBTRACT. All
+but the SIGKILL test run against Apache Kafka 4.4 too (--broker=kafka; the metrics are Chronik's)."""
 
 from __future__ import annotations
 
