@@ -11,7 +11,6 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 from confluent_kafka.admin import ConfigResource, ConfigSource, NewPartitions, NewTopic, ResourceType
 
-from conftest import kafka_mode
 from helpers import (
     admin,
     admin_error,
@@ -187,11 +186,7 @@ def test_create_topic_refusals(bootstrap):
         NewTopic(unknown_cfg, 1, 1, config={"no.such.config": "1"}),
     ], operation_timeout=ADMIN_TIMEOUT_S)
 
-    err = admin_error(fs[compact])
-    if kafka_mode():
-        assert err is None, err  # Kafka compacts
-    else:
-        assert err is not None, "cleanup.policy=compact was accepted but Chronik does not compact topics"
+    assert admin_error(fs[compact]) is None  # both compact topics
     err = admin_error(fs[rf3])
     assert err is not None and err.code() == KafkaError.INVALID_REPLICATION_FACTOR, err
     err = admin_error(fs[bad_value])
@@ -199,7 +194,7 @@ def test_create_topic_refusals(bootstrap):
     err = admin_error(fs[unknown_cfg])
     assert err is not None, "an unknown topic config was accepted"
 
-    refused = {rf3, bad_value, unknown_cfg} | (set() if kafka_mode() else {compact})
+    refused = {rf3, bad_value, unknown_cfg}
     assert not refused & listed_topics(bootstrap)
 
     # Zero partitions is not a topic.

@@ -67,7 +67,7 @@ SUITE_FINDINGS = [
     ("test_topic_configs.py::test_chronik_rules_for_deprecated_and_missing_configs",
      "Kafka 4.x refuses message.format.version, message.downconversion.enable and "
      "message.timestamp.difference.max.ms (removed in 4.0); Chronik accepts and ignores them as Kafka "
-     "3.x did, for tools written against 3.x. Configs whose behaviour Chronik lacks (compaction, "
+     "3.x did, for tools written against 3.x. Configs whose behaviour Chronik lacks ("
      "tiered storage, throttled replicas) are refused unless set to their default; skipped on Kafka."),
     ("test_topic_configs.py::test_hostile_batches_get_kafkas_errors",
      "A gzip batch with a valid CRC whose data is not gzip: Kafka 4.4 answers UNKNOWN_SERVER_ERROR, "

@@ -297,7 +297,7 @@ def test_chronik_rules_for_deprecated_and_missing_configs(bootstrap):
     assert entries["message.downconversion.enable"].value == "false"
     res = ConfigResource(ResourceType.TOPIC, old, set_config={"message.format.version": "3.0"})
     assert admin_error(a.alter_configs([res])[res]) is None
-    for key, value in [("remote.storage.enable", "true"), ("cleanup.policy", "compact"),
+    for key, value in [("remote.storage.enable", "true"),
                        ("follower.replication.throttled.replicas", "*"), ("preallocate", "true")]:
         t = unique_topic("missing")
         err = admin_error(a.create_topics([NewTopic(t, 1, 1, config={key: value})],

@@ -36,6 +36,10 @@ SAME_VALUE = {
     "--max-connections-per-ip": "max.connections.per.ip",
     "--rack": "broker.rack",
     "--super-users": "super.users",
+    "--log-cleaner-threads": "log.cleaner.threads",
+    "--log-cleaner-backoff-ms": "log.cleaner.backoff.ms",
+    "--log-cleaner-dedupe-buffer-size": "log.cleaner.dedupe.buffer.size",
+    "--log-cleaner-io-max-bytes-per-second": "log.cleaner.io.max.bytes.per.second",
 }
 
 # Flags that only tune how long Chronik waits internally; Kafka has its own (fixed) timings, and

@@ -10,7 +10,7 @@
 //! answered within the leader's hold plus [`ANSWER_MARGIN`] ends the stream, and the next one
 //! starts on a new connection after [`BACKOFF`].
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -139,6 +139,8 @@ async fn stream_once(
         return Ok(());
     };
     let mut due = answer_due(&first);
+    // Where each partition's fetch in flight started: its batches are appended from there.
+    let mut fetched_from = fetch_offsets(&first);
     tx.send(first).await.map_err(|e| e.to_string())?;
     let open = async {
         client
@@ -157,7 +159,7 @@ async fn stream_once(
         };
         let resp = by(due, "fetch", next).await?;
         *answered = true;
-        let backoff = apply(manager, leader, resp, &client, transfers).await;
+        let backoff = apply(manager, leader, resp, &fetched_from, &client, transfers).await;
         if backoff {
             tokio::time::sleep(BACKOFF).await;
         }
@@ -165,12 +167,21 @@ async fn stream_once(
             return Ok(());
         };
         due = answer_due(&req);
+        fetched_from = fetch_offsets(&req);
         // Bounded too: the request waits here while the connection cannot take it.
         by(due, "sending a fetch", async {
             tx.send(req).await.map_err(|e| e.to_string())
         })
         .await?;
     }
+}
+
+/// The fetch offset of every partition of `req`.
+fn fetch_offsets(req: &FetchRequest) -> HashMap<(String, i32), i64> {
+    req.partitions
+        .iter()
+        .map(|p| ((p.topic.clone(), p.partition), p.fetch_offset))
+        .collect()
 }
 
 fn next_request(
@@ -219,6 +230,7 @@ async fn apply(
     manager: &Weak<ReplicaManager>,
     leader: BrokerId,
     resp: FetchResponse,
+    fetched_from: &HashMap<(String, i32), i64>,
     client: &ReplicationClient<Channel>,
     transfers: &Transfers,
 ) -> bool {
@@ -286,7 +298,10 @@ async fn apply(
             continue;
         }
         if !pd.records.is_empty() {
-            match replica.append_fetched(leader, epoch, &pd.records) {
+            let Some(&from) = fetched_from.get(&(pd.topic.clone(), pd.partition)) else {
+                continue; // not asked for in this fetch
+            };
+            match replica.append_fetched(leader, epoch, from, &pd.records) {
                 Ok(true) => {}
                 Ok(false) => continue, // no longer following this leader in this epoch
                 Err(e) => {

@@ -661,21 +661,29 @@ impl Replica {
         Ok(true)
     }
 
-    /// Follower side: appends batches `leader` served in `epoch`, unchanged. Returns `false`
-    /// (and appends nothing) unless this replica still follows `leader` in that epoch (see
-    /// [`follows`]): the role is checked and the batches appended under the state lock, so once
-    /// [`Replica::set_role`] moved the replica away from following, no fetched batch lands
-    /// after it (a new leader's producer-state scan then sees the whole log).
+    /// Follower side: appends batches `leader` served in `epoch` for a fetch at
+    /// `fetch_offset`, unchanged. Returns `false` (and appends nothing) unless this replica
+    /// still follows `leader` in that epoch (see [`follows`]): the role is checked and the
+    /// batches appended under the state lock, so once [`Replica::set_role`] moved the replica
+    /// away from following, no fetched batch lands after it (a new leader's producer-state
+    /// scan then sees the whole log).
+    ///
+    /// A compacted leader's log has gaps: a batch may start above the offset fetched (or above
+    /// the end of the batch before it), and is appended there with the gap
+    /// (`append_replica_after`); this log must still end exactly where the fetch started, so a
+    /// truncation or heal since the fetch is refused (`ReplicaGap`) rather than papered over.
     pub fn append_fetched(
         &self,
         leader: BrokerId,
         epoch: i32,
+        fetch_offset: i64,
         records: &[u8],
     ) -> Result<bool, WalError> {
         let mut st = self.lock();
         if !follows(&st.role, leader, epoch) {
             return Ok(false);
         }
+        let mut log_end = fetch_offset;
         let mut pos = 0;
         while pos < records.len() {
             let header = chronik_wal::BatchHeader::parse(&records[pos..])?;
@@ -690,7 +698,8 @@ impl Replica {
                 ));
             }
             let mut batch = records[pos..end].to_vec();
-            let appended = self.log.append_replica(&mut batch)?;
+            let appended = self.log.append_replica_after(&mut batch, log_end)?;
+            log_end = appended.last_offset + 1;
             if appended.generation != st.generation {
                 // The log healed since the last append here: nothing was appended since the
                 // cut (appends take this lock and reconcile), so this batch starts at it.
@@ -981,6 +990,29 @@ mod tests {
         b
     }
 
+    /// A compacted leader serves batches with gaps between them (and after the offset
+    /// fetched): the follower appends them at their offsets, with the same gaps, as long as
+    /// its log still ends where the fetch started.
+    #[tokio::test]
+    async fn batches_of_a_compacted_leader_keep_their_gaps() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let r = replica(dir.path()).await;
+        r.set_role(Role::Follower {
+            leader: 2,
+            epoch: 5,
+        });
+        let served: Vec<u8> = [served_batch(3, 5), served_batch(7, 5)].concat();
+        assert_eq!(r.append_fetched(2, 5, 0, &served).ok(), Some(true));
+        assert_eq!(r.log.log_end_offset(), 8);
+        // A fetch that started elsewhere than this log's end appends nothing.
+        assert!(r.append_fetched(2, 5, 5, &served_batch(9, 5)).is_err());
+        assert_eq!(r.log.log_end_offset(), 8);
+        r.log.wait_committed(8).await.expect("durable");
+        let read = r.log.read(0, 1 << 20, i64::MAX).expect("read");
+        assert_eq!(read.first_offset, Some(3));
+        assert_eq!(read.batches, 2);
+    }
+
     /// The fetch stream outlives leader epochs: an answer the same leader served in an older
     /// epoch, arriving after the metadata moved on, changes nothing (no append, no
     /// truncation, no high watermark), even though its offsets would fit.
@@ -992,7 +1024,11 @@ mod tests {
             leader: 2,
             epoch: 5,
         });
-        assert_eq!(r.append_fetched(2, 5, &served_batch(0, 5)).ok(), Some(true));
+        assert_eq!(
+            r.append_fetched(2, 5, r.log.log_end_offset(), &served_batch(0, 5))
+                .ok(),
+            Some(true)
+        );
         r.log.wait_committed(1).await.expect("durable");
         assert_eq!(r.log.log_end_offset(), 1);
 
@@ -1003,7 +1039,8 @@ mod tests {
         });
         // Late answers from epoch 5: offsets fit (the log ends at 1), yet all are refused.
         assert_eq!(
-            r.append_fetched(2, 5, &served_batch(1, 5)).ok(),
+            r.append_fetched(2, 5, r.log.log_end_offset(), &served_batch(1, 5))
+                .ok(),
             Some(false)
         );
         assert_eq!(r.log.log_end_offset(), 1, "nothing appended");
@@ -1013,14 +1050,19 @@ mod tests {
         assert_eq!(r.high_watermark(), 0, "high watermark unmoved");
         // Another leader's answer in the current epoch number is refused too.
         assert_eq!(
-            r.append_fetched(3, 6, &served_batch(1, 6)).ok(),
+            r.append_fetched(3, 6, r.log.log_end_offset(), &served_batch(1, 6))
+                .ok(),
             Some(false)
         );
 
         // The current epoch's answers apply.
         r.set_follower_high_watermark(2, 6, 1);
         assert_eq!(r.high_watermark(), 1);
-        assert_eq!(r.append_fetched(2, 6, &served_batch(1, 6)).ok(), Some(true));
+        assert_eq!(
+            r.append_fetched(2, 6, r.log.log_end_offset(), &served_batch(1, 6))
+                .ok(),
+            Some(true)
+        );
         assert_eq!(r.log.log_end_offset(), 2);
         assert_eq!(r.last_epoch(), 6);
         assert_eq!(r.truncate_fetched(2, 6, 1).ok(), Some(true));
@@ -1131,7 +1173,11 @@ mod tests {
             epoch: 1,
         });
         for i in 0..5 {
-            assert_eq!(f.append_fetched(1, 1, &served_batch(i, 1)).ok(), Some(true));
+            assert_eq!(
+                f.append_fetched(1, 1, f.log.log_end_offset(), &served_batch(i, 1))
+                    .ok(),
+                Some(true)
+            );
         }
         f.log.wait_committed(5).await.expect("committed");
         f.set_follower_high_watermark(1, 1, 2);
@@ -1155,7 +1201,8 @@ mod tests {
         );
         assert_eq!((f.high_watermark(), f.last_epoch()), (100, -1));
         assert_eq!(
-            f.append_fetched(1, 1, &served_batch(100, 1)).ok(),
+            f.append_fetched(1, 1, f.log.log_end_offset(), &served_batch(100, 1))
+                .ok(),
             Some(true)
         );
     }

@@ -33,9 +33,11 @@ pub use crate::settings::ConfigError;
 use crate::topic_config::TopicDefaults;
 pub use chronik_cluster::PeerList;
 
+mod cleaner;
 mod file;
 mod kafka_security;
 mod rpc_security;
+pub use cleaner::CleanerArgs;
 pub use file::{file_key, settings, FLAG_ONLY};
 pub use kafka_security::SecurityArgs;
 pub use rpc_security::{RpcSecurity, RpcSecurityArgs};
@@ -177,6 +179,8 @@ pub struct ServerArgs {
     pub max_connections: usize,
     #[command(flatten)]
     pub net: NetLimitArgs,
+    #[command(flatten)]
+    pub cleaner: CleanerArgs,
     /// Log format
     #[arg(long, env = "CHRONIK_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -290,6 +294,8 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// Request budget, idle and read timeouts, per-address limit.
     pub net: NetLimits,
+    /// The log cleaner (compacted topics).
+    pub cleaner: crate::cleaner::CleanerSettings,
     pub log_format: LogFormat,
     /// `None`: standalone (a one-node cluster; an RPC listener only with `--rpc-addr`).
     pub cluster: Option<ClusterSettings>,
@@ -343,6 +349,7 @@ impl BrokerConfig {
         let data_dir = args.data_dir;
         let cfg = BrokerConfig {
             net: NetLimits::resolve(&args.net)?,
+            cleaner: args.cleaner.resolve(args.metrics_partition_labels)?,
             rpc_security: RpcSecurity::resolve(args.rpc_security, rpc_listen)?,
             listeners: ListenerConfig::resolve(args.listeners)?,
             security: kafka_security::security_settings(&args.security)?,

@@ -10,6 +10,7 @@
 pub mod admin;
 pub mod authz;
 pub mod broker;
+pub mod cleaner;
 pub mod clock;
 pub mod config;
 pub mod connection;

@@ -49,6 +49,9 @@ pub struct Policy {
     pub after_max_ms: i64,
     /// Most bytes the records of one batch may decompress to.
     pub max_decompressed_bytes: usize,
+    /// The topic is compacted (`cleanup.policy` includes `compact`): a record without a key
+    /// is refused, as Kafka's `LogValidator.validateKey` does.
+    pub require_keys: bool,
 }
 
 impl Default for Policy {
@@ -61,6 +64,7 @@ impl Default for Policy {
             before_max_ms: i64::MAX,
             after_max_ms: 3_600_000,
             max_decompressed_bytes: 64 << 20,
+            require_keys: false,
         }
     }
 }
@@ -81,7 +85,7 @@ impl Policy {
     /// Whether [`apply`] reads every record of a batch (CreateTime: their timestamps are
     /// checked) or re-encodes it.
     fn decodes(&self, batch: &[u8]) -> bool {
-        !self.log_append_time || self.recompresses(batch)
+        !self.log_append_time || self.recompresses(batch) || self.require_keys
     }
 
     /// Whether [`apply`] may take milliseconds of CPU on this batch: it recompresses it, or it
@@ -133,6 +137,11 @@ pub enum BatchError {
     /// `record_errors`).
     #[error("One or more records have been rejected due to invalid timestamp: {}", .0.first().map_or("", |e| e.message.as_str()))]
     InvalidTimestamp(Vec<RecordError>),
+    /// Records without a key (their indexes in the batch) produced to a compacted topic:
+    /// Kafka answers INVALID_RECORD with one record error each; the caller words them, as
+    /// Kafka's message names the partition.
+    #[error("Compacted topic cannot accept message without key")]
+    KeylessOnCompacted(Vec<i32>),
 }
 
 impl BatchError {
@@ -141,6 +150,7 @@ impl BatchError {
             BatchError::Corrupt(_) => ResponseError::CorruptMessage,
             BatchError::TooLarge(_) => ResponseError::InvalidRecord,
             BatchError::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
+            BatchError::KeylessOnCompacted(_) => ResponseError::InvalidRecord,
         }
     }
 }
@@ -196,6 +206,17 @@ pub fn apply(batch: &[u8], policy: &Policy, now_ms: i64) -> Result<Outcome, Batc
     let mut out = None;
     if policy.decodes(batch) {
         let (records, raw_len) = decode(batch, policy.max_decompressed_bytes)?;
+        if policy.require_keys {
+            let keyless: Vec<i32> = records
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.key.is_none())
+                .map(|(i, _)| i32::try_from(i).unwrap_or(i32::MAX))
+                .collect();
+            if !keyless.is_empty() {
+                return Err(BatchError::KeylessOnCompacted(keyless));
+            }
+        }
         if let Some(w) = &window {
             w.refuse(records.iter().map(|r| (r.timestamp, r.offset)))?;
         }

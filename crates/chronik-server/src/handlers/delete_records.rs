@@ -132,6 +132,17 @@ async fn delete_on_leader(
     let Some(part) = broker.partitions.partition(topic, p.partition_index) else {
         return fail(ResponseError::NotLeaderOrFollower, None);
     };
+    let policy = state
+        .topic(topic)
+        .map(|t| broker.partitions.topic_config(t).cleanup_policy());
+    if policy.is_some_and(|c| !c.delete) {
+        // Kafka's Partition.deleteRecordsOnLeader: only a log whose policy deletes.
+        let msg = format!(
+            "Records of partition {topic}-{} can not be deleted due to the configured policy",
+            p.partition_index
+        );
+        return fail(ResponseError::PolicyViolation, Some(msg));
+    }
     let hw = part.replica.high_watermark();
     let offset = if p.offset == HIGH_WATERMARK {
         hw

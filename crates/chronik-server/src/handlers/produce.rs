@@ -256,6 +256,32 @@ fn produce_partition(
                     });
                     pr.with_record_errors(errors.collect())
                 }
+                AppendError::Batch(BatchError::KeylessOnCompacted(indexes)) => {
+                    // Kafka's LogValidator.validateKey and processRecordErrors wording.
+                    let message = format!(
+                        "Compacted topic cannot accept message without key in topic partition {name}-{}.",
+                        pd.index
+                    );
+                    let errors = indexes.iter().map(|i| {
+                        BatchIndexAndErrorMessage::default()
+                            .with_batch_index(*i)
+                            .with_batch_index_error_message(Some(str_bytes(message.clone())))
+                    });
+                    let shown: Vec<String> = indexes
+                        .iter()
+                        .take(3)
+                        .map(|i| format!("RecordError(batchIndex={i}, message='{message}')"))
+                        .collect();
+                    let top = format!(
+                        "One or more records have been rejected due to {} record errors in total, and only showing the first three errors at most: [{}]",
+                        indexes.len(),
+                        shown.join(", ")
+                    );
+                    return (
+                        fail(pr.with_record_errors(errors.collect()), code, top),
+                        None,
+                    );
+                }
                 _ => pr,
             };
             (fail(pr, code, e.to_string()), None)

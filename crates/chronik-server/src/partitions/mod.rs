@@ -129,6 +129,11 @@ impl PartitionManager {
         self.settings.node_id
     }
 
+    /// The directory holding every partition's log (and the node's checkpoints).
+    pub fn wal_root(&self) -> &std::path::Path {
+        &self.settings.wal_root
+    }
+
     /// The metadata as this node has applied it.
     pub fn metadata(&self) -> Arc<MetadataState> {
         self.meta.state()

@@ -7,6 +7,7 @@ mod specs;
 
 use std::collections::BTreeMap;
 
+use chronik_cleaner::CompactionConfig;
 use chronik_protocol::batch::{Levels, Policy};
 use chronik_protocol::kafka_protocol::records::Compression;
 use chronik_wal::{FsyncPolicy, LogConfig};
@@ -100,6 +101,12 @@ pub fn validate_overrides(overrides: &BTreeMap<String, String>) -> Result<(), In
             reason,
         })?;
     }
+    // Kafka's cross-check of the pair (LogConfig.validateValues).
+    CompactionConfig::from_overrides(overrides.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .map_err(|e| InvalidConfig {
+            key: chronik_cleaner::config::MIN_COMPACTION_LAG_MS.to_string(),
+            reason: e.to_string(),
+        })?;
     Ok(())
 }
 
@@ -112,9 +119,9 @@ pub struct ConfigEntry {
     pub config_type: i8,
 }
 
-/// What a partition applies on every produce, typed: parsed once when the topic's config is
-/// (re)applied (`Partition::set_config`), never per request.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a partition applies on every produce (and the cleaner reads), typed: parsed once
+/// when the topic's config is (re)applied (`Partition::set_config`), never per request.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProduceConfig {
     /// What produce does to each batch before appending it.
     pub policy: Policy,
@@ -122,6 +129,16 @@ pub struct ProduceConfig {
     pub max_message_bytes: usize,
     /// In-sync replicas an acks=all produce needs.
     pub min_insync_replicas: usize,
+    /// The compaction settings when `cleanup.policy` includes `compact`; `None`: the log
+    /// cleaner leaves the topic alone.
+    pub compaction: Option<CompactionConfig>,
+}
+
+/// Kafka's `cleanup.policy` list, as flags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    pub compact: bool,
+    pub delete: bool,
 }
 
 /// A topic's effective configuration: its overrides over the broker defaults.
@@ -210,7 +227,27 @@ impl TopicConfig {
             before_max_ms: self.num("message.timestamp.before.max.ms"),
             after_max_ms: self.num("message.timestamp.after.max.ms"),
             max_decompressed_bytes: self.num("max.decompressed.message.bytes").max(0) as usize,
+            require_keys: self.cleanup_policy().compact,
         }
+    }
+
+    /// Which of `compact` and `delete` the topic's `cleanup.policy` lists.
+    pub fn cleanup_policy(&self) -> CleanupPolicy {
+        let items = specs::list(self.value("cleanup.policy"));
+        CleanupPolicy {
+            compact: items.iter().any(|i| i == "compact"),
+            delete: items.iter().any(|i| i == "delete"),
+        }
+    }
+
+    /// The compaction settings, typed. Values are validated before they are stored; one an
+    /// older version stored that no longer parses gives Kafka's defaults (with a warning).
+    pub fn compaction_config(&self) -> CompactionConfig {
+        let values = CompactionConfig::NAMES.map(|n| (n, self.value(n)));
+        CompactionConfig::from_overrides(values).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "invalid compaction config; using the defaults");
+            CompactionConfig::default()
+        })
     }
 
     pub fn max_message_bytes(&self) -> usize {
@@ -229,19 +266,28 @@ impl TopicConfig {
             policy: self.batch_policy(),
             max_message_bytes: self.max_message_bytes(),
             min_insync_replicas: self.min_insync_replicas(),
+            compaction: self
+                .cleanup_policy()
+                .compact
+                .then(|| self.compaction_config()),
         }
     }
 
-    /// The WAL settings this topic config implies.
+    /// The WAL settings this topic config implies. Time and size retention delete segments
+    /// only when `cleanup.policy` includes `delete` (Kafka); a compacted topic's active segment
+    /// also rolls by `max.compaction.lag.ms` (KIP-354), so its records become cleanable.
     pub fn log_config(&self, fsync: FsyncPolicy) -> LogConfig {
-        let opt = |v: i64| if v < 0 { None } else { Some(v as u64) };
+        let policy = self.cleanup_policy();
+        let opt = |v: i64| (v >= 0 && policy.delete).then_some(v as u64);
+        let segment_ms =
+            chronik_cleaner::max_segment_ms(&self.compaction_config(), policy.compact).max(1);
         LogConfig {
             // Kafka's internal.segment.bytes, when a topic sets it, wins (LogConfig.segmentSize).
             segment_bytes: match self.value("internal.segment.bytes") {
                 "" => self.num("segment.bytes"),
                 _ => self.num("internal.segment.bytes"),
             } as u64,
-            segment_ms: self.num("segment.ms") as u64,
+            segment_ms: segment_ms as u64,
             retention_ms: opt(self.num("retention.ms")),
             retention_bytes: opt(self.num("retention.bytes")),
             index_interval_bytes: self.num("index.interval.bytes").max(0) as u32,
@@ -273,8 +319,14 @@ mod tests {
         assert!(e.reason.contains("at least 1048576"), "{e}");
         assert!(validate_overrides(&map(&[("internal.segment.bytes", "1024")])).is_ok());
         assert!(validate_overrides(&map(&[("retention.ms", "-1")])).is_ok());
-        let e = validate_overrides(&map(&[("cleanup.policy", "compact")])).unwrap_err();
-        assert!(e.reason.contains("compact"));
+        for ok in ["compact", "delete", "compact,delete", "delete, compact"] {
+            assert!(
+                validate_overrides(&map(&[("cleanup.policy", ok)])).is_ok(),
+                "{ok}"
+            );
+        }
+        let e = validate_overrides(&map(&[("cleanup.policy", "compact,shred")])).unwrap_err();
+        assert!(e.reason.contains("cleanup.policy"), "{e}");
         assert!(validate_overrides(&map(&[("retention.ms", "abc")])).is_err());
         assert!(validate_overrides(&map(&[("segment.bytes", "99999999999")])).is_err());
         assert!(validate_overrides(&map(&[("no.such.key", "1")])).is_err());

@@ -77,6 +77,14 @@ fn int(v: &str, min: i32, max: i32) -> Result<(), String> {
     num(v, min, max, "a 32-bit integer").map(|_| ())
 }
 
+/// The compaction configs' checks are chronik-cleaner's (Kafka's ranges and wording).
+fn compaction(name: &str, v: &str) -> Result<(), String> {
+    chronik_cleaner::config::check(name, v).map_err(|e| match e {
+        chronik_cleaner::ConfigError::Invalid { reason, .. } => reason,
+        other => other.to_string(),
+    })
+}
+
 fn boolean(v: &str) -> Result<(), String> {
     match v.trim() {
         "true" | "false" => Ok(()),
@@ -131,9 +139,9 @@ macro_rules! spec {
 
 /// Sorted by name.
 pub const SPECS: &[Spec] = &[
-    spec!("cleanup.policy", TYPE_LIST, "delete", Unsupported,
-        |v| v.split(',').try_for_each(|p| one_of(p, &["delete", "compact"])),
-        "`compact` needs log compaction, which Chronik lacks"),
+    spec!("cleanup.policy", TYPE_LIST, "delete", Enforced,
+        |v| v.split(',').try_for_each(|p| one_of(p, &["compact", "delete"])),
+        "`delete`: retention.ms/bytes delete old segments; `compact`: the log cleaner keeps each key's latest record (and no retention unless `delete` is listed too)"),
     spec!("compression.gzip.level", TYPE_INT, "-1", Enforced,
         |v| if v.trim() == "-1" { Ok(()) } else {
             int(v, 1, 9).map_err(|_| "Value must be between 1 and 9 or equal to -1".into())
@@ -145,8 +153,9 @@ pub const SPECS: &[Spec] = &[
         "a batch in another codec is recompressed before it is appended"),
     spec!("compression.zstd.level", TYPE_INT, "3", Enforced, |v| int(v, -131_072, 22),
         "level of batches the broker recompresses into zstd"),
-    spec!("delete.retention.ms", TYPE_LONG, "86400000", Unsupported, |v| long(v, 0),
-        "tombstone retention of compacted topics"),
+    spec!("delete.retention.ms", TYPE_LONG, "86400000", Enforced,
+        |v| compaction("delete.retention.ms", v),
+        "how long a compacted topic's tombstones stay after the clean that first kept them"),
     spec!("errors.deadletterqueue.group.enable", TYPE_BOOLEAN, "false", Unsupported, boolean,
         "share groups' dead-letter queues"),
     spec!("file.delete.delay.ms", TYPE_LONG, "60000", Unsupported, |v| long(v, 0),
@@ -167,8 +176,9 @@ pub const SPECS: &[Spec] = &[
         "tiered storage"),
     spec!("local.retention.ms", TYPE_LONG, "-2", Unsupported, |v| long(v, -2),
         "tiered storage"),
-    spec!("max.compaction.lag.ms", TYPE_LONG, "9223372036854775807", Unsupported, |v| long(v, 1),
-        "log compaction"),
+    spec!("max.compaction.lag.ms", TYPE_LONG, "9223372036854775807", Enforced,
+        |v| compaction("max.compaction.lag.ms", v),
+        "a record older than this is cleaned whatever the dirty ratio; the active segment rolls by it"),
     spec!("max.decompressed.message.bytes", TYPE_INT, "67108864", Enforced,
         |v| int(v, 0, i32::MAX),
         "bound on a batch's records when the broker decompresses them (to recompress); Chronik's default is 64 MiB, Kafka's 2 GiB: a few KiB of zstd must not make the broker allocate gigabytes"),
@@ -189,11 +199,12 @@ pub const SPECS: &[Spec] = &[
     spec!("message.timestamp.type", TYPE_STRING, "CreateTime", Enforced,
         |v| one_of(v, &["CreateTime", "LogAppendTime"]),
         "LogAppendTime: the broker stamps each batch with its time"),
-    spec!("min.cleanable.dirty.ratio", TYPE_DOUBLE, "0.5", Unsupported,
-        |v| num(v, 0.0f64, 1.0, "a number").map(|_| ()),
-        "log compaction"),
-    spec!("min.compaction.lag.ms", TYPE_LONG, "0", Unsupported, |v| long(v, 0),
-        "log compaction"),
+    spec!("min.cleanable.dirty.ratio", TYPE_DOUBLE, "0.5", Enforced,
+        |v| compaction("min.cleanable.dirty.ratio", v),
+        "a compacted log is cleaned once its dirty bytes are this share of its bytes"),
+    spec!("min.compaction.lag.ms", TYPE_LONG, "0", Enforced,
+        |v| compaction("min.compaction.lag.ms", v),
+        "a record stays uncompacted at least this long"),
     spec!("min.insync.replicas", TYPE_INT, "1", Enforced, |v| int(v, 1, i32::MAX),
         "acks=all produce needs this many in-sync replicas"),
     spec!("preallocate", TYPE_BOOLEAN, "false", Unsupported, boolean,
