@@ -3,8 +3,6 @@
 //! (recovery deletes every later segment, so the log stays contiguous); a gap inside a plain
 //! segment is corruption.
 
-use std::time::Duration;
-
 use super::*;
 use crate::index::{write_index_files, IndexMeta, SegmentIndex};
 use crate::WalError;
@@ -21,25 +19,7 @@ enum IndexState {
 
 /// Appends until at least three segments are sealed, waits for their seals, closes.
 async fn three_sealed(root: &Path) -> (Vec<Stored>, Vec<i64>) {
-    let log = open(root, small_config()).await;
-    let stored = append_many(&log, 60, 3);
-    log.wait_committed(log.log_end_offset()).await.unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let bases = segment_bases(root);
-        if bases.len() > 3
-            && bases[..3]
-                .iter()
-                .all(|b| log.sealed_segment_at(*b).is_some())
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "segments never sealed"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    let (log, stored) = with_sealed_segments(root).await;
     log.close().await.unwrap();
     (stored, segment_bases(root))
 }

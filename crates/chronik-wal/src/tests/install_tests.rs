@@ -1,8 +1,6 @@
 //! Whole-segment transfer between two logs on real files: the copy is byte-identical, reads
 //! and recovery see it as an ordinary segment, and anything wrong with it changes nothing.
 
-use std::time::Duration;
-
 use super::*;
 use crate::{CatchUp, SealedSegment, SegmentInstall, WalError};
 
@@ -31,36 +29,11 @@ fn incoming_files(root: &Path) -> usize {
         .count()
 }
 
-/// Appends until the leader has sealed (and persisted) segments, then returns their bases.
-async fn leader_with_sealed_segments(root: &Path) -> (Arc<PartitionLog>, Vec<Stored>) {
-    let log = open(root, small_config()).await;
-    let stored = append_many(&log, 60, 3);
-    log.wait_committed(log.log_end_offset()).await.unwrap();
-    // Seals finish in the commit task; wait for the first three to be shippable.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let bases = segment_bases(root);
-        if bases.len() > 3
-            && bases[..3]
-                .iter()
-                .all(|b| log.sealed_segment_at(*b).is_some())
-        {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "segments never sealed"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    (log, stored)
-}
-
 #[tokio::test]
 async fn installed_segments_are_byte_identical_and_survive_reopen() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    let (leader, stored) = leader_with_sealed_segments(a.path()).await;
+    let (leader, stored) = with_sealed_segments(a.path()).await;
     assert_eq!(
         leader.catch_up_plan(leader.log_end_offset()),
         CatchUp::ReadTo(leader.log_end_offset())
@@ -117,7 +90,7 @@ async fn installed_segments_are_byte_identical_and_survive_reopen() {
 async fn a_damaged_or_misplaced_segment_changes_nothing() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
-    let (leader, _) = leader_with_sealed_segments(a.path()).await;
+    let (leader, _) = with_sealed_segments(a.path()).await;
     let follower = open(b.path(), small_config()).await;
     let seg = leader.sealed_segment_at(0).unwrap();
     let mut bytes = vec![0u8; seg.size_bytes as usize];

@@ -11,6 +11,7 @@ mod recovery_tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::batch::test_util::{batch, build, Spec};
 use crate::{FileKind, FsyncPolicy, LogConfig, PartitionLog};
@@ -108,4 +109,30 @@ pub fn concat(batches: &[Stored]) -> Vec<u8> {
         .iter()
         .flat_map(|b| b.bytes.iter().copied())
         .collect()
+}
+
+/// A log (small segments) with 60 appended batches and at least three sealed (and persisted)
+/// segments.
+pub async fn with_sealed_segments(root: &Path) -> (Arc<PartitionLog>, Vec<Stored>) {
+    let log = open(root, small_config()).await;
+    let stored = append_many(&log, 60, 3);
+    log.wait_committed(log.log_end_offset()).await.unwrap();
+    // Seals finish in the commit task; wait for the first three to be shippable.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let bases = segment_bases(root);
+        if bases.len() > 3
+            && bases[..3]
+                .iter()
+                .all(|b| log.sealed_segment_at(*b).is_some())
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "segments never sealed"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    (log, stored)
 }
