@@ -87,15 +87,7 @@ async fn log_with(dir: &std::path::Path, versions: usize) -> Arc<PartitionLog> {
             log.wait_committed(a.last_offset + 1).await.unwrap();
         }
     }
-    log.roll().unwrap();
-    // Seals finish in the background: wait until every sealed segment is replaceable.
-    for _ in 0..200 {
-        let segs = log.segments();
-        if segs[..segs.len() - 1].iter().all(|s| s.replaceable) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    roll_and_wait_replaceable(&log).await;
     log
 }
 
@@ -201,14 +193,7 @@ async fn a_producers_last_batch_stays_until_it_expires() {
         let a = log.append(&mut b, 0).unwrap();
         log.wait_committed(a.last_offset + 1).await.unwrap();
     }
-    log.roll().unwrap();
-    for _ in 0..200 {
-        let segs = log.segments();
-        if segs[..segs.len() - 1].iter().all(|s| s.replaceable) {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    roll_and_wait_replaceable(&log).await;
     let first_batch = |l: &PartitionLog| {
         let r = l.read(0, 1 << 20, i64::MAX).unwrap();
         let h = chronik_wal::BatchHeader::parse(&r.data).unwrap();
@@ -229,4 +214,18 @@ async fn a_producers_last_batch_stays_until_it_expires() {
         .unwrap();
     let (base, producer, _) = first_batch(&log);
     assert!(base > 0 && producer == -1, "{base} {producer}");
+}
+
+/// Rolls the active segment and waits (bounded) until every sealed segment is replaceable:
+/// seals finish in the background.
+async fn roll_and_wait_replaceable(log: &PartitionLog) {
+    log.roll().unwrap();
+    for _ in 0..200 {
+        let segs = log.segments();
+        if segs[..segs.len() - 1].iter().all(|s| s.replaceable) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("sealed segments never became replaceable");
 }
