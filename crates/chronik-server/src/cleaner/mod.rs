@@ -149,7 +149,7 @@ impl LogCleaner {
                 if in_progress.contains(&key) || p.log.failure().is_some() {
                     return None;
                 }
-                let a = self.assess(&p, &config, self.checkpoints.get(&key), now);
+                let a = self.assess(&p, &config, self.checkpoint(&p, &key), now);
                 Some((p, a))
             })
             .collect();
@@ -157,6 +157,23 @@ impl LogCleaner {
         let (part, a) = pick_filthiest(candidates)?;
         in_progress.insert((part.topic.clone(), part.index));
         Some((part, a))
+    }
+
+    /// Where `p`'s log is clean up to: its checkpoint, lowered to where the log was last cut
+    /// back (a follower's divergent tail, a heal, a torn tail at open: Kafka's
+    /// `maybeTruncateCheckpoint`), since what the log holds from there on may be new. Only the
+    /// thread that picks a log takes its mark (`pick` holds the in-progress set). A crash
+    /// between a cut and this leaves the old checkpoint: the new data below it is then taken
+    /// for clean, and keeps older versions of its keys until they are written again.
+    fn checkpoint(&self, p: &Partition, key: &Key) -> Option<i64> {
+        let Some(from) = p.log.take_rewritten_from() else {
+            return self.checkpoints.get(key);
+        };
+        self.checkpoints.lower(key, from).unwrap_or_else(|e| {
+            tracing::warn!(topic = %p.topic, partition = p.index, error = %e,
+                "cannot write the lowered cleaner checkpoint; using it in memory");
+            self.checkpoints.get(key)
+        })
     }
 
     /// Kafka's `LogToClean` of one replica's log.
