@@ -83,6 +83,8 @@ pub struct Broker {
     /// writing one WAL would corrupt it. The OS releases it when the process dies.
     _data_dir_lock: std::fs::File,
     pub shutdown: Shutdown,
+    /// Set once the background work started; joined at close.
+    cleaner: std::sync::Mutex<Option<crate::cleaner::CleanerThreads>>,
 }
 
 /// What a broker is made of; assembled by `crate::wiring`.
@@ -111,6 +113,7 @@ impl Broker {
             topic_admin: tokio::sync::Mutex::new(()),
             _data_dir_lock: p.data_dir_lock,
             shutdown: p.shutdown,
+            cleaner: std::sync::Mutex::new(None),
             config: p.config,
         }
     }
@@ -180,7 +183,17 @@ impl Broker {
     }
 
     /// Flushes and closes every partition; the last step of a graceful shutdown.
+    /// Stops the background work that writes to the logs, then closes them.
     pub async fn close(&self) {
+        self.shutdown.trigger();
+        let cleaner = self
+            .cleaner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(threads) = cleaner {
+            threads.join().await;
+        }
         self.partitions.close().await;
     }
 }

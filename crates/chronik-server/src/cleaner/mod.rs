@@ -30,7 +30,7 @@ use crate::partition::Partition;
 use crate::partitions::PartitionManager;
 use crate::shutdown::Shutdown;
 use checkpoint::{Checkpoints, Key};
-use clean::{clean, facts, first_batch_timestamps, CleanInput};
+use clean::{clean, facts, first_batch_timestamps, CleanFailure, CleanInput};
 use throttle::Throttle;
 
 pub const BYTES_READ: &str = "chronik_log_cleaner_bytes_read_total";
@@ -72,12 +72,13 @@ pub struct LogCleaner {
 }
 
 impl LogCleaner {
-    /// Starts the cleaner threads over `partitions`' replicas.
+    /// Starts the cleaner threads over `partitions`' replicas; they stop once `shutdown` is
+    /// triggered (see [`CleanerThreads::join`]).
     pub fn start(
         settings: CleanerSettings,
         partitions: &Arc<PartitionManager>,
         shutdown: Shutdown,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<CleanerThreads> {
         let cleaner = Arc::new(LogCleaner {
             checkpoints: Checkpoints::load(partitions.wal_root()),
             throttle: Throttle::new(settings.io_max_bytes_per_second),
@@ -87,13 +88,16 @@ impl LogCleaner {
             settings,
             shutdown,
         });
+        let mut threads = Vec::with_capacity(cleaner.settings.threads);
         for i in 0..cleaner.settings.threads {
             let c = cleaner.clone();
-            std::thread::Builder::new()
-                .name(format!("log-cleaner-{i}"))
-                .spawn(move || c.run())?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("log-cleaner-{i}"))
+                    .spawn(move || c.run())?,
+            );
         }
-        Ok(())
+        Ok(CleanerThreads(threads))
     }
 
     fn run(&self) {
@@ -266,10 +270,15 @@ impl LogCleaner {
             max_decompressed_bytes: part.config().policy.max_decompressed_bytes,
             now_ms: crate::clock::now_ms(),
             throttle: self.throttle.as_ref(),
+            stop: Some(&self.shutdown),
         };
         let started = Instant::now();
         let outcome = match clean(&part.log, &input, map) {
             Ok(o) => o,
+            Err(CleanFailure::Stopped) => {
+                tracing::info!(topic = %part.topic, partition = part.index, "log clean stopped for the shutdown");
+                return false;
+            }
             Err(e) => {
                 tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "log clean failed; retried after the backoff");
                 return false;
@@ -304,6 +313,35 @@ impl LogCleaner {
             "log cleaned"
         );
         true
+    }
+}
+
+/// The running cleaner threads, for the shutdown to wait for.
+pub struct CleanerThreads(Vec<std::thread::JoinHandle<()>>);
+
+/// Longest the shutdown waits for a clean to reach a stopping point: a clean stopped midway
+/// is safe (a replacement is atomic), so past it the broker closes its logs anyway.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl CleanerThreads {
+    /// Waits, bounded, until every thread has returned (the shutdown must be triggered first:
+    /// a thread sees it between segment groups and in its sleeps).
+    pub async fn join(self) {
+        let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+        while !self.0.iter().all(|t| t.is_finished()) {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    "log cleaner threads still busy at shutdown; closing the logs anyway"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for t in self.0 {
+            if t.join().is_err() {
+                tracing::error!("a log cleaner thread panicked");
+            }
+        }
     }
 }
 
