@@ -309,6 +309,7 @@ impl LogCleaner {
             bytes_before = outcome.bytes_before, bytes_after = outcome.bytes_after,
             records_kept = outcome.filter.records_kept, records_read = outcome.filter.records_read,
             tombstones_removed = outcome.filter.tombstones_removed,
+            bytes_read = outcome.bytes_read(), bytes_written = outcome.filter.bytes_written,
             ms = started.elapsed().as_millis() as u64,
             "log cleaned"
         );
