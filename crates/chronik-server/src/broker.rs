@@ -3,6 +3,7 @@
 //! producer ids) follow its leadership changes; topic administration (`topics`) and users
 //! (`users`) change the metadata through [`Meta`]. Start-up wiring is in `start`.
 
+mod internal_topic;
 mod offsets_topic;
 mod start;
 mod topics;

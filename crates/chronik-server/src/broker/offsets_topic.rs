@@ -4,11 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::internal_topic::InternalTopic;
+use super::{Broker, StartError};
 use chronik_groups::OFFSETS_TOPIC;
 use chronik_metadata::MetadataCommand;
-use kafka_protocol::ResponseError;
-
-use super::{Broker, Layout, StartError};
 
 impl Broker {
     /// Creates the `__consumer_offsets` topic on first start, then rebuilds the committed
@@ -62,32 +61,14 @@ impl Broker {
     /// Creates `__consumer_offsets` (unless another broker did first) and opens the
     /// partitions this node hosts.
     async fn create_offsets_topic(&self, cluster_size: usize) -> Result<(), StartError> {
-        let configs = offsets_topic_configs(BTreeMap::new());
-        let want = self.config.offsets_topic_partitions;
-        // Replicated like Kafka's offsets.topic.replication.factor=3, on as many brokers as
-        // have registered (never more than 3).
-        let rf = cluster_size
-            .min(3)
-            .min(self.metadata().brokers.len())
-            .max(1) as i16;
-        match self
-            .create_topic_checked(
-                OFFSETS_TOPIC,
-                Layout::Counts {
-                    partitions: want,
-                    replication_factor: rf,
-                },
-                configs,
-                true,
-                false,
-            )
+        let topic = InternalTopic {
+            name: OFFSETS_TOPIC,
+            partitions: self.config.offsets_topic_partitions,
+            configs: offsets_topic_configs(BTreeMap::new()),
+        };
+        self.create_internal_topic(topic, cluster_size)
             .await
-        {
-            Ok(_) => {}
-            Err(e) if e.code == ResponseError::TopicAlreadyExists => {}
-            Err(e) => return Err(StartError::Offsets(e.message)),
-        }
-        self.sync_partitions().await
+            .map_err(|e| StartError::Offsets(e.message))
     }
 
     /// A cluster created before compaction kept its offsets with retention off: move its
