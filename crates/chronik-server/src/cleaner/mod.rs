@@ -101,6 +101,10 @@ impl LogCleaner {
     }
 
     fn run(&self) {
+        // Cleaning is background work: it takes the CPU and the disk produce leaves idle, and
+        // its reads go in chunks after the commits in flight, as a catch-up consumer's do.
+        chronik_wal::io_priority::lower_this_thread();
+        chronik_wal::io_priority::mark_cold_reader();
         let mut map: Option<OffsetMap> = None;
         loop {
             if self.shutdown.is_triggered() {
