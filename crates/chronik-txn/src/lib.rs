@@ -9,8 +9,14 @@
 //! and when the markers are written ([`TxnManager::markers_written`]); only then does the state
 //! move on, as Kafka's coordinator moves only after its log append is replicated.
 
+pub mod manager;
 pub mod record;
 
+pub use manager::{
+    downgrade_fenced_error, log_append_error, AddOffsets, AddPartitions, AppendToken, Effect,
+    EndTxn, InitProducerId, ListedTxn, ListedTxns, ProducerIdSource, RequestId, Response, TxnApi,
+    TxnConfig, TxnDescription, TxnManager,
+};
 pub use record::{encode_key, RecordError, TopicPartition, TxnKey, TxnLogValue, TxnState};
 
 /// The transactional id's `__transaction_state` partition: Kafka's
