@@ -8,6 +8,42 @@
 //! client. It reports back when an append is durable ([`TxnManager::log_written`]) or failed,
 //! and when the markers are written ([`TxnManager::markers_written`]); only then does the state
 //! move on, as Kafka's coordinator moves only after its log append is replicated.
+//!
+//! The I/O layer's loop, in outline (effects are carried out in the order given):
+//!
+//! ```
+//! use std::collections::VecDeque;
+//! use chronik_txn::*;
+//!
+//! let mut m = TxnManager::new(TxnConfig::default());
+//! // This node leads every __transaction_state partition, each replayed (here: empty).
+//! for p in 0..m.config().transaction_state_partitions {
+//!     m.load(p, 1, Vec::new(), 0);
+//! }
+//! let mut next_id = 1000;
+//! let mut ids = || { next_id += 1; Some(next_id - 1) };
+//! let init = InitProducerId {
+//!     transactional_id: "app-1".into(),
+//!     transaction_timeout_ms: 60_000,
+//!     producer_id: -1,
+//!     producer_epoch: -1,
+//! };
+//! let mut todo: VecDeque<Effect> = m.init_producer_id(7, &init, &mut ids, 0).into();
+//! let mut answers = Vec::new();
+//! while let Some(effect) = todo.pop_front() {
+//!     match effect {
+//!         // Append to __transaction_state `partition` (acks=all), then report.
+//!         Effect::AppendLog { token, .. } => todo.extend(m.log_written(&token, 0)),
+//!         // Write the control batches, then report.
+//!         Effect::WriteMarkers { token, .. } => todo.extend(m.markers_written(&token)),
+//!         Effect::Respond { request, response } => answers.push((request, response)),
+//!     }
+//! }
+//! assert_eq!(
+//!     answers,
+//!     vec![(7, Response::InitProducerId { error: 0, producer_id: 1000, producer_epoch: 0 })]
+//! );
+//! ```
 
 pub mod manager;
 pub mod record;

@@ -137,6 +137,8 @@ pub struct TxnConfig {
     pub max_partitions_per_transaction: usize,
     /// Transactional ids this coordinator keeps. Beyond it a new id gets
     /// COORDINATOR_NOT_AVAILABLE (retriable) until others expire. Kafka has no such bound.
+    /// A replay ([`TxnManager::load`]) keeps every id its log holds (written under this bound,
+    /// unless the bound was lowered since).
     pub max_transactional_ids: usize,
 }
 

@@ -801,3 +801,122 @@ fn bounds_answer_with_retriable_or_kafka_errors() {
     assert_eq!(init(&mut m, &req, 1).0, CoordinatorNotAvailable.code());
     assert_eq!(m.len(), 1);
 }
+
+/// An I/O layer whose appends and marker writes always succeed, keeping the log it wrote.
+struct Driver {
+    m: TxnManager,
+    log: Vec<(Bytes, Option<Bytes>)>,
+    answers: Vec<(RequestId, Response)>,
+}
+
+impl Driver {
+    fn run(&mut self, effects: Vec<Effect>, now: i64) {
+        let mut todo: std::collections::VecDeque<Effect> = effects.into();
+        while let Some(effect) = todo.pop_front() {
+            match effect {
+                Effect::AppendLog {
+                    token, key, value, ..
+                } => {
+                    self.log.push((key, value));
+                    todo.extend(self.m.log_written(&token, now));
+                }
+                Effect::WriteMarkers { token, .. } => todo.extend(self.m.markers_written(&token)),
+                Effect::Respond { request, response } => self.answers.push((request, response)),
+            }
+        }
+    }
+
+    /// InitProducerId for `id`: its (producer id, epoch).
+    fn init(&mut self, id: &str, now: i64) -> (i64, i16) {
+        let mut req = init_req(None);
+        req.transactional_id = id.into();
+        // A producer id no earlier call got (answers grow by one per call).
+        let pid = 5000 + self.answers.len() as i64;
+        let effects = self.m.init_producer_id(0, &req, &mut || Some(pid), now);
+        self.run(effects, now);
+        match self.answers.last() {
+            Some((
+                0,
+                Response::InitProducerId {
+                    error: 0,
+                    producer_id,
+                    producer_epoch,
+                },
+            )) => (*producer_id, *producer_epoch),
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+/// Everything a coordinator wrote, replayed by its successor, gives the same transactions,
+/// in both value versions.
+#[test]
+fn replaying_the_written_log_rebuilds_the_same_state() {
+    for version in [0, 1] {
+        let config = TxnConfig {
+            transaction_state_partitions: 1,
+            log_value_version: version,
+            ..TxnConfig::default()
+        };
+        let mut d = Driver {
+            m: manager_with(config.clone()),
+            log: Vec::new(),
+            answers: Vec::new(),
+        };
+        let ids = ["a", "b", "c", "d"];
+        let mut pids = Vec::new();
+        for (i, id) in ids.iter().enumerate() {
+            pids.push(d.init(id, i as i64));
+        }
+        let add = |id: &str, (pid, epoch): (i64, i16), parts: &[(&str, i32)]| AddPartitions {
+            transactional_id: id.into(),
+            ..add_req(pid, epoch, parts)
+        };
+        let end = |id: &str, (pid, epoch): (i64, i16), commit| EndTxn {
+            transactional_id: id.into(),
+            ..end_req(pid, epoch, commit)
+        };
+        let e =
+            d.m.add_partitions(1, &add("a", pids[0], &[("t", 0), ("t", 1)]), 10);
+        d.run(e, 10);
+        let e = d.m.end_txn(2, &end("a", pids[0], true), 11);
+        d.run(e, 11);
+        let e = d.m.add_partitions(3, &add("b", pids[1], &[("t", 2)]), 12);
+        d.run(e, 12);
+        let e = d.m.end_txn(4, &end("b", pids[1], false), 13);
+        d.run(e, 13);
+        let offsets = AddOffsets {
+            transactional_id: "c".into(),
+            producer_id: pids[2].0,
+            producer_epoch: pids[2].1,
+            offsets_partition: 3,
+        };
+        let e = d.m.add_offsets(5, &offsets, 14);
+        d.run(e, 14);
+        d.init("d", 15);
+        assert!(d.answers.iter().all(|(_, r)| match r {
+            Response::InitProducerId { error, .. }
+            | Response::AddPartitions { error }
+            | Response::EndTxn { error } => *error == 0,
+        }));
+
+        let mut next = manager_with(config);
+        assert!(
+            next.load(0, 8, d.log.clone(), 20).is_empty(),
+            "nothing half-way"
+        );
+        assert_eq!(next.list(&[], &[], -1, 20), d.m.list(&[], &[], -1, 20));
+        for id in ids {
+            assert_eq!(next.describe(id), d.m.describe(id), "{id} v{version}");
+        }
+        let states: Vec<_> = ids
+            .iter()
+            .map(|id| next.describe(id).unwrap().state)
+            .collect();
+        assert_eq!(
+            states,
+            ["CompleteCommit", "CompleteAbort", "Ongoing", "Empty"]
+        );
+        assert_eq!(next.describe("d").unwrap().producer_epoch, 1);
+    }
+}
