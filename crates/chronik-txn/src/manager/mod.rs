@@ -40,7 +40,7 @@ pub use requests::{AddOffsets, AddPartitions, EndTxn, InitProducerId};
 use state::{PendingKind, TxnFields, TxnMetadata};
 
 /// The I/O layer's key for a client request whose answer may come later (the matching
-/// [`Effect::Respond`] carries it back).
+/// [`Effect::Respond`] carries it back). It must be unique among the requests in flight.
 pub type RequestId = u64;
 
 /// Identifies one append (or marker write) the manager asked for; hand it back to
@@ -380,9 +380,11 @@ impl TxnManager {
         effects
     }
 
-    /// Rebuilds `partition` from its log, every record in log order as (key, value), a None
-    /// value being a tombstone (Kafka's loadTransactionMetadata: the last record of an id
-    /// wins). Records that do not decode are skipped with a warning. Transactions found in
+    /// Rebuilds `partition` from its log, every record from the log start to the log end in
+    /// log order as (key, value), a None value being a tombstone (Kafka's
+    /// loadTransactionMetadata: the last record of an id wins; an iterator, so the log can be
+    /// streamed). Records that do not decode are skipped with a warning (the id keeps its
+    /// previous record; Kafka stops the load there). Transactions found in
     /// PrepareCommit/PrepareAbort get their markers sent again (then their Complete record);
     /// Ongoing ones are left to time out in [`tick`](Self::tick), as Kafka does.
     pub fn load(
