@@ -31,20 +31,28 @@ pub const VALUE_VERSION_V0: i16 = 0;
 /// The first flexible value version (transaction.version 2).
 pub const VALUE_VERSION_V1: i16 = 1;
 
+/// Reading past the end of the record (bytes' `try_get_*`).
+impl From<bytes::TryGetError> for RecordError {
+    fn from(_: bytes::TryGetError) -> Self {
+        RecordError::Truncated
+    }
+}
+
+/// Why a `__transaction_state` record does not decode (or a string does not encode).
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum RecordError {
-    #[error("record ends inside a field")]
-    Truncated,
-    #[error("string is not UTF-8")]
-    NotUtf8,
     #[error("unsupported transaction log value version {0}")]
     ValueVersion(i16),
     #[error("unknown transaction state id {0}")]
     State(i8),
-    #[error("string of {0} bytes does not fit an i16 length")]
-    TooLong(usize),
+    #[error("transaction log record ends inside a field")]
+    Truncated,
     #[error("a null string where the schema allows none")]
     NullString,
+    #[error("a transactional id or topic that is not UTF-8")]
+    NotUtf8,
+    #[error("a string of {0} bytes, longer than an i16 length allows")]
+    TooLong(usize),
 }
 
 /// One partition of a transaction.
@@ -172,7 +180,7 @@ pub fn encode_key(transactional_id: &str) -> Result<Bytes, RecordError> {
 impl TxnKey {
     pub fn decode(mut b: &[u8]) -> Result<TxnKey, RecordError> {
         let b = &mut b;
-        let version = get_i16(b)?;
+        let version = b.try_get_i16()?;
         if version != KEY_VERSION {
             return Ok(TxnKey::Unknown(version));
         }
@@ -258,16 +266,16 @@ impl TxnLogValue {
     /// generated code keeps them aside (newer Kafka versions may add some).
     pub fn decode(mut b: &[u8]) -> Result<TxnLogValue, RecordError> {
         let b = &mut b;
-        let version = get_i16(b)?;
+        let version = b.try_get_i16()?;
         let flexible = match version {
             VALUE_VERSION_V0 => false,
             VALUE_VERSION_V1 => true,
             v => return Err(RecordError::ValueVersion(v)),
         };
-        let producer_id = get_i64(b)?;
-        let producer_epoch = get_i16(b)?;
-        let transaction_timeout_ms = get_i32(b)?;
-        let state_id = get_i8(b)?;
+        let producer_id = b.try_get_i64()?;
+        let producer_epoch = b.try_get_i16()?;
+        let transaction_timeout_ms = b.try_get_i32()?;
+        let state_id = b.try_get_i8()?;
         let state = TxnState::from_id(state_id).ok_or(RecordError::State(state_id))?;
         let partitions = get_partitions(b, flexible)?;
         let mut v = TxnLogValue {
@@ -278,8 +286,8 @@ impl TxnLogValue {
             transaction_timeout_ms,
             state,
             partitions,
-            last_update_timestamp_ms: get_i64(b)?,
-            start_timestamp_ms: get_i64(b)?,
+            last_update_timestamp_ms: b.try_get_i64()?,
+            start_timestamp_ms: b.try_get_i64()?,
             client_transaction_version: 0,
         };
         if flexible {
@@ -302,9 +310,9 @@ impl TxnLogValue {
             }
             let mut data = &b[..size];
             match tag {
-                0 => self.previous_producer_id = get_i64(&mut data)?,
-                1 => self.next_producer_id = get_i64(&mut data)?,
-                2 => self.client_transaction_version = get_i16(&mut data)?,
+                0 => self.previous_producer_id = data.try_get_i64()?,
+                1 => self.next_producer_id = data.try_get_i64()?,
+                2 => self.client_transaction_version = data.try_get_i16()?,
                 _ => {}
             }
             b.advance(size);
@@ -321,7 +329,7 @@ fn get_partitions(b: &mut &[u8], flexible: bool) -> Result<BTreeSet<TopicPartiti
             n => n - 1,
         }
     } else {
-        match get_i32(b)? {
+        match b.try_get_i32()? {
             n if n < 0 => return Ok(out),
             n => n as u64,
         }
@@ -341,13 +349,13 @@ fn get_partitions(b: &mut &[u8], flexible: bool) -> Result<BTreeSet<TopicPartiti
                 .checked_sub(1)
                 .ok_or(RecordError::Truncated)?
         } else {
-            u64::try_from(get_i32(b)?).map_err(|_| RecordError::Truncated)?
+            u64::try_from(b.try_get_i32()?).map_err(|_| RecordError::Truncated)?
         };
         if count > b.len() as u64 / 4 {
             return Err(RecordError::Truncated);
         }
         for _ in 0..count {
-            out.insert(TopicPartition::new(topic.clone(), get_i32(b)?));
+            out.insert(TopicPartition::new(topic.clone(), b.try_get_i32()?));
         }
         if flexible {
             skip_tagged_fields(b)?;
@@ -400,7 +408,7 @@ fn take_utf8(b: &mut &[u8], len: usize) -> Result<String, RecordError> {
 }
 
 fn get_str(b: &mut &[u8]) -> Result<String, RecordError> {
-    let len = get_i16(b)?;
+    let len = b.try_get_i16()?;
     let len = usize::try_from(len).map_err(|_| RecordError::NullString)?;
     take_utf8(b, len)
 }
@@ -410,34 +418,6 @@ fn get_compact_str(b: &mut &[u8]) -> Result<String, RecordError> {
         .checked_sub(1)
         .ok_or(RecordError::NullString)?;
     take_utf8(b, usize::try_from(len).map_err(|_| RecordError::Truncated)?)
-}
-
-fn get_i8(b: &mut &[u8]) -> Result<i8, RecordError> {
-    if b.is_empty() {
-        return Err(RecordError::Truncated);
-    }
-    Ok(b.get_i8())
-}
-
-fn get_i16(b: &mut &[u8]) -> Result<i16, RecordError> {
-    if b.len() < 2 {
-        return Err(RecordError::Truncated);
-    }
-    Ok(b.get_i16())
-}
-
-fn get_i32(b: &mut &[u8]) -> Result<i32, RecordError> {
-    if b.len() < 4 {
-        return Err(RecordError::Truncated);
-    }
-    Ok(b.get_i32())
-}
-
-fn get_i64(b: &mut &[u8]) -> Result<i64, RecordError> {
-    if b.len() < 8 {
-        return Err(RecordError::Truncated);
-    }
-    Ok(b.get_i64())
 }
 
 #[cfg(test)]
