@@ -12,7 +12,8 @@
 //!         compact form (unsigned varint length + 1, 0 = null), an empty tagged-field section
 //!         after each partitions entry, and at the end the tagged fields
 //!         0 PreviousProducerId i64 (default -1), 1 NextProducerId i64 (default -1),
-//!         2 ClientTransactionVersion i16 (default 0), written only when not the default.
+//!         2 ClientTransactionVersion i16 (default 0), 3 NextProducerEpoch i16 (default -1,
+//!         new in Kafka 4.4), written in tag order and only when not the default.
 //! ```
 //!
 //! A record with a null value (a tombstone) removes the transactional id (expiration). The
@@ -167,6 +168,8 @@ pub struct TxnLogValue {
     pub start_timestamp_ms: i64,
     /// Tagged field 2 of v1 (not in v0: 0 when read from v0).
     pub client_transaction_version: i16,
+    /// Tagged field 3 of v1 (Kafka 4.4; transaction.version 2 only): -1 otherwise.
+    pub next_producer_epoch: i16,
 }
 
 /// The key of `transactional_id`'s records.
@@ -244,7 +247,7 @@ impl TxnLogValue {
     }
 
     fn put_tagged_fields(&self, b: &mut BytesMut) {
-        let mut fields: Vec<(u64, Vec<u8>)> = Vec::with_capacity(3);
+        let mut fields: Vec<(u64, Vec<u8>)> = Vec::with_capacity(4);
         if self.previous_producer_id != -1 {
             fields.push((0, self.previous_producer_id.to_be_bytes().to_vec()));
         }
@@ -253,6 +256,9 @@ impl TxnLogValue {
         }
         if self.client_transaction_version != 0 {
             fields.push((2, self.client_transaction_version.to_be_bytes().to_vec()));
+        }
+        if self.next_producer_epoch != -1 {
+            fields.push((3, self.next_producer_epoch.to_be_bytes().to_vec()));
         }
         put_uvarint(b, fields.len() as u64);
         for (tag, data) in fields {
@@ -289,6 +295,7 @@ impl TxnLogValue {
             last_update_timestamp_ms: b.try_get_i64()?,
             start_timestamp_ms: b.try_get_i64()?,
             client_transaction_version: 0,
+            next_producer_epoch: -1,
         };
         if flexible {
             v.get_tagged_fields(b)?;
@@ -313,6 +320,7 @@ impl TxnLogValue {
                 0 => self.previous_producer_id = data.try_get_i64()?,
                 1 => self.next_producer_id = data.try_get_i64()?,
                 2 => self.client_transaction_version = data.try_get_i16()?,
+                3 => self.next_producer_epoch = data.try_get_i16()?,
                 _ => {}
             }
             b.advance(size);
@@ -442,6 +450,7 @@ mod tests {
             last_update_timestamp_ms: 1_700_000_000_123,
             start_timestamp_ms: 1_700_000_000_000,
             client_transaction_version: 0,
+            next_producer_epoch: -1,
         }
     }
 
@@ -508,6 +517,61 @@ mod tests {
         want.extend(2i16.to_be_bytes());
         assert_eq!(v.encode(1).unwrap().as_ref(), want.as_slice());
         assert_eq!(TxnLogValue::decode(&want).unwrap(), v);
+    }
+
+    fn unhex(s: &str) -> Vec<u8> {
+        (0..s.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// Bytes written by Apache Kafka 4.4.0 itself (kafka-transaction-coordinator's generated
+    /// TransactionLogValue through MessageUtil.toVersionPrefixedBytes, and
+    /// TransactionLog.keyToBytes), for the same values; a one-off Java program printed them.
+    #[test]
+    fn bytes_match_what_kafka_4_4_writes() {
+        let key = "0000000474782d31";
+        let v0 = "0000000000000000109200030000ea60010000000200016100000002000000000000000100\
+                  02626200000001000000070000018bcfe5687b0000018bcfe56800";
+        let v1 = "0001000000000000109200030000ea600103026103000000000000000100036262020000\
+                  0007000000018bcfe5687b0000018bcfe56800020008000000000000001102020002";
+        let v1_next = "0001000000000000109200030000ea60010302610300000000000000010003626202\
+                       00000007000000018bcfe5687b0000018bcfe568000400080000000000000011010800\
+                       000000000000630202000203020005";
+        let empty0 = "0000000000000000109200030000ea6000ffffffff0000018bcfe5687bffffffffffffffff";
+        let empty1 = "0001000000000000109200030000ea6000000000018bcfe5687bffffffffffffffff00";
+        let complete0 =
+            "0000000000000000109200030000ea6004000000000000018bcfe5687b0000018bcfe56800";
+        assert_eq!(encode_key("tx-1").unwrap().as_ref(), unhex(key).as_slice());
+        let mut v = ongoing();
+        assert_eq!(v.encode(0).unwrap().as_ref(), unhex(v0).as_slice());
+        v.previous_producer_id = 17;
+        v.client_transaction_version = 2;
+        assert_eq!(v.encode(1).unwrap().as_ref(), unhex(v1).as_slice());
+        assert_eq!(TxnLogValue::decode(&unhex(v1)).unwrap(), v);
+        v.next_producer_id = 99;
+        v.next_producer_epoch = 5;
+        assert_eq!(v.encode(1).unwrap().as_ref(), unhex(v1_next).as_slice());
+        assert_eq!(TxnLogValue::decode(&unhex(v1_next)).unwrap(), v);
+        let empty = TxnLogValue {
+            state: TxnState::Empty,
+            partitions: BTreeSet::new(),
+            start_timestamp_ms: -1,
+            ..ongoing()
+        };
+        assert_eq!(empty.encode(0).unwrap().as_ref(), unhex(empty0).as_slice());
+        assert_eq!(empty.encode(1).unwrap().as_ref(), unhex(empty1).as_slice());
+        // A completed transaction: an empty (not null) array.
+        let complete = TxnLogValue {
+            state: TxnState::CompleteCommit,
+            partitions: BTreeSet::new(),
+            ..ongoing()
+        };
+        assert_eq!(
+            complete.encode(0).unwrap().as_ref(),
+            unhex(complete0).as_slice()
+        );
     }
 
     #[test]

@@ -52,11 +52,12 @@ impl TxnFields {
             last_update_timestamp_ms: self.last_update_ms,
             start_timestamp_ms: self.start_ms,
             client_transaction_version: self.client_transaction_version,
+            next_producer_epoch: -1,
         }
     }
 
     /// What a replayed record means (the last epoch is not in the record: Kafka loads it as
-    /// NO_PRODUCER_EPOCH too).
+    /// NO_PRODUCER_EPOCH too; the next epoch is transaction.version 2's, never written here).
     pub fn from_value(v: TxnLogValue) -> TxnFields {
         TxnFields {
             producer_id: v.producer_id,

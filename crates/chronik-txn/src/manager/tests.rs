@@ -303,6 +303,7 @@ fn value(pid: i64, epoch: i16, state: TxnState, parts: &[(&str, i32)], start: i6
         last_update_timestamp_ms: start,
         start_timestamp_ms: start,
         client_transaction_version: 0,
+        next_producer_epoch: -1,
     }
 }
 
