@@ -50,8 +50,8 @@ pub mod record;
 
 pub use manager::{
     downgrade_fenced_error, log_append_error, AddOffsets, AddPartitions, AppendToken, Effect,
-    EndTxn, InitProducerId, ListedTxn, ListedTxns, ProducerIdSource, RequestId, Response, TxnApi,
-    TxnConfig, TxnDescription, TxnManager,
+    EndTxn, InitProducerId, ListFilter, ListedTxn, ListedTxns, ProducerIdSource, RequestId,
+    Response, TxnApi, TxnConfig, TxnDescription, TxnManager,
 };
 pub use record::{encode_key, RecordError, TopicPartition, TxnKey, TxnLogValue, TxnState};
 

@@ -23,6 +23,7 @@
 //! `max_transactional_ids` and expire after `transactional_id_expiration_ms` idle; a
 //! transaction holds at most `max_partitions_per_transaction` partitions.
 
+mod admin;
 mod completion;
 mod requests;
 mod state;
@@ -36,6 +37,7 @@ use tracing::warn;
 use crate::partition_for;
 use crate::record::{encode_key, TopicPartition, TxnKey, TxnLogValue, TxnState};
 
+pub use admin::{ListFilter, ListedTxn, ListedTxns, TxnDescription};
 pub use requests::{AddOffsets, AddPartitions, EndTxn, InitProducerId};
 use state::{PendingKind, TxnFields, TxnMetadata};
 
@@ -153,37 +155,6 @@ impl Default for TxnConfig {
             max_transactional_ids: 1_000_000,
         }
     }
-}
-
-/// DescribeTransactions' answer for one transactional id.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TxnDescription {
-    pub transactional_id: String,
-    pub state: &'static str,
-    pub producer_id: i64,
-    pub producer_epoch: i16,
-    pub transaction_timeout_ms: i32,
-    pub transaction_start_time_ms: i64,
-    /// Partitions by topic, in order.
-    pub topics: Vec<(String, Vec<i32>)>,
-}
-
-/// One entry of ListTransactions.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListedTxn {
-    pub transactional_id: String,
-    pub producer_id: i64,
-    pub state: &'static str,
-}
-
-/// ListTransactions' answer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ListedTxns {
-    /// COORDINATOR_LOAD_IN_PROGRESS while a partition loads, as Kafka.
-    pub error: i16,
-    /// State filters that name no state, reported back as Kafka does.
-    pub unknown_state_filters: Vec<String>,
-    pub transactions: Vec<ListedTxn>,
 }
 
 /// The requests whose PRODUCER_FENCED an old client does not know (KIP-588).
@@ -553,73 +524,6 @@ impl TxnManager {
         effects
     }
 
-    /// DescribeTransactions for one id: Kafka's errors are INVALID_REQUEST (empty id),
-    /// NOT_COORDINATOR, COORDINATOR_LOAD_IN_PROGRESS and TRANSACTIONAL_ID_NOT_FOUND.
-    pub fn describe(&mut self, transactional_id: &str) -> Result<TxnDescription, i16> {
-        let not_found = TransactionalIdNotFound.code();
-        let (_, meta) = self.existing(transactional_id, not_found)?;
-        if meta.fields.state == TxnState::Dead {
-            return Err(not_found);
-        }
-        let f = &meta.fields;
-        let mut topics: Vec<(String, Vec<i32>)> = Vec::new();
-        for tp in &f.partitions {
-            match topics.last_mut() {
-                Some((t, parts)) if *t == tp.topic => parts.push(tp.partition),
-                _ => topics.push((tp.topic.clone(), vec![tp.partition])),
-            }
-        }
-        Ok(TxnDescription {
-            transactional_id: transactional_id.to_string(),
-            state: f.state.name(),
-            producer_id: f.producer_id,
-            producer_epoch: f.producer_epoch,
-            transaction_timeout_ms: f.timeout_ms,
-            transaction_start_time_ms: f.start_ms,
-            topics,
-        })
-    }
-
-    /// ListTransactions (KIP-664; KIP-994's duration filter): empty filters match all;
-    /// `min_duration_ms` >= 0 keeps only transactions started longer ago than that.
-    pub fn list(
-        &self,
-        producer_ids: &[i64],
-        states: &[String],
-        min_duration_ms: i64,
-        now_ms: i64,
-    ) -> ListedTxns {
-        let mut out = ListedTxns::default();
-        if self.partitions.values().any(|o| o.loading) {
-            out.error = CoordinatorLoadInProgress.code();
-            return out;
-        }
-        let mut wanted = Vec::new();
-        for name in states {
-            match TxnState::from_name(name) {
-                Some(s) => wanted.push(s),
-                None => out.unknown_state_filters.push(name.clone()),
-            }
-        }
-        for (id, meta) in self.partitions.values().flat_map(|o| o.txns.iter()) {
-            let f = &meta.fields;
-            let keep = f.state != TxnState::Dead
-                && (producer_ids.is_empty() || producer_ids.contains(&f.producer_id))
-                && (states.is_empty() || wanted.contains(&f.state))
-                && (min_duration_ms < 0 || now_ms.saturating_sub(f.start_ms) > min_duration_ms);
-            if keep {
-                out.transactions.push(ListedTxn {
-                    transactional_id: id.clone(),
-                    producer_id: f.producer_id,
-                    state: f.state.name(),
-                });
-            }
-        }
-        out.transactions
-            .sort_by(|a, b| a.transactional_id.cmp(&b.transactional_id));
-        out
-    }
-
     /// How many transactional ids this node holds.
     pub fn len(&self) -> usize {
         self.partitions.values().map(|o| o.txns.len()).sum()
@@ -640,3 +544,5 @@ fn init_error(error: i16) -> Response {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_failover;

@@ -7,17 +7,17 @@ use kafka_protocol::ResponseError::*;
 use super::*;
 use crate::record::TxnLogValue;
 
-const ID: &str = "tx";
+pub(super) const ID: &str = "tx";
 
 /// A manager leading the only `__transaction_state` partition at coordinator epoch 7.
-fn manager() -> TxnManager {
+pub(super) fn manager() -> TxnManager {
     manager_with(TxnConfig {
         transaction_state_partitions: 1,
         ..TxnConfig::default()
     })
 }
 
-fn manager_with(config: TxnConfig) -> TxnManager {
+pub(super) fn manager_with(config: TxnConfig) -> TxnManager {
     let mut m = TxnManager::new(config);
     for p in 0..m.config().transaction_state_partitions {
         assert!(m.load(p, 7, Vec::new(), 0).is_empty());
@@ -26,7 +26,7 @@ fn manager_with(config: TxnConfig) -> TxnManager {
 }
 
 /// Producer ids from 1000 on.
-fn ids() -> impl FnMut() -> Option<i64> {
+pub(super) fn ids() -> impl FnMut() -> Option<i64> {
     let mut next = 1000;
     move || {
         next += 1;
@@ -34,7 +34,7 @@ fn ids() -> impl FnMut() -> Option<i64> {
     }
 }
 
-fn init_req(epoch_of: Option<(i64, i16)>) -> InitProducerId {
+pub(super) fn init_req(epoch_of: Option<(i64, i16)>) -> InitProducerId {
     let (producer_id, producer_epoch) = epoch_of.unwrap_or((-1, -1));
     InitProducerId {
         transactional_id: ID.into(),
@@ -44,7 +44,7 @@ fn init_req(epoch_of: Option<(i64, i16)>) -> InitProducerId {
     }
 }
 
-fn add_req(pid: i64, epoch: i16, parts: &[(&str, i32)]) -> AddPartitions {
+pub(super) fn add_req(pid: i64, epoch: i16, parts: &[(&str, i32)]) -> AddPartitions {
     AddPartitions {
         transactional_id: ID.into(),
         producer_id: pid,
@@ -56,7 +56,7 @@ fn add_req(pid: i64, epoch: i16, parts: &[(&str, i32)]) -> AddPartitions {
     }
 }
 
-fn end_req(pid: i64, epoch: i16, commit: bool) -> EndTxn {
+pub(super) fn end_req(pid: i64, epoch: i16, commit: bool) -> EndTxn {
     EndTxn {
         transactional_id: ID.into(),
         producer_id: pid,
@@ -66,7 +66,7 @@ fn end_req(pid: i64, epoch: i16, commit: bool) -> EndTxn {
 }
 
 /// The single effect of `effects`, an append: its token and decoded value (None: tombstone).
-fn the_append(effects: Vec<Effect>) -> (AppendToken, Option<TxnLogValue>) {
+pub(super) fn the_append(effects: Vec<Effect>) -> (AppendToken, Option<TxnLogValue>) {
     match <[Effect; 1]>::try_from(effects) {
         Ok(
             [Effect::AppendLog {
@@ -84,7 +84,7 @@ fn the_append(effects: Vec<Effect>) -> (AppendToken, Option<TxnLogValue>) {
     }
 }
 
-fn the_response(effects: Vec<Effect>, request: RequestId) -> Response {
+pub(super) fn the_response(effects: Vec<Effect>, request: RequestId) -> Response {
     match <[Effect; 1]>::try_from(effects) {
         Ok(
             [Effect::Respond {
@@ -96,14 +96,14 @@ fn the_response(effects: Vec<Effect>, request: RequestId) -> Response {
     }
 }
 
-fn end_error(effects: Vec<Effect>, request: RequestId) -> i16 {
+pub(super) fn end_error(effects: Vec<Effect>, request: RequestId) -> i16 {
     match the_response(effects, request) {
         Response::EndTxn { error } => error,
         other => panic!("not an EndTxn answer: {other:?}"),
     }
 }
 
-fn add_error(effects: Vec<Effect>, request: RequestId) -> i16 {
+pub(super) fn add_error(effects: Vec<Effect>, request: RequestId) -> i16 {
     match the_response(effects, request) {
         Response::AddPartitions { error } => error,
         other => panic!("not an AddPartitions answer: {other:?}"),
@@ -111,7 +111,7 @@ fn add_error(effects: Vec<Effect>, request: RequestId) -> i16 {
 }
 
 /// InitProducerId through to its answer: (error, producer id, epoch).
-fn init(m: &mut TxnManager, req: &InitProducerId, now: i64) -> (i16, i64, i16) {
+pub(super) fn init(m: &mut TxnManager, req: &InitProducerId, now: i64) -> (i16, i64, i16) {
     let mut effects = m.init_producer_id(1, req, &mut ids(), now);
     if let [Effect::AppendLog { token, .. }] = effects.as_slice() {
         let token = token.clone();
@@ -128,7 +128,7 @@ fn init(m: &mut TxnManager, req: &InitProducerId, now: i64) -> (i16, i64, i16) {
 }
 
 /// A transaction with `parts` open: returns (producer id, epoch).
-fn ongoing(m: &mut TxnManager, parts: &[(&str, i32)], now: i64) -> (i64, i16) {
+pub(super) fn ongoing(m: &mut TxnManager, parts: &[(&str, i32)], now: i64) -> (i64, i16) {
     let (error, pid, epoch) = init(m, &init_req(None), now);
     assert_eq!(error, 0);
     let (token, value) = the_append(m.add_partitions(2, &add_req(pid, epoch, parts), now));
@@ -138,7 +138,7 @@ fn ongoing(m: &mut TxnManager, parts: &[(&str, i32)], now: i64) -> (i64, i16) {
 }
 
 /// After a Prepare record was confirmed: the answers and the marker request.
-fn split_markers(effects: Vec<Effect>) -> (Vec<(RequestId, Response)>, Option<Effect>) {
+pub(super) fn split_markers(effects: Vec<Effect>) -> (Vec<(RequestId, Response)>, Option<Effect>) {
     let mut answers = Vec::new();
     let mut markers = None;
     for e in effects {
@@ -152,7 +152,7 @@ fn split_markers(effects: Vec<Effect>) -> (Vec<(RequestId, Response)>, Option<Ef
 }
 
 /// (producer id, epoch, commit, coordinator epoch, partitions) of a marker request.
-fn marker_request(e: &Option<Effect>) -> (i64, i16, bool, i32, Vec<TopicPartition>) {
+pub(super) fn marker_request(e: &Option<Effect>) -> (i64, i16, bool, i32, Vec<TopicPartition>) {
     match e {
         Some(Effect::WriteMarkers {
             producer_id,
@@ -172,7 +172,7 @@ fn marker_request(e: &Option<Effect>) -> (i64, i16, bool, i32, Vec<TopicPartitio
     }
 }
 
-fn marker_token(e: &Option<Effect>) -> AppendToken {
+pub(super) fn marker_token(e: &Option<Effect>) -> AppendToken {
     match e {
         Some(Effect::WriteMarkers { token, .. }) => token.clone(),
         other => panic!("no markers: {other:?}"),
@@ -284,11 +284,17 @@ fn init_with_the_current_epoch_recovers_and_stale_ones_are_fenced() {
     }
 }
 
-fn record(id: &str, v: &TxnLogValue) -> (Bytes, Option<Bytes>) {
+pub(super) fn record(id: &str, v: &TxnLogValue) -> (Bytes, Option<Bytes>) {
     (encode_key(id).unwrap(), Some(v.encode(0).unwrap()))
 }
 
-fn value(pid: i64, epoch: i16, state: TxnState, parts: &[(&str, i32)], start: i64) -> TxnLogValue {
+pub(super) fn value(
+    pid: i64,
+    epoch: i16,
+    state: TxnState,
+    parts: &[(&str, i32)],
+    start: i64,
+) -> TxnLogValue {
     TxnLogValue {
         producer_id: pid,
         previous_producer_id: -1,
@@ -583,7 +589,7 @@ fn timed_out_transactions_are_aborted_and_idle_ids_expire() {
         end_error(m.end_txn(1, &end_req(pid, epoch, true), 61_004), 1),
         ProducerFenced.code()
     );
-    let listed = m.list(&[], &[], -1, 61_004);
+    let listed = m.list(&ListFilter::default(), 61_004);
     assert_eq!(listed.transactions[0].state, "CompleteAbort");
     // transactional.id.expiration.ms after the last update: a tombstone, then gone.
     assert!(m.tick(71_001).is_empty());
@@ -657,91 +663,6 @@ fn a_failed_fence_is_not_bumped_again() {
     split_markers(m.log_written(&token, 2));
 }
 
-/// Failover: a new coordinator replays the log, finishes what was half-way (markers for
-/// PrepareCommit/PrepareAbort, then their Complete record) and times out what was Ongoing.
-#[test]
-fn a_replayed_log_completes_prepared_transactions() {
-    let mut log: Vec<(Bytes, Option<Bytes>)> = Vec::new();
-    let mut m = manager();
-    let (pid, epoch) = ongoing(&mut m, &[("t", 0), ("t", 2)], 0);
-    let effects = m.end_txn(1, &end_req(pid, epoch, true), 1);
-    if let [Effect::AppendLog { key, value, .. }] = effects.as_slice() {
-        log.push((key.clone(), value.clone()));
-    }
-    let ongoing_other = value(77, 3, TxnState::Ongoing, &[("u", 1)], 100);
-    log.push(record("other", &ongoing_other));
-    log.push(record("gone", &value(78, 0, TxnState::Empty, &[], 0)));
-    log.push((encode_key("gone").unwrap(), None));
-    log.push((Bytes::from_static(b"\x00"), None)); // a damaged key: skipped
-    log.push((
-        encode_key("bad").unwrap(),
-        Some(Bytes::from_static(b"\x00\x00\x01")),
-    ));
-
-    let mut m = manager();
-    let effects = m.load(0, 9, log, 50);
-    let (answers, markers) = split_markers(effects);
-    assert!(answers.is_empty());
-    let (p, e, commit, coordinator_epoch, partitions) = marker_request(&markers);
-    assert_eq!((p, e, commit, coordinator_epoch), (pid, epoch, true, 9));
-    let want = vec![TopicPartition::new("t", 0), TopicPartition::new("t", 2)];
-    assert_eq!(partitions, want);
-    assert_eq!(
-        m.len(),
-        2,
-        "the tombstoned and the undecodable ids are not there"
-    );
-    let (token, v) = the_append(m.markers_written(&marker_token(&markers)));
-    assert_eq!(v.unwrap().state, TxnState::CompleteCommit);
-    m.log_written(&token, 51);
-    // The Ongoing one (1 s timeout from 100) is aborted by the timer.
-    assert!(m.tick(1_100).is_empty());
-    let (_, v) = the_append(m.tick(1_101));
-    let v = v.unwrap();
-    assert_eq!(
-        (v.producer_id, v.producer_epoch, v.state),
-        (77, 4, TxnState::PrepareAbort)
-    );
-}
-
-#[test]
-fn leaving_a_partition_answers_its_parked_requests() {
-    let mut m = manager_with(TxnConfig {
-        transaction_state_partitions: 2,
-        ..TxnConfig::default()
-    });
-    let p = m.partition_of(ID);
-    let (token, _) = the_append(m.init_producer_id(4, &init_req(None), &mut ids(), 0));
-    let r = the_response(m.unload(p), 4);
-    assert_eq!(
-        r,
-        Response::InitProducerId {
-            error: NotCoordinator.code(),
-            producer_id: -1,
-            producer_epoch: -1
-        }
-    );
-    assert!(
-        m.log_written(&token, 1).is_empty(),
-        "a late confirmation is ignored"
-    );
-    assert!(!m.is_coordinator(ID));
-    assert_eq!(init(&mut m, &init_req(None), 1).0, NotCoordinator.code());
-    assert!(m.begin_load(p, 8).is_empty());
-    assert_eq!(
-        init(&mut m, &init_req(None), 1).0,
-        CoordinatorLoadInProgress.code()
-    );
-    assert_eq!(
-        m.list(&[], &[], -1, 0).error,
-        CoordinatorLoadInProgress.code()
-    );
-    assert!(m.load(p, 8, Vec::new(), 2).is_empty());
-    // Tokens of the earlier leadership stay ignored.
-    assert!(m.log_written(&token, 2).is_empty());
-    assert_eq!(init(&mut m, &init_req(None), 3).0, 0);
-}
-
 #[test]
 fn describe_and_list_report_kafkas_names_and_filters() {
     let mut m = manager();
@@ -762,28 +683,49 @@ fn describe_and_list_report_kafkas_names_and_filters() {
     let (token, _) = the_append(m.init_producer_id(1, &req, &mut || Some(2000), 1_500));
     m.log_written(&token, 1_500);
 
-    let all = m.list(&[], &[], -1, 2_000);
+    let list = |m: &TxnManager, f: ListFilter, now| m.list(&f, now);
+    let all = list(&m, ListFilter::default(), 2_000);
     let names: Vec<_> = all
         .transactions
         .iter()
         .map(|t| (t.transactional_id.as_str(), t.state))
         .collect();
     assert_eq!(names, vec![("idle", "Empty"), ("tx", "Ongoing")]);
-    let by_state = m.list(&[], &["Ongoing".into(), "Bogus".into()], -1, 2_000);
+    let states = |names: &[&str]| ListFilter {
+        states: names.iter().map(|s| s.to_string()).collect(),
+        ..ListFilter::default()
+    };
+    let by_state = list(&m, states(&["Ongoing", "Bogus"]), 2_000);
     assert_eq!(by_state.transactions.len(), 1);
     assert_eq!(by_state.unknown_state_filters, vec!["Bogus".to_string()]);
+    let pids = |ids: Vec<i64>| ListFilter {
+        producer_ids: ids,
+        ..ListFilter::default()
+    };
     assert_eq!(
-        m.list(&[pid], &[], -1, 2_000).transactions[0].transactional_id,
+        list(&m, pids(vec![pid]), 2_000).transactions[0].transactional_id,
         "tx"
     );
-    assert!(m.list(&[12345], &[], -1, 2_000).transactions.is_empty());
+    assert!(list(&m, pids(vec![12345]), 2_000).transactions.is_empty());
     // Running longer than 900 ms at 2 000: tx (started at 1 000) is; at 1 900 it is not.
-    let long = m.list(&[], &["Ongoing".into()], 900, 2_000);
-    assert_eq!(long.transactions.len(), 1);
-    assert!(m
-        .list(&[], &["Ongoing".into()], 900, 1_900)
-        .transactions
-        .is_empty());
+    let long = ListFilter {
+        min_duration_ms: 900,
+        ..states(&["Ongoing"])
+    };
+    assert_eq!(list(&m, long.clone(), 2_000).transactions.len(), 1);
+    assert!(list(&m, long, 1_900).transactions.is_empty());
+    // KIP-1152: the pattern must match the whole id; a bad one is Kafka's error.
+    let pattern = |p: &str| ListFilter {
+        transactional_id_pattern: Some(p.into()),
+        ..ListFilter::default()
+    };
+    let found = list(&m, pattern("i.*"), 2_000).transactions;
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].transactional_id, "idle");
+    assert!(list(&m, pattern("dl"), 2_000).transactions.is_empty());
+    assert_eq!(list(&m, pattern(""), 2_000).transactions.len(), 2);
+    let bad = list(&m, pattern("("), 2_000);
+    assert_eq!(bad.error, InvalidRegularExpression.code());
 }
 
 #[test]
@@ -801,123 +743,4 @@ fn bounds_answer_with_retriable_or_kafka_errors() {
     req.transactional_id = "second".into();
     assert_eq!(init(&mut m, &req, 1).0, CoordinatorNotAvailable.code());
     assert_eq!(m.len(), 1);
-}
-
-/// An I/O layer whose appends and marker writes always succeed, keeping the log it wrote.
-struct Driver {
-    m: TxnManager,
-    log: Vec<(Bytes, Option<Bytes>)>,
-    answers: Vec<(RequestId, Response)>,
-}
-
-impl Driver {
-    fn run(&mut self, effects: Vec<Effect>, now: i64) {
-        let mut todo: std::collections::VecDeque<Effect> = effects.into();
-        while let Some(effect) = todo.pop_front() {
-            match effect {
-                Effect::AppendLog {
-                    token, key, value, ..
-                } => {
-                    self.log.push((key, value));
-                    todo.extend(self.m.log_written(&token, now));
-                }
-                Effect::WriteMarkers { token, .. } => todo.extend(self.m.markers_written(&token)),
-                Effect::Respond { request, response } => self.answers.push((request, response)),
-            }
-        }
-    }
-
-    /// InitProducerId for `id`: its (producer id, epoch).
-    fn init(&mut self, id: &str, now: i64) -> (i64, i16) {
-        let mut req = init_req(None);
-        req.transactional_id = id.into();
-        // A producer id no earlier call got (answers grow by one per call).
-        let pid = 5000 + self.answers.len() as i64;
-        let effects = self.m.init_producer_id(0, &req, &mut || Some(pid), now);
-        self.run(effects, now);
-        match self.answers.last() {
-            Some((
-                0,
-                Response::InitProducerId {
-                    error: 0,
-                    producer_id,
-                    producer_epoch,
-                },
-            )) => (*producer_id, *producer_epoch),
-            other => panic!("{other:?}"),
-        }
-    }
-}
-
-/// Everything a coordinator wrote, replayed by its successor, gives the same transactions,
-/// in both value versions.
-#[test]
-fn replaying_the_written_log_rebuilds_the_same_state() {
-    for version in [0, 1] {
-        let config = TxnConfig {
-            transaction_state_partitions: 1,
-            log_value_version: version,
-            ..TxnConfig::default()
-        };
-        let mut d = Driver {
-            m: manager_with(config.clone()),
-            log: Vec::new(),
-            answers: Vec::new(),
-        };
-        let ids = ["a", "b", "c", "d"];
-        let mut pids = Vec::new();
-        for (i, id) in ids.iter().enumerate() {
-            pids.push(d.init(id, i as i64));
-        }
-        let add = |id: &str, (pid, epoch): (i64, i16), parts: &[(&str, i32)]| AddPartitions {
-            transactional_id: id.into(),
-            ..add_req(pid, epoch, parts)
-        };
-        let end = |id: &str, (pid, epoch): (i64, i16), commit| EndTxn {
-            transactional_id: id.into(),
-            ..end_req(pid, epoch, commit)
-        };
-        let e =
-            d.m.add_partitions(1, &add("a", pids[0], &[("t", 0), ("t", 1)]), 10);
-        d.run(e, 10);
-        let e = d.m.end_txn(2, &end("a", pids[0], true), 11);
-        d.run(e, 11);
-        let e = d.m.add_partitions(3, &add("b", pids[1], &[("t", 2)]), 12);
-        d.run(e, 12);
-        let e = d.m.end_txn(4, &end("b", pids[1], false), 13);
-        d.run(e, 13);
-        let offsets = AddOffsets {
-            transactional_id: "c".into(),
-            producer_id: pids[2].0,
-            producer_epoch: pids[2].1,
-            offsets_partition: 3,
-        };
-        let e = d.m.add_offsets(5, &offsets, 14);
-        d.run(e, 14);
-        d.init("d", 15);
-        assert!(d.answers.iter().all(|(_, r)| match r {
-            Response::InitProducerId { error, .. }
-            | Response::AddPartitions { error }
-            | Response::EndTxn { error } => *error == 0,
-        }));
-
-        let mut next = manager_with(config);
-        assert!(
-            next.load(0, 8, d.log.clone(), 20).is_empty(),
-            "nothing half-way"
-        );
-        assert_eq!(next.list(&[], &[], -1, 20), d.m.list(&[], &[], -1, 20));
-        for id in ids {
-            assert_eq!(next.describe(id), d.m.describe(id), "{id} v{version}");
-        }
-        let states: Vec<_> = ids
-            .iter()
-            .map(|id| next.describe(id).unwrap().state)
-            .collect();
-        assert_eq!(
-            states,
-            ["CompleteCommit", "CompleteAbort", "Ongoing", "Empty"]
-        );
-        assert_eq!(next.describe("d").unwrap().producer_epoch, 1);
-    }
 }
