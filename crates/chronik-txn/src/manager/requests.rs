@@ -181,7 +181,8 @@ impl TxnManager {
         self.add_partitions(request, &add, now_ms)
     }
 
-    /// The checks AddPartitionsToTxn and its verification share (Kafka's order).
+    /// The transactional id's metadata, if the request's producer id and epoch are its
+    /// current ones (the checks EndTxn and the verification make first, in Kafka's order).
     fn checked(
         &mut self,
         id: &str,
@@ -189,12 +190,7 @@ impl TxnManager {
         epoch: i16,
     ) -> Result<(Slot, &mut TxnMetadata), i16> {
         let (slot, meta) = self.existing(id, InvalidProducerIdMapping.code())?;
-        if meta.fields.producer_id != producer_id {
-            return Err(InvalidProducerIdMapping.code());
-        }
-        if meta.fields.producer_epoch != epoch {
-            return Err(ProducerFenced.code());
-        }
+        same_producer(meta, producer_id, epoch)?;
         Ok((slot, meta))
     }
 
@@ -206,11 +202,14 @@ impl TxnManager {
     ) -> Result<Vec<Effect>, i16> {
         let max = self.config.max_partitions_per_transaction;
         let id = req.transactional_id.as_str();
-        let (slot, meta) = self.checked(id, req.producer_id, req.producer_epoch)?;
+        let (slot, meta) = self.existing(id, InvalidProducerIdMapping.code())?;
+        // Kafka 4.4 looks at a transition in progress before the producer.
+        if meta.pending.is_some() {
+            return Err(ConcurrentTransactions.code());
+        }
+        same_producer(meta, req.producer_id, req.producer_epoch)?;
         let state = meta.fields.state;
-        if meta.pending.is_some()
-            || matches!(state, TxnState::PrepareCommit | TxnState::PrepareAbort)
-        {
+        if matches!(state, TxnState::PrepareCommit | TxnState::PrepareAbort) {
             return Err(ConcurrentTransactions.code());
         }
         let known = |tp: &TopicPartition| meta.fields.partitions.contains(tp);
@@ -310,6 +309,17 @@ impl TxnManager {
         };
         Ok(vec![begin(meta, slot, id, target, kind)?])
     }
+}
+
+/// INVALID_PRODUCER_ID_MAPPING for another producer id, PRODUCER_FENCED for another epoch.
+fn same_producer(meta: &TxnMetadata, producer_id: i64, epoch: i16) -> Result<(), i16> {
+    if meta.fields.producer_id != producer_id {
+        return Err(InvalidProducerIdMapping.code());
+    }
+    if meta.fields.producer_epoch != epoch {
+        return Err(ProducerFenced.code());
+    }
+    Ok(())
 }
 
 fn end_ok(request: RequestId) -> Effect {

@@ -535,12 +535,16 @@ fn init_over_an_ongoing_transaction_fences_and_aborts_it() {
         (v.state, v.producer_epoch),
         (TxnState::PrepareAbort, epoch + 1)
     );
-    // The old instance is fenced before the record is even written.
+    // The old instance is fenced before the record is even written (EndTxn looks at the
+    // epoch first); AddPartitionsToTxn looks at the transition in progress first (Kafka 4.4).
     let fenced = ProducerFenced.code();
     assert_eq!(
         end_error(m.end_txn(1, &end_req(pid, epoch, true), 6), 1),
         fenced
     );
+    let add = add_req(pid, epoch, &[("t", 5)]);
+    let busy = ConcurrentTransactions.code();
+    assert_eq!(add_error(m.add_partitions(1, &add, 6), 1), busy);
     let (answers, markers) = split_markers(m.log_written(&token, 6));
     assert_eq!(
         answers,
