@@ -20,12 +20,19 @@ use chronik_metadata::{BrokerInfo, BrokerState, MetadataState, TopicInfo};
 use chronik_replication::{ReplicaManager, ReplicationConfig};
 use chronik_wal::FsyncPolicy;
 use dashmap::DashMap;
+use futures::StreamExt;
 use uuid::Uuid;
 
 use crate::meta::Meta;
 use crate::partition::Partition;
 use crate::shutdown::Shutdown;
 use crate::topic_config::{TopicConfig, TopicDefaults};
+
+/// Partitions closed at once at shutdown. A close ends with a final sync of the partition's
+/// files on the blocking pool; one after another, 10,000 partitions took 30 s to stop (issue
+/// 21), while the disk serves many syncs together. Bounded so a node with many partitions does
+/// not fill the blocking pool.
+const PARALLEL_CLOSES: usize = 32;
 
 /// What the partition manager needs from the broker's settings.
 #[derive(Debug, Clone)]
@@ -210,11 +217,13 @@ impl PartitionManager {
     /// Flushes and closes every partition; the last step of a graceful shutdown.
     pub async fn close(&self) {
         self.replicas.shutdown();
-        for p in self.all_partitions() {
-            if let Err(e) = p.log.close().await {
-                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "close failed");
-            }
-        }
+        futures::stream::iter(self.all_partitions())
+            .for_each_concurrent(PARALLEL_CLOSES, |p| async move {
+                if let Err(e) = p.log.close().await {
+                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "close failed");
+                }
+            })
+            .await;
     }
 }
 
