@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use chronik_metadata::{MetadataState, TopicInfo};
 use chronik_wal::{PartitionLog, WalError};
+use futures::StreamExt;
 
 use super::{LocalTopic, PartitionManager};
 use crate::partition::Partition;
@@ -169,18 +170,28 @@ impl PartitionManager {
         topic: &TopicInfo,
         from: usize,
     ) -> Result<(), (i32, WalError)> {
-        let mut opened = Vec::new();
+        // Opened PARALLEL_OPENS at a time (each open's recovery and file syncs run on the
+        // blocking pool), kept in partition order.
+        // Built in a loop, not by a closure: the futures borrow `self` and `topic`, and a
+        // closure's would make the spawning tasks' futures not provably Send.
+        let mut opens = Vec::with_capacity(topic.partitions.len().saturating_sub(from));
         for (i, info) in topic.partitions.iter().enumerate().skip(from) {
-            if !info.replicas.contains(&self.settings.node_id) {
-                opened.push(None);
-                continue;
-            }
-            let part = self
-                .open_partition(topic, i as i32, info)
-                .await
-                .map_err(|e| (i as i32, e))?;
-            opened.push(Some(part));
+            opens.push(async move {
+                if !info.replicas.contains(&self.settings.node_id) {
+                    return Ok(None);
+                }
+                self.open_partition(topic, i as i32, info)
+                    .await
+                    .map(Some)
+                    .map_err(|e| (i as i32, e))
+            });
         }
+        let opened: Vec<Option<Arc<Partition>>> = futures::stream::iter(opens)
+            .buffered(super::PARALLEL_OPENS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
         let mut entry = self
             .partitions
             .entry(topic.name.clone())
