@@ -18,6 +18,7 @@ use super::authorizer::Authorizer;
 pub const TOPIC_DENIED: i16 = 29;
 pub const GROUP_DENIED: i16 = 30;
 pub const CLUSTER_DENIED: i16 = 31;
+pub const TRANSACTIONAL_ID_DENIED: i16 = 53;
 
 /// Puts the refused resources back into the handler's answer.
 pub type Post = Box<dyn FnOnce(&mut ResponseKind) + Send>;
@@ -52,6 +53,18 @@ pub fn guard(az: &Authorizer, state: &MetadataState, body: RequestKind) -> Guard
     let topic_ok = |op, n: &str| az.allows(op, Rt::Topic, n);
     let cluster_ok = |op| az.allows(op, Rt::Cluster, CLUSTER_NAME);
     match body {
+        // Kafka: a transactional produce needs WRITE on its transactional id, else the
+        // whole request is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+        RequestKind::Produce(r)
+            if r.transactional_id.as_ref().is_some_and(|id| {
+                !az.allows(Operation::Write, Rt::TransactionalId, id.0.as_str())
+            }) =>
+        {
+            Guarded::Answer(ResponseKind::Produce(produce_refused(
+                &r,
+                TRANSACTIONAL_ID_DENIED,
+            )))
+        }
         RequestKind::Produce(mut r) => {
             let (keep, denied) = split(std::mem::take(&mut r.topic_data), |t| {
                 topic_ok(Operation::Write, &topic_name(state, &t.name, &t.topic_id))
@@ -164,6 +177,29 @@ pub fn guard(az: &Authorizer, state: &MetadataState, body: RequestKind) -> Guard
         }
         other => super::guard_admin::guard(az, state, other, &topic_ok, &cluster_ok),
     }
+}
+
+/// A Produce answer refusing every partition of `r` with `code`.
+fn produce_refused(
+    r: &kafka_protocol::messages::ProduceRequest,
+    code: i16,
+) -> kafka_protocol::messages::ProduceResponse {
+    use kafka_protocol::messages::produce_response::*;
+    let topics = r.topic_data.iter().map(|t| {
+        let parts = t.partition_data.iter().map(|d| {
+            PartitionProduceResponse::default()
+                .with_index(d.index)
+                .with_error_code(code)
+                .with_base_offset(-1)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(-1)
+        });
+        TopicProduceResponse::default()
+            .with_name(t.name.clone())
+            .with_topic_id(t.topic_id)
+            .with_partition_responses(parts.collect())
+    });
+    kafka_protocol::messages::ProduceResponse::default().with_responses(topics.collect())
 }
 
 /// A topic name as the wire wants it.

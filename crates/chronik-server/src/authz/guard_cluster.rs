@@ -4,10 +4,8 @@
 use chronik_auth::acl::{Operation, ResourceType as Rt, CLUSTER_NAME};
 use kafka_protocol::messages::*;
 
-use super::guard::{Guarded, Post, CLUSTER_DENIED, GROUP_DENIED};
+use super::guard::{Guarded, Post, CLUSTER_DENIED, GROUP_DENIED, TRANSACTIONAL_ID_DENIED};
 use super::{supported, Authorizer, Resource, NOT_REQUESTED};
-
-const TRANSACTIONAL_ID_DENIED: i16 = 53;
 
 fn group_ok(az: &Authorizer, op: Operation, group: &str) -> bool {
     az.allows(op, Rt::Group, group)
@@ -176,6 +174,10 @@ fn cluster_admin(body: RequestKind, cluster_ok: &dyn Fn(Operation) -> bool) -> G
                 AlterUserScramCredentialsResponse::default().with_results(results.collect()),
             ))
         }
+        // Kafka: CLUSTER_ACTION on the cluster, every partition answered with the error.
+        RequestKind::WriteTxnMarkers(r) if denied(O::ClusterAction) => {
+            Some(ResponseKind::WriteTxnMarkers(write_txn_markers_denied(r)))
+        }
         RequestKind::DescribeUserScramCredentials(_) if denied(O::Describe) => {
             Some(ResponseKind::DescribeUserScramCredentials(
                 DescribeUserScramCredentialsResponse::default().with_error_code(CLUSTER_DENIED),
@@ -187,6 +189,27 @@ fn cluster_admin(body: RequestKind, cluster_ok: &dyn Fn(Operation) -> bool) -> G
         Some(resp) => Guarded::Answer(resp),
         None => Guarded::Serve(body, None),
     }
+}
+
+/// Kafka's WriteTxnMarkersRequest.getErrorResponse with CLUSTER_AUTHORIZATION_FAILED.
+fn write_txn_markers_denied(r: &WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
+    use write_txn_markers_response::*;
+    let markers = r.markers.iter().map(|m| {
+        let topics = m.topics.iter().map(|t| {
+            let parts = t.partition_indexes.iter().map(|&i| {
+                WritableTxnMarkerPartitionResult::default()
+                    .with_partition_index(i)
+                    .with_error_code(CLUSTER_DENIED)
+            });
+            WritableTxnMarkerTopicResult::default()
+                .with_name(t.name.clone())
+                .with_partitions(parts.collect())
+        });
+        WritableTxnMarkerResult::default()
+            .with_producer_id(m.producer_id)
+            .with_topics(topics.collect())
+    });
+    WriteTxnMarkersResponse::default().with_markers(markers.collect())
 }
 
 fn offset_commit(az: &Authorizer, mut r: OffsetCommitRequest) -> Guarded {

@@ -4,6 +4,10 @@
 //!
 //! Sessions (KIP-227) are not kept: every answer carries session id 0, which tells
 //! clients to keep sending full fetch requests.
+//!
+//! Isolation (KIP-98): read_uncommitted (0) reads up to the high watermark, read_committed
+//! (1) up to the last stable offset and also gets the aborted transactions overlapping what
+//! it reads, so the client drops their records. Every answer carries the LSO, as Kafka's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,14 +16,30 @@ use bytes::Bytes;
 use chronik_wal::WalError;
 use futures::future::select_all;
 use kafka_protocol::messages::fetch_request::FetchTopic;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, ResponseKind};
 use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{topic_name, topic_str, Reply};
 use crate::broker::Broker;
+
+/// FetchRequest's isolation_level for read_committed.
+const READ_COMMITTED: i8 = 1;
+
+/// The FetchResponse form of (producer id, first offset) pairs.
+fn aborted(list: &[(i64, i64)]) -> Vec<AbortedTransaction> {
+    list.iter()
+        .map(|&(pid, first)| {
+            AbortedTransaction::default()
+                .with_producer_id(ProducerId(pid))
+                .with_first_offset(first)
+        })
+        .collect()
+}
 
 /// Longest long-poll we honour, whatever the client asks.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -39,8 +59,15 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
         };
         loop {
             let mut watches = Vec::new();
-            let (responses, total, errored) =
-                read_once(&broker, &req.topics, version, max_bytes, &mut watches).await;
+            let read_committed = req.isolation_level == READ_COMMITTED;
+            let (responses, total, errored) = read_once(
+                &broker,
+                &req.topics,
+                (version, read_committed),
+                max_bytes,
+                &mut watches,
+            )
+            .await;
             let expired = Instant::now() >= deadline;
             if total >= min_bytes
                 || errored
@@ -71,7 +98,7 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
 async fn read_once(
     broker: &Broker,
     topics: &[FetchTopic],
-    version: i16,
+    (version, read_committed): (i16, bool),
     max_bytes: usize,
     watches: &mut Vec<watch::Receiver<i64>>,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
@@ -97,7 +124,7 @@ async fn read_once(
                 .with_high_watermark(-1)
                 .with_last_stable_offset(-1)
                 .with_log_start_offset(-1)
-                .with_aborted_transactions(Some(Vec::new()))
+                .with_aborted_transactions(read_committed.then(Vec::new))
                 .with_records(Some(Bytes::new()));
             let info = name.as_deref().and_then(|n| state.topic(n));
             let part_info = info.and_then(|i| {
@@ -129,20 +156,29 @@ async fn read_once(
                 continue;
             }
             let log = &partition.log;
-            // Consumers see only what every ISR replica has: the high watermark.
+            // Consumers see only what every ISR replica has: the high watermark; and
+            // read_committed ones only what no open transaction holds back: the LSO.
             watches.push(partition.replica.subscribe_hw());
+            // The LSO first: it is at most the high watermark read after it.
+            let lso = partition.last_stable_offset();
             let hw = partition.replica.high_watermark();
+            let limit = if read_committed { lso } else { hw };
             pd = pd
                 .with_high_watermark(hw)
-                .with_last_stable_offset(hw)
-                .with_log_start_offset(log.log_start_offset());
+                .with_last_stable_offset(lso)
+                .with_log_start_offset(log.log_start_offset())
+                // Kafka: null for read_uncommitted, the (maybe empty) list for read_committed.
+                .with_aborted_transactions(
+                    read_committed
+                        .then(|| aborted(&partition.aborted_transactions(p.fetch_offset, limit))),
+                );
             let budget =
                 (p.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
-            if budget == 0 || p.fetch_offset == hw {
+            if budget == 0 || p.fetch_offset == limit {
                 parts.push(pd);
                 continue;
             }
-            match log.read_async(p.fetch_offset, budget, hw).await {
+            match log.read_async(p.fetch_offset, budget, limit).await {
                 Ok(read) => {
                     // Only the first data in a response may exceed the limits (KIP-74),
                     // so a consumer can always make progress past a large batch.

@@ -19,6 +19,9 @@ pub use state::{AbortedTxn, TxnState};
 pub use verify::{TxnVerifier, UncheckedTxnVerifier, Verification, VerifyRequest};
 
 #[cfg(test)]
+mod partition_tests;
+
+#[cfg(test)]
 pub(crate) mod tests {
     use bytes::BytesMut;
     use chronik_wal::BatchHeader;

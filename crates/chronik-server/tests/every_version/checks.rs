@@ -79,6 +79,11 @@ pub fn check(v: i16, i: usize, resp: &ResponseKind) -> Result<(), String> {
         ResponseKind::DeleteAcls(r) => {
             expect("delete", r.filter_results[0].error_code, SECURITY_DISABLED)?
         }
+        ResponseKind::WriteTxnMarkers(r) => {
+            let parts = &r.markers[0].topics[0].partitions;
+            expect("grow-0", parts[0].error_code, NONE)?;
+            expect("grow-99", parts[1].error_code, UNKNOWN_TOPIC_OR_PARTITION)?;
+        }
         ResponseKind::CreatePartitions(r) => {
             expect("grow", r.results[0].error_code, NONE)?;
             expect(
