@@ -206,3 +206,52 @@ fn produce_refused(
 pub fn wire_name(s: &str) -> TopicName {
     TopicName(StrBytes::from_string(s.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chronik_auth::acl::{AclBinding, PatternType, Permission};
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, TransactionalId};
+
+    use super::*;
+
+    /// Kafka: a produce with a transactional id needs WRITE on it (besides WRITE on the
+    /// topics), else every partition answers TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
+    #[test]
+    fn a_transactional_produce_needs_write_on_its_transactional_id() {
+        let grant = |rt, name: &str| AclBinding {
+            resource_type: rt,
+            resource_name: name.into(),
+            pattern_type: PatternType::Literal,
+            principal: "User:p".into(),
+            host: "*".into(),
+            operation: Operation::Write,
+            permission: Permission::Allow,
+        };
+        let mut state = MetadataState::new("c".into());
+        state.acls.insert(grant(Rt::Topic, "t"));
+        let produce = ProduceRequest::default()
+            .with_transactional_id(Some(TransactionalId(StrBytes::from_static_str("tx"))))
+            .with_topic_data(vec![TopicProduceData::default()
+                .with_name(wire_name("t"))
+                .with_partition_data(
+                    vec![PartitionProduceData::default().with_index(0)],
+                )]);
+        let run = |state: &MetadataState| {
+            let az = Authorizer::for_test(Arc::new(state.clone()), "User:p");
+            guard(&az, state, RequestKind::Produce(produce.clone()))
+        };
+        let Guarded::Answer(ResponseKind::Produce(r)) = run(&state) else {
+            panic!("not refused without WRITE on the transactional id");
+        };
+        let code = r.responses[0].partition_responses[0].error_code;
+        assert_eq!(code, TRANSACTIONAL_ID_DENIED);
+        state.acls.insert(grant(Rt::TransactionalId, "tx"));
+        let Guarded::Serve(RequestKind::Produce(r), _) = run(&state) else {
+            panic!("refused with WRITE on the transactional id");
+        };
+        assert_eq!(r.topic_data.len(), 1);
+    }
+}

@@ -402,3 +402,62 @@ fn describe_groups(az: &Authorizer, mut r: DescribeGroupsRequest) -> Guarded {
     });
     Guarded::Serve(RequestKind::DescribeGroups(r), Some(post))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chronik_auth::acl::{AclBinding, PatternType, Permission};
+    use chronik_metadata::MetadataState;
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+
+    fn markers() -> RequestKind {
+        let topic = write_txn_markers_request::WritableTxnMarkerTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_partition_indexes(vec![0, 1]);
+        RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default().with_markers(vec![
+            write_txn_markers_request::WritableTxnMarker::default()
+                .with_producer_id(ProducerId(7))
+                .with_topics(vec![topic]),
+        ]))
+    }
+
+    fn guard_as(state: MetadataState) -> Guarded {
+        let az = Authorizer::for_test(Arc::new(state), "User:broker");
+        let cluster_ok = |op| az.allows(op, Rt::Cluster, CLUSTER_NAME);
+        guard(&az, markers(), &cluster_ok)
+    }
+
+    /// Kafka: WriteTxnMarkers needs CLUSTER_ACTION on the cluster; every partition of a
+    /// refused request answers CLUSTER_AUTHORIZATION_FAILED.
+    #[test]
+    fn write_txn_markers_needs_cluster_action() {
+        let mut state = MetadataState::new("c".into());
+        let Guarded::Answer(ResponseKind::WriteTxnMarkers(r)) = guard_as(state.clone()) else {
+            panic!("not refused without an ACL");
+        };
+        let codes: Vec<i16> = r.markers[0].topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(codes, vec![CLUSTER_DENIED, CLUSTER_DENIED]);
+        assert_eq!(r.markers[0].producer_id, ProducerId(7));
+        let grant = |op| AclBinding {
+            resource_type: Rt::Cluster,
+            resource_name: CLUSTER_NAME.into(),
+            pattern_type: PatternType::Literal,
+            principal: "User:broker".into(),
+            host: "*".into(),
+            operation: op,
+            permission: Permission::Allow,
+        };
+        // ALTER on the cluster is not CLUSTER_ACTION.
+        state.acls.insert(grant(Operation::Alter));
+        assert!(matches!(guard_as(state.clone()), Guarded::Answer(_)));
+        state.acls.insert(grant(Operation::ClusterAction));
+        assert!(matches!(guard_as(state), Guarded::Serve(_, None)));
+    }
+}
