@@ -42,6 +42,9 @@ pub enum AppendError {
     CoordinatorFenced { current: i32, got: i32 },
     #[error("{0} transactions are open on this partition; retry when one ends")]
     TooManyTransactions(usize),
+    /// Kafka's ProducerAppendInfo: a producer inside a transaction writes transactionally.
+    #[error("expected a transactional write from producer {0}, which has an open transaction")]
+    NotTransactional(i64),
     #[error("partition is sealed")]
     Sealed,
     #[error("storage error: {0}")]
@@ -66,6 +69,7 @@ impl AppendError {
             AppendError::Fenced { .. } => ResponseError::InvalidProducerEpoch,
             AppendError::CoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
             AppendError::TooManyTransactions(_) => ResponseError::ConcurrentTransactions,
+            AppendError::NotTransactional(_) => ResponseError::InvalidTxnState,
             AppendError::Sealed => ResponseError::NotLeaderOrFollower,
             AppendError::Storage(_) | AppendError::Recovering(_) => {
                 ResponseError::KafkaStorageError
@@ -325,14 +329,13 @@ impl Partition {
                 log_append_time_ms: None,
             }),
             SeqCheck::Append => {
-                // Held across the append for a transactional batch (module invariant).
-                let mut txns = header
-                    .is_transactional()
-                    .then(|| self.txns.lock().unwrap_or_else(|e| e.into_inner()));
-                if let Some(t) = txns.as_ref() {
-                    if t.begins_txn(&header) && !t.has_room() {
-                        return Err(AppendError::TooManyTransactions(t.ongoing_count()));
-                    }
+                // Checked for every producer's batch; held across the append only for a
+                // transactional one (module invariant), so plain appends never block readers.
+                let mut txns = None;
+                if header.producer_id >= 0 {
+                    let t = self.txns.lock().unwrap_or_else(|e| e.into_inner());
+                    check_txn(&t, &header)?;
+                    txns = header.is_transactional().then_some(t);
                 }
                 let mut batch = records.to_vec();
                 let appended = self.log.append(&mut batch, leader_epoch)?;
@@ -381,6 +384,18 @@ impl Partition {
         }
         Ok(accepted)
     }
+}
+
+/// A data batch against the partition's transactions: room for a new one, and no plain write
+/// from a producer inside one.
+fn check_txn(t: &TxnState, h: &BatchHeader) -> Result<(), AppendError> {
+    if t.begins_txn(h) && !t.has_room() {
+        return Err(AppendError::TooManyTransactions(t.ongoing_count()));
+    }
+    if !h.is_transactional() && t.ongoing_first_offset(h.producer_id).is_some() {
+        return Err(AppendError::NotTransactional(h.producer_id));
+    }
+    Ok(())
 }
 
 /// Checks the records of a produce partition: exactly one v2 batch, its size and record

@@ -53,50 +53,7 @@ pub fn guard(az: &Authorizer, state: &MetadataState, body: RequestKind) -> Guard
     let topic_ok = |op, n: &str| az.allows(op, Rt::Topic, n);
     let cluster_ok = |op| az.allows(op, Rt::Cluster, CLUSTER_NAME);
     match body {
-        // Kafka: a transactional produce needs WRITE on its transactional id, else the
-        // whole request is refused with TRANSACTIONAL_ID_AUTHORIZATION_FAILED.
-        RequestKind::Produce(r)
-            if r.transactional_id.as_ref().is_some_and(|id| {
-                !az.allows(Operation::Write, Rt::TransactionalId, id.0.as_str())
-            }) =>
-        {
-            Guarded::Answer(ResponseKind::Produce(produce_refused(
-                &r,
-                TRANSACTIONAL_ID_DENIED,
-            )))
-        }
-        RequestKind::Produce(mut r) => {
-            let (keep, denied) = split(std::mem::take(&mut r.topic_data), |t| {
-                topic_ok(Operation::Write, &topic_name(state, &t.name, &t.topic_id))
-            });
-            r.topic_data = keep;
-            let post: Post = Box::new(move |resp| {
-                if let ResponseKind::Produce(p) = resp {
-                    use kafka_protocol::messages::produce_response::*;
-                    for t in denied {
-                        p.responses.push(
-                            TopicProduceResponse::default()
-                                .with_name(t.name)
-                                .with_topic_id(t.topic_id)
-                                .with_partition_responses(
-                                    t.partition_data
-                                        .iter()
-                                        .map(|d| {
-                                            PartitionProduceResponse::default()
-                                                .with_index(d.index)
-                                                .with_error_code(TOPIC_DENIED)
-                                                .with_base_offset(-1)
-                                                .with_log_append_time_ms(-1)
-                                                .with_log_start_offset(-1)
-                                        })
-                                        .collect(),
-                                ),
-                        );
-                    }
-                }
-            });
-            Guarded::Serve(RequestKind::Produce(r), Some(post))
-        }
+        RequestKind::Produce(r) => produce(az, state, r),
         RequestKind::Fetch(mut r) => {
             let (keep, denied) = split(std::mem::take(&mut r.topics), |t| {
                 topic_ok(Operation::Read, &topic_name(state, &t.topic, &t.topic_id))
@@ -177,6 +134,55 @@ pub fn guard(az: &Authorizer, state: &MetadataState, body: RequestKind) -> Guard
         }
         other => super::guard_admin::guard(az, state, other, &topic_ok, &cluster_ok),
     }
+}
+
+/// Produce: WRITE on each topic (the others answered TOPIC_AUTHORIZATION_FAILED), and for a
+/// transactional produce WRITE on its transactional id, else the whole request is refused with
+/// TRANSACTIONAL_ID_AUTHORIZATION_FAILED (Kafka's KafkaApis.handleProduceRequest).
+fn produce(
+    az: &Authorizer,
+    state: &MetadataState,
+    mut r: kafka_protocol::messages::ProduceRequest,
+) -> Guarded {
+    let topic_ok = |op, n: &str| az.allows(op, Rt::Topic, n);
+    if let Some(id) = &r.transactional_id {
+        if !az.allows(Operation::Write, Rt::TransactionalId, id.0.as_str()) {
+            return Guarded::Answer(ResponseKind::Produce(produce_refused(
+                &r,
+                TRANSACTIONAL_ID_DENIED,
+            )));
+        }
+    }
+    let (keep, denied) = split(std::mem::take(&mut r.topic_data), |t| {
+        topic_ok(Operation::Write, &topic_name(state, &t.name, &t.topic_id))
+    });
+    r.topic_data = keep;
+    let post: Post = Box::new(move |resp| {
+        if let ResponseKind::Produce(p) = resp {
+            use kafka_protocol::messages::produce_response::*;
+            for t in denied {
+                p.responses.push(
+                    TopicProduceResponse::default()
+                        .with_name(t.name)
+                        .with_topic_id(t.topic_id)
+                        .with_partition_responses(
+                            t.partition_data
+                                .iter()
+                                .map(|d| {
+                                    PartitionProduceResponse::default()
+                                        .with_index(d.index)
+                                        .with_error_code(TOPIC_DENIED)
+                                        .with_base_offset(-1)
+                                        .with_log_append_time_ms(-1)
+                                        .with_log_start_offset(-1)
+                                })
+                                .collect(),
+                        ),
+                );
+            }
+        }
+    });
+    Guarded::Serve(RequestKind::Produce(r), Some(post))
 }
 
 /// A Produce answer refusing every partition of `r` with `code`.

@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use chronik_wal::WalError;
 use futures::future::select_all;
-use kafka_protocol::messages::fetch_request::FetchTopic;
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
@@ -26,6 +26,7 @@ use tokio::time::Instant;
 
 use super::{topic_name, topic_str, Reply};
 use crate::broker::Broker;
+use crate::partition::Partition;
 
 /// FetchRequest's isolation_level for read_committed.
 const READ_COMMITTED: i8 = 1;
@@ -119,7 +120,7 @@ async fn read_once(
         };
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let mut pd = PartitionData::default()
+            let pd = PartitionData::default()
                 .with_partition_index(p.partition)
                 .with_high_watermark(-1)
                 .with_last_stable_offset(-1)
@@ -155,52 +156,12 @@ async fn read_once(
                 parts.push(pd.with_error_code(code.code()));
                 continue;
             }
-            let log = &partition.log;
-            // Consumers see only what every ISR replica has: the high watermark; and
-            // read_committed ones only what no open transaction holds back: the LSO.
             watches.push(partition.replica.subscribe_hw());
-            // The LSO first: it is at most the high watermark read after it.
-            let lso = partition.last_stable_offset();
-            let hw = partition.replica.high_watermark();
-            let limit = if read_committed { lso } else { hw };
-            pd = pd
-                .with_high_watermark(hw)
-                .with_last_stable_offset(lso)
-                .with_log_start_offset(log.log_start_offset())
-                // Kafka: null for read_uncommitted, the (maybe empty) list for read_committed.
-                .with_aborted_transactions(
-                    read_committed
-                        .then(|| aborted(&partition.aborted_transactions(p.fetch_offset, limit))),
-                );
-            let budget =
-                (p.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
-            if budget == 0 || p.fetch_offset == limit {
-                parts.push(pd);
-                continue;
-            }
-            match log.read_async(p.fetch_offset, budget, limit).await {
-                Ok(read) => {
-                    // Only the first data in a response may exceed the limits (KIP-74),
-                    // so a consumer can always make progress past a large batch.
-                    if total == 0 || read.data.len() <= budget {
-                        total += read.data.len();
-                        let counters = &partition.counters;
-                        counters.fetch_bytes.increment(read.data.len() as u64);
-                        counters.fetch_messages.increment(read.records);
-                        pd = pd.with_records(Some(read.data));
-                    }
-                    parts.push(pd);
-                }
-                Err(WalError::OffsetOutOfRange { .. }) => {
-                    errored = true;
-                    parts.push(pd.with_error_code(ResponseError::OffsetOutOfRange.code()));
-                }
-                Err(e) => {
-                    tracing::error!(topic = %partition.topic, partition = p.partition, error = %e, "fetch read failed");
-                    errored = true;
-                    parts.push(pd.with_error_code(ResponseError::KafkaStorageError.code()));
-                }
-            }
+            let (pd, read, failed) =
+                read_partition(&partition, p, read_committed, pd, max_bytes, total).await;
+            total += read;
+            errored |= failed;
+            parts.push(pd);
         }
         out.push(
             FetchableTopicResponse::default()
@@ -214,4 +175,59 @@ async fn read_once(
         );
     }
     (out, total, errored)
+}
+
+/// One led partition's answer: (partition data, bytes read, whether it is an error).
+/// Consumers see only what every ISR replica has: the high watermark; read_committed ones
+/// only what no open transaction holds back: the LSO.
+async fn read_partition(
+    partition: &Partition,
+    p: &FetchPartition,
+    read_committed: bool,
+    pd: PartitionData,
+    max_bytes: usize,
+    total: usize,
+) -> (PartitionData, usize, bool) {
+    let log = &partition.log;
+    // The LSO first: it is at most the high watermark read after it.
+    let lso = partition.last_stable_offset();
+    let hw = partition.replica.high_watermark();
+    let limit = if read_committed { lso } else { hw };
+    let pd = pd
+        .with_high_watermark(hw)
+        .with_last_stable_offset(lso)
+        .with_log_start_offset(log.log_start_offset())
+        // Kafka: null for read_uncommitted, the (maybe empty) list for read_committed.
+        .with_aborted_transactions(
+            read_committed.then(|| aborted(&partition.aborted_transactions(p.fetch_offset, limit))),
+        );
+    let budget = (p.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
+    if budget == 0 || p.fetch_offset == limit {
+        return (pd, 0, false);
+    }
+    match log.read_async(p.fetch_offset, budget, limit).await {
+        // Only the first data in a response may exceed the limits (KIP-74), so a consumer
+        // can always make progress past a large batch.
+        Ok(read) if total == 0 || read.data.len() <= budget => {
+            let n = read.data.len();
+            let counters = &partition.counters;
+            counters.fetch_bytes.increment(n as u64);
+            counters.fetch_messages.increment(read.records);
+            (pd.with_records(Some(read.data)), n, false)
+        }
+        Ok(_) => (pd, 0, false),
+        Err(WalError::OffsetOutOfRange { .. }) => (
+            pd.with_error_code(ResponseError::OffsetOutOfRange.code()),
+            0,
+            true,
+        ),
+        Err(e) => {
+            tracing::error!(topic = %partition.topic, partition = p.partition, error = %e, "fetch read failed");
+            (
+                pd.with_error_code(ResponseError::KafkaStorageError.code()),
+                0,
+                true,
+            )
+        }
+    }
 }

@@ -57,6 +57,8 @@ impl Partition {
         let offset = appended.base_offset;
         producers.record_marker(pid, epoch, marker.coordinator_epoch, offset, now_ms);
         let hw = self.replica.high_watermark();
+        // Bounds the index by what the log still holds even if no read_committed fetch asks.
+        txns.forget_aborted_below(self.log.log_start_offset());
         if let Some(aborted) = txns.on_marker(pid, marker.marker, offset, hw) {
             tracing::debug!(
                 producer_id = pid,

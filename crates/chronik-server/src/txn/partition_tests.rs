@@ -150,6 +150,11 @@ async fn only_the_first_batch_of_a_transaction_asks_for_verification() {
     assert!(p
         .needs_txn_verification(&data_batch(2, 0, 0, 1, false), "tx")
         .is_none());
+    // Inside its transaction, a producer may not write outside it (Kafka: INVALID_TXN_STATE).
+    let e = p
+        .append(&data_batch(1, 0, 1, 1, false), MAX, 0)
+        .unwrap_err();
+    assert_eq!(e.code(), ResponseError::InvalidTxnState);
     p.append_marker(&marker(1, 0, MarkerType::Commit, 0), 0)
         .expect("marker");
     // The next transaction's first batch asks again.

@@ -135,13 +135,7 @@ impl TxnState {
         upper: i64,
         log_start: i64,
     ) -> Vec<(i64, i64)> {
-        while self
-            .aborted
-            .front()
-            .is_some_and(|a| a.last_offset < log_start)
-        {
-            self.aborted.pop_front();
-        }
+        self.forget_aborted_below(log_start);
         // Markers are ordered; first offsets are not, so the tail from `from` is filtered.
         let start = self.aborted.partition_point(|a| a.last_offset < from);
         self.aborted
@@ -149,6 +143,18 @@ impl TxnState {
             .filter(|a| a.first_offset < upper)
             .map(|a| (a.producer_id, a.first_offset))
             .collect()
+    }
+
+    /// Drops the aborted transactions whose marker is below `log_start`: retention or
+    /// DeleteRecords removed their data and marker.
+    pub fn forget_aborted_below(&mut self, log_start: i64) {
+        while self
+            .aborted
+            .front()
+            .is_some_and(|a| a.last_offset < log_start)
+        {
+            self.aborted.pop_front();
+        }
     }
 
     /// Every aborted transaction held (tests, diagnostics).
