@@ -13,9 +13,10 @@ from __future__ import annotations
 import time
 
 from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka.admin import NewTopic
 
 import kafkawire as w
-from helpers import consumer, create_topic, unique_topic
+from helpers import admin, consumer, create_topic, unique_topic, wait_until
 
 VERSION = 9  # Produce v9: flexible
 TXN_ID = "txn-partition-test"
@@ -31,6 +32,13 @@ class Txn:
         assert err == w.NONE and self.pid >= 0, (err, self.pid)
         self.seq = 0
         self.corr = 10
+
+    def on(self, conn: w.Connection) -> "Txn":
+        """The same producer (id, epoch, next sequence) over another connection."""
+        other = Txn.__new__(Txn)
+        other.__dict__.update(self.__dict__)
+        other.conn = conn
+        return other
 
     def _next(self) -> int:
         self.corr += 1
@@ -98,8 +106,9 @@ def read(bootstrap: str, topic: str, isolation: str, end: int, timeout_s: float 
 
 
 def check(bootstrap: str, topic: str, lso: int, hw: int, committed: list[bytes], everything: list[bytes]):
-    assert latest(bootstrap, topic, "read_committed") == lso
-    assert latest(bootstrap, topic, "read_uncommitted") == hw
+    # Polled: right after a leader change the new leader's high watermark may lag a moment.
+    wait_until(lambda: (latest(bootstrap, topic, "read_committed"), latest(bootstrap, topic, "read_uncommitted"))
+               == (lso, hw), 20, f"ListOffsets latest: read_committed {lso}, read_uncommitted {hw}")
     assert read(bootstrap, topic, "read_committed", lso) == committed
     assert read(bootstrap, topic, "read_uncommitted", hw) == everything
 
@@ -136,8 +145,40 @@ def test_markers_lso_and_isolation_survive_a_restart(broker_factory):
     # its coordinator epoch.
     check(b.bootstrap, topic, 7, 8, [b"p0", b"b0", b"b1"], everything)
     with w.Connection(b.bootstrap) as conn:
-        t2 = Txn.__new__(Txn)
-        t2.conn, t2.topic, t2.pid, t2.epoch, t2.seq, t2.corr = conn, topic, t.pid, t.epoch, t.seq, 100
+        t2 = t.on(conn)
         assert t2.marker(committed=True, coordinator_epoch=4) == [w.TRANSACTION_COORDINATOR_FENCED]
         assert t2.marker(committed=True, coordinator_epoch=5) == [w.NONE]  # commit c0 at 8
     check(b.bootstrap, topic, 9, 9, [b"p0", b"b0", b"b1", b"c0"], everything)
+
+
+def leader_of(bootstrap: str, topic: str) -> int:
+    return admin(bootstrap).list_topics(topic, timeout=10).topics[topic].partitions[0].leader
+
+
+def test_a_new_leader_rebuilds_transactions_from_what_it_replicated(cluster_factory):
+    """Markers replicate like any batch; followers keep no transaction state while they follow,
+    and a follower that becomes leader rebuilds it from its own log (with the producer state):
+    the same LSO, aborted transactions and open transaction as the old leader had."""
+    c = cluster_factory(3).start()
+    topic = unique_topic("txnfail")
+    a = admin(c.bootstrap(1))
+    a.create_topics([NewTopic(topic, num_partitions=1, replication_factor=3)])[topic].result(timeout=30)
+    wait_until(lambda: leader_of(c.bootstrap(1), topic) in (1, 2, 3), 20, "a leader")
+    old = leader_of(c.bootstrap(1), topic)
+    with w.Connection(c.node(old).bootstrap) as conn:
+        t = Txn(conn, topic)
+        # Every append is acks=all, the markers too: on every ISR replica when answered.
+        assert t.produce([b"a0", b"a1"]) == (w.NONE, 0)
+        assert t.marker(committed=False) == [w.NONE]
+        assert t.produce([b"b0"]) == (w.NONE, 3)
+    everything = [b"a0", b"a1", b"b0"]
+    check(c.node(old).bootstrap, topic, 3, 4, [], everything)
+
+    c.node(old).kill()
+    survivors = [i for i in (1, 2, 3) if i != old]
+    wait_until(lambda: leader_of(c.bootstrap(*survivors), topic) in survivors, 30, "a new leader")
+    new = leader_of(c.bootstrap(*survivors), topic)
+    check(c.bootstrap(*survivors), topic, 3, 4, [], everything)
+    with w.Connection(c.node(new).bootstrap) as conn:
+        assert t.on(conn).marker(committed=True) == [w.NONE]  # commit b0 at 4
+    check(c.bootstrap(*survivors), topic, 5, 5, [b"b0"], everything)
