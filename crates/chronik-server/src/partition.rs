@@ -245,10 +245,13 @@ impl Partition {
 
     /// The idempotent producers this partition tracks (DescribeProducers).
     pub fn active_producers(&self) -> Vec<crate::producer_state::ActiveProducer> {
-        self.producers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .active()
+        let producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+        let txns = self.txns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut active = producers.active();
+        for p in &mut active {
+            p.current_txn_start_offset = txns.ongoing_first_offset(p.producer_id).unwrap_or(-1);
+        }
+        active
     }
 
     /// Why this partition cannot take produces because of its storage: the log is poisoned,

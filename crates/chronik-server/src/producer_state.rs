@@ -44,6 +44,10 @@ pub struct ActiveProducer {
     pub epoch: i16,
     pub last_sequence: i32,
     pub last_timestamp: i64,
+    /// Epoch of the coordinator of its last transaction marker (-1: none).
+    pub coordinator_epoch: i32,
+    /// First offset of its ongoing transaction (-1: none); filled in by the partition.
+    pub current_txn_start_offset: i64,
 }
 
 /// The verdict on a transaction marker (Kafka's `ProducerAppendInfo.appendEndTxnMarker`).
@@ -270,6 +274,8 @@ impl ProducerStateTable {
                 epoch: e.epoch,
                 last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
                 last_timestamp: e.last_timestamp,
+                coordinator_epoch: e.coordinator_epoch,
+                current_txn_start_offset: -1,
             })
             .collect();
         out.sort_unstable_by_key(|p| p.producer_id);

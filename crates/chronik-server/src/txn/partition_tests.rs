@@ -94,6 +94,20 @@ async fn transactions_lso_and_aborted_index_survive_a_reopen() {
     assert_eq!(p.txn_snapshot(), before);
     p.replica.update_high_watermark();
     assert_eq!(p.last_stable_offset(), 5);
+    // DescribeProducers' view: producer 3's open transaction, producer 1's coordinator.
+    let active = p.active_producers();
+    let find = |pid| {
+        active
+            .iter()
+            .find(|a| a.producer_id == pid)
+            .expect("tracked")
+    };
+    assert_eq!(find(3).current_txn_start_offset, 5);
+    assert_eq!(
+        (find(1).current_txn_start_offset, find(1).coordinator_epoch),
+        (-1, 0)
+    );
+    assert_eq!(find(2).coordinator_epoch, 0);
     // Sequences and epochs came back too: producer 1 goes on at 3, producer 3 at 1.
     p.append(&data_batch(1, 0, 3, 1, true), MAX, 0)
         .expect("producer 1 in sequence");
