@@ -133,10 +133,11 @@ struct Scanned {
 
 /// Producer state, transactions and leader epochs rebuilt from the batch headers of `log`,
 /// reading the body of control batches only (one small record each). The cost is the header
-/// scan the producer state always needed: every batch from the log start. Markers are
-/// replayed without the high watermark (`i64::MIN`): a completed transaction stays unstable
-/// until the next LSO read sees the high watermark past its marker.
-async fn scan(log: &Arc<PartitionLog>) -> Result<Scanned, WalError> {
+/// scan the producer state always needed: every batch from the log start. `hw` is a high
+/// watermark known to be reached (a checkpoint, or the replica's): a transaction whose marker
+/// is below it is stable; one whose marker is not stays unstable until an LSO read sees the
+/// high watermark past it.
+async fn scan(log: &Arc<PartitionLog>, hw: i64) -> Result<Scanned, WalError> {
     let scan_log = log.clone();
     tokio::task::spawn_blocking(move || {
         let mut s = Scanned {
@@ -162,8 +163,7 @@ async fn scan(log: &Arc<PartitionLog>) -> Result<Scanned, WalError> {
                         h.base_offset,
                         h.max_timestamp,
                     );
-                    s.txns
-                        .on_marker(m.producer_id, m.marker, h.base_offset, i64::MIN);
+                    s.txns.on_marker(m.producer_id, m.marker, h.base_offset, hw);
                 }
                 Err(e) => tracing::warn!(%topic, partition, offset = h.base_offset, error = %e,
                     "control batch that is no transaction marker; ignored"),
@@ -185,12 +185,14 @@ impl Partition {
         hw_checkpoint: Option<i64>,
         config: ProduceConfig,
     ) -> Result<Arc<Partition>, WalError> {
+        let hw = hw_checkpoint.unwrap_or(log.log_start_offset());
+        // What Replica::new starts from: reached, so markers below it are stable.
+        let reached = hw.clamp(log.log_start_offset(), log.committed_offset());
         let Scanned {
             producers,
             txns,
             epochs,
-        } = scan(&log).await?;
-        let hw = hw_checkpoint.unwrap_or(log.log_start_offset());
+        } = scan(&log, reached).await?;
         let replica = Replica::new(log.clone(), node_id, epochs, hw);
         if !producers.is_empty() {
             tracing::info!(
@@ -233,7 +235,7 @@ impl Partition {
     /// The transactions are rebuilt the same way, so a follower that becomes leader holds
     /// the ongoing transactions and aborted index of every batch and marker it copied.
     pub async fn rebuild_producers(&self) -> Result<(), WalError> {
-        self.install(scan(&self.log).await?);
+        self.install(scan(&self.log, self.replica.high_watermark()).await?);
         Ok(())
     }
 
@@ -273,7 +275,7 @@ impl Partition {
     /// drops the leader epochs recorded past the cut. Appends stay refused until
     /// [`serve_generation`](Self::serve_generation).
     pub async fn rebuild_after_heal(&self) -> Result<(), WalError> {
-        self.install(scan(&self.log).await?);
+        self.install(scan(&self.log, self.replica.high_watermark()).await?);
         self.replica.reconcile_heal();
         Ok(())
     }

@@ -10,7 +10,7 @@
 //!   past the transaction's first offset;
 //! - `aborted` is ordered by marker offset (the order markers are appended in).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use chronik_wal::BatchHeader;
 
@@ -38,10 +38,12 @@ pub struct TxnState {
     /// Producer id -> first offset of its ongoing transaction (Kafka's
     /// `currentTxnFirstOffset`).
     ongoing: HashMap<i64, i64>,
-    /// First offset -> marker offset of every transaction that is not stable: `None` while
-    /// ongoing, `Some(marker)` once completed until the high watermark passes the marker.
-    /// First offsets are unique (two batches never share an offset).
-    unstable: BTreeMap<i64, Option<i64>>,
+    /// The first offsets of the ongoing transactions, ordered (unique: two batches never
+    /// share an offset).
+    ongoing_firsts: BTreeSet<i64>,
+    /// Marker offset -> first offset of each completed transaction whose marker the high
+    /// watermark has not passed yet (Kafka's `unreplicatedTxns`): only the last few markers.
+    unreplicated: BTreeMap<i64, i64>,
     /// Aborted transactions, by marker offset.
     aborted: VecDeque<AbortedTxn>,
 }
@@ -72,7 +74,7 @@ impl TxnState {
     pub fn on_data(&mut self, h: &BatchHeader, base_offset: i64) {
         if self.begins_txn(h) {
             self.ongoing.insert(h.producer_id, base_offset);
-            self.unstable.insert(base_offset, None);
+            self.ongoing_firsts.insert(base_offset);
         }
     }
 
@@ -89,16 +91,15 @@ impl TxnState {
     ) -> Option<AbortedTxn> {
         self.drop_stable(hw);
         let first = self.ongoing.remove(&producer_id)?;
-        self.unstable.insert(first, Some(offset));
+        self.ongoing_firsts.remove(&first);
+        if offset >= hw {
+            self.unreplicated.insert(offset, first);
+        }
         if marker == MarkerType::Commit {
             return None;
         }
         // Kafka's lastStableOffset(completedTxn): the earliest other ongoing transaction.
-        let next_ongoing = self
-            .unstable
-            .iter()
-            .find(|(_, m)| m.is_none())
-            .map(|(f, _)| *f);
+        let next_ongoing = self.ongoing_firsts.first().copied();
         let entry = AbortedTxn {
             producer_id,
             first_offset: first,
@@ -111,18 +112,19 @@ impl TxnState {
 
     /// Forgets completed transactions whose marker is below `hw`: they are stable.
     fn drop_stable(&mut self, hw: i64) {
-        self.unstable
-            .retain(|_, m| m.is_none_or(|marker| marker >= hw));
+        self.unreplicated = self.unreplicated.split_off(&hw);
     }
 
     /// Kafka's last stable offset: the high watermark, or the first offset of the earliest
     /// transaction that is not stable if that is lower.
     pub fn last_stable_offset(&mut self, hw: i64) -> i64 {
         self.drop_stable(hw);
-        self.unstable
-            .keys()
-            .next()
-            .map_or(hw, |first| (*first).min(hw))
+        // A handful of markers at most are not below the high watermark: scanned.
+        let unreplicated = self.unreplicated.values().min();
+        [self.ongoing_firsts.first(), unreplicated]
+            .into_iter()
+            .flatten()
+            .fold(hw, |lso, first| lso.min(*first))
     }
 
     /// The aborted transactions a fetch of `[from, upper)` must report (Kafka's
@@ -206,6 +208,12 @@ mod tests {
         t.on_marker(2, MarkerType::Abort, 8, 8);
         assert_eq!(t.last_stable_offset(8), 6);
         assert_eq!(t.last_stable_offset(9), 9);
+        // A marker already below the high watermark it is recorded with (a rebuild from the
+        // log, given the checkpointed high watermark) is stable at once: nothing is kept.
+        t.on_data(&header(3, 0, 0, 1, true), 9);
+        t.on_marker(3, MarkerType::Commit, 10, 20);
+        assert!(t.unreplicated.is_empty());
+        assert_eq!(t.last_stable_offset(11), 11);
     }
 
     #[test]
