@@ -36,6 +36,8 @@ mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+#[cfg(test)]
+mod produce_tests;
 mod reassignments;
 mod sasl_off;
 mod scram_users;
