@@ -35,7 +35,7 @@ PYTEST_ARGS ?=
 # Root runs apt-get directly; anyone else goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build release run deps deps-apt deps-venv deps-node deps-java deps-kafka test test-kafka test-kafka-ci bench chaos docs fmt clippy clean
+.PHONY: build release run deps deps-apt deps-venv deps-quix deps-node deps-java deps-kafka test test-kafka test-kafka-ci bench chaos docs fmt clippy clean
 
 build:
 	$(CARGO) build --workspace --bins
@@ -46,7 +46,7 @@ release:
 run:
 	$(CARGO) run --release --bin chronik-server -- standalone --data-dir ./data --kafka-addr 127.0.0.1:9092
 
-deps: deps-apt deps-venv deps-node deps-java deps-kafka
+deps: deps-apt deps-venv deps-quix deps-node deps-java deps-kafka
 
 # Debian packages the tests use, as command:package: kcat (a librdkafka client), iptables (network
 # faults inside namespaces, tests/netns.py), a JDK and Maven (the Java client module tests/java and
@@ -86,6 +86,28 @@ deps-venv:
 	  echo "deps: installing $(REQUIREMENTS) into $(VENV)"; \
 	  $(VENV)/bin/python -m pip install --disable-pip-version-check -q -r $(REQUIREMENTS); \
 	  echo "$$want" > $(VENV_STAMP); \
+	fi
+
+# quixstreams (tests/test_quixstreams.py runs its app, tests/quix_count_app.py, as a process of its
+# own) in a venv of its own: quixstreams 3.28.1 requires confluent-kafka < 2.13 and the suite pins
+# 2.16.1. Same stamp rule as deps-venv; prebuilt wheels only (the requirements file says so).
+QUIX_VENV := .venv-quix
+QUIX_REQUIREMENTS := tests/requirements-quix.txt
+QUIX_STAMP := $(QUIX_VENV)/.requirements.sha256
+deps-quix:
+	@want="$$(sha256sum $(QUIX_REQUIREMENTS) | cut -d' ' -f1)"; \
+	have="$$(cat $(QUIX_STAMP) 2>/dev/null || true)"; \
+	if [ "$$want" = "$$have" ] && $(QUIX_VENV)/bin/python -c 'import sys' >/dev/null 2>&1; then \
+	  echo "deps: $(QUIX_VENV) up to date with $(QUIX_REQUIREMENTS)"; \
+	else \
+	  if ! $(QUIX_VENV)/bin/python -c 'import sys' >/dev/null 2>&1; then \
+	    rm -rf $(QUIX_VENV); \
+	    echo "deps: creating $(QUIX_VENV)"; \
+	    $(PYTHON) -m venv $(QUIX_VENV); \
+	  fi; \
+	  echo "deps: installing $(QUIX_REQUIREMENTS) into $(QUIX_VENV)"; \
+	  $(QUIX_VENV)/bin/python -m pip install --disable-pip-version-check -q -r $(QUIX_REQUIREMENTS); \
+	  echo "$$want" > $(QUIX_STAMP); \
 	fi
 
 # kafkajs and its codec packages (tests/js, run by tests/test_kafkajs.py), pinned in package.json
@@ -168,7 +190,8 @@ KAFKA_CI_TESTS := tests/test_confluent.py tests/test_kafka_python.py tests/test_
 	tests/test_retention.py tests/test_offsets_retention.py tests/test_bench.py tests/test_hardening_net.py \
 	tests/test_aiokafka.py tests/test_kafkajs.py tests/test_topic_configs.py tests/test_delete_records.py \
 	tests/test_authorized_operations.py tests/test_cluster.py tests/test_replication.py \
-	tests/test_kafka_admin.py tests/test_replica_placement.py tests/test_scram_users.py tests/test_acls.py
+	tests/test_kafka_admin.py tests/test_replica_placement.py tests/test_scram_users.py tests/test_acls.py \
+	tests/test_quixstreams.py
 test-kafka-ci: deps
 	$(VENV)/bin/pytest $(KAFKA_CI_TESTS) -v --broker=kafka --timeout=$(PYTEST_TIMEOUT_S) \
 	  --deselect tests/test_offsets.py::test_committed_offsets_and_metadata_survive_sigkill \

@@ -11,6 +11,7 @@ but the SIGKILL test run against Apache Kafka 4.4 too (--broker=kafka; the metri
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from confluent_kafka import KafkaError, TopicPartition
@@ -141,7 +142,7 @@ def test_compaction_keeps_latest_values_at_their_offsets(cleaner_broker, broker_
 
 
 @pytest.mark.chronik_only("watches Chronik's WAL files for a segment replacement under way")
-def test_sigkill_during_a_clean_leaves_a_valid_log(broker_factory):
+def test_sigkill_or_sigterm_during_a_clean_leaves_a_valid_log(broker_factory):
     # A slow cleaner (200 KB/s of I/O), so a replacement file is on disk for a while.
     b = broker_factory(args=["--log-cleaner-backoff-ms", "200", "--log-cleaner-io-max-bytes-per-second", "200000"])
     topic = unique_topic("compact-kill")
@@ -169,6 +170,14 @@ def test_sigkill_during_a_clean_leaves_a_valid_log(broker_factory):
     for k, (offset, val) in latest.items():
         assert k in present, k
         assert any((m.offset, m.value) == (offset, val) for m in msgs), k
+    # A graceful stop during the next clean stops the cleaner at its next segment group and
+    # closes the logs after it: prompt, and the log as valid as after the crash.
+    wait_until(lambda: list(part.glob("*.cleaned")), 60, "a cleaned segment being written again")
+    started = time.monotonic()
+    b.terminate(timeout_s=20)
+    assert time.monotonic() - started < 15
+    assert "log clean stopped for the shutdown" in b.stderr_tail(lines=2000, max_bytes=1 << 20), b.stderr_tail()
+    b.start()
     # And the cleaner finishes the job after the restart.
     msgs = wait_until(lambda: compacted(b.bootstrap, topic, latest, False), 120,
                       "the cleaner to compact after the restart", interval_s=0.5)

@@ -45,6 +45,8 @@ class BrokerProcess:
                  "CHRONIK_HTTP_ADDR": "127.0.0.1:0"},
         )
         self.addr = ""
+        # The HTTP endpoint (metrics), from the ready line's ` http=`.
+        self.http = ""
         # Every listener by name, when the broker has several (` listeners=` on its ready line).
         self.listeners: dict[str, str] = {}
         if wait:
@@ -75,6 +77,8 @@ class BrokerProcess:
                 for line in buf.decode(errors="replace").splitlines():
                     m = READY_RE.match(line)
                     if m:
+                        http = re.search(r" http=(\S+)", line)
+                        self.http = http.group(1) if http else ""
                         named = re.search(r" listeners=(\S+)", line)
                         if named:
                             self.listeners = dict(e.split("://", 1) for e in named.group(1).split(","))

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import compaction
 from .chronik_broker import start_chronik
 from .common import BENCH, REPO, ms, run_json, settle
 
@@ -82,6 +83,21 @@ def scenarios(seconds: int) -> list[Scenario]:
                  [*d, "--concurrency", "128", "--message-size", "1024", "--acks", "1", "--partitions", "3",
                   "--compression", "lz4"],
                  run=run_recompress),
+        Scenario("cleaner", f"a compacted topic, 3 partitions, {compaction.KEYS:,} keys, 1 KiB values: "
+                 f"{compaction.FILL_BYTES // 1_000_000} MB written at acks=1 (c=256, linger 5 ms); the unthrottled "
+                 "cleaner's MB/s (bytes it read ÷ time it spent cleaning)", [],
+                 broker_args=["--log-cleaner-backoff-ms", "1000"], run=compaction.run_cleaner_throughput),
+        Scenario("cleaner-p99", "acks=all at 10k msg/s, 256 B, 3 partitions: p99 right after "
+                 f"{compaction.FILL_BYTES // 1_000_000} MB went into a compacted topic the cleaner may not clean yet, "
+                 "then right after the same went into one it cleans (--log-cleaner-io-max-bytes-per-second "
+                 f"{compaction.P99_IO_BUDGET:,})",
+                 [*d, "--mode", "produce", "--rate-limit", "10000", "--concurrency", "64",
+                  "--message-size", "256", "--acks", "all", "--partitions", "3"],
+                 target="p99 with the cleaner ≤ 1.3 × p99 alone",
+                 check=lambda r, d, _: r.get("cleaner_p99", {}).get("ratio", 99) <= 1.3,
+                 broker_args=["--log-cleaner-io-max-bytes-per-second", str(compaction.P99_IO_BUDGET),
+                              "--log-cleaner-backoff-ms", "1000"],
+                 run=compaction.run_cleaner_p99),
     ]
 
 
@@ -362,6 +378,8 @@ def section(disk: dict, results: list) -> list[str]:
                 f"written before, each out of the page cache: {c['consumer_mb']:,.0f} MB in {c['consumer_s']:.1f} s, "
                 f"{c['consumer_mb_per_s']:,.0f} MB/s): ratio {c['ratio']:.2f} (target ≤ 1.5).",
             ]
+    for s, rc, r in results:
+        lines += compaction.report_lines(s.name, r)
     for s, rc, r in results:
         c = r.get("tls_scram")
         if c:

@@ -129,6 +129,10 @@ pub struct RunArgs {
     /// Bytes per message value (at least the 24-byte stamp the verification reads).
     #[arg(long, short = 's', default_value_t = 256, value_parser = parse_message_size)]
     pub message_size: usize,
+    /// Give every message one of this many keys (`key-N`), spread evenly, as a compacted
+    /// topic needs; unset: no key. Use `--verify count` (compaction removes messages).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub keys: Option<u64>,
     #[arg(long, value_enum, default_value = "1")]
     pub acks: Acks,
     #[arg(long, value_enum, default_value = "none")]

@@ -45,10 +45,19 @@ pub struct DriverConfig {
     pub request_timeout: Duration,
     pub concurrency: u32,
     pub message_size: usize,
+    /// `--keys`: how many distinct keys the messages cycle through; None sends no key.
+    pub keys: Option<u64>,
     /// Messages per second over all slots; 0 is unlimited.
     pub rate: u64,
     /// Total messages to send (`--messages`); None runs until `Timing::end`.
     pub budget: Option<u64>,
+}
+
+/// The key of message `seq` of `slot` among `n` keys: consecutive messages of a slot take
+/// different keys and the slots are spread over them, so every key gets new versions evenly.
+fn message_key(slot: u32, seq: u64, n: u64) -> bytes::Bytes {
+    let k = u64::from(slot).wrapping_mul(1_000_003).wrapping_add(seq) % n;
+    bytes::Bytes::from(format!("key-{k}"))
 }
 
 /// What one slot did; verification reads `sent` and `acked_seqs`.
@@ -404,7 +413,7 @@ impl Driver {
                     offset: i as i64,
                     sequence: base_sequence.wrapping_add(i as i32),
                     timestamp: now_ms,
-                    key: None,
+                    key: self.cfg.keys.map(|n| message_key(m.slot, m.seq, n)),
                     value: Some(m.value.clone()),
                     headers: IndexMap::new(),
                 })

@@ -244,6 +244,7 @@ fn driver_config(args: &RunArgs, timeout: Duration) -> driver::DriverConfig {
         request_timeout: timeout,
         concurrency: args.concurrency,
         message_size: args.message_size,
+        keys: args.keys,
         rate: args.rate_limit,
         budget: args.messages,
     }

@@ -339,22 +339,6 @@ pub fn encode_offsets_batch(
     encode_raw_batch(&raw, timestamp_ms)
 }
 
-/// One batch holding offsets and group records together (a snapshot chunk).
-pub fn encode_snapshot_batch(
-    offsets: &[(OffsetKey, OffsetValue)],
-    groups: &[(String, GroupRecord)],
-    timestamp_ms: i64,
-) -> Result<BytesMut, RecordError> {
-    let mut raw = Vec::with_capacity(offsets.len() + groups.len());
-    for (k, v) in offsets {
-        raw.push((k.encode()?, Some(v.encode()?)));
-    }
-    for (g, r) in groups {
-        raw.push((group_key(g)?, Some(r.encode()?)));
-    }
-    encode_raw_batch(&raw, timestamp_ms)
-}
-
 /// The batch that records `group`'s membership (`None`: the group is gone).
 pub fn encode_group_batch(
     group: &str,

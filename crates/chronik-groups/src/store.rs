@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use chronik_wal::{PartitionLog, WalError};
+use chronik_wal::{BatchHeader, PartitionLog, WalError};
 use kafka_protocol::records::RecordBatchDecoder;
 use thiserror::Error;
 use tracing::warn;
@@ -29,16 +29,10 @@ pub struct OffsetStore {
     groups: HashMap<String, BTreeMap<(String, i32), Committed>>,
     /// group → (its latest metadata record or tombstone, that record's log offset).
     metadata: HashMap<String, (Option<GroupRecord>, i64)>,
-    /// Keys with a value (offsets and group records): what a snapshot writes.
+    /// Keys with a value (offsets and group records).
     live: u64,
     /// Records read by the replay that built this store.
     replayed: u64,
-}
-
-/// A store's live state: every committed offset and every group's latest record.
-pub struct Snapshot {
-    pub offsets: Vec<(OffsetKey, OffsetValue)>,
-    pub groups: Vec<(String, GroupRecord)>,
 }
 
 #[derive(Debug, Error)]
@@ -75,7 +69,7 @@ impl OffsetStore {
         self.metadata.insert(group, (record, log_offset));
     }
 
-    /// Drops tombstones. Only safe when no write can be applied late (a snapshot holds every
+    /// Drops tombstones. Only safe when no write can be applied late (the caller holds every
     /// writer off), since a tombstone is what keeps an older record from coming back.
     pub fn forget_tombstones(&mut self) {
         for m in self.groups.values_mut() {
@@ -90,34 +84,9 @@ impl OffsetStore {
         self.replayed
     }
 
-    /// Live keys: committed offsets plus group records. A snapshot writes this many records.
+    /// Live keys: committed offsets plus group records.
     pub fn live(&self) -> u64 {
         self.live
-    }
-
-    /// Everything live, as records to append: the snapshot that lets older segments go.
-    pub fn snapshot(&self) -> Snapshot {
-        let offsets = self
-            .groups
-            .iter()
-            .flat_map(|(g, m)| {
-                m.iter().filter_map(move |((t, p), c)| {
-                    let key = OffsetKey {
-                        group: g.clone(),
-                        topic: t.clone(),
-                        partition: *p,
-                    };
-                    c.value.clone().map(|v| (key, v))
-                })
-            })
-            .collect();
-        Snapshot {
-            offsets,
-            groups: self
-                .group_records()
-                .map(|(g, r)| (g.to_string(), r.clone()))
-                .collect(),
-        }
     }
 
     /// Every group's latest metadata record (what a coordinator restores on start).
@@ -188,6 +157,11 @@ impl OffsetStore {
             let mut data = read.data;
             let before = next;
             while !data.is_empty() {
+                // A batch the cleaner emptied (kept for its producer's sequence) has no record
+                // to move `next` on; its header still says where it ends.
+                if let Ok(h) = BatchHeader::parse(&data) {
+                    next = next.max(h.last_offset().saturating_add(1));
+                }
                 let set = match RecordBatchDecoder::decode(&mut data) {
                     Ok(s) => s,
                     Err(e) => {
@@ -308,7 +282,7 @@ mod tests {
         assert_eq!(s.live(), 2);
         s.forget_tombstones();
         assert_eq!(s.live(), 2);
-        assert_eq!(s.snapshot().offsets.len(), 2);
+        assert_eq!(s.group("g").len(), 2);
         assert!(s.group("other").is_empty());
     }
 

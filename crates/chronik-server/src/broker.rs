@@ -3,6 +3,7 @@
 //! producer ids) follow its leadership changes; topic administration (`topics`) and users
 //! (`users`) change the metadata through [`Meta`]. Start-up wiring is in `start`.
 
+mod internal_topic;
 mod offsets_topic;
 mod start;
 mod topics;
@@ -84,6 +85,8 @@ pub struct Broker {
     /// writing one WAL would corrupt it. The OS releases it when the process dies.
     _data_dir_lock: std::fs::File,
     pub shutdown: Shutdown,
+    /// Set once the background work started; joined at close.
+    cleaner: std::sync::Mutex<Option<crate::cleaner::CleanerThreads>>,
     /// KIP-890's check before a transaction's first batch on a partition
     /// (`crate::txn::verify`); a placeholder until the transaction coordinator sets its own.
     txn_verifier: std::sync::RwLock<Arc<dyn TxnVerifier>>,
@@ -115,6 +118,7 @@ impl Broker {
             topic_admin: tokio::sync::Mutex::new(()),
             _data_dir_lock: p.data_dir_lock,
             shutdown: p.shutdown,
+            cleaner: std::sync::Mutex::new(None),
             config: p.config,
             txn_verifier: std::sync::RwLock::new(Arc::new(UncheckedTxnVerifier)),
         }
@@ -198,7 +202,17 @@ impl Broker {
     }
 
     /// Flushes and closes every partition; the last step of a graceful shutdown.
+    /// Stops the background work that writes to the logs, then closes them.
     pub async fn close(&self) {
+        self.shutdown.trigger();
+        let cleaner = self
+            .cleaner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(threads) = cleaner {
+            threads.join().await;
+        }
         self.partitions.close().await;
     }
 }

@@ -128,11 +128,6 @@ pub struct ServerArgs {
     #[arg(long, env = "CHRONIK_OFFSETS_RETENTION_MINUTES")]
     #[arg(default_value_t = 10_080)]
     pub offsets_retention_minutes: u64,
-    /// Snapshot an offsets partition (and delete its older segments) once this many records
-    /// were written to it since the last snapshot, and at least 4x its live keys
-    #[arg(long, env = "CHRONIK_OFFSETS_COMPACT_AFTER_RECORDS")]
-    #[arg(default_value_t = 10_000)]
-    pub offsets_compact_after_records: u64,
     /// Partitions of an auto-created topic
     #[arg(long, env = "CHRONIK_NUM_PARTITIONS", default_value_t = 1)]
     pub num_partitions: i32,
@@ -284,7 +279,6 @@ pub struct BrokerConfig {
     pub offsets_topic_partitions: i32,
     pub group_initial_rebalance_delay_ms: u64,
     pub offsets_retention_minutes: u64,
-    pub offsets_compact_after_records: u64,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
     /// `None`: the alive brokers at creation, at most 3.
@@ -359,7 +353,6 @@ impl BrokerConfig {
             offsets_topic_partitions: args.offsets_topic_partitions,
             group_initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms,
             offsets_retention_minutes: args.offsets_retention_minutes,
-            offsets_compact_after_records: args.offsets_compact_after_records,
             num_partitions: args.num_partitions,
             auto_create_topics: args.auto_create_topics,
             default_replication_factor: args.default_replication_factor,
@@ -445,9 +438,6 @@ impl BrokerConfig {
                 "offsets_retention_minutes",
                 format!("{minutes} is not between 1 and 525600000"),
             );
-        }
-        if self.offsets_compact_after_records == 0 {
-            return invalid("offsets_compact_after_records", "must be at least 1");
         }
         Ok(())
     }

@@ -6,16 +6,19 @@
 //! appended through the partition's WAL like any produce, and applied to the in-memory
 //! [`OffsetStore`] only once it is durable. On start every partition's store is rebuilt by
 //! replaying its log (`OffsetStore::rebuild`), so offsets are exactly what the log says.
+//!
+//! The topic is compacted (`cleanup.policy=compact`, as in Kafka): the log cleaner keeps the
+//! latest record of each key, so a replay reads about as many records as there are live keys
+//! (plus the uncleaned head), and deleted offsets and groups go with their tombstones after
+//! `delete.retention.ms`.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use chronik_groups::{
-    encode_group_batch, encode_offsets_batch, encode_snapshot_batch, partition_for, GroupRecord,
-    OffsetKey, OffsetStore, OffsetValue, OFFSETS_TOPIC,
+    encode_group_batch, encode_offsets_batch, partition_for, GroupRecord, OffsetKey, OffsetStore,
+    OffsetValue, OFFSETS_TOPIC,
 };
 use kafka_protocol::ResponseError;
 use thiserror::Error;
@@ -52,22 +55,15 @@ impl OffsetsError {
     }
 }
 
-/// Records per snapshot batch (bounded so a batch stays far below max.message.bytes).
-const SNAPSHOT_BATCH_RECORDS: usize = 500;
-
 /// The state of every offsets partition. A store's mutex is held only to read or apply,
 /// never across I/O.
 pub struct Offsets {
     partitions: i32,
     stores: Vec<Mutex<OffsetStore>>,
-    /// Writes hold a partition's lock shared from append to apply; a snapshot holds it
-    /// exclusively, so the state it writes is exactly what the log says.
+    /// Writes hold a partition's lock shared from append to apply; a replay or a tombstone
+    /// purge holds it exclusively, so no write in flight applies to a store being replaced
+    /// or comes back after its tombstone went.
     write_locks: Vec<tokio::sync::RwLock<()>>,
-    /// Records in each partition's log since its last snapshot (from the replay on start).
-    since_snapshot: Vec<AtomicU64>,
-    snapshotting: Vec<AtomicBool>,
-    /// Snapshot a partition once this many records (and 4x its live keys) accumulated.
-    compact_after: u64,
 }
 
 impl Offsets {
@@ -76,20 +72,17 @@ impl Offsets {
     pub fn rebuild(
         local: &PartitionManager,
         default_partitions: i32,
-        compact_after: u64,
     ) -> Result<Offsets, chronik_groups::ReplayError> {
         let partitions = local
             .metadata()
             .topic(OFFSETS_TOPIC)
             .map_or(default_partitions, |t| t.partitions.len() as i32);
         let mut stores = Vec::with_capacity(partitions as usize);
-        let mut since_snapshot = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
             let store = match local.partition(OFFSETS_TOPIC, p) {
                 Some(part) => OffsetStore::rebuild(&part.log)?,
                 None => OffsetStore::default(),
             };
-            since_snapshot.push(AtomicU64::new(store.replayed()));
             stores.push(Mutex::new(store));
         }
         Ok(Offsets {
@@ -98,9 +91,6 @@ impl Offsets {
             write_locks: (0..partitions)
                 .map(|_| tokio::sync::RwLock::new(()))
                 .collect(),
-            since_snapshot,
-            snapshotting: (0..partitions).map(|_| AtomicBool::new(false)).collect(),
-            compact_after: compact_after.max(1),
         })
     }
 
@@ -175,7 +165,7 @@ impl Offsets {
         if has_record {
             let batch = encode_group_batch(group, None, now_ms())
                 .map_err(|e| OffsetsError::Encode(e.to_string()))?;
-            self.append_and_apply(local, group, &batch, 1, |store, base| {
+            self.append_and_apply(local, group, &batch, |store, base| {
                 store.apply_group(group.to_string(), None, base)
             })
             .await?;
@@ -194,8 +184,7 @@ impl Offsets {
         }
         let batch = encode_offsets_batch(&entries, now_ms())
             .map_err(|e| OffsetsError::Encode(e.to_string()))?;
-        let n = entries.len() as u64;
-        self.append_and_apply(local, group, &batch, n, |store, base| {
+        self.append_and_apply(local, group, &batch, |store, base| {
             for (i, (k, v)) in entries.into_iter().enumerate() {
                 store.apply(k, v, base + i as i64);
             }
@@ -205,108 +194,33 @@ impl Offsets {
 
     /// The one write path: appends `batch` (`records` records) to `group`'s partition, waits
     /// until it is durable, then applies it with `apply(store, base offset)`, all under the
-    /// partition's shared write lock. A snapshot holds that lock exclusively, so every record
-    /// is either in the state it writes or appended after it; never appended to a segment the
-    /// snapshot deletes yet missing from the state it wrote (a replay would then restore the
-    /// older value).
+    /// partition's shared write lock (see `write_locks`).
     async fn append_and_apply(
         self: &Arc<Self>,
         local: &Arc<PartitionManager>,
         group: &str,
         batch: &[u8],
-        records: u64,
         apply: impl FnOnce(&mut OffsetStore, i64),
     ) -> Result<(), OffsetsError> {
         let p = self.partition_of(group) as usize;
-        {
-            let _shared = self.write_locks[p].read().await;
-            let base = self.append_durably(local, group, batch).await?;
-            apply(&mut self.store(group), base);
-        }
-        self.wrote(local, p, records);
+        let _shared = self.write_locks[p].read().await;
+        let base = self.append_durably(local, group, batch).await?;
+        apply(&mut self.store(group), base);
         Ok(())
     }
 
-    /// Counts written records and starts a snapshot of the partition when its log has grown
-    /// well past its live state.
-    fn wrote(self: &Arc<Self>, local: &Arc<PartitionManager>, p: usize, records: u64) {
-        let since = self.since_snapshot[p].fetch_add(records, Ordering::Relaxed) + records;
-        let live = self.stores[p]
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .live();
-        if since < self.compact_after.max(live.saturating_mul(4)) {
-            return;
+    /// Forgets the tombstones the stores hold in memory. A tombstone keeps an older record
+    /// whose append completed late from being applied over it; with every writer held off,
+    /// none is in flight, so they can go (the log keeps its own until the cleaner drops them).
+    /// Without this, every deleted offset would stay in memory until the next replay.
+    pub async fn forget_tombstones(&self) {
+        for (lock, store) in self.write_locks.iter().zip(&self.stores) {
+            let _exclusive = lock.write().await;
+            store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .forget_tombstones();
         }
-        if self.snapshotting[p].swap(true, Ordering::AcqRel) {
-            return;
-        }
-        let (b, offsets) = (local.clone(), self.clone());
-        tokio::spawn(async move {
-            if let Err(e) = offsets.snapshot(&b, p).await {
-                tracing::warn!(topic = OFFSETS_TOPIC, partition = p, error = %e, "offsets snapshot failed");
-            }
-            offsets.snapshotting[p].store(false, Ordering::Release);
-        });
-    }
-
-    /// Appends the partition's whole live state in a fresh segment, then deletes every older
-    /// segment: replay cost stays proportional to the live state, not to history.
-    pub async fn snapshot(
-        &self,
-        local: &Arc<PartitionManager>,
-        p: usize,
-    ) -> Result<(), OffsetsError> {
-        let part = local
-            .partition(OFFSETS_TOPIC, p as i32)
-            .ok_or(OffsetsError::NotHere(p as i32))?;
-        let _exclusive = self.write_locks[p].write().await;
-        let chronik_groups::store::Snapshot { offsets, groups } = {
-            let mut store = self.stores[p].lock().unwrap_or_else(|e| e.into_inner());
-            // Every writer is held off, so no late apply needs a tombstone to stop it.
-            store.forget_tombstones();
-            store.snapshot()
-        };
-        part.log
-            .roll()
-            .map_err(|e| OffsetsError::Append(e.to_string()))?;
-        let mut first_base = None;
-        let now = now_ms();
-        let mut chunks: Vec<BytesMut> = Vec::new();
-        for chunk in offsets.chunks(SNAPSHOT_BATCH_RECORDS) {
-            chunks.push(
-                encode_snapshot_batch(chunk, &[], now)
-                    .map_err(|e| OffsetsError::Encode(e.to_string()))?,
-            );
-        }
-        for chunk in groups.chunks(SNAPSHOT_BATCH_RECORDS) {
-            chunks.push(
-                encode_snapshot_batch(&[], chunk, now)
-                    .map_err(|e| OffsetsError::Encode(e.to_string()))?,
-            );
-        }
-        let written: u64 = (offsets.len() + groups.len()) as u64;
-        for batch in &chunks {
-            let base = self.append_durably_to(local, p as i32, batch).await?;
-            first_base.get_or_insert(base);
-        }
-        // Everything before the snapshot is superseded by it (an empty state needs nothing).
-        let cut = first_base.unwrap_or_else(|| part.log.log_end_offset());
-        let log = part.log.clone();
-        let out = tokio::task::spawn_blocking(move || log.delete_segments_before(cut))
-            .await
-            .map_err(|e| OffsetsError::Append(format!("snapshot cleanup panicked: {e}")))?
-            .map_err(|e| OffsetsError::Append(e.to_string()))?;
-        self.since_snapshot[p].store(written, Ordering::Relaxed);
-        tracing::info!(
-            topic = OFFSETS_TOPIC,
-            partition = p,
-            records = written,
-            deleted_segments = out.deleted.len(),
-            log_start_offset = out.log_start_offset,
-            "snapshotted committed offsets and group state"
-        );
-        Ok(())
     }
 
     /// Records `group`'s membership in its offsets partition (see `GroupManager::take_dirty`).
@@ -318,7 +232,7 @@ impl Offsets {
     ) -> Result<(), OffsetsError> {
         let batch = encode_group_batch(group, Some(&record), now_ms())
             .map_err(|e| OffsetsError::Encode(e.to_string()))?;
-        self.append_and_apply(local, group, &batch, 1, |store, base| {
+        self.append_and_apply(local, group, &batch, |store, base| {
             store.apply_group(group.to_string(), Some(record), base)
         })
         .await
@@ -350,8 +264,14 @@ impl Offsets {
             .group_records()
             .map(|(g, r)| (g.to_string(), r.clone()))
             .collect();
-        if let (Some(slot), Some(count)) = (self.stores.get(p), self.since_snapshot.get(p)) {
-            count.store(store.replayed(), Ordering::Relaxed);
+        tracing::info!(
+            topic = OFFSETS_TOPIC,
+            partition = p,
+            records = store.replayed(),
+            live = store.live(),
+            "replayed committed offsets and group state"
+        );
+        if let Some(slot) = self.stores.get(p) {
             *slot.lock().unwrap_or_else(|e| e.into_inner()) = store;
         }
         Ok(records)
@@ -449,94 +369,5 @@ impl Offsets {
             out.entry(t.to_string()).or_default().push((p, v.clone()));
         }
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::broker::Broker;
-    use crate::config::{BrokerConfig, ServerArgs};
-    use crate::shutdown::Shutdown;
-    use crate::startup::StartupPhase;
-
-    /// A standalone broker on `dir` (a one-node cluster, the same code as the binary's).
-    async fn standalone(dir: &std::path::Path) -> Arc<Broker> {
-        let config = BrokerConfig::resolve(ServerArgs {
-            data_dir: dir.to_path_buf(),
-            ..Default::default()
-        })
-        .expect("config");
-        let endpoint = chronik_metadata::Endpoint {
-            name: "PLAINTEXT".into(),
-            host: "127.0.0.1".into(),
-            port: 9092,
-        };
-        crate::wiring::start(
-            config,
-            vec![endpoint],
-            None,
-            Shutdown::new(),
-            StartupPhase::default(),
-        )
-        .await
-        .expect("broker start")
-    }
-
-    fn generation(n: i32) -> GroupRecord {
-        GroupRecord {
-            protocol_type: "consumer".into(),
-            generation: n,
-            ..Default::default()
-        }
-    }
-
-    /// A group record written while a snapshot runs must survive the snapshot: either it is in
-    /// the snapshotted state or it is appended after it. The write is polled once (so it has
-    /// appended and waits for its commit) before the snapshot starts; on a single-threaded
-    /// runtime nothing else runs in between, so the interleaving is exact. Without the write
-    /// lock in `write_group`, the snapshot wrote generation 1 and deleted the segment holding
-    /// generation 2, and the replay restored generation 1.
-    #[tokio::test]
-    async fn a_group_record_written_during_a_snapshot_survives_the_replay() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let broker = standalone(dir.path()).await;
-        let offsets = broker.groups.offsets();
-        let group = "g";
-        let p = offsets.partition_of(group) as usize;
-        offsets
-            .write_group(&broker.partitions, group, generation(1))
-            .await
-            .expect("first record");
-
-        let mut write =
-            std::pin::pin!(offsets.write_group(&broker.partitions, group, generation(2)));
-        assert!(
-            futures::poll!(write.as_mut()).is_pending(),
-            "the write waits for its commit"
-        );
-        let (written, snapshotted) = tokio::join!(write, offsets.snapshot(&broker.partitions, p));
-        written.expect("second record");
-        snapshotted.expect("snapshot");
-
-        let part = broker
-            .partitions
-            .partition(OFFSETS_TOPIC, p as i32)
-            .expect("partition");
-        assert!(
-            part.log.log_start_offset() > 0,
-            "the snapshot deleted the old segment"
-        );
-        let replayed = offsets
-            .reload_partition(&part.log, p)
-            .await
-            .expect("replay");
-        let generations: Vec<i32> = replayed
-            .iter()
-            .filter(|(g, _)| g == group)
-            .map(|(_, r)| r.generation)
-            .collect();
-        assert_eq!(generations, vec![2], "replay restored {replayed:?}");
-        broker.close().await;
     }
 }

@@ -106,7 +106,6 @@ fn assemble(node: &Arc<MetadataNode>, parts: Parts) -> Arc<Broker> {
         partitions.clone(),
         GroupSettings {
             offsets_topic_partitions: config.offsets_topic_partitions,
-            offsets_compact_after_records: config.offsets_compact_after_records,
             offsets_retention_minutes: config.offsets_retention_minutes,
             initial_rebalance_delay: std::time::Duration::from_millis(
                 config.group_initial_rebalance_delay_ms,

@@ -47,6 +47,38 @@ pub fn mark_cold_reader() {
     COLD_READER.with(|c| c.set(true));
 }
 
+/// The nice value of background threads (0 is the default, 19 the lowest priority): a weight
+/// of about a tenth of a default thread's under contention, without starving them.
+pub const BACKGROUND_NICE: i32 = 10;
+
+/// Lowers this thread's CPU priority to [`BACKGROUND_NICE`] and its I/O priority to the lowest
+/// of the best-effort class (honoured by the bfq and mq-deadline schedulers), for background
+/// work (cold reads, the log cleaner) that must yield to produce handling and commits. Failing
+/// to do so is logged and harmless: the work then runs at the default priority. A lowered
+/// thread cannot be raised back without privileges: call it on threads of their own.
+#[cfg(target_os = "linux")]
+pub fn lower_this_thread() {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_BE: libc::c_long = 2;
+    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+    const LOWEST_BE_LEVEL: libc::c_long = 7;
+    // SAFETY: plain syscalls with integer arguments, applied to this thread only (Linux keeps
+    // the nice value and the I/O priority per thread).
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid);
+        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, BACKGROUND_NICE) != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot lower the CPU priority of a background thread");
+        }
+        let prio = (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | LOWEST_BE_LEVEL;
+        if libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, tid, prio) != 0 {
+            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot lower the I/O priority of a background thread");
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn lower_this_thread() {}
+
 /// Held by a commit pass while it syncs; cold reads wait for it to drop.
 pub struct CommitInFlight(());
 

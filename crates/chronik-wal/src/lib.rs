@@ -17,7 +17,7 @@ pub mod batch;
 mod config;
 mod error;
 mod index;
-mod io_priority;
+pub mod io_priority;
 mod log;
 mod recovery;
 mod segment;

@@ -4,10 +4,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::internal_topic::InternalTopic;
+use super::{Broker, StartError};
 use chronik_groups::OFFSETS_TOPIC;
-use kafka_protocol::ResponseError;
-
-use super::{Broker, Layout, StartError};
+use chronik_metadata::MetadataCommand;
 
 impl Broker {
     /// Creates the `__consumer_offsets` topic on first start, then rebuilds the committed
@@ -26,6 +26,7 @@ impl Broker {
                     "the offsets topic keeps the partition count it was created with"
                 );
             }
+            Some(t) if !is_compacted(&t.configs) => self.compact_offsets_topic(t.configs.clone()),
             Some(_) => {}
             // Every broker of the cluster has registered (always, standalone): create it now,
             // spread over all of them.
@@ -60,36 +61,61 @@ impl Broker {
     /// Creates `__consumer_offsets` (unless another broker did first) and opens the
     /// partitions this node hosts.
     async fn create_offsets_topic(&self, cluster_size: usize) -> Result<(), StartError> {
-        // Offsets must outlive any time or size retention (compaction is still to come).
-        let configs = BTreeMap::from([
-            ("retention.ms".to_string(), "-1".to_string()),
-            ("retention.bytes".to_string(), "-1".to_string()),
-            ("segment.bytes".to_string(), (100 << 20).to_string()),
-        ]);
-        let want = self.config.offsets_topic_partitions;
-        // Replicated like Kafka's offsets.topic.replication.factor=3, on as many brokers as
-        // have registered (never more than 3).
-        let rf = cluster_size
-            .min(3)
-            .min(self.metadata().brokers.len())
-            .max(1) as i16;
-        match self
-            .create_topic_checked(
-                OFFSETS_TOPIC,
-                Layout::Counts {
-                    partitions: want,
-                    replication_factor: rf,
-                },
-                configs,
-                true,
-                false,
-            )
+        let topic = InternalTopic {
+            name: OFFSETS_TOPIC,
+            partitions: self.config.offsets_topic_partitions,
+            configs: offsets_topic_configs(BTreeMap::new()),
+        };
+        self.create_internal_topic(topic, cluster_size)
             .await
-        {
-            Ok(_) => {}
-            Err(e) if e.code == ResponseError::TopicAlreadyExists => {}
-            Err(e) => return Err(StartError::Offsets(e.message)),
-        }
-        self.sync_partitions().await
+            .map_err(|e| StartError::Offsets(e.message))
     }
+
+    /// A cluster created before compaction kept its offsets with retention off: move its
+    /// topic to Kafka's configs, so the cleaner keeps it as small as its live keys. In the
+    /// background, as an operator's AlterConfigs would be: the start does not wait for Raft.
+    fn compact_offsets_topic(self: &Arc<Self>, configs: BTreeMap<String, String>) {
+        let configs = offsets_topic_configs(configs);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let cmd = MetadataCommand::SetTopicConfigs {
+                name: OFFSETS_TOPIC.to_string(),
+                configs: configs.clone(),
+            };
+            let done = |s: &chronik_metadata::MetadataState| {
+                s.topic(OFFSETS_TOPIC)
+                    .is_some_and(|t| is_compacted(&t.configs))
+            };
+            match me.meta.propose(cmd, done).await {
+                Ok(_) => {
+                    tracing::info!(topic = OFFSETS_TOPIC, "the offsets topic is compacted now")
+                }
+                Err(e) => tracing::warn!(topic = OFFSETS_TOPIC, error = %e.message,
+                    "cannot set cleanup.policy=compact on the offsets topic; it will be tried on the next start"),
+            }
+        });
+    }
+}
+
+/// Kafka's configs of `__consumer_offsets` (`offsets.topic.segment.bytes` 100 MiB, compacted,
+/// batches kept as the coordinator compressed them), over `configs`; the retention overrides
+/// of the clusters that predate compaction go.
+fn offsets_topic_configs(mut configs: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    configs.remove("retention.ms");
+    configs.remove("retention.bytes");
+    for (k, v) in [
+        ("cleanup.policy", "compact".to_string()),
+        ("compression.type", "producer".to_string()),
+        ("segment.bytes", (100 << 20).to_string()),
+    ] {
+        configs.insert(k.to_string(), v);
+    }
+    configs
+}
+
+/// Whether the cleaner compacts the topic (an operator's `compact,delete` counts and is kept).
+fn is_compacted(configs: &BTreeMap<String, String>) -> bool {
+    configs
+        .get("cleanup.policy")
+        .is_some_and(|p| p.split(',').any(|p| p.trim() == "compact"))
 }

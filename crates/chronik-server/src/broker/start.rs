@@ -76,13 +76,14 @@ impl Broker {
     /// liveness checks.
     pub(crate) fn start_background_work(self: &Arc<Self>) {
         self.partitions.start_background_work();
-        if let Err(e) = crate::cleaner::LogCleaner::start(
+        match crate::cleaner::LogCleaner::start(
             self.config.cleaner.clone(),
             &self.partitions,
             self.shutdown.clone(),
         ) {
+            Ok(threads) => *self.cleaner.lock().unwrap_or_else(|e| e.into_inner()) = Some(threads),
             // Without threads no topic is compacted; the broker still serves.
-            tracing::error!(error = %e, "cannot start the log cleaner threads");
+            Err(e) => tracing::error!(error = %e, "cannot start the log cleaner threads"),
         }
         self.groups.start_timer();
         let session = self.config.broker_session_timeout;

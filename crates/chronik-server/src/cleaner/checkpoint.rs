@@ -44,6 +44,24 @@ impl Checkpoints {
         let mut offsets = self.lock();
         offsets.insert(key, offset);
         offsets.retain(|k, _| hosted(k));
+        self.write(&offsets)
+    }
+
+    /// Lowers `key`'s offset to `offset` if it is above (its log was cut back there, so what
+    /// follows may be new, uncleaned data) and writes the file. Returns the offset to use.
+    pub fn lower(&self, key: &Key, offset: i64) -> std::io::Result<Option<i64>> {
+        let mut offsets = self.lock();
+        match offsets.get_mut(key) {
+            Some(o) if *o > offset => {
+                *o = offset;
+                self.write(&offsets)?;
+                Ok(Some(offset))
+            }
+            other => Ok(other.map(|o| *o)),
+        }
+    }
+
+    fn write(&self, offsets: &BTreeMap<Key, i64>) -> std::io::Result<()> {
         let mut text = String::with_capacity(offsets.len() * 32 + 32);
         text.push_str(VERSION_LINE);
         text.push('\n');
@@ -105,5 +123,25 @@ mod tests {
         let last = Checkpoints::load(dir.path());
         assert_eq!(last.get(&("t".into(), 0)), None);
         assert_eq!(last.get(&("u".into(), 1)), Some(9));
+    }
+
+    #[test]
+    fn lowering_only_ever_lowers_and_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Checkpoints::load(dir.path());
+        let key: Key = ("t".into(), 0);
+        assert_eq!(
+            c.lower(&key, 5).unwrap(),
+            None,
+            "no checkpoint: nothing to lower"
+        );
+        c.set(key.clone(), 42, &|_| true).unwrap();
+        assert_eq!(
+            c.lower(&key, 50).unwrap(),
+            Some(42),
+            "a cut above it changes nothing"
+        );
+        assert_eq!(c.lower(&key, 10).unwrap(), Some(10));
+        assert_eq!(Checkpoints::load(dir.path()).get(&key), Some(10));
     }
 }

@@ -16,6 +16,7 @@ use chronik_cleaner::{
 use chronik_wal::{PartitionLog, ReplacedSegments, SegmentInfo, WalError};
 
 use super::throttle::Throttle;
+use crate::shutdown::Shutdown;
 
 /// Bytes asked of one read: whole batches, at least one.
 const READ_CHUNK: usize = 1 << 20;
@@ -32,6 +33,18 @@ pub struct CleanInput<'a> {
     pub max_decompressed_bytes: usize,
     pub now_ms: i64,
     pub throttle: Option<&'a Throttle>,
+    /// The broker is stopping: the clean ends at the next segment group (what it swapped in
+    /// so far stays; the checkpoint is not moved).
+    pub stop: Option<&'a Shutdown>,
+}
+
+impl CleanInput<'_> {
+    fn check_stop(&self) -> Result<(), CleanFailure> {
+        match self.stop {
+            Some(s) if s.is_triggered() => Err(CleanFailure::Stopped),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What one clean did.
@@ -60,6 +73,8 @@ pub enum CleanFailure {
     Wal(#[from] WalError),
     #[error(transparent)]
     Batch(#[from] CleanError),
+    #[error("the broker is stopping")]
+    Stopped,
 }
 
 /// Cleans `log` from `input.first_dirty` to `input.first_uncleanable`, in as many passes as
@@ -94,6 +109,7 @@ pub fn clean(
         };
         let infos = log.segments();
         for group in group_segments(&facts(&infos), input.segment_bytes, end) {
+            input.check_stop()?;
             let bases: Vec<i64> = infos[group].iter().map(|s| s.base_offset).collect();
             if let Some(done) = clean_group(log, input, &bases, &ctx, &mut out.filter)? {
                 out.segments_replaced += done.replaced.len();

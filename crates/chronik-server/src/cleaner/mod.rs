@@ -30,7 +30,7 @@ use crate::partition::Partition;
 use crate::partitions::PartitionManager;
 use crate::shutdown::Shutdown;
 use checkpoint::{Checkpoints, Key};
-use clean::{clean, facts, first_batch_timestamps, CleanInput};
+use clean::{clean, facts, first_batch_timestamps, CleanFailure, CleanInput};
 use throttle::Throttle;
 
 pub const BYTES_READ: &str = "chronik_log_cleaner_bytes_read_total";
@@ -72,12 +72,13 @@ pub struct LogCleaner {
 }
 
 impl LogCleaner {
-    /// Starts the cleaner threads over `partitions`' replicas.
+    /// Starts the cleaner threads over `partitions`' replicas; they stop once `shutdown` is
+    /// triggered (see [`CleanerThreads::join`]).
     pub fn start(
         settings: CleanerSettings,
         partitions: &Arc<PartitionManager>,
         shutdown: Shutdown,
-    ) -> std::io::Result<()> {
+    ) -> std::io::Result<CleanerThreads> {
         let cleaner = Arc::new(LogCleaner {
             checkpoints: Checkpoints::load(partitions.wal_root()),
             throttle: Throttle::new(settings.io_max_bytes_per_second),
@@ -87,16 +88,23 @@ impl LogCleaner {
             settings,
             shutdown,
         });
+        let mut threads = Vec::with_capacity(cleaner.settings.threads);
         for i in 0..cleaner.settings.threads {
             let c = cleaner.clone();
-            std::thread::Builder::new()
-                .name(format!("log-cleaner-{i}"))
-                .spawn(move || c.run())?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("log-cleaner-{i}"))
+                    .spawn(move || c.run())?,
+            );
         }
-        Ok(())
+        Ok(CleanerThreads(threads))
     }
 
     fn run(&self) {
+        // Cleaning is background work: it takes the CPU and the disk produce leaves idle, and
+        // its reads go in chunks after the commits in flight, as a catch-up consumer's do.
+        chronik_wal::io_priority::lower_this_thread();
+        chronik_wal::io_priority::mark_cold_reader();
         let mut map: Option<OffsetMap> = None;
         loop {
             if self.shutdown.is_triggered() {
@@ -149,7 +157,7 @@ impl LogCleaner {
                 if in_progress.contains(&key) || p.log.failure().is_some() {
                     return None;
                 }
-                let a = self.assess(&p, &config, self.checkpoints.get(&key), now);
+                let a = self.assess(&p, &config, self.checkpoint(&p, &key), now);
                 Some((p, a))
             })
             .collect();
@@ -157,6 +165,23 @@ impl LogCleaner {
         let (part, a) = pick_filthiest(candidates)?;
         in_progress.insert((part.topic.clone(), part.index));
         Some((part, a))
+    }
+
+    /// Where `p`'s log is clean up to: its checkpoint, lowered to where the log was last cut
+    /// back (a follower's divergent tail, a heal, a torn tail at open: Kafka's
+    /// `maybeTruncateCheckpoint`), since what the log holds from there on may be new. Only the
+    /// thread that picks a log takes its mark (`pick` holds the in-progress set). A crash
+    /// between a cut and this leaves the old checkpoint: the new data below it is then taken
+    /// for clean, and keeps older versions of its keys until they are written again.
+    fn checkpoint(&self, p: &Partition, key: &Key) -> Option<i64> {
+        let Some(from) = p.log.take_rewritten_from() else {
+            return self.checkpoints.get(key);
+        };
+        self.checkpoints.lower(key, from).unwrap_or_else(|e| {
+            tracing::warn!(topic = %p.topic, partition = p.index, error = %e,
+                "cannot write the lowered cleaner checkpoint; using it in memory");
+            self.checkpoints.get(key)
+        })
     }
 
     /// Kafka's `LogToClean` of one replica's log.
@@ -249,10 +274,15 @@ impl LogCleaner {
             max_decompressed_bytes: part.config().policy.max_decompressed_bytes,
             now_ms: crate::clock::now_ms(),
             throttle: self.throttle.as_ref(),
+            stop: Some(&self.shutdown),
         };
         let started = Instant::now();
         let outcome = match clean(&part.log, &input, map) {
             Ok(o) => o,
+            Err(CleanFailure::Stopped) => {
+                tracing::info!(topic = %part.topic, partition = part.index, "log clean stopped for the shutdown");
+                return false;
+            }
             Err(e) => {
                 tracing::warn!(topic = %part.topic, partition = part.index, error = %e, "log clean failed; retried after the backoff");
                 return false;
@@ -283,10 +313,40 @@ impl LogCleaner {
             bytes_before = outcome.bytes_before, bytes_after = outcome.bytes_after,
             records_kept = outcome.filter.records_kept, records_read = outcome.filter.records_read,
             tombstones_removed = outcome.filter.tombstones_removed,
+            bytes_read = outcome.bytes_read(), bytes_written = outcome.filter.bytes_written,
             ms = started.elapsed().as_millis() as u64,
             "log cleaned"
         );
         true
+    }
+}
+
+/// The running cleaner threads, for the shutdown to wait for.
+pub struct CleanerThreads(Vec<std::thread::JoinHandle<()>>);
+
+/// Longest the shutdown waits for a clean to reach a stopping point: a clean stopped midway
+/// is safe (a replacement is atomic), so past it the broker closes its logs anyway.
+const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl CleanerThreads {
+    /// Waits, bounded, until every thread has returned (the shutdown must be triggered first:
+    /// a thread sees it between segment groups and in its sleeps).
+    pub async fn join(self) {
+        let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+        while !self.0.iter().all(|t| t.is_finished()) {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    "log cleaner threads still busy at shutdown; closing the logs anyway"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        for t in self.0 {
+            if t.join().is_err() {
+                tracing::error!("a log cleaner thread panicked");
+            }
+        }
     }
 }
 

@@ -101,6 +101,7 @@ fn input(log: &PartitionLog, now_ms: i64) -> CleanInput<'static> {
         max_decompressed_bytes: 1 << 20,
         now_ms,
         throttle: None,
+        stop: None,
     }
 }
 

@@ -24,8 +24,6 @@ const GROUP_TICK: Duration = Duration::from_millis(100);
 pub struct GroupSettings {
     /// Kafka's offsets.topic.num.partitions.
     pub offsets_topic_partitions: i32,
-    /// Snapshot an offsets partition after this many records.
-    pub offsets_compact_after_records: u64,
     /// Kafka's offsets.retention.minutes.
     pub offsets_retention_minutes: u64,
     /// Kafka's group.initial.rebalance.delay.ms.
@@ -94,15 +92,11 @@ impl GroupCoordinator {
     /// and restores their groups. The offsets topic's local partitions must be open.
     pub async fn open(&self) -> Result<(), String> {
         let local = self.local.clone();
-        let (partitions, compact) = (
-            self.settings.offsets_topic_partitions,
-            self.settings.offsets_compact_after_records,
-        );
-        let offsets =
-            tokio::task::spawn_blocking(move || Offsets::rebuild(&local, partitions, compact))
-                .await
-                .map_err(|e| format!("offsets replay panicked: {e}"))?
-                .map_err(|e| e.to_string())?;
+        let partitions = self.settings.offsets_topic_partitions;
+        let offsets = tokio::task::spawn_blocking(move || Offsets::rebuild(&local, partitions))
+            .await
+            .map_err(|e| format!("offsets replay panicked: {e}"))?
+            .map_err(|e| e.to_string())?;
         let records = offsets.group_records();
         let _ = self.offsets.set(Arc::new(offsets));
         let now = Instant::now();
@@ -196,6 +190,7 @@ impl GroupCoordinator {
                 Err(e) => tracing::warn!(group = %group, error = %e, "offsets expiry failed"),
             }
         }
+        self.offsets().forget_tombstones().await;
     }
 }
 
@@ -232,7 +227,6 @@ mod tests {
         let pm = manager(dir.path()).await;
         let settings = GroupSettings {
             offsets_topic_partitions: 2,
-            offsets_compact_after_records: 1000,
             offsets_retention_minutes: 60,
             initial_rebalance_delay: Duration::ZERO,
         };

@@ -6,7 +6,7 @@
 //! Measured on 2 cores (docs/performance.md, cold-read scenario): an unthrottled catch-up
 //! consumer at 600 MB/s took acks=all p99 from 2.7 ms to 28 ms when its reads ran on the
 //! shared blocking pool. So cold reads run on threads of their own at a lower CPU priority
-//! (nice [`COLD_READ_NICE`]) and the lowest best-effort I/O priority: they still take every
+//! (nice [`BACKGROUND_NICE`](crate::io_priority::BACKGROUND_NICE)) and the lowest best-effort I/O priority: they still take every
 //! idle cycle and the whole disk when nothing else needs them, but yield when something does.
 //! A lower-priority thread cannot be raised back without privileges, which is why these are
 //! dedicated threads and not blocking-pool threads lowered for one read.
@@ -27,10 +27,6 @@ use crate::error::WalError;
 /// fast as eight (261 against 257 MB/s, reads chunked and yielding to commits) with the same
 /// produce p99; with reads of at most 64 MiB, two bound the memory they fill to 128 MiB.
 pub const MAX_COLD_READS: usize = 2;
-
-/// The nice value of the cold-read threads (0 is the default, 19 the lowest priority): a
-/// weight of about a tenth of a default thread's under contention, without starving them.
-const COLD_READ_NICE: i32 = 10;
 
 static SLOTS: Semaphore = Semaphore::const_new(MAX_COLD_READS);
 static POOL: OnceLock<Result<SyncSender<Job>, String>> = OnceLock::new();
@@ -90,7 +86,7 @@ fn start() -> Result<SyncSender<Job>, String> {
 }
 
 fn serve(jobs: &Mutex<Receiver<Job>>) {
-    lower_priority();
+    crate::io_priority::lower_this_thread();
     crate::io_priority::mark_cold_reader();
     loop {
         // A poisoned lock only means another thread panicked while holding it, in recv.
@@ -105,32 +101,6 @@ fn serve(jobs: &Mutex<Receiver<Job>>) {
         }
     }
 }
-
-/// Lowers this thread's CPU priority to [`COLD_READ_NICE`] and its I/O priority to the lowest
-/// of the best-effort class (honoured by the bfq and mq-deadline schedulers). Failing to do so
-/// is logged and harmless: the reads then run at the default priority.
-#[cfg(target_os = "linux")]
-fn lower_priority() {
-    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
-    const IOPRIO_CLASS_BE: libc::c_long = 2;
-    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
-    const LOWEST_BE_LEVEL: libc::c_long = 7;
-    // SAFETY: plain syscalls with integer arguments, applied to this thread only (Linux keeps
-    // the nice value and the I/O priority per thread).
-    unsafe {
-        let tid = libc::syscall(libc::SYS_gettid);
-        if libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, COLD_READ_NICE) != 0 {
-            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot lower the CPU priority of a cold-read thread");
-        }
-        let prio = (IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT) | LOWEST_BE_LEVEL;
-        if libc::syscall(libc::SYS_ioprio_set, IOPRIO_WHO_PROCESS, tid, prio) != 0 {
-            tracing::warn!(error = %std::io::Error::last_os_error(), "cannot lower the I/O priority of a cold-read thread");
-        }
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn lower_priority() {}
 
 #[cfg(test)]
 mod tests {
@@ -148,7 +118,7 @@ mod tests {
             let nice = run(|| Ok(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) }))
                 .await
                 .unwrap();
-            assert_eq!(nice, COLD_READ_NICE);
+            assert_eq!(nice, crate::io_priority::BACKGROUND_NICE);
         }
         for _ in 0..2 * MAX_COLD_READS {
             let r: Result<(), _> = run(|| panic!("a read that panics")).await;

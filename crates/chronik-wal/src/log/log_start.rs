@@ -8,6 +8,7 @@
 //! log start is the larger of the first segment's base and the checkpoint.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 
 use tracing::{info, warn};
 
@@ -89,6 +90,7 @@ impl PartitionLog {
         let mut guard = s.lock();
         let inner = &mut *guard;
         s.check_open(inner)?;
+        s.rewritten_from.fetch_min(offset, Ordering::AcqRel);
         write_checkpoint(&s.dir, offset)?;
         let old: Vec<i64> = inner.segments.iter().map(|seg| seg.base_offset).collect();
         let fresh = if old.contains(&offset) {

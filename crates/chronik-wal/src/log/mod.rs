@@ -44,7 +44,7 @@ mod truncate;
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -196,6 +196,11 @@ struct Shared {
     end_tx: watch::Sender<i64>,
     wake: Notify,
     fsync_count: AtomicU64,
+    /// The lowest offset the log was cut back to (truncation, heal, reset) since it was last
+    /// taken, starting at the log end it opened with (a torn tail cut at open counts too):
+    /// data at or above it may be new, whatever was known of the offsets before. See
+    /// [`PartitionLog::take_rewritten_from`].
+    rewritten_from: AtomicI64,
     /// Test hook: make the next commit pass fail as if fdatasync returned EIO.
     #[cfg(test)]
     inject_sync_failure: std::sync::atomic::AtomicBool,
@@ -471,6 +476,7 @@ impl PartitionLog {
             end_tx,
             wake: Notify::new(),
             fsync_count: AtomicU64::new(recovered.fsyncs),
+            rewritten_from: AtomicI64::new(log_end),
             #[cfg(test)]
             inject_sync_failure: std::sync::atomic::AtomicBool::new(false),
             #[cfg(test)]

@@ -1,5 +1,4 @@
-//! Deleting whole segments from the front of the log: retention by time and size, and the
-//! segments superseded by a snapshot (`__consumer_offsets`).
+//! Deleting whole segments from the front of the log: retention by time and size.
 
 use std::time::UNIX_EPOCH;
 
@@ -18,8 +17,6 @@ pub enum RetentionReason {
     Time,
     /// The partition is larger than `retention_bytes`.
     Size,
-    /// Everything in it was superseded by later records (`delete_segments_before`).
-    Superseded,
     /// It ends at or below the log start offset (`advance_log_start`).
     LogStartOffset,
 }
@@ -72,17 +69,8 @@ impl PartitionLog {
         })
     }
 
-    /// Deletes the oldest whole segments that end at or before `offset` (never the active
-    /// one, never above the committed offset): for a log whose records before `offset` were
-    /// superseded, such as `__consumer_offsets` after a snapshot of its state was appended.
-    pub fn delete_segments_before(&self, offset: i64) -> Result<RetentionOutcome, WalError> {
-        self.delete_front(|_, _, seg| {
-            (seg.next_offset <= offset).then_some(RetentionReason::Superseded)
-        })
-    }
-
     /// Starts a new active segment now (if the active one holds data), so that everything
-    /// written so far becomes deletable by [`delete_segments_before`](Self::delete_segments_before).
+    /// written so far is in sealed segments (which retention and the cleaner may take).
     pub fn roll(&self) -> Result<(), WalError> {
         let s = &*self.shared;
         let mut guard = s.lock();

@@ -3,6 +3,7 @@
 
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tracing::info;
@@ -28,6 +29,15 @@ impl PartitionLog {
             return Ok(());
         }
         s.cut_to(inner, offset)
+    }
+
+    /// The lowest offset this log was cut back to (by truncation, a heal or a reset) since the
+    /// last call, or since it opened (then: its log end at open), and forgets it. Whoever
+    /// remembers facts about offsets of this log (the cleaner's "clean up to" checkpoint) must
+    /// forget those at or above it: that data may have been replaced. One taker per log.
+    pub fn take_rewritten_from(&self) -> Option<i64> {
+        let from = self.shared.rewritten_from.swap(i64::MAX, Ordering::AcqRel);
+        (from != i64::MAX).then_some(from)
     }
 }
 
@@ -87,6 +97,8 @@ impl Shared {
                 log_end: inner.log_end,
             });
         }
+        // Before any byte changes: a reader of the mark never misses a cut.
+        self.rewritten_from.fetch_min(offset, Ordering::AcqRel);
         let idx = inner.segment_index_for(offset);
         let seg = &inner.segments[idx];
         let header = seg.header();

@@ -595,7 +595,7 @@ async fn timestamps_of_a_batch_written_at_time() {
 }
 
 #[tokio::test]
-async fn roll_then_delete_segments_before_an_offset() {
+async fn roll_starts_a_segment_that_the_front_can_be_cut_at() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = LogConfig {
         segment_bytes: 1 << 20,
@@ -613,10 +613,8 @@ async fn roll_then_delete_segments_before_an_offset() {
     log.roll().unwrap();
     assert!(log.segment_count() <= 3);
 
-    // Nothing ends before offset 5: nothing is deleted.
-    assert!(log.delete_segments_before(5).unwrap().deleted.is_empty());
     let boundary = second[0].base;
-    let out = log.delete_segments_before(boundary).unwrap();
+    let out = log.advance_log_start(boundary).unwrap();
     assert_eq!(out.deleted.len(), 1);
     assert_eq!(out.log_start_offset, boundary);
     assert_eq!(log.log_start_offset(), boundary);
@@ -669,5 +667,45 @@ async fn read_async_matches_read_inline_and_on_the_blocking_pool() {
         log.read_async(end + 1, 100, i64::MAX).await,
         Err(WalError::OffsetOutOfRange { .. })
     ));
+    log.close().await.unwrap();
+}
+
+/// `take_rewritten_from` reports the lowest offset the log was cut back to since the last
+/// take: at first its log end at open, then truncations and resets, once each.
+#[tokio::test]
+async fn the_lowest_cut_is_reported_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small_config();
+    let log = open(dir.path(), cfg.clone()).await;
+    assert_eq!(
+        log.take_rewritten_from(),
+        Some(0),
+        "a new log: its end at open"
+    );
+    assert_eq!(log.take_rewritten_from(), None);
+    let stored = append_many(&log, 20, 2);
+    let end = stored.last().unwrap().last + 1;
+    log.wait_committed(end).await.unwrap();
+    assert_eq!(log.take_rewritten_from(), None, "appends are not cuts");
+    log.truncate_to(stored[15].base).unwrap();
+    log.truncate_to(stored[5].base).unwrap();
+    append_many(&log, 3, 2);
+    assert_eq!(
+        log.take_rewritten_from(),
+        Some(stored[5].base),
+        "the lowest of two cuts"
+    );
+    assert_eq!(log.take_rewritten_from(), None);
+    let reopened_end = log.log_end_offset();
+    log.wait_committed(reopened_end).await.unwrap();
+    log.close().await.unwrap();
+    let log = open(dir.path(), cfg).await;
+    assert_eq!(
+        log.take_rewritten_from(),
+        Some(reopened_end),
+        "its end at open"
+    );
+    log.reset_to(100).unwrap();
+    assert_eq!(log.take_rewritten_from(), Some(100));
     log.close().await.unwrap();
 }
