@@ -202,7 +202,9 @@ impl LogCleaner {
             segments: &segs,
             log_start_offset: p.log.log_start_offset(),
             log_end_offset: p.log.log_end_offset(),
-            last_stable_offset: p.replica.high_watermark(),
+            // Nothing at or above an open transaction's first offset is cleaned (Kafka's
+            // rule; a follower keeps no transaction state, so its bound is the high watermark).
+            last_stable_offset: p.last_stable_offset(),
             cleaned_up_to: checkpoint,
         };
         assess(&log, config, now)
