@@ -21,6 +21,7 @@ PRODUCE = 0
 METADATA = 3
 API_VERSIONS = 18
 INIT_PRODUCER_ID = 22
+WRITE_TXN_MARKERS = 27
 
 # Error codes (https://kafka.apache.org/protocol#protocol_error_codes).
 NONE = 0
@@ -30,7 +31,12 @@ MESSAGE_TOO_LARGE = 10
 UNSUPPORTED_VERSION = 35
 OUT_OF_ORDER_SEQUENCE_NUMBER = 45
 INVALID_PRODUCER_EPOCH = 47
+TRANSACTION_COORDINATOR_FENCED = 52
+TRANSACTIONAL_ID_AUTHORIZATION_FAILED = 53
 INVALID_RECORD = 87
+
+# Record batch attribute bits.
+TRANSACTIONAL = 0x10
 
 
 # --------------------------------------------------------------------------- CRC32C
@@ -337,11 +343,12 @@ def parse_api_versions_response(payload: bytes, body_version: int) -> ApiVersion
 def record_batch(records: list[tuple[bytes | None, bytes | None]], *, base_offset: int = 0,
                  base_timestamp_ms: int | None = None, producer_id: int = -1, producer_epoch: int = -1,
                  base_sequence: int = -1, timestamp_deltas: list[int] | None = None,
-                 max_timestamp_ms: int | None = None) -> bytes:
+                 max_timestamp_ms: int | None = None, attributes: int = 0) -> bytes:
     """An uncompressed magic-2 record batch with a correct CRC32C; no producer id unless given.
     Every record has the base timestamp unless `timestamp_deltas` says otherwise; the header's
     max timestamp is the base timestamp unless `max_timestamp_ms` says otherwise (the header
-    need not match the records: a broker must not trust it)."""
+    need not match the records: a broker must not trust it). `attributes` sets the batch's
+    attribute bits (TRANSACTIONAL = 0x10)."""
     if base_timestamp_ms is None:
         base_timestamp_ms = int(time.time() * 1000)
     deltas = timestamp_deltas or [0] * len(records)
@@ -356,7 +363,7 @@ def record_batch(records: list[tuple[bytes | None, bytes | None]], *, base_offse
         rec += varint(0)  # header count
         body += varint(len(rec)) + rec
     after_crc = (
-        i16(0)  # attributes: no compression, CreateTime, not transactional, not control
+        i16(attributes)  # default 0: no compression, CreateTime, not transactional, not control
         + i32(len(records) - 1)  # last offset delta
         + i64(base_timestamp_ms)
         + i64(base_timestamp_ms if max_timestamp_ms is None else max_timestamp_ms)
@@ -392,13 +399,13 @@ class PartitionProduceResponse:
 
 
 def produce_request(version: int, correlation_id: int, topic: str, partition: int, batch: bytes,
-                    *, acks: int = -1, timeout_ms: int = 10_000) -> bytes:
+                    *, acks: int = -1, timeout_ms: int = 10_000, transactional_id: str | None = None) -> bytes:
     """Produce v3-v9 (v9 is the first flexible version; v13 replaces names with topic ids)."""
     if not 3 <= version <= 9:
         raise ValueError(f"produce_request encodes v3-v9, not v{version}")
     if version >= 9:
         body = (
-            compact_string(None)  # transactional id
+            compact_string(transactional_id)
             + i16(acks)
             + i32(timeout_ms)
             + uvarint(1 + 1)  # one topic
@@ -412,7 +419,7 @@ def produce_request(version: int, correlation_id: int, topic: str, partition: in
         )
         return request(PRODUCE, version, correlation_id, body, flexible=True)
     body = (
-        string(None)  # transactional id
+        string(transactional_id)
         + i16(acks)
         + i32(timeout_ms)
         + i32(1)
@@ -522,3 +529,47 @@ def parse_init_producer_id_response_v0(payload: bytes) -> tuple[int, int, int, i
     corr = r.i32()
     r.i32()  # throttle time
     return corr, r.i16(), r.i64(), r.i16()
+
+
+# --------------------------------------------------------------------------- WriteTxnMarkers
+@dataclass
+class TxnMarker:
+    producer_id: int
+    producer_epoch: int
+    committed: bool
+    coordinator_epoch: int
+    topics: list[tuple[str, list[int]]]
+
+
+def write_txn_markers_request(correlation_id: int, markers: list[TxnMarker]) -> bytes:
+    """WriteTxnMarkers v1 (flexible; v0 was removed in Kafka 4.0)."""
+    body = uvarint(len(markers) + 1)
+    for m in markers:
+        body += i64(m.producer_id) + i16(m.producer_epoch) + i8(1 if m.committed else 0)
+        body += uvarint(len(m.topics) + 1)
+        for name, parts in m.topics:
+            body += compact_string(name) + uvarint(len(parts) + 1) + b"".join(i32(p) for p in parts)
+            body += EMPTY_TAGS
+        body += i32(m.coordinator_epoch) + EMPTY_TAGS
+    body += EMPTY_TAGS
+    return request(WRITE_TXN_MARKERS, 1, correlation_id, body, flexible=True)
+
+
+def parse_write_txn_markers_response(payload: bytes) -> tuple[int, list[tuple[int, str, int, int]]]:
+    """(correlation id, [(producer id, topic, partition, error code)])."""
+    r = Reader(payload)
+    corr = r.i32()
+    r.skip_tags()  # response header v1
+    out = []
+    for _ in range(r.uvarint() - 1):
+        pid = r.i64()
+        for _ in range(r.uvarint() - 1):
+            name = r.compact_string()
+            for _ in range(r.uvarint() - 1):
+                idx, err = r.i32(), r.i16()
+                r.skip_tags()
+                out.append((pid, name, idx, err))
+            r.skip_tags()
+        r.skip_tags()
+    r.skip_tags()
+    return corr, out

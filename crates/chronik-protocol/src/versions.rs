@@ -9,8 +9,8 @@ use kafka_protocol::protocol::{Message, Request, VersionRange};
 ///
 /// Every API goes up to the newest version the codec (kafka-protocol 0.18, Kafka 4.1's
 /// schemas) decodes, each newer version's fields handled: Produce v12 only tells a
-/// transactional producer that the broker checks its partitions itself (KIP-890; Chronik
-/// refuses transactional produce) and v13 names topics by id; Fetch v17/v18 add a replica
+/// transactional producer that the broker checks its partitions itself (KIP-890 part 1:
+/// `TxnVerifier` in chronik-server) and v13 names topics by id; Fetch v17/v18 add a replica
 /// directory id and a follower's high watermark, tagged fields only KRaft replicas send;
 /// ListOffsets v7-v9 add the max-timestamp, earliest-local and latest-tiered specs (no tiered
 /// storage: log start and -1, as Kafka without it) and v10 a timeout for remote lookups;
@@ -65,6 +65,9 @@ const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeAcls, 1, 3),
     (ApiKey::CreateAcls, 1, 3),
     (ApiKey::DeleteAcls, 1, 3),
+    // Inter-broker (the transaction coordinator's), advertised on client listeners as Kafka
+    // does; v0 was removed in Kafka 4.0.
+    (ApiKey::WriteTxnMarkers, 1, 1),
 ];
 
 /// The versions the codec can decode a request and encode an answer in. `ApiKey::

@@ -24,6 +24,7 @@ pub use crate::meta::{Meta, TopicError};
 use crate::partitions::PartitionManager;
 use crate::shutdown::Shutdown;
 use crate::topic_config::TopicConfig;
+use crate::txn::{TxnVerifier, UncheckedTxnVerifier};
 
 /// Why the broker could not start. Printed once; the process exits non-zero.
 #[derive(Debug, Error)]
@@ -86,6 +87,9 @@ pub struct Broker {
     pub shutdown: Shutdown,
     /// Set once the background work started; joined at close.
     cleaner: std::sync::Mutex<Option<crate::cleaner::CleanerThreads>>,
+    /// KIP-890's check before a transaction's first batch on a partition
+    /// (`crate::txn::verify`); a placeholder until the transaction coordinator sets its own.
+    txn_verifier: std::sync::RwLock<Arc<dyn TxnVerifier>>,
 }
 
 /// What a broker is made of; assembled by `crate::wiring`.
@@ -116,7 +120,21 @@ impl Broker {
             shutdown: p.shutdown,
             cleaner: std::sync::Mutex::new(None),
             config: p.config,
+            txn_verifier: std::sync::RwLock::new(Arc::new(UncheckedTxnVerifier)),
         }
+    }
+
+    /// The KIP-890 verifier the produce path asks.
+    pub fn txn_verifier(&self) -> Arc<dyn TxnVerifier> {
+        self.txn_verifier
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Replaces the KIP-890 verifier (the transaction coordinator, once it runs).
+    pub fn set_txn_verifier(&self, verifier: Arc<dyn TxnVerifier>) {
+        *self.txn_verifier.write().unwrap_or_else(|e| e.into_inner()) = verifier;
     }
 
     /// A consistent snapshot of the metadata as this node has applied it.

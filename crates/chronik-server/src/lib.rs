@@ -39,4 +39,5 @@ pub mod shutdown;
 pub mod startup;
 pub mod tls;
 pub mod topic_config;
+pub mod txn;
 pub mod wiring;

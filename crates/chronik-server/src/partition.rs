@@ -4,6 +4,11 @@
 //! (`producers`), so the order of sequence numbers always matches the order of offsets.
 //! Waiting for durability happens after the lock is released, so appends from other
 //! producers pipeline behind a single group commit.
+//!
+//! Transactions (`crate::txn`): `txns` holds the ongoing transactions, the last stable offset
+//! and the aborted-transaction index. Lock order: `producers`, then `txns`. A batch that
+//! changes `txns` is appended with both held, so a reader of the LSO (which takes `txns` only)
+//! never sees a transactional batch in the log before its transaction.
 
 use std::sync::{Arc, Mutex};
 
@@ -15,6 +20,7 @@ use thiserror::Error;
 
 use crate::producer_state::{ProducerStateTable, SeqCheck};
 use crate::topic_config::ProduceConfig;
+use crate::txn::{control, TxnState};
 
 /// Why a produce to this partition was refused; each maps to one Kafka error code.
 #[derive(Debug, Error)]
@@ -32,6 +38,13 @@ pub enum AppendError {
     OutOfOrder { expected: i32, got: i32 },
     #[error("producer epoch {got} is older than the current epoch {current}")]
     Fenced { current: i16, got: i16 },
+    #[error("coordinator epoch {got} is older than the current epoch {current}")]
+    CoordinatorFenced { current: i32, got: i32 },
+    #[error("{0} transactions are open on this partition; retry when one ends")]
+    TooManyTransactions(usize),
+    /// Kafka's ProducerAppendInfo: a producer inside a transaction writes transactionally.
+    #[error("expected a transactional write from producer {0}, which has an open transaction")]
+    NotTransactional(i64),
     #[error("partition is sealed")]
     Sealed,
     #[error("storage error: {0}")]
@@ -54,6 +67,9 @@ impl AppendError {
             }
             AppendError::OutOfOrder { .. } => ResponseError::OutOfOrderSequenceNumber,
             AppendError::Fenced { .. } => ResponseError::InvalidProducerEpoch,
+            AppendError::CoordinatorFenced { .. } => ResponseError::TransactionCoordinatorFenced,
+            AppendError::TooManyTransactions(_) => ResponseError::ConcurrentTransactions,
+            AppendError::NotTransactional(_) => ResponseError::InvalidTxnState,
             AppendError::Sealed => ResponseError::NotLeaderOrFollower,
             AppendError::Storage(_) | AppendError::Recovering(_) => {
                 ResponseError::KafkaStorageError
@@ -95,7 +111,9 @@ pub struct Partition {
     pub log: Arc<PartitionLog>,
     /// Replication state: role, leader epochs, high watermark.
     pub replica: Arc<Replica>,
-    producers: Mutex<ProducerStateTable>,
+    pub(crate) producers: Mutex<ProducerStateTable>,
+    /// Transactions on this partition (`crate::txn::state`); locked after `producers`.
+    pub(crate) txns: Mutex<TxnState>,
     /// The log generation whose producer state and leader epochs this partition holds, and
     /// in which it takes produces: after the log heals, appends are refused until the broker
     /// rebuilt that state and bumped the leader epochs (`partitions::heal`).
@@ -106,18 +124,52 @@ pub struct Partition {
     config: std::sync::RwLock<Arc<ProduceConfig>>,
 }
 
-/// Producer state and leader epochs rebuilt from the batch headers of `log`.
-async fn scan(log: &Arc<PartitionLog>) -> Result<(ProducerStateTable, EpochCache), WalError> {
+/// What a partition rebuilds from its log: producers, transactions, leader epochs.
+struct Scanned {
+    producers: ProducerStateTable,
+    txns: TxnState,
+    epochs: EpochCache,
+}
+
+/// Producer state, transactions and leader epochs rebuilt from the batch headers of `log`,
+/// reading the body of control batches only (one small record each). The cost is the header
+/// scan the producer state always needed: every batch from the log start. `hw` is a high
+/// watermark known to be reached (a checkpoint, or the replica's): a transaction whose marker
+/// is below it is stable; one whose marker is not stays unstable until an LSO read sees the
+/// high watermark past it.
+async fn scan(log: &Arc<PartitionLog>, hw: i64) -> Result<Scanned, WalError> {
     let scan_log = log.clone();
     tokio::task::spawn_blocking(move || {
-        let mut table = ProducerStateTable::default();
-        let mut epochs = EpochCache::default();
+        let mut s = Scanned {
+            producers: ProducerStateTable::default(),
+            txns: TxnState::default(),
+            epochs: EpochCache::default(),
+        };
         let start = scan_log.log_start_offset();
-        scan_log.scan_headers(start, &mut |h: &BatchHeader| {
-            epochs.record(h.partition_leader_epoch, h.base_offset);
-            table.record(h, h.base_offset)
+        let (topic, partition) = (scan_log.topic().to_string(), scan_log.partition());
+        scan_log.scan_batches(start, &|h| h.is_control(), &mut |h, body| {
+            s.epochs.record(h.partition_leader_epoch, h.base_offset);
+            let Some(body) = body else {
+                s.producers.record(h, h.base_offset);
+                s.txns.on_data(h, h.base_offset);
+                return;
+            };
+            match control::decode_marker(body) {
+                Ok(m) => {
+                    s.producers.record_marker(
+                        m.producer_id,
+                        m.producer_epoch,
+                        m.coordinator_epoch,
+                        h.base_offset,
+                        h.max_timestamp,
+                    );
+                    s.txns.on_marker(m.producer_id, m.marker, h.base_offset, hw);
+                }
+                Err(e) => tracing::warn!(%topic, partition, offset = h.base_offset, error = %e,
+                    "control batch that is no transaction marker; ignored"),
+            }
         })?;
-        Ok::<_, WalError>((table, epochs))
+        Ok::<_, WalError>(s)
     })
     .await
     .map_err(|e| WalError::Failed(format!("producer state rebuild panicked: {e}")))?
@@ -133,15 +185,23 @@ impl Partition {
         hw_checkpoint: Option<i64>,
         config: ProduceConfig,
     ) -> Result<Arc<Partition>, WalError> {
-        let (producers, epochs) = scan(&log).await?;
         let hw = hw_checkpoint.unwrap_or(log.log_start_offset());
+        // What Replica::new starts from: reached, so markers below it are stable.
+        let reached = hw.clamp(log.log_start_offset(), log.committed_offset());
+        let Scanned {
+            producers,
+            txns,
+            epochs,
+        } = scan(&log, reached).await?;
         let replica = Replica::new(log.clone(), node_id, epochs, hw);
         if !producers.is_empty() {
             tracing::info!(
                 topic = log.topic(),
                 partition = log.partition(),
                 producers = producers.len(),
-                "rebuilt idempotent producer state from the log"
+                ongoing_transactions = txns.ongoing_count(),
+                aborted_transactions = txns.aborted().len(),
+                "rebuilt idempotent producer and transaction state from the log"
             );
         }
         Ok(Arc::new(Partition {
@@ -151,6 +211,7 @@ impl Partition {
             log,
             replica,
             producers: Mutex::new(producers),
+            txns: Mutex::new(txns),
             serving_generation: std::sync::atomic::AtomicU64::new(0),
             config: std::sync::RwLock::new(Arc::new(config)),
         }))
@@ -171,18 +232,28 @@ impl Partition {
 
     /// Rebuilds the idempotent-producer state from this replica's log: a follower's appends
     /// do not track producers, so a new leader must, before it takes produces.
+    /// The transactions are rebuilt the same way, so a follower that becomes leader holds
+    /// the ongoing transactions and aborted index of every batch and marker it copied.
     pub async fn rebuild_producers(&self) -> Result<(), WalError> {
-        let (table, _) = scan(&self.log).await?;
-        *self.producers.lock().unwrap_or_else(|e| e.into_inner()) = table;
+        self.install(scan(&self.log, self.replica.high_watermark()).await?);
         Ok(())
+    }
+
+    fn install(&self, scanned: Scanned) {
+        let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+        *producers = scanned.producers;
+        *self.txns.lock().unwrap_or_else(|e| e.into_inner()) = scanned.txns;
     }
 
     /// The idempotent producers this partition tracks (DescribeProducers).
     pub fn active_producers(&self) -> Vec<crate::producer_state::ActiveProducer> {
-        self.producers
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .active()
+        let producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
+        let txns = self.txns.lock().unwrap_or_else(|e| e.into_inner());
+        let mut active = producers.active();
+        for p in &mut active {
+            p.current_txn_start_offset = txns.ongoing_first_offset(p.producer_id).unwrap_or(-1);
+        }
+        active
     }
 
     /// Why this partition cannot take produces because of its storage: the log is poisoned,
@@ -204,8 +275,7 @@ impl Partition {
     /// drops the leader epochs recorded past the cut. Appends stay refused until
     /// [`serve_generation`](Self::serve_generation).
     pub async fn rebuild_after_heal(&self) -> Result<(), WalError> {
-        let (table, _) = scan(&self.log).await?;
-        *self.producers.lock().unwrap_or_else(|e| e.into_inner()) = table;
+        self.install(scan(&self.log, self.replica.high_watermark()).await?);
         self.replica.reconcile_heal();
         Ok(())
     }
@@ -264,11 +334,22 @@ impl Partition {
                 log_append_time_ms: None,
             }),
             SeqCheck::Append => {
+                // Checked for every producer's batch; held across the append only for a
+                // transactional one (module invariant), so plain appends never block readers.
+                let mut txns = None;
+                if header.producer_id >= 0 {
+                    let t = self.txns.lock().unwrap_or_else(|e| e.into_inner());
+                    check_txn(&t, &header)?;
+                    txns = header.is_transactional().then_some(t);
+                }
                 let mut batch = records.to_vec();
                 let appended = self.log.append(&mut batch, leader_epoch)?;
                 self.replica
                     .record_epoch(leader_epoch, appended.base_offset, appended.generation);
                 producers.record(&header, appended.base_offset);
+                if let Some(t) = txns.as_mut() {
+                    t.on_data(&header, appended.base_offset);
+                }
                 Ok(Accepted {
                     base_offset: appended.base_offset,
                     end_offset: appended.last_offset + 1,
@@ -310,6 +391,18 @@ impl Partition {
     }
 }
 
+/// A data batch against the partition's transactions: room for a new one, and no plain write
+/// from a producer inside one.
+fn check_txn(t: &TxnState, h: &BatchHeader) -> Result<(), AppendError> {
+    if t.begins_txn(h) && !t.has_room() {
+        return Err(AppendError::TooManyTransactions(t.ongoing_count()));
+    }
+    if !h.is_transactional() && t.ongoing_first_offset(h.producer_id).is_some() {
+        return Err(AppendError::NotTransactional(h.producer_id));
+    }
+    Ok(())
+}
+
 /// Checks the records of a produce partition: exactly one v2 batch, its size and record
 /// count. Its CRC32C is checked by the WAL's append before anything is written.
 fn validate_batch(records: &[u8], max_message_bytes: usize) -> Result<BatchHeader, AppendError> {
@@ -331,9 +424,16 @@ fn validate_batch(records: &[u8], max_message_bytes: usize) -> Result<BatchHeade
             header.records_count, header.last_offset_delta
         )));
     }
-    if header.is_transactional() || header.is_control() {
+    // Kafka's LogValidator: control batches come from the coordinator (WriteTxnMarkers),
+    // never from a client; a transaction needs a producer id.
+    if header.is_control() {
         return Err(AppendError::Unsupported(
-            "transactional and control batches are not supported yet".into(),
+            "clients are not allowed to write control records".into(),
+        ));
+    }
+    if header.is_transactional() && header.producer_id < 0 {
+        return Err(AppendError::Unsupported(
+            "a transactional batch needs a producer id".into(),
         ));
     }
     Ok(header)

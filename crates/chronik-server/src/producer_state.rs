@@ -32,6 +32,9 @@ struct ProducerEntry {
     last_offset: i64,
     /// Max timestamp of the last batch written (DescribeProducers' last_timestamp).
     last_timestamp: i64,
+    /// Epoch of the transaction coordinator that wrote this producer's last marker (-1: none
+    /// yet); a marker from an older coordinator is fenced.
+    coordinator_epoch: i32,
 }
 
 /// One producer as DescribeProducers shows it.
@@ -41,6 +44,26 @@ pub struct ActiveProducer {
     pub epoch: i16,
     pub last_sequence: i32,
     pub last_timestamp: i64,
+    /// Epoch of the coordinator of its last transaction marker (-1: none).
+    pub coordinator_epoch: i32,
+    /// First offset of its ongoing transaction (-1: none); filled in by the partition.
+    pub current_txn_start_offset: i64,
+}
+
+/// The verdict on a transaction marker (Kafka's `ProducerAppendInfo.appendEndTxnMarker`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MarkerCheck {
+    Append,
+    /// The marker's producer epoch is older than the producer's (INVALID_PRODUCER_EPOCH).
+    Fenced {
+        current: i16,
+        got: i16,
+    },
+    /// Written by an older coordinator than the last marker (TRANSACTION_COORDINATOR_FENCED).
+    CoordinatorFenced {
+        current: i32,
+        got: i32,
+    },
 }
 
 /// The verdict on an incoming batch.
@@ -126,11 +149,12 @@ impl ProducerStateTable {
         {
             return SeqCheck::Duplicate(*dup);
         }
+        // No batch in this epoch yet (a marker bumped it): it starts at 0, as in Kafka.
         let expected = entry
             .batches
             .back()
             .map(|b| next_seq(b.last_seq))
-            .unwrap_or(first);
+            .unwrap_or(0);
         if first == expected {
             SeqCheck::Append
         } else {
@@ -166,6 +190,7 @@ impl ProducerStateTable {
                 batches: VecDeque::with_capacity(BATCHES_PER_PRODUCER),
                 last_offset: meta.last_offset,
                 last_timestamp: h.max_timestamp,
+                coordinator_epoch: -1,
             });
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
@@ -179,6 +204,66 @@ impl ProducerStateTable {
         entry.last_timestamp = h.max_timestamp;
     }
 
+    /// Checks a marker the coordinator writes for `producer_id` before it is appended.
+    pub fn check_marker(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        coordinator_epoch: i32,
+    ) -> MarkerCheck {
+        let Some(entry) = self.producers.get(&producer_id) else {
+            return MarkerCheck::Append;
+        };
+        if epoch < entry.epoch {
+            return MarkerCheck::Fenced {
+                current: entry.epoch,
+                got: epoch,
+            };
+        }
+        if coordinator_epoch < entry.coordinator_epoch {
+            return MarkerCheck::CoordinatorFenced {
+                current: entry.coordinator_epoch,
+                got: coordinator_epoch,
+            };
+        }
+        MarkerCheck::Append
+    }
+
+    /// Records a marker appended at `offset` (or replayed from the log). A marker may carry a
+    /// newer epoch than the transaction's data (the coordinator aborts a fenced producer's
+    /// transaction with the bumped epoch): the producer's next batch then starts at 0.
+    pub fn record_marker(
+        &mut self,
+        producer_id: i64,
+        epoch: i16,
+        coordinator_epoch: i32,
+        offset: i64,
+        timestamp: i64,
+    ) {
+        if !self.producers.contains_key(&producer_id)
+            && self.producers.len() >= MAX_PRODUCERS_PER_PARTITION
+        {
+            self.evict_oldest();
+        }
+        let entry = self
+            .producers
+            .entry(producer_id)
+            .or_insert_with(|| ProducerEntry {
+                epoch,
+                batches: VecDeque::with_capacity(BATCHES_PER_PRODUCER),
+                last_offset: offset,
+                last_timestamp: timestamp,
+                coordinator_epoch,
+            });
+        if epoch > entry.epoch {
+            entry.epoch = epoch;
+            entry.batches.clear();
+        }
+        entry.coordinator_epoch = entry.coordinator_epoch.max(coordinator_epoch);
+        entry.last_offset = offset;
+        entry.last_timestamp = timestamp;
+    }
+
     /// Every tracked producer, by producer id.
     pub fn active(&self) -> Vec<ActiveProducer> {
         let mut out: Vec<ActiveProducer> = self
@@ -189,6 +274,8 @@ impl ProducerStateTable {
                 epoch: e.epoch,
                 last_sequence: e.batches.back().map_or(-1, |b| b.last_seq),
                 last_timestamp: e.last_timestamp,
+                coordinator_epoch: e.coordinator_epoch,
+                current_txn_start_offset: -1,
             })
             .collect();
         out.sort_unstable_by_key(|p| p.producer_id);
@@ -281,5 +368,41 @@ mod tests {
         assert!(matches!(t.check(&h(2, 0, 6, 1)), SeqCheck::Duplicate(_)));
         t.record(&h(3, 0, i32::MAX - 1, 2), 0);
         assert_eq!(t.check(&h(3, 0, 0, 1)), SeqCheck::Append);
+    }
+
+    #[test]
+    fn markers_are_fenced_by_producer_and_coordinator_epochs() {
+        let mut t = ProducerStateTable::default();
+        // Unknown producer: a marker passes (Kafka writes one to every partition of the
+        // transaction, including those it wrote nothing to).
+        assert_eq!(t.check_marker(1, 0, 0), MarkerCheck::Append);
+        t.record(&h(1, 2, 0, 1), 0);
+        assert_eq!(
+            t.check_marker(1, 1, 0),
+            MarkerCheck::Fenced { current: 2, got: 1 }
+        );
+        assert_eq!(t.check_marker(1, 2, 5), MarkerCheck::Append);
+        t.record_marker(1, 2, 5, 1, 0);
+        assert_eq!(
+            t.check_marker(1, 2, 4),
+            MarkerCheck::CoordinatorFenced { current: 5, got: 4 }
+        );
+        // The next transaction goes on in sequence.
+        assert_eq!(t.check(&h(1, 2, 1, 1)), SeqCheck::Append);
+        // A marker with a bumped epoch (a fenced producer's transaction aborted): the
+        // producer's next batch must start at sequence 0.
+        t.record_marker(1, 3, 5, 2, 0);
+        assert_eq!(
+            t.check(&h(1, 3, 1, 1)),
+            SeqCheck::OutOfOrder {
+                expected: 0,
+                got: 1
+            }
+        );
+        assert_eq!(t.check(&h(1, 3, 0, 1)), SeqCheck::Append);
+        assert_eq!(
+            t.check(&h(1, 2, 2, 1)),
+            SeqCheck::Fenced { current: 3, got: 2 }
+        );
     }
 }

@@ -36,6 +36,18 @@ impl Authorizer {
         }
     }
 
+    /// An authorizer with `--authorizer acl` over `state`'s ACLs for `principal` (no super
+    /// user), without a broker (guard tests).
+    #[cfg(test)]
+    pub fn for_test(state: Arc<MetadataState>, principal: &str) -> Authorizer {
+        Authorizer {
+            state: Some(state),
+            super_user: false,
+            principal: Arc::from(principal),
+            host: Arc::from("127.0.0.1"),
+        }
+    }
+
     fn acls(&self) -> Option<&Acls> {
         self.state.as_ref().map(|s| &s.acls)
     }

@@ -4,10 +4,8 @@
 use chronik_auth::acl::{Operation, ResourceType as Rt, CLUSTER_NAME};
 use kafka_protocol::messages::*;
 
-use super::guard::{Guarded, Post, CLUSTER_DENIED, GROUP_DENIED};
+use super::guard::{Guarded, Post, CLUSTER_DENIED, GROUP_DENIED, TRANSACTIONAL_ID_DENIED};
 use super::{supported, Authorizer, Resource, NOT_REQUESTED};
-
-const TRANSACTIONAL_ID_DENIED: i16 = 53;
 
 fn group_ok(az: &Authorizer, op: Operation, group: &str) -> bool {
     az.allows(op, Rt::Group, group)
@@ -176,6 +174,10 @@ fn cluster_admin(body: RequestKind, cluster_ok: &dyn Fn(Operation) -> bool) -> G
                 AlterUserScramCredentialsResponse::default().with_results(results.collect()),
             ))
         }
+        // Kafka: CLUSTER_ACTION on the cluster, every partition answered with the error.
+        RequestKind::WriteTxnMarkers(r) if denied(O::ClusterAction) => {
+            Some(ResponseKind::WriteTxnMarkers(write_txn_markers_denied(r)))
+        }
         RequestKind::DescribeUserScramCredentials(_) if denied(O::Describe) => {
             Some(ResponseKind::DescribeUserScramCredentials(
                 DescribeUserScramCredentialsResponse::default().with_error_code(CLUSTER_DENIED),
@@ -187,6 +189,27 @@ fn cluster_admin(body: RequestKind, cluster_ok: &dyn Fn(Operation) -> bool) -> G
         Some(resp) => Guarded::Answer(resp),
         None => Guarded::Serve(body, None),
     }
+}
+
+/// Kafka's WriteTxnMarkersRequest.getErrorResponse with CLUSTER_AUTHORIZATION_FAILED.
+fn write_txn_markers_denied(r: &WriteTxnMarkersRequest) -> WriteTxnMarkersResponse {
+    use write_txn_markers_response::*;
+    let markers = r.markers.iter().map(|m| {
+        let topics = m.topics.iter().map(|t| {
+            let parts = t.partition_indexes.iter().map(|&i| {
+                WritableTxnMarkerPartitionResult::default()
+                    .with_partition_index(i)
+                    .with_error_code(CLUSTER_DENIED)
+            });
+            WritableTxnMarkerTopicResult::default()
+                .with_name(t.name.clone())
+                .with_partitions(parts.collect())
+        });
+        WritableTxnMarkerResult::default()
+            .with_producer_id(m.producer_id)
+            .with_topics(topics.collect())
+    });
+    WriteTxnMarkersResponse::default().with_markers(markers.collect())
 }
 
 fn offset_commit(az: &Authorizer, mut r: OffsetCommitRequest) -> Guarded {
@@ -378,4 +401,63 @@ fn describe_groups(az: &Authorizer, mut r: DescribeGroupsRequest) -> Guarded {
         }
     });
     Guarded::Serve(RequestKind::DescribeGroups(r), Some(post))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use chronik_auth::acl::{AclBinding, PatternType, Permission};
+    use chronik_metadata::MetadataState;
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::*;
+
+    fn markers() -> RequestKind {
+        let topic = write_txn_markers_request::WritableTxnMarkerTopic::default()
+            .with_name(TopicName(StrBytes::from_static_str("t")))
+            .with_partition_indexes(vec![0, 1]);
+        RequestKind::WriteTxnMarkers(WriteTxnMarkersRequest::default().with_markers(vec![
+            write_txn_markers_request::WritableTxnMarker::default()
+                .with_producer_id(ProducerId(7))
+                .with_topics(vec![topic]),
+        ]))
+    }
+
+    fn guard_as(state: MetadataState) -> Guarded {
+        let az = Authorizer::for_test(Arc::new(state), "User:broker");
+        let cluster_ok = |op| az.allows(op, Rt::Cluster, CLUSTER_NAME);
+        guard(&az, markers(), &cluster_ok)
+    }
+
+    /// Kafka: WriteTxnMarkers needs CLUSTER_ACTION on the cluster; every partition of a
+    /// refused request answers CLUSTER_AUTHORIZATION_FAILED.
+    #[test]
+    fn write_txn_markers_needs_cluster_action() {
+        let mut state = MetadataState::new("c".into());
+        let Guarded::Answer(ResponseKind::WriteTxnMarkers(r)) = guard_as(state.clone()) else {
+            panic!("not refused without an ACL");
+        };
+        let codes: Vec<i16> = r.markers[0].topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.error_code)
+            .collect();
+        assert_eq!(codes, vec![CLUSTER_DENIED, CLUSTER_DENIED]);
+        assert_eq!(r.markers[0].producer_id, ProducerId(7));
+        let grant = |op| AclBinding {
+            resource_type: Rt::Cluster,
+            resource_name: CLUSTER_NAME.into(),
+            pattern_type: PatternType::Literal,
+            principal: "User:broker".into(),
+            host: "*".into(),
+            operation: op,
+            permission: Permission::Allow,
+        };
+        // ALTER on the cluster is not CLUSTER_ACTION.
+        state.acls.insert(grant(Operation::Alter));
+        assert!(matches!(guard_as(state.clone()), Guarded::Answer(_)));
+        state.acls.insert(grant(Operation::ClusterAction));
+        assert!(matches!(guard_as(state), Guarded::Serve(_, None)));
+    }
 }

@@ -4,6 +4,10 @@
 //!
 //! Sessions (KIP-227) are not kept: every answer carries session id 0, which tells
 //! clients to keep sending full fetch requests.
+//!
+//! Isolation (KIP-98): read_uncommitted (0) reads up to the high watermark, read_committed
+//! (1) up to the last stable offset and also gets the aborted transactions overlapping what
+//! it reads, so the client drops their records. Every answer carries the LSO, as Kafka's.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,15 +15,32 @@ use std::time::Duration;
 use bytes::Bytes;
 use chronik_wal::WalError;
 use futures::future::select_all;
-use kafka_protocol::messages::fetch_request::FetchTopic;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ResponseKind};
+use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, ResponseKind};
 use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::{topic_name, topic_str, Reply};
 use crate::broker::Broker;
+use crate::partition::Partition;
+
+/// FetchRequest's isolation_level for read_committed.
+const READ_COMMITTED: i8 = 1;
+
+/// The FetchResponse form of (producer id, first offset) pairs.
+fn aborted(list: &[(i64, i64)]) -> Vec<AbortedTransaction> {
+    list.iter()
+        .map(|&(pid, first)| {
+            AbortedTransaction::default()
+                .with_producer_id(ProducerId(pid))
+                .with_first_offset(first)
+        })
+        .collect()
+}
 
 /// Longest long-poll we honour, whatever the client asks.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -39,8 +60,15 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
         };
         loop {
             let mut watches = Vec::new();
-            let (responses, total, errored) =
-                read_once(&broker, &req.topics, version, max_bytes, &mut watches).await;
+            let read_committed = req.isolation_level == READ_COMMITTED;
+            let (responses, total, errored) = read_once(
+                &broker,
+                &req.topics,
+                (version, read_committed),
+                max_bytes,
+                &mut watches,
+            )
+            .await;
             let expired = Instant::now() >= deadline;
             if total >= min_bytes
                 || errored
@@ -71,7 +99,7 @@ pub fn handle(broker: &Arc<Broker>, req: FetchRequest, version: i16) -> Reply {
 async fn read_once(
     broker: &Broker,
     topics: &[FetchTopic],
-    version: i16,
+    (version, read_committed): (i16, bool),
     max_bytes: usize,
     watches: &mut Vec<watch::Receiver<i64>>,
 ) -> (Vec<FetchableTopicResponse>, usize, bool) {
@@ -92,12 +120,12 @@ async fn read_once(
         };
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let mut pd = PartitionData::default()
+            let pd = PartitionData::default()
                 .with_partition_index(p.partition)
                 .with_high_watermark(-1)
                 .with_last_stable_offset(-1)
                 .with_log_start_offset(-1)
-                .with_aborted_transactions(Some(Vec::new()))
+                .with_aborted_transactions(read_committed.then(Vec::new))
                 .with_records(Some(Bytes::new()));
             let info = name.as_deref().and_then(|n| state.topic(n));
             let part_info = info.and_then(|i| {
@@ -128,43 +156,12 @@ async fn read_once(
                 parts.push(pd.with_error_code(code.code()));
                 continue;
             }
-            let log = &partition.log;
-            // Consumers see only what every ISR replica has: the high watermark.
             watches.push(partition.replica.subscribe_hw());
-            let hw = partition.replica.high_watermark();
-            pd = pd
-                .with_high_watermark(hw)
-                .with_last_stable_offset(hw)
-                .with_log_start_offset(log.log_start_offset());
-            let budget =
-                (p.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
-            if budget == 0 || p.fetch_offset == hw {
-                parts.push(pd);
-                continue;
-            }
-            match log.read_async(p.fetch_offset, budget, hw).await {
-                Ok(read) => {
-                    // Only the first data in a response may exceed the limits (KIP-74),
-                    // so a consumer can always make progress past a large batch.
-                    if total == 0 || read.data.len() <= budget {
-                        total += read.data.len();
-                        let counters = &partition.counters;
-                        counters.fetch_bytes.increment(read.data.len() as u64);
-                        counters.fetch_messages.increment(read.records);
-                        pd = pd.with_records(Some(read.data));
-                    }
-                    parts.push(pd);
-                }
-                Err(WalError::OffsetOutOfRange { .. }) => {
-                    errored = true;
-                    parts.push(pd.with_error_code(ResponseError::OffsetOutOfRange.code()));
-                }
-                Err(e) => {
-                    tracing::error!(topic = %partition.topic, partition = p.partition, error = %e, "fetch read failed");
-                    errored = true;
-                    parts.push(pd.with_error_code(ResponseError::KafkaStorageError.code()));
-                }
-            }
+            let (pd, read, failed) =
+                read_partition(&partition, p, read_committed, pd, max_bytes, total).await;
+            total += read;
+            errored |= failed;
+            parts.push(pd);
         }
         out.push(
             FetchableTopicResponse::default()
@@ -178,4 +175,59 @@ async fn read_once(
         );
     }
     (out, total, errored)
+}
+
+/// One led partition's answer: (partition data, bytes read, whether it is an error).
+/// Consumers see only what every ISR replica has: the high watermark; read_committed ones
+/// only what no open transaction holds back: the LSO.
+async fn read_partition(
+    partition: &Partition,
+    p: &FetchPartition,
+    read_committed: bool,
+    pd: PartitionData,
+    max_bytes: usize,
+    total: usize,
+) -> (PartitionData, usize, bool) {
+    let log = &partition.log;
+    // The LSO first: it is at most the high watermark read after it.
+    let lso = partition.last_stable_offset();
+    let hw = partition.replica.high_watermark();
+    let limit = if read_committed { lso } else { hw };
+    let pd = pd
+        .with_high_watermark(hw)
+        .with_last_stable_offset(lso)
+        .with_log_start_offset(log.log_start_offset())
+        // Kafka: null for read_uncommitted, the (maybe empty) list for read_committed.
+        .with_aborted_transactions(
+            read_committed.then(|| aborted(&partition.aborted_transactions(p.fetch_offset, limit))),
+        );
+    let budget = (p.partition_max_bytes.max(0) as usize).min(max_bytes.saturating_sub(total));
+    if budget == 0 || p.fetch_offset == limit {
+        return (pd, 0, false);
+    }
+    match log.read_async(p.fetch_offset, budget, limit).await {
+        // Only the first data in a response may exceed the limits (KIP-74), so a consumer
+        // can always make progress past a large batch.
+        Ok(read) if total == 0 || read.data.len() <= budget => {
+            let n = read.data.len();
+            let counters = &partition.counters;
+            counters.fetch_bytes.increment(n as u64);
+            counters.fetch_messages.increment(read.records);
+            (pd.with_records(Some(read.data)), n, false)
+        }
+        Ok(_) => (pd, 0, false),
+        Err(WalError::OffsetOutOfRange { .. }) => (
+            pd.with_error_code(ResponseError::OffsetOutOfRange.code()),
+            0,
+            true,
+        ),
+        Err(e) => {
+            tracing::error!(topic = %partition.topic, partition = p.partition, error = %e, "fetch read failed");
+            (
+                pd.with_error_code(ResponseError::KafkaStorageError.code()),
+                0,
+                true,
+            )
+        }
+    }
 }

@@ -4,6 +4,10 @@
 //! record with the largest timestamp), v8+ earliest-local (-4: the log start, as there is no
 //! tiered storage) and v9+ latest-tiered (-5: offset -1, as Kafka answers without tiered
 //! storage); v10 adds a timeout for remote lookups, which Chronik never makes.
+//!
+//! Isolation (v2+): read_committed answers latest with the last stable offset and finds by
+//! timestamp only below it; read_uncommitted uses the high watermark (Kafka's
+//! `lastFetchableOffset`).
 
 use std::sync::Arc;
 
@@ -20,6 +24,8 @@ use super::{topic_str, Reply};
 use crate::broker::Broker;
 use crate::partition::Partition;
 
+/// ListOffsetsRequest's isolation_level for read_committed.
+const READ_COMMITTED: i8 = 1;
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
@@ -37,7 +43,9 @@ pub fn handle(broker: &Arc<Broker>, req: ListOffsetsRequest, version: i16) -> Re
         for t in req.topics {
             let mut partitions = Vec::with_capacity(t.partitions.len());
             for p in &t.partitions {
-                partitions.push(answer(&broker, topic_str(&t.name), p, version).await);
+                let read_committed = req.isolation_level == READ_COMMITTED;
+                let q = (version, read_committed);
+                partitions.push(answer(&broker, topic_str(&t.name), p, q).await);
             }
             topics.push(
                 ListOffsetsTopicResponse::default()
@@ -54,7 +62,7 @@ async fn answer(
     broker: &Broker,
     name: &str,
     p: &ListOffsetsPartition,
-    version: i16,
+    (version, read_committed): (i16, bool),
 ) -> ListOffsetsPartitionResponse {
     let state = broker.metadata();
     let resp = ListOffsetsPartitionResponse::default()
@@ -86,7 +94,7 @@ async fn answer(
         };
         return resp.with_error_code(code.code());
     }
-    match lookup(&partition, p.timestamp).await {
+    match lookup(&partition, p.timestamp, read_committed).await {
         Ok(found) => {
             let resp = resp
                 .with_offset(found.offset)
@@ -119,9 +127,18 @@ impl Found {
     }
 }
 
-async fn lookup(partition: &Partition, timestamp: i64) -> Result<Found, ResponseError> {
+async fn lookup(
+    partition: &Partition,
+    timestamp: i64,
+    read_committed: bool,
+) -> Result<Found, ResponseError> {
     let log = &partition.log;
-    let hw = partition.replica.high_watermark();
+    // Kafka's lastFetchableOffset: what a consumer of this isolation may read.
+    let hw = if read_committed {
+        partition.last_stable_offset()
+    } else {
+        partition.replica.high_watermark()
+    };
     let target = match timestamp {
         LATEST => return Ok(Found::offset(hw)),
         EARLIEST | EARLIEST_LOCAL => return Ok(Found::offset(log.log_start_offset())),

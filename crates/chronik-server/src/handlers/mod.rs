@@ -36,9 +36,12 @@ mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+#[cfg(test)]
+mod produce_tests;
 mod reassignments;
 mod sasl_off;
 mod scram_users;
+mod write_txn_markers;
 
 /// What a handler hands back to the connection's ordered writer.
 pub enum Reply {
@@ -144,6 +147,7 @@ async fn serve(broker: &Arc<Broker>, req: Request, session: &Session) -> Reply {
         RequestKind::CreateAcls(r) => acls::create(broker, r).await,
         RequestKind::DescribeAcls(r) => acls::describe(broker, r),
         RequestKind::DeleteAcls(r) => acls::delete(broker, r).await,
+        RequestKind::WriteTxnMarkers(r) => write_txn_markers::handle(broker, r, v),
         other => {
             // The decoder only lets through keys in the versions table, all listed above.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for an advertised API");

@@ -3,13 +3,18 @@
 //!
 //! The promise: error_code 0 is sent only after `wait_committed` confirmed the data is
 //! stored per the fsync policy. A timeout or storage failure is an error, never success.
+//!
+//! Transactional batches need the request's transactional id (else
+//! TRANSACTIONAL_ID_AUTHORIZATION_FAILED, as Kafka); the first one of a transaction on a
+//! partition is checked by the broker's KIP-890 verifier (`crate::txn::verify`) first. A
+//! verification that is not answered at once defers only that partition's append until it is.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chronik_metadata::TopicInfo;
 use chronik_protocol::batch::BatchError;
-use futures::future::join_all;
+use futures::future::{join_all, BoxFuture};
 use kafka_protocol::messages::produce_request::PartitionProduceData;
 use kafka_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
@@ -20,6 +25,7 @@ use kafka_protocol::ResponseError;
 use super::{str_bytes, topic_str, Reply};
 use crate::broker::Broker;
 use crate::partition::{Accepted, AppendError, Partition};
+use crate::txn::Verification;
 
 /// The shortest wait for a commit we grant, whatever the client's timeout says: the
 /// local fsync is part of the append, not something a short timeout may skip.
@@ -28,6 +34,39 @@ const MIN_COMMIT_WAIT: Duration = Duration::from_secs(30);
 /// An acks=1/all append to wait for: (topic index, partition index, the append, its
 /// partition, min.insync.replicas).
 type Wait = (usize, usize, Accepted, Arc<Partition>, usize);
+
+/// A partition's append, ready to run once its transaction is verified.
+struct PendingAppend {
+    partition: Arc<Partition>,
+    records: bytes::Bytes,
+    config: Arc<crate::topic_config::ProduceConfig>,
+    leader_epoch: i32,
+    acks: i16,
+    min_isr: usize,
+}
+
+/// A partition whose append waits for its KIP-890 verification: (topic index, partition
+/// index, the verification, the append).
+type Deferred = (
+    usize,
+    usize,
+    BoxFuture<'static, VerifyResult>,
+    PendingAppend,
+);
+type VerifyResult = Result<(), (ResponseError, String)>;
+
+/// One partition's outcome when the request is handled.
+enum Produced {
+    Done(
+        PartitionProduceResponse,
+        Option<(Accepted, Arc<Partition>, usize)>,
+    ),
+    Verifying(
+        PartitionProduceResponse,
+        BoxFuture<'static, VerifyResult>,
+        PendingAppend,
+    ),
+}
 
 fn fail(
     pr: PartitionProduceResponse,
@@ -44,7 +83,8 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
     let state = broker.metadata();
     let mut responses = Vec::with_capacity(req.topic_data.len());
     let mut waits: Vec<Wait> = Vec::new();
-    let transactional = req.transactional_id.is_some();
+    let mut deferred: Vec<Deferred> = Vec::new();
+    let transactional_id = req.transactional_id.as_ref().map(|t| t.0.to_string());
     for topic in req.topic_data {
         // v13+ names topics by id (KIP-516); an unknown id answers UNKNOWN_TOPIC_ID.
         let by_id = version >= 13;
@@ -64,13 +104,7 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
                 .with_base_offset(-1)
                 .with_log_append_time_ms(-1)
                 .with_log_start_offset(-1);
-            let pr = if transactional {
-                fail(
-                    pr,
-                    ResponseError::InvalidRequest,
-                    "transactions are not supported yet".into(),
-                )
-            } else if !matches!(acks, -1..=1) {
+            let pr = if !matches!(acks, -1..=1) {
                 fail(
                     pr,
                     ResponseError::InvalidRequiredAcks,
@@ -83,17 +117,21 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
                     format!("unknown topic id {}", topic.topic_id),
                 )
             } else {
-                let (pr, wait) = produce_partition(broker, info, &name, pd, acks, pr);
-                if let Some((accepted, partition, min_isr)) = wait {
-                    waits.push((
-                        responses.len(),
-                        partitions.len(),
-                        accepted,
-                        partition,
-                        min_isr,
-                    ));
+                let txn_id = transactional_id.as_deref();
+                match produce_partition(broker, info, &name, pd, acks, pr, txn_id) {
+                    Produced::Done(pr, wait) => {
+                        if let Some((accepted, partition, min_isr)) = wait {
+                            let at = (responses.len(), partitions.len());
+                            waits.push((at.0, at.1, accepted, partition, min_isr));
+                        }
+                        pr
+                    }
+                    Produced::Verifying(pr, verification, pending) => {
+                        let at = (responses.len(), partitions.len());
+                        deferred.push((at.0, at.1, verification, pending));
+                        pr
+                    }
                 }
-                pr
             };
             partitions.push(pr);
         }
@@ -105,17 +143,25 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
         );
     }
     if acks == 0 {
+        if !deferred.is_empty() {
+            // Nobody waits for an answer, but the verified appends must still happen.
+            tokio::spawn(async move {
+                let mut responses = responses;
+                run_deferred(deferred, &mut responses, &mut Vec::new()).await;
+            });
+        }
         return Reply::None;
     }
     let done =
         |responses| ResponseKind::Produce(ProduceResponse::default().with_responses(responses));
-    if waits.is_empty() {
+    if waits.is_empty() && deferred.is_empty() {
         return Reply::now(done(responses));
     }
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64).max(MIN_COMMIT_WAIT);
     let broker = broker.clone();
     Reply::Later(Box::pin(async move {
         let broker = &broker;
+        run_deferred(deferred, &mut responses, &mut waits).await;
         let results = join_all(waits.into_iter().map(
             |(t, p, accepted, part, min_isr)| async move {
                 let r = wait_stored(broker, acks, timeout, accepted, &part, min_isr).await;
@@ -141,7 +187,7 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
 /// Waits until one accepted append is stored as its acks promise: acks=all, durable on every
 /// ISR replica (the high watermark passed it in the log it was written in, whoever leads now;
 /// cut from that log, it was not stored); acks=1, durable here under the fsync policy.
-async fn wait_stored(
+pub(super) async fn wait_stored(
     broker: &Broker,
     acks: i16,
     timeout: Duration,
@@ -175,7 +221,57 @@ async fn wait_stored(
     }
 }
 
-/// Validates and appends one partition's batch; the append to wait for when acks != 0.
+/// Appends the partitions whose transaction verification was pending, in request order,
+/// once each is answered; their appends join `waits`.
+async fn run_deferred(
+    deferred: Vec<Deferred>,
+    responses: &mut [TopicProduceResponse],
+    waits: &mut Vec<Wait>,
+) {
+    for (t, p, verification, pending) in deferred {
+        let pr = std::mem::take(&mut responses[t].partition_responses[p]);
+        let (pr, wait) = match verification.await {
+            Ok(()) => append_partition(pending, pr),
+            Err((code, msg)) => (fail(pr, code, msg), None),
+        };
+        responses[t].partition_responses[p] = pr;
+        if let Some((accepted, partition, min_isr)) = wait {
+            waits.push((t, p, accepted, partition, min_isr));
+        }
+    }
+}
+
+/// Transactional batches: the transactional id must be set, and the first batch of a
+/// transaction on a partition is verified (KIP-890 part 1).
+fn verify_txn(
+    broker: &Broker,
+    pending: &PendingAppend,
+    transactional_id: Option<&str>,
+) -> Verification {
+    let Ok(h) = chronik_wal::BatchHeader::parse(&pending.records) else {
+        // The append's own validation answers a malformed batch.
+        return Verification::Verified;
+    };
+    if !h.is_transactional() || h.is_control() {
+        return Verification::Verified;
+    }
+    let Some(transactional_id) = transactional_id else {
+        return Verification::Refused(
+            ResponseError::TransactionalIdAuthorizationFailed,
+            "transactional records need a transactional id".into(),
+        );
+    };
+    match pending
+        .partition
+        .needs_txn_verification(&pending.records, transactional_id)
+    {
+        Some(request) => broker.txn_verifier().verify(request),
+        None => Verification::Verified,
+    }
+}
+
+/// Looks one partition up, then appends its batch (after its transaction is verified, if it
+/// begins one); the append to wait for when acks != 0.
 fn produce_partition(
     broker: &Broker,
     info: Option<&TopicInfo>,
@@ -183,10 +279,8 @@ fn produce_partition(
     pd: PartitionProduceData,
     acks: i16,
     pr: PartitionProduceResponse,
-) -> (
-    PartitionProduceResponse,
-    Option<(Accepted, Arc<Partition>, usize)>,
-) {
+    transactional_id: Option<&str>,
+) -> Produced {
     let part_info = info.and_then(|t| {
         usize::try_from(pd.index)
             .ok()
@@ -210,7 +304,7 @@ fn produce_partition(
                 format!("unknown partition {name}-{}", pd.index),
             )
         };
-        return (pr, None);
+        return Produced::Done(pr, None);
     };
     let config = partition.config();
     let min_isr = config.min_insync_replicas;
@@ -220,11 +314,45 @@ fn produce_partition(
             p_info.isr.len(),
             min_isr
         );
-        return (fail(pr, ResponseError::NotEnoughReplicas, msg), None);
+        return Produced::Done(fail(pr, ResponseError::NotEnoughReplicas, msg), None);
     }
-    let records = pd.records.unwrap_or_default();
+    let pending = PendingAppend {
+        partition,
+        records: pd.records.unwrap_or_default(),
+        config,
+        leader_epoch: p_info.leader_epoch,
+        acks,
+        min_isr,
+    };
+    match verify_txn(broker, &pending, transactional_id) {
+        Verification::Verified => {
+            let (pr, wait) = append_partition(pending, pr);
+            Produced::Done(pr, wait)
+        }
+        Verification::Refused(code, msg) => Produced::Done(fail(pr, code, msg), None),
+        Verification::Pending(verification) => Produced::Verifying(pr, verification, pending),
+    }
+}
+
+/// Appends one partition's batch; the append to wait for when acks != 0.
+fn append_partition(
+    pending: PendingAppend,
+    pr: PartitionProduceResponse,
+) -> (
+    PartitionProduceResponse,
+    Option<(Accepted, Arc<Partition>, usize)>,
+) {
+    let PendingAppend {
+        partition,
+        records,
+        config,
+        leader_epoch,
+        acks,
+        min_isr,
+    } = pending;
+    let (name, index) = (partition.topic.as_str(), partition.index);
     let bytes = records.len();
-    match partition.append_produced(&records, &config, p_info.leader_epoch) {
+    match partition.append_produced(&records, &config, leader_epoch) {
         Ok(accepted) => {
             if !accepted.duplicate {
                 partition.counters.produce_bytes.increment(bytes as u64);
@@ -243,9 +371,9 @@ fn produce_partition(
         Err(e) => {
             let code = e.code();
             if code == ResponseError::KafkaStorageError {
-                tracing::error!(topic = %name, partition = pd.index, error = %e, "append failed");
+                tracing::error!(topic = %name, partition = index, error = %e, "append failed");
             } else {
-                tracing::debug!(topic = %name, partition = pd.index, error = %e, "produce refused");
+                tracing::debug!(topic = %name, partition = index, error = %e, "produce refused");
             }
             let pr = match &e {
                 AppendError::Batch(BatchError::InvalidTimestamp(records)) => {
@@ -259,8 +387,7 @@ fn produce_partition(
                 AppendError::Batch(BatchError::KeylessOnCompacted(indexes)) => {
                     // Kafka's LogValidator.validateKey and processRecordErrors wording.
                     let message = format!(
-                        "Compacted topic cannot accept message without key in topic partition {name}-{}.",
-                        pd.index
+                        "Compacted topic cannot accept message without key in topic partition {name}-{index}."
                     );
                     let errors = indexes.iter().map(|i| {
                         BatchIndexAndErrorMessage::default()

@@ -79,6 +79,16 @@ pub fn check(v: i16, i: usize, resp: &ResponseKind) -> Result<(), String> {
         ResponseKind::DeleteAcls(r) => {
             expect("delete", r.filter_results[0].error_code, SECURITY_DISABLED)?
         }
+        ResponseKind::WriteTxnMarkers(r) => {
+            // Kafka answers the partitions in another order than asked: found by index.
+            let code = |i: i32| {
+                let parts = r.markers[0].topics.iter().flat_map(|t| &t.partitions);
+                let mut found = parts.filter(|p| p.partition_index == i);
+                found.next().map(|p| p.error_code)
+            };
+            expect("grow-0", code(0), Some(NONE))?;
+            expect("grow-99", code(99), Some(UNKNOWN_TOPIC_OR_PARTITION))?;
+        }
         ResponseKind::CreatePartitions(r) => {
             expect("grow", r.results[0].error_code, NONE)?;
             expect(

@@ -536,6 +536,22 @@ fn other(key: ApiKey) -> Vec<RequestKind> {
                     .with_partition_indexes(vec![0, 7]),
             ]),
         )],
+        // An abort marker for a producer that never wrote: written to "grow" (whose data
+        // nothing checks), and a partition that does not exist.
+        ApiKey::WriteTxnMarkers => vec![RequestKind::WriteTxnMarkers(
+            WriteTxnMarkersRequest::default().with_markers(vec![
+                write_txn_markers_request::WritableTxnMarker::default()
+                    .with_producer_id(ProducerId(4242))
+                    .with_producer_epoch(0)
+                    .with_transaction_result(false)
+                    .with_coordinator_epoch(0)
+                    .with_topics(vec![
+                        write_txn_markers_request::WritableTxnMarkerTopic::default()
+                            .with_name(name("grow"))
+                            .with_partition_indexes(vec![0, 99]),
+                    ]),
+            ]),
+        )],
         other => panic!("no request built for advertised API {other:?}: add one here"),
     }
 }

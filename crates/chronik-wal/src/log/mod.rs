@@ -56,18 +56,14 @@ use tracing::{debug, error, info, warn, Instrument};
 use self::commit::commit_loop;
 pub use self::install::{CatchUp, SealedSegment, SegmentInstall, VerifiedInstall};
 pub(crate) use self::log_start::{CHECKPOINT_FILE, CHECKPOINT_TMP};
-use self::read::SegmentView;
 pub use self::read::MAX_COLD_READS;
 pub use self::replace::{ReplacedSegments, SegmentInfo, SegmentReplacement};
 pub use self::retention::{DeletedSegment, RetentionOutcome, RetentionReason};
-use crate::batch::BatchHeader;
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::WalError;
 use crate::index::SegmentIndex;
 use crate::recovery::{fsync_dir, recover};
-use crate::segment::{
-    create_segment_file, segment_file_path, FileKind, Segment, SegmentHeader, SCAN_READ_AHEAD,
-};
+use crate::segment::{create_segment_file, segment_file_path, FileKind, Segment, SegmentHeader};
 
 /// Bound on sealed segments waiting for their data sync and index write. While the queue is
 /// full, rotation is deferred (the active segment grows past `segment_bytes`, up to the hard file
@@ -633,38 +629,6 @@ impl PartitionLog {
     /// synced. Replication waits on it.
     pub fn subscribe_end(&self) -> watch::Receiver<i64> {
         self.shared.end_tx.subscribe()
-    }
-
-    /// Calls `f` with the header of every batch from the one containing `from_offset` (clamped
-    /// to the log start) to the end of the log as of the call, reading sequentially. Blocking:
-    /// call it from a blocking context for large logs.
-    pub fn scan_headers(
-        &self,
-        from_offset: i64,
-        f: &mut dyn FnMut(&BatchHeader),
-    ) -> Result<(), WalError> {
-        let s = &*self.shared;
-        let (view, pos, from, end) = {
-            let inner = s.lock();
-            s.check_readable(&inner)?;
-            let from = from_offset.max(inner.log_start);
-            if from >= inner.log_end {
-                return Ok(());
-            }
-            let seg = &inner.segments[inner.segment_index_for(from)];
-            let pos = seg.position_for((from - seg.base_offset) as u32);
-            (SegmentView::of(seg), pos, from, inner.log_end)
-        };
-        s.walk(view, pos, SCAN_READ_AHEAD, &mut |ctx| {
-            let h = ctx.header();
-            if h.base_offset >= end {
-                return Ok(false);
-            }
-            if h.last_offset() >= from {
-                f(h);
-            }
-            Ok(true)
-        })
     }
 
     /// Refuses further appends (with `Sealed`) until [`resume`](Self::resume).

@@ -128,6 +128,55 @@ impl PartitionLog {
         off_runtime(move || shared.read(floor, start_offset, max_bytes, max_offset_exclusive)).await
     }
 
+    /// Calls `f` with the header of every batch from the one containing `from_offset` (clamped
+    /// to the log start) to the end of the log as of the call, reading sequentially. Blocking:
+    /// call it from a blocking context for large logs.
+    pub fn scan_headers(
+        &self,
+        from_offset: i64,
+        f: &mut dyn FnMut(&BatchHeader),
+    ) -> Result<(), WalError> {
+        self.scan_batches(from_offset, &|_| false, &mut |h, _| f(h))
+    }
+
+    /// [`scan_headers`](Self::scan_headers) that also hands `f` the whole batch (header
+    /// included, frame header stripped) of each batch `wants_payload` selects, e.g. the
+    /// control batches a rebuild of transaction state must read. Payloads are read only for
+    /// the batches selected, so a scan selecting none costs what a header scan costs.
+    pub fn scan_batches(
+        &self,
+        from_offset: i64,
+        wants_payload: &dyn Fn(&BatchHeader) -> bool,
+        f: &mut dyn FnMut(&BatchHeader, Option<&[u8]>),
+    ) -> Result<(), WalError> {
+        let s = &*self.shared;
+        let (view, pos, from, end) = {
+            let inner = s.lock();
+            s.check_readable(&inner)?;
+            let from = from_offset.max(inner.log_start);
+            if from >= inner.log_end {
+                return Ok(());
+            }
+            let seg = &inner.segments[inner.segment_index_for(from)];
+            let pos = seg.position_for((from - seg.base_offset) as u32);
+            (SegmentView::of(seg), pos, from, inner.log_end)
+        };
+        s.walk(view, pos, SCAN_READ_AHEAD, &mut |ctx| {
+            let h = *ctx.header();
+            if h.base_offset >= end {
+                return Ok(false);
+            }
+            if h.last_offset() >= from {
+                if wants_payload(&h) {
+                    f(&h, Some(ctx.payload()?));
+                } else {
+                    f(&h, None);
+                }
+            }
+            Ok(true)
+        })
+    }
+
     /// First batch (in offset order) whose `max_timestamp >= ts_ms`, returned whole. Uses the
     /// per-segment max timestamp, the time index and a short scan. `None` if there is none.
     /// The batch may be anywhere in the log, so it is read on a cold-read thread.
