@@ -33,6 +33,12 @@ pub struct OffsetStore {
     live: u64,
     /// Records read by the replay that built this store.
     replayed: u64,
+    /// KIP-447: offsets a transactional producer committed (TxnOffsetCommit) whose
+    /// transaction has not ended yet, by producer id, as (key, value, log offset). They
+    /// become committed when the producer's COMMIT marker reaches this partition and are
+    /// dropped by its ABORT marker (Kafka's pendingTransactionalOffsetCommits). Bounded by the
+    /// log: one entry per such record of an open transaction.
+    pending_txn: HashMap<i64, Vec<(OffsetKey, Option<OffsetValue>, i64)>>,
 }
 
 #[derive(Debug, Error)]
@@ -56,6 +62,43 @@ impl OffsetStore {
         };
         self.live = self.live + u64::from(value.is_some()) - u64::from(was_live);
         entries.insert(tp, Committed { value, log_offset });
+    }
+
+    /// Holds a transactional offset commit of `producer_id` until its transaction ends.
+    pub fn add_pending(
+        &mut self,
+        producer_id: i64,
+        key: OffsetKey,
+        value: Option<OffsetValue>,
+        log_offset: i64,
+    ) {
+        self.pending_txn
+            .entry(producer_id)
+            .or_default()
+            .push((key, value, log_offset));
+    }
+
+    /// The transaction of `producer_id` ended on this partition: its offsets are applied
+    /// (`commit`), each at its own record's log offset, so a later plain commit still wins
+    /// (Kafka's completePendingTxnOffsetCommit), or dropped.
+    pub fn complete_txn(&mut self, producer_id: i64, commit: bool) {
+        let Some(entries) = self.pending_txn.remove(&producer_id) else {
+            return;
+        };
+        if commit {
+            for (k, v, offset) in entries {
+                self.apply(k, v, offset);
+            }
+        }
+    }
+
+    /// Whether a transaction still holds an offset commit for this partition of `group`
+    /// (OffsetFetch's require_stable answers UNSTABLE_OFFSET_COMMIT then, KIP-447).
+    pub fn has_pending(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.pending_txn
+            .values()
+            .flatten()
+            .any(|(k, _, _)| k.group == group && k.topic == topic && k.partition == partition)
     }
 
     /// Applies a group metadata record: `None` is a tombstone.
@@ -172,11 +215,23 @@ impl OffsetStore {
                 };
                 for r in set.records {
                     next = next.max(r.offset + 1);
-                    if r.offset < before || r.control {
+                    if r.offset < before {
+                        continue;
+                    }
+                    if r.control {
+                        // A transaction marker (key: version i16, type i16: 0 abort, 1 commit)
+                        // ends the producer's pending offsets.
+                        if let Some(k) = r.key.as_deref().filter(|k| k.len() >= 4) {
+                            let kind = i16::from_be_bytes([k[2], k[3]]);
+                            if kind == 0 || kind == 1 {
+                                store.complete_txn(r.producer_id, kind == 1);
+                            }
+                        }
                         continue;
                     }
                     store.replayed += 1;
-                    store.apply_raw(r.key.as_deref(), r.value.as_deref(), r.offset, log);
+                    let txn = r.transactional.then_some(r.producer_id);
+                    store.apply_raw(r.key.as_deref(), r.value.as_deref(), r.offset, txn, log);
                 }
             }
             if next == before {
@@ -191,6 +246,7 @@ impl OffsetStore {
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         offset: i64,
+        txn: Option<i64>,
         log: &PartitionLog,
     ) {
         let Some(key) = key else { return };
@@ -221,7 +277,10 @@ impl OffsetStore {
                 return;
             }
         };
-        self.apply(key, value, offset);
+        match txn {
+            Some(producer_id) => self.add_pending(producer_id, key, value, offset),
+            None => self.apply(key, value, offset),
+        }
     }
 }
 
