@@ -1,0 +1,300 @@
+"""Transactions through the coordinator (issue 20, standalone): a confluent-kafka (librdkafka)
+transactional producer against the real broker, and raw requests for Kafka's error codes.
+
+What each test proves:
+- commit and abort: read_committed sees exactly the committed records, read_uncommitted every
+  record written (aborted ones too), and both see the markers' offsets skipped;
+- send_offsets_to_transaction: a group's offsets are committed with the output and only then
+  (an aborted transaction's offsets never become the group's);
+- a second producer with the same transactional.id fences the first, whose open transaction is
+  aborted (never visible to read_committed);
+- bad input: EndTxn without a transaction (INVALID_TXN_STATE), AddPartitionsToTxn for an unknown
+  topic (UNKNOWN_TOPIC_OR_PARTITION), a stale epoch (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH at
+  old versions), TxnOffsetCommit for another generation (ILLEGAL_GENERATION), nothing applied;
+- a transaction left open past transaction.timeout.ms is aborted: read_committed never sees it
+  and the last stable offset moves on to the high watermark.
+
+Every test also runs against Apache Kafka 4.4 (`--broker=kafka`); Kafka looks for timed-out
+transactions every 10 s (transaction.abort.timed.out.transaction.cleanup.interval.ms), Chronik
+every second, so the timeout test's deadline allows for Kafka's.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+
+import kafkawire as w
+from helpers import consumer, create_topic, unique_topic, wait_until
+
+ADD_PARTITIONS_TO_TXN = 24
+ADD_OFFSETS_TO_TXN = 25
+END_TXN = 26
+TXN_OFFSET_COMMIT = 28
+JOIN_GROUP = 11
+SYNC_GROUP = 14
+
+ILLEGAL_GENERATION = 22
+INVALID_TXN_STATE = 48
+PRODUCER_FENCED = 90
+# Retriable while the coordinator is being set up (topic creation, load).
+COORDINATOR_RETRIABLE = {14, 15, 16, 51}  # LOAD_IN_PROGRESS, NOT_AVAILABLE, NOT_COORDINATOR, CONCURRENT
+
+
+def txn_producer(bootstrap: str, txn_id: str, **conf) -> Producer:
+    base = {
+        "bootstrap.servers": bootstrap,
+        "transactional.id": txn_id,
+        "transaction.timeout.ms": 20000,
+        "linger.ms": 5,
+        "socket.timeout.ms": 10000,
+    }
+    base.update(conf)
+    p = Producer(base)
+    p.init_transactions(60)
+    return p
+
+
+def read_all(bootstrap: str, topic: str, isolation: str, expect: int, timeout_s: float = 30) -> list[bytes]:
+    """The values of partition 0 from the start, read until `expect` arrived (then 1 s more to
+    catch extras) or the deadline."""
+    c = consumer(bootstrap, **{"isolation.level": isolation, "auto.offset.reset": "earliest"})
+    try:
+        c.assign([TopicPartition(topic, 0, 0)])
+        got: list[bytes] = []
+        deadline = time.monotonic() + timeout_s
+        settle = None
+        while time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is not None and m.error() is None:
+                got.append(m.value())
+            if len(got) >= expect:
+                settle = settle or time.monotonic() + 1.0
+                if time.monotonic() > settle:
+                    break
+        return got
+    finally:
+        c.close()
+
+
+def latest(bootstrap: str, topic: str, isolation: str) -> int:
+    c = consumer(bootstrap, **{"isolation.level": isolation})
+    try:
+        return c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10, cached=False)[1]
+    finally:
+        c.close()
+
+
+def test_commit_and_abort_isolation(module_broker):
+    b = module_broker.bootstrap
+    topic = unique_topic("txn-iso")
+    create_topic(b, topic)
+    p = txn_producer(b, f"{topic}-tx")
+    p.begin_transaction()
+    p.produce(topic, b"a1")
+    p.produce(topic, b"a2")
+    p.commit_transaction(30)
+    p.begin_transaction()
+    p.produce(topic, b"b1")
+    p.flush(30)  # written before the abort (abort_transaction drops unsent messages)
+    p.abort_transaction(30)
+    p.begin_transaction()
+    p.produce(topic, b"c1")
+    p.commit_transaction(30)
+    assert read_all(b, topic, "read_committed", 3) == [b"a1", b"a2", b"c1"]
+    assert read_all(b, topic, "read_uncommitted", 4) == [b"a1", b"a2", b"b1", b"c1"]
+    # 4 records + 3 markers; nothing open, so the LSO is the high watermark.
+    assert latest(b, topic, "read_committed") == latest(b, topic, "read_uncommitted") == 7
+
+
+def committed(bootstrap: str, group: str, topic: str) -> int:
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        return c.committed([TopicPartition(topic, 0)], timeout=10)[0].offset
+    finally:
+        c.close()
+
+
+def test_send_offsets_commits_with_the_output(module_broker):
+    b = module_broker.bootstrap
+    src, out = unique_topic("txn-src"), unique_topic("txn-out")
+    create_topic(b, src)
+    create_topic(b, out)
+    group = f"{src}-group"
+    # The group's "consumer": its metadata (no membership: generation -1) goes with the offsets.
+    c = Consumer({"bootstrap.servers": b, "group.id": group, "enable.auto.commit": False})
+    try:
+        p = txn_producer(b, f"{src}-tx")
+        p.begin_transaction()
+        p.produce(out, b"x")
+        p.send_offsets_to_transaction([TopicPartition(src, 0, 2)], c.consumer_group_metadata(), 30)
+        p.commit_transaction(30)
+        assert committed(b, group, src) == 2
+        p.begin_transaction()
+        p.produce(out, b"y")
+        p.send_offsets_to_transaction([TopicPartition(src, 0, 5)], c.consumer_group_metadata(), 30)
+        p.abort_transaction(30)
+        assert committed(b, group, src) == 2, "an aborted transaction's offsets were committed"
+        assert read_all(b, out, "read_committed", 1) == [b"x"]
+    finally:
+        c.close()
+
+
+def test_second_instance_fences_the_first(module_broker):
+    b = module_broker.bootstrap
+    topic = unique_topic("txn-fence")
+    create_topic(b, topic)
+    txn_id = f"{topic}-tx"
+    first = txn_producer(b, txn_id)
+    first.begin_transaction()
+    first.produce(topic, b"zombie")
+    first.flush(30)
+    second = txn_producer(b, txn_id)  # aborts the first's open transaction, bumps the epoch
+    second.begin_transaction()
+    second.produce(topic, b"live")
+    second.commit_transaction(30)
+    with pytest.raises(KafkaException) as e:
+        first.commit_transaction(30)
+    err = e.value.args[0]
+    assert err.fatal() or err.txn_requires_abort(), err
+    assert read_all(b, topic, "read_committed", 1) == [b"live"]
+
+
+# ------------------------------------------------------------------ raw requests
+class Raw:
+    """A transactional producer by hand: InitProducerId v1 and the transaction APIs at
+    non-flexible versions (v2 knows PRODUCER_FENCED, v1 does not)."""
+
+    def __init__(self, bootstrap: str, txn_id: str):
+        self.conn = w.Connection(bootstrap, timeout_s=40)
+        self.txn_id = txn_id
+        self.corr = 0
+
+    def call(self, api: int, version: int, body: bytes, flexible: bool = False) -> w.Reader:
+        self.corr += 1
+        r = w.Reader(self.conn.roundtrip(w.request(api, version, self.corr, body, flexible=flexible)))
+        assert r.i32() == self.corr
+        if flexible:
+            r.skip_tags()
+        return r
+
+    def init(self) -> tuple[int, int]:
+        """(producer id, epoch), retried while the coordinator is being set up."""
+        def once():
+            r = self.call(w.INIT_PRODUCER_ID, 1, w.string(self.txn_id) + w.i32(30000))
+            r.i32()
+            err, pid, epoch = r.i16(), r.i64(), r.i16()
+            if err in COORDINATOR_RETRIABLE:
+                return None
+            assert err == w.NONE, err
+            return pid, epoch
+        return wait_until(once, 60, "InitProducerId", interval_s=0.2)
+
+    def end_txn(self, pid: int, epoch: int, commit: bool, version: int = 2) -> int:
+        r = self.call(END_TXN, version, w.string(self.txn_id) + w.i64(pid) + w.i16(epoch) + w.i8(int(commit)))
+        r.i32()
+        return r.i16()
+
+    def add_partitions(self, pid: int, epoch: int, topic: str, partition: int = 0) -> list[int]:
+        body = w.string(self.txn_id) + w.i64(pid) + w.i16(epoch)
+        body += w.i32(1) + w.string(topic) + w.i32(1) + w.i32(partition)
+        r = self.call(ADD_PARTITIONS_TO_TXN, 2, body)
+        r.i32()
+        codes = []
+        for _ in range(r.i32()):
+            r.string()
+            for _ in range(r.i32()):
+                r.i32()
+                codes.append(r.i16())
+        return codes
+
+    def add_offsets(self, pid: int, epoch: int, group: str) -> int:
+        r = self.call(ADD_OFFSETS_TO_TXN, 2, w.string(self.txn_id) + w.i64(pid) + w.i16(epoch) + w.string(group))
+        r.i32()
+        return r.i16()
+
+    def txn_offset_commit(self, pid: int, epoch: int, group: str, generation: int, member: str,
+                          topic: str, offset: int) -> list[int]:
+        """TxnOffsetCommit v3 (flexible: generation and member, KIP-447)."""
+        body = w.compact_string(self.txn_id) + w.compact_string(group) + w.i64(pid) + w.i16(epoch)
+        body += w.i32(generation) + w.compact_string(member) + w.compact_string(None)
+        body += w.uvarint(2) + w.compact_string(topic) + w.uvarint(2)
+        body += w.i32(0) + w.i64(offset) + w.i32(-1) + w.compact_string(None) + w.EMPTY_TAGS
+        body += w.EMPTY_TAGS + w.EMPTY_TAGS
+        r = self.call(TXN_OFFSET_COMMIT, 3, body, flexible=True)
+        r.i32()
+        codes = []
+        for _ in range(r.uvarint() - 1):
+            r.compact_string()
+            for _ in range(r.uvarint() - 1):
+                r.i32()
+                codes.append(r.i16())
+                r.skip_tags()
+            r.skip_tags()
+        return codes
+
+    def join(self, group: str, topic: str) -> tuple[int, str]:
+        """A one-member group at a stable generation (JoinGroup v3 + SyncGroup v1):
+        (generation, member id)."""
+        meta = w.i16(0) + w.i32(1) + w.string(topic) + w.nbytes(b"")
+        body = w.string(group) + w.i32(30000) + w.i32(30000) + w.string("") + w.string("consumer")
+        body += w.i32(1) + w.string("range") + w.nbytes(meta)
+        r = self.call(JOIN_GROUP, 3, body)
+        r.i32()
+        err, generation = r.i16(), r.i32()
+        assert err == w.NONE, err
+        r.string()
+        r.string()
+        member = r.string()
+        r = self.call(SYNC_GROUP, 1, w.string(group) + w.i32(generation) + w.string(member) + w.i32(0))
+        r.i32()
+        assert r.i16() == w.NONE
+        return generation, member
+
+
+def test_bad_input_gets_kafkas_error_codes(module_broker):
+    b = module_broker.bootstrap
+    topic = unique_topic("txn-bad")
+    create_topic(b, topic)
+    raw = Raw(b, f"{topic}-tx")
+    try:
+        pid, epoch = raw.init()
+        # No transaction yet: nothing to end.
+        assert raw.end_txn(pid, epoch, commit=True) == INVALID_TXN_STATE
+        # A topic that does not exist: that partition refused, nothing added.
+        assert raw.add_partitions(pid, epoch, topic + "-missing") == [w.UNKNOWN_TOPIC_OR_PARTITION]
+        assert raw.end_txn(pid, epoch, commit=False) == INVALID_TXN_STATE
+        # A new instance bumps the epoch: the old one is fenced.
+        pid2, epoch2 = raw.init()
+        assert (pid2, epoch2) == (pid, epoch + 1)
+        assert raw.add_partitions(pid, epoch, topic) == [PRODUCER_FENCED]
+        assert raw.end_txn(pid, epoch, commit=True, version=2) == PRODUCER_FENCED
+        assert raw.end_txn(pid, epoch, commit=True, version=1) == w.INVALID_PRODUCER_EPOCH
+        # TxnOffsetCommit from another generation of the group.
+        group = f"{topic}-group"
+        generation, member = raw.join(group, topic)
+        assert raw.add_offsets(pid2, epoch2, group) == w.NONE
+        assert raw.txn_offset_commit(pid2, epoch2, group, generation + 1, member, topic, 7) == [ILLEGAL_GENERATION]
+        assert raw.end_txn(pid2, epoch2, commit=True) == w.NONE
+        assert committed(b, group, topic) < 0, "a refused transactional offset was applied"
+    finally:
+        raw.conn.close()
+
+
+def test_a_transaction_past_its_timeout_is_aborted(module_broker):
+    b = module_broker.bootstrap
+    topic = unique_topic("txn-timeout")
+    create_topic(b, topic)
+    with_timeout = txn_producer(b, f"{topic}-tx", **{"transaction.timeout.ms": 2000, "socket.timeout.ms": 2000})
+    with_timeout.begin_transaction()
+    with_timeout.produce(topic, b"left-open")
+    with_timeout.flush(30)
+    assert latest(b, topic, "read_committed") == 0, "the open transaction holds the LSO"
+    # Aborted by the coordinator (Kafka: within its 10 s cleanup interval), marker written.
+    wait_until(lambda: latest(b, topic, "read_committed") == 2, 40,
+               "the LSO past the aborted transaction's marker", interval_s=0.5)
+    assert latest(b, topic, "read_uncommitted") == 2
+    assert read_all(b, topic, "read_committed", 0, timeout_s=3) == []
+    assert read_all(b, topic, "read_uncommitted", 1) == [b"left-open"]
