@@ -5,7 +5,8 @@ What each test proves:
 - commit and abort: read_committed sees exactly the committed records, read_uncommitted every
   record written (aborted ones too), and both see the markers' offsets skipped;
 - send_offsets_to_transaction: a group's offsets are committed with the output and only then
-  (an aborted transaction's offsets never become the group's);
+  (an aborted transaction's offsets never become the group's), also after a SIGKILL and restart
+  (the offsets log's replay honours the markers);
 - a second producer with the same transactional.id fences the first, whose open transaction is
   aborted (never visible to read_committed);
 - bad input: EndTxn without a transaction (INVALID_TXN_STATE), AddPartitionsToTxn for an unknown
@@ -117,8 +118,8 @@ def committed(bootstrap: str, group: str, topic: str) -> int:
         c.close()
 
 
-def test_send_offsets_commits_with_the_output(module_broker):
-    b = module_broker.bootstrap
+def test_send_offsets_commits_with_the_output(broker):
+    b = broker.bootstrap
     src, out = unique_topic("txn-src"), unique_topic("txn-out")
     create_topic(b, src)
     create_topic(b, out)
@@ -140,6 +141,13 @@ def test_send_offsets_commits_with_the_output(module_broker):
         assert read_all(b, out, "read_committed", 1) == [b"x"]
     finally:
         c.close()
+    # The offsets log replayed on start honours the markers: the committed transaction's
+    # offsets are there, the aborted one's are not.
+    broker.kill()
+    b = broker.restart().bootstrap
+    after: list[int] = []
+    wait_until(lambda: after.append(committed(b, group, src)) or after[-1] >= 0, 60, "offsets after restart")
+    assert after[-1] == 2
 
 
 def test_second_instance_fences_the_first(module_broker):

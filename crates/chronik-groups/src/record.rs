@@ -329,14 +329,22 @@ pub fn encode_offsets_batch(
     entries: &[(OffsetKey, Option<OffsetValue>)],
     timestamp_ms: i64,
 ) -> Result<BytesMut, RecordError> {
-    let mut raw = Vec::with_capacity(entries.len());
-    for (k, v) in entries {
-        raw.push((
-            k.encode()?,
-            v.as_ref().map(OffsetValue::encode).transpose()?,
-        ));
-    }
-    encode_raw_batch(&raw, timestamp_ms)
+    encode_raw_batch(&encode_entries(entries)?, timestamp_ms)
+}
+
+/// Offsets entries as (key, value) record bytes.
+fn encode_entries(
+    entries: &[(OffsetKey, Option<OffsetValue>)],
+) -> Result<Vec<(Bytes, Option<Bytes>)>, RecordError> {
+    entries
+        .iter()
+        .map(|(k, v)| {
+            Ok((
+                k.encode()?,
+                v.as_ref().map(OffsetValue::encode).transpose()?,
+            ))
+        })
+        .collect()
 }
 
 /// The batch that records `group`'s membership (`None`: the group is gone).
@@ -363,13 +371,7 @@ pub fn encode_txn_offsets_batch(
     producer_epoch: i16,
     timestamp_ms: i64,
 ) -> Result<BytesMut, RecordError> {
-    let mut raw = Vec::with_capacity(entries.len());
-    for (k, v) in entries {
-        raw.push((
-            k.encode()?,
-            v.as_ref().map(OffsetValue::encode).transpose()?,
-        ));
-    }
+    let raw = encode_entries(entries)?;
     encode_batch(&raw, Some((producer_id, producer_epoch)), timestamp_ms)
 }
 

@@ -132,10 +132,8 @@ pub fn guard(az: &Authorizer, state: &MetadataState, body: RequestKind) -> Guard
             });
             Guarded::Serve(RequestKind::CreateTopics(r), Some(post))
         }
-        other => match super::guard_txn::guard(az, other) {
-            Ok(guarded) => guarded,
-            Err(other) => super::guard_admin::guard(az, state, other, &topic_ok, &cluster_ok),
-        },
+        other if super::guard_txn::handles(&other) => super::guard_txn::guard(az, other),
+        other => super::guard_admin::guard(az, state, other, &topic_ok, &cluster_ok),
     }
 }
 

@@ -14,13 +14,26 @@ use super::guard::{
 };
 use super::Authorizer;
 
-/// `Some(answer)` if `body` is a transaction API the principal may not use as asked; `None`
-/// with the body back to serve it (with a post step for ListTransactions).
-pub fn guard(az: &Authorizer, body: RequestKind) -> Result<Guarded, RequestKind> {
+/// Whether `body` is one of the APIs guarded here.
+pub fn handles(body: &RequestKind) -> bool {
+    matches!(
+        body,
+        RequestKind::AddPartitionsToTxn(_)
+            | RequestKind::AddOffsetsToTxn(_)
+            | RequestKind::EndTxn(_)
+            | RequestKind::TxnOffsetCommit(_)
+            | RequestKind::DescribeTransactions(_)
+            | RequestKind::ListTransactions(_)
+    )
+}
+
+/// A transaction API (see [`handles`]): answered with Kafka's error if the principal may not
+/// use it as asked, else served (narrowed, with a post step, where Kafka narrows).
+pub fn guard(az: &Authorizer, body: RequestKind) -> Guarded {
     let id_ok = |id: &TransactionalId| az.allows(O::Write, Rt::TransactionalId, id.0.as_str());
-    let answer = |r| Ok(Guarded::Answer(r));
+    let answer = Guarded::Answer;
     match body {
-        RequestKind::AddPartitionsToTxn(r) => Ok(add_partitions(az, r)),
+        RequestKind::AddPartitionsToTxn(r) => add_partitions(az, r),
         RequestKind::AddOffsetsToTxn(r) if !id_ok(&r.transactional_id) => {
             answer(ResponseKind::AddOffsetsToTxn(
                 AddOffsetsToTxnResponse::default().with_error_code(TRANSACTIONAL_ID_DENIED),
@@ -36,7 +49,7 @@ pub fn guard(az: &Authorizer, body: RequestKind) -> Result<Guarded, RequestKind>
         RequestKind::EndTxn(r) if !id_ok(&r.transactional_id) => answer(ResponseKind::EndTxn(
             EndTxnResponse::default().with_error_code(TRANSACTIONAL_ID_DENIED),
         )),
-        RequestKind::TxnOffsetCommit(r) => Ok(txn_offset_commit(az, r)),
+        RequestKind::TxnOffsetCommit(r) => txn_offset_commit(az, r),
         RequestKind::DescribeTransactions(mut r) => {
             let (keep, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut r.transactional_ids)
                 .into_iter()
@@ -57,10 +70,7 @@ pub fn guard(az: &Authorizer, body: RequestKind) -> Result<Guarded, RequestKind>
                     }
                 }
             });
-            Ok(Guarded::Serve(
-                RequestKind::DescribeTransactions(r),
-                Some(post),
-            ))
+            Guarded::Serve(RequestKind::DescribeTransactions(r), Some(post))
         }
         RequestKind::ListTransactions(r) => {
             let az = az.clone();
@@ -75,9 +85,9 @@ pub fn guard(az: &Authorizer, body: RequestKind) -> Result<Guarded, RequestKind>
                     });
                 }
             });
-            Ok(Guarded::Serve(RequestKind::ListTransactions(r), Some(post)))
+            Guarded::Serve(RequestKind::ListTransactions(r), Some(post))
         }
-        other => Err(other),
+        other => Guarded::Serve(other, None),
     }
 }
 

@@ -65,38 +65,23 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, version: i16) -> R
             .filter(|i| name != OFFSETS_TOPIC || i.internal);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let code = if let Some(e) = request_error {
-                e
-            } else if !info.is_some_and(|i| {
-                p.partition_index >= 0 && (p.partition_index as usize) < i.partitions.len()
-            }) {
-                ResponseError::UnknownTopicOrPartition.code()
-            } else if p
-                .committed_metadata
-                .as_ref()
-                .is_some_and(|m| m.len() > MAX_OFFSET_METADATA_BYTES)
-            {
-                ResponseError::OffsetMetadataTooLarge.code()
-            } else {
-                slots.push((topics.len(), parts.len()));
-                entries.push((
-                    OffsetKey {
-                        group: group.clone(),
-                        topic: name.to_string(),
-                        partition: p.partition_index,
-                    },
-                    OffsetValue {
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata: p
-                            .committed_metadata
-                            .as_ref()
-                            .map(|m| m.to_string())
-                            .unwrap_or_default(),
-                        commit_timestamp_ms: now_ms,
-                    },
-                ));
-                0
+            let at = (
+                p.partition_index,
+                p.committed_offset,
+                p.committed_leader_epoch,
+            );
+            let metadata = p.committed_metadata.as_deref();
+            let entry = match request_error {
+                Some(code) => Err(code),
+                None => offset_entry(&group, name, info, at, metadata, now_ms),
+            };
+            let code = match entry {
+                Ok(e) => {
+                    slots.push((topics.len(), parts.len()));
+                    entries.push(e);
+                    0
+                }
+                Err(code) => code,
             };
             parts.push(
                 OffsetCommitResponsePartition::default()
@@ -130,4 +115,35 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, version: i16) -> R
         }
         done(topics)
     }))
+}
+
+/// One partition's commit as an offsets record, or its error: UNKNOWN_TOPIC_OR_PARTITION
+/// (`info` is the topic, if it exists and may be committed to), OFFSET_METADATA_TOO_LARGE.
+/// `p`: (partition, offset, leader epoch). Shared by OffsetCommit and TxnOffsetCommit.
+pub(super) fn offset_entry(
+    group: &str,
+    topic: &str,
+    info: Option<&chronik_metadata::TopicInfo>,
+    (partition, offset, leader_epoch): (i32, i64, i32),
+    metadata: Option<&str>,
+    now_ms: i64,
+) -> Result<(OffsetKey, OffsetValue), i16> {
+    if !info.is_some_and(|i| partition >= 0 && (partition as usize) < i.partitions.len()) {
+        return Err(ResponseError::UnknownTopicOrPartition.code());
+    }
+    if metadata.is_some_and(|m| m.len() > MAX_OFFSET_METADATA_BYTES) {
+        return Err(ResponseError::OffsetMetadataTooLarge.code());
+    }
+    let key = OffsetKey {
+        group: group.to_string(),
+        topic: topic.to_string(),
+        partition,
+    };
+    let value = OffsetValue {
+        offset,
+        leader_epoch,
+        metadata: metadata.unwrap_or_default().to_string(),
+        commit_timestamp_ms: now_ms,
+    };
+    Ok((key, value))
 }

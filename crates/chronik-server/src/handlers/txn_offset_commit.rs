@@ -9,13 +9,14 @@
 use std::sync::Arc;
 
 use chronik_groups::membership::CommitCheck;
-use chronik_groups::{OffsetKey, OffsetValue, MAX_OFFSET_METADATA_BYTES, OFFSETS_TOPIC};
+use chronik_groups::OFFSETS_TOPIC;
 use kafka_protocol::messages::txn_offset_commit_response::{
     TxnOffsetCommitResponsePartition, TxnOffsetCommitResponseTopic,
 };
 use kafka_protocol::messages::{ResponseKind, TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use kafka_protocol::ResponseError;
 
+use super::offset_commit::offset_entry;
 use super::{topic_str, Reply};
 use crate::broker::Broker;
 use crate::clock::now_ms;
@@ -58,38 +59,23 @@ pub fn handle(broker: &Arc<Broker>, req: TxnOffsetCommitRequest, _version: i16) 
         let info = state.topic(name);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let code = if let Some(e) = request_error {
-                e
-            } else if !info.is_some_and(|i| {
-                p.partition_index >= 0 && (p.partition_index as usize) < i.partitions.len()
-            }) {
-                ResponseError::UnknownTopicOrPartition.code()
-            } else if p
-                .committed_metadata
-                .as_ref()
-                .is_some_and(|m| m.len() > MAX_OFFSET_METADATA_BYTES)
-            {
-                ResponseError::OffsetMetadataTooLarge.code()
-            } else {
-                slots.push((topics.len(), parts.len()));
-                entries.push((
-                    OffsetKey {
-                        group: group.clone(),
-                        topic: name.to_string(),
-                        partition: p.partition_index,
-                    },
-                    OffsetValue {
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata: p
-                            .committed_metadata
-                            .as_ref()
-                            .map(|m| m.to_string())
-                            .unwrap_or_default(),
-                        commit_timestamp_ms: now,
-                    },
-                ));
-                0
+            let at = (
+                p.partition_index,
+                p.committed_offset,
+                p.committed_leader_epoch,
+            );
+            let metadata = p.committed_metadata.as_deref();
+            let entry = match request_error {
+                Some(code) => Err(code),
+                None => offset_entry(&group, name, info, at, metadata, now),
+            };
+            let code = match entry {
+                Ok(e) => {
+                    slots.push((topics.len(), parts.len()));
+                    entries.push(e);
+                    0
+                }
+                Err(code) => code,
             };
             parts.push(
                 TxnOffsetCommitResponsePartition::default()
