@@ -151,7 +151,8 @@ struct Parts {
     shutdown: Shutdown,
 }
 
-/// The gRPC services served beside Raft: WAL replication and admin. Admin calls need an
+/// The gRPC services served beside Raft: WAL replication, the transaction coordinator's calls
+/// between nodes (node certificates only, checked in each call) and admin. Admin calls need an
 /// operator's or a node's certificate (with RPC TLS). The admin service holds the broker
 /// weakly: a server still draining must not keep a stopped broker (and its data directory
 /// lock) alive.
@@ -159,6 +160,7 @@ fn services(broker: &Arc<Broker>) -> tonic::service::Routes {
     tonic::service::Routes::new(ReplicationServer::new(Arc::new(ReplicationService {
         manager: broker.partitions.replicas.clone(),
     })))
+    .add_service(crate::coordinators::transactions::remote::service(broker))
     .add_service(AdminServer::with_interceptor(
         AdminService {
             broker: Arc::downgrade(broker),

@@ -9,6 +9,7 @@ use chronik_txn::{AppendToken, Effect, TopicPartition, TRANSACTION_STATE_TOPIC};
 use kafka_protocol::ResponseError;
 
 use super::TransactionCoordinator;
+use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::durable_append::append_durably;
 use crate::txn::{EndTxnMarker, MarkerType};
@@ -118,6 +119,40 @@ impl TransactionCoordinator {
         self.execute(effects);
     }
 
+    /// One attempt at writing `marker` to `tp`: here if this node leads it, else through its
+    /// leader. UNKNOWN_TOPIC_OR_PARTITION only when this node's metadata no longer has it.
+    async fn attempt(
+        &self,
+        broker: &Arc<Broker>,
+        marker: &EndTxnMarker,
+        tp: &TopicPartition,
+    ) -> Result<(), ResponseError> {
+        let leader = broker
+            .metadata()
+            .topic(&tp.topic)
+            .and_then(|t| t.partitions.get(usize::try_from(tp.partition).ok()?))
+            .map(|i| i.leader)
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        if leader == broker.node_id {
+            return crate::handlers::write_marker(broker, &tp.topic, tp.partition, marker)?.await;
+        }
+        if leader < 0 {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        let results = self
+            .peers
+            .write_markers(broker, leader, marker, std::slice::from_ref(tp))
+            .await;
+        match results.into_iter().next() {
+            // The leader's metadata may lag this node's: retried, not taken as gone.
+            Some(Err(ResponseError::UnknownTopicOrPartition)) => {
+                Err(ResponseError::NotLeaderOrFollower)
+            }
+            Some(r) => r,
+            None => Err(ResponseError::UnknownServerError),
+        }
+    }
+
     /// Writes the marker to one partition, retrying until it is written, the partition no
     /// longer exists, the partition refuses it for good (a newer producer epoch or
     /// coordinator: Kafka drops such markers too), this node stops coordinating the
@@ -128,16 +163,8 @@ impl TransactionCoordinator {
             let Some(broker) = self.broker.get().and_then(|b| b.upgrade()) else {
                 return;
             };
-            let code = match crate::handlers::write_marker(
-                &broker,
-                &tp.topic,
-                tp.partition,
-                &markers.marker,
-            ) {
-                Ok(written) => match written.await {
-                    Ok(()) => return,
-                    Err(code) => code,
-                },
+            let code = match self.attempt(&broker, &markers.marker, tp).await {
+                Ok(()) => return,
                 Err(code) => code,
             };
             match code {

@@ -11,6 +11,7 @@
 //! - [`verifier`]: the KIP-890 part 1 check the produce path asks.
 
 mod effects;
+pub mod remote;
 mod replay;
 mod verifier;
 
@@ -54,6 +55,8 @@ pub struct TransactionCoordinator {
     next_request: AtomicU64,
     /// The broker, for the marker writes (set once it is built, before it serves).
     broker: OnceLock<Weak<Broker>>,
+    /// Channels to the other nodes (markers for the partitions they lead, verification).
+    peers: remote::Peers,
     shutdown: Shutdown,
 }
 
@@ -66,6 +69,7 @@ impl TransactionCoordinator {
             waiters: Mutex::new(HashMap::new()),
             next_request: AtomicU64::new(1),
             broker: OnceLock::new(),
+            peers: remote::Peers::default(),
             shutdown,
         });
         local.subscribe(me.clone());

@@ -51,17 +51,23 @@ impl TxnVerifier for CoordinatorVerifier {
                 "the transaction coordinator is shutting down".into(),
             );
         };
-        let leads_partition = {
-            let p = c.partition_of(&r.transactional_id);
-            c.local
-                .partition(chronik_txn::TRANSACTION_STATE_TOPIC, p)
-                .is_some_and(|part| part.replica.is_leader())
-        };
-        if !leads_partition {
-            // MISSING (issue 20): the coordinator is another node; asking it needs an RPC
-            // between nodes (AddPartitionsToTxn v4 verify_only). Until then such batches are
-            // let through unchecked, as before KIP-890.
-            return Verification::Verified;
+        let p = c.partition_of(&r.transactional_id);
+        let coordinator = c
+            .local
+            .metadata()
+            .topic(chronik_txn::TRANSACTION_STATE_TOPIC)
+            .and_then(|t| t.partitions.get(usize::try_from(p).ok()?).map(|i| i.leader));
+        let me = c.local.node_id();
+        match coordinator {
+            Some(node) if node == me => {}
+            Some(node) if node >= 0 => return remote(&c, node, r),
+            // No coordinator yet: retriable for the producer.
+            _ => {
+                return Verification::Refused(
+                    ResponseError::NotEnoughReplicas,
+                    "the transaction coordinator is not available".into(),
+                )
+            }
         }
         let req = AddPartitions {
             transactional_id: r.transactional_id.clone(),
@@ -83,4 +89,25 @@ impl TxnVerifier for CoordinatorVerifier {
             )
         }
     }
+}
+
+/// The verification asked of the coordinator on `node`: only this partition's append waits.
+fn remote(c: &Arc<TransactionCoordinator>, node: i32, r: VerifyRequest) -> Verification {
+    let Some(broker) = c.broker.get().and_then(|b| b.upgrade()) else {
+        return Verification::Refused(
+            ResponseError::NotEnoughReplicas,
+            "the broker is shutting down".into(),
+        );
+    };
+    let c = c.clone();
+    Verification::Pending(Box::pin(async move {
+        c.peers.verify(&broker, node, &r).await.map_err(|e| {
+            let error = produce_error(e.code());
+            let msg = format!(
+                "transaction {} not verified for {}-{} by node {node}: {e:?}",
+                r.transactional_id, r.topic, r.partition
+            );
+            (error, msg)
+        })
+    }))
 }
