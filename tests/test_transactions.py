@@ -306,3 +306,90 @@ def test_a_transaction_past_its_timeout_is_aborted(module_broker):
     assert latest(b, topic, "read_uncommitted") == 2
     assert read_all(b, topic, "read_committed", 0, timeout_s=3) == []
     assert read_all(b, topic, "read_uncommitted", 1) == [b"left-open"]
+
+
+# ------------------------------------------------------------------ three nodes
+FIND_COORDINATOR = 10
+
+
+def coordinator_of(bootstrap: str, txn_id: str) -> int | None:
+    """The node FindCoordinator v1 names for a transactional id (None while there is none)."""
+    with w.Connection(bootstrap) as conn:
+        r = w.Reader(conn.roundtrip(w.request(FIND_COORDINATOR, 1, 1, w.string(txn_id) + w.i8(1))))
+        r.i32()
+        r.i32()
+        err = r.i16()
+        r.string()
+        node = r.i32()
+        return node if err == w.NONE else None
+
+
+def read_partitions(bootstrap: str, topic: str, partitions: int, expect: int) -> list[bytes]:
+    """Every read_committed value of the topic's partitions (until `expect` arrived, then 1 s
+    more), sorted."""
+    c = consumer(bootstrap, **{"isolation.level": "read_committed", "auto.offset.reset": "earliest"})
+    try:
+        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+        got: list[bytes] = []
+        deadline, settle = time.monotonic() + 40, None
+        while time.monotonic() < deadline:
+            m = c.poll(0.2)
+            if m is not None and m.error() is None:
+                got.append(m.value())
+            if len(got) >= expect:
+                settle = settle or time.monotonic() + 1.0
+                if time.monotonic() > settle:
+                    break
+        return sorted(got)
+    finally:
+        c.close()
+
+
+def test_coordinator_killed_with_a_transaction_open(cluster_factory):
+    """3 nodes, a topic whose partitions are led by different nodes: a transaction's markers
+    reach every leader; with the coordinator SIGKILLed mid-transaction, a new instance's
+    init_transactions completes on the new coordinator, the open transaction is aborted and
+    never visible to read_committed, and nothing hangs (the LSO reaches the high watermark)."""
+    c = cluster_factory(3).start()
+    topic = unique_topic("txn-failover")
+    admin_rf3(c.bootstrap(1), topic)
+    txn_id = f"{topic}-tx"
+    first = txn_producer(c.bootstrap(1, 2, 3), txn_id)
+    first.begin_transaction()
+    for p in range(3):
+        first.produce(topic, b"committed-%d" % p, partition=p)
+    first.commit_transaction(60)
+    first.begin_transaction()
+    for p in range(3):
+        first.produce(topic, b"open-%d" % p, partition=p)
+    first.flush(30)
+    coordinator = wait_until(lambda: coordinator_of(c.bootstrap(1), txn_id), 20, "the coordinator")
+    c.node(coordinator).kill()
+    survivors = [i for i in (1, 2, 3) if i != coordinator]
+    b = c.bootstrap(*survivors)
+    second = txn_producer(b, txn_id)  # completes only once the open transaction is aborted
+    second.begin_transaction()
+    second.produce(topic, b"after", partition=0)
+    second.commit_transaction(60)
+    want = sorted([b"committed-0", b"committed-1", b"committed-2", b"after"])
+    assert read_partitions(b, topic, 3, len(want)) == want
+    for p in range(3):
+        cons = consumer(b, **{"isolation.level": "read_committed"})
+        try:
+            lso = cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+        finally:
+            cons.close()
+        cons = consumer(b)
+        try:
+            hw = cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
+        finally:
+            cons.close()
+        assert lso == hw, f"partition {p}: LSO {lso} behind the high watermark {hw}"
+
+
+def admin_rf3(bootstrap: str, topic: str) -> None:
+    from confluent_kafka.admin import AdminClient, NewTopic
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    a.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3)])[topic].result(timeout=30)
+    wait_until(lambda: len(a.list_topics(timeout=10).topics.get(topic).partitions or {}) == 3
+               if a.list_topics(timeout=10).topics.get(topic) else False, 30, "the topic")
