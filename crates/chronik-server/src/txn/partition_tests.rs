@@ -113,6 +113,13 @@ async fn transactions_lso_and_aborted_index_survive_a_reopen() {
         .expect("producer 1 in sequence");
     let e = p.append(&data_batch(3, 0, 5, 1, true), MAX, 0).unwrap_err();
     assert_eq!(e.code(), ResponseError::OutOfOrderSequenceNumber);
+    // DeleteRecords past the abort marker (at 4): its index entry goes, from the answers and
+    // from memory (at the next marker).
+    p.log.advance_log_start(5).expect("log start");
+    assert_eq!(p.aborted_transactions(5, 7), vec![]);
+    p.append_marker(&marker(3, 0, MarkerType::Commit, 0), 0)
+        .expect("commit");
+    assert_eq!(p.txn_snapshot(), (vec![(1, 7)], vec![]));
     p.log.close().await.expect("close");
 }
 
