@@ -12,6 +12,8 @@ What each test proves:
 - bad input: EndTxn without a transaction (INVALID_TXN_STATE), AddPartitionsToTxn for an unknown
   topic (UNKNOWN_TOPIC_OR_PARTITION), a stale epoch (PRODUCER_FENCED, INVALID_PRODUCER_EPOCH at
   old versions), TxnOffsetCommit for another generation (ILLEGAL_GENERATION), nothing applied;
+  and a transactional offset is UNSTABLE_OFFSET_COMMIT to OffsetFetch's require_stable until
+  its transaction commits;
 - a transaction left open past transaction.timeout.ms is aborted: read_committed never sees it
   and the last stable offset moves on to the high watermark.
 
@@ -35,10 +37,12 @@ ADD_OFFSETS_TO_TXN = 25
 END_TXN = 26
 TXN_OFFSET_COMMIT = 28
 JOIN_GROUP = 11
+OFFSET_FETCH = 9
 SYNC_GROUP = 14
 
 ILLEGAL_GENERATION = 22
 INVALID_TXN_STATE = 48
+UNSTABLE_OFFSET_COMMIT = 88
 PRODUCER_FENCED = 90
 # Retriable while the coordinator is being set up (topic creation, load).
 COORDINATOR_RETRIABLE = {14, 15, 16, 51}  # LOAD_IN_PROGRESS, NOT_AVAILABLE, NOT_COORDINATOR, CONCURRENT
@@ -177,6 +181,7 @@ class Raw:
 
     def __init__(self, bootstrap: str, txn_id: str):
         self.conn = w.Connection(bootstrap, timeout_s=40)
+        self.bootstrap = bootstrap
         self.txn_id = txn_id
         self.corr = 0
 
@@ -189,7 +194,11 @@ class Raw:
         return r
 
     def init(self) -> tuple[int, int]:
-        """(producer id, epoch), retried while the coordinator is being set up."""
+        """(producer id, epoch), retried while the coordinator is being set up. FindCoordinator
+        first, as a client does: Kafka creates __transaction_state on it, not on InitProducerId."""
+        wait_until(lambda: coordinator_of(self.bootstrap, self.txn_id) is not None, 60,
+                   "a transaction coordinator", interval_s=0.2)
+
         def once():
             r = self.call(w.INIT_PRODUCER_ID, 1, w.string(self.txn_id) + w.i32(30000))
             r.i32()
@@ -243,6 +252,21 @@ class Raw:
             r.skip_tags()
         return codes
 
+    def fetch_stable(self, group: str, topic: str) -> tuple[int, int]:
+        """OffsetFetch v7 with require_stable (KIP-447): (error code, offset) of partition 0."""
+        body = w.compact_string(group) + w.uvarint(2) + w.compact_string(topic)
+        body += w.uvarint(2) + w.i32(0) + w.EMPTY_TAGS + w.i8(1) + w.EMPTY_TAGS
+        r = self.call(OFFSET_FETCH, 7, body, flexible=True)
+        r.i32()
+        assert r.uvarint() - 1 == 1
+        r.compact_string()
+        assert r.uvarint() - 1 == 1
+        r.i32()
+        offset = r.i64()
+        r.i32()
+        r.compact_string()
+        return r.i16(), offset
+
     def join(self, group: str, topic: str) -> tuple[int, str]:
         """A one-member group at a stable generation (JoinGroup v3 + SyncGroup v1):
         (generation, member id)."""
@@ -287,6 +311,12 @@ def test_bad_input_gets_kafkas_error_codes(module_broker):
         assert raw.txn_offset_commit(pid2, epoch2, group, generation + 1, member, topic, 7) == [ILLEGAL_GENERATION]
         assert raw.end_txn(pid2, epoch2, commit=True) == w.NONE
         assert committed(b, group, topic) < 0, "a refused transactional offset was applied"
+        # The right generation: pending (unstable for require_stable) until the commit.
+        assert raw.add_offsets(pid2, epoch2, group) == w.NONE
+        assert raw.txn_offset_commit(pid2, epoch2, group, generation, member, topic, 7) == [w.NONE]
+        assert raw.fetch_stable(group, topic) == (UNSTABLE_OFFSET_COMMIT, -1)
+        assert raw.end_txn(pid2, epoch2, commit=True) == w.NONE
+        wait_until(lambda: raw.fetch_stable(group, topic) == (w.NONE, 7), 20, "the committed offset")
     finally:
         raw.conn.close()
 
