@@ -183,8 +183,19 @@ impl TransactionCoordinator {
         self.manager().list(filter, now_ms())
     }
 
-    /// Runs the manager's timers every [`TXN_TICK`] until shutdown.
+    /// Runs the manager's timers every [`TXN_TICK`] until shutdown. At shutdown the parked
+    /// requests are let go (their waiters dropped: answered COORDINATOR_NOT_AVAILABLE, so the
+    /// clients look for the next coordinator) rather than holding the drain until their appends
+    /// fail.
     pub fn start_timer(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            shutdown.wait().await;
+            if let Some(c) = me.upgrade() {
+                c.waiters.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            }
+        });
         crate::periodic::every(self, &self.shutdown.clone(), TXN_TICK, |c| async move {
             let effects = c.manager().tick(now_ms());
             c.execute(effects);
