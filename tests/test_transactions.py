@@ -62,12 +62,13 @@ def txn_producer(bootstrap: str, txn_id: str, **conf) -> Producer:
     return p
 
 
-def read_all(bootstrap: str, topic: str, isolation: str, expect: int, timeout_s: float = 30) -> list[bytes]:
-    """The values of partition 0 from the start, read until `expect` arrived (then 1 s more to
-    catch extras) or the deadline."""
+def read_all(bootstrap: str, topic: str, isolation: str, expect: int, timeout_s: float = 30,
+             partitions: int = 1) -> list[bytes]:
+    """The values of the topic's first `partitions` partitions from the start (in arrival
+    order), read until `expect` arrived (then 1 s more to catch extras) or the deadline."""
     c = consumer(bootstrap, **{"isolation.level": isolation, "auto.offset.reset": "earliest"})
     try:
-        c.assign([TopicPartition(topic, 0, 0)])
+        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
         got: list[bytes] = []
         deadline = time.monotonic() + timeout_s
         settle = None
@@ -354,27 +355,6 @@ def coordinator_of(bootstrap: str, txn_id: str) -> int | None:
         return node if err == w.NONE else None
 
 
-def read_partitions(bootstrap: str, topic: str, partitions: int, expect: int) -> list[bytes]:
-    """Every read_committed value of the topic's partitions (until `expect` arrived, then 1 s
-    more), sorted."""
-    c = consumer(bootstrap, **{"isolation.level": "read_committed", "auto.offset.reset": "earliest"})
-    try:
-        c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-        got: list[bytes] = []
-        deadline, settle = time.monotonic() + 40, None
-        while time.monotonic() < deadline:
-            m = c.poll(0.2)
-            if m is not None and m.error() is None:
-                got.append(m.value())
-            if len(got) >= expect:
-                settle = settle or time.monotonic() + 1.0
-                if time.monotonic() > settle:
-                    break
-        return sorted(got)
-    finally:
-        c.close()
-
-
 def test_coordinator_killed_with_a_transaction_open(cluster_factory):
     """3 nodes, a topic whose partitions are led by different nodes: a transaction's markers
     reach every leader; with the coordinator SIGKILLed mid-transaction, a new instance's
@@ -402,7 +382,7 @@ def test_coordinator_killed_with_a_transaction_open(cluster_factory):
     second.produce(topic, b"after", partition=0)
     second.commit_transaction(60)
     want = sorted([b"committed-0", b"committed-1", b"committed-2", b"after"])
-    assert read_partitions(b, topic, 3, len(want)) == want
+    assert sorted(read_all(b, topic, "read_committed", len(want), partitions=3)) == want
     for p in range(3):
         cons = consumer(b, **{"isolation.level": "read_committed"})
         try:

@@ -65,24 +65,20 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, version: i16) -> R
             .filter(|i| name != OFFSETS_TOPIC || i.internal);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let at = (
-                p.partition_index,
-                p.committed_offset,
-                p.committed_leader_epoch,
-            );
-            let metadata = p.committed_metadata.as_deref();
+            let at = (p.partition_index, p.committed_offset);
             let entry = match request_error {
                 Some(code) => Err(code),
-                None => offset_entry(&group, name, info, at, metadata, now_ms),
+                None => offset_entry(
+                    &group,
+                    name,
+                    info,
+                    at,
+                    p.committed_leader_epoch,
+                    p.committed_metadata.as_deref(),
+                    now_ms,
+                ),
             };
-            let code = match entry {
-                Ok(e) => {
-                    slots.push((topics.len(), parts.len()));
-                    entries.push(e);
-                    0
-                }
-                Err(code) => code,
-            };
+            let code = collect(entry, (topics.len(), parts.len()), &mut slots, &mut entries);
             parts.push(
                 OffsetCommitResponsePartition::default()
                     .with_partition_index(p.partition_index)
@@ -117,14 +113,33 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, version: i16) -> R
     }))
 }
 
+/// Keeps a partition's entry (with its response slot) for the batch, or passes its error on:
+/// the partition's answer code until the batch is written.
+pub(super) fn collect(
+    entry: Result<(OffsetKey, OffsetValue), i16>,
+    slot: (usize, usize),
+    slots: &mut Vec<(usize, usize)>,
+    entries: &mut Vec<(OffsetKey, OffsetValue)>,
+) -> i16 {
+    match entry {
+        Ok(e) => {
+            slots.push(slot);
+            entries.push(e);
+            0
+        }
+        Err(code) => code,
+    }
+}
+
 /// One partition's commit as an offsets record, or its error: UNKNOWN_TOPIC_OR_PARTITION
 /// (`info` is the topic, if it exists and may be committed to), OFFSET_METADATA_TOO_LARGE.
-/// `p`: (partition, offset, leader epoch). Shared by OffsetCommit and TxnOffsetCommit.
+/// Shared by OffsetCommit and TxnOffsetCommit.
 pub(super) fn offset_entry(
     group: &str,
     topic: &str,
     info: Option<&chronik_metadata::TopicInfo>,
-    (partition, offset, leader_epoch): (i32, i64, i32),
+    (partition, offset): (i32, i64),
+    leader_epoch: i32,
     metadata: Option<&str>,
     now_ms: i64,
 ) -> Result<(OffsetKey, OffsetValue), i16> {

@@ -16,7 +16,7 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::{ResponseKind, TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use kafka_protocol::ResponseError;
 
-use super::offset_commit::offset_entry;
+use super::offset_commit::{collect, offset_entry};
 use super::{topic_str, Reply};
 use crate::broker::Broker;
 use crate::clock::now_ms;
@@ -59,24 +59,20 @@ pub fn handle(broker: &Arc<Broker>, req: TxnOffsetCommitRequest, _version: i16) 
         let info = state.topic(name);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let at = (
-                p.partition_index,
-                p.committed_offset,
-                p.committed_leader_epoch,
-            );
-            let metadata = p.committed_metadata.as_deref();
+            let at = (p.partition_index, p.committed_offset);
             let entry = match request_error {
                 Some(code) => Err(code),
-                None => offset_entry(&group, name, info, at, metadata, now),
+                None => offset_entry(
+                    &group,
+                    name,
+                    info,
+                    at,
+                    p.committed_leader_epoch,
+                    p.committed_metadata.as_deref(),
+                    now,
+                ),
             };
-            let code = match entry {
-                Ok(e) => {
-                    slots.push((topics.len(), parts.len()));
-                    entries.push(e);
-                    0
-                }
-                Err(code) => code,
-            };
+            let code = collect(entry, (topics.len(), parts.len()), &mut slots, &mut entries);
             parts.push(
                 TxnOffsetCommitResponsePartition::default()
                     .with_partition_index(p.partition_index)
