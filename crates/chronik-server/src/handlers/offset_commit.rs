@@ -54,43 +54,38 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, version: i16) -> R
             CommitCheck::NoMembers => Some(ResponseError::IllegalGeneration.code()),
         }
     };
-    // (topic index, partition index) of each entry to write, in request order.
-    let mut slots = Vec::new();
-    let mut entries = Vec::new();
-    let mut topics = Vec::with_capacity(req.topics.len());
-    for t in &req.topics {
-        let name = topic_str(&t.name);
-        let info = state
-            .topic(name)
-            .filter(|i| name != OFFSETS_TOPIC || i.internal);
-        let mut parts = Vec::with_capacity(t.partitions.len());
-        for p in &t.partitions {
-            let at = (p.partition_index, p.committed_offset);
-            let entry = match request_error {
-                Some(code) => Err(code),
-                None => offset_entry(
-                    &group,
-                    name,
-                    info,
-                    at,
-                    p.committed_leader_epoch,
-                    p.committed_metadata.as_deref(),
-                    now_ms,
-                ),
-            };
-            let code = collect(entry, (topics.len(), parts.len()), &mut slots, &mut entries);
-            parts.push(
+    let asked = req.topics.iter().map(|t| {
+        let parts = t.partitions.iter().map(|p| {
+            let metadata = p.committed_metadata.as_deref();
+            (
+                p.partition_index,
+                p.committed_offset,
+                p.committed_leader_epoch,
+                metadata,
+            )
+        });
+        (topic_str(&t.name), parts.collect())
+    });
+    let Checked {
+        slots,
+        entries,
+        codes,
+    } = check_partitions(&state, &group, request_error, now_ms, asked);
+    let mut topics: Vec<_> = req
+        .topics
+        .iter()
+        .zip(codes)
+        .map(|(t, codes)| {
+            let parts = codes.into_iter().map(|(index, code)| {
                 OffsetCommitResponsePartition::default()
-                    .with_partition_index(p.partition_index)
-                    .with_error_code(code),
-            );
-        }
-        topics.push(
+                    .with_partition_index(index)
+                    .with_error_code(code)
+            });
             OffsetCommitResponseTopic::default()
                 .with_name(t.name.clone())
-                .with_partitions(parts),
-        );
-    }
+                .with_partitions(parts.collect())
+        })
+        .collect();
     let done =
         |topics| ResponseKind::OffsetCommit(OffsetCommitResponse::default().with_topics(topics));
     if entries.is_empty() {
@@ -113,28 +108,69 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, version: i16) -> R
     }))
 }
 
-/// Keeps a partition's entry (with its response slot) for the batch, or passes its error on:
-/// the partition's answer code until the batch is written.
-pub(super) fn collect(
-    entry: Result<(OffsetKey, OffsetValue), i16>,
-    slot: (usize, usize),
-    slots: &mut Vec<(usize, usize)>,
-    entries: &mut Vec<(OffsetKey, OffsetValue)>,
-) -> i16 {
-    match entry {
-        Ok(e) => {
-            slots.push(slot);
-            entries.push(e);
-            0
+/// One partition of a commit request: (partition, offset, leader epoch, metadata).
+pub(super) type Asked<'a> = (i32, i64, i32, Option<&'a str>);
+
+/// A commit request's partitions, checked (OffsetCommit and TxnOffsetCommit).
+pub(super) struct Checked {
+    /// (topic index, partition index) of each entry to write, in request order.
+    pub slots: Vec<(usize, usize)>,
+    pub entries: Vec<(OffsetKey, OffsetValue)>,
+    /// Per topic, per partition: (partition index, its code until the batch is written).
+    pub codes: Vec<Vec<(i32, i16)>>,
+}
+
+/// Each partition gets `request_error` if there is one, else its own check
+/// ([`offset_entry`]); the valid ones become the entries of one batch.
+pub(super) fn check_partitions<'a>(
+    state: &chronik_metadata::MetadataState,
+    group: &str,
+    request_error: Option<i16>,
+    now_ms: i64,
+    topics: impl Iterator<Item = (&'a str, Vec<Asked<'a>>)>,
+) -> Checked {
+    let mut checked = Checked {
+        slots: Vec::new(),
+        entries: Vec::new(),
+        codes: Vec::new(),
+    };
+    for (ti, (name, parts)) in topics.enumerate() {
+        let info = state
+            .topic(name)
+            .filter(|i| name != OFFSETS_TOPIC || i.internal);
+        let mut codes = Vec::with_capacity(parts.len());
+        for (pi, (partition, offset, leader_epoch, metadata)) in parts.into_iter().enumerate() {
+            let entry = match request_error {
+                Some(code) => Err(code),
+                None => offset_entry(
+                    group,
+                    name,
+                    info,
+                    (partition, offset),
+                    leader_epoch,
+                    metadata,
+                    now_ms,
+                ),
+            };
+            let code = match entry {
+                Ok(e) => {
+                    checked.slots.push((ti, pi));
+                    checked.entries.push(e);
+                    0
+                }
+                Err(code) => code,
+            };
+            codes.push((partition, code));
         }
-        Err(code) => code,
+        checked.codes.push(codes);
     }
+    checked
 }
 
 /// One partition's commit as an offsets record, or its error: UNKNOWN_TOPIC_OR_PARTITION
 /// (`info` is the topic, if it exists and may be committed to), OFFSET_METADATA_TOO_LARGE.
 /// Shared by OffsetCommit and TxnOffsetCommit.
-pub(super) fn offset_entry(
+fn offset_entry(
     group: &str,
     topic: &str,
     info: Option<&chronik_metadata::TopicInfo>,

@@ -16,7 +16,7 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 use kafka_protocol::messages::{ResponseKind, TxnOffsetCommitRequest, TxnOffsetCommitResponse};
 use kafka_protocol::ResponseError;
 
-use super::offset_commit::{collect, offset_entry};
+use super::offset_commit::{check_partitions, Checked};
 use super::{topic_str, Reply};
 use crate::broker::Broker;
 use crate::clock::now_ms;
@@ -51,40 +51,38 @@ pub fn handle(broker: &Arc<Broker>, req: TxnOffsetCommitRequest, _version: i16) 
     let state = broker.metadata();
     let now = now_ms();
     let request_error = request_error(broker, &req);
-    let mut slots = Vec::new();
-    let mut entries = Vec::new();
-    let mut topics = Vec::with_capacity(req.topics.len());
-    for t in &req.topics {
-        let name = topic_str(&t.name);
-        let info = state.topic(name);
-        let mut parts = Vec::with_capacity(t.partitions.len());
-        for p in &t.partitions {
-            let at = (p.partition_index, p.committed_offset);
-            let entry = match request_error {
-                Some(code) => Err(code),
-                None => offset_entry(
-                    &group,
-                    name,
-                    info,
-                    at,
-                    p.committed_leader_epoch,
-                    p.committed_metadata.as_deref(),
-                    now,
-                ),
-            };
-            let code = collect(entry, (topics.len(), parts.len()), &mut slots, &mut entries);
-            parts.push(
+    let asked = req.topics.iter().map(|t| {
+        let parts = t.partitions.iter().map(|p| {
+            let metadata = p.committed_metadata.as_deref();
+            (
+                p.partition_index,
+                p.committed_offset,
+                p.committed_leader_epoch,
+                metadata,
+            )
+        });
+        (topic_str(&t.name), parts.collect())
+    });
+    let Checked {
+        slots,
+        entries,
+        codes,
+    } = check_partitions(&state, &group, request_error, now, asked);
+    let mut topics: Vec<_> = req
+        .topics
+        .iter()
+        .zip(codes)
+        .map(|(t, codes)| {
+            let parts = codes.into_iter().map(|(index, code)| {
                 TxnOffsetCommitResponsePartition::default()
-                    .with_partition_index(p.partition_index)
-                    .with_error_code(code),
-            );
-        }
-        topics.push(
+                    .with_partition_index(index)
+                    .with_error_code(code)
+            });
             TxnOffsetCommitResponseTopic::default()
                 .with_name(t.name.clone())
-                .with_partitions(parts),
-        );
-    }
+                .with_partitions(parts.collect())
+        })
+        .collect();
     let done = |topics| {
         ResponseKind::TxnOffsetCommit(TxnOffsetCommitResponse::default().with_topics(topics))
     };
