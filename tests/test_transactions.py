@@ -15,7 +15,11 @@ What each test proves:
   and a transactional offset is UNSTABLE_OFFSET_COMMIT to OffsetFetch's require_stable until
   its transaction commits;
 - a transaction left open past transaction.timeout.ms is aborted: read_committed never sees it
-  and the last stable offset moves on to the high watermark.
+  and the last stable offset moves on to the high watermark;
+- three nodes: the coordinator SIGKILLed with a transaction open (a new instance's
+  init_transactions completes, the open transaction is aborted and invisible to read_committed,
+  markers reach partitions led by other nodes), and a partition leader SIGKILLed between
+  produce and commit (the commit is whole or the abort is).
 
 Every test also runs against Apache Kafka 4.4 (`--broker=kafka`); Kafka looks for timed-out
 transactions every 10 s (transaction.abort.timed.out.transaction.cleanup.interval.ms), Chronik
@@ -28,6 +32,7 @@ import time
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 import kafkawire as w
 from helpers import consumer, create_topic, unique_topic, wait_until
@@ -374,6 +379,10 @@ def test_coordinator_killed_with_a_transaction_open(cluster_factory):
         first.produce(topic, b"open-%d" % p, partition=p)
     first.flush(30)
     coordinator = wait_until(lambda: coordinator_of(c.bootstrap(1), txn_id), 20, "the coordinator")
+    # The markers of the committed transaction reached leaders other than the coordinator.
+    md = AdminClient({"bootstrap.servers": c.bootstrap(1)}).list_topics(topic, timeout=10)
+    leaders = {p.leader for p in md.topics[topic].partitions.values()}
+    assert leaders - {coordinator}, f"every partition led by the coordinator {coordinator}"
     c.node(coordinator).kill()
     survivors = [i for i in (1, 2, 3) if i != coordinator]
     b = c.bootstrap(*survivors)
@@ -383,23 +392,60 @@ def test_coordinator_killed_with_a_transaction_open(cluster_factory):
     second.commit_transaction(60)
     want = sorted([b"committed-0", b"committed-1", b"committed-2", b"after"])
     assert sorted(read_all(b, topic, "read_committed", len(want), partitions=3)) == want
-    for p in range(3):
-        cons = consumer(b, **{"isolation.level": "read_committed"})
-        try:
-            lso = cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
-        finally:
-            cons.close()
-        cons = consumer(b)
-        try:
-            hw = cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1]
-        finally:
-            cons.close()
-        assert lso == hw, f"partition {p}: LSO {lso} behind the high watermark {hw}"
+    assert_stable(b, topic, 3)
+
+
+def assert_stable(bootstrap: str, topic: str, partitions: int) -> None:
+    """No transaction left hanging: every partition's LSO is its high watermark (polled: a
+    new leader's high watermark may lag a moment)."""
+    def lso_hw(p: int) -> tuple[int, int]:
+        out = []
+        for iso in ("read_committed", "read_uncommitted"):
+            cons = consumer(bootstrap, **{"isolation.level": iso})
+            try:
+                out.append(cons.get_watermark_offsets(TopicPartition(topic, p), timeout=10, cached=False)[1])
+            finally:
+                cons.close()
+        return out[0], out[1]
+    for p in range(partitions):
+        wait_until(lambda: (lambda o: o[0] == o[1])(lso_hw(p)), 30, f"partition {p}: the LSO at the high watermark",
+                   interval_s=0.5)
 
 
 def admin_rf3(bootstrap: str, topic: str) -> None:
-    from confluent_kafka.admin import AdminClient, NewTopic
     a = AdminClient({"bootstrap.servers": bootstrap})
     a.create_topics([NewTopic(topic, num_partitions=3, replication_factor=3)])[topic].result(timeout=30)
     wait_until(lambda: len(a.list_topics(timeout=10).topics.get(topic).partitions or {}) == 3
                if a.list_topics(timeout=10).topics.get(topic) else False, 30, "the topic")
+
+
+def test_partition_leader_killed_between_produce_and_commit(cluster_factory):
+    """3 nodes: the leader of one of the transaction's partitions (not the coordinator) is
+    SIGKILLed after the transaction's records are acknowledged and before the commit. The
+    commit then either succeeds whole (its marker reaches the partition's new leader) or the
+    transaction is aborted whole: read_committed sees all of it or none, and nothing hangs."""
+    c = cluster_factory(3).start()
+    topic = unique_topic("txn-leader-kill")
+    admin_rf3(c.bootstrap(1), topic)
+    txn_id = f"{topic}-tx"
+    p = txn_producer(c.bootstrap(1, 2, 3), txn_id)
+    coordinator = wait_until(lambda: coordinator_of(c.bootstrap(1), txn_id), 20, "the coordinator")
+    md = AdminClient({"bootstrap.servers": c.bootstrap(1)}).list_topics(topic, timeout=10)
+    victims = [pt.leader for pt in md.topics[topic].partitions.values() if pt.leader != coordinator]
+    assert victims, "every partition led by the coordinator"
+    p.begin_transaction()
+    for i in range(3):
+        p.produce(topic, b"v-%d" % i, partition=i)
+    p.flush(30)
+    c.node(victims[0]).kill()
+    try:
+        p.commit_transaction(60)
+        want = sorted(b"v-%d" % i for i in range(3))
+    except KafkaException as e:
+        assert e.args[0].txn_requires_abort(), e
+        p.abort_transaction(60)
+        want = []
+    survivors = [i for i in (1, 2, 3) if i != victims[0]]
+    b = c.bootstrap(*survivors)
+    assert sorted(read_all(b, topic, "read_committed", len(want), partitions=3)) == want
+    assert_stable(b, topic, 3)
