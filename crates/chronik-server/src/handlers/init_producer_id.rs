@@ -64,11 +64,16 @@ async fn transactional(
     if !broker.transaction_state_ready() {
         return refused(ResponseError::CoordinatorNotAvailable.code());
     }
-    let spare = match broker.producer_ids.next().await {
-        Ok(id) => Some(id),
-        Err(e) => {
-            tracing::warn!(error = %e.message, "cannot reserve a producer id");
-            None
+    // Not the coordinator (or still loading): the manager answers that without a new id.
+    let spare = if !broker.txns.is_coordinator(&transactional_id) {
+        None
+    } else {
+        match broker.producer_ids.next().await {
+            Ok(id) => Some(id),
+            Err(e) => {
+                tracing::warn!(error = %e.message, "cannot reserve a producer id");
+                None
+            }
         }
     };
     let init = chronik_txn::InitProducerId {

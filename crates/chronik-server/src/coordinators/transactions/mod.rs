@@ -92,6 +92,11 @@ impl TransactionCoordinator {
         self.manager().config().transaction_state_partitions
     }
 
+    /// Whether this node coordinates `transactional_id` now (leads its partition, loaded).
+    pub fn is_coordinator(&self, transactional_id: &str) -> bool {
+        self.manager().is_coordinator(transactional_id)
+    }
+
     /// The `__transaction_state` partition of `transactional_id`.
     pub fn partition_of(&self, transactional_id: &str) -> i32 {
         self.manager().partition_of(transactional_id)
