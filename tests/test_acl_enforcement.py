@@ -310,3 +310,28 @@ def test_deleting_committed_offsets_needs_delete_on_the_group_and_read_on_the_to
     grant(b, ResourceType.TOPIC, topic, AclOperation.READ)
     assert delete_error() is None
     ka.close()
+
+
+def test_transactions_need_write_on_the_transactional_id(acl_broker):
+    """A transactional producer needs WRITE on its transactional id (InitProducerId refused with
+    TRANSACTIONAL_ID_AUTHORIZATION_FAILED without it) and WRITE on the topics it adds."""
+    b = acl_broker.bootstrap
+    topic = unique_topic("acl-txn")
+    make_topic(b, topic)
+    txn_id = f"{topic}-tx"
+
+    def txn_producer() -> Producer:
+        return Producer(conf(b, ALICE, **{"transactional.id": txn_id, "transaction.timeout.ms": 10000,
+                                          "socket.timeout.ms": 10000}))
+
+    p = txn_producer()
+    with pytest.raises(KafkaException) as e:
+        p.init_transactions(20)
+    assert e.value.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, e.value
+    grant(b, ResourceType.TRANSACTIONAL_ID, txn_id, AclOperation.WRITE)
+    grant(b, ResourceType.TOPIC, topic, AclOperation.WRITE)
+    p = txn_producer()
+    p.init_transactions(30)
+    p.begin_transaction()
+    p.produce(topic, b"t", partition=0)
+    p.commit_transaction(30)

@@ -3,9 +3,11 @@ written with WriteTxnMarkers, the last stable offset, the aborted-transaction in
 read_committed and read_uncommitted consumers (librdkafka) and ListOffsets see, before and after
 a SIGKILL + restart (the state must be rebuilt from the log).
 
-There is no transaction coordinator yet, so the test plays it: an idempotent producer id from
-InitProducerId, transactional batches sent over a raw connection (tests/kafkawire.py), and the
-markers a coordinator would write. What the answers should be was checked against Apache Kafka
+The test plays the transaction coordinator's part that writes markers: its producer comes from
+the real coordinator (InitProducerId with the transactional id, partition 0 added with
+AddPartitionsToTxn, so KIP-890's verification admits its batches), transactional batches are
+sent over a raw connection (tests/kafkawire.py), and the test writes the markers a coordinator
+would write. What the answers should be was checked against Apache Kafka
 4.4 with a real transaction (librdkafka's fetch log): read_uncommitted Fetch answers carry the
 LSO too, and ListOffsets latest is the LSO for read_committed and the high watermark otherwise.
 """
@@ -34,11 +36,44 @@ class Txn:
 
     def __init__(self, conn: w.Connection, topic: str):
         self.conn, self.topic = conn, topic
-        corr, err, self.pid, self.epoch = w.parse_init_producer_id_response_v0(
-            conn.roundtrip(w.init_producer_id_request_v0(1)))
-        assert err == w.NONE and self.pid >= 0, (err, self.pid)
-        self.seq = 0
         self.corr = 10
+        # Its producer id from the transaction coordinator, and partition 0 added to its
+        # transaction there, so that the partition's KIP-890 check lets its first batches in;
+        # from then on the test writes the markers itself (the coordinator's transaction stays
+        # open, with a timeout longer than any test here).
+        with w.Connection(self._coordinator()) as coord:
+            def init():
+                r = w.Reader(coord.roundtrip(w.request(
+                    w.INIT_PRODUCER_ID, 1, self._next(), w.string(TXN_ID) + w.i32(300_000))))
+                r.i32()
+                r.i32()
+                err, pid, epoch = r.i16(), r.i64(), r.i16()
+                if err in (14, 15, 51):  # coordinator being set up or busy: retried
+                    return None
+                assert err == w.NONE and pid >= 0, (err, pid)
+                return pid, epoch
+            self.pid, self.epoch = wait_until(init, 60, "InitProducerId", interval_s=0.2)
+            body = w.string(TXN_ID) + w.i64(self.pid) + w.i16(self.epoch)
+            body += w.i32(1) + w.string(topic) + w.i32(1) + w.i32(0)
+            r = w.Reader(coord.roundtrip(w.request(24, 2, self._next(), body)))  # AddPartitionsToTxn v2
+            r.i32()
+            r.i32()
+            assert r.i32() == 1 and r.string() == topic and r.i32() == 1
+            assert (r.i32(), r.i16()) == (0, w.NONE)
+        self.seq = 0
+
+    def _coordinator(self) -> str:
+        """host:port of TXN_ID's coordinator (FindCoordinator v1, retried while it is set up)."""
+        def find():
+            r = w.Reader(self.conn.roundtrip(w.request(10, 1, self._next(), w.string(TXN_ID) + w.i8(1))))
+            r.i32()
+            r.i32()
+            err = r.i16()
+            r.string()
+            r.i32()
+            host, port = r.string(), r.i32()
+            return f"{host}:{port}" if err == w.NONE else None
+        return wait_until(find, 60, "the transaction coordinator", interval_s=0.2)
 
     def on(self, conn: w.Connection) -> "Txn":
         """The same producer (id, epoch, next sequence) over another connection."""

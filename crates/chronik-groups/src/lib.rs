@@ -12,10 +12,10 @@ pub mod store;
 
 pub use membership::{GroupConfig, GroupManager};
 pub use record::{
-    encode_group_batch, encode_offsets_batch, encode_raw_batch, group_key, GroupMemberRecord,
-    GroupRecord, Key, OffsetKey, OffsetValue, RecordError,
+    encode_group_batch, encode_offsets_batch, encode_raw_batch, encode_txn_offsets_batch,
+    group_key, GroupMemberRecord, GroupRecord, Key, OffsetKey, OffsetValue, RecordError,
 };
-pub use store::{partition_for, Committed, OffsetStore, ReplayError};
+pub use store::{for_each_record, partition_for, Committed, OffsetStore, ReplayError};
 
 /// The internal topic that holds committed offsets and (later) group metadata.
 pub const OFFSETS_TOPIC: &str = "__consumer_offsets";

@@ -329,14 +329,22 @@ pub fn encode_offsets_batch(
     entries: &[(OffsetKey, Option<OffsetValue>)],
     timestamp_ms: i64,
 ) -> Result<BytesMut, RecordError> {
-    let mut raw = Vec::with_capacity(entries.len());
-    for (k, v) in entries {
-        raw.push((
-            k.encode()?,
-            v.as_ref().map(OffsetValue::encode).transpose()?,
-        ));
-    }
-    encode_raw_batch(&raw, timestamp_ms)
+    encode_raw_batch(&encode_entries(entries)?, timestamp_ms)
+}
+
+/// Offsets entries as (key, value) record bytes.
+fn encode_entries(
+    entries: &[(OffsetKey, Option<OffsetValue>)],
+) -> Result<Vec<(Bytes, Option<Bytes>)>, RecordError> {
+    entries
+        .iter()
+        .map(|(k, v)| {
+            Ok((
+                k.encode()?,
+                v.as_ref().map(OffsetValue::encode).transpose()?,
+            ))
+        })
+        .collect()
 }
 
 /// The batch that records `group`'s membership (`None`: the group is gone).
@@ -354,22 +362,45 @@ pub fn encode_group_batch(
     )
 }
 
+/// The batch of a transactional offset commit (KIP-447 TxnOffsetCommit): the producer's id and
+/// epoch, the transactional bit, no sequence (base sequence -1: the coordinator writes it, as
+/// Kafka's coordinator appends do, so the partition checks only the producer's epoch).
+pub fn encode_txn_offsets_batch(
+    entries: &[(OffsetKey, Option<OffsetValue>)],
+    producer_id: i64,
+    producer_epoch: i16,
+    timestamp_ms: i64,
+) -> Result<BytesMut, RecordError> {
+    let raw = encode_entries(entries)?;
+    encode_batch(&raw, Some((producer_id, producer_epoch)), timestamp_ms)
+}
+
 /// One batch of already-encoded (key, value) records, a `None` value being a tombstone. The
 /// other encoders build on it; tests use it to write damaged records.
 pub fn encode_raw_batch(
     records: &[(Bytes, Option<Bytes>)],
     timestamp_ms: i64,
 ) -> Result<BytesMut, RecordError> {
+    encode_batch(records, None, timestamp_ms)
+}
+
+/// `txn`: the transactional producer (id, epoch) the batch belongs to.
+fn encode_batch(
+    records: &[(Bytes, Option<Bytes>)],
+    txn: Option<(i64, i16)>,
+    timestamp_ms: i64,
+) -> Result<BytesMut, RecordError> {
+    let (producer_id, producer_epoch) = txn.unwrap_or((-1, -1));
     let records: Vec<Record> = records
         .iter()
         .enumerate()
         .map(|(i, (k, v))| Record {
-            transactional: false,
+            transactional: txn.is_some(),
             control: false,
             delete_horizon: false,
             partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
+            producer_id,
+            producer_epoch,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
             // The encoder keeps one batch while offset - sequence stays constant.

@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chronik_wal::{BatchHeader, PartitionLog, WalError};
-use kafka_protocol::records::RecordBatchDecoder;
+use kafka_protocol::records::{Record, RecordBatchDecoder};
 use thiserror::Error;
 use tracing::warn;
 
@@ -33,6 +33,12 @@ pub struct OffsetStore {
     live: u64,
     /// Records read by the replay that built this store.
     replayed: u64,
+    /// KIP-447: offsets a transactional producer committed (TxnOffsetCommit) whose
+    /// transaction has not ended yet, by producer id, as (key, value, log offset). They
+    /// become committed when the producer's COMMIT marker reaches this partition and are
+    /// dropped by its ABORT marker (Kafka's pendingTransactionalOffsetCommits). Bounded by the
+    /// log: one entry per such record of an open transaction.
+    pending_txn: HashMap<i64, Vec<(OffsetKey, Option<OffsetValue>, i64)>>,
 }
 
 #[derive(Debug, Error)]
@@ -56,6 +62,43 @@ impl OffsetStore {
         };
         self.live = self.live + u64::from(value.is_some()) - u64::from(was_live);
         entries.insert(tp, Committed { value, log_offset });
+    }
+
+    /// Holds a transactional offset commit of `producer_id` until its transaction ends.
+    pub fn add_pending(
+        &mut self,
+        producer_id: i64,
+        key: OffsetKey,
+        value: Option<OffsetValue>,
+        log_offset: i64,
+    ) {
+        self.pending_txn
+            .entry(producer_id)
+            .or_default()
+            .push((key, value, log_offset));
+    }
+
+    /// The transaction of `producer_id` ended on this partition: its offsets are applied
+    /// (`commit`), each at its own record's log offset, so a later plain commit still wins
+    /// (Kafka's completePendingTxnOffsetCommit), or dropped.
+    pub fn complete_txn(&mut self, producer_id: i64, commit: bool) {
+        let Some(entries) = self.pending_txn.remove(&producer_id) else {
+            return;
+        };
+        if commit {
+            for (k, v, offset) in entries {
+                self.apply(k, v, offset);
+            }
+        }
+    }
+
+    /// Whether a transaction still holds an offset commit for this partition of `group`
+    /// (OffsetFetch's require_stable answers UNSTABLE_OFFSET_COMMIT then, KIP-447).
+    pub fn has_pending(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.pending_txn
+            .values()
+            .flatten()
+            .any(|(k, _, _)| k.group == group && k.topic == topic && k.partition == partition)
     }
 
     /// Applies a group metadata record: `None` is a tombstone.
@@ -147,42 +190,22 @@ impl OffsetStore {
     /// group of the partition down with it.
     pub fn rebuild(log: &PartitionLog) -> Result<OffsetStore, ReplayError> {
         let mut store = OffsetStore::default();
-        let end = log.committed_offset();
-        let mut next = log.log_start_offset();
-        while next < end {
-            let read = log.read(next, REPLAY_READ_BYTES, end)?;
-            if read.batches == 0 {
-                break;
-            }
-            let mut data = read.data;
-            let before = next;
-            while !data.is_empty() {
-                // A batch the cleaner emptied (kept for its producer's sequence) has no record
-                // to move `next` on; its header still says where it ends.
-                if let Ok(h) = BatchHeader::parse(&data) {
-                    next = next.max(h.last_offset().saturating_add(1));
-                }
-                let set = match RecordBatchDecoder::decode(&mut data) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        warn!(topic = log.topic(), partition = log.partition(), offset = next,
-                            error = %e, "skipping an undecodable batch in the offsets log");
-                        break;
+        for_each_record(log, |r| {
+            if r.control {
+                // A transaction marker (key: version i16, type i16: 0 abort, 1 commit) ends
+                // the producer's pending offsets.
+                if let Some(k) = r.key.as_deref().filter(|k| k.len() >= 4) {
+                    let kind = i16::from_be_bytes([k[2], k[3]]);
+                    if kind == 0 || kind == 1 {
+                        store.complete_txn(r.producer_id, kind == 1);
                     }
-                };
-                for r in set.records {
-                    next = next.max(r.offset + 1);
-                    if r.offset < before || r.control {
-                        continue;
-                    }
-                    store.replayed += 1;
-                    store.apply_raw(r.key.as_deref(), r.value.as_deref(), r.offset, log);
                 }
+                return;
             }
-            if next == before {
-                break; // no progress: nothing decodable at this position
-            }
-        }
+            store.replayed += 1;
+            let txn = r.transactional.then_some(r.producer_id);
+            store.apply_raw(r.key.as_deref(), r.value.as_deref(), r.offset, txn, log);
+        })?;
         Ok(store)
     }
 
@@ -191,6 +214,7 @@ impl OffsetStore {
         key: Option<&[u8]>,
         value: Option<&[u8]>,
         offset: i64,
+        txn: Option<i64>,
         log: &PartitionLog,
     ) {
         let Some(key) = key else { return };
@@ -221,8 +245,53 @@ impl OffsetStore {
                 return;
             }
         };
-        self.apply(key, value, offset);
+        match txn {
+            Some(producer_id) => self.add_pending(producer_id, key, value, offset),
+            None => self.apply(key, value, offset),
+        }
     }
+}
+
+/// Hands every record of `log` from its start to its committed end to `f`, once each, in log
+/// order (control records too): the replay of an internal topic (`__consumer_offsets` here,
+/// `__transaction_state` in the broker). A batch that does not decode is logged and skipped:
+/// one bad record must not take the whole partition down with it.
+pub fn for_each_record(log: &PartitionLog, mut f: impl FnMut(Record)) -> Result<(), WalError> {
+    let end = log.committed_offset();
+    let mut next = log.log_start_offset();
+    while next < end {
+        let read = log.read(next, REPLAY_READ_BYTES, end)?;
+        if read.batches == 0 {
+            break;
+        }
+        let mut data = read.data;
+        let before = next;
+        while !data.is_empty() {
+            // A batch the cleaner emptied (kept for its producer's sequence) has no record to
+            // move `next` on; its header still says where it ends.
+            if let Ok(h) = BatchHeader::parse(&data) {
+                next = next.max(h.last_offset().saturating_add(1));
+            }
+            let set = match RecordBatchDecoder::decode(&mut data) {
+                Ok(s) => s,
+                Err(e) => {
+                    warn!(topic = log.topic(), partition = log.partition(), offset = next,
+                        error = %e, "skipping an undecodable batch in a replayed log");
+                    break;
+                }
+            };
+            for r in set.records {
+                next = next.max(r.offset + 1);
+                if r.offset >= before {
+                    f(r);
+                }
+            }
+        }
+        if next == before {
+            break; // no progress: nothing decodable at this position
+        }
+    }
+    Ok(())
 }
 
 /// The `__consumer_offsets` partition that coordinates `group`: Kafka's
@@ -257,6 +326,26 @@ mod tests {
             metadata: String::new(),
             commit_timestamp_ms: 0,
         }
+    }
+
+    /// KIP-447: transactional offsets wait for their transaction; a commit applies them at
+    /// their own log offsets (a later plain commit still wins), an abort drops them.
+    #[test]
+    fn transactional_offsets_apply_on_commit_only() {
+        let mut s = OffsetStore::default();
+        s.add_pending(7, key("g", "t", 0), Some(val(10)), 3);
+        s.add_pending(8, key("g", "t", 1), Some(val(20)), 4);
+        assert!(s.get("g", "t", 0).is_none());
+        assert!(s.has_pending("g", "t", 0));
+        s.apply(key("g", "t", 0), Some(val(5)), 6); // a plain commit after the txn record
+        s.complete_txn(7, true);
+        assert_eq!(s.get("g", "t", 0).unwrap().offset, 5);
+        s.complete_txn(8, false);
+        assert!(s.get("g", "t", 1).is_none());
+        assert!(!s.has_pending("g", "t", 1));
+        s.add_pending(9, key("g", "t", 2), Some(val(30)), 9);
+        s.complete_txn(9, true);
+        assert_eq!(s.get("g", "t", 2).unwrap().offset, 30);
     }
 
     #[test]

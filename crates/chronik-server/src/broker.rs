@@ -7,6 +7,7 @@ mod internal_topic;
 mod offsets_topic;
 mod start;
 mod topics;
+mod txn_topic;
 mod users;
 
 pub use topics::Layout;
@@ -19,7 +20,7 @@ use chronik_wal::WalError;
 use thiserror::Error;
 
 use crate::config::BrokerConfig;
-use crate::coordinators::{GroupCoordinator, ProducerIds};
+use crate::coordinators::{GroupCoordinator, ProducerIds, TransactionCoordinator};
 pub use crate::meta::{Meta, TopicError};
 use crate::partitions::PartitionManager;
 use crate::shutdown::Shutdown;
@@ -78,7 +79,12 @@ pub struct Broker {
     pub partitions: Arc<PartitionManager>,
     /// Consumer groups and their committed offsets.
     pub groups: Arc<GroupCoordinator>,
+    /// Transactions (the coordinator of the transactional ids whose `__transaction_state`
+    /// partition this node leads).
+    pub txns: Arc<TransactionCoordinator>,
     pub producer_ids: ProducerIds,
+    /// Set while `__transaction_state` is being created (it is created on first need).
+    txn_topic_creating: std::sync::atomic::AtomicBool,
     /// Serializes topic create/delete/grow so WAL directories follow metadata.
     topic_admin: tokio::sync::Mutex<()>,
     /// An exclusive lock on the data directory, held for the broker's life: two processes
@@ -100,6 +106,7 @@ pub struct BrokerParts {
     pub meta: Meta,
     pub partitions: Arc<PartitionManager>,
     pub groups: Arc<GroupCoordinator>,
+    pub txns: Arc<TransactionCoordinator>,
     pub producer_ids: ProducerIds,
     pub data_dir_lock: std::fs::File,
     pub shutdown: Shutdown,
@@ -114,7 +121,9 @@ impl Broker {
             meta: p.meta,
             partitions: p.partitions,
             groups: p.groups,
+            txns: p.txns,
             producer_ids: p.producer_ids,
+            txn_topic_creating: std::sync::atomic::AtomicBool::new(false),
             topic_admin: tokio::sync::Mutex::new(()),
             _data_dir_lock: p.data_dir_lock,
             shutdown: p.shutdown,

@@ -128,6 +128,27 @@ pub struct ServerArgs {
     #[arg(long, env = "CHRONIK_OFFSETS_RETENTION_MINUTES")]
     #[arg(default_value_t = 10_080)]
     pub offsets_retention_minutes: u64,
+    /// Partitions of the internal __transaction_state topic, fixed when it is first created
+    /// (Kafka's transaction.state.log.num.partitions)
+    #[arg(
+        long,
+        env = "CHRONIK_TRANSACTION_STATE_PARTITIONS",
+        default_value_t = 50
+    )]
+    pub transaction_state_partitions: i32,
+    /// Longest transaction.timeout.ms a transactional producer may ask for (Kafka's
+    /// transaction.max.timeout.ms)
+    #[arg(
+        long,
+        env = "CHRONIK_TRANSACTION_MAX_TIMEOUT_MS",
+        default_value_t = 900_000
+    )]
+    pub transaction_max_timeout_ms: i32,
+    /// A transactional id idle this long is forgotten (Kafka's
+    /// transactional.id.expiration.ms)
+    #[arg(long, env = "CHRONIK_TRANSACTIONAL_ID_EXPIRATION_MS")]
+    #[arg(default_value_t = 604_800_000)]
+    pub transactional_id_expiration_ms: i64,
     /// Partitions of an auto-created topic
     #[arg(long, env = "CHRONIK_NUM_PARTITIONS", default_value_t = 1)]
     pub num_partitions: i32,
@@ -279,6 +300,9 @@ pub struct BrokerConfig {
     pub offsets_topic_partitions: i32,
     pub group_initial_rebalance_delay_ms: u64,
     pub offsets_retention_minutes: u64,
+    pub transaction_state_partitions: i32,
+    pub transaction_max_timeout_ms: i32,
+    pub transactional_id_expiration_ms: i64,
     pub num_partitions: i32,
     pub auto_create_topics: bool,
     /// `None`: the alive brokers at creation, at most 3.
@@ -353,6 +377,9 @@ impl BrokerConfig {
             offsets_topic_partitions: args.offsets_topic_partitions,
             group_initial_rebalance_delay_ms: args.group_initial_rebalance_delay_ms,
             offsets_retention_minutes: args.offsets_retention_minutes,
+            transaction_state_partitions: args.transaction_state_partitions,
+            transaction_max_timeout_ms: args.transaction_max_timeout_ms,
+            transactional_id_expiration_ms: args.transactional_id_expiration_ms,
             num_partitions: args.num_partitions,
             auto_create_topics: args.auto_create_topics,
             default_replication_factor: args.default_replication_factor,
@@ -437,6 +464,21 @@ impl BrokerConfig {
             return invalid(
                 "offsets_retention_minutes",
                 format!("{minutes} is not between 1 and 525600000"),
+            );
+        }
+        // Kafka's ranges: at least 1 each.
+        let txn_partitions = self.transaction_state_partitions;
+        if !(1..=1000).contains(&txn_partitions) {
+            return invalid(
+                "transaction_state_partitions",
+                format!("{txn_partitions} is not between 1 and 1000"),
+            );
+        }
+        if self.transaction_max_timeout_ms < 1 || self.transactional_id_expiration_ms < 1 {
+            return invalid(
+                "transaction_max_timeout_ms",
+                "transaction.max.timeout.ms and transactional.id.expiration.ms must be at least 1"
+                    .to_string(),
             );
         }
         Ok(())

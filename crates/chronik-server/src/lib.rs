@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod connection;
 pub mod coordinators;
+pub mod durable_append;
 pub mod gauges;
 pub mod handlers;
 pub mod http;

@@ -14,21 +14,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chronik_groups::{
-    encode_group_batch, encode_offsets_batch, partition_for, GroupRecord, OffsetKey, OffsetStore,
-    OffsetValue, OFFSETS_TOPIC,
+    encode_group_batch, encode_offsets_batch, encode_txn_offsets_batch, partition_for, GroupRecord,
+    OffsetKey, OffsetStore, OffsetValue, OFFSETS_TOPIC,
 };
 use kafka_protocol::ResponseError;
 use thiserror::Error;
 
 use crate::clock::now_ms;
-use crate::partition::AppendError;
 use crate::partitions::PartitionManager;
-
-/// Longest a commit waits for its fdatasync before it is answered with an error.
-const COMMIT_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Error)]
 pub enum OffsetsError {
@@ -112,6 +107,45 @@ impl Offsets {
     ) -> Result<(), OffsetsError> {
         let entries = entries.into_iter().map(|(k, v)| (k, Some(v))).collect();
         self.write(local, group, entries).await
+    }
+
+    /// KIP-447 TxnOffsetCommit: appends `entries` as one transactional batch of the producer
+    /// to `group`'s partition and, once durable, holds them pending there: the producer's
+    /// COMMIT marker on that partition applies them, its ABORT marker drops them
+    /// ([`complete_txn`](Self::complete_txn)).
+    pub async fn commit_txn(
+        self: &Arc<Self>,
+        local: &Arc<PartitionManager>,
+        group: &str,
+        producer: (i64, i16),
+        entries: Vec<(OffsetKey, OffsetValue)>,
+    ) -> Result<(), OffsetsError> {
+        let entries: Vec<_> = entries.into_iter().map(|(k, v)| (k, Some(v))).collect();
+        let (producer_id, producer_epoch) = producer;
+        let batch = encode_txn_offsets_batch(&entries, producer_id, producer_epoch, now_ms())
+            .map_err(|e| OffsetsError::Encode(e.to_string()))?;
+        self.append_and_apply(local, group, &batch, |store, base| {
+            for (i, (k, v)) in entries.into_iter().enumerate() {
+                store.add_pending(producer_id, k, v, base + i as i64);
+            }
+        })
+        .await
+    }
+
+    /// A transaction marker of `producer_id` reached offsets partition `p` (durably): its
+    /// pending offsets there are applied (`commit`) or dropped.
+    pub fn complete_txn(&self, p: i32, producer_id: i64, commit: bool) {
+        if let Some(store) = usize::try_from(p).ok().and_then(|p| self.stores.get(p)) {
+            store
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .complete_txn(producer_id, commit);
+        }
+    }
+
+    /// Whether an open transaction holds an offset for this partition of `group`.
+    pub fn has_pending(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.store(group).has_pending(group, topic, partition)
     }
 
     /// Deletes the committed offsets of `partitions` (those that have one) of `group`.
@@ -305,31 +339,17 @@ impl Offsets {
         p: i32,
         batch: &[u8],
     ) -> Result<i64, OffsetsError> {
-        let part = local
-            .partition(OFFSETS_TOPIC, p)
-            .ok_or(OffsetsError::NotHere(p))?;
-        let state = local.metadata();
-        let topic = state.topic(OFFSETS_TOPIC).ok_or(OffsetsError::NotHere(p))?;
-        let epoch = topic
-            .partitions
-            .get(p as usize)
-            .map_or(0, |i| i.leader_epoch);
-        let max_bytes = part.config().max_message_bytes;
-        let accepted = part.append(batch, max_bytes, epoch).map_err(|e| match e {
-            AppendError::TooLarge { size, max } => OffsetsError::Encode(format!(
-                "commit of {size} bytes is over the offsets topic's max.message.bytes={max}"
-            )),
-            other => OffsetsError::Append(other.to_string()),
-        })?;
-        // On every ISR replica, as acks=all: a failover must not lose a commit.
-        let replicated = part
-            .replica
-            .wait_high_watermark(accepted.end_offset, accepted.leader_epoch);
-        match tokio::time::timeout(COMMIT_TIMEOUT, replicated).await {
-            Ok(Ok(())) => Ok(accepted.base_offset),
-            Ok(Err(e)) => Err(OffsetsError::Append(e.to_string())),
-            Err(_) => Err(OffsetsError::Timeout),
-        }
+        use crate::durable_append::{append_durably, DurableAppendError as E};
+        append_durably(local, OFFSETS_TOPIC, p, batch)
+            .await
+            .map_err(|e| match e {
+                E::NotHere { .. } => OffsetsError::NotHere(p),
+                E::TooLarge { size, max, .. } => OffsetsError::Encode(format!(
+                    "commit of {size} bytes is over the offsets topic's max.message.bytes={max}"
+                )),
+                E::Timeout { .. } => OffsetsError::Timeout,
+                other @ E::Append { .. } => OffsetsError::Append(other.to_string()),
+            })
     }
 
     /// Groups whose every commit is older than the retention.

@@ -371,7 +371,15 @@ impl Partition {
         leader_epoch: i32,
     ) -> Result<Accepted, AppendError> {
         let (policy, max_message_bytes) = (&config.policy, config.max_message_bytes);
-        validate_batch(records, max_message_bytes)?;
+        let header = validate_batch(records, max_message_bytes)?;
+        // Kafka's LogValidator for client batches: a producer id needs a sequence (only the
+        // coordinator writes sequence-less batches of a producer, see producer_state).
+        if header.producer_id >= 0 && header.base_sequence < 0 {
+            return Err(AppendError::Corrupt(format!(
+                "invalid sequence number {} for a batch of producer {}",
+                header.base_sequence, header.producer_id
+            )));
+        }
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);

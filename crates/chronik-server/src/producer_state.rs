@@ -13,6 +13,8 @@ use chronik_wal::BatchHeader;
 /// How many recent batches are remembered per producer (Kafka keeps 5, matching the
 /// client's max.in.flight.requests.per.connection limit for idempotence).
 pub const BATCHES_PER_PRODUCER: usize = 5;
+/// Kafka's RecordBatch.NO_SEQUENCE.
+const NO_SEQUENCE: i32 = -1;
 /// Bound on producers tracked per partition; the least recently written is evicted first.
 pub const MAX_PRODUCERS_PER_PARTITION: usize = 100_000;
 
@@ -131,6 +133,11 @@ impl ProducerStateTable {
                 current: entry.epoch,
                 got: h.producer_epoch,
             };
+        }
+        // A transactional batch without a sequence is a coordinator's (TxnOffsetCommit's
+        // offsets): Kafka checks only the epoch of coordinator-origin appends.
+        if first == NO_SEQUENCE && h.is_transactional() {
+            return SeqCheck::Append;
         }
         if h.producer_epoch > entry.epoch {
             return if first == 0 {

@@ -16,7 +16,7 @@ use chronik_replication::ReplicationService;
 use crate::admin::AdminService;
 use crate::broker::{Broker, BrokerParts, StartError};
 use crate::config::BrokerConfig;
-use crate::coordinators::{GroupCoordinator, GroupSettings, ProducerIds};
+use crate::coordinators::{GroupCoordinator, GroupSettings, ProducerIds, TransactionCoordinator};
 use crate::meta::Meta;
 use crate::partitions::{PartitionManager, PartitionSettings};
 use crate::shutdown::Shutdown;
@@ -113,17 +113,32 @@ fn assemble(node: &Arc<MetadataNode>, parts: Parts) -> Arc<Broker> {
         },
         shutdown.clone(),
     );
-    Arc::new(Broker::new(BrokerParts {
+    let txns = TransactionCoordinator::new(
+        partitions.clone(),
+        chronik_txn::TxnConfig {
+            transaction_state_partitions: config.transaction_state_partitions,
+            transaction_max_timeout_ms: config.transaction_max_timeout_ms,
+            transactional_id_expiration_ms: config.transactional_id_expiration_ms,
+            ..chronik_txn::TxnConfig::default()
+        },
+        shutdown.clone(),
+    );
+    let broker = Arc::new(Broker::new(BrokerParts {
         advertised_host: host,
         advertised_port: port,
         producer_ids: ProducerIds::new(meta.clone()),
         meta,
         partitions,
         groups,
+        txns: txns.clone(),
         data_dir_lock,
         shutdown,
         config,
-    }))
+    }));
+    // Before the broker opens its partitions: taking a __transaction_state partition then
+    // loads it, and the produce path asks this coordinator (KIP-890).
+    txns.attach(&broker);
+    broker
 }
 
 /// What [`assemble`] takes, moved into the services closure.
@@ -136,7 +151,8 @@ struct Parts {
     shutdown: Shutdown,
 }
 
-/// The gRPC services served beside Raft: WAL replication and admin. Admin calls need an
+/// The gRPC services served beside Raft: WAL replication, the transaction coordinator's calls
+/// between nodes (node certificates only, checked in each call) and admin. Admin calls need an
 /// operator's or a node's certificate (with RPC TLS). The admin service holds the broker
 /// weakly: a server still draining must not keep a stopped broker (and its data directory
 /// lock) alive.
@@ -144,6 +160,7 @@ fn services(broker: &Arc<Broker>) -> tonic::service::Routes {
     tonic::service::Routes::new(ReplicationServer::new(Arc::new(ReplicationService {
         manager: broker.partitions.replicas.clone(),
     })))
+    .add_service(crate::coordinators::transactions::remote::service(broker))
     .add_service(AdminServer::with_interceptor(
         AdminService {
             broker: Arc::downgrade(broker),

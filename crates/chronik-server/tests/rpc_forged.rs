@@ -1,5 +1,6 @@
 //! Forged calls on the RPC port of real `chronik-server` processes (issue 17): Raft
-//! AppendEntries, Vote, Propose and ChangeMembership, a replication Fetch and an admin call.
+//! AppendEntries, Vote, Propose and ChangeMembership, a replication Fetch, a transaction
+//! coordinator's WriteMarkers and an admin call.
 //!
 //! - With RPC mutual TLS, a caller without a certificate from the cluster CA gets no answer at
 //!   all (the handshake fails), and a caller with node 2's valid certificate who claims to be
@@ -332,6 +333,28 @@ async fn fetch(ch: Channel, follower: u64) -> Result<(), Code> {
 }
 
 /// What must not change: members, brokers and their addresses, topics.
+/// An abort marker for a producer that never wrote, to a topic that does not exist, in
+/// `caller`'s name (the transaction coordinator's WriteMarkers between nodes).
+async fn markers(ch: Channel, caller: u64) -> Result<(), Code> {
+    use chronik_server::coordinators::transactions::remote::pb;
+    let req = pb::WriteMarkersRequest {
+        caller_id: caller,
+        producer_id: 4242,
+        producer_epoch: 0,
+        commit: false,
+        coordinator_epoch: 0,
+        partitions: vec![pb::Partition {
+            topic: "none".into(),
+            partition: 0,
+        }],
+    };
+    code(
+        pb::transactions_client::TransactionsClient::new(ch)
+            .write_markers(req)
+            .await,
+    )
+}
+
 async fn metadata(addr: &str, client: Client<'_>) -> String {
     let mut admin = AdminClient::new(channel(addr, client).await.expect("admin channel"));
     let c: DescribeClusterReply = admin
@@ -418,6 +441,8 @@ async fn with_rpc_tls_forged_calls_are_refused() {
         let forged = raft.vote(payload(&vote)).await;
         assert_eq!(forged.err().map(|s| s.code()), Some(Code::PermissionDenied));
         assert_eq!(fetch(ch.clone(), 3).await, Err(Code::PermissionDenied));
+        // The transaction coordinator's calls: a marker written in node 3's name.
+        assert_eq!(markers(ch.clone(), 3).await, Err(Code::PermissionDenied));
         // Control: the same calls in node 2's own name reach Raft and replication (an
         // AppendEntries of term 0 is answered, and refused by Raft for its old term).
         raft.append_entries(append_entries(0, 2))
@@ -431,6 +456,8 @@ async fn with_rpc_tls_forged_calls_are_refused() {
         .append_entries(append_entries(1000, 1))
         .await;
     assert_eq!(forged.err().map(|s| s.code()), Some(Code::PermissionDenied));
+    let ch = channel(&nodes[1].rpc, admin).await.expect("admin connects");
+    assert_eq!(markers(ch, 1).await, Err(Code::PermissionDenied));
 
     for node in &nodes {
         assert_eq!(

@@ -132,6 +132,7 @@ pub fn guard(az: &Authorizer, state: &MetadataState, body: RequestKind) -> Guard
             });
             Guarded::Serve(RequestKind::CreateTopics(r), Some(post))
         }
+        other if super::guard_txn::handles(&other) => super::guard_txn::guard(az, other),
         other => super::guard_admin::guard(az, state, other, &topic_ok, &cluster_ok),
     }
 }

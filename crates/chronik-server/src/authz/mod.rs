@@ -14,6 +14,7 @@ pub mod authorizer;
 pub mod guard;
 pub mod guard_admin;
 pub mod guard_cluster;
+pub mod guard_txn;
 pub mod metadata;
 
 use chronik_auth::acl::Operation;

@@ -86,6 +86,7 @@ impl Broker {
             Err(e) => tracing::error!(error = %e, "cannot start the log cleaner threads"),
         }
         self.groups.start_timer();
+        self.txns.start_timer();
         let session = self.config.broker_session_timeout;
         self.meta.node.start_liveness(LivenessConfig {
             heartbeat_interval: (session / 4).min(std::time::Duration::from_millis(500)),

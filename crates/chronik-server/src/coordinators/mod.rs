@@ -4,6 +4,8 @@
 
 pub mod groups;
 pub mod producer_ids;
+pub mod transactions;
 
 pub use groups::{GroupCoordinator, GroupSettings};
 pub use producer_ids::ProducerIds;
+pub use transactions::TransactionCoordinator;

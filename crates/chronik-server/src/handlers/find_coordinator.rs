@@ -1,5 +1,6 @@
 //! FindCoordinator: the coordinator of a group is the leader of its `__consumer_offsets`
-//! partition. Standalone, that is this node. v4+ answers a batch of keys; v5 only adds the
+//! partition, that of a transactional id the leader of its `__transaction_state` partition
+//! (created on the first such request). Standalone, that is this node. v4+ answers a batch of keys; v5 only adds the
 //! TRANSACTION_ABORTABLE error and v6 the share-group key type (answered INVALID_REQUEST,
 //! as Kafka without share groups does), so both answer as v4.
 
@@ -18,27 +19,46 @@ use crate::session::Session;
 
 /// `key_type` of a consumer group.
 const KEY_TYPE_GROUP: i8 = 0;
-/// `key_type` of a transactional id (no transactions yet).
+/// `key_type` of a transactional id.
 const KEY_TYPE_TRANSACTION: i8 = 1;
 /// `key_type` of a share group (KIP-932, v6+; no share groups).
 const KEY_TYPE_SHARE: i8 = 2;
 
-/// The coordinator for one key, or the error that explains why there is none.
-/// The coordinator of a group: the leader of its `__consumer_offsets` partition, as
-/// (node id, host, port).
+/// The coordinator for one key, as (node id, host, port), or the error that explains why
+/// there is none: the leader of the key's partition of `__consumer_offsets` (a group) or
+/// `__transaction_state` (a transactional id).
 fn coordinator(
-    broker: &Broker,
+    broker: &Arc<Broker>,
     key: &str,
     key_type: i8,
     listener: &str,
 ) -> Result<(i32, String, i32), (ResponseError, String)> {
-    match key_type {
-        KEY_TYPE_GROUP => {}
-        KEY_TYPE_TRANSACTION => {
+    let (topic, p) = match key_type {
+        KEY_TYPE_GROUP if key.is_empty() => {
+            return Err((ResponseError::InvalidGroupId, "group id is empty".into()))
+        }
+        KEY_TYPE_GROUP => (
+            chronik_groups::OFFSETS_TOPIC,
+            broker.groups.offsets().partition_of(key),
+        ),
+        KEY_TYPE_TRANSACTION if key.is_empty() => {
             return Err((
-                ResponseError::CoordinatorNotAvailable,
-                "transaction coordinators are not supported yet".into(),
+                ResponseError::InvalidRequest,
+                "transactional id is empty".into(),
             ))
+        }
+        KEY_TYPE_TRANSACTION => {
+            // Created on first need, as Kafka does; clients retry meanwhile.
+            if !broker.transaction_state_ready() {
+                return Err((
+                    ResponseError::CoordinatorNotAvailable,
+                    "the transaction state topic is being created".into(),
+                ));
+            }
+            (
+                chronik_txn::TRANSACTION_STATE_TOPIC,
+                broker.txns.partition_of(key),
+            )
         }
         // Kafka 4.4 without share groups enabled answers INVALID_REQUEST.
         KEY_TYPE_SHARE => {
@@ -54,20 +74,16 @@ fn coordinator(
                 format!("unknown coordinator key type {other}"),
             ))
         }
-    }
-    if key.is_empty() {
-        return Err((ResponseError::InvalidGroupId, "group id is empty".into()));
-    }
-    let p = broker.groups.offsets().partition_of(key);
+    };
     let state = broker.metadata();
     let leader = state
-        .topic(chronik_groups::OFFSETS_TOPIC)
+        .topic(topic)
         .and_then(|t| t.partitions.get(p as usize))
         .map(|info| info.leader);
     let Some(b) = leader.and_then(|l| state.brokers.get(&l)) else {
         return Err((
             ResponseError::CoordinatorNotAvailable,
-            format!("offsets partition {p} has no live leader"),
+            format!("{topic} partition {p} has no live leader"),
         ));
     };
     // Kafka answers COORDINATOR_NOT_AVAILABLE when the coordinator lacks the listener.

@@ -41,7 +41,11 @@ mod produce_tests;
 mod reassignments;
 mod sasl_off;
 mod scram_users;
+mod transactions;
+mod txn_offset_commit;
 mod write_txn_markers;
+
+pub(crate) use write_txn_markers::write_marker;
 
 /// What a handler hands back to the connection's ordered writer.
 pub enum Reply {
@@ -148,6 +152,12 @@ async fn serve(broker: &Arc<Broker>, req: Request, session: &Session) -> Reply {
         RequestKind::DescribeAcls(r) => acls::describe(broker, r),
         RequestKind::DeleteAcls(r) => acls::delete(broker, r).await,
         RequestKind::WriteTxnMarkers(r) => write_txn_markers::handle(broker, r, v),
+        RequestKind::AddPartitionsToTxn(r) => transactions::add_partitions(broker, r, v).await,
+        RequestKind::AddOffsetsToTxn(r) => transactions::add_offsets(broker, r, v).await,
+        RequestKind::EndTxn(r) => transactions::end_txn(broker, r, v).await,
+        RequestKind::TxnOffsetCommit(r) => txn_offset_commit::handle(broker, r, v),
+        RequestKind::DescribeTransactions(r) => transactions::describe(broker, r),
+        RequestKind::ListTransactions(r) => transactions::list(broker, r),
         other => {
             // The decoder only lets through keys in the versions table, all listed above.
             tracing::error!(request = ?std::mem::discriminant(&other), "no handler for an advertised API");

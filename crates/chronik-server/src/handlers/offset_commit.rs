@@ -54,62 +54,38 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, version: i16) -> R
             CommitCheck::NoMembers => Some(ResponseError::IllegalGeneration.code()),
         }
     };
-    // (topic index, partition index) of each entry to write, in request order.
-    let mut slots = Vec::new();
-    let mut entries = Vec::new();
-    let mut topics = Vec::with_capacity(req.topics.len());
-    for t in &req.topics {
-        let name = topic_str(&t.name);
-        let info = state
-            .topic(name)
-            .filter(|i| name != OFFSETS_TOPIC || i.internal);
-        let mut parts = Vec::with_capacity(t.partitions.len());
-        for p in &t.partitions {
-            let code = if let Some(e) = request_error {
-                e
-            } else if !info.is_some_and(|i| {
-                p.partition_index >= 0 && (p.partition_index as usize) < i.partitions.len()
-            }) {
-                ResponseError::UnknownTopicOrPartition.code()
-            } else if p
-                .committed_metadata
-                .as_ref()
-                .is_some_and(|m| m.len() > MAX_OFFSET_METADATA_BYTES)
-            {
-                ResponseError::OffsetMetadataTooLarge.code()
-            } else {
-                slots.push((topics.len(), parts.len()));
-                entries.push((
-                    OffsetKey {
-                        group: group.clone(),
-                        topic: name.to_string(),
-                        partition: p.partition_index,
-                    },
-                    OffsetValue {
-                        offset: p.committed_offset,
-                        leader_epoch: p.committed_leader_epoch,
-                        metadata: p
-                            .committed_metadata
-                            .as_ref()
-                            .map(|m| m.to_string())
-                            .unwrap_or_default(),
-                        commit_timestamp_ms: now_ms,
-                    },
-                ));
-                0
-            };
-            parts.push(
+    let asked = req.topics.iter().map(|t| {
+        let parts = t.partitions.iter().map(|p| {
+            let metadata = p.committed_metadata.as_deref();
+            (
+                p.partition_index,
+                p.committed_offset,
+                p.committed_leader_epoch,
+                metadata,
+            )
+        });
+        (topic_str(&t.name), parts.collect())
+    });
+    let Checked {
+        slots,
+        entries,
+        codes,
+    } = check_partitions(&state, &group, request_error, now_ms, asked);
+    let mut topics: Vec<_> = req
+        .topics
+        .iter()
+        .zip(codes)
+        .map(|(t, codes)| {
+            let parts = codes.into_iter().map(|(index, code)| {
                 OffsetCommitResponsePartition::default()
-                    .with_partition_index(p.partition_index)
-                    .with_error_code(code),
-            );
-        }
-        topics.push(
+                    .with_partition_index(index)
+                    .with_error_code(code)
+            });
             OffsetCommitResponseTopic::default()
                 .with_name(t.name.clone())
-                .with_partitions(parts),
-        );
-    }
+                .with_partitions(parts.collect())
+        })
+        .collect();
     let done =
         |topics| ResponseKind::OffsetCommit(OffsetCommitResponse::default().with_topics(topics));
     if entries.is_empty() {
@@ -130,4 +106,95 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetCommitRequest, version: i16) -> R
         }
         done(topics)
     }))
+}
+
+/// One partition of a commit request: (partition, offset, leader epoch, metadata).
+pub(super) type Asked<'a> = (i32, i64, i32, Option<&'a str>);
+
+/// A commit request's partitions, checked (OffsetCommit and TxnOffsetCommit).
+pub(super) struct Checked {
+    /// (topic index, partition index) of each entry to write, in request order.
+    pub slots: Vec<(usize, usize)>,
+    pub entries: Vec<(OffsetKey, OffsetValue)>,
+    /// Per topic, per partition: (partition index, its code until the batch is written).
+    pub codes: Vec<Vec<(i32, i16)>>,
+}
+
+/// Each partition gets `request_error` if there is one, else its own check
+/// ([`offset_entry`]); the valid ones become the entries of one batch.
+pub(super) fn check_partitions<'a>(
+    state: &chronik_metadata::MetadataState,
+    group: &str,
+    request_error: Option<i16>,
+    now_ms: i64,
+    topics: impl Iterator<Item = (&'a str, Vec<Asked<'a>>)>,
+) -> Checked {
+    let mut checked = Checked {
+        slots: Vec::new(),
+        entries: Vec::new(),
+        codes: Vec::new(),
+    };
+    for (ti, (name, parts)) in topics.enumerate() {
+        let info = state
+            .topic(name)
+            .filter(|i| name != OFFSETS_TOPIC || i.internal);
+        let mut codes = Vec::with_capacity(parts.len());
+        for (pi, (partition, offset, leader_epoch, metadata)) in parts.into_iter().enumerate() {
+            let entry = match request_error {
+                Some(code) => Err(code),
+                None => offset_entry(
+                    group,
+                    name,
+                    info,
+                    (partition, offset),
+                    leader_epoch,
+                    metadata,
+                    now_ms,
+                ),
+            };
+            let code = match entry {
+                Ok(e) => {
+                    checked.slots.push((ti, pi));
+                    checked.entries.push(e);
+                    0
+                }
+                Err(code) => code,
+            };
+            codes.push((partition, code));
+        }
+        checked.codes.push(codes);
+    }
+    checked
+}
+
+/// One partition's commit as an offsets record, or its error: UNKNOWN_TOPIC_OR_PARTITION
+/// (`info` is the topic, if it exists and may be committed to), OFFSET_METADATA_TOO_LARGE.
+/// Shared by OffsetCommit and TxnOffsetCommit.
+fn offset_entry(
+    group: &str,
+    topic: &str,
+    info: Option<&chronik_metadata::TopicInfo>,
+    (partition, offset): (i32, i64),
+    leader_epoch: i32,
+    metadata: Option<&str>,
+    now_ms: i64,
+) -> Result<(OffsetKey, OffsetValue), i16> {
+    if !info.is_some_and(|i| partition >= 0 && (partition as usize) < i.partitions.len()) {
+        return Err(ResponseError::UnknownTopicOrPartition.code());
+    }
+    if metadata.is_some_and(|m| m.len() > MAX_OFFSET_METADATA_BYTES) {
+        return Err(ResponseError::OffsetMetadataTooLarge.code());
+    }
+    let key = OffsetKey {
+        group: group.to_string(),
+        topic: topic.to_string(),
+        partition,
+    };
+    let value = OffsetValue {
+        offset,
+        leader_epoch,
+        metadata: metadata.unwrap_or_default().to_string(),
+        commit_timestamp_ms: now_ms,
+    };
+    Ok((key, value))
 }

@@ -1,7 +1,9 @@
 //! OffsetFetch: committed offsets of one group (v1-v7) or of several (v8+). A partition with
 //! nothing committed answers offset -1 and no error, as in Kafka; `topics` null asks for every
 //! committed partition of the group. v9's member id and epoch (KIP-848) are ignored for a
-//! classic group, as Kafka does (`ClassicGroup.validateOffsetFetch` checks neither).
+//! classic group, as Kafka does (`ClassicGroup.validateOffsetFetch` checks neither). With
+//! require_stable (v7+, KIP-447), a partition with transactional offsets not yet committed or
+//! aborted answers UNSTABLE_OFFSET_COMMIT (the client retries).
 
 use std::sync::Arc;
 
@@ -18,6 +20,10 @@ use crate::broker::Broker;
 /// One partition's answer, before it is put in the version's response shape.
 struct Answer {
     partition: i32,
+    /// UNSTABLE_OFFSET_COMMIT for a partition an open transaction holds an offset for, when
+    /// the client asked for stable offsets only (KIP-447: a read_committed consumer must not
+    /// start from an offset that transaction may still replace).
+    error: i16,
     offset: i64,
     leader_epoch: i32,
     metadata: String,
@@ -25,6 +31,28 @@ struct Answer {
 
 /// The offsets of `group`: the asked partitions, or every committed one when `asked` is None.
 fn lookup(
+    broker: &Broker,
+    group: &str,
+    asked: Option<Vec<(TopicName, Vec<i32>)>>,
+    require_stable: bool,
+) -> Vec<(TopicName, Vec<Answer>)> {
+    let offsets = broker.groups.offsets();
+    let mut answers = lookup_committed(broker, group, asked);
+    if require_stable {
+        for (name, parts) in &mut answers {
+            for a in parts.iter_mut() {
+                if offsets.has_pending(group, topic_str(name), a.partition) {
+                    a.error = ResponseError::UnstableOffsetCommit.code();
+                    a.offset = -1;
+                    a.leader_epoch = -1;
+                }
+            }
+        }
+    }
+    answers
+}
+
+fn lookup_committed(
     broker: &Broker,
     group: &str,
     asked: Option<Vec<(TopicName, Vec<i32>)>>,
@@ -39,12 +67,14 @@ fn lookup(
                     .map(|p| match offsets.get(group, topic_str(&name), p) {
                         Some(v) => Answer {
                             partition: p,
+                            error: 0,
                             offset: v.offset,
                             leader_epoch: v.leader_epoch,
                             metadata: v.metadata,
                         },
                         None => Answer {
                             partition: p,
+                            error: 0,
                             offset: -1,
                             leader_epoch: -1,
                             metadata: String::new(),
@@ -62,6 +92,7 @@ fn lookup(
                     .into_iter()
                     .map(|(p, v)| Answer {
                         partition: p,
+                        error: 0,
                         offset: v.offset,
                         leader_epoch: v.leader_epoch,
                         metadata: v.metadata,
@@ -95,7 +126,7 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16) -> Re
                         .map(|t| (t.name, t.partition_indexes))
                         .collect()
                 });
-                let topics = lookup(broker, &id, asked)
+                let topics = lookup(broker, &id, asked, req.require_stable)
                     .into_iter()
                     .map(|(name, answers)| {
                         OffsetFetchResponseTopics::default()
@@ -105,6 +136,7 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16) -> Re
                                     .into_iter()
                                     .map(|a| {
                                         OffsetFetchResponsePartitions::default()
+                                            .with_error_code(a.error)
                                             .with_partition_index(a.partition)
                                             .with_committed_offset(a.offset)
                                             .with_committed_leader_epoch(a.leader_epoch)
@@ -131,7 +163,7 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16) -> Re
         let error = group_error(broker, &id);
         // v0 and v1 have no top-level error code: the partitions carry it.
         let partition_error = if version < 2 { error } else { 0 };
-        let topics = lookup(broker, &id, asked)
+        let topics = lookup(broker, &id, asked, req.require_stable)
             .into_iter()
             .map(|(name, answers)| {
                 OffsetFetchResponseTopic::default()
@@ -141,7 +173,11 @@ pub fn handle(broker: &Arc<Broker>, req: OffsetFetchRequest, version: i16) -> Re
                             .into_iter()
                             .map(|a| {
                                 OffsetFetchResponsePartition::default()
-                                    .with_error_code(partition_error)
+                                    .with_error_code(if a.error != 0 {
+                                        a.error
+                                    } else {
+                                        partition_error
+                                    })
                                     .with_partition_index(a.partition)
                                     .with_committed_offset(a.offset)
                                     .with_committed_leader_epoch(a.leader_epoch)

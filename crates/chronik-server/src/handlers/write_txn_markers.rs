@@ -13,8 +13,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chronik_groups::OFFSETS_TOPIC;
 use chronik_metadata::MetadataState;
-use futures::future::join_all;
+use futures::future::{join_all, BoxFuture};
 use kafka_protocol::messages::write_txn_markers_response::{
     WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
 };
@@ -29,12 +30,13 @@ use crate::txn::{EndTxnMarker, MarkerType};
 /// How long a marker may take to replicate (Kafka: the coordinator's request timeout, 30 s).
 const MARKER_COMMIT_WAIT: Duration = Duration::from_secs(30);
 
-/// A marker to wait for: (marker index, topic index, partition index, append, partition,
-/// min.insync.replicas).
-type Wait = (usize, usize, usize, Accepted, Arc<Partition>, usize);
+/// A marker to wait for: (marker index, topic index, partition index, its replication).
+type Wait = (usize, usize, usize, MarkerWritten);
+
+/// The wait for an appended marker: its replication, then what it completes.
+pub(crate) type MarkerWritten = BoxFuture<'static, Result<(), ResponseError>>;
 
 pub fn handle(broker: &Arc<Broker>, req: WriteTxnMarkersRequest, _version: i16) -> Reply {
-    let state = broker.metadata();
     let mut markers = Vec::with_capacity(req.markers.len());
     let mut waits: Vec<Wait> = Vec::new();
     for (mi, m) in req.markers.into_iter().enumerate() {
@@ -48,9 +50,9 @@ pub fn handle(broker: &Arc<Broker>, req: WriteTxnMarkersRequest, _version: i16) 
         for (ti, t) in m.topics.into_iter().enumerate() {
             let mut parts = Vec::with_capacity(t.partition_indexes.len());
             for index in t.partition_indexes {
-                let code = match write_one(broker, &state, t.name.0.as_str(), index, &marker) {
-                    Ok((accepted, part, min_isr)) => {
-                        waits.push((mi, ti, parts.len(), accepted, part, min_isr));
+                let code = match write_marker(broker, t.name.0.as_str(), index, &marker) {
+                    Ok(written) => {
+                        waits.push((mi, ti, parts.len(), written));
                         0
                     }
                     Err(code) => code.code(),
@@ -79,30 +81,51 @@ pub fn handle(broker: &Arc<Broker>, req: WriteTxnMarkersRequest, _version: i16) 
     if waits.is_empty() {
         return Reply::now(done(markers));
     }
-    let broker = broker.clone();
     Reply::Later(Box::pin(async move {
-        let broker = &broker;
-        let results = join_all(waits.into_iter().map(
-            |(mi, ti, pi, accepted, part, min_isr)| async move {
-                let r = super::produce::wait_stored(
-                    broker,
-                    -1,
-                    MARKER_COMMIT_WAIT,
-                    accepted,
-                    &part,
-                    min_isr,
-                )
-                .await;
-                (mi, ti, pi, r)
-            },
-        ))
+        let results = join_all(
+            waits
+                .into_iter()
+                .map(|(mi, ti, pi, written)| async move { (mi, ti, pi, written.await) }),
+        )
         .await;
         for (mi, ti, pi, r) in results {
-            if let Err((code, _)) = r {
+            if let Err(code) = r {
                 markers[mi].topics[ti].partitions[pi].error_code = code.code();
             }
         }
         done(markers)
+    }))
+}
+
+/// Appends `marker` to `topic`-`index` now (this node must lead it; appends happen in call
+/// order) and returns the wait for it to replicate as an acks=all produce would. The one way
+/// a marker is written, for WriteTxnMarkers and for this node's own transaction coordinator.
+/// A marker on a `__consumer_offsets` partition then ends the producer's transactional
+/// offsets there (KIP-447: committed, or dropped on abort), as Kafka's
+/// GroupCoordinator.onTransactionCompleted after the marker's append.
+pub(crate) fn write_marker(
+    broker: &Arc<Broker>,
+    topic: &str,
+    index: i32,
+    marker: &EndTxnMarker,
+) -> Result<MarkerWritten, ResponseError> {
+    let state = broker.metadata();
+    let (accepted, part, min_isr) = write_one(broker, &state, topic, index, marker)?;
+    let broker = broker.clone();
+    let offsets_partition = (topic == OFFSETS_TOPIC).then_some(index);
+    let marker = *marker;
+    Ok(Box::pin(async move {
+        super::produce::wait_stored(&broker, -1, MARKER_COMMIT_WAIT, accepted, &part, min_isr)
+            .await
+            .map_err(|(code, _)| code)?;
+        if let Some(p) = offsets_partition {
+            let commit = marker.marker == MarkerType::Commit;
+            broker
+                .groups
+                .offsets()
+                .complete_txn(p, marker.producer_id, commit);
+        }
+        Ok(())
     }))
 }
 

@@ -38,9 +38,9 @@ pub trait TxnVerifier: Send + Sync {
     fn verify(&self, request: VerifyRequest) -> Verification;
 }
 
-/// PLACEHOLDER until the transaction coordinator is wired (issue 20): verifies nothing and
-/// lets every first transactional batch through, as a broker without KIP-890 did. Replace it
-/// with a verifier that asks the coordinator of `transactional_id`.
+/// Verifies nothing and lets every first transactional batch through, as a broker without
+/// KIP-890 did: the broker's verifier only until the transaction coordinator attaches its own
+/// during assembly (`crate::coordinators::transactions::CoordinatorVerifier`), and in tests.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct UncheckedTxnVerifier;
 

@@ -71,6 +71,8 @@ pub fn requests(key: ApiKey, v: i16, topic_id: uuid::Uuid) -> Vec<RequestKind> {
         | CreateAcls
         | DescribeAcls
         | DeleteAcls => security(key),
+        AddPartitionsToTxn | AddOffsetsToTxn | EndTxn | TxnOffsetCommit | DescribeTransactions
+        | ListTransactions => transactions(key, v),
         _ => other(key),
     }
 }
@@ -609,5 +611,71 @@ fn security(key: ApiKey) -> Vec<RequestKind> {
             ]),
         )],
         other => panic!("no request built for advertised API {other:?}: add one here"),
+    }
+}
+
+/// The transaction APIs, for a transactional id that never started ("ev-tx", producer 4242):
+/// the coordinator answers with an error (which one depends on whether the transaction state
+/// topic exists yet), at every version, and the answers must decode.
+fn transactions(key: ApiKey, v: i16) -> Vec<RequestKind> {
+    let tx = || TransactionalId(StrBytes::from_static_str("ev-tx"));
+    match key {
+        ApiKey::AddPartitionsToTxn if v >= 4 => vec![RequestKind::AddPartitionsToTxn(
+            AddPartitionsToTxnRequest::default().with_transactions(vec![
+                add_partitions_to_txn_request::AddPartitionsToTxnTransaction::default()
+                    .with_transactional_id(tx())
+                    .with_producer_id(ProducerId(4242))
+                    .with_verify_only(true)
+                    .with_topics(vec![
+                        add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                            .with_name(name("t"))
+                            .with_partitions(vec![0]),
+                    ]),
+            ]),
+        )],
+        ApiKey::AddPartitionsToTxn => vec![RequestKind::AddPartitionsToTxn(
+            AddPartitionsToTxnRequest::default()
+                .with_v3_and_below_transactional_id(tx())
+                .with_v3_and_below_producer_id(ProducerId(4242))
+                .with_v3_and_below_topics(vec![
+                    add_partitions_to_txn_request::AddPartitionsToTxnTopic::default()
+                        .with_name(name("t"))
+                        .with_partitions(vec![0]),
+                ]),
+        )],
+        ApiKey::AddOffsetsToTxn => vec![RequestKind::AddOffsetsToTxn(
+            AddOffsetsToTxnRequest::default()
+                .with_transactional_id(tx())
+                .with_producer_id(ProducerId(4242))
+                .with_group_id(GroupId(StrBytes::from_static_str("g"))),
+        )],
+        ApiKey::EndTxn => vec![RequestKind::EndTxn(
+            EndTxnRequest::default()
+                .with_transactional_id(tx())
+                .with_producer_id(ProducerId(4242))
+                .with_committed(true),
+        )],
+        ApiKey::TxnOffsetCommit => vec![RequestKind::TxnOffsetCommit(
+            TxnOffsetCommitRequest::default()
+                .with_transactional_id(tx())
+                .with_group_id(GroupId(StrBytes::from_static_str("g")))
+                .with_producer_id(ProducerId(4242))
+                .with_generation_id(-1)
+                .with_topics(vec![
+                    txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                        .with_name(name("t"))
+                        .with_partitions(vec![
+                            txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                                .with_committed_offset(1),
+                        ]),
+                ]),
+        )],
+        ApiKey::DescribeTransactions => vec![RequestKind::DescribeTransactions(
+            DescribeTransactionsRequest::default().with_transactional_ids(vec![tx()]),
+        )],
+        ApiKey::ListTransactions => vec![RequestKind::ListTransactions(
+            ListTransactionsRequest::default(),
+        )],
+        other => panic!("not a transaction API: {other:?}"),
     }
 }
