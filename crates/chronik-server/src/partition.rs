@@ -271,6 +271,20 @@ impl Partition {
             .load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// The log's generation, if the producer state serves it; `Recovering` while a heal has
+    /// not rebuilt it yet. Call with the producers lock held, so the state checked next
+    /// belongs to the generation returned.
+    pub(crate) fn serving_check(&self) -> Result<u64, AppendError> {
+        let generation = self.log.generation();
+        if generation != self.serving_generation() {
+            return Err(AppendError::Recovering(
+                self.storage_failure()
+                    .unwrap_or_else(|| "recovering from a storage error".into()),
+            ));
+        }
+        Ok(generation)
+    }
+
     /// After the log healed: rebuilds producer state from what the heal left of the log and
     /// drops the leader epochs recorded past the cut. Appends stay refused until
     /// [`serve_generation`](Self::serve_generation).
@@ -299,13 +313,7 @@ impl Partition {
         let header = validate_batch(records, max_message_bytes)?;
         let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
         // Under the producers lock, so the table checked below belongs to this generation.
-        let generation = self.log.generation();
-        if generation != self.serving_generation() {
-            return Err(AppendError::Recovering(
-                self.storage_failure()
-                    .unwrap_or_else(|| "recovering from a storage error".into()),
-            ));
-        }
+        let generation = self.serving_check()?;
         // Read before appending: if leadership moves in between, the wait fails, never the
         // other way round.
         let leading = self.replica.leading_epoch();

@@ -22,19 +22,11 @@ impl Partition {
         marker: &EndTxnMarker,
         leader_epoch: i32,
     ) -> Result<Accepted, AppendError> {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = crate::clock::now_ms();
         let mut batch = control::encode_marker(marker, now_ms)
             .map_err(|e| AppendError::Corrupt(e.to_string()))?;
         let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
-        let generation = self.log.generation();
-        if generation != self.serving_generation() {
-            return Err(AppendError::Recovering(
-                self.storage_failure()
-                    .unwrap_or_else(|| "recovering from a storage error".into()),
-            ));
-        }
+        let generation = self.serving_check()?;
         let (pid, epoch) = (marker.producer_id, marker.producer_epoch);
         match producers.check_marker(pid, epoch, marker.coordinator_epoch) {
             MarkerCheck::Append => {}
