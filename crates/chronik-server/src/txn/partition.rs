@@ -26,7 +26,7 @@ impl Partition {
         let mut batch = control::encode_marker(marker, now_ms)
             .map_err(|e| AppendError::Corrupt(e.to_string()))?;
         let mut producers = self.producers.lock().unwrap_or_else(|e| e.into_inner());
-        let generation = self.serving_check()?;
+        self.serving_check()?;
         let (pid, epoch) = (marker.producer_id, marker.producer_epoch);
         match producers.check_marker(pid, epoch, marker.coordinator_epoch) {
             MarkerCheck::Append => {}
