@@ -201,7 +201,7 @@ test-kafka-ci: deps
 # (see scripts/bench.py --help). The side-by-side scenarios run Apache Kafka 4.4.0 and its perf tools from
 # the jars deps-kafka resolves (a JDK and Maven from deps-apt).
 BENCH_ARGS ?=
-bench: release deps-apt deps-kafka
+bench: release deps-apt deps-kafka deps-venv
 	$(PYTHON) scripts/bench.py $(BENCH_ARGS)
 
 # Fault injection (tests/chaos/): network partitions, SIGKILL, SIGSTOP and disk full against 3

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import compaction
+from . import compaction, many_partitions
 from .chronik_broker import start_chronik
 from .common import BENCH, REPO, ms, run_json, settle
 
@@ -98,6 +98,12 @@ def scenarios(seconds: int) -> list[Scenario]:
                  broker_args=["--log-cleaner-io-max-bytes-per-second", str(compaction.P99_IO_BUDGET),
                               "--log-cleaner-backoff-ms", "1000"],
                  run=compaction.run_cleaner_p99),
+        Scenario("many-partitions", f"{many_partitions.PARTITIONS:,} partitions on one node, "
+                 f"{many_partitions.CLUSTER_PARTITIONS:,} at RF=3 on three: create, write, idle, restart, failover; "
+                 "the table's msg/s is keyed acks=all (c=2048, 256 B) over all partitions", [],
+                 target="issue 21's table (below)",
+                 check=lambda r, d, _: many_partitions.met_all(r),
+                 run=many_partitions.run_many_partitions),
     ]
 
 
@@ -380,6 +386,8 @@ def section(disk: dict, results: list) -> list[str]:
             ]
     for s, rc, r in results:
         lines += compaction.report_lines(s.name, r)
+    for s, rc, r in results:
+        lines += many_partitions.report_lines(s.name, r)
     for s, rc, r in results:
         c = r.get("tls_scram")
         if c:
