@@ -64,11 +64,18 @@ fn write(dir: &Path, entries: &[(String, i32, i64)]) -> std::io::Result<()> {
 pub(crate) fn spawn(manager: Weak<ReplicaManager>, dir: PathBuf) {
     tokio::spawn(async move {
         let mut last: Vec<(String, i32, i64)> = Vec::new();
+        let mut last_print = None;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             let Some(m) = manager.upgrade() else { return };
             if *m.stopping().borrow() {
                 return;
+            }
+            // A node may hold thousands of idle replicas: compare a fingerprint first, and
+            // copy and sort the names only when some high watermark (or replica) changed.
+            let print = fingerprint(&m);
+            if last_print == Some(print) {
+                continue;
             }
             let mut now: Vec<(String, i32, i64)> = m
                 .all()
@@ -78,11 +85,15 @@ pub(crate) fn spawn(manager: Weak<ReplicaManager>, dir: PathBuf) {
             drop(m);
             now.sort();
             if now == last {
+                last_print = Some(print);
                 continue;
             }
             let (d, entries) = (dir.clone(), now.clone());
             match tokio::task::spawn_blocking(move || write(&d, &entries)).await {
-                Ok(Ok(())) => last = now,
+                Ok(Ok(())) => {
+                    last = now;
+                    last_print = Some(print);
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(error = %e, "cannot write the high-watermark checkpoint")
                 }
@@ -90,6 +101,18 @@ pub(crate) fn spawn(manager: Weak<ReplicaManager>, dir: PathBuf) {
             }
         }
     });
+}
+
+/// An order-independent digest of every replica's (topic, partition, high watermark), made
+/// without allocating: equal digests mean (up to a 2^-64 chance) nothing to write.
+fn fingerprint(m: &ReplicaManager) -> (usize, u64) {
+    use std::hash::{Hash, Hasher};
+    m.replicas.iter().fold((0, 0u64), |(n, sum), e| {
+        let r = e.value();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&r.topic, r.partition, r.high_watermark()).hash(&mut h);
+        (n + 1, sum.wrapping_add(h.finish()))
+    })
 }
 
 #[cfg(test)]

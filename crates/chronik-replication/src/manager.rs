@@ -43,7 +43,7 @@ pub(crate) struct Fetcher {
 pub struct ReplicaManager {
     pub node_id: BrokerId,
     pub config: ReplicationConfig,
-    replicas: DashMap<(String, i32), Arc<Replica>>,
+    pub(crate) replicas: DashMap<(String, i32), Arc<Replica>>,
     fetchers: Mutex<HashMap<BrokerId, Fetcher>>,
     /// Set to true to stop every task of this manager.
     stop: watch::Sender<bool>,
@@ -95,6 +95,16 @@ impl ReplicaManager {
 
     pub fn all(&self) -> Vec<Arc<Replica>> {
         self.replicas.iter().map(|e| e.value().clone()).collect()
+    }
+
+    /// The replicas for which `keep` holds, without copying the others: periodic work over
+    /// thousands of mostly idle replicas.
+    pub fn matching(&self, keep: impl Fn(&Replica) -> bool) -> Vec<Arc<Replica>> {
+        self.replicas
+            .iter()
+            .filter(|e| keep(e.value()))
+            .map(|e| e.value().clone())
+            .collect()
     }
 
     /// The replicas this node follows from `leader`.

@@ -561,6 +561,21 @@ impl Replica {
     /// The ISR this leader should propose, if it differs from the current one: followers
     /// that have not caught up within `max_lag` leave; replicas whose durable end reached the
     /// high watermark join. `None` when nothing changes or this node does not lead.
+    /// False when [`isr_change`](Self::isr_change) cannot propose anything: not the leader,
+    /// or leading alone (an ISR of itself) with no follower heard from, as every RF=1
+    /// partition does. A follower joins only after it fetched, so that state is stable; the
+    /// ISR tick skips such partitions without looking them up in the metadata, thousands of
+    /// them per node.
+    pub fn isr_may_change(&self) -> bool {
+        let st = self.lock();
+        match &st.role {
+            Role::Leader { isr, .. } => {
+                !(st.followers.is_empty() && isr.as_slice() == [self.node_id])
+            }
+            _ => false,
+        }
+    }
+
     pub fn isr_change(
         &self,
         replicas: &[BrokerId],

@@ -34,9 +34,9 @@ pub use config::{FsyncPolicy, LogConfig, ParseFsyncPolicyError};
 pub use error::WalError;
 pub use io_priority::disk_space;
 pub use log::{
-    Appended, CatchUp, DeletedSegment, PartitionLog, ReadResult, ReplacedSegments,
-    RetentionOutcome, RetentionReason, SealedSegment, SegmentInfo, SegmentInstall,
-    SegmentReplacement, VerifiedInstall, MAX_COLD_READS, MAX_PENDING_SEALS,
+    heals_in_process, Appended, CatchUp, DeletedSegment, PartitionLog, ReadResult,
+    ReplacedSegments, RetentionOutcome, RetentionReason, SealedSegment, SegmentInfo,
+    SegmentInstall, SegmentReplacement, VerifiedInstall, MAX_COLD_READS, MAX_PENDING_SEALS,
 };
 pub use segment::{
     segment_file_path, FileKind, FRAME_HEADER_BYTES, MAX_FRAME_PAYLOAD_BYTES, MAX_SEGMENT_BYTES,

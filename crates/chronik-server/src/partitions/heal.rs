@@ -10,6 +10,7 @@
 //! rebuilds the partition's producer state and leader epochs from the cut log and, if this
 //! node leads it, registers a new incarnation, and only then lets it take produces again.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,18 +75,29 @@ impl PartitionManager {
         Ok(())
     }
 
-    /// Reopens healed partitions every [`HEAL_WATCH_INTERVAL`] until shutdown.
+    /// Reopens healed partitions every [`HEAL_WATCH_INTERVAL`] until shutdown. Heals are rare
+    /// and a node may carry thousands of partitions: a tick looks at them only when a log in
+    /// this process healed since the last look that left nothing to retry.
     pub(super) fn start_heal_watch(self: &Arc<Self>) {
-        crate::periodic::every(self, &self.shutdown, HEAL_WATCH_INTERVAL, |m| async move {
-            m.reopen_healed().await
+        let looked_at = Arc::new(AtomicU64::new(u64::MAX));
+        crate::periodic::every(self, &self.shutdown, HEAL_WATCH_INTERVAL, move |m| {
+            let looked_at = looked_at.clone();
+            async move {
+                let heals = chronik_wal::heals_in_process();
+                if looked_at.load(Ordering::Acquire) != heals && m.reopen_healed().await {
+                    looked_at.store(heals, Ordering::Release);
+                }
+            }
         });
     }
 
     /// Rebuilds each healed partition's state, registers a new incarnation if this node
     /// leads one of them (so they lead on in a new epoch), then lets them take produces.
-    /// On any failure the partition stays closed and the next tick retries.
-    async fn reopen_healed(&self) {
+    /// On any failure the partition stays closed and the next tick retries; true when none
+    /// is left to retry.
+    async fn reopen_healed(&self) -> bool {
         let mut healed = Vec::new();
+        let mut done = true;
         for p in self.all_partitions() {
             let generation = p.log.generation();
             if generation == p.serving_generation() || p.log.failure().is_some() {
@@ -94,18 +106,19 @@ impl PartitionManager {
             if let Err(e) = p.rebuild_after_heal().await {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e,
                     "cannot rebuild state after a heal; partition stays closed");
+                done = false;
                 continue;
             }
             healed.push((p, generation));
         }
         if healed.is_empty() {
-            return;
+            return done;
         }
         if healed.iter().any(|(p, _)| p.replica.is_leader()) {
             if let Err(e) = self.register_new_incarnation().await {
                 tracing::warn!(error = %e.message,
                     "cannot register a new incarnation; healed partitions stay closed");
-                return;
+                return false;
             }
         }
         for (p, generation) in healed {
@@ -113,5 +126,6 @@ impl PartitionManager {
             tracing::info!(topic = %p.topic, partition = p.index, generation,
                 log_end_offset = p.log.log_end_offset(), "healed partition takes produces again");
         }
+        done
     }
 }

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use chronik_metadata::{IsrChange, MetadataCommand};
+use chronik_replication::replica::Replica;
 
 use super::PartitionManager;
 
@@ -24,7 +25,7 @@ impl PartitionManager {
         let lag = self.settings.replica_lag_time_max;
         let mut changes = Vec::new();
         let mut before = Vec::new();
-        for r in self.replicas.all() {
+        for r in self.replicas.matching(Replica::isr_may_change) {
             let Some(info) = state
                 .topic(&r.topic)
                 .and_then(|t| t.partitions.get(r.partition as usize))

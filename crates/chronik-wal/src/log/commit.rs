@@ -18,8 +18,8 @@ use crate::error::WalError;
 use crate::index::{write_index_files, IndexMeta, SegmentIndex};
 use crate::recovery::fsync_dir;
 use crate::segment::{
-    drop_cached, start_writeback, write_zeros, CACHE_DROP_STEP_BYTES, CACHE_KEEP_BYTES,
-    PREALLOC_LOW_WATER_BYTES, PREALLOC_MAX_PASS_BYTES, PREALLOC_STEP_BYTES,
+    drop_cached, prealloc_step, start_writeback, write_zeros, CACHE_DROP_STEP_BYTES,
+    CACHE_KEEP_BYTES, PREALLOC_MAX_PASS_BYTES,
 };
 
 /// A sealed segment whose data must be synced and whose index must then be persisted.
@@ -283,7 +283,7 @@ impl Shared {
         Some((from, to - from))
     }
 
-    /// Keeps zeros ahead of the active segment's data (see [`PREALLOC_STEP_BYTES`]), after
+    /// Keeps zeros ahead of the active segment's data (see [`prealloc_step`]), after
     /// the pass has published, so no waiting append pays for it. The zeros are written under
     /// the partition lock (appends write at the data end, never into a range being zeroed)
     /// and their writeback is started at once, so the next fdatasync mostly finds it done.
@@ -294,11 +294,12 @@ impl Shared {
             .segments
             .back_mut()
             .expect("partition log has no segment");
-        if seg.allocated_bytes - seg.size_bytes >= PREALLOC_LOW_WATER_BYTES {
+        let step = prealloc_step(seg.size_bytes);
+        if seg.allocated_bytes - seg.size_bytes >= step / 2 {
             return;
         }
         // Data never grows past segment.bytes except by one oversized batch: no zeros there.
-        let target = (seg.size_bytes + PREALLOC_STEP_BYTES).min(limit.max(seg.size_bytes));
+        let target = (seg.size_bytes + step).min(limit.max(seg.size_bytes));
         if target <= seg.allocated_bytes {
             return;
         }

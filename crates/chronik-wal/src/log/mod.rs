@@ -54,6 +54,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn, Instrument};
 
 use self::commit::commit_loop;
+pub use self::heal::heals_in_process;
 pub use self::install::{CatchUp, SealedSegment, SegmentInstall, VerifiedInstall};
 pub(crate) use self::log_start::{CHECKPOINT_FILE, CHECKPOINT_TMP};
 pub use self::read::MAX_COLD_READS;

@@ -282,7 +282,7 @@ async fn zeros_follow_small_passes_only() {
     log.wait_committed(small.last + 1).await.unwrap();
     let data = log.size_bytes();
     eventually("zeros after the small pass", || {
-        file_len() >= data + crate::segment::PREALLOC_LOW_WATER_BYTES
+        file_len() >= data + crate::segment::prealloc_step(data) / 2
     })
     .await;
     log.close().await.unwrap();
@@ -341,5 +341,36 @@ async fn synced_data_far_behind_the_end_leaves_the_page_cache_and_reads_back() {
     );
     stored.extend(more);
     assert_eq!(read_all(&log, 0), concat(&stored));
+    log.close().await.unwrap();
+}
+
+#[test]
+fn zero_steps_grow_with_the_data() {
+    use crate::segment::{prealloc_step, PREALLOC_MIN_STEP_BYTES, PREALLOC_STEP_BYTES};
+    assert_eq!(prealloc_step(0), PREALLOC_MIN_STEP_BYTES);
+    assert_eq!(prealloc_step(300), PREALLOC_MIN_STEP_BYTES);
+    assert_eq!(prealloc_step(5_000), 8 * 1024);
+    assert_eq!(prealloc_step(100_000), 128 * 1024);
+    assert_eq!(prealloc_step(10 << 20), PREALLOC_STEP_BYTES);
+}
+
+#[tokio::test]
+async fn a_partition_with_one_small_message_writes_few_zeros() {
+    // 10,000 such partitions wrote 512 KiB of zeros each before their first acknowledgement.
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), small_config_with(8 << 20)).await;
+    let path = log_path(dir.path(), 0);
+    let one = append_many(&log, 1, 1).remove(0);
+    log.wait_committed(one.last + 1).await.unwrap();
+    let data = log.size_bytes();
+    eventually("zeros ahead of the first message", || {
+        std::fs::metadata(&path).unwrap().len() > data
+    })
+    .await;
+    let len = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        len <= data + 8 * 1024,
+        "file {len} for {data} bytes of data"
+    );
     log.close().await.unwrap();
 }

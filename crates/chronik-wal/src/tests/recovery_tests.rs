@@ -281,7 +281,7 @@ async fn preallocated_zeros_are_kept_ahead_and_trimmed_after_a_crash() {
     // A commit pass ran, so zeros now lie ahead of the data.
     let file_len = std::fs::metadata(&path).unwrap().len();
     assert!(
-        file_len >= data_len + crate::segment::PREALLOC_LOW_WATER_BYTES,
+        file_len >= data_len + crate::segment::prealloc_step(data_len) / 2,
         "file {file_len} data {data_len}"
     );
     // Crash: no close, so the zeros stay on disk.
