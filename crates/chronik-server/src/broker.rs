@@ -219,9 +219,11 @@ impl Broker {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(threads) = cleaner {
-            threads.join().await;
-        }
-        self.partitions.close().await;
+        let cleaner_stopped = match cleaner {
+            Some(threads) => threads.join().await,
+            None => true,
+        };
+        // The clean-shutdown marker only when nothing may still write to the logs.
+        self.partitions.close(cleaner_stopped).await;
     }
 }

@@ -385,9 +385,21 @@ pub fn write_index_files(
     meta: &IndexMeta,
     index: &SegmentIndex,
 ) -> io::Result<u64> {
+    write_index_files_with(dir, partition, meta, index, true)
+}
+
+/// [`write_index_files`], synced or not (`sync` false: the caller syncs the filesystem later,
+/// see `clean_shutdown`). Returns the fsyncs issued.
+pub fn write_index_files_with(
+    dir: &Path,
+    partition: i32,
+    meta: &IndexMeta,
+    index: &SegmentIndex,
+    sync: bool,
+) -> io::Result<u64> {
     let opath = segment_file_path(dir, partition, meta.base_offset, FileKind::OffsetIndex);
     let tpath = segment_file_path(dir, partition, meta.base_offset, FileKind::TimeIndex);
-    write_index_at([&opath, &tpath], meta, index)
+    write_index_paths([&opath, &tpath], meta, index, sync)
 }
 
 /// [`write_index_files`] to explicit paths (offset index, time index).
@@ -396,6 +408,15 @@ pub fn write_index_at(
     meta: &IndexMeta,
     index: &SegmentIndex,
 ) -> io::Result<u64> {
+    write_index_paths(paths, meta, index, true)
+}
+
+fn write_index_paths(
+    paths: [&Path; 2],
+    meta: &IndexMeta,
+    index: &SegmentIndex,
+    sync: bool,
+) -> io::Result<u64> {
     let files = [
         encode_offset_index(meta, &index.offsets),
         encode_time_index(meta, &index.times),
@@ -403,9 +424,11 @@ pub fn write_index_at(
     for (path, bytes) in paths.iter().zip(&files) {
         let mut f = File::create(path)?;
         f.write_all(bytes)?;
-        f.sync_data()?;
+        if sync {
+            f.sync_data()?;
+        }
     }
-    Ok(files.len() as u64)
+    Ok(if sync { files.len() as u64 } else { 0 })
 }
 
 /// Removes a segment's index files; missing files are fine.

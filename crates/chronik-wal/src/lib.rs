@@ -14,6 +14,7 @@
 //! caller holding that lock for one batch.
 
 pub mod batch;
+mod clean_shutdown;
 mod config;
 mod error;
 mod index;
@@ -30,6 +31,7 @@ pub use batch::{
     set_base_offset, set_partition_leader_epoch, split_batches, verify_batch_crc, BatchError,
     BatchHeader,
 };
+pub use clean_shutdown::{mark_clean_shutdown, take_clean_shutdown, CLEAN_SHUTDOWN_FILE};
 pub use config::{FsyncPolicy, LogConfig, ParseFsyncPolicyError};
 pub use error::WalError;
 pub use io_priority::disk_space;

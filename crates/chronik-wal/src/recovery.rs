@@ -97,12 +97,15 @@ pub(crate) fn remove_index_files_durably(
 
 /// Opens or creates the partition directory and recovers it. Blocking; run it off the async
 /// executor.
+/// `clean`: the previous run closed this log cleanly ([`crate::take_clean_shutdown`]), so the
+/// active segment's index files and size are trusted as well, and its data is already synced.
 pub(crate) fn recover(
     dir: &Path,
     topic: &str,
     partition: i32,
     config: &LogConfig,
     now_ms: i64,
+    clean: bool,
 ) -> Result<Recovered, WalError> {
     let mut r = Recovery {
         dir,
@@ -110,6 +113,7 @@ pub(crate) fn recover(
         partition,
         config,
         now_ms,
+        clean,
         fsyncs: 0,
         dir_changed: false,
     };
@@ -138,6 +142,23 @@ pub(crate) fn recover(
     r.finish(segments)
 }
 
+/// The active segment's index files as a clean close left them: they must describe exactly
+/// `file_len` bytes; the offset range they name is taken as the log's end.
+fn load_active_index(
+    dir: &Path,
+    partition: i32,
+    base: i64,
+    file_len: u64,
+) -> Result<(crate::index::SegmentIndex, crate::index::IndexMeta), String> {
+    let opath = segment_file_path(dir, partition, base, FileKind::OffsetIndex);
+    let tpath = segment_file_path(dir, partition, base, FileKind::TimeIndex);
+    let (index, meta) = crate::index::load_index_at([&opath, &tpath], base, None, file_len)?;
+    if meta.batches_end != meta.next_offset {
+        return Err("the index names a gap at the active segment's end".into());
+    }
+    Ok((index, meta))
+}
+
 /// One recovery run: where, and what it did so far (fsyncs issued, directory entries changed).
 struct Recovery<'a> {
     dir: &'a Path,
@@ -145,6 +166,8 @@ struct Recovery<'a> {
     partition: i32,
     config: &'a LogConfig,
     now_ms: i64,
+    /// After a clean shutdown: trust the active segment too (see [`recover`]).
+    clean: bool,
     fsyncs: u64,
     dir_changed: bool,
 }
@@ -261,9 +284,10 @@ impl Recovery<'_> {
         let base = bases[i];
         let next_base = bases.get(i + 1).copied();
         let path = segment_file_path(self.dir, self.partition, base, FileKind::Log);
-        let opened = self.open_file(&path, base, next_base.is_some())?;
+        let opened = self.open_file(&path, base, next_base.is_some() || self.clean)?;
         let loaded = match next_base {
-            Some(nb) if opened.trust_index => {
+            _ if !opened.trust_index => None,
+            Some(nb) => {
                 match load_index_files(self.dir, self.partition, base, nb, opened.file_len) {
                     Ok(x) => Some(x),
                     Err(reason) => {
@@ -274,7 +298,17 @@ impl Recovery<'_> {
                     }
                 }
             }
-            _ => None,
+            // The active segment after a clean shutdown: its close wrote the index for the
+            // file as it is (zeros trimmed); any other size means it was not that close.
+            None => match load_active_index(self.dir, self.partition, base, opened.file_len) {
+                Ok(x) => Some(x),
+                Err(reason) => {
+                    info!(topic = self.topic, partition = self.partition,
+                        segment = %path.display(), %reason,
+                        "active segment's index does not match after a clean shutdown; scanning it");
+                    None
+                }
+            },
         };
         // The index may cache a gap at the segment's end, but only the segment's own header
         // can vouch for one: without it, the batches ending early is a torn tail.
@@ -291,6 +325,7 @@ impl Recovery<'_> {
             return self.scan(opened, &path, bases, i);
         };
         let created_ms = opened.header.created_ms;
+        let active = next_base.is_none();
         Ok(Segment {
             base_offset: base,
             next_offset: meta.next_offset,
@@ -300,11 +335,15 @@ impl Recovery<'_> {
             allocated_bytes: opened.file_len,
             max_timestamp: meta.max_timestamp,
             created_ms,
-            roll_clock_ms: Some(created_ms),
+            // As the scan sets it: an empty active segment's roll clock starts at its first
+            // append.
+            roll_clock_ms: (!active || meta.batches_end > base).then_some(created_ms),
             file: Arc::new(opened.file),
             path: Arc::from(path.as_path()),
             index: Arc::new(index),
-            persisted: true,
+            // The active segment's index changes with its next append: as after a scan, it is
+            // persisted again when the segment is sealed or closed.
+            persisted: !active,
             cache_dropped_to: 0,
             synced_bytes: opened.file_len,
         })
@@ -493,11 +532,13 @@ impl Recovery<'_> {
             // bases was non-empty and only truncated to at least i + 1 elements.
             unreachable!("recovery produced no segment");
         };
-        active
-            .file
-            .sync_data()
-            .map_err(WalError::io("fdatasync segment", &active.path))?;
-        self.fsyncs += 1;
+        if !self.clean || self.dir_changed {
+            active
+                .file
+                .sync_data()
+                .map_err(WalError::io("fdatasync segment", &active.path))?;
+            self.fsyncs += 1;
+        }
         (&*active.file)
             .seek(SeekFrom::Start(active.size_bytes))
             .map_err(WalError::io("seek segment", &active.path))?;

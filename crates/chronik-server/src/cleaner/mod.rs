@@ -332,15 +332,16 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl CleanerThreads {
     /// Waits, bounded, until every thread has returned (the shutdown must be triggered first:
-    /// a thread sees it between segment groups and in its sleeps).
-    pub async fn join(self) {
+    /// a thread sees it between segment groups and in its sleeps). False if one was still
+    /// busy at the deadline.
+    pub async fn join(self) -> bool {
         let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
         while !self.0.iter().all(|t| t.is_finished()) {
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!(
                     "log cleaner threads still busy at shutdown; closing the logs anyway"
                 );
-                return;
+                return false;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -349,6 +350,7 @@ impl CleanerThreads {
                 tracing::error!("a log cleaner thread panicked");
             }
         }
+        true
     }
 }
 

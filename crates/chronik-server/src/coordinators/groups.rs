@@ -275,6 +275,6 @@ mod tests {
             second.offsets().get("g", "t", 0).map(|v| v.offset),
             Some(42)
         );
-        pm.close().await;
+        pm.close(true).await;
     }
 }

@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,6 +94,9 @@ pub struct PartitionManager {
     registration: Mutex<BrokerInfo>,
     listeners: Mutex<Vec<Arc<dyn LeadershipListener>>>,
     shutdown: Shutdown,
+    /// The previous run left the clean-shutdown marker (taken at construction, before any
+    /// partition opens); cleared when the first sync is done.
+    clean_start: AtomicBool,
 }
 
 impl PartitionManager {
@@ -105,7 +109,12 @@ impl PartitionManager {
                 ..ReplicationConfig::default()
             },
         );
+        let clean_start = chronik_wal::take_clean_shutdown(&settings.wal_root).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "cannot read or remove the clean-shutdown marker; recovering every log");
+            false
+        });
         Arc::new(PartitionManager {
+            clean_start: AtomicBool::new(clean_start),
             hw_checkpoints: chronik_replication::checkpoint::load(&settings.wal_root),
             registration: Mutex::new(BrokerInfo {
                 node_id: settings.node_id,
@@ -217,16 +226,51 @@ impl PartitionManager {
         }
     }
 
-    /// Flushes and closes every partition; the last step of a graceful shutdown.
-    pub async fn close(&self) {
+    /// Flushes and closes every partition; the last step of a graceful shutdown. When every
+    /// close succeeded and `may_mark` (nothing else writes to the logs any more), one
+    /// filesystem sync makes them durable and the clean-shutdown marker lets the next start
+    /// trust them as they are (`chronik_wal::mark_clean_shutdown`).
+    pub async fn close(&self, may_mark: bool) {
         self.replicas.shutdown();
-        futures::stream::iter(self.all_partitions())
-            .for_each_concurrent(PARALLEL_CLOSES, |p| async move {
-                if let Err(e) = p.log.close().await {
-                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "close failed");
+        let started = std::time::Instant::now();
+        let failed = AtomicUsize::new(0);
+        let parts = self.all_partitions();
+        futures::stream::iter(&parts)
+            .for_each_concurrent(PARALLEL_CLOSES, |p| {
+                let failed = &failed;
+                async move {
+                    if let Err(e) = p.log.close_deferred_sync().await {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(topic = %p.topic, partition = p.index, error = %e, "close failed");
+                    }
                 }
             })
             .await;
+        let failed = failed.into_inner();
+        if failed > 0 || !may_mark {
+            tracing::warn!(
+                failed,
+                "not every log closed cleanly: the next start recovers them all"
+            );
+            return;
+        }
+        let root = self.settings.wal_root.clone();
+        match tokio::task::spawn_blocking(move || chronik_wal::mark_clean_shutdown(&root)).await {
+            Ok(Ok(())) => tracing::info!(
+                partitions = parts.len(),
+                ms = started.elapsed().as_millis() as u64,
+                "logs closed cleanly"
+            ),
+            Ok(Err(e)) => tracing::error!(error = %e,
+                "cannot sync the logs or write the clean-shutdown marker; the next start recovers them all"),
+            Err(e) => tracing::error!(error = %e, "clean-shutdown task failed"),
+        }
+    }
+
+    /// Whether partitions opened now may trust their files as a clean shutdown left them: only
+    /// those the first [`sync`](Self::sync) after start opens.
+    fn opens_after_clean_shutdown(&self) -> bool {
+        self.clean_start.load(Ordering::Acquire)
     }
 }
 

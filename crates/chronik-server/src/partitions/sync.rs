@@ -65,6 +65,10 @@ impl PartitionManager {
                     .map_err(|(p, e)| (topic.name.clone(), p, e))?;
             }
         }
+        // Every partition on disk at start is open: later opens are new partitions or
+        // come back after a delete, and recover in full.
+        self.clean_start
+            .store(false, std::sync::atomic::Ordering::Release);
         self.sync_replica_sets(state).await?;
         self.sync_topic_configs(state);
         self.apply_roles(state).await;
@@ -215,8 +219,12 @@ impl PartitionManager {
     ) -> Result<Arc<Partition>, WalError> {
         let config = self.topic_config(topic);
         let log_config = config.log_config(self.settings.fsync);
-        let log =
-            PartitionLog::open(&self.settings.wal_root, &topic.name, index, log_config).await?;
+        let root = &self.settings.wal_root;
+        let log = if self.opens_after_clean_shutdown() {
+            PartitionLog::open_after_clean_shutdown(root, &topic.name, index, log_config).await?
+        } else {
+            PartitionLog::open(root, &topic.name, index, log_config).await?
+        };
         if info.sealed {
             log.seal();
         }

@@ -50,7 +50,7 @@ async fn follows_the_metadata_and_publishes_each_leadership_once() {
         !dir.path().join("wal/t").exists(),
         "the topic's data is gone"
     );
-    pm.close().await;
+    pm.close(true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,5 +84,5 @@ async fn a_config_change_reaches_the_typed_config_and_the_leader_role() {
         part.replica.role(),
         chronik_replication::Role::Leader { min_isr: 1, .. }
     ));
-    pm.close().await;
+    pm.close(true).await;
 }

@@ -15,7 +15,7 @@ use super::heal::{HEAL_BACKOFF_MAX, HEAL_BACKOFF_MIN};
 use super::{LifeState, Shared};
 use crate::config::FsyncPolicy;
 use crate::error::WalError;
-use crate::index::{write_index_files, IndexMeta, SegmentIndex};
+use crate::index::{write_index_files, write_index_files_with, IndexMeta, SegmentIndex};
 use crate::recovery::fsync_dir;
 use crate::segment::{
     drop_cached, prealloc_step, start_writeback, write_zeros, CACHE_DROP_STEP_BYTES,
@@ -371,7 +371,10 @@ pub(super) async fn commit_loop(shared: Arc<Shared>) {
 }
 
 impl Shared {
-    pub(super) fn finish_close(&self) -> Result<(), WalError> {
+    /// `defer_sync`: trim the zeros and persist the active segment's index without syncing
+    /// them; the caller makes the filesystem durable afterwards (`clean_shutdown`). Data
+    /// written before the close is synced by the final pass either way.
+    pub(super) fn finish_close(&self, defer_sync: bool) -> Result<(), WalError> {
         // Final pass: seals, directory and active segment, whatever the policy.
         self.run_pass(true);
         let _m = self.lock_maintenance();
@@ -387,22 +390,32 @@ impl Shared {
                     .expect("partition log has no segment");
                 if seg.allocated_bytes > seg.size_bytes {
                     // A clean close leaves exact files: cut the preallocated zeros.
-                    let trimmed = seg
-                        .file
-                        .set_len(seg.size_bytes)
-                        .and_then(|()| seg.file.sync_all());
-                    match trimmed {
-                        Ok(()) => {
-                            self.count_fsyncs(1);
-                            seg.allocated_bytes = seg.size_bytes;
+                    let trimmed = seg.file.set_len(seg.size_bytes).and_then(|()| {
+                        if defer_sync {
+                            return Ok(());
                         }
+                        self.count_fsyncs(1);
+                        seg.file.sync_all()
+                    });
+                    match trimmed {
+                        Ok(()) => seg.allocated_bytes = seg.size_bytes,
                         Err(e) => warn!(topic = %self.topic, partition = self.partition,
                             error = %e, "could not trim preallocated zeros on close; recovery will"),
                     }
                 }
-                let r = write_index_files(&self.dir, self.partition, &seg.meta(), &seg.index)
-                    .and_then(|n| fsync_dir(&self.dir).map(|()| n + 1))
-                    .map_err(WalError::io("write index files", &self.dir));
+                let meta = seg.meta();
+                let r = write_index_files_with(
+                    &self.dir,
+                    self.partition,
+                    &meta,
+                    &seg.index,
+                    !defer_sync,
+                )
+                .and_then(|n| match defer_sync {
+                    true => Ok(n),
+                    false => fsync_dir(&self.dir).map(|()| n + 1),
+                })
+                .map_err(WalError::io("write index files", &self.dir));
                 if let Ok(n) = &r {
                     self.count_fsyncs(*n);
                     seg.persisted = true;

@@ -428,6 +428,29 @@ impl PartitionLog {
         partition: i32,
         config: LogConfig,
     ) -> Result<Arc<PartitionLog>, WalError> {
+        Self::open_with(root, topic, partition, config, false).await
+    }
+
+    /// [`open`](Self::open) when the WAL root had the clean-shutdown marker
+    /// ([`crate::take_clean_shutdown`]): the active segment's files are trusted as its close
+    /// left them (no scan, no fdatasync), which makes a clean restart of thousands of
+    /// partitions read nothing but their indexes.
+    pub async fn open_after_clean_shutdown(
+        root: &Path,
+        topic: &str,
+        partition: i32,
+        config: LogConfig,
+    ) -> Result<Arc<PartitionLog>, WalError> {
+        Self::open_with(root, topic, partition, config, true).await
+    }
+
+    async fn open_with(
+        root: &Path,
+        topic: &str,
+        partition: i32,
+        config: LogConfig,
+        clean: bool,
+    ) -> Result<Arc<PartitionLog>, WalError> {
         validate_name(topic, partition)?;
         config.validate()?;
         let dir = root.join(topic).join(partition.to_string());
@@ -436,7 +459,7 @@ impl PartitionLog {
             let topic = topic.to_string();
             let config = config.clone();
             tokio::task::spawn_blocking(move || {
-                recover(&dir, &topic, partition, &config, now_ms())
+                recover(&dir, &topic, partition, &config, now_ms(), clean)
                     .map(|r| (r, log_start::read_checkpoint(&dir, &topic, partition)))
             })
             .await
@@ -685,6 +708,18 @@ impl PartitionLog {
     /// segment's indexes, and wakes remaining waiters with `Closed`. Idempotent: later calls
     /// return `Ok` immediately. Returns `Failed` if the partition was poisoned.
     pub async fn close(&self) -> Result<(), WalError> {
+        self.close_with(false).await
+    }
+
+    /// [`close`](Self::close) for a whole-node shutdown: what was written is synced as by
+    /// `close`, but the zeros' trim and the active segment's index files are left for one
+    /// filesystem sync after every log closed ([`crate::mark_clean_shutdown`]). Without that
+    /// sync they may be lost, which only costs the next start a scan.
+    pub async fn close_deferred_sync(&self) -> Result<(), WalError> {
+        self.close_with(true).await
+    }
+
+    async fn close_with(&self, defer_sync: bool) -> Result<(), WalError> {
         let mut lc = self.lifecycle.lock().await;
         if lc.closed {
             return Ok(());
@@ -703,7 +738,7 @@ impl PartitionLog {
             }
         }
         let s = self.shared.clone();
-        let result = tokio::task::spawn_blocking(move || s.finish_close())
+        let result = tokio::task::spawn_blocking(move || s.finish_close(defer_sync))
             .await
             .map_err(|e| WalError::Failed(format!("close did not complete: {e}")))
             .and_then(|r| r);

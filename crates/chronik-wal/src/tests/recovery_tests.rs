@@ -337,3 +337,48 @@ async fn zeros_with_any_other_byte_are_still_a_torn_tail() {
     assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
     log.close().await.unwrap();
 }
+
+async fn open_clean(root: &Path, config: LogConfig) -> Arc<PartitionLog> {
+    PartitionLog::open_after_clean_shutdown(root, TOPIC, PARTITION, config)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_clean_shutdown_is_trusted_without_a_scan_or_a_sync() {
+    let root = tempfile::tempdir().unwrap();
+    let log = open(root.path(), small_config()).await;
+    let stored = append_many(&log, 30, 2);
+    log.wait_committed(stored.last().unwrap().last + 1)
+        .await
+        .unwrap();
+    log.close_deferred_sync().await.unwrap();
+    crate::mark_clean_shutdown(root.path()).unwrap();
+    assert!(crate::take_clean_shutdown(root.path()).unwrap());
+    let log = open_clean(root.path(), small_config()).await;
+    assert_eq!(log.fsync_count(), 0, "a trusted open syncs nothing");
+    assert_eq!(read_all(&log, 0), concat(&stored));
+    assert_eq!(log.log_end_offset(), stored.last().unwrap().last + 1);
+    // It goes on as if it had never stopped, and recovers in full after a crash.
+    let more = append_many(&log, 5, 2);
+    log.wait_committed(more.last().unwrap().last + 1)
+        .await
+        .unwrap();
+    drop(log);
+    let log = open(root.path(), small_config()).await;
+    assert_eq!(read_all(&log, 0), [concat(&stored), concat(&more)].concat());
+}
+
+#[tokio::test]
+async fn an_active_segment_that_changed_after_its_close_is_scanned_anyway() {
+    let root = tempfile::tempdir().unwrap();
+    let log = open(root.path(), small_config()).await;
+    let stored = append_many(&log, 3, 2);
+    log.close().await.unwrap();
+    // Bytes past what the close indexed (a torn frame): the index no longer matches the file.
+    let bases = segment_bases(root.path());
+    append_bytes(&log_path(root.path(), *bases.last().unwrap()), &[7u8; 13]);
+    let log = open_clean(root.path(), small_config()).await;
+    assert_eq!(read_all(&log, 0), concat(&stored));
+    assert_eq!(log.log_end_offset(), stored.last().unwrap().last + 1);
+}
