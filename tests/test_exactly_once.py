@@ -5,11 +5,14 @@ and restarted. read_committed then sees exactly N output records: every input re
 once, no duplicates, no gaps; and nothing is left hanging (every output partition's last stable
 offset reaches its high watermark).
 
-The kills follow a seeded random plan (the seed is printed; EOS_SEED overrides it): at least two
+The faults follow a seeded random plan (the seed is printed; EOS_SEED overrides it): at least two
 app kills and two broker kills, the first broker kill is the transaction coordinator's node and
 the second the leader of an output partition, each fired when the group's committed progress
 passes a random fraction of N (so every kill lands while records are being copied), the victim
-restarted after a random pause. A read_uncommitted read of the output reports how many aborted
+restarted after a random pause; and one zombie: the app is paused (SIGSTOP) at such a moment, a
+new instance started, and the paused one resumed (SIGCONT) seconds later, when the new one's
+init_transactions has fenced it (it must exit on its fatal error, having copied nothing more).
+A read_uncommitted read of the output reports how many aborted
 records (from killed instances' transactions) read_committed filtered out.
 
 test_checker_finds_duplicates_and_gaps shows the checker fails on a copy with a duplicate and a
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -52,9 +56,12 @@ BATCH = 25
 # EOS_APP_KILLS / EOS_BROKER_KILLS (and EOS_RECORDS) make a longer soak by hand.
 APP_KILLS = int(os.environ.get("EOS_APP_KILLS", "2"))
 BROKER_KILLS = int(os.environ.get("EOS_BROKER_KILLS", "2"))
+# Zombies: the running app is paused (SIGSTOP) mid-transaction, a new instance takes over, and
+# the paused one resumes later; it must be fenced (same transactional.id), never copy anything.
+ZOMBIES = int(os.environ.get("EOS_ZOMBIES", "1"))
 # The whole copy, kills and restarts included, on a loaded 2-core machine (Chronik copies about
 # 175 records/s there, Apache Kafka's JVM restarts take 10-20 s each).
-COPY_DEADLINE_S = 120.0 + N / 50 + 40.0 * (APP_KILLS + BROKER_KILLS)
+COPY_DEADLINE_S = 120.0 + N / 50 + 40.0 * (APP_KILLS + BROKER_KILLS + ZOMBIES)
 
 
 # ---------------------------------------------------------------------------- the checker
@@ -127,6 +134,7 @@ class CopyApp(Stoppable):
         self.proc: subprocess.Popen | None = None
         self.starts = 0
         self.exits: list[int] = []  # exit codes of instances that ended on their own
+        self.zombies: list[subprocess.Popen] = []  # paused, then resumed, instances
 
     def start(self) -> None:
         assert not self.alive()
@@ -146,6 +154,23 @@ class CopyApp(Stoppable):
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def pause_and_replace(self) -> subprocess.Popen:
+        """SIGSTOP the running instance (it keeps its connections and its open transaction) and
+        start a new one, whose init_transactions fences it. Returns the paused one."""
+        zombie = self.proc
+        zombie.send_signal(signal.SIGSTOP)
+        self.zombies.append(zombie)
+        self.proc = None
+        self.start()
+        return zombie
+
+    def cleanup(self) -> None:
+        for z in self.zombies:
+            if z.poll() is None:
+                z.kill()
+                z.wait(timeout=10)
+        self.kill()
 
     def log_path(self, start: int) -> Path:
         return self.workdir / f"app.{start}.log"
@@ -263,9 +288,9 @@ class Kill:
 
 
 def plan(rng: random.Random) -> list[tuple[str, float]]:
-    """(kind, progress fraction) pairs, in the order they fire: APP_KILLS app kills and
-    BROKER_KILLS broker kills at random fractions of N, shuffled together."""
-    kinds = ["app"] * APP_KILLS + ["broker"] * BROKER_KILLS
+    """(kind, progress fraction) pairs, in the order they fire: APP_KILLS app kills,
+    BROKER_KILLS broker kills and ZOMBIES zombies at random fractions of N, shuffled together."""
+    kinds = ["app"] * APP_KILLS + ["broker"] * BROKER_KILLS + ["zombie"] * ZOMBIES
     rng.shuffle(kinds)
     fractions = sorted(rng.uniform(0.05, 0.8) for _ in kinds)
     return list(zip(kinds, fractions))
@@ -317,6 +342,14 @@ def run_copy(c, app: CopyApp, progress: Progress, rng: random.Random, txn_id: st
             time.sleep(down_s)
             app.start()
             kills.append(Kill("app", at, down_s))
+        elif kind == "zombie":
+            # Paused long enough for the new instance to fence it and take its partitions over
+            # (its group membership expires after session.timeout.ms, 6 s).
+            down_s = rng.uniform(2.0, 8.0)
+            zombie = app.pause_and_replace()
+            time.sleep(down_s)
+            zombie.send_signal(signal.SIGCONT)
+            kills.append(Kill("zombie", at, down_s))
         else:
             node, why = pick_broker(c, rng, victims, txn_id, output)
             victims.append(node)
@@ -360,20 +393,22 @@ def test_copy_is_exactly_once_through_app_and_broker_kills(cluster_factory, tmp_
     try:
         kills = run_copy(c, app, progress, rng, txn_id, out)
     finally:
-        app.kill()
+        app.cleanup()
         progress.close()
     copy_s = time.monotonic() - started
     for k in kills:
         print(f"  {k.what} at {k.at_progress}/{N}, down {k.down_s:.1f}s")
     assert sum(k.what == "app" for k in kills) >= APP_KILLS
-    assert sum(k.what != "app" for k in kills) >= BROKER_KILLS
+    assert sum(k.what.startswith("node") for k in kills) >= BROKER_KILLS
+    assert sum(k.what == "zombie" for k in kills) >= ZOMBIES
     assert all(k.at_progress < N for k in kills), "a kill after the copy ended proves nothing"
 
     committed = read_output(b, out, OUTPUT_PARTITIONS, "read_committed")
     verdict = check_exactly_once(N, committed)
     uncommitted = read_output(b, out, OUTPUT_PARTITIONS, "read_uncommitted")
     aborts = app.count_in_logs("aborting")
-    print(f"copy {copy_s:.1f}s, app starts {app.starts} (exits on their own {app.exits}), "
+    print(f"copy {copy_s:.1f}s, app starts {app.starts} (exits on their own {app.exits}, zombies' "
+          f"{[z.returncode for z in app.zombies]}), "
           f"aborts seen by the app {aborts}; read_committed: {verdict}; "
           f"read_uncommitted: {len(uncommitted)} records ({len(uncommitted) - len(committed)} aborted, filtered)")
     assert verdict.exactly_once, f"not exactly once (EOS_SEED={seed}): {verdict}"
