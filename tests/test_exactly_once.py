@@ -18,8 +18,9 @@ records (from killed instances' transactions) read_committed filtered out.
 
 test_checker_finds_duplicates_and_gaps shows the checker fails on a copy with a duplicate and a
 gap. EOS_AT_LEAST_ONCE=1 runs the app without transactions (output flushed, then its offsets
-stored and auto-committed every second), a manual experiment that must fail: with EOS_SEED=1 the
-checker found 125 input records copied twice (2026-12-07).
+stored and auto-committed every second; the zombie, never fenced, copies on), a manual experiment
+that must fail: with EOS_SEED=1 the checker found 191 of the 5000 input records copied twice
+(2026-12-07, Chronik).
 
 Also runs against Apache Kafka 4.4 (`--broker=kafka`).
 """
