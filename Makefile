@@ -191,7 +191,7 @@ KAFKA_CI_TESTS := tests/test_confluent.py tests/test_kafka_python.py tests/test_
 	tests/test_aiokafka.py tests/test_kafkajs.py tests/test_topic_configs.py tests/test_delete_records.py \
 	tests/test_authorized_operations.py tests/test_cluster.py tests/test_replication.py \
 	tests/test_kafka_admin.py tests/test_replica_placement.py tests/test_scram_users.py tests/test_acls.py \
-	tests/test_quixstreams.py
+	tests/test_quixstreams.py tests/test_transactions.py tests/test_exactly_once.py
 test-kafka-ci: deps
 	$(VENV)/bin/pytest $(KAFKA_CI_TESTS) -v --broker=kafka --timeout=$(PYTEST_TIMEOUT_S) \
 	  --deselect tests/test_offsets.py::test_committed_offsets_and_metadata_survive_sigkill \
