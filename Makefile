@@ -12,6 +12,7 @@
 #   make test-kafka-ci  the part of it that CI runs (the single-broker modules)
 #   make bench     release binaries and Apache Kafka's jars, then the Chronik-only scenarios and Chronik vs
 #                  Apache Kafka side by side (~35 min); writes docs/benchmarks.md
+#   make ecosystem  Kafka Streams, Kafka Connect and MirrorMaker 2 against three Chronik nodes (minutes)
 #   make chaos     debug binaries, then CHAOS_FAULTS faults on a 3-node cluster; writes docs/reliability.md
 #   make docs      regenerate the reference sections of docs/operations.md from the code
 #   make fmt       rustfmt the workspace
@@ -35,7 +36,7 @@ PYTEST_ARGS ?=
 # Root runs apt-get directly; anyone else goes through sudo.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build release run deps deps-apt deps-venv deps-quix deps-node deps-java deps-kafka test test-kafka test-kafka-ci bench chaos docs fmt clippy clean
+.PHONY: build release run deps deps-apt deps-venv deps-quix deps-node deps-java deps-kafka deps-mm2 ecosystem test test-kafka test-kafka-ci bench chaos docs fmt clippy clean
 
 build:
 	$(CARGO) build --workspace --bins
@@ -46,7 +47,7 @@ release:
 run:
 	$(CARGO) run --release --bin chronik-server -- standalone --data-dir ./data --kafka-addr 127.0.0.1:9092
 
-deps: deps-apt deps-venv deps-quix deps-node deps-java deps-kafka
+deps: deps-apt deps-venv deps-quix deps-node deps-java deps-kafka deps-mm2
 
 # Debian packages the tests use, as command:package: kcat (a librdkafka client), iptables (network
 # faults inside namespaces, tests/netns.py), a JDK and Maven (the Java client module tests/java and
@@ -172,10 +173,38 @@ deps-kafka:
 	  echo "$$want" > $(KAFKA_STAMP); \
 	fi
 
+# MirrorMaker 2 (connect-mirror 4.3.1 with its own release's clients and runtime) for the
+# migration test, into tests/reference/mm2/lib (ignored by git): same stamp rule as deps-kafka.
+MM2_POM := tests/reference/mm2/pom.xml
+MM2_LIB := tests/reference/mm2/lib
+MM2_STAMP := $(MM2_LIB)/.pom.sha256
+deps-mm2:
+	@want="$$(sha256sum $(MM2_POM) | cut -d' ' -f1)"; \
+	have="$$(cat $(MM2_STAMP) 2>/dev/null || true)"; \
+	if [ "$$want" = "$$have" ]; then \
+	  echo "deps: $(MM2_LIB) up to date with $(MM2_POM)"; \
+	else \
+	  echo "deps: resolving $(MM2_POM) into $(MM2_LIB) (Maven)"; \
+	  rm -rf $(MM2_LIB).tmp; \
+	  mvn -B -q -Dstyle.color=never -f $(MM2_POM) dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(MM2_LIB).tmp; \
+	  rm -rf $(MM2_LIB); \
+	  mv $(MM2_LIB).tmp $(MM2_LIB); \
+	  echo "$$want" > $(MM2_STAMP); \
+	fi
+
 test: deps
 	$(CARGO) test --workspace
 	$(CARGO) build --workspace --bins
-	$(VENV)/bin/pytest tests/ -v --timeout=$(PYTEST_TIMEOUT_S) $(PYTEST_ARGS)
+	$(VENV)/bin/pytest tests/ -v --timeout=$(PYTEST_TIMEOUT_S) -m "not ecosystem" $(PYTEST_ARGS)
+
+# Kafka Streams exactly-once, Kafka Connect in distributed mode and a MirrorMaker 2 migration from
+# Apache Kafka, each against three Chronik nodes (tests marked `ecosystem`; minutes each, so not in
+# `make test`). `make ecosystem PYTEST_ARGS=--broker=kafka` runs the Streams and Connect ones against
+# Apache Kafka.
+ecosystem: deps
+	$(CARGO) build -p chronik-server --bin chronik-server
+	$(VENV)/bin/pytest tests/ -v --timeout=900 -m ecosystem $(PYTEST_ARGS)
 
 # The same suite against the reference broker; tests marked chronik_only are skipped.
 test-kafka: deps

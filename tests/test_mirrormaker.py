@@ -42,8 +42,9 @@ from mirrormaker import missing as mm2_missing
 from reference.kafka import KafkaCluster, KafkaNode
 from test_bench_side_by_side import kafka_missing
 
-pytestmark = pytest.mark.skipif(kafka_mode(), reason="starts Apache Kafka (source) and Chronik (target) "
-                                                      "itself; it runs in the default mode")
+pytestmark = [pytest.mark.ecosystem,
+              pytest.mark.skipif(kafka_mode(), reason="starts Apache Kafka (source) and Chronik (target) "
+                                                      "itself; it runs in the default mode")]
 
 TOPICS = ["orders", "payments", "users"]
 COMPACTED = "customers"

@@ -26,7 +26,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::LogConfig;
 use crate::error::WalError;
@@ -546,14 +546,26 @@ impl Recovery<'_> {
             fsync_dir(self.dir).map_err(WalError::io("fsync directory", self.dir))?;
             self.fsyncs += 1;
         }
-        info!(
-            topic = self.topic,
-            partition = self.partition,
-            segments = segments.len(),
-            log_start_offset = segments[0].base_offset,
-            log_end_offset = active_end(&segments),
-            "recovered partition log"
-        );
+        // Thousands of partitions reopened after a clean shutdown would log a line each: only
+        // a recovery that had something to do says so at info.
+        if self.clean && !self.dir_changed {
+            debug!(
+                topic = self.topic,
+                partition = self.partition,
+                segments = segments.len(),
+                log_end_offset = active_end(&segments),
+                "opened partition log after a clean shutdown"
+            );
+        } else {
+            info!(
+                topic = self.topic,
+                partition = self.partition,
+                segments = segments.len(),
+                log_start_offset = segments[0].base_offset,
+                log_end_offset = active_end(&segments),
+                "recovered partition log"
+            );
+        }
         Ok(Recovered {
             segments,
             fsyncs: self.fsyncs,

@@ -67,8 +67,15 @@ impl PartitionManager {
         }
         // Every partition on disk at start is open: later opens are new partitions or
         // come back after a delete, and recover in full.
-        self.clean_start
-            .store(false, std::sync::atomic::Ordering::Release);
+        if self
+            .clean_start
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            tracing::info!(
+                partitions = self.all_partitions().len(),
+                "opened the logs of a clean shutdown without recovering them"
+            );
+        }
         self.sync_replica_sets(state).await?;
         self.sync_topic_configs(state);
         self.apply_roles(state).await;
