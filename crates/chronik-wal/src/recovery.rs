@@ -114,6 +114,7 @@ pub(crate) fn recover(
         config,
         now_ms,
         clean,
+        created: false,
         fsyncs: 0,
         dir_changed: false,
     };
@@ -168,6 +169,8 @@ struct Recovery<'a> {
     now_ms: i64,
     /// After a clean shutdown: trust the active segment too (see [`recover`]).
     clean: bool,
+    /// The directory was empty and its first segment created (and synced) by this run.
+    created: bool,
     fsyncs: u64,
     dir_changed: bool,
 }
@@ -190,11 +193,15 @@ impl Recovery<'_> {
         if dir.is_dir() {
             return Ok(());
         }
+        // The root's entry for the topic directory needs a sync only when this made it: the
+        // other partitions of a new topic sync just the topic directory.
+        let topic_dir_existed = dir.parent().is_some_and(Path::is_dir);
         std::fs::create_dir_all(dir).map_err(WalError::io("create partition directory", dir))?;
-        for p in [dir.parent(), dir.parent().and_then(Path::parent)]
-            .into_iter()
-            .flatten()
-        {
+        let root = dir
+            .parent()
+            .and_then(Path::parent)
+            .filter(|_| !topic_dir_existed);
+        for p in [dir.parent(), root].into_iter().flatten() {
             fsync_dir(p).map_err(WalError::io("fsync directory", p))?;
             self.fsyncs += 1;
         }
@@ -272,6 +279,7 @@ impl Recovery<'_> {
             f.sync_all().map_err(WalError::io("fsync segment", &path))?;
             self.fsyncs += 1;
             self.dir_changed = true;
+            self.created = true;
             bases.push(0);
             info!(topic, partition, "created partition log");
         }
@@ -532,7 +540,8 @@ impl Recovery<'_> {
             // bases was non-empty and only truncated to at least i + 1 elements.
             unreachable!("recovery produced no segment");
         };
-        if !self.clean || self.dir_changed {
+        // A segment created by this run was synced whole when it was made.
+        if !self.created && (!self.clean || self.dir_changed) {
             active
                 .file
                 .sync_data()
