@@ -31,6 +31,7 @@ JVM): Chronik 255 s, Apache Kafka 4.4 300 s.
 from __future__ import annotations
 
 import json
+from collections import Counter
 import threading
 import time
 from pathlib import Path
@@ -249,11 +250,48 @@ def describe_topic(bootstrap: str, topic: str) -> dict[str, str]:
     return wait_until(attempt, 30, f"DescribeConfigs of {topic}")
 
 
+def kill_worker(pipe: Pipeline, victim: ConnectWorker, lines: int, before: dict) -> dict:
+    """SIGKILLs `victim` while `lines` more lines are written, waits until all tasks run on the
+    other worker and the sink holds every line, and checks the contract: the sink replays, and
+    the source resends, only from the offsets committed before the kill (watched for the 3 s
+    of writing before it). `before` is the previous analysis: only the replays and resends since count."""
+    survivor = next(w for w in pipe.alive() if w is not victim)
+    moved = sorted(t for t, (_, wid) in pipe.placement(survivor).items() if wid == victim.worker_id)
+    src_line = 0
+    sink_at: dict[int, int] = {}
+    pipe.writer.write(lines)  # the kill lands mid-stream, with records in flight
+    for _ in range(6):
+        src_line = max([src_line] + [o["offset"]["line"] for o in
+                                     survivor.get("/connectors/src/offsets")["offsets"]])
+        sink_at = sink_committed(pipe.bootstrap, "sink")
+        time.sleep(0.5)
+    victim.kill()
+    t_kill = time.monotonic()
+    wait_until(lambda: pipe.running_on([survivor], survivor), 120, f"tasks {moved} moved to the survivor")
+    move_s = time.monotonic() - t_kill
+    pipe.writer.join()
+    pipe.sink.wait_complete(pipe.writer.written, 120)
+    complete_s = time.monotonic() - t_kill
+    a = analyse(pipe.sink.records(), pipe.writer.written)
+    new_replays = list((Counter(a["sink_replays"]) - Counter(before.get("sink_replays", []))).elements())
+    for p, at in new_replays:
+        assert at >= sink_at.get(p, 0), \
+            f"partition {p}: sink replayed from {at}, before the offset {sink_at.get(p)} committed before the kill"
+    new_dups = sorted(set(a["source_dups"]) - set(before.get("source_dups", [])))
+    assert all(v >= src_line for v in new_dups), \
+        f"source resent lines before its committed line {src_line}: {new_dups[:10]}"
+    a["report"] = (f"SIGKILL of {victim.name} running {moved}: tasks moved in {move_s:.1f}s, sink complete "
+                   f"{complete_s:.1f}s after the kill; committed before it: sink {sink_at}, source line "
+                   f"{src_line}; since: sink replays {new_replays}, {len(new_dups)} lines resent")
+    return a
+
+
 def test_connect_pipeline_worker_kill_and_restart(cluster_factory, tmp_path, plugins):
-    """(a) A worker SIGKILLed mid-run: its tasks move to the other worker, the sink file ends
-    with every line, in offset order per partition, and only records after the last committed
-    offsets are written twice. (b) Both workers stopped (SIGTERM) and started again: they
-    resume exactly at the committed offsets, nothing written twice."""
+    """(a) A worker SIGKILLed mid-run, twice (first the one with the most tasks, then, once it is
+    back, the one running the source task): its tasks move to the other worker, the sink file
+    ends with every line, in offset order per partition, and only records after the last
+    committed offsets are written twice. (b) Both workers stopped (SIGTERM) and started again:
+    they resume exactly at the committed offsets, nothing written twice."""
     t_start = time.monotonic()
     c = cluster_factory(3).start()
     pipe = Pipeline(c, tmp_path, plugins)
@@ -261,57 +299,35 @@ def test_connect_pipeline_worker_kill_and_restart(cluster_factory, tmp_path, plu
         cfg = describe_topic(pipe.bootstrap, t)
         assert cfg["cleanup.policy"] == "compact", f"{t}: {cfg['cleanup.policy']}"
 
-    phase1, phase2, phase3 = 1500, 1500, 1000
-    pipe.writer.write(phase1)
+    pipe.writer.write(1200)
     placement = wait_until(lambda: pipe.running_on(pipe.workers), 90, "src and sink tasks running")
     pipe.sink.wait_complete(300, 60)
-
-    # The worker that runs the most tasks dies (of two with as many, the source task's);
-    # watch the committed offsets up to the kill.
     load = {w.worker_id: sum(wid == w.worker_id for _, wid in placement.values()) for w in pipe.workers}
     victim = pipe.worker_of(max(load, key=lambda wid: (load[wid], wid == placement["src/0"][1])))
-    survivor = next(w for w in pipe.workers if w is not victim)
-    moved = sorted(t for t, (_, wid) in placement.items() if wid == victim.worker_id)
-    src_line_before = 0
-    sink_before: dict[int, int] = {}
-    for _ in range(6):
-        src_line_before = max([src_line_before] + [o["offset"]["line"] for o in
-                                                   survivor.get("/connectors/src/offsets")["offsets"]])
-        sink_before = sink_committed(pipe.bootstrap, "sink")
-        time.sleep(0.5)
-    pipe.writer.write(phase2)
-    victim.kill()
-    t_kill = time.monotonic()
-    wait_until(lambda: pipe.running_on([survivor], survivor), 120, f"tasks {moved} moved to the survivor")
-    move_s = time.monotonic() - t_kill
-    pipe.writer.join()
-    total = phase1 + phase2
-    pipe.sink.wait_complete(total, 120)
-    recovered_s = time.monotonic() - t_kill
-    a = analyse(pipe.sink.records(), total)
-    for p, at in a["sink_replays"]:
-        assert at >= sink_before.get(p, 0), \
-            f"partition {p}: sink replayed from {at}, before the offset {sink_before.get(p)} committed before the kill"
-    assert all(v >= src_line_before for v in a["source_dups"]), \
-        f"source resent lines before its committed line {src_line_before}: {a['source_dups'][:10]}"
-
-    # (b) the killed worker rejoins, then both stop gracefully and start again.
+    a = kill_worker(pipe, victim, 1200, {})
     victim.start()
+    placement = wait_until(lambda: pipe.running_on(pipe.workers), 120, "tasks running with both workers")
+    a2 = kill_worker(pipe, pipe.worker_of(placement["src/0"][1]), 1200, a)
+    next(w for w in pipe.workers if not w.alive()).start()
     wait_until(lambda: pipe.running_on(pipe.workers), 120, "tasks running with both workers")
+
+    # (b) both stop gracefully and start again.
     time.sleep(2)  # at least one offset flush after the last line
     for w in pipe.workers:
         w.terminate()
+    total = pipe.writer.written
     rows_before = len(pipe.sink.records())
     sink_at_stop = sink_committed(pipe.bootstrap, "sink")
     src_at_stop = source_committed_offsets_topic(pipe.bootstrap, "connect-offsets", "src")
     assert src_at_stop == total, f"source committed line {src_at_stop} at a graceful stop, wrote {total}"
-    pipe.writer.write(phase3)  # written while no worker runs
+    pipe.writer.write(800)  # written while no worker runs
+    pipe.writer.join()
     t_restart = time.monotonic()
     for w in pipe.workers:
         w.launch()
     for w in pipe.workers:
         w.wait_ready()
-    total += phase3
+    total = pipe.writer.written
     pipe.sink.wait_complete(total, 120)
     restart_s = time.monotonic() - t_restart
     records = pipe.sink.records()
@@ -320,16 +336,12 @@ def test_connect_pipeline_worker_kill_and_restart(cluster_factory, tmp_path, plu
     for p in range(PARTITIONS):
         first = next(o for q, o, _ in after if q == p)
         assert first == sink_at_stop[p], f"partition {p}: sink resumed at {first}, committed {sink_at_stop[p]}"
-    assert b["sink_dup_rows"] == a["sink_dup_rows"], "rows written twice across a graceful restart"
-    assert b["source_dups"] == a["source_dups"], "lines sent twice across a graceful restart"
-    rows_out = len(records)
-    print(f"\nconnect pipeline: lines in {total}, sink rows out {rows_out} ({len(b['sink_replays'])} "
-          f"replays, {b['sink_dup_rows']} rows twice), source lines sent twice {len(b['source_dups'])}; "
-          f"workers ready {pipe.workers_ready_s:.1f}s; SIGKILL of {victim.name} ({moved}): tasks moved in "
-          f"{move_s:.1f}s, sink complete {recovered_s:.1f}s after the kill; committed before the kill: "
-          f"sink {sink_before} source line {src_line_before}; replays {b['sink_replays']}; graceful restart "
-          f"of both: complete in {restart_s:.1f}s, resumed at {sink_at_stop} / line {src_at_stop}; "
-          f"test {time.monotonic() - t_start:.0f}s")
+    assert b["sink_dup_rows"] == a2["sink_dup_rows"], "rows written twice across a graceful restart"
+    assert b["source_dups"] == a2["source_dups"], "lines sent twice across a graceful restart"
+    print(f"\nconnect pipeline: lines in {total}, sink rows out {len(records)} ({b['sink_dup_rows']} rows "
+          f"twice), lines in the topic twice {len(b['source_dups'])}; workers ready {pipe.workers_ready_s:.1f}s; "
+          f"1) {a['report']}; 2) {a2['report']}; graceful restart of both: complete in {restart_s:.1f}s, "
+          f"resumed at {sink_at_stop} / line {src_at_stop}; test {time.monotonic() - t_start:.0f}s")
 
 
 def test_connect_refuses_config_topic_with_delete_policy(cluster_factory, tmp_path, plugins):
