@@ -24,8 +24,8 @@ Test-time settings (connect_worker.py): offsets flushed every 1 s, a lost worker
 out again after 5 s (scheduled.rebalance.max.delay.ms, default 5 min), worker session 6 s, sink
 consumer session 10 s (default 45 s: a dead sink consumer otherwise holds its partitions 45 s).
 
-Runtime: 4-5 minutes for the module on the 2-core machine (each worker and each Kafka node is a
-JVM): Chronik 255 s, Apache Kafka 4.4 300 s.
+Runtime on the 2-core machine (each worker and each Kafka node is a JVM): Chronik 2.5-4.5 min
+(155 s idle, 255 s loaded), Apache Kafka 4.4 about 5 min.
 """
 
 from __future__ import annotations
