@@ -42,6 +42,9 @@ from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
 from connect_worker import ConnectWorker, compile_plugins
 
+# Minutes, so `make ecosystem` runs it and `make test` does not (the marker is in main's pytest.ini).
+pytestmark = pytest.mark.ecosystem
+
 SOURCE = "chronik.connect.LineSourceConnector"
 SINK = "chronik.connect.LineSinkConnector"
 TOPIC = "lines"
