@@ -51,9 +51,10 @@ def _free_port() -> int:
 
 
 def classpath(plugins: Path | None) -> str:
-    """The jars of tests/reference/lib minus connect-file and connect-mirror 4.3.1 (they do not
-    load in connect-runtime 4.4.0: NoClassDefFoundError org/apache/kafka/common/utils/AppInfoParser,
-    which 4.4.0 moved to .internals), plus the test connectors' classes (`plugins`)."""
+    """The jars of tests/reference/lib, plus the test connectors' classes (`plugins`). Any
+    connect-file or connect-mirror 4.3.1 jar (an older tests/reference/pom.xml resolved them) is
+    left out: they do not load in connect-runtime 4.4.0 (NoClassDefFoundError
+    org/apache/kafka/common/utils/AppInfoParser, which 4.4.0 moved to .internals)."""
     jars = [str(j) for j in sorted(LIB.glob("*.jar")) if not j.name.startswith(("connect-file-", "connect-mirror"))]
     return ":".join(jars + ([str(plugins)] if plugins else []))
 
