@@ -96,12 +96,14 @@ fn input(log: &PartitionLog, now_ms: i64) -> CleanInput<'static> {
     CleanInput {
         first_dirty: 0,
         first_uncleanable: segs.iter().find(|s| s.is_active).unwrap().base_offset,
+        high_watermark: i64::MAX,
         delete_retention_ms: 60_000,
         segment_bytes: 2048,
         max_decompressed_bytes: 1 << 20,
         now_ms,
         throttle: None,
         stop: None,
+        markers_removed: None,
     }
 }
 
