@@ -51,7 +51,8 @@ impl ActiveProducers {
 
     /// `producer_id`'s state is in the batch ending at `last_offset`.
     pub fn insert(&mut self, producer_id: i64, last_offset: i64) {
-        self.last.insert(producer_id, (last_offset, i16::MIN, false));
+        self.last
+            .insert(producer_id, (last_offset, i16::MIN, false));
     }
 
     /// Forgets a producer (it expired: nothing of it needs to stay).
@@ -83,8 +84,7 @@ impl ActiveProducers {
             .get(&producer_id)
             .is_none_or(|&(_, e, marker)| epoch > e || (marker && epoch == e));
         if !control || bumps {
-            self.last
-                .insert(producer_id, (last_offset, epoch, control));
+            self.last.insert(producer_id, (last_offset, epoch, control));
         }
     }
 

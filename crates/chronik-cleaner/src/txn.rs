@@ -88,7 +88,11 @@ impl TxnTracker {
     /// Kafka's `consumeAbortedTxnsUpTo`: aborted transactions starting at or before `offset`
     /// become ongoing.
     fn reach(&mut self, offset: i64) {
-        while self.pending.front().is_some_and(|a| a.first_offset <= offset) {
+        while self
+            .pending
+            .front()
+            .is_some_and(|a| a.first_offset <= offset)
+        {
             if let Some(a) = self.pending.pop_front() {
                 self.aborted
                     .entry(a.producer_id)

@@ -434,7 +434,11 @@ fn a_full_map_stops_mid_batch_and_reports_its_end() {
         &kv(&[("a", "1"), ("b", "2"), ("a", "3"), ("c", "4"), ("d", "5")]),
         Opts::default(),
     );
-    assert_eq!(map.index_batch(&b, 0, LIMIT, &mut TxnTracker::default()).unwrap(), Indexed::Full);
+    assert_eq!(
+        map.index_batch(&b, 0, LIMIT, &mut TxnTracker::default())
+            .unwrap(),
+        Indexed::Full
+    );
     assert_eq!(
         map.end_offset(),
         Some(14),
@@ -442,7 +446,12 @@ fn a_full_map_stops_mid_batch_and_reports_its_end() {
     );
     let mut again = OffsetMap::new(24 * 4).unwrap();
     // Records before the first dirty offset are not indexed.
-    assert_eq!(again.index_batch(&b, 13, LIMIT, &mut TxnTracker::default()).unwrap(), Indexed::Continue);
+    assert_eq!(
+        again
+            .index_batch(&b, 13, LIMIT, &mut TxnTracker::default())
+            .unwrap(),
+        Indexed::Continue
+    );
     assert_eq!((again.len(), again.end_offset()), (2, Some(15)));
     assert_eq!(again.get(b"a"), None);
 }

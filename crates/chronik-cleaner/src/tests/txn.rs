@@ -48,7 +48,12 @@ fn markers(log: &[Vec<u8>]) -> Vec<(i64, bool)> {
         .collect()
 }
 
-fn clean_at(log: &[Vec<u8>], now: i64, p: &ActiveProducers, aborted: &[AbortedTxn]) -> Vec<Vec<u8>> {
+fn clean_at(
+    log: &[Vec<u8>],
+    now: i64,
+    p: &ActiveProducers,
+    aborted: &[AbortedTxn],
+) -> Vec<Vec<u8>> {
     clean_txn(log, 1 << 20, now, p, aborted, &mut FilterStats::default()).0
 }
 
@@ -120,7 +125,14 @@ fn markers_go_once_their_transaction_is_gone_and_their_horizon_passed() {
     let early = clean_at(&twice, T0 + DAY_MS, &none, &aborted);
     assert_eq!(markers(&early), markers(&twice));
     let mut stats = FilterStats::default();
-    let (late, _) = clean_txn(&twice, 1 << 20, T0 + 1 + DAY_MS, &none, &aborted, &mut stats);
+    let (late, _) = clean_txn(
+        &twice,
+        1 << 20,
+        T0 + 1 + DAY_MS,
+        &none,
+        &aborted,
+        &mut stats,
+    );
     assert_eq!(markers(&late), vec![(5, false)]);
     assert_eq!(stats.markers_removed, 2);
     assert_eq!(data(&late), data(&once));
@@ -158,7 +170,10 @@ fn a_producers_last_batch_keeps_its_transaction_marker() {
         out = clean_at(&out, T0 + i * 2 * DAY_MS, &producers, &aborted);
         assert_eq!(out.len(), 3);
         let h = BatchHeader::parse(&out[0]).unwrap();
-        assert_eq!((h.record_count, h.producer_epoch, h.base_sequence), (0, 3, 10));
+        assert_eq!(
+            (h.record_count, h.producer_epoch, h.base_sequence),
+            (0, 3, 10)
+        );
         assert_eq!(markers(&out), vec![(1, false)]);
     }
     // Once the producer expired, the empty batch goes, then its marker.
@@ -222,7 +237,7 @@ fn batches_past_the_pass_are_left_alone() {
     // A pass whose map ends at 1 (an open transaction from 2 on bounds the clean): the
     // transaction's batch and everything after stay as they are, and its key supersedes
     // nothing.
-    let log = vec![
+    let log = [
         batch(0, &kv(&[("a", "1")]), Opts::default()),
         batch(1, &kv(&[("a", "2")]), Opts::default()),
         batch(2, &kv(&[("a", "open")]), txn(5, 0, 0)),

@@ -21,8 +21,7 @@ use std::collections::HashMap;
 
 use chronik_cleaner::{
     filter_batch, group_segments, split_batches, AbortedTxn, ActiveProducers, BatchHeader,
-    CleanError, FilterContext, FilterStats, Filtered, Indexed, OffsetMap, SegmentFacts,
-    TxnTracker,
+    CleanError, FilterContext, FilterStats, Filtered, Indexed, OffsetMap, SegmentFacts, TxnTracker,
 };
 use chronik_wal::{PartitionLog, ReplacedSegments, SegmentInfo, WalError};
 
