@@ -15,11 +15,16 @@ What the test proves, once the cleaner ran (and again after a SIGKILL and restar
 - after the restart the rebuilt transaction state holds no open transaction (the last stable
   offset is the high watermark) and the transactional.id commits a new transaction.
 
+Three replicas: each follower cleans its own log by the same rules (a Chronik follower keeps no
+transaction state while it follows; its cleaner reads the transactions from its log), so the new
+leader after the old one is SIGKILLed serves the same.
+
 Runs against Apache Kafka 4.4 too (--broker=kafka; the restart part is Chronik's).
 """
 
 from __future__ import annotations
 
+import re
 import struct
 import time
 
@@ -27,8 +32,9 @@ import pytest
 from confluent_kafka import KafkaError, TopicPartition
 
 import kafkawire as w
-from helpers import consumer, create_topic, producer, unique_topic, wait_until
-from test_compaction import FILLER, compact_config, nudge
+from helpers import admin, consumer, create_topic, http_get, producer, unique_topic, wait_until
+from confluent_kafka.admin import NewTopic
+from test_compaction import FILLER, compact_config, leader_and_isr, nudge
 from test_transactions import latest, txn_producer
 
 KEYS = [b"key-%02d" % k for k in range(12)]
@@ -44,12 +50,19 @@ def cleaner_broker(broker_factory):
     return broker_factory(args=["--log-cleaner-backoff-ms", "200"])
 
 
+def leader_address(bootstrap: str, topic: str) -> str:
+    """host:port of partition 0's leader (a raw Fetch must go there)."""
+    md = admin(bootstrap).list_topics(topic, timeout=10)
+    b = md.brokers[md.topics[topic].partitions[0].leader]
+    return f"{b.host}:{b.port}"
+
+
 def fetch_v4(bootstrap: str, topic: str, offset: int, read_committed: bool):
     """One raw Fetch v4 of partition 0: (high watermark, last stable offset, aborted
     transactions as (producer id, first offset), the batches' headers as dicts)."""
     body = (w.i32(-1) + w.i32(0) + w.i32(0) + w.i32(8 << 20) + w.i8(1 if read_committed else 0)
             + w.i32(1) + w.string(topic) + w.i32(1) + w.i32(0) + w.i64(offset) + w.i32(8 << 20))
-    with w.Connection(bootstrap) as conn:
+    with w.Connection(leader_address(bootstrap, topic)) as conn:
         r = w.Reader(conn.roundtrip(w.request(FETCH, FETCH_V, 3, body)))
     r.i32()  # correlation id
     r.i32()  # throttle
@@ -195,3 +208,40 @@ def test_markers_and_aborted_data_are_cleaned(cleaner_broker, broker_kind):
     committed = [(k, v) for k, v in read(b.bootstrap, topic, "read_committed") if k != FILLER]
     assert dict(committed)[KEYS[1]] == b"after-restart"
     assert latest(b.bootstrap, topic, "read_committed") == latest(b.bootstrap, topic, "read_uncommitted")
+
+
+def last_clean(http: str, topic: str) -> float:
+    """When this Chronik node last cleaned the topic's partition 0 (0: never)."""
+    _, text = http_get(http, "/metrics")
+    m = re.search(r'^chronik_log_cleaner_last_clean_timestamp_seconds\{[^}]*topic="%s"[^}]*\} ([0-9.e+-]+)$'
+                  % re.escape(topic), text, re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_followers_clean_transactions_and_a_new_leader_serves_the_same(cluster_factory, broker_kind):
+    c = cluster_factory(3, args=["--log-cleaner-backoff-ms", "200", "--broker-session-timeout-ms", "2000",
+                                 "--replica-lag-time-max-ms", "3000"]).start()
+    topic = unique_topic("txn-compact3")
+    a = admin(c.bootstrap(1))
+    a.create_topics([NewTopic(topic, 1, 3, config=compact_config())], operation_timeout=30)[topic].result(timeout=30)
+    leader, _ = wait_until(lambda: (lambda li: li if li[0] > 0 and len(li[1]) == 3 else None)(
+        leader_and_isr(c.bootstrap(1), topic)), 30, "a leader and a full ISR")
+    expected, txns = write(c.bootstrap(1, 2, 3), topic, f"{topic}-tx")
+    markers = wait_until(lambda: (m := [x for x in log_batches(c.bootstrap(1, 2, 3), topic)[0] if x["control"]])
+                         and len(m) == txns and m, 30, "every transaction's marker", interval_s=0.2)
+    kept = markers[-2:]
+    wait_until(lambda: cleaned(c.bootstrap(1, 2, 3), topic, expected, kept), 90,
+               "the leader to clean", interval_s=0.5)
+    followers = [i for i in (1, 2, 3) if i != leader]
+    if broker_kind == "chronik":
+        # Each follower cleaned its own log after all of it was there.
+        done = time.time()
+        wait_until(lambda: nudge(c.bootstrap(1, 2, 3), topic) or all(
+            last_clean(c.node(i).http, topic) > done + 1 for i in followers), 60,
+            "the followers to clean", interval_s=0.5)
+    c.node(leader).kill()
+    wait_until(lambda: leader_and_isr(c.bootstrap(*followers), topic)[0] in followers, 60, "a new leader",
+               interval_s=0.2)
+    wait_until(lambda: cleaned(c.bootstrap(*followers), topic, expected, kept), 90,
+               "the new leader to serve the cleaned log", interval_s=0.5)
+    check(c.bootstrap(*followers), topic, expected, kept)
