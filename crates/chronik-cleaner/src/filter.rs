@@ -19,20 +19,29 @@
 //! the last offset of an active producer: Kafka then keeps an empty batch (the header only,
 //! `DefaultRecordBatch.writeEmptyHeader`) so the producer's last sequence and epoch survive.
 //!
-//! Control and transactional batches are kept untouched: Chronik does not produce
-//! transactions yet, and dropping a marker or a transaction's records needs the
-//! transaction state Kafka's `CleanedTransactionMetadata` tracks.
+//! Transactions (the walk's [`TxnTracker`], Kafka's `CleanedTransactionMetadata`): a batch of
+//! an aborted transaction loses every record; a committed transaction's records are compacted
+//! like any. A control batch keeps its record until its transaction has no batch left in the
+//! log; then the marker gets a delete horizon (KIP-534, as a tombstone's batch: clean time +
+//! `delete.retention.ms`), and a clean at or past it removes the marker. An empty control
+//! batch goes at once. A marker that is its producer's last state (it bumped the epoch) stays.
 
 use std::collections::HashMap;
 
 use crate::batch::{decode, rebase_timestamp, BatchHeader, CleanError, ATTR_DELETE_HORIZON};
 use crate::offset_map::OffsetMap;
+use crate::txn::{ControlType, TxnTracker};
 
-/// Producers whose state must outlive their records: producer id → the last offset of its
-/// last data batch (Kafka's `lastRecordsOfActiveProducers`, from the producer state manager).
+/// Producers whose state must outlive their records (Kafka's `lastRecordsOfActiveProducers`,
+/// from the producer state manager): producer id → the last offset of the batch that holds
+/// its state. That is its last data batch (its last sequence), or a later marker that bumped
+/// its epoch (Kafka clears a producer's batch metadata when the epoch changes, so its last
+/// record is then the marker, which carries the epoch a rebuild must fence with).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ActiveProducers {
-    last_offsets: HashMap<i64, i64>,
+    /// Producer id → (last offset of its state batch, that batch's epoch, whether it is a
+    /// marker).
+    last: HashMap<i64, (i64, i16, bool)>,
 }
 
 impl ActiveProducers {
@@ -40,24 +49,49 @@ impl ActiveProducers {
         ActiveProducers::default()
     }
 
-    /// `producer_id`'s last data batch ends at `last_offset`.
+    /// `producer_id`'s state is in the batch ending at `last_offset`.
     pub fn insert(&mut self, producer_id: i64, last_offset: i64) {
-        self.last_offsets.insert(producer_id, last_offset);
+        self.last
+            .insert(producer_id, (last_offset, i16::MIN, false));
     }
 
-    /// Learns from a batch header read in log order: a data batch with a producer id becomes
-    /// that producer's last (for callers that rebuild this from the log rather than from their
-    /// producer state).
+    /// Forgets a producer (it expired: nothing of it needs to stay).
+    pub fn remove(&mut self, producer_id: i64) {
+        self.last.remove(&producer_id);
+    }
+
+    /// Learns from a batch header read in log order (for callers that rebuild this from the
+    /// log rather than from their producer state).
     pub fn observe(&mut self, header: &BatchHeader) {
-        if header.has_producer_id() && !header.is_control() {
-            self.insert(header.producer_id, header.last_offset());
+        self.observe_batch(
+            header.producer_id,
+            header.producer_epoch,
+            header.last_offset(),
+            header.is_control(),
+        );
+    }
+
+    /// [`observe`](Self::observe) from the header fields: a data batch with a producer id
+    /// becomes that producer's state batch; a marker does when it bumped the producer's epoch
+    /// (or the producer has no data batch).
+    pub fn observe_batch(&mut self, producer_id: i64, epoch: i16, last_offset: i64, control: bool) {
+        if producer_id < 0 {
+            return;
+        }
+        // A later marker of an epoch with no data batch yet holds the state too.
+        let bumps = self
+            .last
+            .get(&producer_id)
+            .is_none_or(|&(_, e, marker)| epoch > e || (marker && epoch == e));
+        if !control || bumps {
+            self.last.insert(producer_id, (last_offset, epoch, control));
         }
     }
 
-    /// Whether `header` is the last data batch of its producer.
+    /// Whether `header` is the batch holding its producer's state.
     pub fn is_last_batch(&self, header: &BatchHeader) -> bool {
         header.has_producer_id()
-            && self.last_offsets.get(&header.producer_id) == Some(&header.last_offset())
+            && self.last.get(&header.producer_id).map(|l| l.0) == Some(header.last_offset())
     }
 }
 
@@ -103,25 +137,61 @@ pub struct FilterStats {
     pub tombstones_removed: u64,
     /// Keyless records dropped (Kafka's `invalidMessagesRead`).
     pub keyless_removed: u64,
+    /// Records of aborted transactions dropped.
+    pub aborted_removed: u64,
+    /// Transaction markers (and empty control batches) removed.
+    pub markers_removed: u64,
 }
 
-/// Filters one batch (exactly one v2 batch) against the pass's map.
+/// Filters one batch (exactly one v2 batch) against the pass's map; `txns` is the pass's walk,
+/// which must see every batch from the log start in order.
 pub fn filter_batch(
     batch: &[u8],
     ctx: &FilterContext<'_>,
+    txns: &mut TxnTracker,
     stats: &mut FilterStats,
 ) -> Result<Filtered, CleanError> {
     stats.batches_read += 1;
     stats.bytes_read += batch.len() as u64;
     let header = BatchHeader::parse(batch)?;
-    if header.is_control() || header.is_transactional() {
-        stats.bytes_written += batch.len() as u64;
-        return Ok(Filtered::Unchanged);
+    let out = if header.is_control() {
+        filter_control(batch, &header, ctx, txns, stats)?
+    } else {
+        filter_data(batch, &header, ctx, txns, stats)?
+    };
+    stats.bytes_written += match &out {
+        Filtered::Unchanged => batch.len(),
+        Filtered::Rewritten(b) | Filtered::Emptied(b) => b.len(),
+        Filtered::Removed => 0,
+    } as u64;
+    Ok(out)
+}
+
+/// The fate of a data batch: Kafka's `shouldRetainRecord` for each record, or nothing of it
+/// if it belongs to an aborted transaction.
+fn filter_data(
+    batch: &[u8],
+    header: &BatchHeader,
+    ctx: &FilterContext<'_>,
+    txns: &mut TxnTracker,
+    stats: &mut FilterStats,
+) -> Result<Filtered, CleanError> {
+    let aborted = txns.on_batch(header);
+    let latest = ctx.map.latest_offset().unwrap_or(-1);
+    // Past the pass's end the batch waits for the pass that indexes it, aborted or not.
+    if aborted && header.last_offset() <= latest {
+        let count = u64::try_from(header.record_count).unwrap_or(0);
+        stats.records_read += count;
+        stats.aborted_removed += count;
+        return Ok(match ctx.producers.is_last_batch(header) {
+            true if count == 0 => Filtered::Unchanged,
+            true => Filtered::Emptied(empty_batch(header)?),
+            false => Filtered::Removed,
+        });
     }
-    let decoded = decode(batch, &header, ctx.max_decompressed_bytes)?;
+    let decoded = decode(batch, header, ctx.max_decompressed_bytes)?;
     let horizon = header.delete_horizon_ms();
     let retain_deletes = horizon.is_none_or(|h| ctx.now_ms < h);
-    let latest = ctx.map.latest_offset().unwrap_or(-1);
     let mut kept = Vec::with_capacity(decoded.records.len());
     for (i, record) in decoded.records.iter().enumerate() {
         stats.records_read += 1;
@@ -142,9 +212,9 @@ pub fn filter_batch(
         }
     }
     stats.records_kept += kept.len() as u64;
-    let out = if kept.is_empty() {
-        if ctx.producers.is_last_batch(&header) {
-            Filtered::Emptied(empty_batch(&header)?)
+    Ok(if kept.is_empty() {
+        if ctx.producers.is_last_batch(header) {
+            Filtered::Emptied(empty_batch(header)?)
         } else {
             Filtered::Removed
         }
@@ -155,15 +225,47 @@ pub fn filter_batch(
             Filtered::Unchanged
         } else {
             let horizon = set_horizon.then(|| ctx.now_ms.saturating_add(ctx.delete_retention_ms));
-            Filtered::Rewritten(rewrite(&header, &decoded, &kept, horizon)?)
+            Filtered::Rewritten(rewrite(header, &decoded, &kept, horizon)?)
         }
-    };
-    stats.bytes_written += match &out {
-        Filtered::Unchanged => batch.len(),
-        Filtered::Rewritten(b) | Filtered::Emptied(b) => b.len(),
-        Filtered::Removed => 0,
-    } as u64;
-    Ok(out)
+    })
+}
+
+/// The fate of a control batch (Kafka's `checkBatchRetention` for control batches): kept
+/// while its transaction has a batch in the log; then stamped with a delete horizon; removed
+/// by a clean at or past that horizon.
+fn filter_control(
+    batch: &[u8],
+    header: &BatchHeader,
+    ctx: &FilterContext<'_>,
+    txns: &mut TxnTracker,
+    stats: &mut FilterStats,
+) -> Result<Filtered, CleanError> {
+    let decoded = decode(batch, header, ctx.max_decompressed_bytes)?;
+    let control = decoded
+        .records
+        .first()
+        .map(|r| ControlType::from_key(r.key.as_deref()));
+    let discardable = txns.on_control(header, control);
+    let latest = ctx.map.latest_offset().unwrap_or(-1);
+    if !discardable || header.last_offset() > latest || ctx.producers.is_last_batch(header) {
+        return Ok(Filtered::Unchanged);
+    }
+    if control.is_none() {
+        stats.markers_removed += 1;
+        return Ok(Filtered::Removed);
+    }
+    Ok(match header.delete_horizon_ms() {
+        Some(h) if ctx.now_ms >= h => {
+            stats.markers_removed += 1;
+            Filtered::Removed
+        }
+        Some(_) => Filtered::Unchanged,
+        None => {
+            let all: Vec<usize> = (0..decoded.records.len()).collect();
+            let horizon = ctx.now_ms.saturating_add(ctx.delete_retention_ms);
+            Filtered::Rewritten(rewrite(header, &decoded, &all, Some(horizon))?)
+        }
+    })
 }
 
 /// The batch with only the records at `kept` (indexes into the decoded records), and, when
@@ -224,12 +326,13 @@ fn rewrite_error(what: &str) -> CleanError {
 pub fn filter_batches(
     buf: &[u8],
     ctx: &FilterContext<'_>,
+    txns: &mut TxnTracker,
     stats: &mut FilterStats,
 ) -> Result<Vec<u8>, CleanError> {
     let mut out = Vec::with_capacity(buf.len());
     for batch in crate::batch::split_batches(buf) {
         let batch = batch?;
-        match filter_batch(batch, ctx, stats)? {
+        match filter_batch(batch, ctx, txns, stats)? {
             Filtered::Unchanged => out.extend_from_slice(batch),
             Filtered::Rewritten(b) | Filtered::Emptied(b) => out.extend_from_slice(&b),
             Filtered::Removed => {}

@@ -12,7 +12,9 @@
 //!    with the map, and write what each run keeps into one replacement segment; the new
 //!    cleaner checkpoint is the end offset. Another pass follows while the dirty section is
 //!    not done. [`ActiveProducers`] names each producer's last batch, which stays (empty if
-//!    need be) so its sequence state survives.
+//!    need be) so its sequence state survives. A [`TxnTracker`] per walk (map build, filter
+//!    pass), given the log's aborted transactions, tells aborted batches (dropped, never
+//!    indexed) from committed ones and when a transaction marker may go.
 //!
 //! The crate owns no file, thread, clock or lock: the caller reads segments, gives the time,
 //! swaps segments, throttles I/O and keeps the checkpoint (as `chronik-groups`' manager
@@ -23,6 +25,7 @@ pub mod config;
 pub mod filter;
 pub mod offset_map;
 pub mod schedule;
+pub mod txn;
 
 pub use batch::{split_batches, BatchHeader, CleanError};
 pub use config::{CompactionConfig, ConfigError};
@@ -34,6 +37,7 @@ pub use schedule::{
     assess, cleanable_range, dirtiness, group_segments, max_compaction_delay_ms, max_segment_ms,
     pick_filthiest, Assessment, CleanableRange, Dirtiness, LogFacts, SegmentFacts,
 };
+pub use txn::{AbortedTxn, ControlType, TxnTracker};
 
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,7 @@
 use sha2::{Digest, Sha256};
 
 use crate::batch::{decode, BatchHeader, CleanError};
+use crate::txn::{ControlType, TxnTracker};
 
 /// Bytes per entry: a 16-byte key digest and an 8-byte offset.
 pub const ENTRY_BYTES: usize = 24;
@@ -182,18 +183,30 @@ impl OffsetMap {
 
     /// Indexes one batch of the dirty section (Kafka's `Cleaner.buildOffsetMapForSegment`):
     /// each keyed record at or past `start_offset` becomes its key's latest offset. Control
-    /// batches are skipped, as in Kafka; so are transactional batches, which Chronik does not
-    /// produce yet and whose commit or abort this core cannot know (an aborted record must
-    /// never supersede a committed one). Records decompress to at most
-    /// `max_decompressed_bytes`.
+    /// batches are skipped, and so are the batches of aborted transactions (`txns`, the walk
+    /// of this build from `start_offset`, tells them): an aborted record must never supersede
+    /// a committed one. A committed transaction's records are indexed like any. Records
+    /// decompress to at most `max_decompressed_bytes`.
     pub fn index_batch(
         &mut self,
         batch: &[u8],
         start_offset: i64,
         max_decompressed_bytes: usize,
+        txns: &mut TxnTracker,
     ) -> Result<Indexed, CleanError> {
         let header = BatchHeader::parse(batch)?;
-        if header.is_control() || header.is_transactional() || header.record_count == 0 {
+        let skip = if header.is_control() {
+            let decoded = decode(batch, &header, max_decompressed_bytes)?;
+            let control = decoded
+                .records
+                .first()
+                .map(|r| ControlType::from_key(r.key.as_deref()));
+            txns.on_control(&header, control);
+            true
+        } else {
+            txns.on_batch(&header) || header.record_count == 0
+        };
+        if skip {
             if header.last_offset() >= start_offset {
                 self.cover(header.last_offset());
             }

@@ -2,6 +2,7 @@
 //! decoder: what Kafka's LogCleanerTest checks, in the cases the task names.
 
 mod schedule;
+mod txn;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
@@ -12,7 +13,8 @@ use kafka_protocol::records::{
 
 use crate::batch::{BatchHeader, ATTR_DELETE_HORIZON};
 use crate::{
-    filter_batch, ActiveProducers, FilterContext, FilterStats, Filtered, Indexed, OffsetMap,
+    filter_batch, AbortedTxn, ActiveProducers, FilterContext, FilterStats, Filtered, Indexed,
+    OffsetMap, TxnTracker,
 };
 
 const T0: i64 = 1_700_000_000_000;
@@ -124,6 +126,18 @@ fn clean(
     producers: &ActiveProducers,
     stats: &mut FilterStats,
 ) -> (Vec<Vec<u8>>, usize) {
+    clean_txn(log, budget, now_ms, producers, &[], stats)
+}
+
+/// [`clean`] of a log whose aborted-transaction index is `aborted`.
+fn clean_txn(
+    log: &[Vec<u8>],
+    budget: usize,
+    now_ms: i64,
+    producers: &ActiveProducers,
+    aborted: &[AbortedTxn],
+    stats: &mut FilterStats,
+) -> (Vec<Vec<u8>>, usize) {
     let mut map = OffsetMap::new(budget).unwrap();
     let mut log = log.to_vec();
     let end_of_log = last_offset(&log) + 1;
@@ -132,11 +146,12 @@ fn clean(
     while first_dirty < end_of_log {
         passes += 1;
         map.clear();
+        let mut walk = TxnTracker::new(aborted.to_vec());
         for b in &log {
             if BatchHeader::parse(b).unwrap().last_offset() < first_dirty {
                 continue;
             }
-            if map.index_batch(b, first_dirty, LIMIT).unwrap() == Indexed::Full {
+            if map.index_batch(b, first_dirty, LIMIT, &mut walk).unwrap() == Indexed::Full {
                 break;
             }
         }
@@ -150,12 +165,13 @@ fn clean(
             max_decompressed_bytes: LIMIT,
         };
         let mut next = Vec::new();
+        let mut walk = TxnTracker::new(aborted.to_vec());
         for b in &log {
             if BatchHeader::parse(b).unwrap().base_offset >= end {
                 next.push(b.clone());
                 continue;
             }
-            match filter_batch(b, &ctx, stats).unwrap() {
+            match filter_batch(b, &ctx, &mut walk, stats).unwrap() {
                 Filtered::Unchanged => next.push(b.clone()),
                 Filtered::Rewritten(n) | Filtered::Emptied(n) => next.push(n),
                 Filtered::Removed => {}
@@ -418,7 +434,11 @@ fn a_full_map_stops_mid_batch_and_reports_its_end() {
         &kv(&[("a", "1"), ("b", "2"), ("a", "3"), ("c", "4"), ("d", "5")]),
         Opts::default(),
     );
-    assert_eq!(map.index_batch(&b, 0, LIMIT).unwrap(), Indexed::Full);
+    assert_eq!(
+        map.index_batch(&b, 0, LIMIT, &mut TxnTracker::default())
+            .unwrap(),
+        Indexed::Full
+    );
     assert_eq!(
         map.end_offset(),
         Some(14),
@@ -426,7 +446,12 @@ fn a_full_map_stops_mid_batch_and_reports_its_end() {
     );
     let mut again = OffsetMap::new(24 * 4).unwrap();
     // Records before the first dirty offset are not indexed.
-    assert_eq!(again.index_batch(&b, 13, LIMIT).unwrap(), Indexed::Continue);
+    assert_eq!(
+        again
+            .index_batch(&b, 13, LIMIT, &mut TxnTracker::default())
+            .unwrap(),
+        Indexed::Continue
+    );
     assert_eq!((again.len(), again.end_offset()), (2, Some(15)));
     assert_eq!(again.get(b"a"), None);
 }
@@ -482,38 +507,6 @@ fn an_idempotent_producers_last_batch_stays_empty() {
 }
 
 #[test]
-fn control_and_transactional_batches_are_kept_as_they_are() {
-    let txn = Opts {
-        producer_id: 3,
-        producer_epoch: 0,
-        base_sequence: 0,
-        transactional: true,
-        ..Opts::default()
-    };
-    let log = vec![
-        batch(0, &kv(&[("a", "txn")]), txn),
-        batch(
-            1,
-            &[(None, Some("marker"))],
-            Opts {
-                control: true,
-                ..txn
-            },
-        ),
-        batch(2, &kv(&[("b", "1")]), Opts::default()),
-        batch(3, &kv(&[("b", "2")]), Opts::default()),
-    ];
-    let out = clean_once(&log, T0);
-    assert_eq!(out.len(), 3);
-    assert_eq!(out[0], log[0]);
-    assert_eq!(out[1], log[1]);
-    // The transactional record did not enter the map: it supersedes nothing.
-    let mut map = OffsetMap::new(1 << 16).unwrap();
-    map.index_batch(&log[0], 0, LIMIT).unwrap();
-    assert_eq!((map.get(b"a"), map.end_offset()), (None, Some(1)));
-}
-
-#[test]
 fn log_append_time_batches_keep_their_max_timestamp() {
     let mut first = batch(0, &kv(&[("a", "1"), ("b", "2")]), Opts::default());
     chronik_protocol::batch::stamp_log_append_time(&mut first, T0 + 999).unwrap();
@@ -546,14 +539,14 @@ fn damaged_batches_are_errors_not_panics() {
     let mut stats = FilterStats::default();
     for cut in [0, 10, 60, good.len() - 1] {
         assert!(
-            filter_batch(&good[..cut], &ctx, &mut stats).is_err(),
+            filter_batch(&good[..cut], &ctx, &mut TxnTracker::default(), &mut stats).is_err(),
             "cut at {cut}"
         );
     }
     let mut flipped = good.clone();
     let last = flipped.len() - 1;
     flipped[last] ^= 0xff;
-    assert!(filter_batch(&flipped, &ctx, &mut stats).is_err());
+    assert!(filter_batch(&flipped, &ctx, &mut TxnTracker::default(), &mut stats).is_err());
     // A batch expanding past the bound is refused.
     let big: Vec<(Option<&str>, Option<&str>)> = vec![(Some("k"), Some("x")); 5000];
     let bomb = batch(
@@ -569,7 +562,7 @@ fn damaged_batches_are_errors_not_panics() {
         ..ctx
     };
     assert!(matches!(
-        filter_batch(&bomb, &tight, &mut stats),
+        filter_batch(&bomb, &tight, &mut TxnTracker::default(), &mut stats),
         Err(crate::CleanError::Codec(_))
     ));
 }

@@ -6,27 +6,46 @@
 //! Reads go through the log's own read path by offset, so they cross the gaps earlier cleans
 //! left; what a replacement keeps keeps its offsets. Every byte read or written is paid to
 //! the I/O budget first.
+//!
+//! Transactions: one scan of the log (headers, plus the one record of each control batch:
+//! what a partition's own rebuild reads) gives the active producers, the aborted transactions
+//! and the last stable offset as this replica's log has them, so a follower (which keeps no
+//! transaction state) cleans by the same rules as its leader. An aborted transaction's
+//! batches are dropped; markers go once their transaction has no batch left and their delete
+//! horizon passed (`chronik_cleaner::txn`). Before a replacement that drops abort markers is
+//! swapped in, the partition forgets their aborted-index entries: their data went in an
+//! earlier clean, so no fetch can miss an entry it needs, and none gets an entry whose marker
+//! is gone (a read_committed consumer would skip that producer's later transactions).
 
 use std::collections::HashMap;
 
 use chronik_cleaner::{
-    filter_batch, group_segments, split_batches, ActiveProducers, BatchHeader, CleanError,
-    FilterContext, FilterStats, Filtered, Indexed, OffsetMap, SegmentFacts,
+    filter_batch, group_segments, split_batches, AbortedTxn, ActiveProducers, BatchHeader,
+    CleanError, FilterContext, FilterStats, Filtered, Indexed, OffsetMap, SegmentFacts, TxnTracker,
 };
 use chronik_wal::{PartitionLog, ReplacedSegments, SegmentInfo, WalError};
 
 use super::throttle::Throttle;
 use crate::shutdown::Shutdown;
+use crate::txn::{control, TxnState};
 
 /// Bytes asked of one read: whole batches, at least one.
 const READ_CHUNK: usize = 1 << 20;
 
+/// Called with the offsets of the control batches a replacement drops, before it is swapped
+/// in.
+pub type MarkersRemoved<'a> = &'a (dyn Fn(&[i64]) + Sync);
+
 /// What one clean works with besides the log.
+#[derive(Clone, Copy)]
 pub struct CleanInput<'a> {
     /// Where the dirty section starts (the checkpoint) and where cleaning stops (the active
     /// segment, the high watermark, `min.compaction.lag.ms`; segment-aligned).
     pub first_dirty: i64,
     pub first_uncleanable: i64,
+    /// The replica's high watermark: with the log's transactions, its last stable offset,
+    /// which bounds the clean too.
+    pub high_watermark: i64,
     pub delete_retention_ms: i64,
     /// The topic's segment size: cleaned segments merge up to it.
     pub segment_bytes: u64,
@@ -36,6 +55,8 @@ pub struct CleanInput<'a> {
     /// The broker is stopping: the clean ends at the next segment group (what it swapped in
     /// so far stays; the checkpoint is not moved).
     pub stop: Option<&'a Shutdown>,
+    /// Where the partition hears of removed markers (its aborted index drops them).
+    pub markers_removed: Option<MarkersRemoved<'a>>,
 }
 
 impl CleanInput<'_> {
@@ -77,6 +98,14 @@ pub enum CleanFailure {
     Stopped,
 }
 
+/// What the clean learns of the log's producers and transactions from one scan.
+struct LogTxns {
+    producers: ActiveProducers,
+    aborted: Vec<AbortedTxn>,
+    /// The last stable offset of this replica's log.
+    last_stable_offset: i64,
+}
+
 /// Cleans `log` from `input.first_dirty` to `input.first_uncleanable`, in as many passes as
 /// `map` needs.
 pub fn clean(
@@ -88,14 +117,23 @@ pub fn clean(
     if let Some(t) = input.throttle {
         t.take(log.size_bytes());
     }
-    let producers = active_producers(log, input.now_ms)?;
+    let txns = scan_log(log, input.now_ms, input.high_watermark)?;
+    // Never at or past an open transaction (Kafka's rule, kept on a follower too).
+    let input = &CleanInput {
+        first_uncleanable: input
+            .first_uncleanable
+            .min(txns.last_stable_offset.max(input.first_dirty)),
+        ..*input
+    };
+    let producers = &txns.producers;
     let mut out = CleanOutcome {
         cleaned_up_to: input.first_dirty,
         ..CleanOutcome::default()
     };
     while out.cleaned_up_to < input.first_uncleanable {
         map.clear();
-        let Some(end) = build_map(log, input, out.cleaned_up_to, map, &mut out)? else {
+        let mut walk = TxnTracker::new(txns.aborted.clone());
+        let Some(end) = build_map(log, input, out.cleaned_up_to, map, &mut walk, &mut out)? else {
             // No batch left in the dirty section: it is clean as it is.
             out.cleaned_up_to = input.first_uncleanable;
             break;
@@ -104,14 +142,17 @@ pub fn clean(
             map,
             now_ms: input.now_ms,
             delete_retention_ms: input.delete_retention_ms,
-            producers: &producers,
+            producers,
             max_decompressed_bytes: input.max_decompressed_bytes,
         };
+        // The filter's walk starts at the log start: a marker is judged against every batch
+        // before it.
+        let mut walk = TxnTracker::new(txns.aborted.clone());
         let infos = log.segments();
         for group in group_segments(&facts(&infos), input.segment_bytes, end) {
             input.check_stop()?;
             let bases: Vec<i64> = infos[group].iter().map(|s| s.base_offset).collect();
-            if let Some(done) = clean_group(log, input, &bases, &ctx, &mut out.filter)? {
+            if let Some(done) = clean_group(log, input, &bases, &ctx, &mut walk, &mut out.filter)? {
                 out.segments_replaced += done.replaced.len();
                 out.bytes_before += done.bytes_before;
                 out.bytes_after += done.bytes_after;
@@ -128,25 +169,57 @@ pub fn clean(
 /// yet; the cleaner does, so that the empty batch each producer leaves does not stay forever.
 pub const PRODUCER_ID_EXPIRATION_MS: i64 = 86_400_000;
 
-/// The last data batch of every producer in the log that wrote within
-/// [`PRODUCER_ID_EXPIRATION_MS`] of `now_ms` (Kafka's `lastRecordsOfActiveProducers`), from the
-/// batch headers: each such batch stays, emptied if need be, so a producer's last sequence
-/// survives the clean on a leader and a follower alike.
-fn active_producers(log: &PartitionLog, now_ms: i64) -> Result<ActiveProducers, WalError> {
-    let mut last: HashMap<i64, (i64, i64)> = HashMap::new();
-    log.scan_headers(log.log_start_offset(), &mut |h| {
-        if h.producer_id >= 0 && !h.is_control() {
-            last.insert(h.producer_id, (h.last_offset(), h.max_timestamp));
+/// One scan of the log: the batch holding each producer's state, for every producer that wrote
+/// within [`PRODUCER_ID_EXPIRATION_MS`] of `now_ms` (Kafka's `lastRecordsOfActiveProducers`:
+/// it stays, emptied if need be, so its sequence and epoch survive the clean on a leader and a
+/// follower alike), and the transactions as the partition's own rebuild reads them (the
+/// aborted index, and the last stable offset given the high watermark `hw`).
+fn scan_log(log: &PartitionLog, now_ms: i64, hw: i64) -> Result<LogTxns, WalError> {
+    let mut producers = ActiveProducers::new();
+    let mut last_write: HashMap<i64, i64> = HashMap::new();
+    let mut txns = TxnState::default();
+    let start = log.log_start_offset();
+    log.scan_batches(start, &|h| h.is_control(), &mut |h, body| {
+        if h.producer_id >= 0 {
+            producers.observe_batch(
+                h.producer_id,
+                h.producer_epoch,
+                h.last_offset(),
+                h.is_control(),
+            );
+            let t = last_write.entry(h.producer_id).or_insert(h.max_timestamp);
+            *t = (*t).max(h.max_timestamp);
+        }
+        match body {
+            None => txns.on_data(h, h.base_offset),
+            // Not a marker (never in a data partition): ends nothing, as in the rebuild.
+            Some(b) => {
+                if let Ok(m) = control::decode_marker(b) {
+                    txns.on_marker(m.producer_id, m.marker, h.base_offset, hw);
+                }
+            }
         }
     })?;
-    let mut producers = ActiveProducers::new();
     let since = now_ms.saturating_sub(PRODUCER_ID_EXPIRATION_MS);
-    for (id, (offset, ts)) in last {
-        if ts >= since {
-            producers.insert(id, offset);
+    for (id, ts) in last_write {
+        if ts < since {
+            producers.remove(id);
         }
     }
-    Ok(producers)
+    let aborted = txns
+        .aborted()
+        .into_iter()
+        .map(|a| AbortedTxn {
+            producer_id: a.producer_id,
+            first_offset: a.first_offset,
+            last_offset: a.last_offset,
+        })
+        .collect();
+    Ok(LogTxns {
+        producers,
+        aborted,
+        last_stable_offset: txns.last_stable_offset(hw),
+    })
 }
 
 /// Indexes the dirty section from `from` into `map` until it ends or the map is full; the end
@@ -157,6 +230,7 @@ fn build_map(
     input: &CleanInput<'_>,
     from: i64,
     map: &mut OffsetMap,
+    walk: &mut TxnTracker,
     out: &mut CleanOutcome,
 ) -> Result<Option<i64>, CleanFailure> {
     let mut full = false;
@@ -167,7 +241,7 @@ fn build_map(
         input.throttle,
         &mut |batch| {
             out.map_bytes_read += batch.len() as u64;
-            if map.index_batch(batch, from, input.max_decompressed_bytes)? == Indexed::Full {
+            if map.index_batch(batch, from, input.max_decompressed_bytes, walk)? == Indexed::Full {
                 full = true;
             }
             Ok(!full)
@@ -186,19 +260,27 @@ fn clean_group(
     input: &CleanInput<'_>,
     bases: &[i64],
     ctx: &FilterContext<'_>,
+    walk: &mut TxnTracker,
     stats: &mut FilterStats,
 ) -> Result<Option<ReplacedSegments>, CleanFailure> {
     let mut r = log.begin_replace(bases)?;
     let from = bases[0].max(log.log_start_offset());
     let mut changed = bases.len() > 1;
+    let mut markers_removed = Vec::new();
     for_each_batch(log, from, r.range_end(), input.throttle, &mut |batch| {
-        match filter_batch(batch, ctx, stats)? {
+        match filter_batch(batch, ctx, walk, stats)? {
             Filtered::Unchanged => r.append(batch)?,
             Filtered::Rewritten(b) | Filtered::Emptied(b) => {
                 changed = true;
                 r.append(&b)?;
             }
-            Filtered::Removed => changed = true,
+            Filtered::Removed => {
+                changed = true;
+                let h = BatchHeader::parse(batch)?;
+                if h.is_control() {
+                    markers_removed.push(h.base_offset);
+                }
+            }
         }
         Ok(true)
     })?;
@@ -208,6 +290,9 @@ fn clean_group(
     }
     if let Some(t) = input.throttle {
         t.take(r.written());
+    }
+    if let (Some(f), false) = (input.markers_removed, markers_removed.is_empty()) {
+        f(&markers_removed);
     }
     Ok(Some(log.replace_segments(r)?))
 }

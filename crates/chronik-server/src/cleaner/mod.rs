@@ -268,15 +268,18 @@ impl LogCleaner {
         let Some(config) = part.config().compaction else {
             return false;
         };
+        let forget = |offsets: &[i64]| part.forget_aborted_markers(offsets);
         let input = CleanInput {
             first_dirty: a.range.first_dirty_offset,
             first_uncleanable: a.dirtiness.first_uncleanable_offset,
+            high_watermark: part.replica.high_watermark(),
             delete_retention_ms: config.delete_retention_ms,
             segment_bytes: part.log.config().segment_bytes,
             max_decompressed_bytes: part.config().policy.max_decompressed_bytes,
             now_ms: crate::clock::now_ms(),
             throttle: self.throttle.as_ref(),
             stop: Some(&self.shutdown),
+            markers_removed: Some(&forget),
         };
         let started = Instant::now();
         let outcome = match clean(&part.log, &input, map) {
@@ -315,6 +318,8 @@ impl LogCleaner {
             bytes_before = outcome.bytes_before, bytes_after = outcome.bytes_after,
             records_kept = outcome.filter.records_kept, records_read = outcome.filter.records_read,
             tombstones_removed = outcome.filter.tombstones_removed,
+            aborted_removed = outcome.filter.aborted_removed,
+            markers_removed = outcome.filter.markers_removed,
             bytes_read = outcome.bytes_read(), bytes_written = outcome.filter.bytes_written,
             ms = started.elapsed().as_millis() as u64,
             "log cleaned"

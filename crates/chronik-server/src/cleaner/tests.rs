@@ -96,12 +96,14 @@ fn input(log: &PartitionLog, now_ms: i64) -> CleanInput<'static> {
     CleanInput {
         first_dirty: 0,
         first_uncleanable: segs.iter().find(|s| s.is_active).unwrap().base_offset,
+        high_watermark: i64::MAX,
         delete_retention_ms: 60_000,
         segment_bytes: 2048,
         max_decompressed_bytes: 1 << 20,
         now_ms,
         throttle: None,
         stop: None,
+        markers_removed: None,
     }
 }
 
@@ -229,4 +231,153 @@ async fn roll_and_wait_replaceable(log: &PartitionLog) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     panic!("sealed segments never became replaceable");
+}
+
+/// A batch of `records` (key, value) from transactional producer `pid` at sequence `seq`.
+fn txn_batch(records: &[(&str, &str)], pid: i64, seq: i32) -> Vec<u8> {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: true,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: 0,
+            producer_id: pid,
+            producer_epoch: 0,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: seq + i as i32,
+            timestamp: NOW - 1000,
+            key: Some(Bytes::from(k.to_string())),
+            value: Some(Bytes::from(v.to_string())),
+            headers: IndexMap::new(),
+        })
+        .collect();
+    let mut out = BytesMut::new();
+    let opts = RecordEncodeOptions {
+        version: 2,
+        compression: Compression::None,
+    };
+    RecordBatchEncoder::encode(&mut out, &records, &opts).unwrap();
+    out.to_vec()
+}
+
+async fn open_partition(dir: &std::path::Path) -> Arc<crate::partition::Partition> {
+    let config = LogConfig {
+        segment_bytes: 2048,
+        ..LogConfig::default()
+    };
+    let log = PartitionLog::open(dir, "t", 0, config).await.unwrap();
+    let produce = crate::topic_config::ProduceConfig {
+        policy: Default::default(),
+        max_message_bytes: 1 << 20,
+        min_insync_replicas: 1,
+        compaction: None,
+    };
+    let p = crate::partition::Partition::open(log, 1, None, produce)
+        .await
+        .unwrap();
+    p.replica.set_role(chronik_replication::Role::Leader {
+        epoch: 0,
+        isr: vec![1],
+        min_isr: 1,
+    });
+    p
+}
+
+/// Transactions on a real partition: the aborted record goes, the committed one compacts by
+/// key, nothing at or past the open transaction is touched (the clean's bound comes from the
+/// log's own transactions, as on a follower), and the aborted index the partition answers with
+/// stays what a rebuild from the cleaned log answers, also once the abort marker is removed.
+#[tokio::test(flavor = "multi_thread")]
+async fn transactions_are_cleaned_and_the_aborted_index_stays_truthful() {
+    use crate::txn::{EndTxnMarker, MarkerType};
+    let dir = tempfile::tempdir().unwrap();
+    let p = open_partition(dir.path()).await;
+    let marker = |pid, marker| EndTxnMarker {
+        producer_id: pid,
+        producer_epoch: 0,
+        marker,
+        coordinator_epoch: 0,
+    };
+    let append = |b: Vec<u8>| p.append(&b, 1 << 20, 0).unwrap().base_offset;
+    assert_eq!(append(txn_batch(&[("a", "c1"), ("c", "c1")], 1, 0)), 0);
+    assert_eq!(
+        append(txn_batch(&[("a", "aborted"), ("c", "aborted")], 2, 0)),
+        2
+    );
+    p.append_marker(&marker(2, MarkerType::Abort), 0).unwrap();
+    p.append_marker(&marker(1, MarkerType::Commit), 0).unwrap();
+    assert_eq!(append(batch("a", Some("plain"), NOW - 1000)), 6);
+    p.log.roll().unwrap();
+    assert_eq!(append(txn_batch(&[("a", "open")], 3, 0)), 7);
+    append(batch("a", Some("after-open"), NOW - 1000));
+    roll_and_wait_replaceable(&p.log).await;
+    p.log.wait_committed(p.log.log_end_offset()).await.unwrap();
+    p.replica.update_high_watermark();
+    assert_eq!(p.last_stable_offset(), 7);
+    let before = read_all(&p.log);
+    let run = |now: i64| {
+        let p = p.clone();
+        tokio::task::spawn_blocking(move || {
+            let forget = |offsets: &[i64]| p.forget_aborted_markers(offsets);
+            let input = CleanInput {
+                high_watermark: p.replica.high_watermark(),
+                markers_removed: Some(&forget),
+                ..input(&p.log, now)
+            };
+            let mut map = OffsetMap::new(1 << 20).unwrap();
+            clean(&p.log, &input, &mut map).unwrap()
+        })
+    };
+    let out = run(NOW).await.unwrap();
+    assert_eq!(out.cleaned_up_to, 7, "bounded by the open transaction");
+    assert_eq!(out.filter.aborted_removed, 2);
+    let after = read_all(&p.log);
+    let kept: Vec<_> = after
+        .iter()
+        .map(|(o, (k, v))| (*o, k.as_str(), v.as_deref()))
+        .collect();
+    const ABORT: &str = "\0\0\0\0";
+    const COMMIT: &str = "\0\0\0\u{1}";
+    const MARKER: Option<&str> = Some("\0\0\0\0\0\0");
+    assert_eq!(
+        kept,
+        vec![
+            (1, "c", Some("c1")),
+            (4, ABORT, MARKER),
+            (5, COMMIT, MARKER),
+            (6, "a", Some("plain")),
+            (7, "a", Some("open")),
+            (8, "a", Some("after-open"))
+        ]
+    );
+    assert_eq!(before.get(&7), after.get(&7));
+    let reopened_answers = |dir: std::path::PathBuf| async move {
+        let q = open_partition(&dir).await;
+        q.replica.update_high_watermark();
+        let answer = (q.aborted_transactions(0, 9), q.last_stable_offset());
+        q.log.close().await.unwrap();
+        answer
+    };
+    // Producer 2's emptied last batch (at 2) and its abort marker stay.
+    assert_eq!(p.aborted_transactions(0, 9), vec![(2, 2)]);
+    // Once the producers expired: the empty batch goes; then the marker gets its horizon; a
+    // clean past it removes the marker, and the partition forgets the entry.
+    let later = NOW + 2 * super::clean::PRODUCER_ID_EXPIRATION_MS;
+    run(later).await.unwrap();
+    run(later + 1).await.unwrap();
+    assert_eq!(p.aborted_transactions(0, 9), vec![(2, 2)]);
+    let out = run(later + 120_000).await.unwrap();
+    assert_eq!(out.filter.markers_removed, 1, "{out:?}");
+    assert_eq!(p.aborted_transactions(0, 9), vec![]);
+    // The commit marker (5) stays: its transaction's record at 1 does.
+    let mut without_abort = after.clone();
+    without_abort.remove(&4);
+    assert_eq!(read_all(&p.log), without_abort);
+    let dir_path = dir.path().to_path_buf();
+    p.log.close().await.unwrap();
+    drop(p);
+    assert_eq!(reopened_answers(dir_path).await, (vec![], 7));
 }

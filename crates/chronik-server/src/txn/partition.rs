@@ -88,6 +88,15 @@ impl Partition {
             .aborted_overlapping(from, upper, log_start)
     }
 
+    /// The log cleaner removes the abort markers at `marker_offsets` (ascending): their
+    /// entries leave the aborted index.
+    pub fn forget_aborted_markers(&self, marker_offsets: &[i64]) {
+        self.txns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget_aborted_markers(marker_offsets);
+    }
+
     /// KIP-890 part 1: the question to put to the coordinator before `records` are appended,
     /// or `None` if there is none to ask. Only the first transactional batch of a producer's
     /// transaction on this partition asks; later batches of that transaction do not.

@@ -147,6 +147,14 @@ impl TxnState {
             .collect()
     }
 
+    /// Drops the aborted transactions whose abort marker was at one of `marker_offsets`: the
+    /// log cleaner removed those markers (their data went before), so no fetch may report
+    /// them any more. A rebuild from the log would not find them either.
+    pub fn forget_aborted_markers(&mut self, marker_offsets: &[i64]) {
+        self.aborted
+            .retain(|a| marker_offsets.binary_search(&a.last_offset).is_err());
+    }
+
     /// Drops the aborted transactions whose marker is below `log_start`: retention or
     /// DeleteRecords removed their data and marker.
     pub fn forget_aborted_below(&mut self, log_start: i64) {
