@@ -41,18 +41,21 @@ class Txn:
         # transaction there, so that the partition's KIP-890 check lets its first batches in;
         # from then on the test writes the markers itself (the coordinator's transaction stays
         # open, with a timeout longer than any test here).
-        with w.Connection(self._coordinator()) as coord:
-            def init():
-                r = w.Reader(coord.roundtrip(w.request(
+        # Right after the cluster starts the coordinator may still move (NOT_COORDINATOR):
+        # then it is looked up again.
+        def init():
+            with w.Connection(self._coordinator()) as c:
+                r = w.Reader(c.roundtrip(w.request(
                     w.INIT_PRODUCER_ID, 1, self._next(), w.string(TXN_ID) + w.i32(300_000))))
-                r.i32()
-                r.i32()
-                err, pid, epoch = r.i16(), r.i64(), r.i16()
-                if err in (14, 15, 51):  # coordinator being set up or busy: retried
-                    return None
-                assert err == w.NONE and pid >= 0, (err, pid)
-                return pid, epoch
-            self.pid, self.epoch = wait_until(init, 60, "InitProducerId", interval_s=0.2)
+            r.i32()
+            r.i32()
+            err, pid, epoch = r.i16(), r.i64(), r.i16()
+            if err in (14, 15, 16, 51):  # coordinator being set up, moved or busy: retried
+                return None
+            assert err == w.NONE and pid >= 0, (err, pid)
+            return pid, epoch
+        self.pid, self.epoch = wait_until(init, 60, "InitProducerId", interval_s=0.2)
+        with w.Connection(self._coordinator()) as coord:
             body = w.string(TXN_ID) + w.i64(self.pid) + w.i16(self.epoch)
             body += w.i32(1) + w.string(topic) + w.i32(1) + w.i32(0)
             r = w.Reader(coord.roundtrip(w.request(24, 2, self._next(), body)))  # AddPartitionsToTxn v2
