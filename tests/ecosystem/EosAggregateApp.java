@@ -17,6 +17,8 @@
 //   RESTORE_START <topic-partition> <store> <from> <to>
 //   RESTORED <topic-partition> <store> <records>
 //   THREAD_ERROR <exception>           an uncaught exception (the thread is replaced)
+//   TASKS <task id> ...                this instance's active tasks, each time they change
+//                                      (task 1_p writes output partition p)
 // Streams' own log (WARN and above) goes to stderr.
 //
 // Usage: EosAggregateApp <bootstrap> <application.id> <state.dir> <in> <ref> <out>
@@ -165,6 +167,25 @@ public final class EosAggregateApp {
             done.countDown();
         }));
         streams.start();
-        done.await();
+        // The active tasks, checked every 200 ms (not from the state listener, which runs on a
+        // stream thread inside Streams' state lock).
+        String shown = null;
+        while (!done.await(200, java.util.concurrent.TimeUnit.MILLISECONDS)) {
+            if (streams.state() != KafkaStreams.State.RUNNING) {
+                continue;
+            }
+            java.util.TreeSet<String> tasks = new java.util.TreeSet<>();
+            try {
+                streams.metadataForLocalThreads().forEach(t -> t.activeTasks().forEach(
+                        m -> tasks.add(m.taskId().toString())));
+            } catch (RuntimeException e) {
+                continue;  // the state changed meanwhile: next round
+            }
+            String line = String.join(" ", tasks);
+            if (!line.equals(shown)) {
+                event("TASKS " + line);
+                shown = line;
+            }
+        }
     }
 }
