@@ -78,17 +78,25 @@ impl OffsetStore {
             .push((key, value, log_offset));
     }
 
-    /// The transaction of `producer_id` ended on this partition: its offsets are applied
-    /// (`commit`), each at its own record's log offset, so a later plain commit still wins
-    /// (Kafka's completePendingTxnOffsetCommit), or dropped.
-    pub fn complete_txn(&mut self, producer_id: i64, commit: bool) {
+    /// The transaction of `producer_id` ended on this partition with its marker at
+    /// `marker_offset`: its offsets before the marker are applied (`commit`), each at its own
+    /// record's log offset, so a later plain commit still wins (Kafka's
+    /// completePendingTxnOffsetCommit), or dropped. Offsets after the marker belong to the
+    /// producer's next transaction and stay pending.
+    pub fn complete_txn(&mut self, producer_id: i64, commit: bool, marker_offset: i64) {
         let Some(entries) = self.pending_txn.remove(&producer_id) else {
             return;
         };
+        let (ended, next): (Vec<_>, Vec<_>) = entries
+            .into_iter()
+            .partition(|(_, _, offset)| *offset < marker_offset);
         if commit {
-            for (k, v, offset) in entries {
+            for (k, v, offset) in ended {
                 self.apply(k, v, offset);
             }
+        }
+        if !next.is_empty() {
+            self.pending_txn.insert(producer_id, next);
         }
     }
 
@@ -197,7 +205,7 @@ impl OffsetStore {
                 if let Some(k) = r.key.as_deref().filter(|k| k.len() >= 4) {
                     let kind = i16::from_be_bytes([k[2], k[3]]);
                     if kind == 0 || kind == 1 {
-                        store.complete_txn(r.producer_id, kind == 1);
+                        store.complete_txn(r.producer_id, kind == 1, r.offset);
                     }
                 }
                 return;
@@ -338,14 +346,29 @@ mod tests {
         assert!(s.get("g", "t", 0).is_none());
         assert!(s.has_pending("g", "t", 0));
         s.apply(key("g", "t", 0), Some(val(5)), 6); // a plain commit after the txn record
-        s.complete_txn(7, true);
+        s.complete_txn(7, true, 7);
         assert_eq!(s.get("g", "t", 0).unwrap().offset, 5);
-        s.complete_txn(8, false);
+        s.complete_txn(8, false, 8);
         assert!(s.get("g", "t", 1).is_none());
         assert!(!s.has_pending("g", "t", 1));
         s.add_pending(9, key("g", "t", 2), Some(val(30)), 9);
-        s.complete_txn(9, true);
+        s.complete_txn(9, true, 10);
         assert_eq!(s.get("g", "t", 2).unwrap().offset, 30);
+    }
+
+    /// A marker completes only the offsets before it: the producer's next transaction's
+    /// offsets (after the marker in the log) stay pending.
+    #[test]
+    fn a_marker_ends_only_the_offsets_before_it() {
+        let mut s = OffsetStore::default();
+        s.add_pending(7, key("g", "t", 0), Some(val(10)), 3);
+        s.add_pending(7, key("g", "t", 1), Some(val(20)), 9);
+        s.complete_txn(7, true, 5);
+        assert_eq!(s.get("g", "t", 0).unwrap().offset, 10);
+        assert!(s.get("g", "t", 1).is_none());
+        assert!(s.has_pending("g", "t", 1));
+        s.complete_txn(7, false, 11);
+        assert!(!s.has_pending("g", "t", 1));
     }
 
     #[test]

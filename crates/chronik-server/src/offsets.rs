@@ -132,15 +132,25 @@ impl Offsets {
         .await
     }
 
-    /// A transaction marker of `producer_id` reached offsets partition `p` (durably): its
-    /// pending offsets there are applied (`commit`) or dropped.
-    pub fn complete_txn(&self, p: i32, producer_id: i64, commit: bool) {
-        if let Some(store) = usize::try_from(p).ok().and_then(|p| self.stores.get(p)) {
-            store
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .complete_txn(producer_id, commit);
-        }
+    /// A transaction marker of `producer_id` at `marker_offset` reached offsets partition `p`
+    /// (durably): its pending offsets before it there are applied (`commit`) or dropped.
+    ///
+    /// Applied in log order: a TxnOffsetCommit appended before the marker becomes durable
+    /// with it (one high watermark advance) but is held pending only by its own
+    /// continuation, which may run after this one; its offsets would then stay pending for
+    /// good (OffsetFetch with require_stable answering UNSTABLE_OFFSET_COMMIT until the next
+    /// replay; seen with Kafka Streams when the transaction coordinator's node was killed).
+    /// So this waits for the partition's in-flight appends (`append_and_apply` holds the
+    /// partition's write lock shared until it has applied) before completing.
+    pub async fn complete_txn(&self, p: i32, producer_id: i64, commit: bool, marker_offset: i64) {
+        let Some(i) = usize::try_from(p).ok().filter(|i| *i < self.stores.len()) else {
+            return;
+        };
+        let _exclusive = self.write_locks[i].write().await;
+        self.stores[i]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .complete_txn(producer_id, commit, marker_offset);
     }
 
     /// Whether an open transaction holds an offset for this partition of `group`.
@@ -389,5 +399,55 @@ impl Offsets {
             out.entry(t.to_string()).or_default().push((p, v.clone()));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chronik_groups::{OffsetKey, OffsetValue};
+
+    use super::*;
+
+    /// A TxnOffsetCommit appended before its transaction's marker becomes durable with it, and
+    /// the two continuations may run in either order: the marker must not complete before the
+    /// commit's offsets are held, or they stay pending for good (require_stable OffsetFetch
+    /// answers UNSTABLE_OFFSET_COMMIT; Kafka Streams could not start its tasks after the
+    /// transaction coordinator's node was killed).
+    #[tokio::test]
+    async fn a_marker_completes_after_the_offsets_appended_before_it_are_held() {
+        let offsets = Arc::new(Offsets {
+            partitions: 1,
+            stores: vec![Mutex::new(OffsetStore::default())],
+            write_locks: vec![tokio::sync::RwLock::new(())],
+        });
+        // The TxnOffsetCommit (offset 3) between its durable append and its apply.
+        let in_flight = offsets.write_locks[0].read().await;
+        let o = offsets.clone();
+        let abort = tokio::spawn(async move { o.complete_txn(0, 7, false, 4).await });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !abort.is_finished(),
+            "the abort marker completed before the offsets appended before it were held"
+        );
+        let key = OffsetKey {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: 0,
+        };
+        let value = OffsetValue {
+            offset: 10,
+            leader_epoch: -1,
+            metadata: String::new(),
+            commit_timestamp_ms: 0,
+        };
+        offsets.store("g").add_pending(7, key, Some(value), 3);
+        drop(in_flight);
+        abort.await.expect("join");
+        assert!(
+            !offsets.has_pending("g", "t", 0),
+            "aborted offsets stay pending"
+        );
     }
 }

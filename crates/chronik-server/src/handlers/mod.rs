@@ -112,7 +112,7 @@ async fn serve(broker: &Arc<Broker>, req: Request, session: &Session) -> Reply {
     match req.body {
         RequestKind::ApiVersions(r) => api_versions::handle(r, v),
         RequestKind::Metadata(r) => metadata::handle(broker, r, v, session).await,
-        RequestKind::Produce(r) => produce::handle(broker, r, v),
+        RequestKind::Produce(r) => produce::handle(broker, r, v).await,
         RequestKind::Fetch(r) => fetch::handle(broker, r, v),
         RequestKind::ListOffsets(r) => list_offsets::handle(broker, r, v),
         RequestKind::CreateTopics(r) => create_topics::handle(broker, r, v).await,

@@ -78,7 +78,12 @@ fn fail(
         .with_error_message(Some(str_bytes(msg)))
 }
 
-pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply {
+/// Appends in request order: a partition whose append waits for its KIP-890 verification is
+/// appended before this returns, so the connection handles its next request only after it
+/// (as Kafka, which reads a connection's next request only after answering the last). A
+/// pipelined next batch of the same producer must find this one in the log, or it is out of
+/// sequence. Only the wait for acks is left to the returned reply.
+pub async fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply {
     let acks = req.acks;
     let state = broker.metadata();
     let mut responses = Vec::with_capacity(req.topic_data.len());
@@ -142,26 +147,19 @@ pub fn handle(broker: &Arc<Broker>, req: ProduceRequest, version: i16) -> Reply 
                 .with_partition_responses(partitions),
         );
     }
+    run_deferred(deferred, &mut responses, &mut waits).await;
     if acks == 0 {
-        if !deferred.is_empty() {
-            // Nobody waits for an answer, but the verified appends must still happen.
-            tokio::spawn(async move {
-                let mut responses = responses;
-                run_deferred(deferred, &mut responses, &mut Vec::new()).await;
-            });
-        }
         return Reply::None;
     }
     let done =
         |responses| ResponseKind::Produce(ProduceResponse::default().with_responses(responses));
-    if waits.is_empty() && deferred.is_empty() {
+    if waits.is_empty() {
         return Reply::now(done(responses));
     }
     let timeout = Duration::from_millis(req.timeout_ms.max(0) as u64).max(MIN_COMMIT_WAIT);
     let broker = broker.clone();
     Reply::Later(Box::pin(async move {
         let broker = &broker;
-        run_deferred(deferred, &mut responses, &mut waits).await;
         let results = join_all(waits.into_iter().map(
             |(t, p, accepted, part, min_isr)| async move {
                 let r = wait_stored(broker, acks, timeout, accepted, &part, min_isr).await;
@@ -222,7 +220,8 @@ pub(super) async fn wait_stored(
 }
 
 /// Appends the partitions whose transaction verification was pending, in request order,
-/// once each is answered; their appends join `waits`.
+/// once each is answered (each verification has its own deadline, `txn::verify`); their
+/// appends join `waits`.
 async fn run_deferred(
     deferred: Vec<Deferred>,
     responses: &mut [TopicProduceResponse],

@@ -87,10 +87,16 @@ async fn answer(reply: Reply) -> (i16, i64) {
     (p.error_code, p.base_offset)
 }
 
-#[tokio::test]
-async fn only_a_transactions_first_batch_waits_for_its_verification() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let broker = standalone(dir.path()).await;
+/// A standalone broker with topic t led here and a verifier that answers once `open` is sent.
+async fn gated(
+    dir: &std::path::Path,
+) -> (
+    Arc<Broker>,
+    Arc<crate::partition::Partition>,
+    oneshot::Sender<()>,
+    Arc<Gate>,
+) {
+    let broker = standalone(dir).await;
     broker.get_or_auto_create("t", true).await.expect("topic");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let part = loop {
@@ -106,8 +112,16 @@ async fn only_a_transactions_first_batch_waits_for_its_verification() {
         ..Gate::default()
     });
     broker.set_txn_verifier(verifier.clone());
+    (broker, part, open, verifier)
+}
 
-    let pending = tokio::spawn(answer(super::produce::handle(&broker, produce(0), 9)));
+#[tokio::test]
+async fn only_a_transactions_first_batch_waits_for_its_verification() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, part, open, verifier) = gated(dir.path()).await;
+    let b = broker.clone();
+    let pending =
+        tokio::spawn(async move { answer(super::produce::handle(&b, produce(0), 9).await).await });
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(
         part.log.log_end_offset(),
@@ -118,7 +132,7 @@ async fn only_a_transactions_first_batch_waits_for_its_verification() {
     assert_eq!(pending.await.expect("join"), (0, 0));
     // The transaction is open on the partition now: its next batch is not verified again.
     assert_eq!(
-        answer(super::produce::handle(&broker, produce(1), 9)).await,
+        answer(super::produce::handle(&broker, produce(1), 9).await).await,
         (0, 1)
     );
     assert_eq!(verifier.calls.load(Ordering::SeqCst), 1);
@@ -139,8 +153,39 @@ async fn only_a_transactions_first_batch_waits_for_its_verification() {
     part.append_marker(&marker, 0).expect("marker");
     let code = ResponseError::InvalidTxnState.code();
     assert_eq!(
-        answer(super::produce::handle(&broker, produce(2), 9)).await,
+        answer(super::produce::handle(&broker, produce(2), 9).await).await,
         (code, -1)
     );
     assert_eq!(part.log.log_end_offset(), 3);
+}
+
+/// A connection handles its next request once `handle` returns (connection.rs). Found with
+/// Kafka Streams (exactly_once_v2) on three nodes: the first batch of a transaction on a
+/// partition waited for a remote coordinator's verification after `handle` had returned, so
+/// the producer's pipelined next batch (seq 74) was checked first and answered
+/// OUT_OF_ORDER_SEQUENCE_NUMBER (expected 47); the client, seeing 47..73 acknowledged after
+/// that, took it as fatal and Streams aborted the transaction. The verified append must be in
+/// the log before `handle` returns.
+#[tokio::test]
+async fn a_verified_append_is_in_the_log_before_the_next_request_is_handled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (broker, part, open, _verifier) = gated(dir.path()).await;
+    let b = broker.clone();
+    let first = tokio::spawn(async move { super::produce::handle(&b, produce(0), 9).await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !first.is_finished(),
+        "handle returned before its verified append: the connection would serve the next request first"
+    );
+    open.send(()).expect("gate");
+    let first = first.await.expect("join");
+    assert_eq!(
+        part.log.log_end_offset(),
+        1,
+        "the verified batch is not in the log"
+    );
+    // The connection's next request, the producer's next batch, before the first is answered.
+    let next = super::produce::handle(&broker, produce(1), 9).await;
+    assert_eq!(answer(first).await, (0, 0));
+    assert_eq!(answer(next).await, (0, 1));
 }

@@ -111,6 +111,7 @@ pub(crate) fn write_marker(
 ) -> Result<MarkerWritten, ResponseError> {
     let state = broker.metadata();
     let (accepted, part, min_isr) = write_one(broker, &state, topic, index, marker)?;
+    let marker_offset = accepted.base_offset;
     let broker = broker.clone();
     let offsets_partition = (topic == OFFSETS_TOPIC).then_some(index);
     let marker = *marker;
@@ -123,7 +124,8 @@ pub(crate) fn write_marker(
             broker
                 .groups
                 .offsets()
-                .complete_txn(p, marker.producer_id, commit);
+                .complete_txn(p, marker.producer_id, commit, marker_offset)
+                .await;
         }
         Ok(())
     }))

@@ -23,8 +23,9 @@ pub struct VerifyRequest {
 }
 
 /// The answer. `Pending` lets an implementation ask a remote coordinator: the produce path
-/// then appends that partition's batch once it resolves (the rest of the request does not
-/// wait for it).
+/// appends the request's other partitions at once and that partition's batch once it
+/// resolves, before the connection handles its next request (a pipelined next batch of the
+/// producer must find this one in the log).
 pub enum Verification {
     Verified,
     /// Refused with this error (Kafka answers INVALID_TXN_STATE when the partition is not in
