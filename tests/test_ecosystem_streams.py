@@ -45,6 +45,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 import kafkawire
 from conftest import REPO_ROOT, _die_with_parent, kafka_mode
 
+pytestmark = pytest.mark.ecosystem
+
 ECOSYSTEM = REPO_ROOT / "tests" / "ecosystem"
 LIB = REPO_ROOT / "tests" / "reference" / "lib"
 APP_CLASS = "EosAggregateApp"
