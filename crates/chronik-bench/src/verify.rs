@@ -58,7 +58,7 @@ pub async fn verify(
             ..Default::default()
         });
     }
-    let after = end_offsets(layout).await?;
+    let after = settled_end_offsets(layout, before, tasks, expect).await?;
     let mut r = count_check(mode, before, &after, tasks, expect);
     if mode == Verify::Count {
         return Ok(r);
@@ -88,6 +88,36 @@ pub async fn verify(
         r.duplicates, r.corrupt
     );
     Ok(r)
+}
+
+/// How long the last transaction's markers may take to land: EndTxn is answered once the
+/// coordinator logged its decision, and the markers are written after that (as in Kafka).
+const MARKERS_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The partitions' end offsets; with transactions, once they include every marker expected
+/// (polled until `MARKERS_TIMEOUT`, after which the count check reports what is missing).
+async fn settled_end_offsets(
+    layout: &TopicLayout,
+    before: &BTreeMap<i32, i64>,
+    tasks: &[SlotOutcome],
+    expect: Expect,
+) -> Result<BTreeMap<i32, i64>> {
+    let deadline = tokio::time::Instant::now() + MARKERS_TIMEOUT;
+    let acked: u64 = tasks.iter().map(|t| t.acked).sum();
+    loop {
+        let after = end_offsets(layout).await?;
+        let stored: u64 = after
+            .iter()
+            .map(|(p, e)| (e - before.get(p).copied().unwrap_or(0)).max(0) as u64)
+            .sum();
+        if !expect.transactional()
+            || stored >= acked + expect.markers.0
+            || tokio::time::Instant::now() > deadline
+        {
+            return Ok(after);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// `count`: how far the high watermarks moved against what was sent and acknowledged.
