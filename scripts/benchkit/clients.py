@@ -117,7 +117,7 @@ class ChronikBenchTxn(Client):
 
     def __init__(self, per_txn: int | None):
         self.per_txn = per_txn
-        self.name = "chronik-bench idempotent" if per_txn is None else f"chronik-bench txn {per_txn}"
+        self.name = "chronik-bench-idempotent" if per_txn is None else f"chronik-bench-txn-{per_txn}"
         self.what = ("`--idempotence`, otherwise as the transactional runs" if per_txn is None else
                      f"`--transactional-id --messages-per-transaction {per_txn}`: a message is acknowledged "
                      "when its transaction commits (EndTxn), the next transaction's messages wait for it")

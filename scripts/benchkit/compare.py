@@ -76,7 +76,7 @@ def scenarios() -> list[CompareScenario]:
                         "chronik-bench idempotent, then in transactions of 100 and of 1,000 messages",
                         Workload(1024, "all", 3, concurrency=1024, batch_size=131072),
                         [ChronikBenchTxn(None), ChronikBenchTxn(100), ChronikBenchTxn(1000)],
-                        relative_to="chronik-bench idempotent"),
+                        relative_to="chronik-bench-idempotent"),
     ]
 
 
