@@ -11,7 +11,7 @@ Chronik with its defaults, Apache Kafka 4.4.0 with its defaults (no fsync) and K
 `flush.messages=1` (an fsync every append), one after another on the same disk, in interleaved
 rounds, with chronik-bench and Kafka's own perf tools as clients (benchkit/compare.py).
 
-    python3 scripts/bench.py                         # everything (make bench), ~35 min on 2 cores
+    python3 scripts/bench.py                         # everything (make bench), ~45 min on 2 cores
     python3 scripts/bench.py --side-by-side --compare-seconds 3 --rounds 1 --out /tmp/x.md   # ~8 min
     python3 scripts/bench.py --only durable --only cluster --seconds 10   # Chronik-only scenarios
 

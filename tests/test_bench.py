@@ -59,6 +59,32 @@ def test_idempotent_compressed_produce_verifies(module_broker, codec):
     assert rep["verify"]["ok"] and rep["verify"]["duplicates"] == 0, rep["verify"]
 
 
+def test_transactional_produce_commits_and_verifies(module_broker):
+    """--transactional-id: 1,200 messages in transactions of 100 (a slot count below and above
+    one transaction's worth), every one committed and read back with read_committed; the high
+    watermarks moved by the messages plus one marker per partition per transaction."""
+    for concurrency in ("32", "256"):
+        topic = unique_topic("bench-txn")
+        rep = bench_json("-b", module_broker.bootstrap, "--topic", topic, "--partitions", "3",
+                         "--messages", "1200", "--concurrency", concurrency, "--acks", "all",
+                         "--transactional-id", f"{topic}-tx", "--messages-per-transaction", "100",
+                         "--verify", "full")
+        assert rep["sent"] == rep["acked"] == 1200 and rep["failed"] == 0, rep
+        t = rep["transactions"]
+        assert t["committed"] == 12 and t["aborted"] == t["end_failed"] == 0, t
+        assert t["partitions_per_transaction"] == 3 and t["end_txn_us"]["count"] == 12, t
+        v = rep["verify"]
+        assert v["ok"] and v["mode"] == "full" and v["stored"] == 1200 + 12 * 3, v
+        assert v["missing"] == v["duplicates"] == v["corrupt"] == 0, v
+        assert rep["latency_us"]["count"] == 1200, rep["latency_us"]
+
+
+def test_transactional_flags_need_acks_all(module_broker):
+    r = bench("-b", module_broker.bootstrap, "--topic", unique_topic("bench-txn-acks"), "--messages", "1",
+              "--transactional-id", "t", "--acks", "1")
+    assert r.returncode == 1 and "--acks all" in r.stderr, r
+
+
 def test_duration_mode_counts_and_reports_text(module_broker):
     topic = unique_topic("bench-text")
     r = bench("-b", module_broker.bootstrap, "--topic", topic, "--partitions", "1",

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import compaction, many_partitions
+from . import compaction, many_partitions, transactions
 from .chronik_broker import start_chronik
 from .common import BENCH, REPO, ms, run_json, settle
 
@@ -98,6 +98,7 @@ def scenarios(seconds: int) -> list[Scenario]:
                  broker_args=["--log-cleaner-io-max-bytes-per-second", str(compaction.P99_IO_BUDGET),
                               "--log-cleaner-backoff-ms", "1000"],
                  run=compaction.run_cleaner_p99),
+        Scenario("transactions", transactions.WHAT, transactions.args(d), run=transactions.run),
         Scenario("many-partitions", f"{many_partitions.PARTITIONS:,} partitions on one node, "
                  f"{many_partitions.CLUSTER_PARTITIONS:,} at RF=3 on three: create, write, idle, restart, failover; "
                  "the table's msg/s is keyed acks=all (c=2048, 256 B) over all partitions", [],
@@ -387,6 +388,8 @@ def section(disk: dict, results: list) -> list[str]:
     for s, rc, r in results:
         lines += compaction.report_lines(s.name, r)
     for s, rc, r in results:
+        lines += transactions.report_lines(s.name, r)
+    for s, rc, r in results:
         lines += many_partitions.report_lines(s.name, r)
     for s, rc, r in results:
         c = r.get("tls_scram")
@@ -457,6 +460,14 @@ METHOD = """
   with the cache dropped before each, so old data is read throughout the measurement. Target:
   p99 with the consumer ≤ 1.5 × p99 alone. The line under the table gives both p99s and what the
   consumer read.
+- **transactions: what a transaction costs.** The same chronik-bench producer (c=1024, 1 KiB,
+  acks=all, 3 partitions, 128 KiB batches) three times against one broker, each into its own
+  topic: idempotent, then in transactions of 100 and of 1,000 messages (chronik-bench speaks the
+  producer's side: FindCoordinator and InitProducerId with the transactional id once, then per
+  transaction AddPartitionsToTxn, transactional Produce requests, and EndTxn once every message
+  of it is acknowledged; the next transaction's messages wait for the commit, as after Kafka's
+  `commitTransaction()`). A transactional message is acknowledged when its transaction commits.
+  Every run is read back (`--verify full`, read_committed for the transactional runs).
 - **Ratios, not absolutes.** This machine is a shared VM: its fsync latency and bandwidth move by
   2x within minutes. Each run measures the disk first and shows the broker against it, in the
   same run. Compare columns within one report.

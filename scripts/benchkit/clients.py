@@ -27,6 +27,8 @@ class Workload:
     concurrency: int = 128
     # chronik-bench roundtrip: messages per second over all producers (0: as fast as it goes).
     rate: int = 0
+    # chronik-bench: value bytes per partition in one request (its --batch-size).
+    batch_size: int = 16384
 
 
 @dataclass
@@ -104,6 +106,29 @@ class ChronikBenchProduce(Client):
         cmd = _bench(ctx, "--duration", str(ctx.seconds), "--warmup", "1", "--concurrency", str(w.concurrency),
                      "--message-size", str(w.message_size), "--acks", w.acks, "--partitions", str(w.partitions),
                      "--replication-factor", str(w.replication_factor), "--verify", "count")
+        return _from_bench_report(*run_json(cmd, ctx.seconds * 4 + 120))
+
+
+class ChronikBenchTxn(Client):
+    """chronik-bench as an idempotent producer (`per_txn` None) or a transactional one committing
+    every `per_txn` messages: the same command line otherwise, so their ratios compare the
+    transactions alone."""
+    role = "produce"
+
+    def __init__(self, per_txn: int | None):
+        self.per_txn = per_txn
+        self.name = "chronik-bench-idempotent" if per_txn is None else f"chronik-bench-txn-{per_txn}"
+        self.what = ("`--idempotence`, otherwise as the transactional runs" if per_txn is None else
+                     f"`--transactional-id --messages-per-transaction {per_txn}`: a message is acknowledged "
+                     "when its transaction commits (EndTxn), the next transaction's messages wait for it")
+
+    def run(self, ctx: RunContext) -> Measurement:
+        w = ctx.workload
+        mode = ["--idempotence"] if self.per_txn is None else             ["--transactional-id", f"{ctx.topic}-tx", "--messages-per-transaction", str(self.per_txn)]
+        cmd = _bench(ctx, "--duration", str(ctx.seconds), "--warmup", "1", "--concurrency", str(w.concurrency),
+                     "--message-size", str(w.message_size), "--acks", w.acks, "--partitions", str(w.partitions),
+                     "--batch-size", str(w.batch_size), "--replication-factor", str(w.replication_factor),
+                     "--verify", "count", *mode)
         return _from_bench_report(*run_json(cmd, ctx.seconds * 4 + 120))
 
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .chronik_broker import start_chronik
-from .clients import (ChronikBenchConsume, ChronikBenchProduce, ChronikBenchRoundtrip, Client, KafkaConsumerPerf,
-                      KafkaEndToEnd, KafkaProducerPerf, RunContext, Workload)
+from .clients import (ChronikBenchConsume, ChronikBenchProduce, ChronikBenchRoundtrip, ChronikBenchTxn, Client,
+                      KafkaConsumerPerf, KafkaEndToEnd, KafkaProducerPerf, RunContext, Workload)
 from .common import BENCH, REPO, Measurement, peak_rss_bytes, reset_peak_rss, run_json, settle
 from .kafka_broker import KafkaBrokers
 from .topics import create_topic
@@ -51,6 +51,8 @@ class CompareScenario:
     primary: str = "throughput"
     # Consume scenarios: one topic per broker and round, written before the clients read it.
     fill: bool = False
+    # The client every other client's msg/s is also shown as a ratio to, per broker (None: none).
+    relative_to: str | None = None
 
 
 def scenarios() -> list[CompareScenario]:
@@ -70,6 +72,11 @@ def scenarios() -> list[CompareScenario]:
         CompareScenario("consume", "one node, consume throughput: 1 KiB messages in 3 partitions, written "
                         "(acks=1) before the clients read them from the start",
                         Workload(1024, "1", 3), [ChronikBenchConsume(), KafkaConsumerPerf()], fill=True),
+        CompareScenario("transactions", "one node, 1 KiB messages, acks=all, 3 partitions, c=1024, 128 KiB batches: "
+                        "chronik-bench idempotent, then in transactions of 100 and of 1,000 messages",
+                        Workload(1024, "all", 3, concurrency=1024, batch_size=131072),
+                        [ChronikBenchTxn(None), ChronikBenchTxn(100), ChronikBenchTxn(1000)],
+                        relative_to="chronik-bench-idempotent"),
     ]
 
 

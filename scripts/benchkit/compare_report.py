@@ -141,6 +141,21 @@ def behind_sentences(s: CompareScenario, runs: list[Run], variants: list[str], c
     return out
 
 
+def relative_table(s: CompareScenario, runs: list[Run], variants: list[str], clients: list[str]) -> list[str]:
+    """Each client's median msg/s ÷ that of `s.relative_to`, against the same broker."""
+    lines = [f"| client | {' | '.join(variants)} |", "|---|" + "---|" * len(variants)]
+    for c in clients:
+        if c == s.relative_to:
+            continue
+        cells = []
+        for v in variants:
+            mc = median_run([r for r in runs if r.client == c and r.broker == v], s.primary)
+            mb = median_run([r for r in runs if r.client == s.relative_to and r.broker == v], s.primary)
+            cells.append("-" if mc is None or mb is None else _ratio(mc.m.msgs_per_s, mb.m.msgs_per_s))
+        lines.append(f"| {c} ÷ {s.relative_to} | {' | '.join(cells)} |")
+    return lines
+
+
 def section(chosen: list[CompareScenario], runs: list[Run], rounds: int, seconds: int) -> list[str]:
     variants = [v for v in (x.name for x in VARIANTS) if any(r.broker == v for r in runs)]
     lines = ["## Chronik and Apache Kafka side by side", "",
@@ -157,6 +172,9 @@ def section(chosen: list[CompareScenario], runs: list[Run], rounds: int, seconds
         lines += [f"### {s.name}: {s.title}", ""]
         lines += figures_table(s, mine, variants, clients) + [""]
         lines += ratios_table(s, mine, variants, clients) + [""]
+        if s.relative_to:
+            lines += [f"msg/s of each client ÷ {s.relative_to}'s, against the same broker:", ""]
+            lines += relative_table(s, mine, variants, clients) + [""]
         lines += behind_sentences(s, mine, variants, clients) + [""]
         errors = sorted({f"{r.broker}, {r.client}, round {r.round}: {r.m.error}" for r in mine if not r.m.ok})
         if errors:

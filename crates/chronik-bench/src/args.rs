@@ -157,6 +157,18 @@ pub struct RunArgs {
     /// Use an idempotent producer (InitProducerId, sequence numbers).
     #[arg(long)]
     pub idempotence: bool,
+    /// Produce in transactions with this transactional.id (implies --idempotence): every
+    /// message is acknowledged when its transaction commits.
+    #[arg(long)]
+    pub transactional_id: Option<String>,
+    /// Messages per transaction, with --transactional-id.
+    #[arg(long, default_value_t = 100, requires = "transactional_id",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub messages_per_transaction: u64,
+    /// The producer's transaction.timeout.ms, with --transactional-id.
+    #[arg(long, default_value_t = 60_000, requires = "transactional_id",
+          value_parser = clap::value_parser!(i32).range(1..))]
+    pub transaction_timeout_ms: i32,
     #[arg(long, value_enum, default_value = "count")]
     pub verify: Verify,
     /// Requests in flight per broker connection (Kafka's max.in.flight.requests.per.connection).

@@ -78,6 +78,11 @@ fn our_range(api: ApiKey) -> (i16, i16) {
         ApiKey::Metadata => (1, 12),
         ApiKey::CreateTopics => (2, 7),
         ApiKey::InitProducerId => (0, 4),
+        // v4+ of FindCoordinator batch the keys; AddPartitionsToTxn v4+ is the brokers' form;
+        // EndTxn v5 belongs to transaction version 2 (an epoch bump per transaction).
+        ApiKey::FindCoordinator => (1, 3),
+        ApiKey::AddPartitionsToTxn => (0, 3),
+        ApiKey::EndTxn => (0, 4),
         ApiKey::SaslHandshake => (1, 1),
         ApiKey::SaslAuthenticate => (0, 2),
         _ => (0, 0),

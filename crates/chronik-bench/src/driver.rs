@@ -10,6 +10,12 @@
 //! is full, when the oldest message has lingered `--linger-ms`, or at once with linger 0, and
 //! at most `--max-in-flight` requests are outstanding per connection. Requests on a connection
 //! are written in order, which keeps idempotent sequence numbers in order.
+//!
+//! With `--transactional-id` the messages go in transactions of `--messages-per-transaction`
+//! (txn.rs): a slot whose message would overfill the open transaction waits ("parked") until
+//! it commits; once every message of the transaction is answered, the driver ends it (EndTxn)
+//! and begins the next (AddPartitionsToTxn) before anything else is sent. A message is
+//! acknowledged when its transaction commits, so its latency runs from send to commit.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
@@ -33,6 +39,7 @@ use crate::client::Connection;
 use crate::cluster::{topic_name, TopicLayout};
 use crate::payload::{self, Stamp};
 use crate::report::{error_name, new_histogram, record};
+use crate::txn::{Transactions, TxnReport};
 use crate::workload::{Bits, Live, Timing};
 
 pub struct DriverConfig {
@@ -79,6 +86,23 @@ pub struct ProduceOutcome {
     pub errors: BTreeMap<String, u64>,
     /// When the last answer arrived.
     pub last_done: Instant,
+    /// What the transactions did (`--transactional-id` only).
+    pub txn: Option<TxnReport>,
+}
+
+/// The open transaction, as the driver fills it.
+#[derive(Default)]
+struct OpenTxn {
+    /// AddPartitionsToTxn was sent (and EndTxn not yet).
+    begun: bool,
+    /// Messages made in it so far (at most `per_txn`).
+    made: u64,
+    /// Acknowledged by their partition, waiting for the commit.
+    held: Vec<Msg>,
+    /// Slots waiting for the next transaction.
+    parked: Vec<u32>,
+    /// Why it must be aborted: a message of it failed, or beginning it did.
+    failed: Option<String>,
 }
 
 struct Msg {
@@ -102,13 +126,19 @@ struct Leader {
 /// An answered (or failed) request: which leader, and what it carried.
 type Done = (i32, Vec<Msg>, Result<Option<ProduceResponse>, String>);
 
+/// Runs the load. `txns`: a transactional producer, initialized (its coordinator found, its
+/// producer id given) before the clock started; None produces plain or idempotent batches.
 pub async fn produce(
     layout: &TopicLayout,
     cfg: DriverConfig,
+    txns: Option<Transactions>,
     live: Arc<Live>,
     timing: Arc<Timing>,
 ) -> Result<ProduceOutcome> {
-    let (producer_id, producer_epoch) = init_producer(layout, &cfg).await?;
+    let (producer_id, producer_epoch) = match &txns {
+        Some(t) => (t.producer_id, t.producer_epoch),
+        None => init_producer(layout, &cfg).await?,
+    };
     let mut d = Driver {
         topic: layout.topic.clone(),
         partitions: layout.partitions.clone(),
@@ -138,6 +168,8 @@ pub async fn produce(
         budget: cfg.budget,
         producer_id,
         producer_epoch,
+        txns,
+        open: OpenTxn::default(),
         cfg,
         live,
         timing,
@@ -155,6 +187,7 @@ pub async fn produce(
         measured_bytes: d.measured_bytes,
         errors: d.errors,
         last_done: d.last_done,
+        txn: d.txns.map(Transactions::finish),
     })
 }
 
@@ -211,6 +244,8 @@ struct Driver {
     budget: Option<u64>,
     producer_id: i64,
     producer_epoch: i16,
+    txns: Option<Transactions>,
+    open: OpenTxn,
     cfg: DriverConfig,
     live: Arc<Live>,
     timing: Arc<Timing>,
@@ -223,16 +258,28 @@ struct Driver {
 
 impl Driver {
     async fn run(&mut self) {
+        if self.txns.is_some() {
+            self.begin_txn().await;
+        }
         for slot in 0..self.cfg.concurrency {
             self.next_message(slot);
         }
         loop {
             self.release_due();
             self.send_ready().await;
-            if self.requests.is_empty()
-                && self.due.is_empty()
-                && self.leaders.values().all(|l| l.pending.is_empty())
+            let idle =
+                self.requests.is_empty() && self.leaders.values().all(|l| l.pending.is_empty());
+            // A transaction ends once nothing of it is in flight and it is full, or nothing
+            // more will come (time or budget up, no rate-limited turn pending).
+            if idle
+                && self.open.begun
+                && (self.open.made >= self.txns.as_ref().map_or(0, |t| t.per_txn)
+                    || self.due.is_empty())
             {
+                self.end_txn().await;
+                continue;
+            }
+            if idle && self.due.is_empty() {
                 return;
             }
             let deadline = self.next_deadline();
@@ -274,12 +321,19 @@ impl Driver {
         if self.timing.end.is_some_and(|end| now >= end) {
             return;
         }
+        if let Some(t) = &self.txns {
+            if self.open.made >= t.per_txn {
+                self.open.parked.push(slot);
+                return;
+            }
+        }
         if let Some(b) = &mut self.budget {
             if *b == 0 {
                 return;
             }
             *b -= 1;
         }
+        self.open.made += 1;
         let s = &mut self.slots[slot as usize];
         let seq = s.sent;
         s.sent += 1;
@@ -403,7 +457,7 @@ impl Driver {
                 .iter()
                 .enumerate()
                 .map(|(i, m)| Record {
-                    transactional: false,
+                    transactional: self.txns.is_some(),
                     control: false,
                     delete_horizon: false,
                     partition_leader_epoch: -1,
@@ -440,6 +494,7 @@ impl Driver {
             return;
         }
         let req = ProduceRequest::default()
+            .with_transactional_id(self.txns.as_ref().map(Transactions::transactional_id))
             .with_acks(self.cfg.acks)
             .with_timeout_ms(self.cfg.request_timeout.as_millis().min(i32::MAX as u128) as i32)
             .with_topic_data(vec![TopicProduceData::default()
@@ -507,8 +562,55 @@ impl Driver {
                 .cloned()
                 .unwrap_or_else(|| default.clone());
             let slot = m.slot;
-            self.settle(m, r, now);
+            if self.txns.is_some() {
+                // Acknowledged only when the transaction commits; one failure aborts it.
+                match r {
+                    Ok(()) => self.open.held.push(m),
+                    Err(e) => {
+                        self.open.failed.get_or_insert_with(|| e.clone());
+                        self.settle(m, Err(e), now);
+                    }
+                }
+            } else {
+                self.settle(m, r, now);
+            }
             self.next_message(slot);
+        }
+    }
+
+    /// AddPartitionsToTxn for the next transaction; a failure dooms it (its messages are sent,
+    /// refused and the transaction aborted), which the report shows.
+    async fn begin_txn(&mut self) {
+        let Some(t) = self.txns.as_mut() else { return };
+        if let Err(e) = t.begin().await {
+            *self.errors.entry(e.clone()).or_default() += 1;
+            self.open.failed = Some(e);
+        }
+        self.open.begun = true;
+    }
+
+    /// Commits the open transaction (aborts it if one of its messages failed), settles its
+    /// messages by the outcome, lets the parked slots go on, and begins the next transaction
+    /// if they made messages.
+    async fn end_txn(&mut self) {
+        let Some(t) = self.txns.as_mut() else { return };
+        let open = std::mem::take(&mut self.open);
+        let commit = open.failed.is_none();
+        let verdict = match (t.end(commit).await, open.failed) {
+            (Ok(()), None) => Ok(()),
+            (Ok(()), Some(cause)) => Err(format!("transaction aborted after {cause}")),
+            (Err(e), _) => Err(e),
+        };
+        let now = Instant::now();
+        self.last_done = now;
+        for m in open.held {
+            self.settle(m, verdict.clone(), now);
+        }
+        for slot in open.parked {
+            self.next_message(slot);
+        }
+        if !self.due.is_empty() || self.leaders.values().any(|l| !l.pending.is_empty()) {
+            self.begin_txn().await;
         }
     }
 

@@ -30,6 +30,18 @@ pub struct PartitionFetch {
     pub partition: i32,
     pub high_watermark: i64,
     pub records: Vec<Fetched>,
+    /// The offset after the last whole batch returned, control batches (transaction markers,
+    /// which `records` leaves out) included: where the next fetch starts. None: no whole batch.
+    pub next_offset: Option<i64>,
+}
+
+/// Kafka's isolation levels for Fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isolation {
+    ReadUncommitted,
+    /// Up to the last stable offset; aborted transactions' batches are still returned (the
+    /// answer lists them), as a Kafka client filters them itself.
+    ReadCommitted,
 }
 
 /// Fetches `positions` (partition → next offset) from one leader, waiting up to `max_wait`
@@ -40,13 +52,17 @@ pub async fn fetch(
     positions: &BTreeMap<i32, i64>,
     max_wait: Duration,
     timeout: Duration,
+    isolation: Isolation,
 ) -> Result<Vec<PartitionFetch>> {
     let req = FetchRequest::default()
         .with_replica_id(BrokerId(-1))
         .with_max_wait_ms(max_wait.as_millis().min(i32::MAX as u128) as i32)
         .with_min_bytes(1)
         .with_max_bytes(FETCH_MAX_BYTES)
-        .with_isolation_level(0)
+        .with_isolation_level(match isolation {
+            Isolation::ReadUncommitted => 0,
+            Isolation::ReadCommitted => 1,
+        })
         .with_session_id(0)
         .with_session_epoch(-1)
         .with_topics(vec![FetchTopic::default()
@@ -79,13 +95,15 @@ pub async fn fetch(
                 );
             }
             let mut records = Vec::new();
-            if let Some(data) = p.records {
-                decode_complete_batches(data, &mut records)?;
-            }
+            let next_offset = match p.records {
+                Some(data) => decode_complete_batches(data, &mut records)?,
+                None => None,
+            };
             out.push(PartitionFetch {
                 partition: p.partition_index,
                 high_watermark: p.high_watermark,
                 records,
+                next_offset,
             });
         }
     }
@@ -93,8 +111,9 @@ pub async fn fetch(
 }
 
 /// Decodes every whole batch; a trailing partial batch (cut by max_bytes) is left for the
-/// next fetch, as Kafka clients do.
-fn decode_complete_batches(mut data: Bytes, out: &mut Vec<Fetched>) -> Result<()> {
+/// next fetch, as Kafka clients do. Returns the offset after the last whole batch.
+fn decode_complete_batches(mut data: Bytes, out: &mut Vec<Fetched>) -> Result<Option<i64>> {
+    let mut next = None;
     // Batch header: base offset (8) then the length of the rest (4).
     while data.len() >= 12 {
         let len = i32::from_be_bytes([data[8], data[9], data[10], data[11]]);
@@ -109,6 +128,7 @@ fn decode_complete_batches(mut data: Bytes, out: &mut Vec<Fetched>) -> Result<()
         let sets = RecordBatchDecoder::decode(&mut batch)
             .map_err(|e| anyhow::anyhow!("undecodable record batch: {e}"))?;
         for r in sets.records {
+            next = Some(r.offset + 1);
             if r.control {
                 continue;
             }
@@ -118,5 +138,5 @@ fn decode_complete_batches(mut data: Bytes, out: &mut Vec<Fetched>) -> Result<()
             });
         }
     }
-    Ok(())
+    Ok(next)
 }

@@ -14,6 +14,7 @@ mod payload;
 mod report;
 mod sasl;
 mod tls;
+mod txn;
 mod verify;
 mod workload;
 
@@ -103,6 +104,9 @@ async fn run(args: RunArgs) -> Result<Outcome> {
     if args.mode == Mode::Roundtrip && args.acks == Acks::None {
         bail!("--mode roundtrip needs acknowledgements: use --acks 1 or all");
     }
+    if args.transactional_id.is_some() && (args.mode != Mode::Produce || args.acks != Acks::All) {
+        bail!("--transactional-id needs --mode produce and --acks all (as Kafka's transactional producer)");
+    }
     let options = args.connect_options().map_err(anyhow::Error::msg)?;
     let boot = cluster::bootstrap(&args.bootstrap_servers, &options).await?;
     let create = args.mode != Mode::Consume;
@@ -187,6 +191,21 @@ async fn run_produce(
 ) -> Result<Report> {
     let live = Arc::new(Live::default());
     let timeout = Duration::from_millis(args.request_timeout_ms);
+    // Before the clock starts: the first InitProducerId may wait for the transaction log to
+    // be created, which is no part of producing.
+    let txns = match &args.transactional_id {
+        Some(id) => Some(
+            txn::Transactions::init(
+                &layout,
+                id,
+                args.messages_per_transaction,
+                args.transaction_timeout_ms,
+                timeout,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let timing = Arc::new(Timing::new(args));
     let consumer = (args.mode == Mode::Roundtrip)
         .then(|| RoundtripConsumer::start(&layout, &before, timing.clone(), timeout));
@@ -194,6 +213,7 @@ async fn run_produce(
     let outcome = driver::produce(
         &layout,
         driver_config(args, timeout),
+        txns,
         live.clone(),
         timing.clone(),
     )
@@ -203,6 +223,7 @@ async fn run_produce(
     let options = boot.options().clone();
     drop(boot);
     summarize_produce(&mut report, &outcome, &timing);
+    report.transactions = outcome.txn.clone();
     if report.measured == 0 && report.sent > 0 && !args.json {
         eprintln!("chronik-bench: nothing was acknowledged inside the measured window");
     }
@@ -218,12 +239,19 @@ async fn run_produce(
         Err(e) => Err(e),
     };
     let layout_now = refreshed.unwrap_or(layout);
+    let markers = outcome
+        .txn
+        .as_ref()
+        .map_or((0, 0), txn::Transactions::markers);
     report.verify = verify::verify(
         args.verify,
         &layout_now,
         &before,
         &outcome.slots,
-        args.acks == Acks::None,
+        verify::Expect {
+            acks_none: args.acks == Acks::None,
+            markers,
+        },
         timeout,
     )
     .await?;
@@ -240,7 +268,7 @@ fn driver_config(args: &RunArgs, timeout: Duration) -> driver::DriverConfig {
         linger: Duration::from_millis(args.linger_ms),
         batch_size: args.batch_size as usize,
         max_in_flight: args.max_in_flight as usize,
-        idempotence: args.idempotence,
+        idempotence: args.idempotence || args.transactional_id.is_some(),
         request_timeout: timeout,
         concurrency: args.concurrency,
         message_size: args.message_size,

@@ -81,6 +81,9 @@ pub struct Report {
     /// Roundtrip only: send to acknowledgement.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ack_latency_us: Option<Latency>,
+    /// `--transactional-id` only: what the transactions did and what their requests took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transactions: Option<crate::txn::TxnReport>,
     pub errors: BTreeMap<String, u64>,
     pub verify: VerifyReport,
 }
@@ -119,6 +122,22 @@ impl Report {
                 ms(a.p99),
                 ms(a.p999),
                 ms(a.max)
+            );
+        }
+        if let Some(t) = &self.transactions {
+            println!(
+                "  transactions of {} messages: {} committed, {} aborted, {} failed to end; \
+                 AddPartitionsToTxn p50 {:.3} ms p99 {:.3} ms, EndTxn p50 {:.3} ms p99 {:.3} ms, \
+                 {} CONCURRENT_TRANSACTIONS retries",
+                t.messages_per_transaction,
+                t.committed,
+                t.aborted,
+                t.end_failed,
+                ms(t.add_partitions_us.p50),
+                ms(t.add_partitions_us.p99),
+                ms(t.end_txn_us.p50),
+                ms(t.end_txn_us.p99),
+                t.concurrent_retries
             );
         }
         for (e, n) in &self.errors {

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::args::RunArgs;
 use crate::cluster::TopicLayout;
-use crate::fetch::fetch;
+use crate::fetch::{fetch, Isolation};
 use crate::payload;
 use crate::report::{new_histogram, record};
 
@@ -108,6 +108,7 @@ impl RoundtripConsumer {
                         &positions,
                         Duration::from_millis(100),
                         timeout,
+                        Isolation::ReadUncommitted,
                     )
                     .await?;
                     let now_us = timing.us_since_origin(Instant::now());
@@ -218,6 +219,7 @@ pub async fn consume(
                     &positions,
                     Duration::from_millis(500),
                     timeout,
+                    Isolation::ReadUncommitted,
                 )
                 .await?;
                 let done = Instant::now();
@@ -239,7 +241,10 @@ pub async fn consume(
                             o.messages += 1;
                             o.bytes += len;
                         }
-                        positions.insert(pf.partition, r.offset + 1);
+                    }
+                    // Past the last whole batch, transaction markers (no record) included.
+                    if let Some(next) = pf.next_offset {
+                        positions.insert(pf.partition, next.min(end));
                     }
                     if positions.get(&pf.partition).is_some_and(|p| *p >= end) {
                         positions.remove(&pf.partition);
