@@ -183,11 +183,10 @@ fn filter_data(
         let count = u64::try_from(header.record_count).unwrap_or(0);
         stats.records_read += count;
         stats.aborted_removed += count;
-        return Ok(match ctx.producers.is_last_batch(header) {
-            true if count == 0 => Filtered::Unchanged,
-            true => Filtered::Emptied(empty_batch(header)?),
-            false => Filtered::Removed,
-        });
+        if count == 0 && ctx.producers.is_last_batch(header) {
+            return Ok(Filtered::Unchanged);
+        }
+        return nothing_kept(header, ctx);
     }
     let decoded = decode(batch, header, ctx.max_decompressed_bytes)?;
     let horizon = header.delete_horizon_ms();
@@ -212,21 +211,26 @@ fn filter_data(
         }
     }
     stats.records_kept += kept.len() as u64;
-    Ok(if kept.is_empty() {
-        if ctx.producers.is_last_batch(header) {
-            Filtered::Emptied(empty_batch(header)?)
-        } else {
-            Filtered::Removed
-        }
-    } else {
-        let has_tombstone = kept.iter().any(|&i| decoded.records[i].value.is_none());
-        let set_horizon = has_tombstone && horizon.is_none();
-        if kept.len() == decoded.records.len() && !set_horizon {
-            Filtered::Unchanged
-        } else {
-            let horizon = set_horizon.then(|| ctx.now_ms.saturating_add(ctx.delete_retention_ms));
-            Filtered::Rewritten(rewrite(header, &decoded, &kept, horizon)?)
-        }
+    if kept.is_empty() {
+        return nothing_kept(header, ctx);
+    }
+    let has_tombstone = kept.iter().any(|&i| decoded.records[i].value.is_none());
+    let set_horizon = has_tombstone && horizon.is_none();
+    if kept.len() == decoded.records.len() && !set_horizon {
+        return Ok(Filtered::Unchanged);
+    }
+    let horizon = set_horizon.then(|| ctx.now_ms.saturating_add(ctx.delete_retention_ms));
+    Ok(Filtered::Rewritten(rewrite(
+        header, &decoded, &kept, horizon,
+    )?))
+}
+
+/// A data batch none of whose records stays: removed, unless it is its producer's last batch,
+/// which stays emptied so that the producer's sequence and epoch survive a rebuild.
+fn nothing_kept(header: &BatchHeader, ctx: &FilterContext<'_>) -> Result<Filtered, CleanError> {
+    Ok(match ctx.producers.is_last_batch(header) {
+        true => Filtered::Emptied(empty_batch(header)?),
+        false => Filtered::Removed,
     })
 }
 
