@@ -126,14 +126,6 @@ class Broker(Stoppable):
         assert self.port is not None, "broker not started"
         return f"{self.host}:{self.port}"
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def command(self, kafka_addr: str | None) -> list[str]:
         cmd = [str(SERVER_BIN), "standalone"]
         if self.data_dir_flag:
@@ -208,10 +200,6 @@ class Broker(Stoppable):
             self.terminate()
         addr = f"127.0.0.1:{self.port}" if same_port and self.port else "127.0.0.1:0"
         return self.start(kafka_addr=addr, timeout_s=timeout_s)
-
-    def cleanup(self) -> None:
-        if self.alive():
-            self.kill()
 
     # ------------------------------------------------------------------ diagnostics
     def stderr_tail(self, lines: int = 60, max_bytes: int = 64 * 1024) -> str:

@@ -10,11 +10,9 @@ The worker is killed at teardown (`cleanup`) and if pytest dies (PR_SET_PDEATHSI
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -22,6 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from conftest import _die_with_parent
 from procs import Stoppable
 
 HERE = Path(__file__).resolve().parent
@@ -35,13 +34,6 @@ READY_TIMEOUT_S = 90.0
 
 class ConnectError(AssertionError):
     pass
-
-
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
 
 
 def _free_port() -> int:
@@ -137,13 +129,6 @@ class ConnectWorker(Stoppable):
         """How Connect names this worker in /status (the advertised REST host:port)."""
         return f"127.0.0.1:{self.rest_port}"
 
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
     def launch(self) -> "ConnectWorker":
         assert not self.alive(), f"{self.name} already running"
         self.starts += 1
@@ -176,10 +161,6 @@ class ConnectWorker(Stoppable):
 
     def start(self, timeout_s: float = READY_TIMEOUT_S) -> "ConnectWorker":
         return self.launch().wait_ready(timeout_s)
-
-    def cleanup(self) -> None:
-        if self.alive():
-            self.kill()
 
     # ------------------------------------------------------------------ REST
     def request(self, method: str, path: str, body: dict | None = None, timeout_s: float = 30):

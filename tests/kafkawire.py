@@ -301,6 +301,21 @@ class ApiVersionsResponse:
     trailing_bytes: int
 
 
+FIND_COORDINATOR = 10
+
+
+def find_coordinator(addr: str, key: str, key_type: int = 0, timeout_s: float = 10) -> tuple[int, int]:
+    """FindCoordinator v1 for one key (key_type 0: a group, 1: a transactional id), asked of
+    `addr`: (error code, node id). Connection errors propagate (OSError, Closed, TimeoutError)."""
+    with Connection(addr, timeout_s=timeout_s) as conn:
+        r = Reader(conn.roundtrip(request(FIND_COORDINATOR, 1, 1, string(key) + i8(key_type))))
+    r.i32()  # correlation id
+    r.i32()  # throttle time
+    err = r.i16()
+    r.string()  # error message
+    return err, r.i32()
+
+
 def api_versions_request(version: int, correlation_id: int) -> bytes:
     """ApiVersions at any version number, including ones the broker does not know.
 

@@ -15,12 +15,11 @@ Chronik (what an operator moving applications wants: they change bootstrap.serve
 
 from __future__ import annotations
 
-import ctypes
 import os
-import signal
 import subprocess
 from pathlib import Path
 
+from conftest import _die_with_parent
 from procs import Stoppable
 from reference import kafka as reference
 
@@ -107,13 +106,6 @@ def write_properties(path: Path, props: dict[str, str]) -> Path:
     return path
 
 
-def _die_with_parent() -> None:
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except OSError:
-        pass
-
-
 class MirrorMakerError(AssertionError):
     pass
 
@@ -153,18 +145,6 @@ class MirrorMaker(Stoppable):
                                          stderr=subprocess.STDOUT, cwd=self.workdir,
                                          preexec_fn=_die_with_parent)
         return self
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def cleanup(self) -> None:
-        if self.alive():
-            self.kill()
 
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -1,8 +1,8 @@
 """Stopping a broker process the tests started: the part of the lifecycle that Chronik's
 `Broker` (conftest.py) and Apache Kafka's `KafkaNode` (reference/kafka.py) share.
 
-A class using `Stoppable` has `proc`, `pid` (a subprocess.Popen, or None before its first start),
-`name`, `alive()` and `stderr_tail()`, and sets `error` (the exception it raises) and
+A class using `Stoppable` has `proc` (a subprocess.Popen, or None before its first start),
+`name` and `stderr_tail()` (`pid`, `alive()` and `cleanup()` come with it), and sets `error` (the exception it raises) and
 `clean_exits` (the exit codes a SIGTERM may end with) and `shutdown_timeout_s`.
 """
 
@@ -16,6 +16,19 @@ class Stoppable:
     error: type[Exception] = AssertionError
     clean_exits: tuple[int, ...] = (0,)
     shutdown_timeout_s: float = 30.0
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None, f"{self.name} not started"
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def cleanup(self) -> None:
+        """Kills what is still running (fixture teardown)."""
+        if self.alive():
+            self.kill()
 
     def kill(self) -> int | None:
         """SIGKILL (a crash): no chance to flush or clean up. Returns the exit status."""

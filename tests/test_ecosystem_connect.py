@@ -30,6 +30,7 @@ Runtime on the 2-core machine (each worker and each Kafka node is a JVM): Chroni
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import Counter
 import threading
@@ -40,6 +41,7 @@ import pytest
 from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+import helpers
 from connect_worker import ConnectWorker, compile_plugins
 
 # Minutes, so `make ecosystem` runs it and `make test` does not (the marker is in main's pytest.ini).
@@ -53,15 +55,8 @@ PARTITIONS = 2
 RATE = 200
 
 
-def wait_until(pred, timeout_s: float, what: str, interval_s: float = 0.5):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(interval_s)
+# helpers.wait_until, polling every 0.5 s: most predicates here call Connect's REST API.
+wait_until = functools.partial(helpers.wait_until, interval_s=0.5)
 
 
 @pytest.fixture(scope="module")

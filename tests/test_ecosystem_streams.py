@@ -255,17 +255,10 @@ def find_txn_coordinator(bootstrap: str, transactional_id: str, timeout_s: float
     while time.monotonic() < deadline:
         for addr in bootstrap.split(","):
             try:
-                with kafkawire.Connection(addr, timeout_s=5) as c:
-                    body = kafkawire.string(transactional_id) + kafkawire.i8(1)
-                    r = kafkawire.Reader(c.roundtrip(kafkawire.request(10, 1, 7, body)))
-                    r.i32()  # correlation id
-                    r.i32()  # throttle time
-                    err = r.i16()
-                    r.string()  # error message
-                    node = r.i32()
-                    if err == 0:
-                        return node
-                    last = f"error {err} from {addr}"
+                err, node = kafkawire.find_coordinator(addr, transactional_id, 1, timeout_s=5)
+                if err == 0:
+                    return node
+                last = f"error {err} from {addr}"
             except (OSError, kafkawire.Closed, TimeoutError) as e:
                 last = repr(e)
         time.sleep(0.5)

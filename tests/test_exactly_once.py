@@ -186,23 +186,14 @@ class CopyApp(Stoppable):
 
 
 # ---------------------------------------------------------------------------- cluster helpers
-FIND_COORDINATOR = 10
-
-
 def coordinator(bootstrap: str, key: str, key_type: int) -> int | None:
     """The node FindCoordinator v1 names for a group (key_type 0) or a transactional id (1);
     None while there is none."""
     try:
-        with w.Connection(bootstrap) as conn:
-            r = w.Reader(conn.roundtrip(w.request(FIND_COORDINATOR, 1, 1, w.string(key) + w.i8(key_type))))
-            r.i32()
-            r.i32()
-            err = r.i16()
-            r.string()
-            node = r.i32()
-            return node if err == w.NONE else None
+        err, node = w.find_coordinator(bootstrap, key, key_type)
     except (OSError, w.Closed, TimeoutError):
         return None
+    return node if err == w.NONE else None
 
 
 def leaders(bootstrap: str, topic: str) -> dict[int, int]:

@@ -345,19 +345,10 @@ def test_a_transaction_past_its_timeout_is_aborted(module_broker):
 
 
 # ------------------------------------------------------------------ three nodes
-FIND_COORDINATOR = 10
-
-
 def coordinator_of(bootstrap: str, txn_id: str) -> int | None:
     """The node FindCoordinator v1 names for a transactional id (None while there is none)."""
-    with w.Connection(bootstrap) as conn:
-        r = w.Reader(conn.roundtrip(w.request(FIND_COORDINATOR, 1, 1, w.string(txn_id) + w.i8(1))))
-        r.i32()
-        r.i32()
-        err = r.i16()
-        r.string()
-        node = r.i32()
-        return node if err == w.NONE else None
+    err, node = w.find_coordinator(bootstrap, txn_id, 1)
+    return node if err == w.NONE else None
 
 
 def test_coordinator_killed_with_a_transaction_open(cluster_factory):
