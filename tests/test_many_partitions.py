@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from confluent_kafka import KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 
 from helpers import unique_topic, wait_until
@@ -18,6 +18,12 @@ from helpers import unique_topic, wait_until
 pytestmark = pytest.mark.chronik_only("the clean-shutdown marker and the restart paths are Chronik's")
 
 PARTITIONS = 2000
+# Per-partition ListOffsets errors that a moment later go away. librdkafka does not mark them
+# retriable() in list_offsets results, so they are named here.
+TRANSIENT = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+             KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.OFFSET_NOT_AVAILABLE,
+             KafkaError.FENCED_LEADER_EPOCH, KafkaError.UNKNOWN_LEADER_EPOCH,
+             KafkaError.REQUEST_TIMED_OUT}
 
 
 def create(bootstrap: str, name: str, partitions: int, rf: int) -> float:
@@ -54,7 +60,8 @@ def high_watermarks(bootstrap: str, topic: str, partitions: int, timeout_s: floa
         try:
             return {tp.partition: f.result(60).offset for tp, f in out.items()}
         except KafkaException as e:
-            if not e.args[0].retriable() or time.monotonic() > deadline:
+            err = e.args[0]
+            if not (err.retriable() or err.code() in TRANSIENT) or time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
 
