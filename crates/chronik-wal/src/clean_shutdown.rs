@@ -15,10 +15,10 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use crate::recovery::fsync_dir;
+use crate::sync_rounds::syncfs;
 
 /// The marker's name in the WAL root.
 pub const CLEAN_SHUTDOWN_FILE: &str = ".chronik_cleanshutdown";
@@ -39,11 +39,7 @@ pub fn take_clean_shutdown(root: &Path) -> io::Result<bool> {
 /// Makes everything written under `root` durable with one `syncfs`, then writes the marker.
 /// Call it only after every partition log under `root` was closed without error.
 pub fn mark_clean_shutdown(root: &Path) -> io::Result<()> {
-    let dir = File::open(root)?;
-    // SAFETY: syncfs takes a valid open descriptor, which `dir` holds for the call.
-    if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    syncfs(&File::open(root)?)?;
     let marker = File::create(root.join(CLEAN_SHUTDOWN_FILE))?;
     marker.sync_all()?;
     fsync_dir(root)

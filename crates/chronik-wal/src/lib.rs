@@ -23,6 +23,7 @@ mod log;
 mod recovery;
 mod segment;
 mod swap;
+mod sync_rounds;
 
 #[cfg(test)]
 mod tests;
@@ -53,6 +54,9 @@ pub mod metric_names {
     pub const FSYNC_SECONDS: &str = "chronik_wal_fsync_seconds";
     /// Bytes one commit pass made durable (histogram): the group-commit batch size.
     pub const COMMIT_BYTES: &str = "chronik_wal_commit_bytes";
+    /// Filesystem-wide sync rounds run (counter): one `syncfs` each, for many partitions'
+    /// commit passes at once (see `sync_rounds`).
+    pub const SYNC_ROUNDS: &str = "chronik_wal_sync_rounds_total";
     /// Reads sent to the blocking pool because they may miss the page cache (counter).
     pub const COLD_READS: &str = "chronik_wal_cold_reads_total";
 }

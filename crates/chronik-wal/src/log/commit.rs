@@ -33,6 +33,27 @@ struct SealJob {
     index: Arc<SegmentIndex>,
 }
 
+/// Blocking work after an active segment's sync, done without the partition lock: dropping
+/// synced bytes from the page cache, and growing the zeros ahead of the data.
+struct AfterSync {
+    uncache: Option<(u64, u64)>,
+    preallocate: bool,
+}
+
+/// A pass that only syncs the active segment, planned for a sync round (see `crowded_pass`).
+struct RoundPass {
+    file: Arc<File>,
+    base: i64,
+    /// The active segment's size when planned: the bytes the round makes durable.
+    size: u64,
+    /// The log end when planned: committed once the round ends.
+    target: i64,
+    /// The log's heals and rewrites when planned: if either moved, the data below `target`
+    /// may have been cut and rewritten since, so the round proves nothing about it.
+    generation: u64,
+    rewrites: u64,
+}
+
 /// One commit pass's work, planned under the partition lock.
 struct Pass {
     jobs: Vec<SealJob>,
@@ -190,8 +211,10 @@ impl Shared {
         }
         if let Some((f, _, _)) = active {
             let started = Instant::now();
+            let syncing = self.rounds.enter();
             f.sync_data()
                 .map_err(|e| format!("fdatasync of active segment failed: {e}"))?;
+            drop(syncing);
             // Process-wide, no per-partition labels: bounded cardinality.
             metrics::histogram!(crate::metric_names::FSYNC_SECONDS)
                 .record(started.elapsed().as_secs_f64());
@@ -243,25 +266,44 @@ impl Shared {
         }
         inner.check_invariants();
         if let Some((file, base, synced_pos)) = active {
-            let uncache = Self::cache_drop_range(&mut inner, base, synced_pos);
-            let pass_bytes = match inner.segments.iter_mut().find(|s| s.base_offset == base) {
-                Some(seg) => {
-                    let before = seg.synced_bytes;
-                    seg.synced_bytes = before.max(synced_pos);
-                    synced_pos.saturating_sub(before)
-                }
-                None => 0,
-            };
-            // Group commit: how many bytes one fdatasync made durable.
-            metrics::histogram!(crate::metric_names::COMMIT_BYTES).record(pass_bytes as f64);
-            if pass_bytes < PREALLOC_MAX_PASS_BYTES {
-                self.preallocate(inner);
-            } else {
-                drop(inner);
+            let after = Self::record_active_sync(&mut inner, base, synced_pos);
+            // Under the same lock: whoever sees the commit sees the zeros ahead too.
+            match after.preallocate {
+                true => self.preallocate(inner),
+                false => drop(inner),
             }
-            if let Some((from, len)) = uncache {
+            if let Some((from, len)) = after.uncache {
                 drop_cached(&file, from, len);
             }
+        }
+    }
+
+    /// Books `synced_pos` bytes of active segment `base` as synced and says what follows.
+    fn record_active_sync(inner: &mut super::Inner, base: i64, synced_pos: u64) -> AfterSync {
+        let uncache = Self::cache_drop_range(inner, base, synced_pos);
+        let pass_bytes = match inner.segments.iter_mut().find(|s| s.base_offset == base) {
+            Some(seg) => {
+                let before = seg.synced_bytes;
+                seg.synced_bytes = before.max(synced_pos);
+                synced_pos.saturating_sub(before)
+            }
+            None => 0,
+        };
+        // Group commit: how many bytes one sync made durable.
+        metrics::histogram!(crate::metric_names::COMMIT_BYTES).record(pass_bytes as f64);
+        AfterSync {
+            uncache,
+            preallocate: pass_bytes < PREALLOC_MAX_PASS_BYTES && Self::prealloc_due(inner),
+        }
+    }
+
+    /// The blocking follow-up of an active segment sync (see [`AfterSync`]).
+    fn after_active_sync(&self, file: &File, after: AfterSync) {
+        if after.preallocate {
+            self.preallocate(self.lock());
+        }
+        if let Some((from, len)) = after.uncache {
+            drop_cached(file, from, len);
         }
     }
 
@@ -283,6 +325,10 @@ impl Shared {
         Some((from, to - from))
     }
 
+    fn prealloc_due(inner: &super::Inner) -> bool {
+        prealloc_target(inner.active(), inner.config.segment_bytes).is_some()
+    }
+
     /// Keeps zeros ahead of the active segment's data (see [`prealloc_step`]), after
     /// the pass has published, so no waiting append pays for it. The zeros are written under
     /// the partition lock (appends write at the data end, never into a range being zeroed)
@@ -294,15 +340,9 @@ impl Shared {
             .segments
             .back_mut()
             .expect("partition log has no segment");
-        let step = prealloc_step(seg.size_bytes);
-        if seg.allocated_bytes - seg.size_bytes >= step / 2 {
+        let Some(target) = prealloc_target(seg, limit) else {
             return;
-        }
-        // Data never grows past segment.bytes except by one oversized batch: no zeros there.
-        let target = (seg.size_bytes + step).min(limit.max(seg.size_bytes));
-        if target <= seg.allocated_bytes {
-            return;
-        }
+        };
         let (from, len) = (seg.allocated_bytes, target - seg.allocated_bytes);
         if let Err(e) = write_zeros(&seg.file, from, len) {
             warn!(topic = %self.topic, partition = self.partition, error = %e,
@@ -313,6 +353,93 @@ impl Shared {
         let file = seg.file.clone();
         drop(inner);
         start_writeback(&file, from, len);
+    }
+}
+
+/// Where the active segment's zeros should reach, if they should grow now: when less than
+/// half a [`prealloc_step`] is left ahead of the data.
+fn prealloc_target(seg: &crate::segment::Segment, limit: u64) -> Option<u64> {
+    let step = prealloc_step(seg.size_bytes);
+    if seg.allocated_bytes - seg.size_bytes >= step / 2 {
+        return None;
+    }
+    // Data never grows past segment.bytes except by one oversized batch: no zeros there.
+    let target = (seg.size_bytes + step).min(limit.max(seg.size_bytes));
+    (target > seg.allocated_bytes).then_some(target)
+}
+
+impl Shared {
+    /// A pass made of nothing but the active segment's sync, or `None` (seals or a directory
+    /// to sync, nothing dirty, or poisoned).
+    fn plan_round_pass(&self) -> Option<RoundPass> {
+        let inner = self.lock();
+        let simple = inner.failure.is_none()
+            && inner.pending_seals.is_empty()
+            && inner.dir_gen == inner.dir_synced_gen
+            && inner.log_end > inner.synced_end;
+        let seg = inner.active();
+        simple.then(|| RoundPass {
+            file: seg.file.clone(),
+            base: seg.base_offset,
+            size: seg.size_bytes,
+            target: inner.log_end,
+            generation: inner.generation,
+            rewrites: inner.rewrites,
+        })
+    }
+
+    /// When many partitions are syncing at once, a pass that only has the active segment to
+    /// sync joins the filesystem's next sync round (`sync_rounds`) instead of fdatasyncing
+    /// alone, and waits for it on this task: no blocking thread is held. It does not hold
+    /// `maintenance` across the wait (the pass runs on async code); a truncation or heal in
+    /// between is seen by `generation`/`rewrites` and the pass then publishes nothing.
+    /// Returns whether it ran.
+    async fn round_pass(self: &Arc<Self>) -> bool {
+        if !self.rounds.crowded() {
+            return false;
+        }
+        let Some(pass) = self.plan_round_pass() else {
+            return false;
+        };
+        let syncing = self.rounds.enter();
+        let result = self.rounds.sync(&pass.file, pass.size).await;
+        drop(syncing);
+        #[cfg(test)]
+        let result = match self
+            .inject_sync_failure
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            true => Err("injected sync round failure".to_string()),
+            false => result,
+        };
+        self.count_fsyncs(1);
+        let after = {
+            let mut inner = self.lock();
+            if let Err(reason) = result {
+                self.poison(&mut inner, reason);
+                return true;
+            }
+            if inner.failure.is_some()
+                || inner.generation != pass.generation
+                || inner.rewrites != pass.rewrites
+            {
+                return true;
+            }
+            debug_assert!(pass.target <= inner.log_end);
+            inner.synced_end = inner.synced_end.max(pass.target);
+            inner.last_sync = Instant::now();
+            if inner.synced_end > self.committed() {
+                self.publish_committed(&inner, inner.synced_end);
+            }
+            inner.check_invariants();
+            Self::record_active_sync(&mut inner, pass.base, pass.size)
+        };
+        if after.preallocate || after.uncache.is_some() {
+            let s = self.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || s.after_active_sync(&pass.file, after)).await;
+        }
+        true
     }
 }
 
@@ -346,6 +473,7 @@ pub(super) async fn commit_loop(shared: Arc<Shared>) {
             Step::Wait(Some(d)) => {
                 let _ = tokio::time::timeout(d, shared.wake.notified()).await;
             }
+            Step::Pass { sync_active: true } if shared.round_pass().await => {}
             Step::Pass { sync_active } => {
                 // Under load, passes run back to back on the blocking thread: returning to
                 // this task between them would add two thread hand-offs per fdatasync.
@@ -355,6 +483,8 @@ pub(super) async fn commit_loop(shared: Arc<Shared>) {
                     loop {
                         s.run_pass(sync_active);
                         match s.next_step() {
+                            // A crowd forming: back to the task, which joins a round.
+                            Step::Pass { sync_active: true } if s.rounds.crowded() => break,
                             Step::Pass { sync_active: next } => sync_active = next,
                             _ => break,
                         }

@@ -7,6 +7,7 @@
 //! replaced atomically (write a side file, fdatasync, rename, fsync the directory). On open the
 //! log start is the larger of the first segment's base and the checkpoint.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::sync::atomic::Ordering;
 
@@ -15,7 +16,7 @@ use tracing::{info, warn};
 use super::{now_ms, PartitionLog, RetentionOutcome, RetentionReason};
 use crate::error::WalError;
 use crate::recovery::{fsync_dir, remove_segment_files};
-use crate::segment::SEGMENT_HEADER_BYTES;
+use crate::segment::{Segment, SEGMENT_HEADER_BYTES};
 
 /// The checkpoint file in the partition directory.
 pub(crate) const CHECKPOINT_FILE: &str = "log-start-offset-checkpoint";
@@ -177,6 +178,33 @@ pub(crate) fn read_checkpoint(dir: &Path, topic: &str, partition: i32) -> Option
             "malformed log start checkpoint; ignored");
     }
     parsed
+}
+
+/// The log start offset of a recovered log: its first segment's base, or the checkpointed
+/// start if that is further (kept within the log: a checkpoint past the recovered end, which
+/// only an unsynced tail lost under `fsync=never` can leave, starts the log at its end).
+pub(super) fn start_after_recovery(
+    segments: &VecDeque<Segment>,
+    checkpoint: Option<i64>,
+    log_end: i64,
+    topic: &str,
+    partition: i32,
+) -> i64 {
+    let first = segments.front().map_or(0, |s| s.base_offset);
+    let Some(cp) = checkpoint.filter(|cp| *cp > first) else {
+        return first;
+    };
+    if cp > log_end {
+        warn!(
+            topic,
+            partition,
+            checkpoint = cp,
+            log_end,
+            "log start checkpoint beyond the recovered log end; starting at the end"
+        );
+        return log_end;
+    }
+    cp
 }
 
 #[cfg(test)]

@@ -16,7 +16,9 @@
 //! * The commit task is the only place that fdatasyncs the active segment and the only place that
 //!   publishes `committed` under `FsyncPolicy::Always`. It syncs on an `Arc<File>` from
 //!   `spawn_blocking`, then publishes `committed = target` on a watch channel, waking every waiter
-//!   at once: many appends, one fdatasync.
+//!   at once: many appends, one fdatasync. While many partitions sync at once, a pass with only
+//!   the active segment to sync joins a `syncfs` round instead (`crate::sync_rounds`), without
+//!   `maintenance`: it publishes only if `generation` and `rewrites` did not move meanwhile.
 //!
 //! ## Invariants (asserted where they are enforced)
 //!
@@ -65,6 +67,7 @@ use crate::error::WalError;
 use crate::index::SegmentIndex;
 use crate::recovery::{fsync_dir, recover};
 use crate::segment::{create_segment_file, segment_file_path, FileKind, Segment, SegmentHeader};
+use crate::sync_rounds::SyncRounds;
 
 /// Bound on sealed segments waiting for their data sync and index write. While the queue is
 /// full, rotation is deferred (the active segment grows past `segment_bytes`, up to the hard file
@@ -197,6 +200,8 @@ struct Shared {
     end_tx: watch::Sender<i64>,
     wake: Notify,
     fsync_count: AtomicU64,
+    /// The filesystem's sync rounds, which a commit pass joins when many partitions sync.
+    rounds: Arc<SyncRounds>,
     /// The lowest offset the log was cut back to (truncation, heal, reset) since it was last
     /// taken, starting at the log end it opened with (a torn tail cut at open counts too):
     /// data at or above it may be new, whatever was known of the offsets before. See
@@ -219,33 +224,6 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
         .unwrap_or(0)
-}
-
-/// The log start offset of a recovered log: its first segment's base, or the checkpointed
-/// start if that is further (kept within the log: a checkpoint past the recovered end, which
-/// only an unsynced tail lost under `fsync=never` can leave, starts the log at its end).
-fn start_after_recovery(
-    segments: &VecDeque<Segment>,
-    checkpoint: Option<i64>,
-    log_end: i64,
-    topic: &str,
-    partition: i32,
-) -> i64 {
-    let first = segments.front().map_or(0, |s| s.base_offset);
-    let Some(cp) = checkpoint.filter(|cp| *cp > first) else {
-        return first;
-    };
-    if cp > log_end {
-        warn!(
-            topic,
-            partition,
-            checkpoint = cp,
-            log_end,
-            "log start checkpoint beyond the recovered log end; starting at the end"
-        );
-        return log_end;
-    }
-    cp
 }
 
 fn validate_name(topic: &str, partition: i32) -> Result<(), WalError> {
@@ -454,20 +432,27 @@ impl PartitionLog {
         validate_name(topic, partition)?;
         config.validate()?;
         let dir = root.join(topic).join(partition.to_string());
-        let (recovered, checkpoint) = {
+        let (recovered, checkpoint, rounds) = {
             let dir = dir.clone();
+            let root = root.to_path_buf();
             let topic = topic.to_string();
             let config = config.clone();
             tokio::task::spawn_blocking(move || {
-                recover(&dir, &topic, partition, &config, now_ms(), clean)
-                    .map(|r| (r, log_start::read_checkpoint(&dir, &topic, partition)))
+                let r = recover(&dir, &topic, partition, &config, now_ms(), clean)?;
+                let rounds = SyncRounds::for_root(&root).map_err(WalError::io("open", &root))?;
+                Ok::<_, WalError>((
+                    r,
+                    log_start::read_checkpoint(&dir, &topic, partition),
+                    rounds,
+                ))
             })
             .await
             .map_err(|e| WalError::Failed(format!("recovery task failed: {e}")))??
         };
         let segments: VecDeque<Segment> = recovered.segments.into();
         let log_end = segments.back().map_or(0, |s| s.next_offset);
-        let log_start = start_after_recovery(&segments, checkpoint, log_end, topic, partition);
+        let log_start =
+            log_start::start_after_recovery(&segments, checkpoint, log_end, topic, partition);
         let total_bytes = segments.iter().map(|s| s.size_bytes).sum();
         let inner = Inner {
             config,
@@ -500,6 +485,7 @@ impl PartitionLog {
             end_tx,
             wake: Notify::new(),
             fsync_count: AtomicU64::new(recovered.fsyncs),
+            rounds,
             rewritten_from: AtomicI64::new(log_end),
             #[cfg(test)]
             inject_sync_failure: std::sync::atomic::AtomicBool::new(false),

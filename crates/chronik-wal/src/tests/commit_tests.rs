@@ -374,3 +374,44 @@ async fn a_partition_with_one_small_message_writes_few_zeros() {
     );
     log.close().await.unwrap();
 }
+
+/// Many partitions syncing at once share `syncfs` rounds instead of one fdatasync each, and
+/// every append is still committed only once durable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_partitions_share_sync_rounds() {
+    let dir = tempfile::tempdir().unwrap();
+    const PARTITIONS: i32 = 48;
+    let mut logs = Vec::new();
+    for p in 0..PARTITIONS {
+        logs.push(
+            PartitionLog::open(dir.path(), TOPIC, p, LogConfig::default())
+                .await
+                .unwrap(),
+        );
+    }
+    let rounds = crate::sync_rounds::SyncRounds::for_root(dir.path()).unwrap();
+    let before = rounds.rounds_ended();
+    let tasks: Vec<_> = logs
+        .iter()
+        .map(|log| {
+            let log = log.clone();
+            tokio::spawn(async move {
+                for i in 0..20 {
+                    let a = log.append(&mut batch(1, 10 + i), 1).unwrap();
+                    log.wait_committed(a.last_offset + 1).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for log in &logs {
+        assert_eq!(log.committed_offset(), 20);
+        log.close().await.unwrap();
+    }
+    assert!(
+        rounds.rounds_ended() > before,
+        "no sync round ran for {PARTITIONS} partitions syncing at once"
+    );
+}
