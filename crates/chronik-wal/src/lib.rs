@@ -17,6 +17,7 @@ pub mod batch;
 mod clean_shutdown;
 mod config;
 mod error;
+mod file_cache;
 mod index;
 pub mod io_priority;
 mod log;
@@ -34,6 +35,10 @@ pub use batch::{
 pub use clean_shutdown::{mark_clean_shutdown, take_clean_shutdown, CLEAN_SHUTDOWN_FILE};
 pub use config::{FsyncPolicy, LogConfig, ParseFsyncPolicyError};
 pub use error::WalError;
+pub use file_cache::{
+    max_open_segment_files, open_segment_files, set_max_open_segment_files,
+    DEFAULT_MAX_OPEN_SEGMENT_FILES,
+};
 pub use io_priority::disk_space;
 pub use log::{
     heals_in_process, Appended, CatchUp, DeletedSegment, PartitionLog, ReadResult,
@@ -55,4 +60,8 @@ pub mod metric_names {
     pub const COMMIT_BYTES: &str = "chronik_wal_commit_bytes";
     /// Reads sent to the blocking pool because they may miss the page cache (counter).
     pub const COLD_READS: &str = "chronik_wal_cold_reads_total";
+    /// Sealed-segment files opened because the file cache did not hold them (counter).
+    pub const SEGMENT_FILE_OPENS: &str = "chronik_wal_segment_file_opens_total";
+    /// Sealed-segment files the file cache closed to stay within its bound (counter).
+    pub const SEGMENT_FILE_EVICTIONS: &str = "chronik_wal_segment_file_evictions_total";
 }

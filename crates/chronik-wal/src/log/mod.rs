@@ -34,6 +34,7 @@
 mod append;
 mod cold_readers;
 mod commit;
+mod files;
 mod heal;
 mod install;
 mod log_start;
@@ -62,6 +63,7 @@ pub use self::replace::{ReplacedSegments, SegmentInfo, SegmentReplacement};
 pub use self::retention::{DeletedSegment, RetentionOutcome, RetentionReason};
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::WalError;
+use crate::file_cache::FileId;
 use crate::index::SegmentIndex;
 use crate::recovery::{fsync_dir, recover};
 use crate::segment::{create_segment_file, segment_file_path, FileKind, Segment, SegmentHeader};
@@ -166,6 +168,9 @@ impl Inner {
             .iter()
             .all(|s| s.gap_allowed(s.batches_end, s.next_offset)));
         debug_assert!(self.synced_end <= self.log_end);
+        // Only a sealed segment whose seal finished gives up its descriptor (`files.rs`).
+        debug_assert!(self.active().own_file.is_some());
+        debug_assert!(self.segments.iter().all(|s| s.own_file.is_some() || s.persisted));
         debug_assert!(self
             .segments
             .iter()
@@ -395,7 +400,8 @@ impl Shared {
             max_timestamp: i64::MIN,
             created_ms: now_ms,
             roll_clock_ms: None,
-            file: Arc::new(file),
+            file_id: FileId::of(&file).map_err(WalError::io("stat segment", &path))?,
+            own_file: Some(Arc::new(file)),
             path: Arc::from(path.as_path()),
             index: Arc::new(SegmentIndex::default()),
             persisted: false,
@@ -738,7 +744,11 @@ impl PartitionLog {
             }
         }
         let s = self.shared.clone();
-        let result = tokio::task::spawn_blocking(move || s.finish_close(defer_sync))
+        let result = tokio::task::spawn_blocking(move || {
+            let r = s.finish_close(defer_sync);
+            s.forget_files();
+            r
+        })
             .await
             .map_err(|e| WalError::Failed(format!("close did not complete: {e}")))
             .and_then(|r| r);
