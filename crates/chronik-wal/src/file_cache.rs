@@ -217,6 +217,12 @@ impl FileCache {
         drop(dropped);
     }
 
+    /// Whether `id` is cached (without marking it used).
+    #[cfg(test)]
+    pub fn contains(&self, id: FileId) -> bool {
+        self.lock().index.contains_key(&id.seq)
+    }
+
     pub fn capacity(&self) -> usize {
         self.lock().capacity
     }

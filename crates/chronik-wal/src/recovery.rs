@@ -30,8 +30,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::LogConfig;
 use crate::error::WalError;
-use crate::index::{load_index_files, remove_index_files, write_index_files};
 use crate::file_cache::FileId;
+use crate::index::{load_index_files, remove_index_files, write_index_files};
 use crate::segment::{
     create_segment_file, is_zero_tail, parse_file_name, scan_segment, segment_file_path, FileKind,
     HeaderError, Segment, SegmentHeader, CLEANED_HEADER_BYTES,

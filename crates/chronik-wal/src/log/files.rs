@@ -105,3 +105,27 @@ impl Shared {
         segment_files().remove(ids);
     }
 }
+
+#[cfg(test)]
+impl super::PartitionLog {
+    /// Test view: each segment's base offset, file identity, and whether it holds a
+    /// descriptor of its own.
+    pub(crate) fn segment_file_ids(&self) -> Vec<(i64, FileId, bool)> {
+        let inner = self.shared.lock();
+        inner
+            .segments
+            .iter()
+            .map(|s| (s.base_offset, s.file_id, s.own_file.is_some()))
+            .collect()
+    }
+
+    /// Test hook: [`Shared::sealed_file`] of the segment at `base` as listed now.
+    pub(crate) fn sealed_file_of(&self, base: i64) -> Result<Option<Arc<File>>, WalError> {
+        let (id, path) = {
+            let inner = self.shared.lock();
+            let s = &inner.segments[inner.segment_index_for(base)];
+            (s.file_id, s.path.clone())
+        };
+        self.shared.sealed_file(base, id, &path)
+    }
+}

@@ -152,7 +152,13 @@ impl PartitionLog {
             }
             let seg = &inner.segments[i];
             let own = seg.own_file.clone();
-            (seg.next_offset, seg.size_bytes, seg.file_id, seg.path.clone(), own)
+            (
+                seg.next_offset,
+                seg.size_bytes,
+                seg.file_id,
+                seg.path.clone(),
+                own,
+            )
         };
         let file = match own {
             Some(f) => f,

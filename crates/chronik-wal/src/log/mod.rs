@@ -170,7 +170,10 @@ impl Inner {
         debug_assert!(self.synced_end <= self.log_end);
         // Only a sealed segment whose seal finished gives up its descriptor (`files.rs`).
         debug_assert!(self.active().own_file.is_some());
-        debug_assert!(self.segments.iter().all(|s| s.own_file.is_some() || s.persisted));
+        debug_assert!(self
+            .segments
+            .iter()
+            .all(|s| s.own_file.is_some() || s.persisted));
         debug_assert!(self
             .segments
             .iter()
@@ -749,9 +752,9 @@ impl PartitionLog {
             s.forget_files();
             r
         })
-            .await
-            .map_err(|e| WalError::Failed(format!("close did not complete: {e}")))
-            .and_then(|r| r);
+        .await
+        .map_err(|e| WalError::Failed(format!("close did not complete: {e}")))
+        .and_then(|r| r);
         lc.closed = true;
         result
     }

@@ -187,6 +187,27 @@ impl PartitionLog {
     }
 }
 
+#[cfg(test)]
+impl PartitionLog {
+    /// Test hook: [`read`](Self::read) of a reader that located `start_offset` and then lost
+    /// the race with `between` (it ran before the reader opened any file).
+    pub(crate) fn read_racing(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        between: impl FnOnce(),
+    ) -> Result<ReadResult, WalError> {
+        let s = &self.shared;
+        match s.locate_read(Floor::LogStart, start_offset, i64::MAX)? {
+            Located::Empty => Ok(ReadResult::default()),
+            Located::At { view, pos, .. } => {
+                between();
+                s.read_from(view, pos, start_offset, max_bytes, i64::MAX)
+            }
+        }
+    }
+}
+
 /// A cheap clone of what a reader needs from one segment.
 pub(super) struct SegmentView {
     base_offset: i64,

@@ -246,11 +246,7 @@ impl PartitionLog {
             let run = s.sealed_run(&inner, bases)?;
             let first = &inner.segments[run.start];
             let last = &inner.segments[run.end - 1];
-            let originals = inner
-                .segments
-                .range(run)
-                .map(|seg| seg.file_id)
-                .collect();
+            let originals = inner.segments.range(run).map(|seg| seg.file_id).collect();
             let last_path = last.path.clone();
             if last.next_offset - first.base_offset > MAX_RELATIVE_OFFSET + 1 {
                 return Err(WalError::InvalidReplacement(format!(
@@ -444,7 +440,8 @@ impl PartitionLog {
             steps.check()?;
         }
         s.sync_dir()?;
-        let file_id = FileId::of(&file).map_err(WalError::io("stat cleaned segment", &finals[0]))?;
+        let file_id =
+            FileId::of(&file).map_err(WalError::io("stat cleaned segment", &finals[0]))?;
         drop(file);
         {
             let mut inner = s.lock();
