@@ -12,6 +12,9 @@
 //! [`MAX_SEGMENT_BYTES`] (2 GiB); at most [`MAX_PENDING_SEALS`] rolled segments wait for their
 //! seal; the write path is one `writev` under the partition lock, so its work is bounded by the
 //! caller holding that lock for one batch.
+//! Sealed segments hold no file descriptor: reads open them through one process-wide cache of
+//! at most [`max_open_segment_files`] handles (`file_cache`), so a partition costs one
+//! descriptor (its active segment) whatever its segment count.
 
 pub mod batch;
 mod clean_shutdown;

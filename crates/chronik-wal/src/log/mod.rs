@@ -11,8 +11,10 @@
 //!   file is written and synced before), and close. Lock order is always `maintenance` then
 //!   `inner`.
 //! * Reads take `inner` only to locate the start position and to clone the segment's
-//!   `Arc<File>`; the `pread`s happen outside the lock (and, for async callers, off the
-//!   runtime unless the data is near the log end: see `read`).
+//!   `Arc<File>` (a sealed segment's comes from the file cache, `files.rs`, which takes
+//!   `inner` once more to check it and then its own lock last); the `pread`s happen outside
+//!   the lock (and, for async callers, off the runtime unless the data is near the log end:
+//!   see `read`).
 //! * The commit task is the only place that fdatasyncs the active segment and the only place that
 //!   publishes `committed` under `FsyncPolicy::Always`. It syncs on an `Arc<File>` from
 //!   `spawn_blocking`, then publishes `committed = target` on a watch channel, waking every waiter
