@@ -54,7 +54,7 @@ pub fn raise_nofile_limit() -> (NofileLimit, Option<io::Error>) {
         };
         return (none, Some(io::Error::last_os_error()));
     }
-    let started_with = rl.rlim_cur as u64;
+    let started_with = rl.rlim_cur;
     if rl.rlim_cur >= rl.rlim_max {
         let same = NofileLimit {
             started_with,
@@ -76,7 +76,7 @@ pub fn raise_nofile_limit() -> (NofileLimit, Option<io::Error>) {
     }
     let limit = NofileLimit {
         started_with,
-        limit: rl.rlim_max as u64,
+        limit: rl.rlim_max,
     };
     (limit, None)
 }

@@ -24,7 +24,7 @@ use std::io::ErrorKind;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{LifeState, Shared};
+use super::{Inner, LifeState, Shared};
 use crate::error::WalError;
 use crate::file_cache::{segment_files, FileId};
 
@@ -99,11 +99,29 @@ impl Shared {
         }
     }
 
-    /// Closes the cached handles of this log's segments (it closed).
-    pub(super) fn forget_files(&self) {
+    /// The close's last pass (`finish_close`), then the cached handles of this log's
+    /// segments are closed: nothing reads a closed log.
+    pub(super) fn close_files(&self, defer_sync: bool) -> Result<(), WalError> {
+        let result = self.finish_close(defer_sync);
         let ids: Vec<FileId> = self.lock().segments.iter().map(|s| s.file_id).collect();
         segment_files().remove(ids);
+        result
     }
+}
+
+/// A new identity for a segment file just created or opened at `path`.
+pub(super) fn file_id(file: &File, path: &Path) -> Result<FileId, WalError> {
+    FileId::of(file).map_err(WalError::io("stat segment", path))
+}
+
+/// The descriptor invariant `Inner::check_invariants` asserts: the active segment has its own
+/// handle, and only a sealed segment whose seal finished gave its up.
+pub(super) fn descriptors_as_designed(inner: &Inner) -> bool {
+    inner.active().own_file.is_some()
+        && inner
+            .segments
+            .iter()
+            .all(|s| s.own_file.is_some() || s.persisted)
 }
 
 #[cfg(test)]

@@ -10,11 +10,9 @@
 //!   retention, truncation, segment installs and replacements (only their renames: the cleaned
 //!   file is written and synced before), and close. Lock order is always `maintenance` then
 //!   `inner`.
-//! * Reads take `inner` only to locate the start position and to clone the segment's
-//!   `Arc<File>` (a sealed segment's comes from the file cache, `files.rs`, which takes
-//!   `inner` once more to check it and then its own lock last); the `pread`s happen outside
-//!   the lock (and, for async callers, off the runtime unless the data is near the log end:
-//!   see `read`).
+//! * Reads take `inner` only to locate the start position and to clone the segment's file (a
+//!   sealed one's comes from the file cache: `files.rs`); the `pread`s happen outside the lock
+//!   (and, for async callers, off the runtime unless the data is near the log end: see `read`).
 //! * The commit task is the only place that fdatasyncs the active segment and the only place that
 //!   publishes `committed` under `FsyncPolicy::Always`. It syncs on an `Arc<File>` from
 //!   `spawn_blocking`, then publishes `committed = target` on a watch channel, waking every waiter
@@ -65,7 +63,6 @@ pub use self::replace::{ReplacedSegments, SegmentInfo, SegmentReplacement};
 pub use self::retention::{DeletedSegment, RetentionOutcome, RetentionReason};
 use crate::config::{FsyncPolicy, LogConfig};
 use crate::error::WalError;
-use crate::file_cache::FileId;
 use crate::index::SegmentIndex;
 use crate::recovery::{fsync_dir, recover};
 use crate::segment::{create_segment_file, segment_file_path, FileKind, Segment, SegmentHeader};
@@ -170,12 +167,7 @@ impl Inner {
             .iter()
             .all(|s| s.gap_allowed(s.batches_end, s.next_offset)));
         debug_assert!(self.synced_end <= self.log_end);
-        // Only a sealed segment whose seal finished gives up its descriptor (`files.rs`).
-        debug_assert!(self.active().own_file.is_some());
-        debug_assert!(self
-            .segments
-            .iter()
-            .all(|s| s.own_file.is_some() || s.persisted));
+        debug_assert!(files::descriptors_as_designed(self));
         debug_assert!(self
             .segments
             .iter()
@@ -405,7 +397,7 @@ impl Shared {
             max_timestamp: i64::MIN,
             created_ms: now_ms,
             roll_clock_ms: None,
-            file_id: FileId::of(&file).map_err(WalError::io("stat segment", &path))?,
+            file_id: files::file_id(&file, &path)?,
             own_file: Some(Arc::new(file)),
             path: Arc::from(path.as_path()),
             index: Arc::new(SegmentIndex::default()),
@@ -749,14 +741,10 @@ impl PartitionLog {
             }
         }
         let s = self.shared.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let r = s.finish_close(defer_sync);
-            s.forget_files();
-            r
-        })
-        .await
-        .map_err(|e| WalError::Failed(format!("close did not complete: {e}")))
-        .and_then(|r| r);
+        let result = tokio::task::spawn_blocking(move || s.close_files(defer_sync))
+            .await
+            .map_err(|e| WalError::Failed(format!("close did not complete: {e}")))
+            .and_then(|r| r);
         lc.closed = true;
         result
     }
