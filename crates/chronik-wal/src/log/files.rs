@@ -64,7 +64,7 @@ impl Shared {
             Opened::Moving => Err(WalError::Corrupt {
                 path: path.to_path_buf(),
                 position: 0,
-                reason: "the segment's file was replaced outside the log".into(),
+                reason: "the segment's file is missing or was replaced outside the log".into(),
             }),
         }
     }

@@ -138,6 +138,7 @@ impl PartitionLog {
     /// The sealed segment that starts exactly at `base_offset`, once its seal finished (data
     /// synced, file trimmed, index persisted). `None` for the active segment, a segment still
     /// being sealed, or no segment starting there.
+    ///
     /// May block briefly: the segment's file is opened if the file cache does not hold it.
     pub fn sealed_segment_at(&self, base_offset: i64) -> Option<SealedSegment> {
         let s = &*self.shared;

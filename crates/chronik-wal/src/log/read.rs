@@ -435,7 +435,7 @@ impl Shared {
                         source: std::io::Error::other("segments replaced repeatedly during a read"),
                     });
                 }
-                let next = expected.unwrap_or(view.base_offset);
+                let next = expected.map_or(view.base_offset, |e| e.max(view.base_offset));
                 match self.resume(&view, pos, next) {
                     // Nothing read yet and no segment holds those offsets any more: retention
                     // deleted what this read was to start with.
