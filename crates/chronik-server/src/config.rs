@@ -193,6 +193,12 @@ pub struct ServerArgs {
     /// Most concurrent client connections; more are refused
     #[arg(long, env = "CHRONIK_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
+    /// Most sealed-segment files kept open for reads, in one cache for all partitions: the
+    /// least recently used is closed when it is full (0: each read opens its file). Each
+    /// partition's active segment holds one descriptor besides (docs/operations.md, "File
+    /// descriptors"). Unset: 4096, or a quarter of the file-descriptor limit if that is less
+    #[arg(long, env = "CHRONIK_MAX_OPEN_SEGMENT_FILES")]
+    pub max_open_segment_files: Option<usize>,
     #[command(flatten)]
     pub net: NetLimitArgs,
     #[command(flatten)]
@@ -310,6 +316,9 @@ pub struct BrokerConfig {
     pub topic_defaults: TopicDefaults,
     pub retention_check_interval_ms: u64,
     pub max_connections: usize,
+    /// Bound of the sealed-segment file cache; `None`: derived from the descriptor limit at
+    /// start (`crate::fd_budget`).
+    pub max_open_segment_files: Option<usize>,
     /// Request budget, idle and read timeouts, per-address limit.
     pub net: NetLimits,
     /// The log cleaner (compacted topics).
@@ -386,6 +395,7 @@ impl BrokerConfig {
             topic_defaults,
             retention_check_interval_ms: args.retention_check_interval_ms,
             max_connections: args.max_connections,
+            max_open_segment_files: args.max_open_segment_files,
             log_format: args.log_format,
             cluster,
             standalone_rpc_addr,

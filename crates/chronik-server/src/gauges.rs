@@ -86,6 +86,12 @@ pub fn refresh(broker: &Broker) {
     gauge!("chronik_raft_is_leader").set(f64::from(u8::from(raft.leader == Some(broker.node_id))));
     gauge!("chronik_raft_voters").set(raft.voters.len() as f64);
     gauge!(CONNECTIONS).set(OpenConnection::count() as f64);
+    // The descriptor budget (crate::fd_budget): what is open against the cache's bound.
+    if let Some(n) = crate::fd_budget::open_fds() {
+        gauge!("chronik_open_file_descriptors").set(n as f64);
+    }
+    gauge!("chronik_wal_open_segment_files").set(chronik_wal::open_segment_files() as f64);
+    gauge!("chronik_wal_max_open_segment_files").set(chronik_wal::max_open_segment_files() as f64);
 }
 
 /// `chronik_partition_poisoned{topic,partition}` = 1 for every partition a storage error

@@ -16,6 +16,7 @@ pub mod config;
 pub mod connection;
 pub mod coordinators;
 pub mod durable_append;
+pub mod fd_budget;
 pub mod gauges;
 pub mod handlers;
 pub mod http;

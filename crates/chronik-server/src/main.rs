@@ -16,7 +16,7 @@ use chronik_server::config::{
 use chronik_server::shutdown::Shutdown;
 use chronik_server::startup::StartupPhase;
 use chronik_server::tls::Tls;
-use chronik_server::{http, server};
+use chronik_server::{fd_budget, http, server};
 use tokio::net::TcpListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
@@ -36,6 +36,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
+    let fd_limit = apply_fd_limit(config.max_open_segment_files);
     // Every event of this process carries the node: each runtime thread (workers and the
     // blocking pool) enters the `node` span when it starts and never leaves it, so tasks'
     // own spans (partition, wal_commit) nest inside it without each spawn instrumenting.
@@ -52,7 +53,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, fd_limit)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
@@ -74,6 +75,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// Raises the soft descriptor limit to the hard one and sizes the WAL's segment file cache
+/// from the setting or the limit (`fd_budget`). Returns the limit.
+fn apply_fd_limit(max_open_segment_files: Option<usize>) -> u64 {
+    let (limit, err) = fd_budget::raise_nofile_limit();
+    if let Some(e) = err {
+        tracing::warn!(limit = limit.limit, error = %e,
+            "cannot raise the file descriptor limit to its hard limit");
+    }
+    let cache = fd_budget::segment_file_cache_size(max_open_segment_files, limit.limit);
+    chronik_wal::set_max_open_segment_files(cache);
+    tracing::info!(
+        limit = limit.limit,
+        started_with = limit.started_with,
+        max_open_segment_files = cache,
+        "file descriptor limit"
+    );
+    limit.limit
+}
+
 /// `CHRONIK_LOG` overrides the default filter (it can turn openraft back on, e.g.
 /// `info,openraft=info`).
 fn init_logging(format: LogFormat) {
@@ -88,7 +108,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run(config: BrokerConfig) -> anyhow::Result<()> {
+async fn run(config: BrokerConfig, fd_limit: u64) -> anyhow::Result<()> {
     // Certificates first: a bad file stops the start before any port is bound.
     let tls = match &config.listeners.tls {
         Some(files) => Some(Tls::load(files.clone()).context("cannot load the TLS certificates")?),
@@ -156,6 +176,7 @@ async fn run(config: BrokerConfig) -> anyhow::Result<()> {
     let _ = started.set(std::sync::Arc::downgrade(&broker));
 
     spawn_retention(broker.clone());
+    fd_budget::watch(&broker, fd_limit);
 
     tracing::info!(
         node_id = broker.node_id,

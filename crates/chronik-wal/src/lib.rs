@@ -12,11 +12,15 @@
 //! [`MAX_SEGMENT_BYTES`] (2 GiB); at most [`MAX_PENDING_SEALS`] rolled segments wait for their
 //! seal; the write path is one `writev` under the partition lock, so its work is bounded by the
 //! caller holding that lock for one batch.
+//! Sealed segments hold no file descriptor: reads open them through one process-wide cache of
+//! at most [`max_open_segment_files`] handles (`file_cache`), so a partition costs one
+//! descriptor (its active segment) whatever its segment count.
 
 pub mod batch;
 mod clean_shutdown;
 mod config;
 mod error;
+mod file_cache;
 mod index;
 pub mod io_priority;
 mod log;
@@ -35,6 +39,10 @@ pub use batch::{
 pub use clean_shutdown::{mark_clean_shutdown, take_clean_shutdown, CLEAN_SHUTDOWN_FILE};
 pub use config::{FsyncPolicy, LogConfig, ParseFsyncPolicyError};
 pub use error::WalError;
+pub use file_cache::{
+    max_open_segment_files, open_segment_files, set_max_open_segment_files,
+    DEFAULT_MAX_OPEN_SEGMENT_FILES,
+};
 pub use io_priority::disk_space;
 pub use log::{
     heals_in_process, Appended, CatchUp, DeletedSegment, PartitionLog, ReadResult,
@@ -59,4 +67,8 @@ pub mod metric_names {
     pub const SYNC_ROUNDS: &str = "chronik_wal_sync_rounds_total";
     /// Reads sent to the blocking pool because they may miss the page cache (counter).
     pub const COLD_READS: &str = "chronik_wal_cold_reads_total";
+    /// Sealed-segment files opened because the file cache did not hold them (counter).
+    pub const SEGMENT_FILE_OPENS: &str = "chronik_wal_segment_file_opens_total";
+    /// Sealed-segment files the file cache closed to stay within its bound (counter).
+    pub const SEGMENT_FILE_EVICTIONS: &str = "chronik_wal_segment_file_evictions_total";
 }

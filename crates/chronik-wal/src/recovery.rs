@@ -30,6 +30,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::LogConfig;
 use crate::error::WalError;
+use crate::file_cache::FileId;
 use crate::index::{load_index_files, remove_index_files, write_index_files};
 use crate::segment::{
     create_segment_file, is_zero_tail, parse_file_name, scan_segment, segment_file_path, FileKind,
@@ -334,6 +335,7 @@ impl Recovery<'_> {
         };
         let created_ms = opened.header.created_ms;
         let active = next_base.is_none();
+        let file_id = FileId::of(&opened.file).map_err(WalError::io("stat segment", &path))?;
         Ok(Segment {
             base_offset: base,
             next_offset: meta.next_offset,
@@ -346,7 +348,9 @@ impl Recovery<'_> {
             // As the scan sets it: an empty active segment's roll clock starts at its first
             // append.
             roll_clock_ms: (!active || meta.batches_end > base).then_some(created_ms),
-            file: Arc::new(opened.file),
+            file_id,
+            // A sealed segment's seal is done: it gives its descriptor up (`file_cache`).
+            own_file: active.then(|| Arc::new(opened.file)),
             path: Arc::from(path.as_path()),
             index: Arc::new(index),
             // The active segment's index changes with its next append: as after a scan, it is
@@ -510,7 +514,8 @@ impl Recovery<'_> {
             max_timestamp: out.max_timestamp,
             created_ms,
             roll_clock_ms: (out.frames > 0).then_some(created_ms),
-            file: Arc::new(file),
+            file_id: FileId::of(&file).map_err(WalError::io("stat segment", path))?,
+            own_file: Some(Arc::new(file)),
             path: Arc::from(path),
             index: Arc::new(out.index),
             persisted: false,
@@ -520,13 +525,13 @@ impl Recovery<'_> {
         if i + 1 < bases.len() {
             // A sealed segment with a rebuilt index: sync its data, then persist the index.
             segment
-                .file
+                .file()
                 .sync_data()
                 .map_err(WalError::io("fdatasync segment", path))?;
             self.fsyncs += 1;
             self.fsyncs += write_index_files(dir, partition, &segment.meta(), &segment.index)
                 .map_err(WalError::io("write index files", dir))?;
-            segment.persisted = true;
+            segment.mark_persisted();
             self.dir_changed = true;
             info!(topic, partition, segment = %seg_name, "rebuilt segment index");
         }
@@ -543,12 +548,12 @@ impl Recovery<'_> {
         // A segment created by this run was synced whole when it was made.
         if !self.created && (!self.clean || self.dir_changed) {
             active
-                .file
+                .file()
                 .sync_data()
                 .map_err(WalError::io("fdatasync segment", &active.path))?;
             self.fsyncs += 1;
         }
-        (&*active.file)
+        (&**active.file())
             .seek(SeekFrom::Start(active.size_bytes))
             .map_err(WalError::io("seek segment", &active.path))?;
         if self.dir_changed {

@@ -47,6 +47,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::batch::{BatchError, BatchHeader};
+use crate::file_cache::FileId;
 use crate::index::{IndexMeta, SegmentIndex};
 
 mod header;
@@ -591,7 +592,14 @@ pub struct Segment {
     /// Start of the `segment.ms` age clock: first append (or creation time for a recovered
     /// non-empty segment); `None` while empty.
     pub roll_clock_ms: Option<i64>,
-    pub file: Arc<File>,
+    /// The segment's own handle, read-write: the active segment's and those of segments whose
+    /// seal has not finished (the commit path writes and syncs them). `None` once the seal
+    /// finished: reads open the file through the process's bounded file cache
+    /// (`crate::file_cache`), so sealed segments hold no descriptor.
+    pub own_file: Option<Arc<File>>,
+    /// Which file this is: never the same for two files, even under one name (a replacement
+    /// or install puts a new file under the old name).
+    pub file_id: FileId,
     pub path: Arc<Path>,
     /// Copy-on-write so the commit task can persist a sealed segment's index without holding the
     /// partition lock.
@@ -606,6 +614,21 @@ pub struct Segment {
 }
 
 impl Segment {
+    /// The segment's own handle. Only the active segment and those whose seal has not finished
+    /// have one (`Inner::check_invariants`); the log never writes or syncs any other.
+    pub fn file(&self) -> &Arc<File> {
+        self.own_file
+            .as_ref()
+            .expect("a sealed segment has no file of its own")
+    }
+
+    /// The seal finished (data synced, index files written): the segment gives up its own
+    /// descriptor. Readers that hold it keep it until they finish.
+    pub fn mark_persisted(&mut self) {
+        self.persisted = true;
+        self.own_file = None;
+    }
+
     pub fn is_empty(&self) -> bool {
         self.next_offset == self.base_offset
     }

@@ -113,7 +113,7 @@ impl PartitionLog {
         }
         let fh = frame_header(batch);
         let position = seg.size_bytes;
-        if let Err(e) = write_frame(&seg.file, &fh, batch) {
+        if let Err(e) = write_frame(seg.file(), &fh, batch) {
             let path = seg.path.to_path_buf();
             s.poison(inner, format!("write to {} failed: {e}", path.display()));
             return Err(WalError::Io {
@@ -215,9 +215,9 @@ impl Shared {
         header.cleaned_to = Some(seg.base_offset);
         let start = header.data_start();
         let written = seg
-            .file
+            .file()
             .write_all_at(&header.encode(), 0)
-            .and_then(|()| (&*seg.file).seek(SeekFrom::Start(start)).map(drop));
+            .and_then(|()| (&**seg.file()).seek(SeekFrom::Start(start)).map(drop));
         if let Err(e) = written {
             let path = seg.path.to_path_buf();
             self.poison(

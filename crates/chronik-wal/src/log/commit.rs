@@ -141,7 +141,7 @@ impl Shared {
             .map(|s| SealJob {
                 base_offset: s.base_offset,
                 trim_to: (s.allocated_bytes > s.size_bytes).then_some(s.size_bytes),
-                file: s.file.clone(),
+                file: s.file().clone(),
                 path: s.path.clone(),
                 meta: s.meta(),
                 index: s.index.clone(),
@@ -155,7 +155,7 @@ impl Shared {
         let dirty = inner.log_end > inner.synced_end;
         let active = (sync_active && dirty).then(|| {
             let seg = inner.active();
-            (seg.file.clone(), seg.base_offset, seg.size_bytes)
+            (seg.file().clone(), seg.base_offset, seg.size_bytes)
         });
         let dir_gen = (inner.dir_gen > inner.dir_synced_gen).then_some(inner.dir_gen);
         Some(Pass {
@@ -247,7 +247,7 @@ impl Shared {
                 .iter_mut()
                 .find(|s| s.base_offset == job.base_offset)
             {
-                s.persisted = true;
+                s.mark_persisted();
                 s.allocated_bytes = s.size_bytes;
             }
             debug!(topic = %self.topic, partition = self.partition, segment = job.base_offset,
@@ -344,13 +344,13 @@ impl Shared {
             return;
         };
         let (from, len) = (seg.allocated_bytes, target - seg.allocated_bytes);
-        if let Err(e) = write_zeros(&seg.file, from, len) {
+        if let Err(e) = write_zeros(seg.file(), from, len) {
             warn!(topic = %self.topic, partition = self.partition, error = %e,
                 "could not preallocate segment space; appends extend the file instead");
             return;
         }
         seg.allocated_bytes = target;
-        let file = seg.file.clone();
+        let file = seg.file().clone();
         drop(inner);
         start_writeback(&file, from, len);
     }
@@ -520,12 +520,12 @@ impl Shared {
                     .expect("partition log has no segment");
                 if seg.allocated_bytes > seg.size_bytes {
                     // A clean close leaves exact files: cut the preallocated zeros.
-                    let trimmed = seg.file.set_len(seg.size_bytes).and_then(|()| {
+                    let trimmed = seg.file().set_len(seg.size_bytes).and_then(|()| {
                         if defer_sync {
                             return Ok(());
                         }
                         self.count_fsyncs(1);
-                        seg.file.sync_all()
+                        seg.file().sync_all()
                     });
                     match trimmed {
                         Ok(()) => seg.allocated_bytes = seg.size_bytes,

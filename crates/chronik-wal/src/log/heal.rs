@@ -50,7 +50,7 @@ impl Shared {
             self.cut_to(inner, target)
                 .map_err(|e| format!("cutting back to offset {target} failed: {e}"))?;
             let seg = inner.active();
-            (seg.file.clone(), seg.base_offset, seg.size_bytes, target)
+            (seg.file().clone(), seg.base_offset, seg.size_bytes, target)
         };
         // Outside the partition lock: while poisoned nothing appends, and `maintenance` keeps
         // truncation, retention and installs away, so the active segment cannot change.

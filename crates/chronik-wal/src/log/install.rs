@@ -20,10 +20,11 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{now_ms, PartitionLog, MAX_PENDING_SEALS};
 use crate::error::WalError;
+use crate::file_cache::FileId;
 use crate::segment::{
     scan_segment, ScanOutcome, SegmentHeader, CLEANED_HEADER_BYTES, MAX_SEGMENT_FILE_BYTES,
 };
@@ -53,8 +54,8 @@ pub struct SealedSegment {
     pub next_offset: i64,
     /// File length: the header plus whole frames.
     pub size_bytes: u64,
-    /// Kept open by this handle, so retention deleting the segment meanwhile does not cut a
-    /// transfer short.
+    /// Kept open by this handle (taken from the file cache, whose eviction does not close it),
+    /// so retention deleting the segment meanwhile does not cut a transfer short.
     pub file: Arc<File>,
 }
 
@@ -137,20 +138,45 @@ impl PartitionLog {
     /// The sealed segment that starts exactly at `base_offset`, once its seal finished (data
     /// synced, file trimmed, index persisted). `None` for the active segment, a segment still
     /// being sealed, or no segment starting there.
+    ///
+    /// May block briefly: the segment's file is opened if the file cache does not hold it.
     pub fn sealed_segment_at(&self, base_offset: i64) -> Option<SealedSegment> {
-        let inner = self.shared.lock();
-        let i = inner
-            .segments
-            .iter()
-            .position(|s| s.base_offset == base_offset)?;
-        shippable(&inner, i).then(|| {
-            let seg = &inner.segments[i];
-            SealedSegment {
-                base_offset,
-                next_offset: seg.next_offset,
-                size_bytes: seg.size_bytes,
-                file: seg.file.clone(),
+        let s = &*self.shared;
+        let (next_offset, size_bytes, id, path, own) = {
+            let inner = s.lock();
+            let i = inner
+                .segments
+                .iter()
+                .position(|s| s.base_offset == base_offset)?;
+            if !shippable(&inner, i) {
+                return None;
             }
+            let seg = &inner.segments[i];
+            let own = seg.own_file.clone();
+            (
+                seg.next_offset,
+                seg.size_bytes,
+                seg.file_id,
+                seg.path.clone(),
+                own,
+            )
+        };
+        let file = match own {
+            Some(f) => f,
+            None => match s.sealed_file(base_offset, id, &path) {
+                Ok(f) => f?, // None: it left the log meanwhile
+                Err(e) => {
+                    warn!(topic = %s.topic, partition = s.partition, segment = base_offset,
+                        error = %e, "cannot open a sealed segment to ship it");
+                    return None;
+                }
+            },
+        };
+        Some(SealedSegment {
+            base_offset,
+            next_offset,
+            size_bytes,
+            file,
         })
     }
 
@@ -331,12 +357,24 @@ impl PartitionLog {
                 });
             }
         };
+        let file_id = match FileId::of(&file) {
+            Ok(id) => id,
+            Err(e) => {
+                s.poison(
+                    inner,
+                    format!("cannot stat installed segment {}: {e}", to.display()),
+                );
+                return Err(WalError::io("stat installed segment", &to)(e));
+            }
+        };
         {
             let seg = inner
                 .segments
                 .back_mut()
                 .expect("partition log has no segment");
-            seg.file = Arc::new(file);
+            // Another file under the same name: a new identity.
+            seg.file_id = file_id;
+            seg.own_file = Some(Arc::new(file));
             seg.size_bytes = len;
             seg.allocated_bytes = len;
             seg.next_offset = scan.next_offset;

@@ -116,7 +116,8 @@ impl PartitionLog {
             }
         };
         s.count_fsyncs(3);
-        inner.segments.clear();
+        let old_files: Vec<_> = inner.segments.drain(..).map(|seg| seg.file_id).collect();
+        crate::file_cache::segment_files().remove(old_files);
         inner.segments.push_back(seg);
         inner.rewrites += 1;
         inner.pending_seals.clear();

@@ -10,9 +10,9 @@
 //!   retention, truncation, segment installs and replacements (only their renames: the cleaned
 //!   file is written and synced before), and close. Lock order is always `maintenance` then
 //!   `inner`.
-//! * Reads take `inner` only to locate the start position and to clone the segment's
-//!   `Arc<File>`; the `pread`s happen outside the lock (and, for async callers, off the
-//!   runtime unless the data is near the log end: see `read`).
+//! * Reads take `inner` only to locate the start position and to clone the segment's file (a
+//!   sealed one's comes from the file cache: `files.rs`); the `pread`s happen outside the lock
+//!   (and, for async callers, off the runtime unless the data is near the log end: see `read`).
 //! * The commit task is the only place that fdatasyncs the active segment and the only place that
 //!   publishes `committed` under `FsyncPolicy::Always`. It syncs on an `Arc<File>` from
 //!   `spawn_blocking`, then publishes `committed = target` on a watch channel, waking every waiter
@@ -36,6 +36,7 @@
 mod append;
 mod cold_readers;
 mod commit;
+mod files;
 mod heal;
 mod install;
 mod log_start;
@@ -169,6 +170,7 @@ impl Inner {
             .iter()
             .all(|s| s.gap_allowed(s.batches_end, s.next_offset)));
         debug_assert!(self.synced_end <= self.log_end);
+        debug_assert!(files::descriptors_as_designed(self));
         debug_assert!(self
             .segments
             .iter()
@@ -373,7 +375,8 @@ impl Shared {
             max_timestamp: i64::MIN,
             created_ms: now_ms,
             roll_clock_ms: None,
-            file: Arc::new(file),
+            file_id: files::file_id(&file, &path)?,
+            own_file: Some(Arc::new(file)),
             path: Arc::from(path.as_path()),
             index: Arc::new(SegmentIndex::default()),
             persisted: false,
@@ -724,7 +727,7 @@ impl PartitionLog {
             }
         }
         let s = self.shared.clone();
-        let result = tokio::task::spawn_blocking(move || s.finish_close(defer_sync))
+        let result = tokio::task::spawn_blocking(move || s.close_files(defer_sync))
             .await
             .map_err(|e| WalError::Failed(format!("close did not complete: {e}")))
             .and_then(|r| r);

@@ -18,6 +18,7 @@ use bytes::{Bytes, BytesMut};
 use super::{PartitionLog, ReadResult, SealedSegment, Shared};
 use crate::batch::BatchHeader;
 use crate::error::WalError;
+use crate::file_cache::FileId;
 use crate::segment::{
     FrameInfo, FrameReader, ReadFrameError, Segment, CACHE_KEEP_BYTES, SCAN_READ_AHEAD,
 };
@@ -186,13 +187,37 @@ impl PartitionLog {
     }
 }
 
+#[cfg(test)]
+impl PartitionLog {
+    /// Test hook: [`read`](Self::read) of a reader that located `start_offset` and then lost
+    /// the race with `between` (it ran before the reader opened any file).
+    pub(crate) fn read_racing(
+        &self,
+        start_offset: i64,
+        max_bytes: usize,
+        between: impl FnOnce(),
+    ) -> Result<ReadResult, WalError> {
+        let s = &self.shared;
+        match s.locate_read(Floor::LogStart, start_offset, i64::MAX)? {
+            Located::Empty => Ok(ReadResult::default()),
+            Located::At { view, pos, .. } => {
+                between();
+                s.read_from(view, pos, start_offset, max_bytes, i64::MAX)
+            }
+        }
+    }
+}
+
 /// A cheap clone of what a reader needs from one segment.
 pub(super) struct SegmentView {
     base_offset: i64,
     /// A cleaned segment: gaps between its batches are legal.
     cleaned: bool,
     size_bytes: u64,
-    file: Arc<File>,
+    id: FileId,
+    /// The segment's own handle (active, or being sealed); `None`: a sealed segment, read
+    /// through the file cache (`files.rs`).
+    file: Option<Arc<File>>,
     path: Arc<Path>,
 }
 
@@ -202,11 +227,17 @@ impl SegmentView {
             base_offset: s.base_offset,
             cleaned: s.cleaned_to.is_some(),
             size_bytes: s.size_bytes,
-            file: s.file.clone(),
+            id: s.file_id,
+            file: s.own_file.clone(),
             path: s.path.clone(),
         }
     }
 }
+
+/// Most times one walk finds the segment it was about to read gone (compaction, retention or
+/// truncation took it meanwhile) and looks for its offset again. Each time the log changed;
+/// a walk that keeps losing the race gives up with an I/O error the client retries.
+const MAX_RELOCATIONS: u32 = 16;
 
 impl SealedSegment {
     /// Reads up to `max_len` bytes at `pos` (fewer only at the end of the file) on the blocking
@@ -353,7 +384,7 @@ impl Shared {
         let inner = self.lock();
         let mut i = inner.segment_index_for(next);
         let seg = &inner.segments[i];
-        if Arc::ptr_eq(&seg.file, &view.file) {
+        if seg.file_id == view.id {
             if seg.size_bytes > pos {
                 return Some((SegmentView::of(seg), pos));
             }
@@ -387,8 +418,45 @@ impl Shared {
         // After stepping into another file by offset (`resume`): batches below `expected`
         // were already seen in the file it replaced.
         let mut skipping = false;
+        let mut relocations = 0;
         loop {
-            let mut reader = FrameReader::new(&view.file, view.size_bytes, read_ahead);
+            let file = match &view.file {
+                Some(f) => Some(f.clone()),
+                None => self.sealed_file(view.base_offset, view.id, &view.path)?,
+            };
+            let Some(file) = file else {
+                // The segment left the log before this walk read it: continue from the offset
+                // reached, in whichever segment holds it now (`resume` finds it by offset).
+                relocations += 1;
+                if relocations > MAX_RELOCATIONS {
+                    return Err(WalError::Io {
+                        op: "read segment",
+                        path: view.path.to_path_buf(),
+                        source: std::io::Error::other("segments replaced repeatedly during a read"),
+                    });
+                }
+                let next = expected.map_or(view.base_offset, |e| e.max(view.base_offset));
+                match self.resume(&view, pos, next) {
+                    // Nothing read yet and no segment holds those offsets any more: retention
+                    // deleted what this read was to start with.
+                    Some((v, _)) if expected.is_none() && v.base_offset > next => {
+                        let inner = self.lock();
+                        return Err(WalError::OffsetOutOfRange {
+                            requested: next,
+                            log_start: inner.log_start,
+                            log_end: inner.log_end,
+                        });
+                    }
+                    Some((v, p)) => {
+                        skipping = true;
+                        view = v;
+                        pos = p;
+                        continue;
+                    }
+                    None => return Ok(()),
+                }
+            };
+            let mut reader = FrameReader::new(&file, view.size_bytes, read_ahead);
             // Each iteration advances pos by at least one minimal frame.
             while pos < view.size_bytes {
                 let frame = reader
@@ -431,7 +499,7 @@ impl Shared {
             let next = expected.map_or(view.base_offset, |e| e.max(view.base_offset));
             match self.resume(&view, pos, next) {
                 Some((v, p)) => {
-                    skipping = !Arc::ptr_eq(&v.file, &view.file);
+                    skipping = v.id != view.id;
                     view = v;
                     pos = p;
                 }

@@ -20,7 +20,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tracing::{info, warn};
@@ -28,6 +28,7 @@ use tracing::{info, warn};
 use super::{PartitionLog, Shared};
 use crate::batch::{verify_batch_crc, BatchError, BatchHeader};
 use crate::error::WalError;
+use crate::file_cache::{segment_files, FileId};
 use crate::index::{write_index_at, IndexMeta, SegmentIndex};
 use crate::recovery::fsync_dir;
 use crate::segment::{
@@ -47,7 +48,9 @@ pub(super) const REPLACE_FAILURE: &str = "segment replacement failed after its c
 pub struct SegmentReplacement {
     /// The replaced segments: base offsets and files (to notice if they changed meanwhile).
     bases: Vec<i64>,
-    originals: Vec<Arc<File>>,
+    originals: Vec<FileId>,
+    /// The last replaced segment's file name (the cleaned file takes its modification time).
+    last_path: Arc<Path>,
     /// `Inner::rewrites` at the start: a truncation since then refuses the swap.
     rewrites: u64,
     base_offset: i64,
@@ -237,17 +240,14 @@ impl PartitionLog {
     /// way. Blocking (creates a file).
     pub fn begin_replace(&self, bases: &[i64]) -> Result<SegmentReplacement, WalError> {
         let s = &*self.shared;
-        let (originals, rewrites, range_end, created_ms, interval) = {
+        let (originals, last_path, rewrites, range_end, created_ms, interval) = {
             let inner = s.lock();
             s.check_open(&inner)?;
             let run = s.sealed_run(&inner, bases)?;
             let first = &inner.segments[run.start];
             let last = &inner.segments[run.end - 1];
-            let originals = inner
-                .segments
-                .range(run)
-                .map(|seg| seg.file.clone())
-                .collect();
+            let originals = inner.segments.range(run).map(|seg| seg.file_id).collect();
+            let last_path = last.path.clone();
             if last.next_offset - first.base_offset > MAX_RELATIVE_OFFSET + 1 {
                 return Err(WalError::InvalidReplacement(format!(
                     "segments {}..{} span more offsets than one segment may",
@@ -256,6 +256,7 @@ impl PartitionLog {
             }
             (
                 originals,
+                last_path,
                 inner.rewrites,
                 last.next_offset,
                 first.created_ms,
@@ -286,6 +287,7 @@ impl PartitionLog {
         Ok(SegmentReplacement {
             bases: bases.to_vec(),
             originals,
+            last_path,
             rewrites,
             base_offset: base,
             range_end,
@@ -340,11 +342,9 @@ impl PartitionLog {
             let file = r.file.as_ref().ok_or(WalError::Closed)?;
             // Retention falls back to the file's modification time for batches without
             // timestamps: the cleaned file keeps the last replaced one's, as in Kafka.
-            if let Some(Ok(t)) = r
-                .originals
-                .last()
-                .map(|f| f.metadata().and_then(|m| m.modified()))
-            {
+            // By name (sealed segments hold no descriptor): if a concurrent change replaced
+            // or removed it, the check under `maintenance` below refuses the swap anyway.
+            if let Ok(t) = std::fs::metadata(&r.last_path).and_then(|m| m.modified()) {
                 file.set_modified(t)
                     .map_err(WalError::io("set cleaned segment time", &log_c))?;
             }
@@ -364,7 +364,7 @@ impl PartitionLog {
                 .segments
                 .range(run.clone())
                 .zip(&r.originals)
-                .all(|(seg, f)| Arc::ptr_eq(&seg.file, f));
+                .all(|(seg, id)| seg.file_id == *id);
             if !same
                 || inner.rewrites != r.rewrites
                 || inner.segments[run.end - 1].next_offset != r.range_end
@@ -440,6 +440,9 @@ impl PartitionLog {
             steps.check()?;
         }
         s.sync_dir()?;
+        let file_id =
+            FileId::of(&file).map_err(WalError::io("stat cleaned segment", &finals[0]))?;
+        drop(file);
         {
             let mut inner = s.lock();
             let run = s.sealed_run(&inner, &r.bases)?;
@@ -453,18 +456,19 @@ impl PartitionLog {
                 max_timestamp: r.max_timestamp,
                 created_ms: r.created_ms,
                 roll_clock_ms: Some(r.created_ms),
-                file: Arc::new(file),
+                // Its seal is done: no descriptor of its own (reads go through the cache).
+                file_id,
+                own_file: None,
                 path: Arc::from(finals[0].as_path()),
                 index: Arc::new(r.index.clone()),
                 persisted: true,
                 cache_dropped_to: 0,
                 synced_bytes: r.written,
             };
-            let old: u64 = inner
-                .segments
-                .drain(run.clone())
-                .map(|o| o.size_bytes)
-                .sum();
+            let old: Vec<Segment> = inner.segments.drain(run.clone()).collect();
+            // Their cached handles go now; readers holding one resume by offset.
+            segment_files().remove(old.iter().map(|o| o.file_id));
+            let old: u64 = old.iter().map(|o| o.size_bytes).sum();
             inner.segments.insert(run.start, seg);
             inner.total_bytes = inner.total_bytes - old + r.written;
             inner.check_invariants();

@@ -7,6 +7,7 @@ use tracing::info;
 use super::{now_ms, PartitionLog, MAX_PENDING_SEALS};
 use crate::config::LogConfig;
 use crate::error::WalError;
+use crate::file_cache::segment_files;
 use crate::recovery::{fsync_dir, remove_segment_files};
 use crate::segment::Segment;
 
@@ -133,6 +134,8 @@ impl PartitionLog {
             inner.check_invariants();
             (removed, inner.log_start)
         };
+        // Out of the log: close their cached handles, so the deletions below free the blocks.
+        segment_files().remove(removed.iter().map(|(_, seg)| seg.file_id));
         for (d, seg) in &removed {
             info!(topic = %s.topic, partition = s.partition, segment = d.base_offset,
                 next_offset = d.next_offset, size_bytes = d.size_bytes, reason = ?d.reason,
@@ -155,8 +158,9 @@ fn segment_time(seg: &Segment) -> i64 {
     if seg.max_timestamp >= 0 {
         return seg.max_timestamp;
     }
-    seg.file
-        .metadata()
+    // By path: a sealed segment holds no descriptor. Retention holds `maintenance`, so the
+    // name is this segment's file.
+    std::fs::metadata(&seg.path)
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())

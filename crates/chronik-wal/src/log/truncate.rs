@@ -1,6 +1,7 @@
 //! Cutting the log back: [`PartitionLog::truncate_to`] (a follower's divergent tail) and the
 //! cut a poisoned partition makes to its last synced offset before it reopens (`heal`).
 
+use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::Ordering;
@@ -10,6 +11,7 @@ use tracing::info;
 
 use super::{now_ms, Inner, PartitionLog, Segment, Shared, MAX_PENDING_SEALS};
 use crate::error::WalError;
+use crate::file_cache::segment_files;
 use crate::recovery::{fsync_dir, remove_index_files_durably, remove_segment_files};
 use crate::segment::{scan_segment, SegmentHeader};
 
@@ -49,6 +51,7 @@ impl Shared {
         &self,
         inner: &Inner,
         idx: usize,
+        file: &File,
         valid_len: u64,
         cut_header: Option<&SegmentHeader>,
     ) -> Result<(), WalError> {
@@ -66,19 +69,16 @@ impl Shared {
             self.partition,
             seg.base_offset,
         )?);
-        seg.file
-            .set_len(valid_len)
+        file.set_len(valid_len)
             .map_err(WalError::io("truncate segment", &seg.path))?;
         // Same length: the frames stay where they are. Synced with the cut below.
         if let Some(h) = cut_header {
-            seg.file
-                .write_all_at(&h.encode(), 0)
+            file.write_all_at(&h.encode(), 0)
                 .map_err(WalError::io("rewrite segment header", &seg.path))?;
         }
-        seg.file
-            .sync_all()
+        file.sync_all()
             .map_err(WalError::io("fsync segment", &seg.path))?;
-        (&*seg.file)
+        (&*file)
             .seek(SeekFrom::Start(valid_len))
             .map_err(WalError::io("seek segment", &seg.path))?;
         self.count_fsyncs(1);
@@ -101,9 +101,21 @@ impl Shared {
         self.rewritten_from.fetch_min(offset, Ordering::AcqRel);
         let idx = inner.segment_index_for(offset);
         let seg = &inner.segments[idx];
+        // The cut segment becomes the active one, which writes through a handle of its own; a
+        // sealed one gave its up (`maintenance` is held: the name is this segment's file).
+        let file = match &seg.own_file {
+            Some(f) => f.clone(),
+            None => Arc::new(
+                OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&seg.path)
+                    .map_err(WalError::io("open segment", &seg.path))?,
+            ),
+        };
         let header = seg.header();
         let out = scan_segment(
-            &seg.file,
+            &file,
             seg.size_bytes,
             &header,
             inner.config.index_interval_bytes,
@@ -155,10 +167,13 @@ impl Shared {
         }
 
         inner.rewrites += 1;
-        let result = self.cut_files(inner, idx, out.valid_len, cut_header.as_ref());
+        let result = self.cut_files(inner, idx, &file, out.valid_len, cut_header.as_ref());
 
         let removed: Vec<Segment> = inner.segments.drain(idx + 1..).collect();
         let seg = &mut inner.segments[idx];
+        // The cut one reads through its own handle again, the later ones are gone.
+        segment_files().remove(removed.iter().map(|s| s.file_id).chain([seg.file_id]));
+        seg.own_file = Some(file);
         let cut_bytes = seg.size_bytes - out.valid_len;
         seg.size_bytes = out.valid_len;
         seg.allocated_bytes = out.valid_len;

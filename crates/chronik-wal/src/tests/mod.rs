@@ -2,6 +2,7 @@
 
 mod commit_tests;
 mod compaction_tests;
+mod file_cache_tests;
 mod gap_rule_tests;
 mod install_tests;
 mod log_start_tests;
