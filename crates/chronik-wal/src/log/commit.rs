@@ -379,7 +379,7 @@ impl Shared {
             && inner.log_end > inner.synced_end;
         let seg = inner.active();
         simple.then(|| RoundPass {
-            file: seg.file.clone(),
+            file: seg.file().clone(),
             base: seg.base_offset,
             size: seg.size_bytes,
             target: inner.log_end,
