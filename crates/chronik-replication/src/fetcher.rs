@@ -22,7 +22,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::manager::{upgrade, ReplicaManager};
 use crate::pb::replication_client::ReplicationClient;
-use crate::pb::{FetchRequest, FetchResponse, PartitionFetch, SegmentRequest};
+use crate::pb::{FetchRequest, FetchResponse, PartitionFetch, PartitionId, SegmentRequest};
 use crate::replica::{code, BrokerId, Replica, Role};
 
 /// Pause before reconnecting, and while there is nothing to follow.
@@ -135,12 +135,12 @@ async fn stream_once(
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (tx, rx) = mpsc::channel(1);
-    let Some(first) = next_request(manager, leader, transfers) else {
+    // A new stream, a new session: its first request names every partition.
+    let mut sent = Sent::default();
+    let Some(first) = next_request(manager, leader, transfers, &mut sent) else {
         return Ok(());
     };
     let mut due = answer_due(&first);
-    // Where each partition's fetch in flight started: its batches are appended from there.
-    let mut fetched_from = fetch_offsets(&first);
     tx.send(first).await.map_err(|e| e.to_string())?;
     let open = async {
         client
@@ -159,15 +159,15 @@ async fn stream_once(
         };
         let resp = by(due, "fetch", next).await?;
         *answered = true;
-        let backoff = apply(manager, leader, resp, &fetched_from, &client, transfers).await;
+        sent.incremental = resp.sessions;
+        let backoff = apply(manager, leader, resp, &sent, &client, transfers).await;
         if backoff {
             tokio::time::sleep(BACKOFF).await;
         }
-        let Some(req) = next_request(manager, leader, transfers) else {
+        let Some(req) = next_request(manager, leader, transfers, &mut sent) else {
             return Ok(());
         };
         due = answer_due(&req);
-        fetched_from = fetch_offsets(&req);
         // Bounded too: the request waits here while the connection cannot take it.
         by(due, "sending a fetch", async {
             tx.send(req).await.map_err(|e| e.to_string())
@@ -176,51 +176,120 @@ async fn stream_once(
     }
 }
 
-/// The fetch offset of every partition of `req`.
-fn fetch_offsets(req: &FetchRequest) -> HashMap<(String, i32), i64> {
-    req.partitions
-        .iter()
-        .map(|p| ((p.topic.clone(), p.partition), p.fetch_offset))
-        .collect()
+type Key = (String, i32);
+
+/// A partition's fetch state, as a request names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FetchState {
+    fetch_offset: i64,
+    last_fetched_epoch: i32,
+    durable_offset: i64,
+    leader_epoch: i32,
+    log_start_offset: i64,
 }
 
+impl FetchState {
+    fn of(r: &Replica, epoch: i32) -> FetchState {
+        FetchState {
+            fetch_offset: r.log.log_end_offset(),
+            last_fetched_epoch: r.last_epoch(),
+            durable_offset: r.log.committed_offset(),
+            leader_epoch: epoch,
+            log_start_offset: r.log.log_start_offset(),
+        }
+    }
+
+    fn named(self, key: &Key) -> PartitionFetch {
+        PartitionFetch {
+            topic: key.0.clone(),
+            partition: key.1,
+            fetch_offset: self.fetch_offset,
+            last_fetched_epoch: self.last_fetched_epoch,
+            durable_offset: self.durable_offset,
+            leader_epoch: self.leader_epoch,
+            log_start_offset: self.log_start_offset,
+        }
+    }
+}
+
+/// Follower side of the stream's fetch session (see `session` and the proto): each
+/// partition's fetch state as last named, so a request names only what changed.
+#[derive(Default)]
+struct Sent {
+    /// Per partition: its state as last named, and the request it was last fetched in.
+    fetches: HashMap<Key, (FetchState, u64)>,
+    requests: u64,
+    /// The leader keeps sessions (its answers say so): requests may be incremental.
+    incremental: bool,
+}
+
+impl Sent {
+    /// Where the fetch in flight of `key` started: its batches are appended from there.
+    fn fetched_from(&self, key: &Key) -> Option<i64> {
+        self.fetches.get(key).map(|(s, _)| s.fetch_offset)
+    }
+}
+
+/// The next request: every partition this node follows from `leader` (but those whose
+/// whole-segment transfer runs), or, once the leader keeps sessions, those whose state changed
+/// since the last request and those no longer fetched. `None` when nothing is left to follow.
 fn next_request(
     manager: &Weak<ReplicaManager>,
     leader: BrokerId,
     transfers: &Transfers,
+    sent: &mut Sent,
 ) -> Option<FetchRequest> {
     let m = upgrade(manager)?;
-    let mut following = m.following(leader);
-    {
-        // Checked for every partition of every fetch: no key is built unless a transfer runs.
-        let running = transfers.running();
-        if !running.is_empty() {
-            following.retain(|(r, _)| {
-                !running
-                    .iter()
-                    .any(|(t, p)| *p == r.partition && *t == r.topic)
-            });
-        }
-    }
-    if following.is_empty() || *m.stopping().borrow() {
+    if *m.stopping().borrow() {
         return None;
     }
+    sent.requests += 1;
+    let (round, whole) = (sent.requests, !sent.incremental);
+    let mut named = Vec::new();
+    let mut any = false;
+    {
+        let running = transfers.running();
+        m.for_each_following(leader, |key, r, epoch| {
+            if !running.is_empty() && running.contains(key) {
+                return;
+            }
+            any = true;
+            let now = FetchState::of(r, epoch);
+            match sent.fetches.get_mut(key) {
+                Some((was, seen)) => {
+                    *seen = round;
+                    if whole || *was != now {
+                        *was = now;
+                        named.push(now.named(key));
+                    }
+                }
+                None => {
+                    sent.fetches.insert(key.clone(), (now, round));
+                    named.push(now.named(key));
+                }
+            }
+        });
+    }
+    if !any {
+        return None;
+    }
+    let mut removed = Vec::new();
+    sent.fetches.retain(|key, (_, seen)| {
+        if *seen != round && !whole {
+            removed.push(PartitionId {
+                topic: key.0.clone(),
+                partition: key.1,
+            });
+        }
+        *seen == round
+    });
     Some(FetchRequest {
         follower_id: m.node_id as u64,
-        partitions: following
-            .iter()
-            .map(|(r, epoch)| PartitionFetch {
-                topic: r.topic.clone(),
-                partition: r.partition,
-                fetch_offset: r.log.log_end_offset(),
-                last_fetched_epoch: r.last_epoch(),
-                durable_offset: r.log.committed_offset(),
-                leader_epoch: *epoch,
-                log_start_offset: r.log.log_start_offset(),
-            })
-            .collect(),
+        partitions: named,
         max_wait_ms: m.config.max_wait.as_millis() as u32,
         max_bytes: m.config.max_bytes as u32,
+        incremental: !whole,
+        removed,
     })
 }
 
@@ -230,7 +299,7 @@ async fn apply(
     manager: &Weak<ReplicaManager>,
     leader: BrokerId,
     resp: FetchResponse,
-    fetched_from: &HashMap<(String, i32), i64>,
+    sent: &Sent,
     client: &ReplicationClient<Channel>,
     transfers: &Transfers,
 ) -> bool {
@@ -298,7 +367,7 @@ async fn apply(
             continue;
         }
         if !pd.records.is_empty() {
-            let Some(&from) = fetched_from.get(&(pd.topic.clone(), pd.partition)) else {
+            let Some(from) = sent.fetched_from(&(pd.topic.clone(), pd.partition)) else {
                 continue; // not asked for in this fetch
             };
             match replica.append_fetched(leader, epoch, from, &pd.records) {

@@ -6,12 +6,14 @@
 //! Knows nothing of Kafka requests or of Raft: the broker feeds it roles from the metadata
 //! and asks it for high watermarks and ISR changes.
 
+pub mod changes;
 pub mod checkpoint;
 pub mod epochs;
 pub mod fetcher;
 pub mod manager;
 pub mod replica;
 pub mod service;
+mod session;
 
 pub use epochs::EpochCache;
 pub use manager::{ReplicaManager, ReplicationConfig};

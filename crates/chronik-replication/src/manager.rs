@@ -12,6 +12,7 @@ use dashmap::DashMap;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::changes::Changes;
 use crate::replica::{BrokerId, Replica, Role};
 
 /// Replication timing and bounds.
@@ -47,6 +48,8 @@ pub struct ReplicaManager {
     fetchers: Mutex<HashMap<BrokerId, Fetcher>>,
     /// Set to true to stop every task of this manager.
     stop: watch::Sender<bool>,
+    /// Bumped by every registered replica's changes: what held fetches wait on.
+    pub(crate) changes: Arc<Changes>,
 }
 
 impl ReplicaManager {
@@ -57,6 +60,7 @@ impl ReplicaManager {
             replicas: DashMap::new(),
             fetchers: Mutex::new(HashMap::new()),
             stop: watch::channel(false).0,
+            changes: Arc::default(),
         })
     }
 
@@ -64,33 +68,51 @@ impl ReplicaManager {
         self.stop.subscribe()
     }
 
-    /// Registers a replica and starts following its log's commits.
+    /// Registers a replica and starts following its log's commits (for its high watermark)
+    /// and, while it leads, its log end (for the fetches held on [`Changes`]).
     pub fn add(&self, replica: Arc<Replica>) {
         let key = (replica.topic.clone(), replica.partition);
+        replica.attach_changes(self.changes.clone());
         let weak = Arc::downgrade(&replica);
         let mut commits = replica.log.subscribe();
+        let mut ends = replica.log.subscribe_end();
         let mut stop = self.stopping();
         tokio::spawn(async move {
             loop {
-                tokio::select! {
-                    r = commits.changed() => if r.is_err() { return },
+                let appended = tokio::select! {
+                    r = commits.changed() => if r.is_err() { return } else { false },
+                    r = ends.changed() => if r.is_err() { return } else { true },
                     _ = stop.changed() => return,
-                }
+                };
                 let Some(r) = weak.upgrade() else { return };
-                r.update_high_watermark();
+                if !appended {
+                    r.update_high_watermark();
+                } else if r.is_leader() {
+                    // A follower's own appends are news to no fetch served here.
+                    r.changed();
+                }
             }
         });
         self.replicas.insert(key, replica);
+        self.changes.bump();
     }
 
     pub fn remove(&self, topic: &str, partition: i32) {
-        self.replicas.remove(&(topic.to_string(), partition));
+        if let Some((_, r)) = self.replicas.remove(&(topic.to_string(), partition)) {
+            // Fetch sessions holding it serve it again, and find it gone.
+            r.changed();
+        }
     }
 
     pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Replica>> {
         self.replicas
             .get(&(topic.to_string(), partition))
             .map(|r| r.clone())
+    }
+
+    /// [`get`](Self::get) by a key the caller already holds (no copy of the topic name).
+    pub(crate) fn get_key(&self, key: &(String, i32)) -> Option<Arc<Replica>> {
+        self.replicas.get(key).map(|r| r.clone())
     }
 
     pub fn all(&self) -> Vec<Arc<Replica>> {
@@ -109,15 +131,23 @@ impl ReplicaManager {
 
     /// The replicas this node follows from `leader`.
     pub(crate) fn following(&self, leader: BrokerId) -> Vec<(Arc<Replica>, i32)> {
-        self.replicas
-            .iter()
-            .filter_map(|e| match e.value().role() {
-                Role::Follower { leader: l, epoch } if l == leader => {
-                    Some((e.value().clone(), epoch))
-                }
-                _ => None,
-            })
-            .collect()
+        let mut out = Vec::new();
+        self.for_each_following(leader, |_, r, epoch| out.push((r.clone(), epoch)));
+        out
+    }
+
+    /// Calls `f` with each replica this node follows from `leader`, its key and its epoch,
+    /// copying nothing (a follower looks at thousands for every fetch).
+    pub(crate) fn for_each_following(
+        &self,
+        leader: BrokerId,
+        mut f: impl FnMut(&(String, i32), &Arc<Replica>, i32),
+    ) {
+        for e in self.replicas.iter() {
+            if let Some(epoch) = e.value().follower_epoch(leader) {
+                f(e.key(), e.value(), epoch);
+            }
+        }
     }
 
     /// Applies a role from the metadata. A follower's leader gets a fetcher (at `leader_addr`,

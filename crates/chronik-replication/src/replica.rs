@@ -13,7 +13,8 @@
 //!   about to truncate and refill with other data.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -23,6 +24,7 @@ use tokio::sync::watch;
 use crate::epochs::EpochCache;
 
 mod log_start;
+mod serve;
 
 pub type BrokerId = i32;
 
@@ -157,6 +159,10 @@ pub struct Replica {
     /// follower reports a new log start: wakes held follower fetches (so they learn the new
     /// start at once) and DeleteRecords waiting for the low watermark.
     log_start_moved: watch::Sender<i64>,
+    /// Bumped with everything a follower's fetch would learn (see [`Replica::version`]).
+    version: AtomicU64,
+    /// The manager's signal, bumped with `version` (set when the replica is registered).
+    changes: OnceLock<Arc<crate::changes::Changes>>,
 }
 
 impl Replica {
@@ -183,6 +189,8 @@ impl Replica {
             hw: watch::channel(hw).0,
             leading: watch::channel(None).0,
             log_start_moved: watch::channel(0).0,
+            version: AtomicU64::new(0),
+            changes: OnceLock::new(),
             log,
         })
     }
@@ -199,6 +207,15 @@ impl Replica {
     /// fetch).
     pub fn is_leader(&self) -> bool {
         matches!(self.lock().role, Role::Leader { .. })
+    }
+
+    /// The epoch this replica follows `leader` in, if it does (without cloning the role: a
+    /// follower looks at every replica for every fetch).
+    pub fn follower_epoch(&self, leader: BrokerId) -> Option<i32> {
+        match self.lock().role {
+            Role::Follower { leader: l, epoch } if l == leader => Some(epoch),
+            _ => None,
+        }
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -371,6 +388,7 @@ impl Replica {
             changed
         });
         drop(st);
+        self.changed();
         self.update_high_watermark();
     }
 
@@ -417,7 +435,7 @@ impl Replica {
             }
         }
         drop(st);
-        self.hw.send_if_modified(|cur| {
+        let moved = self.hw.send_if_modified(|cur| {
             if hw > *cur {
                 *cur = hw;
                 true
@@ -425,6 +443,9 @@ impl Replica {
                 false
             }
         });
+        if moved {
+            self.changed();
+        }
     }
 
     /// On a follower of `leader`: the leader's high watermark from an answer served in
@@ -446,116 +467,6 @@ impl Replica {
                 false
             }
         });
-    }
-
-    /// Leader side of a follower's fetch: checks epochs and divergence, records the
-    /// follower's progress, and reads up to `max_bytes` of durable batches (a catching-up
-    /// follower's read of old data on the blocking pool, see `PartitionLog::read_async`).
-    pub async fn serve_fetch(&self, f: FollowerFetch, max_bytes: usize) -> ServedFetch {
-        let mut out = ServedFetch {
-            high_watermark: self.high_watermark(),
-            log_start_offset: self.log.log_start_offset(),
-            leader_epoch: -1,
-            ..Default::default()
-        };
-        let log_end = self.log.log_end_offset();
-        {
-            let mut st = self.lock();
-            let epoch = match &st.role {
-                Role::Leader { epoch, .. } => *epoch,
-                _ => {
-                    out.error_code = code::NOT_LEADER_OR_FOLLOWER;
-                    return out;
-                }
-            };
-            out.leader_epoch = epoch;
-            if f.leader_epoch < epoch {
-                out.error_code = code::FENCED_LEADER_EPOCH;
-                return out;
-            }
-            if f.leader_epoch > epoch {
-                out.error_code = code::UNKNOWN_LEADER_EPOCH;
-                return out;
-            }
-            // Divergence: the follower's last epoch must end, in this log, no earlier than
-            // where the follower's log ends.
-            if f.fetch_offset > out.log_start_offset {
-                let end = if f.last_fetched_epoch < 0 {
-                    None
-                } else {
-                    st.epochs.end_offset_for(f.last_fetched_epoch, log_end)
-                };
-                match end {
-                    Some((e, end)) if e == f.last_fetched_epoch && end >= f.fetch_offset => {}
-                    Some((e, end)) => {
-                        out.diverging = Some((e, end.min(f.fetch_offset)));
-                        return out;
-                    }
-                    None => {
-                        let start = st.epochs.first_start().unwrap_or(out.log_start_offset);
-                        out.diverging = Some((-1, start.min(f.fetch_offset)));
-                        return out;
-                    }
-                }
-            }
-            // Caught up (Kafka's rule): at this log's end, or at least where it ended when
-            // the follower last fetched, so a steady stream of appends does not count as lag.
-            let now = Instant::now();
-            let since = st.leading_since;
-            let p = st.followers.entry(f.follower).or_insert(Progress {
-                log_end: f.fetch_offset,
-                durable: f.durable_offset,
-                caught_up_at: since,
-                leader_end_at_last_fetch: i64::MAX,
-                // Unknown until now (Kafka's UNKNOWN_OFFSET): the change below is announced.
-                log_start: -1,
-            });
-            if f.fetch_offset >= log_end || f.fetch_offset >= p.leader_end_at_last_fetch {
-                p.caught_up_at = now;
-            }
-            p.leader_end_at_last_fetch = log_end;
-            p.log_end = f.fetch_offset;
-            if p.log_start != f.log_start_offset {
-                p.log_start = f.log_start_offset;
-                self.log_start_moved.send_modify(|n| *n += 1);
-            }
-            p.durable = f.durable_offset.min(f.fetch_offset);
-        }
-        self.update_high_watermark();
-        out.high_watermark = self.high_watermark();
-        // Up to what is written, synced or not (as Kafka's followers fetch up to the leader's
-        // log end): the leader's fdatasync then overlaps the followers' instead of preceding
-        // it. The high watermark still needs this log's own sync (`update_high_watermark`).
-        // Far behind, inside sealed segments, the follower gets whole segment files instead.
-        let limit = match self.log.catch_up_plan(f.fetch_offset) {
-            chronik_wal::CatchUp::WholeSegment => {
-                out.segment_available = true;
-                return out;
-            }
-            chronik_wal::CatchUp::ReadTo(limit) if limit <= f.fetch_offset => return out,
-            chronik_wal::CatchUp::ReadTo(limit) => limit,
-        };
-        // From the first segment's base, not the log start: a follower whose log ends inside
-        // the segment holding the log start catches up, then moves its own log start.
-        match self
-            .log
-            .read_replica_async(f.fetch_offset, max_bytes, limit)
-            .await
-        {
-            Ok(r) => out.records = r.data,
-            Err(WalError::OffsetOutOfRange { .. }) => {
-                out.error_code = code::OFFSET_OUT_OF_RANGE;
-                if f.fetch_offset < out.log_start_offset {
-                    out.restart_offset = self.restart_offset().await;
-                }
-            }
-            Err(e) => {
-                tracing::error!(topic = %self.topic, partition = self.partition, error = %e,
-                    "replica read failed");
-                out.error_code = code::KAFKA_STORAGE_ERROR;
-            }
-        }
-        out
     }
 
     /// The ISR this leader should propose, if it differs from the current one: followers
@@ -743,13 +654,16 @@ impl Replica {
                 st.generation = generation;
             }
         }
-        self.hw.send_if_modified(|cur| {
+        let lowered = self.hw.send_if_modified(|cur| {
             let lower = *cur > end;
             if lower {
                 *cur = end;
             }
             lower
         });
+        if lowered {
+            self.changed();
+        }
     }
 
     /// Follower side: cuts a divergent tail at `offset` (a batch boundary in both logs), as

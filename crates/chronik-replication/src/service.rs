@@ -1,114 +1,54 @@
-//! Leader side: the `Replication.Fetch` stream. Each follower node holds one stream; every
-//! request on it fetches all the partitions that follower replicates from this node. A
-//! request with nothing new is held until a partition appends or `max_wait_ms` passes.
+//! Leader side: the `Replication.Fetch` stream. Each follower node holds one stream, fetching
+//! all the partitions that follower replicates from this node; the stream is a fetch session
+//! (see `session`): requests name only what changed, answers carry only news. A request with
+//! nothing new is held until a change on this node gives news or `max_wait_ms` passes.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::manager::ReplicaManager;
 use crate::pb::replication_server::Replication;
-use crate::pb::{FetchRequest, FetchResponse, PartitionData, SegmentChunk, SegmentRequest};
-use crate::replica::{code, FollowerFetch};
+use crate::pb::{FetchRequest, FetchResponse, SegmentChunk, SegmentRequest};
+use crate::replica::{code, BrokerId};
+use crate::session::{Session, MAX_PARTITIONS_PER_SESSION};
 
 /// Most a leader holds a fetch, whatever the follower asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(5);
-/// Partitions one fetch may name.
-const MAX_PARTITIONS_PER_FETCH: usize = 100_000;
+/// Partitions one fetch may name (added and removed).
+const MAX_PARTITIONS_PER_FETCH: usize = MAX_PARTITIONS_PER_SESSION;
 
 pub struct ReplicationService {
     pub manager: Arc<ReplicaManager>,
 }
 
 impl ReplicationService {
-    async fn answer(&self, req: &FetchRequest) -> (FetchResponse, bool) {
+    /// Answers one request of `session`'s stream: serves what is due, and unless that has
+    /// news, holds until a change on this node ([`Changes`](crate::changes::Changes)) gives
+    /// some or `wait` passes. The signal's version is taken before each pass, so a change
+    /// during the pass (the high watermark this very fetch moved, say) ends the hold at once.
+    async fn answer(&self, session: &mut Session, req: &FetchRequest) -> FetchResponse {
+        let deadline =
+            Instant::now() + Duration::from_millis(req.max_wait_ms as u64).min(MAX_WAIT_CAP);
         let mut budget = (req.max_bytes as usize).clamp(1, self.manager.config.max_bytes);
-        let mut any = false;
-        let mut out = Vec::with_capacity(req.partitions.len());
-        for pf in &req.partitions {
-            let mut pd = PartitionData {
-                topic: pf.topic.clone(),
-                partition: pf.partition,
-                leader_epoch: -1,
-                ..Default::default()
-            };
-            let Some(replica) = self.manager.get(&pf.topic, pf.partition) else {
-                pd.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
-                out.push(pd);
-                any = true;
-                continue;
-            };
-            let served = replica
-                .serve_fetch(
-                    FollowerFetch {
-                        follower: req.follower_id as i32,
-                        fetch_offset: pf.fetch_offset,
-                        last_fetched_epoch: pf.last_fetched_epoch,
-                        durable_offset: pf.durable_offset,
-                        leader_epoch: pf.leader_epoch,
-                        log_start_offset: pf.log_start_offset,
-                    },
-                    budget,
-                )
-                .await;
-            budget = budget.saturating_sub(served.records.len()).max(1);
-            any |=
-                !served.records.is_empty() || served.error_code != 0 || served.diverging.is_some();
-            any |= served.segment_available;
-            pd.segment_available = served.segment_available;
-            pd.leader_epoch = served.leader_epoch;
-            pd.error_code = served.error_code;
-            pd.records = served.records;
-            pd.high_watermark = served.high_watermark;
-            pd.log_start_offset = served.log_start_offset;
-            pd.restart_offset = served.restart_offset.unwrap_or(0);
-            if let Some((epoch, end)) = served.diverging {
-                pd.diverging_epoch = epoch;
-                pd.diverging_end_offset = end;
-            } else {
-                pd.diverging_epoch = -1;
-                pd.diverging_end_offset = -1;
+        loop {
+            let seen = self.manager.changes.version();
+            let urgent = session.pass(&self.manager, &mut budget).await;
+            if urgent || Instant::now() >= deadline {
+                break;
             }
-            out.push(pd);
+            self.manager.changes.wait_past(seen, deadline).await;
         }
-        (FetchResponse { partitions: out }, any)
-    }
-
-    /// Watches on the named partitions' log ends and high watermarks, taken before the request
-    /// is answered: a change after that (the high watermark this very fetch moved, say) wakes
-    /// [`Self::hold`] at once instead of after `max_wait_ms`.
-    fn watches(&self, req: &FetchRequest) -> Vec<tokio::sync::watch::Receiver<i64>> {
-        let mut watches = Vec::new();
-        for pf in &req.partitions {
-            if let Some(r) = self.manager.get(&pf.topic, pf.partition) {
-                let mut log = r.log.subscribe_end();
-                log.borrow_and_update();
-                watches.push(log);
-                let mut hw = r.subscribe_hw();
-                hw.borrow_and_update();
-                watches.push(hw);
-                let mut start = r.subscribe_log_start();
-                start.borrow_and_update();
-                watches.push(start);
-            }
+        FetchResponse {
+            partitions: session.answer(),
+            sessions: true,
         }
-        watches
-    }
-
-    /// Waits until a watched partition appends or its high watermark moves, or `wait` passes.
-    async fn hold(&self, mut watches: Vec<tokio::sync::watch::Receiver<i64>>, wait: Duration) {
-        if watches.is_empty() {
-            tokio::time::sleep(wait).await;
-            return;
-        }
-        let changed =
-            futures::future::select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
-        let _ = tokio::time::timeout(wait, changed).await;
     }
 }
 
@@ -190,7 +130,10 @@ impl Replication for Arc<ReplicationService> {
         let (tx, rx) = mpsc::channel(1);
         let me = self.clone();
         let mut stop = me.manager.stopping();
+        let lag_max = me.manager.config.replica_lag_max;
         tokio::spawn(async move {
+            // The stream is the session; every request on it names the same follower.
+            let mut session: Option<Session> = None;
             loop {
                 let next = tokio::select! {
                     m = incoming.message() => m,
@@ -210,7 +153,7 @@ impl Replication for Arc<ReplicationService> {
                     let _ = tx.send(Err(denied)).await;
                     return;
                 }
-                if req.partitions.len() > MAX_PARTITIONS_PER_FETCH {
+                if req.partitions.len() + req.removed.len() > MAX_PARTITIONS_PER_FETCH {
                     let _ = tx
                         .send(Err(Status::invalid_argument(
                             "too many partitions in one fetch",
@@ -218,13 +161,16 @@ impl Replication for Arc<ReplicationService> {
                         .await;
                     return;
                 }
-                let wait = Duration::from_millis(req.max_wait_ms as u64).min(MAX_WAIT_CAP);
-                let watches = me.watches(&req);
-                let (mut resp, any) = me.answer(&req).await;
-                if !any && !wait.is_zero() {
-                    me.hold(watches, wait).await;
-                    resp = me.answer(&req).await.0;
+                let follower = req.follower_id as BrokerId;
+                let session = match &mut session {
+                    Some(s) if s.follower() == follower => s,
+                    _ => session.insert(Session::new(follower, lag_max)),
+                };
+                if let Err(e) = session.update(&req) {
+                    let _ = tx.send(Err(Status::invalid_argument(e.to_string()))).await;
+                    return;
                 }
+                let resp = me.answer(session, &req).await;
                 if tx.send(Ok(resp)).await.is_err() {
                     return;
                 }

@@ -319,6 +319,7 @@ async fn fetch(ch: Channel, follower: u64) -> Result<(), Code> {
         partitions: vec![],
         max_wait_ms: 0,
         max_bytes: 1024,
+        ..Default::default()
     };
     let mut stream = ReplicationClient::new(ch)
         .fetch(tokio_stream::iter(vec![req]))

@@ -20,6 +20,7 @@ impl Replica {
             .await
             .map_err(|e| WalError::Failed(format!("log start task failed: {e}")))??;
         self.log_start_moved.send_modify(|n| *n += 1);
+        self.changed();
         Ok(out)
     }
 

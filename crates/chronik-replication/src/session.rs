@@ -1,0 +1,200 @@
+//! Leader side of a fetch session (see `proto/replication.proto`): what one follower's stream
+//! fetches and what this leader last told it, per partition. A pass over the session serves
+//! only the partitions the request named or whose [`Replica::version`] moved since they were
+//! last served; the others cost one atomic load. The answer carries only partitions with news
+//! (or named in the request), so an idle follower's fetch of thousands of partitions is an
+//! empty request, an empty answer and no `serve_fetch` at all.
+//!
+//! A partition left out of the request still counts as fetched, at the offsets last named:
+//! [`Replica::note_unchanged_fetch`] keeps its caught-up clock moving (at most every
+//! [`Session::touch_every`]), so an idle, live follower stays in the ISR.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::manager::ReplicaManager;
+use crate::pb::{FetchRequest, PartitionData};
+use crate::replica::{code, BrokerId, FollowerFetch, Replica, ServedFetch};
+
+/// Partitions one session may hold (a full request may name as many).
+pub(crate) const MAX_PARTITIONS_PER_SESSION: usize = 100_000;
+
+type Key = (String, i32);
+
+/// One partition of a session.
+struct Entry {
+    /// The follower's fetch state as it last named it.
+    fetch: FollowerFetch,
+    /// The replica as last looked up (`None`: not on this node); looked up again on every
+    /// serve, so a partition deleted or created again is found as it now is.
+    replica: Option<Arc<Replica>>,
+    /// The replica's version before it was last served.
+    seen: u64,
+    /// Serve it on the next pass whatever its version: named in the request, or its last
+    /// answer asked the follower to act (records, an error, a divergence, a segment). The
+    /// follower may have failed to: an unchanged fetch state must then get the same answer
+    /// again, as a whole request would.
+    dirty: bool,
+    /// Named in the request being answered: answered even without news.
+    asked: bool,
+    /// (high watermark, log start, leader epoch) as last sent.
+    told: Option<(i64, i64, i32)>,
+}
+
+/// Why a request cannot be applied to the session; the stream ends with it.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum SessionError {
+    #[error("a fetch session may hold at most {MAX_PARTITIONS_PER_SESSION} partitions")]
+    TooManyPartitions,
+}
+
+pub(crate) struct Session {
+    follower: BrokerId,
+    entries: HashMap<Key, Entry>,
+    /// Last time every partition left out of the requests was noted as fetched.
+    touched: Option<Instant>,
+    touch_every: Duration,
+    /// Answers gathered over the passes of one request, by partition.
+    pending: HashMap<Key, PartitionData>,
+}
+
+impl Session {
+    /// A session of `follower`'s stream. Its unchanged partitions are noted as fetched at
+    /// least every `replica_lag_max / 4` (at most every second).
+    pub(crate) fn new(follower: BrokerId, replica_lag_max: Duration) -> Session {
+        Session {
+            follower,
+            entries: HashMap::new(),
+            touched: None,
+            touch_every: (replica_lag_max / 4).min(Duration::from_secs(1)),
+            pending: HashMap::new(),
+        }
+    }
+
+    pub(crate) fn follower(&self) -> BrokerId {
+        self.follower
+    }
+
+    /// Takes in a request: a whole one replaces the partition set, an incremental one
+    /// removes and updates partitions. Every partition it names is served on the next pass.
+    pub(crate) fn update(&mut self, req: &FetchRequest) -> Result<(), SessionError> {
+        if !req.incremental {
+            self.entries.clear();
+        }
+        for id in &req.removed {
+            self.entries.remove(&(id.topic.clone(), id.partition));
+        }
+        for pf in &req.partitions {
+            let fetch = FollowerFetch {
+                follower: self.follower,
+                fetch_offset: pf.fetch_offset,
+                last_fetched_epoch: pf.last_fetched_epoch,
+                durable_offset: pf.durable_offset,
+                leader_epoch: pf.leader_epoch,
+                log_start_offset: pf.log_start_offset,
+            };
+            let key = (pf.topic.clone(), pf.partition);
+            let e = self.entries.entry(key).or_insert(Entry {
+                fetch,
+                replica: None,
+                seen: 0,
+                dirty: true,
+                asked: true,
+                told: None,
+            });
+            e.fetch = fetch;
+            e.dirty = true;
+            e.asked = true;
+        }
+        if self.entries.len() > MAX_PARTITIONS_PER_SESSION {
+            return Err(SessionError::TooManyPartitions);
+        }
+        Ok(())
+    }
+
+    /// Serves every partition due (see [`Entry::dirty`], [`Replica::version`]), reading at
+    /// most `budget` record bytes (at least one batch). Returns whether an answer has news
+    /// the follower should get now rather than at the end of the hold.
+    pub(crate) async fn pass(&mut self, manager: &ReplicaManager, budget: &mut usize) -> bool {
+        let mut urgent = false;
+        for (key, e) in self.entries.iter_mut() {
+            let moved = e.replica.as_ref().is_none_or(|r| r.version() != e.seen);
+            if !e.dirty && !moved {
+                continue;
+            }
+            let mut pd = PartitionData {
+                topic: key.0.clone(),
+                partition: key.1,
+                leader_epoch: -1,
+                ..Default::default()
+            };
+            e.replica = manager.get_key(key);
+            let acts = match &e.replica {
+                None => {
+                    pd.error_code = code::UNKNOWN_TOPIC_OR_PARTITION;
+                    true
+                }
+                Some(r) => {
+                    e.seen = r.version();
+                    let served = r.serve_fetch(e.fetch, *budget).await;
+                    *budget = budget.saturating_sub(served.records.len()).max(1);
+                    fill(&mut pd, served)
+                }
+            };
+            e.dirty = acts;
+            let told = (pd.high_watermark, pd.log_start_offset, pd.leader_epoch);
+            let news = acts || e.told != Some(told);
+            urgent |= news;
+            if news || e.asked {
+                self.pending.insert(key.clone(), pd);
+            }
+        }
+        urgent
+    }
+
+    /// The answer to the request: every partition gathered by the passes, noted as told.
+    /// Partitions not served are noted as fetched (see the module docs), at most every
+    /// `touch_every`.
+    pub(crate) fn answer(&mut self) -> Vec<PartitionData> {
+        let out: Vec<PartitionData> = self.pending.drain().map(|(_, pd)| pd).collect();
+        for pd in &out {
+            if let Some(e) = self.entries.get_mut(&(pd.topic.clone(), pd.partition)) {
+                e.told = Some((pd.high_watermark, pd.log_start_offset, pd.leader_epoch));
+                e.asked = false;
+            }
+        }
+        let now = Instant::now();
+        if self
+            .touched
+            .is_none_or(|t| now.duration_since(t) >= self.touch_every)
+        {
+            self.touched = Some(now);
+            for e in self.entries.values() {
+                if let Some(r) = &e.replica {
+                    r.note_unchanged_fetch(self.follower);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Copies a served fetch into its answer; true if it asks the follower to act.
+fn fill(pd: &mut PartitionData, served: ServedFetch) -> bool {
+    let acts = !served.records.is_empty()
+        || served.error_code != code::NONE
+        || served.diverging.is_some()
+        || served.segment_available;
+    pd.segment_available = served.segment_available;
+    pd.leader_epoch = served.leader_epoch;
+    pd.error_code = served.error_code;
+    pd.records = served.records;
+    pd.high_watermark = served.high_watermark;
+    pd.log_start_offset = served.log_start_offset;
+    pd.restart_offset = served.restart_offset.unwrap_or(0);
+    (pd.diverging_epoch, pd.diverging_end_offset) = served.diverging.unwrap_or((-1, -1));
+    acts
+}
