@@ -498,14 +498,12 @@ impl Replica {
         };
         let now = Instant::now();
         let hw = self.high_watermark();
-        let mut next: Vec<BrokerId> = Vec::new();
-        for r in replicas {
+        let keep = |r: &BrokerId| {
             if *r == self.node_id {
-                next.push(*r);
-                continue;
+                return true;
             }
             let progress = st.followers.get(r);
-            let keep = if isr.contains(r) {
+            if isr.contains(r) {
                 let since = progress.map_or(st.leading_since, |p| p.caught_up_at);
                 now.duration_since(since) <= max_lag
             } else {
@@ -518,11 +516,25 @@ impl Replica {
                 progress.is_some_and(|p| {
                     p.durable >= hw && now.duration_since(p.caught_up_at) <= max_lag
                 })
-            };
-            if keep {
-                next.push(*r);
+            }
+        };
+        // Checked before anything is collected: the ISR tick asks every leader on the node,
+        // and almost always nothing changes.
+        let mut kept = 0;
+        for r in replicas {
+            match (keep(r), isr.contains(r)) {
+                (true, true) => kept += 1,
+                (false, false) => {}
+                _ => {
+                    kept = usize::MAX;
+                    break;
+                }
             }
         }
+        if kept == isr.len() {
+            return None;
+        }
+        let next: Vec<BrokerId> = replicas.iter().copied().filter(|r| keep(r)).collect();
         let mut a = next.clone();
         let mut b = isr.clone();
         a.sort_unstable();
@@ -712,7 +724,7 @@ fn follows(role: &Role, leader: BrokerId, epoch: i32) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use chronik_wal::LogConfig;
 
@@ -903,7 +915,7 @@ mod tests {
 
     /// A v2 record batch of one record as a leader serves it: base offset `base`, stamped
     /// with `epoch`, CRC32C valid (the record bytes themselves are opaque to the WAL).
-    fn served_batch(base: i64, epoch: i32) -> Vec<u8> {
+    pub(crate) fn served_batch(base: i64, epoch: i32) -> Vec<u8> {
         let mut b = vec![0u8; 61 + 8];
         let batch_length = (b.len() - 12) as i32;
         b[0..8].copy_from_slice(&base.to_be_bytes());

@@ -198,3 +198,127 @@ fn fill(pd: &mut PartitionData, served: ServedFetch) -> bool {
     (pd.diverging_epoch, pd.diverging_end_offset) = served.diverging.unwrap_or((-1, -1));
     acts
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use chronik_wal::{LogConfig, PartitionLog};
+
+    use super::*;
+    use crate::pb::PartitionFetch;
+    use crate::replica::Role;
+    use crate::{EpochCache, ReplicationConfig};
+
+    fn fetch(partition: i32, offset: i64) -> PartitionFetch {
+        PartitionFetch {
+            topic: "t".into(),
+            partition,
+            fetch_offset: offset,
+            last_fetched_epoch: if offset > 0 { 0 } else { -1 },
+            durable_offset: offset,
+            leader_epoch: 0,
+            log_start_offset: 0,
+        }
+    }
+
+    fn request(incremental: bool, partitions: Vec<PartitionFetch>) -> FetchRequest {
+        FetchRequest {
+            follower_id: 2,
+            partitions,
+            max_wait_ms: 0,
+            max_bytes: 1 << 20,
+            incremental,
+            removed: vec![],
+        }
+    }
+
+    /// One round of a follower that has nothing new to say: its answer.
+    async fn idle_round(s: &mut Session, m: &ReplicaManager) -> Vec<PartitionData> {
+        s.update(&request(true, vec![])).expect("update");
+        s.pass(m, &mut (1 << 20)).await;
+        s.answer()
+    }
+
+    /// The point of sessions: once the follower has everything, a round names no partition
+    /// and answers none; an append is news for its partition only; a follower that says
+    /// nothing stays in the ISR (its partitions count as fetched at the offsets last named).
+    #[tokio::test]
+    async fn an_idle_follower_hears_only_news_and_stays_in_the_isr() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let m = ReplicaManager::new(1, ReplicationConfig::default());
+        let mut replicas = Vec::new();
+        for p in 0..3 {
+            let log = PartitionLog::open(dir.path(), "t", p, LogConfig::default())
+                .await
+                .expect("open log");
+            let r = Replica::new(log, 1, EpochCache::default(), 0);
+            m.add(r.clone());
+            r.set_role(Role::Leader {
+                epoch: 0,
+                isr: vec![1, 2],
+                min_isr: 1,
+            });
+            replicas.push(r);
+        }
+        let lag = Duration::from_millis(300);
+        let mut s = Session::new(2, lag);
+        s.update(&request(false, (0..3).map(|p| fetch(p, 0)).collect()))
+            .expect("update");
+        assert!(s.pass(&m, &mut (1 << 20)).await, "a first answer is news");
+        assert_eq!(s.answer().len(), 3);
+
+        // Idle for longer than replica.lag.time.max: nothing served, nothing answered, and
+        // the follower stays in the ISR.
+        let until = Instant::now() + lag * 2;
+        while Instant::now() < until {
+            let versions: Vec<u64> = replicas.iter().map(|r| r.version()).collect();
+            assert!(idle_round(&mut s, &m).await.is_empty());
+            let after: Vec<u64> = replicas.iter().map(|r| r.version()).collect();
+            assert_eq!(
+                versions, after,
+                "an idle round changes nothing on the leader"
+            );
+            tokio::time::sleep(lag / 6).await;
+        }
+        for r in &replicas {
+            assert_eq!(r.isr_change(&[1, 2], lag), None, "follower 2 stays in");
+        }
+
+        // An append to partition 1 (seen through the manager's watch of its log end) wakes a
+        // hold and is the only news.
+        let seen = m.changes.version();
+        let mut batch = crate::replica::tests::served_batch(0, 0);
+        let appended = replicas[1]
+            .log
+            .append_replica_after(&mut batch, 0)
+            .expect("append");
+        replicas[1].record_epoch(0, appended.base_offset, appended.generation);
+        m.changes
+            .wait_past(seen, Instant::now() + Duration::from_secs(5))
+            .await;
+        let answer = idle_round(&mut s, &m).await;
+        assert_eq!(answer.len(), 1, "{answer:?}");
+        assert_eq!(answer[0].partition, 1);
+        assert!(!answer[0].records.is_empty());
+
+        // The follower names the partition once it holds the batch durably: the high
+        // watermark it moves reaches the follower.
+        replicas[1].log.wait_committed(1).await.expect("committed");
+        let mut hw = -1;
+        let deadline = Instant::now() + Duration::from_secs(5);
+        s.update(&request(true, vec![fetch(1, 1)])).expect("update");
+        while hw < 1 && Instant::now() < deadline {
+            let seen = m.changes.version();
+            s.pass(&m, &mut (1 << 20)).await;
+            if let Some(pd) = s.answer().into_iter().find(|pd| pd.partition == 1) {
+                hw = pd.high_watermark;
+            }
+            m.changes
+                .wait_past(seen, Instant::now() + Duration::from_millis(100))
+                .await;
+        }
+        assert_eq!(hw, 1);
+        assert!(idle_round(&mut s, &m).await.is_empty());
+    }
+}
