@@ -1,5 +1,8 @@
 //! Follower side: one task per leader node, one gRPC stream to it, fetching every partition
-//! this node follows from that leader. After appending fetched batches the follower waits
+//! this node follows from that leader. The stream is a fetch session (see `session` and the
+//! proto): once the leader says it keeps sessions, a request names only the partitions whose
+//! fetch state changed since the previous one, and an answer only those with news; a
+//! partition left out of an answer had none. After appending fetched batches the follower waits
 //! until they are durable before its next fetch, so the offset it reports is one the leader
 //! may count towards the high watermark. A partition far behind gets whole sealed segments
 //! (`FetchSegment`) from a task beside the stream, at most two at a time per leader.

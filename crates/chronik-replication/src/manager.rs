@@ -2,7 +2,9 @@
 //!
 //! Every partition replica registered here gets a task that recomputes its high watermark
 //! when its own log commits. A follower replica is fetched by the one fetcher task this node
-//! runs per leader node (one gRPC stream per node pair, see `fetcher`).
+//! runs per leader node (one gRPC stream per node pair, see `fetcher`). Every replica bumps the
+//! manager's one change signal ([`Changes`]) with what its followers' fetches would learn; the
+//! fetches held on this node wait on that.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
