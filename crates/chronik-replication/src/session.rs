@@ -42,6 +42,8 @@ struct Entry {
     asked: bool,
     /// (high watermark, log start, leader epoch) as last sent.
     told: Option<(i64, i64, i32)>,
+    /// The last request that named it.
+    named_in: u64,
 }
 
 /// Why a request cannot be applied to the session; the stream ends with it.
@@ -59,6 +61,8 @@ pub(crate) struct Session {
     touch_every: Duration,
     /// Answers gathered over the passes of one request, by partition.
     pending: HashMap<Key, PartitionData>,
+    /// Requests taken in.
+    requests: u64,
 }
 
 impl Session {
@@ -71,6 +75,7 @@ impl Session {
             touched: None,
             touch_every: (replica_lag_max / 4).min(Duration::from_secs(1)),
             pending: HashMap::new(),
+            requests: 0,
         }
     }
 
@@ -81,9 +86,8 @@ impl Session {
     /// Takes in a request: a whole one replaces the partition set, an incremental one
     /// removes and updates partitions. Every partition it names is served on the next pass.
     pub(crate) fn update(&mut self, req: &FetchRequest) -> Result<(), SessionError> {
-        if !req.incremental {
-            self.entries.clear();
-        }
+        self.requests += 1;
+        let round = self.requests;
         for id in &req.removed {
             self.entries.remove(&(id.topic.clone(), id.partition));
         }
@@ -104,10 +108,18 @@ impl Session {
                 dirty: true,
                 asked: true,
                 told: None,
+                named_in: round,
             });
+            e.named_in = round;
             e.fetch = fetch;
             e.dirty = true;
             e.asked = true;
+        }
+        if !req.incremental {
+            // A whole request (an older follower sends nothing else) replaces the set but
+            // keeps what was told of the partitions it still names: else each of its answers
+            // would be all news, and no request of it ever held.
+            self.entries.retain(|_, e| e.named_in == round);
         }
         if self.entries.len() > MAX_PARTITIONS_PER_SESSION {
             return Err(SessionError::TooManyPartitions);
@@ -320,5 +332,12 @@ mod tests {
         }
         assert_eq!(hw, 1);
         assert!(idle_round(&mut s, &m).await.is_empty());
+
+        // A follower that sends whole requests only (an older one) gets every partition it
+        // names, but is held as long as none has news.
+        let whole = vec![fetch(0, 0), fetch(1, 1), fetch(2, 0)];
+        s.update(&request(false, whole)).expect("update");
+        assert!(!s.pass(&m, &mut (1 << 20)).await, "nothing new: held");
+        assert_eq!(s.answer().len(), 3);
     }
 }
