@@ -546,6 +546,8 @@ impl Replica {
     /// ISR expansion that adds them (Kafka's "maximal ISR"): the controller may elect a new ISR
     /// member as soon as the expansion commits, so it must already hold everything this leader
     /// acknowledges. Only widens; the next role from the metadata replaces it.
+    /// The high watermark is recomputed: an ISR reaching min.insync.replicas lets it move,
+    /// and no follower fetch may come to do it (in a fetch session an idle one serves none).
     pub fn widen_isr(&self, members: &[BrokerId]) {
         let mut st = self.lock();
         if let Role::Leader { isr, .. } = &mut st.role {
@@ -555,6 +557,8 @@ impl Replica {
                 }
             }
         }
+        drop(st);
+        self.update_high_watermark();
     }
 
     /// Leader side of a whole-segment transfer: the sealed segment at `base_offset`, if this
@@ -809,6 +813,24 @@ pub(crate) mod tests {
             0,
             "ISR of 1 below min.insync.replicas 2"
         );
+        // Widened to min.insync.replicas (an ISR expansion proposed), with the follower
+        // already holding everything: the high watermark moves with no fetch to move it.
+        r.record_epoch(1, written.base_offset, written.generation);
+        r.serve_fetch(
+            FollowerFetch {
+                follower: 2,
+                fetch_offset: end,
+                last_fetched_epoch: 1,
+                durable_offset: end,
+                leader_epoch: 1,
+                log_start_offset: 0,
+            },
+            1 << 20,
+        )
+        .await;
+        assert_eq!(r.high_watermark(), 0, "follower 2 is not in the ISR");
+        r.widen_isr(&[1, 2]);
+        assert_eq!(r.high_watermark(), end);
         r.set_role(lead(1));
         assert_eq!(r.high_watermark(), end);
     }
