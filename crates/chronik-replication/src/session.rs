@@ -184,7 +184,9 @@ impl Session {
             .is_none_or(|t| now.duration_since(t) >= self.touch_every)
         {
             self.touched = Some(now);
-            for e in self.entries.values() {
+            // Not those whose last answer asked the follower to act: their progress is
+            // what `serve_fetch` makes of their next fetch.
+            for e in self.entries.values().filter(|e| !e.dirty) {
                 if let Some(r) = &e.replica {
                     r.note_unchanged_fetch(self.follower);
                 }
