@@ -567,6 +567,75 @@ mod tests {
         }
     }
 
+    /// A follower's requests in a session: the first names every partition; then only what
+    /// changed (a new epoch here), and those it no longer follows from this leader.
+    #[tokio::test]
+    async fn a_request_names_only_what_changed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let manager = ReplicaManager::new(1, ReplicationConfig::default());
+        for p in 0..3 {
+            let log = PartitionLog::open(dir.path(), "t", p, LogConfig::default())
+                .await
+                .expect("open log");
+            manager.add(Replica::new(log, 1, EpochCache::default(), 0));
+            manager.set_role(
+                "t",
+                p,
+                Role::Follower {
+                    leader: 2,
+                    epoch: 0,
+                },
+                None,
+            );
+        }
+        let weak = Arc::downgrade(&manager);
+        let transfers = Transfers::new();
+        let mut sent = Sent::default();
+        let first = next_request(&weak, 2, &transfers, &mut sent).expect("a request");
+        assert!(!first.incremental);
+        assert_eq!(first.partitions.len(), 3);
+        // The leader said it keeps sessions.
+        sent.incremental = true;
+        let idle = next_request(&weak, 2, &transfers, &mut sent).expect("a request");
+        assert!(idle.incremental);
+        assert!(
+            idle.partitions.is_empty() && idle.removed.is_empty(),
+            "{idle:?}"
+        );
+
+        manager.set_role(
+            "t",
+            1,
+            Role::Follower {
+                leader: 2,
+                epoch: 1,
+            },
+            None,
+        );
+        manager.set_role(
+            "t",
+            2,
+            Role::Follower {
+                leader: 3,
+                epoch: 1,
+            },
+            None,
+        );
+        let next = next_request(&weak, 2, &transfers, &mut sent).expect("a request");
+        assert_eq!(next.partitions.len(), 1);
+        assert_eq!(
+            (
+                next.partitions[0].partition,
+                next.partitions[0].leader_epoch
+            ),
+            (1, 1)
+        );
+        assert_eq!(next.removed.len(), 1);
+        assert_eq!(next.removed[0].partition, 2);
+        assert_eq!(sent.fetched_from(&("t".to_string(), 1)), Some(0));
+        assert_eq!(sent.fetched_from(&("t".to_string(), 2)), None);
+    }
+
     /// A fetch not answered within the leader's hold plus the margin ends the stream (so the
     /// fetcher reconnects) instead of waiting on it for as long as TCP would.
     #[tokio::test]
