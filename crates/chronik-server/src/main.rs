@@ -36,12 +36,12 @@ fn main() -> ExitCode {
         }
     };
     init_logging(config.log_format);
-    let fd_limit = apply_fd_limit(config.max_open_segment_files);
     // Every event of this process carries the node: each runtime thread (workers and the
     // blocking pool) enters the `node` span when it starts and never leaves it, so tasks'
     // own spans (partition, wal_commit) nest inside it without each spawn instrumenting.
     let node_span = tracing::info_span!("node", node_id = config.node_id);
     let _main_thread = node_span.clone().entered();
+    let fd_limit = apply_fd_limit(config.max_open_segment_files);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_start(move || std::mem::forget(node_span.clone().entered()))
