@@ -13,7 +13,7 @@ use super::{now_ms, Inner, PartitionLog, Segment, Shared, MAX_PENDING_SEALS};
 use crate::error::WalError;
 use crate::file_cache::segment_files;
 use crate::recovery::{fsync_dir, remove_index_files_durably, remove_segment_files};
-use crate::segment::{scan_segment, SegmentHeader};
+use crate::segment::{scan_segment, ScanOutcome, SegmentHeader};
 
 impl PartitionLog {
     /// Truncates the log so that `log_end_offset() == offset`: removes whole later segments and
@@ -103,16 +103,7 @@ impl Shared {
         let seg = &inner.segments[idx];
         // The cut segment becomes the active one, which writes through a handle of its own; a
         // sealed one gave its up (`maintenance` is held: the name is this segment's file).
-        let file = match &seg.own_file {
-            Some(f) => f.clone(),
-            None => Arc::new(
-                OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .open(&seg.path)
-                    .map_err(WalError::io("open segment", &seg.path))?,
-            ),
-        };
+        let file = writable_file(seg)?;
         let header = seg.header();
         let out = scan_segment(
             &file,
@@ -129,23 +120,7 @@ impl Shared {
                 reason: problem.to_string(),
             });
         }
-        // `offset` may lie in a gap (compaction): the log then ends there, after the batches
-        // below it, and a new empty segment at `offset` keeps that end across a restart.
-        if out.next_offset > offset {
-            return Err(WalError::NotBatchBoundary { offset });
-        }
-        let in_gap = out.next_offset < offset;
-        if in_gap && header.cleaned_to.is_none() {
-            // Only a cleaned segment has gaps (the scan checked its batches, `gap_allowed` its end).
-            return Err(WalError::Corrupt {
-                path: seg.path.to_path_buf(),
-                position: out.valid_len,
-                reason: format!(
-                    "offset {offset} lies after the last batch ({}) of a segment without gaps",
-                    out.next_offset
-                ),
-            });
-        }
+        let in_gap = cut_in_gap(seg, &header, &out, offset)?;
         // A cleaned segment's range now ends at `offset`: a gap up to it (in_gap) stays legal,
         // and nothing appended after it may end early unnoticed (recovery would take a torn
         // tail of the rest for a compacted one).
@@ -220,4 +195,45 @@ impl Shared {
             removed_segments = removed.len(), cut_bytes, "truncated log");
         Ok(())
     }
+}
+
+/// The handle a cut segment writes through as the active one: its own, or (a sealed segment
+/// gave its up; `maintenance` is held, so the name is this segment's file) a new one.
+fn writable_file(seg: &Segment) -> Result<Arc<File>, WalError> {
+    if let Some(f) = &seg.own_file {
+        return Ok(f.clone());
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&seg.path)
+        .map_err(WalError::io("open segment", &seg.path))?;
+    Ok(Arc::new(file))
+}
+
+/// Whether `offset` lies in a gap after the cut segment's last batch below it (compaction:
+/// the log then ends there, and a new empty segment at `offset` keeps that end across a
+/// restart); an error if it is inside a batch, or in a gap of a segment that has none.
+fn cut_in_gap(
+    seg: &Segment,
+    header: &SegmentHeader,
+    out: &ScanOutcome,
+    offset: i64,
+) -> Result<bool, WalError> {
+    if out.next_offset > offset {
+        return Err(WalError::NotBatchBoundary { offset });
+    }
+    let in_gap = out.next_offset < offset;
+    if in_gap && header.cleaned_to.is_none() {
+        // Only a cleaned segment has gaps (the scan checked its batches, `gap_allowed` its end).
+        return Err(WalError::Corrupt {
+            path: seg.path.to_path_buf(),
+            position: out.valid_len,
+            reason: format!(
+                "offset {offset} lies after the last batch ({}) of a segment without gaps",
+                out.next_offset
+            ),
+        });
+    }
+    Ok(in_gap)
 }
